@@ -1,0 +1,111 @@
+/* backend.h — the seam between the model code and a device's kernels.
+ *
+ * The forward pass (model.c) is written once against these ops. A backend owns memory
+ * (weights placed on it, its layers' KV cache, scratch activations) and computes on
+ * it. All activations are float32, row-major [tokens][dim], in the memory of the
+ * backend doing the op; moving a hidden state between backends is an explicit copy
+ * through the host (backend_copy). A new device is a new backend_*.c / kernels/*.cu
+ * that fills struct backend_ops; nothing else changes.
+ */
+#ifndef LLMFS_BACKEND_H
+#define LLMFS_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct backend backend;
+typedef struct kv_cache kv_cache;
+
+/* A weight as the model sees it. 2D: ne[0] row length (contiguous), ne[1] rows.
+ * 3D (MoE experts): ne[2] experts, each a [ne[1]][ne[0]] matrix nb2 bytes apart. */
+typedef struct tensor {
+    char name[64];
+    int type;           /* enum ggml_type */
+    int64_t ne[3];
+    size_t nb1, nb2;    /* bytes per row, per expert matrix */
+    void *data;         /* in the memory of be */
+    backend *be;        /* where it lives */
+} tensor;
+
+/* The tokens of one forward call (host memory; the backend copies what it needs in begin). */
+typedef struct fwd_batch {
+    int n;
+    const int32_t *token;   /* [n] */
+    const int32_t *pos;     /* [n] position within its sequence */
+    const int32_t *seq;     /* [n] sequence = KV slot */
+    const int8_t *logits;   /* [n] 1: return this position's logits */
+} fwd_batch;
+
+typedef struct rope_params {
+    int n_rot;            /* dims rotated per head (head_dim usually) */
+    bool neox;            /* pairs (i, i + n_rot/2) instead of (2i, 2i+1) */
+    float freq_base;
+    float freq_scale;     /* 1 / linear scaling factor */
+    /* llama3-style frequency scaling; factor 0 = off */
+    float l3_factor, l3_low_freq_factor, l3_high_freq_factor;
+    int l3_orig_ctx;
+} rope_params;
+
+typedef struct attn_params {
+    int n_head, n_head_kv, head_dim;
+    float scale;          /* 1/sqrt(head_dim) */
+    bool flash;           /* online-softmax kernel instead of materialised scores */
+} attn_params;
+
+struct backend_ops {
+    const char *name; /* "CPU", "CUDA" */
+
+    /* memory */
+    void *(*alloc)(backend *be, size_t bytes);   /* NULL: out of memory */
+    void (*free)(backend *be, void *p);
+    void (*upload)(backend *be, void *dst, const void *src, size_t n);   /* host -> be */
+    void (*download)(backend *be, void *dst, const void *src, size_t n); /* be -> host */
+    void (*sync)(backend *be);
+
+    /* The batch every op of this forward call refers to (positions, sequences). */
+    int (*begin)(backend *be, const fwd_batch *b);
+
+    /* out[n][ne0] = rows b->token of w, as floats */
+    void (*get_rows)(backend *be, float *out, const tensor *w, int n);
+    /* out[r] = x[r] / rms(x[r]) * w, r < rows, rows of d; w may be NULL */
+    void (*rmsnorm)(backend *be, float *out, const float *x, const float *w, int rows, int d, float eps);
+    /* out[n][ne1] = x[n][ne0] · wᵀ (activations rounded to w's dot type first) */
+    void (*matmul)(backend *be, float *out, const tensor *w, const float *x, int n);
+    /* x[r] += bias, r < rows, rows of d */
+    void (*add_bias)(backend *be, float *x, const float *bias, int rows, int d);
+    /* x += y, n floats */
+    void (*add)(backend *be, float *x, const float *y, int64_t n);
+    /* out = silu(gate) * up, n floats */
+    void (*swiglu)(backend *be, float *out, const float *gate, const float *up, int64_t n);
+    /* rotates x[n][n_head][head_dim] in place at the batch's positions */
+    void (*rope)(backend *be, float *x, int n, int n_head, int head_dim, const rope_params *p);
+    /* stores k, v [n][n_head_kv*head_dim] at the batch's (seq, pos) cells of layer il */
+    void (*kv_store)(backend *be, kv_cache *kv, int il, const float *k, const float *v, int n);
+    /* out[n][n_head*head_dim]: causal attention of q over the layer's cache, each token
+     * seeing its own sequence's cells 0..pos */
+    void (*attention)(backend *be, float *out, const float *q, const kv_cache *kv, int il, int n,
+                      const attn_params *p);
+    /* MoE: from router logits [n][n_expert] pick the top k after a softmax, renormalise
+     * when norm is set; ids [n][k] int32 and weights [n][k] float in be's memory */
+    void (*topk_softmax)(backend *be, int32_t *ids, float *weights, const float *logits, int n,
+                         int n_expert, int k, bool norm);
+    /* out[n][ne1 of down] = sum_j weights[i][j] * down_e(silu(gate_e x) * up_e x), e = ids[i][j] */
+    void (*moe_ffn)(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
+                    const tensor *down, const int32_t *ids, const float *weights, int n, int k);
+};
+
+struct backend {
+    const struct backend_ops *ops;
+    int n_threads;        /* CPU: threads for single-token steps */
+    int n_threads_batch;  /* CPU: threads for prompt batches */
+    void *impl;
+};
+
+backend *backend_cpu_new(int n_threads, int n_threads_batch);
+#ifdef LLMFS_HAVE_CUDA
+backend *backend_cuda_new(int device, char *err, size_t err_cap); /* NULL: no usable GPU */
+#endif
+void backend_free(backend *be);
+
+#endif

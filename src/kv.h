@@ -1,0 +1,38 @@
+/* kv.h — the key/value cache: n_seq sequences (slots) of n_ctx cells each.
+ *
+ * Cell (seq, pos) is row seq*n_ctx + pos of each layer's K and V matrices, so a
+ * sequence's cache is contiguous and attention over it is one strided scan. Rows are
+ * n_head_kv*head_dim elements of type_k / type_v (f16, q8_0 or q4_0). Each layer's
+ * storage lives on the backend that computes that layer.
+ */
+#ifndef LLMFS_KV_H
+#define LLMFS_KV_H
+
+#include "backend.h"
+#include "llmfs.h"
+
+typedef struct model model;
+
+struct kv_layer {
+    void *k, *v;       /* [n_seq*n_ctx][n_embd_kv] of type_k / type_v, in be's memory */
+    backend *be;
+    size_t k_row, v_row; /* bytes per row */
+};
+
+struct kv_cache {
+    int n_layer, n_ctx, n_seq, n_embd_kv;
+    int type_k, type_v;
+    struct kv_layer *layer;
+    int *seq_len;      /* [n_seq] cells holding valid entries, host bookkeeping */
+};
+
+/* -ENOMEM with the size that failed; -EINVAL for an unsupported type or a row length
+ * that is not a multiple of the type's block. */
+kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int type_v,
+                         llmfs_error *err);
+void kv_cache_free(kv_cache *kv);
+size_t kv_cache_bytes(const kv_cache *kv);
+/* Forgets cells >= n of sequence seq (0 clears it). */
+void kv_seq_keep(kv_cache *kv, int seq, int n);
+
+#endif

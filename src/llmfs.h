@@ -1,0 +1,248 @@
+/* llmfs.h — the public API of the llmfs inference core.
+ *
+ * Everything outside src/ (the file server in fs/, the command's subcommands) reaches
+ * the core through this header alone. The model is a black box here: a caller loads a
+ * model under a name, opens sessions on it, writes prompts, and reads the reply as a
+ * byte stream. Generation runs on the core's own threads (one scheduler per model);
+ * no function here runs the model on the caller's thread, so a FUSE thread calling
+ * any of them returns promptly (model loading is the one slow call).
+ *
+ * Errors: functions that can fail return a negative errno (or NULL) and fill a
+ * struct llmfs_error with that errno and a one-line reason.
+ *
+ * Lifetimes: models and sessions are reference counted. _get functions return a new
+ * reference that the caller drops with _put. Unloading a model or closing a session
+ * removes it from lookups at once; the memory goes when the last reference does.
+ */
+#ifndef LLMFS_H
+#define LLMFS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- errors ---- */
+
+typedef struct llmfs_error {
+    int code;      /* an errno value, 0 when no error */
+    char msg[256]; /* one line, no trailing newline */
+} llmfs_error;
+
+/* Fills e (if non-NULL) and returns -code. */
+int llmfs_errorf(llmfs_error *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- settings ----
+ * One table declares every setting (name, type, range, default, scope, help). The ctl
+ * files, the INI loader, the command-line flags and docs/ all use it through these
+ * calls. Scopes nest: daemon settings are defaults for models, model settings are
+ * defaults for sessions. */
+
+enum llmfs_scope {
+    LLMFS_SCOPE_DAEMON = 1,
+    LLMFS_SCOPE_MODEL = 2,
+    LLMFS_SCOPE_SESSION = 4,
+};
+
+typedef struct llmfs_setting_info {
+    const char *name;  /* "temp", "ctx", "cache_type_k", ... */
+    const char *type;  /* "int", "float", "bool", "string", "enum" */
+    const char *range; /* "0..2", "f16|q8_0|q4_0", "" */
+    const char *def;   /* default as text */
+    int scope;         /* the llmfs_scope where it may be set (bit mask) */
+    const char *help;  /* one line */
+} llmfs_setting_info;
+
+/* The table, for docs and help: returns the count, *out points at static storage. */
+int llmfs_settings_table(const llmfs_setting_info **out);
+
+/* ---- the daemon-wide state ---- */
+
+typedef struct llmfs llmfs;
+typedef struct llmfs_model llmfs_model;
+typedef struct llmfs_session llmfs_session;
+typedef struct llmfs_stream llmfs_stream;
+
+llmfs *llmfs_new(llmfs_error *err);
+/* Stops every model's scheduler, wakes every stream reader, frees everything. */
+void llmfs_free(llmfs *lf);
+
+/* Daemon-scope setting, or a default that models and sessions inherit.
+ * -EINVAL bad value, -ENOENT unknown key. */
+int llmfs_set(llmfs *lf, const char *key, const char *value, llmfs_error *err);
+/* Current value of any setting at daemon scope, as text. -ENOENT unknown key. */
+int llmfs_get(llmfs *lf, const char *key, char *buf, size_t cap);
+/* All settings of the given scope(s) as "key value\n" lines that llmfs_set accepts back.
+ * Returns the length (like snprintf). */
+int llmfs_settings_text(llmfs *lf, int scope_mask, char *buf, size_t cap);
+/* Named preset profiles (text-12gb, ...): the key=value pairs a "profile NAME" applies. */
+const char *llmfs_profile(const char *name);
+
+/* ---- models ---- */
+
+/* Loads PATH as model NAME with "key=value" settings (model and session scope).
+ * Slow: maps the file, builds the tokenizer, allocates the KV cache, starts the
+ * scheduler. -EEXIST name taken, -ENOENT no file, -EINVAL bad file or setting,
+ * -ENOMEM out of memory, -EACCES path outside the allowed model directories. */
+int llmfs_model_load(llmfs *lf, const char *name, const char *path,
+                     const char *const *settings, int n_settings, llmfs_error *err);
+int llmfs_model_unload(llmfs *lf, const char *name, llmfs_error *err);
+
+/* Names of the loaded models; returns the count (at most cap filled, strdup'd, caller frees). */
+int llmfs_model_names(llmfs *lf, char **names, int cap);
+llmfs_model *llmfs_model_get(llmfs *lf, const char *name); /* NULL if none */
+void llmfs_model_put(llmfs_model *m);
+const char *llmfs_model_name(const llmfs_model *m);
+
+/* One line of the model's ctl: a model-scope or session-scope setting ("ctx 4096" is
+ * refused while sessions hold cache, "temp 0.7" sets the model's default for new
+ * sessions and the default session), or a command. -EINVAL, -ENOENT, -EBUSY. */
+int llmfs_model_ctl(llmfs_model *m, const char *line, llmfs_error *err);
+/* Model settings plus the default session's, as writable "key value\n" lines. */
+int llmfs_model_settings_text(llmfs_model *m, char *buf, size_t cap);
+
+typedef struct llmfs_model_info {
+    char name[64];
+    char path[1024];
+    char arch[32];       /* "llama", "qwen2", "qwen3", "qwen3moe" */
+    char file_type[32];  /* "Q4_K_M", "Q8_0", "F16", ... */
+    char state[16];      /* "loading" "ready" "busy" "failed" */
+    uint64_t file_bytes;
+    uint64_t n_params;
+    int n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    int n_expert, n_expert_used;
+    float rope_freq_base, rms_eps;
+    char tokenizer[16];  /* "spm", "bpe" */
+    char chat_template_name[32]; /* "chatml", "llama3", ..., "jinja", "none" */
+    const char *chat_template; /* the raw template text (valid while the reference is held) */
+} llmfs_model_info;
+void llmfs_model_info_get(llmfs_model *m, llmfs_model_info *out);
+
+typedef struct llmfs_model_stats {
+    char state[16];
+    uint64_t n_prompt_tokens;   /* totals since load */
+    uint64_t n_gen_tokens;
+    double prompt_seconds, gen_seconds;
+    int n_sessions, n_generating;
+    int n_ctx;                  /* per sequence */
+    int n_slots;                /* sequences the KV cache holds */
+    uint64_t kv_cells_used, kv_cells_total;
+    uint64_t kv_bytes;
+    uint64_t weight_bytes_cpu, weight_bytes_gpu;
+    uint64_t vram_used_load, vram_used_now; /* bytes; 0 without a GPU */
+    uint64_t ram_rss;
+    uint64_t requests, errors;
+    char warning[256];          /* e.g. model + KV exceed RAM; empty if none */
+} llmfs_model_stats;
+void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out);
+
+/* The model's last error string ("" if none). */
+void llmfs_model_error(llmfs_model *m, char *buf, size_t cap);
+
+/* Placement: one row per layer and tensor group, then the totals. */
+typedef struct llmfs_placement_row {
+    char group[48];     /* "token_embd", "blk.3.attn", "blk.3.ffn_exps", "output" */
+    char device[16];    /* "CPU", "CUDA0" */
+    char type[16];      /* dominant tensor type */
+    uint64_t bytes;
+} llmfs_placement_row;
+/* Fills up to cap rows, returns the total count. */
+int llmfs_model_placement(llmfs_model *m, llmfs_placement_row *rows, int cap);
+/* Free text describing the fit decision and headroom ("" when fit was off). */
+void llmfs_model_fit_text(llmfs_model *m, char *buf, size_t cap);
+
+typedef struct llmfs_kv_info {
+    char type_k[8], type_v[8];
+    int n_ctx, n_slots;
+    uint64_t bytes;
+    bool flash_attn;
+} llmfs_kv_info;
+void llmfs_model_kv_info(llmfs_model *m, llmfs_kv_info *out);
+
+/* ---- sessions ----
+ * A session is one conversation: its own settings, token history and KV slot.
+ * Every model has a default session (id 0); clones get ids 1, 2, ... */
+
+llmfs_session *llmfs_session_default(llmfs_model *m); /* new reference */
+llmfs_session *llmfs_session_new(llmfs_model *m, llmfs_error *err); /* -EMFILE at the limit */
+llmfs_session *llmfs_session_get(llmfs_model *m, int id);           /* NULL if none */
+void llmfs_session_put(llmfs_session *s);
+int llmfs_session_id(const llmfs_session *s);
+/* Ids of the live clone sessions (not 0); returns the count, at most cap filled. */
+int llmfs_session_ids(llmfs_model *m, int *ids, int cap);
+
+/* One ctl line: a session setting or a command: stop, reset, close.
+ * -EINVAL bad value, -ENOENT unknown key. */
+int llmfs_session_ctl(llmfs_session *s, const char *line, llmfs_error *err);
+int llmfs_session_settings_text(llmfs_session *s, char *buf, size_t cap);
+
+/* Starts a generation for this prompt (chat mode: a user turn; raw mode: text to
+ * complete). Returns at once. -EBUSY while a generation runs, -E2BIG prompt too long
+ * for the context, -EINVAL empty prompt or not UTF-8. */
+int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_error *err);
+/* The last prompt written (malloc'd, NUL-terminated; NULL if none). */
+char *llmfs_session_last_prompt(llmfs_session *s);
+void llmfs_session_error(llmfs_session *s, char *buf, size_t cap);
+
+typedef struct llmfs_session_stats {
+    int id;
+    char state[16];        /* "idle" "queued" "prefill" "generating" */
+    char stop_reason[16];  /* of the last generation: "eos" "length" "stopped" "context" "error" "" */
+    int n_prompt;          /* tokens of the last prompt processed (after cache reuse) */
+    int n_cached;          /* tokens reused from the cache */
+    int n_gen;             /* tokens generated by the last (or current) generation */
+    double ttft_ms;        /* prompt written -> first token */
+    double pp_tps, tg_tps;
+    int kv_used, kv_size;  /* cells of this session's sequence */
+    int turns;
+} llmfs_session_stats;
+void llmfs_session_stats_get(llmfs_session *s, llmfs_session_stats *out);
+
+/* ---- streams ----
+ * An append-only byte log: a session's output (one per prompt) and its transcript.
+ * Readers each get the whole stream at their own offset; a reader never slows the
+ * writer. A stream is "done" when no more bytes will come (EOF). */
+
+/* The stream a reader opening `output` now should see: the current generation's, or,
+ * before the first prompt, the one the next prompt will fill. New reference. */
+llmfs_stream *llmfs_session_output(llmfs_session *s);
+llmfs_stream *llmfs_session_transcript(llmfs_session *s); /* never done until close */
+void llmfs_stream_put(llmfs_stream *st);
+
+/* Bytes available now and whether the stream is done. */
+uint64_t llmfs_stream_size(llmfs_stream *st, bool *done);
+/* Copies up to n bytes from offset off without blocking; returns the count
+ * (0: nothing at off yet, or EOF if done). */
+size_t llmfs_stream_read(llmfs_stream *st, void *buf, size_t n, uint64_t off);
+/* Blocks until size > off, the stream is done, timeout_ms passes (-1: no limit) or
+ * llmfs_stream_wake is called. Returns 1 if data or EOF is there, 0 otherwise. */
+int llmfs_stream_wait(llmfs_stream *st, uint64_t off, int timeout_ms);
+/* Wakes every waiter (used for interrupts and shutdown). */
+void llmfs_stream_wake(llmfs_stream *st);
+/* Calls fn(arg) (from a core thread, without locks held) each time bytes are appended
+ * or the stream ends; one watcher per token, removed with unwatch. For poll(2). */
+int llmfs_stream_watch(llmfs_stream *st, void (*fn)(void *arg), void *arg);
+void llmfs_stream_unwatch(llmfs_stream *st, int token);
+
+/* ---- daemon stats ---- */
+typedef struct llmfs_gpu_info {
+    char name[128];
+    uint64_t vram_total, vram_used, vram_free;
+} llmfs_gpu_info;
+int llmfs_gpus(llmfs_gpu_info *out, int cap); /* returns the count, 0 without CUDA */
+
+typedef struct llmfs_daemon_stats {
+    double uptime_s;
+    uint64_t ram_total, ram_free, ram_rss;
+    int n_models, n_sessions;
+} llmfs_daemon_stats;
+void llmfs_daemon_stats_get(llmfs *lf, llmfs_daemon_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

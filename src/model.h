@@ -1,0 +1,78 @@
+/* model.h — a GGUF model: hyperparameters, weights bound to backends, the forward pass.
+ *
+ * Supported architectures: llama (Llama 2/3, Mistral, TinyLlama, SmolLM), qwen2,
+ * qwen3, qwen3moe. Weights stay in the file mapping on the CPU path (never copied);
+ * tensors placed on a GPU are uploaded once at load.
+ */
+#ifndef LLMFS_MODEL_H
+#define LLMFS_MODEL_H
+
+#include "backend.h"
+#include "gguf.h"
+#include "kv.h"
+#include "tokenizer.h"
+
+typedef struct model_hparams {
+    char arch[32];
+    char name[128];          /* general.name, "" if none */
+    int n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    int n_expert, n_expert_used, n_ff_exp;
+    bool expert_norm;        /* renormalise the top-k router weights */
+    float rms_eps;
+    rope_params rope;
+    bool tied_output;        /* output projection is token_embd */
+    bool qkv_bias, qk_norm;
+    int file_type;           /* general.file_type (llama_ftype) */
+} model_hparams;
+
+typedef struct model_layer {
+    tensor *attn_norm;                  /* [n_embd] */
+    tensor *wq, *wk, *wv, *wo;          /* [n_head*hd][n_embd], [n_kv*hd][n_embd] x2, [n_embd][n_head*hd] */
+    tensor *bq, *bk, *bv;               /* qwen2 biases, else NULL */
+    tensor *q_norm, *k_norm;            /* qwen3 [head_dim], else NULL */
+    tensor *ffn_norm;                   /* [n_embd] */
+    tensor *w_gate, *w_up, *w_down;     /* dense FFN: [n_ff][n_embd] x2, [n_embd][n_ff] */
+    tensor *gate_inp;                   /* MoE router [n_expert][n_embd] */
+    tensor *gate_exps, *up_exps, *down_exps; /* [n_expert][n_ff_exp][n_embd], ..., [n_expert][n_embd][n_ff_exp] */
+    backend *be;                        /* where this layer computes */
+} model_layer;
+
+typedef struct model_opts {
+    bool no_mmap, mlock;
+    int n_threads, n_threads_batch;     /* <= 0: physical cores */
+    int n_ubatch;                       /* micro-batch for prompt processing (default 512) */
+    int ngl;                            /* layers on the GPU (0: CPU only) */
+    const char *override_tensor;        /* "REGEX=DEVICE,..." or NULL */
+    int n_cpu_moe;                      /* first N layers keep their experts on the CPU */
+} model_opts;
+
+typedef struct model model;
+struct model {
+    model_hparams hp;
+    gguf_file *file;
+    tokenizer *tok;
+    tensor *tensors; int n_tensors;    /* every weight */
+    tensor *tok_embd, *output_norm, *output;
+    model_layer *layers;
+    backend *cpu;                       /* always present */
+    backend *gpu;                       /* NULL without CUDA or with ngl 0 */
+    int n_ubatch;
+    uint64_t n_params;
+    void *scratch;                      /* forward-pass buffers (model.c) */
+};
+
+/* -ENOENT no such file, -EINVAL malformed or unsupported (reason in err), -ENOMEM. */
+model *model_load(const char *path, const model_opts *opts, llmfs_error *err);
+void model_free(model *m);
+
+/* Evaluates b (any size; split into micro-batches internally), storing K/V in kv and
+ * writing the logits of every position with b->logits[i] set, in batch order, to
+ * logits_out [n_out][n_vocab] (host memory). Positions must be < kv->n_ctx
+ * (-ENOSPC otherwise). Returns 0 or a negative errno. */
+int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, bool flash_attn,
+                  llmfs_error *err);
+
+/* "Q4_K_M", "Q8_0", ... from general.file_type, or the dominant tensor type. */
+const char *model_file_type_name(const model *m);
+
+#endif

@@ -1,0 +1,62 @@
+/* tokenizer.h — text <-> token ids, from a GGUF file's tokenizer.ggml.* metadata.
+ *
+ * Two models: SentencePiece-style (tokenizer.ggml.model "llama": score-driven merges,
+ * byte fallback, leading space) and byte-level BPE ("gpt2": rank-driven merges after a
+ * pre-tokenizer chosen by tokenizer.ggml.pre: gpt-2, llama3/llama-bpe, qwen2,
+ * deepseek-coder, falcon, ...). Special (control / user-defined) tokens are matched in
+ * the text first when parse_special is set, as llama.cpp does by default.
+ */
+#ifndef LLMFS_TOKENIZER_H
+#define LLMFS_TOKENIZER_H
+
+#include "gguf.h"
+
+typedef struct tokenizer tokenizer;
+
+enum tok_kind { TOK_SPM = 1, TOK_BPE = 2 };
+enum tok_attr { /* tokenizer.ggml.token_type values */
+    TOKT_NORMAL = 1, TOKT_UNKNOWN = 2, TOKT_CONTROL = 3, TOKT_USER_DEFINED = 4,
+    TOKT_UNUSED = 5, TOKT_BYTE = 6,
+};
+
+/* -EINVAL with a reason when the metadata is missing or inconsistent. */
+tokenizer *tokenizer_load(const gguf_file *f, llmfs_error *err);
+void tokenizer_free(tokenizer *t);
+
+enum tok_kind tokenizer_kind(const tokenizer *t);
+int tokenizer_n_vocab(const tokenizer *t);
+int32_t tokenizer_bos(const tokenizer *t); /* -1 if none */
+int32_t tokenizer_eos(const tokenizer *t); /* -1 if none */
+bool tokenizer_add_bos(const tokenizer *t); /* from tokenizer.ggml.add_bos_token or the model's default */
+bool tokenizer_add_eos(const tokenizer *t);
+/* End of generation: eos, eot, eom and the like. */
+bool tokenizer_is_eog(const tokenizer *t, int32_t id);
+int tokenizer_attr(const tokenizer *t, int32_t id); /* enum tok_attr */
+/* The token's text as stored in the vocab (NUL-terminated). */
+const char *tokenizer_text(const tokenizer *t, int32_t id);
+int32_t tokenizer_find(const tokenizer *t, const char *text); /* exact vocab entry, -1 if none */
+
+/* Tokenizes len bytes of text. add_special: BOS (and EOS) as the vocab says;
+ * parse_special: control/user-defined token texts in the input become those tokens.
+ * Writes at most cap ids; returns the total count (> cap: call again with more room),
+ * or a negative errno. */
+int tokenizer_encode(const tokenizer *t, const char *text, size_t len, bool add_special,
+                     bool parse_special, int32_t *out, int cap);
+
+/* The bytes a token stands for (SPM: "▁" -> ' ', <0xNN> -> the byte; BPE: byte-level
+ * unicode -> bytes). Control tokens give their text only if special is true.
+ * Returns the byte count (may exceed cap; nothing past cap is written). */
+int tokenizer_piece(const tokenizer *t, int32_t id, bool special, char *buf, int cap);
+
+/* Streaming detokenizer: holds back an incomplete UTF-8 sequence until it completes,
+ * so a reader never sees half a character. */
+typedef struct detok_state {
+    char pending[8];
+    int n_pending;
+} detok_state;
+/* Appends the text for id to out (at most cap bytes); returns the byte count written. */
+int detok_push(const tokenizer *t, detok_state *st, int32_t id, char *out, int cap);
+/* Whatever is still pending at the end (invalid sequences come out as U+FFFD). */
+int detok_flush(detok_state *st, char *out, int cap);
+
+#endif

@@ -1,0 +1,139 @@
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+const char *test_shared_dir(void)
+{
+    static char dir[4096];
+    static int done;
+    if (done)
+        return dir[0] ? dir : NULL;
+    done = 1;
+    const char *env = getenv("LLMFS_SHARED");
+    struct stat st;
+    if (env && *env && stat(env, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(dir, sizeof dir, "%s", env);
+        return dir;
+    }
+    snprintf(dir, sizeof dir, "%s/../shared", LLMFS_SOURCE_DIR);
+    if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+        return dir;
+    dir[0] = 0;
+    return NULL;
+}
+
+void test_skip_no_shared(const char *what)
+{
+    fprintf(stderr,
+            "\n*** SKIPPED %s: test assets not found (looked in $LLMFS_SHARED and %s/../shared) ***\n\n",
+            what, LLMFS_SOURCE_DIR);
+    exit(77);
+}
+
+const char *test_shared_path(const char *rel, char *buf, size_t cap)
+{
+    const char *d = test_shared_dir();
+    if (!d)
+        test_skip_no_shared(rel);
+    snprintf(buf, cap, "%s/%s", d, rel);
+    return buf;
+}
+
+char *test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    if (!b)
+        return NULL;
+    b[n] = 0;
+    if (len)
+        *len = (size_t)n;
+    return b;
+}
+
+int test_read_ints(const char *path, int32_t **out)
+{
+    char *s = test_read_file(path, NULL);
+    if (!s)
+        return -1;
+    int n = 0, cap = 64;
+    int32_t *v = malloc(sizeof *v * (size_t)cap);
+    char *p = s, *end;
+    for (;;) {
+        long x = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        if (n == cap)
+            v = realloc(v, sizeof *v * (size_t)(cap *= 2));
+        v[n++] = (int32_t)x;
+        p = end;
+    }
+    free(s);
+    *out = v;
+    return n;
+}
+
+int test_read_floats(const char *path, float **out)
+{
+    char *s = test_read_file(path, NULL);
+    if (!s)
+        return -1;
+    int n = 0, cap = 64;
+    float *v = malloc(sizeof *v * (size_t)cap);
+    char *p = s, *end;
+    for (;;) {
+        float x = strtof(p, &end);
+        if (end == p)
+            break;
+        if (n == cap)
+            v = realloc(v, sizeof *v * (size_t)(cap *= 2));
+        v[n++] = x;
+        p = end;
+    }
+    free(s);
+    *out = v;
+    return n;
+}
+
+int test_meta_get(const char *path, const char *key, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[1024];
+    size_t kl = strlen(key);
+    int rc = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, kl) == 0 && line[kl] == ' ') {
+            char *v = line + kl + 1;
+            v[strcspn(v, "\r\n")] = 0;
+            snprintf(buf, cap, "%s", v);
+            rc = 0;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+int test_run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

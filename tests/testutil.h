@@ -1,0 +1,29 @@
+/* testutil.h — helpers shared by the Check test programs. */
+#ifndef LLMFS_TESTUTIL_H
+#define LLMFS_TESTUTIL_H
+
+#include <check.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The test-asset folder ../shared beside the repository (or $LLMFS_SHARED), or NULL.
+ * When it is absent, tests that need it call test_skip_no_shared(), which prints a loud
+ * message and exits with 77 (ctest's skip code). */
+const char *test_shared_dir(void);
+void test_skip_no_shared(const char *what);
+/* "<shared>/<rel>" in a static buffer (one per call site is enough for tests). */
+const char *test_shared_path(const char *rel, char *buf, size_t cap);
+
+/* Whole file into a malloc'd buffer (NUL-terminated; *len without the NUL), or NULL. */
+char *test_read_file(const char *path, size_t *len);
+/* Space-separated integers from a file; returns the count, *out malloc'd. */
+int test_read_ints(const char *path, int32_t **out);
+/* Space-separated floats from a file; returns the count, *out malloc'd. */
+int test_read_floats(const char *path, float **out);
+/* Value of KEY in a meta.txt-style "key value" file into buf; 0 if found, -1 if not. */
+int test_meta_get(const char *path, const char *key, char *buf, size_t cap);
+
+/* Runs a suite built by make_suite with Check; returns the process exit code. */
+int test_run_suite(Suite *s);
+
+#endif
