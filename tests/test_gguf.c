@@ -560,7 +560,7 @@ static void check_round_trip(const gguf_file *f, size_t align)
     ck_assert_int_eq(gguf_kv_arr_type(f, gguf_find_key(f, "a.nostr")), GGUF_T_STRING);
     ck_assert_ptr_null(gguf_get_arr_str(f, "a.nostr", 0, NULL));
     ck_assert_uint_eq(gguf_kv_arr_n(f, gguf_find_key(f, "a.noint")), 0);
-    ck_assert_int_eq(gguf_n_kv(f), 29);
+    ck_assert_int_eq(gguf_n_kv(f), align == 32 ? 28 : 29); /* general.alignment added */
 
     static const struct { const char *name; int type, n_dims; int64_t ne[4]; size_t size; } T[] = {
         {"t.f32", T_F32, 2, {3, 5, 1, 1}, 60},
@@ -644,7 +644,7 @@ START_TEST(test_writer_round_trip)
     ck_assert_msg(gguf_writer_write_mem(w, &mem, &len, &err) == 0, "%s", err.msg);
     f = gguf_open_buffer(mem, len, &err);
     ck_assert_msg(f, "%s", err.msg);
-    ck_assert_int_eq(gguf_n_kv(f), 30);
+    ck_assert_int_eq(gguf_n_kv(f), 29);
     check_round_trip(f, 256);
     walk(mem, &L, 256);
     ck_assert_ptr_eq(gguf_tensor_at(f, 0)->data, (uint8_t *)mem + L.data_start);
@@ -876,7 +876,7 @@ static size_t corrupt(int c, uint8_t *b, size_t len, const layout *L)
     case 35: return L->kv_val[3] + 5;
     case 36: return L->t_type[1] + 2;
     case 37: return L->tables_end + 1;
-    case 38: return len - 1;
+    case 38: return L->data_start + L->t_offset[2] + 4; /* the end of the file is padding */
     case 39: return L->data_start + 10;
     }
     return len;
