@@ -600,3 +600,8 @@ int settings_markdown(char *buf, size_t cap)
         buf[cap - 1] = 0;
     return (int)o;
 }
+
+int llmfs_settings_markdown(char *buf, size_t cap)
+{
+    return settings_markdown(buf, cap);
+}
