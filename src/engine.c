@@ -270,10 +270,38 @@ static const char *cache_type_name(int cache_enum)
 static int model_alloc_kv(llmfs_model *m, llmfs_error *err)
 {
     const llmfs_settings *s = &m->settings;
+    llmfs_error e = {0};
     kv_cache *kv = kv_cache_alloc(m->mdl, s->ctx, s->parallel, cache_ggml_type(s->cache_type_k),
-                                  cache_ggml_type(s->cache_type_v), err);
-    if (!kv)
-        return err && err->code ? -err->code : -ENOMEM;
+                                  cache_ggml_type(s->cache_type_v), &e);
+    if (!kv && e.code == ENOMEM && m->kv) {
+        /* the old cache and the new one may not fit together: drop the old one first, and
+         * get it back if the new one does not fit alone either */
+        int old_ctx = m->kv->n_ctx, old_seq = m->kv->n_seq, old_tk = m->kv->type_k, old_tv = m->kv->type_v;
+        kv_cache_free(m->kv);
+        m->kv = NULL;
+        kv = kv_cache_alloc(m->mdl, s->ctx, s->parallel, cache_ggml_type(s->cache_type_k),
+                            cache_ggml_type(s->cache_type_v), &e);
+        if (!kv) {
+            llmfs_error e2 = {0};
+            m->kv = kv_cache_alloc(m->mdl, old_ctx, old_seq, old_tk, old_tv, &e2);
+            for (int i = 0; i < m->n_slots; i++)
+                m->slots[i].n = 0;
+            for (int i = 0; i < m->n_sessions; i++)
+                if (m->sessions[i]->slot >= 0)
+                    m->sessions[i]->slot = -1;
+            for (int i = 0; i < m->n_slots; i++)
+                m->slots[i].owner = NULL;
+            if (!m->kv) {
+                m->state = MS_FAILED;
+                model_set_error(m, "the KV cache could not be allocated again");
+            }
+        }
+    }
+    if (!kv) {
+        if (err)
+            *err = e;
+        return e.code ? -e.code : -ENOMEM;
+    }
     kv_slot *slots = calloc((size_t)s->parallel, sizeof *slots);
     if (!slots) {
         kv_cache_free(kv);

@@ -93,7 +93,6 @@ struct llmfs_session {
     bool preparing;            /* a prompt is being tokenized outside the lock */
     atomic_bool stop_req;
     bool reset_after;          /* reset once the running generation ends */
-    int end_flags;             /* stream work left by the last end of a turn (session.c) */
     uint64_t queue_seq;
 
     /* the conversation (chat mode) */
@@ -131,10 +130,13 @@ double engine_now(void);
 /* session.c */
 llmfs_session *session_create(llmfs_model *m, int id, llmfs_error *err);
 void session_ref(llmfs_session *s);
-/* Marks the turn done: state idle, conversation updated; m->mu held. */
-void session_end_turn_locked(llmfs_session *s, const char *reason);
-/* Stream work after session_end_turn_locked, without m->mu: end line, EOF. */
-void session_end_turn_streams(llmfs_session *s, const char *reason, const char *why);
+/* Marks the turn done: state idle, conversation updated; m->mu held. Fills *out with a
+ * reference to the turn's output stream (a new prompt may replace s->out as soon as the
+ * lock is released) and returns flags for session_end_turn_streams. */
+int session_end_turn_locked(llmfs_session *s, const char *reason, llmfs_stream **out);
+/* Stream work after session_end_turn_locked, without m->mu: EOF on out (and drops that
+ * reference), reset/close lines in the transcript. */
+void session_end_turn_streams(llmfs_session *s, llmfs_stream *out, int flags);
 /* Drops the slot (m->mu held). */
 void session_release_slot(llmfs_session *s);
 /* Appends to the reply buffer (scheduler thread). */

@@ -27,6 +27,8 @@ typedef struct plan_entry {
     bool new_token;     /* a token was sampled and kept */
     const char *reason; /* set when the turn ends this step */
     char why[256];
+    llmfs_stream *out;  /* the ended turn's output (session_end_turn_locked) */
+    int end_flags;
 } plan_entry;
 
 typedef struct sched {
@@ -306,7 +308,7 @@ static int run_step(sched *sc, int total, double *t_fwd)
                     int gen = s->n_gen + 1;
                     if (s->n_predict >= 0 && gen >= s->n_predict)
                         e->reason = "length";
-                    else if (s->n_toks >= n_ctx)
+                    else if (s->n_toks > n_ctx) /* no position left to evaluate it at */
                         e->reason = "context";
                 }
             }
@@ -370,7 +372,7 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
                 snprintf(s->error, sizeof s->error, "%s", e->why);
                 model_set_error(m, e->why);
             }
-            session_end_turn_locked(s, e->reason);
+            e->end_flags = session_end_turn_locked(s, e->reason, &e->out);
         }
     }
     m->n_prompt_tokens += (uint64_t)n_pp;
@@ -406,8 +408,9 @@ static void stop_all(sched *sc)
     }
     pthread_mutex_lock(&m->mu);
     for (int i = 0; i < sc->n_e; i++) {
-        snprintf(sc->e[i].s->error, sizeof sc->e[i].s->error, "model unloaded");
-        session_end_turn_locked(sc->e[i].s, "error");
+        plan_entry *e = &sc->e[i];
+        snprintf(e->s->error, sizeof e->s->error, "model unloaded");
+        e->end_flags = session_end_turn_locked(e->s, "error", &e->out);
     }
 }
 
@@ -415,8 +418,8 @@ static void finish_entries(sched *sc)
 {
     for (int i = 0; i < sc->n_e; i++) {
         plan_entry *e = &sc->e[i];
-        if (e->reason)
-            session_end_turn_streams(e->s, e->reason, e->why);
+        if (e->out)
+            session_end_turn_streams(e->s, e->out, e->end_flags);
         llmfs_session_put(e->s);
     }
     sc->n_e = 0;

@@ -240,7 +240,7 @@ void session_reply_append(llmfs_session *s, const char *text, size_t n)
     s->reply[s->reply_len] = 0;
 }
 
-/* Flags for session_end_turn_streams, set under the lock by the same thread. */
+/* Flags for session_end_turn_streams. */
 enum { END_LOG_RESET = 1, END_CLOSED = 2, END_DROP_LIST_REF = 4 };
 
 static void reset_conversation(llmfs_session *s)
@@ -250,10 +250,11 @@ static void reset_conversation(llmfs_session *s)
     s->system_logged = NULL;
 }
 
-void session_end_turn_locked(llmfs_session *s, const char *reason)
+int session_end_turn_locked(llmfs_session *s, const char *reason, llmfs_stream **out)
 {
     llmfs_model *m = s->m;
     double now = engine_now();
+    int flags = 0;
     s->state = SS_IDLE;
     snprintf(s->stop_reason, sizeof s->stop_reason, "%s", reason);
     s->turns++;
@@ -270,33 +271,32 @@ void session_end_turn_locked(llmfs_session *s, const char *reason)
     atomic_store(&s->stop_req, false);
     s->last_active = now;
     m->last_activity = now;
-    s->end_flags = 0;
     if (s->reset_after) {
         reset_conversation(s);
         s->reset_after = false;
-        s->end_flags |= END_LOG_RESET;
+        flags |= END_LOG_RESET;
     }
     if (s->closed) {
         session_release_slot(s);
-        s->end_flags |= END_CLOSED;
+        flags |= END_CLOSED;
         if (unlist(s))
-            s->end_flags |= END_DROP_LIST_REF;
+            flags |= END_DROP_LIST_REF;
     }
+    *out = stream_ref(s->out);
+    return flags;
 }
 
-void session_end_turn_streams(llmfs_session *s, const char *reason, const char *why)
+void session_end_turn_streams(llmfs_session *s, llmfs_stream *out, int flags)
 {
-    (void)reason;
-    (void)why;
-    int f = s->end_flags;
-    if (f & END_LOG_RESET)
+    if (flags & END_LOG_RESET)
         stream_printf(s->transcript, "### reset\n");
-    stream_finish(s->out);
-    if (f & END_CLOSED) {
+    stream_finish(out);
+    llmfs_stream_put(out);
+    if (flags & END_CLOSED) {
         stream_printf(s->transcript, "### closed\n");
         stream_finish(s->transcript);
     }
-    if (f & END_DROP_LIST_REF)
+    if (flags & END_DROP_LIST_REF)
         llmfs_session_put(s);
 }
 
