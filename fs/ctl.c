@@ -2,11 +2,10 @@
 #include "ctl.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MAX_WORDS 256
 
 static const char *const root_files[] = {"ctl", "models", "stats", "metrics", "error"};
 static const char *const profile_names[] = {"text-12gb", "text-24gb", "vision-12gb", "mtp"};
@@ -29,40 +28,9 @@ bool ctl_model_name_ok(const char *name)
     return true;
 }
 
-/* Splits a line into words at blanks; "double quotes" group, and inside them \" and \\
- * stand for themselves. Words are written into `store` (at least strlen(line)+1 bytes).
- * Returns the count, or -EINVAL for an unterminated quote or too many words. */
-static int split_words(const char *line, char *store, char **words, int cap)
-{
-    int n = 0;
-    const char *p = line;
-    char *o = store;
-    for (;;) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (!*p)
-            return n;
-        if (n == cap)
-            return -EINVAL;
-        words[n++] = o;
-        bool quoted = false;
-        for (; *p && (quoted || (*p != ' ' && *p != '\t')); p++) {
-            if (*p == '"') {
-                quoted = !quoted;
-            } else if (quoted && *p == '\\' && (p[1] == '"' || p[1] == '\\')) {
-                *o++ = *++p;
-            } else {
-                *o++ = *p;
-            }
-        }
-        if (quoted)
-            return -EINVAL;
-        *o++ = '\0';
-    }
-}
-
-int ctl_load(llmfs *lf, const char *name, const char *path, const char *const *settings,
-             int n_settings, llmfs_error *err)
+/* Names that would hide a root file are refused, and relative paths (the daemon runs
+ * in /, so one would not mean what its writer meant). */
+static int load_policy(const char *name, const char *path, llmfs_error *err)
 {
     if (!ctl_model_name_ok(name))
         return llmfs_errorf(err, EINVAL,
@@ -71,61 +39,55 @@ int ctl_load(llmfs *lf, const char *name, const char *path, const char *const *s
                             name);
     if (path[0] != '/')
         return llmfs_errorf(err, EINVAL, "load %s: the path must be absolute: %s", name, path);
-    for (int i = 0; i < n_settings; i++)
-        if (!strchr(settings[i], '='))
-            return llmfs_errorf(err, EINVAL, "load %s: setting '%s' is not key=value", name,
-                                settings[i]);
-    return llmfs_model_load(lf, name, path, settings, n_settings, err);
+    return 0;
 }
 
-static int root_command(const ctl_target *t, const char *line, llmfs_error *err)
+int ctl_load(llmfs *lf, const char *name, const char *path, const char *const *settings,
+             int n_settings, llmfs_error *err)
 {
-    size_t len = strlen(line);
-    char *store = malloc(len + 1);
-    char **words = malloc(sizeof *words * MAX_WORDS);
-    int rc;
-    if (!store || !words) {
-        rc = llmfs_errorf(err, ENOMEM, "out of memory");
-        goto out;
-    }
-    int n = split_words(line, store, words, MAX_WORDS);
-    if (n < 0) {
-        rc = llmfs_errorf(err, EINVAL, "unterminated quote or too many words: %s", line);
-        goto out;
-    }
-    if (strcmp(words[0], "load") == 0) {
-        if (n < 3)
-            rc = llmfs_errorf(err, EINVAL, "usage: load NAME PATH [key=value ...]");
-        else
-            rc = ctl_load(t->lf, words[1], words[2], (const char *const *)words + 3, n - 3, err);
-    } else {
-        if (n != 2)
-            rc = llmfs_errorf(err, EINVAL, "usage: unload NAME");
-        else
-            rc = llmfs_model_unload(t->lf, words[1], err);
-    }
-out:
-    free(store);
-    free(words);
-    return rc;
+    int rc = load_policy(name, path, err);
+    return rc < 0 ? rc : llmfs_model_load(lf, name, path, settings, n_settings, err);
 }
 
-/* A daemon-wide default. Daemon-only settings (model_dirs, modes, limits) are for the
- * configuration file and the command line: a writer of the mounted ctl must not widen
- * where models may be loaded from. */
-static int root_setting(const ctl_target *t, const char *key, const char *value,
-                        llmfs_error *err)
+/* The n-th blank-separated word of line into buf ("" if there are fewer). */
+static void nth_word(const char *line, int n, char *buf, size_t cap)
 {
+    const char *p = line;
+    for (int i = 0;; i++) {
+        p += strspn(p, " \t");
+        size_t len = strcspn(p, " \t");
+        if (i == n || len == 0) {
+            snprintf(buf, cap, "%.*s", (int)len, p);
+            return;
+        }
+        p += len;
+    }
+}
+
+/* What the file server checks before a root line reaches the core (llmfs_ctl): the
+ * load policy above, and that the mounted ctl file does not set daemon-only settings
+ * (model_dirs, modes, limits), which its writer must not be able to widen. */
+static int root_policy(const ctl_target *t, const char *line, llmfs_error *err)
+{
+    char key[64], name[128], path[PATH_MAX];
+    size_t klen = strcspn(line, " \t=");
+    snprintf(key, sizeof key, "%.*s", (int)klen, line);
+    if (strcmp(key, "load") == 0) {
+        nth_word(line, 1, name, sizeof name);
+        nth_word(line, 2, path, sizeof path);
+        /* An incomplete line gets the core's usage message. */
+        return name[0] && path[0] ? load_policy(name, path, err) : 0;
+    }
+    if (t->trusted || strcmp(key, "unload") == 0)
+        return 0;
     const llmfs_setting_info *table;
     int n = llmfs_settings_table(&table);
     for (int i = 0; i < n; i++)
-        if (strcmp(table[i].name, key) == 0 && table[i].scope == LLMFS_SCOPE_DAEMON &&
-            !t->trusted)
+        if (strcmp(table[i].name, key) == 0 && table[i].scope == LLMFS_SCOPE_DAEMON)
             return llmfs_errorf(err, EPERM,
                                 "%s is a daemon setting: set it in the configuration file "
-                                "or on the command line",
-                                key);
-    return llmfs_set(t->lf, key, value, err);
+                                "or on the command line", key);
+    return 0;
 }
 
 int ctl_line(const ctl_target *t, const char *line, llmfs_error *err)
@@ -149,18 +111,9 @@ int ctl_line(const ctl_target *t, const char *line, llmfs_error *err)
     } else if (t->kind == CTL_SESSION) {
         rc = llmfs_session_ctl(t->s, l, err);
     } else {
-        size_t klen = strcspn(l, " \t");
-        if ((klen == 4 && strncmp(l, "load", 4) == 0) ||
-            (klen == 6 && strncmp(l, "unload", 6) == 0)) {
-            rc = root_command(t, l, err);
-        } else {
-            char *value = l + klen;
-            if (*value)
-                *value++ = '\0';
-            while (*value == ' ' || *value == '\t')
-                value++;
-            rc = root_setting(t, l, value, err);
-        }
+        rc = root_policy(t, l, err);
+        if (rc == 0)
+            rc = llmfs_ctl(t->lf, l, err);
     }
     free(l);
     return rc;

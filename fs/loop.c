@@ -1,6 +1,8 @@
 /* loop.c — the libuv control loop (see loop.h). */
 #include "loop.h"
 
+#include "idle.h"
+
 
 #include <errno.h>
 #include <signal.h>
@@ -57,6 +59,7 @@ static void on_signal(uv_signal_t *h, int signum)
 static void on_tick(uv_timer_t *h)
 {
     (void)h;
+    idle_check(fs_srv.lf);
     node_sweep(fs_dir_exists);
 }
 

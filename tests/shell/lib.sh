@@ -28,6 +28,7 @@ pass() {
 [ -c /dev/fuse ] || skip "/dev/fuse is missing: mount tests need FUSE"
 [ -d "$MODELS" ] || skip "the test assets are missing: $SHARED (see /work/shared/README.md)"
 [ -x "$LLMFS" ] || fail "no llmfs binary at $LLMFS"
+"$LLMFS" mount --help >/dev/null 2>&1 || skip "$LLMFS has no mount command (built without the file server?)"
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/llmfs-test.XXXXXX")
 MNT=$T/mnt

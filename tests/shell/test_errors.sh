@@ -86,4 +86,20 @@ must_fail "Argument list too long" put_closing "$M/$b/prompt" "$small"
 grep -q . "$M/$b/error" || fail "no session error after a prompt longer than the context"
 pass "prompt limits"
 
+# ---- busy ----
+put "$M/ctl" "ctx 4096"
+S=$M/$d
+long_generation "$S"
+must_fail "Device or resource busy" put "$S/prompt" "another prompt"
+grep -q "generation is running" "$S/error" || fail "session error while busy: $(cat "$S/error")"
+must_fail "Device or resource busy" put_closing "$S/prompt" "another prompt"
+must_fail "Device or resource busy" put "$M/ctl" "ctx 2048"
+grep -q . "$M/error" || fail "no model error after ctx while generating"
+put "$S/ctl" "stop"
+wait_idle "$S"
+put "$S/ctl" "n_predict 4"
+put "$S/prompt" "Once upon a time"
+wait_idle "$S"
+pass "a prompt while generating is refused with EBUSY, and accepted after stop"
+
 exit 0

@@ -39,8 +39,19 @@ grep -q "^load tiny $MODELS/stories260K.gguf" "$MNT/ctl" || fail "root ctl: $(ca
 put "$MNT/tiny/prompt" "Once upon a time"
 first=$(timeout 30 cat "$MNT/tiny/output") || fail "no reply"
 [ -n "$first" ] || fail "empty reply"
-llmfs_unmount
 pass "models from the configuration are loaded when mount returns"
+
+# ---- idle timers ----
+put "$MNT/q8/ctl" "session_idle 1"
+s=$(cat "$MNT/q8/clone")
+[ -d "$MNT/q8/$s" ] || fail "no session folder"
+for _ in $(seq 60); do [ -d "$MNT/q8/$s" ] || break; sleep 0.1; done
+[ -d "$MNT/q8/$s" ] && fail "an idle session outlived session_idle"
+put "$MNT/q8/ctl" "idle_unload 1"
+for _ in $(seq 60); do grep -q "^q8 " "$MNT/models" || break; sleep 0.1; done
+grep -q "^q8 " "$MNT/models" && fail "an idle model outlived idle_unload"
+pass "idle sessions are closed and idle models unloaded"
+llmfs_unmount
 
 # ---- remount the same place ----
 llmfs_mount
