@@ -661,6 +661,14 @@ int llmfs_model_settings_text(llmfs_model *m, char *buf, size_t cap)
     return n;
 }
 
+int llmfs_model_setting(llmfs_model *m, const char *key, char *buf, size_t cap)
+{
+    pthread_mutex_lock(&m->mu);
+    int n = settings_get(&m->settings, key, buf, cap);
+    pthread_mutex_unlock(&m->mu);
+    return n;
+}
+
 /* ---- info and stats ---- */
 
 static const char *model_state_name(llmfs_model *m)

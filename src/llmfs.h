@@ -117,6 +117,9 @@ const char *llmfs_model_name(const llmfs_model *m);
 int llmfs_model_ctl(llmfs_model *m, const char *line, llmfs_error *err);
 /* Model settings plus the default session's, as writable "key value\n" lines. */
 int llmfs_model_settings_text(llmfs_model *m, char *buf, size_t cap);
+/* One setting of the model as text (session-scope keys: the default for new sessions),
+ * e.g. "idle_unload". Returns the length like snprintf, -ENOENT unknown key. */
+int llmfs_model_setting(llmfs_model *m, const char *key, char *buf, size_t cap);
 
 typedef struct llmfs_model_info {
     char name[64];
@@ -195,6 +198,8 @@ int llmfs_session_ids(llmfs_model *m, int *ids, int cap);
  * -EINVAL bad value, -ENOENT unknown key. */
 int llmfs_session_ctl(llmfs_session *s, const char *line, llmfs_error *err);
 int llmfs_session_settings_text(llmfs_session *s, char *buf, size_t cap);
+/* One session setting as text; -ENOENT unknown key. */
+int llmfs_session_setting(llmfs_session *s, const char *key, char *buf, size_t cap);
 
 /* Starts a generation for this prompt (chat mode: a user turn; raw mode: text to
  * complete). One trailing newline ("\n" or "\r\n", as echo adds) is dropped. Returns at

@@ -408,6 +408,14 @@ int llmfs_session_settings_text(llmfs_session *s, char *buf, size_t cap)
     return n;
 }
 
+int llmfs_session_setting(llmfs_session *s, const char *key, char *buf, size_t cap)
+{
+    pthread_mutex_lock(&s->m->mu);
+    int n = settings_get(&s->settings, key, buf, cap);
+    pthread_mutex_unlock(&s->m->mu);
+    return n;
+}
+
 /* ---- prompts ---- */
 
 static bool valid_utf8(const unsigned char *p, size_t n)
