@@ -1,9 +1,11 @@
 /* threadpool.c — persistent workers with a spin-then-futex handoff.
  *
- * A run hands the job to the first k-1 workers by bumping each one's sequence word, takes
- * part itself, and then waits for the helpers' countdown to reach zero. Indices are
- * claimed from a shared counter, so a slow thread never holds up work another could do.
- * Both waits (a worker for its next job, the caller for the helpers) spin for a short
+ * A run offers the job to the first k-1 workers (state OFFERED, then a bump of each one's
+ * sequence word), takes part itself, and claims indices from a shared counter like every
+ * helper, so a slow thread never holds up work another could do. When the caller runs out
+ * of indices it withdraws the offer from every helper that has not accepted yet, and waits
+ * only for those that did: a helper that was asleep or descheduled costs the run nothing.
+ * Both waits (a worker for its next job, the caller for a busy helper) spin for a short
  * while before sleeping on a futex: decode issues thousands of short runs a second, and
  * a futex wake costs tens of microseconds, while a spin costs only the waiting core.
  */
@@ -32,9 +34,12 @@
 /* How long a waiter spins before sleeping. */
 #define SPIN_NS 100000
 
+enum { W_IDLE, W_OFFERED, W_BUSY };
+
 typedef struct worker {
     _Alignas(64) atomic_uint seq; /* bumped by the caller to hand over a job */
     atomic_int sleeping;          /* set while (about to be) in futex_wait on seq */
+    atomic_int state;             /* W_*: the caller offers, the worker accepts or it is withdrawn */
     threadpool *pool;
     pthread_t thread;
 } worker;
@@ -43,14 +48,14 @@ struct threadpool {
     int size;                     /* threads including the caller */
     worker *workers;              /* size - 1 helpers */
     pthread_mutex_t run_lock;     /* one run at a time */
-    /* The current job: written before the helpers' seq is bumped, read after. */
+    /* The current job: written before a helper's state becomes OFFERED, read only by
+     * helpers that accepted it. */
     threadpool_fn fn;
     void *ctx;
     int n;
     atomic_bool stop;
     _Alignas(64) atomic_uint next;    /* next index to claim */
-    _Alignas(64) atomic_int pending;  /* helpers still working on the job */
-    atomic_int caller_sleeping;
+    _Alignas(64) atomic_int caller_sleeping;
 };
 
 static void futex_wait(void *word, int val)
@@ -99,12 +104,12 @@ static unsigned wait_change(atomic_uint *word, unsigned old, atomic_int *sleepin
     return v;
 }
 
-/* Waits until the helpers' countdown reaches zero. */
-static void wait_helpers(threadpool *p)
+/* Waits until a helper that accepted the job has finished it. */
+static void wait_helper(threadpool *p, worker *w)
 {
     uint64_t until = 0;
     for (unsigned k = 0;; k++) {
-        if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0)
+        if (atomic_load_explicit(&w->state, memory_order_acquire) != W_BUSY)
             return;
         cpu_relax();
         if ((k & 63) == 63) {
@@ -117,10 +122,9 @@ static void wait_helpers(threadpool *p)
     }
     for (;;) {
         atomic_store(&p->caller_sleeping, 1);
-        int v = atomic_load(&p->pending);
-        if (v == 0)
+        if (atomic_load(&w->state) != W_BUSY)
             break;
-        futex_wait(&p->pending, v);
+        futex_wait(&w->state, W_BUSY);
     }
     atomic_store(&p->caller_sleeping, 0);
 }
@@ -145,9 +149,13 @@ static void *worker_main(void *arg)
         seen = wait_change(&w->seq, seen, &w->sleeping);
         if (atomic_load(&p->stop))
             return NULL;
+        int offered = W_OFFERED;
+        if (!atomic_compare_exchange_strong(&w->state, &offered, W_BUSY))
+            continue; /* withdrawn: the caller did the work */
         do_work(p);
-        if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->caller_sleeping))
-            futex_wake(&p->pending);
+        atomic_store(&w->state, W_IDLE);
+        if (atomic_load(&p->caller_sleeping))
+            futex_wake(&w->state);
     }
 }
 
@@ -224,15 +232,21 @@ void threadpool_run(threadpool *p, threadpool_fn fn, void *ctx, int n_threads)
     p->ctx = ctx;
     p->n = n_threads;
     atomic_store_explicit(&p->next, 0, memory_order_relaxed);
-    atomic_store(&p->pending, k - 1);
     for (int i = 0; i < k - 1; i++) {
         worker *w = &p->workers[i];
+        atomic_store(&w->state, W_OFFERED);
         atomic_fetch_add(&w->seq, 1);
         if (atomic_load(&w->sleeping))
             futex_wake(&w->seq);
     }
     do_work(p);
-    wait_helpers(p);
+    /* Every index is claimed now; withdraw the offers nobody took up, wait for the rest. */
+    for (int i = 0; i < k - 1; i++) {
+        worker *w = &p->workers[i];
+        int offered = W_OFFERED;
+        if (!atomic_compare_exchange_strong(&w->state, &offered, W_IDLE))
+            wait_helper(p, w);
+    }
     pthread_mutex_unlock(&p->run_lock);
 }
 

@@ -146,25 +146,38 @@ START_TEST(test_threads_overlap)
 }
 END_TEST
 
-static void nop_fn(void *ctx, int i, int n)
+typedef struct work_job {
+    atomic_int calls;
+    double sink[MAXN];
+} work_job;
+
+/* A few microseconds of arithmetic, about the grain of one slice of a small matmul. */
+static void work_fn(void *ctx, int i, int n)
 {
-    (void)i;
     (void)n;
-    atomic_fetch_add((atomic_int *)ctx, 1);
+    work_job *j = ctx;
+    double x = i + 1;
+    for (int k = 0; k < 3000; k++)
+        x = x * 1.0000001 + 1e-9;
+    j->sink[i] = x;
+    atomic_fetch_add(&j->calls, 1);
 }
 
 START_TEST(test_run_rate)
 {
-    threadpool *p = threadpool_new(2);
-    atomic_int calls = 0;
-    int runs = 20000;
-    double t0 = now_s();
-    for (int r = 0; r < runs; r++)
-        threadpool_run(p, nop_fn, &calls, 2);
-    double dt = now_s() - t0;
-    ck_assert_int_eq(atomic_load(&calls), 2 * runs);
-    printf("threadpool: %d empty runs on 2 threads in %.3f s (%.1f us each)\n", runs, dt, dt / runs * 1e6);
-    threadpool_free(p);
+    int runs = 5000;
+    double per[3] = {0};
+    for (int size = 1; size <= 2; size++) {
+        threadpool *p = threadpool_new(size);
+        work_job j = {0};
+        double t0 = now_s();
+        for (int r = 0; r < runs; r++)
+            threadpool_run(p, work_fn, &j, 2);
+        per[size] = (now_s() - t0) / runs * 1e6;
+        ck_assert_int_eq(atomic_load(&j.calls), 2 * runs);
+        threadpool_free(p);
+    }
+    printf("threadpool: a 2-slice run takes %.1f us on 1 thread, %.1f us on 2\n", per[1], per[2]);
 }
 END_TEST
 
