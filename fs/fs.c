@@ -292,6 +292,7 @@ static int mount_fs(void)
     char *argv[] = {"llmfs", "-o", opts, NULL};
     struct fuse_args args = FUSE_ARGS_INIT(3, argv);
     fs_srv.se = fuse_session_new(&args, &fs_ops, sizeof fs_ops, NULL);
+    fuse_opt_free_args(&args);
     if (!fs_srv.se) {
         report("E", "cannot start a FUSE session (is /dev/fuse there?)");
         return -1;
@@ -368,6 +369,7 @@ static int serve(const fs_conf *conf, const mount_opts *o, bool daemon)
     status = 0;
     atomic_store(&fs_srv.exiting, true);
     stop_fuse_thread();
+    fs_close_all();
 out_loop:
     loop_fini();
 out_unmount:
