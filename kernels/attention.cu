@@ -1,6 +1,7 @@
 /* attention.cu — KV store and causal attention over an f16/q8_0/q4_0 cache.
  *
  * Each token t sees cells 0..pos[t] of its sequence seq[t] (row seq*n_ctx + cell).
+ * Cache types f32, f16, q8_0, q4_0 for K and V independently.
  * Two kernels, one answer:
  *  - split-K decode: a CTA takes one token, one KV head with the query heads sharing it,
  *    and one slice of the cells; its 4 warps stream 32-cell tiles with an online
@@ -40,9 +41,9 @@ __global__ void k_kv_store(const float *k, const float *v, uint8_t *kc, uint8_t 
     kvl_store_block(which ? type_v : type_k, row, d, b, x);
 }
 
-/* f16 rows whose length is not a multiple of 32 (tiny heads) */
-__global__ void k_kv_store_f16(const float *k, const float *v, uint8_t *kc, uint8_t *vc, int d, const int32_t *pos,
-                               const int32_t *seq, int n_ctx, int n_seq)
+/* float rows whose length is not a multiple of 32 (tiny heads) */
+__global__ void k_kv_store_float(const float *k, const float *v, uint8_t *kc, uint8_t *vc, int d, bool f32,
+                                 const int32_t *pos, const int32_t *seq, int n_ctx, int n_seq)
 {
     const int t = blockIdx.y, which = blockIdx.z;
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -52,8 +53,12 @@ __global__ void k_kv_store_f16(const float *k, const float *v, uint8_t *kc, uint
     if (p < 0 || p >= n_ctx || s < 0 || s >= n_seq)
         return;
     const float x = (which ? v : k)[(int64_t)t * d + i];
-    __half *row = (__half *)((which ? vc : kc) + ((int64_t)s * n_ctx + p) * (int64_t)d * 2);
-    row[i] = __float2half_rn(x);
+    if (f32) {
+        ((float *)(which ? vc : kc))[((int64_t)s * n_ctx + p) * d + i] = x;
+    } else {
+        __half *row = (__half *)((which ? vc : kc) + ((int64_t)s * n_ctx + p) * (int64_t)d * 2);
+        row[i] = __float2half_rn(x);
+    }
 }
 
 static bool kv_check(cuda_backend *cb, const kv_cache *kv, int il, int n, const char *op)
@@ -88,10 +93,11 @@ void cuda_op_kv_store(backend *be, kv_cache *kv, int il, const float *k, const f
         k_kv_store<<<grid, 64, 0, cb->stream>>>(k, v, (uint8_t *)L->k, (uint8_t *)L->v, (int64_t)L->k_row,
                                                 (int64_t)L->v_row, kv->type_k, kv->type_v, d, cb->d_pos, cb->d_seq,
                                                 kv->n_ctx, kv->n_seq);
-    } else if (kv->type_k == T_F16 && kv->type_v == T_F16) {
+    } else if ((kv->type_k == T_F16 || kv->type_k == T_F32) && kv->type_k == kv->type_v) {
         dim3 grid(cdiv(d, 128), n, 2);
-        k_kv_store_f16<<<grid, 128, 0, cb->stream>>>(k, v, (uint8_t *)L->k, (uint8_t *)L->v, d, cb->d_pos, cb->d_seq,
-                                                     kv->n_ctx, kv->n_seq);
+        k_kv_store_float<<<grid, 128, 0, cb->stream>>>(k, v, (uint8_t *)L->k, (uint8_t *)L->v, d,
+                                                       kv->type_k == T_F32, cb->d_pos, cb->d_seq, kv->n_ctx,
+                                                       kv->n_seq);
     } else {
         cuda_fail(cb, EINVAL, "kv_store: quantized cache rows of %d elements", d);
         return;

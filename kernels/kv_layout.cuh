@@ -4,7 +4,7 @@
  * size for the type), but ordered for aligned loads: f16 as is; q8_0 as the d quants
  * then the d/32 f16 scales; q4_0 as d/2 quant bytes (block b's 16 bytes at 16b, byte j
  * holding element 32b+j in its low nibble and 32b+j+16 in its high nibble) then the
- * scales. Quantization rounds as GGUF's reference does. Host and device.
+ * scales; f32 as is. Quantization rounds as GGUF's reference does. Host and device.
  */
 #ifndef LLMFS_KV_LAYOUT_CUH
 #define LLMFS_KV_LAYOUT_CUH
@@ -18,6 +18,7 @@
 HD int64_t kvl_row_bytes(int type, int d)
 {
     switch (type) {
+    case T_F32: return (int64_t)d * 4;
     case T_F16: return (int64_t)d * 2;
     case T_Q8_0: return d % 32 ? -1 : (int64_t)d + d / 32 * 2;
     case T_Q4_0: return d % 32 ? -1 : (int64_t)d / 2 + d / 32 * 2;
@@ -40,7 +41,9 @@ HD uint16_t kvl_f2h(float f)
 /* Stores block b (32 elements at x) of a row of d elements. */
 HD void kvl_store_block(int type, uint8_t *row, int d, int b, const float *x)
 {
-    if (type == T_F16) {
+    if (type == T_F32) {
+        memcpy(row + b * 128, x, 128);
+    } else if (type == T_F16) {
         for (int i = 0; i < 32; i++) {
             uint16_t h = kvl_f2h(x[i]);
             memcpy(row + (b * 32 + i) * 2, &h, 2);
@@ -77,6 +80,13 @@ HD void kvl_store_block(int type, uint8_t *row, int d, int b, const float *x)
 /* Elements [e, e+8) of a row, e a multiple of 8. al8: the row starts 8-byte aligned. */
 HD void kvl_load8(int type, const uint8_t *row, int d, int e, bool al8, float *out)
 {
+    if (type == T_F32) { /* rows of d % 8 == 0 floats are 32-byte multiples */
+        const int4 a = ld16(row + (int64_t)e * 4), c = ld16(row + (int64_t)e * 4 + 16);
+        const int w[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
+        for (int i = 0; i < 8; i++)
+            memcpy(&out[i], &w[i], 4);
+        return;
+    }
     if (type == T_F16) {
         const int4 v = ld16(row + (int64_t)e * 2); /* f16 rows are 16-byte multiples */
         const int w[4] = {v.x, v.y, v.z, v.w};
