@@ -278,7 +278,8 @@ typedef struct gen {
     size_t buf_cap;
     int n_done, n_total;
     uint64_t bytes_done, bytes_total;
-    double t0;
+    double t0, t_shown;
+    bool tty;            /* progress goes to a terminal only */
 } gen;
 
 typedef struct chunk_job {
@@ -341,9 +342,12 @@ static double now_s(void)
 
 static void progress(gen *g, const tspec *ts)
 {
-    if (g->o->quiet)
+    if (g->o->quiet || !g->tty)
         return;
     double dt = now_s() - g->t0;
+    if (g->n_done != g->n_total && dt - g->t_shown < 0.2)
+        return;
+    g->t_shown = dt;
     fprintf(stderr, "\r[%4d/%4d] %5.1f%% %7.1fs %-40s", g->n_done, g->n_total,
             g->bytes_total ? 100.0 * (double)g->bytes_done / (double)g->bytes_total : 100.0, dt, ts->name);
     if (g->n_done == g->n_total)
@@ -715,6 +719,7 @@ int mkmodel_write(const mkmodel_shape *shape, int ftype, const mkmodel_opts *o, 
         gguf_w_tensor(w, t->name, t->type, t->n_dims, t->ne, fill_tensor, t);
     }
     g.t0 = now_s();
+    g.tty = isatty(STDERR_FILENO);
     rc = gguf_writer_write(w, path, err);
 
 out:
