@@ -4,7 +4,7 @@
  * (weights placed on it, its layers' KV cache, scratch activations) and computes on
  * it. All activations are float32, row-major [tokens][dim], in the memory of the
  * backend doing the op; moving a hidden state between backends is an explicit copy
- * through the host (backend_copy). A new device is a new backend_*.c / kernels/*.cu
+ * through the host (backend_copy). A new device is a new backend_*.c / kernels/NAME.cu
  * that fills struct backend_ops; nothing else changes.
  */
 #ifndef LLMFS_BACKEND_H

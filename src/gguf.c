@@ -331,6 +331,10 @@ static int parse_kv(parser *ps, gguf_kv *kv)
         return rc;
     ps->name = key;
     ps->name_len = kl;
+    if (memchr(key, 0, kl)) {
+        char nm[72];
+        return llmfs_errorf(ps->err, EINVAL, "gguf: key '%s' contains a NUL byte", cur_name(ps, nm, sizeof nm));
+    }
     rc = arena_str(ps, key, kl, &kv->key);
     if (!rc)
         rc = rd_u32(ps, &type);
@@ -432,6 +436,10 @@ static int parse_tensor(parser *ps, gguf_tensor *t, uint64_t *name_off)
         return rc;
     ps->name = name;
     ps->name_len = nl;
+    /* Names are looked up as C strings, so a NUL inside one would make it unreachable. */
+    if (memchr(name, 0, nl))
+        return llmfs_errorf(ps->err, EINVAL, "gguf: tensor name '%s' contains a NUL byte",
+                            cur_name(ps, nm, sizeof nm));
     rc = arena_str(ps, name, nl, name_off);
     if (!rc)
         rc = rd_u32(ps, &nd);

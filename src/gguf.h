@@ -3,7 +3,9 @@
  * gguf_open maps the file (or reads it into RAM with no_mmap) and validates the whole
  * header, key/value table and tensor table before returning: afterwards every accessor
  * is a bounds-checked lookup and every tensor's data lies inside the file. A malformed
- * file is refused with -EINVAL and a one-line reason naming the problem.
+ * file is refused with -EINVAL and a one-line reason naming the problem. Keys and tensor
+ * names are looked up as C strings, so one containing a NUL byte makes the file malformed;
+ * arrays of arrays are refused too.
  *
  * The writer streams: metadata and the tensor table are written first, then each
  * tensor's bytes are produced by a callback, so files larger than RAM can be made.

@@ -424,7 +424,8 @@ static int write_all(gguf_writer *w, sink *s, llmfs_error *err)
         if (!rc) rc = sink_put(s, &off, 8);
         off += (t->size + align - 1) / align * align;
     }
-    if (!rc)
+    /* Without tensors there is no data section to align. */
+    if (!rc && w->n_t)
         rc = sink_pad(s, align);
     if (rc)
         return llmfs_errorf(err, -rc, "gguf writer: %s", strerror(-rc));

@@ -102,10 +102,10 @@ int tok_spm_encode(const tokenizer *t, const char *s, size_t n, bool add_prefix,
 {
     size_t cap = 3 * (n + 1);
     char *buf = malloc(cap);
-    sym *syms = malloc((n + 1) * sizeof *syms);
+    sym *syms = NULL;
     heap h = {0};
     int rc = 0;
-    if (!buf || !syms) {
+    if (!buf) {
         rc = -ENOMEM;
         goto done;
     }
@@ -124,6 +124,12 @@ int tok_spm_encode(const tokenizer *t, const char *s, size_t n, bool add_prefix,
     }
     if (bl == 0)
         goto done;
+    /* at most one symbol per byte: a lead byte may swallow part of an escaped space */
+    syms = malloc(bl * sizeof *syms);
+    if (!syms) {
+        rc = -ENOMEM;
+        goto done;
+    }
 
     int32_t ns = 0;
     for (size_t off = 0; off < bl;) {

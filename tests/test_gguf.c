@@ -831,6 +831,8 @@ static const bad_case BAD[] = {
     {"cut before the data section", "truncated before the data section"},
     {"cut in the last tensor's data", "tensor 'c' data"},
     {"cut in the first tensor's data", "tensor 'a' data"},
+    {"NUL in a key", "key 'test?f' contains a NUL byte"},
+    {"NUL in a tensor name", "tensor name '?' contains a NUL byte"},
 };
 #define N_BAD (int)(sizeof BAD / sizeof BAD[0])
 
@@ -878,6 +880,8 @@ static size_t corrupt(int c, uint8_t *b, size_t len, const layout *L)
     case 37: return L->tables_end + 1;
     case 38: return L->data_start + L->t_offset[2] + 4; /* the end of the file is padding */
     case 39: return L->data_start + 10;
+    case 40: b[L->kv_type[4] - 2] = 0; break;   /* "test.f" -> "test\0f" */
+    case 41: b[L->t_start[2] + 8] = 0; break;
     }
     return len;
 }
