@@ -20,12 +20,13 @@
 static void usage(void)
 {
     printf("usage: llmfs bench -m MODEL [-p N] [-n N] [-r R] [-d DEPTH] [-t N] [-ctk T] [-ctv T]\n"
-           "                   [--fa on|off] [-ub N] [--no-mmap] [--seed S] [-o md|csv|json]\n"
+           "                   [--fa on|off] [-ub N] [-ngl N] [--no-mmap] [--seed S] [-o md|csv|json]\n"
            "  -p N   prompt tokens of the pp test, 0 to skip (default 512)\n"
            "  -n N   generated tokens of the tg test, 0 to skip (default 128)\n"
            "  -r R   repetitions after one warm-up (default 5)\n"
            "  -d D   measure at a context depth: D tokens are evaluated first (untimed)\n"
-           "  -t N   threads (default: physical cores)\n");
+           "  -t N   threads (default: physical cores)\n"
+           "  -ngl N layers on the GPU (default: all in a CUDA build, else 0)\n");
 }
 
 typedef struct bench_result {
@@ -172,6 +173,11 @@ int cmd_bench(int argc, char **argv)
     const char *C = "bench";
     const char *path = NULL, *ctk = "f16", *ctv = "f16", *fmt = "md";
     int n_prompt = 512, n_gen = 128, reps = 5, depth = 0, threads = 0, ubatch = 512;
+#ifdef LLMFS_HAVE_CUDA
+    int ngl = 999; /* as llama-bench: every layer on the GPU unless told otherwise */
+#else
+    int ngl = 0;
+#endif
     bool fa = false, no_mmap = false;
     uint64_t seed = 42;
     const cmd_opt opts[] = {
@@ -185,6 +191,7 @@ int cmd_bench(int argc, char **argv)
         {"-ctv|--cache-type-v", OPT_STR, &ctv, 0, 0},
         {"-fa|--fa|--flash-attn", OPT_ONOFF, &fa, 0, 0},
         {"-ub|--ubatch-size", OPT_INT, &ubatch, 1, 1 << 20},
+        {"-ngl|--n-gpu-layers", OPT_INT, &ngl, 0, 100000},
         {"--no-mmap", OPT_FLAG, &no_mmap, 0, 0},
         {"--seed", OPT_U64, &seed, 0, 0},
         {"-o|--output", OPT_STR, &fmt, 0, 0},
@@ -208,7 +215,8 @@ int cmd_bench(int argc, char **argv)
         return cmd_usage_error(C, "KV cache types are f16, q8_0 or q4_0, not '%s'", tk < 0 ? ctk : ctv);
 
     bench_ctx b = {.fa = fa, .rng = seed * 0x9e3779b97f4a7c15ull + 1};
-    model_opts mo = {.no_mmap = no_mmap, .n_threads = threads, .n_threads_batch = threads, .n_ubatch = ubatch};
+    model_opts mo = {.no_mmap = no_mmap, .n_threads = threads, .n_threads_batch = threads, .n_ubatch = ubatch,
+                     .ngl = ngl};
     if (!(b.m = model_load(path, &mo, &b.err)))
         return cmd_fail(C, "%s", b.err.msg);
     int rc = CMD_FAIL;

@@ -14,7 +14,8 @@
 static void usage(void)
 {
     printf("usage: llmfs logits -m MODEL (--tokens \"ID ID ...\" | --tokens-file FILE) -o FILE\n"
-           "                    [-ctk TYPE] [-ctv TYPE] [--fa on|off] [-t N] [-c CTX] [-ub N] [--no-mmap]\n"
+           "                    [-ctk TYPE] [-ctv TYPE] [--fa on|off] [-t N] [-c CTX] [-ub N] [-ngl N]\n"
+           "                    [--no-mmap]\n"
            "  writes float32 little-endian logits, row-major [n_tokens][n_vocab]\n"
            "  -ctk, -ctv  KV cache types: f16 (default), q8_0, q4_0\n"
            "  --fa        flash attention (default off)\n"
@@ -66,7 +67,7 @@ int cmd_logits(int argc, char **argv)
     const char *C = "logits";
     const char *path = NULL, *tokens = NULL, *tokens_file = NULL, *out = NULL, *ctk = "f16", *ctv = "f16";
     bool fa = false, no_mmap = false;
-    int threads = 0, n_ctx = 0, ubatch = 512;
+    int threads = 0, n_ctx = 0, ubatch = 512, ngl = 0;
     const cmd_opt opts[] = {
         {"-m|--model", OPT_STR, &path, 0, 0},
         {"--tokens", OPT_STR, &tokens, 0, 0},
@@ -78,6 +79,7 @@ int cmd_logits(int argc, char **argv)
         {"-t|--threads", OPT_INT, &threads, 0, 1024},
         {"-c|--ctx-size", OPT_INT, &n_ctx, 0, 1 << 24},
         {"-ub|--ubatch-size", OPT_INT, &ubatch, 1, 1 << 20},
+        {"-ngl|--n-gpu-layers", OPT_INT, &ngl, 0, 100000},
         {"--no-mmap", OPT_FLAG, &no_mmap, 0, 0},
     };
     char *pos[1];
@@ -113,7 +115,8 @@ int cmd_logits(int argc, char **argv)
 
     int rc = CMD_FAIL;
     llmfs_error err = {0};
-    model_opts mo = {.no_mmap = no_mmap, .n_threads = threads, .n_threads_batch = threads, .n_ubatch = ubatch};
+    model_opts mo = {.no_mmap = no_mmap, .n_threads = threads, .n_threads_batch = threads, .n_ubatch = ubatch,
+                     .ngl = ngl};
     model *m = model_load(path, &mo, &err);
     kv_cache *kv = NULL;
     float *logits = NULL;

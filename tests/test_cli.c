@@ -122,13 +122,13 @@ static void assert_one_line_error(const cmd_out *r, const char *what)
 /* ---- fixtures ---- */
 
 typedef struct fixture {
-    char dir[1024], model[1024], name[256];
+    char dir[1100], model[1024], name[600];
     int n_vocab;
 } fixture;
 
 static int list_fixtures(fixture **out)
 {
-    char base[1024];
+    char base[512];
     test_shared_path("fixtures", base, sizeof base);
     int n = 0, cap = 64;
     fixture *v = calloc((size_t)cap, sizeof *v);
@@ -137,7 +137,7 @@ static int list_fixtures(fixture **out)
     for (struct dirent *e; (e = readdir(d));) {
         if (e->d_name[0] == '.')
             continue;
-        char sub[1024];
+        char sub[800];
         snprintf(sub, sizeof sub, "%s/%s", base, e->d_name);
         DIR *d2 = opendir(sub);
         if (!d2)
@@ -147,7 +147,7 @@ static int list_fixtures(fixture **out)
                 continue;
             fixture *f = &v[n];
             snprintf(f->dir, sizeof f->dir, "%s/%s", sub, c->d_name);
-            char meta[1100], model[256], nv[32];
+            char meta[1200], model[256], nv[32];
             snprintf(meta, sizeof meta, "%s/meta.txt", f->dir);
             if (test_meta_get(meta, "model", model, sizeof model) || test_meta_get(meta, "n_vocab", nv, sizeof nv))
                 continue;
