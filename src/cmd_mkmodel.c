@@ -23,6 +23,7 @@ static void usage(void)
            "                  Without it: byte-level BPE, 256 byte tokens, ChatML specials, padding\n"
            "  DIMS            --n-embd --n-layer --n-head --n-head-kv --head-dim --n-ff --n-expert\n"
            "                  --n-expert-used --n-ff-exp --n-vocab --ctx --rope-base --rms-eps\n"
+           "                  --rope-llama3 FACTOR (0 off)\n"
            "                  --tied | --untied, --name NAME\n"
            "  --seed S        weights are a function of the seed alone (default 1)\n"
            "  -t N            threads (default: every CPU)\n");
@@ -34,7 +35,7 @@ int cmd_mkmodel(int argc, char **argv)
     const char *shape_name = NULL, *arch = NULL, *type = "q4_k_m", *vocab = NULL, *out = NULL, *name = NULL;
     int n_embd = -1, n_layer = -1, n_head = -1, n_head_kv = -1, head_dim = -1, n_ff = -1;
     int n_expert = -1, n_expert_used = -1, n_ff_exp = -1, n_vocab = -1, n_ctx = -1, threads = 0;
-    double rope_base = -1, rms_eps = -1;
+    double rope_base = -1, rms_eps = -1, rope_l3 = -1;
     bool tied = false, untied = false, quiet = false;
     uint64_t seed = 1;
     const double BIG = 1 << 24;
@@ -61,6 +62,7 @@ int cmd_mkmodel(int argc, char **argv)
         {"--ctx", OPT_INT, &n_ctx, 1, BIG * 16},
         {"--rope-base", OPT_FLOAT, &rope_base, 1e-3, 1e12},
         {"--rms-eps", OPT_FLOAT, &rms_eps, 1e-12, 1},
+        {"--rope-llama3", OPT_FLOAT, &rope_l3, 0, 1024},
         {"--tied", OPT_FLAG, &tied, 0, 0},
         {"--untied", OPT_FLAG, &untied, 0, 0},
     };
@@ -119,6 +121,8 @@ int cmd_mkmodel(int argc, char **argv)
         s.rope_base = (float)rope_base;
     if (rms_eps > 0)
         s.rms_eps = (float)rms_eps;
+    if (rope_l3 >= 0)
+        s.rope_l3_factor = (float)rope_l3;
     if (tied)
         s.tied = true;
     if (untied)

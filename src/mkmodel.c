@@ -28,18 +28,19 @@
 /* ---- shapes ---- */
 
 static const mkmodel_shape shapes[] = {
-    /* name            arch        embd  lay head kv  hd   ff     exp used ffe  vocab    ctx     rope   eps   tied */
-    {"qwen3-8b",       "qwen3",    4096, 36, 32,  8, 128, 12288,  0,  0,  0,   151936, 40960,  1e6f, 1e-6f, false},
-    {"qwen3-0.6b",     "qwen3",    1024, 28, 16,  8, 128, 3072,   0,  0,  0,   151936, 40960,  1e6f, 1e-6f, true},
-    {"qwen3-30b-a3b",  "qwen3moe", 2048, 48, 32,  4, 128, 6144, 128,  8, 768,  151936, 40960,  1e6f, 1e-6f, false},
-    {"qwen2.5-0.5b",   "qwen2",    896,  24, 14,  2,  64, 4864,   0,  0,  0,   151936, 32768,  1e6f, 1e-6f, true},
-    {"llama-2-7b",     "llama",    4096, 32, 32, 32, 128, 11008,  0,  0,  0,   32000,  4096,   1e4f, 1e-5f, false},
-    {"llama-3.2-1b",   "llama",    2048, 16, 32,  8,  64, 8192,   0,  0,  0,   128256, 131072, 5e5f, 1e-5f, true},
+    /* name            arch        embd  lay head kv  hd   ff     exp used ffe  vocab    ctx     rope   eps   tied  l3 */
+    {"qwen3-8b",       "qwen3",    4096, 36, 32,  8, 128, 12288,  0,  0,  0,   151936, 40960,  1e6f, 1e-6f, false, 0},
+    {"qwen3-0.6b",     "qwen3",    1024, 28, 16,  8, 128, 3072,   0,  0,  0,   151936, 40960,  1e6f, 1e-6f, true, 0},
+    {"qwen3-30b-a3b",  "qwen3moe", 2048, 48, 32,  4, 128, 6144, 128,  8, 768,  151936, 40960,  1e6f, 1e-6f, false, 0},
+    {"qwen2.5-0.5b",   "qwen2",    896,  24, 14,  2,  64, 4864,   0,  0,  0,   151936, 32768,  1e6f, 1e-6f, true, 0},
+    {"llama-2-7b",     "llama",    4096, 32, 32, 32, 128, 11008,  0,  0,  0,   32000,  4096,   1e4f, 1e-5f, false, 0},
+    {"llama-3.2-1b",   "llama",    2048, 16, 32,  8,  64, 8192,   0,  0,  0,   128256, 131072, 5e5f, 1e-5f, true, 32},
+    {"llama-3.1-8b",   "llama",    4096, 32, 32,  8, 128, 14336,  0,  0,  0,   128256, 131072, 5e5f, 1e-5f, false, 8},
     /* the shapes of the test models in ../shared/models */
-    {"llama-tiny",     "llama",    256,   2,  8,  4,  32, 768,    0,  0,  0,   512,    2048,   1e4f, 1e-5f, false},
-    {"qwen2-tiny",     "qwen2",    128,   2,  4,  2,  32, 256,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true},
-    {"qwen3-tiny",     "qwen3",    256,   2,  4,  2, 128, 768,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true},
-    {"qwen3moe-tiny",  "qwen3moe", 128,   2,  4,  2,  64, 512,    8,  2, 256,  8224,   4096,   1e6f, 1e-6f, true},
+    {"llama-tiny",     "llama",    256,   2,  8,  4,  32, 768,    0,  0,  0,   512,    2048,   1e4f, 1e-5f, false, 0},
+    {"qwen2-tiny",     "qwen2",    128,   2,  4,  2,  32, 256,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0},
+    {"qwen3-tiny",     "qwen3",    256,   2,  4,  2, 128, 768,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0},
+    {"qwen3moe-tiny",  "qwen3moe", 128,   2,  4,  2,  64, 512,    8,  2, 256,  8224,   4096,   1e6f, 1e-6f, true, 0},
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
@@ -104,6 +105,8 @@ int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err)
     } else if (s->n_expert) {
         return llmfs_errorf(err, EINVAL, "experts need --arch qwen3moe");
     }
+    if (s->rope_l3_factor != 0 && !(s->rope_l3_factor >= 1 && strcmp(s->arch, "llama") == 0))
+        return llmfs_errorf(err, EINVAL, "llama3 rope scaling needs --arch llama and a factor >= 1");
     if (!(s->rope_base > 0) || !(s->rms_eps > 0))
         return llmfs_errorf(err, EINVAL, "rope base and rms eps must be positive");
     return 0;
@@ -255,7 +258,7 @@ static inline float uniform01(uint64_t u)
 
 /* ---- tensors ---- */
 
-enum init_kind { INIT_NORMAL, INIT_ROWLEN, INIT_UNIFORM };
+enum init_kind { INIT_NORMAL, INIT_ROWLEN, INIT_UNIFORM, INIT_ROPE_L3 };
 
 typedef struct tspec {
     char name[64];
@@ -263,7 +266,7 @@ typedef struct tspec {
     int n_dims;
     int64_t ne[3];
     enum init_kind init;
-    float a, b;          /* std; row length; [a, b) */
+    float a, b;          /* std; row length; [a, b); llama3 factor, rope base */
     uint64_t stream;     /* the tensor's index, part of every row's seed */
     struct gen *gen;
 } tspec;
@@ -313,6 +316,24 @@ static void fill_row(const tspec *ts, float *x, int64_t n, uint64_t row, uint64_
         for (int64_t i = 0; i < n; i++)
             x[i] = ts->a + (ts->b - ts->a) * uniform01(rng_next(&r));
         break;
+    case INIT_ROPE_L3: {
+        /* Llama 3's frequency divisors: long wavelengths are stretched by the factor,
+         * short ones kept, the band between blended. Original context 8192, low 1, high 4. */
+        const double orig = 8192, lo = 1, hi = 4, pi = 3.14159265358979323846;
+        for (int64_t i = 0; i < n; i++) {
+            double freq = pow((double)ts->b, -2.0 * (double)i / (double)(2 * n));
+            double wavelen = 2 * pi / freq;
+            if (wavelen < orig / hi) {
+                x[i] = 1.0f;
+            } else if (wavelen > orig / lo) {
+                x[i] = ts->a;
+            } else {
+                double smooth = (orig / wavelen - lo) / (hi - lo);
+                x[i] = (float)(1.0 / ((1 - smooth) / ts->a + smooth));
+            }
+        }
+        break;
+    }
     }
 }
 
@@ -457,6 +478,9 @@ static int build_tensors(const mkmodel_shape *s, int ftype, tlist *l)
     ADD1("output_norm.weight", E, INIT_UNIFORM, 0.5f, 1.5f);
     if (!s->tied)
         ADD2("output.weight", E, V, 0, INIT_ROWLEN, out_len);
+    if (s->rope_l3_factor > 0) {
+        ADD1("rope_freqs.weight", hd / 2, INIT_ROPE_L3, s->rope_l3_factor, s->rope_base);
+    }
 
     for (int il = 0; il < s->n_layer; il++) {
 #define N(suffix) (snprintf(nm, sizeof nm, "blk.%d." suffix, il), nm)

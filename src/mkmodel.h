@@ -26,10 +26,12 @@ typedef struct mkmodel_shape {
     int n_ctx;               /* context_length */
     float rope_base, rms_eps;
     bool tied;               /* no output.weight: the output projection is token_embd */
+    float rope_l3_factor;    /* Llama 3.1+ rope scaling (rope_freqs.weight, as llama.cpp's
+                              * converter writes it; low 1, high 4, original context 8192); 0 none */
 } mkmodel_shape;
 
 /* The built-in shapes: real models (qwen3-8b, qwen3-0.6b, qwen3-30b-a3b, llama-2-7b,
- * llama-3.2-1b, qwen2.5-0.5b) and the tiny test shapes (llama-tiny, qwen2-tiny,
+ * llama-3.2-1b, llama-3.1-8b, qwen2.5-0.5b) and the tiny test shapes (llama-tiny, qwen2-tiny,
  * qwen3-tiny, qwen3moe-tiny). Returns false for an unknown name. */
 bool mkmodel_shape_find(const char *name, mkmodel_shape *out);
 /* Name of shape i (NULL past the end), for listings. */

@@ -570,6 +570,30 @@ START_TEST(mkmodel_moe_and_fallbacks)
 }
 END_TEST
 
+START_TEST(mkmodel_llama3_rope_freqs)
+{
+    char p[600];
+    mk("l3.gguf", p, sizeof p, "--shape", "llama-3.2-1b", "--n-layer", "1", "--n-embd", "256", "--n-head", "4",
+       "--n-head-kv", "2", "--n-ff", "256", "--n-vocab", "300", "--type", "q8_0", NULL);
+    llmfs_error err = {0};
+    gguf_open_opts go = {0};
+    gguf_file *f = gguf_open(p, &go, &err);
+    ck_assert_msg(f != NULL, "%s", err.msg);
+    const gguf_tensor *t = gguf_find_tensor(f, "rope_freqs.weight");
+    ck_assert_ptr_nonnull(t);
+    ck_assert(t->type == T_F32 && t->n_dims == 1 && t->ne[0] == 32);
+    const float *v = t->data;
+    /* Short wavelengths are kept, the longest stretched by the full factor of 32. */
+    ck_assert_float_eq(v[0], 1.0f);
+    ck_assert_float_eq(v[31], 32.0f);
+    for (int i = 1; i < 32; i++)
+        ck_assert(v[i] >= v[i - 1]);
+    ck_assert(v[16] > 1.0f && v[16] < 32.0f);
+    gguf_close(f);
+    check_forward(p, 300);
+}
+END_TEST
+
 START_TEST(mkmodel_is_deterministic)
 {
     char a[600], b[600];
@@ -865,6 +889,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, mkmodel_q4_k_m_mix);
     tcase_add_test(tc, mkmodel_every_arch_and_type);
     tcase_add_test(tc, mkmodel_moe_and_fallbacks);
+    tcase_add_test(tc, mkmodel_llama3_rope_freqs);
     tcase_add_test(tc, mkmodel_is_deterministic);
     tcase_add_test(tc, mkmodel_copies_vocab);
     tcase_add_test(tc, mkmodel_builtin_vocab);
