@@ -45,6 +45,10 @@ typedef struct rope_params {
     /* llama3-style frequency scaling; factor 0 = off */
     float l3_factor, l3_low_freq_factor, l3_high_freq_factor;
     int l3_orig_ctx;
+    /* Per-pair frequency divisors [n_rot/2] in host memory (GGUF rope_freqs, or the
+     * llama3 factors computed at load), or NULL. model.c folds llama3 scaling into this
+     * array and leaves l3_factor 0. */
+    const float *freq_factors;
 } rope_params;
 
 typedef struct attn_params {
@@ -93,6 +97,13 @@ struct backend_ops {
     /* out[n][ne1 of down] = sum_j weights[i][j] * down_e(silu(gate_e x) * up_e x), e = ids[i][j] */
     void (*moe_ffn)(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
                     const tensor *down, const int32_t *ids, const float *weights, int n, int k);
+
+    /* 0, or the first error (negative errno) an op hit since the last call, which clears
+     * it: ops return nothing, so a failed scratch allocation or device error is reported
+     * here. May be NULL (never fails). */
+    int (*status)(backend *be);
+    /* Frees the backend itself (backend_free calls it). */
+    void (*destroy)(backend *be);
 };
 
 struct backend {
@@ -106,6 +117,6 @@ backend *backend_cpu_new(int n_threads, int n_threads_batch);
 #ifdef LLMFS_HAVE_CUDA
 backend *backend_cuda_new(int device, char *err, size_t err_cap); /* NULL: no usable GPU */
 #endif
-void backend_free(backend *be);
+void backend_free(backend *be); /* be->ops->destroy(be); NULL is fine */
 
 #endif
