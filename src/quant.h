@@ -35,7 +35,8 @@ typedef struct type_traits {
 const type_traits *type_info(int type);
 /* Parses "q8_0", "Q4_K", "f16", "bf16", ... (case-insensitive); -1 if unknown. */
 int type_from_name(const char *name);
-/* Bytes of a row of n elements (n must be a multiple of the block). */
+/* Bytes of a row of n elements (n must be a multiple of the block). Row lengths passed
+ * to every function below must be multiples of the type's block too. */
 size_t type_row_bytes(int type, int64_t n);
 
 float f16_to_f32(uint16_t h);
@@ -62,8 +63,22 @@ void gemm_tile(int type, int64_t n, int nr, int nc,
                const void *w, size_t w_stride, const void *a, size_t a_stride,
                float *out, size_t out_stride);
 
+/* Decode's matrix-vector product: out[r] = dot(w row r, a) for r < nr (any nr), with
+ * w rows w_stride bytes apart. Fast paths share each activation load among several
+ * weight rows. */
+void vec_dot_rows(int type, int64_t n, int nr, const void *w, size_t w_stride, const void *a,
+                  float *out);
+
+/* gemm_tile for any nr and nc: out[c * out_stride + r] = dot(w row r, a row c). Runs
+ * tile by tile, each group of weight rows once over all activation rows, so the
+ * weights are read from memory once. Threads split the rows (or columns) among
+ * themselves. */
+void quant_gemm(int type, int64_t n, int nr, int nc, const void *w, size_t w_stride,
+                const void *a, size_t a_stride, float *out, size_t out_stride);
+
 /* The instruction set in use: "scalar", "avx2", "avx512". quant_force_isa lets tests
- * pin one (returns false if this CPU lacks it). */
+ * pin one (returns false if this CPU lacks it); NULL or "auto" restores the best.
+ * Not for use while other threads run kernels. */
 const char *quant_isa(void);
 bool quant_force_isa(const char *name);
 

@@ -1,0 +1,304 @@
+/* test_quant_models.c — dequantizing the tensors of the test models, which catches
+ * block-layout mistakes that self-consistency tests cannot: the llama-tiny files hold
+ * the same random-normal weights at twelve precisions, so each must decode to the F16
+ * file's values within its quantization error, with the standard deviations the
+ * generator used (1/sqrt(fan_in); 16/sqrt(fan_in) for attn_output and ffn_down). */
+#include "quant.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- a minimal GGUF tensor-table reader, enough for these files ---- */
+
+typedef struct {
+    char name[96];
+    int type;
+    int64_t ne[4];
+    int n_dims;
+    const unsigned char *data;
+} mtensor;
+
+typedef struct {
+    unsigned char *buf;
+    size_t len;
+    int n;
+    mtensor *t;
+} mfile;
+
+static int rd(const unsigned char *b, size_t len, size_t *o, void *dst, size_t n)
+{
+    if (*o + n > len)
+        return -1;
+    memcpy(dst, b + *o, n);
+    *o += n;
+    return 0;
+}
+
+static int skip_value(const unsigned char *b, size_t len, size_t *o, uint32_t type)
+{
+    static const int size[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    if (type > 12)
+        return -1;
+    if (type == 8) {
+        uint64_t n;
+        if (rd(b, len, o, &n, 8) || n > len - *o)
+            return -1;
+        *o += n;
+        return 0;
+    }
+    if (type == 9) {
+        uint32_t et;
+        uint64_t n;
+        if (rd(b, len, o, &et, 4) || rd(b, len, o, &n, 8))
+            return -1;
+        for (uint64_t i = 0; i < n; i++)
+            if (skip_value(b, len, o, et))
+                return -1;
+        return 0;
+    }
+    if (*o + (size_t)size[type] > len)
+        return -1;
+    *o += (size_t)size[type];
+    return 0;
+}
+
+static int mfile_open(mfile *f, const char *path)
+{
+    memset(f, 0, sizeof *f);
+    f->buf = (unsigned char *)test_read_file(path, &f->len);
+    if (!f->buf)
+        return -1;
+    const unsigned char *b = f->buf;
+    size_t o = 4, len = f->len;
+    uint32_t ver;
+    uint64_t nt, nkv;
+    if (len < 24 || memcmp(b, "GGUF", 4) || rd(b, len, &o, &ver, 4) || rd(b, len, &o, &nt, 8) ||
+        rd(b, len, &o, &nkv, 8) || nt > 100000)
+        return -1;
+    uint32_t align = 32;
+    for (uint64_t i = 0; i < nkv; i++) {
+        uint64_t kl;
+        uint32_t type;
+        if (rd(b, len, &o, &kl, 8) || kl > len - o)
+            return -1;
+        bool is_align = kl == 17 && memcmp(b + o, "general.alignment", 17) == 0;
+        o += kl;
+        if (rd(b, len, &o, &type, 4))
+            return -1;
+        if (is_align && type == 4) {
+            if (rd(b, len, &o, &align, 4))
+                return -1;
+        } else if (skip_value(b, len, &o, type)) {
+            return -1;
+        }
+    }
+    f->t = calloc(nt, sizeof *f->t);
+    uint64_t *off = calloc(nt, sizeof *off);
+    for (uint64_t i = 0; i < nt; i++) {
+        mtensor *t = &f->t[i];
+        uint64_t nl;
+        uint32_t nd, type;
+        if (rd(b, len, &o, &nl, 8) || nl >= sizeof t->name || nl > len - o)
+            return -1;
+        memcpy(t->name, b + o, nl);
+        o += nl;
+        if (rd(b, len, &o, &nd, 4) || nd < 1 || nd > 4)
+            return -1;
+        t->n_dims = (int)nd;
+        for (int d = 0; d < 4; d++)
+            t->ne[d] = 1;
+        for (uint32_t d = 0; d < nd; d++)
+            if (rd(b, len, &o, &t->ne[d], 8))
+                return -1;
+        if (rd(b, len, &o, &type, 4) || rd(b, len, &o, &off[i], 8))
+            return -1;
+        t->type = (int)type;
+    }
+    size_t data = (o + align - 1) / align * align;
+    for (uint64_t i = 0; i < nt; i++) {
+        mtensor *t = &f->t[i];
+        const type_traits *tt = type_info(t->type);
+        if (!tt)
+            return -1;
+        size_t bytes = type_row_bytes(t->type, t->ne[0]) * (size_t)(t->ne[1] * t->ne[2] * t->ne[3]);
+        if (data + off[i] + bytes > len)
+            return -1;
+        t->data = b + data + off[i];
+    }
+    free(off);
+    f->n = (int)nt;
+    return 0;
+}
+
+static void mfile_close(mfile *f)
+{
+    free(f->buf);
+    free(f->t);
+}
+
+static const mtensor *mfind(const mfile *f, const char *name)
+{
+    for (int i = 0; i < f->n; i++)
+        if (strcmp(f->t[i].name, name) == 0)
+            return &f->t[i];
+    return NULL;
+}
+
+/* All rows of a 2D tensor as floats. */
+static float *dequant_all(const mtensor *t)
+{
+    int64_t rows = t->ne[1];
+    float *x = malloc(sizeof *x * (size_t)(rows * t->ne[0]));
+    size_t rb = type_row_bytes(t->type, t->ne[0]);
+    for (int64_t r = 0; r < rows; r++)
+        dequantize_row(t->type, t->data + (size_t)r * rb, x + r * t->ne[0], t->ne[0]);
+    return x;
+}
+
+/* The generator's standard deviation for a weight, or 0 when it set row norms instead. */
+static double expected_std(const char *name, int64_t fan_in)
+{
+    if (strstr(name, "attn_output") || strstr(name, "ffn_down"))
+        return 16 / sqrt((double)fan_in);
+    if (strcmp(name, "output.weight") == 0)
+        return 0;
+    return 1 / sqrt((double)fan_in);
+}
+
+static void check_stats(const char *model, const mtensor *t, const float *x, double std_want,
+                        bool tied_embd)
+{
+    int64_t n = t->ne[0] * t->ne[1];
+    double s = 0, s2 = 0;
+    for (int64_t i = 0; i < n; i++) {
+        s += x[i];
+        s2 += (double)x[i] * x[i];
+    }
+    double mean = s / n, sd = sqrt(s2 / n - mean * mean);
+    if (std_want > 0 && !tied_embd) {
+        ck_assert_msg(fabs(sd / std_want - 1) < 0.2, "%s %s: std %g, expected %g", model, t->name, sd,
+                      std_want);
+        ck_assert_msg(fabs(mean) < 0.05 * std_want, "%s %s: mean %g (std %g)", model, t->name, mean,
+                      std_want);
+    } else {
+        /* rows scaled to one common length: every row's norm near the average */
+        double avg = 0, *norm = malloc(sizeof *norm * (size_t)t->ne[1]);
+        for (int64_t r = 0; r < t->ne[1]; r++) {
+            double q = 0;
+            for (int64_t i = 0; i < t->ne[0]; i++)
+                q += (double)x[r * t->ne[0] + i] * x[r * t->ne[0] + i];
+            norm[r] = sqrt(q);
+            avg += norm[r] / (double)t->ne[1];
+        }
+        ck_assert(avg > 0);
+        for (int64_t r = 0; r < t->ne[1]; r++)
+            ck_assert_msg(fabs(norm[r] / avg - 1) < 0.15, "%s %s row %lld: norm %g, average %g", model,
+                          t->name, (long long)r, norm[r], avg);
+        ck_assert_msg(fabs(mean) < 0.05 * sd, "%s %s: mean %g (std %g)", model, t->name, mean, sd);
+        free(norm);
+    }
+}
+
+static const struct { const char *file; double max_rel_err; } llama_tiny[] = {
+    {"llama-tiny-f16", 0}, /* the reference itself */
+    {"llama-tiny-bf16", 0.003}, {"llama-tiny-q8_0", 0.008}, {"llama-tiny-q6_k", 0.025},
+    {"llama-tiny-q5_k", 0.05},  {"llama-tiny-q5_1", 0.05}, {"llama-tiny-q5_0", 0.055},
+    {"llama-tiny-q4_k", 0.10},  {"llama-tiny-q4_1", 0.10}, {"llama-tiny-q4_0", 0.11},
+    {"llama-tiny-q3_k", 0.20},  {"llama-tiny-q2_k", 0.40},
+};
+#define N_LLAMA_TINY ((int)(sizeof llama_tiny / sizeof llama_tiny[0]))
+
+START_TEST(test_llama_tiny)
+{
+    char path[4096], rel[128];
+    snprintf(rel, sizeof rel, "models/%s.gguf", llama_tiny[_i].file);
+    test_shared_path(rel, path, sizeof path);
+    snprintf(rel, sizeof rel, "models/%s.gguf", llama_tiny[0].file);
+    char ref_path[4096];
+    test_shared_path(rel, ref_path, sizeof ref_path);
+    mfile f, ref;
+    ck_assert_msg(mfile_open(&f, path) == 0, "cannot read %s", path);
+    ck_assert_msg(mfile_open(&ref, ref_path) == 0, "cannot read %s", ref_path);
+    int checked = 0;
+    double worst = 0;
+    for (int i = 0; i < f.n; i++) {
+        const mtensor *t = &f.t[i];
+        if (t->n_dims != 2)
+            continue;
+        const mtensor *rt = mfind(&ref, t->name);
+        ck_assert_ptr_nonnull(rt);
+        ck_assert(rt->ne[0] == t->ne[0] && rt->ne[1] == t->ne[1]);
+        float *x = dequant_all(t), *y = dequant_all(rt);
+        double std_want = strcmp(t->name, "token_embd.weight") == 0 ? 1.0
+                                                                    : expected_std(t->name, t->ne[0]);
+        check_stats(llama_tiny[_i].file, t, x, std_want, false);
+        int64_t n = t->ne[0] * t->ne[1];
+        double e = 0, s = 0;
+        for (int64_t k = 0; k < n; k++) {
+            e += ((double)x[k] - y[k]) * ((double)x[k] - y[k]);
+            s += (double)y[k] * y[k];
+        }
+        double rel_err = sqrt(e / s);
+        worst = fmax(worst, rel_err);
+        ck_assert_msg(rel_err <= llama_tiny[_i].max_rel_err,
+                      "%s %s (%s): differs from f16 by %g (bound %g)", llama_tiny[_i].file, t->name,
+                      type_info(t->type)->name, rel_err, llama_tiny[_i].max_rel_err);
+        if (llama_tiny[_i].max_rel_err > 0)
+            ck_assert_msg(rel_err > llama_tiny[_i].max_rel_err / 50,
+                          "%s %s: suspiciously equal to f16", llama_tiny[_i].file, t->name);
+        free(x);
+        free(y);
+        checked++;
+    }
+    ck_assert_int_eq(checked, 16); /* token_embd, output, 7 matrices x 2 layers */
+    fprintf(stderr, "%-16s largest difference from f16: %.4f (bound %.4f)\n", llama_tiny[_i].file,
+            worst, llama_tiny[_i].max_rel_err);
+    mfile_close(&f);
+    mfile_close(&ref);
+}
+END_TEST
+
+START_TEST(test_qwen3_tiny_q4_k)
+{
+    char path[4096];
+    test_shared_path("models/qwen3-tiny-q4_k.gguf", path, sizeof path);
+    mfile f;
+    ck_assert_msg(mfile_open(&f, path) == 0, "cannot read %s", path);
+    int q6 = 0, q4 = 0;
+    for (int i = 0; i < f.n; i++) {
+        const mtensor *t = &f.t[i];
+        if (t->n_dims != 2)
+            continue;
+        q6 += t->type == T_Q6_K;
+        q4 += t->type == T_Q4_K;
+        float *x = dequant_all(t);
+        bool tied = strcmp(t->name, "token_embd.weight") == 0;
+        check_stats("qwen3-tiny-q4_k", t, x, expected_std(t->name, t->ne[0]), tied);
+        free(x);
+    }
+    ck_assert_int_eq(q6, 3); /* token_embd, and layer 1's attn_v and ffn_down */
+    ck_assert_int_eq(q4, 12);
+    mfile_close(&f);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *s = suite_create("quant_models");
+    TCase *tc = tcase_create("models");
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, test_llama_tiny, 0, N_LLAMA_TINY);
+    tcase_add_test(tc, test_qwen3_tiny_q4_k);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    if (!test_shared_dir())
+        test_skip_no_shared("test_quant_models");
+    return test_run_suite(make_suite());
+}
