@@ -4,7 +4,7 @@
  * (weights placed on it, its layers' KV cache, scratch activations) and computes on
  * it. All activations are float32, row-major [tokens][dim], in the memory of the
  * backend doing the op; moving a hidden state between backends is an explicit copy
- * through the host (backend_copy). A new device is a new backend_*.c / kernels/*.cu
+ * through the host (backend_copy). A new device is a new backend_NAME.c or kernels/NAME.cu
  * that fills struct backend_ops; nothing else changes.
  */
 #ifndef LLMFS_BACKEND_H
@@ -102,6 +102,12 @@ struct backend_ops {
      * it: ops return nothing, so a failed scratch allocation or device error is reported
      * here. May be NULL (never fails). */
     int (*status)(backend *be);
+    /* x <- H x for each consecutive block of `block` floats (n floats, a multiple; block a
+     * power of two), H the Sylvester-Hadamard matrix scaled by 1/sqrt(block): orthonormal
+     * and its own inverse. Rotating q, k and v before a quantized cache spreads outliers
+     * over each block (kv_cache rot_k / rot_v, as llama.cpp does); attention scores are
+     * unchanged and the attention output is rotated back with the same op. */
+    void (*hadamard)(backend *be, float *x, int64_t n, int block);
     /* Frees the backend itself (backend_free calls it). */
     void (*destroy)(backend *be);
 };

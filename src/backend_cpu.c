@@ -535,6 +535,48 @@ static void cpu_rope(backend *be, float *x, int n, int n_head, int head_dim, con
     par(c, nth_for(c, (double)c->n * n_head * head_dim * 2), rope_fn, &r);
 }
 
+/* ---------------------------------------------------------------- hadamard */
+
+typedef struct had_ctx {
+    float *x;
+    int64_t n_blocks;
+    int block;
+} had_ctx;
+
+/* In-place fast Walsh-Hadamard transform of each block (natural, Sylvester order),
+ * scaled by 1/sqrt(block) so it is orthonormal and its own inverse. */
+static void hadamard_fn(void *p, int ith, int nth)
+{
+    had_ctx *h = p;
+    int nb = h->block;
+    float scale = (float)(1.0 / sqrt((double)nb));
+    int64_t a, b;
+    split(h->n_blocks, ith, nth, &a, &b);
+    for (int64_t i = a; i < b; i++) {
+        float *x = h->x + i * nb;
+        for (int len = 1; len < nb; len *= 2)
+            for (int j = 0; j < nb; j += 2 * len)
+                for (int k = j; k < j + len; k++) {
+                    float u = x[k], v = x[k + len];
+                    x[k] = u + v;
+                    x[k + len] = u - v;
+                }
+        for (int k = 0; k < nb; k++)
+            x[k] *= scale;
+    }
+}
+
+static void cpu_hadamard(backend *be, float *x, int64_t n, int block)
+{
+    cpu_be *c = impl(be);
+    if (block <= 0 || (block & (block - 1)) || n % block) {
+        fail(c, EINVAL);
+        return;
+    }
+    had_ctx h = {x, n / block, block};
+    par(c, nth_for(c, (double)n * 8), hadamard_fn, &h);
+}
+
 /* ---------------------------------------------------------------- KV cache */
 
 typedef struct kvs_ctx {
@@ -622,6 +664,11 @@ static void attn_item_plain(const attn_ctx *A, attn_tls *T, int t, int kvh, int 
         }
         for (int j = 0; j < n_cells; j++)
             s[j] /= sum;
+        /* llama.cpp multiplies probabilities with an f16 V as f16: rounding them the same
+         * way keeps this path close to it (the difference is below f16 precision) */
+        if (A->kv->type_v == T_F16)
+            for (int j = 0; j < n_cells; j++)
+                s[j] = f16_to_f32(f32_to_f16(s[j]));
     }
     memset(acc, 0, sizeof(float) * (size_t)g * hd);
     for (int j = 0; j < n_cells; j++) {
@@ -1009,6 +1056,7 @@ static const struct backend_ops cpu_ops = {
     .attention = cpu_attention,
     .topk_softmax = cpu_topk_softmax,
     .moe_ffn = cpu_moe_ffn,
+    .hadamard = cpu_hadamard,
     .status = cpu_status,
     .destroy = cpu_destroy,
 };

@@ -41,8 +41,19 @@ kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int t
     kv->n_ctx = n_ctx;
     kv->n_seq = n_seq;
     kv->n_embd_kv = hp->n_head_kv * hp->head_dim;
+    kv->head_dim = hp->head_dim;
     kv->type_k = type_k;
     kv->type_v = type_v;
+    bool can_rotate = hp->head_dim % 64 == 0;
+    for (int il = 0; il < hp->n_layer; il++)
+        can_rotate &= m->layers[il].be->ops->hadamard != NULL;
+    if (can_rotate && type_k != T_F16 && type_k != T_F32) {
+        kv->rot_k = 64;
+        while (hp->head_dim % (2 * kv->rot_k) == 0)
+            kv->rot_k *= 2;
+    }
+    if (can_rotate && type_v != T_F16 && type_v != T_F32)
+        kv->rot_v = 64;
     kv->layer = calloc((size_t)hp->n_layer, sizeof *kv->layer);
     kv->seq_len = calloc((size_t)n_seq, sizeof *kv->seq_len);
     if (!kv->layer || !kv->seq_len)

@@ -687,8 +687,16 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
         }
         o->rope(be, B->q, n, H, D, &hp->rope);
         o->rope(be, B->k, n, Hk, D, &hp->rope);
+        if (kv->rot_k) {                                                /* q.k unchanged */
+            o->hadamard(be, B->q, (int64_t)n * H * D, kv->rot_k);
+            o->hadamard(be, B->k, (int64_t)n * Hk * D, kv->rot_k);
+        }
+        if (kv->rot_v)
+            o->hadamard(be, B->v, (int64_t)n * Hk * D, kv->rot_v);
         o->kv_store(be, kv, il, B->k, B->v, n);
         o->attention(be, B->att, B->q, kv, il, n, &ap);                 /* att [n][H*D] */
+        if (kv->rot_v)                                                  /* back from rotated V */
+            o->hadamard(be, B->att, (int64_t)n * H * D, kv->rot_v);
         o->matmul(be, B->xb, L->wo, B->att, n);                         /* xb [n][E] */
         o->add(be, B->x, B->xb, (int64_t)n * E);                        /* x += xb */
 
