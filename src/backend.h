@@ -4,7 +4,7 @@
  * (weights placed on it, its layers' KV cache, scratch activations) and computes on
  * it. All activations are float32, row-major [tokens][dim], in the memory of the
  * backend doing the op; moving a hidden state between backends is an explicit copy
- * through the host (backend_copy). A new device is a new backend_NAME.c or kernels/NAME.cu
+ * through the host (backend_copy). A new device is a new backend_*.c / kernels/NAME.cu
  * that fills struct backend_ops; nothing else changes.
  */
 #ifndef LLMFS_BACKEND_H
@@ -16,6 +16,7 @@
 
 typedef struct backend backend;
 typedef struct kv_cache kv_cache;
+struct llmfs_error;
 
 /* A weight as the model sees it. 2D: ne[0] row length (contiguous), ne[1] rows.
  * 3D (MoE experts): ne[2] experts, each a [ne[1]][ne[0]] matrix nb2 bytes apart. */
@@ -45,9 +46,9 @@ typedef struct rope_params {
     /* llama3-style frequency scaling; factor 0 = off */
     float l3_factor, l3_low_freq_factor, l3_high_freq_factor;
     int l3_orig_ctx;
-    /* Per-pair frequency divisors [n_rot/2] in host memory (GGUF rope_freqs, or the
-     * llama3 factors computed at load), or NULL. model.c folds llama3 scaling into this
-     * array and leaves l3_factor 0. */
+    /* Per-pair frequency divisors [n_rot/2] from the GGUF tensor rope_freqs (how
+     * converted Llama 3.1+ files carry their scaling), host memory; NULL if none. When
+     * set, l3_factor is 0. */
     const float *freq_factors;
 } rope_params;
 
@@ -98,18 +99,49 @@ struct backend_ops {
     void (*moe_ffn)(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
                     const tensor *down, const int32_t *ids, const float *weights, int n, int k);
 
-    /* 0, or the first error (negative errno) an op hit since the last call, which clears
-     * it: ops return nothing, so a failed scratch allocation or device error is reported
-     * here. May be NULL (never fails). */
-    int (*status)(backend *be);
+    /* ---- optional: NULL where a backend does without ---- */
+
     /* x <- H x for each consecutive block of `block` floats (n floats, a multiple; block a
      * power of two), H the Sylvester-Hadamard matrix scaled by 1/sqrt(block): orthonormal
      * and its own inverse. Rotating q, k and v before a quantized cache spreads outliers
      * over each block (kv_cache rot_k / rot_v, as llama.cpp does); attention scores are
-     * unchanged and the attention output is rotated back with the same op. */
+     * unchanged and the attention output is rotated back with the same op. NULL: caches
+     * on this backend are stored unrotated. */
     void (*hadamard)(backend *be, float *x, int64_t n, int block);
-    /* Frees the backend itself (backend_free calls it). */
+
+    /* Releases everything the backend holds; backend_free calls it when set. */
     void (*destroy)(backend *be);
+
+    /* Places weight t on be from its host bytes src (GGUF layout; t->type, ne, nb1, nb2
+     * set): allocates, copies, sets t->data and t->be. The backend may store its own
+     * layout, which only its ops read; t->data is freed with ops->free. 0, or -ENOMEM /
+     * -EINVAL / -EIO with the reason in err. NULL: alloc + upload of the GGUF bytes. */
+    int (*load_weight)(backend *be, tensor *t, const void *src, struct llmfs_error *err);
+    /* out[r] (host memory) = index of the largest x[r][0..d) (lowest index on ties; NaN
+     * counts as smallest), r < rows: only the ids cross to the host. */
+    void (*argmax)(backend *be, int32_t *out, const float *x, int rows, int d);
+    /* The k largest of each row, best first (ties: lower index first), into host memory
+     * ids[rows][k] and vals[rows][k]; k <= d and k <= 256. */
+    void (*topk)(backend *be, int32_t *ids, float *vals, const float *x, int rows, int d, int k);
+    /* Ops return nothing, so a failing device records its first error. 0 when every op
+     * since the last call succeeded; else a negative errno with the reason in err, and
+     * the record is cleared. */
+    int (*check)(backend *be, struct llmfs_error *err);
+
+    /* Recorded decode steps (CUDA graphs). For a forward call whose op sequence on this
+     * backend depends only on key and on what begin uploads (tokens, positions,
+     * sequences), the model brackets those ops — after begin and any uploads, before any
+     * download — with graph_begin / graph_end:
+     *   1 = graph_begin(be, key): a recording was replayed; skip the ops and graph_end.
+     *   0: run the ops, then call graph_end: 0 = their effects are done (run directly or
+     *      recorded and replayed); negative = the recording failed and nothing ran: run
+     *      the ops again (the backend no longer records this key).
+     * The backend adds what its launches depend on (batch size, KV length bucket) to
+     * key. Every pointer an op is given must stay the same across calls with one key;
+     * after freeing or moving any buffer the ops use, call graph_reset. */
+    int (*graph_begin)(backend *be, uint64_t key);
+    int (*graph_end)(backend *be);
+    void (*graph_reset)(backend *be);
 };
 
 struct backend {

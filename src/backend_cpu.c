@@ -6,10 +6,11 @@
  * QUANT_TILE_R x QUANT_TILE_C tiles with gemm_tile for several. Scratch grows to the
  * largest batch seen and then stays, so steady-state decoding never allocates. Ops
  * cannot return errors; a failed allocation turns the op into a no-op and is reported
- * by status().
+ * by check().
  */
 #include "backend.h"
 #include "kv.h"
+#include "llmfs.h"
 #include "quant.h"
 #include "threadpool.h"
 
@@ -53,7 +54,7 @@ typedef struct attn_tls {
 typedef struct cpu_be {
     threadpool *pool;
     int nth;              /* threads for the current batch */
-    int err;              /* sticky, see status() */
+    int err;              /* sticky errno, see check() */
 
     /* the current batch */
     int n;
@@ -136,12 +137,14 @@ static void cpu_copy(backend *be, void *dst, const void *src, size_t n)
 
 static void cpu_sync(backend *be) { (void)be; }
 
-static int cpu_status(backend *be)
+static int cpu_check(backend *be, llmfs_error *err)
 {
     cpu_be *c = impl(be);
     int e = c->err;
     c->err = 0;
-    return e;
+    if (e)
+        return llmfs_errorf(err, e, "CPU backend: %s", e == ENOMEM ? "out of memory for scratch" : "bad operand");
+    return 0;
 }
 
 static int cpu_begin(backend *be, const fwd_batch *b)
@@ -156,9 +159,8 @@ static int cpu_begin(backend *be, const fwd_batch *b)
     c->n = b->n;
     c->nth = b->n == 1 ? be->n_threads : be->n_threads_batch;
     c->rope_valid = false;
-    int e = c->err;
     c->err = 0;
-    return e;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- get_rows */
@@ -441,7 +443,7 @@ static void cpu_swiglu(backend *be, float *out, const float *gate, const float *
 /* ---------------------------------------------------------------- rope */
 
 /* theta of pair i at position pos: pos * freq_scale * base^(-2i/n_rot) / factor_i, with
- * the llama3 factor computed from l3_* when a backend caller sets them directly. */
+ * the llama3 blend of l3_* or the file's per-pair divisors applied. */
 static double rope_inv_freq(const rope_params *p, int i)
 {
     double f = pow((double)p->freq_base, -2.0 * i / p->n_rot);
@@ -1057,7 +1059,7 @@ static const struct backend_ops cpu_ops = {
     .topk_softmax = cpu_topk_softmax,
     .moe_ffn = cpu_moe_ffn,
     .hadamard = cpu_hadamard,
-    .status = cpu_status,
+    .check = cpu_check,
     .destroy = cpu_destroy,
 };
 

@@ -1,9 +1,11 @@
 /* chat.h — turning a conversation into prompt text with the model's chat template.
  *
- * The template in tokenizer.chat_template is recognised as one of the common families
- * (ChatML/Qwen, Llama 3, Llama 2, Mistral, Gemma) or else interpreted with a small Jinja
- * subset (for loops over messages, if/elif/else, comparisons, string concatenation,
- * loop.first/last, raise_exception, bos_token/eos_token, add_generation_prompt).
+ * The template in tokenizer.chat_template is interpreted with a small Jinja subset (for
+ * loops over messages, if/elif/else, set, comparisons, string concatenation, filters,
+ * loop.first/last, raise_exception, bos_token/eos_token, add_generation_prompt; see
+ * jinja.h). The common families (ChatML/Qwen, Llama 3, Llama 2, Mistral, Gemma) are
+ * also recognised by their distinctive markers and have built-in renderers for
+ * templates that go beyond the subset.
  */
 #ifndef LLMFS_CHAT_H
 #define LLMFS_CHAT_H
@@ -20,8 +22,16 @@ typedef struct chat_msg {
 const char *chat_template_name(const char *tmpl);
 
 /* Renders msgs with tmpl (NULL or "" -> -ENOENT). Returns a malloc'd string, or NULL
- * with err filled (-EINVAL: template error, with the reason). */
+ * with err filled (-EINVAL: template error, with the reason; a template that rejects
+ * the conversation with raise_exception gives its message). The template is
+ * interpreted (see jinja.h for the subset); a template of a recognised family that
+ * goes beyond the subset is rendered by that family's built-in renderer. */
 char *chat_render(const char *tmpl, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
                   const char *bos_token, const char *eos_token, llmfs_error *err);
+
+/* A family's built-in renderer ("chatml", "llama3", "llama2", "mistral", "gemma");
+ * NULL with -ENOENT for other names. */
+char *chat_render_builtin(const char *family, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
+                          const char *bos_token, const char *eos_token, llmfs_error *err);
 
 #endif

@@ -81,6 +81,14 @@ int llmfs_get(llmfs *lf, const char *key, char *buf, size_t cap);
 int llmfs_settings_text(llmfs *lf, int scope_mask, char *buf, size_t cap);
 /* Named preset profiles (text-12gb, ...): the key=value pairs a "profile NAME" applies. */
 const char *llmfs_profile(const char *name);
+/* One line of the root ctl: a setting at daemon scope ("key value" or "key=value"; model
+ * and session settings become defaults for models loaded later), or a command:
+ *   load NAME PATH [key=value ...]   (llmfs_model_load; slow)
+ *   unload NAME
+ * Empty and '#' lines are ignored. Errors as llmfs_set / llmfs_model_load. */
+int llmfs_ctl(llmfs *lf, const char *line, llmfs_error *err);
+/* The settings table as a markdown table (for docs/); returns the length like snprintf. */
+int llmfs_settings_markdown(char *buf, size_t cap);
 
 /* ---- models ---- */
 
@@ -98,12 +106,20 @@ llmfs_model *llmfs_model_get(llmfs *lf, const char *name); /* NULL if none */
 void llmfs_model_put(llmfs_model *m);
 const char *llmfs_model_name(const llmfs_model *m);
 
-/* One line of the model's ctl: a model-scope or session-scope setting ("ctx 4096" is
- * refused while sessions hold cache, "temp 0.7" sets the model's default for new
- * sessions and the default session), or a command. -EINVAL, -ENOENT, -EBUSY. */
+/* One line of the model's ctl: a model-scope or session-scope setting, or a command.
+ * "temp 0.7" (session scope) sets the model's default for new sessions and the default
+ * session. ctx, parallel, cache_type_k/v reallocate the KV cache: refused (-EBUSY) while
+ * a session generates; sessions then recompute their cache on their next prompt. Load-
+ * time settings (threads, ngl, mmap, fit, ...) are refused (-EBUSY) unless unchanged,
+ * except as part of a profile, where they are kept for the next load. batch, ubatch,
+ * flash_attn and the idle timers apply at once. Command: "stop" ends every running reply.
+ * -EINVAL, -ENOENT, -EBUSY, -ENODEV (unloaded). */
 int llmfs_model_ctl(llmfs_model *m, const char *line, llmfs_error *err);
 /* Model settings plus the default session's, as writable "key value\n" lines. */
 int llmfs_model_settings_text(llmfs_model *m, char *buf, size_t cap);
+/* One setting of the model as text (session-scope keys: the default for new sessions),
+ * e.g. "idle_unload". Returns the length like snprintf, -ENOENT unknown key. */
+int llmfs_model_setting(llmfs_model *m, const char *key, char *buf, size_t cap);
 
 typedef struct llmfs_model_info {
     char name[64];
@@ -175,14 +191,23 @@ int llmfs_session_id(const llmfs_session *s);
 /* Ids of the live clone sessions (not 0); returns the count, at most cap filled. */
 int llmfs_session_ids(llmfs_model *m, int *ids, int cap);
 
-/* One ctl line: a session setting or a command: stop, reset, close.
+/* One ctl line: a session setting or a command:
+ *   stop    ends the running reply (stop reason "stopped"); nothing if idle
+ *   reset   forgets the conversation (after stopping the running reply, if any)
+ *   close   removes the session (-EINVAL for the default session)
  * -EINVAL bad value, -ENOENT unknown key. */
 int llmfs_session_ctl(llmfs_session *s, const char *line, llmfs_error *err);
 int llmfs_session_settings_text(llmfs_session *s, char *buf, size_t cap);
+/* One session setting as text; -ENOENT unknown key. */
+int llmfs_session_setting(llmfs_session *s, const char *key, char *buf, size_t cap);
 
 /* Starts a generation for this prompt (chat mode: a user turn; raw mode: text to
- * complete). Returns at once. -EBUSY while a generation runs, -E2BIG prompt too long
- * for the context, -EINVAL empty prompt or not UTF-8. */
+ * complete). One trailing newline ("\n" or "\r\n", as echo adds) is dropped. Returns at
+ * once; the reply goes to the stream llmfs_session_output returns from now on.
+ * -EBUSY while a generation runs (or another prompt is being queued), -E2BIG prompt (or,
+ * in chat mode, the conversation) too long for the context or over max_prompt_bytes,
+ * -EINVAL empty prompt, NUL byte, not UTF-8, or chat mode without a chat template,
+ * -EAGAIN model still loading, -ENODEV model unloaded, -ENOENT session closed. */
 int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_error *err);
 /* The last prompt written (malloc'd, NUL-terminated; NULL if none). */
 char *llmfs_session_last_prompt(llmfs_session *s);
@@ -201,6 +226,10 @@ typedef struct llmfs_session_stats {
     int turns;
 } llmfs_session_stats;
 void llmfs_session_stats_get(llmfs_session *s, llmfs_session_stats *out);
+/* Seconds since the session last finished a reply or got a prompt; 0 while busy. */
+double llmfs_session_idle_seconds(llmfs_session *s);
+/* Seconds since any session of the model was active; 0 while one is busy or loading. */
+double llmfs_model_idle_seconds(llmfs_model *m);
 
 /* ---- streams ----
  * An append-only byte log: a session's output (one per prompt) and its transcript.
@@ -223,8 +252,10 @@ size_t llmfs_stream_read(llmfs_stream *st, void *buf, size_t n, uint64_t off);
 int llmfs_stream_wait(llmfs_stream *st, uint64_t off, int timeout_ms);
 /* Wakes every waiter (used for interrupts and shutdown). */
 void llmfs_stream_wake(llmfs_stream *st);
-/* Calls fn(arg) (from a core thread, without locks held) each time bytes are appended
- * or the stream ends; one watcher per token, removed with unwatch. For poll(2). */
+/* Calls fn(arg) (from a core thread, without the stream's data lock or any model lock
+ * held) each time bytes are appended or the stream ends; one watcher per token, removed
+ * with unwatch. Once unwatch returns, fn is not running and will not run again; fn must
+ * not call watch/unwatch itself. Returns the token (> 0) or -EINVAL/-ENOMEM. For poll(2). */
 int llmfs_stream_watch(llmfs_stream *st, void (*fn)(void *arg), void *arg);
 void llmfs_stream_unwatch(llmfs_stream *st, int token);
 

@@ -286,33 +286,16 @@ static int load_tensors(model *m, llmfs_error *err)
     if ((rc = bind(m, "rope_freqs.weight", hp->rope.n_rot / 2, 0, 0, false, true, &rf, err)))
         return rc;
     model_priv *P = m->scratch;
-    if (rf || hp->rope.l3_factor > 0) {
+    if (rf) {
+        /* the file's own factors win over any llama3 metadata, as in llama.cpp */
         int half = hp->rope.n_rot / 2;
         P->freq_factors = malloc(sizeof(float) * (size_t)half);
         if (!P->freq_factors)
             return llmfs_errorf(err, ENOMEM, "model: out of memory");
         for (int i = 0; i < half; i++) {
-            if (rf) {
-                P->freq_factors[i] = ((const float *)rf->data)[i];
-                if (!(P->freq_factors[i] > 0))
-                    return llmfs_errorf(err, EINVAL, "model: rope_freqs.weight[%d] is not positive", i);
-                continue;
-            }
-            /* llama3: long wavelengths slowed by the factor, short ones kept, a smooth
-             * blend between (the divisor of each pair's frequency) */
-            const rope_params *r = &hp->rope;
-            double freq = pow((double)r->freq_base, -2.0 * i / r->n_rot);
-            double wavelen = 2 * M_PI / freq;
-            double lo = r->l3_orig_ctx / r->l3_low_freq_factor, hi = r->l3_orig_ctx / r->l3_high_freq_factor;
-            double div = 1;
-            if (wavelen > lo)
-                div = r->l3_factor;
-            else if (wavelen >= hi) {
-                double s = (r->l3_orig_ctx / wavelen - r->l3_low_freq_factor) /
-                           (r->l3_high_freq_factor - r->l3_low_freq_factor);
-                div = 1.0 / ((1 - s) / r->l3_factor + s);
-            }
-            P->freq_factors[i] = (float)div;
+            P->freq_factors[i] = ((const float *)rf->data)[i];
+            if (!(P->freq_factors[i] > 0))
+                return llmfs_errorf(err, EINVAL, "model: rope_freqs.weight[%d] is not positive", i);
         }
         hp->rope.freq_factors = P->freq_factors;
         hp->rope.l3_factor = 0;
@@ -769,9 +752,8 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
         backend *b = i ? m->gpu : m->cpu;
         if (b->ops->sync)
             b->ops->sync(b);
-        if (b->ops->status && (rc = b->ops->status(b)))
-            return llmfs_errorf(err, -rc, "forward: %s backend failed (%s)", b->ops->name,
-                                strerror(-rc));
+        if (b->ops->check && (rc = b->ops->check(b, err)))
+            return rc;
     }
     return n_out;
 }

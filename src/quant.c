@@ -6,6 +6,7 @@
  */
 #include "quant_impl.h"
 
+#include <cpuid.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,6 +84,13 @@ static void overlay(quant_kernels *dst, const quant_kernels *base, void (*fill)(
     }
 }
 
+/* clang's __builtin_cpu_supports does not know "f16c"; cpuid leaf 1 tells. */
+static bool cpu_has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
 static void quant_init(void)
 {
     quant_ref_fill(&tables[ISA_SCALAR]);
@@ -92,7 +100,7 @@ static void quant_init(void)
     __builtin_cpu_init();
     isa_ok[ISA_SCALAR] = true;
     isa_ok[ISA_AVX2] = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                       __builtin_cpu_supports("f16c");
+                       cpu_has_f16c();
     isa_ok[ISA_AVX512] = isa_ok[ISA_AVX2] && __builtin_cpu_supports("avx512f") &&
                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                          __builtin_cpu_supports("avx512dq") &&

@@ -528,9 +528,17 @@ static int value_text(const llmfs_settings *s, int i, char *buf, size_t cap)
         return snprintf(buf, cap, "%04o", (unsigned)*(const int *)f);
     case T_I64:
         return snprintf(buf, cap, "%lld", (long long)*(const int64_t *)f);
-    case T_FLOAT:
-        /* %.9g round-trips a float exactly */
-        return snprintf(buf, cap, "%.9g", (double)*(const float *)f);
+    case T_FLOAT: {
+        /* the shortest text that reads back as the same float (%.9g always does) */
+        float x = *(const float *)f;
+        char t[32];
+        for (int prec = 6; prec <= 9; prec++) {
+            snprintf(t, sizeof t, "%.*g", prec, (double)x);
+            if (strtof(t, NULL) == x)
+                break;
+        }
+        return snprintf(buf, cap, "%s", t);
+    }
     case T_BOOL:
         return snprintf(buf, cap, "%s", *(const bool *)f ? "on" : "off");
     case T_ENUM:
@@ -599,4 +607,9 @@ int settings_markdown(char *buf, size_t cap)
     if (cap && o >= cap)
         buf[cap - 1] = 0;
     return (int)o;
+}
+
+int llmfs_settings_markdown(char *buf, size_t cap)
+{
+    return settings_markdown(buf, cap);
 }

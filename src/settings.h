@@ -84,8 +84,8 @@
     X(max_sessions, INT, S_D, 1, 100000, "", "64", "most clone sessions per model")            \
     X(max_ctl_line, INT, S_D, 64, 16777216, "", "65536", "longest ctl line accepted, in bytes") \
     X(allow_other, BOOL, S_D, 0, 0, "", "off", "let other users access the mount")            \
-    X(file_mode, OCTAL, S_D, 0, 0777, "", "0644", "permission bits of files")                 \
-    X(dir_mode, OCTAL, S_D, 0, 0777, "", "0755", "permission bits of folders")
+    X(file_mode, OCTAL, S_D, 0, 0777, "", "0600", "permission bits of files")                 \
+    X(dir_mode, OCTAL, S_D, 0, 0777, "", "0700", "permission bits of folders")
 
 #define SETTINGS_FIELD_(name, type, scope, mn, mx, choices, def, help) SET_T_##type name;
 #define SETTINGS_COUNT_(name, type, scope, mn, mx, choices, def, help) +1

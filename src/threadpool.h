@@ -13,10 +13,13 @@ typedef void (*threadpool_fn)(void *ctx, int i, int n);
 threadpool *threadpool_new(int n_threads); /* n_threads includes the caller */
 void threadpool_free(threadpool *p);
 int threadpool_size(const threadpool *p);
-/* Runs fn on min(n_threads, size) threads: ith = 0..n_threads-1. */
+/* Runs fn on min(n_threads, size) threads: ith = 0..n_threads-1, each index exactly once
+ * (n_threads may exceed the size: the indices are shared out). Runs are serialized; fn
+ * must not call threadpool_run on the same pool. */
 void threadpool_run(threadpool *p, threadpool_fn fn, void *ctx, int n_threads);
 
-/* Physical cores of this machine (not hyper-threads), at least 1. */
+/* Physical cores of this machine (not hyper-threads) that this process may run on
+ * (its CPU affinity), at least 1. */
 int cpu_physical_cores(void);
 
 #endif

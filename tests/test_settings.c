@@ -57,7 +57,7 @@ static const char *other_value(const llmfs_setting_info *in)
             v = lo;
         snprintf(buf, sizeof buf, "%lld", v);
     } else if (strcmp(in->type, "octal") == 0) {
-        snprintf(buf, sizeof buf, "0600");
+        snprintf(buf, sizeof buf, "%s", strcmp(in->def, "0640") == 0 ? "0600" : "0640");
     } else if (strcmp(in->type, "float") == 0) {
         const char *dots = strstr(in->range, "..");
         ck_assert_ptr_nonnull(dots);

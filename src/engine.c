@@ -1,0 +1,995 @@
+/* engine.c — the daemon object and its models: loading, settings, info, stats. */
+#include "engine.h"
+#include "chat.h"
+#include "placement.h"
+#include "quant.h"
+#include "stream.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+double engine_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- daemon ---- */
+
+llmfs *llmfs_new(llmfs_error *err)
+{
+    llmfs *lf = calloc(1, sizeof *lf);
+    if (!lf) {
+        llmfs_errorf(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&lf->mu, NULL);
+    settings_init(&lf->settings);
+    lf->t_start = engine_now();
+    return lf;
+}
+
+void llmfs_free(llmfs *lf)
+{
+    if (!lf)
+        return;
+    for (;;) {
+        pthread_mutex_lock(&lf->mu);
+        llmfs_model *m = lf->models;
+        char name[64];
+        if (m)
+            snprintf(name, sizeof name, "%s", m->name);
+        pthread_mutex_unlock(&lf->mu);
+        if (!m)
+            break;
+        if (llmfs_model_unload(lf, name, NULL) < 0) {
+            /* still loading on another thread: wait for it to finish */
+            struct timespec ts = {0, 10 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    settings_clear(&lf->settings);
+    pthread_mutex_destroy(&lf->mu);
+    free(lf);
+}
+
+int llmfs_set(llmfs *lf, const char *key, const char *value, llmfs_error *err)
+{
+    pthread_mutex_lock(&lf->mu);
+    int rc = settings_set(&lf->settings, LLMFS_SCOPE_DAEMON | LLMFS_SCOPE_MODEL | LLMFS_SCOPE_SESSION, key,
+                          value, err);
+    pthread_mutex_unlock(&lf->mu);
+    return rc;
+}
+
+int llmfs_get(llmfs *lf, const char *key, char *buf, size_t cap)
+{
+    pthread_mutex_lock(&lf->mu);
+    int rc = settings_get(&lf->settings, key, buf, cap);
+    pthread_mutex_unlock(&lf->mu);
+    return rc;
+}
+
+int llmfs_settings_text(llmfs *lf, int scope_mask, char *buf, size_t cap)
+{
+    pthread_mutex_lock(&lf->mu);
+    int n = settings_text(&lf->settings, scope_mask, buf, cap);
+    pthread_mutex_unlock(&lf->mu);
+    return n;
+}
+
+/* Next whitespace-separated word of *p into buf; false at the end. */
+static bool next_word(const char **p, char *buf, size_t cap)
+{
+    const char *s = *p;
+    while (*s && isspace((unsigned char)*s))
+        s++;
+    if (!*s)
+        return false;
+    const char *e = s;
+    while (*e && !isspace((unsigned char)*e))
+        e++;
+    size_t n = (size_t)(e - s);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    *p = e;
+    return true;
+}
+
+int llmfs_ctl(llmfs *lf, const char *line, llmfs_error *err)
+{
+    char key[64];
+    size_t vl;
+    const char *v = settings_split_line(line ? line : "", key, sizeof key, &vl);
+    if (!v)
+        return 0;
+    if (strcmp(key, "load") == 0) {
+        char name[64], path[PATH_MAX];
+        char *args = strndup(v, vl);
+        if (!args)
+            return llmfs_errorf(err, ENOMEM, "out of memory");
+        const char *p = args;
+        if (!next_word(&p, name, sizeof name) || !next_word(&p, path, sizeof path)) {
+            free(args);
+            return llmfs_errorf(err, EINVAL, "usage: load NAME PATH [key=value ...]");
+        }
+        char *kv[64];
+        int n = 0, rc = 0;
+        char word[4096];
+        while (rc == 0 && next_word(&p, word, sizeof word)) {
+            if (n == 64)
+                rc = llmfs_errorf(err, EINVAL, "load: too many settings");
+            else if (!(kv[n++] = strdup(word)))
+                rc = llmfs_errorf(err, ENOMEM, "out of memory");
+        }
+        if (rc == 0)
+            rc = llmfs_model_load(lf, name, path, (const char *const *)kv, n, err);
+        for (int i = 0; i < n; i++)
+            free(kv[i]);
+        free(args);
+        return rc;
+    }
+    if (strcmp(key, "unload") == 0) {
+        char name[64];
+        char *args = strndup(v, vl);
+        const char *p = args;
+        int rc = args && next_word(&p, name, sizeof name) ? llmfs_model_unload(lf, name, err)
+                                                           : llmfs_errorf(err, EINVAL, "usage: unload NAME");
+        free(args);
+        return rc;
+    }
+    pthread_mutex_lock(&lf->mu);
+    int rc = settings_set_line(&lf->settings, LLMFS_SCOPE_DAEMON | LLMFS_SCOPE_MODEL | LLMFS_SCOPE_SESSION,
+                               line, err);
+    pthread_mutex_unlock(&lf->mu);
+    return rc;
+}
+
+/* ---- model objects ---- */
+
+void model_set_error(llmfs_model *m, const char *msg)
+{
+    snprintf(m->error, sizeof m->error, "%s", msg);
+}
+
+static void model_destroy(llmfs_model *m)
+{
+    if (m->kv)
+        kv_cache_free(m->kv);
+    if (m->mdl)
+        model_free(m->mdl);
+    for (int i = 0; i < m->n_slots; i++)
+        free(m->slots[i].tokens);
+    free(m->slots);
+    free(m->sessions);
+    settings_clear(&m->settings);
+    pthread_mutex_destroy(&m->mu);
+    pthread_cond_destroy(&m->work_cv);
+    free(m);
+}
+
+void llmfs_model_put(llmfs_model *m)
+{
+    if (m && atomic_fetch_sub(&m->refs, 1) == 1)
+        model_destroy(m);
+}
+
+const char *llmfs_model_name(const llmfs_model *m)
+{
+    return m->name;
+}
+
+llmfs_model *llmfs_model_get(llmfs *lf, const char *name)
+{
+    pthread_mutex_lock(&lf->mu);
+    llmfs_model *m = lf->models;
+    while (m && strcmp(m->name, name) != 0)
+        m = m->next;
+    if (m)
+        atomic_fetch_add(&m->refs, 1);
+    pthread_mutex_unlock(&lf->mu);
+    return m;
+}
+
+int llmfs_model_names(llmfs *lf, char **names, int cap)
+{
+    int n = 0;
+    pthread_mutex_lock(&lf->mu);
+    for (llmfs_model *m = lf->models; m && n < cap; m = m->next) {
+        names[n] = strdup(m->name);
+        if (names[n])
+            n++;
+    }
+    pthread_mutex_unlock(&lf->mu);
+    return n;
+}
+
+static bool valid_model_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n >= 64 || name[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr("._-+", name[i]))
+            return false;
+    return true;
+}
+
+/* path must lie in one of the colon-separated dirs (after resolving links). */
+static int check_model_dirs(const char *path, const char *dirs, llmfs_error *err)
+{
+    char real[PATH_MAX];
+    if (!realpath(path, real))
+        return llmfs_errorf(err, errno == ENOENT ? ENOENT : EACCES, "%s: %s", path, strerror(errno));
+    if (!dirs || !*dirs)
+        return 0;
+    char *copy = strdup(dirs);
+    if (!copy)
+        return llmfs_errorf(err, ENOMEM, "out of memory");
+    int rc = llmfs_errorf(err, EACCES, "%s is outside the model folders (model_dirs)", path);
+    char *save = NULL;
+    for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        char rd[PATH_MAX];
+        if (!realpath(d, rd))
+            continue;
+        size_t n = strlen(rd);
+        while (n > 1 && rd[n - 1] == '/')
+            rd[--n] = 0;
+        if (strncmp(real, rd, n) == 0 && (real[n] == '/' || (n == 1 && rd[0] == '/'))) {
+            rc = 0;
+            if (err)
+                err->code = 0, err->msg[0] = 0;
+            break;
+        }
+    }
+    free(copy);
+    return rc;
+}
+
+static int cache_ggml_type(int cache_enum)
+{
+    return cache_enum == CACHE_Q8_0 ? T_Q8_0 : cache_enum == CACHE_Q4_0 ? T_Q4_0 : T_F16;
+}
+
+static const char *cache_type_name(int cache_enum)
+{
+    return cache_enum == CACHE_Q8_0 ? "q8_0" : cache_enum == CACHE_Q4_0 ? "q4_0" : "f16";
+}
+
+/* The KV cache and slots for the current settings (m->mu held, nothing running). */
+static int model_alloc_kv(llmfs_model *m, llmfs_error *err)
+{
+    const llmfs_settings *s = &m->settings;
+    llmfs_error e = {0};
+    kv_cache *kv = kv_cache_alloc(m->mdl, s->ctx, s->parallel, cache_ggml_type(s->cache_type_k),
+                                  cache_ggml_type(s->cache_type_v), &e);
+    if (!kv && e.code == ENOMEM && m->kv) {
+        /* the old cache and the new one may not fit together: drop the old one first, and
+         * get it back if the new one does not fit alone either */
+        int old_ctx = m->kv->n_ctx, old_seq = m->kv->n_seq, old_tk = m->kv->type_k, old_tv = m->kv->type_v;
+        kv_cache_free(m->kv);
+        m->kv = NULL;
+        kv = kv_cache_alloc(m->mdl, s->ctx, s->parallel, cache_ggml_type(s->cache_type_k),
+                            cache_ggml_type(s->cache_type_v), &e);
+        if (!kv) {
+            llmfs_error e2 = {0};
+            m->kv = kv_cache_alloc(m->mdl, old_ctx, old_seq, old_tk, old_tv, &e2);
+            for (int i = 0; i < m->n_slots; i++)
+                m->slots[i].n = 0;
+            for (int i = 0; i < m->n_sessions; i++)
+                if (m->sessions[i]->slot >= 0)
+                    m->sessions[i]->slot = -1;
+            for (int i = 0; i < m->n_slots; i++)
+                m->slots[i].owner = NULL;
+            if (!m->kv) {
+                m->state = MS_FAILED;
+                model_set_error(m, "the KV cache could not be allocated again");
+            }
+        }
+    }
+    if (!kv) {
+        if (err)
+            *err = e;
+        return e.code ? -e.code : -ENOMEM;
+    }
+    kv_slot *slots = calloc((size_t)s->parallel, sizeof *slots);
+    if (!slots) {
+        kv_cache_free(kv);
+        return llmfs_errorf(err, ENOMEM, "out of memory for KV slots");
+    }
+    for (int i = 0; i < m->n_slots; i++)
+        free(m->slots[i].tokens);
+    free(m->slots);
+    for (int i = 0; i < m->n_sessions; i++)
+        m->sessions[i]->slot = -1;
+    if (m->kv)
+        kv_cache_free(m->kv);
+    m->kv = kv;
+    m->slots = slots;
+    m->n_slots = s->parallel;
+    return 0;
+}
+
+/* Family sampling defaults for the values nobody set, and chat mode where a template exists. */
+static void apply_model_defaults(llmfs_model *m, llmfs_settings *s)
+{
+    sampler_params p;
+    sampler_defaults(m->mdl->hp.arch, m->mdl->hp.name, &p);
+    char v[32];
+    if (!settings_is_explicit(s, "temp"))
+        snprintf(v, sizeof v, "%.9g", (double)p.temp), settings_set_default(s, "temp", v);
+    if (!settings_is_explicit(s, "top_k"))
+        snprintf(v, sizeof v, "%d", p.top_k), settings_set_default(s, "top_k", v);
+    if (!settings_is_explicit(s, "top_p"))
+        snprintf(v, sizeof v, "%.9g", (double)p.top_p), settings_set_default(s, "top_p", v);
+    if (!settings_is_explicit(s, "min_p"))
+        snprintf(v, sizeof v, "%.9g", (double)p.min_p), settings_set_default(s, "min_p", v);
+    if (!settings_is_explicit(s, "mode"))
+        settings_set_default(s, "mode", m->chat_template ? "chat" : "raw");
+}
+
+static void token_text(const tokenizer *tok, int32_t id, char *buf, size_t cap)
+{
+    const char *t = id >= 0 ? tokenizer_text(tok, id) : NULL;
+    snprintf(buf, cap, "%s", t ? t : "");
+}
+
+static void unlist_model(llmfs *lf, llmfs_model *m)
+{
+    pthread_mutex_lock(&lf->mu);
+    for (llmfs_model **pp = &lf->models; *pp; pp = &(*pp)->next)
+        if (*pp == m) {
+            *pp = m->next;
+            break;
+        }
+    pthread_mutex_unlock(&lf->mu);
+}
+
+int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *const *settings,
+                     int n_settings, llmfs_error *err)
+{
+    if (!name || !valid_model_name(name))
+        return llmfs_errorf(err, EINVAL, "bad model name '%s' (letters, digits, . _ - +; at most 63)",
+                            name ? name : "");
+    if (!path || !*path)
+        return llmfs_errorf(err, EINVAL, "no model path");
+    llmfs_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return llmfs_errorf(err, ENOMEM, "out of memory");
+    atomic_init(&m->refs, 1);
+    m->lf = lf;
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_cond_init(&m->work_cv, NULL);
+    snprintf(m->name, sizeof m->name, "%s", name);
+    snprintf(m->path, sizeof m->path, "%s", path);
+    m->state = MS_LOADING;
+    m->last_activity = engine_now();
+
+    pthread_mutex_lock(&lf->mu);
+    settings_copy(&m->settings, &lf->settings);
+    char *dirs = strdup(lf->settings.model_dirs ? lf->settings.model_dirs : "");
+    pthread_mutex_unlock(&lf->mu);
+    int rc = dirs ? 0 : llmfs_errorf(err, ENOMEM, "out of memory");
+    for (int i = 0; i < n_settings && rc == 0; i++)
+        rc = settings_set_line(&m->settings, LLMFS_SCOPE_MODEL | LLMFS_SCOPE_SESSION, settings[i], err);
+    if (rc == 0)
+        rc = check_model_dirs(path, dirs, err);
+    free(dirs);
+    if (rc == 0) {
+        pthread_mutex_lock(&lf->mu);
+        for (llmfs_model *o = lf->models; o; o = o->next)
+            if (strcmp(o->name, name) == 0)
+                rc = llmfs_errorf(err, EEXIST, "a model named %s is loaded", name);
+        if (rc == 0) {
+            m->next = lf->models;
+            lf->models = m;
+        }
+        pthread_mutex_unlock(&lf->mu);
+    }
+    if (rc < 0) {
+        model_destroy(m);
+        return rc;
+    }
+    /* listed from here on, in state "loading" */
+    llmfs_session *def = session_create(m, 0, err);
+    pthread_mutex_lock(&m->mu);
+    if (def) {
+        m->sessions = malloc(sizeof *m->sessions * 8);
+        if (m->sessions) {
+            m->cap_sessions = 8;
+            m->sessions[m->n_sessions++] = def;
+            m->def = def;
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (!m->def) {
+        if (def)
+            llmfs_session_put(def);
+        rc = llmfs_errorf(err, ENOMEM, "out of memory");
+        goto failed;
+    }
+
+    const llmfs_settings *s = &m->settings;
+    model_opts o = {
+        .no_mmap = !s->mmap,
+        .mlock = s->mlock,
+        .n_threads = s->threads,
+        .n_threads_batch = s->threads_batch ? s->threads_batch : s->threads,
+        .n_ubatch = s->ubatch,
+        .ngl = s->ngl,
+        .override_tensor = s->override_tensor && *s->override_tensor ? s->override_tensor : NULL,
+        .n_cpu_moe = s->n_cpu_moe,
+    };
+    llmfs_error le = {0};
+    model *mdl = model_load(path, &o, &le);
+    if (!mdl) {
+        rc = le.code ? -le.code : -EINVAL;
+        if (err)
+            *err = le;
+        goto failed;
+    }
+    pthread_mutex_lock(&m->mu);
+    m->mdl = mdl;
+    m->n_vocab = mdl->hp.n_vocab;
+    const char *tmpl = gguf_get_str(mdl->file, "tokenizer.chat_template", NULL);
+    m->chat_template = tmpl && *tmpl ? tmpl : NULL;
+    token_text(mdl->tok, tokenizer_bos(mdl->tok), m->bos_text, sizeof m->bos_text);
+    token_text(mdl->tok, tokenizer_eos(mdl->tok), m->eos_text, sizeof m->eos_text);
+    apply_model_defaults(m, &m->settings);
+    apply_model_defaults(m, &m->def->settings);
+    rc = model_alloc_kv(m, &le);
+    if (rc == 0 && pthread_create(&m->thread, NULL, scheduler_main, m) != 0)
+        rc = llmfs_errorf(&le, EAGAIN, "cannot start the scheduler thread");
+    if (rc == 0) {
+        m->thread_started = true;
+        m->state = MS_READY;
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (rc < 0) {
+        if (err)
+            *err = le;
+        goto failed;
+    }
+    return 0;
+
+failed:
+    unlist_model(lf, m);
+    pthread_mutex_lock(&m->mu);
+    m->state = MS_FAILED;
+    model_set_error(m, err ? err->msg : "load failed");
+    llmfs_session **ss = m->sessions;
+    int n = m->n_sessions;
+    m->sessions = NULL;
+    m->n_sessions = m->cap_sessions = 0;
+    m->def = NULL;
+    for (int i = 0; i < n; i++)
+        ss[i]->closed = true;
+    pthread_mutex_unlock(&m->mu);
+    for (int i = 0; i < n; i++) {
+        stream_finish(ss[i]->out);
+        stream_finish(ss[i]->transcript);
+        llmfs_session_put(ss[i]);
+    }
+    free(ss);
+    llmfs_model_put(m);
+    return rc;
+}
+
+int llmfs_model_unload(llmfs *lf, const char *name, llmfs_error *err)
+{
+    pthread_mutex_lock(&lf->mu);
+    llmfs_model *m = lf->models;
+    while (m && strcmp(m->name, name) != 0)
+        m = m->next;
+    if (!m) {
+        pthread_mutex_unlock(&lf->mu);
+        return llmfs_errorf(err, ENOENT, "no model named %s", name);
+    }
+    pthread_mutex_lock(&m->mu);
+    bool loading = m->state == MS_LOADING;
+    pthread_mutex_unlock(&m->mu);
+    if (loading) {
+        pthread_mutex_unlock(&lf->mu);
+        return llmfs_errorf(err, EBUSY, "model %s is still loading", name);
+    }
+    for (llmfs_model **pp = &lf->models; *pp; pp = &(*pp)->next)
+        if (*pp == m) {
+            *pp = m->next;
+            break;
+        }
+    pthread_mutex_unlock(&lf->mu);
+
+    pthread_mutex_lock(&m->mu);
+    m->stopping = true;
+    m->state = MS_UNLOADED;
+    pthread_cond_broadcast(&m->work_cv);
+    pthread_mutex_unlock(&m->mu);
+    if (m->thread_started)
+        pthread_join(m->thread, NULL);
+
+    pthread_mutex_lock(&m->mu);
+    llmfs_session **ss = m->sessions;
+    int n = m->n_sessions;
+    m->sessions = NULL;
+    m->n_sessions = m->cap_sessions = 0;
+    m->def = NULL;
+    for (int i = 0; i < n; i++) {
+        ss[i]->closed = true;
+        session_release_slot(ss[i]);
+    }
+    pthread_mutex_unlock(&m->mu);
+    for (int i = 0; i < n; i++) {
+        stream_printf(ss[i]->transcript, "### closed\n");
+        stream_finish(ss[i]->transcript);
+        stream_finish(ss[i]->out);
+        llmfs_session_put(ss[i]);
+    }
+    free(ss);
+    llmfs_model_put(m);
+    return 0;
+}
+
+/* ---- model ctl ---- */
+
+static bool any_busy(llmfs_model *m)
+{
+    for (int i = 0; i < m->n_sessions; i++)
+        if (m->sessions[i]->state != SS_IDLE || m->sessions[i]->preparing)
+            return true;
+    return false;
+}
+
+static bool changed(const llmfs_settings *a, const llmfs_settings *b, const char *key)
+{
+    char x[4096], y[4096];
+    settings_get(a, key, x, sizeof x);
+    settings_get(b, key, y, sizeof y);
+    return strcmp(x, y) != 0;
+}
+
+static const char *const kv_keys[] = {"ctx", "parallel", "cache_type_k", "cache_type_v"};
+static const char *const load_keys[] = {"threads", "threads_batch", "ngl", "override_tensor", "n_cpu_moe",
+                                        "fit", "fit_target", "fit_ctx", "vram_limit", "mmap", "mlock"};
+
+/* A model-scope line (m->mu held). */
+static int model_setting(llmfs_model *m, const char *line, int idx, llmfs_error *err)
+{
+    llmfs_settings tmp;
+    settings_copy(&tmp, &m->settings);
+    int rc = settings_set_line(&tmp, LLMFS_SCOPE_MODEL, line, err);
+    bool kv_changed = false;
+    const char *name = settings_info(idx)->name;
+    bool via_profile = strcmp(name, "profile") == 0;
+    for (size_t i = 0; rc == 0 && i < sizeof load_keys / sizeof load_keys[0]; i++)
+        if (!via_profile && changed(&tmp, &m->settings, load_keys[i]))
+            rc = llmfs_errorf(err, EBUSY, "%s applies when the model is loaded: unload and load it with %s=...",
+                              load_keys[i], load_keys[i]);
+    for (size_t i = 0; rc == 0 && i < sizeof kv_keys / sizeof kv_keys[0]; i++)
+        kv_changed |= changed(&tmp, &m->settings, kv_keys[i]);
+    if (rc == 0 && kv_changed && m->state == MS_READY) {
+        if (any_busy(m)) {
+            rc = llmfs_errorf(err, EBUSY, "%s cannot change while a session generates", name);
+        } else {
+            llmfs_settings old = m->settings;
+            m->settings = tmp;
+            rc = model_alloc_kv(m, err);
+            m->settings = old;
+        }
+    }
+    if (rc == 0) {
+        settings_clear(&m->settings);
+        m->settings = tmp;
+    } else {
+        settings_clear(&tmp);
+    }
+    return rc;
+}
+
+int llmfs_model_ctl(llmfs_model *m, const char *line, llmfs_error *err)
+{
+    llmfs_error e = {0};
+    char key[64];
+    const char *v = settings_split_line(line ? line : "", key, sizeof key, NULL);
+    if (!v)
+        return 0;
+    int rc = 0;
+    pthread_mutex_lock(&m->mu);
+    if (m->state == MS_UNLOADED || m->state == MS_FAILED) {
+        rc = llmfs_errorf(&e, ENODEV, "model %s is unloaded", m->name);
+    } else if (strcmp(key, "stop") == 0) {
+        for (int i = 0; i < m->n_sessions; i++)
+            if (m->sessions[i]->state != SS_IDLE || m->sessions[i]->preparing)
+                atomic_store(&m->sessions[i]->stop_req, true);
+        pthread_cond_signal(&m->work_cv);
+    } else {
+        int idx = settings_find(key);
+        int home = settings_home_scope(idx);
+        if (idx < 0) {
+            rc = llmfs_errorf(&e, ENOENT, "unknown setting or command '%s'", key);
+        } else if (home == LLMFS_SCOPE_SESSION) {
+            llmfs_settings a, b;
+            settings_copy(&a, &m->settings);
+            rc = settings_set_line(&a, LLMFS_SCOPE_SESSION, line, &e);
+            if (rc == 0 && a.mode == MODE_CHAT && m->state == MS_READY && !m->chat_template)
+                rc = llmfs_errorf(&e, EINVAL, "model %s has no chat template: only mode raw works", m->name);
+            if (rc == 0 && m->def) {
+                settings_copy(&b, &m->def->settings);
+                rc = settings_set_line(&b, LLMFS_SCOPE_SESSION, line, &e);
+                if (rc == 0) {
+                    settings_clear(&m->def->settings);
+                    m->def->settings = b;
+                } else {
+                    settings_clear(&b);
+                }
+            }
+            if (rc == 0) {
+                settings_clear(&m->settings);
+                m->settings = a;
+            } else {
+                settings_clear(&a);
+            }
+        } else {
+            rc = model_setting(m, line, idx, &e);
+        }
+    }
+    if (rc < 0)
+        model_set_error(m, e.msg);
+    pthread_mutex_unlock(&m->mu);
+    if (rc < 0 && err)
+        *err = e;
+    return rc;
+}
+
+int llmfs_model_settings_text(llmfs_model *m, char *buf, size_t cap)
+{
+    pthread_mutex_lock(&m->mu);
+    int n = settings_text(&m->settings, LLMFS_SCOPE_MODEL, buf, cap);
+    const llmfs_settings *ss = m->def ? &m->def->settings : &m->settings;
+    size_t o = (size_t)n;
+    n += settings_text(ss, LLMFS_SCOPE_SESSION, o < cap ? buf + o : NULL, o < cap ? cap - o : 0);
+    pthread_mutex_unlock(&m->mu);
+    return n;
+}
+
+int llmfs_model_setting(llmfs_model *m, const char *key, char *buf, size_t cap)
+{
+    pthread_mutex_lock(&m->mu);
+    int n = settings_get(&m->settings, key, buf, cap);
+    pthread_mutex_unlock(&m->mu);
+    return n;
+}
+
+/* ---- info and stats ---- */
+
+static const char *model_state_name(llmfs_model *m)
+{
+    switch (m->state) {
+    case MS_LOADING:
+        return "loading";
+    case MS_READY:
+        return any_busy(m) ? "busy" : "ready";
+    case MS_FAILED:
+        return "failed";
+    case MS_UNLOADED:
+        return "unloaded";
+    }
+    return "?";
+}
+
+void llmfs_model_info_get(llmfs_model *m, llmfs_model_info *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&m->mu);
+    snprintf(out->name, sizeof out->name, "%s", m->name);
+    snprintf(out->path, sizeof out->path, "%s", m->path);
+    snprintf(out->state, sizeof out->state, "%s", model_state_name(m));
+    snprintf(out->chat_template_name, sizeof out->chat_template_name, "%s", chat_template_name(m->chat_template));
+    out->chat_template = m->chat_template;
+    if (m->mdl) {
+        const model_hparams *h = &m->mdl->hp;
+        snprintf(out->arch, sizeof out->arch, "%s", h->arch);
+        snprintf(out->file_type, sizeof out->file_type, "%s", model_file_type_name(m->mdl));
+        out->file_bytes = gguf_file_size(m->mdl->file);
+        out->n_params = m->mdl->n_params;
+        out->n_vocab = h->n_vocab;
+        out->n_ctx_train = h->n_ctx_train;
+        out->n_embd = h->n_embd;
+        out->n_layer = h->n_layer;
+        out->n_head = h->n_head;
+        out->n_head_kv = h->n_head_kv;
+        out->head_dim = h->head_dim;
+        out->n_ff = h->n_ff;
+        out->n_expert = h->n_expert;
+        out->n_expert_used = h->n_expert_used;
+        out->rope_freq_base = h->rope.freq_base;
+        out->rms_eps = h->rms_eps;
+        snprintf(out->tokenizer, sizeof out->tokenizer, "%s",
+                 tokenizer_kind(m->mdl->tok) == TOK_SPM ? "spm" : "bpe");
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+static uint64_t tensor_bytes(const tensor *t)
+{
+    int64_t rows = t->ne[1] > 0 ? t->ne[1] : 1, mats = t->ne[2] > 0 ? t->ne[2] : 1;
+    if (!type_info(t->type))
+        return 0;
+    return (uint64_t)type_row_bytes(t->type, t->ne[0]) * (uint64_t)rows * (uint64_t)mats;
+}
+
+static const char *device_name(const model *mdl, const tensor *t)
+{
+    if (mdl->gpu && t->be == mdl->gpu)
+        return "CUDA0";
+    return "CPU";
+}
+
+typedef struct place_acc {
+    llmfs_placement_row row;
+    long order;
+    uint64_t by_type[T_COUNT];
+} place_acc;
+
+static int place_acc_cmp(const void *a, const void *b)
+{
+    const place_acc *x = a, *y = b;
+    if (x->order != y->order)
+        return x->order < y->order ? -1 : 1;
+    return strcmp(x->row.device, y->row.device);
+}
+
+/* The rows, built fresh (m->mu held). Returns the count, *out malloc'd. */
+static int placement_rows(llmfs_model *m, place_acc **out)
+{
+    *out = NULL;
+    if (!m->mdl)
+        return 0;
+    const model *mdl = m->mdl;
+    int cap = 3 * mdl->hp.n_layer + 8, n = 0;
+    place_acc *acc = calloc((size_t)cap, sizeof *acc);
+    if (!acc)
+        return 0;
+    for (int i = 0; i < mdl->n_tensors; i++) {
+        const tensor *t = &mdl->tensors[i];
+        place_tensor pt = {.name = t->name};
+        place_classify(&pt);
+        char group[48];
+        long order;
+        static const char *gnames[] = {[PG_ATTN] = "attn", [PG_FFN] = "ffn", [PG_EXPS] = "ffn_exps"};
+        if (pt.layer >= 0 && (pt.group == PG_ATTN || pt.group == PG_FFN || pt.group == PG_EXPS)) {
+            snprintf(group, sizeof group, "blk.%d.%s", pt.layer, gnames[pt.group]);
+            order = 1 + (long)pt.layer * 4 + (pt.group == PG_ATTN ? 0 : pt.group == PG_FFN ? 1 : 2);
+        } else if (pt.group == PG_EMBD) {
+            snprintf(group, sizeof group, "token_embd");
+            order = 0;
+        } else {
+            snprintf(group, sizeof group, "output");
+            order = 1 + (long)mdl->hp.n_layer * 4;
+        }
+        const char *dev = device_name(mdl, t);
+        int k = 0;
+        while (k < n && (strcmp(acc[k].row.group, group) != 0 || strcmp(acc[k].row.device, dev) != 0))
+            k++;
+        if (k == n) {
+            if (n == cap) {
+                place_acc *p = realloc(acc, sizeof *acc * (size_t)(cap *= 2));
+                if (!p)
+                    break;
+                acc = p;
+            }
+            memset(&acc[n], 0, sizeof acc[n]);
+            snprintf(acc[n].row.group, sizeof acc[n].row.group, "%s", group);
+            snprintf(acc[n].row.device, sizeof acc[n].row.device, "%s", dev);
+            acc[n].order = order;
+            n++;
+        }
+        uint64_t b = tensor_bytes(t);
+        acc[k].row.bytes += b;
+        if (t->type >= 0 && t->type < T_COUNT)
+            acc[k].by_type[t->type] += b;
+    }
+    qsort(acc, (size_t)n, sizeof *acc, place_acc_cmp);
+    /* totals per device, after the rows */
+    int rows = n;
+    for (int i = 0; i < rows; i++) {
+        int k = rows;
+        while (k < n && strcmp(acc[k].row.device, acc[i].row.device) != 0)
+            k++;
+        if (k == n) {
+            if (n == cap) {
+                place_acc *p = realloc(acc, sizeof *acc * (size_t)(cap *= 2));
+                if (!p)
+                    break;
+                acc = p;
+            }
+            memset(&acc[n], 0, sizeof acc[n]);
+            snprintf(acc[n].row.group, sizeof acc[n].row.group, "total");
+            memcpy(acc[n].row.device, acc[i].row.device, sizeof acc[n].row.device);
+            n++;
+        }
+        acc[k].row.bytes += acc[i].row.bytes;
+        for (int t = 0; t < T_COUNT; t++)
+            acc[k].by_type[t] += acc[i].by_type[t];
+    }
+    for (int i = 0; i < n; i++) {
+        int best = -1;
+        for (int t = 0; t < T_COUNT; t++)
+            if (acc[i].by_type[t] && (best < 0 || acc[i].by_type[t] > acc[i].by_type[best]))
+                best = t;
+        const type_traits *tt = best >= 0 ? type_info(best) : NULL;
+        snprintf(acc[i].row.type, sizeof acc[i].row.type, "%s", tt ? tt->name : "");
+    }
+    *out = acc;
+    return n;
+}
+
+int llmfs_model_placement(llmfs_model *m, llmfs_placement_row *rows, int cap)
+{
+    pthread_mutex_lock(&m->mu);
+    place_acc *acc;
+    int n = placement_rows(m, &acc);
+    pthread_mutex_unlock(&m->mu);
+    for (int i = 0; i < n && i < cap; i++)
+        rows[i] = acc[i].row;
+    free(acc);
+    return n;
+}
+
+static void weight_bytes(llmfs_model *m, uint64_t *cpu, uint64_t *gpu)
+{
+    *cpu = *gpu = 0;
+    if (!m->mdl)
+        return;
+    for (int i = 0; i < m->mdl->n_tensors; i++) {
+        const tensor *t = &m->mdl->tensors[i];
+        if (m->mdl->gpu && t->be == m->mdl->gpu)
+            *gpu += tensor_bytes(t);
+        else
+            *cpu += tensor_bytes(t);
+    }
+}
+
+static uint64_t meminfo_kb(const char *key)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    size_t kl = strlen(key);
+    uint64_t v = 0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
+            v = strtoull(line + kl + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+static uint64_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    unsigned long long size = 0, res = 0;
+    if (fscanf(f, "%llu %llu", &size, &res) != 2)
+        res = 0;
+    fclose(f);
+    return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+void llmfs_model_fit_text(llmfs_model *m, char *buf, size_t cap)
+{
+    pthread_mutex_lock(&m->mu);
+    if (!m->settings.fit || !m->mdl) {
+        snprintf(buf, cap, "%s", "");
+    } else {
+        uint64_t cpu, gpu;
+        weight_bytes(m, &cpu, &gpu);
+        uint64_t kvb = m->kv ? kv_cache_bytes(m->kv) : 0;
+        uint64_t avail = meminfo_kb("MemAvailable") * 1024;
+        snprintf(buf, cap,
+                 "no GPU: every layer on the CPU; weights %.1f MiB, KV cache %.1f MiB, RAM available %.1f MiB",
+                 cpu / 1048576.0, kvb / 1048576.0, avail / 1048576.0);
+        (void)gpu;
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    uint64_t rss = rss_bytes(), avail = meminfo_kb("MemAvailable") * 1024;
+    pthread_mutex_lock(&m->mu);
+    snprintf(out->state, sizeof out->state, "%s", model_state_name(m));
+    out->n_prompt_tokens = m->n_prompt_tokens;
+    out->n_gen_tokens = m->n_gen_tokens;
+    out->prompt_seconds = m->prompt_seconds;
+    out->gen_seconds = m->gen_seconds;
+    for (int i = 0; i < m->n_sessions; i++) {
+        out->n_sessions++;
+        out->n_generating += m->sessions[i]->state != SS_IDLE;
+    }
+    out->n_ctx = m->kv ? m->kv->n_ctx : m->settings.ctx;
+    out->n_slots = m->n_slots;
+    for (int i = 0; i < m->n_slots; i++)
+        out->kv_cells_used += (uint64_t)m->slots[i].n;
+    out->kv_cells_total = m->kv ? (uint64_t)m->kv->n_ctx * (uint64_t)m->kv->n_seq : 0;
+    out->kv_bytes = m->kv ? kv_cache_bytes(m->kv) : 0;
+    weight_bytes(m, &out->weight_bytes_cpu, &out->weight_bytes_gpu);
+    out->ram_rss = rss;
+    out->requests = m->requests;
+    out->errors = m->errors;
+    if (m->mdl && m->kv && m->settings.ctx > m->mdl->hp.n_ctx_train && m->mdl->hp.n_ctx_train > 0)
+        snprintf(out->warning, sizeof out->warning, "ctx %d exceeds the %d tokens the model was trained on",
+                 m->settings.ctx, m->mdl->hp.n_ctx_train);
+    else if (avail && out->weight_bytes_cpu + out->kv_bytes > rss + avail)
+        snprintf(out->warning, sizeof out->warning,
+                 "weights and KV cache (%.0f MiB) exceed the available RAM (%.0f MiB)",
+                 (out->weight_bytes_cpu + out->kv_bytes) / 1048576.0, (rss + avail) / 1048576.0);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void llmfs_model_error(llmfs_model *m, char *buf, size_t cap)
+{
+    pthread_mutex_lock(&m->mu);
+    snprintf(buf, cap, "%s", m->error);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void llmfs_model_kv_info(llmfs_model *m, llmfs_kv_info *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&m->mu);
+    snprintf(out->type_k, sizeof out->type_k, "%s", cache_type_name(m->settings.cache_type_k));
+    snprintf(out->type_v, sizeof out->type_v, "%s", cache_type_name(m->settings.cache_type_v));
+    out->n_ctx = m->kv ? m->kv->n_ctx : m->settings.ctx;
+    out->n_slots = m->kv ? m->kv->n_seq : m->settings.parallel;
+    out->bytes = m->kv ? kv_cache_bytes(m->kv) : 0;
+    out->flash_attn = m->settings.flash_attn;
+    pthread_mutex_unlock(&m->mu);
+}
+
+double llmfs_model_idle_seconds(llmfs_model *m)
+{
+    pthread_mutex_lock(&m->mu);
+    double idle = m->state != MS_READY || any_busy(m) ? 0 : engine_now() - m->last_activity;
+    pthread_mutex_unlock(&m->mu);
+    return idle;
+}
+
+/* ---- daemon stats ---- */
+
+int llmfs_gpus(llmfs_gpu_info *out, int cap)
+{
+    (void)out;
+    (void)cap;
+    return 0;
+}
+
+void llmfs_daemon_stats_get(llmfs *lf, llmfs_daemon_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->ram_total = meminfo_kb("MemTotal") * 1024;
+    out->ram_free = meminfo_kb("MemAvailable") * 1024;
+    out->ram_rss = rss_bytes();
+    pthread_mutex_lock(&lf->mu);
+    out->uptime_s = engine_now() - lf->t_start;
+    for (llmfs_model *m = lf->models; m; m = m->next) {
+        out->n_models++;
+        pthread_mutex_lock(&m->mu);
+        out->n_sessions += m->n_sessions;
+        pthread_mutex_unlock(&m->mu);
+    }
+    pthread_mutex_unlock(&lf->mu);
+}

@@ -1,0 +1,151 @@
+/* engine.h — the objects behind llmfs.h: daemon, models, sessions, KV slots.
+ *
+ * Locks, in the order they may be taken: llmfs.mu (model list, daemon settings), then
+ * llmfs_model.mu (everything of one model and its sessions: states, slots, settings,
+ * conversations). Stream locks are leaves. No stream is appended to or finished while
+ * llmfs_model.mu is held, because stream watchers run on the appending thread and may
+ * call back into llmfs.h.
+ *
+ * A session's token sequence (toks) belongs to the scheduler thread while the session
+ * is busy (queued, prefill, generating); FUSE threads touch it only while it is idle.
+ */
+#ifndef LLMFS_ENGINE_H
+#define LLMFS_ENGINE_H
+
+#include "llmfs.h"
+#include "model.h"
+#include "sampler.h"
+#include "settings.h"
+#include "tokenizer.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct llmfs {
+    pthread_mutex_t mu;
+    llmfs_settings settings;   /* daemon scope; model and session fields are defaults */
+    llmfs_model *models;       /* list, each holding one reference */
+    double t_start;
+};
+
+enum model_state { MS_LOADING, MS_READY, MS_FAILED, MS_UNLOADED };
+
+/* One sequence of the KV cache and the tokens whose keys and values it holds. */
+typedef struct kv_slot {
+    llmfs_session *owner; /* NULL: free (its cached tokens may still be reused) */
+    int32_t *tokens;      /* positions 0..n-1 */
+    int n, cap;
+    double last_used;
+} kv_slot;
+
+struct llmfs_model {
+    atomic_int refs;
+    llmfs *lf;
+    llmfs_model *next;
+    char name[64];
+    char path[1024];
+
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;    /* the scheduler sleeps on it */
+    enum model_state state;
+    bool stopping;             /* the scheduler exits */
+    pthread_t thread;
+    bool thread_started;
+
+    model *mdl;
+    kv_cache *kv;
+    int n_vocab;
+    const char *chat_template; /* owned by the GGUF file; NULL if none */
+    char bos_text[64], eos_text[64];
+    llmfs_settings settings;   /* model scope, and the defaults of new sessions */
+
+    llmfs_session **sessions;  /* live sessions (the default one first), one reference each */
+    int n_sessions, cap_sessions;
+    int next_id;
+    llmfs_session *def;        /* also in sessions[] */
+    uint64_t queue_seq;
+
+    kv_slot *slots;
+    int n_slots;
+
+    /* totals */
+    uint64_t n_prompt_tokens, n_gen_tokens, requests, errors;
+    double prompt_seconds, gen_seconds;
+    double last_activity;
+    char error[256];
+};
+
+enum session_state { SS_IDLE, SS_QUEUED, SS_PREFILL, SS_GEN };
+
+typedef struct chat_turn {
+    char *user;
+    char *assistant; /* NULL until the reply is complete */
+} chat_turn;
+
+struct llmfs_session {
+    atomic_int refs;
+    llmfs_model *m;            /* holds a model reference */
+    int id;
+    bool closed;               /* removed from the model; finishes what runs */
+    llmfs_settings settings;   /* session scope used */
+
+    enum session_state state;
+    bool preparing;            /* a prompt is being tokenized outside the lock */
+    atomic_bool stop_req;
+    bool reset_after;          /* reset once the running generation ends */
+    uint64_t queue_seq;
+
+    /* the conversation (chat mode) */
+    chat_turn *conv;
+    int n_conv, cap_conv;
+    char *system_logged;       /* system text last written to the transcript */
+
+    /* the sequence being evaluated: prompt then generated tokens */
+    int32_t *toks;
+    int n_toks, cap_toks;
+    int slot;                  /* index into m->slots, -1 none */
+    int n_predict;             /* of the running generation */
+    bool raw_turn;             /* the running generation is raw mode */
+    sampler *smp;
+    detok_state detok;
+    char *reply;               /* text generated so far in this turn */
+    size_t reply_len, reply_cap;
+
+    llmfs_stream *out;         /* the current (or next) generation's output */
+    bool out_used;             /* out belongs to a prompt already */
+    llmfs_stream *transcript;
+
+    /* stats of the last (or current) generation */
+    char stop_reason[16];
+    int n_prompt, n_cached, n_gen, turns;
+    double t_prompt, t_prefill, t_first, t_last;
+    double ttft_ms, pp_tps, tg_tps;
+    char *last_prompt;
+    char error[256];
+    double last_active;
+};
+
+double engine_now(void);
+
+/* session.c */
+llmfs_session *session_create(llmfs_model *m, int id, llmfs_error *err);
+void session_ref(llmfs_session *s);
+/* Marks the turn done: state idle, conversation updated; m->mu held. Fills *out with a
+ * reference to the turn's output stream (a new prompt may replace s->out as soon as the
+ * lock is released) and returns flags for session_end_turn_streams. */
+int session_end_turn_locked(llmfs_session *s, const char *reason, llmfs_stream **out);
+/* Stream work after session_end_turn_locked, without m->mu: EOF on out (and drops that
+ * reference), reset/close lines in the transcript. */
+void session_end_turn_streams(llmfs_session *s, llmfs_stream *out, int flags);
+/* Drops the slot (m->mu held). */
+void session_release_slot(llmfs_session *s);
+/* Appends to the reply buffer (scheduler thread). */
+void session_reply_append(llmfs_session *s, const char *text, size_t n);
+
+/* scheduler.c */
+void *scheduler_main(void *arg);
+
+/* engine.c */
+void model_set_error(llmfs_model *m, const char *msg);
+
+#endif

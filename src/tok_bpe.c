@@ -1,0 +1,210 @@
+/* tok_bpe.c — byte-level BPE encoding (tokenizer.ggml.model "gpt2").
+ *
+ * The pre-tokenizer cuts the text into words; each word's bytes are spelled with
+ * GPT-2's byte-to-code-point table, and inside each word the adjacent pair with the
+ * lowest merge rank merges first (the leftmost on ties) until no listed merge applies. */
+#include "tok_internal.h"
+
+#include "unicode.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Printable bytes stand for themselves; the other 68 (controls, space, DEL, the C1
+ * range, NBSP and soft hyphen) are moved, in byte order, to U+0100..U+0143. */
+uint32_t tok_byte_to_cp(uint8_t b)
+{
+    if (b <= 32)
+        return 256u + b;
+    if (b >= 127 && b <= 160)
+        return 256u + 33 + (b - 127u);
+    if (b == 173)
+        return 256u + 67;
+    return b;
+}
+
+int tok_cp_to_byte(uint32_t cp)
+{
+    if (cp < 256)
+        return (cp <= 32 || (cp >= 127 && cp <= 160) || cp == 173) ? -1 : (int)cp;
+    if (cp <= 256 + 32)
+        return (int)(cp - 256);
+    if (cp <= 256 + 66)
+        return (int)(cp - 256 - 33 + 127);
+    if (cp == 256 + 67)
+        return 173;
+    return -1;
+}
+
+typedef struct sym {
+    int32_t prev, next;
+    uint32_t start, n;
+} sym;
+
+typedef struct pair {
+    int32_t rank, left, right;
+    uint32_t size;
+} pair;
+
+typedef struct heap {
+    pair *v;
+    size_t n, cap;
+} heap;
+
+static bool before(const pair *a, const pair *b)
+{
+    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
+}
+
+static int heap_push(heap *h, pair p)
+{
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 64;
+        pair *v = realloc(h->v, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        h->v = v;
+        h->cap = cap;
+    }
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!before(&p, &h->v[parent]))
+            break;
+        h->v[i] = h->v[parent];
+        i = parent;
+    }
+    h->v[i] = p;
+    return 0;
+}
+
+static pair heap_pop(heap *h)
+{
+    pair top = h->v[0], last = h->v[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= h->n)
+            break;
+        if (c + 1 < h->n && before(&h->v[c + 1], &h->v[c]))
+            c++;
+        if (!before(&h->v[c], &last))
+            break;
+        h->v[i] = h->v[c];
+        i = c;
+    }
+    if (h->n)
+        h->v[i] = last;
+    return top;
+}
+
+static int try_pair(const tokenizer *t, const char *w, const sym *s, int32_t l, int32_t r, heap *h)
+{
+    if (l < 0 || r < 0)
+        return 0;
+    uint32_t size = s[l].n + s[r].n;
+    int32_t rank = tok_merge_rank(t, w + s[l].start, s[l].n, size);
+    if (rank < 0)
+        return 0;
+    return heap_push(h, (pair){rank, l, r, size});
+}
+
+/* BPE inside one byte-encoded word w[0..wn). */
+static int encode_word(const tokenizer *t, const char *w, size_t wn, sym *syms, heap *h, tok_vec *out)
+{
+    if (t->ignore_merges) {
+        int32_t id = tok_lookup(t, w, wn);
+        if (id >= 0)
+            return tok_vec_push(out, id);
+    }
+    int32_t ns = 0;
+    for (size_t off = 0; off < wn;) {
+        size_t cl = (size_t)utf8_seq_len((uint8_t)w[off]);
+        if (cl > wn - off)
+            cl = wn - off;
+        syms[ns] = (sym){ns - 1, off + cl == wn ? -1 : ns + 1, (uint32_t)off, (uint32_t)cl};
+        ns++;
+        off += cl;
+    }
+    int rc = 0;
+    h->n = 0;
+    for (int32_t i = 1; i < ns && !rc; i++)
+        rc = try_pair(t, w, syms, i - 1, i, h);
+    while (h->n && !rc) {
+        pair p = heap_pop(h);
+        sym *l = &syms[p.left], *r = &syms[p.right];
+        if (l->n == 0 || r->n == 0 || l->n + r->n != p.size)
+            continue; /* one side changed since this pair was queued */
+        l->n += r->n;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0)
+            syms[r->next].prev = p.left;
+        rc = try_pair(t, w, syms, l->prev, p.left, h);
+        if (!rc)
+            rc = try_pair(t, w, syms, p.left, l->next, h);
+    }
+    for (int32_t i = 0; i != -1 && ns && !rc; i = syms[i].next) {
+        int32_t id = tok_lookup(t, w + syms[i].start, syms[i].n);
+        if (id >= 0) {
+            rc = tok_vec_push(out, id);
+            continue;
+        }
+        /* a piece that is no token: whatever of its single bytes are (llama.cpp) */
+        for (uint32_t k = 0; k < syms[i].n && !rc; k++) {
+            int32_t bid = tok_lookup(t, w + syms[i].start + k, 1);
+            if (bid >= 0)
+                rc = tok_vec_push(out, bid);
+        }
+    }
+    return rc;
+}
+
+int tok_bpe_encode(const tokenizer *t, const char *s, size_t n, tok_vec *out)
+{
+    uint32_t *cps = malloc((n + 1) * sizeof *cps);
+    size_t *ends = malloc((n + 1) * sizeof *ends);
+    size_t *tmp = malloc((n + 1) * sizeof *tmp);
+    char *w = NULL;
+    sym *syms = NULL;
+    heap h = {0};
+    int rc = 0;
+    if (!cps || !ends || !tmp) {
+        rc = -ENOMEM;
+        goto done;
+    }
+    size_t nc = 0;
+    for (size_t off = 0; off < n;)
+        cps[nc++] = utf8_decode((const uint8_t *)s, n, &off);
+    size_t nw = pretok_split(t->pre, cps, nc, ends, tmp);
+    size_t longest = 0;
+    for (size_t i = 0, start = 0; i < nw; start = ends[i++])
+        if (ends[i] - start > longest)
+            longest = ends[i] - start;
+    /* a code point is at most 4 bytes, and a byte at most 2 once spelled */
+    w = malloc(8 * longest + 1);
+    syms = malloc((4 * longest + 1) * sizeof *syms);
+    if (!w || !syms) {
+        rc = -ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0, start = 0; i < nw && !rc; start = ends[i++]) {
+        size_t wn = 0;
+        for (size_t k = start; k < ends[i]; k++) {
+            char u[4];
+            int ul = utf8_encode(cps[k], u);
+            for (int j = 0; j < ul; j++)
+                wn += (size_t)utf8_encode(tok_byte_to_cp((uint8_t)u[j]), w + wn);
+        }
+        rc = encode_word(t, w, wn, syms, &h, out);
+    }
+done:
+    free(cps);
+    free(ends);
+    free(tmp);
+    free(w);
+    free(syms);
+    free(h.v);
+    return rc;
+}
