@@ -165,7 +165,7 @@ int cmd_info(int argc, char **argv)
     else
         printf("n_ff:           %d\n", hp->n_ff);
     printf("rope:           base %g, %s, %d dims%s\n", hp->rope.freq_base, hp->rope.neox ? "neox" : "interleaved",
-           hp->rope.n_rot, hp->rope.l3_factor > 0 ? ", llama3 scaling" : "");
+           hp->rope.n_rot, hp->rope.freq_factors || hp->rope.l3_factor > 0 ? ", frequency factors" : "");
     printf("rms_eps:        %g\n", hp->rms_eps);
     printf("output:         %s\n", hp->tied_output ? "tied to token_embd" : "separate");
     if (hp->qkv_bias || hp->qk_norm)
