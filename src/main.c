@@ -1,4 +1,8 @@
 /* main.c — the llmfs command: git-style subcommands. */
+#ifdef LLMFS_HAVE_FS
+#include "../fs/fs.h"
+#endif
+
 #include <stdio.h>
 #include <string.h>
 
@@ -8,6 +12,10 @@ int main(int argc, char **argv)
         printf("usage: llmfs COMMAND [ARGS]\n");
         return argc < 2;
     }
+#ifdef LLMFS_HAVE_FS
+    if (strcmp(argv[1], "mount") == 0)
+        return fs_mount_main(argc - 1, argv + 1);
+#endif
     fprintf(stderr, "llmfs: unknown command '%s' (try 'llmfs help')\n", argv[1]);
     return 1;
 }
