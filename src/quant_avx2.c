@@ -719,7 +719,7 @@ static void quantize_q8_0(const float *x, void *dst, int64_t n)
     block_q8_0 *y = dst;
     for (int64_t b = 0; b < n / QK8_0; b++) {
         int s;
-        y[b].d = f32_to_f16(q8_32(x + 32 * b, y[b].qs, &s));
+        y[b].d = (uint16_t)_cvtss_sh(q8_32(x + 32 * b, y[b].qs, &s), 0);
     }
 }
 
@@ -729,8 +729,8 @@ static void quantize_q8_1(const float *x, void *dst, int64_t n)
     for (int64_t b = 0; b < n / QK8_1; b++) {
         int s;
         float d = q8_32(x + 32 * b, y[b].qs, &s);
-        y[b].d = f32_to_f16(d);
-        y[b].s = f32_to_f16(d * (float)s);
+        y[b].d = (uint16_t)_cvtss_sh(d, 0);
+        y[b].s = (uint16_t)_cvtss_sh(d * (float)s, 0);
     }
 }
 

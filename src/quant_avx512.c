@@ -187,36 +187,58 @@ INLINE act_pair q8_0_act_pair(const block_q8_0 *y, int two)
     return p;
 }
 
+/* One block pair (or a lone last block) of a Q8_0 tile. With one activation row the
+ * sign flip goes on the weights and the -128*sum(a) correction is shared by the rows;
+ * with several, the flip goes on the activations and each weight row carries its own
+ * -128*sum(w), which keeps fewer vectors live across the tile. */
+INLINE void q8_0_step(const int two, int64_t b, const int R, const int C, const char *w,
+                      size_t ws, const char *a, size_t as, __m512 acc[4][4])
+{
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512i aq[4], corr[4];
+    __m512 ad[4];
+    _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+        const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)c * as) + b;
+        aq[c] = q8_0_pair_quants(y, two);
+        ad[c] = q8_0_pair_scales(y, two);
+        if (C == 1)
+            corr[c] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                       _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, aq[c]));
+        else
+            aq[c] = _mm512_xor_si512(aq[c], flip);
+    }
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+        const block_q8_0 *x = (const block_q8_0 *)(w + (size_t)r * ws) + b;
+        prefetch_ahead(x, 128);
+        __m512i wq = q8_0_pair_quants(x, two);
+        __m512 wd = q8_0_pair_scales(x, two);
+        if (C == 1) {
+            __m512i p = _mm512_dpbusd_epi32(corr[0], _mm512_xor_si512(wq, flip), aq[0]);
+            acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ad[0]), acc[r][0]);
+        } else {
+            __m512i wcorr = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                             _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, wq));
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+                __m512i p = _mm512_dpbusd_epi32(wcorr, aq[c], wq);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ad[c]), acc[r][c]);
+            }
+        }
+    }
+}
+
 INLINE void q8_0_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
                         const char *a, size_t as, float *out, size_t os)
 {
     const int64_t nb = n / QK8_0;
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
     __m512 acc[4][4];
-    _Pragma("GCC unroll 4")
-    for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 4")
-        for (int c = 0; c < C; c++)
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)
             acc[r][c] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b += 2) {
-        const int two = b + 1 < nb;
-        act_pair ap[4];
-        _Pragma("GCC unroll 4")
-        for (int c = 0; c < C; c++)
-            ap[c] = q8_0_act_pair((const block_q8_0 *)(a + (size_t)c * as) + b, two);
-        _Pragma("GCC unroll 4")
-        for (int r = 0; r < R; r++) {
-            const block_q8_0 *x = (const block_q8_0 *)(w + (size_t)r * ws) + b;
-            prefetch_ahead(x, 128);
-            __m512i wq = _mm512_xor_si512(q8_0_pair_quants(x, two), flip);
-            __m512 wd = q8_0_pair_scales(x, two);
-            _Pragma("GCC unroll 4")
-            for (int c = 0; c < C; c++) {
-                __m512i p = _mm512_dpbusd_epi32(ap[c].neg, wq, ap[c].q);
-                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ap[c].d), acc[r][c]);
-            }
-        }
-    }
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2)
+        q8_0_step(1, b, R, C, w, ws, a, as, acc);
+    if (b < nb)
+        q8_0_step(0, b, R, C, w, ws, a, as, acc);
     store_tile(R, C, acc, out, os);
 }
 DEFINE_TILE_AND_DOT(q8_0, q8_0_kernel)
@@ -394,6 +416,15 @@ DEFINE_TILE_AND_DOT(q5_1, q5_1_kernel)
 
 /* ================= K-quants against Q8_K ================= */
 
+/* 16 int16 weights (low half of w) times an activation block's 16 bsums, pairwise
+ * summed: 8 int32 lanes, zero above. Loaded at the point of use, so the tile keeps no
+ * bsums vectors live. */
+INLINE __m512i madd_bsums(__m512i w, const int16_t *bsums)
+{
+    return _mm512_zextsi256_si512(
+        _mm256_madd_epi16(_mm512_castsi512_si256(w), _mm256_loadu_si256((const __m256i *)bsums)));
+}
+
 /* The 8 scales and 8 mins of a Q4_K/Q5_K block as 16 bytes [sc0..7, m0..7], from the
  * 12 packed bytes (a 16-byte load; the 4 extra bytes are ignored). As 32-bit words
  * u0..u2: scales 0-3 = u0 & 0x3f.., mins 0-3 = u1 & 0x3f.., scales 4-7 = low nibbles of
@@ -442,12 +473,12 @@ INLINE void k4_kernel(const int five, int64_t n, const int R, const int C, const
             acc[r][c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         float ad[4];
-        __m512i bsums[4];
+        const int16_t *bsums[4];
         _Pragma("GCC unroll 4")
         for (int c = 0; c < C; c++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
             ad[c] = y->d;
-            bsums[c] = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)y->bsums));
+            bsums[c] = y->bsums;
         }
         _Pragma("GCC unroll 4")
         for (int r = 0; r < R; r++) {
@@ -490,7 +521,7 @@ INLINE void k4_kernel(const int five, int64_t n, const int R, const int C, const
                     __m512i p = _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k));
                     isum = _mm512_dpwssd_epi32(isum, p, sc[k]);
                 }
-                __m512i msum = _mm512_madd_epi16(mins, bsums[c]);
+                __m512i msum = madd_bsums(mins, bsums[c]);
                 __m128 s = _mm_mul_ps(dm, _mm_set1_ps(ad[c])); /* d*da, dmin*da */
                 acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(s), acc[r][c]);
                 acc[r][c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum),
@@ -533,12 +564,12 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
             acc[r][c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         float ad[4];
-        __m512i bsums[4];
+        const int16_t *bsums[4];
         _Pragma("GCC unroll 4")
         for (int c = 0; c < C; c++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
             ad[c] = y->d;
-            bsums[c] = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)y->bsums));
+            bsums[c] = y->bsums;
         }
         _Pragma("GCC unroll 4")
         for (int r = 0; r < R; r++) {
@@ -569,7 +600,7 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
             _Pragma("GCC unroll 4")
             for (int c = 0; c < C; c++) {
                 const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
-                __m512i isum = _mm512_madd_epi16(neg32, bsums[c]);
+                __m512i isum = madd_bsums(neg32, bsums[c]);
                 _Pragma("GCC unroll 4")
                 for (int k = 0; k < 4; k++) {
                     __m512i p = _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k));
@@ -616,11 +647,11 @@ INLINE void q2_K_kernel(int64_t n, const int R, const int C, const char *w, size
             acc[r][c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         float ad[4];
-        __m512i bsums[4];
+        const int16_t *bsums[4];
         _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
             ad[c] = y->d;
-            bsums[c] = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)y->bsums));
+            bsums[c] = y->bsums;
         }
         _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
             const block_q2_K *x = (const block_q2_K *)(w + (size_t)r * ws) + b;
@@ -638,7 +669,7 @@ INLINE void q2_K_kernel(int64_t n, const int R, const int C, const char *w, size
                 __m512i isum = _mm512_setzero_si512();
                 _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
                     isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k)), sc[k]);
-                __m512i msum = _mm512_madd_epi16(mins, bsums[c]);
+                __m512i msum = madd_bsums(mins, bsums[c]);
                 acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * ad[c]), acc[r][c]);
                 acc[r][c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(dmin * ad[c]), acc[r][c]);
             }
@@ -672,11 +703,11 @@ INLINE void q3_K_kernel(int64_t n, const int R, const int C, const char *w, size
             acc[r][c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         float ad[4];
-        __m512i bsums[4];
+        const int16_t *bsums[4];
         _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
             ad[c] = y->d;
-            bsums[c] = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)y->bsums));
+            bsums[c] = y->bsums;
         }
         _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
             const block_q3_K *x = (const block_q3_K *)(w + (size_t)r * ws) + b;
@@ -694,7 +725,7 @@ INLINE void q3_K_kernel(int64_t n, const int R, const int C, const char *w, size
             float d = _cvtsh_ss(x->d);
             _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
                 const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
-                __m512i isum = _mm512_madd_epi16(neg4, bsums[c]);
+                __m512i isum = madd_bsums(neg4, bsums[c]);
                 _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
                     isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k)), sc[k]);
                 acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * ad[c]), acc[r][c]);
@@ -831,7 +862,7 @@ static void quantize_q8_0(const float *x, void *dst, int64_t n)
         __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
         __m512 m = _mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1));
         float amax = _mm512_reduce_max_ps(m);
-        y[b].d = f32_to_f16(amax / 127.f);
+        y[b].d = (uint16_t)_cvtss_sh(amax / 127.f, 0);
         __m512 id = _mm512_set1_ps(amax != 0 ? 127.f / amax : 0.f);
         /* cvtps rounds half to even, like the reference */
         __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
@@ -854,8 +885,8 @@ static void quantize_q8_1(const float *x, void *dst, int64_t n)
         __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
         __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
         int s = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-        y[b].d = f32_to_f16(d);
-        y[b].s = f32_to_f16(d * (float)s);
+        y[b].d = (uint16_t)_cvtss_sh(d, 0);
+        y[b].s = (uint16_t)_cvtss_sh(d * (float)s, 0);
         _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtsepi32_epi8(q0));
         _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtsepi32_epi8(q1));
     }
