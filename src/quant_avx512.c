@@ -921,8 +921,22 @@ static void quantize_q8_K(const float *x, void *dst, int64_t n)
             __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), is));
             q = _mm512_max_epi32(_mm512_min_epi32(q, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
             _mm_storeu_si128((__m128i *)(y[b].qs + i), _mm512_cvtepi32_epi8(q));
-            y[b].bsums[i / 16] = (int16_t)_mm512_reduce_add_epi32(q);
         }
+        /* sums of each 16 quants: byte sums of 4 by vpdpbusd, then the 4 lanes of each
+         * 128-bit lane added; vector k holds sums 4k..4k+3, one per 128-bit lane */
+        __m512i g[4];
+        for (int k = 0; k < 4; k++) {
+            __m512i t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1),
+                                            _mm512_loadu_si512(y[b].qs + 64 * k));
+            t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_BADC));
+            g[k] = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_CDAB));
+        }
+        /* lane 4j + k holds sum 4k + j: blend, then put them in order */
+        __m512i v = _mm512_mask_blend_epi32(0x2222, g[0], g[1]);
+        v = _mm512_mask_blend_epi32(0x4444, v, g[2]);
+        v = _mm512_mask_blend_epi32(0x8888, v, g[3]);
+        v = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), v);
+        _mm256_storeu_si256((__m256i *)y[b].bsums, _mm512_cvtepi32_epi16(v));
         y[b].d = 1 / iscale;
     }
 }
