@@ -157,7 +157,7 @@ DEFINE_TILE_AND_DOT(bf16, bf16_kernel)
 
 /* ================= Q8_0 (and the Q8_0 side of Q4_0) ================= */
 
-/* The quants of blocks b and b+1 of a Q8_0 row as one vector; n1 = 0 zeroes the second
+/* The quants of blocks b and b+1 of a Q8_0 row as one vector; two = 0 zeroes the second
  * (a lone last block), without reading it. */
 INLINE __m512i q8_0_pair_quants(const block_q8_0 *x, int two)
 {
@@ -172,19 +172,6 @@ INLINE __m512 q8_0_pair_scales(const block_q8_0 *x, int two)
     /* the pair spans 68 bytes, so the 64-byte window from its start holds both scales */
     __m512i win = two ? _mm512_loadu_si512(x) : _mm512_maskz_loadu_epi16(1, x);
     return two_scales(win, scale_index(17));
-}
-
-/* Activation side of a pair: quants, scales, and -128 * (sums of 4) per lane. */
-typedef struct { __m512i q, neg; __m512 d; } act_pair;
-
-INLINE act_pair q8_0_act_pair(const block_q8_0 *y, int two)
-{
-    act_pair p;
-    p.q = q8_0_pair_quants(y, two);
-    p.d = q8_0_pair_scales(y, two);
-    p.neg = _mm512_sub_epi32(_mm512_setzero_si512(),
-                             _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), p.q));
-    return p;
 }
 
 /* One block pair (or a lone last block) of a Q8_0 tile. With one activation row the
