@@ -48,6 +48,15 @@ struct cuda_graph_rec {
 #define CUDA_MAX_GRAPHS 32
 #define CUDA_SMALL_BATCH 64 /* batches up to this size use fixed device buffers */
 
+/* device tables of rope frequencies, keyed by content */
+#define CUDA_ROPE_MAX 1024 /* n_rot */
+#define CUDA_ROPE_SLOTS 4
+struct cuda_rope_slot {
+    int half;
+    uint64_t last_use;
+    double inv[CUDA_ROPE_MAX / 2];
+};
+
 struct cuda_backend {
     backend base; /* first: a backend* is a cuda_backend* */
     int device;
@@ -84,6 +93,10 @@ struct cuda_backend {
 
     void *ws[WS_COUNT];
     size_t ws_cap[WS_COUNT];
+
+    double *d_rope; /* CUDA_ROPE_SLOTS tables of CUDA_ROPE_MAX/2 */
+    cuda_rope_slot rope[CUDA_ROPE_SLOTS];
+    uint64_t rope_clock;
 
     /* recorded decode steps */
     struct cuda_graph_rec graphs[CUDA_MAX_GRAPHS];
@@ -130,6 +143,7 @@ void cuda_op_add_bias(backend *be, float *x, const float *bias, int rows, int d)
 void cuda_op_add(backend *be, float *x, const float *y, int64_t n);
 void cuda_op_swiglu(backend *be, float *out, const float *gate, const float *up, int64_t n);
 void cuda_op_rope(backend *be, float *x, int n, int n_head, int head_dim, const rope_params *p);
+void cuda_op_hadamard64(backend *be, float *x, int64_t n);
 void cuda_op_kv_store(backend *be, kv_cache *kv, int il, const float *k, const float *v, int n);
 void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *kv, int il, int n,
                        const attn_params *p);

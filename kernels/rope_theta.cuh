@@ -10,6 +10,10 @@
 
 #include <math.h>
 
+extern "C" {
+#include "backend.h"
+}
+
 __host__ __device__ inline double rope_theta(int pos, int i, int n_rot, float base, float freq_scale, float l3_factor,
                                              float l3_low, float l3_high, int l3_orig_ctx)
 {
@@ -25,6 +29,13 @@ __host__ __device__ inline double rope_theta(int pos, int i, int n_rot, float ba
         }
     }
     return (double)pos * (double)freq_scale * freq;
+}
+
+/* The frequency of pair i for rope_params p (what theta is pos times). */
+static inline double rope_inv_freq(const rope_params *p, int i)
+{
+    return rope_theta(1, i, p->n_rot, p->freq_base, p->freq_scale, p->l3_factor, p->l3_low_freq_factor,
+                      p->l3_high_freq_factor, p->l3_orig_ctx);
 }
 
 #endif
