@@ -12,6 +12,7 @@
 
 #define INLINE static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 4")
+#define UNROLL8 _Pragma("GCC unroll 8")
 
 #define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)          \
     switch ((nr)*8 + (nc)) {                                          \
@@ -202,6 +203,109 @@ INLINE void q4_0_kernel(int64_t n, const int R, const int C, const char *w, size
 }
 DEFINE_TILE_AND_DOT(q4_0, q4_0_kernel)
 
+/* 32 bits to 32 bytes of 0xFF (bit set) or 0: byte j tests bit j. */
+INLINE __m256i bits_to_bytes(uint32_t bits)
+{
+    const __m256i spread = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101,
+                                              0x0202020202020202, 0x0303030303030303);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), spread);
+    const __m256i probe = _mm256_set1_epi64x(0x8040201008040201);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(b, probe), probe);
+}
+
+/* Nibbles of a 32-block's 16 bytes: elements 0..15 low, 16..31 high. */
+INLINE __m256i nibbles32(const uint8_t *qs)
+{
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1),
+                            _mm256_set1_epi8(0x0F));
+}
+
+INLINE void q5_0_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK5_0;
+    const __m256i bit4 = _mm256_set1_epi8(0x10);
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i aq[4], neg16[4];
+        float ad[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)c * as) + b;
+            aq[c] = _mm256_loadu_si256((const __m256i *)y->qs);
+            ad[c] = h2f(y->d);
+            neg16[c] = _mm256_madd_epi16(_mm256_maddubs_epi16(bit4, aq[c]), _mm256_set1_epi16(-1));
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const block_q5_0 *x = (const block_q5_0 *)(w + (size_t)r * ws) + b;
+            uint32_t qh;
+            memcpy(&qh, x->qh, 4);
+            __m256i wq = _mm256_or_si256(nibbles32(x->qs), _mm256_and_si256(bits_to_bytes(qh), bit4));
+            float wd = h2f(x->d);
+            UNROLL for (int c = 0; c < C; c++) {
+                __m256i p = _mm256_add_epi32(sum_pairs16(_mm256_maddubs_epi16(wq, aq[c])), neg16[c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(wd * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q5_0, q5_0_kernel)
+
+/* Q4_1/Q5_1 against Q8_1: d*da*sum(q*a) per block plus m*s, the latter kept apart. */
+INLINE void q4_1_like_kernel(const int five, int64_t n, const int R, const int C, const char *w,
+                             size_t ws, const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / 32;
+    const size_t bb = five ? sizeof(block_q5_1) : sizeof(block_q4_1);
+    const __m256i bit4 = _mm256_set1_epi8(0x10);
+    ZERO_ACC(acc)
+    float ms[4][4] = {{0}};
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i aq[4];
+        float ad[4], asum[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_1 *y = (const block_q8_1 *)(a + (size_t)c * as) + b;
+            aq[c] = _mm256_loadu_si256((const __m256i *)y->qs);
+            ad[c] = h2f(y->d);
+            asum[c] = h2f(y->s);
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * bb;
+            uint16_t dm[2];
+            memcpy(dm, x, 4);
+            __m256i wq = nibbles32(x + (five ? 8 : 4));
+            if (five) {
+                uint32_t qh;
+                memcpy(&qh, x + 4, 4);
+                wq = _mm256_or_si256(wq, _mm256_and_si256(bits_to_bytes(qh), bit4));
+            }
+            float wd = h2f(dm[0]), wm = h2f(dm[1]);
+            UNROLL for (int c = 0; c < C; c++) {
+                __m256i p = sum_pairs16(_mm256_maddubs_epi16(wq, aq[c]));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(wd * ad[c]), acc[r][c]);
+                ms[r][c] += wm * asum[c];
+            }
+        }
+    }
+    UNROLL for (int c = 0; c < C; c++)
+        UNROLL for (int r = 0; r < R; r++)
+            out[(size_t)c * os + r] = hsum256(acc[r][c]) + ms[r][c];
+}
+
+INLINE void q4_1_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    q4_1_like_kernel(0, n, R, C, w, ws, a, as, out, os);
+}
+INLINE void q5_1_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    q4_1_like_kernel(1, n, R, C, w, ws, a, as, out, os);
+}
+DEFINE_TILE_AND_DOT(q4_1, q4_1_kernel)
+DEFINE_TILE_AND_DOT(q5_1, q5_1_kernel)
+
 /* ================= K-quants against Q8_K ================= */
 
 /* Q4_K/Q5_K scales and mins as 16 bytes [sc0..7, m0..7] (see the AVX-512 file). */
@@ -257,7 +361,7 @@ INLINE void k4_kernel(const int five, int64_t n, const int R, const int C, const
                         : k == 2 ? _mm256_srli_epi16(hb, 1) : _mm256_srli_epi16(hb, 3), bit4));
                 }
             }
-            UNROLL for (int g = 0; g < 8; g++)
+            UNROLL8 for (int g = 0; g < 8; g++)
                 sc[g] = _mm256_shuffle_epi8(sm, _mm256_set1_epi16((short)(0xFF00 | g)));
             UNROLL for (int c = 0; c < C; c++) {
                 const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
@@ -321,7 +425,7 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
             /* scale pairs: run g (32 elements) uses scales 2g (first 16) and 2g+1 */
             __m128i s8 = _mm_loadu_si128((const __m128i *)x->scales);
             __m256i sc[8];
-            UNROLL for (int g = 0; g < 8; g++) {
+            UNROLL8 for (int g = 0; g < 8; g++) {
                 __m256i pair = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s8, _mm_set_epi8(
                     2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1,
                     2 * g, 2 * g, 2 * g, 2 * g, 2 * g, 2 * g, 2 * g, 2 * g)));
@@ -331,7 +435,7 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
             UNROLL for (int c = 0; c < C; c++) {
                 const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
                 __m256i s = _mm256_madd_epi16(neg32, bsums[c]);
-                UNROLL for (int g = 0; g < 8; g++)
+                UNROLL8 for (int g = 0; g < 8; g++)
                     s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)(aq + 32 * g))), sc[g]));
                 acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * ad[c]), acc[r][c]);
             }
@@ -340,6 +444,112 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
     store_tile(R, C, acc, out, os);
 }
 DEFINE_TILE_AND_DOT(q6_K, q6_K_kernel)
+
+/* int16 [s[2g] x8, s[2g+1] x8] from 16 int8 scales: the pair for 32-element run g. */
+INLINE __m256i scale_pair16(__m128i s8, int g, int is_signed)
+{
+    const char lo = (char)(2 * g), hi = (char)(2 * g + 1);
+    __m128i p = _mm_shuffle_epi8(s8, _mm_set_epi8(hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo));
+    return is_signed ? _mm256_cvtepi8_epi16(p) : _mm256_cvtepu8_epi16(p);
+}
+
+/* 2-bit quants of run g (elements 32g..32g+31) of a Q2_K/Q3_K block. */
+INLINE __m256i k2_run(const uint8_t *qs, int g)
+{
+    __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * (g / 4)));
+    return _mm256_and_si256(_mm256_srli_epi16(q, 2 * (g % 4)), _mm256_set1_epi8(3));
+}
+
+INLINE void q2_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        float ad[4];
+        __m256i bsums[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            ad[c] = y->d;
+            bsums[c] = _mm256_loadu_si256((const __m256i *)y->bsums);
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const block_q2_K *x = (const block_q2_K *)(w + (size_t)r * ws) + b;
+            __m128i raw = _mm_loadu_si128((const __m128i *)x->scales);
+            __m128i s8 = _mm_and_si128(raw, _mm_set1_epi8(0x0F));
+            __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
+            __m256i q[8], sc[8];
+            UNROLL8 for (int g = 0; g < 8; g++) {
+                q[g] = k2_run(x->qs, g);
+                sc[g] = scale_pair16(s8, g, 0);
+            }
+            float d = h2f(x->d), dmin = h2f(x->dmin);
+            UNROLL for (int c = 0; c < C; c++) {
+                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                __m256i s = _mm256_setzero_si256();
+                UNROLL8 for (int g = 0; g < 8; g++)
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)(aq + 32 * g))), sc[g]));
+                __m256i m = _mm256_madd_epi16(mins, bsums[c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * ad[c]), acc[r][c]);
+                acc[r][c] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(dmin * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q2_K, q2_K_kernel)
+
+INLINE __m128i k3_scales(const uint8_t *s)
+{
+    uint32_t u[3];
+    memcpy(u, s, 12);
+    __m128i v = _mm_setr_epi32((int)u[0], (int)u[1], (int)u[2], 0);
+    __m128i lo = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(1, 0, 1, 0)), _mm_set_epi32(4, 4, 0, 0)),
+                               _mm_set1_epi8(0x0F));
+    __m128i hi = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2)), _mm_set_epi32(6, 4, 2, 0)),
+                               _mm_set1_epi8(3));
+    return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+}
+
+INLINE void q3_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    const __m256i bit2 = _mm256_set1_epi8(4);
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        float ad[4];
+        __m256i bsums[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            ad[c] = y->d;
+            bsums[c] = _mm256_loadu_si256((const __m256i *)y->bsums);
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const block_q3_K *x = (const block_q3_K *)(w + (size_t)r * ws) + b;
+            __m256i hm = _mm256_loadu_si256((const __m256i *)x->hmask);
+            __m128i s8 = k3_scales(x->scales);
+            __m256i neg4 = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_cvtepi8_epi16(s8), 2));
+            __m256i q[8], sc[8];
+            UNROLL8 for (int g = 0; g < 8; g++) {
+                /* bit g of hmask[l] (g = 4h + s) to bit 2 */
+                __m256i h = g < 2 ? _mm256_slli_epi16(hm, 2 - g) : _mm256_srli_epi16(hm, g - 2);
+                q[g] = _mm256_or_si256(k2_run(x->qs, g), _mm256_and_si256(h, bit2));
+                sc[g] = scale_pair16(s8, g, 1);
+            }
+            float d = h2f(x->d);
+            UNROLL for (int c = 0; c < C; c++) {
+                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                __m256i s = _mm256_madd_epi16(neg4, bsums[c]);
+                UNROLL8 for (int g = 0; g < 8; g++)
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)(aq + 32 * g))), sc[g]));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q3_K, q3_K_kernel)
 
 /* ================= activation quantizers ================= */
 
@@ -488,6 +698,11 @@ void quant_avx2_fill(quant_kernels *k)
     SET(T_Q4_K, q4_K)
     SET(T_Q5_K, q5_K)
     SET(T_Q6_K, q6_K)
+    SET(T_Q5_0, q5_0)
+    SET(T_Q4_1, q4_1)
+    SET(T_Q5_1, q5_1)
+    SET(T_Q2_K, q2_K)
+    SET(T_Q3_K, q3_K)
 #undef SET
     k->quantize[T_Q8_0] = quantize_q8_0;
     k->quantize[T_Q8_1] = quantize_q8_1;

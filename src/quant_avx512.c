@@ -263,6 +263,126 @@ INLINE void q4_0_kernel(int64_t n, const int R, const int C, const char *w, size
 }
 DEFINE_TILE_AND_DOT(q4_0, q4_0_kernel)
 
+/* Q5_0: Q4_0's nibbles plus a fifth bit per element from qh (bit j = element j), spread
+ * to bytes with vpmovm2b; offset -16. */
+INLINE void q5_0_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK5_0;
+    const __m512i shifts = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
+    const __m512i low4 = _mm512_set1_epi8(0x0F), bit4 = _mm512_set1_epi8(0x10);
+    const __m512i sidx = scale_index(11);
+    __m512 acc[4][4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int two = b + 1 < nb;
+        __m512i aq[4], neg[4];
+        __m512 ad[4];
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)c * as) + b;
+            aq[c] = q8_0_pair_quants(y, two);
+            ad[c] = q8_0_pair_scales(y, two);
+            neg[c] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                      _mm512_dpbusd_epi32(_mm512_setzero_si512(), bit4, aq[c]));
+        }
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+            const block_q5_0 *x = (const block_q5_0 *)(w + (size_t)r * ws) + b;
+            __m256i q01 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x[0].qs));
+            uint32_t h0, h1 = 0;
+            memcpy(&h0, x[0].qh, 4);
+            __m512i q;
+            if (two) {
+                memcpy(&h1, x[1].qh, 4);
+                q = _mm512_inserti64x4(_mm512_castsi256_si512(q01),
+                                       _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x[1].qs)), 1);
+            } else {
+                q = _mm512_zextsi256_si512(q01);
+            }
+            q = _mm512_and_si512(_mm512_srlv_epi64(q, shifts), low4);
+            __m512i hi = _mm512_movm_epi8((__mmask64)h0 | ((__mmask64)h1 << 32));
+            q = _mm512_ternarylogic_epi64(q, hi, bit4, 0xF8);
+            __m512 wd = two_scales(_mm512_maskz_loadu_epi16(two ? 0x801 : 0x1, x), sidx);
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+                __m512i p = _mm512_dpbusd_epi32(neg[c], q, aq[c]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q5_0, q5_0_kernel)
+
+/* Q4_1 and Q5_1 against Q8_1: x = d*q + m, so a block's dot is d*da*sum(q*a) + m*s,
+ * with s = da*sum(a) stored in the activation block. The m*s terms of a pair land in
+ * lanes 0 and 8 of the accumulator. */
+INLINE void q4_1_like_kernel(const int five, int64_t n, const int R, const int C, const char *w,
+                             size_t ws, const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / 32;
+    const size_t bb = five ? sizeof(block_q5_1) : sizeof(block_q4_1);
+    const int qs_off = five ? 8 : 4, wstep = (int)bb / 2;
+    const __m512i shifts = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
+    const __m512i low4 = _mm512_set1_epi8(0x0F), bit4 = _mm512_set1_epi8(0x10);
+    const __m512i wdi = scale_index(wstep), wmi = _mm512_add_epi16(scale_index(wstep), _mm512_set1_epi16(1));
+    const __m512i adi = scale_index(18), asi = _mm512_add_epi16(scale_index(18), _mm512_set1_epi16(1));
+    __m512 acc[4][4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int two = b + 1 < nb;
+        __m512i aq[4];
+        __m512 ad[4], asum[4];
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+            const block_q8_1 *y = (const block_q8_1 *)(a + (size_t)c * as) + b;
+            __m256i lo = _mm256_loadu_si256((const __m256i *)y[0].qs);
+            aq[c] = two ? _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256((const __m256i *)y[1].qs), 1)
+                        : _mm512_zextsi256_si512(lo);
+            __m512i win = _mm512_maskz_loadu_epi16(two ? 0xC0003 : 0x3, y);
+            ad[c] = two_scales(win, adi);
+            asum[c] = two_scales(win, asi);
+        }
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+            const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * bb;
+            __m256i q01 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x + qs_off)));
+            __m512i q = two ? _mm512_inserti64x4(_mm512_castsi256_si512(q01),
+                                                 _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x + bb + qs_off))), 1)
+                            : _mm512_zextsi256_si512(q01);
+            q = _mm512_and_si512(_mm512_srlv_epi64(q, shifts), low4);
+            if (five) {
+                uint32_t h0, h1 = 0;
+                memcpy(&h0, x + 4, 4);
+                if (two)
+                    memcpy(&h1, x + bb + 4, 4);
+                q = _mm512_ternarylogic_epi64(q, _mm512_movm_epi8((__mmask64)h0 | ((__mmask64)h1 << 32)), bit4, 0xF8);
+            }
+            __m512i win = _mm512_maskz_loadu_epi16(two ? (3u | 3u << wstep) : 3u, x);
+            __m512 wd = two_scales(win, wdi), wm = two_scales(win, wmi);
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+                __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, aq[c]);
+                __m512 t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ad[c]), acc[r][c]);
+                acc[r][c] = _mm512_mask_add_ps(t, 0x0101, t, _mm512_mul_ps(wm, asum[c]));
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+
+INLINE void q4_1_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    q4_1_like_kernel(0, n, R, C, w, ws, a, as, out, os);
+}
+INLINE void q5_1_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    q4_1_like_kernel(1, n, R, C, w, ws, a, as, out, os);
+}
+DEFINE_TILE_AND_DOT(q4_1, q4_1_kernel)
+DEFINE_TILE_AND_DOT(q5_1, q5_1_kernel)
+
 /* ================= K-quants against Q8_K ================= */
 
 /* The 8 scales and 8 mins of a Q4_K/Q5_K block as 16 bytes [sc0..7, m0..7], from the
@@ -452,6 +572,128 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
 }
 DEFINE_TILE_AND_DOT(q6_K, q6_K_kernel)
 
+/* int16 vector k (elements 64k..64k+63, four 16-element sub-blocks) of per-16 scales:
+ * lanes 8i..8i+7 hold scale 4k+i. */
+INLINE __m512i scales16_for(__m512i s16, int k)
+{
+    const short j = (short)(4 * k);
+    __m512i idx = _mm512_set_epi16(j + 3, j + 3, j + 3, j + 3, j + 3, j + 3, j + 3, j + 3,
+                                   j + 2, j + 2, j + 2, j + 2, j + 2, j + 2, j + 2, j + 2,
+                                   j + 1, j + 1, j + 1, j + 1, j + 1, j + 1, j + 1, j + 1,
+                                   j, j, j, j, j, j, j, j);
+    return _mm512_permutexvar_epi16(idx, s16);
+}
+
+/* 2-bit quants of a Q2_K/Q3_K block, vector k = elements 64k..64k+63: bits 2s..2s+1 of
+ * qs[32h + l] for element 128h + 32s + l. */
+INLINE __m512i k2_low_bits(const uint8_t *qs, int k)
+{
+    __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * (k / 2))));
+    const int s = 4 * (k % 2);
+    return _mm512_and_si512(_mm512_srlv_epi64(q, _mm512_set_epi64(s + 2, s + 2, s + 2, s + 2, s, s, s, s)),
+                            _mm512_set1_epi8(3));
+}
+
+/* Q2_K: scales low nibble, mins high nibble, per 16 elements. */
+INLINE void q2_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    __m512 acc[4][4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        float ad[4];
+        __m512i bsums[4];
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            ad[c] = y->d;
+            bsums[c] = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)y->bsums));
+        }
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+            const block_q2_K *x = (const block_q2_K *)(w + (size_t)r * ws) + b;
+            __m256i raw = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+            __m512i s16 = _mm512_zextsi256_si512(_mm256_and_si256(raw, _mm256_set1_epi16(0x0F)));
+            __m512i mins = _mm512_zextsi256_si512(_mm256_srli_epi16(raw, 4));
+            __m512i wq[4], sc[4];
+            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+                wq[k] = k2_low_bits(x->qs, k);
+                sc[k] = scales16_for(s16, k);
+            }
+            float d = _cvtsh_ss(x->d), dmin = _cvtsh_ss(x->dmin);
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                __m512i isum = _mm512_setzero_si512();
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k)), sc[k]);
+                __m512i msum = _mm512_madd_epi16(mins, bsums[c]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * ad[c]), acc[r][c]);
+                acc[r][c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(dmin * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q2_K, q2_K_kernel)
+
+/* The 16 signed scales of a Q3_K block as int8 (see quant_k3_scales). */
+INLINE __m128i k3_scales(const uint8_t *s)
+{
+    __m128i u = _mm_maskz_loadu_epi8(0x0FFF, s); /* the block may end 2 bytes after them */
+    __m128i lo = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(u, _MM_SHUFFLE(1, 0, 1, 0)), _mm_set_epi32(4, 4, 0, 0)),
+                               _mm_set1_epi8(0x0F));
+    __m128i hi = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(u, _MM_SHUFFLE(2, 2, 2, 2)), _mm_set_epi32(6, 4, 2, 0)),
+                               _mm_set1_epi8(3));
+    return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+}
+
+/* Q3_K: quants lo2 + 4*h - 4 with h from hmask (bit 4h+s of hmask[l] for element
+ * 128h + 32s + l); taken as unsigned lo2 + 4*h, the -4 returns via the bsums. */
+INLINE void q3_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    const __m512i bit2 = _mm512_set1_epi8(4);
+    __m512 acc[4][4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        float ad[4];
+        __m512i bsums[4];
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            ad[c] = y->d;
+            bsums[c] = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)y->bsums));
+        }
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+            const block_q3_K *x = (const block_q3_K *)(w + (size_t)r * ws) + b;
+            __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x->hmask));
+            __m512i s16 = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(k3_scales(x->scales)));
+            __m512i wq[4], sc[4];
+            /* bit 4h+s to bit 2: vector k has s = 2(k%2) below and 2(k%2)+1 above */
+            wq[0] = _mm512_ternarylogic_epi64(k2_low_bits(x->qs, 0), _mm512_sllv_epi64(hm, _mm512_set_epi64(1, 1, 1, 1, 2, 2, 2, 2)), bit2, 0xF8);
+            wq[1] = _mm512_ternarylogic_epi64(k2_low_bits(x->qs, 1), _mm512_srlv_epi64(hm, _mm512_set_epi64(1, 1, 1, 1, 0, 0, 0, 0)), bit2, 0xF8);
+            wq[2] = _mm512_ternarylogic_epi64(k2_low_bits(x->qs, 2), _mm512_srlv_epi64(hm, _mm512_set_epi64(3, 3, 3, 3, 2, 2, 2, 2)), bit2, 0xF8);
+            wq[3] = _mm512_ternarylogic_epi64(k2_low_bits(x->qs, 3), _mm512_srlv_epi64(hm, _mm512_set_epi64(5, 5, 5, 5, 4, 4, 4, 4)), bit2, 0xF8);
+            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+                sc[k] = scales16_for(s16, k);
+            __m512i neg4 = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(s16, 2));
+            float d = _cvtsh_ss(x->d);
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                __m512i isum = _mm512_madd_epi16(neg4, bsums[c]);
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k)), sc[k]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q3_K, q3_K_kernel)
+
 /* ================= activation quantizers ================= */
 
 static void quantize_q8_0(const float *x, void *dst, int64_t n)
@@ -569,6 +811,11 @@ void quant_avx512_fill(quant_kernels *k)
     SET(T_Q4_K, q4_K)
     SET(T_Q5_K, q5_K)
     SET(T_Q6_K, q6_K)
+    SET(T_Q5_0, q5_0)
+    SET(T_Q4_1, q4_1)
+    SET(T_Q5_1, q5_1)
+    SET(T_Q2_K, q2_K)
+    SET(T_Q3_K, q3_K)
 #undef SET
     k->quantize[T_Q8_0] = quantize_q8_0;
     k->quantize[T_Q8_1] = quantize_q8_1;
