@@ -402,7 +402,7 @@ static uint64_t mix64(uint64_t h, uint64_t v)
 static int op_graph_begin(backend *be, uint64_t key)
 {
     cuda_backend *cb = CB(be);
-    if (cuda_dead(cb) || cb->capturing)
+    if (cuda_dead(cb) || cb->capturing || cb->graphs_off)
         return 0;
     /* launch sizes depend on the batch size and the KV bucket: part of the key */
     const uint64_t full = mix64(mix64(mix64(key, (uint64_t)cb->n), (uint64_t)cb->kv_bucket), 1);
@@ -613,6 +613,7 @@ static void cuda_ops_init(void)
     o.attention = cuda_op_attention;
     o.topk_softmax = cuda_op_topk_softmax;
     o.moe_ffn = cuda_op_moe_ffn;
+    o.hadamard = cuda_op_hadamard;
     o.destroy = op_destroy;
     o.load_weight = cuda_op_load_weight;
     o.argmax = cuda_op_argmax;
@@ -678,6 +679,9 @@ extern "C" backend *backend_cuda_new(int device, char *err, size_t err_cap)
     cb->base.impl = cb;
     cb->device = device;
     cb->n_sm = prop.multiProcessorCount;
+    /* LLMFS_CUDA_GRAPHS=0 runs every step op by op (for comparisons and debugging) */
+    const char *gr = getenv("LLMFS_CUDA_GRAPHS");
+    cb->graphs_off = gr && strcmp(gr, "0") == 0;
     cb->smem_optin = prop.sharedMemPerBlockOptin;
     const char *what = "";
 #define TRY(call)                         \

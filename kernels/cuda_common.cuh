@@ -101,6 +101,7 @@ struct cuda_backend {
     /* recorded decode steps */
     struct cuda_graph_rec graphs[CUDA_MAX_GRAPHS];
     int capturing; /* index+1 of the graph being recorded, 0 if none */
+    bool graphs_off;
     bool failed_before_capture;
     uint64_t graph_clock;
 };
@@ -143,7 +144,7 @@ void cuda_op_add_bias(backend *be, float *x, const float *bias, int rows, int d)
 void cuda_op_add(backend *be, float *x, const float *y, int64_t n);
 void cuda_op_swiglu(backend *be, float *out, const float *gate, const float *up, int64_t n);
 void cuda_op_rope(backend *be, float *x, int n, int n_head, int head_dim, const rope_params *p);
-void cuda_op_hadamard64(backend *be, float *x, int64_t n);
+void cuda_op_hadamard(backend *be, float *x, int64_t n, int block);
 void cuda_op_kv_store(backend *be, kv_cache *kv, int il, const float *k, const float *v, int n);
 void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *kv, int il, int n,
                        const attn_params *p);

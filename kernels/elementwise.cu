@@ -175,47 +175,45 @@ void cuda_op_rope(backend *be, float *x, int n, int n_head, int head_dim, const 
     CUDA_LAUNCHED(cb, "rope");
 }
 
-/* One thread per 64-float block: the fast Walsh-Hadamard transform in registers
- * (natural order, pairs (k, k+len) for len 1..32), scaled by 1/8. */
-__global__ void k_hadamard64(float *x, int64_t nblk)
+/* One CTA per block of `block` floats (a power of two up to 1024) in shared memory: the
+ * fast Walsh-Hadamard transform in natural (Sylvester) order, pairs (k, k+len) for
+ * len = 1, 2, ..., block/2, then scaled by 1/sqrt(block) — the CPU backend's order of
+ * additions, so both round alike. */
+__global__ void k_hadamard(float *x, int block, float scale)
 {
-    const int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (b >= nblk)
-        return;
-    float4 *p = (float4 *)(x + b * 64);
-    float v[64];
-#pragma unroll
-    for (int i = 0; i < 16; i++) {
-        const float4 f = p[i];
-        v[4 * i] = f.x;
-        v[4 * i + 1] = f.y;
-        v[4 * i + 2] = f.z;
-        v[4 * i + 3] = f.w;
+    extern __shared__ float hs[];
+    float *p = x + (int64_t)blockIdx.x * block;
+    for (int i = threadIdx.x; i < block; i += blockDim.x)
+        hs[i] = p[i];
+    __syncthreads();
+    for (int len = 1; len < block; len *= 2) {
+        for (int q = threadIdx.x; q < block / 2; q += blockDim.x) {
+            const int j = q / len * 2 * len + q % len;
+            const float u = hs[j], w = hs[j + len];
+            hs[j] = u + w;
+            hs[j + len] = u - w;
+        }
+        __syncthreads();
     }
-#pragma unroll
-    for (int len = 1; len < 64; len *= 2)
-#pragma unroll
-        for (int j = 0; j < 64; j += 2 * len)
-#pragma unroll
-            for (int k = j; k < j + len; k++) {
-                const float u = v[k], w = v[k + len];
-                v[k] = u + w;
-                v[k + len] = u - w;
-            }
-#pragma unroll
-    for (int i = 0; i < 16; i++)
-        p[i] = make_float4(v[4 * i] * 0.125f, v[4 * i + 1] * 0.125f, v[4 * i + 2] * 0.125f, v[4 * i + 3] * 0.125f);
+    for (int i = threadIdx.x; i < block; i += blockDim.x)
+        p[i] = hs[i] * scale;
 }
 
-void cuda_op_hadamard64(backend *be, float *x, int64_t n)
+void cuda_op_hadamard(backend *be, float *x, int64_t n, int block)
 {
     cuda_backend *cb = CB(be);
     if (cuda_dead(cb) || n <= 0)
         return;
-    if (n % 64) {
-        cuda_fail(cb, EINVAL, "hadamard64: %lld floats are not whole blocks of 64", (long long)n);
+    if (block < 2 || block > 1024 || (block & (block - 1)) || n % block) {
+        cuda_fail(cb, EINVAL, "hadamard: %lld floats in blocks of %d", (long long)n, block);
         return;
     }
-    k_hadamard64<<<cdiv(n / 64, 128), 128, 0, cb->stream>>>(x, n / 64);
-    CUDA_LAUNCHED(cb, "hadamard64");
+    if (n / block > 0x7fffffff) {
+        cuda_fail(cb, EINVAL, "hadamard: %lld blocks", (long long)(n / block));
+        return;
+    }
+    const float scale = (float)(1.0 / sqrt((double)block));
+    k_hadamard<<<(unsigned)(n / block), block / 2 < 256 ? block / 2 : 256, sizeof(float) * block, cb->stream>>>(
+        x, block, scale);
+    CUDA_LAUNCHED(cb, "hadamard");
 }

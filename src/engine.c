@@ -1,5 +1,8 @@
 /* engine.c — the daemon object and its models: loading, settings, info, stats. */
 #include "engine.h"
+#ifdef LLMFS_HAVE_CUDA
+#include "backend_cuda.h"
+#endif
 #include "chat.h"
 #include "placement.h"
 #include "quant.h"
@@ -972,9 +975,22 @@ double llmfs_model_idle_seconds(llmfs_model *m)
 
 int llmfs_gpus(llmfs_gpu_info *out, int cap)
 {
+#ifdef LLMFS_HAVE_CUDA
+    int n = cuda_device_count();
+    for (int i = 0; i < n && i < cap; i++) {
+        llmfs_gpu_info *g = &out[i];
+        memset(g, 0, sizeof *g);
+        if (cuda_device_info(i, g->name, sizeof g->name, &g->vram_total, &g->vram_free, NULL, 0) == 0)
+            g->vram_used = g->vram_total - g->vram_free;
+        else
+            snprintf(g->name, sizeof g->name, "CUDA%d (unavailable)", i);
+    }
+    return n;
+#else
     (void)out;
     (void)cap;
     return 0;
+#endif
 }
 
 void llmfs_daemon_stats_get(llmfs *lf, llmfs_daemon_stats *out)

@@ -37,6 +37,8 @@ typedef struct model_priv {
     int n_bufs;
     float *host;          /* [n_ubatch][E] staging between backends */
     float *freq_factors;  /* [n_rot/2] or NULL */
+    float *id_logits;     /* model_forward_ids: host logits where the output cannot argmax */
+    size_t id_logits_rows;
     int *seq_len;         /* per-sequence lengths while a batch is checked */
     int seq_len_cap;
     int8_t *flags;        /* [n_ubatch] logits flags when the caller gives none */
@@ -352,6 +354,8 @@ static int place(model *m, tensor *t, backend *be, llmfs_error *err)
     (void)m;
     if (!t || t->be == be)
         return 0;
+    if (be->ops->load_weight) /* the backend's own layout (CUDA: aligned segments) */
+        return be->ops->load_weight(be, t, t->data, err);
     size_t bytes = t->nb2 * (size_t)t->ne[2];
     void *p = be->ops->alloc(be, bytes);
     if (!p)
@@ -560,6 +564,7 @@ void model_free(model *m)
             bufs_free(&P->bufs[i]);
         free(P->host);
         free(P->freq_factors);
+        free(P->id_logits);
         free(P->seq_len);
         free(P->flags);
         free(P);
@@ -630,24 +635,17 @@ static fwd_bufs *move_to(model *m, fwd_bufs *from, backend *to, int n)
     return B;
 }
 
-/* One micro-batch (n <= n_ubatch tokens): embeddings, the layers, then the logits of the
- * positions that asked for them, written to logits [n_out][V]. */
-static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *logits, bool flash,
-                          llmfs_error *err)
+/* The layers, then the final norm and output projection of the n_out positions that
+ * asked for logits: into logits (host) when the output is on the CPU, else into the
+ * output backend's scratch. B holds the embeddings; returns where the stream ended. */
+static fwd_bufs *run_layers(model *m, kv_cache *kv, const fwd_batch *ub, fwd_bufs *B, bool flash,
+                            int n_out, float *logits)
 {
     const model_hparams *hp = &m->hp;
     const int n = ub->n, E = hp->n_embd, H = hp->n_head, Hk = hp->n_head_kv, D = hp->head_dim;
     const float eps = hp->rms_eps;
     const attn_params ap = {H, Hk, D, 1.0f / sqrtf((float)D), flash};
-    int rc;
-    if ((rc = m->cpu->ops->begin(m->cpu, ub)) ||
-        (m->gpu && (rc = m->gpu->ops->begin(m->gpu, ub))))
-        return llmfs_errorf(err, -rc, "forward: backend refused the batch (%s)", strerror(-rc));
-
-    fwd_bufs *B = bufs_of(m, m->tok_embd->be);
     backend *be = B->be;
-    be->ops->get_rows(be, B->x, m->tok_embd, n);                        /* x [n][E] */
-
     for (int il = 0; il < hp->n_layer; il++) {
         const model_layer *L = &m->layers[il];
         B = move_to(m, B, L->be, n);
@@ -721,9 +719,6 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
 
     /* logits: the final norm of just the rows asked for, gathered into xb, then the
      * output projection */
-    int n_out = 0;
-    for (int i = 0; i < n; i++)
-        n_out += ub->logits[i] != 0;
     if (n_out) {
         B = move_to(m, B, m->output->be, n);
         be = B->be;
@@ -741,13 +736,85 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
             i += run;
             j += run;
         }
-        if (be == m->cpu) {
+        if (be == m->cpu)
             o->matmul(be, logits, m->output, B->xb, n_out);             /* logits [n_out][V] */
-        } else {
-            o->matmul(be, B->logits, m->output, B->xb, n_out);
-            o->download(be, logits, B->logits, sizeof(float) * (size_t)n_out * hp->n_vocab);
-        }
+        else
+            o->matmul(be, B->logits, m->output, B->xb, n_out);          /* fetched by the caller */
     }
+    return B;
+}
+
+/* The backend that may record a decode step: one token, and everything after the
+ * embedding lookup (layers, experts, output) on the same backend that records. */
+static backend *step_backend(const model *m, int n, int n_out)
+{
+    backend *g = m->gpu;
+    if (n != 1 || !g || !g->ops->graph_begin || (n_out && m->output->be != g))
+        return NULL;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        const model_layer *L = &m->layers[il];
+        if (L->be != g || (L->gate_exps && L->gate_exps->be != g))
+            return NULL;
+    }
+    return g;
+}
+
+/* The greedy choice: the largest logit, the lowest id on ties (NaN never wins). */
+static int32_t logits_argmax(const float *x, int n)
+{
+    int32_t b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b] || x[b] != x[b])
+            b = i;
+    return b;
+}
+
+/* One micro-batch (n <= n_ubatch tokens): embeddings, the layers, then the logits of the
+ * positions that asked for them, written to logits [n_out][V] — or, with ids set, their
+ * argmax to ids [n_out] (logits is then scratch, used only when the output is on the
+ * CPU or its backend has no argmax). */
+static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *logits, int32_t *ids,
+                          bool flash, llmfs_error *err)
+{
+    const model_hparams *hp = &m->hp;
+    const int n = ub->n;
+    int rc;
+    if ((rc = m->cpu->ops->begin(m->cpu, ub)) ||
+        (m->gpu && (rc = m->gpu->ops->begin(m->gpu, ub))))
+        return llmfs_errorf(err, -rc, "forward: backend refused the batch (%s)", strerror(-rc));
+
+    fwd_bufs *B = bufs_of(m, m->tok_embd->be);
+    backend *be = B->be;
+    be->ops->get_rows(be, B->x, m->tok_embd, n);                        /* x [n][E] */
+    int n_out = 0;
+    for (int i = 0; i < n; i++)
+        n_out += ub->logits[i] != 0;
+
+    /* a decode step runs as one recorded launch where the backend can record it: the
+     * ops and their buffers depend only on the cache, the attention path and n_out */
+    backend *g = step_backend(m, n, n_out);
+    if (g) {
+        B = move_to(m, B, g, n);
+        const uint64_t key = (uint64_t)(uintptr_t)kv * 4 + (uint64_t)flash * 2 + (uint64_t)(n_out > 0);
+        if (g->ops->graph_begin(g, key) != 1) {
+            fwd_bufs *B0 = B;
+            B = run_layers(m, kv, ub, B0, flash, n_out, logits);
+            if (g->ops->graph_end(g) < 0) /* the recording failed and nothing ran */
+                B = run_layers(m, kv, ub, B0, flash, n_out, logits);
+        }
+    } else {
+        B = run_layers(m, kv, ub, B, flash, n_out, logits);
+    }
+    be = B->be;
+    if (n_out && be != m->cpu) {
+        if (ids && be->ops->argmax) /* only the choices cross to the host */
+            be->ops->argmax(be, ids, B->logits, n_out, hp->n_vocab);
+        else
+            be->ops->download(be, logits, B->logits, sizeof(float) * (size_t)n_out * hp->n_vocab);
+    }
+    if (ids && n_out && !(be != m->cpu && be->ops->argmax))
+        for (int r = 0; r < n_out; r++)
+            ids[r] = logits_argmax(logits + (size_t)r * hp->n_vocab, hp->n_vocab);
     for (int i = 0; i < (m->gpu ? 2 : 1); i++) {
         backend *b = i ? m->gpu : m->cpu;
         if (b->ops->sync)
@@ -798,8 +865,8 @@ static int check_batch(model *m, kv_cache *kv, const fwd_batch *b, llmfs_error *
     return 0;
 }
 
-int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, bool flash_attn,
-                  llmfs_error *err)
+static int forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, int32_t *ids_out,
+                   bool flash_attn, llmfs_error *err)
 {
     if (b->n < 0 || !b->token || !b->pos || !b->seq)
         return llmfs_errorf(err, EINVAL, "forward: malformed batch");
@@ -809,7 +876,7 @@ int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out,
     if (rc)
         return rc;
     model_priv *P = m->scratch;
-    if (!logits_out) {
+    if (!logits_out && !ids_out) {
         bool any = !b->logits;
         for (int i = 0; b->logits && i < b->n; i++)
             any |= b->logits[i] != 0;
@@ -829,8 +896,24 @@ int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out,
                 P->flags[n - 1] = 1;
             ub.logits = P->flags;
         }
-        rc = forward_ubatch(m, kv, &ub, logits_out ? logits_out + out_row * (size_t)m->hp.n_vocab : NULL,
-                            flash_attn, err);
+        float *lg = logits_out ? logits_out + out_row * (size_t)m->hp.n_vocab : NULL;
+        const backend *ob = m->output->be;
+        if (ids_out && (ob == m->cpu || !ob->ops->argmax)) { /* host logits, as scratch */
+            int want = 0;
+            for (int i = 0; i < n; i++)
+                want += ub.logits[i] != 0;
+            if ((size_t)want > P->id_logits_rows) {
+                float *t = realloc(P->id_logits, sizeof(float) * (size_t)want * (size_t)m->hp.n_vocab);
+                if (!t)
+                    return llmfs_errorf(err, ENOMEM, "forward: out of memory");
+                P->id_logits = t;
+                P->id_logits_rows = (size_t)want;
+            }
+            lg = P->id_logits;
+        } else if (ids_out) {
+            lg = NULL; /* the output's backend picks the ids itself */
+        }
+        rc = forward_ubatch(m, kv, &ub, lg, ids_out ? ids_out + out_row : NULL, flash_attn, err);
         if (rc < 0)
             return rc;
         out_row += (size_t)rc;
@@ -842,4 +925,18 @@ int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out,
         }
     }
     return 0;
+}
+
+int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, bool flash_attn,
+                  llmfs_error *err)
+{
+    return forward(m, kv, b, logits_out, NULL, flash_attn, err);
+}
+
+int model_forward_ids(model *m, kv_cache *kv, const fwd_batch *b, int32_t *ids_out, bool flash_attn,
+                      llmfs_error *err)
+{
+    if (!ids_out)
+        return llmfs_errorf(err, EINVAL, "forward: no buffer for the chosen ids");
+    return forward(m, kv, b, NULL, ids_out, flash_attn, err);
 }
