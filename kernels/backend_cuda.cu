@@ -613,6 +613,7 @@ static void cuda_ops_init(void)
     o.attention = cuda_op_attention;
     o.topk_softmax = cuda_op_topk_softmax;
     o.moe_ffn = cuda_op_moe_ffn;
+    o.matmul_multi = cuda_op_matmul_multi;
     o.hadamard = cuda_op_hadamard;
     o.destroy = op_destroy;
     o.load_weight = cuda_op_load_weight;

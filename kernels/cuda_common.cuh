@@ -26,7 +26,8 @@ extern "C" {
  * frees the old memory, which invalidates recorded graphs (they are dropped). */
 enum cuda_ws {
     WS_ACT_Q,      /* activations quantized to 8-bit blocks */
-    WS_ACT_H,      /* activations as f16/bf16 for cuBLAS */
+    WS_ACT_H,      /* activations as f16 for cuBLAS */
+    WS_ACT_B,      /* ... as bf16 */
     WS_W_H,        /* weights dequantized to f16 for cuBLAS */
     WS_CUBLAS,     /* cuBLAS workspace */
     WS_ATTN,       /* split-K partial results */
@@ -140,6 +141,7 @@ static inline unsigned cdiv(long long a, long long b) { return (unsigned)((a + b
 void cuda_op_get_rows(backend *be, float *out, const tensor *w, int n);
 void cuda_op_rmsnorm(backend *be, float *out, const float *x, const float *w, int rows, int d, float eps);
 void cuda_op_matmul(backend *be, float *out, const tensor *w, const float *x, int n);
+void cuda_op_matmul_multi(backend *be, float *const *out, const tensor *const *w, int count, const float *x, int n);
 void cuda_op_add_bias(backend *be, float *x, const float *bias, int rows, int d);
 void cuda_op_add(backend *be, float *x, const float *y, int64_t n);
 void cuda_op_swiglu(backend *be, float *out, const float *gate, const float *up, int64_t n);

@@ -635,6 +635,22 @@ static fwd_bufs *move_to(model *m, fwd_bufs *from, backend *to, int n)
     return B;
 }
 
+/* Two or three matmuls of one input (o3 NULL for two), in one pass where the backend can. */
+static void matmul3(backend *be, float *o1, const tensor *w1, float *o2, const tensor *w2, float *o3,
+                    const tensor *w3, const float *x, int n)
+{
+    if (be->ops->matmul_multi) {
+        float *out[3] = {o1, o2, o3};
+        const tensor *w[3] = {w1, w2, w3};
+        be->ops->matmul_multi(be, out, w, o3 ? 3 : 2, x, n);
+        return;
+    }
+    be->ops->matmul(be, o1, w1, x, n);
+    be->ops->matmul(be, o2, w2, x, n);
+    if (o3)
+        be->ops->matmul(be, o3, w3, x, n);
+}
+
 /* The layers, then the final norm and output projection of the n_out positions that
  * asked for logits: into logits (host) when the output is on the CPU, else into the
  * output backend's scratch. B holds the embeddings; returns where the stream ended. */
@@ -654,9 +670,7 @@ static fwd_bufs *run_layers(model *m, kv_cache *kv, const fwd_batch *ub, fwd_buf
 
         /* attention */
         o->rmsnorm(be, B->xb, B->x, L->attn_norm->data, n, E, eps);     /* xb [n][E] */
-        o->matmul(be, B->q, L->wq, B->xb, n);                           /* q [n][H*D] */
-        o->matmul(be, B->k, L->wk, B->xb, n);                           /* k [n][Hk*D] */
-        o->matmul(be, B->v, L->wv, B->xb, n);                           /* v [n][Hk*D] */
+        matmul3(be, B->q, L->wq, B->k, L->wk, B->v, L->wv, B->xb, n);   /* q [n][H*D], k v [n][Hk*D] */
         if (L->bq) {
             o->add_bias(be, B->q, L->bq->data, n, H * D);
             o->add_bias(be, B->k, L->bk->data, n, Hk * D);
@@ -684,8 +698,7 @@ static fwd_bufs *run_layers(model *m, kv_cache *kv, const fwd_batch *ub, fwd_buf
         /* feed-forward */
         o->rmsnorm(be, B->xb, B->x, L->ffn_norm->data, n, E, eps);      /* xb [n][E] */
         if (!L->gate_inp) {
-            o->matmul(be, B->hb, L->w_gate, B->xb, n);                  /* hb [n][F] */
-            o->matmul(be, B->hb2, L->w_up, B->xb, n);                   /* hb2 [n][F] */
+            matmul3(be, B->hb, L->w_gate, B->hb2, L->w_up, NULL, NULL, B->xb, n); /* hb, hb2 [n][F] */
             o->swiglu(be, B->hb, B->hb, B->hb2, (int64_t)n * hp->n_ff); /* hb = silu(hb) * hb2 */
             o->matmul(be, B->xb, L->w_down, B->hb, n);                  /* xb [n][E] */
             o->add(be, B->x, B->xb, (int64_t)n * E);

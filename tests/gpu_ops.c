@@ -302,6 +302,47 @@ START_TEST(get_rows_every_type)
 }
 END_TEST
 
+/* Weights sharing one input in one call (q, k, v of mixed types; gate and up), through
+ * both paths: each output as matmul alone gives it on the CPU. */
+START_TEST(matmul_multi_mixed)
+{
+    const int ns[] = {1, 5, 8, 33, 300};
+    const int types[3] = {T_Q4_K, T_Q8_0, T_Q6_K};
+    const int64_t rows[3] = {512, 128, 128}, ne0 = 512;
+    for (int ni = 0; ni < 5; ni++) {
+        const int n = ns[ni];
+        wpair w[3];
+        for (int i = 0; i < 3; i++)
+            make_weight(&w[i], "w", i == 2 && ni % 2 ? T_BF16 : types[i], ne0, rows[i], 1, 1.0f / 22);
+        float *x = randn((int64_t)n * ne0, 1), *dx = dev_from(x, sizeof(float) * n * ne0);
+        float *dout[3], *ref[3];
+        const tensor *wg[3] = {&w[0].g, &w[1].g, &w[2].g};
+        for (int i = 0; i < 3; i++) {
+            dout[i] = dev_alloc(sizeof(float) * n * rows[i]);
+            ref[i] = malloc(sizeof(float) * n * rows[i]);
+        }
+        begin_plain(n);
+        for (int i = 0; i < 3; i++)
+            cpu->ops->matmul(cpu, ref[i], &w[i].c, x, n);
+        gpu->ops->matmul_multi(gpu, dout, wg, 3, dx, n);
+        for (int i = 0; i < 3; i++) {
+            float *got = host_from(dout[i], sizeof(float) * n * rows[i]);
+            gpu_ok("matmul_multi");
+            int wr = 0;
+            double e = worst_row(got, ref[i], n, rows[i], &wr);
+            ck_assert_msg(e < 4e-2, "matmul_multi n %d output %d (%s): token %d off by %.3g", n, i,
+                          type_info(w[i].c.type)->name, wr, e);
+            free(got);
+            free(ref[i]);
+            dev_free(dout[i]);
+            free_weight(&w[i]);
+        }
+        dev_free(dx);
+        free(x);
+    }
+}
+END_TEST
+
 /* Types and shapes the backend cannot hold are refused at load, with a reason. */
 START_TEST(load_weight_refusals)
 {
@@ -983,6 +1024,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, upload_download_round_trip);
     tcase_add_loop_test(tc, matmul_every_type, 0, N_TYPES);
     tcase_add_loop_test(tc, get_rows_every_type, 0, N_TYPES);
+    tcase_add_test(tc, matmul_multi_mixed);
     tcase_add_test(tc, load_weight_refusals);
     tcase_add_test(tc, norm_add_swiglu);
     tcase_add_test(tc, hadamard);

@@ -309,7 +309,9 @@ START_TEST(greedy_one_pass)
 END_TEST
 
 /* (3) one token per call, and micro-batches smaller than the prompt; the results also
- * agree with the single batch closely (activations are rounded per row either way). */
+ * agree with the single batch closely: activations are rounded per row either way, so
+ * only the kernels' summation order differs (a matrix-vector product against tiles). */
+#define SAME_MATH 1e-3
 START_TEST(decode_and_ubatch)
 {
     const fixture *f = &cases[_i];
@@ -349,7 +351,7 @@ START_TEST(decode_and_ubatch)
         a = a > c ? a : c;
         worst = a > worst ? a : worst;
     }
-    ck_assert_msg(worst < 1e-4, "%s: per-token / micro-batch evaluation differs from one batch by %.3g",
+    ck_assert_msg(worst < SAME_MATH, "%s: per-token / micro-batch evaluation differs from one batch by %.3g",
                   f->name, worst);
     printf("%-34s decode max rel err %.3e, ubatch-3 %.3e, vs one batch %.1e\n", f->name, ed, eu,
            worst);
@@ -441,7 +443,7 @@ START_TEST(two_sequences)
     ck_assert_int_eq(kv->seq_len[2], na);
     ck_assert_int_eq(kv->seq_len[0], nb);
     ck_assert_int_eq(kv->seq_len[1], 0);
-    ck_assert_msg(worst < 1e-4, "%s: batched sequences differ from separate ones by %.3g", f->name,
+    ck_assert_msg(worst < SAME_MATH, "%s: batched sequences differ from separate ones by %.3g", f->name,
                   worst);
 
     /* keep 5 cells of sequence 2 and evaluate the rest again */
@@ -454,7 +456,7 @@ START_TEST(two_sequences)
         double e = rel_rms(again + (size_t)(i - 5) * V, ra + (size_t)i * V, V);
         e2 = e > e2 ? e : e2;
     }
-    ck_assert_msg(e2 < 1e-4, "%s: re-evaluation after kv_seq_keep differs by %.3g", f->name, e2);
+    ck_assert_msg(e2 < SAME_MATH, "%s: re-evaluation after kv_seq_keep differs by %.3g", f->name, e2);
     printf("%-34s two sequences: max diff vs separate %.1e, after truncation %.1e\n", f->name, worst, e2);
     free(again);
     free(tok);
