@@ -174,7 +174,8 @@ int cmd_bench(int argc, char **argv)
     const char *path = NULL, *ctk = "f16", *ctv = "f16", *fmt = "md";
     int n_prompt = 512, n_gen = 128, reps = 5, depth = 0, threads = 0, ubatch = 512;
 #ifdef LLMFS_HAVE_CUDA
-    int ngl = 999; /* as llama-bench: every layer on the GPU unless told otherwise */
+    /* as llama-bench: every layer on the GPU unless told otherwise (when there is one) */
+    int ngl = llmfs_gpus(NULL, 0) > 0 ? 999 : 0;
 #else
     int ngl = 0;
 #endif
