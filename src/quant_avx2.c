@@ -14,24 +14,22 @@
 #define UNROLL _Pragma("GCC unroll 4")
 #define UNROLL8 _Pragma("GCC unroll 8")
 
-#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)          \
-    switch ((nr)*8 + (nc)) {                                          \
-    case 011: kernel(n, 1, 1, w, ws, a, as, out, os); break;          \
-    case 012: kernel(n, 1, 2, w, ws, a, as, out, os); break;          \
-    case 013: kernel(n, 1, 3, w, ws, a, as, out, os); break;          \
-    case 014: kernel(n, 1, 4, w, ws, a, as, out, os); break;          \
-    case 021: kernel(n, 2, 1, w, ws, a, as, out, os); break;          \
-    case 022: kernel(n, 2, 2, w, ws, a, as, out, os); break;          \
-    case 023: kernel(n, 2, 3, w, ws, a, as, out, os); break;          \
-    case 024: kernel(n, 2, 4, w, ws, a, as, out, os); break;          \
-    case 031: kernel(n, 3, 1, w, ws, a, as, out, os); break;          \
-    case 032: kernel(n, 3, 2, w, ws, a, as, out, os); break;          \
-    case 033: kernel(n, 3, 3, w, ws, a, as, out, os); break;          \
-    case 034: kernel(n, 3, 4, w, ws, a, as, out, os); break;          \
-    case 041: kernel(n, 4, 1, w, ws, a, as, out, os); break;          \
-    case 042: kernel(n, 4, 2, w, ws, a, as, out, os); break;          \
-    case 043: kernel(n, 4, 3, w, ws, a, as, out, os); break;          \
-    case 044: kernel(n, 4, 4, w, ws, a, as, out, os); break;          \
+/* Tiles are instantiated as 4x4, 4x1, 1x4 and 1x1 only (R and C constants inside);
+ * other shapes are split into those. Decode runs 4x1, prefill 4x4. */
+#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)                      \
+    if ((nr) == 4 && (nc) == 4) {                                                 \
+        kernel(n, 4, 4, w, ws, a, as, out, os);                                   \
+    } else if ((nr) == 4) {                                                       \
+        for (int c_ = 0; c_ < (nc); c_++)                                         \
+            kernel(n, 4, 1, w, ws, (a) + (size_t)c_ * (as), 0, (out) + (size_t)c_ * (os), 0); \
+    } else if ((nc) == 4) {                                                       \
+        for (int r_ = 0; r_ < (nr); r_++)                                         \
+            kernel(n, 1, 4, (w) + (size_t)r_ * (ws), 0, a, as, (out) + r_, os);   \
+    } else {                                                                      \
+        for (int c_ = 0; c_ < (nc); c_++)                                         \
+            for (int r_ = 0; r_ < (nr); r_++)                                     \
+                kernel(n, 1, 1, (w) + (size_t)r_ * (ws), 0, (a) + (size_t)c_ * (as), 0, \
+                       (out) + (size_t)c_ * (os) + r_, 0);                        \
     }
 
 #define DEFINE_TILE_AND_DOT(name, kernel)                                                \

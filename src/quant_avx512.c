@@ -16,25 +16,22 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-/* One (nr, nc) instance of a kernel per call site, so R and C are constants inside. */
-#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)          \
-    switch ((nr)*8 + (nc)) {                                          \
-    case 011: kernel(n, 1, 1, w, ws, a, as, out, os); break;          \
-    case 012: kernel(n, 1, 2, w, ws, a, as, out, os); break;          \
-    case 013: kernel(n, 1, 3, w, ws, a, as, out, os); break;          \
-    case 014: kernel(n, 1, 4, w, ws, a, as, out, os); break;          \
-    case 021: kernel(n, 2, 1, w, ws, a, as, out, os); break;          \
-    case 022: kernel(n, 2, 2, w, ws, a, as, out, os); break;          \
-    case 023: kernel(n, 2, 3, w, ws, a, as, out, os); break;          \
-    case 024: kernel(n, 2, 4, w, ws, a, as, out, os); break;          \
-    case 031: kernel(n, 3, 1, w, ws, a, as, out, os); break;          \
-    case 032: kernel(n, 3, 2, w, ws, a, as, out, os); break;          \
-    case 033: kernel(n, 3, 3, w, ws, a, as, out, os); break;          \
-    case 034: kernel(n, 3, 4, w, ws, a, as, out, os); break;          \
-    case 041: kernel(n, 4, 1, w, ws, a, as, out, os); break;          \
-    case 042: kernel(n, 4, 2, w, ws, a, as, out, os); break;          \
-    case 043: kernel(n, 4, 3, w, ws, a, as, out, os); break;          \
-    case 044: kernel(n, 4, 4, w, ws, a, as, out, os); break;          \
+/* Tiles are instantiated as 4x4, 4x1, 1x4 and 1x1 only (R and C constants inside);
+ * other shapes are split into those. Decode runs 4x1, prefill 4x4. */
+#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)                      \
+    if ((nr) == 4 && (nc) == 4) {                                                 \
+        kernel(n, 4, 4, w, ws, a, as, out, os);                                   \
+    } else if ((nr) == 4) {                                                       \
+        for (int c_ = 0; c_ < (nc); c_++)                                         \
+            kernel(n, 4, 1, w, ws, (a) + (size_t)c_ * (as), 0, (out) + (size_t)c_ * (os), 0); \
+    } else if ((nc) == 4) {                                                       \
+        for (int r_ = 0; r_ < (nr); r_++)                                         \
+            kernel(n, 1, 4, (w) + (size_t)r_ * (ws), 0, a, as, (out) + r_, os);   \
+    } else {                                                                      \
+        for (int c_ = 0; c_ < (nc); c_++)                                         \
+            for (int r_ = 0; r_ < (nr); r_++)                                     \
+                kernel(n, 1, 1, (w) + (size_t)r_ * (ws), 0, (a) + (size_t)c_ * (as), 0, \
+                       (out) + (size_t)c_ * (os) + r_, 0);                        \
     }
 
 #define DEFINE_TILE_AND_DOT(name, kernel)                                                \
@@ -49,6 +46,17 @@
         kernel(n, 1, 1, (const char *)w, 0, (const char *)a, 0, &o, 0);                  \
         return o;                                                                        \
     }
+
+#ifndef PF_DIST
+#define PF_DIST 1024
+#endif
+/* Weights stream from memory while the kernel computes: fetch `bytes` of a row PF_DIST
+ * ahead, since the out-of-order window alone does not reach far enough. */
+INLINE void prefetch_ahead(const void *p, int bytes)
+{
+    for (int i = 0; i < bytes; i += 64)
+        _mm_prefetch((const char *)p + PF_DIST + i, _MM_HINT_T0);
+}
 
 INLINE float hsum512(__m512 v)
 {
@@ -199,6 +207,7 @@ INLINE void q8_0_kernel(int64_t n, const int R, const int C, const char *w, size
         _Pragma("GCC unroll 4")
         for (int r = 0; r < R; r++) {
             const block_q8_0 *x = (const block_q8_0 *)(w + (size_t)r * ws) + b;
+            prefetch_ahead(x, 128);
             __m512i wq = _mm512_xor_si512(q8_0_pair_quants(x, two), flip);
             __m512 wd = q8_0_pair_scales(x, two);
             _Pragma("GCC unroll 4")
@@ -443,6 +452,7 @@ INLINE void k4_kernel(const int five, int64_t n, const int R, const int C, const
         _Pragma("GCC unroll 4")
         for (int r = 0; r < R; r++) {
             const char *blk = w + (size_t)r * ws + (size_t)b * bb;
+            prefetch_ahead(blk, five ? 192 : 144);
             const uint16_t *dd = (const uint16_t *)blk; /* d, dmin lead both layouts */
             const uint8_t *scales = (const uint8_t *)blk + 4;
             const uint8_t *qs = (const uint8_t *)blk + (five ? 48 : 16);
@@ -533,6 +543,7 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
         _Pragma("GCC unroll 4")
         for (int r = 0; r < R; r++) {
             const block_q6_K *x = (const block_q6_K *)(w + (size_t)r * ws) + b;
+            prefetch_ahead(x, 256);
             __m512i wq[4], sc[4];
             for (int h = 0; h < 2; h++) {
                 __m512i ql = _mm512_loadu_si512(x->ql + 64 * h);
