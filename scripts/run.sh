@@ -18,7 +18,7 @@ if [ -f "$shared/models/stories260K.gguf" ]; then
     model=$shared/models/stories260K.gguf name=stories prompt='Once upon a time'
 else
     model=$run/tiny-q8_0.gguf name=tiny prompt='Hello'
-    [ -f "$model" ] || "$llmfs" mkmodel --arch llama --shape tiny --type q8_0 -o "$model"
+    [ -f "$model" ] || "$llmfs" mkmodel --arch llama --shape llama-tiny --type q8_0 -o "$model"
 fi
 cat >"$run/llmfs.ini" <<CONF
 [llmfs]
