@@ -1,7 +1,7 @@
 /* matmul.cu — out = x · wᵀ for every weight type, and get_rows.
  *
- * Up to MMV_MAX_TOKENS rows of x go through the matrix-vector kernels (mmv.cu), which
- * read each weight once for all of them. Larger batches are compute-bound: weights are
+ * Up to 16 rows of x go through the matrix-vector kernels (mmv.cu), which read each
+ * weight once for up to 8 of them. Larger batches are compute-bound: weights are
  * dequantized to f16 a slab of rows at a time and multiplied by cuBLAS on tensor cores
  * with f32 accumulation (x rounded to f16 first; bf16 weights use bf16, f32 weights
  * plain f32 GEMM on the tensor as stored).
@@ -12,6 +12,7 @@
 #include "quant_layout.cuh"
 
 #define MMV_MAX_TOKENS 8
+#define MMV_CHUNKS 2 /* up to 16 tokens (decode steps of several sequences) stay off cuBLAS */
 #define DEQUANT_SLAB_BYTES (64u << 20)
 
 template <typename O> __device__ __forceinline__ O to_out(float v);
@@ -192,29 +193,34 @@ static void matmul_one(cuda_backend *cb, float *out, const tensor *w, act_forms 
                   (long long)ne0);
         return;
     }
-    if (n <= MMV_MAX_TOKENS) {
-        mmv_job j;
-        memset(&j, 0, sizeof j);
-        j.w = w->data;
-        j.type = type;
-        j.ne0 = ne0;
-        j.ne1 = ne1;
-        j.ne2 = w->ne[2] > 0 ? w->ne[2] : 1;
-        if (cq_is_float(type)) {
-            j.xf = a->x;
-        } else {
-            if (!act_q8(cb, a))
+    if (n <= MMV_CHUNKS * MMV_MAX_TOKENS) {
+        /* a few tokens: the weights are read once per MMV_MAX_TOKENS of them */
+        if (!cq_is_float(type) && !act_q8(cb, a))
+            return;
+        for (int t0 = 0; t0 < n; t0 += MMV_MAX_TOKENS) {
+            const int c = n - t0 < MMV_MAX_TOKENS ? n - t0 : MMV_MAX_TOKENS;
+            mmv_job j;
+            memset(&j, 0, sizeof j);
+            j.w = w->data;
+            j.type = type;
+            j.ne0 = ne0;
+            j.ne1 = ne1;
+            j.ne2 = w->ne[2] > 0 ? w->ne[2] : 1;
+            if (cq_is_float(type)) {
+                j.xf = a->x + (int64_t)t0 * ne0;
+            } else {
+                j.xq = a->q + (int64_t)t0 * ne0;
+                j.xm = a->qm + (int64_t)t0 * (ne0 / 32);
+            }
+            j.act_div = 1;
+            j.out = out + (int64_t)t0 * ne1;
+            j.ldo = ne1;
+            j.n = c;
+            j.grid_rows = 1;
+            j.nt = c;
+            if (!cuda_mmv(cb, &j))
                 return;
-            j.xq = a->q;
-            j.xm = a->qm;
         }
-        j.act_div = 1;
-        j.out = out;
-        j.ldo = ne1;
-        j.n = n;
-        j.grid_rows = 1;
-        j.nt = n;
-        cuda_mmv(cb, &j);
         return;
     }
     /* batch: activations in the GEMM input type, weights as stored or dequantized */

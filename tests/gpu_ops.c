@@ -256,19 +256,19 @@ static void check_matmul(int type, int64_t ne0, int64_t ne1, int n)
     free_weight(&w);
 }
 
-/* Every weight type, through the matrix-vector kernels (n <= 8) and the dequantize +
- * cuBLAS path (n > 8), with row counts that leave partial thread blocks and row
- * lengths of odd block counts. */
+/* Every weight type, through the matrix-vector kernels (n <= 16, 8 tokens a pass) and
+ * the dequantize + cuBLAS path (n > 16), with row counts that leave partial thread
+ * blocks and row lengths of odd block counts. */
 START_TEST(matmul_every_type)
 {
     const int type = all_types[_i];
-    const int ns[] = {1, 2, 3, 5, 8, 9, 17, 64, 512};
+    const int ns[] = {1, 2, 3, 5, 8, 9, 16, 17, 64, 512};
     const int qk = type_info(type)->block;
     const int64_t lens[2] = {qk == 256 ? 256 : qk == 32 ? 96 : 100, qk == 256 ? 768 : qk == 32 ? 160 : 64};
     const int64_t rows[2] = {37, 301};
     for (int li = 0; li < 2; li++)
         for (int ri = 0; ri < 2; ri++)
-            for (int ni = 0; ni < 9; ni++)
+            for (int ni = 0; ni < (int)(sizeof ns / sizeof ns[0]); ni++)
                 check_matmul(type, lens[li], rows[ri], ns[ni]);
     /* a big one: several 64 MB dequantization slabs, rows not a multiple of the slab */
     if (!is_float(type))
