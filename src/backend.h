@@ -101,6 +101,11 @@ struct backend_ops {
 
     /* ---- optional: NULL where a backend does without ---- */
 
+    /* out[i] = x · w[i]ᵀ for i < count (count <= 4): weights that share an input (q, k, v;
+     * gate, up) in one pass, x converted once per dot type. NULL: matmul per weight. */
+    void (*matmul_multi)(backend *be, float *const *out, const tensor *const *w, int count,
+                         const float *x, int n);
+
     /* x <- H x for each consecutive block of `block` floats (n floats, a multiple; block a
      * power of two), H the Sylvester-Hadamard matrix scaled by 1/sqrt(block): orthonormal
      * and its own inverse. Rotating q, k and v before a quantized cache spreads outliers

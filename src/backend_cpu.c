@@ -9,6 +9,7 @@
  * by check().
  */
 #include "backend.h"
+#include "backend_cpu_impl.h"
 #include "kv.h"
 #include "llmfs.h"
 #include "quant.h"
@@ -48,8 +49,11 @@ typedef struct attn_tls {
     buf scores; /* [group][cells] */
     buf acc;    /* [group][head_dim] running output */
     buf qdot;   /* [group] query rows in K's dot type */
+    buf qf;     /* [group][head_dim] query rows rounded to f16, as floats */
     buf vrow;   /* [head_dim] one value row as floats */
 } attn_tls;
+
+#define MM_MAX_TASKS_ 4
 
 typedef struct cpu_be {
     threadpool *pool;
@@ -60,7 +64,7 @@ typedef struct cpu_be {
     int n;
     buf tok, pos, seq;
 
-    buf act;              /* activations in a weight's dot type */
+    buf act[MM_MAX_TASKS_]; /* activations in weights' dot types */
 
     /* rope cos/sin table [n][n_rot/2][2] of the current batch and parameters */
     buf rope_cs;
@@ -109,6 +113,68 @@ static void split(int64_t n, int ith, int nth, int64_t *a, int64_t *b)
         *a = n;
     if (*b > n)
         *b = n;
+}
+
+/* ---------------------------------------------------------------- kernels */
+
+static void scores_f16_scalar(const uint8_t *k, size_t k_stride, int n, const float *q, int g, int hd,
+                              float scale, float *out, size_t out_stride)
+{
+    for (int j = 0; j < n; j++) {
+        const uint16_t *kr = (const uint16_t *)(k + (size_t)j * k_stride);
+        for (int h = 0; h < g; h++) {
+            float s = 0;
+            for (int d = 0; d < hd; d++)
+                s += q[(size_t)h * hd + d] * f16_to_f32(kr[d]);
+            out[(size_t)h * out_stride + j] = s * scale;
+        }
+    }
+}
+
+static void accum_f16_scalar(float *acc, const uint8_t *v, size_t v_stride, int n, const float *p,
+                             size_t p_stride, int g, int hd)
+{
+    for (int j = 0; j < n; j++) {
+        const uint16_t *vr = (const uint16_t *)(v + (size_t)j * v_stride);
+        for (int h = 0; h < g; h++) {
+            float pj = p[(size_t)h * p_stride + j];
+            for (int d = 0; d < hd; d++)
+                acc[(size_t)h * hd + d] += pj * f16_to_f32(vr[d]);
+        }
+    }
+}
+
+static void round_f16_scalar(float *x, int n)
+{
+    for (int i = 0; i < n; i++)
+        x[i] = f16_to_f32(f32_to_f16(x[i]));
+}
+
+static void swiglu_scalar(float *out, const float *gate, const float *up, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+static const cpu_kernels kernels_scalar = {scores_f16_scalar, accum_f16_scalar, round_f16_scalar,
+                                           swiglu_scalar};
+static cpu_kernels kernels_avx2;
+static int have_avx2 = -1;
+
+/* The AVX2 loops unless the quant kernels are pinned to scalar (tests run both). */
+static const cpu_kernels *kern(void)
+{
+    int h = __atomic_load_n(&have_avx2, __ATOMIC_ACQUIRE);
+    if (h < 0) {
+        cpu_kernels k;
+        h = cpu_kernels_avx2(&k);
+        if (h)
+            kernels_avx2 = k;
+        __atomic_store_n(&have_avx2, h, __ATOMIC_RELEASE);
+    }
+    if (!h || !strcmp(quant_isa(), "scalar"))
+        return &kernels_scalar;
+    return &kernels_avx2;
 }
 
 /* ---------------------------------------------------------------- memory */
@@ -243,27 +309,19 @@ typedef struct mm_task {
     size_t out_stride;
 } mm_task;
 
-/* Rows [r0, r1) of task t: row by row for one activation row, tiles for several. The
- * column loop is outside so a tile's activations stay in L1 across the chunk's rows. */
+/* Rows [r0, r1) of task t: a matrix-vector product for one activation row, tiles for
+ * several (each group of weight rows loaded once for all activation rows). */
 static void mm_rows(const mm_task *t, int64_t r0, int64_t r1)
 {
-    if (t->n == 1) {
-        for (int64_t r = r0; r < r1; r++)
-            t->out[r] = vec_dot(t->type, t->k, t->w + (size_t)r * t->w_stride, t->a);
-        return;
-    }
-    for (int col = 0; col < t->n; col += QUANT_TILE_C) {
-        int nc = t->n - col < QUANT_TILE_C ? t->n - col : QUANT_TILE_C;
-        for (int64_t r = r0; r < r1; r += QUANT_TILE_R) {
-            int nr = r1 - r < QUANT_TILE_R ? (int)(r1 - r) : QUANT_TILE_R;
-            gemm_tile(t->type, t->k, nr, nc, t->w + (size_t)r * t->w_stride, t->w_stride,
-                      t->a + (size_t)col * t->a_stride, t->a_stride,
-                      t->out + (size_t)col * t->out_stride + r, t->out_stride);
-        }
-    }
+    if (t->n == 1)
+        vec_dot_rows(t->type, t->k, (int)(r1 - r0), t->w + (size_t)r0 * t->w_stride, t->w_stride,
+                     t->a, t->out + r0);
+    else
+        quant_gemm(t->type, t->k, (int)(r1 - r0), t->n, t->w + (size_t)r0 * t->w_stride, t->w_stride,
+                   t->a, t->a_stride, t->out + r0, t->out_stride);
 }
 
-#define MM_MAX_TASKS 4
+#define MM_MAX_TASKS MM_MAX_TASKS_
 
 /* Several tasks in one dispatch, handed out in row chunks from a shared counter so a
  * thread that finishes early takes more. */
@@ -345,37 +403,61 @@ static void quantize_rows(cpu_be *c, int type, const float *x, size_t x_stride, 
     par(c, nth_for(c, (double)n * k * 4), quant_fn, &q);
 }
 
-/* x in w's dot type: x itself for F32 weights, else the shared act buffer. NULL when
- * the buffer cannot grow. */
-static const uint8_t *prepare_act(cpu_be *c, const tensor *w, const float *x, int n, size_t *stride)
+/* x in dot type dt for rows of k: x itself for F32, else buffer b (grown as needed).
+ * NULL when the buffer cannot grow. */
+static const uint8_t *prepare_act(cpu_be *c, buf *b, int dt, const float *x, int n, int64_t k,
+                                  size_t *stride)
 {
-    int dt = type_info(w->type)->dot_type;
-    int64_t k = w->ne[0];
     if (dt == T_F32) {
         *stride = (size_t)k * sizeof(float);
         return (const uint8_t *)x;
     }
     size_t rb = type_row_bytes(dt, k);
-    if (!buf_reserve(&c->act, rb * (size_t)n)) {
+    if (!buf_reserve(b, rb * (size_t)n)) {
         fail(c, ENOMEM);
         return NULL;
     }
-    quantize_rows(c, dt, x, (size_t)k, n, k, c->act.p, rb);
+    quantize_rows(c, dt, x, (size_t)k, n, k, b->p, rb);
     *stride = rb;
-    return c->act.p;
+    return b->p;
+}
+
+static void cpu_matmul_multi(backend *be, float *const *out, const tensor *const *w, int count,
+                             const float *x, int n)
+{
+    cpu_be *c = impl(be);
+    if (count < 1 || count > MM_MAX_TASKS) {
+        fail(c, EINVAL);
+        return;
+    }
+    mm_job j = {.n_task = count};
+    int types[MM_MAX_TASKS];
+    const uint8_t *acts[MM_MAX_TASKS];
+    size_t strides[MM_MAX_TASKS];
+    int n_types = 0;
+    for (int i = 0; i < count; i++) {
+        if (w[i]->ne[0] != w[0]->ne[0]) {
+            fail(c, EINVAL);
+            return;
+        }
+        int dt = type_info(w[i]->type)->dot_type, ti = 0;
+        while (ti < n_types && types[ti] != dt)
+            ti++;
+        if (ti == n_types) {
+            acts[ti] = prepare_act(c, &c->act[ti], dt, x, n, w[i]->ne[0], &strides[ti]);
+            if (!acts[ti])
+                return;
+            types[n_types++] = dt;
+        }
+        j.t[i] = (mm_task){w[i]->type, w[i]->ne[0], w[i]->ne[1], w[i]->data, w[i]->nb1, acts[ti],
+                           strides[ti], n, out[i], (size_t)w[i]->ne[1]};
+    }
+    mm_run(c, &j);
 }
 
 static void cpu_matmul(backend *be, float *out, const tensor *w, const float *x, int n)
 {
-    cpu_be *c = impl(be);
-    size_t stride;
-    const uint8_t *a = prepare_act(c, w, x, n, &stride);
-    if (!a)
-        return;
-    mm_job j = {.n_task = 1};
-    j.t[0] = (mm_task){w->type, w->ne[0], w->ne[1], w->data, w->nb1, a, stride, n, out,
-                       (size_t)w->ne[1]};
-    mm_run(c, &j);
+    cpu_matmul_multi(be, &out, &w, 1, x, n);
 }
 
 /* ---------------------------------------------------------------- elementwise */
@@ -422,15 +504,12 @@ static void cpu_add(backend *be, float *x, const float *y, int64_t n)
     par(c, nth_for(c, (double)n), add_fn, &e);
 }
 
-static inline float silu(float x) { return x / (1.0f + expf(-x)); }
-
 static void swiglu_fn(void *p, int ith, int nth)
 {
     ew_ctx *e = p;
     int64_t a, b;
     split(e->n, ith, nth, &a, &b);
-    for (int64_t i = a; i < b; i++)
-        e->out[i] = silu(e->a[i]) * e->b[i];
+    kern()->swiglu(e->out + a, e->a + a, e->b + a, b - a);
 }
 
 static void cpu_swiglu(backend *be, float *out, const float *gate, const float *up, int64_t n)
@@ -615,8 +694,9 @@ static void cpu_kv_store(backend *be, kv_cache *kv, int il, const float *k, cons
 
 /* Causal attention of one (token, KV head) item: the group of query heads sharing that KV
  * head is handled together so each key and value row is read once for all of them.
- * Queries are converted to K's dot type (f16 for an f16 cache, as llama.cpp does) and
- * dotted with vec_dot; values are accumulated in f32. */
+ * With an f16 cache, queries are rounded to f16 and probabilities too before they meet
+ * f16 values (what llama.cpp computes), and the f16 kernels do the work; other cache
+ * types go through vec_dot with queries in K's dot type and dequantized value rows. */
 typedef struct attn_ctx {
     cpu_be *c;
     float *out;
@@ -642,20 +722,50 @@ static void scale_vec(float *y, float a, int n)
         y[i] *= a;
 }
 
-/* Materialised scores: all of them, one softmax, then the weighted sum of values. */
-static void attn_item_plain(const attn_ctx *A, attn_tls *T, int t, int kvh, int n_cells,
-                            const uint8_t *kb, const uint8_t *vb)
+/* out[h * stride + j] = scaled scores of cells j0 .. j0+n for the item's heads */
+static void attn_scores(const attn_ctx *A, attn_tls *T, const uint8_t *kb, int j0, int n, float *out,
+                        size_t stride)
 {
     const struct kv_layer *L = &A->kv->layer[A->il];
     int hd = A->p.head_dim, g = A->group;
-    float *sc = T->scores.p, *acc = T->acc.p, *vrow = T->vrow.p;
-    const uint8_t *qd = T->qdot.p;
-    for (int j = 0; j < n_cells; j++) {
-        const uint8_t *kr = kb + (size_t)j * L->k_row;
-        for (int h = 0; h < g; h++)
-            sc[(size_t)h * n_cells + j] =
-                vec_dot(A->kv->type_k, hd, kr, qd + h * A->qdot_row) * A->p.scale;
+    if (A->kv->type_k == T_F16) {
+        kern()->scores_f16(kb + (size_t)j0 * L->k_row, L->k_row, n, T->qf.p, g, hd, A->p.scale, out,
+                           stride);
+        return;
     }
+    const uint8_t *qd = T->qdot.p;
+    for (int j = 0; j < n; j++) {
+        const uint8_t *kr = kb + (size_t)(j0 + j) * L->k_row;
+        for (int h = 0; h < g; h++)
+            out[(size_t)h * stride + j] = vec_dot(A->kv->type_k, hd, kr, qd + h * A->qdot_row) * A->p.scale;
+    }
+}
+
+/* acc[h] += sum_j p[h * stride + j] * V(j0 + j) */
+static void attn_accum(const attn_ctx *A, attn_tls *T, const uint8_t *vb, int j0, int n, const float *p,
+                       size_t stride, float *acc)
+{
+    const struct kv_layer *L = &A->kv->layer[A->il];
+    int hd = A->p.head_dim, g = A->group;
+    if (A->kv->type_v == T_F16) {
+        kern()->accum_f16(acc, vb + (size_t)j0 * L->v_row, L->v_row, n, p, stride, g, hd);
+        return;
+    }
+    float *vrow = T->vrow.p;
+    for (int j = 0; j < n; j++) {
+        dequantize_row(A->kv->type_v, vb + (size_t)(j0 + j) * L->v_row, vrow, hd);
+        for (int h = 0; h < g; h++)
+            axpy(acc + h * hd, p[(size_t)h * stride + j], vrow, hd);
+    }
+}
+
+/* Materialised scores: all of them, one softmax, then the weighted sum of values. */
+static void attn_item_plain(const attn_ctx *A, attn_tls *T, float *o, int n_cells, const uint8_t *kb,
+                            const uint8_t *vb)
+{
+    int hd = A->p.head_dim, g = A->group;
+    float *sc = T->scores.p, *acc = T->acc.p;
+    attn_scores(A, T, kb, 0, n_cells, sc, (size_t)n_cells);
     for (int h = 0; h < g; h++) {
         float *s = sc + (size_t)h * n_cells, mx = -FLT_MAX, sum = 0;
         for (int j = 0; j < n_cells; j++)
@@ -664,21 +774,14 @@ static void attn_item_plain(const attn_ctx *A, attn_tls *T, int t, int kvh, int 
             s[j] = expf(s[j] - mx);
             sum += s[j];
         }
+        float inv = 1.0f / sum;
         for (int j = 0; j < n_cells; j++)
-            s[j] /= sum;
-        /* llama.cpp multiplies probabilities with an f16 V as f16: rounding them the same
-         * way keeps this path close to it (the difference is below f16 precision) */
+            s[j] *= inv;
         if (A->kv->type_v == T_F16)
-            for (int j = 0; j < n_cells; j++)
-                s[j] = f16_to_f32(f32_to_f16(s[j]));
+            kern()->round_f16(s, n_cells);
     }
     memset(acc, 0, sizeof(float) * (size_t)g * hd);
-    for (int j = 0; j < n_cells; j++) {
-        dequantize_row(A->kv->type_v, vb + (size_t)j * L->v_row, vrow, hd);
-        for (int h = 0; h < g; h++)
-            axpy(acc + h * hd, sc[(size_t)h * n_cells + j], vrow, hd);
-    }
-    float *o = A->out + ((size_t)t * A->p.n_head + (size_t)kvh * g) * hd;
+    attn_accum(A, T, vb, 0, n_cells, sc, (size_t)n_cells, acc);
     memcpy(o, acc, sizeof(float) * (size_t)g * hd);
 }
 
@@ -686,14 +789,12 @@ static void attn_item_plain(const attn_ctx *A, attn_tls *T, int t, int kvh, int 
 
 /* Online softmax over tiles of cells: a running maximum and sum per head, the output
  * rescaled whenever the maximum grows; no per-cell storage beyond one tile. */
-static void attn_item_flash(const attn_ctx *A, attn_tls *T, int t, int kvh, int n_cells,
-                            const uint8_t *kb, const uint8_t *vb)
+static void attn_item_flash(const attn_ctx *A, attn_tls *T, float *o, int n_cells, const uint8_t *kb,
+                            const uint8_t *vb)
 {
-    const struct kv_layer *L = &A->kv->layer[A->il];
     int hd = A->p.head_dim, g = A->group;
-    float *sc = T->scores.p, *acc = T->acc.p, *vrow = T->vrow.p;
+    float *sc = T->scores.p, *acc = T->acc.p;
     float *mx = sc + (size_t)g * FLASH_TILE, *sum = mx + g;
-    const uint8_t *qd = T->qdot.p;
     memset(acc, 0, sizeof(float) * (size_t)g * hd);
     for (int h = 0; h < g; h++) {
         mx[h] = -FLT_MAX;
@@ -701,12 +802,7 @@ static void attn_item_flash(const attn_ctx *A, attn_tls *T, int t, int kvh, int 
     }
     for (int j0 = 0; j0 < n_cells; j0 += FLASH_TILE) {
         int nj = n_cells - j0 < FLASH_TILE ? n_cells - j0 : FLASH_TILE;
-        for (int j = 0; j < nj; j++) {
-            const uint8_t *kr = kb + (size_t)(j0 + j) * L->k_row;
-            for (int h = 0; h < g; h++)
-                sc[h * FLASH_TILE + j] =
-                    vec_dot(A->kv->type_k, hd, kr, qd + h * A->qdot_row) * A->p.scale;
-        }
+        attn_scores(A, T, kb, j0, nj, sc, FLASH_TILE);
         for (int h = 0; h < g; h++) {
             float *s = sc + h * FLASH_TILE, m = mx[h];
             for (int j = 0; j < nj; j++)
@@ -722,13 +818,8 @@ static void attn_item_flash(const attn_ctx *A, attn_tls *T, int t, int kvh, int 
                 sum[h] += s[j];
             }
         }
-        for (int j = 0; j < nj; j++) {
-            dequantize_row(A->kv->type_v, vb + (size_t)(j0 + j) * L->v_row, vrow, hd);
-            for (int h = 0; h < g; h++)
-                axpy(acc + h * hd, sc[h * FLASH_TILE + j], vrow, hd);
-        }
+        attn_accum(A, T, vb, j0, nj, sc, FLASH_TILE, acc);
     }
-    float *o = A->out + ((size_t)t * A->p.n_head + (size_t)kvh * g) * hd;
     for (int h = 0; h < g; h++)
         for (int i = 0; i < hd; i++)
             o[h * hd + i] = acc[h * hd + i] / sum[h];
@@ -741,7 +832,7 @@ static void attn_fn(void *v, int ith, int nth)
     attn_tls *T = &c->tls[ith];
     const struct kv_layer *L = &A->kv->layer[A->il];
     const int32_t *pos = c->pos.p, *seq = c->seq.p;
-    int hd = A->p.head_dim, nkv = A->p.n_head_kv;
+    int hd = A->p.head_dim, nkv = A->p.n_head_kv, g = A->group;
     int64_t items = (int64_t)c->n * nkv;
     /* interleaved: later tokens see more cells, striding spreads them over threads */
     for (int64_t it = ith; it < items; it += nth) {
@@ -750,13 +841,19 @@ static void attn_fn(void *v, int ith, int nth)
         size_t row0 = (size_t)seq[t] * A->kv->n_ctx;
         const uint8_t *kb = (const uint8_t *)L->k + row0 * L->k_row + kvh * A->k_head;
         const uint8_t *vb = (const uint8_t *)L->v + row0 * L->v_row + kvh * A->v_head;
-        const float *q = A->q + ((size_t)t * A->p.n_head + (size_t)kvh * A->group) * hd;
-        for (int h = 0; h < A->group; h++)
-            quantize_row(A->k_dot, q + h * hd, (uint8_t *)T->qdot.p + h * A->qdot_row, hd);
+        const float *q = A->q + ((size_t)t * A->p.n_head + (size_t)kvh * g) * hd;
+        float *o = A->out + ((size_t)t * A->p.n_head + (size_t)kvh * g) * hd;
+        if (A->kv->type_k == T_F16) {
+            memcpy(T->qf.p, q, sizeof(float) * (size_t)g * hd);
+            kern()->round_f16(T->qf.p, g * hd);
+        } else {
+            for (int h = 0; h < g; h++)
+                quantize_row(A->k_dot, q + h * hd, (uint8_t *)T->qdot.p + h * A->qdot_row, hd);
+        }
         if (A->p.flash)
-            attn_item_flash(A, T, t, kvh, n_cells, kb, vb);
+            attn_item_flash(A, T, o, n_cells, kb, vb);
         else
-            attn_item_plain(A, T, t, kvh, n_cells, kb, vb);
+            attn_item_plain(A, T, o, n_cells, kb, vb);
     }
 }
 
@@ -776,12 +873,13 @@ static void cpu_attention(backend *be, float *out, const float *q, const kv_cach
     const int32_t *pos = c->pos.p;
     for (int t = 0; t < c->n; t++)
         max_cells = pos[t] + 1 > max_cells ? pos[t] + 1 : max_cells;
-    size_t cells = p->flash ? FLASH_TILE + 2 : (size_t)max_cells;
+    size_t cells = p->flash ? FLASH_TILE : (size_t)max_cells;
+    size_t gh = (size_t)A.group * p->head_dim;
     int nth = nth_for(c, (double)c->n * p->n_head * p->head_dim * max_cells * 2);
     for (int i = 0; i < nth && i < c->n_tls; i++) {
         attn_tls *T = &c->tls[i];
-        if (!buf_reserve(&T->scores, sizeof(float) * (size_t)A.group * cells + 2 * sizeof(float) * A.group) ||
-            !buf_reserve(&T->acc, sizeof(float) * (size_t)A.group * p->head_dim) ||
+        if (!buf_reserve(&T->scores, sizeof(float) * ((size_t)A.group * cells + 2 * (size_t)A.group)) ||
+            !buf_reserve(&T->acc, sizeof(float) * gh) || !buf_reserve(&T->qf, sizeof(float) * gh) ||
             !buf_reserve(&T->qdot, A.qdot_row * (size_t)A.group) ||
             !buf_reserve(&T->vrow, sizeof(float) * (size_t)p->head_dim)) {
             fail(c, ENOMEM);
@@ -896,8 +994,7 @@ static void moe_mm_fn(void *p, int ith, int nth)
         mm_rows(&t3, it->r0, it->r1);
         for (int s = 0; s < n; s++) {
             float *g = t1.out + (size_t)s * m->rows, *u = t3.out + (size_t)s * m->rows;
-            for (int64_t r = it->r0; r < it->r1; r++)
-                g[r] = silu(g[r]) * u[r];
+            kern()->swiglu(g + it->r0, g + it->r0, u + it->r0, it->r1 - it->r0);
         }
     }
 }
@@ -1050,6 +1147,7 @@ static const struct backend_ops cpu_ops = {
     .get_rows = cpu_get_rows,
     .rmsnorm = cpu_rmsnorm,
     .matmul = cpu_matmul,
+    .matmul_multi = cpu_matmul_multi,
     .add_bias = cpu_add_bias,
     .add = cpu_add,
     .swiglu = cpu_swiglu,
@@ -1101,7 +1199,8 @@ static void cpu_destroy(backend *be)
 {
     cpu_be *c = be->impl;
     threadpool_free(c->pool);
-    buf *bufs[] = {&c->tok, &c->pos, &c->seq, &c->act, &c->rope_cs, &c->moe_cnt, &c->moe_off,
+    buf *bufs[] = {&c->tok, &c->pos, &c->seq, &c->act[0], &c->act[1], &c->act[2], &c->act[3],
+                   &c->rope_cs, &c->moe_cnt, &c->moe_off,
                    &c->moe_slot, &c->moe_xq, &c->moe_g, &c->moe_u, &c->moe_hq, &c->moe_y,
                    &c->moe_items};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -1111,6 +1210,7 @@ static void cpu_destroy(backend *be)
         buf_free(&c->tls[i].acc);
         buf_free(&c->tls[i].qdot);
         buf_free(&c->tls[i].vrow);
+        buf_free(&c->tls[i].qf);
     }
     free(c->tls);
     free(c);

@@ -646,8 +646,10 @@ out:
     return rc;
 }
 
-/* Copies every tokenizer.* key of a vocab file; returns its token count or an errno. */
-static int put_vocab_from(gguf_writer *w, const gguf_file *v, llmfs_error *err)
+/* Copies every tokenizer.* key of a vocab file; returns its token count or an errno.
+ * A Qwen model whose vocab file carries no chat template gets ChatML, which every Qwen
+ * release uses, so that chat mode works on it. */
+static int put_vocab_from(gguf_writer *w, const gguf_file *v, const char *arch, llmfs_error *err)
 {
     int ik = gguf_find_key(v, "tokenizer.ggml.tokens");
     if (ik < 0 || gguf_kv_type(v, ik) != GGUF_T_ARRAY || gguf_kv_arr_type(v, ik) != GGUF_T_STRING)
@@ -658,6 +660,8 @@ static int put_vocab_from(gguf_writer *w, const gguf_file *v, llmfs_error *err)
     for (int i = 0; i < gguf_n_kv(v); i++)
         if (strncmp(gguf_kv_key(v, i), "tokenizer.", 10) == 0)
             gguf_w_copy_kv(w, v, i);
+    if (strncmp(arch, "qwen", 4) == 0 && gguf_find_key(v, "tokenizer.chat_template") < 0)
+        gguf_w_str(w, "tokenizer.chat_template", chatml_template);
     return (int)n;
 }
 
@@ -694,7 +698,7 @@ int mkmodel_write(const mkmodel_shape *shape, int ftype, const mkmodel_opts *o, 
     }
     put_arch_kv(w, &s, ftype, s.n_vocab);
     if (vf) {
-        if ((rc = put_vocab_from(w, vf, err)) < 0)
+        if ((rc = put_vocab_from(w, vf, s.arch, err)) < 0)
             goto out;
     } else if ((rc = put_builtin_vocab(w, s.n_vocab)) < 0) {
         llmfs_errorf(err, -rc, "out of memory building the vocab");

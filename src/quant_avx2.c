@@ -14,24 +14,22 @@
 #define UNROLL _Pragma("GCC unroll 4")
 #define UNROLL8 _Pragma("GCC unroll 8")
 
-#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)          \
-    switch ((nr)*8 + (nc)) {                                          \
-    case 011: kernel(n, 1, 1, w, ws, a, as, out, os); break;          \
-    case 012: kernel(n, 1, 2, w, ws, a, as, out, os); break;          \
-    case 013: kernel(n, 1, 3, w, ws, a, as, out, os); break;          \
-    case 014: kernel(n, 1, 4, w, ws, a, as, out, os); break;          \
-    case 021: kernel(n, 2, 1, w, ws, a, as, out, os); break;          \
-    case 022: kernel(n, 2, 2, w, ws, a, as, out, os); break;          \
-    case 023: kernel(n, 2, 3, w, ws, a, as, out, os); break;          \
-    case 024: kernel(n, 2, 4, w, ws, a, as, out, os); break;          \
-    case 031: kernel(n, 3, 1, w, ws, a, as, out, os); break;          \
-    case 032: kernel(n, 3, 2, w, ws, a, as, out, os); break;          \
-    case 033: kernel(n, 3, 3, w, ws, a, as, out, os); break;          \
-    case 034: kernel(n, 3, 4, w, ws, a, as, out, os); break;          \
-    case 041: kernel(n, 4, 1, w, ws, a, as, out, os); break;          \
-    case 042: kernel(n, 4, 2, w, ws, a, as, out, os); break;          \
-    case 043: kernel(n, 4, 3, w, ws, a, as, out, os); break;          \
-    case 044: kernel(n, 4, 4, w, ws, a, as, out, os); break;          \
+/* Tiles are instantiated as 4x4, 4x1, 1x4 and 1x1 only (R and C constants inside);
+ * other shapes are split into those. Decode runs 4x1, prefill 4x4. */
+#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)                      \
+    if ((nr) == 4 && (nc) == 4) {                                                 \
+        kernel(n, 4, 4, w, ws, a, as, out, os);                                   \
+    } else if ((nr) == 4) {                                                       \
+        for (int c_ = 0; c_ < (nc); c_++)                                         \
+            kernel(n, 4, 1, w, ws, (a) + (size_t)c_ * (as), 0, (out) + (size_t)c_ * (os), 0); \
+    } else if ((nc) == 4) {                                                       \
+        for (int r_ = 0; r_ < (nr); r_++)                                         \
+            kernel(n, 1, 4, (w) + (size_t)r_ * (ws), 0, a, as, (out) + r_, os);   \
+    } else {                                                                      \
+        for (int c_ = 0; c_ < (nc); c_++)                                         \
+            for (int r_ = 0; r_ < (nr); r_++)                                     \
+                kernel(n, 1, 1, (w) + (size_t)r_ * (ws), 0, (a) + (size_t)c_ * (as), 0, \
+                       (out) + (size_t)c_ * (os) + r_, 0);                        \
     }
 
 #define DEFINE_TILE_AND_DOT(name, kernel)                                                \
@@ -551,6 +549,125 @@ INLINE void q3_K_kernel(int64_t n, const int R, const int C, const char *w, size
 }
 DEFINE_TILE_AND_DOT(q3_K, q3_K_kernel)
 
+/* ================= dequantization (bit-identical to the references) ================= */
+
+static void dequant_f16(const void *src, float *dst, int64_t n)
+{
+    const uint16_t *x = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    for (; i < n; i++)
+        dst[i] = h2f(x[i]);
+}
+
+static void dequant_bf16(const void *src, float *dst, int64_t n)
+{
+    const uint16_t *x = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_si256((__m256i *)(dst + i),
+                            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(x + i))), 16));
+    for (; i < n; i++)
+        dst[i] = bf16_to_f32(x[i]);
+}
+
+/* 8 unsigned bytes (low half of q), minus `off`, times d. */
+INLINE __m256 bytes8_times(__m128i q, int off, float d)
+{
+    __m256i v = _mm256_sub_epi32(_mm256_cvtepu8_epi32(q), _mm256_set1_epi32(off));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(d));
+}
+
+/* 16 bytes to 16 floats via two 8-wide halves. */
+INLINE void store16(float *dst, __m128i q, int off, float d)
+{
+    _mm256_storeu_ps(dst, bytes8_times(q, off, d));
+    _mm256_storeu_ps(dst + 8, bytes8_times(_mm_unpackhi_epi64(q, q), off, d));
+}
+
+static void dequant_q8_0(const void *src, float *dst, int64_t n)
+{
+    const block_q8_0 *x = src;
+    for (int64_t b = 0; b < n / QK8_0; b++, dst += QK8_0) {
+        __m256 d = _mm256_set1_ps(h2f(x[b].d));
+        for (int i = 0; i < 4; i++)
+            _mm256_storeu_ps(dst + 8 * i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                _mm_loadl_epi64((const __m128i *)(x[b].qs + 8 * i)))), d));
+    }
+}
+
+static void dequant_q4_0(const void *src, float *dst, int64_t n)
+{
+    const block_q4_0 *x = src;
+    for (int64_t b = 0; b < n / QK4_0; b++, dst += QK4_0) {
+        float d = h2f(x[b].d);
+        __m128i q = _mm_loadu_si128((const __m128i *)x[b].qs);
+        store16(dst, _mm_and_si128(q, _mm_set1_epi8(0x0F)), 8, d);
+        store16(dst + 16, _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F)), 8, d);
+    }
+}
+
+static void dequant_k4(const int five, const void *src, float *dst, int64_t n)
+{
+    const size_t bb = five ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const uint8_t *blk = (const uint8_t *)src + (size_t)b * bb;
+        uint16_t dd[2];
+        memcpy(dd, blk, 4);
+        float d = h2f(dd[0]), dmin = h2f(dd[1]);
+        const uint8_t *qs = blk + (five ? 48 : 16), *qh = blk + 16;
+        for (int g = 0; g < 8; g++) {
+            uint8_t sc, m;
+            quant_k4_scale_min(g, blk + 4, &sc, &m);
+            __m256 ds = _mm256_set1_ps(d * sc), dm = _mm256_set1_ps(dmin * m);
+            for (int h = 0; h < 2; h++) {
+                __m128i q = _mm_loadu_si128((const __m128i *)(qs + 32 * (g / 2) + 16 * h));
+                q = _mm_and_si128(g & 1 ? _mm_srli_epi16(q, 4) : q, _mm_set1_epi8(0x0F));
+                if (five) {
+                    __m128i hb = _mm_loadu_si128((const __m128i *)(qh + 16 * h));
+                    __m128i bit = _mm_set1_epi8((char)(1 << g));
+                    q = _mm_or_si128(q, _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(hb, bit), bit), _mm_set1_epi8(0x10)));
+                }
+                for (int e = 0; e < 2; e++) {
+                    __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(e ? _mm_unpackhi_epi64(q, q) : q));
+                    _mm256_storeu_ps(dst + 32 * g + 16 * h + 8 * e, _mm256_sub_ps(_mm256_mul_ps(ds, v), dm));
+                }
+            }
+        }
+        dst += QK_K;
+    }
+}
+
+static void dequant_q4_K(const void *src, float *dst, int64_t n)
+{
+    dequant_k4(0, src, dst, n);
+}
+static void dequant_q5_K(const void *src, float *dst, int64_t n)
+{
+    dequant_k4(1, src, dst, n);
+}
+
+static void dequant_q6_K(const void *src, float *dst, int64_t n)
+{
+    const block_q6_K *x = src;
+    for (int64_t b = 0; b < n / QK_K; b++, dst += QK_K) {
+        float d = h2f(x[b].d);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = x[b].ql + 64 * h, *qh = x[b].qh + 32 * h;
+            for (int s = 0; s < 4; s++)
+                for (int half = 0; half < 2; half++) {
+                    __m128i lo = _mm_loadu_si128((const __m128i *)(ql + 32 * (s & 1) + 16 * half));
+                    lo = _mm_and_si128(s & 2 ? _mm_srli_epi16(lo, 4) : lo, _mm_set1_epi8(0x0F));
+                    __m128i hi = _mm_loadu_si128((const __m128i *)(qh + 16 * half));
+                    hi = _mm_and_si128(_mm_srl_epi16(hi, _mm_cvtsi32_si128(2 * s)), _mm_set1_epi8(3));
+                    int j = (128 * h + 32 * s + 16 * half) / 16;
+                    store16(dst + 16 * j, _mm_or_si128(lo, _mm_slli_epi16(hi, 4)), 32, d * x[b].scales[j]);
+                }
+        }
+    }
+}
+
 /* ================= activation quantizers ================= */
 
 INLINE float hmax256(__m256 v)
@@ -602,7 +719,7 @@ static void quantize_q8_0(const float *x, void *dst, int64_t n)
     block_q8_0 *y = dst;
     for (int64_t b = 0; b < n / QK8_0; b++) {
         int s;
-        y[b].d = f32_to_f16(q8_32(x + 32 * b, y[b].qs, &s));
+        y[b].d = (uint16_t)_cvtss_sh(q8_32(x + 32 * b, y[b].qs, &s), 0);
     }
 }
 
@@ -612,8 +729,8 @@ static void quantize_q8_1(const float *x, void *dst, int64_t n)
     for (int64_t b = 0; b < n / QK8_1; b++) {
         int s;
         float d = q8_32(x + 32 * b, y[b].qs, &s);
-        y[b].d = f32_to_f16(d);
-        y[b].s = f32_to_f16(d * (float)s);
+        y[b].d = (uint16_t)_cvtss_sh(d, 0);
+        y[b].s = (uint16_t)_cvtss_sh(d * (float)s, 0);
     }
 }
 
@@ -704,6 +821,13 @@ void quant_avx2_fill(quant_kernels *k)
     SET(T_Q2_K, q2_K)
     SET(T_Q3_K, q3_K)
 #undef SET
+    k->dequantize[T_F16] = dequant_f16;
+    k->dequantize[T_BF16] = dequant_bf16;
+    k->dequantize[T_Q8_0] = dequant_q8_0;
+    k->dequantize[T_Q4_0] = dequant_q4_0;
+    k->dequantize[T_Q4_K] = dequant_q4_K;
+    k->dequantize[T_Q5_K] = dequant_q5_K;
+    k->dequantize[T_Q6_K] = dequant_q6_K;
     k->quantize[T_Q8_0] = quantize_q8_0;
     k->quantize[T_Q8_1] = quantize_q8_1;
     k->quantize[T_Q8_K] = quantize_q8_K;

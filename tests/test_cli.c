@@ -635,6 +635,9 @@ static void check_vocab_copy(const char *vocab_name, const char *arch)
         copied++;
     }
     ck_assert_int_ge(copied, 4);
+    /* Qwen models always get a chat template (ChatML when the vocab has none). */
+    if (strncmp(arch, "qwen", 4) == 0)
+        ck_assert_int_ge(gguf_find_key(dst, "tokenizer.chat_template"), 0);
     int n_vocab = (int)gguf_kv_arr_n(src, gguf_find_key(src, "tokenizer.ggml.tokens"));
     tokenizer *ts = tokenizer_load(src, &err), *td = tokenizer_load(dst, &err);
     ck_assert(ts && td);
