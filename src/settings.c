@@ -573,7 +573,14 @@ int settings_text(const llmfs_settings *s, int scope_mask, char *buf, size_t cap
     for (int i = 0; i < SETTINGS_N; i++) {
         if (!(defs[i].home & scope_mask))
             continue;
-        o += (size_t)snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, "%s ", defs[i].name);
+        /* "key =x" would read back as x: a value that starts with '=' needs the '=' form */
+        const char *sep = " ";
+        if (is_string_type(defs[i].type)) {
+            const char *v = *(char *const *)cfield(s, i);
+            if (v && v[0] == '=')
+                sep = " = ";
+        }
+        o += (size_t)snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, "%s%s", defs[i].name, sep);
         o += (size_t)value_text(s, i, o < cap ? buf + o : NULL, o < cap ? cap - o : 0);
         o += (size_t)snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, "\n");
     }
