@@ -110,6 +110,28 @@ static int on_pair(void *user, const char *section, const char *name, const char
     return ok;
 }
 
+/* inih reads lines of at most 199 bytes (its INI_MAX_LINE) and takes the rest of a
+ * longer one as a line of its own; say so rather than report that piece as bad. */
+#define INIH_MAX_LINE 200
+
+static int long_line(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    int line = 1, len = 0, c, found = 0;
+    while (!found && (c = getc(f)) != EOF) {
+        if (c == '\n') {
+            line++;
+            len = 0;
+        } else if (++len >= INIH_MAX_LINE) {
+            found = line;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
 int conf_load(const char *path, fs_conf *c, char *msg, size_t cap)
 {
     memset(c, 0, sizeof *c);
@@ -124,7 +146,13 @@ int conf_load(const char *path, fs_conf *c, char *msg, size_t cap)
     char *slash = strrchr(ps.dir, '/');
     if (slash)
         *(slash == ps.dir ? slash + 1 : slash) = '\0';
-    int line = ini_parse(abs, on_pair, &ps);
+    int line = long_line(abs);
+    if (line > 0) {
+        free(abs);
+        snprintf(msg, cap, "%s:%d: line longer than %d bytes", path, line, INIH_MAX_LINE - 1);
+        return -EINVAL;
+    }
+    line = ini_parse(abs, on_pair, &ps);
     free(abs);
     int rc = 0;
     if (line == -1) {

@@ -281,6 +281,12 @@ static int apply_settings(const fs_conf *conf, const mount_opts *o)
         report("E", "%s", err.msg);
         return -1;
     }
+    char dirs[16];
+    if (fs_srv.allow_other && (llmfs_get(fs_srv.lf, "model_dirs", dirs, sizeof dirs) < 0 || !dirs[0])) {
+        /* Other users could otherwise make the daemon read any file its owner can. */
+        report("E", "allow_other needs model_dirs: the folders models may be loaded from");
+        return -1;
+    }
     return 0;
 }
 
@@ -292,6 +298,7 @@ static int mount_fs(void)
     char *argv[] = {"llmfs", "-o", opts, NULL};
     struct fuse_args args = FUSE_ARGS_INIT(3, argv);
     fs_srv.se = fuse_session_new(&args, &fs_ops, sizeof fs_ops, NULL);
+    fuse_opt_free_args(&args);
     if (!fs_srv.se) {
         report("E", "cannot start a FUSE session (is /dev/fuse there?)");
         return -1;
@@ -313,8 +320,10 @@ static void load_models(const fs_conf *conf)
         if (ctl_load(fs_srv.lf, m->name, m->path, (const char *const *)m->settings,
                      m->n_settings, &err) < 0) {
             /* The mount stays up: the other models and the ctl file still work. */
-            report("W", "model %s: %s", m->name, err.msg);
-            node_set_error(node_root(), err.msg, "");
+            char msg[sizeof err.msg + 80];
+            snprintf(msg, sizeof msg, "model %s: %s", m->name, err.msg);
+            report("W", "%s", msg);
+            node_set_error(node_root(), msg, "");
         }
     }
 }
@@ -368,6 +377,7 @@ static int serve(const fs_conf *conf, const mount_opts *o, bool daemon)
     status = 0;
     atomic_store(&fs_srv.exiting, true);
     stop_fuse_thread();
+    fs_close_all();
 out_loop:
     loop_fini();
 out_unmount:

@@ -87,6 +87,39 @@ static void put_target(llmfs_model *m, llmfs_session *s)
         llmfs_model_put(m);
 }
 
+/* ---- open handles ---- */
+
+static pthread_mutex_t handles_mu = PTHREAD_MUTEX_INITIALIZER;
+static fs_handle handles = {&handles, &handles, NULL};
+
+static void handle_add(fs_handle *h, void (*destroy)(fs_handle *h))
+{
+    h->destroy = destroy;
+    pthread_mutex_lock(&handles_mu);
+    h->next = handles.next;
+    h->prev = &handles;
+    handles.next->prev = h;
+    handles.next = h;
+    pthread_mutex_unlock(&handles_mu);
+}
+
+static void handle_remove(fs_handle *h)
+{
+    pthread_mutex_lock(&handles_mu);
+    h->prev->next = h->next;
+    h->next->prev = h->prev;
+    pthread_mutex_unlock(&handles_mu);
+}
+
+void fs_close_all(void)
+{
+    while (handles.next != &handles) {
+        fs_handle *h = handles.next;
+        handle_remove(h);
+        h->destroy(h);
+    }
+}
+
 /* ---- attributes ---- */
 
 static int fill_attr(fs_dir *d, int kind, struct stat *st)
@@ -268,6 +301,7 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 /* ---- folders: the listing is a snapshot taken at opendir ---- */
 
 typedef struct dir_listing {
+    fs_handle h; /* first */
     size_t n, cap;
     struct {
         char name[NODE_NAME_MAX];
@@ -290,6 +324,13 @@ static void listing_add(dir_listing *l, const char *name, fuse_ino_t ino, mode_t
     l->e[l->n].ino = ino;
     l->e[l->n].mode = mode;
     l->n++;
+}
+
+static void free_listing(fs_handle *h)
+{
+    dir_listing *l = (dir_listing *)h;
+    free(l->e);
+    free(l);
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -340,7 +381,11 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     put_target(m, NULL);
     fi->fh = (uintptr_t)l;
     fi->cache_readdir = 0;
-    fuse_reply_open(req, fi);
+    handle_add(&l->h, free_listing);
+    if (fuse_reply_open(req, fi) != 0) {
+        handle_remove(&l->h);
+        free_listing(&l->h);
+    }
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -370,8 +415,8 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 {
     (void)ino;
     dir_listing *l = (dir_listing *)(uintptr_t)fi->fh;
-    free(l->e);
-    free(l);
+    handle_remove(&l->h);
+    free_listing(&l->h);
     fuse_reply_err(req, 0);
 }
 
@@ -472,6 +517,15 @@ static void free_file(fs_file *f)
     free(f);
 }
 
+/* An open file's end: the file and its folder reference. */
+static void close_file(fs_handle *h)
+{
+    fs_file *f = (fs_file *)h;
+    fs_dir *d = f->dir;
+    free_file(f);
+    node_unref(d, 1, fs_dir_exists);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     int kind;
@@ -529,9 +583,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fi->fh = (uintptr_t)f;
     fi->direct_io = 1;
     fi->keep_cache = 0;
+    handle_add(&f->h, close_file);
     if (fuse_reply_open(req, fi) != 0) {
-        node_unref(d, 1, fs_dir_exists);
-        free_file(f);
+        handle_remove(&f->h);
+        close_file(&f->h);
     }
 }
 
@@ -549,7 +604,19 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         return;
     }
     size_t n = f->text_len - (size_t)off;
-    fuse_reply_buf(req, f->text + off, n < size ? n : size);
+    if (n > size)
+        n = size;
+    /* The reply goes from a copy: the kernel hands the bytes to the reader while the
+     * reply's write is still returning, and the reader's close may then free the
+     * snapshot before that write is done with its arguments. */
+    char *copy = malloc(n);
+    if (!copy) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    memcpy(copy, f->text + off, n);
+    fuse_reply_buf(req, copy, n);
+    free(copy);
 }
 
 static int fail(fs_dir *d, llmfs_error *err, int rc)
@@ -660,9 +727,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     (void)ino;
     fs_file *f = (fs_file *)(uintptr_t)fi->fh;
-    fs_dir *d = f->dir;
-    free_file(f);
-    node_unref(d, 1, fs_dir_exists);
+    handle_remove(&f->h);
+    close_file(&f->h);
     fuse_reply_err(req, 0);
 }
 

@@ -33,11 +33,19 @@ typedef struct fs_server {
 
 extern fs_server fs_srv;
 
+/* Every open file and folder is on a list, so the ones still open when the file system
+ * goes away (their release never comes) are freed too. */
+typedef struct fs_handle {
+    struct fs_handle *prev, *next;
+    void (*destroy)(struct fs_handle *h);
+} fs_handle;
+
 /* One open file. Text files hold a snapshot rendered at open; output and transcript
  * hold a reference to the core's stream; ctl and prompt collect what is written. The
  * record never holds a model or session reference, so an open file does not keep an
  * unloaded model's memory alive. */
 typedef struct fs_file {
+    fs_handle h; /* first: the list holds fs_handle pointers */
     fs_dir *dir;
     int kind;
     char *text; /* snapshot, or NULL */
@@ -55,6 +63,8 @@ typedef struct fs_file {
 
 /* The lowlevel operations (ops.c). */
 extern const struct fuse_lowlevel_ops fs_ops;
+/* Frees the files and folders still open; only once no FUSE thread runs. */
+void fs_close_all(void);
 
 /* Resolves a folder's target: model (and session; the default one for a model folder).
  * Returns 0 or -ENOENT; *m and *s (when asked for) are new references. */

@@ -16,6 +16,7 @@
 
 typedef struct backend backend;
 typedef struct kv_cache kv_cache;
+struct llmfs_error;
 
 /* A weight as the model sees it. 2D: ne[0] row length (contiguous), ne[1] rows.
  * 3D (MoE experts): ne[2] experts, each a [ne[1]][ne[0]] matrix nb2 bytes apart. */
@@ -93,6 +94,42 @@ struct backend_ops {
     /* out[n][ne1 of down] = sum_j weights[i][j] * down_e(silu(gate_e x) * up_e x), e = ids[i][j] */
     void (*moe_ffn)(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
                     const tensor *down, const int32_t *ids, const float *weights, int n, int k);
+
+    /* ---- optional: NULL where a backend does without ---- */
+
+    /* Releases everything the backend holds; backend_free calls it when set. */
+    void (*destroy)(backend *be);
+
+    /* Places weight t on be from its host bytes src (GGUF layout; t->type, ne, nb1, nb2
+     * set): allocates, copies, sets t->data and t->be. The backend may store its own
+     * layout, which only its ops read; t->data is freed with ops->free. 0, or -ENOMEM /
+     * -EINVAL / -EIO with the reason in err. NULL: alloc + upload of the GGUF bytes. */
+    int (*load_weight)(backend *be, tensor *t, const void *src, struct llmfs_error *err);
+    /* out[r] (host memory) = index of the largest x[r][0..d) (lowest index on ties; NaN
+     * counts as smallest), r < rows: only the ids cross to the host. */
+    void (*argmax)(backend *be, int32_t *out, const float *x, int rows, int d);
+    /* The k largest of each row, best first (ties: lower index first), into host memory
+     * ids[rows][k] and vals[rows][k]; k <= d and k <= 256. */
+    void (*topk)(backend *be, int32_t *ids, float *vals, const float *x, int rows, int d, int k);
+    /* Ops return nothing, so a failing device records its first error. 0 when every op
+     * since the last call succeeded; else a negative errno with the reason in err, and
+     * the record is cleared. */
+    int (*check)(backend *be, struct llmfs_error *err);
+
+    /* Recorded decode steps (CUDA graphs). For a forward call whose op sequence on this
+     * backend depends only on key and on what begin uploads (tokens, positions,
+     * sequences), the model brackets those ops — after begin and any uploads, before any
+     * download — with graph_begin / graph_end:
+     *   1 = graph_begin(be, key): a recording was replayed; skip the ops and graph_end.
+     *   0: run the ops, then call graph_end: 0 = their effects are done (run directly or
+     *      recorded and replayed); negative = the recording failed and nothing ran: run
+     *      the ops again (the backend no longer records this key).
+     * The backend adds what its launches depend on (batch size, KV length bucket) to
+     * key. Every pointer an op is given must stay the same across calls with one key;
+     * after freeing or moving any buffer the ops use, call graph_reset. */
+    int (*graph_begin)(backend *be, uint64_t key);
+    int (*graph_end)(backend *be);
+    void (*graph_reset)(backend *be);
 };
 
 struct backend {

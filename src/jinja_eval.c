@@ -6,6 +6,7 @@
 #include "jinja_internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@ typedef struct binding {
 } binding;
 
 #define MAX_OUTPUT (64u << 20)
+#define MAX_STEPS 10000000 /* loop iterations in one render */
 #define MAX_VARS 4096
 
 typedef struct ctx {
@@ -38,6 +40,7 @@ typedef struct ctx {
     int n_vars;
     char *out;
     size_t out_n, out_cap;
+    long steps;
 } ctx;
 
 static int fail(ctx *c, int code, int line, const char *fmt, const char *what, size_t n)
@@ -47,6 +50,9 @@ static int fail(ctx *c, int code, int line, const char *fmt, const char *what, s
         size_t k = n < sizeof w - 1 ? n : sizeof w - 1;
         memcpy(w, what, k);
         w[k] = 0;
+        for (size_t i = 0; i < k; i++) /* reasons are one line */
+            if ((unsigned char)w[i] < 0x20)
+                w[i] = ' ';
         char msg[220];
         snprintf(msg, sizeof msg, fmt, w);
         llmfs_errorf(c->err, code, "chat template, line %d: %s", line, msg);
@@ -455,6 +461,10 @@ static int call(ctx *c, const jexpr *e, jval *out)
         if (e->n_args < 1 || to_str(c, &args[0], e->line, &msg))
             return c->rc ? c->rc : fail(c, EINVAL, e->line, "the template raised an exception%s", "", 0);
         llmfs_errorf(c->err, EINVAL, "chat template: %.*s", (int)(msg.n < 200 ? msg.n : 200), msg.s);
+        if (c->err)
+            for (char *p = c->err->msg; *p; p++)
+                if ((unsigned char)*p < 0x20)
+                    *p = ' ';
         c->rc = -EINVAL;
         return c->rc;
     }
@@ -465,9 +475,9 @@ static int call(ctx *c, const jexpr *e, jval *out)
         if (args[i].k != V_INT)
             return fail(c, EINVAL, e->line, "range needs integers%s", "", 0);
     long long lo = e->n_args == 2 ? args[0].i : 0, hi = e->n_args == 2 ? args[1].i : args[0].i;
-    if (hi - lo > 1000000)
+    size_t n = hi > lo ? (size_t)((unsigned long long)hi - (unsigned long long)lo) : 0;
+    if (n > 1000000)
         return fail(c, EINVAL, e->line, "range too long%s", "", 0);
-    size_t n = hi > lo ? (size_t)(hi - lo) : 0;
     jval *items = jalloc(c->a, sizeof *items * (n ? n : 1));
     if (!items)
         return oom(c, e->line);
@@ -643,16 +653,23 @@ static int binop(ctx *c, const jexpr *e, jval *out)
         if (!xi || !yi)
             return fail(c, EINVAL, e->line, "'+' needs two strings or two numbers (use ~ to join text)%s",
                         "", 0);
+        long long r;
+        bool over;
         if (e->op == JB_ADD)
-            *out = mk_int(x.i + y.i);
+            over = __builtin_add_overflow(x.i, y.i, &r);
         else if (e->op == JB_SUB)
-            *out = mk_int(x.i - y.i);
+            over = __builtin_sub_overflow(x.i, y.i, &r);
         else if (e->op == JB_MUL)
-            *out = mk_int(x.i * y.i);
+            over = __builtin_mul_overflow(x.i, y.i, &r);
         else if (y.i == 0)
             return fail(c, EINVAL, e->line, "modulo by zero%s", "", 0);
+        else if (y.i == -1)
+            over = false, r = 0;
         else /* Python's modulo takes the divisor's sign */
-            *out = mk_int(((x.i % y.i) + y.i) % y.i);
+            over = false, r = x.i % y.i, r = (r != 0 && (r < 0) != (y.i < 0)) ? r + y.i : r;
+        if (over)
+            return fail(c, EINVAL, e->line, "integer overflow%s", "", 0);
+        *out = mk_int(r);
         return 0;
     default:
         return fail(c, EINVAL, e->line, "unknown operator%s", "", 0);
@@ -751,6 +768,8 @@ static int eval(ctx *c, const jexpr *e, jval *out)
             return c->rc;
         if (v.k != V_INT && v.k != V_BOOL)
             return fail(c, EINVAL, e->line, "'-' needs a number%s", "", 0);
+        if (v.i == LLONG_MIN)
+            return fail(c, EINVAL, e->line, "integer overflow%s", "", 0);
         *out = mk_int(-v.i);
         return 0;
     case JE_COND:
@@ -797,6 +816,8 @@ static int run_for(ctx *c, const jstmt *s)
         return fail(c, EINVAL, s->line, "for needs a list%s", "", 0);
     int base = c->n_vars;
     for (size_t k = 0; k < seq.n && !c->rc; k++) {
+        if (++c->steps > MAX_STEPS)
+            return fail(c, EINVAL, s->line, "the template runs too long%s", "", 0);
         c->n_vars = base;
         jval loop = {.k = V_LOOP, .i = (long long)k, .n = seq.n};
         if (bind(c, base, s->s, s->n, seq.items[k], s->line) || bind(c, base, "loop", 4, loop, s->line))

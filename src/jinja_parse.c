@@ -7,6 +7,7 @@
 #include "jinja_internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +74,10 @@ typedef struct parser {
     /* the tag being read */
     const char *p, *end;
     int line;
+    int depth; /* nesting of expressions and blocks, bounded to keep the stack small */
 } parser;
+
+#define MAX_DEPTH 200
 
 static int fail(parser *ps, int code, const char *fmt, const char *what, size_t n)
 {
@@ -82,6 +86,9 @@ static int fail(parser *ps, int code, const char *fmt, const char *what, size_t 
         size_t k = n < sizeof w - 1 ? n : sizeof w - 1;
         memcpy(w, what, k);
         w[k] = 0;
+        for (size_t i = 0; i < k; i++) /* reasons are one line */
+            if ((unsigned char)w[i] < 0x20)
+                w[i] = ' ';
         char msg[200];
         snprintf(msg, sizeof msg, fmt, w);
         llmfs_errorf(ps->err, code, "chat template, line %d: %s", ps->line, msg);
@@ -265,7 +272,7 @@ static int next_tok(parser *ps, tok *t, bool peek)
         long long v = 0;
         const char *q = p;
         while (q < ps->end && *q >= '0' && *q <= '9') {
-            if (v > (1LL << 60))
+            if (v > (LLONG_MAX - (*q - '0')) / 10)
                 return fail(ps, EINVAL, "number too large%s", "", 0);
             v = v * 10 + (*q - '0');
             q++;
@@ -375,6 +382,8 @@ static jexpr *bin(parser *ps, int op, jexpr *l, jexpr *r)
 
 static jexpr *parse_expr(parser *ps);
 static jexpr *parse_or(parser *ps);
+static jexpr *parse_unary(parser *ps);
+static bool enter(parser *ps);
 
 static bool name_in(const char *s, size_t n, const char *const *list)
 {
@@ -613,7 +622,7 @@ static jexpr *parse_filters(parser *ps, jexpr *e)
     return e;
 }
 
-static jexpr *parse_unary(parser *ps)
+static jexpr *parse_unary_in(parser *ps)
 {
     if (accept(ps, T_OP, "-")) {
         jexpr *e = new_expr(ps, JE_NEG);
@@ -624,6 +633,22 @@ static jexpr *parse_unary(parser *ps)
     if (accept(ps, T_OP, "+"))
         return parse_unary(ps);
     return parse_filters(ps, parse_postfix(ps, parse_primary(ps)));
+}
+
+static bool enter(parser *ps)
+{
+    if (++ps->depth > MAX_DEPTH) {
+        fail(ps, EINVAL, "nested too deeply%s", "", 0);
+        return false;
+    }
+    return true;
+}
+
+static jexpr *parse_unary(parser *ps)
+{
+    jexpr *e = enter(ps) ? parse_unary_in(ps) : NULL;
+    ps->depth--;
+    return e;
 }
 
 static jexpr *parse_mul(parser *ps)
@@ -702,9 +727,11 @@ static jexpr *parse_not(parser *ps)
 {
     if (accept(ps, T_NAME, "not")) {
         jexpr *e = new_expr(ps, JE_NOT);
-        if (e && !(e->a = parse_not(ps)))
+        if (!e || !enter(ps))
             return NULL;
-        return e;
+        e->a = parse_not(ps);
+        ps->depth--;
+        return e->a ? e : NULL;
     }
     return parse_compare(ps);
 }
@@ -725,7 +752,7 @@ static jexpr *parse_or(parser *ps)
     return e;
 }
 
-static jexpr *parse_expr(parser *ps)
+static jexpr *parse_expr_in(parser *ps)
 {
     jexpr *e = parse_or(ps);
     while (e && !ps->rc && accept(ps, T_NAME, "if")) {
@@ -740,6 +767,13 @@ static jexpr *parse_expr(parser *ps)
         e = c;
     }
     return ps->rc ? NULL : e;
+}
+
+static jexpr *parse_expr(parser *ps)
+{
+    jexpr *e = enter(ps) ? parse_expr_in(ps) : NULL;
+    ps->depth--;
+    return e;
 }
 
 /* ---- statements ---- */
@@ -901,7 +935,17 @@ static jstmt *parse_set(parser *ps)
     return s;
 }
 
+static jstmt *parse_body_in(parser *ps, const char *const *stop, tok *stopped);
+
 static jstmt *parse_body(parser *ps, const char *const *stop, tok *stopped)
+{
+    memset(stopped, 0, sizeof *stopped);
+    jstmt *b = enter(ps) ? parse_body_in(ps, stop, stopped) : NULL;
+    ps->depth--;
+    return b;
+}
+
+static jstmt *parse_body_in(parser *ps, const char *const *stop, tok *stopped)
 {
     jstmt *head = NULL, **tail = &head;
     memset(stopped, 0, sizeof *stopped);

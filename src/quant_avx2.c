@@ -1,7 +1,497 @@
-/* quant_avx2.c — AVX2/FMA/F16C kernels (maddubs-based integer dot products). */
+/* quant_avx2.c — AVX2/FMA/F16C kernels and activation quantizers.
+ *
+ * Same tile structure as the AVX-512 file (R weight rows x C activation rows, each
+ * block unpacked once per tile), with 8-bit products through vpmaddubsw (unsigned x
+ * signed, pairs summed to int16) and vpmaddwd. Unsigned weight quants (Q4_0, the
+ * K-quants) go in directly and their offsets come back through activation sums;
+ * signed ones (Q8_0) use |w| and sign(a, w).
+ */
 #include "quant_impl.h"
+
+#include <immintrin.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 4")
+
+#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)          \
+    switch ((nr)*8 + (nc)) {                                          \
+    case 011: kernel(n, 1, 1, w, ws, a, as, out, os); break;          \
+    case 012: kernel(n, 1, 2, w, ws, a, as, out, os); break;          \
+    case 013: kernel(n, 1, 3, w, ws, a, as, out, os); break;          \
+    case 014: kernel(n, 1, 4, w, ws, a, as, out, os); break;          \
+    case 021: kernel(n, 2, 1, w, ws, a, as, out, os); break;          \
+    case 022: kernel(n, 2, 2, w, ws, a, as, out, os); break;          \
+    case 023: kernel(n, 2, 3, w, ws, a, as, out, os); break;          \
+    case 024: kernel(n, 2, 4, w, ws, a, as, out, os); break;          \
+    case 031: kernel(n, 3, 1, w, ws, a, as, out, os); break;          \
+    case 032: kernel(n, 3, 2, w, ws, a, as, out, os); break;          \
+    case 033: kernel(n, 3, 3, w, ws, a, as, out, os); break;          \
+    case 034: kernel(n, 3, 4, w, ws, a, as, out, os); break;          \
+    case 041: kernel(n, 4, 1, w, ws, a, as, out, os); break;          \
+    case 042: kernel(n, 4, 2, w, ws, a, as, out, os); break;          \
+    case 043: kernel(n, 4, 3, w, ws, a, as, out, os); break;          \
+    case 044: kernel(n, 4, 4, w, ws, a, as, out, os); break;          \
+    }
+
+#define DEFINE_TILE_AND_DOT(name, kernel)                                                \
+    static void tile_##name(int64_t n, int nr, int nc, const void *w, size_t ws,         \
+                            const void *a, size_t as, float *out, size_t os)             \
+    {                                                                                    \
+        TILE_SWITCH(kernel, n, nr, nc, (const char *)w, ws, (const char *)a, as, out, os) \
+    }                                                                                    \
+    static float dot_##name(int64_t n, const void *w, const void *a)                     \
+    {                                                                                    \
+        float o;                                                                         \
+        kernel(n, 1, 1, (const char *)w, 0, (const char *)a, 0, &o, 0);                  \
+        return o;                                                                        \
+    }
+
+INLINE float hsum256(__m256 v)
+{
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
+
+#define ZERO_ACC(acc)                      \
+    __m256 acc[4][4];                      \
+    UNROLL for (int r = 0; r < R; r++)     \
+        UNROLL for (int c = 0; c < C; c++) \
+            acc[r][c] = _mm256_setzero_ps();
+
+INLINE void store_tile(const int R, const int C, __m256 acc[4][4], float *out, size_t os)
+{
+    UNROLL for (int c = 0; c < C; c++)
+        UNROLL for (int r = 0; r < R; r++)
+            out[(size_t)c * os + r] = hsum256(acc[r][c]);
+}
+
+INLINE float h2f(uint16_t h)
+{
+    return _cvtsh_ss(h);
+}
+
+/* ================= F32, F16, BF16 ================= */
+
+/* Masked element loads for the last n % 8 elements of float rows. */
+INLINE __m256i tail_mask(int64_t left)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), idx);
+}
+
+INLINE __m256 load_f32(const char *p, int64_t i, int64_t n)
+{
+    const float *f = (const float *)p + i;
+    if (n - i >= 8)
+        return _mm256_loadu_ps(f);
+    return _mm256_maskload_ps(f, tail_mask(n - i));
+}
+
+/* 16-bit rows: the tail is copied out rather than over-read. */
+INLINE __m128i load_h8(const char *p, int64_t i, int64_t n)
+{
+    const uint16_t *h = (const uint16_t *)p + i;
+    if (n - i >= 8)
+        return _mm_loadu_si128((const __m128i *)h);
+    uint16_t t[8] = {0};
+    memcpy(t, h, (size_t)(n - i) * 2);
+    return _mm_loadu_si128((const __m128i *)t);
+}
+
+INLINE __m256 load_f16(const char *p, int64_t i, int64_t n)
+{
+    return _mm256_cvtph_ps(load_h8(p, i, n));
+}
+
+INLINE __m256 load_bf16(const char *p, int64_t i, int64_t n)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_h8(p, i, n)), 16));
+}
+
+#define FLOAT_KERNEL(name, LOAD)                                                       \
+    INLINE void name(int64_t n, const int R, const int C, const char *w, size_t ws,    \
+                     const char *a, size_t as, float *out, size_t os)                  \
+    {                                                                                  \
+        ZERO_ACC(acc)                                                                  \
+        for (int64_t i = 0; i < n; i += 8) {                                           \
+            __m256 av[4];                                                              \
+            UNROLL for (int c = 0; c < C; c++) av[c] = LOAD(a + (size_t)c * as, i, n); \
+            UNROLL for (int r = 0; r < R; r++) {                                       \
+                __m256 wv = LOAD(w + (size_t)r * ws, i, n);                            \
+                UNROLL for (int c = 0; c < C; c++)                                     \
+                    acc[r][c] = _mm256_fmadd_ps(wv, av[c], acc[r][c]);                 \
+            }                                                                          \
+        }                                                                              \
+        store_tile(R, C, acc, out, os);                                                \
+    }
+
+FLOAT_KERNEL(f32_kernel, load_f32)
+FLOAT_KERNEL(f16_kernel, load_f16)
+FLOAT_KERNEL(bf16_kernel, load_bf16)
+DEFINE_TILE_AND_DOT(f32, f32_kernel)
+DEFINE_TILE_AND_DOT(f16, f16_kernel)
+DEFINE_TILE_AND_DOT(bf16, bf16_kernel)
+
+/* ================= Q8_0, Q4_0 against Q8_0 ================= */
+
+INLINE __m256i sum_pairs16(__m256i p)
+{
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+INLINE void q8_0_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK8_0;
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i aq[4];
+        float ad[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)c * as) + b;
+            aq[c] = _mm256_loadu_si256((const __m256i *)y->qs);
+            ad[c] = h2f(y->d);
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const block_q8_0 *x = (const block_q8_0 *)(w + (size_t)r * ws) + b;
+            __m256i wq = _mm256_loadu_si256((const __m256i *)x->qs);
+            __m256i wabs = _mm256_sign_epi8(wq, wq);
+            float wd = h2f(x->d);
+            UNROLL for (int c = 0; c < C; c++) {
+                __m256i p = sum_pairs16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(aq[c], wq)));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(wd * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q8_0, q8_0_kernel)
+
+INLINE void q4_0_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK4_0;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i aq[4], neg8[4];
+        float ad[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)c * as) + b;
+            aq[c] = _mm256_loadu_si256((const __m256i *)y->qs);
+            ad[c] = h2f(y->d);
+            /* -8 * (pair sums of a), in the lanes the products land in */
+            neg8[c] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), aq[c]),
+                                        _mm256_set1_epi16(-1));
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const block_q4_0 *x = (const block_q4_0 *)(w + (size_t)r * ws) + b;
+            __m128i q = _mm_loadu_si128((const __m128i *)x->qs);
+            __m256i wq = _mm256_and_si256(
+                _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1), low4);
+            float wd = h2f(x->d);
+            UNROLL for (int c = 0; c < C; c++) {
+                __m256i p = _mm256_add_epi32(sum_pairs16(_mm256_maddubs_epi16(wq, aq[c])), neg8[c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(wd * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q4_0, q4_0_kernel)
+
+/* ================= K-quants against Q8_K ================= */
+
+/* Q4_K/Q5_K scales and mins as 16 bytes [sc0..7, m0..7] (see the AVX-512 file). */
+INLINE __m128i k4_scales_mins(const uint8_t *s)
+{
+    __m128i u = _mm_loadu_si128((const __m128i *)s);
+    __m128i x = _mm_srlv_epi32(_mm_shuffle_epi32(u, _MM_SHUFFLE(2, 1, 2, 0)), _mm_set_epi32(4, 0, 0, 0));
+    __m128i top = _mm_srli_epi32(_mm_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0)), 2);
+    const __m128i m6 = _mm_set_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f);
+    const __m128i m2 = _mm_set_epi32(0x30303030, 0, 0x30303030, 0);
+    return _mm_or_si128(_mm_and_si128(x, m6), _mm_and_si128(top, m2));
+}
+
+INLINE void k4_kernel(const int five, int64_t n, const int R, const int C, const char *w,
+                      size_t ws, const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    const size_t bb = five ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const __m256i low4 = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
+    /* int16 [m0 m0 m1 m1 .. m7 m7] from the [sc, m] bytes, per 128-bit lane */
+    const __m256i pick_mins = _mm256_set_epi8(-1, 15, -1, 15, -1, 14, -1, 14, -1, 13, -1, 13, -1, 12,
+                                              -1, 12, -1, 11, -1, 11, -1, 10, -1, 10, -1, 9, -1, 9,
+                                              -1, 8, -1, 8);
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        float ad[4];
+        __m256i bsums[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            ad[c] = y->d;
+            bsums[c] = _mm256_loadu_si256((const __m256i *)y->bsums);
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const char *blk = w + (size_t)r * ws + (size_t)b * bb;
+            const uint16_t *dd = (const uint16_t *)blk;
+            const uint8_t *qs = (const uint8_t *)blk + (five ? 48 : 16);
+            float d = h2f(dd[0]), dmin = h2f(dd[1]);
+            __m256i sm = _mm256_broadcastsi128_si256(k4_scales_mins((const uint8_t *)blk + 4));
+            __m256i mins = _mm256_shuffle_epi8(sm, pick_mins);
+            __m256i hb = five ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
+            __m256i isum[4], q[8], sc[8];
+            UNROLL for (int k = 0; k < 4; k++) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+                q[2 * k] = _mm256_and_si256(raw, low4);
+                q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+                if (five) {
+                    /* bit g of qh[l] is the fifth bit of element 32g + l */
+                    q[2 * k] = _mm256_or_si256(q[2 * k], _mm256_and_si256(
+                        k == 0 ? _mm256_slli_epi16(hb, 4) : k == 1 ? _mm256_slli_epi16(hb, 2)
+                        : k == 2 ? hb : _mm256_srli_epi16(hb, 2), bit4));
+                    q[2 * k + 1] = _mm256_or_si256(q[2 * k + 1], _mm256_and_si256(
+                        k == 0 ? _mm256_slli_epi16(hb, 3) : k == 1 ? _mm256_slli_epi16(hb, 1)
+                        : k == 2 ? _mm256_srli_epi16(hb, 1) : _mm256_srli_epi16(hb, 3), bit4));
+                }
+            }
+            UNROLL for (int g = 0; g < 8; g++)
+                sc[g] = _mm256_shuffle_epi8(sm, _mm256_set1_epi16((short)(0xFF00 | g)));
+            UNROLL for (int c = 0; c < C; c++) {
+                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                UNROLL for (int k = 0; k < 4; k++) {
+                    __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(q[2 * k], _mm256_loadu_si256((const __m256i *)(aq + 64 * k))), sc[2 * k]);
+                    __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(q[2 * k + 1], _mm256_loadu_si256((const __m256i *)(aq + 64 * k + 32))), sc[2 * k + 1]);
+                    isum[k] = _mm256_add_epi32(p0, p1);
+                }
+                __m256i s = _mm256_add_epi32(_mm256_add_epi32(isum[0], isum[1]), _mm256_add_epi32(isum[2], isum[3]));
+                __m256i m = _mm256_madd_epi16(mins, bsums[c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * ad[c]), acc[r][c]);
+                acc[r][c] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(dmin * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+
+INLINE void q4_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    k4_kernel(0, n, R, C, w, ws, a, as, out, os);
+}
+INLINE void q5_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    k4_kernel(1, n, R, C, w, ws, a, as, out, os);
+}
+DEFINE_TILE_AND_DOT(q4_K, q4_K_kernel)
+DEFINE_TILE_AND_DOT(q5_K, q5_K_kernel)
+
+/* Q6_K: see the AVX-512 file for the layout; here in 32-element runs. */
+INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    const __m256i low4 = _mm256_set1_epi8(0x0F), bits45 = _mm256_set1_epi8(0x30);
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        float ad[4];
+        __m256i bsums[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            ad[c] = y->d;
+            bsums[c] = _mm256_loadu_si256((const __m256i *)y->bsums);
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const block_q6_K *x = (const block_q6_K *)(w + (size_t)r * ws) + b;
+            __m256i q[8];
+            UNROLL for (int h = 0; h < 2; h++) {
+                __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
+                __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+                q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), bits45));
+                q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), bits45));
+                q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), _mm256_and_si256(qh, bits45));
+                q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45));
+            }
+            __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+            __m256i neg32 = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(s16, 5));
+            /* scale pairs: run g (32 elements) uses scales 2g (first 16) and 2g+1 */
+            __m128i s8 = _mm_loadu_si128((const __m128i *)x->scales);
+            __m256i sc[8];
+            UNROLL for (int g = 0; g < 8; g++) {
+                __m256i pair = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s8, _mm_set_epi8(
+                    2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1,
+                    2 * g, 2 * g, 2 * g, 2 * g, 2 * g, 2 * g, 2 * g, 2 * g)));
+                sc[g] = pair;
+            }
+            float d = h2f(x->d);
+            UNROLL for (int c = 0; c < C; c++) {
+                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                __m256i s = _mm256_madd_epi16(neg32, bsums[c]);
+                UNROLL for (int g = 0; g < 8; g++)
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)(aq + 32 * g))), sc[g]));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q6_K, q6_K_kernel)
+
+/* ================= activation quantizers ================= */
+
+INLINE float hmax256(__m256 v)
+{
+    __m128 q = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_max_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
+
+INLINE int hsum_i32(__m256i v)
+{
+    __m128i q = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    q = _mm_add_epi32(q, _mm_unpackhi_epi64(q, q));
+    q = _mm_add_epi32(q, _mm_shuffle_epi32(q, 1));
+    return _mm_cvtsi128_si32(q);
+}
+
+/* 32 int32 (as 4 vectors) to 32 int8 in order, saturating. */
+INLINE __m256i pack32(__m256i i0, __m256i i1, __m256i i2, __m256i i3)
+{
+    __m256i a = _mm256_packs_epi32(i0, i1), b = _mm256_packs_epi32(i2, i3);
+    return _mm256_permutevar8x32_epi32(_mm256_packs_epi16(a, b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* One 32-float block to quants (half-to-even rounding, like the reference); returns d
+ * and the sum of the quants. */
+INLINE float q8_32(const float *x, int8_t *qs, int *sum)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 v[4];
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm256_loadu_ps(x + 8 * i);
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[i]));
+    }
+    float amax = hmax256(m);
+    __m256 id = _mm256_set1_ps(amax != 0 ? 127.f / amax : 0.f);
+    __m256i q[4];
+    for (int i = 0; i < 4; i++)
+        q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], id));
+    *sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+    _mm256_storeu_si256((__m256i *)qs, pack32(q[0], q[1], q[2], q[3]));
+    return amax / 127.f;
+}
+
+static void quantize_q8_0(const float *x, void *dst, int64_t n)
+{
+    block_q8_0 *y = dst;
+    for (int64_t b = 0; b < n / QK8_0; b++) {
+        int s;
+        y[b].d = f32_to_f16(q8_32(x + 32 * b, y[b].qs, &s));
+    }
+}
+
+static void quantize_q8_1(const float *x, void *dst, int64_t n)
+{
+    block_q8_1 *y = dst;
+    for (int64_t b = 0; b < n / QK8_1; b++) {
+        int s;
+        float d = q8_32(x + 32 * b, y[b].qs, &s);
+        y[b].d = f32_to_f16(d);
+        y[b].s = f32_to_f16(d * (float)s);
+    }
+}
+
+static void quantize_q8_K(const float *x, void *dst, int64_t n)
+{
+    block_q8_K *y = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K) {
+        __m256 m = _mm256_setzero_ps();
+        for (int i = 0; i < QK_K; i += 8)
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+        float amax = hmax256(m);
+        if (amax == 0) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        float max = 0;
+        __m256 am = _mm256_set1_ps(amax);
+        for (int i = 0; i < QK_K; i += 8) {
+            int k = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)), am, _CMP_EQ_OQ));
+            if (k) {
+                max = x[i + __builtin_ctz((unsigned)k)];
+                break;
+            }
+        }
+        float iscale = -127.f / max;
+        __m256 is = _mm256_set1_ps(iscale);
+        for (int i = 0; i < QK_K; i += 32) {
+            __m256i q[4];
+            for (int j = 0; j < 4; j++) {
+                q[j] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * j), is));
+                q[j] = _mm256_max_epi32(_mm256_min_epi32(q[j], _mm256_set1_epi32(127)), _mm256_set1_epi32(-127));
+            }
+            _mm256_storeu_si256((__m256i *)(y[b].qs + i), pack32(q[0], q[1], q[2], q[3]));
+            y[b].bsums[i / 16] = (int16_t)hsum_i32(_mm256_add_epi32(q[0], q[1]));
+            y[b].bsums[i / 16 + 1] = (int16_t)hsum_i32(_mm256_add_epi32(q[2], q[3]));
+        }
+        y[b].d = 1 / iscale;
+    }
+}
+
+static void quantize_f16(const float *x, void *dst, int64_t n)
+{
+    uint16_t *y = dst;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++)
+        y[i] = f32_to_f16(x[i]);
+}
+
+static void quantize_bf16(const float *x, void *dst, int64_t n)
+{
+    uint16_t *y = dst;
+    int64_t i = 0;
+    const __m256i absmask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    for (; i + 8 <= n; i += 8) {
+        __m256i u = _mm256_loadu_si256((const __m256i *)(x + i));
+        __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+        __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, absmask), inf);
+        __m256i qn = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+        r = _mm256_blendv_epi8(r, qn, nan);
+        /* 8 int32 holding 16-bit values -> 8 uint16 */
+        __m128i lo = _mm256_castsi256_si128(r), hi = _mm256_extracti128_si256(r, 1);
+        _mm_storeu_si128((__m128i *)(y + i), _mm_packus_epi32(lo, hi));
+    }
+    for (; i < n; i++)
+        y[i] = f32_to_bf16(x[i]);
+}
 
 void quant_avx2_fill(quant_kernels *k)
 {
-    (void)k;
+#define SET(T, name)               \
+    k->vec_dot[T] = dot_##name;    \
+    k->tile[T] = tile_##name;
+    SET(T_F32, f32)
+    SET(T_F16, f16)
+    SET(T_BF16, bf16)
+    SET(T_Q8_0, q8_0)
+    SET(T_Q4_0, q4_0)
+    SET(T_Q4_K, q4_K)
+    SET(T_Q5_K, q5_K)
+    SET(T_Q6_K, q6_K)
+#undef SET
+    k->quantize[T_Q8_0] = quantize_q8_0;
+    k->quantize[T_Q8_1] = quantize_q8_1;
+    k->quantize[T_Q8_K] = quantize_q8_K;
+    k->quantize[T_F16] = quantize_f16;
+    k->quantize[T_BF16] = quantize_bf16;
 }

@@ -1,7 +1,578 @@
-/* quant_avx512.c — AVX-512 kernels: VNNI (vpdpbusd) integer dot products, BF16 dot. */
+/* quant_avx512.c — AVX-512 kernels: VNNI integer dot products, F16/BF16/F32 dots, and
+ * the activation quantizers.
+ *
+ * Every dot product is a tile kernel over R weight rows and C activation rows (R, C <=
+ * 4, constants after inlining): each weight block is loaded and unpacked once and
+ * used for all C activation rows, each activation block once for all R weight rows.
+ * vec_dot is the 1x1 tile.
+ *
+ * Signed-by-signed 8-bit products go through vpdpbusd (unsigned x signed) by flipping
+ * the weight's sign bit, w ^ 0x80 = w + 128, and subtracting 128 * sum(a), which
+ * depends on the activation only and so is computed once per activation block.
+ */
 #include "quant_impl.h"
+
+#include <immintrin.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* One (nr, nc) instance of a kernel per call site, so R and C are constants inside. */
+#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)          \
+    switch ((nr)*8 + (nc)) {                                          \
+    case 011: kernel(n, 1, 1, w, ws, a, as, out, os); break;          \
+    case 012: kernel(n, 1, 2, w, ws, a, as, out, os); break;          \
+    case 013: kernel(n, 1, 3, w, ws, a, as, out, os); break;          \
+    case 014: kernel(n, 1, 4, w, ws, a, as, out, os); break;          \
+    case 021: kernel(n, 2, 1, w, ws, a, as, out, os); break;          \
+    case 022: kernel(n, 2, 2, w, ws, a, as, out, os); break;          \
+    case 023: kernel(n, 2, 3, w, ws, a, as, out, os); break;          \
+    case 024: kernel(n, 2, 4, w, ws, a, as, out, os); break;          \
+    case 031: kernel(n, 3, 1, w, ws, a, as, out, os); break;          \
+    case 032: kernel(n, 3, 2, w, ws, a, as, out, os); break;          \
+    case 033: kernel(n, 3, 3, w, ws, a, as, out, os); break;          \
+    case 034: kernel(n, 3, 4, w, ws, a, as, out, os); break;          \
+    case 041: kernel(n, 4, 1, w, ws, a, as, out, os); break;          \
+    case 042: kernel(n, 4, 2, w, ws, a, as, out, os); break;          \
+    case 043: kernel(n, 4, 3, w, ws, a, as, out, os); break;          \
+    case 044: kernel(n, 4, 4, w, ws, a, as, out, os); break;          \
+    }
+
+#define DEFINE_TILE_AND_DOT(name, kernel)                                                \
+    static void tile_##name(int64_t n, int nr, int nc, const void *w, size_t ws,         \
+                            const void *a, size_t as, float *out, size_t os)             \
+    {                                                                                    \
+        TILE_SWITCH(kernel, n, nr, nc, (const char *)w, ws, (const char *)a, as, out, os) \
+    }                                                                                    \
+    static float dot_##name(int64_t n, const void *w, const void *a)                     \
+    {                                                                                    \
+        float o;                                                                         \
+        kernel(n, 1, 1, (const char *)w, 0, (const char *)a, 0, &o, 0);                  \
+        return o;                                                                        \
+    }
+
+INLINE float hsum512(__m512 v)
+{
+    __m256 s = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
+
+INLINE void store_tile(const int R, const int C, __m512 acc[4][4], float *out, size_t os)
+{
+    _Pragma("GCC unroll 4")
+    for (int c = 0; c < C; c++)
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < R; r++)
+            out[(size_t)c * os + r] = hsum512(acc[r][c]);
+}
+
+/* Two f16 scales, halves 0 and `second` of a 64-byte window, as [d0 x8, d1 x8]. */
+INLINE __m512 two_scales(__m512i window, __m512i idx)
+{
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(idx, window)));
+}
+
+INLINE __m512i scale_index(int second)
+{
+    return _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, second, second,
+                            second, second, second, second, second, second, 0, 0, 0, 0, 0, 0, 0, 0);
+}
+
+/* ================= F32, F16, BF16 ================= */
+
+/* Float tiles over 16 elements at a time; the tail (n % 16) goes through masked loads. */
+#define FLOAT_KERNEL(name, LOADW, LOADA)                                                    \
+    INLINE void name(int64_t n, const int R, const int C, const char *w, size_t ws,       \
+                     const char *a, size_t as, float *out, size_t os)                     \
+    {                                                                                     \
+        __m512 acc[4][4];                                                                 \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                                       \
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)                                                   \
+                acc[r][c] = _mm512_setzero_ps();                                          \
+        for (int64_t i = 0; i < n; i += 16) {                                             \
+            __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1); \
+            __m512 av[4];                                                                 \
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)                                                   \
+                av[c] = LOADA(a + (size_t)c * as, i, m);                                  \
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                                                 \
+                __m512 wv = LOADW(w + (size_t)r * ws, i, m);                              \
+                _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)                                               \
+                    acc[r][c] = _mm512_fmadd_ps(wv, av[c], acc[r][c]);                    \
+            }                                                                             \
+        }                                                                                 \
+        store_tile(R, C, acc, out, os);                                                   \
+    }
+
+INLINE __m512 load_f32(const char *p, int64_t i, __mmask16 m)
+{
+    return _mm512_maskz_loadu_ps(m, (const float *)p + i);
+}
+INLINE __m512 load_f16(const char *p, int64_t i, __mmask16 m)
+{
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i));
+}
+
+FLOAT_KERNEL(f32_kernel, load_f32, load_f32)
+FLOAT_KERNEL(f16_kernel, load_f16, load_f16)
+DEFINE_TILE_AND_DOT(f32, f32_kernel)
+DEFINE_TILE_AND_DOT(f16, f16_kernel)
+
+/* BF16 pairs straight into vdpbf16ps, 32 elements a step. */
+INLINE void bf16_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    __m512 acc[4][4];
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4")
+        for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 32) {
+        __mmask32 m = n - i >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (n - i)) - 1);
+        __m512bh av[4];
+        _Pragma("GCC unroll 4")
+        for (int c = 0; c < C; c++)
+            av[c] = (__m512bh)_mm512_maskz_loadu_epi16(m, (const uint16_t *)(a + (size_t)c * as) + i);
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < R; r++) {
+            __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, (const uint16_t *)(w + (size_t)r * ws) + i);
+            _Pragma("GCC unroll 4")
+            for (int c = 0; c < C; c++)
+                acc[r][c] = _mm512_dpbf16_ps(acc[r][c], wv, av[c]);
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(bf16, bf16_kernel)
+
+/* ================= Q8_0 (and the Q8_0 side of Q4_0) ================= */
+
+/* The quants of blocks b and b+1 of a Q8_0 row as one vector; n1 = 0 zeroes the second
+ * (a lone last block), without reading it. */
+INLINE __m512i q8_0_pair_quants(const block_q8_0 *x, int two)
+{
+    __m256i lo = _mm256_loadu_si256((const __m256i *)x[0].qs);
+    if (!two)
+        return _mm512_zextsi256_si512(lo);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256((const __m256i *)x[1].qs), 1);
+}
+
+INLINE __m512 q8_0_pair_scales(const block_q8_0 *x, int two)
+{
+    /* the pair spans 68 bytes, so the 64-byte window from its start holds both scales */
+    __m512i win = two ? _mm512_loadu_si512(x) : _mm512_maskz_loadu_epi16(1, x);
+    return two_scales(win, scale_index(17));
+}
+
+/* Activation side of a pair: quants, scales, and -128 * (sums of 4) per lane. */
+typedef struct { __m512i q, neg; __m512 d; } act_pair;
+
+INLINE act_pair q8_0_act_pair(const block_q8_0 *y, int two)
+{
+    act_pair p;
+    p.q = q8_0_pair_quants(y, two);
+    p.d = q8_0_pair_scales(y, two);
+    p.neg = _mm512_sub_epi32(_mm512_setzero_si512(),
+                             _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), p.q));
+    return p;
+}
+
+INLINE void q8_0_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK8_0;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512 acc[4][4];
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4")
+        for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int two = b + 1 < nb;
+        act_pair ap[4];
+        _Pragma("GCC unroll 4")
+        for (int c = 0; c < C; c++)
+            ap[c] = q8_0_act_pair((const block_q8_0 *)(a + (size_t)c * as) + b, two);
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < R; r++) {
+            const block_q8_0 *x = (const block_q8_0 *)(w + (size_t)r * ws) + b;
+            __m512i wq = _mm512_xor_si512(q8_0_pair_quants(x, two), flip);
+            __m512 wd = q8_0_pair_scales(x, two);
+            _Pragma("GCC unroll 4")
+            for (int c = 0; c < C; c++) {
+                __m512i p = _mm512_dpbusd_epi32(ap[c].neg, wq, ap[c].q);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ap[c].d), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q8_0, q8_0_kernel)
+
+/* Q4_0: the quants of two blocks as [lo0 hi0 lo1 hi1] nibbles (0..15), and the -8
+ * offset taken out through -8 * sum(a). */
+INLINE void q4_0_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK4_0;
+    const __m512i shifts = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
+    const __m512i low4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+    const __m512i sidx = scale_index(9);
+    __m512 acc[4][4];
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4")
+        for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int two = b + 1 < nb;
+        __m512i aq[4], neg[4];
+        __m512 ad[4];
+        _Pragma("GCC unroll 4")
+        for (int c = 0; c < C; c++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)c * as) + b;
+            aq[c] = q8_0_pair_quants(y, two);
+            ad[c] = q8_0_pair_scales(y, two);
+            neg[c] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                      _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, aq[c]));
+        }
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < R; r++) {
+            const block_q4_0 *x = (const block_q4_0 *)(w + (size_t)r * ws) + b;
+            __m256i q01 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x[0].qs));
+            __m512i q = _mm512_castsi256_si512(q01);
+            if (two)
+                q = _mm512_inserti64x4(q, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x[1].qs)), 1);
+            else
+                q = _mm512_zextsi256_si512(q01);
+            q = _mm512_and_si512(_mm512_srlv_epi64(q, shifts), low4);
+            /* the pair spans 36 bytes: fetch just the two scale words */
+            __m512i win = _mm512_maskz_loadu_epi16(two ? 0x201 : 0x1, x);
+            __m512 wd = two_scales(win, sidx);
+            _Pragma("GCC unroll 4")
+            for (int c = 0; c < C; c++) {
+                __m512i p = _mm512_dpbusd_epi32(neg[c], q, aq[c]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q4_0, q4_0_kernel)
+
+/* ================= K-quants against Q8_K ================= */
+
+/* The 8 scales and 8 mins of a Q4_K/Q5_K block as 16 bytes [sc0..7, m0..7], from the
+ * 12 packed bytes (a 16-byte load; the 4 extra bytes are ignored). As 32-bit words
+ * u0..u2: scales 0-3 = u0 & 0x3f.., mins 0-3 = u1 & 0x3f.., scales 4-7 = low nibbles of
+ * u2 with u0's top two bits above them, mins 4-7 = high nibbles of u2 with u1's. */
+INLINE __m128i k4_scales_mins(const uint8_t *s)
+{
+    __m128i u = _mm_loadu_si128((const __m128i *)s);
+    __m128i x = _mm_srlv_epi32(_mm_shuffle_epi32(u, _MM_SHUFFLE(2, 1, 2, 0)), _mm_set_epi32(4, 0, 0, 0));
+    __m128i top = _mm_srli_epi32(_mm_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0)), 2);
+    const __m128i m6 = _mm_set_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f);
+    const __m128i m2 = _mm_set_epi32(0x30303030, 0, 0x30303030, 0);
+    return _mm_ternarylogic_epi32(_mm_and_si128(x, m6), top, m2, 0xF8); /* x&m6 | top&m2 */
+}
+
+/* int16 lanes of byte `lo` of each 128-bit lane's copy in the low 256 bits and byte `hi`
+ * in the high 256 bits: a vpshufb control selecting, zero-extended, one scale per half. */
+INLINE __m512i pick16(int lo, int hi)
+{
+    const int L = lo | 0x8000 | 0x7f00, H = hi | 0x8000 | 0x7f00; /* high byte: zero */
+    return _mm512_set_epi16(H, H, H, H, H, H, H, H, H, H, H, H, H, H, H, H, L, L, L, L, L, L, L, L,
+                            L, L, L, L, L, L, L, L);
+}
+
+/* Q4_K and Q5_K: elements 64k..64k+63 are sub-blocks 2k (low nibbles of qs[32k..]) and
+ * 2k+1 (high nibbles); maddubs makes pair sums, vpdpwssd multiplies by the sub-block
+ * scale and accumulates; the mins meet the activation's 16-sums (bsums) in a second
+ * vpdpwssd with their own scale. */
+INLINE void k4_kernel(const int five, int64_t n, const int R, const int C, const char *w,
+                      size_t ws, const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    const size_t bb = five ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const __m512i nib_shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
+    const __m512i low4 = _mm512_set1_epi8(0x0F), bit4 = _mm512_set1_epi8(0x10);
+    /* [m0 m0 m1 m1 .. m7 m7] as int16 in the low 256 bits, zero above */
+    const __m512i pick_mins = _mm512_set_epi8(
+        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+        -1, 15, -1, 15, -1, 14, -1, 14, -1, 13, -1, 13, -1, 12, -1, 12,
+        -1, 11, -1, 11, -1, 10, -1, 10, -1, 9, -1, 9, -1, 8, -1, 8);
+    __m512 acc[4][4];
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4")
+        for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        float ad[4];
+        __m512i bsums[4];
+        _Pragma("GCC unroll 4")
+        for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            ad[c] = y->d;
+            bsums[c] = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)y->bsums));
+        }
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < R; r++) {
+            const char *blk = w + (size_t)r * ws + (size_t)b * bb;
+            const uint16_t *dd = (const uint16_t *)blk; /* d, dmin lead both layouts */
+            const uint8_t *scales = (const uint8_t *)blk + 4;
+            const uint8_t *qs = (const uint8_t *)blk + (five ? 48 : 16);
+            __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(dd[0] | ((uint32_t)dd[1] << 16))));
+            __m128i sm = k4_scales_mins(scales);
+            __m512i smb = _mm512_broadcast_i32x4(sm);
+            __m512i mins = _mm512_shuffle_epi8(smb, pick_mins);
+            __m512i hb = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16)))
+                              : _mm512_setzero_si512();
+            __m512i wq[4], sc[4];
+            _Pragma("GCC unroll 4")
+            for (int k = 0; k < 4; k++) {
+                __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * k)));
+                q = _mm512_and_si512(_mm512_srlv_epi64(q, nib_shift), low4);
+                if (five) {
+                    /* bit g = 2k (low half) / 2k+1 (high half) of qh to bit 4 */
+                    __m512i h;
+                    if (k < 2)
+                        h = _mm512_sllv_epi64(hb, _mm512_set_epi64(3 - 2 * k, 3 - 2 * k, 3 - 2 * k, 3 - 2 * k,
+                                                                   4 - 2 * k, 4 - 2 * k, 4 - 2 * k, 4 - 2 * k));
+                    else
+                        h = _mm512_srlv_epi64(hb, _mm512_set_epi64(2 * k - 3, 2 * k - 3, 2 * k - 3, 2 * k - 3,
+                                                                   2 * k - 4, 2 * k - 4, 2 * k - 4, 2 * k - 4));
+                    q = _mm512_ternarylogic_epi64(q, h, bit4, 0xF8); /* q | (h & bit4) */
+                }
+                wq[k] = q;
+                sc[k] = _mm512_shuffle_epi8(smb, pick16(2 * k, 2 * k + 1));
+            }
+            _Pragma("GCC unroll 4")
+            for (int c = 0; c < C; c++) {
+                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                __m512i isum = _mm512_setzero_si512();
+                _Pragma("GCC unroll 4")
+                for (int k = 0; k < 4; k++) {
+                    __m512i p = _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k));
+                    isum = _mm512_dpwssd_epi32(isum, p, sc[k]);
+                }
+                __m512i msum = _mm512_madd_epi16(mins, bsums[c]);
+                __m128 s = _mm_mul_ps(dm, _mm_set1_ps(ad[c])); /* d*da, dmin*da */
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(s), acc[r][c]);
+                acc[r][c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum),
+                                             _mm512_broadcastss_ps(_mm_movehdup_ps(s)), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+
+INLINE void q4_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    k4_kernel(0, n, R, C, w, ws, a, as, out, os);
+}
+INLINE void q5_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    k4_kernel(1, n, R, C, w, ws, a, as, out, os);
+}
+DEFINE_TILE_AND_DOT(q4_K, q4_K_kernel)
+DEFINE_TILE_AND_DOT(q5_K, q5_K_kernel)
+
+/* Q6_K: per 128-element half, elements 0..63 are the low nibbles of ql[0..63] and
+ * 64..127 the high nibbles, with 2 bits of qh[0..31] on top (bits 0-1, 2-3 for the two
+ * 32-runs of the first 64, bits 4-5, 6-7 for the second). Quants q+32 are unsigned;
+ * the -32 comes back as -32 * sum(scale_j * bsum_j), in the same integer sum. */
+INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30);
+    const __m512i up01 = _mm512_set_epi64(2, 2, 2, 2, 4, 4, 4, 4);  /* qh bits 0-1 | 2-3 to 4-5 */
+    const __m512i dn23 = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0);  /* qh bits 4-5 | 6-7 to 4-5 */
+    __m512 acc[4][4];
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4")
+        for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        float ad[4];
+        __m512i bsums[4];
+        _Pragma("GCC unroll 4")
+        for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            ad[c] = y->d;
+            bsums[c] = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)y->bsums));
+        }
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < R; r++) {
+            const block_q6_K *x = (const block_q6_K *)(w + (size_t)r * ws) + b;
+            __m512i wq[4], sc[4];
+            for (int h = 0; h < 2; h++) {
+                __m512i ql = _mm512_loadu_si512(x->ql + 64 * h);
+                __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x->qh + 32 * h)));
+                __m512i lo = _mm512_and_si512(ql, low4);
+                __m512i hi = _mm512_and_si512(_mm512_srli_epi16(ql, 4), low4);
+                wq[2 * h] = _mm512_ternarylogic_epi64(lo, _mm512_sllv_epi64(qh, up01), bits45, 0xF8);
+                wq[2 * h + 1] = _mm512_ternarylogic_epi64(hi, _mm512_srlv_epi64(qh, dn23), bits45, 0xF8);
+            }
+            /* scale j for each 16 elements, as int16 lanes: vector k covers scales 4k..4k+3 */
+            __m512i s16 = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales)));
+            _Pragma("GCC unroll 4")
+            for (int k = 0; k < 4; k++) {
+                const short j = (short)(4 * k);
+                __m512i idx = _mm512_set_epi16(j + 3, j + 3, j + 3, j + 3, j + 3, j + 3, j + 3, j + 3,
+                                               j + 2, j + 2, j + 2, j + 2, j + 2, j + 2, j + 2, j + 2,
+                                               j + 1, j + 1, j + 1, j + 1, j + 1, j + 1, j + 1, j + 1,
+                                               j, j, j, j, j, j, j, j);
+                sc[k] = _mm512_permutexvar_epi16(idx, s16);
+            }
+            __m512i neg32 = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(s16, 5));
+            float d = _cvtsh_ss(x->d);
+            _Pragma("GCC unroll 4")
+            for (int c = 0; c < C; c++) {
+                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                __m512i isum = _mm512_madd_epi16(neg32, bsums[c]);
+                _Pragma("GCC unroll 4")
+                for (int k = 0; k < 4; k++) {
+                    __m512i p = _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k));
+                    isum = _mm512_dpwssd_epi32(isum, p, sc[k]);
+                }
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q6_K, q6_K_kernel)
+
+/* ================= activation quantizers ================= */
+
+static void quantize_q8_0(const float *x, void *dst, int64_t n)
+{
+    block_q8_0 *y = dst;
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / QK8_0; b++, x += QK8_0) {
+        __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+        __m512 m = _mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1));
+        float amax = _mm512_reduce_max_ps(m);
+        y[b].d = f32_to_f16(amax / 127.f);
+        __m512 id = _mm512_set1_ps(amax != 0 ? 127.f / amax : 0.f);
+        /* cvtps rounds half to even, like the reference */
+        __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
+        __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+        _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtsepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtsepi32_epi8(q1));
+    }
+}
+
+static void quantize_q8_1(const float *x, void *dst, int64_t n)
+{
+    block_q8_1 *y = dst;
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / QK8_1; b++, x += QK8_1) {
+        __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+        __m512 m = _mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1));
+        float amax = _mm512_reduce_max_ps(m);
+        float d = amax / 127.f;
+        __m512 id = _mm512_set1_ps(amax != 0 ? 127.f / amax : 0.f);
+        __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
+        __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+        int s = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        y[b].d = f32_to_f16(d);
+        y[b].s = f32_to_f16(d * (float)s);
+        _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtsepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtsepi32_epi8(q1));
+    }
+}
+
+static void quantize_q8_K(const float *x, void *dst, int64_t n)
+{
+    block_q8_K *y = dst;
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K) {
+        __m512 m = _mm512_setzero_ps();
+        for (int i = 0; i < QK_K; i += 16)
+            m = _mm512_max_ps(m, _mm512_andnot_ps(sign, _mm512_loadu_ps(x + i)));
+        float amax = _mm512_reduce_max_ps(m);
+        if (amax == 0) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        /* the signed value of the first element of largest magnitude */
+        float max = 0;
+        __m512 am = _mm512_set1_ps(amax);
+        for (int i = 0; i < QK_K; i += 16) {
+            __mmask16 k = _mm512_cmp_ps_mask(_mm512_andnot_ps(sign, _mm512_loadu_ps(x + i)), am, _CMP_EQ_OQ);
+            if (k) {
+                max = x[i + __builtin_ctz(k)];
+                break;
+            }
+        }
+        float iscale = -127.f / max;
+        __m512 is = _mm512_set1_ps(iscale);
+        for (int i = 0; i < QK_K; i += 16) {
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), is));
+            q = _mm512_max_epi32(_mm512_min_epi32(q, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+            _mm_storeu_si128((__m128i *)(y[b].qs + i), _mm512_cvtepi32_epi8(q));
+            y[b].bsums[i / 16] = (int16_t)_mm512_reduce_add_epi32(q);
+        }
+        y[b].d = 1 / iscale;
+    }
+}
+
+static void quantize_f16(const float *x, void *dst, int64_t n)
+{
+    uint16_t *y = dst;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(y + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++)
+        y[i] = f32_to_f16(x[i]);
+}
+
+/* Integer rounding rather than vcvtneps2bf16, which flushes subnormals. */
+static void quantize_bf16(const float *x, void *dst, int64_t n)
+{
+    uint16_t *y = dst;
+    int64_t i = 0;
+    const __m512i absmask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    for (; i + 16 <= n; i += 16) {
+        __m512i u = _mm512_loadu_si512(x + i);
+        __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+        __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+        __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, absmask), inf);
+        r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+        _mm256_storeu_si256((__m256i *)(y + i), _mm512_cvtepi32_epi16(r));
+    }
+    for (; i < n; i++)
+        y[i] = f32_to_bf16(x[i]);
+}
 
 void quant_avx512_fill(quant_kernels *k)
 {
-    (void)k;
+#define SET(T, name)               \
+    k->vec_dot[T] = dot_##name;    \
+    k->tile[T] = tile_##name;
+    SET(T_F32, f32)
+    SET(T_F16, f16)
+    SET(T_BF16, bf16)
+    SET(T_Q8_0, q8_0)
+    SET(T_Q4_0, q4_0)
+    SET(T_Q4_K, q4_K)
+    SET(T_Q5_K, q5_K)
+    SET(T_Q6_K, q6_K)
+#undef SET
+    k->quantize[T_Q8_0] = quantize_q8_0;
+    k->quantize[T_Q8_1] = quantize_q8_1;
+    k->quantize[T_Q8_K] = quantize_q8_K;
+    k->quantize[T_F16] = quantize_f16;
+    k->quantize[T_BF16] = quantize_bf16;
 }

@@ -4,7 +4,10 @@
  * byte fallback, leading space) and byte-level BPE ("gpt2": rank-driven merges after a
  * pre-tokenizer chosen by tokenizer.ggml.pre: gpt-2, llama3/llama-bpe, qwen2,
  * deepseek-coder, falcon, ...). Special (control / user-defined) tokens are matched in
- * the text first when parse_special is set, as llama.cpp does by default.
+ * the text first when parse_special is set, as llama.cpp does by default. The defaults
+ * and special-token rules follow llama.cpp's, so that text gives the same ids.
+ *
+ * A loaded tokenizer is read-only: any number of threads may use it at once.
  */
 #ifndef LLMFS_TOKENIZER_H
 #define LLMFS_TOKENIZER_H

@@ -461,6 +461,41 @@ START_TEST(test_unsupported_and_malformed)
 }
 END_TEST
 
+/* Templates that would take the stack, the time or the arithmetic too far. */
+START_TEST(test_limits)
+{
+    llmfs_error err = {0};
+    char *deep = malloc(40000);
+    size_t n = 0;
+    n += (size_t)sprintf(deep + n, "{{ ");
+    for (int i = 0; i < 5000; i++)
+        deep[n++] = '(';
+    strcpy(deep + n, " }}");
+    ck_assert_ptr_null(chat_render(deep, conv, N_CONV, true, "", "", &err));
+    ck_assert_msg(strstr(err.msg, "nested too deeply"), "%s", err.msg);
+    n = 0;
+    for (int i = 0; i < 3000; i++)
+        n += (size_t)sprintf(deep + n, "{%% if 1 %%}");
+    ck_assert_ptr_null(chat_render(deep, conv, N_CONV, true, "", "", &err));
+    ck_assert_msg(strstr(err.msg, "nested too deeply"), "%s", err.msg);
+    free(deep);
+    ck_assert_ptr_null(chat_render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                                   conv, N_CONV, true, "", "", &err));
+    ck_assert_msg(strstr(err.msg, "runs too long"), "%s", err.msg);
+    ck_assert_ptr_null(chat_render("{{ 9223372036854775807 + 1 }}", conv, N_CONV, true, "", "", &err));
+    ck_assert_msg(strstr(err.msg, "overflow"), "%s", err.msg);
+    ck_assert_ptr_null(chat_render("{{ 99999999999999999999 }}", conv, N_CONV, true, "", "", &err));
+    ck_assert_msg(strstr(err.msg, "too large"), "%s", err.msg);
+    /* raised messages stay on one line */
+    ck_assert_ptr_null(chat_render("{{ raise_exception('two\\nlines') }}", conv, N_CONV, true, "", "", &err));
+    ck_assert_msg(!strchr(err.msg, '\n') && strstr(err.msg, "two lines"), "%s", err.msg);
+    char *s = chat_render("{{ -7 % -3 }} {{ 7 % -3 }} {{ range(2, 5) }}", conv, N_CONV, true, "", "", &err);
+    ck_assert_msg(s, "%s", err.msg);
+    ck_assert_str_eq(s, "-1 -2 [2, 3, 4]");
+    free(s);
+}
+END_TEST
+
 /* Whitespace control and Jinja's block settings, one rule at a time. */
 START_TEST(test_whitespace)
 {
@@ -496,6 +531,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_raise_exception);
     tcase_add_test(tc, test_unsupported_and_malformed);
     tcase_add_test(tc, test_whitespace);
+    tcase_add_test(tc, test_limits);
     suite_add_tcase(s, tc);
     return s;
 }

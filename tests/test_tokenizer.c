@@ -387,6 +387,26 @@ START_TEST(test_spm_specials)
 }
 END_TEST
 
+/* Phi-3 (by its general.name): whitespace after a special token is dropped, and the
+ * text after a special token gets SentencePiece's space again. */
+START_TEST(test_phi3_rstrip)
+{
+    loaded l = load_vocab("ggml-vocab-phi-3.gguf");
+    const char *s = "<|user|>\nHello<|end|>\n";
+    int32_t ids[16];
+    int n = tokenizer_encode(l.t, s, strlen(s), true, true, ids, 16);
+    ck_assert_int_eq(n, 4);
+    ck_assert_int_eq(ids[0], 1);
+    ck_assert_int_eq(ids[1], 32010);
+    ck_assert_int_eq(ids[2], tokenizer_find(l.t, "\xe2\x96\x81Hello"));
+    ck_assert_int_eq(ids[3], 32007);
+    ck_assert(tokenizer_is_eog(l.t, 32007)); /* <|end|> */
+    ck_assert(tokenizer_is_eog(l.t, 32000)); /* <|endoftext|>, the eos */
+    ck_assert(!tokenizer_is_eog(l.t, 32010));
+    unload(&l);
+}
+END_TEST
+
 /* Byte tokens of one multi-byte character pushed one at a time: nothing comes out
  * until the character is complete; broken sequences come out as U+FFFD. */
 START_TEST(test_stream_partial_chars)
@@ -735,6 +755,7 @@ static Suite *make_suite(void)
     tcase_set_timeout(sp, 600);
     tcase_add_test(sp, test_qwen_specials);
     tcase_add_test(sp, test_spm_specials);
+    tcase_add_test(sp, test_phi3_rstrip);
     tcase_add_test(sp, test_stream_partial_chars);
     tcase_add_test(sp, test_stream_random_bytes);
     tcase_add_test(sp, test_load_and_encode_speed);

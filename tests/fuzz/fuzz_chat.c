@@ -1,11 +1,15 @@
 /* fuzz_chat.c — libFuzzer target for chat-template rendering.
  *
- * Input layout: one flags byte, then NUL-separated parts: the template, then up to
- * eight (role, content) pairs. Whatever the template and the conversation, chat_render
- * must return a NUL-terminated text no longer than the render limit, or NULL with an
- * errno and a one-line reason; and it must give the same answer twice. The built-in
- * renderer of the template's family gets the same conversation and is held to the same
- * rules. Time and memory are bounded by libFuzzer's -timeout and -rss_limit_mb.
+ * Input layout: the template, up to the first NUL. Without a NUL it is rendered for a
+ * fixed conversation, with and without the generation prompt. After a NUL come
+ * NUL-separated parts: a flags part (its first byte: generation prompt, bos and eos
+ * tokens), then up to eight (role, content) pairs making the conversation.
+ *
+ * Whatever the template and the conversation, chat_render must return a NUL-terminated
+ * text no longer than the render limit, or NULL with an errno and a one-line reason; and
+ * it must give the same answer twice. The built-in renderer of the template's family
+ * gets the same conversation and is held to the same rules. Time and memory are bounded
+ * by libFuzzer's -timeout and -rss_limit_mb.
  */
 #include "chat.h"
 
@@ -27,6 +31,10 @@
 /* The interpreter's limit on rendered text. */
 #define MAX_RENDER ((size_t)64 << 20)
 
+static const chat_msg fixed_conv[] = {
+    {"system", "You are terse."}, {"user", "Hi"}, {"assistant", "Hello."}, {"user", " Bye \n"},
+};
+
 static void check_result(const char *text, const llmfs_error *err, bool empty_template)
 {
     if (text) {
@@ -39,34 +47,9 @@ static void check_result(const char *text, const llmfs_error *err, bool empty_te
     CHECK(!strchr(err->msg, '\n'));
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void render(const char *tmpl, const chat_msg *msgs, int n_msgs, bool gen, const char *bos,
+                   const char *eos)
 {
-    if (size < 1)
-        return 0;
-    uint8_t flags = data[0];
-    /* One copy with a NUL after it, cut in place at every NUL. */
-    char *buf = malloc(size);
-    CHECK(buf);
-    memcpy(buf, data + 1, size - 1);
-    buf[size - 1] = 0;
-    const char *parts[1 + 2 * MAX_MSGS];
-    int n_parts = 0;
-    for (char *p = buf; p <= buf + size - 1 && n_parts < 1 + 2 * MAX_MSGS;) {
-        parts[n_parts++] = p;
-        p += strlen(p) + 1;
-    }
-    const char *tmpl = parts[0];
-    chat_msg msgs[MAX_MSGS];
-    int n_msgs = 0;
-    for (int k = 1; k + 1 < n_parts; k += 2)
-        msgs[n_msgs++] = (chat_msg){parts[k], parts[k + 1]};
-    bool gen = flags & 1;
-    const char *bos = flags & 2 ? "<s>" : NULL;
-    const char *eos = flags & 4 ? "</s>" : (flags & 8 ? "" : NULL);
-
-    const char *family = chat_template_name(tmpl);
-    CHECK(family && *family);
-
     llmfs_error err = {0};
     char *a = chat_render(tmpl, msgs, n_msgs, gen, bos, eos, &err);
     check_result(a, &err, !*tmpl);
@@ -80,6 +63,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(a);
     free(b);
 
+    const char *family = chat_template_name(tmpl);
+    CHECK(family && *family);
     if (strcmp(family, "jinja") != 0 && strcmp(family, "none") != 0) {
         err = (llmfs_error){0};
         char *c = chat_render_builtin(family, msgs, n_msgs, gen, bos, eos, &err);
@@ -89,6 +74,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 CHECK(strstr(c, msgs[i].content));
         free(c);
     }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    /* One copy with a NUL after it, cut in place at every NUL. */
+    char *buf = malloc(size + 1);
+    CHECK(buf);
+    memcpy(buf, data, size);
+    buf[size] = 0;
+    const char *tmpl = buf;
+    size_t tlen = strlen(buf);
+    if (tlen == size) {
+        for (int gen = 0; gen < 2; gen++)
+            render(tmpl, fixed_conv, 4, gen, "<s>", "</s>");
+        free(buf);
+        return 0;
+    }
+    const char *parts[1 + 2 * MAX_MSGS];
+    int n_parts = 0;
+    for (char *p = buf + tlen + 1; p <= buf + size && n_parts < 1 + 2 * MAX_MSGS;) {
+        parts[n_parts++] = p;
+        p += strlen(p) + 1;
+    }
+    uint8_t flags = n_parts ? (uint8_t)parts[0][0] : 0;
+    chat_msg msgs[MAX_MSGS];
+    int n_msgs = 0;
+    for (int k = 1; k + 1 < n_parts; k += 2)
+        msgs[n_msgs++] = (chat_msg){parts[k], parts[k + 1]};
+    render(tmpl, msgs, n_msgs, flags & 1, flags & 2 ? "<s>" : NULL,
+           flags & 4 ? "</s>" : (flags & 8 ? "" : NULL));
     free(buf);
     return 0;
 }

@@ -4,7 +4,7 @@
 . "$(dirname "$0")/lib.sh" "$@"
 
 printf 'GGUF\003\000\000\000garbage' >"$T/models/bad.gguf"
-llmfs_mount --set max_ctl_line=200 --set max_sessions=3 --set max_prompt_bytes=4096
+llmfs_mount --set max_ctl_line=200 --max_sessions 3 --max_prompt_bytes=4096
 M=$MNT/m
 
 # ---- root ctl ----

@@ -73,6 +73,17 @@ pass "a stale mount is cleared on the next start"
 must_fail "already mounted" "$LLMFS" mount -c "$CONF" "$MNT"
 llmfs_unmount
 
+# ---- the example configuration: every key is valid; missing models only warn ----
+"$LLMFS" mount -c "$REPO/conf/llmfs.ini" --set model_dirs="$MODELS" "$MNT" 2>"$T/example.err" ||
+    fail "the example configuration does not mount: $(cat "$T/example.err")"
+is_mounted || fail "not mounted with the example configuration"
+line=$(grep -m1 '^pid ' "$MNT/stats")
+DAEMON_PID=${line#pid }
+grep -q "warning: model qwen" "$T/example.err" || fail "no warning for the example's missing model: $(cat "$T/example.err")"
+grep -q "^model tiny: " "$MNT/error" || fail "the root error file does not name the missing model: $(cat "$MNT/error")"
+llmfs_unmount
+pass "the example configuration is valid"
+
 # ---- foreground ----
 "$LLMFS" mount -f -c "$CONF" "$MNT" 2>"$T/fg.err" &
 fg=$!

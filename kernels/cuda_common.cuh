@@ -1,0 +1,176 @@
+/* cuda_common.cuh — the CUDA backend's state and the helpers every kernel file shares.
+ *
+ * One cuda_backend per device. All work goes to one non-blocking stream, so ops are
+ * ordered without host waits; the host waits only in download, sync, argmax/topk and
+ * where a MoE or attention decision needs nothing from the device (never in decode).
+ * No CUDA call's result is ignored: failures are recorded (the first one wins) and
+ * later ops do nothing until the model reads the record through ops->check.
+ */
+#ifndef LLMFS_CUDA_COMMON_CUH
+#define LLMFS_CUDA_COMMON_CUH
+
+#include <cublas_v2.h>
+#include <errno.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+extern "C" {
+#include "backend.h"
+#include "kv.h"
+}
+
+/* Scratch buffers, one per purpose: an op may hold several at once. Growing one
+ * frees the old memory, which invalidates recorded graphs (they are dropped). */
+enum cuda_ws {
+    WS_ACT_Q,      /* activations quantized to 8-bit blocks */
+    WS_ACT_H,      /* activations as f16/bf16 for cuBLAS */
+    WS_W_H,        /* weights dequantized to f16 for cuBLAS */
+    WS_CUBLAS,     /* cuBLAS workspace */
+    WS_ATTN,       /* split-K partial results */
+    WS_TILES,      /* flash-attention query tiles */
+    WS_MOE_GROUPS, /* expert groups, sorted pairs */
+    WS_MOE_H,      /* expert hidden activations (f32) */
+    WS_MOE_HQ,     /* ... quantized */
+    WS_MOE_Y,      /* per-pair expert outputs */
+    WS_SAMPLE,     /* argmax/top-k results */
+    WS_COUNT
+};
+
+struct cuda_graph_rec {
+    uint64_t key;
+    int state; /* 1 seen once, 2 recorded, 3 failed (never record again) */
+    cudaGraphExec_t exec;
+    uint64_t last_use;
+};
+#define CUDA_MAX_GRAPHS 32
+#define CUDA_SMALL_BATCH 64 /* batches up to this size use fixed device buffers */
+
+struct cuda_backend {
+    backend base; /* first: a backend* is a cuda_backend* */
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t cublas;
+    int n_sm;
+    size_t smem_optin;
+
+    /* the first failure since the last check */
+    bool failed;
+    int err_code; /* an errno */
+    char err_msg[256];
+
+    /* pinned staging: small (batch info, ids) and large (tensors, logits) */
+    void *pin_small;
+    size_t pin_small_cap;
+    cudaEvent_t pin_small_ev;
+    void *pin_big[2];
+    size_t pin_big_cap;
+    cudaEvent_t pin_big_ev[2];
+
+    /* the current batch: host copies and device arrays tok|pos|seq */
+    int n;
+    int32_t *h_tok, *h_pos, *h_seq;
+    int h_cap;
+    int32_t *d_small;    /* 3*CUDA_SMALL_BATCH, never moves */
+    int32_t *d_big;      /* 3*d_big_cap */
+    int d_big_cap;
+    const int32_t *d_tok, *d_pos, *d_seq;
+    int max_pos;
+    int kv_bucket;       /* decode launch sizes depend on this, not on max_pos */
+    int tiles_bq;        /* query tile size the uploaded tile list was built for (0: none) */
+    int n_tiles;
+
+    void *ws[WS_COUNT];
+    size_t ws_cap[WS_COUNT];
+
+    /* recorded decode steps */
+    struct cuda_graph_rec graphs[CUDA_MAX_GRAPHS];
+    int capturing; /* index+1 of the graph being recorded, 0 if none */
+    bool failed_before_capture;
+    uint64_t graph_clock;
+};
+
+static inline cuda_backend *CB(backend *be) { return (cuda_backend *)be; }
+
+/* Records the first failure (errno code, printf-style reason). Returns false. */
+bool cuda_fail(cuda_backend *cb, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* True when e is cudaSuccess; otherwise records "what: error string" and returns false. */
+bool cuda_ok_(cuda_backend *cb, cudaError_t e, const char *what);
+bool cublas_ok_(cuda_backend *cb, cublasStatus_t s, const char *what);
+#define CUDA_OK(cb, call) cuda_ok_((cb), (call), #call)
+#define CUBLAS_OK(cb, call) cublas_ok_((cb), (call), #call)
+/* After a kernel launch: records a launch failure under the kernel's name. */
+#define CUDA_LAUNCHED(cb, name) cuda_ok_((cb), cudaGetLastError(), name)
+
+/* True when ops should do nothing (an earlier failure is pending) */
+static inline bool cuda_dead(cuda_backend *cb) { return cb->failed; }
+
+/* Scratch of at least bytes for purpose w, or NULL (failure recorded). */
+void *cuda_ws(cuda_backend *cb, enum cuda_ws w, size_t bytes);
+
+/* Drops every recorded graph (buffers they refer to moved). */
+void cuda_graphs_clear(cuda_backend *cb);
+
+/* Copies n bytes from host memory into device memory on the stream through pinned
+ * staging; the host buffer may be reused as soon as this returns. */
+bool cuda_upload_small(cuda_backend *cb, void *dst, const void *src, size_t n);
+/* The small pinned staging buffer (at least bytes), once the copy that last used it
+ * has finished; NULL on failure (recorded). */
+void *cuda_pin_small(cuda_backend *cb, size_t bytes);
+
+static inline unsigned cdiv(long long a, long long b) { return (unsigned)((a + b - 1) / b); }
+
+/* ---- ops implemented in the kernel files ---- */
+void cuda_op_get_rows(backend *be, float *out, const tensor *w, int n);
+void cuda_op_rmsnorm(backend *be, float *out, const float *x, const float *w, int rows, int d, float eps);
+void cuda_op_matmul(backend *be, float *out, const tensor *w, const float *x, int n);
+void cuda_op_add_bias(backend *be, float *x, const float *bias, int rows, int d);
+void cuda_op_add(backend *be, float *x, const float *y, int64_t n);
+void cuda_op_swiglu(backend *be, float *out, const float *gate, const float *up, int64_t n);
+void cuda_op_rope(backend *be, float *x, int n, int n_head, int head_dim, const rope_params *p);
+void cuda_op_kv_store(backend *be, kv_cache *kv, int il, const float *k, const float *v, int n);
+void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *kv, int il, int n,
+                       const attn_params *p);
+void cuda_op_topk_softmax(backend *be, int32_t *ids, float *weights, const float *logits, int n,
+                          int n_expert, int k, bool norm);
+void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
+                     const tensor *down, const int32_t *ids, const float *weights, int n, int k);
+void cuda_op_argmax(backend *be, int32_t *out, const float *x, int rows, int d);
+void cuda_op_topk(backend *be, int32_t *ids, float *vals, const float *x, int rows, int d, int k);
+int cuda_op_load_weight(backend *be, tensor *t, const void *src, struct llmfs_error *err);
+
+/* Bytes the device layout of a weight takes (0: type not handled). */
+size_t cuda_weight_bytes(int type, int64_t ne0, int64_t rows);
+
+/* Matrix-vector products used by matmul and moe_ffn (mmv.cu). */
+struct mmv_job {
+    const void *w;         /* device layout of the whole tensor (every expert) */
+    const void *w2;        /* gated: the up matrix (w is the gate), same type and shape */
+    int type;
+    int64_t ne0, ne1, ne2; /* row length, rows per expert, experts */
+    /* activations: pair p reads activation row p / act_div */
+    const float *xf;       /* f32 rows (float weights), row stride ne0 */
+    const int8_t *xq;      /* 8-bit rows (quantized weights), row stride ne0 */
+    const float4 *xm;      /* per 32-block {d, d*sum(first 16), d*sum(last 16), 0} */
+    int act_div;
+    float *out;            /* out[pair * ldo + row] */
+    int64_t ldo;
+    /* which expert and pairs each grid row handles: one of
+     *  - dense: groups == NULL, ids == NULL: pairs 0..n-1, expert 0
+     *  - direct: ids != NULL: grid row p = pair p, expert ids[p]
+     *  - grouped: groups != NULL: grid row g < *n_groups handles groups[g] */
+    int n;
+    const int32_t *ids;
+    const int4 *groups;    /* {expert, count, first, 0} */
+    const int32_t *sorted; /* pair indices grouped by expert */
+    const int32_t *n_groups;
+    int grid_rows;         /* launch rows: 1 (dense), pairs (direct), bound (grouped) */
+    int nt;                /* pairs per grid row at most (1, 2, 4, 8) */
+};
+bool cuda_mmv(cuda_backend *cb, const struct mmv_job *j);
+/* x[rows][ne0] f32 -> 8-bit blocks of 32 into q (rows*ne0 bytes) and m (rows*ne0/32). */
+bool cuda_quantize_act(cuda_backend *cb, const float *x, int64_t rows, int64_t ne0, int8_t *q, float4 *m);
+
+#endif

@@ -1,0 +1,137 @@
+/* elementwise.cu — RMSNorm, residual and bias adds, SwiGLU, rotary embeddings. */
+#include <errno.h>
+#include <math.h>
+
+#include "cuda_common.cuh"
+#include "rope_theta.cuh"
+
+__device__ __forceinline__ float block_sum(float v, float *red)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__global__ void k_rmsnorm(float *out, const float *x, const float *w, int d, float eps)
+{
+    __shared__ float red[32];
+    const float *xr = x + (int64_t)blockIdx.x * d;
+    float *o = out + (int64_t)blockIdx.x * d;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x)
+        s += xr[i] * xr[i];
+    s = block_sum(s, red);
+    const float scale = rsqrtf(s / (float)d + eps);
+    for (int i = threadIdx.x; i < d; i += blockDim.x)
+        o[i] = w ? xr[i] * scale * w[i] : xr[i] * scale;
+}
+
+void cuda_op_rmsnorm(backend *be, float *out, const float *x, const float *w, int rows, int d, float eps)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || rows <= 0 || d <= 0)
+        return;
+    const int threads = d >= 1024 ? 1024 : d >= 256 ? 256 : 64;
+    k_rmsnorm<<<rows, threads, 0, cb->stream>>>(out, x, w, d, eps);
+    CUDA_LAUNCHED(cb, "rmsnorm");
+}
+
+__global__ void k_add(float *x, const float *y, int64_t n)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] += y[i];
+}
+
+static unsigned grid_for(int64_t n) { return n / 256 + 1 < 65536 ? (unsigned)(n / 256 + 1) : 65535u; }
+
+void cuda_op_add(backend *be, float *x, const float *y, int64_t n)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || n <= 0)
+        return;
+    k_add<<<grid_for(n), 256, 0, cb->stream>>>(x, y, n);
+    CUDA_LAUNCHED(cb, "add");
+}
+
+__global__ void k_add_bias(float *x, const float *bias, int64_t n, int d)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] += bias[i % d];
+}
+
+void cuda_op_add_bias(backend *be, float *x, const float *bias, int rows, int d)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || rows <= 0 || d <= 0)
+        return;
+    const int64_t n = (int64_t)rows * d;
+    k_add_bias<<<grid_for(n), 256, 0, cb->stream>>>(x, bias, n, d);
+    CUDA_LAUNCHED(cb, "add_bias");
+}
+
+__global__ void k_swiglu(float *out, const float *g, const float *u, int64_t n)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const float a = g[i];
+        out[i] = a / (1.0f + __expf(-a)) * u[i];
+    }
+}
+
+void cuda_op_swiglu(backend *be, float *out, const float *gate, const float *up, int64_t n)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || n <= 0)
+        return;
+    k_swiglu<<<grid_for(n), 256, 0, cb->stream>>>(out, gate, up, n);
+    CUDA_LAUNCHED(cb, "swiglu");
+}
+
+/* One thread per (token, rotated pair): the angle once, then every head. */
+__global__ void k_rope(float *x, const int32_t *pos, int n, int n_head, int head_dim, rope_params p)
+{
+    const int half = p.n_rot / 2;
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (int64_t)n * half)
+        return;
+    const int i = (int)(t / half), j = (int)(t % half);
+    const double theta = rope_theta(pos[i], j, p.n_rot, p.freq_base, p.freq_scale, p.l3_factor, p.l3_low_freq_factor,
+                                    p.l3_high_freq_factor, p.l3_orig_ctx);
+    double sd, cd;
+    sincos(remainder(theta, 2.0 * M_PI), &sd, &cd);
+    const float s = (float)sd, c = (float)cd;
+    const int d0 = p.neox ? j : 2 * j, d1 = p.neox ? j + half : 2 * j + 1;
+    float *row = x + (int64_t)i * n_head * head_dim;
+    for (int h = 0; h < n_head; h++) {
+        float *v = row + (int64_t)h * head_dim;
+        const float a = v[d0], b = v[d1];
+        v[d0] = a * c - b * s;
+        v[d1] = a * s + b * c;
+    }
+}
+
+void cuda_op_rope(backend *be, float *x, int n, int n_head, int head_dim, const rope_params *p)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || n <= 0)
+        return;
+    if (n > cb->n || !cb->d_pos) {
+        cuda_fail(cb, EINVAL, "rope: %d tokens, the batch has %d", n, cb->n);
+        return;
+    }
+    if (p->n_rot <= 0 || p->n_rot > head_dim || p->n_rot % 2) {
+        cuda_fail(cb, EINVAL, "rope: n_rot %d with head_dim %d", p->n_rot, head_dim);
+        return;
+    }
+    const int64_t threads = (int64_t)n * (p->n_rot / 2);
+    k_rope<<<cdiv(threads, 128), 128, 0, cb->stream>>>(x, cb->d_pos, n, n_head, head_dim, *p);
+    CUDA_LAUNCHED(cb, "rope");
+}

@@ -1,0 +1,220 @@
+/* matmul.cu — out = x · wᵀ for every weight type, and get_rows.
+ *
+ * Up to MMV_MAX_TOKENS rows of x go through the matrix-vector kernels (mmv.cu), which
+ * read each weight once for all of them. Larger batches are compute-bound: weights are
+ * dequantized to f16 a slab of rows at a time and multiplied by cuBLAS on tensor cores
+ * with f32 accumulation (x rounded to f16 first; bf16 weights use bf16, f32 weights
+ * plain f32 GEMM on the tensor as stored).
+ */
+#include <errno.h>
+
+#include "cuda_common.cuh"
+#include "quant_layout.cuh"
+
+#define MMV_MAX_TOKENS 8
+#define DEQUANT_SLAB_BYTES (64u << 20)
+
+template <typename O> __device__ __forceinline__ O to_out(float v);
+template <> __device__ __forceinline__ float to_out<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half to_out<__half>(float v) { return __float2half_rn(v); }
+
+/* One thread per unit: rows row0.. (or ids[rr]) of the tensor, out[rr * ldo + col].
+ * Rows whose id is out of range come out as zeros. */
+template <int T, typename O>
+__global__ void k_dequant(const cq_seg L, int64_t ne0, int64_t nrows_tensor, int64_t row0, int64_t nrows,
+                          const int32_t *ids, O *out, int64_t ldo)
+{
+    typedef cq<T> Q;
+    const int64_t nb = ne0 / Q::QK, upr = nb * Q::UPB;
+    const int64_t ug = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (ug >= nrows * upr)
+        return;
+    const int64_t rr = ug / upr, ui = ug % upr;
+    const int64_t row = ids ? (int64_t)ids[rr] : row0 + rr;
+    const int64_t b = ui / Q::UPB;
+    const int unit = (int)(ui % Q::UPB);
+    O *o = out + rr * ldo + b * Q::QK;
+    if (row < 0 || row >= nrows_tensor) {
+        for (int u = 0; u < Q::U; u++)
+            for (int i = 0; i < 32; i++)
+                o[Q::group(unit, u) * 32 + i] = to_out<O>(0.0f);
+        return;
+    }
+    typename Q::R r;
+    Q::load(r, L, row * nb + b, unit);
+#pragma unroll
+    for (int u = 0; u < Q::U; u++) {
+        cq_group g;
+        Q::decode(r, unit, u, g);
+        O *og = o + Q::group(unit, u) * 32;
+#pragma unroll
+        for (int i = 0; i < 32; i++)
+            og[i] = to_out<O>(cq_group_value(g, i));
+    }
+}
+
+template <typename O>
+__global__ void k_dequant_float(int type, const uint8_t *w, int64_t ne0, int64_t nrows_tensor, int64_t row0,
+                                int64_t nrows, const int32_t *ids, O *out, int64_t ldo)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= nrows * ne0)
+        return;
+    const int64_t rr = i / ne0, c = i % ne0;
+    const int64_t row = ids ? (int64_t)ids[rr] : row0 + rr;
+    const float v = row < 0 || row >= nrows_tensor ? 0.0f : cq_float_at(type, w, row * ne0 + c);
+    out[rr * ldo + c] = to_out<O>(v);
+}
+
+template <typename O> struct dequant_launch {
+    cuda_backend *cb;
+    const tensor *w;
+    int64_t row0, nrows;
+    const int32_t *ids;
+    O *out;
+    int64_t ldo;
+    template <int T> void run()
+    {
+        const int64_t ne0 = w->ne[0], rows_t = w->ne[1] * (w->ne[2] > 0 ? w->ne[2] : 1);
+        const cq_seg L = cq_seg_of(T, w->data, ne0 / cq<T>::QK * rows_t);
+        const int64_t units = nrows * (ne0 / cq<T>::QK) * cq<T>::UPB;
+        k_dequant<T, O><<<cdiv(units, 128), 128, 0, cb->stream>>>(L, ne0, rows_t, row0, nrows, ids, out, ldo);
+    }
+};
+
+/* rows [row0, row0+nrows) of w, or rows ids[0..nrows) when ids is set, as O */
+template <typename O>
+static bool dequant_rows(cuda_backend *cb, const tensor *w, int64_t row0, int64_t nrows, const int32_t *ids, O *out,
+                         int64_t ldo)
+{
+    const int64_t ne0 = w->ne[0], rows_t = w->ne[1] * (w->ne[2] > 0 ? w->ne[2] : 1);
+    if (nrows <= 0)
+        return true;
+    if (cq_is_float(w->type)) {
+        k_dequant_float<O><<<cdiv(nrows * ne0, 256), 256, 0, cb->stream>>>(w->type, (const uint8_t *)w->data, ne0,
+                                                                            rows_t, row0, nrows, ids, out, ldo);
+    } else {
+        dequant_launch<O> l = {cb, w, row0, nrows, ids, out, ldo};
+        if (ne0 % cq_block_elems(w->type) != 0 || !cq_dispatch(w->type, l))
+            return cuda_fail(cb, EINVAL, "%s: weight type %d not supported by the CUDA backend", w->name, w->type);
+    }
+    return CUDA_LAUNCHED(cb, "dequantize");
+}
+
+void cuda_op_get_rows(backend *be, float *out, const tensor *w, int n)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || n <= 0)
+        return;
+    if (n > cb->n || !cb->d_tok) {
+        cuda_fail(cb, EINVAL, "get_rows: %d rows asked, the batch has %d", n, cb->n);
+        return;
+    }
+    dequant_rows<float>(cb, w, 0, n, cb->d_tok, out, w->ne[0]);
+}
+
+__global__ void k_f32_to_f16(const float *x, __half *y, int64_t n)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        y[i] = __float2half_rn(x[i]);
+}
+
+__global__ void k_f32_to_bf16(const float *x, __nv_bfloat16 *y, int64_t n)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        y[i] = __float2bfloat16_rn(x[i]);
+}
+
+static bool gemm(cuda_backend *cb, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType at, const void *b,
+                 cudaDataType bt, float *c, int64_t ldc)
+{
+    const float one = 1.0f, zero = 0.0f;
+    return CUBLAS_OK(cb, cublasGemmEx(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)n, (int)k, &one, a, at, (int)k,
+                                      b, bt, (int)k, &zero, c, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F,
+                                      CUBLAS_GEMM_DEFAULT));
+}
+
+void cuda_op_matmul(backend *be, float *out, const tensor *w, const float *x, int n)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || n <= 0)
+        return;
+    const int type = w->type;
+    const int64_t ne0 = w->ne[0], ne1 = w->ne[1];
+    const int qk = cq_block_elems(type);
+    if (qk == 0 || ne0 % qk != 0) {
+        cuda_fail(cb, EINVAL, "matmul %s: weight type %d with rows of %lld not supported", w->name, type,
+                  (long long)ne0);
+        return;
+    }
+    if (n <= MMV_MAX_TOKENS) {
+        mmv_job j;
+        memset(&j, 0, sizeof j);
+        j.w = w->data;
+        j.type = type;
+        j.ne0 = ne0;
+        j.ne1 = ne1;
+        j.ne2 = w->ne[2] > 0 ? w->ne[2] : 1;
+        if (cq_is_float(type)) {
+            j.xf = x;
+        } else {
+            int8_t *q = (int8_t *)cuda_ws(cb, WS_ACT_Q, (size_t)n * ne0 + (size_t)n * (ne0 / 32) * sizeof(float4) + 256);
+            if (!q)
+                return;
+            float4 *m = (float4 *)(q + (((size_t)n * ne0 + 255) & ~(size_t)255));
+            if (!cuda_quantize_act(cb, x, n, ne0, q, m))
+                return;
+            j.xq = q;
+            j.xm = m;
+        }
+        j.act_div = 1;
+        j.out = out;
+        j.ldo = ne1;
+        j.n = n;
+        j.grid_rows = 1;
+        j.nt = n;
+        cuda_mmv(cb, &j);
+        return;
+    }
+
+    /* batch: activations in the GEMM input type, weights as stored or dequantized */
+    const int64_t nx = (int64_t)n * ne0;
+    if (type == T_F32) {
+        gemm(cb, ne1, n, ne0, w->data, CUDA_R_32F, x, CUDA_R_32F, out, ne1);
+        return;
+    }
+    void *xh = cuda_ws(cb, WS_ACT_H, (size_t)nx * 2);
+    if (!xh)
+        return;
+    if (type == T_BF16) {
+        k_f32_to_bf16<<<cdiv(nx, 256), 256, 0, cb->stream>>>(x, (__nv_bfloat16 *)xh, nx);
+        if (CUDA_LAUNCHED(cb, "convert activations"))
+            gemm(cb, ne1, n, ne0, w->data, CUDA_R_16BF, xh, CUDA_R_16BF, out, ne1);
+        return;
+    }
+    k_f32_to_f16<<<cdiv(nx, 256), 256, 0, cb->stream>>>(x, (__half *)xh, nx);
+    if (!CUDA_LAUNCHED(cb, "convert activations"))
+        return;
+    if (type == T_F16) {
+        gemm(cb, ne1, n, ne0, w->data, CUDA_R_16F, xh, CUDA_R_16F, out, ne1);
+        return;
+    }
+    int64_t slab = DEQUANT_SLAB_BYTES / (ne0 * 2);
+    if (slab >= 64)
+        slab -= slab % 64;
+    if (slab < 1)
+        slab = 1;
+    if (slab > ne1)
+        slab = ne1;
+    __half *wh = (__half *)cuda_ws(cb, WS_W_H, (size_t)slab * ne0 * 2);
+    if (!wh)
+        return;
+    for (int64_t r0 = 0; r0 < ne1; r0 += slab) {
+        const int64_t rc = ne1 - r0 < slab ? ne1 - r0 : slab;
+        if (!dequant_rows<__half>(cb, w, r0, rc, NULL, wh, ne0) ||
+            !gemm(cb, rc, n, ne0, wh, CUDA_R_16F, xh, CUDA_R_16F, out + r0, ne1))
+            return;
+    }
+}
