@@ -298,11 +298,14 @@ static int parse_value(int i, const char *v, parsed *p, llmfs_error *err)
         /* fall through */
     case T_STRING:
     case T_TEXT:
-        if (d->type == T_STRING && strchr(v, '\n'))
-            return llmfs_errorf(err, EINVAL, "%s: value has a newline", d->name);
         p->str = d->type == T_PROFILE ? strdup(v) : unescape(v);
         if (!p->str)
             return llmfs_errorf(err, ENOMEM, "%s: out of memory", d->name);
+        if (d->type == T_STRING && strchr(p->str, '\n')) { /* written as is, or as \n */
+            free(p->str);
+            p->str = NULL;
+            return llmfs_errorf(err, EINVAL, "%s: value has a newline", d->name);
+        }
         return 0;
     }
     return llmfs_errorf(err, EINVAL, "%s: unsupported type", d->name);
