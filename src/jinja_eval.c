@@ -36,7 +36,7 @@ typedef struct binding {
 #define MAX_VARS 4096
 /* Recursion of the evaluator (a chain like 1+1+...+1 nests without parentheses) and of
  * list values (repr and == walk them), kept well within a thread's stack. */
-#define MAX_EVAL_DEPTH 500
+#define MAX_EVAL_DEPTH 200
 #define MAX_LIST_DEPTH 64
 
 typedef struct ctx {
