@@ -1,6 +1,8 @@
 /* ctl.c — ctl lines for the root, models and sessions (see ctl.h). */
 #include "ctl.h"
 
+#include "models.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -172,22 +174,16 @@ static void put_quoted(fs_text *out, const char *s)
 
 int ctl_root_text(llmfs *lf, fs_text *out)
 {
-    char *names[256];
-    int n = llmfs_model_names(lf, names, 256);
-    if (n > 256)
-        n = 256;
+    llmfs_model *models[MODELS_MAX];
+    int n = models_get(lf, models);
     for (int i = 0; i < n; i++) {
-        llmfs_model *m = llmfs_model_get(lf, names[i]);
-        if (m) {
-            llmfs_model_info info;
-            llmfs_model_info_get(m, &info);
-            text_printf(out, "load %s ", names[i]);
-            put_quoted(out, info.path);
-            text_puts(out, "\n");
-            llmfs_model_put(m);
-        }
-        free(names[i]);
+        llmfs_model_info info;
+        llmfs_model_info_get(models[i], &info);
+        text_printf(out, "load %s ", llmfs_model_name(models[i]));
+        put_quoted(out, info.path);
+        text_puts(out, "\n");
     }
+    models_put(models, n);
     if (n == 0) {
         char dirs[4096] = "";
         llmfs_get(lf, "model_dirs", dirs, sizeof dirs);

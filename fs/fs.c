@@ -201,6 +201,8 @@ static bool fuse_thread_running;
 static void *fuse_main(void *arg)
 {
     (void)arg;
+    /* The workers inherit the name: `top -H` and scripts/bench-fs.sh tell them apart. */
+    pthread_setname_np(pthread_self(), "llmfs-fuse");
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();
     if (cfg) {
         /* Every blocked reader of an output holds a thread; the default of 10 would let

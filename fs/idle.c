@@ -1,12 +1,12 @@
 /* idle.c — closing idle sessions and unloading idle models (see idle.h). */
 #include "idle.h"
 
+#include "models.h"
 #include "text.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_MODELS 256
 #define MAX_SESSIONS 4096
 
 static int model_settings_fill(void *m, char *buf, size_t cap)
@@ -48,23 +48,19 @@ static void close_idle_sessions(llmfs_model *m, long limit)
 
 void idle_check(llmfs *lf)
 {
-    char *names[MAX_MODELS];
-    int n = llmfs_model_names(lf, names, MAX_MODELS);
-    for (int i = 0; i < n && i < MAX_MODELS; i++) {
-        llmfs_model *m = llmfs_model_get(lf, names[i]);
-        if (m) {
-            fs_text t = {0};
-            text_fill(&t, model_settings_fill, m);
-            long unload_after = t.buf ? setting_long(t.buf, "idle_unload") : 0;
-            long close_after = t.buf ? setting_long(t.buf, "session_idle") : 0;
-            text_free(&t);
-            if (close_after > 0)
-                close_idle_sessions(m, close_after);
-            bool unload = unload_after > 0 && llmfs_model_idle_seconds(m) >= (double)unload_after;
-            llmfs_model_put(m);
-            if (unload)
-                llmfs_model_unload(lf, names[i], NULL);
-        }
-        free(names[i]);
+    llmfs_model *models[MODELS_MAX];
+    int n = models_get(lf, models);
+    for (int i = 0; i < n; i++) {
+        llmfs_model *m = models[i];
+        fs_text t = {0};
+        text_fill(&t, model_settings_fill, m);
+        long unload_after = t.buf ? setting_long(t.buf, "idle_unload") : 0;
+        long close_after = t.buf ? setting_long(t.buf, "session_idle") : 0;
+        text_free(&t);
+        if (close_after > 0)
+            close_idle_sessions(m, close_after);
+        if (unload_after > 0 && llmfs_model_idle_seconds(m) >= (double)unload_after)
+            llmfs_model_unload(lf, llmfs_model_name(m), NULL);
     }
+    models_put(models, n);
 }

@@ -8,6 +8,7 @@
 #include "server.h"
 
 #include "ctl.h"
+#include "models.h"
 #include "render.h"
 #include "stream_io.h"
 
@@ -359,14 +360,14 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     for (int i = 0; i < nk; i++)
         listing_add(l, node_kind_name(kinds[i]), node_ino(d, kinds[i]), S_IFREG);
     if (node_type(d) == DIR_ROOT) {
-        char *names[256];
-        int n = llmfs_model_names(fs_srv.lf, names, 256);
-        for (int i = 0; i < n && i < 256; i++) {
-            fs_dir *c = node_dir_get(DIR_MODEL, names[i], 0, 0);
+        llmfs_model *models[MODELS_MAX];
+        int n = models_get(fs_srv.lf, models);
+        for (int i = 0; i < n; i++) {
+            fs_dir *c = node_dir_get(DIR_MODEL, llmfs_model_name(models[i]), 0, 0);
             if (c)
-                listing_add(l, names[i], node_ino(c, K_DIR), S_IFDIR);
-            free(names[i]);
+                listing_add(l, llmfs_model_name(models[i]), node_ino(c, K_DIR), S_IFDIR);
         }
+        models_put(models, n);
     } else if (node_type(d) == DIR_MODEL) {
         int ids[4096];
         int n = llmfs_session_ids(m, ids, 4096);

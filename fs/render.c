@@ -1,49 +1,27 @@
 /* render.c — text snapshots of the core's state (see render.h). */
 #include "render.h"
 
+#include "models.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_MODELS 256
 #define MAX_GPUS 16
-
-/* The loaded models, each with a reference; returns the count. */
-static int get_models(llmfs *lf, llmfs_model **models)
-{
-    char *names[MAX_MODELS];
-    int n = llmfs_model_names(lf, names, MAX_MODELS);
-    if (n > MAX_MODELS)
-        n = MAX_MODELS;
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        llmfs_model *m = llmfs_model_get(lf, names[i]);
-        if (m)
-            models[k++] = m;
-        free(names[i]);
-    }
-    return k;
-}
-
-static void put_models(llmfs_model **models, int n)
-{
-    for (int i = 0; i < n; i++)
-        llmfs_model_put(models[i]);
-}
 
 int render_models(llmfs *lf, fs_text *out)
 {
-    llmfs_model *models[MAX_MODELS];
-    int n = get_models(lf, models);
+    llmfs_model *models[MODELS_MAX];
+    int n = models_get(lf, models);
     for (int i = 0; i < n; i++) {
         llmfs_model_info info;
         llmfs_model_info_get(models[i], &info);
         text_printf(out, "%s %s %" PRIu64 " %s %s\n", llmfs_model_name(models[i]), info.arch,
                     info.n_params, info.file_type, info.state);
     }
-    put_models(models, n);
+    models_put(models, n);
     return text_finish(out);
 }
 
@@ -315,10 +293,10 @@ int render_metrics(llmfs *lf, fs_text *out)
         }
     }
 
-    llmfs_model *models[MAX_MODELS];
-    int n = get_models(lf, models);
+    llmfs_model *models[MODELS_MAX];
+    int n = models_get(lf, models);
     if (n == 0) {
-        put_models(models, n);
+        models_put(models, n);
         return text_finish(out);
     }
     llmfs_model_stats *st = calloc((size_t)n, sizeof *st);
@@ -326,7 +304,7 @@ int render_metrics(llmfs *lf, fs_text *out)
     if (!st || !info) {
         free(st);
         free(info);
-        put_models(models, n);
+        models_put(models, n);
         return -ENOMEM;
     }
     /* One snapshot per model, so every family shows the same moment. */
@@ -361,6 +339,6 @@ int render_metrics(llmfs *lf, fs_text *out)
     }
     free(st);
     free(info);
-    put_models(models, n);
+    models_put(models, n);
     return text_finish(out);
 }

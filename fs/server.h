@@ -55,7 +55,7 @@ typedef struct fs_file {
     pthread_mutex_t mu; /* guards pos, ph, watch */
     uint64_t pos;       /* end of the last read, where poll(2) looks for new bytes */
     struct fuse_pollhandle *ph;
-    int watch; /* llmfs_stream_watch token, 0 if none */
+    int watch; /* llmfs_stream_watch token; 0 none yet, -1 being set up */
     char *wbuf; /* prompt bytes written and not yet submitted */
     size_t wlen, wcap;
     int werr; /* errno of a failed prompt write: the prompt is dropped, not submitted */

@@ -118,12 +118,19 @@ void sio_poll(fuse_req_t req, fs_file *f, struct fuse_pollhandle *ph)
             fuse_pollhandle_destroy(f->ph);
         f->ph = ph;
     }
-    if (!f->watch) {
-        int tok = llmfs_stream_watch(f->st, on_stream_change, f);
-        f->watch = tok > 0 ? tok : 0;
-    }
+    /* The watch is set up by the first poll only, so appends cost nothing for readers
+     * that never poll; outside f->mu, which the watcher takes under the core's lock. */
+    bool first = f->watch == 0;
+    if (first)
+        f->watch = -1;
     uint64_t pos = f->pos;
     pthread_mutex_unlock(&f->mu);
+    if (first) {
+        int tok = llmfs_stream_watch(f->st, on_stream_change, f);
+        pthread_mutex_lock(&f->mu);
+        f->watch = tok > 0 ? tok : 0;
+        pthread_mutex_unlock(&f->mu);
+    }
     /* Checked after the handle is in place, so an append racing with this poll either
      * shows here or finds the handle to notify. */
     bool done;
@@ -134,7 +141,7 @@ void sio_poll(fuse_req_t req, fs_file *f, struct fuse_pollhandle *ph)
 
 void sio_release(fs_file *f)
 {
-    if (f->watch)
+    if (f->watch > 0)
         llmfs_stream_unwatch(f->st, f->watch); /* on_stream_change is not running after this */
     pthread_mutex_lock(&f->mu);
     if (f->ph)

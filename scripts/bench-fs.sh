@@ -3,13 +3,18 @@
 #
 #   scripts/bench-fs.sh [-m MODEL.gguf | --shape NAME] [-n TOKENS] [-r RUNS] [-t THREADS] [--llmfs PATH]
 #
-# Measures token generation (tg) speed three ways on the same model and threads:
-#   bench      `llmfs bench -p 0 -n TOKENS` (no file system at all)
+# Measures token generation (tg) speed three ways on the same model and threads,
+# interleaved run by run so that drift in the machine's speed hits all three alike:
+#   bench      `llmfs bench -p 0 -n TOKENS -r 1` (no file system at all)
 #   mount      a prompt written through the mount, nobody reading output
 #   mount+cat  the same with `cat output` streaming the reply while it is generated
-# and prints each mean (t/s, from the session's own tg_tps) and the slowdown of
-# mount+cat against mount and against bench. Without -m it makes a random-weight model
-# with `llmfs mkmodel` (default shape: a small llama, --shape to choose another).
+# and prints each median (t/s; the mount's from the session's tg_tps) and the slowdown
+# of mount+cat against the others. On a busy machine speeds swing by more than the
+# effect, so it also counts CPU time: the daemon's per generated token, and what a
+# reader adds — the FUSE worker threads that serve its reads and cat itself — as a
+# share of the daemon's. BENCH_FS_RAW=1 prints every run.
+# Without -m it makes a random-weight model with `llmfs mkmodel` (a 91M-parameter
+# llama in Q4_K_M; --shape NAME for a real model's shape instead).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,7 +32,7 @@ while [ $# -gt 0 ]; do
     -r) RUNS=$2; shift 2 ;;
     -t) THREADS=$2; shift 2 ;;
     --llmfs) LLMFS=$2; shift 2 ;;
-    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "bench-fs.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -60,54 +65,94 @@ MODEL=$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")
 targs=()
 [ -n "$THREADS" ] && targs=(-t "$THREADS")
 
-mean() { awk '{ s += $1; n++ } END { if (n) printf "%.2f", s / n; else print "nan" }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (!NR) print "nan"; else if (NR % 2) printf "%.2f", v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "model: $MODEL"
 echo "tokens per run: $N, runs: $RUNS${THREADS:+, threads: $THREADS}"
 
-# -- bench: the engine alone --
-bench_tg=$("$LLMFS" bench -m "$MODEL" -p 0 -n "$N" -r "$RUNS" "${targs[@]}" -o csv |
-    awk -F, 'NR > 1 { print $(NF-1) }' | mean)
-
 # -- through the mount --
-"$LLMFS" mount -f --set model_dirs="$(dirname "$MODEL")" "$MNT" 2>"$T/mount.err" &
+# The model comes from the configuration, so the daemon's main thread loads it and the
+# core's threads do not inherit the FUSE workers' thread name.
+{
+    echo "[model b]"
+    echo "path = $MODEL"
+    echo "ctx = $((N + 64))"
+    [ -n "$THREADS" ] && printf 'threads = %s\nthreads_batch = %s\n' "$THREADS" "$THREADS"
+} >"$T/bench.ini"
+"$LLMFS" mount -f -c "$T/bench.ini" --set model_dirs="$(dirname "$MODEL")" "$MNT" 2>"$T/mount.err" &
 PID=$!
-for _ in $(seq 100); do [ -e "$MNT/ctl" ] && break; sleep 0.1; done
-[ -e "$MNT/ctl" ] || { echo "bench-fs.sh: the mount did not come up: $(cat "$T/mount.err")" >&2; exit 1; }
-load="load b $MODEL ctx=$((N + 64))"
-[ -n "$THREADS" ] && load="$load threads=$THREADS threads_batch=$THREADS"
-echo "$load" >"$MNT/ctl"
 B=$MNT/b
+for _ in $(seq 600); do [ -e "$B/ctl" ] && break; sleep 0.1; done
+[ -e "$B/ctl" ] || { echo "bench-fs.sh: the mount did not come up: $(cat "$T/mount.err")" >&2; exit 1; }
 printf 'mode raw\ntemp 0\nn_predict %d\n' "$N" >"$B/ctl"
 
-one_run() { # reader: 0 or 1; prints tg_tps of the run
-    local reader=$1 cat_pid=
+# CPU time (user + system) in seconds of a process, or with a second argument of its
+# threads of that name (the FUSE workers are "llmfs-fuse").
+cpu_of() {
+    local files=("/proc/$1/stat")
+    if [ $# -gt 1 ]; then
+        files=()
+        for t in /proc/"$1"/task/*; do
+            [ "$(cat "$t/comm" 2>/dev/null)" = "$2" ] && files+=("$t/stat")
+        done
+    fi
+    cat "${files[@]}" 2>/dev/null | awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); s += $12 + $13 } END { print s / hz }'
+}
+
+one_run() { # reader: 0 or 1; prints: tg_tps daemon-cpu-s reader-cpu-s n_gen fuse-cpu-s
+    local reader=$1 cat_pid= c0 c1 f0 f1 n_gen tg cat_cpu=0
     if [ "$reader" = 1 ]; then
-        cat "$B/output" >/dev/null &
+        (TIMEFORMAT='%U %S'; time cat "$B/output" >/dev/null) 2>"$T/cat.time" &
         cat_pid=$!
         sleep 0.1
     fi
+    c0=$(cpu_of "$PID")
+    f0=$(cpu_of "$PID" llmfs-fuse)
     echo "Once upon a time" >"$B/prompt"
     until grep -q '^state idle' "$B/stats"; do sleep 0.2; done
-    [ -n "$cat_pid" ] && wait "$cat_pid"
-    local n_gen
+    c1=$(cpu_of "$PID")
+    f1=$(cpu_of "$PID" llmfs-fuse)
+    if [ -n "$cat_pid" ]; then
+        wait "$cat_pid"
+        cat_cpu=$(awk '{ print $1 + $2 }' "$T/cat.time")
+    fi
     n_gen=$(awk '$1 == "n_gen" { print $2 }' "$B/stats")
+    tg=$(awk '$1 == "tg_tps" { print $2 }' "$B/stats")
     [ "$n_gen" -lt "$N" ] && echo "bench-fs.sh: warning: a run ended after $n_gen tokens" >&2
-    awk '$1 == "tg_tps" { print $2 }' "$B/stats"
+    echo "$tg $(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }') $cat_cpu $n_gen $(awk -v a="$f0" -v b="$f1" 'BEGIN { print b - a }')"
 }
 
 one_run 0 >/dev/null # warm-up
-plain=()
-reading=()
-for _ in $(seq "$RUNS"); do # interleaved, so drift in machine speed hits both alike
-    plain+=("$(one_run 0)")
-    reading+=("$(one_run 1)")
+: >"$T/plain"
+: >"$T/reading"
+: >"$T/bench"
+for _ in $(seq "$RUNS"); do # interleaved, so drift in machine speed hits all three alike
+    "$LLMFS" bench -m "$MODEL" -p 0 -n "$N" -r 1 "${targs[@]}" -o csv |
+        awk -F, 'NR > 1 { print $(NF-1) }' >>"$T/bench"
+    one_run 0 >>"$T/plain"
+    one_run 1 >>"$T/reading"
 done
-mount_tg=$(printf '%s\n' "${plain[@]}" | mean)
-cat_tg=$(printf '%s\n' "${reading[@]}" | mean)
+bench_tg=$(median <"$T/bench")
+if [ -n "${BENCH_FS_RAW:-}" ]; then
+    echo "bench runs (tg t/s):"; cat "$T/bench"
+    echo "runs without a reader (tg_tps cpu_s cat_s n_gen fuse_s):"; cat "$T/plain"
+    echo "runs with a reader:"; cat "$T/reading"
+fi
+mount_tg=$(awk '{ print $1 }' "$T/plain" | median)
+cat_tg=$(awk '{ print $1 }' "$T/reading" | median)
+# CPU microseconds per generated token: the whole daemon without a reader; with one, the
+# FUSE workers that serve it (stats polling included, as in the runs without) and cat.
+us_plain=$(awk '{ s += $2; n += $4 } END { printf "%.1f", s / n * 1e6 }' "$T/plain")
+us_fuse0=$(awk '{ s += $5; n += $4 } END { printf "%.1f", s / n * 1e6 }' "$T/plain")
+us_fuse=$(awk '{ s += $5; n += $4 } END { printf "%.1f", s / n * 1e6 }' "$T/reading")
+us_cat=$(awk '{ s += $3; n += $4 } END { printf "%.1f", s / n * 1e6 }' "$T/reading")
 
-printf '\n| %-10s | %10s |\n|------------|-----------:|\n' "how" "tg t/s"
-printf '| %-10s | %10s |\n' bench "$bench_tg" mount "$mount_tg" "mount+cat" "$cat_tg"
-awk -v b="$bench_tg" -v m="$mount_tg" -v c="$cat_tg" 'BEGIN {
-    printf "\nreading output costs %.2f%% against the mount without a reader, %.2f%% against bench\n",
-        (m - c) / m * 100, (b - c) / b * 100 }'
+printf '\n| %-10s | %10s | %26s |\n|------------|-----------:|---------------------------:|\n' \
+    "how" "tg t/s" "CPU us / token"
+printf '| %-10s | %10s | %26s |\n' bench "$bench_tg" "" mount "$mount_tg" "$us_plain (fuse $us_fuse0)" \
+    "mount+cat" "$cat_tg" "fuse $us_fuse + cat $us_cat"
+awk -v b="$bench_tg" -v m="$mount_tg" -v c="$cat_tg" -v p="$us_plain" -v f0="$us_fuse0" -v f="$us_fuse" -v r="$us_cat" 'BEGIN {
+    printf "\nspeed: mount+cat is %.2f%% slower than mount, %.2f%% slower than bench\n",
+        (m - c) / m * 100, (b - c) / b * 100
+    printf "work:  a reader costs %.1f us of CPU per token (FUSE workers %.1f, cat %.1f), %.2f%% of the %.0f us generation takes\n",
+        f - f0 + r, f - f0, r, (f - f0 + r) / p * 100, p }'

@@ -46,6 +46,10 @@ typedef struct rope_params {
     /* llama3-style frequency scaling; factor 0 = off */
     float l3_factor, l3_low_freq_factor, l3_high_freq_factor;
     int l3_orig_ctx;
+    /* Per-pair frequency divisors [n_rot/2] from the GGUF tensor rope_freqs (how
+     * converted Llama 3.1+ files carry their scaling), host memory; NULL if none. When
+     * set, l3_factor is 0. */
+    const float *freq_factors;
 } rope_params;
 
 typedef struct attn_params {
@@ -97,6 +101,19 @@ struct backend_ops {
 
     /* ---- optional: NULL where a backend does without ---- */
 
+    /* out[i] = x · w[i]ᵀ for i < count (count <= 4): weights that share an input (q, k, v;
+     * gate, up) in one pass, x converted once per dot type. NULL: matmul per weight. */
+    void (*matmul_multi)(backend *be, float *const *out, const tensor *const *w, int count,
+                         const float *x, int n);
+
+    /* x <- H x for each consecutive block of `block` floats (n floats, a multiple; block a
+     * power of two), H the Sylvester-Hadamard matrix scaled by 1/sqrt(block): orthonormal
+     * and its own inverse. Rotating q, k and v before a quantized cache spreads outliers
+     * over each block (kv_cache rot_k / rot_v, as llama.cpp does); attention scores are
+     * unchanged and the attention output is rotated back with the same op. NULL: caches
+     * on this backend are stored unrotated. */
+    void (*hadamard)(backend *be, float *x, int64_t n, int block);
+
     /* Releases everything the backend holds; backend_free calls it when set. */
     void (*destroy)(backend *be);
 
@@ -143,6 +160,6 @@ backend *backend_cpu_new(int n_threads, int n_threads_batch);
 #ifdef LLMFS_HAVE_CUDA
 backend *backend_cuda_new(int device, char *err, size_t err_cap); /* NULL: no usable GPU */
 #endif
-void backend_free(backend *be);
+void backend_free(backend *be); /* be->ops->destroy(be); NULL is fine */
 
 #endif

@@ -20,8 +20,14 @@ struct kv_layer {
 };
 
 struct kv_cache {
-    int n_layer, n_ctx, n_seq, n_embd_kv;
+    int n_layer, n_ctx, n_seq, n_embd_kv, head_dim;
     int type_k, type_v;
+    /* Block sizes of the Hadamard rotation applied to K (V) before a quantized cache
+     * (backend op hadamard), 0 for none. As llama.cpp: for a quantized type when head_dim
+     * is a multiple of 64; K by the largest power of two dividing head_dim, V by 64. The
+     * forward pass rotates q and k (v, and the attention output back); backends store
+     * and attend as usual. */
+    int rot_k, rot_v;
     struct kv_layer *layer;
     int *seq_len;      /* [n_seq] cells holding valid entries, host bookkeeping */
 };

@@ -12,25 +12,24 @@
 
 #define INLINE static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 4")
+#define UNROLL8 _Pragma("GCC unroll 8")
 
-#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)          \
-    switch ((nr)*8 + (nc)) {                                          \
-    case 011: kernel(n, 1, 1, w, ws, a, as, out, os); break;          \
-    case 012: kernel(n, 1, 2, w, ws, a, as, out, os); break;          \
-    case 013: kernel(n, 1, 3, w, ws, a, as, out, os); break;          \
-    case 014: kernel(n, 1, 4, w, ws, a, as, out, os); break;          \
-    case 021: kernel(n, 2, 1, w, ws, a, as, out, os); break;          \
-    case 022: kernel(n, 2, 2, w, ws, a, as, out, os); break;          \
-    case 023: kernel(n, 2, 3, w, ws, a, as, out, os); break;          \
-    case 024: kernel(n, 2, 4, w, ws, a, as, out, os); break;          \
-    case 031: kernel(n, 3, 1, w, ws, a, as, out, os); break;          \
-    case 032: kernel(n, 3, 2, w, ws, a, as, out, os); break;          \
-    case 033: kernel(n, 3, 3, w, ws, a, as, out, os); break;          \
-    case 034: kernel(n, 3, 4, w, ws, a, as, out, os); break;          \
-    case 041: kernel(n, 4, 1, w, ws, a, as, out, os); break;          \
-    case 042: kernel(n, 4, 2, w, ws, a, as, out, os); break;          \
-    case 043: kernel(n, 4, 3, w, ws, a, as, out, os); break;          \
-    case 044: kernel(n, 4, 4, w, ws, a, as, out, os); break;          \
+/* Tiles are instantiated as 4x4, 4x1, 1x4 and 1x1 only (R and C constants inside);
+ * other shapes are split into those. Decode runs 4x1, prefill 4x4. */
+#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)                      \
+    if ((nr) == 4 && (nc) == 4) {                                                 \
+        kernel(n, 4, 4, w, ws, a, as, out, os);                                   \
+    } else if ((nr) == 4) {                                                       \
+        for (int c_ = 0; c_ < (nc); c_++)                                         \
+            kernel(n, 4, 1, w, ws, (a) + (size_t)c_ * (as), 0, (out) + (size_t)c_ * (os), 0); \
+    } else if ((nc) == 4) {                                                       \
+        for (int r_ = 0; r_ < (nr); r_++)                                         \
+            kernel(n, 1, 4, (w) + (size_t)r_ * (ws), 0, a, as, (out) + r_, os);   \
+    } else {                                                                      \
+        for (int c_ = 0; c_ < (nc); c_++)                                         \
+            for (int r_ = 0; r_ < (nr); r_++)                                     \
+                kernel(n, 1, 1, (w) + (size_t)r_ * (ws), 0, (a) + (size_t)c_ * (as), 0, \
+                       (out) + (size_t)c_ * (os) + r_, 0);                        \
     }
 
 #define DEFINE_TILE_AND_DOT(name, kernel)                                                \
@@ -202,6 +201,109 @@ INLINE void q4_0_kernel(int64_t n, const int R, const int C, const char *w, size
 }
 DEFINE_TILE_AND_DOT(q4_0, q4_0_kernel)
 
+/* 32 bits to 32 bytes of 0xFF (bit set) or 0: byte j tests bit j. */
+INLINE __m256i bits_to_bytes(uint32_t bits)
+{
+    const __m256i spread = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101,
+                                              0x0202020202020202, 0x0303030303030303);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), spread);
+    const __m256i probe = _mm256_set1_epi64x(0x8040201008040201);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(b, probe), probe);
+}
+
+/* Nibbles of a 32-block's 16 bytes: elements 0..15 low, 16..31 high. */
+INLINE __m256i nibbles32(const uint8_t *qs)
+{
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1),
+                            _mm256_set1_epi8(0x0F));
+}
+
+INLINE void q5_0_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK5_0;
+    const __m256i bit4 = _mm256_set1_epi8(0x10);
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i aq[4], neg16[4];
+        float ad[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)c * as) + b;
+            aq[c] = _mm256_loadu_si256((const __m256i *)y->qs);
+            ad[c] = h2f(y->d);
+            neg16[c] = _mm256_madd_epi16(_mm256_maddubs_epi16(bit4, aq[c]), _mm256_set1_epi16(-1));
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const block_q5_0 *x = (const block_q5_0 *)(w + (size_t)r * ws) + b;
+            uint32_t qh;
+            memcpy(&qh, x->qh, 4);
+            __m256i wq = _mm256_or_si256(nibbles32(x->qs), _mm256_and_si256(bits_to_bytes(qh), bit4));
+            float wd = h2f(x->d);
+            UNROLL for (int c = 0; c < C; c++) {
+                __m256i p = _mm256_add_epi32(sum_pairs16(_mm256_maddubs_epi16(wq, aq[c])), neg16[c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(wd * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q5_0, q5_0_kernel)
+
+/* Q4_1/Q5_1 against Q8_1: d*da*sum(q*a) per block plus m*s, the latter kept apart. */
+INLINE void q4_1_like_kernel(const int five, int64_t n, const int R, const int C, const char *w,
+                             size_t ws, const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / 32;
+    const size_t bb = five ? sizeof(block_q5_1) : sizeof(block_q4_1);
+    const __m256i bit4 = _mm256_set1_epi8(0x10);
+    ZERO_ACC(acc)
+    float ms[4][4] = {{0}};
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i aq[4];
+        float ad[4], asum[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_1 *y = (const block_q8_1 *)(a + (size_t)c * as) + b;
+            aq[c] = _mm256_loadu_si256((const __m256i *)y->qs);
+            ad[c] = h2f(y->d);
+            asum[c] = h2f(y->s);
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * bb;
+            uint16_t dm[2];
+            memcpy(dm, x, 4);
+            __m256i wq = nibbles32(x + (five ? 8 : 4));
+            if (five) {
+                uint32_t qh;
+                memcpy(&qh, x + 4, 4);
+                wq = _mm256_or_si256(wq, _mm256_and_si256(bits_to_bytes(qh), bit4));
+            }
+            float wd = h2f(dm[0]), wm = h2f(dm[1]);
+            UNROLL for (int c = 0; c < C; c++) {
+                __m256i p = sum_pairs16(_mm256_maddubs_epi16(wq, aq[c]));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(wd * ad[c]), acc[r][c]);
+                ms[r][c] += wm * asum[c];
+            }
+        }
+    }
+    UNROLL for (int c = 0; c < C; c++)
+        UNROLL for (int r = 0; r < R; r++)
+            out[(size_t)c * os + r] = hsum256(acc[r][c]) + ms[r][c];
+}
+
+INLINE void q4_1_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    q4_1_like_kernel(0, n, R, C, w, ws, a, as, out, os);
+}
+INLINE void q5_1_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    q4_1_like_kernel(1, n, R, C, w, ws, a, as, out, os);
+}
+DEFINE_TILE_AND_DOT(q4_1, q4_1_kernel)
+DEFINE_TILE_AND_DOT(q5_1, q5_1_kernel)
+
 /* ================= K-quants against Q8_K ================= */
 
 /* Q4_K/Q5_K scales and mins as 16 bytes [sc0..7, m0..7] (see the AVX-512 file). */
@@ -257,7 +359,7 @@ INLINE void k4_kernel(const int five, int64_t n, const int R, const int C, const
                         : k == 2 ? _mm256_srli_epi16(hb, 1) : _mm256_srli_epi16(hb, 3), bit4));
                 }
             }
-            UNROLL for (int g = 0; g < 8; g++)
+            UNROLL8 for (int g = 0; g < 8; g++)
                 sc[g] = _mm256_shuffle_epi8(sm, _mm256_set1_epi16((short)(0xFF00 | g)));
             UNROLL for (int c = 0; c < C; c++) {
                 const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
@@ -321,7 +423,7 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
             /* scale pairs: run g (32 elements) uses scales 2g (first 16) and 2g+1 */
             __m128i s8 = _mm_loadu_si128((const __m128i *)x->scales);
             __m256i sc[8];
-            UNROLL for (int g = 0; g < 8; g++) {
+            UNROLL8 for (int g = 0; g < 8; g++) {
                 __m256i pair = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s8, _mm_set_epi8(
                     2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1,
                     2 * g, 2 * g, 2 * g, 2 * g, 2 * g, 2 * g, 2 * g, 2 * g)));
@@ -331,7 +433,7 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
             UNROLL for (int c = 0; c < C; c++) {
                 const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
                 __m256i s = _mm256_madd_epi16(neg32, bsums[c]);
-                UNROLL for (int g = 0; g < 8; g++)
+                UNROLL8 for (int g = 0; g < 8; g++)
                     s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)(aq + 32 * g))), sc[g]));
                 acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * ad[c]), acc[r][c]);
             }
@@ -340,6 +442,231 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
     store_tile(R, C, acc, out, os);
 }
 DEFINE_TILE_AND_DOT(q6_K, q6_K_kernel)
+
+/* int16 [s[2g] x8, s[2g+1] x8] from 16 int8 scales: the pair for 32-element run g. */
+INLINE __m256i scale_pair16(__m128i s8, int g, int is_signed)
+{
+    const char lo = (char)(2 * g), hi = (char)(2 * g + 1);
+    __m128i p = _mm_shuffle_epi8(s8, _mm_set_epi8(hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo));
+    return is_signed ? _mm256_cvtepi8_epi16(p) : _mm256_cvtepu8_epi16(p);
+}
+
+/* 2-bit quants of run g (elements 32g..32g+31) of a Q2_K/Q3_K block. */
+INLINE __m256i k2_run(const uint8_t *qs, int g)
+{
+    __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * (g / 4)));
+    return _mm256_and_si256(_mm256_srli_epi16(q, 2 * (g % 4)), _mm256_set1_epi8(3));
+}
+
+INLINE void q2_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        float ad[4];
+        __m256i bsums[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            ad[c] = y->d;
+            bsums[c] = _mm256_loadu_si256((const __m256i *)y->bsums);
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const block_q2_K *x = (const block_q2_K *)(w + (size_t)r * ws) + b;
+            __m128i raw = _mm_loadu_si128((const __m128i *)x->scales);
+            __m128i s8 = _mm_and_si128(raw, _mm_set1_epi8(0x0F));
+            __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
+            __m256i q[8], sc[8];
+            UNROLL8 for (int g = 0; g < 8; g++) {
+                q[g] = k2_run(x->qs, g);
+                sc[g] = scale_pair16(s8, g, 0);
+            }
+            float d = h2f(x->d), dmin = h2f(x->dmin);
+            UNROLL for (int c = 0; c < C; c++) {
+                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                __m256i s = _mm256_setzero_si256();
+                UNROLL8 for (int g = 0; g < 8; g++)
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)(aq + 32 * g))), sc[g]));
+                __m256i m = _mm256_madd_epi16(mins, bsums[c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * ad[c]), acc[r][c]);
+                acc[r][c] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(dmin * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q2_K, q2_K_kernel)
+
+INLINE __m128i k3_scales(const uint8_t *s)
+{
+    uint32_t u[3];
+    memcpy(u, s, 12);
+    __m128i v = _mm_setr_epi32((int)u[0], (int)u[1], (int)u[2], 0);
+    __m128i lo = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(1, 0, 1, 0)), _mm_set_epi32(4, 4, 0, 0)),
+                               _mm_set1_epi8(0x0F));
+    __m128i hi = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2)), _mm_set_epi32(6, 4, 2, 0)),
+                               _mm_set1_epi8(3));
+    return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+}
+
+INLINE void q3_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    const __m256i bit2 = _mm256_set1_epi8(4);
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        float ad[4];
+        __m256i bsums[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            ad[c] = y->d;
+            bsums[c] = _mm256_loadu_si256((const __m256i *)y->bsums);
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const block_q3_K *x = (const block_q3_K *)(w + (size_t)r * ws) + b;
+            __m256i hm = _mm256_loadu_si256((const __m256i *)x->hmask);
+            __m128i s8 = k3_scales(x->scales);
+            __m256i neg4 = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_cvtepi8_epi16(s8), 2));
+            __m256i q[8], sc[8];
+            UNROLL8 for (int g = 0; g < 8; g++) {
+                /* bit g of hmask[l] (g = 4h + s) to bit 2 */
+                __m256i h = g < 2 ? _mm256_slli_epi16(hm, 2 - g) : _mm256_srli_epi16(hm, g - 2);
+                q[g] = _mm256_or_si256(k2_run(x->qs, g), _mm256_and_si256(h, bit2));
+                sc[g] = scale_pair16(s8, g, 1);
+            }
+            float d = h2f(x->d);
+            UNROLL for (int c = 0; c < C; c++) {
+                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                __m256i s = _mm256_madd_epi16(neg4, bsums[c]);
+                UNROLL8 for (int g = 0; g < 8; g++)
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)(aq + 32 * g))), sc[g]));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q3_K, q3_K_kernel)
+
+/* ================= dequantization (bit-identical to the references) ================= */
+
+static void dequant_f16(const void *src, float *dst, int64_t n)
+{
+    const uint16_t *x = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    for (; i < n; i++)
+        dst[i] = h2f(x[i]);
+}
+
+static void dequant_bf16(const void *src, float *dst, int64_t n)
+{
+    const uint16_t *x = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_si256((__m256i *)(dst + i),
+                            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(x + i))), 16));
+    for (; i < n; i++)
+        dst[i] = bf16_to_f32(x[i]);
+}
+
+/* 8 unsigned bytes (low half of q), minus `off`, times d. */
+INLINE __m256 bytes8_times(__m128i q, int off, float d)
+{
+    __m256i v = _mm256_sub_epi32(_mm256_cvtepu8_epi32(q), _mm256_set1_epi32(off));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(d));
+}
+
+/* 16 bytes to 16 floats via two 8-wide halves. */
+INLINE void store16(float *dst, __m128i q, int off, float d)
+{
+    _mm256_storeu_ps(dst, bytes8_times(q, off, d));
+    _mm256_storeu_ps(dst + 8, bytes8_times(_mm_unpackhi_epi64(q, q), off, d));
+}
+
+static void dequant_q8_0(const void *src, float *dst, int64_t n)
+{
+    const block_q8_0 *x = src;
+    for (int64_t b = 0; b < n / QK8_0; b++, dst += QK8_0) {
+        __m256 d = _mm256_set1_ps(h2f(x[b].d));
+        for (int i = 0; i < 4; i++)
+            _mm256_storeu_ps(dst + 8 * i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                _mm_loadl_epi64((const __m128i *)(x[b].qs + 8 * i)))), d));
+    }
+}
+
+static void dequant_q4_0(const void *src, float *dst, int64_t n)
+{
+    const block_q4_0 *x = src;
+    for (int64_t b = 0; b < n / QK4_0; b++, dst += QK4_0) {
+        float d = h2f(x[b].d);
+        __m128i q = _mm_loadu_si128((const __m128i *)x[b].qs);
+        store16(dst, _mm_and_si128(q, _mm_set1_epi8(0x0F)), 8, d);
+        store16(dst + 16, _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F)), 8, d);
+    }
+}
+
+static void dequant_k4(const int five, const void *src, float *dst, int64_t n)
+{
+    const size_t bb = five ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const uint8_t *blk = (const uint8_t *)src + (size_t)b * bb;
+        uint16_t dd[2];
+        memcpy(dd, blk, 4);
+        float d = h2f(dd[0]), dmin = h2f(dd[1]);
+        const uint8_t *qs = blk + (five ? 48 : 16), *qh = blk + 16;
+        for (int g = 0; g < 8; g++) {
+            uint8_t sc, m;
+            quant_k4_scale_min(g, blk + 4, &sc, &m);
+            __m256 ds = _mm256_set1_ps(d * sc), dm = _mm256_set1_ps(dmin * m);
+            for (int h = 0; h < 2; h++) {
+                __m128i q = _mm_loadu_si128((const __m128i *)(qs + 32 * (g / 2) + 16 * h));
+                q = _mm_and_si128(g & 1 ? _mm_srli_epi16(q, 4) : q, _mm_set1_epi8(0x0F));
+                if (five) {
+                    __m128i hb = _mm_loadu_si128((const __m128i *)(qh + 16 * h));
+                    __m128i bit = _mm_set1_epi8((char)(1 << g));
+                    q = _mm_or_si128(q, _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(hb, bit), bit), _mm_set1_epi8(0x10)));
+                }
+                for (int e = 0; e < 2; e++) {
+                    __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(e ? _mm_unpackhi_epi64(q, q) : q));
+                    _mm256_storeu_ps(dst + 32 * g + 16 * h + 8 * e, _mm256_sub_ps(_mm256_mul_ps(ds, v), dm));
+                }
+            }
+        }
+        dst += QK_K;
+    }
+}
+
+static void dequant_q4_K(const void *src, float *dst, int64_t n)
+{
+    dequant_k4(0, src, dst, n);
+}
+static void dequant_q5_K(const void *src, float *dst, int64_t n)
+{
+    dequant_k4(1, src, dst, n);
+}
+
+static void dequant_q6_K(const void *src, float *dst, int64_t n)
+{
+    const block_q6_K *x = src;
+    for (int64_t b = 0; b < n / QK_K; b++, dst += QK_K) {
+        float d = h2f(x[b].d);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = x[b].ql + 64 * h, *qh = x[b].qh + 32 * h;
+            for (int s = 0; s < 4; s++)
+                for (int half = 0; half < 2; half++) {
+                    __m128i lo = _mm_loadu_si128((const __m128i *)(ql + 32 * (s & 1) + 16 * half));
+                    lo = _mm_and_si128(s & 2 ? _mm_srli_epi16(lo, 4) : lo, _mm_set1_epi8(0x0F));
+                    __m128i hi = _mm_loadu_si128((const __m128i *)(qh + 16 * half));
+                    hi = _mm_and_si128(_mm_srl_epi16(hi, _mm_cvtsi32_si128(2 * s)), _mm_set1_epi8(3));
+                    int j = (128 * h + 32 * s + 16 * half) / 16;
+                    store16(dst + 16 * j, _mm_or_si128(lo, _mm_slli_epi16(hi, 4)), 32, d * x[b].scales[j]);
+                }
+        }
+    }
+}
 
 /* ================= activation quantizers ================= */
 
@@ -392,7 +719,7 @@ static void quantize_q8_0(const float *x, void *dst, int64_t n)
     block_q8_0 *y = dst;
     for (int64_t b = 0; b < n / QK8_0; b++) {
         int s;
-        y[b].d = f32_to_f16(q8_32(x + 32 * b, y[b].qs, &s));
+        y[b].d = (uint16_t)_cvtss_sh(q8_32(x + 32 * b, y[b].qs, &s), 0);
     }
 }
 
@@ -402,8 +729,8 @@ static void quantize_q8_1(const float *x, void *dst, int64_t n)
     for (int64_t b = 0; b < n / QK8_1; b++) {
         int s;
         float d = q8_32(x + 32 * b, y[b].qs, &s);
-        y[b].d = f32_to_f16(d);
-        y[b].s = f32_to_f16(d * (float)s);
+        y[b].d = (uint16_t)_cvtss_sh(d, 0);
+        y[b].s = (uint16_t)_cvtss_sh(d * (float)s, 0);
     }
 }
 
@@ -488,7 +815,19 @@ void quant_avx2_fill(quant_kernels *k)
     SET(T_Q4_K, q4_K)
     SET(T_Q5_K, q5_K)
     SET(T_Q6_K, q6_K)
+    SET(T_Q5_0, q5_0)
+    SET(T_Q4_1, q4_1)
+    SET(T_Q5_1, q5_1)
+    SET(T_Q2_K, q2_K)
+    SET(T_Q3_K, q3_K)
 #undef SET
+    k->dequantize[T_F16] = dequant_f16;
+    k->dequantize[T_BF16] = dequant_bf16;
+    k->dequantize[T_Q8_0] = dequant_q8_0;
+    k->dequantize[T_Q4_0] = dequant_q4_0;
+    k->dequantize[T_Q4_K] = dequant_q4_K;
+    k->dequantize[T_Q5_K] = dequant_q5_K;
+    k->dequantize[T_Q6_K] = dequant_q6_K;
     k->quantize[T_Q8_0] = quantize_q8_0;
     k->quantize[T_Q8_1] = quantize_q8_1;
     k->quantize[T_Q8_K] = quantize_q8_K;

@@ -16,25 +16,22 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-/* One (nr, nc) instance of a kernel per call site, so R and C are constants inside. */
-#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)          \
-    switch ((nr)*8 + (nc)) {                                          \
-    case 011: kernel(n, 1, 1, w, ws, a, as, out, os); break;          \
-    case 012: kernel(n, 1, 2, w, ws, a, as, out, os); break;          \
-    case 013: kernel(n, 1, 3, w, ws, a, as, out, os); break;          \
-    case 014: kernel(n, 1, 4, w, ws, a, as, out, os); break;          \
-    case 021: kernel(n, 2, 1, w, ws, a, as, out, os); break;          \
-    case 022: kernel(n, 2, 2, w, ws, a, as, out, os); break;          \
-    case 023: kernel(n, 2, 3, w, ws, a, as, out, os); break;          \
-    case 024: kernel(n, 2, 4, w, ws, a, as, out, os); break;          \
-    case 031: kernel(n, 3, 1, w, ws, a, as, out, os); break;          \
-    case 032: kernel(n, 3, 2, w, ws, a, as, out, os); break;          \
-    case 033: kernel(n, 3, 3, w, ws, a, as, out, os); break;          \
-    case 034: kernel(n, 3, 4, w, ws, a, as, out, os); break;          \
-    case 041: kernel(n, 4, 1, w, ws, a, as, out, os); break;          \
-    case 042: kernel(n, 4, 2, w, ws, a, as, out, os); break;          \
-    case 043: kernel(n, 4, 3, w, ws, a, as, out, os); break;          \
-    case 044: kernel(n, 4, 4, w, ws, a, as, out, os); break;          \
+/* Tiles are instantiated as 4x4, 4x1, 1x4 and 1x1 only (R and C constants inside);
+ * other shapes are split into those. Decode runs 4x1, prefill 4x4. */
+#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)                      \
+    if ((nr) == 4 && (nc) == 4) {                                                 \
+        kernel(n, 4, 4, w, ws, a, as, out, os);                                   \
+    } else if ((nr) == 4) {                                                       \
+        for (int c_ = 0; c_ < (nc); c_++)                                         \
+            kernel(n, 4, 1, w, ws, (a) + (size_t)c_ * (as), 0, (out) + (size_t)c_ * (os), 0); \
+    } else if ((nc) == 4) {                                                       \
+        for (int r_ = 0; r_ < (nr); r_++)                                         \
+            kernel(n, 1, 4, (w) + (size_t)r_ * (ws), 0, a, as, (out) + r_, os);   \
+    } else {                                                                      \
+        for (int c_ = 0; c_ < (nc); c_++)                                         \
+            for (int r_ = 0; r_ < (nr); r_++)                                     \
+                kernel(n, 1, 1, (w) + (size_t)r_ * (ws), 0, (a) + (size_t)c_ * (as), 0, \
+                       (out) + (size_t)c_ * (os) + r_, 0);                        \
     }
 
 #define DEFINE_TILE_AND_DOT(name, kernel)                                                \
@@ -49,6 +46,17 @@
         kernel(n, 1, 1, (const char *)w, 0, (const char *)a, 0, &o, 0);                  \
         return o;                                                                        \
     }
+
+#ifndef PF_DIST
+#define PF_DIST 1024
+#endif
+/* Weights stream from memory while the kernel computes: fetch `bytes` of a row PF_DIST
+ * ahead, since the out-of-order window alone does not reach far enough. */
+INLINE void prefetch_ahead(const void *p, int bytes)
+{
+    for (int i = 0; i < bytes; i += 64)
+        _mm_prefetch((const char *)p + PF_DIST + i, _MM_HINT_T0);
+}
 
 INLINE float hsum512(__m512 v)
 {
@@ -179,35 +187,58 @@ INLINE act_pair q8_0_act_pair(const block_q8_0 *y, int two)
     return p;
 }
 
+/* One block pair (or a lone last block) of a Q8_0 tile. With one activation row the
+ * sign flip goes on the weights and the -128*sum(a) correction is shared by the rows;
+ * with several, the flip goes on the activations and each weight row carries its own
+ * -128*sum(w), which keeps fewer vectors live across the tile. */
+INLINE void q8_0_step(const int two, int64_t b, const int R, const int C, const char *w,
+                      size_t ws, const char *a, size_t as, __m512 acc[4][4])
+{
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512i aq[4], corr[4];
+    __m512 ad[4];
+    _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+        const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)c * as) + b;
+        aq[c] = q8_0_pair_quants(y, two);
+        ad[c] = q8_0_pair_scales(y, two);
+        if (C == 1)
+            corr[c] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                       _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, aq[c]));
+        else
+            aq[c] = _mm512_xor_si512(aq[c], flip);
+    }
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+        const block_q8_0 *x = (const block_q8_0 *)(w + (size_t)r * ws) + b;
+        prefetch_ahead(x, 128);
+        __m512i wq = q8_0_pair_quants(x, two);
+        __m512 wd = q8_0_pair_scales(x, two);
+        if (C == 1) {
+            __m512i p = _mm512_dpbusd_epi32(corr[0], _mm512_xor_si512(wq, flip), aq[0]);
+            acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ad[0]), acc[r][0]);
+        } else {
+            __m512i wcorr = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                             _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, wq));
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+                __m512i p = _mm512_dpbusd_epi32(wcorr, aq[c], wq);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ad[c]), acc[r][c]);
+            }
+        }
+    }
+}
+
 INLINE void q8_0_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
                         const char *a, size_t as, float *out, size_t os)
 {
     const int64_t nb = n / QK8_0;
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
     __m512 acc[4][4];
-    _Pragma("GCC unroll 4")
-    for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 4")
-        for (int c = 0; c < C; c++)
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)
             acc[r][c] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b += 2) {
-        const int two = b + 1 < nb;
-        act_pair ap[4];
-        _Pragma("GCC unroll 4")
-        for (int c = 0; c < C; c++)
-            ap[c] = q8_0_act_pair((const block_q8_0 *)(a + (size_t)c * as) + b, two);
-        _Pragma("GCC unroll 4")
-        for (int r = 0; r < R; r++) {
-            const block_q8_0 *x = (const block_q8_0 *)(w + (size_t)r * ws) + b;
-            __m512i wq = _mm512_xor_si512(q8_0_pair_quants(x, two), flip);
-            __m512 wd = q8_0_pair_scales(x, two);
-            _Pragma("GCC unroll 4")
-            for (int c = 0; c < C; c++) {
-                __m512i p = _mm512_dpbusd_epi32(ap[c].neg, wq, ap[c].q);
-                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ap[c].d), acc[r][c]);
-            }
-        }
-    }
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2)
+        q8_0_step(1, b, R, C, w, ws, a, as, acc);
+    if (b < nb)
+        q8_0_step(0, b, R, C, w, ws, a, as, acc);
     store_tile(R, C, acc, out, os);
 }
 DEFINE_TILE_AND_DOT(q8_0, q8_0_kernel)
@@ -263,7 +294,136 @@ INLINE void q4_0_kernel(int64_t n, const int R, const int C, const char *w, size
 }
 DEFINE_TILE_AND_DOT(q4_0, q4_0_kernel)
 
+/* Q5_0: Q4_0's nibbles plus a fifth bit per element from qh (bit j = element j), spread
+ * to bytes with vpmovm2b; offset -16. */
+INLINE void q5_0_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK5_0;
+    const __m512i shifts = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
+    const __m512i low4 = _mm512_set1_epi8(0x0F), bit4 = _mm512_set1_epi8(0x10);
+    const __m512i sidx = scale_index(11);
+    __m512 acc[4][4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int two = b + 1 < nb;
+        __m512i aq[4], neg[4];
+        __m512 ad[4];
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)c * as) + b;
+            aq[c] = q8_0_pair_quants(y, two);
+            ad[c] = q8_0_pair_scales(y, two);
+            neg[c] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                      _mm512_dpbusd_epi32(_mm512_setzero_si512(), bit4, aq[c]));
+        }
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+            const block_q5_0 *x = (const block_q5_0 *)(w + (size_t)r * ws) + b;
+            __m256i q01 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x[0].qs));
+            uint32_t h0, h1 = 0;
+            memcpy(&h0, x[0].qh, 4);
+            __m512i q;
+            if (two) {
+                memcpy(&h1, x[1].qh, 4);
+                q = _mm512_inserti64x4(_mm512_castsi256_si512(q01),
+                                       _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x[1].qs)), 1);
+            } else {
+                q = _mm512_zextsi256_si512(q01);
+            }
+            q = _mm512_and_si512(_mm512_srlv_epi64(q, shifts), low4);
+            __m512i hi = _mm512_movm_epi8((__mmask64)h0 | ((__mmask64)h1 << 32));
+            q = _mm512_ternarylogic_epi64(q, hi, bit4, 0xF8);
+            __m512 wd = two_scales(_mm512_maskz_loadu_epi16(two ? 0x801 : 0x1, x), sidx);
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+                __m512i p = _mm512_dpbusd_epi32(neg[c], q, aq[c]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q5_0, q5_0_kernel)
+
+/* Q4_1 and Q5_1 against Q8_1: x = d*q + m, so a block's dot is d*da*sum(q*a) + m*s,
+ * with s = da*sum(a) stored in the activation block. The m*s terms of a pair land in
+ * lanes 0 and 8 of the accumulator. */
+INLINE void q4_1_like_kernel(const int five, int64_t n, const int R, const int C, const char *w,
+                             size_t ws, const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / 32;
+    const size_t bb = five ? sizeof(block_q5_1) : sizeof(block_q4_1);
+    const int qs_off = five ? 8 : 4, wstep = (int)bb / 2;
+    const __m512i shifts = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
+    const __m512i low4 = _mm512_set1_epi8(0x0F), bit4 = _mm512_set1_epi8(0x10);
+    const __m512i wdi = scale_index(wstep), wmi = _mm512_add_epi16(scale_index(wstep), _mm512_set1_epi16(1));
+    const __m512i adi = scale_index(18), asi = _mm512_add_epi16(scale_index(18), _mm512_set1_epi16(1));
+    __m512 acc[4][4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int two = b + 1 < nb;
+        __m512i aq[4];
+        __m512 ad[4], asum[4];
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+            const block_q8_1 *y = (const block_q8_1 *)(a + (size_t)c * as) + b;
+            __m256i lo = _mm256_loadu_si256((const __m256i *)y[0].qs);
+            aq[c] = two ? _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256((const __m256i *)y[1].qs), 1)
+                        : _mm512_zextsi256_si512(lo);
+            __m512i win = _mm512_maskz_loadu_epi16(two ? 0xC0003 : 0x3, y);
+            ad[c] = two_scales(win, adi);
+            asum[c] = two_scales(win, asi);
+        }
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+            const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * bb;
+            __m256i q01 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x + qs_off)));
+            __m512i q = two ? _mm512_inserti64x4(_mm512_castsi256_si512(q01),
+                                                 _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x + bb + qs_off))), 1)
+                            : _mm512_zextsi256_si512(q01);
+            q = _mm512_and_si512(_mm512_srlv_epi64(q, shifts), low4);
+            if (five) {
+                uint32_t h0, h1 = 0;
+                memcpy(&h0, x + 4, 4);
+                if (two)
+                    memcpy(&h1, x + bb + 4, 4);
+                q = _mm512_ternarylogic_epi64(q, _mm512_movm_epi8((__mmask64)h0 | ((__mmask64)h1 << 32)), bit4, 0xF8);
+            }
+            __m512i win = _mm512_maskz_loadu_epi16(two ? (3u | 3u << wstep) : 3u, x);
+            __m512 wd = two_scales(win, wdi), wm = two_scales(win, wmi);
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+                __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, aq[c]);
+                __m512 t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ad[c]), acc[r][c]);
+                acc[r][c] = _mm512_mask_add_ps(t, 0x0101, t, _mm512_mul_ps(wm, asum[c]));
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+
+INLINE void q4_1_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    q4_1_like_kernel(0, n, R, C, w, ws, a, as, out, os);
+}
+INLINE void q5_1_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    q4_1_like_kernel(1, n, R, C, w, ws, a, as, out, os);
+}
+DEFINE_TILE_AND_DOT(q4_1, q4_1_kernel)
+DEFINE_TILE_AND_DOT(q5_1, q5_1_kernel)
+
 /* ================= K-quants against Q8_K ================= */
+
+/* 16 int16 weights (low half of w) times an activation block's 16 bsums, pairwise
+ * summed: 8 int32 lanes, zero above. Loaded at the point of use, so the tile keeps no
+ * bsums vectors live. */
+INLINE __m512i madd_bsums(__m512i w, const int16_t *bsums)
+{
+    return _mm512_zextsi256_si512(
+        _mm256_madd_epi16(_mm512_castsi512_si256(w), _mm256_loadu_si256((const __m256i *)bsums)));
+}
 
 /* The 8 scales and 8 mins of a Q4_K/Q5_K block as 16 bytes [sc0..7, m0..7], from the
  * 12 packed bytes (a 16-byte load; the 4 extra bytes are ignored). As 32-bit words
@@ -313,16 +473,17 @@ INLINE void k4_kernel(const int five, int64_t n, const int R, const int C, const
             acc[r][c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         float ad[4];
-        __m512i bsums[4];
+        const int16_t *bsums[4];
         _Pragma("GCC unroll 4")
         for (int c = 0; c < C; c++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
             ad[c] = y->d;
-            bsums[c] = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)y->bsums));
+            bsums[c] = y->bsums;
         }
         _Pragma("GCC unroll 4")
         for (int r = 0; r < R; r++) {
             const char *blk = w + (size_t)r * ws + (size_t)b * bb;
+            prefetch_ahead(blk, five ? 192 : 144);
             const uint16_t *dd = (const uint16_t *)blk; /* d, dmin lead both layouts */
             const uint8_t *scales = (const uint8_t *)blk + 4;
             const uint8_t *qs = (const uint8_t *)blk + (five ? 48 : 16);
@@ -360,7 +521,7 @@ INLINE void k4_kernel(const int five, int64_t n, const int R, const int C, const
                     __m512i p = _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k));
                     isum = _mm512_dpwssd_epi32(isum, p, sc[k]);
                 }
-                __m512i msum = _mm512_madd_epi16(mins, bsums[c]);
+                __m512i msum = madd_bsums(mins, bsums[c]);
                 __m128 s = _mm_mul_ps(dm, _mm_set1_ps(ad[c])); /* d*da, dmin*da */
                 acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(s), acc[r][c]);
                 acc[r][c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum),
@@ -403,16 +564,17 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
             acc[r][c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         float ad[4];
-        __m512i bsums[4];
+        const int16_t *bsums[4];
         _Pragma("GCC unroll 4")
         for (int c = 0; c < C; c++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
             ad[c] = y->d;
-            bsums[c] = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)y->bsums));
+            bsums[c] = y->bsums;
         }
         _Pragma("GCC unroll 4")
         for (int r = 0; r < R; r++) {
             const block_q6_K *x = (const block_q6_K *)(w + (size_t)r * ws) + b;
+            prefetch_ahead(x, 256);
             __m512i wq[4], sc[4];
             for (int h = 0; h < 2; h++) {
                 __m512i ql = _mm512_loadu_si512(x->ql + 64 * h);
@@ -438,7 +600,7 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
             _Pragma("GCC unroll 4")
             for (int c = 0; c < C; c++) {
                 const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
-                __m512i isum = _mm512_madd_epi16(neg32, bsums[c]);
+                __m512i isum = madd_bsums(neg32, bsums[c]);
                 _Pragma("GCC unroll 4")
                 for (int k = 0; k < 4; k++) {
                     __m512i p = _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k));
@@ -452,6 +614,244 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
 }
 DEFINE_TILE_AND_DOT(q6_K, q6_K_kernel)
 
+/* int16 vector k (elements 64k..64k+63, four 16-element sub-blocks) of per-16 scales:
+ * lanes 8i..8i+7 hold scale 4k+i. */
+INLINE __m512i scales16_for(__m512i s16, int k)
+{
+    const short j = (short)(4 * k);
+    __m512i idx = _mm512_set_epi16(j + 3, j + 3, j + 3, j + 3, j + 3, j + 3, j + 3, j + 3,
+                                   j + 2, j + 2, j + 2, j + 2, j + 2, j + 2, j + 2, j + 2,
+                                   j + 1, j + 1, j + 1, j + 1, j + 1, j + 1, j + 1, j + 1,
+                                   j, j, j, j, j, j, j, j);
+    return _mm512_permutexvar_epi16(idx, s16);
+}
+
+/* 2-bit quants of a Q2_K/Q3_K block, vector k = elements 64k..64k+63: bits 2s..2s+1 of
+ * qs[32h + l] for element 128h + 32s + l. */
+INLINE __m512i k2_low_bits(const uint8_t *qs, int k)
+{
+    __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * (k / 2))));
+    const int s = 4 * (k % 2);
+    return _mm512_and_si512(_mm512_srlv_epi64(q, _mm512_set_epi64(s + 2, s + 2, s + 2, s + 2, s, s, s, s)),
+                            _mm512_set1_epi8(3));
+}
+
+/* Q2_K: scales low nibble, mins high nibble, per 16 elements. */
+INLINE void q2_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    __m512 acc[4][4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        float ad[4];
+        const int16_t *bsums[4];
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            ad[c] = y->d;
+            bsums[c] = y->bsums;
+        }
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+            const block_q2_K *x = (const block_q2_K *)(w + (size_t)r * ws) + b;
+            __m256i raw = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+            __m512i s16 = _mm512_zextsi256_si512(_mm256_and_si256(raw, _mm256_set1_epi16(0x0F)));
+            __m512i mins = _mm512_zextsi256_si512(_mm256_srli_epi16(raw, 4));
+            __m512i wq[4], sc[4];
+            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+                wq[k] = k2_low_bits(x->qs, k);
+                sc[k] = scales16_for(s16, k);
+            }
+            float d = _cvtsh_ss(x->d), dmin = _cvtsh_ss(x->dmin);
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                __m512i isum = _mm512_setzero_si512();
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k)), sc[k]);
+                __m512i msum = madd_bsums(mins, bsums[c]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * ad[c]), acc[r][c]);
+                acc[r][c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(dmin * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q2_K, q2_K_kernel)
+
+/* The 16 signed scales of a Q3_K block as int8 (see quant_k3_scales). */
+INLINE __m128i k3_scales(const uint8_t *s)
+{
+    __m128i u = _mm_maskz_loadu_epi8(0x0FFF, s); /* the block may end 2 bytes after them */
+    __m128i lo = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(u, _MM_SHUFFLE(1, 0, 1, 0)), _mm_set_epi32(4, 4, 0, 0)),
+                               _mm_set1_epi8(0x0F));
+    __m128i hi = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(u, _MM_SHUFFLE(2, 2, 2, 2)), _mm_set_epi32(6, 4, 2, 0)),
+                               _mm_set1_epi8(3));
+    return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+}
+
+/* Q3_K: quants lo2 + 4*h - 4 with h from hmask (bit 4h+s of hmask[l] for element
+ * 128h + 32s + l); taken as unsigned lo2 + 4*h, the -4 returns via the bsums. */
+INLINE void q3_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    const __m512i bit2 = _mm512_set1_epi8(4);
+    __m512 acc[4][4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        float ad[4];
+        const int16_t *bsums[4];
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            ad[c] = y->d;
+            bsums[c] = y->bsums;
+        }
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+            const block_q3_K *x = (const block_q3_K *)(w + (size_t)r * ws) + b;
+            __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x->hmask));
+            __m512i s16 = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(k3_scales(x->scales)));
+            __m512i wq[4], sc[4];
+            /* bit 4h+s to bit 2: vector k has s = 2(k%2) below and 2(k%2)+1 above */
+            wq[0] = _mm512_ternarylogic_epi64(k2_low_bits(x->qs, 0), _mm512_sllv_epi64(hm, _mm512_set_epi64(1, 1, 1, 1, 2, 2, 2, 2)), bit2, 0xF8);
+            wq[1] = _mm512_ternarylogic_epi64(k2_low_bits(x->qs, 1), _mm512_srlv_epi64(hm, _mm512_set_epi64(1, 1, 1, 1, 0, 0, 0, 0)), bit2, 0xF8);
+            wq[2] = _mm512_ternarylogic_epi64(k2_low_bits(x->qs, 2), _mm512_srlv_epi64(hm, _mm512_set_epi64(3, 3, 3, 3, 2, 2, 2, 2)), bit2, 0xF8);
+            wq[3] = _mm512_ternarylogic_epi64(k2_low_bits(x->qs, 3), _mm512_srlv_epi64(hm, _mm512_set_epi64(5, 5, 5, 5, 4, 4, 4, 4)), bit2, 0xF8);
+            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+                sc[k] = scales16_for(s16, k);
+            __m512i neg4 = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(s16, 2));
+            float d = _cvtsh_ss(x->d);
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                __m512i isum = madd_bsums(neg4, bsums[c]);
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k)), sc[k]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * ad[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(q3_K, q3_K_kernel)
+
+/* ================= dequantization (bit-identical to the references) ================= */
+
+static void dequant_f16(const void *src, float *dst, int64_t n)
+{
+    const uint16_t *x = src;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i))));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + i)));
+    }
+}
+
+static void dequant_bf16(const void *src, float *dst, int64_t n)
+{
+    const uint16_t *x = src;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_si512(dst + i, _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(x + i))), 16));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_epi32(dst + i, m, _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, x + i)), 16));
+    }
+}
+
+/* 16 unsigned bytes, minus `off`, times d. */
+INLINE __m512 bytes_times(__m128i q, int off, float d)
+{
+    __m512i v = _mm512_sub_epi32(_mm512_cvtepu8_epi32(q), _mm512_set1_epi32(off));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(d));
+}
+
+static void dequant_q8_0(const void *src, float *dst, int64_t n)
+{
+    const block_q8_0 *x = src;
+    for (int64_t b = 0; b < n / QK8_0; b++, dst += QK8_0) {
+        __m512 d = _mm512_set1_ps(_cvtsh_ss(x[b].d));
+        for (int h = 0; h < 2; h++)
+            _mm512_storeu_ps(dst + 16 * h, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                _mm_loadu_si128((const __m128i *)(x[b].qs + 16 * h)))), d));
+    }
+}
+
+static void dequant_q4_0(const void *src, float *dst, int64_t n)
+{
+    const block_q4_0 *x = src;
+    for (int64_t b = 0; b < n / QK4_0; b++, dst += QK4_0) {
+        float d = _cvtsh_ss(x[b].d);
+        __m128i q = _mm_loadu_si128((const __m128i *)x[b].qs);
+        _mm512_storeu_ps(dst, bytes_times(_mm_and_si128(q, _mm_set1_epi8(0x0F)), 8, d));
+        _mm512_storeu_ps(dst + 16, bytes_times(_mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F)), 8, d));
+    }
+}
+
+/* Q4_K/Q5_K: (d*sc)*q - dmin*m per element, as the reference rounds it. */
+static void dequant_k4(const int five, const void *src, float *dst, int64_t n)
+{
+    const size_t bb = five ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const uint8_t *blk = (const uint8_t *)src + (size_t)b * bb;
+        uint16_t dd[2];
+        memcpy(dd, blk, 4);
+        float d = _cvtsh_ss(dd[0]), dmin = _cvtsh_ss(dd[1]);
+        const uint8_t *qs = blk + (five ? 48 : 16), *qh = blk + 16;
+        for (int g = 0; g < 8; g++) {
+            uint8_t sc, m;
+            quant_k4_scale_min(g, blk + 4, &sc, &m);
+            __m512 ds = _mm512_set1_ps(d * sc), dm = _mm512_set1_ps(dmin * m);
+            for (int h = 0; h < 2; h++) {
+                __m128i q = _mm_loadu_si128((const __m128i *)(qs + 32 * (g / 2) + 16 * h));
+                q = _mm_and_si128(g & 1 ? _mm_srli_epi16(q, 4) : q, _mm_set1_epi8(0x0F));
+                if (five) {
+                    __m128i hb = _mm_loadu_si128((const __m128i *)(qh + 16 * h));
+                    __m128i bit = _mm_set1_epi8((char)(1 << g));
+                    q = _mm_or_si128(q, _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(hb, bit), bit), _mm_set1_epi8(0x10)));
+                }
+                __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
+                _mm512_storeu_ps(dst + 32 * g + 16 * h, _mm512_sub_ps(_mm512_mul_ps(ds, v), dm));
+            }
+        }
+        dst += QK_K;
+    }
+}
+
+static void dequant_q4_K(const void *src, float *dst, int64_t n)
+{
+    dequant_k4(0, src, dst, n);
+}
+static void dequant_q5_K(const void *src, float *dst, int64_t n)
+{
+    dequant_k4(1, src, dst, n);
+}
+
+static void dequant_q6_K(const void *src, float *dst, int64_t n)
+{
+    const block_q6_K *x = src;
+    for (int64_t b = 0; b < n / QK_K; b++, dst += QK_K) {
+        float d = _cvtsh_ss(x[b].d);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = x[b].ql + 64 * h, *qh = x[b].qh + 32 * h;
+            for (int s = 0; s < 4; s++)
+                for (int half = 0; half < 2; half++) {
+                    /* elements 128h + 32s + 16half .. +15 */
+                    __m128i lo = _mm_loadu_si128((const __m128i *)(ql + 32 * (s & 1) + 16 * half));
+                    lo = _mm_and_si128(s & 2 ? _mm_srli_epi16(lo, 4) : lo, _mm_set1_epi8(0x0F));
+                    __m128i hi = _mm_loadu_si128((const __m128i *)(qh + 16 * half));
+                    hi = _mm_and_si128(_mm_srl_epi16(hi, _mm_cvtsi32_si128(2 * s)), _mm_set1_epi8(3));
+                    __m128i q = _mm_or_si128(lo, _mm_slli_epi16(hi, 4));
+                    int j = (128 * h + 32 * s + 16 * half) / 16;
+                    _mm512_storeu_ps(dst + 16 * j, bytes_times(q, 32, d * x[b].scales[j]));
+                }
+        }
+    }
+}
+
 /* ================= activation quantizers ================= */
 
 static void quantize_q8_0(const float *x, void *dst, int64_t n)
@@ -462,7 +862,7 @@ static void quantize_q8_0(const float *x, void *dst, int64_t n)
         __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
         __m512 m = _mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1));
         float amax = _mm512_reduce_max_ps(m);
-        y[b].d = f32_to_f16(amax / 127.f);
+        y[b].d = (uint16_t)_cvtss_sh(amax / 127.f, 0);
         __m512 id = _mm512_set1_ps(amax != 0 ? 127.f / amax : 0.f);
         /* cvtps rounds half to even, like the reference */
         __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
@@ -485,8 +885,8 @@ static void quantize_q8_1(const float *x, void *dst, int64_t n)
         __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
         __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
         int s = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-        y[b].d = f32_to_f16(d);
-        y[b].s = f32_to_f16(d * (float)s);
+        y[b].d = (uint16_t)_cvtss_sh(d, 0);
+        y[b].s = (uint16_t)_cvtss_sh(d * (float)s, 0);
         _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtsepi32_epi8(q0));
         _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtsepi32_epi8(q1));
     }
@@ -569,7 +969,19 @@ void quant_avx512_fill(quant_kernels *k)
     SET(T_Q4_K, q4_K)
     SET(T_Q5_K, q5_K)
     SET(T_Q6_K, q6_K)
+    SET(T_Q5_0, q5_0)
+    SET(T_Q4_1, q4_1)
+    SET(T_Q5_1, q5_1)
+    SET(T_Q2_K, q2_K)
+    SET(T_Q3_K, q3_K)
 #undef SET
+    k->dequantize[T_F16] = dequant_f16;
+    k->dequantize[T_BF16] = dequant_bf16;
+    k->dequantize[T_Q8_0] = dequant_q8_0;
+    k->dequantize[T_Q4_0] = dequant_q4_0;
+    k->dequantize[T_Q4_K] = dequant_q4_K;
+    k->dequantize[T_Q5_K] = dequant_q5_K;
+    k->dequantize[T_Q6_K] = dequant_q6_K;
     k->quantize[T_Q8_0] = quantize_q8_0;
     k->quantize[T_Q8_1] = quantize_q8_1;
     k->quantize[T_Q8_K] = quantize_q8_K;

@@ -3,6 +3,7 @@
  * the same random-normal weights at twelve precisions, so each must decode to the F16
  * file's values within its quantization error, with the standard deviations the
  * generator used (1/sqrt(fan_in); 16/sqrt(fan_in) for attn_output and ffn_down). */
+#include "gguf.h"
 #include "quant.h"
 #include "testutil.h"
 
@@ -11,150 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- a minimal GGUF tensor-table reader, enough for these files ---- */
-
-typedef struct {
-    char name[96];
-    int type;
-    int64_t ne[4];
-    int n_dims;
-    const unsigned char *data;
-} mtensor;
-
-typedef struct {
-    unsigned char *buf;
-    size_t len;
-    int n;
-    mtensor *t;
-} mfile;
-
-static int rd(const unsigned char *b, size_t len, size_t *o, void *dst, size_t n)
-{
-    if (*o + n > len)
-        return -1;
-    memcpy(dst, b + *o, n);
-    *o += n;
-    return 0;
-}
-
-static int skip_value(const unsigned char *b, size_t len, size_t *o, uint32_t type)
-{
-    static const int size[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
-    if (type > 12)
-        return -1;
-    if (type == 8) {
-        uint64_t n;
-        if (rd(b, len, o, &n, 8) || n > len - *o)
-            return -1;
-        *o += n;
-        return 0;
-    }
-    if (type == 9) {
-        uint32_t et;
-        uint64_t n;
-        if (rd(b, len, o, &et, 4) || rd(b, len, o, &n, 8))
-            return -1;
-        for (uint64_t i = 0; i < n; i++)
-            if (skip_value(b, len, o, et))
-                return -1;
-        return 0;
-    }
-    if (*o + (size_t)size[type] > len)
-        return -1;
-    *o += (size_t)size[type];
-    return 0;
-}
-
-static int mfile_open(mfile *f, const char *path)
-{
-    memset(f, 0, sizeof *f);
-    f->buf = (unsigned char *)test_read_file(path, &f->len);
-    if (!f->buf)
-        return -1;
-    const unsigned char *b = f->buf;
-    size_t o = 4, len = f->len;
-    uint32_t ver;
-    uint64_t nt, nkv;
-    if (len < 24 || memcmp(b, "GGUF", 4) || rd(b, len, &o, &ver, 4) || rd(b, len, &o, &nt, 8) ||
-        rd(b, len, &o, &nkv, 8) || nt > 100000)
-        return -1;
-    uint32_t align = 32;
-    for (uint64_t i = 0; i < nkv; i++) {
-        uint64_t kl;
-        uint32_t type;
-        if (rd(b, len, &o, &kl, 8) || kl > len - o)
-            return -1;
-        bool is_align = kl == 17 && memcmp(b + o, "general.alignment", 17) == 0;
-        o += kl;
-        if (rd(b, len, &o, &type, 4))
-            return -1;
-        if (is_align && type == 4) {
-            if (rd(b, len, &o, &align, 4))
-                return -1;
-        } else if (skip_value(b, len, &o, type)) {
-            return -1;
-        }
-    }
-    f->t = calloc(nt, sizeof *f->t);
-    uint64_t *off = calloc(nt, sizeof *off);
-    for (uint64_t i = 0; i < nt; i++) {
-        mtensor *t = &f->t[i];
-        uint64_t nl;
-        uint32_t nd, type;
-        if (rd(b, len, &o, &nl, 8) || nl >= sizeof t->name || nl > len - o)
-            return -1;
-        memcpy(t->name, b + o, nl);
-        o += nl;
-        if (rd(b, len, &o, &nd, 4) || nd < 1 || nd > 4)
-            return -1;
-        t->n_dims = (int)nd;
-        for (int d = 0; d < 4; d++)
-            t->ne[d] = 1;
-        for (uint32_t d = 0; d < nd; d++)
-            if (rd(b, len, &o, &t->ne[d], 8))
-                return -1;
-        if (rd(b, len, &o, &type, 4) || rd(b, len, &o, &off[i], 8))
-            return -1;
-        t->type = (int)type;
-    }
-    size_t data = (o + align - 1) / align * align;
-    for (uint64_t i = 0; i < nt; i++) {
-        mtensor *t = &f->t[i];
-        const type_traits *tt = type_info(t->type);
-        if (!tt)
-            return -1;
-        size_t bytes = type_row_bytes(t->type, t->ne[0]) * (size_t)(t->ne[1] * t->ne[2] * t->ne[3]);
-        if (data + off[i] + bytes > len)
-            return -1;
-        t->data = b + data + off[i];
-    }
-    free(off);
-    f->n = (int)nt;
-    return 0;
-}
-
-static void mfile_close(mfile *f)
-{
-    free(f->buf);
-    free(f->t);
-}
-
-static const mtensor *mfind(const mfile *f, const char *name)
-{
-    for (int i = 0; i < f->n; i++)
-        if (strcmp(f->t[i].name, name) == 0)
-            return &f->t[i];
-    return NULL;
-}
-
 /* All rows of a 2D tensor as floats. */
-static float *dequant_all(const mtensor *t)
+static float *dequant_all(const gguf_tensor *t)
 {
     int64_t rows = t->ne[1];
     float *x = malloc(sizeof *x * (size_t)(rows * t->ne[0]));
     size_t rb = type_row_bytes(t->type, t->ne[0]);
     for (int64_t r = 0; r < rows; r++)
-        dequantize_row(t->type, t->data + (size_t)r * rb, x + r * t->ne[0], t->ne[0]);
+        dequantize_row(t->type, (const uint8_t *)t->data + (size_t)r * rb, x + r * t->ne[0], t->ne[0]);
     return x;
 }
 
@@ -168,7 +33,7 @@ static double expected_std(const char *name, int64_t fan_in)
     return 1 / sqrt((double)fan_in);
 }
 
-static void check_stats(const char *model, const mtensor *t, const float *x, double std_want,
+static void check_stats(const char *model, const gguf_tensor *t, const float *x, double std_want,
                         bool tied_embd)
 {
     int64_t n = t->ne[0] * t->ne[1];
@@ -219,16 +84,16 @@ START_TEST(test_llama_tiny)
     snprintf(rel, sizeof rel, "models/%s.gguf", llama_tiny[0].file);
     char ref_path[4096];
     test_shared_path(rel, ref_path, sizeof ref_path);
-    mfile f, ref;
-    ck_assert_msg(mfile_open(&f, path) == 0, "cannot read %s", path);
-    ck_assert_msg(mfile_open(&ref, ref_path) == 0, "cannot read %s", ref_path);
+    llmfs_error err = {0};
+    gguf_file *f = gguf_open(path, NULL, &err), *ref = gguf_open(ref_path, NULL, &err);
+    ck_assert_msg(f && ref, "cannot read %s: %s", path, err.msg);
     int checked = 0;
     double worst = 0;
-    for (int i = 0; i < f.n; i++) {
-        const mtensor *t = &f.t[i];
+    for (int i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
         if (t->n_dims != 2)
             continue;
-        const mtensor *rt = mfind(&ref, t->name);
+        const gguf_tensor *rt = gguf_find_tensor(ref, t->name);
         ck_assert_ptr_nonnull(rt);
         ck_assert(rt->ne[0] == t->ne[0] && rt->ne[1] == t->ne[1]);
         float *x = dequant_all(t), *y = dequant_all(rt);
@@ -256,8 +121,8 @@ START_TEST(test_llama_tiny)
     ck_assert_int_eq(checked, 16); /* token_embd, output, 7 matrices x 2 layers */
     fprintf(stderr, "%-16s largest difference from f16: %.4f (bound %.4f)\n", llama_tiny[_i].file,
             worst, llama_tiny[_i].max_rel_err);
-    mfile_close(&f);
-    mfile_close(&ref);
+    gguf_close(f);
+    gguf_close(ref);
 }
 END_TEST
 
@@ -265,11 +130,12 @@ START_TEST(test_qwen3_tiny_q4_k)
 {
     char path[4096];
     test_shared_path("models/qwen3-tiny-q4_k.gguf", path, sizeof path);
-    mfile f;
-    ck_assert_msg(mfile_open(&f, path) == 0, "cannot read %s", path);
+    llmfs_error err = {0};
+    gguf_file *f = gguf_open(path, NULL, &err);
+    ck_assert_msg(f, "cannot read %s: %s", path, err.msg);
     int q6 = 0, q4 = 0;
-    for (int i = 0; i < f.n; i++) {
-        const mtensor *t = &f.t[i];
+    for (int i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
         if (t->n_dims != 2)
             continue;
         q6 += t->type == T_Q6_K;
@@ -281,7 +147,7 @@ START_TEST(test_qwen3_tiny_q4_k)
     }
     ck_assert_int_eq(q6, 3); /* token_embd, and layer 1's attn_v and ffn_down */
     ck_assert_int_eq(q4, 12);
-    mfile_close(&f);
+    gguf_close(f);
 }
 END_TEST
 

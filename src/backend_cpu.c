@@ -1,0 +1,1218 @@
+/* backend_cpu.c — the CPU backend: weights read in place from the file mapping,
+ * activations in RAM, every op split across a thread pool.
+ *
+ * Matmuls convert the activations once to the weight's dot type (quant.h), then split
+ * the weight's rows across threads: one row at a time with vec_dot for a single token,
+ * QUANT_TILE_R x QUANT_TILE_C tiles with gemm_tile for several. Scratch grows to the
+ * largest batch seen and then stays, so steady-state decoding never allocates. Ops
+ * cannot return errors; a failed allocation turns the op into a no-op and is reported
+ * by check().
+ */
+#include "backend.h"
+#include "backend_cpu_impl.h"
+#include "kv.h"
+#include "llmfs.h"
+#include "quant.h"
+#include "threadpool.h"
+
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- scratch */
+
+typedef struct buf {
+    void *p;
+    size_t cap;
+} buf;
+
+/* Grows b to at least n bytes (contents are not kept). */
+static bool buf_reserve(buf *b, size_t n)
+{
+    if (n <= b->cap)
+        return true;
+    size_t cap = n + n / 4 + 64;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, cap))
+        return false;
+    free(b->p);
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+/* Attention workspace of one thread. */
+typedef struct attn_tls {
+    buf scores; /* [group][cells] */
+    buf acc;    /* [group][head_dim] running output */
+    buf qdot;   /* [group] query rows in K's dot type */
+    buf qf;     /* [group][head_dim] query rows rounded to f16, as floats */
+    buf vrow;   /* [head_dim] one value row as floats */
+} attn_tls;
+
+#define MM_MAX_TASKS_ 4
+
+typedef struct cpu_be {
+    threadpool *pool;
+    int nth;              /* threads for the current batch */
+    int err;              /* sticky errno, see check() */
+
+    /* the current batch */
+    int n;
+    buf tok, pos, seq;
+
+    buf act[MM_MAX_TASKS_]; /* activations in weights' dot types */
+
+    /* rope cos/sin table [n][n_rot/2][2] of the current batch and parameters */
+    buf rope_cs;
+    bool rope_valid;
+    rope_params rope_key;
+
+    attn_tls *tls;        /* one per pool thread */
+    int n_tls;
+
+    /* MoE */
+    buf moe_cnt, moe_off, moe_slot, moe_xq, moe_g, moe_u, moe_hq, moe_y, moe_items;
+} cpu_be;
+
+static cpu_be *impl(backend *be) { return be->impl; }
+
+static void fail(cpu_be *c, int e)
+{
+    if (!c->err)
+        c->err = e;
+}
+
+/* Runs fn on nth threads (inline when one suffices). */
+static void par(cpu_be *c, int nth, threadpool_fn fn, void *ctx)
+{
+    if (nth <= 1)
+        fn(ctx, 0, 1);
+    else
+        threadpool_run(c->pool, fn, ctx, nth);
+}
+
+/* Threads for an op of `work` elementary steps: small ops run inline because waking the
+ * pool costs more than they do. */
+static int nth_for(const cpu_be *c, double work)
+{
+    if (work < 32768.0)
+        return 1;
+    return c->nth;
+}
+
+static void split(int64_t n, int ith, int nth, int64_t *a, int64_t *b)
+{
+    int64_t per = (n + nth - 1) / nth;
+    *a = per * ith;
+    *b = *a + per;
+    if (*a > n)
+        *a = n;
+    if (*b > n)
+        *b = n;
+}
+
+/* ---------------------------------------------------------------- kernels */
+
+static void scores_f16_scalar(const uint8_t *k, size_t k_stride, int n, const float *q, int g, int hd,
+                              float scale, float *out, size_t out_stride)
+{
+    for (int j = 0; j < n; j++) {
+        const uint16_t *kr = (const uint16_t *)(k + (size_t)j * k_stride);
+        for (int h = 0; h < g; h++) {
+            float s = 0;
+            for (int d = 0; d < hd; d++)
+                s += q[(size_t)h * hd + d] * f16_to_f32(kr[d]);
+            out[(size_t)h * out_stride + j] = s * scale;
+        }
+    }
+}
+
+static void accum_f16_scalar(float *acc, const uint8_t *v, size_t v_stride, int n, const float *p,
+                             size_t p_stride, int g, int hd)
+{
+    for (int j = 0; j < n; j++) {
+        const uint16_t *vr = (const uint16_t *)(v + (size_t)j * v_stride);
+        for (int h = 0; h < g; h++) {
+            float pj = p[(size_t)h * p_stride + j];
+            for (int d = 0; d < hd; d++)
+                acc[(size_t)h * hd + d] += pj * f16_to_f32(vr[d]);
+        }
+    }
+}
+
+static void round_f16_scalar(float *x, int n)
+{
+    for (int i = 0; i < n; i++)
+        x[i] = f16_to_f32(f32_to_f16(x[i]));
+}
+
+static void swiglu_scalar(float *out, const float *gate, const float *up, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+static const cpu_kernels kernels_scalar = {scores_f16_scalar, accum_f16_scalar, round_f16_scalar,
+                                           swiglu_scalar};
+static cpu_kernels kernels_avx2;
+static int have_avx2 = -1;
+
+/* The AVX2 loops unless the quant kernels are pinned to scalar (tests run both). */
+static const cpu_kernels *kern(void)
+{
+    int h = __atomic_load_n(&have_avx2, __ATOMIC_ACQUIRE);
+    if (h < 0) {
+        cpu_kernels k;
+        h = cpu_kernels_avx2(&k);
+        if (h)
+            kernels_avx2 = k;
+        __atomic_store_n(&have_avx2, h, __ATOMIC_RELEASE);
+    }
+    if (!h || !strcmp(quant_isa(), "scalar"))
+        return &kernels_scalar;
+    return &kernels_avx2;
+}
+
+/* ---------------------------------------------------------------- memory */
+
+static void *cpu_alloc(backend *be, size_t bytes)
+{
+    (void)be;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 1))
+        return NULL;
+    return p;
+}
+
+static void cpu_free(backend *be, void *p)
+{
+    (void)be;
+    free(p);
+}
+
+static void cpu_copy(backend *be, void *dst, const void *src, size_t n)
+{
+    (void)be;
+    if (dst != src)
+        memcpy(dst, src, n);
+}
+
+static void cpu_sync(backend *be) { (void)be; }
+
+static int cpu_check(backend *be, llmfs_error *err)
+{
+    cpu_be *c = impl(be);
+    int e = c->err;
+    c->err = 0;
+    if (e)
+        return llmfs_errorf(err, e, "CPU backend: %s", e == ENOMEM ? "out of memory for scratch" : "bad operand");
+    return 0;
+}
+
+static int cpu_begin(backend *be, const fwd_batch *b)
+{
+    cpu_be *c = impl(be);
+    size_t bytes = sizeof(int32_t) * (size_t)(b->n > 0 ? b->n : 1);
+    if (!buf_reserve(&c->tok, bytes) || !buf_reserve(&c->pos, bytes) || !buf_reserve(&c->seq, bytes))
+        return -ENOMEM;
+    memcpy(c->tok.p, b->token, sizeof(int32_t) * (size_t)b->n);
+    memcpy(c->pos.p, b->pos, sizeof(int32_t) * (size_t)b->n);
+    memcpy(c->seq.p, b->seq, sizeof(int32_t) * (size_t)b->n);
+    c->n = b->n;
+    c->nth = b->n == 1 ? be->n_threads : be->n_threads_batch;
+    c->rope_valid = false;
+    c->err = 0;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- get_rows */
+
+typedef struct rows_ctx {
+    cpu_be *c;
+    float *out;
+    const tensor *w;
+} rows_ctx;
+
+static void get_rows_fn(void *p, int ith, int nth)
+{
+    rows_ctx *r = p;
+    const int32_t *tok = r->c->tok.p;
+    int64_t a, b, d = r->w->ne[0];
+    split(r->c->n, ith, nth, &a, &b);
+    for (int64_t i = a; i < b; i++)
+        dequantize_row(r->w->type, (const uint8_t *)r->w->data + (size_t)tok[i] * r->w->nb1,
+                       r->out + i * d, d);
+}
+
+static void cpu_get_rows(backend *be, float *out, const tensor *w, int n)
+{
+    cpu_be *c = impl(be);
+    (void)n; /* always the batch's tokens */
+    rows_ctx r = {c, out, w};
+    par(c, nth_for(c, (double)c->n * (double)w->ne[0]), get_rows_fn, &r);
+}
+
+/* ---------------------------------------------------------------- rmsnorm */
+
+typedef struct norm_ctx {
+    float *out;
+    const float *x, *w;
+    int rows, d;
+    float eps;
+} norm_ctx;
+
+static void rmsnorm_fn(void *p, int ith, int nth)
+{
+    norm_ctx *k = p;
+    int64_t a, b;
+    split(k->rows, ith, nth, &a, &b);
+    for (int64_t r = a; r < b; r++) {
+        const float *x = k->x + r * k->d;
+        float *o = k->out + r * k->d;
+        double ss = 0;
+        for (int i = 0; i < k->d; i++)
+            ss += (double)x[i] * x[i];
+        float s = (float)(1.0 / sqrt(ss / k->d + k->eps));
+        if (k->w)
+            for (int i = 0; i < k->d; i++)
+                o[i] = x[i] * s * k->w[i];
+        else
+            for (int i = 0; i < k->d; i++)
+                o[i] = x[i] * s;
+    }
+}
+
+static void cpu_rmsnorm(backend *be, float *out, const float *x, const float *w, int rows, int d,
+                        float eps)
+{
+    cpu_be *c = impl(be);
+    norm_ctx k = {out, x, w, rows, d, eps};
+    par(c, nth_for(c, (double)rows * d), rmsnorm_fn, &k);
+}
+
+/* ---------------------------------------------------------------- matmul */
+
+/* One weight matrix times n activation rows already in its dot type. */
+typedef struct mm_task {
+    int type;
+    int64_t k, m;           /* row length, rows */
+    const uint8_t *w;
+    size_t w_stride;
+    const uint8_t *a;
+    size_t a_stride;
+    int n;
+    float *out;             /* out[c * out_stride + r] */
+    size_t out_stride;
+} mm_task;
+
+/* Rows [r0, r1) of task t: a matrix-vector product for one activation row, tiles for
+ * several (each group of weight rows loaded once for all activation rows). */
+static void mm_rows(const mm_task *t, int64_t r0, int64_t r1)
+{
+    if (t->n == 1)
+        vec_dot_rows(t->type, t->k, (int)(r1 - r0), t->w + (size_t)r0 * t->w_stride, t->w_stride,
+                     t->a, t->out + r0);
+    else
+        quant_gemm(t->type, t->k, (int)(r1 - r0), t->n, t->w + (size_t)r0 * t->w_stride, t->w_stride,
+                   t->a, t->a_stride, t->out + r0, t->out_stride);
+}
+
+#define MM_MAX_TASKS MM_MAX_TASKS_
+
+/* Several tasks in one dispatch, handed out in row chunks from a shared counter so a
+ * thread that finishes early takes more. */
+typedef struct mm_job {
+    mm_task t[MM_MAX_TASKS];
+    int n_task;
+    int64_t chunk;
+    int64_t first[MM_MAX_TASKS + 1]; /* chunk index where each task starts */
+    atomic_llong next;
+} mm_job;
+
+static void mm_fn(void *p, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    mm_job *j = p;
+    for (;;) {
+        int64_t idx = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (idx >= j->first[j->n_task])
+            return;
+        int ti = 0;
+        while (idx >= j->first[ti + 1])
+            ti++;
+        const mm_task *t = &j->t[ti];
+        int64_t r0 = (idx - j->first[ti]) * j->chunk;
+        int64_t r1 = r0 + j->chunk < t->m ? r0 + j->chunk : t->m;
+        mm_rows(t, r0, r1);
+    }
+}
+
+static void mm_run(cpu_be *c, mm_job *j)
+{
+    double work = 0;
+    int64_t rows = 0;
+    for (int i = 0; i < j->n_task; i++) {
+        work += (double)j->t[i].m * (double)j->t[i].k * j->t[i].n;
+        rows += j->t[i].m;
+    }
+    int nth = nth_for(c, work);
+    /* about 8 chunks per thread, whole tiles, so the tail is short */
+    int64_t chunk = rows / ((int64_t)nth * 8);
+    chunk = (chunk + QUANT_TILE_R - 1) / QUANT_TILE_R * QUANT_TILE_R;
+    if (chunk < QUANT_TILE_R)
+        chunk = QUANT_TILE_R;
+    if (chunk > 256)
+        chunk = 256;
+    j->chunk = chunk;
+    j->first[0] = 0;
+    for (int i = 0; i < j->n_task; i++)
+        j->first[i + 1] = j->first[i] + (j->t[i].m + chunk - 1) / chunk;
+    atomic_store(&j->next, 0);
+    par(c, nth, mm_fn, j);
+}
+
+typedef struct quant_ctx {
+    int type;
+    const float *x;
+    int64_t k;
+    size_t x_stride; /* floats */
+    uint8_t *dst;
+    size_t dst_stride;
+    int n;
+} quant_ctx;
+
+static void quant_fn(void *p, int ith, int nth)
+{
+    quant_ctx *q = p;
+    int64_t a, b;
+    split(q->n, ith, nth, &a, &b);
+    for (int64_t i = a; i < b; i++)
+        quantize_row(q->type, q->x + i * q->x_stride, q->dst + i * q->dst_stride, q->k);
+}
+
+/* n rows of k floats converted to `type` in dst (rows dst_stride apart). */
+static void quantize_rows(cpu_be *c, int type, const float *x, size_t x_stride, int n, int64_t k,
+                          void *dst, size_t dst_stride)
+{
+    quant_ctx q = {type, x, k, x_stride, dst, dst_stride, n};
+    par(c, nth_for(c, (double)n * k * 4), quant_fn, &q);
+}
+
+/* x in dot type dt for rows of k: x itself for F32, else buffer b (grown as needed).
+ * NULL when the buffer cannot grow. */
+static const uint8_t *prepare_act(cpu_be *c, buf *b, int dt, const float *x, int n, int64_t k,
+                                  size_t *stride)
+{
+    if (dt == T_F32) {
+        *stride = (size_t)k * sizeof(float);
+        return (const uint8_t *)x;
+    }
+    size_t rb = type_row_bytes(dt, k);
+    if (!buf_reserve(b, rb * (size_t)n)) {
+        fail(c, ENOMEM);
+        return NULL;
+    }
+    quantize_rows(c, dt, x, (size_t)k, n, k, b->p, rb);
+    *stride = rb;
+    return b->p;
+}
+
+static void cpu_matmul_multi(backend *be, float *const *out, const tensor *const *w, int count,
+                             const float *x, int n)
+{
+    cpu_be *c = impl(be);
+    if (count < 1 || count > MM_MAX_TASKS) {
+        fail(c, EINVAL);
+        return;
+    }
+    mm_job j = {.n_task = count};
+    int types[MM_MAX_TASKS];
+    const uint8_t *acts[MM_MAX_TASKS];
+    size_t strides[MM_MAX_TASKS];
+    int n_types = 0;
+    for (int i = 0; i < count; i++) {
+        if (w[i]->ne[0] != w[0]->ne[0]) {
+            fail(c, EINVAL);
+            return;
+        }
+        int dt = type_info(w[i]->type)->dot_type, ti = 0;
+        while (ti < n_types && types[ti] != dt)
+            ti++;
+        if (ti == n_types) {
+            acts[ti] = prepare_act(c, &c->act[ti], dt, x, n, w[i]->ne[0], &strides[ti]);
+            if (!acts[ti])
+                return;
+            types[n_types++] = dt;
+        }
+        j.t[i] = (mm_task){w[i]->type, w[i]->ne[0], w[i]->ne[1], w[i]->data, w[i]->nb1, acts[ti],
+                           strides[ti], n, out[i], (size_t)w[i]->ne[1]};
+    }
+    mm_run(c, &j);
+}
+
+static void cpu_matmul(backend *be, float *out, const tensor *w, const float *x, int n)
+{
+    cpu_matmul_multi(be, &out, &w, 1, x, n);
+}
+
+/* ---------------------------------------------------------------- elementwise */
+
+typedef struct ew_ctx {
+    float *out;
+    const float *a, *b;
+    int64_t n;
+    int d; /* bias length */
+} ew_ctx;
+
+static void add_bias_fn(void *p, int ith, int nth)
+{
+    ew_ctx *e = p;
+    int64_t a, b;
+    split(e->n, ith, nth, &a, &b);
+    for (int64_t r = a; r < b; r++) {
+        float *x = e->out + r * e->d;
+        for (int i = 0; i < e->d; i++)
+            x[i] += e->a[i];
+    }
+}
+
+static void cpu_add_bias(backend *be, float *x, const float *bias, int rows, int d)
+{
+    cpu_be *c = impl(be);
+    ew_ctx e = {x, bias, NULL, rows, d};
+    par(c, nth_for(c, (double)rows * d), add_bias_fn, &e);
+}
+
+static void add_fn(void *p, int ith, int nth)
+{
+    ew_ctx *e = p;
+    int64_t a, b;
+    split(e->n, ith, nth, &a, &b);
+    for (int64_t i = a; i < b; i++)
+        e->out[i] += e->a[i];
+}
+
+static void cpu_add(backend *be, float *x, const float *y, int64_t n)
+{
+    cpu_be *c = impl(be);
+    ew_ctx e = {x, y, NULL, n, 0};
+    par(c, nth_for(c, (double)n), add_fn, &e);
+}
+
+static void swiglu_fn(void *p, int ith, int nth)
+{
+    ew_ctx *e = p;
+    int64_t a, b;
+    split(e->n, ith, nth, &a, &b);
+    kern()->swiglu(e->out + a, e->a + a, e->b + a, b - a);
+}
+
+static void cpu_swiglu(backend *be, float *out, const float *gate, const float *up, int64_t n)
+{
+    cpu_be *c = impl(be);
+    ew_ctx e = {out, gate, up, n, 0};
+    par(c, nth_for(c, (double)n * 8), swiglu_fn, &e);
+}
+
+/* ---------------------------------------------------------------- rope */
+
+/* theta of pair i at position pos: pos * freq_scale * base^(-2i/n_rot) / factor_i, with
+ * the llama3 blend of l3_* or the file's per-pair divisors applied. */
+static double rope_inv_freq(const rope_params *p, int i)
+{
+    double f = pow((double)p->freq_base, -2.0 * i / p->n_rot);
+    if (p->freq_factors)
+        f /= p->freq_factors[i];
+    else if (p->l3_factor > 0) {
+        double wavelen = 2 * M_PI / f;
+        double lo = p->l3_orig_ctx / p->l3_low_freq_factor;
+        double hi = p->l3_orig_ctx / p->l3_high_freq_factor;
+        if (wavelen > lo)
+            f /= p->l3_factor;
+        else if (wavelen >= hi) {
+            double smooth = (p->l3_orig_ctx / wavelen - p->l3_low_freq_factor) /
+                            (p->l3_high_freq_factor - p->l3_low_freq_factor);
+            f = (1 - smooth) * f / p->l3_factor + smooth * f;
+        }
+    }
+    return f * p->freq_scale;
+}
+
+static bool rope_table(cpu_be *c, const rope_params *p)
+{
+    const rope_params *k = &c->rope_key;
+    if (c->rope_valid && k->n_rot == p->n_rot && k->neox == p->neox && k->freq_base == p->freq_base &&
+        k->freq_scale == p->freq_scale && k->l3_factor == p->l3_factor &&
+        k->l3_low_freq_factor == p->l3_low_freq_factor &&
+        k->l3_high_freq_factor == p->l3_high_freq_factor && k->l3_orig_ctx == p->l3_orig_ctx &&
+        k->freq_factors == p->freq_factors)
+        return true;
+    int half = p->n_rot / 2;
+    if (!buf_reserve(&c->rope_cs, sizeof(float) * 2 * (size_t)half * (size_t)(c->n ? c->n : 1))) {
+        fail(c, ENOMEM);
+        return false;
+    }
+    float *cs = c->rope_cs.p;
+    const int32_t *pos = c->pos.p;
+    double inv[1024];
+    for (int i = 0; i < half && i < 1024; i++)
+        inv[i] = rope_inv_freq(p, i);
+    for (int t = 0; t < c->n; t++)
+        for (int i = 0; i < half; i++) {
+            double th = pos[t] * inv[i];
+            cs[((size_t)t * half + i) * 2] = (float)cos(th);
+            cs[((size_t)t * half + i) * 2 + 1] = (float)sin(th);
+        }
+    c->rope_key = *p;
+    c->rope_valid = true;
+    return true;
+}
+
+typedef struct rope_ctx {
+    cpu_be *c;
+    float *x;
+    int n_head, head_dim;
+    const rope_params *p;
+} rope_ctx;
+
+static void rope_fn(void *v, int ith, int nth)
+{
+    rope_ctx *r = v;
+    int half = r->p->n_rot / 2;
+    const float *cs_all = r->c->rope_cs.p;
+    int64_t a, b;
+    split((int64_t)r->c->n * r->n_head, ith, nth, &a, &b);
+    for (int64_t th = a; th < b; th++) {
+        int64_t t = th / r->n_head;
+        float *x = r->x + th * r->head_dim;
+        const float *cs = cs_all + t * half * 2;
+        for (int i = 0; i < half; i++) {
+            /* llama pairs neighbours (2i, 2i+1); NEOX pairs the halves (i, i + n_rot/2) */
+            int i0 = r->p->neox ? i : 2 * i;
+            int i1 = r->p->neox ? i + half : 2 * i + 1;
+            float x0 = x[i0], x1 = x[i1], co = cs[2 * i], si = cs[2 * i + 1];
+            x[i0] = x0 * co - x1 * si;
+            x[i1] = x0 * si + x1 * co;
+        }
+    }
+}
+
+static void cpu_rope(backend *be, float *x, int n, int n_head, int head_dim, const rope_params *p)
+{
+    cpu_be *c = impl(be);
+    (void)n;
+    if (p->n_rot / 2 > 1024 || p->n_rot > head_dim) {
+        fail(c, EINVAL);
+        return;
+    }
+    if (!rope_table(c, p))
+        return;
+    rope_ctx r = {c, x, n_head, head_dim, p};
+    par(c, nth_for(c, (double)c->n * n_head * head_dim * 2), rope_fn, &r);
+}
+
+/* ---------------------------------------------------------------- hadamard */
+
+typedef struct had_ctx {
+    float *x;
+    int64_t n_blocks;
+    int block;
+} had_ctx;
+
+/* In-place fast Walsh-Hadamard transform of each block (natural, Sylvester order),
+ * scaled by 1/sqrt(block) so it is orthonormal and its own inverse. */
+static void hadamard_fn(void *p, int ith, int nth)
+{
+    had_ctx *h = p;
+    int nb = h->block;
+    float scale = (float)(1.0 / sqrt((double)nb));
+    int64_t a, b;
+    split(h->n_blocks, ith, nth, &a, &b);
+    for (int64_t i = a; i < b; i++) {
+        float *x = h->x + i * nb;
+        for (int len = 1; len < nb; len *= 2)
+            for (int j = 0; j < nb; j += 2 * len)
+                for (int k = j; k < j + len; k++) {
+                    float u = x[k], v = x[k + len];
+                    x[k] = u + v;
+                    x[k + len] = u - v;
+                }
+        for (int k = 0; k < nb; k++)
+            x[k] *= scale;
+    }
+}
+
+static void cpu_hadamard(backend *be, float *x, int64_t n, int block)
+{
+    cpu_be *c = impl(be);
+    if (block <= 0 || (block & (block - 1)) || n % block) {
+        fail(c, EINVAL);
+        return;
+    }
+    had_ctx h = {x, n / block, block};
+    par(c, nth_for(c, (double)n * 8), hadamard_fn, &h);
+}
+
+/* ---------------------------------------------------------------- KV cache */
+
+typedef struct kvs_ctx {
+    cpu_be *c;
+    kv_cache *kv;
+    int il;
+    const float *k, *v;
+} kvs_ctx;
+
+static void kv_store_fn(void *p, int ith, int nth)
+{
+    kvs_ctx *s = p;
+    const struct kv_layer *L = &s->kv->layer[s->il];
+    const int32_t *pos = s->c->pos.p, *seq = s->c->seq.p;
+    int e = s->kv->n_embd_kv;
+    int64_t a, b;
+    split(s->c->n, ith, nth, &a, &b);
+    for (int64_t t = a; t < b; t++) {
+        size_t cell = (size_t)seq[t] * s->kv->n_ctx + pos[t];
+        quantize_row(s->kv->type_k, s->k + t * e, (uint8_t *)L->k + cell * L->k_row, e);
+        quantize_row(s->kv->type_v, s->v + t * e, (uint8_t *)L->v + cell * L->v_row, e);
+    }
+}
+
+static void cpu_kv_store(backend *be, kv_cache *kv, int il, const float *k, const float *v, int n)
+{
+    cpu_be *c = impl(be);
+    (void)n;
+    kvs_ctx s = {c, kv, il, k, v};
+    par(c, nth_for(c, (double)c->n * kv->n_embd_kv * 8), kv_store_fn, &s);
+}
+
+/* ---------------------------------------------------------------- attention */
+
+/* Causal attention of one (token, KV head) item: the group of query heads sharing that KV
+ * head is handled together so each key and value row is read once for all of them.
+ * With an f16 cache, queries are rounded to f16 and probabilities too before they meet
+ * f16 values (what llama.cpp computes), and the f16 kernels do the work; other cache
+ * types go through vec_dot with queries in K's dot type and dequantized value rows. */
+typedef struct attn_ctx {
+    cpu_be *c;
+    float *out;
+    const float *q;
+    const kv_cache *kv;
+    int il;
+    attn_params p;
+    int group;      /* query heads per KV head */
+    int k_dot;      /* K's dot type */
+    size_t qdot_row;
+    size_t k_head, v_head; /* bytes of one head's slice of a cache row */
+} attn_ctx;
+
+static void axpy(float *y, float a, const float *x, int n)
+{
+    for (int i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+static void scale_vec(float *y, float a, int n)
+{
+    for (int i = 0; i < n; i++)
+        y[i] *= a;
+}
+
+/* out[h * stride + j] = scaled scores of cells j0 .. j0+n for the item's heads */
+static void attn_scores(const attn_ctx *A, attn_tls *T, const uint8_t *kb, int j0, int n, float *out,
+                        size_t stride)
+{
+    const struct kv_layer *L = &A->kv->layer[A->il];
+    int hd = A->p.head_dim, g = A->group;
+    if (A->kv->type_k == T_F16) {
+        kern()->scores_f16(kb + (size_t)j0 * L->k_row, L->k_row, n, T->qf.p, g, hd, A->p.scale, out,
+                           stride);
+        return;
+    }
+    const uint8_t *qd = T->qdot.p;
+    for (int j = 0; j < n; j++) {
+        const uint8_t *kr = kb + (size_t)(j0 + j) * L->k_row;
+        for (int h = 0; h < g; h++)
+            out[(size_t)h * stride + j] = vec_dot(A->kv->type_k, hd, kr, qd + h * A->qdot_row) * A->p.scale;
+    }
+}
+
+/* acc[h] += sum_j p[h * stride + j] * V(j0 + j) */
+static void attn_accum(const attn_ctx *A, attn_tls *T, const uint8_t *vb, int j0, int n, const float *p,
+                       size_t stride, float *acc)
+{
+    const struct kv_layer *L = &A->kv->layer[A->il];
+    int hd = A->p.head_dim, g = A->group;
+    if (A->kv->type_v == T_F16) {
+        kern()->accum_f16(acc, vb + (size_t)j0 * L->v_row, L->v_row, n, p, stride, g, hd);
+        return;
+    }
+    float *vrow = T->vrow.p;
+    for (int j = 0; j < n; j++) {
+        dequantize_row(A->kv->type_v, vb + (size_t)(j0 + j) * L->v_row, vrow, hd);
+        for (int h = 0; h < g; h++)
+            axpy(acc + h * hd, p[(size_t)h * stride + j], vrow, hd);
+    }
+}
+
+/* Materialised scores: all of them, one softmax, then the weighted sum of values. */
+static void attn_item_plain(const attn_ctx *A, attn_tls *T, float *o, int n_cells, const uint8_t *kb,
+                            const uint8_t *vb)
+{
+    int hd = A->p.head_dim, g = A->group;
+    float *sc = T->scores.p, *acc = T->acc.p;
+    attn_scores(A, T, kb, 0, n_cells, sc, (size_t)n_cells);
+    for (int h = 0; h < g; h++) {
+        float *s = sc + (size_t)h * n_cells, mx = -FLT_MAX, sum = 0;
+        for (int j = 0; j < n_cells; j++)
+            mx = s[j] > mx ? s[j] : mx;
+        for (int j = 0; j < n_cells; j++) {
+            s[j] = expf(s[j] - mx);
+            sum += s[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < n_cells; j++)
+            s[j] *= inv;
+        if (A->kv->type_v == T_F16)
+            kern()->round_f16(s, n_cells);
+    }
+    memset(acc, 0, sizeof(float) * (size_t)g * hd);
+    attn_accum(A, T, vb, 0, n_cells, sc, (size_t)n_cells, acc);
+    memcpy(o, acc, sizeof(float) * (size_t)g * hd);
+}
+
+#define FLASH_TILE 64
+
+/* Online softmax over tiles of cells: a running maximum and sum per head, the output
+ * rescaled whenever the maximum grows; no per-cell storage beyond one tile. */
+static void attn_item_flash(const attn_ctx *A, attn_tls *T, float *o, int n_cells, const uint8_t *kb,
+                            const uint8_t *vb)
+{
+    int hd = A->p.head_dim, g = A->group;
+    float *sc = T->scores.p, *acc = T->acc.p;
+    float *mx = sc + (size_t)g * FLASH_TILE, *sum = mx + g;
+    memset(acc, 0, sizeof(float) * (size_t)g * hd);
+    for (int h = 0; h < g; h++) {
+        mx[h] = -FLT_MAX;
+        sum[h] = 0;
+    }
+    for (int j0 = 0; j0 < n_cells; j0 += FLASH_TILE) {
+        int nj = n_cells - j0 < FLASH_TILE ? n_cells - j0 : FLASH_TILE;
+        attn_scores(A, T, kb, j0, nj, sc, FLASH_TILE);
+        for (int h = 0; h < g; h++) {
+            float *s = sc + h * FLASH_TILE, m = mx[h];
+            for (int j = 0; j < nj; j++)
+                m = s[j] > m ? s[j] : m;
+            if (m > mx[h]) {
+                float r = expf(mx[h] - m);
+                scale_vec(acc + h * hd, r, hd);
+                sum[h] *= r;
+                mx[h] = m;
+            }
+            for (int j = 0; j < nj; j++) {
+                s[j] = expf(s[j] - m);
+                sum[h] += s[j];
+            }
+        }
+        attn_accum(A, T, vb, j0, nj, sc, FLASH_TILE, acc);
+    }
+    for (int h = 0; h < g; h++)
+        for (int i = 0; i < hd; i++)
+            o[h * hd + i] = acc[h * hd + i] / sum[h];
+}
+
+static void attn_fn(void *v, int ith, int nth)
+{
+    attn_ctx *A = v;
+    cpu_be *c = A->c;
+    attn_tls *T = &c->tls[ith];
+    const struct kv_layer *L = &A->kv->layer[A->il];
+    const int32_t *pos = c->pos.p, *seq = c->seq.p;
+    int hd = A->p.head_dim, nkv = A->p.n_head_kv, g = A->group;
+    int64_t items = (int64_t)c->n * nkv;
+    /* interleaved: later tokens see more cells, striding spreads them over threads */
+    for (int64_t it = ith; it < items; it += nth) {
+        int t = (int)(it / nkv), kvh = (int)(it % nkv);
+        int n_cells = pos[t] + 1;
+        size_t row0 = (size_t)seq[t] * A->kv->n_ctx;
+        const uint8_t *kb = (const uint8_t *)L->k + row0 * L->k_row + kvh * A->k_head;
+        const uint8_t *vb = (const uint8_t *)L->v + row0 * L->v_row + kvh * A->v_head;
+        const float *q = A->q + ((size_t)t * A->p.n_head + (size_t)kvh * g) * hd;
+        float *o = A->out + ((size_t)t * A->p.n_head + (size_t)kvh * g) * hd;
+        if (A->kv->type_k == T_F16) {
+            memcpy(T->qf.p, q, sizeof(float) * (size_t)g * hd);
+            kern()->round_f16(T->qf.p, g * hd);
+        } else {
+            for (int h = 0; h < g; h++)
+                quantize_row(A->k_dot, q + h * hd, (uint8_t *)T->qdot.p + h * A->qdot_row, hd);
+        }
+        if (A->p.flash)
+            attn_item_flash(A, T, o, n_cells, kb, vb);
+        else
+            attn_item_plain(A, T, o, n_cells, kb, vb);
+    }
+}
+
+static void cpu_attention(backend *be, float *out, const float *q, const kv_cache *kv, int il,
+                          int n, const attn_params *p)
+{
+    cpu_be *c = impl(be);
+    (void)n;
+    attn_ctx A = {.c = c, .out = out, .q = q, .kv = kv, .il = il, .p = *p};
+    A.group = p->n_head / p->n_head_kv;
+    A.k_dot = type_info(kv->type_k)->dot_type;
+    A.qdot_row = type_row_bytes(A.k_dot, p->head_dim);
+    A.k_head = type_row_bytes(kv->type_k, p->head_dim);
+    A.v_head = type_row_bytes(kv->type_v, p->head_dim);
+
+    int max_cells = 1;
+    const int32_t *pos = c->pos.p;
+    for (int t = 0; t < c->n; t++)
+        max_cells = pos[t] + 1 > max_cells ? pos[t] + 1 : max_cells;
+    size_t cells = p->flash ? FLASH_TILE : (size_t)max_cells;
+    size_t gh = (size_t)A.group * p->head_dim;
+    int nth = nth_for(c, (double)c->n * p->n_head * p->head_dim * max_cells * 2);
+    for (int i = 0; i < nth && i < c->n_tls; i++) {
+        attn_tls *T = &c->tls[i];
+        if (!buf_reserve(&T->scores, sizeof(float) * ((size_t)A.group * cells + 2 * (size_t)A.group)) ||
+            !buf_reserve(&T->acc, sizeof(float) * gh) || !buf_reserve(&T->qf, sizeof(float) * gh) ||
+            !buf_reserve(&T->qdot, A.qdot_row * (size_t)A.group) ||
+            !buf_reserve(&T->vrow, sizeof(float) * (size_t)p->head_dim)) {
+            fail(c, ENOMEM);
+            return;
+        }
+    }
+    par(c, nth, attn_fn, &A);
+}
+
+/* ---------------------------------------------------------------- MoE */
+
+typedef struct topk_ctx {
+    int32_t *ids;
+    float *w;
+    const float *logits;
+    int n, n_expert, k;
+    bool norm;
+} topk_ctx;
+
+static void topk_fn(void *p, int ith, int nth)
+{
+    topk_ctx *q = p;
+    int64_t a, b;
+    split(q->n, ith, nth, &a, &b);
+    for (int64_t t = a; t < b; t++) {
+        const float *l = q->logits + t * q->n_expert;
+        int32_t *ids = q->ids + t * q->k;
+        float *w = q->w + t * q->k;
+        float mx = -FLT_MAX, sum = 0;
+        for (int e = 0; e < q->n_expert; e++)
+            mx = l[e] > mx ? l[e] : mx;
+        for (int e = 0; e < q->n_expert; e++)
+            sum += expf(l[e] - mx);
+        /* selection by repeated maximum; k is small. Ties go to the lower id. */
+        float wsum = 0;
+        for (int j = 0; j < q->k; j++) {
+            int best = -1;
+            for (int e = 0; e < q->n_expert; e++) {
+                bool taken = false;
+                for (int i = 0; i < j; i++)
+                    taken |= ids[i] == e;
+                if (!taken && (best < 0 || l[e] > l[best]))
+                    best = e;
+            }
+            ids[j] = best;
+            w[j] = expf(l[best] - mx) / sum;
+            wsum += w[j];
+        }
+        if (q->norm)
+            for (int j = 0; j < q->k; j++)
+                w[j] /= wsum;
+    }
+}
+
+static void cpu_topk_softmax(backend *be, int32_t *ids, float *weights, const float *logits, int n,
+                             int n_expert, int k, bool norm)
+{
+    cpu_be *c = impl(be);
+    topk_ctx q = {ids, weights, logits, n, n_expert, k, norm};
+    par(c, nth_for(c, (double)n * n_expert * (k + 8)), topk_fn, &q);
+}
+
+/* The routed FFN, touching only the experts some token selected. Slots (token, j) are
+ * grouped by expert so each expert's activations are contiguous and its weights are
+ * streamed once per batch:
+ *   1. x rows converted to the gate/up dot type, one row per slot, in expert order;
+ *   2. gate and up products of every active expert in one dispatch; silu(g) * u;
+ *   3. the hidden rows converted to the down dot type;
+ *   4. down products of every active expert in one dispatch;
+ *   5. each token's slots summed with their router weights. */
+typedef struct moe_item {
+    int e;         /* expert */
+    int64_t r0, r1; /* output rows */
+} moe_item;
+
+typedef struct moe_ctx {
+    cpu_be *c;
+    const tensor *w1, *w3;  /* gate, up  (or down, NULL in step 4) */
+    const uint8_t *a;       /* activations in slot order */
+    size_t a_stride;
+    const int *cnt, *off;
+    float *g, *u;           /* [slots][rows] */
+    int64_t rows;
+    const moe_item *items;
+    int n_items;
+    atomic_int next;
+} moe_ctx;
+
+static void moe_mm_fn(void *p, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    moe_ctx *m = p;
+    for (;;) {
+        int idx = atomic_fetch_add_explicit(&m->next, 1, memory_order_relaxed);
+        if (idx >= m->n_items)
+            return;
+        const moe_item *it = &m->items[idx];
+        int e = it->e, n = m->cnt[e];
+        const uint8_t *a = m->a + (size_t)m->off[e] * m->a_stride;
+        mm_task t1 = {m->w1->type, m->w1->ne[0], m->w1->ne[1],
+                      (const uint8_t *)m->w1->data + (size_t)e * m->w1->nb2, m->w1->nb1,
+                      a, m->a_stride, n, m->g + (size_t)m->off[e] * m->rows, (size_t)m->rows};
+        mm_rows(&t1, it->r0, it->r1);
+        if (!m->w3)
+            continue;
+        mm_task t3 = t1;
+        t3.type = m->w3->type;
+        t3.w = (const uint8_t *)m->w3->data + (size_t)e * m->w3->nb2;
+        t3.w_stride = m->w3->nb1;
+        t3.out = m->u + (size_t)m->off[e] * m->rows;
+        mm_rows(&t3, it->r0, it->r1);
+        for (int s = 0; s < n; s++) {
+            float *g = t1.out + (size_t)s * m->rows, *u = t3.out + (size_t)s * m->rows;
+            kern()->swiglu(g + it->r0, g + it->r0, u + it->r0, it->r1 - it->r0);
+        }
+    }
+}
+
+/* Builds work items (expert, row chunk) for the active experts. */
+static int moe_items(cpu_be *c, const int *cnt, int n_expert, int64_t rows, int nslots)
+{
+    int64_t chunk = rows / ((int64_t)c->nth * 4 > 0 ? (int64_t)c->nth * 4 : 1);
+    /* with many tokens per expert the work is larger: fewer, bigger chunks suffice */
+    if (nslots > n_expert)
+        chunk = rows / 2;
+    chunk = (chunk + QUANT_TILE_R - 1) / QUANT_TILE_R * QUANT_TILE_R;
+    if (chunk < 16)
+        chunk = 16;
+    moe_item *items = c->moe_items.p;
+    int n = 0;
+    for (int e = 0; e < n_expert; e++) {
+        if (!cnt[e])
+            continue;
+        for (int64_t r = 0; r < rows; r += chunk)
+            items[n++] = (moe_item){e, r, r + chunk < rows ? r + chunk : rows};
+    }
+    return n;
+}
+
+typedef struct moe_sum_ctx {
+    float *out;
+    const float *y, *w;
+    const int *slot;
+    int n, k;
+    int64_t d;
+} moe_sum_ctx;
+
+static void moe_sum_fn(void *p, int ith, int nth)
+{
+    moe_sum_ctx *s = p;
+    int64_t a, b;
+    split(s->n, ith, nth, &a, &b);
+    for (int64_t t = a; t < b; t++) {
+        float *o = s->out + t * s->d;
+        memset(o, 0, sizeof(float) * (size_t)s->d);
+        for (int j = 0; j < s->k; j++)
+            axpy(o, s->w[t * s->k + j], s->y + (size_t)s->slot[t * s->k + j] * s->d, (int)s->d);
+    }
+}
+
+typedef struct gather_ctx {
+    int type;
+    const float *x;
+    int64_t k;
+    const int *slot;   /* [n*k] slot of (token, j) */
+    int n, kk;
+    uint8_t *dst;
+    size_t stride;
+} gather_ctx;
+
+static void gather_fn(void *p, int ith, int nth)
+{
+    gather_ctx *g = p;
+    int64_t a, b;
+    split((int64_t)g->n * g->kk, ith, nth, &a, &b);
+    for (int64_t i = a; i < b; i++)
+        quantize_row(g->type, g->x + (i / g->kk) * g->k, g->dst + (size_t)g->slot[i] * g->stride, g->k);
+}
+
+static void cpu_moe_ffn(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
+                        const tensor *down, const int32_t *ids, const float *weights, int n, int k)
+{
+    cpu_be *c = impl(be);
+    int ne = (int)gate->ne[2];
+    int64_t d = gate->ne[0], f = gate->ne[1];
+    int ns = n * k;
+    int dt1 = type_info(gate->type)->dot_type, dt2 = type_info(down->type)->dot_type;
+    if (type_info(up->type)->dot_type != dt1) {
+        fail(c, EINVAL);
+        return;
+    }
+    size_t rb1 = type_row_bytes(dt1, d), rb2 = type_row_bytes(dt2, f);
+    int64_t max_items = (int64_t)ne * ((f > d ? f : d) / 16 + 1);
+    if (!buf_reserve(&c->moe_cnt, sizeof(int) * (size_t)ne) ||
+        !buf_reserve(&c->moe_off, sizeof(int) * (size_t)ne) ||
+        !buf_reserve(&c->moe_slot, sizeof(int) * (size_t)ns) ||
+        !buf_reserve(&c->moe_xq, rb1 * (size_t)ns) ||
+        !buf_reserve(&c->moe_g, sizeof(float) * (size_t)ns * (size_t)f) ||
+        !buf_reserve(&c->moe_u, sizeof(float) * (size_t)ns * (size_t)f) ||
+        !buf_reserve(&c->moe_hq, rb2 * (size_t)ns) ||
+        !buf_reserve(&c->moe_y, sizeof(float) * (size_t)ns * (size_t)d) ||
+        !buf_reserve(&c->moe_items, sizeof(moe_item) * (size_t)max_items)) {
+        fail(c, ENOMEM);
+        return;
+    }
+    int *cnt = c->moe_cnt.p, *off = c->moe_off.p, *slot = c->moe_slot.p;
+    memset(cnt, 0, sizeof(int) * (size_t)ne);
+    for (int i = 0; i < ns; i++) {
+        if (ids[i] < 0 || ids[i] >= ne) {
+            fail(c, EINVAL);
+            return;
+        }
+        cnt[ids[i]]++;
+    }
+    for (int e = 0, o = 0; e < ne; e++) {
+        off[e] = o;
+        o += cnt[e];
+    }
+    /* slot of (token, j): its expert's block, in token order within it (cnt is rebuilt) */
+    memset(cnt, 0, sizeof(int) * (size_t)ne);
+    for (int i = 0; i < ns; i++)
+        slot[i] = off[ids[i]] + cnt[ids[i]]++;
+
+    /* 1 */
+    gather_ctx gc = {dt1, x, d, slot, n, k, c->moe_xq.p, rb1};
+    par(c, nth_for(c, (double)ns * d * 4), gather_fn, &gc);
+
+    /* 2 */
+    moe_ctx m = {.c = c, .w1 = gate, .w3 = up, .a = c->moe_xq.p, .a_stride = rb1, .cnt = cnt,
+                 .off = off, .g = c->moe_g.p, .u = c->moe_u.p, .rows = f};
+    m.items = c->moe_items.p;
+    m.n_items = moe_items(c, cnt, ne, f, ns);
+    atomic_store(&m.next, 0);
+    par(c, nth_for(c, (double)ns * d * f * 2), moe_mm_fn, &m);
+
+    /* 3 */
+    quantize_rows(c, dt2, c->moe_g.p, (size_t)f, ns, f, c->moe_hq.p, rb2);
+
+    /* 4 */
+    moe_ctx m2 = {.c = c, .w1 = down, .w3 = NULL, .a = c->moe_hq.p, .a_stride = rb2, .cnt = cnt,
+                  .off = off, .g = c->moe_y.p, .rows = d};
+    m2.items = c->moe_items.p;
+    m2.n_items = moe_items(c, cnt, ne, d, ns);
+    atomic_store(&m2.next, 0);
+    par(c, nth_for(c, (double)ns * d * f), moe_mm_fn, &m2);
+
+    /* 5 */
+    moe_sum_ctx s = {out, c->moe_y.p, weights, slot, n, k, d};
+    par(c, nth_for(c, (double)ns * d), moe_sum_fn, &s);
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static void cpu_destroy(backend *be);
+
+static const struct backend_ops cpu_ops = {
+    .name = "CPU",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .sync = cpu_sync,
+    .begin = cpu_begin,
+    .get_rows = cpu_get_rows,
+    .rmsnorm = cpu_rmsnorm,
+    .matmul = cpu_matmul,
+    .matmul_multi = cpu_matmul_multi,
+    .add_bias = cpu_add_bias,
+    .add = cpu_add,
+    .swiglu = cpu_swiglu,
+    .rope = cpu_rope,
+    .kv_store = cpu_kv_store,
+    .attention = cpu_attention,
+    .topk_softmax = cpu_topk_softmax,
+    .moe_ffn = cpu_moe_ffn,
+    .hadamard = cpu_hadamard,
+    .check = cpu_check,
+    .destroy = cpu_destroy,
+};
+
+backend *backend_cpu_new(int n_threads, int n_threads_batch)
+{
+    if (n_threads <= 0)
+        n_threads = cpu_physical_cores();
+    if (n_threads_batch <= 0)
+        n_threads_batch = n_threads;
+    int size = n_threads > n_threads_batch ? n_threads : n_threads_batch;
+    backend *be = calloc(1, sizeof *be);
+    cpu_be *c = calloc(1, sizeof *c);
+    if (!be || !c)
+        goto fail;
+    c->tls = calloc((size_t)size, sizeof *c->tls);
+    c->n_tls = size;
+    if (!c->tls)
+        goto fail;
+    c->pool = threadpool_new(size);
+    if (!c->pool)
+        goto fail;
+    be->ops = &cpu_ops;
+    be->n_threads = n_threads;
+    be->n_threads_batch = n_threads_batch;
+    be->impl = c;
+    c->nth = n_threads;
+    return be;
+fail:
+    if (c)
+        free(c->tls);
+    free(c);
+    free(be);
+    return NULL;
+}
+
+static void buf_free(buf *b) { free(b->p); }
+
+static void cpu_destroy(backend *be)
+{
+    cpu_be *c = be->impl;
+    threadpool_free(c->pool);
+    buf *bufs[] = {&c->tok, &c->pos, &c->seq, &c->act[0], &c->act[1], &c->act[2], &c->act[3],
+                   &c->rope_cs, &c->moe_cnt, &c->moe_off,
+                   &c->moe_slot, &c->moe_xq, &c->moe_g, &c->moe_u, &c->moe_hq, &c->moe_y,
+                   &c->moe_items};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        buf_free(bufs[i]);
+    for (int i = 0; i < c->n_tls; i++) {
+        buf_free(&c->tls[i].scores);
+        buf_free(&c->tls[i].acc);
+        buf_free(&c->tls[i].qdot);
+        buf_free(&c->tls[i].vrow);
+        buf_free(&c->tls[i].qf);
+    }
+    free(c->tls);
+    free(c);
+    free(be);
+}

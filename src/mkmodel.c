@@ -1,0 +1,766 @@
+/* mkmodel.c — random-weight GGUF models with the shapes of real ones.
+ *
+ * Weight scheme (normal, zero mean, so that a forward pass is neither flat nor saturated):
+ * matrices 1/sqrt(fan_in); attn_output and ffn_down 16/sqrt(fan_in), so the blocks rather
+ * than the embedding dominate the residual stream; the output projection (or a tied
+ * embedding) has rows of equal length L, which makes the logits' standard deviation about
+ * L (4.5 for llama, 6.5 for the Qwen families); an untied embedding 1; biases 0.1; the
+ * MoE router 3/sqrt(fan_in); norm weights uniform in [0.5, 1.5].
+ *
+ * Every row draws from its own generator seeded by (seed, tensor, row), so the file is
+ * the same whatever the thread count or chunking.
+ */
+#include "mkmodel.h"
+
+#include "gguf.h"
+#include "quant.h"
+#include "threadpool.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- shapes ---- */
+
+static const mkmodel_shape shapes[] = {
+    /* name            arch        embd  lay head kv  hd   ff     exp used ffe  vocab    ctx     rope   eps   tied  l3 */
+    {"qwen3-8b",       "qwen3",    4096, 36, 32,  8, 128, 12288,  0,  0,  0,   151936, 40960,  1e6f, 1e-6f, false, 0},
+    {"qwen3-0.6b",     "qwen3",    1024, 28, 16,  8, 128, 3072,   0,  0,  0,   151936, 40960,  1e6f, 1e-6f, true, 0},
+    {"qwen3-30b-a3b",  "qwen3moe", 2048, 48, 32,  4, 128, 6144, 128,  8, 768,  151936, 40960,  1e6f, 1e-6f, false, 0},
+    {"qwen2.5-0.5b",   "qwen2",    896,  24, 14,  2,  64, 4864,   0,  0,  0,   151936, 32768,  1e6f, 1e-6f, true, 0},
+    {"llama-2-7b",     "llama",    4096, 32, 32, 32, 128, 11008,  0,  0,  0,   32000,  4096,   1e4f, 1e-5f, false, 0},
+    {"llama-3.2-1b",   "llama",    2048, 16, 32,  8,  64, 8192,   0,  0,  0,   128256, 131072, 5e5f, 1e-5f, true, 32},
+    {"llama-3.1-8b",   "llama",    4096, 32, 32,  8, 128, 14336,  0,  0,  0,   128256, 131072, 5e5f, 1e-5f, false, 8},
+    /* the shapes of the test models in ../shared/models */
+    {"llama-tiny",     "llama",    256,   2,  8,  4,  32, 768,    0,  0,  0,   512,    2048,   1e4f, 1e-5f, false, 0},
+    {"qwen2-tiny",     "qwen2",    128,   2,  4,  2,  32, 256,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0},
+    {"qwen3-tiny",     "qwen3",    256,   2,  4,  2, 128, 768,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0},
+    {"qwen3moe-tiny",  "qwen3moe", 128,   2,  4,  2,  64, 512,    8,  2, 256,  8224,   4096,   1e6f, 1e-6f, true, 0},
+};
+#define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
+
+bool mkmodel_shape_find(const char *name, mkmodel_shape *out)
+{
+    for (int i = 0; i < N_SHAPES; i++)
+        if (strcmp(shapes[i].name, name) == 0) {
+            *out = shapes[i];
+            return true;
+        }
+    return false;
+}
+
+const char *mkmodel_shape_name(int i)
+{
+    return i >= 0 && i < N_SHAPES ? shapes[i].name : NULL;
+}
+
+static bool arch_known(const char *arch)
+{
+    return strcmp(arch, "llama") == 0 || strcmp(arch, "qwen2") == 0 || strcmp(arch, "qwen3") == 0 ||
+           strcmp(arch, "qwen3moe") == 0;
+}
+
+bool mkmodel_arch_defaults(const char *arch, mkmodel_shape *out)
+{
+    static const char *base[] = {"llama", "llama-tiny", "qwen2", "qwen2-tiny", "qwen3", "qwen3-tiny",
+                                 "qwen3moe", "qwen3moe-tiny"};
+    for (int i = 0; i < 8; i += 2)
+        if (strcmp(arch, base[i]) == 0) {
+            mkmodel_shape_find(base[i + 1], out);
+            snprintf(out->name, sizeof out->name, "%s-custom", arch);
+            return true;
+        }
+    return false;
+}
+
+int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err)
+{
+    if (!arch_known(s->arch))
+        return llmfs_errorf(err, EINVAL, "unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe)", s->arch);
+    bool moe = strcmp(s->arch, "qwen3moe") == 0;
+    if (s->n_embd <= 0 || s->n_layer <= 0 || s->n_head <= 0 || s->n_head_kv <= 0 || s->head_dim <= 0 ||
+        s->n_vocab <= 0 || s->n_ctx <= 0 || (!moe && s->n_ff <= 0))
+        return llmfs_errorf(err, EINVAL, "every dimension must be positive");
+    if (s->n_embd > (1 << 20) || s->n_layer > 4096 || s->n_head > 4096 || s->head_dim > 4096 ||
+        s->n_ff > (1 << 22) || s->n_vocab > (1 << 24) || s->n_expert > 4096 || s->n_ff_exp > (1 << 22))
+        return llmfs_errorf(err, EINVAL, "a dimension is implausibly large");
+    if (s->n_head % s->n_head_kv)
+        return llmfs_errorf(err, EINVAL, "n_head %d is not a multiple of n_head_kv %d", s->n_head, s->n_head_kv);
+    if (s->head_dim % 2)
+        return llmfs_errorf(err, EINVAL, "head_dim %d must be even for rope", s->head_dim);
+    /* Every weight row must be whole 32-element blocks: n_embd (most rows), n_ff
+     * (ffn_down), n_head*head_dim (attn_output). */
+    if (s->n_embd % 32 || (!moe && s->n_ff % 32) || (s->n_head * s->head_dim) % 32)
+        return llmfs_errorf(err, EINVAL, "n_embd, n_ff and n_head*head_dim must be multiples of 32");
+    if (moe) {
+        if (s->n_expert < 2 || s->n_expert_used < 1 || s->n_expert_used > s->n_expert)
+            return llmfs_errorf(err, EINVAL, "qwen3moe needs n_expert >= 2 and 1 <= n_expert_used <= n_expert");
+        if (s->n_ff_exp <= 0 || s->n_ff_exp % 32)
+            return llmfs_errorf(err, EINVAL, "n_ff_exp must be a positive multiple of 32");
+    } else if (s->n_expert) {
+        return llmfs_errorf(err, EINVAL, "experts need --arch qwen3moe");
+    }
+    if (s->rope_l3_factor != 0 && !(s->rope_l3_factor >= 1 && strcmp(s->arch, "llama") == 0))
+        return llmfs_errorf(err, EINVAL, "llama3 rope scaling needs --arch llama and a factor >= 1");
+    if (!(s->rope_base > 0) || !(s->rms_eps > 0))
+        return llmfs_errorf(err, EINVAL, "rope base and rms eps must be positive");
+    return 0;
+}
+
+/* ---- file types ---- */
+
+enum { FT_Q4_K_M = 15 };
+
+static const struct {
+    const char *name;
+    int ftype;  /* llama_ftype */
+    int type;   /* the type of the 2D weights */
+} ftypes[] = {
+    {"f32", 0, T_F32},    {"f16", 1, T_F16},    {"bf16", 32, T_BF16}, {"q4_0", 2, T_Q4_0},
+    {"q4_1", 3, T_Q4_1},  {"q5_0", 8, T_Q5_0},  {"q5_1", 9, T_Q5_1},  {"q8_0", 7, T_Q8_0},
+    {"q2_k", 10, T_Q2_K}, {"q3_k", 11, T_Q3_K}, {"q4_k", 14, T_Q4_K}, {"q5_k", 16, T_Q5_K},
+    {"q6_k", 18, T_Q6_K}, {"q4_k_m", FT_Q4_K_M, T_Q4_K},
+};
+#define N_FTYPES ((int)(sizeof ftypes / sizeof ftypes[0]))
+
+int mkmodel_ftype_from_name(const char *name)
+{
+    for (int i = 0; i < N_FTYPES; i++)
+        if (strcasecmp(ftypes[i].name, name) == 0)
+            return ftypes[i].ftype;
+    return -1;
+}
+
+static int ftype_base_type(int ftype)
+{
+    for (int i = 0; i < N_FTYPES; i++)
+        if (ftypes[i].ftype == ftype)
+            return ftypes[i].type;
+    return -1;
+}
+
+/* llama.cpp's rule for giving some layers more bits: the first and last eighth, and
+ * every third layer in between. */
+static bool use_more_bits(int il, int n_layer)
+{
+    return il < n_layer / 8 || il >= 7 * n_layer / 8 || (il - n_layer / 8) % 3 == 2;
+}
+
+static bool has(const char *name, const char *part)
+{
+    return strstr(name, part) != NULL;
+}
+
+int mkmodel_tensor_type(int ftype, const char *name, int64_t ne0, int il, const mkmodel_shape *s)
+{
+    if (has(name, "ffn_gate_inp"))
+        return T_F32;
+    int t = ftype_base_type(ftype);
+    if (t < 0)
+        return -1;
+    if (ftype == FT_Q4_K_M) {
+        bool is_output = strcmp(name, "output.weight") == 0 ||
+                         (s->tied && strcmp(name, "token_embd.weight") == 0);
+        if (is_output) {
+            t = ne0 % 256 ? T_Q8_0 : T_Q6_K;
+        } else if (has(name, "attn_v.weight")) {
+            if (use_more_bits(il, s->n_layer))
+                t = T_Q6_K;
+            if (s->n_expert == 8)
+                t = T_Q8_0;
+        } else if (has(name, "attn_k.weight")) {
+            if (s->n_expert == 8)
+                t = T_Q8_0;
+        } else if (has(name, "ffn_down")) {
+            if (use_more_bits(il, s->n_layer))
+                t = T_Q6_K;
+        } else if (has(name, "attn_output.weight")) {
+            if (s->n_expert == 8)
+                t = T_Q5_K;
+        }
+    }
+    const type_traits *tr = type_info(t);
+    if (tr && ne0 % tr->block) {
+        switch (t) {
+        case T_Q2_K: case T_Q3_K: t = T_Q4_0; break;
+        case T_Q4_K: t = T_Q5_0; break;
+        case T_Q5_K: t = T_Q5_1; break;
+        case T_Q6_K: t = T_Q8_0; break;
+        default: break;
+        }
+        tr = type_info(t);
+        if (tr && ne0 % tr->block)
+            t = T_F16;
+    }
+    return t;
+}
+
+/* ---- random numbers ---- */
+
+typedef struct rng {
+    uint64_t s[4];
+} rng;
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void rng_seed(rng *r, uint64_t seed, uint64_t stream, uint64_t row)
+{
+    uint64_t x = seed ^ (stream * 0xd1342543de82ef95ull) ^ (row * 0x2545f4914f6cdd1dull);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&x);
+}
+
+static inline uint64_t rotl64(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+/* xoshiro256+ */
+static inline uint64_t rng_next(rng *r)
+{
+    uint64_t *s = r->s;
+    uint64_t out = s[0] + s[3];
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl64(s[3], 45);
+    return out;
+}
+
+/* A standard normal, approximately: the sum of four 16-bit uniforms (Irwin-Hall),
+ * centred and scaled to unit variance. Tails stop at 3.46 sigma, which random test
+ * weights do not miss, and it costs one generator step. */
+static inline float approx_normal(uint64_t u)
+{
+    int32_t sum = (int32_t)(u & 0xffff) + (int32_t)((u >> 16) & 0xffff) + (int32_t)((u >> 32) & 0xffff) +
+                  (int32_t)(u >> 48);
+    return (float)(sum - 131070) * (1.0f / 37837.227f);
+}
+
+static inline float uniform01(uint64_t u)
+{
+    return (float)(u >> 40) * (1.0f / 16777216.0f);
+}
+
+/* ---- tensors ---- */
+
+enum init_kind { INIT_NORMAL, INIT_ROWLEN, INIT_UNIFORM, INIT_ROPE_L3 };
+
+typedef struct tspec {
+    char name[64];
+    int type;
+    int n_dims;
+    int64_t ne[3];
+    enum init_kind init;
+    float a, b;          /* std; row length; [a, b); llama3 factor, rope base */
+    uint64_t stream;     /* the tensor's index, part of every row's seed */
+    struct gen *gen;
+} tspec;
+
+typedef struct gen {
+    const mkmodel_opts *o;
+    threadpool *pool;
+    int n_threads;
+    float **scratch;     /* one row of floats per thread */
+    int64_t max_row;
+    uint8_t *buf;
+    size_t buf_cap;
+    int n_done, n_total;
+    uint64_t bytes_done, bytes_total;
+    double t0, t_shown;
+    bool tty;            /* progress goes to a terminal only */
+} gen;
+
+typedef struct chunk_job {
+    const tspec *ts;
+    int64_t row0, n_rows;
+    size_t row_bytes;
+    uint8_t *out;
+} chunk_job;
+
+static void fill_row(const tspec *ts, float *x, int64_t n, uint64_t row, uint64_t seed)
+{
+    rng r;
+    rng_seed(&r, seed, ts->stream, row);
+    switch (ts->init) {
+    case INIT_NORMAL:
+        for (int64_t i = 0; i < n; i++)
+            x[i] = approx_normal(rng_next(&r)) * ts->a;
+        break;
+    case INIT_ROWLEN: {
+        double ss = 0;
+        for (int64_t i = 0; i < n; i++) {
+            x[i] = approx_normal(rng_next(&r));
+            ss += (double)x[i] * x[i];
+        }
+        float k = ss > 0 ? (float)(ts->a / sqrt(ss)) : 0.0f;
+        for (int64_t i = 0; i < n; i++)
+            x[i] *= k;
+        break;
+    }
+    case INIT_UNIFORM:
+        for (int64_t i = 0; i < n; i++)
+            x[i] = ts->a + (ts->b - ts->a) * uniform01(rng_next(&r));
+        break;
+    case INIT_ROPE_L3: {
+        /* Llama 3's frequency divisors: long wavelengths are stretched by the factor,
+         * short ones kept, the band between blended. Original context 8192, low 1, high 4. */
+        const double orig = 8192, lo = 1, hi = 4, pi = 3.14159265358979323846;
+        for (int64_t i = 0; i < n; i++) {
+            double freq = pow((double)ts->b, -2.0 * (double)i / (double)(2 * n));
+            double wavelen = 2 * pi / freq;
+            if (wavelen < orig / hi) {
+                x[i] = 1.0f;
+            } else if (wavelen > orig / lo) {
+                x[i] = ts->a;
+            } else {
+                double smooth = (orig / wavelen - lo) / (hi - lo);
+                x[i] = (float)(1.0 / ((1 - smooth) / ts->a + smooth));
+            }
+        }
+        break;
+    }
+    }
+}
+
+static void chunk_worker(void *ctx, int ith, int nth)
+{
+    const chunk_job *j = ctx;
+    const tspec *ts = j->ts;
+    int64_t lo = j->n_rows * ith / nth, hi = j->n_rows * (ith + 1) / nth;
+    float *x = ts->gen->scratch[ith];
+    int64_t n = ts->ne[0];
+    for (int64_t r = lo; r < hi; r++) {
+        uint8_t *dst = j->out + (size_t)r * j->row_bytes;
+        fill_row(ts, x, n, (uint64_t)(j->row0 + r), ts->gen->o->seed);
+        if (ts->type == T_F32)
+            memcpy(dst, x, (size_t)n * sizeof(float));
+        else
+            quantize_row(ts->type, x, dst, n);
+    }
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void progress(gen *g, const tspec *ts)
+{
+    if (g->o->quiet || !g->tty)
+        return;
+    double dt = now_s() - g->t0;
+    if (g->n_done != g->n_total && dt - g->t_shown < 0.2)
+        return;
+    g->t_shown = dt;
+    fprintf(stderr, "\r[%4d/%4d] %5.1f%% %7.1fs %-40s", g->n_done, g->n_total,
+            g->bytes_total ? 100.0 * (double)g->bytes_done / (double)g->bytes_total : 100.0, dt, ts->name);
+    if (g->n_done == g->n_total)
+        fputc('\n', stderr);
+}
+
+#define CHUNK_BYTES ((size_t)32 << 20)
+
+static int fill_tensor(void *ctx, const gguf_tensor *t, gguf_emit_fn emit, void *sink)
+{
+    tspec *ts = ctx;
+    gen *g = ts->gen;
+    (void)t;
+    int64_t rows = ts->ne[1] * ts->ne[2];
+    size_t rb = ts->type == T_F32 ? (size_t)ts->ne[0] * sizeof(float) : type_row_bytes(ts->type, ts->ne[0]);
+    int64_t per_chunk = (int64_t)(CHUNK_BYTES / rb);
+    if (per_chunk < 1)
+        per_chunk = 1;
+    for (int64_t r0 = 0; r0 < rows; r0 += per_chunk) {
+        int64_t n = rows - r0 < per_chunk ? rows - r0 : per_chunk;
+        chunk_job j = {ts, r0, n, rb, g->buf};
+        /* Small tensors (norms, biases) are not worth waking the pool for. */
+        if (n * ts->ne[0] < 16384)
+            chunk_worker(&j, 0, 1);
+        else
+            threadpool_run(g->pool, chunk_worker, &j, g->n_threads);
+        int rc = emit(sink, g->buf, (size_t)n * rb);
+        if (rc < 0)
+            return rc;
+        g->bytes_done += (uint64_t)n * rb;
+    }
+    g->n_done++;
+    progress(g, ts);
+    return 0;
+}
+
+/* ---- the tensor table ---- */
+
+typedef struct tlist {
+    tspec *v;
+    int n, cap;
+} tlist;
+
+static tspec *add(tlist *l, const char *name, int n_dims, int64_t ne0, int64_t ne1, int64_t ne2)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 64;
+        tspec *v = realloc(l->v, sizeof *v * (size_t)cap);
+        if (!v)
+            return NULL;
+        l->v = v;
+        l->cap = cap;
+    }
+    tspec *t = &l->v[l->n++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->n_dims = n_dims;
+    t->ne[0] = ne0;
+    t->ne[1] = ne1;
+    t->ne[2] = ne2;
+    return t;
+}
+
+static int build_tensors(const mkmodel_shape *s, int ftype, tlist *l)
+{
+    bool qwen = strncmp(s->arch, "qwen", 4) == 0;
+    bool moe = strcmp(s->arch, "qwen3moe") == 0;
+    bool qk_norm = strcmp(s->arch, "qwen3") == 0 || moe;
+    bool qkv_bias = strcmp(s->arch, "qwen2") == 0;
+    float out_len = qwen ? 6.5f : 4.5f;
+    int64_t E = s->n_embd, V = s->n_vocab, hd = s->head_dim;
+    int64_t q_dim = (int64_t)s->n_head * hd, kv_dim = (int64_t)s->n_head_kv * hd;
+    char nm[64];
+    tspec *t;
+
+#define ADD2(name_, ne0_, ne1_, il_, kind_, a_)                                         \
+    do {                                                                              \
+        if (!(t = add(l, name_, 2, ne0_, ne1_, 1)))                                   \
+            return -ENOMEM;                                                           \
+        t->type = mkmodel_tensor_type(ftype, t->name, ne0_, il_, s);                  \
+        t->init = kind_;                                                              \
+        t->a = a_;                                                                    \
+    } while (0)
+#define ADD3(name_, ne0_, ne1_, ne2_, il_, a_)                                          \
+    do {                                                                              \
+        if (!(t = add(l, name_, 3, ne0_, ne1_, ne2_)))                                \
+            return -ENOMEM;                                                           \
+        t->type = mkmodel_tensor_type(ftype, t->name, ne0_, il_, s);                  \
+        t->init = INIT_NORMAL;                                                        \
+        t->a = a_;                                                                    \
+    } while (0)
+#define ADD1(name_, ne0_, kind_, a_, b_)                                                \
+    do {                                                                              \
+        if (!(t = add(l, name_, 1, ne0_, 1, 1)))                                      \
+            return -ENOMEM;                                                           \
+        t->type = T_F32;                                                              \
+        t->init = kind_;                                                              \
+        t->a = a_;                                                                    \
+        t->b = b_;                                                                    \
+    } while (0)
+#define STD(fan_in) (1.0f / sqrtf((float)(fan_in)))
+
+    if (s->tied)
+        ADD2("token_embd.weight", E, V, 0, INIT_ROWLEN, out_len);
+    else
+        ADD2("token_embd.weight", E, V, 0, INIT_NORMAL, 1.0f);
+    ADD1("output_norm.weight", E, INIT_UNIFORM, 0.5f, 1.5f);
+    if (!s->tied)
+        ADD2("output.weight", E, V, 0, INIT_ROWLEN, out_len);
+    if (s->rope_l3_factor > 0) {
+        ADD1("rope_freqs.weight", hd / 2, INIT_ROPE_L3, s->rope_l3_factor, s->rope_base);
+    }
+
+    for (int il = 0; il < s->n_layer; il++) {
+#define N(suffix) (snprintf(nm, sizeof nm, "blk.%d." suffix, il), nm)
+        ADD1(N("attn_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+        ADD2(N("attn_q.weight"), E, q_dim, il, INIT_NORMAL, STD(E));
+        ADD2(N("attn_k.weight"), E, kv_dim, il, INIT_NORMAL, STD(E));
+        ADD2(N("attn_v.weight"), E, kv_dim, il, INIT_NORMAL, STD(E));
+        if (qkv_bias) {
+            ADD1(N("attn_q.bias"), q_dim, INIT_NORMAL, 0.1f, 0);
+            ADD1(N("attn_k.bias"), kv_dim, INIT_NORMAL, 0.1f, 0);
+            ADD1(N("attn_v.bias"), kv_dim, INIT_NORMAL, 0.1f, 0);
+        }
+        ADD2(N("attn_output.weight"), q_dim, E, il, INIT_NORMAL, 16.0f * STD(q_dim));
+        if (qk_norm) {
+            ADD1(N("attn_q_norm.weight"), hd, INIT_UNIFORM, 0.5f, 1.5f);
+            ADD1(N("attn_k_norm.weight"), hd, INIT_UNIFORM, 0.5f, 1.5f);
+        }
+        ADD1(N("ffn_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+        if (moe) {
+            int64_t X = s->n_expert, F = s->n_ff_exp;
+            ADD2(N("ffn_gate_inp.weight"), E, X, il, INIT_NORMAL, 3.0f * STD(E));
+            ADD3(N("ffn_gate_exps.weight"), E, F, X, il, STD(E));
+            ADD3(N("ffn_up_exps.weight"), E, F, X, il, STD(E));
+            ADD3(N("ffn_down_exps.weight"), F, E, X, il, 16.0f * STD(F));
+        } else {
+            int64_t F = s->n_ff;
+            ADD2(N("ffn_gate.weight"), E, F, il, INIT_NORMAL, STD(E));
+            ADD2(N("ffn_up.weight"), E, F, il, INIT_NORMAL, STD(E));
+            ADD2(N("ffn_down.weight"), F, E, il, INIT_NORMAL, 16.0f * STD(F));
+        }
+#undef N
+    }
+#undef ADD1
+#undef ADD2
+#undef ADD3
+#undef STD
+    for (int i = 0; i < l->n; i++) {
+        if (l->v[i].type < 0)
+            return -EINVAL;
+        l->v[i].stream = (uint64_t)i + 1;
+    }
+    return 0;
+}
+
+/* ---- metadata ---- */
+
+static void put_arch_kv(gguf_writer *w, const mkmodel_shape *s, int ftype, int n_vocab)
+{
+    char k[96];
+    const char *a = s->arch;
+#define KEY(suffix) (snprintf(k, sizeof k, "%s." suffix, a), k)
+    gguf_w_str(w, "general.architecture", a);
+    gguf_w_str(w, "general.name", s->name);
+    gguf_w_u32(w, "general.file_type", (uint32_t)ftype);
+    gguf_w_u32(w, "general.quantization_version", 2);
+    gguf_w_u32(w, KEY("context_length"), (uint32_t)s->n_ctx);
+    gguf_w_u32(w, KEY("embedding_length"), (uint32_t)s->n_embd);
+    gguf_w_u32(w, KEY("block_count"), (uint32_t)s->n_layer);
+    gguf_w_u32(w, KEY("feed_forward_length"), (uint32_t)s->n_ff);
+    gguf_w_u32(w, KEY("attention.head_count"), (uint32_t)s->n_head);
+    gguf_w_u32(w, KEY("attention.head_count_kv"), (uint32_t)s->n_head_kv);
+    gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), s->rms_eps);
+    gguf_w_f32(w, KEY("rope.freq_base"), s->rope_base);
+    bool llama = strcmp(a, "llama") == 0;
+    if (!llama || s->head_dim * s->n_head != s->n_embd) {
+        gguf_w_u32(w, KEY("attention.key_length"), (uint32_t)s->head_dim);
+        gguf_w_u32(w, KEY("attention.value_length"), (uint32_t)s->head_dim);
+    }
+    if (llama) {
+        gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)s->head_dim);
+        gguf_w_u32(w, KEY("vocab_size"), (uint32_t)n_vocab);
+    }
+    if (s->n_expert) {
+        gguf_w_u32(w, KEY("expert_count"), (uint32_t)s->n_expert);
+        gguf_w_u32(w, KEY("expert_used_count"), (uint32_t)s->n_expert_used);
+        gguf_w_u32(w, KEY("expert_feed_forward_length"), (uint32_t)s->n_ff_exp);
+    }
+#undef KEY
+}
+
+static const char chatml_template[] =
+    "{%- for message in messages -%}\n"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt -%}\n"
+    "{{- '<|im_start|>assistant\\n' -}}\n"
+    "{%- endif -%}\n";
+
+/* GPT-2's byte-to-unicode map: printable bytes stand for themselves, the others are
+ * moved to U+0100 onwards in byte order. Writes the UTF-8 of byte b's symbol. */
+static void byte_symbol(int b, char out[4])
+{
+    int cp;
+    bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+    if (printable) {
+        cp = b;
+    } else {
+        int k = 0;
+        for (int x = 0; x < b; x++)
+            if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255)))
+                k++;
+        cp = 256 + k;
+    }
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        out[1] = 0;
+    } else {
+        out[0] = (char)(0xc0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        out[2] = 0;
+    }
+}
+
+/* A byte-level BPE vocab with no merges: the 256 byte tokens, ChatML's specials and
+ * Qwen3's think tags, padded with unused tokens up to n_vocab. */
+enum { BUILTIN_N_SPECIAL = 5, BUILTIN_MIN_VOCAB = 256 + BUILTIN_N_SPECIAL };
+
+static int put_builtin_vocab(gguf_writer *w, int n_vocab)
+{
+    static const char *special[BUILTIN_N_SPECIAL] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>",
+                                                      "<think>", "</think>"};
+    static const int special_type[BUILTIN_N_SPECIAL] = {3, 3, 3, 4, 4};
+    char **tok = calloc((size_t)n_vocab, sizeof *tok);
+    int32_t *type = calloc((size_t)n_vocab, sizeof *type);
+    int rc = 0;
+    if (!tok || !type) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (int i = 0; i < n_vocab; i++) {
+        char buf[32];
+        if (i < 256) {
+            byte_symbol(i, buf);
+            type[i] = 1;
+        } else if (i < BUILTIN_MIN_VOCAB) {
+            snprintf(buf, sizeof buf, "%s", special[i - 256]);
+            type[i] = special_type[i - 256];
+        } else {
+            snprintf(buf, sizeof buf, "[PAD%d]", i);
+            type[i] = 5;
+        }
+        if (!(tok[i] = strdup(buf))) {
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
+    gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
+    gguf_w_str(w, "tokenizer.ggml.pre", "qwen2");
+    gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok, (uint64_t)n_vocab);
+    gguf_w_arr_i32(w, "tokenizer.ggml.token_type", type, (uint64_t)n_vocab);
+    gguf_w_arr_str(w, "tokenizer.ggml.merges", NULL, 0);
+    gguf_w_u32(w, "tokenizer.ggml.bos_token_id", 256);
+    gguf_w_u32(w, "tokenizer.ggml.eos_token_id", 258);
+    gguf_w_u32(w, "tokenizer.ggml.padding_token_id", 256);
+    gguf_w_bool(w, "tokenizer.ggml.add_bos_token", false);
+    gguf_w_str(w, "tokenizer.chat_template", chatml_template);
+out:
+    if (tok)
+        for (int i = 0; i < n_vocab; i++)
+            free(tok[i]);
+    free(tok);
+    free(type);
+    return rc;
+}
+
+/* Copies every tokenizer.* key of a vocab file; returns its token count or an errno.
+ * A Qwen model whose vocab file carries no chat template gets ChatML, which every Qwen
+ * release uses, so that chat mode works on it. */
+static int put_vocab_from(gguf_writer *w, const gguf_file *v, const char *arch, llmfs_error *err)
+{
+    int ik = gguf_find_key(v, "tokenizer.ggml.tokens");
+    if (ik < 0 || gguf_kv_type(v, ik) != GGUF_T_ARRAY || gguf_kv_arr_type(v, ik) != GGUF_T_STRING)
+        return llmfs_errorf(err, EINVAL, "vocab file has no tokenizer.ggml.tokens string array");
+    uint64_t n = gguf_kv_arr_n(v, ik);
+    if (n < 1 || n > (1u << 24))
+        return llmfs_errorf(err, EINVAL, "vocab file has %llu tokens", (unsigned long long)n);
+    for (int i = 0; i < gguf_n_kv(v); i++)
+        if (strncmp(gguf_kv_key(v, i), "tokenizer.", 10) == 0)
+            gguf_w_copy_kv(w, v, i);
+    if (strncmp(arch, "qwen", 4) == 0 && gguf_find_key(v, "tokenizer.chat_template") < 0)
+        gguf_w_str(w, "tokenizer.chat_template", chatml_template);
+    return (int)n;
+}
+
+/* ---- writing ---- */
+
+int mkmodel_write(const mkmodel_shape *shape, int ftype, const mkmodel_opts *o, const char *path,
+                  llmfs_error *err)
+{
+    mkmodel_shape s = *shape;
+    gguf_file *vf = NULL;
+    gguf_writer *w = NULL;
+    tlist l = {0};
+    gen g = {0};
+    int rc;
+
+    if (ftype_base_type(ftype) < 0)
+        return llmfs_errorf(err, EINVAL, "unknown file type %d", ftype);
+    if (o->vocab_path) {
+        gguf_open_opts vo = {0};
+        if (!(vf = gguf_open(o->vocab_path, &vo, err)))
+            return err ? -err->code : -EINVAL;
+        int ik = gguf_find_key(vf, "tokenizer.ggml.tokens");
+        if (ik >= 0 && gguf_kv_type(vf, ik) == GGUF_T_ARRAY)
+            s.n_vocab = (int)gguf_kv_arr_n(vf, ik);
+    } else if (s.n_vocab < BUILTIN_MIN_VOCAB) {
+        return llmfs_errorf(err, EINVAL, "the built-in vocab needs n_vocab >= %d", BUILTIN_MIN_VOCAB);
+    }
+    if ((rc = mkmodel_shape_check(&s, err)) < 0)
+        goto out;
+
+    if (!(w = gguf_writer_new())) {
+        rc = llmfs_errorf(err, ENOMEM, "out of memory");
+        goto out;
+    }
+    put_arch_kv(w, &s, ftype, s.n_vocab);
+    if (vf) {
+        if ((rc = put_vocab_from(w, vf, s.arch, err)) < 0)
+            goto out;
+    } else if ((rc = put_builtin_vocab(w, s.n_vocab)) < 0) {
+        llmfs_errorf(err, -rc, "out of memory building the vocab");
+        goto out;
+    }
+
+    if ((rc = build_tensors(&s, ftype, &l)) < 0) {
+        llmfs_errorf(err, -rc, "cannot build the tensor table");
+        goto out;
+    }
+
+    g.o = o;
+    g.n_threads = o->n_threads > 0 ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (g.n_threads < 1)
+        g.n_threads = 1;
+    if (!(g.pool = threadpool_new(g.n_threads))) {
+        rc = llmfs_errorf(err, ENOMEM, "cannot start %d threads", g.n_threads);
+        goto out;
+    }
+    g.n_threads = threadpool_size(g.pool);
+    for (int i = 0; i < l.n; i++) {
+        tspec *t = &l.v[i];
+        if (t->ne[0] > g.max_row)
+            g.max_row = t->ne[0];
+        size_t rb = t->type == T_F32 ? (size_t)t->ne[0] * 4 : type_row_bytes(t->type, t->ne[0]);
+        size_t need = rb > CHUNK_BYTES ? rb : CHUNK_BYTES;
+        if (need > g.buf_cap)
+            g.buf_cap = need;
+        g.bytes_total += rb * (uint64_t)(t->ne[1] * t->ne[2]);
+        t->gen = &g;
+    }
+    g.n_total = l.n;
+    g.scratch = calloc((size_t)g.n_threads, sizeof *g.scratch);
+    g.buf = malloc(g.buf_cap);
+    if (!g.scratch || !g.buf) {
+        rc = llmfs_errorf(err, ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < g.n_threads; i++)
+        if (!(g.scratch[i] = malloc((size_t)g.max_row * sizeof(float)))) {
+            rc = llmfs_errorf(err, ENOMEM, "out of memory");
+            goto out;
+        }
+    for (int i = 0; i < l.n; i++) {
+        tspec *t = &l.v[i];
+        gguf_w_tensor(w, t->name, t->type, t->n_dims, t->ne, fill_tensor, t);
+    }
+    g.t0 = now_s();
+    g.tty = isatty(STDERR_FILENO);
+    rc = gguf_writer_write(w, path, err);
+
+out:
+    if (g.scratch)
+        for (int i = 0; i < g.n_threads; i++)
+            free(g.scratch[i]);
+    free(g.scratch);
+    free(g.buf);
+    if (g.pool)
+        threadpool_free(g.pool);
+    free(l.v);
+    gguf_writer_free(w);
+    if (vf)
+        gguf_close(vf);
+    return rc;
+}

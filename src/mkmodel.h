@@ -1,0 +1,68 @@
+/* mkmodel.h — random-weight GGUF models with the shapes of real ones.
+ *
+ * The files are valid models in every respect except the weights: the metadata, the
+ * tensor table, the tokenizer and the per-tensor quantization types are what llama.cpp's
+ * converter and quantizer would produce for that shape, so loading, benchmarking and
+ * memory planning behave as with the real model. Weights are drawn so that activations
+ * and next-token distributions stay non-degenerate (see mkmodel.c for the scheme).
+ *
+ * Tensors are generated and quantized on the fly, a chunk of rows at a time on all
+ * threads, and streamed to the file: a model never has to fit in memory.
+ */
+#ifndef LLMFS_MKMODEL_H
+#define LLMFS_MKMODEL_H
+
+#include "llmfs.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct mkmodel_shape {
+    char name[64];           /* general.name */
+    char arch[16];           /* "llama", "qwen2", "qwen3", "qwen3moe" */
+    int n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    int n_expert, n_expert_used, n_ff_exp; /* 0 for dense models */
+    int n_vocab;             /* ignored when a vocab file is given (its size wins) */
+    int n_ctx;               /* context_length */
+    float rope_base, rms_eps;
+    bool tied;               /* no output.weight: the output projection is token_embd */
+    float rope_l3_factor;    /* Llama 3.1+ rope scaling (rope_freqs.weight, as llama.cpp's
+                              * converter writes it; low 1, high 4, original context 8192); 0 none */
+} mkmodel_shape;
+
+/* The built-in shapes: real models (qwen3-8b, qwen3-0.6b, qwen3-30b-a3b, llama-2-7b,
+ * llama-3.2-1b, llama-3.1-8b, qwen2.5-0.5b) and the tiny test shapes (llama-tiny, qwen2-tiny,
+ * qwen3-tiny, qwen3moe-tiny). Returns false for an unknown name. */
+bool mkmodel_shape_find(const char *name, mkmodel_shape *out);
+/* Name of shape i (NULL past the end), for listings. */
+const char *mkmodel_shape_name(int i);
+/* Defaults for a custom shape of an architecture (a small model); false if unknown. */
+bool mkmodel_arch_defaults(const char *arch, mkmodel_shape *out);
+/* Checks the dimensions are consistent and supported; -EINVAL with the reason. */
+int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err);
+
+/* File types mkmodel can write: "f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1",
+ * "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k" (every 2D weight of that type) and
+ * "q4_k_m" (llama.cpp's Q4_K_M mix). Returns the llama_ftype number for
+ * general.file_type, or -1 if unknown. */
+int mkmodel_ftype_from_name(const char *name);
+
+/* The type llama.cpp's quantizer gives the 2D/3D weight `name` (of layer il, row length
+ * ne0) of a model of shape s for file type ftype; the MoE router stays F32. Rows that
+ * are not a whole number of blocks fall back as llama.cpp does (Q4_K -> Q5_0, Q5_K ->
+ * Q5_1, Q6_K -> Q8_0; Q2_K and Q3_K -> Q4_0 where llama.cpp would use IQ4_NL; F16 when
+ * even that does not divide). 1D tensors are always F32 and not asked about. */
+int mkmodel_tensor_type(int ftype, const char *name, int64_t ne0, int il, const mkmodel_shape *s);
+
+typedef struct mkmodel_opts {
+    const char *vocab_path;  /* vocab-only GGUF whose tokenizer.* keys are copied, or NULL */
+    uint64_t seed;
+    int n_threads;           /* <= 0: every online CPU */
+    bool quiet;              /* no progress on stderr */
+} mkmodel_opts;
+
+/* Writes the model to path. 0 or a negative errno with the reason in err. */
+int mkmodel_write(const mkmodel_shape *s, int ftype, const mkmodel_opts *o, const char *path,
+                  llmfs_error *err);
+
+#endif

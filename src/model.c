@@ -1,0 +1,858 @@
+/* model.c — a GGUF model: hyperparameters and weights per architecture, and the
+ * forward pass.
+ *
+ * The forward pass reads top to bottom, one backend op per line, with every
+ * activation's shape in a comment ([tokens][dim], row-major float32). n is the number
+ * of tokens in the micro-batch; E n_embd, H n_head, Hk n_head_kv, D head_dim, F n_ff,
+ * X n_expert, K n_expert_used, V n_vocab.
+ */
+#include "model.h"
+#include "quant.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Activations of one micro-batch, in the memory of the backend computing them. */
+typedef struct fwd_bufs {
+    backend *be;
+    float *x;       /* [n][E] the residual stream */
+    float *xb;      /* [n][E] normalised input of a block, then its output */
+    float *xb2;     /* [n][E] MoE output */
+    float *q;       /* [n][H*D] */
+    float *k, *v;   /* [n][Hk*D] */
+    float *att;     /* [n][H*D] */
+    float *hb, *hb2;/* [n][F] */
+    float *router;  /* [n][X] */
+    float *wts;     /* [n][K] */
+    int32_t *ids;   /* [n][K] */
+    float *logits;  /* [n][V] only off the CPU: logits before the copy to the host */
+} fwd_bufs;
+
+typedef struct model_priv {
+    fwd_bufs bufs[2];
+    int n_bufs;
+    float *host;          /* [n_ubatch][E] staging between backends */
+    float *freq_factors;  /* [n_rot/2] or NULL */
+    int *seq_len;         /* per-sequence lengths while a batch is checked */
+    int seq_len_cap;
+    int8_t *flags;        /* [n_ubatch] logits flags when the caller gives none */
+    char ftype_name[32];
+} model_priv;
+
+/* ================================================================ loading */
+
+static bool arch_u32(const gguf_file *f, const char *arch, const char *key, uint32_t *out)
+{
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    return gguf_get_u32(f, k, out);
+}
+
+static bool arch_f32(const gguf_file *f, const char *arch, const char *key, float *out)
+{
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    return gguf_get_f32(f, k, out);
+}
+
+/* A required positive integer {arch}.key into *out, or -EINVAL. */
+static int need_u32(const gguf_file *f, const char *arch, const char *key, int *out,
+                    llmfs_error *err)
+{
+    uint32_t v;
+    if (!arch_u32(f, arch, key, &v))
+        return llmfs_errorf(err, EINVAL, "model: missing or non-integer %s.%s", arch, key);
+    if (v == 0 || v > (1u << 24))
+        return llmfs_errorf(err, EINVAL, "model: %s.%s = %u is out of range", arch, key, v);
+    *out = (int)v;
+    return 0;
+}
+
+static int opt_u32(const gguf_file *f, const char *arch, const char *key, int def, int *out,
+                   llmfs_error *err)
+{
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    if (gguf_find_key(f, k) < 0) {
+        *out = def;
+        return 0;
+    }
+    return need_u32(f, arch, key, out, err);
+}
+
+static int load_hparams(model *m, llmfs_error *err)
+{
+    const gguf_file *f = m->file;
+    model_hparams *hp = &m->hp;
+    size_t len;
+    const char *arch = gguf_get_str(f, "general.architecture", &len);
+    if (!arch)
+        return llmfs_errorf(err, EINVAL, "model: no general.architecture");
+    if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3") &&
+        strcmp(arch, "qwen3moe"))
+        return llmfs_errorf(err, EINVAL,
+                            "model: architecture '%.40s' is not supported (llama, qwen2, qwen3, qwen3moe)",
+                            arch);
+    snprintf(hp->arch, sizeof hp->arch, "%s", arch);
+    const char *name = gguf_get_str(f, "general.name", &len);
+    snprintf(hp->name, sizeof hp->name, "%s", name ? name : "");
+
+    int rc;
+    if ((rc = need_u32(f, arch, "embedding_length", &hp->n_embd, err)) ||
+        (rc = need_u32(f, arch, "block_count", &hp->n_layer, err)) ||
+        (rc = need_u32(f, arch, "attention.head_count", &hp->n_head, err)) ||
+        (rc = opt_u32(f, arch, "attention.head_count_kv", hp->n_head, &hp->n_head_kv, err)) ||
+        (rc = opt_u32(f, arch, "context_length", 2048, &hp->n_ctx_train, err)) ||
+        (rc = opt_u32(f, arch, "expert_count", 0, &hp->n_expert, err)))
+        return rc;
+    if (hp->n_layer > 4096)
+        return llmfs_errorf(err, EINVAL, "model: %s.block_count %d is out of range", arch, hp->n_layer);
+    if (hp->n_head % hp->n_head_kv)
+        return llmfs_errorf(err, EINVAL, "model: %d heads are not a multiple of %d KV heads",
+                            hp->n_head, hp->n_head_kv);
+    int def_hd = hp->n_embd / hp->n_head;
+    if ((rc = opt_u32(f, arch, "attention.key_length", def_hd, &hp->head_dim, err)))
+        return rc;
+    int vlen;
+    if ((rc = opt_u32(f, arch, "attention.value_length", hp->head_dim, &vlen, err)))
+        return rc;
+    if (vlen != hp->head_dim)
+        return llmfs_errorf(err, EINVAL, "model: key length %d and value length %d differ",
+                            hp->head_dim, vlen);
+    if (hp->head_dim <= 0 || hp->head_dim % 2)
+        return llmfs_errorf(err, EINVAL, "model: head size %d must be even", hp->head_dim);
+
+    bool moe = hp->n_expert > 0;
+    if (moe) {
+        if ((rc = need_u32(f, arch, "expert_used_count", &hp->n_expert_used, err)))
+            return rc;
+        if (hp->n_expert_used > hp->n_expert)
+            return llmfs_errorf(err, EINVAL, "model: %d experts used of %d", hp->n_expert_used,
+                                hp->n_expert);
+        char k[128];
+        snprintf(k, sizeof k, "%s.expert_feed_forward_length", arch);
+        if (gguf_find_key(f, k) >= 0)
+            rc = need_u32(f, arch, "expert_feed_forward_length", &hp->n_ff_exp, err);
+        else
+            rc = need_u32(f, arch, "feed_forward_length", &hp->n_ff_exp, err);
+        if (rc)
+            return rc;
+        /* llama.cpp renormalises the top-k weights for llama (Mixtral) and Qwen3-MoE */
+        hp->expert_norm = true;
+        snprintf(k, sizeof k, "%s.expert_weights_norm", arch);
+        bool b;
+        if (gguf_get_bool(f, k, &b))
+            hp->expert_norm = b;
+        hp->n_ff = 0;
+    } else if ((rc = need_u32(f, arch, "feed_forward_length", &hp->n_ff, err)))
+        return rc;
+
+    if (!arch_f32(f, arch, "attention.layer_norm_rms_epsilon", &hp->rms_eps))
+        return llmfs_errorf(err, EINVAL, "model: missing %s.attention.layer_norm_rms_epsilon", arch);
+    if (!(hp->rms_eps > 0 && hp->rms_eps < 1))
+        return llmfs_errorf(err, EINVAL, "model: RMS epsilon %g is out of range", hp->rms_eps);
+
+    /* rope */
+    rope_params *r = &hp->rope;
+    if ((rc = opt_u32(f, arch, "rope.dimension_count", hp->head_dim, &r->n_rot, err)))
+        return rc;
+    if (r->n_rot > hp->head_dim || r->n_rot % 2)
+        return llmfs_errorf(err, EINVAL, "model: rope dimension %d for head size %d", r->n_rot,
+                            hp->head_dim);
+    r->neox = strcmp(arch, "llama") != 0;
+    r->freq_base = 10000.0f;
+    arch_f32(f, arch, "rope.freq_base", &r->freq_base);
+    if (!(r->freq_base > 1))
+        return llmfs_errorf(err, EINVAL, "model: rope base %g is out of range", r->freq_base);
+    r->freq_scale = 1.0f;
+    char k[128];
+    snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+    const char *stype = gguf_get_str(f, k, &len);
+    float factor = 0;
+    if (!arch_f32(f, arch, "rope.scaling.factor", &factor))
+        arch_f32(f, arch, "rope.scale_linear", &factor);
+    if (stype && strcmp(stype, "none") && strcmp(stype, "linear") && strcmp(stype, "llama3"))
+        return llmfs_errorf(err, EINVAL, "model: rope scaling '%.20s' is not supported", stype);
+    if (stype && !strcmp(stype, "llama3")) {
+        r->l3_factor = factor;
+        r->l3_low_freq_factor = 1.0f;
+        r->l3_high_freq_factor = 4.0f;
+        r->l3_orig_ctx = 8192;
+        arch_f32(f, arch, "rope.scaling.low_freq_factor", &r->l3_low_freq_factor);
+        arch_f32(f, arch, "rope.scaling.high_freq_factor", &r->l3_high_freq_factor);
+        uint32_t oc;
+        if (arch_u32(f, arch, "rope.scaling.original_context_length", &oc))
+            r->l3_orig_ctx = (int)oc;
+        if (!(factor >= 1) || !(r->l3_high_freq_factor > r->l3_low_freq_factor) || r->l3_orig_ctx <= 0)
+            return llmfs_errorf(err, EINVAL, "model: bad llama3 rope scaling parameters");
+    } else if (factor > 0 && (!stype || !strcmp(stype, "linear"))) {
+        r->freq_scale = 1.0f / factor;
+    }
+
+    hp->qkv_bias = !strcmp(arch, "qwen2");
+    hp->qk_norm = !strcmp(arch, "qwen3") || !strcmp(arch, "qwen3moe");
+    uint32_t ft;
+    hp->file_type = gguf_get_u32(f, "general.file_type", &ft) ? (int)ft : -1;
+    return 0;
+}
+
+/* Binds GGUF tensor `name` to the next model tensor after checking its type and shape
+ * (ne2 = 0 for 2D, ne1 = ne2 = 0 for 1D). matmul: the weight is a matmul operand, so its
+ * rows must be whole blocks of its own and its dot type. */
+static int bind(model *m, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, bool matmul,
+                bool optional, tensor **out, llmfs_error *err)
+{
+    *out = NULL;
+    const gguf_tensor *g = gguf_find_tensor(m->file, name);
+    if (!g) {
+        if (optional)
+            return 0;
+        return llmfs_errorf(err, EINVAL, "model: missing tensor %s", name);
+    }
+    int64_t want[4] = {ne0, ne1 ? ne1 : 1, ne2 ? ne2 : 1, 1};
+    int dims = ne2 ? 3 : ne1 ? 2 : 1;
+    for (int i = 0; i < 4; i++)
+        if (g->ne[i] != want[i] || g->n_dims > dims)
+            return llmfs_errorf(err, EINVAL,
+                                "model: tensor %s has shape [%lld %lld %lld %lld], expected [%lld %lld %lld]",
+                                name, (long long)g->ne[0], (long long)g->ne[1], (long long)g->ne[2],
+                                (long long)g->ne[3], (long long)want[0], (long long)want[1],
+                                (long long)want[2]);
+    const type_traits *tt = type_info(g->type);
+    if (!tt)
+        return llmfs_errorf(err, EINVAL, "model: tensor %s has unsupported type %d", name, g->type);
+    if (!matmul && g->type != T_F32)
+        return llmfs_errorf(err, EINVAL, "model: tensor %s must be F32, is %s", name, tt->name);
+    if (g->ne[0] % tt->block)
+        return llmfs_errorf(err, EINVAL, "model: tensor %s rows of %lld are not whole %s blocks",
+                            name, (long long)g->ne[0], tt->name);
+    if (matmul) {
+        const type_traits *dt = type_info(tt->dot_type);
+        if (!dt || g->ne[0] % dt->block)
+            return llmfs_errorf(err, EINVAL, "model: tensor %s: rows of %lld cannot be multiplied as %s",
+                                name, (long long)g->ne[0], tt->name);
+    }
+    size_t row = type_row_bytes(g->type, g->ne[0]);
+    if (g->size < row * (size_t)want[1] * (size_t)want[2])
+        return llmfs_errorf(err, EINVAL, "model: tensor %s is truncated", name);
+    tensor *t = &m->tensors[m->n_tensors++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->type = g->type;
+    t->ne[0] = want[0];
+    t->ne[1] = want[1];
+    t->ne[2] = want[2];
+    t->nb1 = row;
+    t->nb2 = row * (size_t)want[1];
+    t->data = (void *)g->data; /* the CPU reads weights in place, never copies them */
+    t->be = m->cpu;
+    *out = t;
+    return 0;
+}
+
+static int bind_blk(model *m, int il, const char *suffix, int64_t ne0, int64_t ne1, int64_t ne2,
+                    bool matmul, bool optional, tensor **out, llmfs_error *err)
+{
+    char name[64];
+    snprintf(name, sizeof name, "blk.%d.%s", il, suffix);
+    return bind(m, name, ne0, ne1, ne2, matmul, optional, out, err);
+}
+
+static int load_tensors(model *m, llmfs_error *err)
+{
+    model_hparams *hp = &m->hp;
+    int E = hp->n_embd, H = hp->n_head, Hk = hp->n_head_kv, D = hp->head_dim;
+    int rc;
+    const gguf_tensor *emb = gguf_find_tensor(m->file, "token_embd.weight");
+    if (!emb)
+        return llmfs_errorf(err, EINVAL, "model: missing tensor token_embd.weight");
+    if (emb->ne[1] <= 0 || emb->ne[1] > (1 << 24))
+        return llmfs_errorf(err, EINVAL, "model: token_embd.weight has %lld rows",
+                            (long long)emb->ne[1]);
+    hp->n_vocab = (int)emb->ne[1];
+    int V = hp->n_vocab;
+    if ((rc = bind(m, "token_embd.weight", E, V, 0, true, false, &m->tok_embd, err)) ||
+        (rc = bind(m, "output_norm.weight", E, 0, 0, false, false, &m->output_norm, err)) ||
+        (rc = bind(m, "output.weight", E, V, 0, true, true, &m->output, err)))
+        return rc;
+    hp->tied_output = m->output == NULL;
+    if (hp->tied_output)
+        m->output = m->tok_embd;
+
+    tensor *rf;
+    if ((rc = bind(m, "rope_freqs.weight", hp->rope.n_rot / 2, 0, 0, false, true, &rf, err)))
+        return rc;
+    model_priv *P = m->scratch;
+    if (rf) {
+        /* the file's own factors win over any llama3 metadata, as in llama.cpp */
+        int half = hp->rope.n_rot / 2;
+        P->freq_factors = malloc(sizeof(float) * (size_t)half);
+        if (!P->freq_factors)
+            return llmfs_errorf(err, ENOMEM, "model: out of memory");
+        for (int i = 0; i < half; i++) {
+            P->freq_factors[i] = ((const float *)rf->data)[i];
+            if (!(P->freq_factors[i] > 0))
+                return llmfs_errorf(err, EINVAL, "model: rope_freqs.weight[%d] is not positive", i);
+        }
+        hp->rope.freq_factors = P->freq_factors;
+        hp->rope.l3_factor = 0;
+    }
+
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers)
+        return llmfs_errorf(err, ENOMEM, "model: out of memory");
+    for (int il = 0; il < hp->n_layer; il++) {
+        model_layer *L = &m->layers[il];
+        L->be = m->cpu;
+        if ((rc = bind_blk(m, il, "attn_norm.weight", E, 0, 0, false, false, &L->attn_norm, err)) ||
+            (rc = bind_blk(m, il, "attn_q.weight", E, H * D, 0, true, false, &L->wq, err)) ||
+            (rc = bind_blk(m, il, "attn_k.weight", E, Hk * D, 0, true, false, &L->wk, err)) ||
+            (rc = bind_blk(m, il, "attn_v.weight", E, Hk * D, 0, true, false, &L->wv, err)) ||
+            (rc = bind_blk(m, il, "attn_output.weight", H * D, E, 0, true, false, &L->wo, err)) ||
+            (rc = bind_blk(m, il, "ffn_norm.weight", E, 0, 0, false, false, &L->ffn_norm, err)))
+            return rc;
+        if (hp->qkv_bias &&
+            ((rc = bind_blk(m, il, "attn_q.bias", H * D, 0, 0, false, false, &L->bq, err)) ||
+             (rc = bind_blk(m, il, "attn_k.bias", Hk * D, 0, 0, false, false, &L->bk, err)) ||
+             (rc = bind_blk(m, il, "attn_v.bias", Hk * D, 0, 0, false, false, &L->bv, err))))
+            return rc;
+        if (hp->qk_norm &&
+            ((rc = bind_blk(m, il, "attn_q_norm.weight", D, 0, 0, false, false, &L->q_norm, err)) ||
+             (rc = bind_blk(m, il, "attn_k_norm.weight", D, 0, 0, false, false, &L->k_norm, err))))
+            return rc;
+        if (hp->n_expert) {
+            int X = hp->n_expert, Fe = hp->n_ff_exp;
+            if ((rc = bind_blk(m, il, "ffn_gate_inp.weight", E, X, 0, true, false, &L->gate_inp, err)) ||
+                (rc = bind_blk(m, il, "ffn_gate_exps.weight", E, Fe, X, true, false, &L->gate_exps, err)) ||
+                (rc = bind_blk(m, il, "ffn_up_exps.weight", E, Fe, X, true, false, &L->up_exps, err)) ||
+                (rc = bind_blk(m, il, "ffn_down_exps.weight", Fe, E, X, true, false, &L->down_exps, err)))
+                return rc;
+            if (type_info(L->gate_exps->type)->dot_type != type_info(L->up_exps->type)->dot_type)
+                return llmfs_errorf(err, EINVAL, "model: blk.%d.ffn_gate_exps and ffn_up_exps types differ", il);
+        } else {
+            int F = hp->n_ff;
+            if ((rc = bind_blk(m, il, "ffn_gate.weight", E, F, 0, true, false, &L->w_gate, err)) ||
+                (rc = bind_blk(m, il, "ffn_up.weight", E, F, 0, true, false, &L->w_up, err)) ||
+                (rc = bind_blk(m, il, "ffn_down.weight", F, E, 0, true, false, &L->w_down, err)))
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- GPU placement */
+
+#ifdef LLMFS_HAVE_CUDA
+/* Copies t to be (once, at load). */
+static int place(model *m, tensor *t, backend *be, llmfs_error *err)
+{
+    (void)m;
+    if (!t || t->be == be)
+        return 0;
+    size_t bytes = t->nb2 * (size_t)t->ne[2];
+    void *p = be->ops->alloc(be, bytes);
+    if (!p)
+        return llmfs_errorf(err, ENOMEM, "model: cannot place %s (%zu bytes) on %s", t->name, bytes,
+                            be->ops->name);
+    be->ops->upload(be, p, t->data, bytes);
+    t->data = p;
+    t->be = be;
+    return 0;
+}
+
+static int place_layers(model *m, const model_opts *o, llmfs_error *err)
+{
+    char msg[256] = "";
+    m->gpu = backend_cuda_new(0, msg, sizeof msg);
+    if (!m->gpu)
+        return llmfs_errorf(err, ENODEV, "model: no usable GPU for ngl %d: %s", o->ngl, msg);
+    const model_hparams *hp = &m->hp;
+    int first = hp->n_layer - o->ngl;
+    for (int il = first < 0 ? 0 : first; il < hp->n_layer; il++) {
+        model_layer *L = &m->layers[il];
+        L->be = m->gpu;
+        tensor *ts[] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->bq, L->bk, L->bv,
+                        L->q_norm, L->k_norm, L->ffn_norm, L->w_gate, L->w_up, L->w_down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+            int rc = place(m, ts[i], m->gpu, err);
+            if (rc)
+                return rc;
+        }
+        /* experts (and their router) of the first n_cpu_moe layers stay on the CPU */
+        if (il >= o->n_cpu_moe) {
+            tensor *ex[] = {L->gate_inp, L->gate_exps, L->up_exps, L->down_exps};
+            for (size_t i = 0; i < sizeof ex / sizeof ex[0]; i++) {
+                int rc = place(m, ex[i], m->gpu, err);
+                if (rc)
+                    return rc;
+            }
+        }
+    }
+    if (o->ngl > hp->n_layer) {
+        if (hp->tied_output) {
+            /* token_embd stays on the CPU for the lookup; the output needs its own copy */
+            tensor *t = &m->tensors[m->n_tensors++];
+            *t = *m->tok_embd;
+            snprintf(t->name, sizeof t->name, "output.weight");
+            m->output = t;
+        }
+        int rc;
+        if ((rc = place(m, m->output_norm, m->gpu, err)) || (rc = place(m, m->output, m->gpu, err)))
+            return rc;
+    }
+    return 0;
+}
+
+static void unplace(model *m)
+{
+    for (int i = 0; i < m->n_tensors; i++)
+        if (m->tensors[i].be && m->tensors[i].be != m->cpu)
+            m->tensors[i].be->ops->free(m->tensors[i].be, m->tensors[i].data);
+}
+#endif
+
+/* ---------------------------------------------------------------- scratch */
+
+static void bufs_free(fwd_bufs *B)
+{
+    if (!B->be)
+        return;
+    float **fs[] = {&B->x, &B->xb, &B->xb2, &B->q, &B->k, &B->v, &B->att, &B->hb, &B->hb2,
+                    &B->router, &B->wts, (float **)&B->ids, &B->logits};
+    for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
+        if (*fs[i])
+            B->be->ops->free(B->be, *fs[i]);
+}
+
+static int bufs_alloc(model *m, fwd_bufs *B, backend *be, bool logits, llmfs_error *err)
+{
+    const model_hparams *hp = &m->hp;
+    size_t n = (size_t)m->n_ubatch;
+    size_t E = hp->n_embd, QD = (size_t)hp->n_head * hp->head_dim,
+           KD = (size_t)hp->n_head_kv * hp->head_dim;
+    size_t F = hp->n_ff > 0 ? hp->n_ff : 1, X = hp->n_expert > 0 ? hp->n_expert : 1,
+           K = hp->n_expert_used > 0 ? hp->n_expert_used : 1;
+    B->be = be;
+    struct {
+        float **p;
+        size_t n;
+    } want[] = {
+        {&B->x, n * E},   {&B->xb, n * E},    {&B->xb2, n * E},      {&B->q, n * QD},
+        {&B->k, n * KD},  {&B->v, n * KD},    {&B->att, n * QD},     {&B->hb, n * F},
+        {&B->hb2, n * F}, {&B->router, n * X}, {&B->wts, n * K},     {(float **)&B->ids, n * K},
+        {&B->logits, logits ? n * (size_t)hp->n_vocab : 0},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        if (!want[i].n)
+            continue;
+        *want[i].p = be->ops->alloc(be, want[i].n * sizeof(float));
+        if (!*want[i].p)
+            return llmfs_errorf(err, ENOMEM, "model: cannot allocate %zu bytes of scratch on %s",
+                                want[i].n * sizeof(float), be->ops->name);
+    }
+    return 0;
+}
+
+static int scratch_alloc(model *m, llmfs_error *err)
+{
+    model_priv *P = m->scratch;
+    P->flags = malloc((size_t)m->n_ubatch);
+    if (!P->flags)
+        return llmfs_errorf(err, ENOMEM, "model: out of memory");
+    int rc = bufs_alloc(m, &P->bufs[P->n_bufs++], m->cpu, false, err);
+    if (rc)
+        return rc;
+    if (m->gpu) {
+        if ((rc = bufs_alloc(m, &P->bufs[P->n_bufs++], m->gpu, m->output->be == m->gpu, err)))
+            return rc;
+        P->host = malloc(sizeof(float) * (size_t)m->n_ubatch * (size_t)m->hp.n_embd);
+        if (!P->host)
+            return llmfs_errorf(err, ENOMEM, "model: out of memory");
+    }
+    return 0;
+}
+
+static fwd_bufs *bufs_of(model *m, backend *be)
+{
+    model_priv *P = m->scratch;
+    for (int i = 0; i < P->n_bufs; i++)
+        if (P->bufs[i].be == be)
+            return &P->bufs[i];
+    return &P->bufs[0];
+}
+
+/* ---------------------------------------------------------------- load / free */
+
+model *model_load(const char *path, const model_opts *opts, llmfs_error *err)
+{
+    model_opts def = {0};
+    const model_opts *o = opts ? opts : &def;
+    gguf_open_opts go = {.no_mmap = o->no_mmap, .mlock = o->mlock};
+    gguf_file *f = gguf_open(path, &go, err);
+    if (!f)
+        return NULL;
+    model *m = calloc(1, sizeof *m);
+    model_priv *P = calloc(1, sizeof *P);
+    if (!m || !P) {
+        free(m);
+        free(P);
+        gguf_close(f);
+        llmfs_errorf(err, ENOMEM, "model: out of memory");
+        return NULL;
+    }
+    m->file = f;
+    m->scratch = P;
+    m->n_ubatch = o->n_ubatch > 0 ? o->n_ubatch : 512;
+    int rc;
+    if ((rc = load_hparams(m, err)))
+        goto fail;
+    m->tensors = calloc((size_t)gguf_n_tensors(f) + 1, sizeof *m->tensors);
+    m->cpu = backend_cpu_new(o->n_threads, o->n_threads_batch);
+    if (!m->tensors || !m->cpu) {
+        rc = llmfs_errorf(err, ENOMEM, "model: out of memory");
+        goto fail;
+    }
+    if ((rc = load_tensors(m, err)))
+        goto fail;
+    if (o->ngl > 0) {
+#ifdef LLMFS_HAVE_CUDA
+        if ((rc = place_layers(m, o, err)))
+            goto fail;
+#else
+        rc = llmfs_errorf(err, ENODEV, "model: ngl %d needs a GPU build (llmfs was built without CUDA)",
+                          o->ngl);
+        goto fail;
+#endif
+    }
+    for (int i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *g = gguf_tensor_at(f, i);
+        m->n_params += (uint64_t)(g->ne[0] * g->ne[1] * g->ne[2] * g->ne[3]);
+    }
+    m->tok = tokenizer_load(f, err);
+    if (!m->tok) {
+        rc = err ? -err->code : -EINVAL;
+        goto fail;
+    }
+    if (tokenizer_n_vocab(m->tok) > m->hp.n_vocab) {
+        rc = llmfs_errorf(err, EINVAL, "model: vocabulary of %d tokens but token_embd has %d rows",
+                          tokenizer_n_vocab(m->tok), m->hp.n_vocab);
+        goto fail;
+    }
+    if ((rc = scratch_alloc(m, err)))
+        goto fail;
+    return m;
+fail:
+    (void)rc;
+    model_free(m);
+    return NULL;
+}
+
+void model_free(model *m)
+{
+    if (!m)
+        return;
+    model_priv *P = m->scratch;
+    if (P) {
+        for (int i = 0; i < P->n_bufs; i++)
+            bufs_free(&P->bufs[i]);
+        free(P->host);
+        free(P->freq_factors);
+        free(P->seq_len);
+        free(P->flags);
+        free(P);
+    }
+#ifdef LLMFS_HAVE_CUDA
+    if (m->tensors)
+        unplace(m);
+#endif
+    if (m->tok)
+        tokenizer_free(m->tok);
+    backend_free(m->gpu);
+    backend_free(m->cpu);
+    free(m->layers);
+    free(m->tensors);
+    gguf_close(m->file);
+    free(m);
+}
+
+const char *model_file_type_name(const model *m)
+{
+    static const struct {
+        int id;
+        const char *name;
+    } names[] = {
+        {0, "F32"},     {1, "F16"},     {2, "Q4_0"},    {3, "Q4_1"},    {7, "Q8_0"},
+        {8, "Q5_0"},    {9, "Q5_1"},    {10, "Q2_K"},   {11, "Q3_K_S"}, {12, "Q3_K_M"},
+        {13, "Q3_K_L"}, {14, "Q4_K_S"}, {15, "Q4_K_M"}, {16, "Q5_K_S"}, {17, "Q5_K_M"},
+        {18, "Q6_K"},   {19, "IQ2_XXS"}, {20, "IQ2_XS"}, {21, "Q2_K_S"}, {22, "IQ3_XS"},
+        {23, "IQ3_XXS"}, {24, "IQ1_S"}, {25, "IQ4_NL"}, {26, "IQ3_S"},  {27, "IQ3_M"},
+        {28, "IQ2_S"},  {29, "IQ2_M"},  {30, "IQ4_XS"}, {31, "IQ1_M"},  {32, "BF16"},
+        {36, "TQ1_0"},  {37, "TQ2_0"},  {38, "MXFP4_MOE"},
+    };
+    int ft = m->hp.file_type & ~1024; /* 1024: llama.cpp's "guessed" flag */
+    if (m->hp.file_type >= 0)
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (names[i].id == ft)
+                return names[i].name;
+    /* no (known) file type: the type holding most weight bytes */
+    model_priv *P = m->scratch;
+    size_t bytes[T_COUNT] = {0};
+    for (int i = 0; i < m->n_tensors; i++)
+        if (m->tensors[i].ne[1] > 1 && m->tensors[i].type >= 0 && m->tensors[i].type < T_COUNT)
+            bytes[m->tensors[i].type] += m->tensors[i].nb2 * (size_t)m->tensors[i].ne[2];
+    int best = T_F32;
+    for (int t = 0; t < T_COUNT; t++)
+        if (bytes[t] > bytes[best])
+            best = t;
+    const type_traits *tt = type_info(best);
+    snprintf(P->ftype_name, sizeof P->ftype_name, "%s", tt ? tt->name : "unknown");
+    for (char *c = P->ftype_name; *c; c++)
+        if (*c >= 'a' && *c <= 'z')
+            *c = (char)(*c - 'a' + 'A');
+    return P->ftype_name;
+}
+
+/* ================================================================ forward pass */
+
+/* Moves the residual stream [n][E] from one backend's scratch to another's. */
+static fwd_bufs *move_to(model *m, fwd_bufs *from, backend *to, int n)
+{
+    if (from->be == to)
+        return from;
+    model_priv *P = m->scratch;
+    fwd_bufs *B = bufs_of(m, to);
+    size_t bytes = sizeof(float) * (size_t)n * (size_t)m->hp.n_embd;
+    from->be->ops->download(from->be, P->host, from->x, bytes);
+    to->ops->upload(to, B->x, P->host, bytes);
+    return B;
+}
+
+/* Two or three matmuls of one input (o3 NULL for two), in one pass where the backend can. */
+static void matmul3(backend *be, float *o1, const tensor *w1, float *o2, const tensor *w2, float *o3,
+                    const tensor *w3, const float *x, int n)
+{
+    if (be->ops->matmul_multi) {
+        float *out[3] = {o1, o2, o3};
+        const tensor *w[3] = {w1, w2, w3};
+        be->ops->matmul_multi(be, out, w, o3 ? 3 : 2, x, n);
+        return;
+    }
+    be->ops->matmul(be, o1, w1, x, n);
+    be->ops->matmul(be, o2, w2, x, n);
+    if (o3)
+        be->ops->matmul(be, o3, w3, x, n);
+}
+
+/* One micro-batch (n <= n_ubatch tokens): embeddings, the layers, then the logits of the
+ * positions that asked for them, written to logits [n_out][V]. */
+static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *logits, bool flash,
+                          llmfs_error *err)
+{
+    const model_hparams *hp = &m->hp;
+    const int n = ub->n, E = hp->n_embd, H = hp->n_head, Hk = hp->n_head_kv, D = hp->head_dim;
+    const float eps = hp->rms_eps;
+    const attn_params ap = {H, Hk, D, 1.0f / sqrtf((float)D), flash};
+    int rc;
+    if ((rc = m->cpu->ops->begin(m->cpu, ub)) ||
+        (m->gpu && (rc = m->gpu->ops->begin(m->gpu, ub))))
+        return llmfs_errorf(err, -rc, "forward: backend refused the batch (%s)", strerror(-rc));
+
+    fwd_bufs *B = bufs_of(m, m->tok_embd->be);
+    backend *be = B->be;
+    be->ops->get_rows(be, B->x, m->tok_embd, n);                        /* x [n][E] */
+
+    for (int il = 0; il < hp->n_layer; il++) {
+        const model_layer *L = &m->layers[il];
+        B = move_to(m, B, L->be, n);
+        be = B->be;
+        const struct backend_ops *o = be->ops;
+
+        /* attention */
+        o->rmsnorm(be, B->xb, B->x, L->attn_norm->data, n, E, eps);     /* xb [n][E] */
+        matmul3(be, B->q, L->wq, B->k, L->wk, B->v, L->wv, B->xb, n);   /* q [n][H*D], k v [n][Hk*D] */
+        if (L->bq) {
+            o->add_bias(be, B->q, L->bq->data, n, H * D);
+            o->add_bias(be, B->k, L->bk->data, n, Hk * D);
+            o->add_bias(be, B->v, L->bv->data, n, Hk * D);
+        }
+        if (L->q_norm) {                                                /* per head, before rope */
+            o->rmsnorm(be, B->q, B->q, L->q_norm->data, n * H, D, eps); /* q [n*H][D] */
+            o->rmsnorm(be, B->k, B->k, L->k_norm->data, n * Hk, D, eps);/* k [n*Hk][D] */
+        }
+        o->rope(be, B->q, n, H, D, &hp->rope);
+        o->rope(be, B->k, n, Hk, D, &hp->rope);
+        if (kv->rot_k) {                                                /* q.k unchanged */
+            o->hadamard(be, B->q, (int64_t)n * H * D, kv->rot_k);
+            o->hadamard(be, B->k, (int64_t)n * Hk * D, kv->rot_k);
+        }
+        if (kv->rot_v)
+            o->hadamard(be, B->v, (int64_t)n * Hk * D, kv->rot_v);
+        o->kv_store(be, kv, il, B->k, B->v, n);
+        o->attention(be, B->att, B->q, kv, il, n, &ap);                 /* att [n][H*D] */
+        if (kv->rot_v)                                                  /* back from rotated V */
+            o->hadamard(be, B->att, (int64_t)n * H * D, kv->rot_v);
+        o->matmul(be, B->xb, L->wo, B->att, n);                         /* xb [n][E] */
+        o->add(be, B->x, B->xb, (int64_t)n * E);                        /* x += xb */
+
+        /* feed-forward */
+        o->rmsnorm(be, B->xb, B->x, L->ffn_norm->data, n, E, eps);      /* xb [n][E] */
+        if (!L->gate_inp) {
+            matmul3(be, B->hb, L->w_gate, B->hb2, L->w_up, NULL, NULL, B->xb, n); /* hb, hb2 [n][F] */
+            o->swiglu(be, B->hb, B->hb, B->hb2, (int64_t)n * hp->n_ff); /* hb = silu(hb) * hb2 */
+            o->matmul(be, B->xb, L->w_down, B->hb, n);                  /* xb [n][E] */
+            o->add(be, B->x, B->xb, (int64_t)n * E);
+        } else {
+            /* the experts may live elsewhere (n_cpu_moe): the block runs where they are */
+            fwd_bufs *M = B;
+            if (L->gate_exps->be != be) {
+                model_priv *P = m->scratch;
+                M = bufs_of(m, L->gate_exps->be);
+                size_t bytes = sizeof(float) * (size_t)n * E;
+                o->download(be, P->host, B->xb, bytes);
+                M->be->ops->upload(M->be, M->xb, P->host, bytes);
+            }
+            backend *mb = M->be;
+            const struct backend_ops *mo = mb->ops;
+            int X = hp->n_expert, K = hp->n_expert_used;
+            mo->matmul(mb, M->router, L->gate_inp, M->xb, n);           /* router [n][X] */
+            mo->topk_softmax(mb, M->ids, M->wts, M->router, n, X, K,    /* ids, wts [n][K] */
+                             hp->expert_norm);
+            mo->moe_ffn(mb, M->xb2, M->xb, L->gate_exps, L->up_exps,    /* xb2 [n][E] */
+                        L->down_exps, M->ids, M->wts, n, K);
+            if (M != B) {
+                model_priv *P = m->scratch;
+                size_t bytes = sizeof(float) * (size_t)n * E;
+                mo->download(mb, P->host, M->xb2, bytes);
+                o->upload(be, B->xb2, P->host, bytes);
+            }
+            o->add(be, B->x, B->xb2, (int64_t)n * E);
+        }
+    }
+
+    /* logits: the final norm of just the rows asked for, gathered into xb, then the
+     * output projection */
+    int n_out = 0;
+    for (int i = 0; i < n; i++)
+        n_out += ub->logits[i] != 0;
+    if (n_out) {
+        B = move_to(m, B, m->output->be, n);
+        be = B->be;
+        const struct backend_ops *o = be->ops;
+        for (int i = 0, j = 0; i < n;) {
+            if (!ub->logits[i]) {
+                i++;
+                continue;
+            }
+            int run = 1;
+            while (i + run < n && ub->logits[i + run])
+                run++;
+            o->rmsnorm(be, B->xb + (size_t)j * E, B->x + (size_t)i * E,    /* xb [n_out][E] */
+                       m->output_norm->data, run, E, eps);
+            i += run;
+            j += run;
+        }
+        if (be == m->cpu) {
+            o->matmul(be, logits, m->output, B->xb, n_out);             /* logits [n_out][V] */
+        } else {
+            o->matmul(be, B->logits, m->output, B->xb, n_out);
+            o->download(be, logits, B->logits, sizeof(float) * (size_t)n_out * hp->n_vocab);
+        }
+    }
+    for (int i = 0; i < (m->gpu ? 2 : 1); i++) {
+        backend *b = i ? m->gpu : m->cpu;
+        if (b->ops->sync)
+            b->ops->sync(b);
+        if (b->ops->check && (rc = b->ops->check(b, err)))
+            return rc;
+    }
+    return n_out;
+}
+
+/* Checks the whole batch before anything runs, so a refused batch leaves the cache as
+ * it was: tokens in the vocabulary, sequences in the cache, positions inside the
+ * context and without gaps (cell p of a sequence can only be written once 0..p-1 are). */
+static int check_batch(model *m, kv_cache *kv, const fwd_batch *b, llmfs_error *err)
+{
+    model_priv *P = m->scratch;
+    if (kv->n_layer != m->hp.n_layer || kv->n_embd_kv != m->hp.n_head_kv * m->hp.head_dim)
+        return llmfs_errorf(err, EINVAL, "forward: the KV cache belongs to another model");
+    if (kv->n_seq > P->seq_len_cap) {
+        int *p = realloc(P->seq_len, sizeof(int) * (size_t)kv->n_seq);
+        if (!p)
+            return llmfs_errorf(err, ENOMEM, "forward: out of memory");
+        P->seq_len = p;
+        P->seq_len_cap = kv->n_seq;
+    }
+    memcpy(P->seq_len, kv->seq_len, sizeof(int) * (size_t)kv->n_seq);
+    for (int i = 0; i < b->n; i++) {
+        int t = b->token[i], s = b->seq[i], p = b->pos[i];
+        if (t < 0 || t >= m->hp.n_vocab)
+            return llmfs_errorf(err, EINVAL, "forward: token %d is outside the vocabulary (%d)", t,
+                                m->hp.n_vocab);
+        if (s < 0 || s >= kv->n_seq)
+            return llmfs_errorf(err, EINVAL, "forward: sequence %d is outside the cache (%d slots)",
+                                s, kv->n_seq);
+        if (p < 0)
+            return llmfs_errorf(err, EINVAL, "forward: negative position %d", p);
+        if (p >= kv->n_ctx)
+            return llmfs_errorf(err, ENOSPC,
+                                "forward: position %d of sequence %d is past the context size %d",
+                                p, s, kv->n_ctx);
+        if (p > P->seq_len[s])
+            return llmfs_errorf(err, EINVAL,
+                                "forward: position %d of sequence %d leaves a gap (cache holds %d)",
+                                p, s, P->seq_len[s]);
+        if (p + 1 > P->seq_len[s])
+            P->seq_len[s] = p + 1;
+    }
+    return 0;
+}
+
+int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, bool flash_attn,
+                  llmfs_error *err)
+{
+    if (b->n < 0 || !b->token || !b->pos || !b->seq)
+        return llmfs_errorf(err, EINVAL, "forward: malformed batch");
+    if (b->n == 0)
+        return 0;
+    int rc = check_batch(m, kv, b, err);
+    if (rc)
+        return rc;
+    model_priv *P = m->scratch;
+    if (!logits_out) {
+        bool any = !b->logits;
+        for (int i = 0; b->logits && i < b->n; i++)
+            any |= b->logits[i] != 0;
+        if (any)
+            return llmfs_errorf(err, EINVAL, "forward: logits requested without an output buffer");
+    }
+    size_t out_row = 0;
+    for (int i0 = 0; i0 < b->n; i0 += m->n_ubatch) {
+        int n = b->n - i0 < m->n_ubatch ? b->n - i0 : m->n_ubatch;
+        fwd_batch ub = {n, b->token + i0, b->pos + i0, b->seq + i0, NULL};
+        if (b->logits) {
+            ub.logits = b->logits + i0;
+        } else {
+            /* no flags: the logits of the batch's last position only */
+            memset(P->flags, 0, (size_t)n);
+            if (i0 + n == b->n)
+                P->flags[n - 1] = 1;
+            ub.logits = P->flags;
+        }
+        rc = forward_ubatch(m, kv, &ub, logits_out ? logits_out + out_row * (size_t)m->hp.n_vocab : NULL,
+                            flash_attn, err);
+        if (rc < 0)
+            return rc;
+        out_row += (size_t)rc;
+        /* the cache now holds this micro-batch's cells */
+        for (int i = 0; i < n; i++) {
+            int s = ub.seq[i];
+            if (ub.pos[i] + 1 > kv->seq_len[s])
+                kv->seq_len[s] = ub.pos[i] + 1;
+        }
+    }
+    return 0;
+}

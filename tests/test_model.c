@@ -1,0 +1,883 @@
+/* test_model.c — the forward pass against llama.cpp's reference logits.
+ *
+ * Every case under fixtures/ is run: teacher-forced logits of the prompt (relative RMS
+ * error per position within the weight type's tolerance, argmax equal where the
+ * reference's top-2 margin exceeds 0.5), the greedy continuation evaluated in one pass,
+ * the same one token per call and in small micro-batches, two sequences sharing a
+ * batch, a q4_0 cache, and both attention paths. Then the error paths: context
+ * overflow, malformed models, and the memory a loaded model costs (mapped, not read).
+ */
+#include "testutil.h"
+
+#include "gguf.h"
+#include "kv.h"
+#include "model.h"
+#include "quant.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- fixtures */
+
+typedef struct fixture {
+    char name[320];       /* "model/case" */
+    char model[1024];     /* path of the GGUF */
+    int ctk, ctv;
+    bool flash;
+    int n_vocab, n_tok, n_greedy;
+    int32_t *tok, *greedy;
+    float *margin;        /* [n_greedy] */
+    float *ref;           /* [n_tok][n_vocab] */
+    double tol;
+} fixture;
+
+#define MAX_CASES 128
+static fixture cases[MAX_CASES];
+static int n_cases;
+
+/* Tolerance from the README's table, by the weights' type (the model file's suffix). */
+static double weight_tolerance(const char *model_file)
+{
+    if (strstr(model_file, "stories260K") || strstr(model_file, "-f16."))
+        return 5e-3;
+    if (strstr(model_file, "-bf16."))
+        return 2e-2;
+    if (strstr(model_file, "_k."))
+        return 1e-1;
+    return 6e-2; /* q8_0, q4_0, q4_1, q5_0, q5_1 */
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorted subdirectory names of dir (malloc'd); returns the count. */
+static int list_dirs(const char *dir, char ***out)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    char **v = NULL;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        v = realloc(v, sizeof *v * (size_t)(n + 1));
+        v[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(v, (size_t)n, sizeof *v, cmp_str);
+    *out = v;
+    return n;
+}
+
+static void load_fixture(const char *dir, const char *name)
+{
+    char p[2048], v[256];
+    fixture *f = &cases[n_cases];
+    memset(f, 0, sizeof *f);
+    snprintf(f->name, sizeof f->name, "%s", name);
+    snprintf(p, sizeof p, "%s/meta.txt", dir);
+    if (test_meta_get(p, "model", v, sizeof v))
+        return;
+    char rel[300];
+    snprintf(rel, sizeof rel, "models/%s", v);
+    test_shared_path(rel, f->model, sizeof f->model);
+    f->tol = weight_tolerance(v);
+    test_meta_get(p, "ctk", v, sizeof v);
+    f->ctk = type_from_name(v);
+    test_meta_get(p, "ctv", v, sizeof v);
+    f->ctv = type_from_name(v);
+    test_meta_get(p, "flash_attn", v, sizeof v);
+    f->flash = !strcmp(v, "on");
+    test_meta_get(p, "n_vocab", v, sizeof v);
+    f->n_vocab = atoi(v);
+    if (f->ctk == T_Q8_0 || f->ctv == T_Q8_0)
+        f->tol += 3e-2;
+    snprintf(p, sizeof p, "%s/tokens.txt", dir);
+    f->n_tok = test_read_ints(p, &f->tok);
+    snprintf(p, sizeof p, "%s/greedy.txt", dir);
+    f->n_greedy = test_read_ints(p, &f->greedy);
+    snprintf(p, sizeof p, "%s/greedy_margin.txt", dir);
+    int nm = test_read_floats(p, &f->margin);
+    snprintf(p, sizeof p, "%s/logits.f32", dir);
+    size_t len = 0;
+    f->ref = (float *)test_read_file(p, &len);
+    if (f->n_tok <= 0 || f->n_greedy <= 0 || nm != f->n_greedy || !f->ref || f->n_vocab <= 0 ||
+        len != sizeof(float) * (size_t)f->n_tok * (size_t)f->n_vocab || f->ctk < 0 || f->ctv < 0) {
+        fprintf(stderr, "fixture %s is incomplete\n", name);
+        exit(1);
+    }
+    n_cases++;
+}
+
+static void load_fixtures(void)
+{
+    char root[1024];
+    test_shared_path("fixtures", root, sizeof root);
+    char **models;
+    int nm = list_dirs(root, &models);
+    for (int i = 0; i < nm; i++) {
+        char mdir[1400];
+        snprintf(mdir, sizeof mdir, "%s/%s", root, models[i]);
+        char **cs;
+        int nc = list_dirs(mdir, &cs);
+        for (int j = 0; j < nc && n_cases < MAX_CASES; j++) {
+            char cdir[1800], name[300];
+            snprintf(cdir, sizeof cdir, "%s/%s", mdir, cs[j]);
+            snprintf(name, sizeof name, "%s/%s", models[i], cs[j]);
+            load_fixture(cdir, name);
+            free(cs[j]);
+        }
+        free(cs);
+        free(models[i]);
+    }
+    free(models);
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static model *load(const char *path, int n_ubatch)
+{
+    model_opts o = {.n_threads = 2, .n_threads_batch = 2, .n_ubatch = n_ubatch};
+    llmfs_error err = {0};
+    model *m = model_load(path, &o, &err);
+    ck_assert_msg(m, "loading %s: %s", path, err.msg);
+    return m;
+}
+
+static kv_cache *cache(model *m, int n_ctx, int n_seq, int tk, int tv)
+{
+    llmfs_error err = {0};
+    kv_cache *kv = kv_cache_alloc(m, n_ctx, n_seq, tk, tv, &err);
+    ck_assert_msg(kv, "KV cache: %s", err.msg);
+    return kv;
+}
+
+/* Evaluates tok[0..n) of sequence seq from position pos0 in calls of `step` tokens,
+ * all logits requested, into out [n][V]. */
+static void eval(model *m, kv_cache *kv, const int32_t *tok, int n, int seq, int pos0, int step,
+                 bool flash, float *out)
+{
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n), *sq = malloc(sizeof(int32_t) * (size_t)n);
+    int8_t *lg = malloc((size_t)n);
+    for (int i = 0; i < n; i++) {
+        pos[i] = pos0 + i;
+        sq[i] = seq;
+        lg[i] = 1;
+    }
+    for (int i = 0; i < n; i += step) {
+        int c = n - i < step ? n - i : step;
+        fwd_batch b = {c, tok + i, pos + i, sq + i, lg + i};
+        llmfs_error err = {0};
+        int rc = model_forward(m, kv, &b, out + (size_t)i * m->hp.n_vocab, flash, &err);
+        ck_assert_msg(rc == 0, "forward: %d %s", rc, err.msg);
+    }
+    free(pos);
+    free(sq);
+    free(lg);
+}
+
+static double rel_rms(const float *a, const float *r, int n)
+{
+    double d = 0, s = 0;
+    for (int i = 0; i < n; i++) {
+        d += ((double)a[i] - r[i]) * ((double)a[i] - r[i]);
+        s += (double)r[i] * r[i];
+    }
+    return sqrt(d / n) / sqrt(s / n);
+}
+
+static int argmax(const float *x, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b])
+            b = i;
+    return b;
+}
+
+static float top2_margin(const float *x, int n)
+{
+    int b = argmax(x, n);
+    float s = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (i != b && x[i] > s)
+            s = x[i];
+    return x[b] - s;
+}
+
+/* Prompt positions of out [n_tok][V] against the reference: returns the largest
+ * relative RMS error, failing beyond tol or on an argmax change where the margin is
+ * clear. */
+static double check_prompt(const fixture *f, const float *out, double tol, const char *what)
+{
+    double worst = 0;
+    int V = f->n_vocab;
+    for (int i = 0; i < f->n_tok; i++) {
+        const float *a = out + (size_t)i * V, *r = f->ref + (size_t)i * V;
+        double e = rel_rms(a, r, V);
+        worst = e > worst ? e : worst;
+        ck_assert_msg(e <= tol, "%s %s: position %d relative RMS error %.3g > %.3g", f->name, what,
+                      i, e, tol);
+        if (top2_margin(r, V) > 0.5f)
+            ck_assert_msg(argmax(a, V) == argmax(r, V), "%s %s: position %d argmax %d, reference %d",
+                          f->name, what, i, argmax(a, V), argmax(r, V));
+    }
+    return worst;
+}
+
+/* Greedy steps of out [n_tok + n_greedy - 1][V]: argmax at position n_tok - 1 + j must be
+ * greedy[j] where the reference's margin exceeds 0.5. Returns how many steps were checked. */
+static int check_greedy(const fixture *f, const float *out, const char *what)
+{
+    int checked = 0;
+    for (int j = 0; j < f->n_greedy; j++) {
+        if (f->margin[j] <= 0.5f)
+            continue;
+        const float *a = out + (size_t)(f->n_tok - 1 + j) * f->n_vocab;
+        ck_assert_msg(argmax(a, f->n_vocab) == f->greedy[j], "%s %s: greedy step %d gave %d, reference %d (margin %.2f)",
+                      f->name, what, j, argmax(a, f->n_vocab), f->greedy[j], f->margin[j]);
+        checked++;
+    }
+    return checked;
+}
+
+/* tokens + greedy[:-1] */
+static int32_t *full_sequence(const fixture *f, int *n)
+{
+    *n = f->n_tok + f->n_greedy - 1;
+    int32_t *t = malloc(sizeof(int32_t) * (size_t)*n);
+    memcpy(t, f->tok, sizeof(int32_t) * (size_t)f->n_tok);
+    memcpy(t + f->n_tok, f->greedy, sizeof(int32_t) * (size_t)(f->n_greedy - 1));
+    return t;
+}
+
+static float *logits_buf(const fixture *f, int n)
+{
+    float *p = malloc(sizeof(float) * (size_t)n * (size_t)f->n_vocab);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+/* ---------------------------------------------------------------- fixture tests */
+
+/* (1) the prompt in one batch; _i odd: the other attention path */
+START_TEST(teacher_forced)
+{
+    const fixture *f = &cases[_i / 2];
+    bool flash = _i % 2 ? !f->flash : f->flash;
+    model *m = load(f->model, 0);
+    ck_assert_int_eq(m->hp.n_vocab, f->n_vocab);
+    kv_cache *kv = cache(m, 512, 1, f->ctk, f->ctv);
+    float *out = logits_buf(f, f->n_tok);
+    eval(m, kv, f->tok, f->n_tok, 0, 0, f->n_tok, flash, out);
+    double e = check_prompt(f, out, f->tol, flash ? "flash" : "plain");
+    printf("%-34s %-5s K %-4s V %-4s teacher-forced max rel err %.3e (tol %.0e)\n", f->name,
+           flash ? "flash" : "plain", type_info(f->ctk)->name, type_info(f->ctv)->name, e, f->tol);
+    free(out);
+    kv_cache_free(kv);
+    model_free(m);
+}
+END_TEST
+
+/* (2) prompt + greedy[:-1] in one pass */
+START_TEST(greedy_one_pass)
+{
+    const fixture *f = &cases[_i];
+    model *m = load(f->model, 0);
+    kv_cache *kv = cache(m, 512, 1, f->ctk, f->ctv);
+    int n;
+    int32_t *t = full_sequence(f, &n);
+    float *out = logits_buf(f, n);
+    eval(m, kv, t, n, 0, 0, n, f->flash, out);
+    check_prompt(f, out, f->tol, "greedy pass");
+    int c = check_greedy(f, out, "one pass");
+    printf("%-34s greedy: %d of %d steps clear of ties, all matched\n", f->name, c, f->n_greedy);
+    free(out);
+    free(t);
+    kv_cache_free(kv);
+    model_free(m);
+}
+END_TEST
+
+/* (3) one token per call, and micro-batches smaller than the prompt; the results also
+ * agree with the single batch closely: activations are rounded per row either way, so
+ * only the kernels' summation order differs (a matrix-vector product against tiles). */
+#define SAME_MATH 1e-3
+START_TEST(decode_and_ubatch)
+{
+    const fixture *f = &cases[_i];
+    int n;
+    int32_t *t = full_sequence(f, &n);
+    float *one = logits_buf(f, n), *dec = logits_buf(f, n), *ub = logits_buf(f, n), *ch = logits_buf(f, n);
+
+    model *m = load(f->model, 0);
+    kv_cache *kv = cache(m, 512, 1, f->ctk, f->ctv);
+    eval(m, kv, t, n, 0, 0, n, f->flash, one);
+    kv_seq_keep(kv, 0, 0);
+    eval(m, kv, t, n, 0, 0, 1, f->flash, dec);
+    double ed = check_prompt(f, dec, f->tol, "decode");
+    check_greedy(f, dec, "decode");
+    /* calls of 5 tokens through the default micro-batch */
+    kv_seq_keep(kv, 0, 0);
+    eval(m, kv, t, n, 0, 0, 5, f->flash, ch);
+    check_prompt(f, ch, f->tol, "calls of 5");
+    check_greedy(f, ch, "calls of 5");
+    kv_cache_free(kv);
+    model_free(m);
+
+    /* one call, micro-batches of 3 */
+    m = load(f->model, 3);
+    kv = cache(m, 512, 1, f->ctk, f->ctv);
+    eval(m, kv, t, n, 0, 0, n, f->flash, ub);
+    double eu = check_prompt(f, ub, f->tol, "ubatch 3");
+    check_greedy(f, ub, "ubatch 3");
+
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        const float *r = one + (size_t)i * f->n_vocab;
+        double a = rel_rms(dec + (size_t)i * f->n_vocab, r, f->n_vocab);
+        double b = rel_rms(ub + (size_t)i * f->n_vocab, r, f->n_vocab);
+        double c = rel_rms(ch + (size_t)i * f->n_vocab, r, f->n_vocab);
+        a = a > b ? a : b;
+        a = a > c ? a : c;
+        worst = a > worst ? a : worst;
+    }
+    ck_assert_msg(worst < SAME_MATH, "%s: per-token / micro-batch evaluation differs from one batch by %.3g",
+                  f->name, worst);
+    printf("%-34s decode max rel err %.3e, ubatch-3 %.3e, vs one batch %.1e\n", f->name, ed, eu,
+           worst);
+    free(one);
+    free(dec);
+    free(ub);
+    free(ch);
+    free(t);
+    kv_cache_free(kv);
+    model_free(m);
+}
+END_TEST
+
+/* (4) two sequences interleaved in one batch (then decoded together) give each one's
+ * logits alone; a truncated sequence re-evaluated gives the same again. */
+START_TEST(two_sequences)
+{
+    const fixture *f = &cases[_i];
+    int na;
+    int32_t *a = full_sequence(f, &na);
+    /* the second sequence: the same tokens reversed after the first, a different context */
+    int nb = na - 3;
+    int32_t *bt = malloc(sizeof(int32_t) * (size_t)nb);
+    bt[0] = a[0];
+    for (int i = 1; i < nb; i++)
+        bt[i] = a[na - i];
+    model *m = load(f->model, 0);
+    int V = f->n_vocab;
+    float *ra = logits_buf(f, na), *rb = logits_buf(f, nb);
+    kv_cache *kv1 = cache(m, 128, 1, f->ctk, f->ctv);
+    eval(m, kv1, a, na, 0, 0, na, f->flash, ra);
+    kv_seq_keep(kv1, 0, 0);
+    eval(m, kv1, bt, nb, 0, 0, nb, f->flash, rb);
+    kv_cache_free(kv1);
+
+    /* prompts together: a's first 10 and b's first 7 interleaved; then one token each per
+     * call, both sequences in each batch */
+    kv_cache *kv = cache(m, 128, 3, f->ctk, f->ctv);
+    int pa = na < 10 ? na : 10, pb = nb < 7 ? nb : 7;
+    int cap = na + nb;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)cap), *pos = malloc(sizeof(int32_t) * (size_t)cap),
+            *seq = malloc(sizeof(int32_t) * (size_t)cap);
+    int8_t *lg = malloc((size_t)cap);
+    float *out = logits_buf(f, cap);
+    int n = 0;
+    for (int i = 0; i < pa || i < pb; i++) {
+        if (i < pa) {
+            tok[n] = a[i], pos[n] = i, seq[n] = 2, lg[n] = 1;
+            n++;
+        }
+        if (i < pb) {
+            tok[n] = bt[i], pos[n] = i, seq[n] = 0, lg[n] = 1;
+            n++;
+        }
+    }
+    llmfs_error err = {0};
+    fwd_batch b = {n, tok, pos, seq, lg};
+    ck_assert_int_eq(model_forward(m, kv, &b, out, f->flash, &err), 0);
+    double worst = 0;
+    for (int k = 0, ia = 0, ib = 0; k < n; k++) {
+        const float *r = seq[k] == 2 ? ra + (size_t)ia++ * V : rb + (size_t)ib++ * V;
+        double e = rel_rms(out + (size_t)k * V, r, V);
+        worst = e > worst ? e : worst;
+    }
+    for (int ia = pa, ib = pb; ia < na || ib < nb;) {
+        n = 0;
+        if (ib < nb) {
+            tok[n] = bt[ib], pos[n] = ib, seq[n] = 0, lg[n] = 1;
+            n++;
+        }
+        if (ia < na) {
+            tok[n] = a[ia], pos[n] = ia, seq[n] = 2, lg[n] = 1;
+            n++;
+        }
+        fwd_batch d = {n, tok, pos, seq, lg};
+        ck_assert_int_eq(model_forward(m, kv, &d, out, f->flash, &err), 0);
+        int k = 0;
+        if (ib < nb) {
+            double e = rel_rms(out + (size_t)k++ * V, rb + (size_t)ib * V, V);
+            worst = e > worst ? e : worst;
+            ib++;
+        }
+        if (ia < na) {
+            double e = rel_rms(out + (size_t)k * V, ra + (size_t)ia * V, V);
+            worst = e > worst ? e : worst;
+            ia++;
+        }
+    }
+    ck_assert_int_eq(kv->seq_len[2], na);
+    ck_assert_int_eq(kv->seq_len[0], nb);
+    ck_assert_int_eq(kv->seq_len[1], 0);
+    ck_assert_msg(worst < SAME_MATH, "%s: batched sequences differ from separate ones by %.3g", f->name,
+                  worst);
+
+    /* keep 5 cells of sequence 2 and evaluate the rest again */
+    kv_seq_keep(kv, 2, 5);
+    ck_assert_int_eq(kv->seq_len[2], 5);
+    float *again = logits_buf(f, na);
+    eval(m, kv, a + 5, na - 5, 2, 5, na, f->flash, again);
+    double e2 = 0;
+    for (int i = 5; i < na; i++) {
+        double e = rel_rms(again + (size_t)(i - 5) * V, ra + (size_t)i * V, V);
+        e2 = e > e2 ? e : e2;
+    }
+    ck_assert_msg(e2 < SAME_MATH, "%s: re-evaluation after kv_seq_keep differs by %.3g", f->name, e2);
+    printf("%-34s two sequences: max diff vs separate %.1e, after truncation %.1e\n", f->name, worst, e2);
+    free(again);
+    free(tok);
+    free(pos);
+    free(seq);
+    free(lg);
+    free(out);
+    free(ra);
+    free(rb);
+    free(a);
+    free(bt);
+    kv_cache_free(kv);
+    model_free(m);
+}
+END_TEST
+
+/* (7) a q4_0 cache (K and V, where the head size allows it) stays close. Its rounding
+ * noise is large on these random models (relative errors of 0.15 to 0.26 per position),
+ * so the bound is looser: 0.3 per position, against 0.4 to 0.9 for the bugs the README
+ * lists; for the MoE model the median position, because the noise can flip a router
+ * choice at some positions (see README). The noise moves even clear argmaxes at some
+ * positions, so they are not compared. */
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+START_TEST(kv_q4_0)
+{
+    const fixture *f = &cases[_i];
+    model *m = load(f->model, 0);
+    if (m->hp.head_dim % 32) {
+        llmfs_error err = {0};
+        kv_cache *kv = kv_cache_alloc(m, 64, 1, T_Q4_0, T_Q4_0, &err);
+        ck_assert_ptr_null(kv);
+        ck_assert_int_eq(err.code, EINVAL);
+        printf("%-34s q4_0 cache refused: %s\n", f->name, err.msg);
+        model_free(m);
+        return;
+    }
+    kv_cache *kv = cache(m, 512, 1, T_Q4_0, T_Q4_0);
+    float *out = logits_buf(f, f->n_tok);
+    double *errs = malloc(sizeof(double) * (size_t)f->n_tok);
+    const double tol = 0.3;
+    bool moe = m->hp.n_expert > 0;
+    double worst = 0, worst_median = 0;
+    for (int fl = 0; fl < 2; fl++) {
+        kv_seq_keep(kv, 0, 0);
+        eval(m, kv, f->tok, f->n_tok, 0, 0, f->n_tok, fl, out);
+        for (int i = 0; i < f->n_tok; i++) {
+            const float *a = out + (size_t)i * f->n_vocab, *r = f->ref + (size_t)i * f->n_vocab;
+            errs[i] = rel_rms(a, r, f->n_vocab);
+            worst = errs[i] > worst ? errs[i] : worst;
+        }
+        qsort(errs, (size_t)f->n_tok, sizeof *errs, cmp_double);
+        double med = errs[f->n_tok / 2];
+        worst_median = med > worst_median ? med : worst_median;
+    }
+    if (moe)
+        ck_assert_msg(worst_median <= tol, "%s: q4_0 cache median relative RMS error %.3g > %.3g",
+                      f->name, worst_median, tol);
+    else
+        ck_assert_msg(worst <= tol, "%s: q4_0 cache relative RMS error %.3g > %.3g", f->name, worst, tol);
+    printf("%-34s q4_0 cache (rotation K %d V %d) max rel err %.3e, median %.3e\n", f->name,
+           kv->rot_k, kv->rot_v, worst, worst_median);
+    free(errs);
+    free(out);
+    kv_cache_free(kv);
+    model_free(m);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- errors */
+
+static const char *shared_model(const char *file, char *buf, size_t cap)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "models/%s", file);
+    return test_shared_path(rel, buf, cap);
+}
+
+/* (5) positions past the context are refused with -ENOSPC, whole batch untouched */
+START_TEST(context_overflow)
+{
+    char p[1024];
+    model *m = load(shared_model("stories260K.gguf", p, sizeof p), 0);
+    kv_cache *kv = cache(m, 8, 2, T_F16, T_F16);
+    int32_t tok[9] = {1, 403, 407, 261, 378, 300, 400, 350, 290}, pos[9], seq[9] = {0};
+    for (int i = 0; i < 9; i++)
+        pos[i] = i;
+    float *out = malloc(sizeof(float) * 9 * 512);
+    llmfs_error err = {0};
+    fwd_batch b = {9, tok, pos, seq, NULL};
+    ck_assert_int_eq(model_forward(m, kv, &b, out, false, &err), -ENOSPC);
+    ck_assert_int_eq(err.code, ENOSPC);
+    ck_assert_msg(strstr(err.msg, "context"), "message: %s", err.msg);
+    ck_assert_int_eq(kv->seq_len[0], 0);
+    /* fill exactly, then one more step */
+    b.n = 8;
+    ck_assert_int_eq(model_forward(m, kv, &b, out, false, &err), 0);
+    ck_assert_int_eq(kv->seq_len[0], 8);
+    fwd_batch d = {1, tok + 8, pos + 8, seq, NULL};
+    err = (llmfs_error){0};
+    ck_assert_int_eq(model_forward(m, kv, &d, out, false, &err), -ENOSPC);
+    ck_assert_msg(strstr(err.msg, "position 8"), "message: %s", err.msg);
+    /* other malformed batches */
+    int32_t bad_tok = 512, p0 = 0, s1 = 1, s9 = 9, p3 = 3;
+    fwd_batch e1 = {1, &bad_tok, &p0, &s1, NULL};
+    ck_assert_int_eq(model_forward(m, kv, &e1, out, false, &err), -EINVAL);
+    fwd_batch e2 = {1, tok, &p0, &s9, NULL};
+    ck_assert_int_eq(model_forward(m, kv, &e2, out, false, &err), -EINVAL);
+    fwd_batch e3 = {1, tok, &p3, &s1, NULL}; /* a gap: sequence 1 is empty */
+    ck_assert_int_eq(model_forward(m, kv, &e3, out, false, &err), -EINVAL);
+    ck_assert_msg(strstr(err.msg, "gap"), "message: %s", err.msg);
+    free(out);
+    kv_cache_free(kv);
+    model_free(m);
+}
+END_TEST
+
+/* A copy of a model with one tensor changed: dropped, reshaped or retyped. */
+typedef struct edit {
+    const char *name;   /* tensor to change */
+    int mode;           /* 0 drop, 1 shape ne[1] - 1 row, 2 norm as F16, 3 shape transposed */
+} edit;
+
+typedef struct src_tensor {
+    const void *data;
+} src_tensor;
+
+static int fill_copy(void *ctx, const gguf_tensor *t, gguf_emit_fn emit, void *sink)
+{
+    const src_tensor *s = ctx;
+    return emit(sink, s->data, t->size);
+}
+
+static int fill_zero(void *ctx, const gguf_tensor *t, gguf_emit_fn emit, void *sink)
+{
+    (void)ctx;
+    static const char z[4096];
+    for (size_t done = 0; done < t->size;) {
+        size_t n = t->size - done < sizeof z ? t->size - done : sizeof z;
+        int rc = emit(sink, z, n);
+        if (rc)
+            return rc;
+        done += n;
+    }
+    return 0;
+}
+
+static void write_edited(const char *src, const char *dst, const edit *e)
+{
+    llmfs_error err = {0};
+    gguf_file *f = gguf_open(src, NULL, &err);
+    ck_assert_msg(f, "%s", err.msg);
+    gguf_writer *w = gguf_writer_new();
+    for (int i = 0; i < gguf_n_kv(f); i++)
+        if (strcmp(gguf_kv_key(f, i), "general.alignment"))
+            gguf_w_copy_kv(w, f, i);
+    int nt = gguf_n_tensors(f);
+    src_tensor *st = calloc((size_t)nt, sizeof *st);
+    for (int i = 0; i < nt; i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        st[i].data = t->data;
+        int64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
+        int type = t->type;
+        gguf_fill_fn fill = fill_copy;
+        if (!strcmp(t->name, e->name)) {
+            if (e->mode == 0)
+                continue;
+            fill = fill_zero;
+            if (e->mode == 1)
+                ne[1] -= 1;
+            else if (e->mode == 2)
+                type = T_F16;
+            else {
+                int64_t x = ne[0];
+                ne[0] = ne[1];
+                ne[1] = x;
+            }
+        }
+        gguf_w_tensor(w, t->name, type, t->n_dims, ne, fill, &st[i]);
+    }
+    ck_assert_msg(gguf_writer_write(w, dst, &err) == 0, "%s", err.msg);
+    gguf_writer_free(w);
+    free(st);
+    gguf_close(f);
+}
+
+/* (6) malformed models are refused with -EINVAL naming the tensor */
+START_TEST(malformed_models)
+{
+    static const edit edits[] = {
+        {"blk.1.attn_k.weight", 0},      {"output_norm.weight", 0},  {"token_embd.weight", 0},
+        {"blk.0.ffn_down.weight", 1},    {"blk.4.attn_q.weight", 1}, {"blk.2.ffn_norm.weight", 2},
+        {"blk.0.ffn_up.weight", 3},
+    };
+    char src[1024], dst[64];
+    shared_model("stories260K.gguf", src, sizeof src);
+    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+        snprintf(dst, sizeof dst, "/tmp/llmfs-test-model-%d.gguf", (int)getpid());
+        write_edited(src, dst, &edits[i]);
+        llmfs_error err = {0};
+        model *m = model_load(dst, NULL, &err);
+        unlink(dst);
+        ck_assert_msg(!m, "edit %zu of %s accepted", i, edits[i].name);
+        ck_assert_int_eq(err.code, EINVAL);
+        ck_assert_msg(strstr(err.msg, edits[i].name), "message for %s: %s", edits[i].name, err.msg);
+        printf("malformed (%s, %d): %s\n", edits[i].name, edits[i].mode, err.msg);
+    }
+    /* the untouched copy loads: the refusals above come from the edits */
+    snprintf(dst, sizeof dst, "/tmp/llmfs-test-model-%d.gguf", (int)getpid());
+    edit none = {"no such tensor", 0};
+    write_edited(src, dst, &none);
+    llmfs_error err = {0};
+    model *m = model_load(dst, NULL, &err);
+    unlink(dst);
+    ck_assert_msg(m, "%s", err.msg);
+    model_free(m);
+    ck_assert_ptr_null(model_load("/nonexistent/model.gguf", NULL, &err));
+    ck_assert_int_eq(err.code, ENOENT);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- metadata, memory */
+
+START_TEST(metadata)
+{
+    static const struct {
+        const char *file, *ftype, *arch;
+        bool tied;
+    } want[] = {
+        {"stories260K.gguf", NULL, "llama", false},     {"llama-tiny-q8_0.gguf", "Q8_0", "llama", false},
+        {"llama-tiny-f16.gguf", "F16", "llama", false}, {"qwen3-tiny-q4_k.gguf", "Q4_K_M", "qwen3", true},
+        {"qwen2-tiny-q8_0.gguf", "Q8_0", "qwen2", true},
+        {"qwen3moe-tiny-q8_0.gguf", "Q8_0", "qwen3moe", true},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char p[1024];
+        model *m = load(shared_model(want[i].file, p, sizeof p), 0);
+        ck_assert_str_eq(m->hp.arch, want[i].arch);
+        ck_assert_int_eq(m->hp.tied_output, want[i].tied);
+        if (want[i].ftype)
+            ck_assert_str_eq(model_file_type_name(m), want[i].ftype);
+        uint64_t n = 0;
+        for (int t = 0; t < gguf_n_tensors(m->file); t++) {
+            const gguf_tensor *g = gguf_tensor_at(m->file, t);
+            n += (uint64_t)(g->ne[0] * g->ne[1] * g->ne[2] * g->ne[3]);
+        }
+        ck_assert_uint_eq(m->n_params, n);
+        ck_assert_uint_gt(m->n_params, 200000);
+        printf("%-26s %-8s %-9s params %llu, n_embd %d, layers %d, heads %d/%d, head %d\n",
+               want[i].file, m->hp.arch, model_file_type_name(m), (unsigned long long)m->n_params,
+               m->hp.n_embd, m->hp.n_layer, m->hp.n_head, m->hp.n_head_kv, m->hp.head_dim);
+        model_free(m);
+    }
+    char p[1024];
+    model *m = load(shared_model("qwen3-tiny-q4_k.gguf", p, sizeof p), 0);
+    ck_assert_int_eq(m->hp.head_dim, 128);
+    ck_assert_int_eq(m->hp.n_embd, 256);
+    ck_assert(m->hp.rope.neox);
+    ck_assert(m->hp.qk_norm);
+    model_free(m);
+    m = load(shared_model("stories260K.gguf", p, sizeof p), 0);
+    ck_assert(!m->hp.rope.neox);
+    ck_assert_int_eq(m->hp.n_head_kv, 4);
+    /* weights are read where they lie in the file */
+    const gguf_tensor *g = gguf_find_tensor(m->file, "blk.0.attn_q.weight");
+    ck_assert_ptr_eq(m->layers[0].wq->data, g->data);
+    model_free(m);
+}
+END_TEST
+
+static long vm_rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6))
+            kb = atol(line + 6);
+    fclose(f);
+    return kb;
+}
+
+/* A llama model of ~150 MB of Q8_0 zeros with stories260K's vocabulary. */
+static void write_big_model(const char *dst)
+{
+    char src[1024];
+    llmfs_error err = {0};
+    gguf_file *f = gguf_open(shared_model("stories260K.gguf", src, sizeof src), NULL, &err);
+    ck_assert_msg(f, "%s", err.msg);
+    gguf_writer *w = gguf_writer_new();
+    for (int i = 0; i < gguf_n_kv(f); i++)
+        if (!strncmp(gguf_kv_key(f, i), "tokenizer.", 10))
+            gguf_w_copy_kv(w, f, i);
+    gguf_w_str(w, "general.architecture", "llama");
+    gguf_w_u32(w, "general.file_type", 7);
+    const int E = 2048, F = 8192, NL = 2, V = 512;
+    gguf_w_u32(w, "llama.embedding_length", E);
+    gguf_w_u32(w, "llama.block_count", NL);
+    gguf_w_u32(w, "llama.attention.head_count", 16);
+    gguf_w_u32(w, "llama.attention.head_count_kv", 8);
+    gguf_w_u32(w, "llama.feed_forward_length", F);
+    gguf_w_u32(w, "llama.context_length", 2048);
+    gguf_w_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    int64_t ne[4];
+    ne[0] = E, ne[1] = V;
+    gguf_w_tensor(w, "token_embd.weight", T_Q8_0, 2, ne, fill_zero, NULL);
+    gguf_w_tensor(w, "output.weight", T_Q8_0, 2, ne, fill_zero, NULL);
+    ne[0] = E;
+    gguf_w_tensor(w, "output_norm.weight", T_F32, 1, ne, fill_zero, NULL);
+    for (int il = 0; il < NL; il++) {
+        char n[64];
+        struct {
+            const char *s;
+            int64_t a, b;
+        } ts[] = {{"attn_q", E, E}, {"attn_k", E, E / 2}, {"attn_v", E, E / 2}, {"attn_output", E, E},
+                  {"ffn_gate", E, F}, {"ffn_up", E, F}, {"ffn_down", F, E}};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+            snprintf(n, sizeof n, "blk.%d.%s.weight", il, ts[i].s);
+            ne[0] = ts[i].a, ne[1] = ts[i].b;
+            gguf_w_tensor(w, n, T_Q8_0, 2, ne, fill_zero, NULL);
+        }
+        ne[0] = E;
+        snprintf(n, sizeof n, "blk.%d.attn_norm.weight", il);
+        gguf_w_tensor(w, n, T_F32, 1, ne, fill_zero, NULL);
+        snprintf(n, sizeof n, "blk.%d.ffn_norm.weight", il);
+        gguf_w_tensor(w, n, T_F32, 1, ne, fill_zero, NULL);
+    }
+    ck_assert_msg(gguf_writer_write(w, dst, &err) == 0, "%s", err.msg);
+    gguf_writer_free(w);
+    gguf_close(f);
+}
+
+/* Loading maps the weights without reading them: resident memory grows by a small
+ * fraction of the file (the scratch for a 512-token micro-batch included). */
+START_TEST(rss_after_load)
+{
+    char dst[64];
+    snprintf(dst, sizeof dst, "/tmp/llmfs-test-big-%d.gguf", (int)getpid());
+    write_big_model(dst);
+    FILE *fp = fopen(dst, "rb");
+    fseek(fp, 0, SEEK_END);
+    long size = ftell(fp);
+    fclose(fp);
+    long before = vm_rss_kb();
+    llmfs_error err = {0};
+    model_opts o = {.n_threads = 2, .n_ubatch = 32};
+    model *m = model_load(dst, &o, &err);
+    ck_assert_msg(m, "%s", err.msg);
+    long after = vm_rss_kb();
+    long grew = (after - before) * 1024;
+    printf("model of %ld bytes: RSS grew by %ld bytes (%.2f%%)\n", size, grew, 100.0 * grew / size);
+    ck_assert_msg(grew < size / 20, "RSS grew by %ld bytes for a %ld byte model", grew, size);
+    /* and it runs: zero weights give zero logits */
+    kv_cache *kv = cache(m, 16, 1, T_F16, T_F16);
+    int32_t tok[2] = {1, 5}, pos[2] = {0, 1}, seq[2] = {0, 0};
+    float *out = malloc(sizeof(float) * 512);
+    fwd_batch b = {2, tok, pos, seq, NULL};
+    ck_assert_int_eq(model_forward(m, kv, &b, out, false, &err), 0);
+    for (int i = 0; i < 512; i++)
+        ck_assert_float_eq(out[i], 0.0f);
+    free(out);
+    kv_cache_free(kv);
+    model_free(m);
+    unlink(dst);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- suite */
+
+static Suite *make_suite(void)
+{
+    Suite *s = suite_create("model");
+    TCase *t = tcase_create("fixtures");
+    tcase_set_timeout(t, 600);
+    tcase_add_loop_test(t, teacher_forced, 0, 2 * n_cases);
+    tcase_add_loop_test(t, greedy_one_pass, 0, n_cases);
+    tcase_add_loop_test(t, decode_and_ubatch, 0, n_cases);
+    tcase_add_loop_test(t, two_sequences, 0, n_cases);
+    tcase_add_loop_test(t, kv_q4_0, 0, n_cases);
+    suite_add_tcase(s, t);
+    TCase *e = tcase_create("errors");
+    tcase_set_timeout(e, 600);
+    tcase_add_test(e, context_overflow);
+    tcase_add_test(e, malformed_models);
+    tcase_add_test(e, metadata);
+    tcase_add_test(e, rss_after_load);
+    suite_add_tcase(s, e);
+    return s;
+}
+
+int main(void)
+{
+    if (!test_shared_dir())
+        test_skip_no_shared("test_model");
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    load_fixtures();
+    if (n_cases == 0) {
+        fprintf(stderr, "no fixtures found\n");
+        return 1;
+    }
+    /* the default kernels, then each other instruction set this CPU has
+     * (LLMFS_TEST_ISA=default|scalar|avx2|avx512 runs one only) */
+    const char *only = getenv("LLMFS_TEST_ISA");
+    const char *def = quant_isa();
+    const char *isas[] = {"default", "scalar", "avx2", "avx512"};
+    int rc = EXIT_SUCCESS;
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (only && strcmp(only, isas[i]))
+            continue;
+        if (i && (!quant_force_isa(isas[i]) || (!only && !strcmp(isas[i], def))))
+            continue;
+        printf("==== kernels: %s\n", quant_isa());
+        if (test_run_suite(make_suite()) != EXIT_SUCCESS)
+            rc = EXIT_FAILURE;
+    }
+    quant_force_isa(NULL);
+    return rc;
+}
