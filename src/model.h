@@ -44,6 +44,9 @@ typedef struct model_opts {
     int ngl;                            /* layers on the GPU (0: CPU only) */
     const char *override_tensor;        /* "REGEX=DEVICE,..." or NULL */
     int n_cpu_moe;                      /* first N layers keep their experts on the CPU */
+    bool test_second_cpu;               /* tests: what would go on the GPU goes on a second CPU
+                                         * backend when there is no GPU (exercises the
+                                         * multi-device paths on any machine) */
 } model_opts;
 
 typedef struct model model;
@@ -58,6 +61,7 @@ struct model {
     backend *gpu;                       /* NULL without CUDA or with ngl 0 */
     int n_ubatch;
     uint64_t n_params;
+    char note[160];                     /* placement in words ("" when all on the CPU) */
     void *scratch;                      /* forward-pass buffers (model.c) */
 };
 

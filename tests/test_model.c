@@ -530,6 +530,89 @@ START_TEST(kv_q4_0)
 }
 END_TEST
 
+/* Layers, feed-forward blocks, experts and the output placed on a second device (a second
+ * CPU backend stands in for the GPU) give the logits of the all-CPU model: hidden states,
+ * expert inputs and the KV cache move between devices correctly. */
+START_TEST(split_placement)
+{
+    static const char *const which[] = {"stories260K/once-upon-a-time", "llama-tiny-q8_0/story",
+                                        "qwen2-tiny-q8_0/chat", "qwen3moe-tiny-q8_0/fox",
+                                        "qwen3-tiny-q4_k/fox-kvq8"};
+    const fixture *f = NULL;
+    for (int i = 0; i < n_cases; i++)
+        if (!strcmp(cases[i].name, which[_i]))
+            f = &cases[i];
+    ck_assert_msg(f, "fixture %s missing", which[_i]);
+    static const struct {
+        int ngl, n_cpu_moe;
+        const char *override;
+    } setups[] = {
+        {1, 0, NULL},                       /* the last layer elsewhere, output on the CPU */
+        {-1, 0, NULL},                      /* every layer and the output */
+        {-1, 1, NULL},                      /* and layer 0's experts back on the CPU */
+        {0, 0, "blk\\.0\\.ffn_=GPU"},        /* only layer 0's feed-forward */
+        {-1, 0, "ffn_.*_exps=CPU,output=CPU"}, /* experts and output on the CPU */
+    };
+    int n;
+    int32_t *t = full_sequence(f, &n);
+    float *ref = logits_buf(f, n), *out = logits_buf(f, n);
+    model *m = load(f->model, 0);
+    kv_cache *kv = cache(m, 128, 1, f->ctk, f->ctv);
+    eval(m, kv, t, n, 0, 0, n, f->flash, ref);
+    kv_cache_free(kv);
+    model_free(m);
+    for (size_t k = 0; k < sizeof setups / sizeof setups[0]; k++) {
+        model_opts o = {.n_threads = 2, .n_threads_batch = 2, .ngl = setups[k].ngl,
+                        .n_cpu_moe = setups[k].n_cpu_moe, .override_tensor = setups[k].override,
+                        .test_second_cpu = true};
+        llmfs_error err = {0};
+        m = model_load(f->model, &o, &err);
+        ck_assert_msg(m, "%s: %s", f->name, err.msg);
+        ck_assert_ptr_nonnull(m->gpu);
+        int on_gpu = 0;
+        for (int il = 0; il < m->hp.n_layer; il++)
+            on_gpu += m->layers[il].be == m->gpu;
+        int want = setups[k].ngl < 0 ? m->hp.n_layer : setups[k].ngl;
+        ck_assert_int_eq(on_gpu, want);
+        if (setups[k].ngl < 0 && !setups[k].override)
+            ck_assert_ptr_eq(m->output->be, m->gpu);
+        else
+            ck_assert_ptr_eq(m->output->be, m->cpu);
+        ck_assert_ptr_eq(m->tok_embd->be, m->cpu);
+        if (setups[k].override && setups[k].ngl == 0)
+            ck_assert_ptr_eq(m->layers[0].ffn_norm->be, m->gpu);
+        if (m->layers[0].gate_exps && (setups[k].n_cpu_moe || (setups[k].override && setups[k].ngl)))
+            ck_assert_ptr_eq(m->layers[0].gate_exps->be, m->cpu);
+        kv = cache(m, 128, 1, f->ctk, f->ctv);
+        /* a batch, then decode steps */
+        eval(m, kv, t, n / 2, 0, 0, n / 2, f->flash, out);
+        eval(m, kv, t + n / 2, n - n / 2, 0, n / 2, 1, f->flash, out + (size_t)(n / 2) * f->n_vocab);
+        double worst = 0;
+        for (int i = 0; i < n; i++) {
+            double e = rel_rms(out + (size_t)i * f->n_vocab, ref + (size_t)i * f->n_vocab, f->n_vocab);
+            worst = e > worst ? e : worst;
+        }
+        ck_assert_msg(worst < SAME_MATH, "%s split %zu (%s): logits differ by %.3g", f->name, k, m->note, worst);
+        printf("%-34s split %zu: %s, max diff %.1e\n", f->name, k, m->note, worst);
+        kv_cache_free(kv);
+        model_free(m);
+    }
+    /* without a GPU and without the stand-in, ngl is a wish: everything stays on the CPU */
+    model_opts o = {.n_threads = 2, .ngl = 99};
+    llmfs_error err = {0};
+    m = model_load(f->model, &o, &err);
+    ck_assert_msg(m, "%s", err.msg);
+    if (!m->gpu) {
+        ck_assert_msg(strstr(m->note, "CPU"), "note: %s", m->note);
+        ck_assert_ptr_eq(m->layers[0].be, m->cpu);
+    }
+    model_free(m);
+    free(t);
+    free(ref);
+    free(out);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- errors */
 
 static const char *shared_model(const char *file, char *buf, size_t cap)
@@ -679,6 +762,10 @@ START_TEST(malformed_models)
     model_free(m);
     ck_assert_ptr_null(model_load("/nonexistent/model.gguf", NULL, &err));
     ck_assert_int_eq(err.code, ENOENT);
+    model_opts bad = {.override_tensor = "ffn_(=CPU"};
+    ck_assert_ptr_null(model_load(src, &bad, &err));
+    ck_assert_int_eq(err.code, EINVAL);
+    ck_assert_msg(strstr(err.msg, "override_tensor"), "message: %s", err.msg);
 }
 END_TEST
 
@@ -842,6 +929,7 @@ static Suite *make_suite(void)
     tcase_add_loop_test(t, decode_and_ubatch, 0, n_cases);
     tcase_add_loop_test(t, two_sequences, 0, n_cases);
     tcase_add_loop_test(t, kv_q4_0, 0, n_cases);
+    tcase_add_loop_test(t, split_placement, 0, 5);
     suite_add_tcase(s, t);
     TCase *e = tcase_create("errors");
     tcase_set_timeout(e, 600);

@@ -215,7 +215,7 @@ START_TEST(large_vocab_top_k_is_the_true_top_k)
     sampler_params p = plain(1000.0f); /* nearly uniform over the kept set */
     p.top_k = K;
     sampler *s = sampler_new(&p, NV);
-    unsigned seen[NV / 8 + 1];
+    uint32_t seen[NV / 32 + 1];
     memset(seen, 0, sizeof seen);
     int distinct = 0;
     for (int d = 0; d < 2000; d++) {
