@@ -526,15 +526,13 @@ static int scratch_alloc(model *m, llmfs_error *err)
     int rc = bufs_alloc(m, &P->bufs[P->n_bufs++], m->cpu, false, err);
     if (rc)
         return rc;
-    if (m->gpu) {
-        if ((rc = bufs_alloc(m, &P->bufs[P->n_bufs++], m->gpu, m->output->be == m->gpu, err)))
-            return rc;
-        /* the residual stream, or a MoE layer's expert ids and weights */
-        size_t w = (size_t)(m->hp.n_embd > m->hp.n_expert_used ? m->hp.n_embd : m->hp.n_expert_used);
-        P->host = malloc(sizeof(float) * (size_t)m->n_ubatch * w);
-        if (!P->host)
-            return llmfs_errorf(err, ENOMEM, "model: out of memory");
-    }
+    if (m->gpu && (rc = bufs_alloc(m, &P->bufs[P->n_bufs++], m->gpu, m->output->be == m->gpu, err)))
+        return rc;
+    /* the residual stream, or a MoE layer's expert ids and weights */
+    size_t w = (size_t)(m->hp.n_embd > m->hp.n_expert_used ? m->hp.n_embd : m->hp.n_expert_used);
+    P->host = malloc(sizeof(float) * (size_t)m->n_ubatch * w);
+    if (!P->host)
+        return llmfs_errorf(err, ENOMEM, "model: out of memory");
     return 0;
 }
 
@@ -681,6 +679,10 @@ const char *model_file_type_name(const model *m)
 static void copy_between(model *m, backend *from, const void *src, backend *to, void *dst, size_t bytes)
 {
     model_priv *P = m->scratch;
+    if (from == m->cpu && to == m->cpu) {
+        memmove(dst, src, bytes);
+        return;
+    }
     from->ops->download(from, P->host, src, bytes);
     to->ops->upload(to, dst, P->host, bytes);
 }
@@ -786,37 +788,57 @@ static void ffn_block(model *m, int il, fwd_bufs *B, int n)
 
 /* Every layer, then the final norm of just the rows asked for (gathered into xb) and the
  * output projection: logits [n_out][V] to `logits` (host) when the output is on the CPU,
- * else to the output backend's B->logits (the caller downloads). Returns the bufs the
- * output ran on. */
+ * else to the output backend's B->logits (the caller downloads). prune: the last layer's
+ * feed-forward runs on the rows with logits only (as llama.cpp does); not in a recorded
+ * step, whose ops must not copy through the host. Returns the bufs the output ran on. */
 static fwd_bufs *run_blocks(model *m, kv_cache *kv, const fwd_batch *ub, fwd_bufs *B, bool flash,
-                            int n_out, float *logits)
+                            int n_out, float *logits, bool prune)
 {
     const model_hparams *hp = &m->hp;
     const int n = ub->n, E = hp->n_embd;
+    int rows = n; /* rows of x still computed */
     for (int il = 0; il < hp->n_layer; il++) {
         const model_layer *L = &m->layers[il];
-        B = move_to(m, B, L->be, n);
+        B = move_to(m, B, L->be, rows);
         attention_block(m, kv, il, B, n, flash);
-        B = move_to(m, B, L->ffn_norm->be, n);
-        ffn_block(m, il, B, n);
+        if (prune && il == hp->n_layer - 1 && n_out < n) {
+            /* the last feed-forward block only matters for rows with logits: they move
+             * up to the front of x (in order, so no row is overwritten before it moves) */
+            for (int i = 0, j = 0; i < n; i++)
+                if (ub->logits[i]) {
+                    if (i != j)
+                        copy_between(m, B->be, B->x + (size_t)i * E, B->be, B->x + (size_t)j * E,
+                                     sizeof(float) * (size_t)E);
+                    j++;
+                }
+            rows = n_out;
+        }
+        if (!rows)
+            break;
+        B = move_to(m, B, L->ffn_norm->be, rows);
+        ffn_block(m, il, B, rows);
     }
     if (!n_out)
         return B;
-    B = move_to(m, B, m->output->be, n);
+    B = move_to(m, B, m->output->be, rows);
     backend *be = B->be;
     const struct backend_ops *o = be->ops;
-    for (int i = 0, j = 0; i < n;) {
-        if (!ub->logits[i]) {
-            i++;
-            continue;
+    if (rows == n_out) {
+        o->rmsnorm(be, B->xb, B->x, m->output_norm->data, n_out, E, hp->rms_eps); /* xb [n_out][E] */
+    } else {
+        for (int i = 0, j = 0; i < n;) {
+            if (!ub->logits[i]) {
+                i++;
+                continue;
+            }
+            int run = 1;
+            while (i + run < n && ub->logits[i + run])
+                run++;
+            o->rmsnorm(be, B->xb + (size_t)j * E, B->x + (size_t)i * E, /* xb [n_out][E] */
+                       m->output_norm->data, run, E, hp->rms_eps);
+            i += run;
+            j += run;
         }
-        int run = 1;
-        while (i + run < n && ub->logits[i + run])
-            run++;
-        o->rmsnorm(be, B->xb + (size_t)j * E, B->x + (size_t)i * E,     /* xb [n_out][E] */
-                   m->output_norm->data, run, E, hp->rms_eps);
-        i += run;
-        j += run;
     }
     o->matmul(be, be == m->cpu ? logits : B->logits, m->output, B->xb, n_out); /* [n_out][V] */
     return B;
@@ -876,12 +898,12 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
         B = move_to(m, B, gpu, n);
         int g = gpu->ops->graph_begin(gpu, graph_key(kv, ub, flash));
         if (g != 1) {
-            run_blocks(m, kv, ub, B, flash, n_out, logits);
+            run_blocks(m, kv, ub, B, flash, n_out, logits, false);
             if (gpu->ops->graph_end(gpu) < 0)
-                run_blocks(m, kv, ub, B, flash, n_out, logits);
+                run_blocks(m, kv, ub, B, flash, n_out, logits, false);
         }
     } else {
-        B = run_blocks(m, kv, ub, B, flash, n_out, logits);
+        B = run_blocks(m, kv, ub, B, flash, n_out, logits, true);
     }
     backend *ob = m->output->be;
     const bool device_ids = ids && ob != m->cpu && ob->ops->argmax;
