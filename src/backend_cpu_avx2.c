@@ -3,6 +3,7 @@
 
 #include "backend_cpu_impl.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
 
@@ -136,8 +137,10 @@ static void swiglu(float *out, const float *gate, const float *up, int64_t n)
 
 bool cpu_kernels_avx2(cpu_kernels *k)
 {
+    unsigned a, b, c, d;
+    /* F16C is CPUID leaf 1, ECX bit 29 (not every compiler's __builtin_cpu_supports knows it) */
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
-        !__builtin_cpu_supports("f16c"))
+        !__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29)))
         return false;
     k->scores_f16 = scores_f16;
     k->accum_f16 = accum_f16;
