@@ -162,10 +162,10 @@ static void swiglu(float *out, const float *gate, const float *up, int64_t n)
 
 bool cpu_kernels_avx2(cpu_kernels *k)
 {
+    /* clang's __builtin_cpu_supports does not know "f16c"; cpuid leaf 1 tells. */
     unsigned a, b, c, d;
-    /* F16C is CPUID leaf 1, ECX bit 29 (not every compiler's __builtin_cpu_supports knows it) */
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
-        !__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29)))
+        !__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_F16C))
         return false;
     k->scores_f16 = scores_f16;
     k->accum_f16 = accum_f16;
