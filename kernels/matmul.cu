@@ -48,9 +48,24 @@ __global__ void k_dequant(const cq_seg L, int64_t ne0, int64_t nrows_tensor, int
         cq_group g;
         Q::decode(r, unit, u, g);
         O *og = o + Q::group(unit, u) * 32;
+        if (((uintptr_t)og & 15) == 0) { /* 32 values as 16-byte stores */
+            constexpr int PER = 16 / sizeof(O);
 #pragma unroll
-        for (int i = 0; i < 32; i++)
-            og[i] = to_out<O>(cq_group_value(g, i));
+            for (int k = 0; k < 32 / PER; k++) {
+                union {
+                    int4 q;
+                    O v[PER];
+                } u4;
+#pragma unroll
+                for (int i = 0; i < PER; i++)
+                    u4.v[i] = to_out<O>(cq_group_value(g, k * PER + i));
+                ((int4 *)og)[k] = u4.q;
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < 32; i++)
+                og[i] = to_out<O>(cq_group_value(g, i));
+        }
     }
 }
 
