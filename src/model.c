@@ -39,6 +39,8 @@ typedef struct model_priv {
     float *host;          /* [n_ubatch][E] staging between backends */
     bool all_on_gpu;      /* every layer and the output on m->gpu */
     float *freq_factors;  /* [n_rot/2] or NULL */
+    float *id_logits;     /* model_forward_ids: host logits where the output cannot argmax */
+    size_t id_logits_rows;
     int *seq_len;         /* per-sequence lengths while a batch is checked */
     int seq_len_cap;
     int8_t *flags;        /* [n_ubatch] logits flags when the caller gives none */
@@ -617,6 +619,7 @@ void model_free(model *m)
             bufs_free(&P->bufs[i]);
         free(P->host);
         free(P->freq_factors);
+        free(P->id_logits);
         free(P->seq_len);
         free(P->flags);
         free(P);
@@ -856,11 +859,23 @@ static uint64_t graph_key(const kv_cache *kv, const fwd_batch *ub, bool flash)
     return h;
 }
 
+/* The greedy choice: the largest logit, the lowest id on ties (NaN never wins). */
+static int32_t logits_argmax(const float *x, int n)
+{
+    int32_t b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b] || x[b] != x[b])
+            b = i;
+    return b;
+}
+
 /* One micro-batch (n <= n_ubatch tokens): embeddings on the CPU, the layers wherever
  * they were placed, then the logits of the positions that asked for them, written to
- * logits [n_out][V] (host memory). Returns n_out. */
-static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *logits, bool flash,
-                          llmfs_error *err)
+ * logits [n_out][V] (host memory) — or, with ids set, their argmax to ids [n_out]
+ * (picked by the output's backend when it can, so only the ids cross to the host;
+ * logits is then host scratch, needed only when it cannot). Returns n_out. */
+static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *logits, int32_t *ids,
+                          bool flash, llmfs_error *err)
 {
     model_priv *P = m->scratch;
     const model_hparams *hp = &m->hp;
@@ -890,9 +905,15 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
     } else {
         B = run_blocks(m, kv, ub, B, flash, n_out, logits, true);
     }
-    if (n_out && m->output->be != m->cpu)
-        m->output->be->ops->download(m->output->be, logits, bufs_of(m, m->output->be)->logits,
-                                     sizeof(float) * (size_t)n_out * hp->n_vocab);
+    backend *ob = m->output->be;
+    const bool device_ids = ids && ob != m->cpu && ob->ops->argmax;
+    if (n_out && device_ids)
+        ob->ops->argmax(ob, ids, bufs_of(m, ob)->logits, n_out, hp->n_vocab);
+    else if (n_out && ob != m->cpu)
+        ob->ops->download(ob, logits, bufs_of(m, ob)->logits, sizeof(float) * (size_t)n_out * hp->n_vocab);
+    if (ids && !device_ids)
+        for (int r = 0; r < n_out; r++)
+            ids[r] = logits_argmax(logits + (size_t)r * hp->n_vocab, hp->n_vocab);
     for (int i = 0; i < (gpu ? 2 : 1); i++) {
         backend *b = i ? gpu : m->cpu;
         if (b->ops->sync)
@@ -943,8 +964,8 @@ static int check_batch(model *m, kv_cache *kv, const fwd_batch *b, llmfs_error *
     return 0;
 }
 
-int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, bool flash_attn,
-                  llmfs_error *err)
+static int forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, int32_t *ids_out,
+                   bool flash_attn, llmfs_error *err)
 {
     if (b->n < 0 || !b->token || !b->pos || !b->seq)
         return llmfs_errorf(err, EINVAL, "forward: malformed batch");
@@ -954,7 +975,7 @@ int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out,
     if (rc)
         return rc;
     model_priv *P = m->scratch;
-    if (!logits_out) {
+    if (!logits_out && !ids_out) {
         bool any = false;
         for (int i = 0; b->logits && i < b->n; i++)
             any |= b->logits[i] != 0;
@@ -971,12 +992,28 @@ int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out,
             /* no flags: the logits of the batch's last position only (none without a
              * buffer for them) */
             memset(P->flags, 0, (size_t)n);
-            if (i0 + n == b->n && logits_out)
+            if (i0 + n == b->n && (logits_out || ids_out))
                 P->flags[n - 1] = 1;
             ub.logits = P->flags;
         }
-        rc = forward_ubatch(m, kv, &ub, logits_out ? logits_out + out_row * (size_t)m->hp.n_vocab : NULL,
-                            flash_attn, err);
+        float *lg = logits_out ? logits_out + out_row * (size_t)m->hp.n_vocab : NULL;
+        const backend *ob = m->output->be;
+        if (ids_out && (ob == m->cpu || !ob->ops->argmax)) { /* host logits, as scratch */
+            int want = 0;
+            for (int i = 0; i < n; i++)
+                want += ub.logits[i] != 0;
+            if ((size_t)want > P->id_logits_rows) {
+                float *t = realloc(P->id_logits, sizeof(float) * (size_t)want * (size_t)m->hp.n_vocab);
+                if (!t)
+                    return llmfs_errorf(err, ENOMEM, "forward: out of memory");
+                P->id_logits = t;
+                P->id_logits_rows = (size_t)want;
+            }
+            lg = P->id_logits;
+        } else if (ids_out) {
+            lg = NULL; /* the output's backend picks the ids itself */
+        }
+        rc = forward_ubatch(m, kv, &ub, lg, ids_out ? ids_out + out_row : NULL, flash_attn, err);
         if (rc < 0)
             return rc;
         out_row += (size_t)rc;
@@ -988,4 +1025,18 @@ int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out,
         }
     }
     return 0;
+}
+
+int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, bool flash_attn,
+                  llmfs_error *err)
+{
+    return forward(m, kv, b, logits_out, NULL, flash_attn, err);
+}
+
+int model_forward_ids(model *m, kv_cache *kv, const fwd_batch *b, int32_t *ids_out, bool flash_attn,
+                      llmfs_error *err)
+{
+    if (!ids_out)
+        return llmfs_errorf(err, EINVAL, "forward: no buffer for the chosen ids");
+    return forward(m, kv, b, NULL, ids_out, flash_attn, err);
 }

@@ -80,6 +80,12 @@ void model_free(model *m);
 int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, bool flash_attn,
                   llmfs_error *err);
 
+/* As model_forward, but writes the greedy choice (the largest logit's id, the lowest on
+ * ties) of each position that asks for logits to ids_out [n_out] instead of its logits.
+ * With the output on a GPU only these ids cross to the host. */
+int model_forward_ids(model *m, kv_cache *kv, const fwd_batch *b, int32_t *ids_out, bool flash_attn,
+                      llmfs_error *err);
+
 /* "Q4_K_M", "Q8_0", ... from general.file_type, or the dominant tensor type. */
 const char *model_file_type_name(const model *m);
 
