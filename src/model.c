@@ -976,7 +976,7 @@ static int forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out
         return rc;
     model_priv *P = m->scratch;
     if (!logits_out && !ids_out) {
-        bool any = !b->logits;
+        bool any = false;
         for (int i = 0; b->logits && i < b->n; i++)
             any |= b->logits[i] != 0;
         if (any)
@@ -989,9 +989,10 @@ static int forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out
         if (b->logits) {
             ub.logits = b->logits + i0;
         } else {
-            /* no flags: the logits of the batch's last position only */
+            /* no flags: the logits of the batch's last position only (none without a
+             * buffer for them) */
             memset(P->flags, 0, (size_t)n);
-            if (i0 + n == b->n)
+            if (i0 + n == b->n && (logits_out || ids_out))
                 P->flags[n - 1] = 1;
             ub.logits = P->flags;
         }

@@ -683,6 +683,15 @@ START_TEST(context_overflow)
     ck_assert_int_eq(model_forward(m, kv, &e1, out, false, &err), -EINVAL);
     fwd_batch e2 = {1, tok, &p0, &s9, NULL};
     ck_assert_int_eq(model_forward(m, kv, &e2, out, false, &err), -EINVAL);
+    /* no buffer: a prompt chunk without logits is fine, asking for some is not */
+    int32_t p01[2] = {0, 1}, s11[2] = {1, 1};
+    int8_t want[2] = {0, 1};
+    fwd_batch quiet = {2, tok, p01, s11, NULL};
+    ck_assert_int_eq(model_forward(m, kv, &quiet, NULL, false, &err), 0);
+    ck_assert_int_eq(kv->seq_len[1], 2);
+    fwd_batch loud = {2, tok, p01, s11, want};
+    ck_assert_int_eq(model_forward(m, kv, &loud, NULL, false, &err), -EINVAL);
+    kv_seq_keep(kv, 1, 0);
     fwd_batch e3 = {1, tok, &p3, &s1, NULL}; /* a gap: sequence 1 is empty */
     ck_assert_int_eq(model_forward(m, kv, &e3, out, false, &err), -EINVAL);
     ck_assert_msg(strstr(err.msg, "gap"), "message: %s", err.msg);
