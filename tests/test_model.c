@@ -615,6 +615,31 @@ START_TEST(split_placement)
         if (m->layers[0].gate_exps && (setups[k].n_cpu_moe || (setups[k].override && setups[k].ngl)))
             ck_assert_ptr_eq(m->layers[0].gate_exps->be, m->cpu);
         kv = cache(m, 128, 1, f->ctk, f->ctv);
+        /* one batch of more rows than the device's logits buffer holds */
+        eval(m, kv, t, n, 0, 0, n, f->flash, out);
+        for (int i = 0; i < n; i++) {
+            double e = rel_rms(out + (size_t)i * f->n_vocab, ref + (size_t)i * f->n_vocab, f->n_vocab);
+            ck_assert_msg(e < SAME_MATH, "%s split %zu: one batch, position %d differs by %.3g", f->name, k, i, e);
+        }
+        /* the same, greedy ids only */
+        {
+            int32_t *pos = malloc(sizeof(int32_t) * (size_t)n), *sq = calloc((size_t)n, sizeof(int32_t)),
+                    *ids = malloc(sizeof(int32_t) * (size_t)n);
+            int8_t *lg = malloc((size_t)n);
+            for (int i = 0; i < n; i++)
+                pos[i] = i, lg[i] = 1;
+            kv_seq_keep(kv, 0, 0);
+            fwd_batch b = {n, t, pos, sq, lg};
+            llmfs_error err = {0};
+            ck_assert_int_eq(model_forward_ids(m, kv, &b, ids, f->flash, &err), 0);
+            for (int i = 0; i < n; i++)
+                ck_assert_int_eq(ids[i], argmax(ref + (size_t)i * f->n_vocab, f->n_vocab));
+            free(pos);
+            free(sq);
+            free(ids);
+            free(lg);
+        }
+        kv_seq_keep(kv, 0, 0);
         /* a batch, then decode steps */
         eval(m, kv, t, n / 2, 0, 0, n / 2, f->flash, out);
         eval(m, kv, t + n / 2, n - n / 2, 0, n / 2, 1, f->flash, out + (size_t)(n / 2) * f->n_vocab);
