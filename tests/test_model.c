@@ -623,21 +623,17 @@ START_TEST(split_placement)
         }
         /* the same, greedy ids only */
         {
-            int32_t *pos = malloc(sizeof(int32_t) * (size_t)n), *sq = calloc((size_t)n, sizeof(int32_t)),
-                    *ids = malloc(sizeof(int32_t) * (size_t)n);
-            int8_t *lg = malloc((size_t)n);
+            static int32_t pos[1024], sq[1024], ids[1024];
+            static int8_t lg[1024];
+            ck_assert_int_le(n, 1024);
             for (int i = 0; i < n; i++)
-                pos[i] = i, lg[i] = 1;
+                pos[i] = i, sq[i] = 0, lg[i] = 1;
             kv_seq_keep(kv, 0, 0);
             fwd_batch b = {n, t, pos, sq, lg};
             llmfs_error err = {0};
             ck_assert_int_eq(model_forward_ids(m, kv, &b, ids, f->flash, &err), 0);
             for (int i = 0; i < n; i++)
                 ck_assert_int_eq(ids[i], argmax(ref + (size_t)i * f->n_vocab, f->n_vocab));
-            free(pos);
-            free(sq);
-            free(ids);
-            free(lg);
         }
         kv_seq_keep(kv, 0, 0);
         /* a batch, then decode steps */
