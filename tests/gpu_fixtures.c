@@ -113,12 +113,12 @@ static void load_fixtures(void)
 {
     char root[1024];
     test_shared_path("fixtures", root, sizeof root);
-    char **models;
+    char **models = NULL;
     int nm = list_dirs(root, &models);
     for (int i = 0; i < nm; i++) {
         char mdir[1400];
         snprintf(mdir, sizeof mdir, "%s/%s", root, models[i]);
-        char **cs;
+        char **cs = NULL;
         int nc = list_dirs(mdir, &cs);
         for (int j = 0; j < nc && n_cases < MAX_CASES; j++) {
             char cdir[1800], name[300];
