@@ -508,6 +508,27 @@ START_TEST(split_placement)
         if (m->layers[0].gate_exps && (setups[k].n_cpu_moe || (setups[k].override && setups[k].ngl)))
             ck_assert_ptr_eq(m->layers[0].gate_exps->be, m->cpu);
         kv = cache(m, 128, 1, f->ctk, f->ctv);
+        /* one batch of more rows than the device's logits buffer holds */
+        eval(m, kv, t, n, 0, 0, n, f->flash, out);
+        for (int i = 0; i < n; i++) {
+            double e = rel_rms(out + (size_t)i * f->n_vocab, ref + (size_t)i * f->n_vocab, f->n_vocab);
+            ck_assert_msg(e < SAME_MATH, "%s split %zu: one batch, position %d differs by %.3g", f->name, k, i, e);
+        }
+        /* the same, greedy ids only */
+        {
+            static int32_t pos[1024], sq[1024], ids[1024];
+            static int8_t lg[1024];
+            ck_assert_int_le(n, 1024);
+            for (int i = 0; i < n; i++)
+                pos[i] = i, sq[i] = 0, lg[i] = 1;
+            kv_seq_keep(kv, 0, 0);
+            fwd_batch b = {n, t, pos, sq, lg};
+            llmfs_error err = {0};
+            ck_assert_int_eq(model_forward_ids(m, kv, &b, ids, f->flash, &err), 0);
+            for (int i = 0; i < n; i++)
+                ck_assert_int_eq(ids[i], argmax(ref + (size_t)i * f->n_vocab, f->n_vocab));
+        }
+        kv_seq_keep(kv, 0, 0);
         /* a batch, then decode steps */
         eval(m, kv, t, n / 2, 0, 0, n / 2, f->flash, out);
         eval(m, kv, t + n / 2, n - n / 2, 0, n / 2, 1, f->flash, out + (size_t)(n / 2) * f->n_vocab);
