@@ -17,6 +17,10 @@
 #include <string.h>
 #include <strings.h>
 
+/* Rows of logits a device holds at once: a micro-batch's worth for a large vocabulary
+ * would cost hundreds of MB of device memory. */
+#define OUT_CHUNK 32
+
 /* Activations of one micro-batch, in the memory of the backend computing them. */
 typedef struct fwd_bufs {
     backend *be;
@@ -30,7 +34,7 @@ typedef struct fwd_bufs {
     float *router;  /* [n][X] */
     float *wts;     /* [n][K] */
     int32_t *ids;   /* [n][K] */
-    float *logits;  /* [n][V] only off the CPU: logits before the copy to the host */
+    float *logits;  /* [OUT_CHUNK][V] only off the CPU: logits before the copy to the host */
 } fwd_bufs;
 
 typedef struct model_priv {
@@ -504,7 +508,7 @@ static int bufs_alloc(model *m, fwd_bufs *B, backend *be, bool logits, llmfs_err
         {&B->x, n * E},   {&B->xb, n * E},    {&B->xb2, n * E},      {&B->q, n * QD},
         {&B->k, n * KD},  {&B->v, n * KD},    {&B->att, n * QD},     {&B->hb, n * F},
         {&B->hb2, n * F}, {&B->router, n * X}, {&B->wts, n * K},     {(float **)&B->ids, n * K},
-        {&B->logits, logits ? n * (size_t)hp->n_vocab : 0},
+        {&B->logits, logits ? (n < OUT_CHUNK ? n : OUT_CHUNK) * (size_t)hp->n_vocab : 0},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         if (!want[i].n)
@@ -792,7 +796,7 @@ static void ffn_block(model *m, int il, fwd_bufs *B, int n)
  * feed-forward runs on the rows with logits only (as llama.cpp does); not in a recorded
  * step, whose ops must not copy through the host. Returns the bufs the output ran on. */
 static fwd_bufs *run_blocks(model *m, kv_cache *kv, const fwd_batch *ub, fwd_bufs *B, bool flash,
-                            int n_out, float *logits, bool prune)
+                            int n_out, float *logits, int32_t *ids, bool prune, bool *delivered)
 {
     const model_hparams *hp = &m->hp;
     const int n = ub->n, E = hp->n_embd;
@@ -840,7 +844,22 @@ static fwd_bufs *run_blocks(model *m, kv_cache *kv, const fwd_batch *ub, fwd_buf
             j += run;
         }
     }
-    o->matmul(be, be == m->cpu ? logits : B->logits, m->output, B->xb, n_out); /* [n_out][V] */
+    *delivered = false;
+    if (be == m->cpu || n_out <= OUT_CHUNK) {
+        o->matmul(be, be == m->cpu ? logits : B->logits, m->output, B->xb, n_out); /* [n_out][V] */
+        return B;
+    }
+    /* off the CPU, more rows than the device buffer: chunk by chunk to the host */
+    const int V = hp->n_vocab;
+    for (int r = 0; r < n_out; r += OUT_CHUNK) {
+        int nr = n_out - r < OUT_CHUNK ? n_out - r : OUT_CHUNK;
+        o->matmul(be, B->logits, m->output, B->xb + (size_t)r * E, nr);          /* [nr][V] */
+        if (ids && o->argmax)
+            o->argmax(be, ids + r, B->logits, nr, V);
+        else
+            o->download(be, logits + (size_t)r * V, B->logits, sizeof(float) * (size_t)nr * V);
+    }
+    *delivered = true;
     return B;
 }
 
@@ -892,26 +911,29 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
     B->be->ops->get_rows(B->be, B->x, m->tok_embd, n);                  /* x [n][E] */
 
     backend *gpu = m->gpu;
+    bool delivered = false;
     if (P->all_on_gpu && gpu->ops->graph_begin && n <= 16) {
         /* everything after the lookup runs on the GPU: a decode step can be a recorded
          * graph, replayed when the same shape comes again */
         B = move_to(m, B, gpu, n);
         int g = gpu->ops->graph_begin(gpu, graph_key(kv, ub, flash));
         if (g != 1) {
-            run_blocks(m, kv, ub, B, flash, n_out, logits, false);
+            run_blocks(m, kv, ub, B, flash, n_out, logits, ids, false, &delivered);
             if (gpu->ops->graph_end(gpu) < 0)
-                run_blocks(m, kv, ub, B, flash, n_out, logits, false);
+                run_blocks(m, kv, ub, B, flash, n_out, logits, ids, false, &delivered);
         }
     } else {
-        B = run_blocks(m, kv, ub, B, flash, n_out, logits, true);
+        B = run_blocks(m, kv, ub, B, flash, n_out, logits, ids, true, &delivered);
     }
     backend *ob = m->output->be;
     const bool device_ids = ids && ob != m->cpu && ob->ops->argmax;
-    if (n_out && device_ids)
+    if (delivered)
+        ; /* the chunks went to the host already */
+    else if (n_out && device_ids)
         ob->ops->argmax(ob, ids, bufs_of(m, ob)->logits, n_out, hp->n_vocab);
     else if (n_out && ob != m->cpu)
         ob->ops->download(ob, logits, bufs_of(m, ob)->logits, sizeof(float) * (size_t)n_out * hp->n_vocab);
-    if (ids && !device_ids)
+    if (ids && !device_ids && (!delivered || !ob->ops->argmax))
         for (int r = 0; r < n_out; r++)
             ids[r] = logits_argmax(logits + (size_t)r * hp->n_vocab, hp->n_vocab);
     for (int i = 0; i < (gpu ? 2 : 1); i++) {
