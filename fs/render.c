@@ -92,31 +92,16 @@ int render_model_stats(llmfs_model *m, llmfs_session *s, fs_text *out)
 
 int render_placement(llmfs_model *m, fs_text *out)
 {
+    /* The core's rows end with a `total` row per device. */
     int n = llmfs_model_placement(m, NULL, 0);
     llmfs_placement_row *rows = n > 0 ? calloc((size_t)n, sizeof *rows) : NULL;
     if (n > 0 && !rows)
         return -ENOMEM;
     if (n > 0)
         n = llmfs_model_placement(m, rows, n);
-    /* Totals per device, in the order devices first appear. */
-    char devices[8][16];
-    uint64_t totals[8] = {0}, all = 0;
-    int nd = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         text_printf(out, "%s %s %s %" PRIu64 "\n", rows[i].group, rows[i].device, rows[i].type,
                     rows[i].bytes);
-        int d;
-        for (d = 0; d < nd && strcmp(devices[d], rows[i].device) != 0; d++)
-            ;
-        if (d == nd && nd < 8)
-            memcpy(devices[nd++], rows[i].device, sizeof devices[0]);
-        if (d < nd)
-            totals[d] += rows[i].bytes;
-        all += rows[i].bytes;
-    }
-    for (int d = 0; d < nd; d++)
-        text_printf(out, "total %s %" PRIu64 "\n", devices[d], totals[d]);
-    text_printf(out, "total all %" PRIu64 "\n", all);
     free(rows);
     char fit[4096];
     llmfs_model_fit_text(m, fit, sizeof fit);

@@ -11,7 +11,6 @@
 /* A wait is cut into slices so that a wake-up lost in the instant between checking
  * the interrupt flag and starting to wait, or a shutdown, costs at most this long. */
 #define WAIT_SLICE_MS 200
-#define READ_MAX (1u << 20)
 
 typedef struct pending_read {
     llmfs_stream *st;
@@ -39,28 +38,16 @@ void sio_read(fuse_req_t req, fs_file *f, size_t size, off_t off, int flags)
         fuse_reply_err(req, EINVAL);
         return;
     }
-    if (size > READ_MAX)
-        size = READ_MAX;
-    char *buf = malloc(size ? size : 1);
-    if (!buf) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
     pending_read p = {.st = f->st};
     atomic_init(&p.interrupted, false);
     bool watching_intr = false;
     int err = 0;
-    size_t got = 0;
+    uint64_t have;
     for (;;) {
-        got = llmfs_stream_read(f->st, buf, size, (uint64_t)off);
-        if (got > 0 || size == 0)
-            break;
         bool done;
-        uint64_t have = llmfs_stream_size(f->st, &done);
-        if (have > (uint64_t)off)
-            continue; /* appended between the read and the size */
-        if (done || !f->blocking)
-            break;    /* end of file */
+        have = llmfs_stream_size(f->st, &done);
+        if (have > (uint64_t)off || done || !f->blocking || size == 0)
+            break;
         if (flags & O_NONBLOCK) {
             err = EAGAIN;
             break;
@@ -84,10 +71,22 @@ void sio_read(fuse_req_t req, fs_file *f, size_t size, off_t off, int flags)
         fuse_req_interrupt_func(req, NULL, NULL); /* waits out a running on_interrupt */
     if (err) {
         fuse_reply_err(req, err);
-    } else {
-        remember_pos(f, (uint64_t)off + got);
-        fuse_reply_buf(req, buf, got);
+        return;
     }
+    /* Only what is there is copied: readers ask for 128 KiB and a token is a few bytes.
+     * A buffer of the asked size is one the allocator may map and unmap per read, and an
+     * unmap interrupts this process's generating threads on every core. */
+    size_t n = have > (uint64_t)off ? (size_t)(have - (uint64_t)off) : 0;
+    if (n > size)
+        n = size;
+    char *buf = n ? malloc(n) : NULL;
+    if (n && !buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    size_t got = n ? llmfs_stream_read(f->st, buf, n, (uint64_t)off) : 0;
+    remember_pos(f, (uint64_t)off + got);
+    fuse_reply_buf(req, buf, got);
     free(buf);
 }
 

@@ -311,6 +311,7 @@ __global__ void k_attn_merge(const attn_args a)
 /* ---- flash attention for batches ---- */
 
 #define FA_THREADS 128
+#define ATTN_STEP_MAX 16
 
 template <int HDP> struct fa_cfg {
     enum { BQ = HDP == 256 ? 32 : 64, BK = BQ, LD = HDP + 4, LDP = BK + 1, RT = BQ / 16, CT = BK / 8, DT = HDP / 8 };
@@ -569,10 +570,12 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
     a.G = p->n_head / p->n_head_kv;
     a.scale_log2 = p->scale * 1.4426950408889634f;
 
-    /* flash for real batches: tiles of several tokens; otherwise one token per CTA row */
+    /* flash for real batches: tiles of several tokens; otherwise one token per CTA row.
+     * Batches the model may record as decode steps (up to 16 tokens) always take the
+     * one-token kernel, so a step runs the same kernels recorded as not. */
     const int hdp = hd <= 64 ? 64 : hd <= 128 ? 128 : 256;
     const int bq = hdp == 256 ? (int)fa_cfg<256>::BQ : (int)fa_cfg<128>::BQ;
-    bool flash = n > 8 && !cb->capturing &&
+    bool flash = n > ATTN_STEP_MAX && !cb->capturing &&
                  (hdp == 64 ? fa_ready<64>(cb) : hdp == 128 ? fa_ready<128>(cb) : fa_ready<256>(cb));
     if (flash) {
         if (!fa_tiles(cb, n, bq))

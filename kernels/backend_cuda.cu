@@ -174,7 +174,7 @@ static void *op_alloc(backend *be, size_t bytes)
     }
     /* zeroed: KV cells never written read as 0, not as NaN garbage */
     if (!CUDA_OK(cb, cudaMemsetAsync(p, 0, bytes ? bytes : 1, cb->stream))) {
-        cudaFree(p);
+        CUDA_OK(cb, cudaFree(p));
         return NULL;
     }
     return p;
@@ -284,7 +284,7 @@ int cuda_op_load_weight(backend *be, tensor *t, const void *src, struct llmfs_er
                            });
     }
     if (!ok || !CUDA_OK(cb, cudaStreamSynchronize(cb->stream))) {
-        cudaFree(p);
+        CUDA_OK(cb, cudaFree(p));
         return op_check(be, err);
     }
     t->data = p;
@@ -402,7 +402,7 @@ static uint64_t mix64(uint64_t h, uint64_t v)
 static int op_graph_begin(backend *be, uint64_t key)
 {
     cuda_backend *cb = CB(be);
-    if (cuda_dead(cb) || cb->capturing)
+    if (cuda_dead(cb) || cb->capturing || cb->graphs_off)
         return 0;
     /* launch sizes depend on the batch size and the KV bucket: part of the key */
     const uint64_t full = mix64(mix64(mix64(key, (uint64_t)cb->n), (uint64_t)cb->kv_bucket), 1);
@@ -461,8 +461,6 @@ static int op_graph_end(backend *be)
     bool ok = e == cudaSuccess && graph && !cb->failed;
     if (ok && cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess)
         ok = false;
-    if (graph)
-        cudaGraphDestroy(graph);
     if (!ok) {
         /* nothing ran: forget the errors the recording caused, never record this key again */
         cudaGetLastError();
@@ -471,10 +469,17 @@ static int op_graph_end(backend *be)
             cb->err_code = 0;
             cb->err_msg[0] = 0;
         }
-        if (exec)
-            cudaGraphExecDestroy(exec);
         g->state = 3;
+        if (graph)
+            CUDA_OK(cb, cudaGraphDestroy(graph));
+        if (exec)
+            CUDA_OK(cb, cudaGraphExecDestroy(exec));
         return -EAGAIN;
+    }
+    if (!CUDA_OK(cb, cudaGraphDestroy(graph))) {
+        CUDA_OK(cb, cudaGraphExecDestroy(exec));
+        g->state = 3;
+        return 0; /* the ops did not run; the failure is recorded for check() */
     }
     g->exec = exec;
     g->state = 2;
@@ -506,14 +511,19 @@ extern "C" int cuda_device_info(int dev, char *name, size_t name_cap, uint64_t *
     }
     cudaDeviceProp prop;
     int prev = 0;
-    cudaGetDevice(&prev);
-    cudaError_t e = cudaGetDeviceProperties(&prop, dev);
     size_t fr = 0, tot = 0;
+    cudaError_t e = cudaGetDevice(&prev);
+    if (e == cudaSuccess)
+        e = cudaGetDeviceProperties(&prop, dev);
     if (e == cudaSuccess)
         e = cudaSetDevice(dev);
-    if (e == cudaSuccess)
+    if (e == cudaSuccess) {
         e = cudaMemGetInfo(&fr, &tot);
-    cudaSetDevice(prev);
+        /* the calling thread's device as it was (the first failure is the one reported) */
+        const cudaError_t e2 = cudaSetDevice(prev);
+        if (e == cudaSuccess)
+            e = e2;
+    }
     if (e != cudaSuccess) {
         cudaGetLastError();
         if (err)
@@ -531,46 +541,50 @@ extern "C" int cuda_device_info(int dev, char *name, size_t name_cap, uint64_t *
 
 /* ---- creation ---- */
 
+/* A backend being destroyed has nobody left to report a failure to: teardown calls
+ * are made for their effect and their results dropped on purpose. */
+#define TEARDOWN(call) ((void)(call))
+
 static void op_destroy(backend *be)
 {
     cuda_backend *cb = CB(be);
     if (!cb)
         return;
-    cudaSetDevice(cb->device);
+    TEARDOWN(cudaSetDevice(cb->device));
     if (cb->capturing) {
         cudaGraph_t g = NULL;
-        cudaStreamEndCapture(cb->stream, &g);
+        TEARDOWN(cudaStreamEndCapture(cb->stream, &g));
         if (g)
-            cudaGraphDestroy(g);
+            TEARDOWN(cudaGraphDestroy(g));
         cb->capturing = 0;
     }
     if (cb->stream)
-        cudaStreamSynchronize(cb->stream);
+        TEARDOWN(cudaStreamSynchronize(cb->stream));
     for (int i = 0; i < CUDA_MAX_GRAPHS; i++)
         if (cb->graphs[i].state == 2)
-            cudaGraphExecDestroy(cb->graphs[i].exec);
+            TEARDOWN(cudaGraphExecDestroy(cb->graphs[i].exec));
     for (int w = 0; w < WS_COUNT; w++)
         if (cb->ws[w])
-            cudaFree(cb->ws[w]);
-    if (cb->d_small)
-        cudaFree(cb->d_small);
-    if (cb->d_big)
-        cudaFree(cb->d_big);
+            TEARDOWN(cudaFree(cb->ws[w]));
+    void *dev[] = {cb->d_small, cb->d_big, cb->d_rope};
+    for (int i = 0; i < 3; i++)
+        if (dev[i])
+            TEARDOWN(cudaFree(dev[i]));
     if (cb->pin_small)
-        cudaFreeHost(cb->pin_small);
+        TEARDOWN(cudaFreeHost(cb->pin_small));
     for (int k = 0; k < 2; k++) {
         if (cb->pin_big[k])
-            cudaFreeHost(cb->pin_big[k]);
+            TEARDOWN(cudaFreeHost(cb->pin_big[k]));
         if (cb->pin_big_ev[k])
-            cudaEventDestroy(cb->pin_big_ev[k]);
+            TEARDOWN(cudaEventDestroy(cb->pin_big_ev[k]));
     }
     if (cb->pin_small_ev)
-        cudaEventDestroy(cb->pin_small_ev);
+        TEARDOWN(cudaEventDestroy(cb->pin_small_ev));
     if (cb->cublas)
-        cublasDestroy(cb->cublas);
+        TEARDOWN(cublasDestroy(cb->cublas));
     if (cb->stream)
-        cudaStreamDestroy(cb->stream);
-    cudaGetLastError();
+        TEARDOWN(cudaStreamDestroy(cb->stream));
+    TEARDOWN(cudaGetLastError());
     free(cb->h_tok);
     free(cb);
 }
@@ -599,6 +613,8 @@ static void cuda_ops_init(void)
     o.attention = cuda_op_attention;
     o.topk_softmax = cuda_op_topk_softmax;
     o.moe_ffn = cuda_op_moe_ffn;
+    o.matmul_multi = cuda_op_matmul_multi;
+    o.hadamard = cuda_op_hadamard;
     o.destroy = op_destroy;
     o.load_weight = cuda_op_load_weight;
     o.argmax = cuda_op_argmax;
@@ -664,6 +680,9 @@ extern "C" backend *backend_cuda_new(int device, char *err, size_t err_cap)
     cb->base.impl = cb;
     cb->device = device;
     cb->n_sm = prop.multiProcessorCount;
+    /* LLMFS_CUDA_GRAPHS=0 runs every step op by op (for comparisons and debugging) */
+    const char *gr = getenv("LLMFS_CUDA_GRAPHS");
+    cb->graphs_off = gr && strcmp(gr, "0") == 0;
     cb->smem_optin = prop.sharedMemPerBlockOptin;
     const char *what = "";
 #define TRY(call)                         \
@@ -684,6 +703,7 @@ extern "C" backend *backend_cuda_new(int device, char *err, size_t err_cap)
     cb->pin_big_cap = PIN_BIG;
     TRY(cudaMalloc((void **)&cb->d_small, sizeof(int32_t) * 3 * CUDA_SMALL_BATCH));
     TRY(cudaMemset(cb->d_small, 0, sizeof(int32_t) * 3 * CUDA_SMALL_BATCH));
+    TRY(cudaMalloc((void **)&cb->d_rope, sizeof(double) * CUDA_ROPE_SLOTS * (CUDA_ROPE_MAX / 2)));
 #undef TRY
     {
         cublasStatus_t s = cublasCreate(&cb->cublas);

@@ -26,7 +26,8 @@ extern "C" {
  * frees the old memory, which invalidates recorded graphs (they are dropped). */
 enum cuda_ws {
     WS_ACT_Q,      /* activations quantized to 8-bit blocks */
-    WS_ACT_H,      /* activations as f16/bf16 for cuBLAS */
+    WS_ACT_H,      /* activations as f16 for cuBLAS */
+    WS_ACT_B,      /* ... as bf16 */
     WS_W_H,        /* weights dequantized to f16 for cuBLAS */
     WS_CUBLAS,     /* cuBLAS workspace */
     WS_ATTN,       /* split-K partial results */
@@ -47,6 +48,15 @@ struct cuda_graph_rec {
 };
 #define CUDA_MAX_GRAPHS 32
 #define CUDA_SMALL_BATCH 64 /* batches up to this size use fixed device buffers */
+
+/* device tables of rope frequencies, keyed by content */
+#define CUDA_ROPE_MAX 1024 /* n_rot */
+#define CUDA_ROPE_SLOTS 4
+struct cuda_rope_slot {
+    int half;
+    uint64_t last_use;
+    double inv[CUDA_ROPE_MAX / 2];
+};
 
 struct cuda_backend {
     backend base; /* first: a backend* is a cuda_backend* */
@@ -85,9 +95,14 @@ struct cuda_backend {
     void *ws[WS_COUNT];
     size_t ws_cap[WS_COUNT];
 
+    double *d_rope; /* CUDA_ROPE_SLOTS tables of CUDA_ROPE_MAX/2 */
+    cuda_rope_slot rope[CUDA_ROPE_SLOTS];
+    uint64_t rope_clock;
+
     /* recorded decode steps */
     struct cuda_graph_rec graphs[CUDA_MAX_GRAPHS];
     int capturing; /* index+1 of the graph being recorded, 0 if none */
+    bool graphs_off;
     bool failed_before_capture;
     uint64_t graph_clock;
 };
@@ -126,10 +141,12 @@ static inline unsigned cdiv(long long a, long long b) { return (unsigned)((a + b
 void cuda_op_get_rows(backend *be, float *out, const tensor *w, int n);
 void cuda_op_rmsnorm(backend *be, float *out, const float *x, const float *w, int rows, int d, float eps);
 void cuda_op_matmul(backend *be, float *out, const tensor *w, const float *x, int n);
+void cuda_op_matmul_multi(backend *be, float *const *out, const tensor *const *w, int count, const float *x, int n);
 void cuda_op_add_bias(backend *be, float *x, const float *bias, int rows, int d);
 void cuda_op_add(backend *be, float *x, const float *y, int64_t n);
 void cuda_op_swiglu(backend *be, float *out, const float *gate, const float *up, int64_t n);
 void cuda_op_rope(backend *be, float *x, int n, int n_head, int head_dim, const rope_params *p);
+void cuda_op_hadamard(backend *be, float *x, int64_t n, int block);
 void cuda_op_kv_store(backend *be, kv_cache *kv, int il, const float *k, const float *v, int n);
 void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *kv, int il, int n,
                        const attn_params *p);

@@ -95,20 +95,20 @@ void cuda_op_swiglu(backend *be, float *out, const float *gate, const float *up,
     CUDA_LAUNCHED(cb, "swiglu");
 }
 
-/* One thread per (token, rotated pair): the angle once, then every head. */
-__global__ void k_rope(float *x, const int32_t *pos, int n, int n_head, int head_dim, rope_params p)
+/* One thread per (token, rotated pair): the angle once (pos times the pair's frequency,
+ * in double like the CPU backend), then every head. */
+__global__ void k_rope(float *x, const int32_t *pos, const double *inv_freq, int n, int n_head, int head_dim,
+                       int n_rot, bool neox)
 {
-    const int half = p.n_rot / 2;
+    const int half = n_rot / 2;
     const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= (int64_t)n * half)
         return;
     const int i = (int)(t / half), j = (int)(t % half);
-    const double theta = rope_theta(pos[i], j, p.n_rot, p.freq_base, p.freq_scale, p.l3_factor, p.l3_low_freq_factor,
-                                    p.l3_high_freq_factor, p.l3_orig_ctx);
     double sd, cd;
-    sincos(remainder(theta, 2.0 * M_PI), &sd, &cd);
+    sincos((double)pos[i] * inv_freq[j], &sd, &cd);
     const float s = (float)sd, c = (float)cd;
-    const int d0 = p.neox ? j : 2 * j, d1 = p.neox ? j + half : 2 * j + 1;
+    const int d0 = neox ? j : 2 * j, d1 = neox ? j + half : 2 * j + 1;
     float *row = x + (int64_t)i * n_head * head_dim;
     for (int h = 0; h < n_head; h++) {
         float *v = row + (int64_t)h * head_dim;
@@ -116,6 +116,42 @@ __global__ void k_rope(float *x, const int32_t *pos, int n, int n_head, int head
         v[d0] = a * c - b * s;
         v[d1] = a * s + b * c;
     }
+}
+
+/* The device table of per-pair frequencies for p: a small cache of tables keyed by
+ * their contents. Filling a slot that recorded graphs may use drops the graphs. */
+static const double *rope_table(cuda_backend *cb, const rope_params *p)
+{
+    const int half = p->n_rot / 2;
+    double inv[CUDA_ROPE_MAX / 2];
+    for (int i = 0; i < half; i++)
+        inv[i] = rope_inv_freq(p, i);
+    const size_t bytes = sizeof(double) * (size_t)half;
+    int slot = -1, lru = 0;
+    for (int k = 0; k < CUDA_ROPE_SLOTS; k++) {
+        cuda_rope_slot *r = &cb->rope[k];
+        if (r->half == half && memcmp(r->inv, inv, bytes) == 0) {
+            r->last_use = ++cb->rope_clock;
+            return cb->d_rope + (size_t)k * (CUDA_ROPE_MAX / 2);
+        }
+        if (r->last_use < cb->rope[lru].last_use)
+            lru = k;
+    }
+    slot = lru;
+    if (cb->capturing) {
+        cuda_fail(cb, EIO, "rope: new frequencies while a decode step was being recorded");
+        return NULL;
+    }
+    cuda_rope_slot *r = &cb->rope[slot];
+    if (r->half)
+        cuda_graphs_clear(cb);
+    double *d = cb->d_rope + (size_t)slot * (CUDA_ROPE_MAX / 2);
+    if (!cuda_upload_small(cb, d, inv, bytes))
+        return NULL;
+    memcpy(r->inv, inv, bytes);
+    r->half = half;
+    r->last_use = ++cb->rope_clock;
+    return d;
 }
 
 void cuda_op_rope(backend *be, float *x, int n, int n_head, int head_dim, const rope_params *p)
@@ -127,11 +163,57 @@ void cuda_op_rope(backend *be, float *x, int n, int n_head, int head_dim, const 
         cuda_fail(cb, EINVAL, "rope: %d tokens, the batch has %d", n, cb->n);
         return;
     }
-    if (p->n_rot <= 0 || p->n_rot > head_dim || p->n_rot % 2) {
+    if (p->n_rot <= 0 || p->n_rot > head_dim || p->n_rot % 2 || p->n_rot > CUDA_ROPE_MAX) {
         cuda_fail(cb, EINVAL, "rope: n_rot %d with head_dim %d", p->n_rot, head_dim);
         return;
     }
+    const double *inv = rope_table(cb, p);
+    if (!inv)
+        return;
     const int64_t threads = (int64_t)n * (p->n_rot / 2);
-    k_rope<<<cdiv(threads, 128), 128, 0, cb->stream>>>(x, cb->d_pos, n, n_head, head_dim, *p);
+    k_rope<<<cdiv(threads, 128), 128, 0, cb->stream>>>(x, cb->d_pos, inv, n, n_head, head_dim, p->n_rot, p->neox);
     CUDA_LAUNCHED(cb, "rope");
+}
+
+/* One CTA per block of `block` floats (a power of two up to 1024) in shared memory: the
+ * fast Walsh-Hadamard transform in natural (Sylvester) order, pairs (k, k+len) for
+ * len = 1, 2, ..., block/2, then scaled by 1/sqrt(block) — the CPU backend's order of
+ * additions, so both round alike. */
+__global__ void k_hadamard(float *x, int block, float scale)
+{
+    extern __shared__ float hs[];
+    float *p = x + (int64_t)blockIdx.x * block;
+    for (int i = threadIdx.x; i < block; i += blockDim.x)
+        hs[i] = p[i];
+    __syncthreads();
+    for (int len = 1; len < block; len *= 2) {
+        for (int q = threadIdx.x; q < block / 2; q += blockDim.x) {
+            const int j = q / len * 2 * len + q % len;
+            const float u = hs[j], w = hs[j + len];
+            hs[j] = u + w;
+            hs[j + len] = u - w;
+        }
+        __syncthreads();
+    }
+    for (int i = threadIdx.x; i < block; i += blockDim.x)
+        p[i] = hs[i] * scale;
+}
+
+void cuda_op_hadamard(backend *be, float *x, int64_t n, int block)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || n <= 0)
+        return;
+    if (block < 2 || block > 1024 || (block & (block - 1)) || n % block) {
+        cuda_fail(cb, EINVAL, "hadamard: %lld floats in blocks of %d", (long long)n, block);
+        return;
+    }
+    if (n / block > 0x7fffffff) {
+        cuda_fail(cb, EINVAL, "hadamard: %lld blocks", (long long)(n / block));
+        return;
+    }
+    const float scale = (float)(1.0 / sqrt((double)block));
+    k_hadamard<<<(unsigned)(n / block), block / 2 < 256 ? block / 2 : 256, sizeof(float) * block, cb->stream>>>(
+        x, block, scale);
+    CUDA_LAUNCHED(cb, "hadamard");
 }

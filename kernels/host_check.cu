@@ -189,5 +189,14 @@ extern "C" int cuda_host_kv_roundtrip(int type_kv, const float *x, int d, float 
 extern "C" double cuda_host_rope_theta(int pos, int i, int n_rot, float freq_base, float freq_scale, float l3_factor,
                                        float l3_low, float l3_high, int l3_orig_ctx)
 {
-    return rope_theta(pos, i, n_rot, freq_base, freq_scale, l3_factor, l3_low, l3_high, l3_orig_ctx);
+    rope_params p;
+    memset(&p, 0, sizeof p);
+    p.n_rot = n_rot;
+    p.freq_base = freq_base;
+    p.freq_scale = freq_scale;
+    p.l3_factor = l3_factor;
+    p.l3_low_freq_factor = l3_low;
+    p.l3_high_freq_factor = l3_high;
+    p.l3_orig_ctx = l3_orig_ctx;
+    return (double)pos * rope_inv_freq(&p, i);
 }

@@ -1,7 +1,7 @@
 /* matmul.cu — out = x · wᵀ for every weight type, and get_rows.
  *
- * Up to MMV_MAX_TOKENS rows of x go through the matrix-vector kernels (mmv.cu), which
- * read each weight once for all of them. Larger batches are compute-bound: weights are
+ * Up to 16 rows of x go through the matrix-vector kernels (mmv.cu), which read each
+ * weight once for up to 8 of them. Larger batches are compute-bound: weights are
  * dequantized to f16 a slab of rows at a time and multiplied by cuBLAS on tensor cores
  * with f32 accumulation (x rounded to f16 first; bf16 weights use bf16, f32 weights
  * plain f32 GEMM on the tensor as stored).
@@ -12,6 +12,7 @@
 #include "quant_layout.cuh"
 
 #define MMV_MAX_TOKENS 8
+#define MMV_CHUNKS 2 /* up to 16 tokens (decode steps of several sequences) stay off cuBLAS */
 #define DEQUANT_SLAB_BYTES (64u << 20)
 
 template <typename O> __device__ __forceinline__ O to_out(float v);
@@ -47,9 +48,24 @@ __global__ void k_dequant(const cq_seg L, int64_t ne0, int64_t nrows_tensor, int
         cq_group g;
         Q::decode(r, unit, u, g);
         O *og = o + Q::group(unit, u) * 32;
+        if (((uintptr_t)og & 15) == 0) { /* 32 values as 16-byte stores */
+            constexpr int PER = 16 / sizeof(O);
 #pragma unroll
-        for (int i = 0; i < 32; i++)
-            og[i] = to_out<O>(cq_group_value(g, i));
+            for (int k = 0; k < 32 / PER; k++) {
+                union {
+                    int4 q;
+                    O v[PER];
+                } u4;
+#pragma unroll
+                for (int i = 0; i < PER; i++)
+                    u4.v[i] = to_out<O>(cq_group_value(g, k * PER + i));
+                ((int4 *)og)[k] = u4.q;
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < 32; i++)
+                og[i] = to_out<O>(cq_group_value(g, i));
+        }
     }
 }
 
@@ -136,69 +152,106 @@ static bool gemm(cuda_backend *cb, int64_t m, int64_t n, int64_t k, const void *
                                       CUBLAS_GEMM_DEFAULT));
 }
 
-void cuda_op_matmul(backend *be, float *out, const tensor *w, const float *x, int n)
+/* The activations of one matmul call in each input format, converted on first use and
+ * shared by every weight of the call (matmul_multi: q, k, v or gate, up). */
+struct act_forms {
+    const float *x;
+    int n;
+    int64_t ne0;
+    const int8_t *q; /* 8-bit blocks for the matrix-vector kernels */
+    const float4 *qm;
+    const __half *h; /* f16 and bf16 for cuBLAS */
+    const __nv_bfloat16 *b;
+};
+
+static bool act_q8(cuda_backend *cb, act_forms *a)
 {
-    cuda_backend *cb = CB(be);
-    if (cuda_dead(cb) || n <= 0)
-        return;
-    const int type = w->type;
+    if (a->q)
+        return true;
+    const size_t qb = ((size_t)a->n * a->ne0 + 255) & ~(size_t)255;
+    int8_t *q = (int8_t *)cuda_ws(cb, WS_ACT_Q, qb + (size_t)a->n * (a->ne0 / 32) * sizeof(float4));
+    if (!q || !cuda_quantize_act(cb, a->x, a->n, a->ne0, q, (float4 *)(q + qb)))
+        return false;
+    a->q = q;
+    a->qm = (const float4 *)(q + qb);
+    return true;
+}
+
+static bool act_half(cuda_backend *cb, act_forms *a, bool bf)
+{
+    if (bf ? a->b != NULL : a->h != NULL)
+        return true;
+    const int64_t nx = (int64_t)a->n * a->ne0;
+    void *p = cuda_ws(cb, bf ? WS_ACT_B : WS_ACT_H, (size_t)nx * 2);
+    if (!p)
+        return false;
+    if (bf)
+        k_f32_to_bf16<<<cdiv(nx, 256), 256, 0, cb->stream>>>(a->x, (__nv_bfloat16 *)p, nx);
+    else
+        k_f32_to_f16<<<cdiv(nx, 256), 256, 0, cb->stream>>>(a->x, (__half *)p, nx);
+    if (!CUDA_LAUNCHED(cb, "convert activations"))
+        return false;
+    if (bf)
+        a->b = (const __nv_bfloat16 *)p;
+    else
+        a->h = (const __half *)p;
+    return true;
+}
+
+static void matmul_one(cuda_backend *cb, float *out, const tensor *w, act_forms *a)
+{
+    const int type = w->type, n = a->n;
     const int64_t ne0 = w->ne[0], ne1 = w->ne[1];
     const int qk = cq_block_elems(type);
-    if (qk == 0 || ne0 % qk != 0) {
+    if (qk == 0 || ne0 % qk != 0 || ne0 != a->ne0) {
         cuda_fail(cb, EINVAL, "matmul %s: weight type %d with rows of %lld not supported", w->name, type,
                   (long long)ne0);
         return;
     }
-    if (n <= MMV_MAX_TOKENS) {
-        mmv_job j;
-        memset(&j, 0, sizeof j);
-        j.w = w->data;
-        j.type = type;
-        j.ne0 = ne0;
-        j.ne1 = ne1;
-        j.ne2 = w->ne[2] > 0 ? w->ne[2] : 1;
-        if (cq_is_float(type)) {
-            j.xf = x;
-        } else {
-            int8_t *q = (int8_t *)cuda_ws(cb, WS_ACT_Q, (size_t)n * ne0 + (size_t)n * (ne0 / 32) * sizeof(float4) + 256);
-            if (!q)
+    if (n <= MMV_CHUNKS * MMV_MAX_TOKENS) {
+        /* a few tokens: the weights are read once per MMV_MAX_TOKENS of them */
+        if (!cq_is_float(type) && !act_q8(cb, a))
+            return;
+        for (int t0 = 0; t0 < n; t0 += MMV_MAX_TOKENS) {
+            const int c = n - t0 < MMV_MAX_TOKENS ? n - t0 : MMV_MAX_TOKENS;
+            mmv_job j;
+            memset(&j, 0, sizeof j);
+            j.w = w->data;
+            j.type = type;
+            j.ne0 = ne0;
+            j.ne1 = ne1;
+            j.ne2 = w->ne[2] > 0 ? w->ne[2] : 1;
+            if (cq_is_float(type)) {
+                j.xf = a->x + (int64_t)t0 * ne0;
+            } else {
+                j.xq = a->q + (int64_t)t0 * ne0;
+                j.xm = a->qm + (int64_t)t0 * (ne0 / 32);
+            }
+            j.act_div = 1;
+            j.out = out + (int64_t)t0 * ne1;
+            j.ldo = ne1;
+            j.n = c;
+            j.grid_rows = 1;
+            j.nt = c;
+            if (!cuda_mmv(cb, &j))
                 return;
-            float4 *m = (float4 *)(q + (((size_t)n * ne0 + 255) & ~(size_t)255));
-            if (!cuda_quantize_act(cb, x, n, ne0, q, m))
-                return;
-            j.xq = q;
-            j.xm = m;
         }
-        j.act_div = 1;
-        j.out = out;
-        j.ldo = ne1;
-        j.n = n;
-        j.grid_rows = 1;
-        j.nt = n;
-        cuda_mmv(cb, &j);
         return;
     }
-
     /* batch: activations in the GEMM input type, weights as stored or dequantized */
-    const int64_t nx = (int64_t)n * ne0;
     if (type == T_F32) {
-        gemm(cb, ne1, n, ne0, w->data, CUDA_R_32F, x, CUDA_R_32F, out, ne1);
+        gemm(cb, ne1, n, ne0, w->data, CUDA_R_32F, a->x, CUDA_R_32F, out, ne1);
         return;
     }
-    void *xh = cuda_ws(cb, WS_ACT_H, (size_t)nx * 2);
-    if (!xh)
-        return;
     if (type == T_BF16) {
-        k_f32_to_bf16<<<cdiv(nx, 256), 256, 0, cb->stream>>>(x, (__nv_bfloat16 *)xh, nx);
-        if (CUDA_LAUNCHED(cb, "convert activations"))
-            gemm(cb, ne1, n, ne0, w->data, CUDA_R_16BF, xh, CUDA_R_16BF, out, ne1);
+        if (act_half(cb, a, true))
+            gemm(cb, ne1, n, ne0, w->data, CUDA_R_16BF, a->b, CUDA_R_16BF, out, ne1);
         return;
     }
-    k_f32_to_f16<<<cdiv(nx, 256), 256, 0, cb->stream>>>(x, (__half *)xh, nx);
-    if (!CUDA_LAUNCHED(cb, "convert activations"))
+    if (!act_half(cb, a, false))
         return;
     if (type == T_F16) {
-        gemm(cb, ne1, n, ne0, w->data, CUDA_R_16F, xh, CUDA_R_16F, out, ne1);
+        gemm(cb, ne1, n, ne0, w->data, CUDA_R_16F, a->h, CUDA_R_16F, out, ne1);
         return;
     }
     int64_t slab = DEQUANT_SLAB_BYTES / (ne0 * 2);
@@ -214,7 +267,32 @@ void cuda_op_matmul(backend *be, float *out, const tensor *w, const float *x, in
     for (int64_t r0 = 0; r0 < ne1; r0 += slab) {
         const int64_t rc = ne1 - r0 < slab ? ne1 - r0 : slab;
         if (!dequant_rows<__half>(cb, w, r0, rc, NULL, wh, ne0) ||
-            !gemm(cb, rc, n, ne0, wh, CUDA_R_16F, xh, CUDA_R_16F, out + r0, ne1))
+            !gemm(cb, rc, n, ne0, wh, CUDA_R_16F, a->h, CUDA_R_16F, out + r0, ne1))
             return;
+    }
+}
+
+void cuda_op_matmul(backend *be, float *out, const tensor *w, const float *x, int n)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || n <= 0)
+        return;
+    act_forms a = {x, n, w->ne[0], NULL, NULL, NULL, NULL};
+    matmul_one(cb, out, w, &a);
+}
+
+void cuda_op_matmul_multi(backend *be, float *const *out, const tensor *const *w, int count, const float *x, int n)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || n <= 0 || count <= 0)
+        return;
+    act_forms a = {x, n, w[0]->ne[0], NULL, NULL, NULL, NULL};
+    for (int i = 0; i < count && !cuda_dead(cb); i++) {
+        if (w[i]->ne[0] != a.ne0) {
+            cuda_fail(cb, EINVAL, "matmul_multi: %s has rows of %lld, %s of %lld", w[i]->name,
+                      (long long)w[i]->ne[0], w[0]->name, (long long)a.ne0);
+            return;
+        }
+        matmul_one(cb, out[i], w[i], &a);
     }
 }

@@ -1,8 +1,9 @@
-/* rope_theta.cuh — the rotation angle of rotary embeddings, host and device.
+/* rope_theta.cuh — the frequencies of rotary embeddings, computed on the host.
  *
- * theta = pos * freq_scale * base^(-2i/n_rot), where llama3 scaling divides the
- * frequencies of long wavelengths by the factor and blends the band between the low-
- * and high-frequency wavelengths (Meta's reference). Computed in double: the angle
+ * theta = pos * freq_scale * base^(-2i/n_rot) / factor_i, where the factors come from
+ * the model (rope_freqs) or llama3 scaling, which divides the frequencies of long
+ * wavelengths by its factor and blends the band between the low- and high-frequency
+ * wavelengths (Meta's reference). In double, in the CPU backend's order: the angle
  * reaches thousands of radians, and f32 would lose the phase.
  */
 #ifndef LLMFS_ROPE_THETA_CUH
@@ -10,21 +11,31 @@
 
 #include <math.h>
 
-__host__ __device__ inline double rope_theta(int pos, int i, int n_rot, float base, float freq_scale, float l3_factor,
-                                             float l3_low, float l3_high, int l3_orig_ctx)
+extern "C" {
+#include "backend.h"
+}
+
+/* The frequency of pair i for rope_params p (theta = pos times it), computed as the
+ * CPU backend does: per-pair divisors from the model when given, else llama3's bands
+ * (lo and hi divided in float, as there), then the linear scale. */
+static inline double rope_inv_freq(const rope_params *p, int i)
 {
-    double freq = pow((double)base, -2.0 * (double)i / (double)n_rot);
-    if (l3_factor > 0.0f && l3_orig_ctx > 0) {
-        const double wavelen = 2.0 * M_PI / freq;
-        const double low_wl = (double)l3_orig_ctx / l3_low, high_wl = (double)l3_orig_ctx / l3_high;
-        if (wavelen > low_wl) {
-            freq /= l3_factor;
-        } else if (wavelen >= high_wl) {
-            const double smooth = ((double)l3_orig_ctx / wavelen - l3_low) / (l3_high - l3_low);
-            freq = (1.0 - smooth) * freq / l3_factor + smooth * freq;
+    double f = pow((double)p->freq_base, -2.0 * i / p->n_rot);
+    if (p->freq_factors) {
+        f /= p->freq_factors[i];
+    } else if (p->l3_factor > 0) {
+        const double wavelen = 2 * M_PI / f;
+        const double lo = p->l3_orig_ctx / p->l3_low_freq_factor;
+        const double hi = p->l3_orig_ctx / p->l3_high_freq_factor;
+        if (wavelen > lo) {
+            f /= p->l3_factor;
+        } else if (wavelen >= hi) {
+            const double smooth =
+                (p->l3_orig_ctx / wavelen - p->l3_low_freq_factor) / (p->l3_high_freq_factor - p->l3_low_freq_factor);
+            f = (1 - smooth) * f / p->l3_factor + smooth * f;
         }
     }
-    return (double)pos * (double)freq_scale * freq;
+    return f * p->freq_scale;
 }
 
 #endif

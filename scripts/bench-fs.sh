@@ -86,23 +86,21 @@ for _ in $(seq 600); do [ -e "$B/ctl" ] && break; sleep 0.1; done
 [ -e "$B/ctl" ] || { echo "bench-fs.sh: the mount did not come up: $(cat "$T/mount.err")" >&2; exit 1; }
 printf 'mode raw\ntemp 0\nn_predict %d\n' "$N" >"$B/ctl"
 
-# CPU time (user + system) in seconds of a process, or with a second argument of its
-# threads of that name (the FUSE workers are "llmfs-fuse").
+# CPU time in seconds of a process, or with a second argument of its threads of that
+# name (the FUSE workers are "llmfs-fuse"), from the scheduler's nanosecond counters.
 cpu_of() {
-    local files=("/proc/$1/stat")
-    if [ $# -gt 1 ]; then
-        files=()
-        for t in /proc/"$1"/task/*; do
-            [ "$(cat "$t/comm" 2>/dev/null)" = "$2" ] && files+=("$t/stat")
-        done
-    fi
-    cat "${files[@]}" 2>/dev/null | awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); s += $12 + $13 } END { print s / hz }'
+    local files=()
+    for t in /proc/"$1"/task/*; do
+        [ $# -lt 2 ] || [ "$(cat "$t/comm" 2>/dev/null)" = "$2" ] && files+=("$t/schedstat")
+    done
+    cat "${files[@]}" 2>/dev/null | awk '{ s += $1 } END { printf "%.6f\n", s / 1e9 }'
 }
 
 one_run() { # reader: 0 or 1; prints: tg_tps daemon-cpu-s reader-cpu-s n_gen fuse-cpu-s
     local reader=$1 cat_pid= c0 c1 f0 f1 n_gen tg cat_cpu=0
     if [ "$reader" = 1 ]; then
-        (TIMEFORMAT='%U %S'; time cat "$B/output" >/dev/null) 2>"$T/cat.time" &
+        # After the reply and a newline, cat copies its own CPU counters.
+        cat "$B/output" "$T/newline" /proc/self/schedstat >"$T/cat.out" &
         cat_pid=$!
         sleep 0.1
     fi
@@ -114,7 +112,7 @@ one_run() { # reader: 0 or 1; prints: tg_tps daemon-cpu-s reader-cpu-s n_gen fus
     f1=$(cpu_of "$PID" llmfs-fuse)
     if [ -n "$cat_pid" ]; then
         wait "$cat_pid"
-        cat_cpu=$(awk '{ print $1 + $2 }' "$T/cat.time")
+        cat_cpu=$(tail -n 1 "$T/cat.out" | awk '{ printf "%.6f", $1 / 1e9 }')
     fi
     n_gen=$(awk '$1 == "n_gen" { print $2 }' "$B/stats")
     tg=$(awk '$1 == "tg_tps" { print $2 }' "$B/stats")
@@ -122,6 +120,7 @@ one_run() { # reader: 0 or 1; prints: tg_tps daemon-cpu-s reader-cpu-s n_gen fus
     echo "$tg $(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }') $cat_cpu $n_gen $(awk -v a="$f0" -v b="$f1" 'BEGIN { print b - a }')"
 }
 
+echo >"$T/newline"
 one_run 0 >/dev/null # warm-up
 : >"$T/plain"
 : >"$T/reading"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (tests/fuzz/fuzz_*.c) with clang in build-fuzz and runs each
-# for SECONDS (default 60) on a fresh copy of its seed corpus (tests/fuzz/corpus/<name>).
-# Fails on the first crash, leak or timeout; the input that caused it is kept in
-# build-fuzz/artifacts/. Usage: scripts/fuzz.sh [SECONDS] [fuzz_NAME ...]
+# Builds the libFuzzer targets (tests/fuzz/fuzz_*.c) with clang in build-fuzz and runs
+# them in turn, SECONDS in all (default 120) split evenly between them, each on a fresh
+# copy of its seed corpus (tests/fuzz/corpus/<name>) and with its dictionary
+# (tests/fuzz/<name>.dict) when there is one. Fails on the first crash, leak, timeout or
+# out-of-memory; the input that caused it is kept in build-fuzz/artifacts/.
+# Usage: scripts/fuzz.sh [SECONDS] [fuzz_NAME ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-60}
+total=${1:-120}
 shift || true
 cmake -S . -B build-fuzz -DLLMFS_FUZZ=ON -DCMAKE_C_COMPILER=clang -DLLMFS_CUDA=OFF -DLLMFS_FUSE=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -18,18 +20,27 @@ else
   done
 fi
 cmake --build build-fuzz -j"${JOBS:-2}" --target "${targets[@]}"
+secs=$(( total / ${#targets[@]} ))
+if [ "$secs" -lt 1 ]; then
+  secs=1
+fi
 mkdir -p build-fuzz/artifacts
 for t in "${targets[@]}"; do
-  seeds="tests/fuzz/corpus/${t#fuzz_}"
-  work="build-fuzz/corpus/${t#fuzz_}"
+  name=${t#fuzz_}
+  seeds="tests/fuzz/corpus/$name"
+  work="build-fuzz/corpus/$name"
   rm -rf "$work"
   mkdir -p "$work"
   if [ -d "$seeds" ]; then
     cp -r "$seeds"/. "$work"/
   fi
+  dict=()
+  if [ -f "tests/fuzz/$name.dict" ]; then
+    dict=("-dict=tests/fuzz/$name.dict")
+  fi
   echo "== $t: ${secs}s on $(find "$work" -type f | wc -l) seed inputs"
-  # libFuzzer exits non-zero on any crash, sanitizer report, leak or timeout.
+  # libFuzzer exits non-zero on any crash, sanitizer report, leak, timeout or OOM.
   "build-fuzz/tests/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix=build-fuzz/artifacts/ "$work"
+    -artifact_prefix=build-fuzz/artifacts/ ${dict[@]+"${dict[@]}"} "$work"
 done
-echo "fuzz: no crashes in ${targets[*]} (${secs}s each)"
+echo "fuzz: no crashes in ${targets[*]} (${secs}s each, ${total}s in all)"

@@ -50,7 +50,7 @@ typedef struct attn_tls {
     buf acc;    /* [group][head_dim] running output */
     buf qdot;   /* [group] query rows in K's dot type */
     buf qf;     /* [group][head_dim] query rows rounded to f16, as floats */
-    buf vrow;   /* [head_dim] one value row as floats */
+    buf vrow;   /* [FLASH_TILE][head_dim] value rows as floats */
 } attn_tls;
 
 #define MM_MAX_TASKS_ 4
@@ -144,6 +144,19 @@ static void accum_f16_scalar(float *acc, const uint8_t *v, size_t v_stride, int 
     }
 }
 
+static void accum_f32_scalar(float *acc, const float *v, size_t v_stride, int n, const float *p,
+                             size_t p_stride, int g, int hd)
+{
+    for (int j = 0; j < n; j++) {
+        const float *vr = (const float *)((const uint8_t *)v + (size_t)j * v_stride);
+        for (int h = 0; h < g; h++) {
+            float pj = p[(size_t)h * p_stride + j];
+            for (int d = 0; d < hd; d++)
+                acc[(size_t)h * hd + d] += pj * vr[d];
+        }
+    }
+}
+
 static void round_f16_scalar(float *x, int n)
 {
     for (int i = 0; i < n; i++)
@@ -156,8 +169,8 @@ static void swiglu_scalar(float *out, const float *gate, const float *up, int64_
         out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
-static const cpu_kernels kernels_scalar = {scores_f16_scalar, accum_f16_scalar, round_f16_scalar,
-                                           swiglu_scalar};
+static const cpu_kernels kernels_scalar = {scores_f16_scalar, accum_f16_scalar, accum_f32_scalar,
+                                           round_f16_scalar, swiglu_scalar};
 static cpu_kernels kernels_avx2;
 static int have_avx2 = -1;
 
@@ -692,6 +705,8 @@ static void cpu_kv_store(backend *be, kv_cache *kv, int il, const float *k, cons
 
 /* ---------------------------------------------------------------- attention */
 
+#define FLASH_TILE 64 /* cells per step of the online softmax (and per dequantized value tile) */
+
 /* Causal attention of one (token, KV head) item: the group of query heads sharing that KV
  * head is handled together so each key and value row is read once for all of them.
  * With an f16 cache, queries are rounded to f16 and probabilities too before they meet
@@ -733,11 +748,21 @@ static void attn_scores(const attn_ctx *A, attn_tls *T, const uint8_t *kb, int j
                            stride);
         return;
     }
+    /* other types: vec_dot_rows over tiles of rows, the next tile's slices requested
+     * ahead (they are strided: one head of longer rows) */
     const uint8_t *qd = T->qdot.p;
-    for (int j = 0; j < n; j++) {
-        const uint8_t *kr = kb + (size_t)(j0 + j) * L->k_row;
-        for (int h = 0; h < g; h++)
-            out[(size_t)h * stride + j] = vec_dot(A->kv->type_k, hd, kr, qd + h * A->qdot_row) * A->p.scale;
+    for (int t0 = 0; t0 < n; t0 += FLASH_TILE) {
+        int nt = n - t0 < FLASH_TILE ? n - t0 : FLASH_TILE;
+        const uint8_t *rows = kb + (size_t)(j0 + t0) * L->k_row;
+        for (int j = 0; j < nt && t0 + FLASH_TILE + j < n; j++)
+            for (size_t o = 0; o < A->k_head; o += 64)
+                __builtin_prefetch(rows + (size_t)(FLASH_TILE + j) * L->k_row + o);
+        for (int h = 0; h < g; h++) {
+            float *o = out + (size_t)h * stride + t0;
+            vec_dot_rows(A->kv->type_k, hd, nt, rows, L->k_row, qd + h * A->qdot_row, o);
+            for (int j = 0; j < nt; j++)
+                o[j] *= A->p.scale;
+        }
     }
 }
 
@@ -751,11 +776,17 @@ static void attn_accum(const attn_ctx *A, attn_tls *T, const uint8_t *vb, int j0
         kern()->accum_f16(acc, vb + (size_t)j0 * L->v_row, L->v_row, n, p, stride, g, hd);
         return;
     }
-    float *vrow = T->vrow.p;
-    for (int j = 0; j < n; j++) {
-        dequantize_row(A->kv->type_v, vb + (size_t)(j0 + j) * L->v_row, vrow, hd);
-        for (int h = 0; h < g; h++)
-            axpy(acc + h * hd, p[(size_t)h * stride + j], vrow, hd);
+    /* other types: a tile of value rows as floats, then the f32 kernel */
+    float *vt = T->vrow.p;
+    for (int t0 = 0; t0 < n; t0 += FLASH_TILE) {
+        int nt = n - t0 < FLASH_TILE ? n - t0 : FLASH_TILE;
+        for (int j = 0; j < nt; j++) {
+            const uint8_t *vr = vb + (size_t)(j0 + t0 + j) * L->v_row;
+            for (size_t o = 0; o < A->v_head; o += 64)
+                __builtin_prefetch(vr + 8 * L->v_row + o);
+            dequantize_row(A->kv->type_v, vr, vt + (size_t)j * hd, hd);
+        }
+        kern()->accum_f32(acc, vt, sizeof(float) * (size_t)hd, nt, p + t0, stride, g, hd);
     }
 }
 
@@ -784,8 +815,6 @@ static void attn_item_plain(const attn_ctx *A, attn_tls *T, float *o, int n_cell
     attn_accum(A, T, vb, 0, n_cells, sc, (size_t)n_cells, acc);
     memcpy(o, acc, sizeof(float) * (size_t)g * hd);
 }
-
-#define FLASH_TILE 64
 
 /* Online softmax over tiles of cells: a running maximum and sum per head, the output
  * rescaled whenever the maximum grows; no per-cell storage beyond one tile. */
@@ -881,7 +910,7 @@ static void cpu_attention(backend *be, float *out, const float *q, const kv_cach
         if (!buf_reserve(&T->scores, sizeof(float) * ((size_t)A.group * cells + 2 * (size_t)A.group)) ||
             !buf_reserve(&T->acc, sizeof(float) * gh) || !buf_reserve(&T->qf, sizeof(float) * gh) ||
             !buf_reserve(&T->qdot, A.qdot_row * (size_t)A.group) ||
-            !buf_reserve(&T->vrow, sizeof(float) * (size_t)p->head_dim)) {
+            !buf_reserve(&T->vrow, sizeof(float) * FLASH_TILE * (size_t)p->head_dim)) {
             fail(c, ENOMEM);
             return;
         }

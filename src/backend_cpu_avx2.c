@@ -3,6 +3,7 @@
 
 #include "backend_cpu_impl.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
 
@@ -12,6 +13,17 @@ static inline float hsum8(__m256 v)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+}
+
+/* Cache rows are one head's slice of a longer row: a strided walk the hardware
+ * prefetchers follow poorly, so the rows a few steps ahead are requested explicitly
+ * (reading a little past the last row is harmless: prefetches do not fault). */
+#define PF_AHEAD 8
+
+static inline void prefetch_row(const uint8_t *p, int bytes)
+{
+    for (int o = 0; o < bytes; o += 64)
+        _mm_prefetch((const char *)p + o, _MM_HINT_T0);
 }
 
 static inline __m256 load_f16x8(const uint16_t *p)
@@ -26,6 +38,7 @@ static void scores_f16(const uint8_t *k, size_t k_stride, int n, const float *q,
 {
     for (int j = 0; j < n; j++) {
         const uint16_t *kr = (const uint16_t *)(k + (size_t)j * k_stride);
+        prefetch_row(k + (size_t)(j + PF_AHEAD) * k_stride, hd * 2);
         for (int h = 0; h < g; h++) {
             const float *qh = q + (size_t)h * hd;
             __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
@@ -45,48 +58,61 @@ static void scores_f16(const uint8_t *k, size_t k_stride, int n, const float *q,
 }
 
 /* Dimensions in chunks of 32 (one cache line of f16) with up to 4 heads at a time, so
- * the accumulators stay in registers while every cell streams past. */
-static void accum_f16(float *acc, const uint8_t *v, size_t v_stride, int n, const float *p,
-                      size_t p_stride, int g, int hd)
+ * the accumulators stay in registers while every cell streams past. LOAD8 turns 8
+ * elements of a value row into floats. */
+#define DEFINE_ACCUM(NAME, T, LOAD8, TOF)                                                        \
+    static void NAME(float *acc, const uint8_t *v, size_t v_stride, int n, const float *p,       \
+                     size_t p_stride, int g, int hd)                                             \
+    {                                                                                            \
+        int d = 0;                                                                               \
+        for (; d + 32 <= hd; d += 32)                                                            \
+            for (int h0 = 0; h0 < g; h0 += 4) {                                                  \
+                int gh = g - h0 < 4 ? g - h0 : 4;                                                \
+                __m256 a[4][4];                                                                  \
+                for (int h = 0; h < gh; h++)                                                     \
+                    for (int c = 0; c < 4; c++)                                                  \
+                        a[h][c] = _mm256_loadu_ps(acc + (size_t)(h0 + h) * hd + d + 8 * c);      \
+                for (int j = 0; j < n; j++) {                                                    \
+                    const T *vr = (const T *)(v + (size_t)j * v_stride) + d;                     \
+                    _mm_prefetch((const char *)(vr) + PF_AHEAD * v_stride, _MM_HINT_T0);         \
+                    __m256 x0 = LOAD8(vr), x1 = LOAD8(vr + 8), x2 = LOAD8(vr + 16),              \
+                           x3 = LOAD8(vr + 24);                                                  \
+                    for (int h = 0; h < gh; h++) {                                               \
+                        __m256 pj = _mm256_set1_ps(p[(size_t)(h0 + h) * p_stride + j]);          \
+                        a[h][0] = _mm256_fmadd_ps(pj, x0, a[h][0]);                              \
+                        a[h][1] = _mm256_fmadd_ps(pj, x1, a[h][1]);                              \
+                        a[h][2] = _mm256_fmadd_ps(pj, x2, a[h][2]);                              \
+                        a[h][3] = _mm256_fmadd_ps(pj, x3, a[h][3]);                              \
+                    }                                                                            \
+                }                                                                                \
+                for (int h = 0; h < gh; h++)                                                     \
+                    for (int c = 0; c < 4; c++)                                                  \
+                        _mm256_storeu_ps(acc + (size_t)(h0 + h) * hd + d + 8 * c, a[h][c]);      \
+            }                                                                                    \
+        for (; d + 8 <= hd; d += 8)                                                              \
+            for (int h = 0; h < g; h++) {                                                        \
+                __m256 a = _mm256_loadu_ps(acc + (size_t)h * hd + d);                            \
+                for (int j = 0; j < n; j++) {                                                    \
+                    const T *vr = (const T *)(v + (size_t)j * v_stride) + d;                     \
+                    a = _mm256_fmadd_ps(_mm256_set1_ps(p[(size_t)h * p_stride + j]), LOAD8(vr), a); \
+                }                                                                                \
+                _mm256_storeu_ps(acc + (size_t)h * hd + d, a);                                   \
+            }                                                                                    \
+        for (; d < hd; d++)                                                                      \
+            for (int h = 0; h < g; h++)                                                          \
+                for (int j = 0; j < n; j++)                                                      \
+                    acc[(size_t)h * hd + d] += p[(size_t)h * p_stride + j] *                     \
+                                               TOF(((const T *)(v + (size_t)j * v_stride))[d]);  \
+    }
+
+#define F32_IDENT(x) (x)
+DEFINE_ACCUM(accum_f16, uint16_t, load_f16x8, _cvtsh_ss)
+DEFINE_ACCUM(accum_f32_rows, float, _mm256_loadu_ps, F32_IDENT)
+
+static void accum_f32(float *acc, const float *v, size_t v_stride, int n, const float *p, size_t p_stride,
+                      int g, int hd)
 {
-    int d = 0;
-    for (; d + 32 <= hd; d += 32)
-        for (int h0 = 0; h0 < g; h0 += 4) {
-            int gh = g - h0 < 4 ? g - h0 : 4;
-            __m256 a[4][4];
-            for (int h = 0; h < gh; h++)
-                for (int c = 0; c < 4; c++)
-                    a[h][c] = _mm256_loadu_ps(acc + (size_t)(h0 + h) * hd + d + 8 * c);
-            for (int j = 0; j < n; j++) {
-                const uint16_t *vr = (const uint16_t *)(v + (size_t)j * v_stride) + d;
-                __m256 x0 = load_f16x8(vr), x1 = load_f16x8(vr + 8), x2 = load_f16x8(vr + 16),
-                       x3 = load_f16x8(vr + 24);
-                for (int h = 0; h < gh; h++) {
-                    __m256 pj = _mm256_set1_ps(p[(size_t)(h0 + h) * p_stride + j]);
-                    a[h][0] = _mm256_fmadd_ps(pj, x0, a[h][0]);
-                    a[h][1] = _mm256_fmadd_ps(pj, x1, a[h][1]);
-                    a[h][2] = _mm256_fmadd_ps(pj, x2, a[h][2]);
-                    a[h][3] = _mm256_fmadd_ps(pj, x3, a[h][3]);
-                }
-            }
-            for (int h = 0; h < gh; h++)
-                for (int c = 0; c < 4; c++)
-                    _mm256_storeu_ps(acc + (size_t)(h0 + h) * hd + d + 8 * c, a[h][c]);
-        }
-    for (; d + 8 <= hd; d += 8)
-        for (int h = 0; h < g; h++) {
-            __m256 a = _mm256_loadu_ps(acc + (size_t)h * hd + d);
-            for (int j = 0; j < n; j++) {
-                const uint16_t *vr = (const uint16_t *)(v + (size_t)j * v_stride) + d;
-                a = _mm256_fmadd_ps(_mm256_set1_ps(p[(size_t)h * p_stride + j]), load_f16x8(vr), a);
-            }
-            _mm256_storeu_ps(acc + (size_t)h * hd + d, a);
-        }
-    for (; d < hd; d++)
-        for (int h = 0; h < g; h++)
-            for (int j = 0; j < n; j++)
-                acc[(size_t)h * hd + d] += p[(size_t)h * p_stride + j] *
-                                           _cvtsh_ss(((const uint16_t *)(v + (size_t)j * v_stride))[d]);
+    accum_f32_rows(acc, (const uint8_t *)v, v_stride, n, p, p_stride, g, hd);
 }
 
 static void round_f16(float *x, int n)
@@ -136,11 +162,14 @@ static void swiglu(float *out, const float *gate, const float *up, int64_t n)
 
 bool cpu_kernels_avx2(cpu_kernels *k)
 {
+    /* clang's __builtin_cpu_supports does not know "f16c"; cpuid leaf 1 tells. */
+    unsigned a, b, c, d;
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
-        !__builtin_cpu_supports("f16c"))
+        !__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_F16C))
         return false;
     k->scores_f16 = scores_f16;
     k->accum_f16 = accum_f16;
+    k->accum_f32 = accum_f32;
     k->round_f16 = round_f16;
     k->swiglu = swiglu;
     return true;

@@ -19,6 +19,9 @@ typedef struct cpu_kernels {
      * are f16, v_stride bytes apart. */
     void (*accum_f16)(float *acc, const uint8_t *v, size_t v_stride, int n, const float *p,
                       size_t p_stride, int g, int hd);
+    /* the same with f32 value rows */
+    void (*accum_f32)(float *acc, const float *v, size_t v_stride, int n, const float *p,
+                      size_t p_stride, int g, int hd);
     /* x[i] = the f16 nearest x[i] (ties to even), as a float */
     void (*round_f16)(float *x, int n);
     /* out[i] = silu(gate[i]) * up[i] */

@@ -26,7 +26,7 @@ static void usage(void)
            "  -r R   repetitions after one warm-up (default 5)\n"
            "  -d D   measure at a context depth: D tokens are evaluated first (untimed)\n"
            "  -t N   threads (default: physical cores)\n"
-           "  -ngl N layers on the GPU (default: all in a CUDA build, else 0)\n");
+           "  -ngl N layers on the GPU (default: all when a GPU is usable, else 0)\n");
 }
 
 typedef struct bench_result {
@@ -174,7 +174,9 @@ int cmd_bench(int argc, char **argv)
     const char *path = NULL, *ctk = "f16", *ctv = "f16", *fmt = "md";
     int n_prompt = 512, n_gen = 128, reps = 5, depth = 0, threads = 0, ubatch = 512;
 #ifdef LLMFS_HAVE_CUDA
-    int ngl = 999; /* as llama-bench: every layer on the GPU unless told otherwise */
+    /* as llama-bench: every layer on the GPU unless told otherwise (when there is one) */
+    llmfs_gpu_info gpu0;
+    int ngl = llmfs_gpus(&gpu0, 1) > 0 ? 999 : 0;
 #else
     int ngl = 0;
 #endif

@@ -2,8 +2,7 @@
  *
  * The model is opened (mapped) but not loaded: nothing is read past the header, no
  * backend starts, so this answers in milliseconds even for models larger than RAM. */
-#include "gguf.h"
-#include "placement.h"
+#include "fit.h"
 #include "quant.h"
 
 #include <errno.h>
@@ -17,14 +16,6 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: llmfs fit -m MODEL [--fit-ctx N] [--fit-target MiB] [--vram-limit MiB]\n"
                "                 [-ctk TYPE] [-ctv TYPE] [-ub N] [--fa on|off] [--override-tensor SPEC]\n");
-}
-
-static uint32_t arch_u32(const gguf_file *f, const char *arch, const char *suffix, uint32_t def)
-{
-    char key[128];
-    uint32_t v;
-    snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    return gguf_get_u32(f, key, &v) ? v : def;
 }
 
 static int parse_long(const char *s, long lo, long hi, long *out)
@@ -43,7 +34,7 @@ int cmd_fit(int argc, char **argv)
     const char *path = NULL, *ovr = NULL, *ctk = "f16", *ctv = "f16";
     long fit_ctx = 4096, target = 1024, vram_limit = -1, ubatch = 512;
     bool flash = true;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long *num = NULL;
         long lo = 0, hi = 0;
@@ -86,7 +77,6 @@ int cmd_fit(int argc, char **argv)
             fprintf(stderr, "llmfs fit: %s: '%s' is not a number in %ld..%ld\n", a, v, lo, hi);
             return 2;
         }
-        i++;
     }
     if (!path) {
         usage(stderr);
@@ -98,81 +88,31 @@ int cmd_fit(int argc, char **argv)
         return 2;
     }
 
-    llmfs_error err = {0};
-    gguf_open_opts oo = {0};
-    gguf_file *f = gguf_open(path, &oo, &err);
-    if (!f) {
-        fprintf(stderr, "llmfs fit: %s\n", err.msg);
-        return 1;
-    }
-    const char *arch = gguf_get_str(f, "general.architecture", NULL);
-    if (!arch) {
-        fprintf(stderr, "llmfs fit: %s: no general.architecture\n", path);
-        gguf_close(f);
-        return 1;
-    }
-    int n_layer = (int)arch_u32(f, arch, "block_count", 0);
-    int n_embd = (int)arch_u32(f, arch, "embedding_length", 0);
-    int n_head = (int)arch_u32(f, arch, "attention.head_count", 1);
-    int n_head_kv = (int)arch_u32(f, arch, "attention.head_count_kv", (uint32_t)n_head);
-    int head_dim = (int)arch_u32(f, arch, "attention.key_length", n_head ? (uint32_t)(n_embd / n_head) : 0);
-    int n_ff = (int)arch_u32(f, arch, "feed_forward_length", 0);
-    int n_ff_exp = (int)arch_u32(f, arch, "expert_feed_forward_length", 0);
-    int n_used = (int)arch_u32(f, arch, "expert_used_count", 0);
-    uint64_t n_vocab = gguf_kv_arr_n(f, gguf_find_key(f, "tokenizer.ggml.tokens"));
-    if (n_layer <= 0 || n_embd <= 0) {
-        fprintf(stderr, "llmfs fit: %s: missing %s.block_count or embedding_length\n", path, arch);
-        gguf_close(f);
-        return 1;
-    }
-
-    int n = gguf_n_tensors(f);
-    place_tensor *t = calloc((size_t)n, sizeof *t);
-    uint64_t file_bytes = 0;
-    for (int i = 0; i < n; i++) {
-        const gguf_tensor *g = gguf_tensor_at(f, i);
-        t[i].name = g->name;
-        t[i].bytes = g->size;
-        file_bytes += g->size;
-    }
-    /* K and V rows of n_head_kv*head_dim elements for fit_ctx cells */
-    uint64_t kv_per_layer = (uint64_t)fit_ctx * (type_row_bytes(tk, (int64_t)n_head_kv * head_dim) +
-                                                 type_row_bytes(tv, (int64_t)n_head_kv * head_dim));
-    int ff = n_ff ? n_ff : n_ff_exp * (n_used ? n_used : 1);
-    place_opts po = {
-        .n_layer = n_layer,
-        .override_tensor = ovr,
-        .fit = true,
+    fit_input in = {
+        .path = path, .ctx = (int)fit_ctx, .parallel = 1, .fit_ctx = (int)fit_ctx, .ubatch = (int)ubatch,
+        .type_k = tk, .type_v = tv, .flash = flash, .override_tensor = ovr,
         .fit_target = (uint64_t)target * 1024 * 1024,
-        .kv_bytes_per_layer = kv_per_layer,
-        .compute_bytes = place_compute_bytes(n_embd, ff, n_head, head_dim, (int)n_vocab, (int)ubatch,
-                                             (int)fit_ctx, flash),
     };
     const char *vram_src = "limit";
     if (vram_limit >= 0) {
-        po.vram_free = (uint64_t)vram_limit * 1024 * 1024;
+        in.vram_free = (uint64_t)vram_limit * 1024 * 1024;
     } else {
         llmfs_gpu_info g[1];
         vram_src = "free on GPU 0";
-        po.vram_free = llmfs_gpus(g, 1) > 0 ? g[0].vram_free : 0;
+        in.vram_free = llmfs_gpus(g, 1) > 0 ? g[0].vram_free : 0;
     }
-    place_result r;
-    int rc = place_decide(t, n, &po, &r, &err);
-    if (rc < 0) {
+    fit_output out;
+    llmfs_error err = {0};
+    if (fit_plan(&in, &out, &err) < 0) {
         fprintf(stderr, "llmfs fit: %s\n", err.msg);
-        free(t);
-        gguf_close(f);
         return 1;
     }
-    printf("model      %s (%s, %d layers, %.0f MiB of weights)\n", path, arch, n_layer, file_bytes / MiB);
-    printf("vram       %.0f MiB (%s)\n", po.vram_free / MiB, vram_src);
-    printf("kv         %ld cells, %s/%s: %.1f MiB per layer\n", fit_ctx, ctk, ctv, kv_per_layer / MiB);
-    printf("compute    %.0f MiB (ubatch %ld, flash attention %s)\n", po.compute_bytes / MiB, ubatch,
+    printf("model      %s\n", path);
+    printf("vram       %.0f MiB (%s)\n", in.vram_free / MiB, vram_src);
+    printf("kv         %ld cells, %s/%s; ubatch %ld, flash attention %s\n", fit_ctx, ctk, ctv, ubatch,
            flash ? "on" : "off");
-    printf("weights    CPU %.0f MiB, GPU %.0f MiB\n", r.bytes_cpu / MiB, r.bytes_gpu / MiB);
-    printf("%s\n", r.text);
-    printf("settings   %s\n", r.flags);
-    free(t);
-    gguf_close(f);
+    printf("%s\n", out.text);
+    printf("settings   ngl=%d n_cpu_moe=%d ctx=%d%s%s\n", out.ngl, out.n_cpu_moe, out.ctx,
+           ovr ? " override_tensor=" : "", ovr ? ovr : "");
     return 0;
 }

@@ -1,6 +1,10 @@
 /* engine.c — the daemon object and its models: loading, settings, info, stats. */
 #include "engine.h"
 #include "chat.h"
+#ifdef LLMFS_HAVE_CUDA
+#include "backend_cuda.h"
+#endif
+#include "fit.h"
 #include "placement.h"
 #include "quant.h"
 #include "stream.h"
@@ -156,6 +160,8 @@ int llmfs_ctl(llmfs *lf, const char *line, llmfs_error *err)
 }
 
 /* ---- model objects ---- */
+
+static int cache_ggml_type(int cache_enum);
 
 void model_set_error(llmfs_model *m, const char *msg)
 {
@@ -355,6 +361,48 @@ static void unlist_model(llmfs *lf, llmfs_model *m)
     pthread_mutex_unlock(&lf->mu);
 }
 
+/* With fit on, ngl left to llmfs (-1) and a GPU: the layers, experts and context that
+ * fit (fit.h). The context it settles on replaces the setting. */
+static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmfs_error *err)
+{
+    const llmfs_settings *s = &m->settings;
+    llmfs_gpu_info g;
+    if (!s->fit || s->ngl >= 0 || llmfs_gpus(&g, 1) < 1)
+        return 0;
+    uint64_t vram = g.vram_free, limit = (uint64_t)s->vram_limit * 1048576;
+    if (limit && limit < vram)
+        vram = limit;
+    fit_input fi = {
+        .path = path,
+        .ctx = s->ctx,
+        .parallel = s->parallel,
+        .fit_ctx = s->fit_ctx,
+        .ubatch = s->ubatch,
+        .type_k = cache_ggml_type(s->cache_type_k),
+        .type_v = cache_ggml_type(s->cache_type_v),
+        .flash = s->flash_attn,
+        .n_cpu_moe = s->n_cpu_moe,
+        .override_tensor = o->override_tensor,
+        .vram_free = vram,
+        .fit_target = (uint64_t)s->fit_target * 1048576,
+    };
+    fit_output fo;
+    int rc = fit_plan(&fi, &fo, err);
+    if (rc < 0)
+        return rc;
+    o->ngl = fo.ngl;
+    o->n_cpu_moe = fo.n_cpu_moe;
+    pthread_mutex_lock(&m->mu);
+    if (fo.ctx != s->ctx) {
+        char v[32];
+        snprintf(v, sizeof v, "%d", fo.ctx);
+        settings_set_default(&m->settings, "ctx", v);
+    }
+    snprintf(m->fit_text, sizeof m->fit_text, "%s", fo.text);
+    pthread_mutex_unlock(&m->mu);
+    return 0;
+}
+
 int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *const *settings,
                      int n_settings, llmfs_error *err)
 {
@@ -431,6 +479,12 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
         .n_cpu_moe = s->n_cpu_moe,
     };
     llmfs_error le = {0};
+    rc = fit_before_load(m, path, &o, &le);
+    if (rc < 0) {
+        if (err)
+            *err = le;
+        goto failed;
+    }
     model *mdl = model_load(path, &o, &le);
     if (!mdl) {
         rc = le.code ? -le.code : -EINVAL;
@@ -606,6 +660,8 @@ int llmfs_model_ctl(llmfs_model *m, const char *line, llmfs_error *err)
     pthread_mutex_lock(&m->mu);
     if (m->state == MS_UNLOADED || m->state == MS_FAILED) {
         rc = llmfs_errorf(&e, ENODEV, "model %s is unloaded", m->name);
+    } else if (m->state == MS_LOADING) {
+        rc = llmfs_errorf(&e, EAGAIN, "model %s is still loading", m->name);
     } else if (strcmp(key, "stop") == 0) {
         for (int i = 0; i < m->n_sessions; i++)
             if (m->sessions[i]->state != SS_IDLE || m->sessions[i]->preparing)
@@ -891,18 +947,14 @@ static uint64_t rss_bytes(void)
 void llmfs_model_fit_text(llmfs_model *m, char *buf, size_t cap)
 {
     pthread_mutex_lock(&m->mu);
-    if (!m->settings.fit || !m->mdl) {
+    if (!m->settings.fit)
         snprintf(buf, cap, "%s", "");
-    } else {
-        uint64_t cpu, gpu;
-        weight_bytes(m, &cpu, &gpu);
-        uint64_t kvb = m->kv ? kv_cache_bytes(m->kv) : 0;
-        uint64_t avail = meminfo_kb("MemAvailable") * 1024;
-        snprintf(buf, cap,
-                 "no GPU: every layer on the CPU; weights %.1f MiB, KV cache %.1f MiB, RAM available %.1f MiB",
-                 cpu / 1048576.0, kvb / 1048576.0, avail / 1048576.0);
-        (void)gpu;
-    }
+    else if (m->fit_text[0])
+        snprintf(buf, cap, "%s", m->fit_text);
+    else if (m->mdl && m->mdl->note[0])
+        snprintf(buf, cap, "%s", m->mdl->note);
+    else
+        snprintf(buf, cap, "no GPU: every layer on the CPU");
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -972,9 +1024,22 @@ double llmfs_model_idle_seconds(llmfs_model *m)
 
 int llmfs_gpus(llmfs_gpu_info *out, int cap)
 {
+#ifdef LLMFS_HAVE_CUDA
+    int n = cuda_device_count(), k = 0;
+    for (int i = 0; i < n && k < cap; i++) {
+        llmfs_gpu_info *g = &out[k];
+        memset(g, 0, sizeof *g);
+        if (cuda_device_info(i, g->name, sizeof g->name, &g->vram_total, &g->vram_free, NULL, 0) == 0) {
+            g->vram_used = g->vram_total - g->vram_free;
+            k++;
+        }
+    }
+    return k;
+#else
     (void)out;
     (void)cap;
     return 0;
+#endif
 }
 
 void llmfs_daemon_stats_get(llmfs *lf, llmfs_daemon_stats *out)

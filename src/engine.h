@@ -73,6 +73,7 @@ struct llmfs_model {
     double prompt_seconds, gen_seconds;
     double last_activity;
     char error[256];
+    char fit_text[768];        /* what fit decided at load, "" if it did not run */
 };
 
 enum session_state { SS_IDLE, SS_QUEUED, SS_PREFILL, SS_GEN };

@@ -15,7 +15,7 @@ enum vkind { V_UNDEF, V_NONE, V_BOOL, V_INT, V_STR, V_LIST, V_MSG, V_LOOP };
 
 typedef struct jval {
     enum vkind k;
-    long long i; /* V_BOOL, V_INT; V_LOOP: index0 */
+    long long i; /* V_BOOL, V_INT; V_LOOP: index0; V_LIST: nesting depth (1: no lists inside) */
     const char *s; /* V_STR */
     size_t n;      /* V_STR length; V_LIST, V_LOOP: item count */
     const struct jval *items; /* V_LIST */
@@ -29,8 +29,15 @@ typedef struct binding {
 } binding;
 
 #define MAX_OUTPUT (64u << 20)
-#define MAX_STEPS 10000000 /* loop iterations in one render */
+/* The work of one render: loop iterations, expressions, blocks of text work, and the
+ * memory taken (a step per 32 bytes, so that a template that allocates in a loop runs out
+ * of steps before the arena's limit). */
+#define MAX_STEPS 10000000
 #define MAX_VARS 4096
+/* Recursion of the evaluator (a chain like 1+1+...+1 nests without parentheses) and of
+ * list values (repr and == walk them), kept well within a thread's stack. */
+#define MAX_EVAL_DEPTH 200
+#define MAX_LIST_DEPTH 64
 
 typedef struct ctx {
     jarena *a;
@@ -41,6 +48,7 @@ typedef struct ctx {
     char *out;
     size_t out_n, out_cap;
     long steps;
+    int depth;
 } ctx;
 
 static int fail(ctx *c, int code, int line, const char *fmt, const char *what, size_t n)
@@ -63,7 +71,29 @@ static int fail(ctx *c, int code, int line, const char *fmt, const char *what, s
 
 static int oom(ctx *c, int line)
 {
+    if (c->a->over)
+        return fail(c, EFBIG, line, "the template needs too much memory%s", "", 0);
     return fail(c, ENOMEM, line, "out of memory%s", "", 0);
+}
+
+static bool spent(const ctx *c)
+{
+    return c->steps > MAX_STEPS - (long)(c->a->total / 32);
+}
+
+/* Work on long strings and lists counts against the same budget as loop iterations:
+ * a step per 16 bytes or items. */
+static int charge(ctx *c, size_t bytes, int line)
+{
+    c->steps += (long)(bytes / 16);
+    if (spent(c))
+        return fail(c, EINVAL, line, "the template runs too long%s", "", 0);
+    return 0;
+}
+
+static long long list_depth(const jval *v)
+{
+    return v->k == V_LIST ? (v->i > 0 ? v->i : 1) : 0;
 }
 
 static jval mk(enum vkind k) { return (jval){.k = k}; }
@@ -93,10 +123,15 @@ static bool truthy(const jval *v)
 typedef struct sbuf {
     char *p;
     size_t n, cap;
+    bool full; /* a text would have grown past MAX_OUTPUT */
 } sbuf;
 
 static bool sb_add(sbuf *b, const char *s, size_t n)
 {
+    if (b->full || b->n + n > MAX_OUTPUT) {
+        b->full = true;
+        return false;
+    }
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1)
@@ -127,14 +162,15 @@ static void repr_str(const char *s, size_t n, sbuf *b, bool quoted)
         return;
     }
     sb_add(b, "'", 1);
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\'' || s[i] == '\\')
-            sb_add(b, "\\", 1);
-        if (s[i] == '\n')
-            sb_add(b, "\\n", 2);
-        else
-            sb_add(b, s + i, 1);
+    size_t from = 0; /* plain runs go in whole */
+    for (size_t i = 0; i < n && !b->full; i++) {
+        if (s[i] == '\'' || s[i] == '\\' || s[i] == '\n') {
+            sb_add(b, s + from, i - from);
+            sb_add(b, s[i] == '\n' ? "\\n" : s[i] == '\'' ? "\\'" : "\\\\", 2);
+            from = i + 1;
+        }
     }
+    sb_add(b, s + from, n - from);
     sb_add(b, "'", 1);
 }
 
@@ -159,7 +195,7 @@ static void repr(const jval *v, sbuf *b, bool quoted)
         break;
     case V_LIST:
         sb_add(b, "[", 1);
-        for (size_t i = 0; i < v->n; i++) {
+        for (size_t i = 0; i < v->n && !b->full; i++) {
             if (i)
                 sb_add(b, ", ", 2);
             repr(&v->items[i], b, true);
@@ -189,6 +225,10 @@ static int to_str(ctx *c, const jval *v, int line, jval *out)
     }
     sbuf b = {0};
     repr(v, &b, false);
+    if (b.full || charge(c, b.n, line)) {
+        free(b.p);
+        return b.full ? fail(c, EFBIG, line, "the rendered text is too long%s", "", 0) : c->rc;
+    }
     char *s = jalloc(c->a, b.n + 1);
     if (!s) {
         free(b.p);
@@ -246,8 +286,12 @@ static bool name_is(const jexpr *e, const char *s)
     return strlen(s) == e->n && memcmp(e->s, s, e->n) == 0;
 }
 
-static bool equal(const jval *x, const jval *y)
+/* Lists may share sublists, so a comparison can visit far more items than were ever
+ * built: every item visited is a step. */
+static bool equal(ctx *c, const jval *x, const jval *y, int line)
 {
+    if (c->rc || charge(c, 16 + (x->k == V_STR ? x->n : 0), line))
+        return false;
     bool xn = x->k == V_BOOL || x->k == V_INT, yn = y->k == V_BOOL || y->k == V_INT;
     if (xn && yn)
         return x->i == y->i;
@@ -260,7 +304,7 @@ static bool equal(const jval *x, const jval *y)
         if (x->n != y->n)
             return false;
         for (size_t i = 0; i < x->n; i++)
-            if (!equal(&x->items[i], &y->items[i]))
+            if (!equal(c, &x->items[i], &y->items[i], line))
                 return false;
         return true;
     case V_MSG:
@@ -366,13 +410,16 @@ static int str_case(ctx *c, const jval *v, bool upper, int line, jval *out)
 /* str.strip / lstrip / rstrip, of whitespace or of the characters in chars */
 static jval strip(const jval *v, bool left, bool right, const jval *chars)
 {
+    bool drop[256]; /* one look-up per byte, however long chars is */
+    for (int k = 0; k < 256; k++)
+        drop[k] = !chars && is_space((char)k);
+    for (size_t k = 0; chars && k < chars->n; k++)
+        drop[(unsigned char)chars->s[k]] = true;
     const char *s = v->s, *e = v->s + v->n;
-#define DROP(ch) (chars ? memchr(chars->s, (ch), chars->n) != NULL : is_space(ch))
-    while (left && s < e && DROP(*s))
+    while (left && s < e && drop[(unsigned char)*s])
         s++;
-    while (right && e > s && DROP(e[-1]))
+    while (right && e > s && drop[(unsigned char)e[-1]])
         e--;
-#undef DROP
     return mk_str(s, (size_t)(e - s));
 }
 
@@ -396,6 +443,11 @@ static int call_method(ctx *c, const jexpr *e, jval *out)
     const jexpr *m = e->a;
     jval obj, args[4];
     if (eval(c, m->a, &obj) || eval_args(c, e, args))
+        return c->rc;
+    size_t work = obj.n;
+    for (int i = 0; i < e->n_args && i < 4; i++)
+        work += args[i].n;
+    if (charge(c, work, e->line))
         return c->rc;
     if (obj.k != V_STR) {
         return fail(c, ENOTSUP, e->line, "method '%s' is only supported on strings", m->s, m->n);
@@ -429,19 +481,25 @@ static int call_method(ctx *c, const jexpr *e, jval *out)
         return fail(c, EINVAL, e->line, "replace needs a non-empty string and a string%s", "", 0);
     sbuf b = {0};
     bool ok = sb_add(&b, "", 0);
+    size_t from = 0; /* the text since the last match goes in whole */
     for (size_t i = 0; i < obj.n && ok;) {
         if (i + args[0].n <= obj.n && memcmp(obj.s + i, args[0].s, args[0].n) == 0) {
-            ok = sb_add(&b, args[1].s, args[1].n);
+            if (charge(c, 16, e->line)) { /* each match is a step */
+                free(b.p);
+                return c->rc;
+            }
+            ok = sb_add(&b, obj.s + from, i - from) && sb_add(&b, args[1].s, args[1].n);
             i += args[0].n;
+            from = i;
         } else {
-            ok = sb_add(&b, obj.s + i, 1);
             i++;
         }
     }
+    ok = ok && sb_add(&b, obj.s + from, obj.n - from);
     char *s = ok ? jalloc(c->a, b.n + 1) : NULL;
     if (!s) {
         free(b.p);
-        return oom(c, e->line);
+        return b.full ? fail(c, EFBIG, e->line, "the rendered text is too long%s", "", 0) : oom(c, e->line);
     }
     memcpy(s, b.p, b.n);
     free(b.p);
@@ -483,14 +541,14 @@ static int call(ctx *c, const jexpr *e, jval *out)
         return oom(c, e->line);
     for (size_t i = 0; i < n; i++)
         items[i] = mk_int(lo + (long long)i);
-    *out = (jval){.k = V_LIST, .items = items, .n = n};
+    *out = (jval){.k = V_LIST, .i = 1, .items = items, .n = n};
     return 0;
 }
 
 static int filter(ctx *c, const jexpr *e, jval *out)
 {
     jval v, args[4];
-    if (eval(c, e->a, &v) || eval_args(c, e, args))
+    if (eval(c, e->a, &v) || eval_args(c, e, args) || charge(c, v.n, e->line))
         return c->rc;
     if (name_is(e, "default") || name_is(e, "d")) {
         if (need_args(c, e, 1, 2, "default"))
@@ -577,9 +635,9 @@ static int contains(ctx *c, const jval *hay, const jval *needle, int line, bool 
     }
     if (hay->k == V_LIST) {
         *r = false;
-        for (size_t i = 0; i < hay->n && !*r; i++)
-            *r = equal(&hay->items[i], needle);
-        return 0;
+        for (size_t i = 0; i < hay->n && !*r && !c->rc; i++)
+            *r = equal(c, &hay->items[i], needle, line);
+        return c->rc;
     }
     if (hay->k == V_MSG) {
         *r = needle->k == V_STR && msg_field(hay->msg, needle->s, needle->n).k != V_UNDEF;
@@ -600,16 +658,16 @@ static int binop(ctx *c, const jexpr *e, jval *out)
         }
         return eval(c, e->b, out);
     }
-    if (eval(c, e->b, &y))
+    if (eval(c, e->b, &y) || charge(c, x.n + y.n, e->line))
         return c->rc;
     bool xi = x.k == V_INT || x.k == V_BOOL, yi = y.k == V_INT || y.k == V_BOOL;
     switch (e->op) {
     case JB_EQ:
-        *out = mk_bool(equal(&x, &y));
-        return 0;
+        *out = mk_bool(equal(c, &x, &y, e->line));
+        return c->rc;
     case JB_NE:
-        *out = mk_bool(!equal(&x, &y));
-        return 0;
+        *out = mk_bool(!equal(c, &x, &y, e->line));
+        return c->rc;
     case JB_LT: case JB_GT: case JB_LE: case JB_GE: {
         int cmp;
         if (xi && yi) {
@@ -645,7 +703,8 @@ static int binop(ctx *c, const jexpr *e, jval *out)
                 return oom(c, e->line);
             memcpy(items, x.items, sizeof *items * x.n);
             memcpy(items + x.n, y.items, sizeof *items * y.n);
-            *out = (jval){.k = V_LIST, .items = items, .n = x.n + y.n};
+            *out = (jval){.k = V_LIST, .i = list_depth(&x) > list_depth(&y) ? list_depth(&x) : list_depth(&y),
+                          .items = items, .n = x.n + y.n};
             return 0;
         }
         /* fall through */
@@ -676,10 +735,25 @@ static int binop(ctx *c, const jexpr *e, jval *out)
     }
 }
 
+static int eval_in(ctx *c, const jexpr *e, jval *out);
+
 static int eval(ctx *c, const jexpr *e, jval *out)
 {
     if (c->rc)
         return c->rc;
+    if (c->depth >= MAX_EVAL_DEPTH)
+        return fail(c, EINVAL, e->line, "expression nested too deeply%s", "", 0);
+    c->steps++;
+    if (spent(c))
+        return fail(c, EINVAL, e->line, "the template runs too long%s", "", 0);
+    c->depth++;
+    int rc = eval_in(c, e, out);
+    c->depth--;
+    return rc;
+}
+
+static int eval_in(ctx *c, const jexpr *e, jval *out)
+{
     jval v, i, j;
     switch (e->kind) {
     case JE_STR:
@@ -699,10 +773,16 @@ static int eval(ctx *c, const jexpr *e, jval *out)
         jval *items = jalloc(c->a, sizeof *items * (size_t)(e->n_args ? e->n_args : 1));
         if (!items)
             return oom(c, e->line);
-        for (int k = 0; k < e->n_args; k++)
+        long long depth = 1;
+        for (int k = 0; k < e->n_args; k++) {
             if (eval(c, e->args[k], &items[k]))
                 return c->rc;
-        *out = (jval){.k = V_LIST, .items = items, .n = (size_t)e->n_args};
+            if (list_depth(&items[k]) + 1 > depth)
+                depth = list_depth(&items[k]) + 1;
+        }
+        if (depth > MAX_LIST_DEPTH)
+            return fail(c, EINVAL, e->line, "lists nested too deeply%s", "", 0);
+        *out = (jval){.k = V_LIST, .i = depth, .items = items, .n = (size_t)e->n_args};
         return 0;
     }
     case JE_NAME: {
@@ -745,7 +825,7 @@ static int eval(ctx *c, const jexpr *e, jval *out)
         if (hi < lo)
             hi = lo;
         if (v.k == V_LIST)
-            *out = (jval){.k = V_LIST, .items = v.items + lo, .n = hi - lo};
+            *out = (jval){.k = V_LIST, .i = v.i, .items = v.items + lo, .n = hi - lo};
         else
             *out = mk_str(v.s + lo, hi - lo);
         return 0;
@@ -791,7 +871,7 @@ static int emit(ctx *c, const char *s, size_t n, int line)
 {
     if (c->out_n + n > MAX_OUTPUT)
         return fail(c, EFBIG, line, "the rendered text is too long%s", "", 0);
-    sbuf b = {c->out, c->out_n, c->out_cap};
+    sbuf b = {c->out, c->out_n, c->out_cap, false};
     if (!sb_add(&b, s, n))
         return oom(c, line);
     c->out = b.p;
@@ -816,8 +896,8 @@ static int run_for(ctx *c, const jstmt *s)
         return fail(c, EINVAL, s->line, "for needs a list%s", "", 0);
     int base = c->n_vars;
     for (size_t k = 0; k < seq.n && !c->rc; k++) {
-        if (++c->steps > MAX_STEPS)
-            return fail(c, EINVAL, s->line, "the template runs too long%s", "", 0);
+        if (charge(c, 16, s->line))
+            return c->rc;
         c->n_vars = base;
         jval loop = {.k = V_LOOP, .i = (long long)k, .n = seq.n};
         if (bind(c, base, s->s, s->n, seq.items[k], s->line) || bind(c, base, "loop", 4, loop, s->line))
@@ -890,7 +970,7 @@ int jinja_render(const char *tmpl, const jinja_input *in, char **out, llmfs_erro
     for (int i = 0; i < in->n_msgs; i++)
         msgs[i] = (jval){.k = V_MSG, .msg = &in->msgs[i]};
     const char *bos = in->bos_token ? in->bos_token : "", *eos = in->eos_token ? in->eos_token : "";
-    bind(&c, 0, "messages", 8, (jval){.k = V_LIST, .items = msgs, .n = (size_t)in->n_msgs}, 0);
+    bind(&c, 0, "messages", 8, (jval){.k = V_LIST, .i = 1, .items = msgs, .n = (size_t)in->n_msgs}, 0);
     bind(&c, 0, "add_generation_prompt", 21, mk_bool(in->add_generation_prompt), 0);
     bind(&c, 0, "bos_token", 9, mk_str(bos, strlen(bos)), 0);
     bind(&c, 0, "eos_token", 9, mk_str(eos, strlen(eos)), 0);

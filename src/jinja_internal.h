@@ -7,11 +7,15 @@
 
 #include <stddef.h>
 
-/* Everything of one render lives in one arena and goes at once. */
+/* Everything of one render lives in one arena and goes at once. The arena holds at most
+ * JINJA_MAX_ARENA bytes, so that no template can take the machine's memory. */
+#define JINJA_MAX_ARENA ((size_t)256 << 20)
 typedef struct jarena {
     struct jchunk *head;
+    size_t total;
+    bool over; /* a request was refused for the limit, not for want of memory */
 } jarena;
-void *jalloc(jarena *a, size_t n); /* zeroed; NULL when out of memory */
+void *jalloc(jarena *a, size_t n); /* zeroed; NULL when out of memory or over the limit */
 void jarena_free(jarena *a);
 
 enum jexpr_kind {

@@ -26,9 +26,14 @@ void *jalloc(jarena *a, size_t n)
     struct jchunk *c = a->head;
     if (!c || c->cap - c->used < n) {
         size_t cap = n > 16384 ? n : 16384;
+        if (cap > JINJA_MAX_ARENA - a->total) {
+            a->over = true;
+            return NULL;
+        }
         c = malloc(sizeof *c + cap);
         if (!c)
             return NULL;
+        a->total += cap;
         c->next = a->head;
         c->used = 0;
         c->cap = cap;
@@ -49,6 +54,7 @@ void jarena_free(jarena *a)
         c = n;
     }
     a->head = NULL;
+    a->total = 0;
 }
 
 /* ---- segments ---- */
@@ -283,7 +289,11 @@ static int next_tok(parser *ps, tok *t, bool peek)
         p = q;
     } else if (*p == '\'' || *p == '"') {
         char quote = *p++;
-        char *out = jalloc(ps->a, (size_t)(ps->end - p) + 1);
+        /* room for this literal only: the rest of the tag may hold many more */
+        const char *q = p;
+        while (q < ps->end && *q != quote)
+            q += *q == '\\' && q + 1 < ps->end ? 2 : 1;
+        char *out = jalloc(ps->a, (size_t)(q - p) + 1);
         if (!out)
             return fail(ps, ENOMEM, "out of memory%s", "", 0);
         size_t n = 0;

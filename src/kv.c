@@ -89,6 +89,9 @@ void kv_cache_free(kv_cache *kv)
             struct kv_layer *L = &kv->layer[il];
             if (!L->be)
                 continue;
+            /* recorded decode steps point into this cache */
+            if (L->be->ops->graph_reset && (il == 0 || kv->layer[il - 1].be != L->be))
+                L->be->ops->graph_reset(L->be);
             if (L->k)
                 L->be->ops->free(L->be, L->k);
             if (L->v)

@@ -24,6 +24,7 @@ static const command commands[] = {
     {"info", cmd_info, "describe a model file: shape, tensor types, tokenizer, template"},
     {"bench", cmd_bench, "measure prompt processing and generation speed"},
     {"mkmodel", cmd_mkmodel, "write a random-weight model with a real model's shape"},
+    {"fit", cmd_fit, "show the placement fit would choose, without loading the model"},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

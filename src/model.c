@@ -7,6 +7,7 @@
  * X n_expert, K n_expert_used, V n_vocab.
  */
 #include "model.h"
+#include "placement.h"
 #include "quant.h"
 
 #include <errno.h>
@@ -15,6 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+/* Rows of logits a device holds at once: a micro-batch's worth for a large vocabulary
+ * would cost hundreds of MB of device memory. */
+#define OUT_CHUNK 32
 
 /* Activations of one micro-batch, in the memory of the backend computing them. */
 typedef struct fwd_bufs {
@@ -29,14 +34,17 @@ typedef struct fwd_bufs {
     float *router;  /* [n][X] */
     float *wts;     /* [n][K] */
     int32_t *ids;   /* [n][K] */
-    float *logits;  /* [n][V] only off the CPU: logits before the copy to the host */
+    float *logits;  /* [OUT_CHUNK][V] only off the CPU: logits before the copy to the host */
 } fwd_bufs;
 
 typedef struct model_priv {
     fwd_bufs bufs[2];
     int n_bufs;
     float *host;          /* [n_ubatch][E] staging between backends */
+    bool all_on_gpu;      /* every layer and the output on m->gpu */
     float *freq_factors;  /* [n_rot/2] or NULL */
+    float *id_logits;     /* model_forward_ids: host logits where the output cannot argmax */
+    size_t id_logits_rows;
     int *seq_len;         /* per-sequence lengths while a batch is checked */
     int seq_len_cap;
     int8_t *flags;        /* [n_ubatch] logits flags when the caller gives none */
@@ -343,15 +351,15 @@ static int load_tensors(model *m, llmfs_error *err)
     return 0;
 }
 
-/* ---------------------------------------------------------------- GPU placement */
+/* ---------------------------------------------------------------- placement */
 
-#ifdef LLMFS_HAVE_CUDA
-/* Copies t to be (once, at load). */
-static int place(model *m, tensor *t, backend *be, llmfs_error *err)
+/* Copies t to be (once, at load), in the backend's own layout where it has one. */
+static int place(tensor *t, backend *be, llmfs_error *err)
 {
-    (void)m;
     if (!t || t->be == be)
         return 0;
+    if (be->ops->load_weight)
+        return be->ops->load_weight(be, t, t->data, err);
     size_t bytes = t->nb2 * (size_t)t->ne[2];
     void *p = be->ops->alloc(be, bytes);
     if (!p)
@@ -363,35 +371,87 @@ static int place(model *m, tensor *t, backend *be, llmfs_error *err)
     return 0;
 }
 
-static int place_layers(model *m, const model_opts *o, llmfs_error *err)
+static int place_all(tensor *const *ts, int n, backend *be, llmfs_error *err)
 {
-    char msg[256] = "";
-    m->gpu = backend_cuda_new(0, msg, sizeof msg);
-    if (!m->gpu)
-        return llmfs_errorf(err, ENODEV, "model: no usable GPU for ngl %d: %s", o->ngl, msg);
-    const model_hparams *hp = &m->hp;
-    int first = hp->n_layer - o->ngl;
-    for (int il = first < 0 ? 0 : first; il < hp->n_layer; il++) {
-        model_layer *L = &m->layers[il];
-        L->be = m->gpu;
-        tensor *ts[] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->bq, L->bk, L->bv,
-                        L->q_norm, L->k_norm, L->ffn_norm, L->w_gate, L->w_up, L->w_down};
-        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
-            int rc = place(m, ts[i], m->gpu, err);
-            if (rc)
-                return rc;
-        }
-        /* experts (and their router) of the first n_cpu_moe layers stay on the CPU */
-        if (il >= o->n_cpu_moe) {
-            tensor *ex[] = {L->gate_inp, L->gate_exps, L->up_exps, L->down_exps};
-            for (size_t i = 0; i < sizeof ex / sizeof ex[0]; i++) {
-                int rc = place(m, ex[i], m->gpu, err);
-                if (rc)
-                    return rc;
-            }
-        }
+    for (int i = 0; i < n; i++) {
+        int rc = place(ts[i], be, err);
+        if (rc)
+            return rc;
     }
-    if (o->ngl > hp->n_layer) {
+    return 0;
+}
+
+/* Where each weight goes (placement.h decides from ngl, n_cpu_moe and override_tensor),
+ * then the weights moved there. The decision is applied per group so every op finds
+ * its operands on one device: a layer's attention goes where attn_q goes, its
+ * feed-forward (norm, router included) where ffn_gate or ffn_gate_inp goes, its experts
+ * where ffn_gate_exps goes, and the output with output_norm. Without a usable GPU
+ * everything stays on the CPU and m->note says why. */
+static int place_weights(model *m, const model_opts *o, llmfs_error *err)
+{
+    model_priv *P = m->scratch;
+    const model_hparams *hp = &m->hp;
+    int rc = place_parse_overrides(o->override_tensor, err);
+    if (rc)
+        return rc;
+    if (!o->ngl && !o->override_tensor)
+        return 0;
+    place_tensor *pt = calloc((size_t)m->n_tensors, sizeof *pt);
+    if (!pt)
+        return llmfs_errorf(err, ENOMEM, "model: out of memory");
+    for (int i = 0; i < m->n_tensors; i++) {
+        pt[i].name = m->tensors[i].name;
+        pt[i].bytes = m->tensors[i].nb2 * (uint64_t)m->tensors[i].ne[2];
+    }
+    place_opts po = {.n_layer = hp->n_layer, .ngl = o->ngl, .n_cpu_moe = o->n_cpu_moe,
+                     .override_tensor = o->override_tensor};
+    place_result res;
+    rc = place_decide(pt, m->n_tensors, &po, &res, err);
+    bool any = false;
+    for (int i = 0; rc == 0 && i < m->n_tensors; i++)
+        any |= pt[i].device == PLACE_GPU;
+    /* the device chosen for each tensor, looked up by pointer below */
+    enum place_device *dev = malloc(sizeof *dev * (size_t)(m->n_tensors + 1));
+    if (!dev) {
+        free(pt);
+        return llmfs_errorf(err, ENOMEM, "model: out of memory");
+    }
+    for (int i = 0; rc == 0 && i < m->n_tensors; i++)
+        dev[i] = pt[i].device;
+    free(pt);
+    if (rc || !any) {
+        free(dev);
+        return rc;
+    }
+
+    char why[200] = "llmfs was built without CUDA";
+#ifdef LLMFS_HAVE_CUDA
+    m->gpu = backend_cuda_new(0, why, sizeof why);
+#endif
+    if (!m->gpu && o->test_second_cpu)
+        m->gpu = backend_cpu_new(o->n_threads, o->n_threads_batch);
+    if (!m->gpu) {
+        snprintf(m->note, sizeof m->note, "no GPU (%s): every layer on the CPU", why);
+        free(dev);
+        return 0;
+    }
+#define DEV(t) ((t) && dev[(t) - m->tensors] == PLACE_GPU ? m->gpu : m->cpu)
+    int n_gpu_layers = 0;
+    for (int il = 0; il < hp->n_layer && rc == 0; il++) {
+        model_layer *L = &m->layers[il];
+        backend *ab = DEV(L->wq);
+        backend *fb = DEV(L->gate_inp ? L->gate_inp : L->w_gate);
+        backend *eb = DEV(L->gate_exps);
+        tensor *attn[] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->bq, L->bk, L->bv, L->q_norm, L->k_norm};
+        tensor *ffn[] = {L->ffn_norm, L->w_gate, L->w_up, L->w_down, L->gate_inp};
+        tensor *exps[] = {L->gate_exps, L->up_exps, L->down_exps};
+        L->be = ab;
+        n_gpu_layers += ab == m->gpu;
+        if ((rc = place_all(attn, 10, ab, err)) || (rc = place_all(ffn, 5, fb, err)) ||
+            (rc = place_all(exps, 3, eb, err)))
+            break;
+    }
+    if (rc == 0 && DEV(m->output_norm) == m->gpu) {
         if (hp->tied_output) {
             /* token_embd stays on the CPU for the lookup; the output needs its own copy */
             tensor *t = &m->tensors[m->n_tensors++];
@@ -399,11 +459,17 @@ static int place_layers(model *m, const model_opts *o, llmfs_error *err)
             snprintf(t->name, sizeof t->name, "output.weight");
             m->output = t;
         }
-        int rc;
-        if ((rc = place(m, m->output_norm, m->gpu, err)) || (rc = place(m, m->output, m->gpu, err)))
-            return rc;
+        tensor *out[] = {m->output_norm, m->output};
+        rc = place_all(out, 2, m->gpu, err);
     }
-    return 0;
+#undef DEV
+    free(dev);
+    (void)P;
+    if (rc == 0)
+        snprintf(m->note, sizeof m->note, "%d of %d layers on %s%s", n_gpu_layers, hp->n_layer,
+                 m->gpu->ops->name, m->output->be == m->gpu ? ", output too" : "");
+    (void)P;
+    return rc;
 }
 
 static void unplace(model *m)
@@ -412,7 +478,6 @@ static void unplace(model *m)
         if (m->tensors[i].be && m->tensors[i].be != m->cpu)
             m->tensors[i].be->ops->free(m->tensors[i].be, m->tensors[i].data);
 }
-#endif
 
 /* ---------------------------------------------------------------- scratch */
 
@@ -443,7 +508,7 @@ static int bufs_alloc(model *m, fwd_bufs *B, backend *be, bool logits, llmfs_err
         {&B->x, n * E},   {&B->xb, n * E},    {&B->xb2, n * E},      {&B->q, n * QD},
         {&B->k, n * KD},  {&B->v, n * KD},    {&B->att, n * QD},     {&B->hb, n * F},
         {&B->hb2, n * F}, {&B->router, n * X}, {&B->wts, n * K},     {(float **)&B->ids, n * K},
-        {&B->logits, logits ? n * (size_t)hp->n_vocab : 0},
+        {&B->logits, logits ? (n < OUT_CHUNK ? n : OUT_CHUNK) * (size_t)hp->n_vocab : 0},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         if (!want[i].n)
@@ -465,13 +530,13 @@ static int scratch_alloc(model *m, llmfs_error *err)
     int rc = bufs_alloc(m, &P->bufs[P->n_bufs++], m->cpu, false, err);
     if (rc)
         return rc;
-    if (m->gpu) {
-        if ((rc = bufs_alloc(m, &P->bufs[P->n_bufs++], m->gpu, m->output->be == m->gpu, err)))
-            return rc;
-        P->host = malloc(sizeof(float) * (size_t)m->n_ubatch * (size_t)m->hp.n_embd);
-        if (!P->host)
-            return llmfs_errorf(err, ENOMEM, "model: out of memory");
-    }
+    if (m->gpu && (rc = bufs_alloc(m, &P->bufs[P->n_bufs++], m->gpu, m->output->be == m->gpu, err)))
+        return rc;
+    /* the residual stream, or a MoE layer's expert ids and weights */
+    size_t w = (size_t)(m->hp.n_embd > m->hp.n_expert_used ? m->hp.n_embd : m->hp.n_expert_used);
+    P->host = malloc(sizeof(float) * (size_t)m->n_ubatch * w);
+    if (!P->host)
+        return llmfs_errorf(err, ENOMEM, "model: out of memory");
     return 0;
 }
 
@@ -517,15 +582,13 @@ model *model_load(const char *path, const model_opts *opts, llmfs_error *err)
     }
     if ((rc = load_tensors(m, err)))
         goto fail;
-    if (o->ngl > 0) {
-#ifdef LLMFS_HAVE_CUDA
-        if ((rc = place_layers(m, o, err)))
-            goto fail;
-#else
-        rc = llmfs_errorf(err, ENODEV, "model: ngl %d needs a GPU build (llmfs was built without CUDA)",
-                          o->ngl);
+    if ((rc = place_weights(m, o, err)))
         goto fail;
-#endif
+    P->all_on_gpu = m->gpu && m->output->be == m->gpu;
+    for (int il = 0; P->all_on_gpu && il < m->hp.n_layer; il++) {
+        const model_layer *L = &m->layers[il];
+        P->all_on_gpu = L->be == m->gpu && L->ffn_norm->be == m->gpu &&
+                        (!L->gate_exps || L->gate_exps->be == m->gpu);
     }
     for (int i = 0; i < gguf_n_tensors(f); i++) {
         const gguf_tensor *g = gguf_tensor_at(f, i);
@@ -560,14 +623,13 @@ void model_free(model *m)
             bufs_free(&P->bufs[i]);
         free(P->host);
         free(P->freq_factors);
+        free(P->id_logits);
         free(P->seq_len);
         free(P->flags);
         free(P);
     }
-#ifdef LLMFS_HAVE_CUDA
     if (m->tensors)
         unplace(m);
-#endif
     if (m->tok)
         tokenizer_free(m->tok);
     backend_free(m->gpu);
@@ -617,16 +679,25 @@ const char *model_file_type_name(const model *m)
 
 /* ================================================================ forward pass */
 
-/* Moves the residual stream [n][E] from one backend's scratch to another's. */
+/* bytes at src on backend `from` to dst on backend `to`, through the host staging buffer */
+static void copy_between(model *m, backend *from, const void *src, backend *to, void *dst, size_t bytes)
+{
+    model_priv *P = m->scratch;
+    if (from == m->cpu && to == m->cpu) {
+        memmove(dst, src, bytes);
+        return;
+    }
+    from->ops->download(from, P->host, src, bytes);
+    to->ops->upload(to, dst, P->host, bytes);
+}
+
+/* The residual stream [n][E] moved to backend `to`'s scratch (when it is elsewhere). */
 static fwd_bufs *move_to(model *m, fwd_bufs *from, backend *to, int n)
 {
     if (from->be == to)
         return from;
-    model_priv *P = m->scratch;
     fwd_bufs *B = bufs_of(m, to);
-    size_t bytes = sizeof(float) * (size_t)n * (size_t)m->hp.n_embd;
-    from->be->ops->download(from->be, P->host, from->x, bytes);
-    to->ops->upload(to, B->x, P->host, bytes);
+    copy_between(m, from->be, from->x, to, B->x, sizeof(float) * (size_t)n * (size_t)m->hp.n_embd);
     return B;
 }
 
@@ -646,101 +717,119 @@ static void matmul3(backend *be, float *o1, const tensor *w1, float *o2, const t
         be->ops->matmul(be, o3, w3, x, n);
 }
 
-/* One micro-batch (n <= n_ubatch tokens): embeddings, the layers, then the logits of the
- * positions that asked for them, written to logits [n_out][V]. */
-static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *logits, bool flash,
-                          llmfs_error *err)
+/* Layer il's attention block on its backend: x += attn(norm(x)). */
+static void attention_block(model *m, kv_cache *kv, int il, fwd_bufs *B, int n, bool flash)
 {
     const model_hparams *hp = &m->hp;
-    const int n = ub->n, E = hp->n_embd, H = hp->n_head, Hk = hp->n_head_kv, D = hp->head_dim;
+    const model_layer *L = &m->layers[il];
+    const int E = hp->n_embd, H = hp->n_head, Hk = hp->n_head_kv, D = hp->head_dim;
     const float eps = hp->rms_eps;
     const attn_params ap = {H, Hk, D, 1.0f / sqrtf((float)D), flash};
-    int rc;
-    if ((rc = m->cpu->ops->begin(m->cpu, ub)) ||
-        (m->gpu && (rc = m->gpu->ops->begin(m->gpu, ub))))
-        return llmfs_errorf(err, -rc, "forward: backend refused the batch (%s)", strerror(-rc));
-
-    fwd_bufs *B = bufs_of(m, m->tok_embd->be);
     backend *be = B->be;
-    be->ops->get_rows(be, B->x, m->tok_embd, n);                        /* x [n][E] */
+    const struct backend_ops *o = be->ops;
 
+    o->rmsnorm(be, B->xb, B->x, L->attn_norm->data, n, E, eps);         /* xb [n][E] */
+    matmul3(be, B->q, L->wq, B->k, L->wk, B->v, L->wv, B->xb, n);       /* q [n][H*D], k v [n][Hk*D] */
+    if (L->bq) {
+        o->add_bias(be, B->q, L->bq->data, n, H * D);
+        o->add_bias(be, B->k, L->bk->data, n, Hk * D);
+        o->add_bias(be, B->v, L->bv->data, n, Hk * D);
+    }
+    if (L->q_norm) {                                                    /* per head, before rope */
+        o->rmsnorm(be, B->q, B->q, L->q_norm->data, n * H, D, eps);     /* q [n*H][D] */
+        o->rmsnorm(be, B->k, B->k, L->k_norm->data, n * Hk, D, eps);    /* k [n*Hk][D] */
+    }
+    o->rope(be, B->q, n, H, D, &hp->rope);
+    o->rope(be, B->k, n, Hk, D, &hp->rope);
+    if (kv->rot_k) {                                                    /* q.k unchanged */
+        o->hadamard(be, B->q, (int64_t)n * H * D, kv->rot_k);
+        o->hadamard(be, B->k, (int64_t)n * Hk * D, kv->rot_k);
+    }
+    if (kv->rot_v)
+        o->hadamard(be, B->v, (int64_t)n * Hk * D, kv->rot_v);
+    o->kv_store(be, kv, il, B->k, B->v, n);
+    o->attention(be, B->att, B->q, kv, il, n, &ap);                     /* att [n][H*D] */
+    if (kv->rot_v)                                                      /* back from rotated V */
+        o->hadamard(be, B->att, (int64_t)n * H * D, kv->rot_v);
+    o->matmul(be, B->xb, L->wo, B->att, n);                             /* xb [n][E] */
+    o->add(be, B->x, B->xb, (int64_t)n * E);                            /* x += xb */
+}
+
+/* Layer il's feed-forward block on its backend: x += ffn(norm(x)), dense or routed. */
+static void ffn_block(model *m, int il, fwd_bufs *B, int n)
+{
+    const model_hparams *hp = &m->hp;
+    const model_layer *L = &m->layers[il];
+    const int E = hp->n_embd;
+    backend *be = B->be;
+    const struct backend_ops *o = be->ops;
+
+    o->rmsnorm(be, B->xb, B->x, L->ffn_norm->data, n, E, hp->rms_eps);  /* xb [n][E] */
+    if (!L->gate_inp) {
+        matmul3(be, B->hb, L->w_gate, B->hb2, L->w_up, NULL, NULL, B->xb, n); /* hb, hb2 [n][F] */
+        o->swiglu(be, B->hb, B->hb, B->hb2, (int64_t)n * hp->n_ff);     /* hb = silu(hb) * hb2 */
+        o->matmul(be, B->xb, L->w_down, B->hb, n);                      /* xb [n][E] */
+        o->add(be, B->x, B->xb, (int64_t)n * E);                        /* x += xb */
+        return;
+    }
+    const int X = hp->n_expert, K = hp->n_expert_used;
+    o->matmul(be, B->router, L->gate_inp, B->xb, n);                    /* router [n][X] */
+    o->topk_softmax(be, B->ids, B->wts, B->router, n, X, K,             /* ids, wts [n][K] */
+                    hp->expert_norm);
+    /* the experts may live on another backend (n_cpu_moe): their inputs go there */
+    fwd_bufs *M = bufs_of(m, L->gate_exps->be);
+    if (M != B) {
+        copy_between(m, be, B->xb, M->be, M->xb, sizeof(float) * (size_t)n * E);
+        copy_between(m, be, B->ids, M->be, M->ids, sizeof(int32_t) * (size_t)n * K);
+        copy_between(m, be, B->wts, M->be, M->wts, sizeof(float) * (size_t)n * K);
+    }
+    M->be->ops->moe_ffn(M->be, M->xb2, M->xb, L->gate_exps, L->up_exps, /* xb2 [n][E] */
+                        L->down_exps, M->ids, M->wts, n, K);
+    if (M != B)
+        copy_between(m, M->be, M->xb2, be, B->xb2, sizeof(float) * (size_t)n * E);
+    o->add(be, B->x, B->xb2, (int64_t)n * E);                           /* x += xb2 */
+}
+
+/* Every layer, then the final norm of just the rows asked for (gathered into xb) and the
+ * output projection: logits [n_out][V] to `logits` (host) when the output is on the CPU,
+ * else to the output backend's B->logits (the caller downloads). prune: the last layer's
+ * feed-forward runs on the rows with logits only (as llama.cpp does); not in a recorded
+ * step, whose ops must not copy through the host. Returns the bufs the output ran on. */
+static fwd_bufs *run_blocks(model *m, kv_cache *kv, const fwd_batch *ub, fwd_bufs *B, bool flash,
+                            int n_out, float *logits, int32_t *ids, bool prune, bool *delivered)
+{
+    const model_hparams *hp = &m->hp;
+    const int n = ub->n, E = hp->n_embd;
+    int rows = n; /* rows of x still computed */
     for (int il = 0; il < hp->n_layer; il++) {
         const model_layer *L = &m->layers[il];
-        B = move_to(m, B, L->be, n);
-        be = B->be;
-        const struct backend_ops *o = be->ops;
-
-        /* attention */
-        o->rmsnorm(be, B->xb, B->x, L->attn_norm->data, n, E, eps);     /* xb [n][E] */
-        matmul3(be, B->q, L->wq, B->k, L->wk, B->v, L->wv, B->xb, n);   /* q [n][H*D], k v [n][Hk*D] */
-        if (L->bq) {
-            o->add_bias(be, B->q, L->bq->data, n, H * D);
-            o->add_bias(be, B->k, L->bk->data, n, Hk * D);
-            o->add_bias(be, B->v, L->bv->data, n, Hk * D);
+        B = move_to(m, B, L->be, rows);
+        attention_block(m, kv, il, B, n, flash);
+        if (prune && il == hp->n_layer - 1 && n_out < n) {
+            /* the last feed-forward block only matters for rows with logits: they move
+             * up to the front of x (in order, so no row is overwritten before it moves) */
+            for (int i = 0, j = 0; i < n; i++)
+                if (ub->logits[i]) {
+                    if (i != j)
+                        copy_between(m, B->be, B->x + (size_t)i * E, B->be, B->x + (size_t)j * E,
+                                     sizeof(float) * (size_t)E);
+                    j++;
+                }
+            rows = n_out;
         }
-        if (L->q_norm) {                                                /* per head, before rope */
-            o->rmsnorm(be, B->q, B->q, L->q_norm->data, n * H, D, eps); /* q [n*H][D] */
-            o->rmsnorm(be, B->k, B->k, L->k_norm->data, n * Hk, D, eps);/* k [n*Hk][D] */
-        }
-        o->rope(be, B->q, n, H, D, &hp->rope);
-        o->rope(be, B->k, n, Hk, D, &hp->rope);
-        if (kv->rot_k) {                                                /* q.k unchanged */
-            o->hadamard(be, B->q, (int64_t)n * H * D, kv->rot_k);
-            o->hadamard(be, B->k, (int64_t)n * Hk * D, kv->rot_k);
-        }
-        if (kv->rot_v)
-            o->hadamard(be, B->v, (int64_t)n * Hk * D, kv->rot_v);
-        o->kv_store(be, kv, il, B->k, B->v, n);
-        o->attention(be, B->att, B->q, kv, il, n, &ap);                 /* att [n][H*D] */
-        if (kv->rot_v)                                                  /* back from rotated V */
-            o->hadamard(be, B->att, (int64_t)n * H * D, kv->rot_v);
-        o->matmul(be, B->xb, L->wo, B->att, n);                         /* xb [n][E] */
-        o->add(be, B->x, B->xb, (int64_t)n * E);                        /* x += xb */
-
-        /* feed-forward */
-        o->rmsnorm(be, B->xb, B->x, L->ffn_norm->data, n, E, eps);      /* xb [n][E] */
-        if (!L->gate_inp) {
-            matmul3(be, B->hb, L->w_gate, B->hb2, L->w_up, NULL, NULL, B->xb, n); /* hb, hb2 [n][F] */
-            o->swiglu(be, B->hb, B->hb, B->hb2, (int64_t)n * hp->n_ff); /* hb = silu(hb) * hb2 */
-            o->matmul(be, B->xb, L->w_down, B->hb, n);                  /* xb [n][E] */
-            o->add(be, B->x, B->xb, (int64_t)n * E);
-        } else {
-            /* the experts may live elsewhere (n_cpu_moe): the block runs where they are */
-            fwd_bufs *M = B;
-            if (L->gate_exps->be != be) {
-                model_priv *P = m->scratch;
-                M = bufs_of(m, L->gate_exps->be);
-                size_t bytes = sizeof(float) * (size_t)n * E;
-                o->download(be, P->host, B->xb, bytes);
-                M->be->ops->upload(M->be, M->xb, P->host, bytes);
-            }
-            backend *mb = M->be;
-            const struct backend_ops *mo = mb->ops;
-            int X = hp->n_expert, K = hp->n_expert_used;
-            mo->matmul(mb, M->router, L->gate_inp, M->xb, n);           /* router [n][X] */
-            mo->topk_softmax(mb, M->ids, M->wts, M->router, n, X, K,    /* ids, wts [n][K] */
-                             hp->expert_norm);
-            mo->moe_ffn(mb, M->xb2, M->xb, L->gate_exps, L->up_exps,    /* xb2 [n][E] */
-                        L->down_exps, M->ids, M->wts, n, K);
-            if (M != B) {
-                model_priv *P = m->scratch;
-                size_t bytes = sizeof(float) * (size_t)n * E;
-                mo->download(mb, P->host, M->xb2, bytes);
-                o->upload(be, B->xb2, P->host, bytes);
-            }
-            o->add(be, B->x, B->xb2, (int64_t)n * E);
-        }
+        if (!rows)
+            break;
+        B = move_to(m, B, L->ffn_norm->be, rows);
+        ffn_block(m, il, B, rows);
     }
-
-    /* logits: the final norm of just the rows asked for, gathered into xb, then the
-     * output projection */
-    int n_out = 0;
-    for (int i = 0; i < n; i++)
-        n_out += ub->logits[i] != 0;
-    if (n_out) {
-        B = move_to(m, B, m->output->be, n);
-        be = B->be;
-        const struct backend_ops *o = be->ops;
+    if (!n_out)
+        return B;
+    B = move_to(m, B, m->output->be, rows);
+    backend *be = B->be;
+    const struct backend_ops *o = be->ops;
+    if (rows == n_out) {
+        o->rmsnorm(be, B->xb, B->x, m->output_norm->data, n_out, E, hp->rms_eps); /* xb [n_out][E] */
+    } else {
         for (int i = 0, j = 0; i < n;) {
             if (!ub->logits[i]) {
                 i++;
@@ -749,20 +838,106 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
             int run = 1;
             while (i + run < n && ub->logits[i + run])
                 run++;
-            o->rmsnorm(be, B->xb + (size_t)j * E, B->x + (size_t)i * E,    /* xb [n_out][E] */
-                       m->output_norm->data, run, E, eps);
+            o->rmsnorm(be, B->xb + (size_t)j * E, B->x + (size_t)i * E, /* xb [n_out][E] */
+                       m->output_norm->data, run, E, hp->rms_eps);
             i += run;
             j += run;
         }
-        if (be == m->cpu) {
-            o->matmul(be, logits, m->output, B->xb, n_out);             /* logits [n_out][V] */
-        } else {
-            o->matmul(be, B->logits, m->output, B->xb, n_out);
-            o->download(be, logits, B->logits, sizeof(float) * (size_t)n_out * hp->n_vocab);
-        }
     }
-    for (int i = 0; i < (m->gpu ? 2 : 1); i++) {
-        backend *b = i ? m->gpu : m->cpu;
+    *delivered = false;
+    if (be == m->cpu || n_out <= OUT_CHUNK) {
+        o->matmul(be, be == m->cpu ? logits : B->logits, m->output, B->xb, n_out); /* [n_out][V] */
+        return B;
+    }
+    /* off the CPU, more rows than the device buffer: chunk by chunk to the host */
+    const int V = hp->n_vocab;
+    for (int r = 0; r < n_out; r += OUT_CHUNK) {
+        int nr = n_out - r < OUT_CHUNK ? n_out - r : OUT_CHUNK;
+        o->matmul(be, B->logits, m->output, B->xb + (size_t)r * E, nr);          /* [nr][V] */
+        if (ids && o->argmax)
+            o->argmax(be, ids + r, B->logits, nr, V);
+        else
+            o->download(be, logits + (size_t)r * V, B->logits, sizeof(float) * (size_t)nr * V);
+    }
+    *delivered = true;
+    return B;
+}
+
+/* What a recorded decode step depends on besides the uploaded batch: its shape, the
+ * rows with logits, the attention path and the cache (FNV-1a). */
+static uint64_t graph_key(const kv_cache *kv, const fwd_batch *ub, bool flash)
+{
+    uint64_t h = 1469598103934665603ull;
+    int64_t v[] = {ub->n, flash, (int64_t)(uintptr_t)kv, kv->n_ctx, kv->n_seq, kv->type_k,
+                   kv->type_v, kv->rot_k, kv->rot_v};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        for (int b = 0; b < 8; b++)
+            h = (h ^ (uint8_t)(v[i] >> (8 * b))) * 1099511628211ull;
+    for (int i = 0; i < ub->n; i++)
+        h = (h ^ (uint8_t)(ub->logits[i] != 0)) * 1099511628211ull;
+    return h;
+}
+
+/* The greedy choice: the largest logit, the lowest id on ties (NaN never wins). */
+static int32_t logits_argmax(const float *x, int n)
+{
+    int32_t b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b] || x[b] != x[b])
+            b = i;
+    return b;
+}
+
+/* One micro-batch (n <= n_ubatch tokens): embeddings on the CPU, the layers wherever
+ * they were placed, then the logits of the positions that asked for them, written to
+ * logits [n_out][V] (host memory) — or, with ids set, their argmax to ids [n_out]
+ * (picked by the output's backend when it can, so only the ids cross to the host;
+ * logits is then host scratch, needed only when it cannot). Returns n_out. */
+static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *logits, int32_t *ids,
+                          bool flash, llmfs_error *err)
+{
+    model_priv *P = m->scratch;
+    const model_hparams *hp = &m->hp;
+    const int n = ub->n;
+    int rc;
+    if ((rc = m->cpu->ops->begin(m->cpu, ub)) ||
+        (m->gpu && (rc = m->gpu->ops->begin(m->gpu, ub))))
+        return llmfs_errorf(err, -rc, "forward: backend refused the batch (%s)", strerror(-rc));
+    int n_out = 0;
+    for (int i = 0; i < n; i++)
+        n_out += ub->logits[i] != 0;
+
+    fwd_bufs *B = bufs_of(m, m->tok_embd->be);
+    B->be->ops->get_rows(B->be, B->x, m->tok_embd, n);                  /* x [n][E] */
+
+    backend *gpu = m->gpu;
+    bool delivered = false;
+    if (P->all_on_gpu && gpu->ops->graph_begin && n <= 16) {
+        /* everything after the lookup runs on the GPU: a decode step can be a recorded
+         * graph, replayed when the same shape comes again */
+        B = move_to(m, B, gpu, n);
+        int g = gpu->ops->graph_begin(gpu, graph_key(kv, ub, flash));
+        if (g != 1) {
+            run_blocks(m, kv, ub, B, flash, n_out, logits, ids, false, &delivered);
+            if (gpu->ops->graph_end(gpu) < 0)
+                run_blocks(m, kv, ub, B, flash, n_out, logits, ids, false, &delivered);
+        }
+    } else {
+        B = run_blocks(m, kv, ub, B, flash, n_out, logits, ids, true, &delivered);
+    }
+    backend *ob = m->output->be;
+    const bool device_ids = ids && ob != m->cpu && ob->ops->argmax;
+    if (delivered)
+        ; /* the chunks went to the host already */
+    else if (n_out && device_ids)
+        ob->ops->argmax(ob, ids, bufs_of(m, ob)->logits, n_out, hp->n_vocab);
+    else if (n_out && ob != m->cpu)
+        ob->ops->download(ob, logits, bufs_of(m, ob)->logits, sizeof(float) * (size_t)n_out * hp->n_vocab);
+    if (ids && !device_ids && (!delivered || !ob->ops->argmax))
+        for (int r = 0; r < n_out; r++)
+            ids[r] = logits_argmax(logits + (size_t)r * hp->n_vocab, hp->n_vocab);
+    for (int i = 0; i < (gpu ? 2 : 1); i++) {
+        backend *b = i ? gpu : m->cpu;
         if (b->ops->sync)
             b->ops->sync(b);
         if (b->ops->check && (rc = b->ops->check(b, err)))
@@ -811,8 +986,8 @@ static int check_batch(model *m, kv_cache *kv, const fwd_batch *b, llmfs_error *
     return 0;
 }
 
-int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, bool flash_attn,
-                  llmfs_error *err)
+static int forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, int32_t *ids_out,
+                   bool flash_attn, llmfs_error *err)
 {
     if (b->n < 0 || !b->token || !b->pos || !b->seq)
         return llmfs_errorf(err, EINVAL, "forward: malformed batch");
@@ -822,8 +997,8 @@ int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out,
     if (rc)
         return rc;
     model_priv *P = m->scratch;
-    if (!logits_out) {
-        bool any = !b->logits;
+    if (!logits_out && !ids_out) {
+        bool any = false;
         for (int i = 0; b->logits && i < b->n; i++)
             any |= b->logits[i] != 0;
         if (any)
@@ -836,14 +1011,31 @@ int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out,
         if (b->logits) {
             ub.logits = b->logits + i0;
         } else {
-            /* no flags: the logits of the batch's last position only */
+            /* no flags: the logits of the batch's last position only (none without a
+             * buffer for them) */
             memset(P->flags, 0, (size_t)n);
-            if (i0 + n == b->n)
+            if (i0 + n == b->n && (logits_out || ids_out))
                 P->flags[n - 1] = 1;
             ub.logits = P->flags;
         }
-        rc = forward_ubatch(m, kv, &ub, logits_out ? logits_out + out_row * (size_t)m->hp.n_vocab : NULL,
-                            flash_attn, err);
+        float *lg = logits_out ? logits_out + out_row * (size_t)m->hp.n_vocab : NULL;
+        const backend *ob = m->output->be;
+        if (ids_out && (ob == m->cpu || !ob->ops->argmax)) { /* host logits, as scratch */
+            int want = 0;
+            for (int i = 0; i < n; i++)
+                want += ub.logits[i] != 0;
+            if ((size_t)want > P->id_logits_rows) {
+                float *t = realloc(P->id_logits, sizeof(float) * (size_t)want * (size_t)m->hp.n_vocab);
+                if (!t)
+                    return llmfs_errorf(err, ENOMEM, "forward: out of memory");
+                P->id_logits = t;
+                P->id_logits_rows = (size_t)want;
+            }
+            lg = P->id_logits;
+        } else if (ids_out) {
+            lg = NULL; /* the output's backend picks the ids itself */
+        }
+        rc = forward_ubatch(m, kv, &ub, lg, ids_out ? ids_out + out_row : NULL, flash_attn, err);
         if (rc < 0)
             return rc;
         out_row += (size_t)rc;
@@ -855,4 +1047,18 @@ int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out,
         }
     }
     return 0;
+}
+
+int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, bool flash_attn,
+                  llmfs_error *err)
+{
+    return forward(m, kv, b, logits_out, NULL, flash_attn, err);
+}
+
+int model_forward_ids(model *m, kv_cache *kv, const fwd_batch *b, int32_t *ids_out, bool flash_attn,
+                      llmfs_error *err)
+{
+    if (!ids_out)
+        return llmfs_errorf(err, EINVAL, "forward: no buffer for the chosen ids");
+    return forward(m, kv, b, NULL, ids_out, flash_attn, err);
 }

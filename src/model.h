@@ -44,6 +44,9 @@ typedef struct model_opts {
     int ngl;                            /* layers on the GPU (0: CPU only) */
     const char *override_tensor;        /* "REGEX=DEVICE,..." or NULL */
     int n_cpu_moe;                      /* first N layers keep their experts on the CPU */
+    bool test_second_cpu;               /* tests: what would go on the GPU goes on a second CPU
+                                         * backend when there is no GPU (exercises the
+                                         * multi-device paths on any machine) */
 } model_opts;
 
 typedef struct model model;
@@ -58,6 +61,7 @@ struct model {
     backend *gpu;                       /* NULL without CUDA or with ngl 0 */
     int n_ubatch;
     uint64_t n_params;
+    char note[160];                     /* placement in words ("" when all on the CPU) */
     void *scratch;                      /* forward-pass buffers (model.c) */
 };
 
@@ -68,11 +72,19 @@ void model_free(model *m);
 /* Evaluates b (any size; split into micro-batches internally), storing K/V in kv and
  * writing the logits of every position with b->logits[i] set, in batch order, to
  * logits_out [n_out][n_vocab] (host memory); b->logits NULL means the last position
- * only. Positions must be < kv->n_ctx (-ENOSPC otherwise) and follow on from what the
- * sequence holds (kv->seq_len, or earlier tokens of the batch) without gaps (-EINVAL).
- * The whole batch is checked before anything runs. Returns 0 or a negative errno. */
+ * only, or none when logits_out is NULL too. Positions must be < kv->n_ctx (-ENOSPC
+ * otherwise) and follow on from what the sequence holds (kv->seq_len, or earlier tokens
+ * of the batch) without gaps (-EINVAL). The whole batch is checked before anything
+ * runs. One call at a time per model (the scratch is shared). Returns 0 or a negative
+ * errno. */
 int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, bool flash_attn,
                   llmfs_error *err);
+
+/* As model_forward, but writes the greedy choice (the largest logit's id, the lowest on
+ * ties) of each position that asks for logits to ids_out [n_out] instead of its logits.
+ * With the output on a GPU only these ids cross to the host. */
+int model_forward_ids(model *m, kv_cache *kv, const fwd_batch *b, int32_t *ids_out, bool flash_attn,
+                      llmfs_error *err);
 
 /* "Q4_K_M", "Q8_0", ... from general.file_type, or the dominant tensor type. */
 const char *model_file_type_name(const model *m);

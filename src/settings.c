@@ -298,11 +298,14 @@ static int parse_value(int i, const char *v, parsed *p, llmfs_error *err)
         /* fall through */
     case T_STRING:
     case T_TEXT:
-        if (d->type == T_STRING && strchr(v, '\n'))
-            return llmfs_errorf(err, EINVAL, "%s: value has a newline", d->name);
         p->str = d->type == T_PROFILE ? strdup(v) : unescape(v);
         if (!p->str)
             return llmfs_errorf(err, ENOMEM, "%s: out of memory", d->name);
+        if (d->type == T_STRING && strchr(p->str, '\n')) { /* written as is, or as \n */
+            free(p->str);
+            p->str = NULL;
+            return llmfs_errorf(err, EINVAL, "%s: value has a newline", d->name);
+        }
         return 0;
     }
     return llmfs_errorf(err, EINVAL, "%s: unsupported type", d->name);
@@ -573,7 +576,14 @@ int settings_text(const llmfs_settings *s, int scope_mask, char *buf, size_t cap
     for (int i = 0; i < SETTINGS_N; i++) {
         if (!(defs[i].home & scope_mask))
             continue;
-        o += (size_t)snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, "%s ", defs[i].name);
+        /* "key =x" would read back as x: a value that starts with '=' needs the '=' form */
+        const char *sep = " ";
+        if (is_string_type(defs[i].type)) {
+            const char *v = *(char *const *)cfield(s, i);
+            if (v && v[0] == '=')
+                sep = " = ";
+        }
+        o += (size_t)snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, "%s%s", defs[i].name, sep);
         o += (size_t)value_text(s, i, o < cap ? buf + o : NULL, o < cap ? cap - o : 0);
         o += (size_t)snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, "\n");
     }

@@ -496,6 +496,67 @@ START_TEST(test_limits)
 }
 END_TEST
 
+/* The template text repeated n times between head and tail (malloc'd). */
+static char *repeat(const char *head, const char *unit, int n, const char *tail)
+{
+    size_t hl = strlen(head), ul = strlen(unit), tl = strlen(tail);
+    char *t = malloc(hl + ul * (size_t)n + tl + 1);
+    ck_assert_ptr_nonnull(t);
+    memcpy(t, head, hl);
+    for (int i = 0; i < n; i++)
+        memcpy(t + hl + ul * (size_t)i, unit, ul);
+    memcpy(t + hl + ul * (size_t)n, tail, tl + 1);
+    return t;
+}
+
+static void expect_refused(char *tmpl, int code, const char *reason)
+{
+    llmfs_error err = {0};
+    char *s = chat_render(tmpl, conv, N_CONV, true, "", "", &err);
+    ck_assert_msg(!s, "rendered %.40s...", s ? s : "");
+    ck_assert_int_eq(err.code, code);
+    ck_assert_msg(strstr(err.msg, reason), "'%s' lacks '%s'", err.msg, reason);
+    free(tmpl);
+}
+
+/* Templates whose cost grows faster than their text: chains without parentheses,
+ * doubling strings, lists sharing sublists, allocation in loops. Each is refused with a
+ * reason instead of taking the stack, the memory or the time. */
+START_TEST(test_resource_limits)
+{
+    expect_refused(repeat("{{ 1", "+1", 100000, " }}"), EINVAL, "nested too deeply");
+    expect_refused(repeat("{% set x = [] %}", "{% set x = [x] %}", 1000, "{{ x }}"), EINVAL,
+                   "lists nested too deeply");
+    expect_refused(repeat("{{ 'aa'", ".replace('a', 'aa')", 40, " }}"), EINVAL, "runs too long");
+    expect_refused(repeat("{% set a = range(2) %}{% set b = range(2) %}", "{% set a = [a, a] %}{% set b = [b, b] %}",
+                          60, "{{ a == b }}"),
+                   EINVAL, "runs too long");
+    expect_refused(repeat("{% set a = [] %}", "{% set a = [a, a] %}", 60, "{{ a }}"), EFBIG, "too long");
+    expect_refused(repeat("", "{% for i in range(1000) %}{% set y = range(1000000) %}{% endfor %}", 1, ""), EFBIG,
+                   "too much memory");
+    expect_refused(repeat("{% set s = 'a' %}", "{% set s = s ~ s %}", 24,
+                          "{% for i in range(1000000) %}{% if s in s %}{% endif %}{% endfor %}"),
+                   EINVAL, "runs too long");
+    /* many string literals in one tag cost their own length each, not the tag's */
+    char *many = repeat("{{ ''", " ~ ''", 20000, " }}");
+    llmfs_error err = {0};
+    char *s = chat_render(many, conv, N_CONV, true, "", "", &err);
+    ck_assert_msg(s || strstr(err.msg, "nested too deeply"), "%s", err.msg);
+    free(s);
+    free(many);
+    /* a long conversation stays well within the limits */
+    enum { N_LONG = 4000 };
+    chat_msg *lc = malloc(sizeof *lc * N_LONG);
+    for (int i = 0; i < N_LONG; i++)
+        lc[i] = (chat_msg){i % 2 ? "assistant" : "user", "Some words of a long conversation, again and again."};
+    s = chat_render(tmpl_llama3, lc, N_LONG, true, "<|begin_of_text|>", "", &err);
+    ck_assert_msg(s, "%s", err.msg);
+    ck_assert_uint_gt(strlen(s), (size_t)N_LONG * 60);
+    free(s);
+    free(lc);
+}
+END_TEST
+
 /* Whitespace control and Jinja's block settings, one rule at a time. */
 START_TEST(test_whitespace)
 {
@@ -532,6 +593,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_unsupported_and_malformed);
     tcase_add_test(tc, test_whitespace);
     tcase_add_test(tc, test_limits);
+    tcase_add_test(tc, test_resource_limits);
     suite_add_tcase(s, tc);
     return s;
 }

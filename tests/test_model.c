@@ -24,122 +24,15 @@
 
 /* ---------------------------------------------------------------- fixtures */
 
-typedef struct fixture {
-    char name[320];       /* "model/case" */
-    char model[1024];     /* path of the GGUF */
-    int ctk, ctv;
-    bool flash;
-    int n_vocab, n_tok, n_greedy;
-    int32_t *tok, *greedy;
-    float *margin;        /* [n_greedy] */
-    float *ref;           /* [n_tok][n_vocab] */
-    double tol;
-} fixture;
+#include "fixture.h"
 
 #define MAX_CASES 128
 static fixture cases[MAX_CASES];
 static int n_cases;
 
-/* Tolerance from the README's table, by the weights' type (the model file's suffix). */
-static double weight_tolerance(const char *model_file)
-{
-    if (strstr(model_file, "stories260K") || strstr(model_file, "-f16."))
-        return 5e-3;
-    if (strstr(model_file, "-bf16."))
-        return 2e-2;
-    if (strstr(model_file, "_k."))
-        return 1e-1;
-    return 6e-2; /* q8_0, q4_0, q4_1, q5_0, q5_1 */
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Sorted subdirectory names of dir (malloc'd); returns the count. */
-static int list_dirs(const char *dir, char ***out)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return 0;
-    char **v = NULL;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        v = realloc(v, sizeof *v * (size_t)(n + 1));
-        v[n++] = strdup(e->d_name);
-    }
-    closedir(d);
-    qsort(v, (size_t)n, sizeof *v, cmp_str);
-    *out = v;
-    return n;
-}
-
-static void load_fixture(const char *dir, const char *name)
-{
-    char p[2048], v[256];
-    fixture *f = &cases[n_cases];
-    memset(f, 0, sizeof *f);
-    snprintf(f->name, sizeof f->name, "%s", name);
-    snprintf(p, sizeof p, "%s/meta.txt", dir);
-    if (test_meta_get(p, "model", v, sizeof v))
-        return;
-    char rel[300];
-    snprintf(rel, sizeof rel, "models/%s", v);
-    test_shared_path(rel, f->model, sizeof f->model);
-    f->tol = weight_tolerance(v);
-    test_meta_get(p, "ctk", v, sizeof v);
-    f->ctk = type_from_name(v);
-    test_meta_get(p, "ctv", v, sizeof v);
-    f->ctv = type_from_name(v);
-    test_meta_get(p, "flash_attn", v, sizeof v);
-    f->flash = !strcmp(v, "on");
-    test_meta_get(p, "n_vocab", v, sizeof v);
-    f->n_vocab = atoi(v);
-    if (f->ctk == T_Q8_0 || f->ctv == T_Q8_0)
-        f->tol += 3e-2;
-    snprintf(p, sizeof p, "%s/tokens.txt", dir);
-    f->n_tok = test_read_ints(p, &f->tok);
-    snprintf(p, sizeof p, "%s/greedy.txt", dir);
-    f->n_greedy = test_read_ints(p, &f->greedy);
-    snprintf(p, sizeof p, "%s/greedy_margin.txt", dir);
-    int nm = test_read_floats(p, &f->margin);
-    snprintf(p, sizeof p, "%s/logits.f32", dir);
-    size_t len = 0;
-    f->ref = (float *)test_read_file(p, &len);
-    if (f->n_tok <= 0 || f->n_greedy <= 0 || nm != f->n_greedy || !f->ref || f->n_vocab <= 0 ||
-        len != sizeof(float) * (size_t)f->n_tok * (size_t)f->n_vocab || f->ctk < 0 || f->ctv < 0) {
-        fprintf(stderr, "fixture %s is incomplete\n", name);
-        exit(1);
-    }
-    n_cases++;
-}
-
 static void load_fixtures(void)
 {
-    char root[1024];
-    test_shared_path("fixtures", root, sizeof root);
-    char **models;
-    int nm = list_dirs(root, &models);
-    for (int i = 0; i < nm; i++) {
-        char mdir[1400];
-        snprintf(mdir, sizeof mdir, "%s/%s", root, models[i]);
-        char **cs;
-        int nc = list_dirs(mdir, &cs);
-        for (int j = 0; j < nc && n_cases < MAX_CASES; j++) {
-            char cdir[1800], name[300];
-            snprintf(cdir, sizeof cdir, "%s/%s", mdir, cs[j]);
-            snprintf(name, sizeof name, "%s/%s", models[i], cs[j]);
-            load_fixture(cdir, name);
-            free(cs[j]);
-        }
-        free(cs);
-        free(models[i]);
-    }
-    free(models);
+    n_cases = fixtures_load(cases, MAX_CASES);
 }
 
 /* ---------------------------------------------------------------- helpers */
@@ -308,10 +201,38 @@ START_TEST(greedy_one_pass)
 }
 END_TEST
 
-/* (3) one token per call, and micro-batches smaller than the prompt; the results also
- * agree with the single batch closely: activations are rounded per row either way, so
- * only the kernels' summation order differs (a matrix-vector product against tiles). */
+/* Evaluations that differ only in batching agree to this (relative RMS): activations are
+ * rounded per row either way, so only the kernels' summation order differs. */
 #define SAME_MATH 1e-3
+
+/* Logits of some positions only: the same rows as with all of them (the last layer's
+ * feed-forward then runs on those rows alone). */
+static void check_sparse_logits(const fixture *f, model *m, kv_cache *kv, const int32_t *t, int n,
+                            const float *one, float *ch)
+{
+    kv_seq_keep(kv, 0, 0);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n), *sq = calloc((size_t)n, sizeof(int32_t));
+    int8_t *lg = malloc((size_t)n);
+    for (int i = 0; i < n; i++) {
+        pos[i] = i;
+        lg[i] = i % 5 == 4 || i == n - 1; /* micro-batches of 3 with no logits too */
+    }
+    fwd_batch b = {n, t, pos, sq, lg};
+    llmfs_error err = {0};
+    ck_assert_int_eq(model_forward(m, kv, &b, ch, f->flash, &err), 0);
+    for (int i = 0, j = 0; i < n; i++)
+        if (lg[i]) {
+            double e = rel_rms(ch + (size_t)j++ * f->n_vocab, one + (size_t)i * f->n_vocab, f->n_vocab);
+            ck_assert_msg(e < SAME_MATH, "%s: logits of position %d alone differ by %.3g", f->name, i, e);
+        }
+    ck_assert_int_eq(kv->seq_len[0], n);
+    free(pos);
+    free(sq);
+    free(lg);
+}
+
+/* (3) one token per call, and micro-batches smaller than the prompt; the results also
+ * agree with the single batch within SAME_MATH. */
 START_TEST(decode_and_ubatch)
 {
     const fixture *f = &cases[_i];
@@ -326,6 +247,7 @@ START_TEST(decode_and_ubatch)
     eval(m, kv, t, n, 0, 0, 1, f->flash, dec);
     double ed = check_prompt(f, dec, f->tol, "decode");
     check_greedy(f, dec, "decode");
+    check_sparse_logits(f, m, kv, t, n, one, ch);
     /* calls of 5 tokens through the default micro-batch */
     kv_seq_keep(kv, 0, 0);
     eval(m, kv, t, n, 0, 0, 5, f->flash, ch);
@@ -337,6 +259,8 @@ START_TEST(decode_and_ubatch)
     /* one call, micro-batches of 3 */
     m = load(f->model, 3);
     kv = cache(m, 512, 1, f->ctk, f->ctv);
+    check_sparse_logits(f, m, kv, t, n, one, ub);
+    kv_seq_keep(kv, 0, 0);
     eval(m, kv, t, n, 0, 0, n, f->flash, ub);
     double eu = check_prompt(f, ub, f->tol, "ubatch 3");
     check_greedy(f, ub, "ubatch 3");
@@ -530,6 +454,110 @@ START_TEST(kv_q4_0)
 }
 END_TEST
 
+/* Layers, feed-forward blocks, experts and the output placed on a second device (a second
+ * CPU backend stands in for the GPU) give the logits of the all-CPU model: hidden states,
+ * expert inputs and the KV cache move between devices correctly. */
+START_TEST(split_placement)
+{
+    static const char *const which[] = {"stories260K/once-upon-a-time", "llama-tiny-q8_0/story",
+                                        "qwen2-tiny-q8_0/chat", "qwen3moe-tiny-q8_0/fox",
+                                        "qwen3-tiny-q4_k/fox-kvq8"};
+    const fixture *f = NULL;
+    for (int i = 0; i < n_cases; i++)
+        if (!strcmp(cases[i].name, which[_i]))
+            f = &cases[i];
+    ck_assert_msg(f, "fixture %s missing", which[_i]);
+    static const struct {
+        int ngl, n_cpu_moe;
+        const char *override;
+    } setups[] = {
+        {1, 0, NULL},                       /* the last layer elsewhere, output on the CPU */
+        {-1, 0, NULL},                      /* every layer and the output */
+        {-1, 1, NULL},                      /* and layer 0's experts back on the CPU */
+        {0, 0, "blk\\.0\\.ffn_=GPU"},        /* only layer 0's feed-forward */
+        {-1, 0, "ffn_.*_exps=CPU,output=CPU"}, /* experts and output on the CPU */
+    };
+    int n;
+    int32_t *t = full_sequence(f, &n);
+    float *ref = logits_buf(f, n), *out = logits_buf(f, n);
+    model *m = load(f->model, 0);
+    kv_cache *kv = cache(m, 128, 1, f->ctk, f->ctv);
+    eval(m, kv, t, n, 0, 0, n, f->flash, ref);
+    kv_cache_free(kv);
+    model_free(m);
+    for (size_t k = 0; k < sizeof setups / sizeof setups[0]; k++) {
+        model_opts o = {.n_threads = 2, .n_threads_batch = 2, .ngl = setups[k].ngl,
+                        .n_cpu_moe = setups[k].n_cpu_moe, .override_tensor = setups[k].override,
+                        .test_second_cpu = true};
+        llmfs_error err = {0};
+        m = model_load(f->model, &o, &err);
+        ck_assert_msg(m, "%s: %s", f->name, err.msg);
+        ck_assert_ptr_nonnull(m->gpu);
+        int on_gpu = 0;
+        for (int il = 0; il < m->hp.n_layer; il++)
+            on_gpu += m->layers[il].be == m->gpu;
+        int want = setups[k].ngl < 0 ? m->hp.n_layer : setups[k].ngl;
+        ck_assert_int_eq(on_gpu, want);
+        if (setups[k].ngl < 0 && !setups[k].override)
+            ck_assert_ptr_eq(m->output->be, m->gpu);
+        else
+            ck_assert_ptr_eq(m->output->be, m->cpu);
+        ck_assert_ptr_eq(m->tok_embd->be, m->cpu);
+        if (setups[k].override && setups[k].ngl == 0)
+            ck_assert_ptr_eq(m->layers[0].ffn_norm->be, m->gpu);
+        if (m->layers[0].gate_exps && (setups[k].n_cpu_moe || (setups[k].override && setups[k].ngl)))
+            ck_assert_ptr_eq(m->layers[0].gate_exps->be, m->cpu);
+        kv = cache(m, 128, 1, f->ctk, f->ctv);
+        /* one batch of more rows than the device's logits buffer holds */
+        eval(m, kv, t, n, 0, 0, n, f->flash, out);
+        for (int i = 0; i < n; i++) {
+            double e = rel_rms(out + (size_t)i * f->n_vocab, ref + (size_t)i * f->n_vocab, f->n_vocab);
+            ck_assert_msg(e < SAME_MATH, "%s split %zu: one batch, position %d differs by %.3g", f->name, k, i, e);
+        }
+        /* the same, greedy ids only */
+        {
+            static int32_t pos[1024], sq[1024], ids[1024];
+            static int8_t lg[1024];
+            ck_assert_int_le(n, 1024);
+            for (int i = 0; i < n; i++)
+                pos[i] = i, sq[i] = 0, lg[i] = 1;
+            kv_seq_keep(kv, 0, 0);
+            fwd_batch b = {n, t, pos, sq, lg};
+            llmfs_error err = {0};
+            ck_assert_int_eq(model_forward_ids(m, kv, &b, ids, f->flash, &err), 0);
+            for (int i = 0; i < n; i++)
+                ck_assert_int_eq(ids[i], argmax(ref + (size_t)i * f->n_vocab, f->n_vocab));
+        }
+        kv_seq_keep(kv, 0, 0);
+        /* a batch, then decode steps */
+        eval(m, kv, t, n / 2, 0, 0, n / 2, f->flash, out);
+        eval(m, kv, t + n / 2, n - n / 2, 0, n / 2, 1, f->flash, out + (size_t)(n / 2) * f->n_vocab);
+        double worst = 0;
+        for (int i = 0; i < n; i++) {
+            double e = rel_rms(out + (size_t)i * f->n_vocab, ref + (size_t)i * f->n_vocab, f->n_vocab);
+            worst = e > worst ? e : worst;
+        }
+        ck_assert_msg(worst < SAME_MATH, "%s split %zu (%s): logits differ by %.3g", f->name, k, m->note, worst);
+        printf("%-34s split %zu: %s, max diff %.1e\n", f->name, k, m->note, worst);
+        kv_cache_free(kv);
+        model_free(m);
+    }
+    /* without a GPU and without the stand-in, ngl is a wish: everything stays on the CPU */
+    model_opts o = {.n_threads = 2, .ngl = 99};
+    llmfs_error err = {0};
+    m = model_load(f->model, &o, &err);
+    ck_assert_msg(m, "%s", err.msg);
+    if (!m->gpu) {
+        ck_assert_msg(strstr(m->note, "CPU"), "note: %s", m->note);
+        ck_assert_ptr_eq(m->layers[0].be, m->cpu);
+    }
+    model_free(m);
+    free(t);
+    free(ref);
+    free(out);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- errors */
 
 static const char *shared_model(const char *file, char *buf, size_t cap)
@@ -569,6 +597,15 @@ START_TEST(context_overflow)
     ck_assert_int_eq(model_forward(m, kv, &e1, out, false, &err), -EINVAL);
     fwd_batch e2 = {1, tok, &p0, &s9, NULL};
     ck_assert_int_eq(model_forward(m, kv, &e2, out, false, &err), -EINVAL);
+    /* no buffer: a prompt chunk without logits is fine, asking for some is not */
+    int32_t p01[2] = {0, 1}, s11[2] = {1, 1};
+    int8_t want[2] = {0, 1};
+    fwd_batch quiet = {2, tok, p01, s11, NULL};
+    ck_assert_int_eq(model_forward(m, kv, &quiet, NULL, false, &err), 0);
+    ck_assert_int_eq(kv->seq_len[1], 2);
+    fwd_batch loud = {2, tok, p01, s11, want};
+    ck_assert_int_eq(model_forward(m, kv, &loud, NULL, false, &err), -EINVAL);
+    kv_seq_keep(kv, 1, 0);
     fwd_batch e3 = {1, tok, &p3, &s1, NULL}; /* a gap: sequence 1 is empty */
     ck_assert_int_eq(model_forward(m, kv, &e3, out, false, &err), -EINVAL);
     ck_assert_msg(strstr(err.msg, "gap"), "message: %s", err.msg);
@@ -679,6 +716,10 @@ START_TEST(malformed_models)
     model_free(m);
     ck_assert_ptr_null(model_load("/nonexistent/model.gguf", NULL, &err));
     ck_assert_int_eq(err.code, ENOENT);
+    model_opts bad = {.override_tensor = "ffn_(=CPU"};
+    ck_assert_ptr_null(model_load(src, &bad, &err));
+    ck_assert_int_eq(err.code, EINVAL);
+    ck_assert_msg(strstr(err.msg, "override_tensor"), "message: %s", err.msg);
 }
 END_TEST
 
@@ -842,6 +883,7 @@ static Suite *make_suite(void)
     tcase_add_loop_test(t, decode_and_ubatch, 0, n_cases);
     tcase_add_loop_test(t, two_sequences, 0, n_cases);
     tcase_add_loop_test(t, kv_q4_0, 0, n_cases);
+    tcase_add_loop_test(t, split_placement, 0, 5);
     suite_add_tcase(s, t);
     TCase *e = tcase_create("errors");
     tcase_set_timeout(e, 600);

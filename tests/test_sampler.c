@@ -215,14 +215,14 @@ START_TEST(large_vocab_top_k_is_the_true_top_k)
     sampler_params p = plain(1000.0f); /* nearly uniform over the kept set */
     p.top_k = K;
     sampler *s = sampler_new(&p, NV);
-    int seen[NV / 8 + 1];
+    uint32_t seen[NV / 32 + 1];
     memset(seen, 0, sizeof seen);
     int distinct = 0;
     for (int d = 0; d < 2000; d++) {
         int32_t t = sampler_sample(s, l, NULL, 0);
         ck_assert_msg(l[t] >= kth, "token %d (%.4f) is below the %d-th largest %.4f", t, l[t], K, kth);
-        if (!(seen[t / 32] & (1 << (t % 32)))) {
-            seen[t / 32] |= 1 << (t % 32);
+        if (!(seen[t / 32] & (1u << (t % 32)))) {
+            seen[t / 32] |= 1u << (t % 32);
             distinct++;
         }
     }

@@ -3,6 +3,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,6 +204,113 @@ START_TEST(line_parsing)
 }
 END_TEST
 
+/* Malformed ctl lines, one per row: the errno and the whole reason, and nothing changes. */
+START_TEST(malformed_lines_are_refused_with_their_reason)
+{
+    static const struct {
+        int scope;
+        const char *line;
+        int code;
+        const char *msg;
+    } bad[] = {
+        {7, "temp hot", EINVAL, "temp: 'hot' is not a number"},
+        {7, "temp", EINVAL, "temp: '' is not a number"},
+        {7, "temp =", EINVAL, "temp: '' is not a number"},
+        {7, "temp nan", EINVAL, "temp: 'nan' is not a number"},
+        {7, "temp inf", EINVAL, "temp: 'inf' is not a number"},
+        {7, "temp 1e999", EINVAL, "temp: '1e999' is not a number"},
+        {7, "temp 0.5x", EINVAL, "temp: '0.5x' is not a number"},
+        {7, "temp -0.5", EINVAL, "temp: -0.5 is out of range 0..100"},
+        {7, "temp 100.5", EINVAL, "temp: 100.5 is out of range 0..100"},
+        {7, "top_p = 1.01", EINVAL, "top_p: 1.01 is out of range 0..1"},
+        {7, "top_k 4.5", EINVAL, "top_k: '4.5' is not an integer"},
+        {7, "top_k 0x10", EINVAL, "top_k: '0x10' is not an integer"},
+        {7, "top_k 1 2", EINVAL, "top_k: '1 2' is not an integer"},
+        {7, "top_k -1", EINVAL, "top_k: -1 is out of range 0..1000000"},
+        {7, "top_k 99999999999999999999", EINVAL, "top_k: '99999999999999999999' is not an integer"},
+        {7, "seed -2", EINVAL, "seed: -2 is out of range -1..4294967295"},
+        {7, "seed 4294967296", EINVAL, "seed: 4294967296 is out of range -1..4294967295"},
+        {7, "ctx 15", EINVAL, "ctx: 15 is out of range 16..16777216"},
+        {7, "file_mode 0999", EINVAL, "file_mode: '0999' is not an octal number"},
+        {7, "file_mode 01000", EINVAL, "file_mode: 01000 is out of range 0..0777"},
+        {7, "flash_attn maybe", EINVAL, "flash_attn: 'maybe' is not on or off"},
+        {7, "flash_attn", EINVAL, "flash_attn: '' is not on or off"},
+        {7, "mode poem", EINVAL, "mode: 'poem' is not one of chat|raw"},
+        {7, "ctk q5_1", EINVAL, "cache_type_k: 'q5_1' is not one of f16|q8_0|q4_0"},
+        {7, "cache_type_v f16|q8_0", EINVAL, "cache_type_v: 'f16|q8_0' is not one of f16|q8_0|q4_0"},
+        {7, "profile text-1gb", EINVAL, "profile: no profile 'text-1gb' (have text-12gb|text-24gb|vision-12gb|mtp)"},
+        {7, "model_dirs a\\nb", EINVAL, "model_dirs: value has a newline"},
+        {7, "temp 0.1\ntop_k 3", EINVAL, "temp: one setting per line"},
+        {7, "system two\nlines", EINVAL, "system: one setting per line"},
+        {7, "bogus 1", ENOENT, "unknown setting 'bogus'"},
+        {7, "=5", ENOENT, "unknown setting ''"},
+        {7, "Temp 0.5", ENOENT, "unknown setting 'Temp'"},
+        {7, "te\x01mp 0.5", ENOENT, "unknown setting 'te mp'"},
+        {7, "temp 0.\x01", EINVAL, "temp: '0. ' is not a number"},
+        {LLMFS_SCOPE_SESSION, "ctx 1024", EINVAL, "ctx is a model setting and cannot be set here"},
+        {LLMFS_SCOPE_SESSION, "mountpoint /x", EINVAL, "mountpoint is a daemon (root ctl) setting and cannot be set here"},
+        {LLMFS_SCOPE_MODEL, "max_sessions 3", EINVAL, "max_sessions is a daemon (root ctl) setting and cannot be set here"},
+    };
+    llmfs_settings s;
+    settings_init(&s);
+    llmfs_error e = {0};
+    ck_assert_int_eq(settings_set_line(&s, 7, "system kept", &e), 0);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        settings_text(&s, 7, big_a, sizeof big_a);
+        uint8_t marks[SETTINGS_N];
+        memcpy(marks, s.explicit_set, sizeof marks);
+        e = (llmfs_error){0};
+        int rc = settings_set_line(&s, bad[i].scope, bad[i].line, &e);
+        ck_assert_msg(rc == -bad[i].code, "'%s' gave %d, expected %d", bad[i].line, rc, -bad[i].code);
+        ck_assert_int_eq(e.code, bad[i].code);
+        ck_assert_str_eq(e.msg, bad[i].msg);
+        settings_text(&s, 7, big_b, sizeof big_b);
+        ck_assert_msg(strcmp(big_a, big_b) == 0, "'%s' changed the settings", bad[i].line);
+        ck_assert_msg(memcmp(marks, s.explicit_set, sizeof marks) == 0, "'%s' changed the marks", bad[i].line);
+    }
+    /* a long key is refused by its first 63 bytes */
+    char line[200];
+    memset(line, 'k', 100);
+    strcpy(line + 100, " 1");
+    ck_assert_int_eq(settings_set_line(&s, 7, line, &e), -ENOENT);
+    ck_assert_int_eq((int)strlen(e.msg), (int)strlen("unknown setting ''") + 63);
+    settings_clear(&s);
+}
+END_TEST
+
+/* Values that look like the line syntax still come back from the settings text. */
+START_TEST(text_values_that_look_like_syntax_round_trip)
+{
+    static const char *const lines[] = {
+        "system ==x", "system = = two equals", "system #not a comment", "model_dirs =/a:/b",
+        "mountpoint a\\\\nb", "system tab\there",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        llmfs_settings a, b;
+        settings_init(&a);
+        settings_init(&b);
+        llmfs_error e = {0};
+        ck_assert_msg(settings_set_line(&a, 7, lines[i], &e) == 0, "%s: %s", lines[i], e.msg);
+        settings_text(&a, 7, big_a, sizeof big_a);
+        char *save = NULL, *copy = strdup(big_a);
+        for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+            ck_assert_msg(settings_set_line(&b, 7, l, &e) == 0, "%s: %s", l, e.msg);
+        free(copy);
+        settings_text(&b, 7, big_b, sizeof big_b);
+        ck_assert_msg(strcmp(big_a, big_b) == 0, "'%s' did not survive the text", lines[i]);
+        settings_clear(&a);
+        settings_clear(&b);
+    }
+    llmfs_settings s;
+    settings_init(&s);
+    ck_assert_int_eq(settings_set_line(&s, 7, "system ==x", NULL), 0);
+    ck_assert_str_eq(s.system, "=x");
+    ck_assert_int_eq(settings_set_line(&s, 7, "mountpoint a\\\\nb", NULL), 0);
+    ck_assert_str_eq(s.mountpoint, "a\\nb");
+    settings_clear(&s);
+}
+END_TEST
+
 START_TEST(profiles_apply_their_presets)
 {
     static const struct {
@@ -296,6 +404,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, every_setting_round_trips_through_text);
     tcase_add_test(tc, bad_values_are_refused_and_change_nothing);
     tcase_add_test(tc, line_parsing);
+    tcase_add_test(tc, malformed_lines_are_refused_with_their_reason);
+    tcase_add_test(tc, text_values_that_look_like_syntax_round_trip);
     tcase_add_test(tc, profiles_apply_their_presets);
     tcase_add_test(tc, copy_is_deep_and_explicit_marks_follow);
     tcase_add_test(tc, markdown_lists_every_setting);

@@ -17,7 +17,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 # help lists every command with a description, exit 0
 "$LLMFS" help >"$tmp/help" 2>"$tmp/err" || fail "llmfs help exited $?"
-for c in run tokenize detok logits info bench mkmodel; do
+for c in run tokenize detok logits info bench mkmodel fit; do
     grep -Eq "^  $c +[a-z]" "$tmp/help" || fail "help does not list $c"
 done
 "$LLMFS" help bench >"$tmp/hb" 2>&1 || fail "llmfs help bench exited $?"

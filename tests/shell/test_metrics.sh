@@ -29,4 +29,27 @@ done
 grep -q '^llmfs_models 2$' "$T/m.prom" || fail "llmfs_models: $(grep '^llmfs_models' "$T/m.prom")"
 grep -q '^# TYPE llmfs_requests_total counter$' "$T/m.prom" || fail "llmfs_requests_total is not a counter"
 pass "metrics pass promtool and agree with stats"
+
+# placement's rows add up to its total, which is what stats counts as CPU weights; kv's
+# line for the default session agrees with stats.
+for m in a b; do
+    sum=0 total=
+    while read -r group device type bytes; do
+        if [ "$group" = total ]; then
+            total=$bytes
+        elif [ "$group" != fit ]; then
+            [ "$device" = CPU ] || fail "$m: a row on $device without a GPU"
+            [ -n "$type" ] || fail "$m: a placement row without a type"
+            sum=$((sum + bytes))
+        fi
+    done <"$MNT/$m/placement"
+    [ -n "$total" ] || fail "$m: placement has no total: $(cat "$MNT/$m/placement")"
+    [ "$sum" = "$total" ] || fail "$m: placement rows add up to $sum, the total says $total"
+    [ "$total" = "$(stat_value "$MNT/$m/stats" weight_bytes_cpu)" ] ||
+        fail "$m: placement total $total, stats weight_bytes_cpu $(stat_value "$MNT/$m/stats" weight_bytes_cpu)"
+    grep -q "^session 0 used $(stat_value "$MNT/$m/stats" kv_used) size $(stat_value "$MNT/$m/stats" kv_size)\$" "$MNT/$m/kv" ||
+        fail "$m: kv and stats disagree: $(grep '^session 0' "$MNT/$m/kv")"
+    grep -q "^layers [1-9]" "$MNT/$m/info" || fail "$m: info has no layers"
+done
+pass "placement, kv and info agree with stats"
 exit 0

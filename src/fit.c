@@ -1,0 +1,109 @@
+/* fit.c — the GPU fit before a model loads (see fit.h). */
+#include "fit.h"
+#include "gguf.h"
+#include "placement.h"
+#include "quant.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint32_t arch_u32(const gguf_file *f, const char *arch, const char *suffix, uint32_t def)
+{
+    char key[128];
+    uint32_t v;
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    return gguf_get_u32(f, key, &v) ? v : def;
+}
+
+/* Layers whose attention the decision put on the GPU (their KV cache goes there too). */
+static int gpu_layers(const place_result *r, int n_layer)
+{
+    return r->ngl > n_layer ? n_layer : r->ngl;
+}
+
+int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
+{
+    memset(out, 0, sizeof *out);
+    gguf_open_opts oo = {0};
+    gguf_file *f = gguf_open(in->path, &oo, err);
+    if (!f)
+        return err && err->code ? -err->code : -EINVAL;
+    const char *arch = gguf_get_str(f, "general.architecture", NULL);
+    int n_layer = arch ? (int)arch_u32(f, arch, "block_count", 0) : 0;
+    int n_embd = arch ? (int)arch_u32(f, arch, "embedding_length", 0) : 0;
+    if (n_layer <= 0 || n_embd <= 0) {
+        gguf_close(f);
+        return llmfs_errorf(err, EINVAL, "%s: no layer count or embedding length", in->path);
+    }
+    int n_head = (int)arch_u32(f, arch, "attention.head_count", 1);
+    int n_head_kv = (int)arch_u32(f, arch, "attention.head_count_kv", (uint32_t)n_head);
+    int head_dim = (int)arch_u32(f, arch, "attention.key_length", (uint32_t)(n_embd / (n_head ? n_head : 1)));
+    int n_ff = (int)arch_u32(f, arch, "feed_forward_length", 0);
+    int n_ff_exp = (int)arch_u32(f, arch, "expert_feed_forward_length", 0);
+    int n_used = (int)arch_u32(f, arch, "expert_used_count", 0);
+    int n_vocab = (int)gguf_kv_arr_n(f, gguf_find_key(f, "tokenizer.ggml.tokens"));
+    int n = gguf_n_tensors(f);
+    place_tensor *t = calloc((size_t)(n > 0 ? n : 1), sizeof *t);
+    if (!t) {
+        gguf_close(f);
+        return llmfs_errorf(err, ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        const gguf_tensor *g = gguf_tensor_at(f, i);
+        t[i].name = g->name;
+        t[i].bytes = g->size;
+    }
+    int ff = n_ff ? n_ff : n_ff_exp * (n_used ? n_used : 1);
+    size_t row = type_row_bytes(in->type_k, (int64_t)n_head_kv * head_dim) +
+                 type_row_bytes(in->type_v, (int64_t)n_head_kv * head_dim);
+    int floor_ctx = in->fit_ctx > 0 && in->fit_ctx < in->ctx ? in->fit_ctx : in->ctx;
+    place_result best = {0};
+    int best_ctx = in->ctx, rc = 0;
+    bool have = false;
+    for (int ctx = in->ctx;; ctx = ctx / 2 > floor_ctx ? ctx / 2 : floor_ctx) {
+        place_opts po = {
+            .n_layer = n_layer,
+            .ngl = -1,
+            .n_cpu_moe = in->n_cpu_moe,
+            .override_tensor = in->override_tensor,
+            .fit = true,
+            .vram_free = in->vram_free,
+            .fit_target = in->fit_target,
+            .kv_bytes_per_layer = (uint64_t)ctx * (uint64_t)in->parallel * row,
+            .compute_bytes = place_compute_bytes(n_embd, ff, n_head, head_dim, n_vocab, in->ubatch, ctx,
+                                                 in->flash),
+        };
+        place_result r;
+        llmfs_error e = {0};
+        rc = place_decide(t, n, &po, &r, &e);
+        if (rc == -ENOMEM && ctx > floor_ctx)
+            continue; /* nothing fits at this context: try a smaller one */
+        if (rc < 0) {
+            if (err)
+                *err = e;
+            break;
+        }
+        /* a smaller context is worth it only if it brings more layers onto the GPU */
+        if (!have || gpu_layers(&r, n_layer) > gpu_layers(&best, n_layer) ||
+            (gpu_layers(&r, n_layer) == gpu_layers(&best, n_layer) && r.n_cpu_moe < best.n_cpu_moe)) {
+            best = r;
+            best_ctx = ctx;
+            have = true;
+        }
+        if ((r.ngl > n_layer && r.n_cpu_moe == 0) || ctx <= floor_ctx)
+            break;
+    }
+    free(t);
+    gguf_close(f);
+    if (!have)
+        return rc < 0 ? rc : llmfs_errorf(err, ENOMEM, "fit: no placement fits");
+    out->ngl = best.ngl;
+    out->n_cpu_moe = best.n_cpu_moe;
+    out->ctx = best_ctx;
+    snprintf(out->text, sizeof out->text, "%s; ctx %d%s; weights GPU %.0f MiB, CPU %.0f MiB; headroom %.0f MiB",
+             best.text[0] ? best.text : "fit", best_ctx, best_ctx < in->ctx ? " (shrunk to fit)" : "",
+             best.bytes_gpu / 1048576.0, best.bytes_cpu / 1048576.0, best.headroom / 1048576.0);
+    return 0;
+}

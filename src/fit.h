@@ -1,0 +1,32 @@
+/* fit.h — choosing ngl, n_cpu_moe and the context before a model loads, so that the
+ * weights, the KV cache and the scratch buffers fit the GPU with fit_target to spare.
+ *
+ * Works from the GGUF header and tensor table alone (placement.h decides per tensor).
+ * The KV cache is sized for ctx x parallel cells; when that leaves layers on the CPU,
+ * the context is halved (not below fit_ctx) while that brings more layers onto the GPU.
+ */
+#ifndef LLMFS_FIT_H
+#define LLMFS_FIT_H
+
+#include "llmfs.h"
+
+typedef struct fit_input {
+    const char *path;
+    int ctx, parallel, fit_ctx, ubatch;
+    int type_k, type_v;           /* enum ggml_type */
+    bool flash;
+    int n_cpu_moe;                /* as set (fit may raise it) */
+    const char *override_tensor;  /* or NULL */
+    uint64_t vram_free;           /* bytes the GPU may use */
+    uint64_t fit_target;          /* bytes to leave free */
+} fit_input;
+
+typedef struct fit_output {
+    int ngl, n_cpu_moe, ctx;
+    char text[768];               /* the decision in words */
+} fit_output;
+
+/* 0, or a negative errno with err filled (-ENOENT, -EINVAL for the file or overrides). */
+int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err);
+
+#endif

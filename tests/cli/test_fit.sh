@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `llmfs fit` on the MoE test model: the decision follows the VRAM budget (experts leave
+# the GPU before layers do), bad input fails with a one-line reason.
+# Usage: test_fit.sh PATH-TO-LLMFS REPO-ROOT
+set -u
+LLMFS=$1
+ROOT=$2
+SHARED=${LLMFS_SHARED:-$ROOT/../shared}
+MODEL=$SHARED/models/qwen3moe-tiny-q8_0.gguf
+if [ ! -f "$MODEL" ]; then
+    echo "*** SKIPPED test_fit.sh: test assets not found in $SHARED ***"
+    exit 77
+fi
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp" || exit 1
+setting() { sed -n "s/^settings .*\b$1=\([0-9-]*\).*/\1/p" "$2"; }
+
+# plenty of room: both layers and the output on the GPU, no expert on the CPU
+"$LLMFS" fit -m "$MODEL" --fit-ctx 512 --fit-target 0 --vram-limit 1000 >out.big 2>&1 || fail "fit exited $?"
+[ "$(setting ngl out.big)" = 3 ] || fail "large budget: ngl $(setting ngl out.big), want 3"
+[ "$(setting n_cpu_moe out.big)" = 0 ] || fail "large budget: n_cpu_moe $(setting n_cpu_moe out.big), want 0"
+grep -q 'headroom' out.big || fail "no headroom in the decision"
+
+# the weights are about 3 MiB (experts most of it) and compute 22 MiB: a budget just
+# above compute + non-expert weights moves experts out but keeps every layer
+"$LLMFS" fit -m "$MODEL" --fit-ctx 512 --fit-target 0 --vram-limit 24 >out.mid 2>&1 || fail "fit exited $?"
+[ "$(setting n_cpu_moe out.mid)" -gt 0 ] 2>/dev/null || fail "mid budget: n_cpu_moe $(setting n_cpu_moe out.mid), want > 0"
+[ "$(setting ngl out.mid)" = 3 ] || fail "mid budget: ngl $(setting ngl out.mid), want 3 (experts go first)"
+
+# no room at all: everything on the CPU
+"$LLMFS" fit -m "$MODEL" --fit-ctx 512 --fit-target 0 --vram-limit 1 >out.none 2>&1 || fail "fit exited $?"
+[ "$(setting ngl out.none)" = 0 ] || fail "tiny budget: ngl $(setting ngl out.none), want 0"
+
+# errors: one line on stderr, non-zero exit
+"$LLMFS" fit -m "$MODEL" --vram-limit 100 --override-tensor 'exps=TPU' >/dev/null 2>err && fail "bad device accepted"
+grep -q "unknown device 'TPU'" err || fail "bad device: $(cat err)"
+"$LLMFS" fit -m /nonexistent.gguf >/dev/null 2>err && fail "missing model accepted"
+[ "$(wc -l <err)" = 1 ] || fail "missing model: not one line: $(cat err)"
+"$LLMFS" fit -m "$MODEL" --fit-ctx x >/dev/null 2>err && fail "bad number accepted"
+
+[ $fails -eq 0 ] && echo "test_fit: ok"
+exit $((fails > 0))

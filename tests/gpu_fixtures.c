@@ -1,0 +1,361 @@
+/* gpu_fixtures.c — every ../shared fixture case with the model on the GPU, against
+ * llama.cpp's reference logits (the README's tolerances):
+ *  - full offload (ngl 99): the prompt in one batch with both attention paths, prompt +
+ *    greedy continuation in one pass, and one token per call (the decode path, recorded
+ *    steps included), each checked for logits and greedy tokens;
+ *  - partial offload (half the layers, then every layer but not the output): the hidden
+ *    state crosses between the backends;
+ *  - two sequences interleaved in one batch, then decoded together.
+ * Exits 77 (skip) without a GPU or without the test assets. */
+#include "testutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef LLMFS_HAVE_CUDA
+#include "backend.h"
+#include "kv.h"
+#include "model.h"
+#include "quant.h"
+
+#include "fixture.h"
+
+#define MAX_CASES 128
+static fixture cases[MAX_CASES];
+static int n_cases;
+
+static void load_fixtures(void)
+{
+    n_cases = fixtures_load(cases, MAX_CASES);
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static model *load(const char *path, int ngl)
+{
+    model_opts o = {.n_threads = 2, .n_threads_batch = 2, .ngl = ngl};
+    llmfs_error err = {0};
+    model *m = model_load(path, &o, &err);
+    ck_assert_msg(m, "loading %s with ngl %d: %s", path, ngl, err.msg);
+    ck_assert_msg(m->gpu != NULL, "%s: ngl %d but no GPU backend", path, ngl);
+    return m;
+}
+
+static kv_cache *cache(model *m, int n_ctx, int n_seq, int tk, int tv)
+{
+    llmfs_error err = {0};
+    kv_cache *kv = kv_cache_alloc(m, n_ctx, n_seq, tk, tv, &err);
+    ck_assert_msg(kv, "KV cache: %s", err.msg);
+    return kv;
+}
+
+static void eval(model *m, kv_cache *kv, const int32_t *tok, int n, int seq, int step, bool flash, float *out)
+{
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n), *sq = malloc(sizeof(int32_t) * (size_t)n);
+    int8_t *lg = malloc((size_t)n);
+    for (int i = 0; i < n; i++) {
+        pos[i] = i;
+        sq[i] = seq;
+        lg[i] = 1;
+    }
+    for (int i = 0; i < n; i += step) {
+        int c = n - i < step ? n - i : step;
+        fwd_batch b = {c, tok + i, pos + i, sq + i, lg + i};
+        llmfs_error err = {0};
+        int rc = model_forward(m, kv, &b, out + (size_t)i * m->hp.n_vocab, flash, &err);
+        ck_assert_msg(rc == 0, "forward: %d %s", rc, err.msg);
+    }
+    free(pos);
+    free(sq);
+    free(lg);
+}
+
+static double rel_rms(const float *a, const float *r, int n)
+{
+    double d = 0, s = 0;
+    for (int i = 0; i < n; i++) {
+        d += ((double)a[i] - r[i]) * ((double)a[i] - r[i]);
+        s += (double)r[i] * r[i];
+    }
+    return sqrt(d / n) / sqrt(s / n);
+}
+
+static int argmax(const float *x, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b])
+            b = i;
+    return b;
+}
+
+static float top2_margin(const float *x, int n)
+{
+    int b = argmax(x, n);
+    float s = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (i != b && x[i] > s)
+            s = x[i];
+    return x[b] - s;
+}
+
+static double check_prompt(const fixture *f, const float *out, const char *what)
+{
+    double worst = 0;
+    const int V = f->n_vocab;
+    for (int i = 0; i < f->n_tok; i++) {
+        const float *a = out + (size_t)i * V, *r = f->ref + (size_t)i * V;
+        double e = rel_rms(a, r, V);
+        worst = e > worst ? e : worst;
+        ck_assert_msg(e <= f->tol, "%s %s: position %d relative RMS error %.3g > %.3g", f->name, what, i, e, f->tol);
+        if (top2_margin(r, V) > 0.5f)
+            ck_assert_msg(argmax(a, V) == argmax(r, V), "%s %s: position %d argmax %d, reference %d", f->name, what,
+                          i, argmax(a, V), argmax(r, V));
+    }
+    return worst;
+}
+
+static int check_greedy(const fixture *f, const float *out, const char *what)
+{
+    int checked = 0;
+    for (int j = 0; j < f->n_greedy; j++) {
+        if (f->margin[j] <= 0.5f)
+            continue;
+        const float *a = out + (size_t)(f->n_tok - 1 + j) * f->n_vocab;
+        ck_assert_msg(argmax(a, f->n_vocab) == f->greedy[j], "%s %s: greedy step %d gave %d, reference %d (margin %.2f)",
+                      f->name, what, j, argmax(a, f->n_vocab), f->greedy[j], f->margin[j]);
+        checked++;
+    }
+    return checked;
+}
+
+static int32_t *full_sequence(const fixture *f, int *n)
+{
+    *n = f->n_tok + f->n_greedy - 1;
+    int32_t *t = malloc(sizeof(int32_t) * (size_t)*n);
+    memcpy(t, f->tok, sizeof(int32_t) * (size_t)f->n_tok);
+    memcpy(t + f->n_tok, f->greedy, sizeof(int32_t) * (size_t)(f->n_greedy - 1));
+    return t;
+}
+
+static float *logits_buf(const fixture *f, int n)
+{
+    float *p = malloc(sizeof(float) * (size_t)n * (size_t)f->n_vocab);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+/* Full offload: the prompt in one batch (both attention paths), prompt + greedy in one
+ * pass, and the same one token per call. */
+START_TEST(full_offload)
+{
+    const fixture *f = &cases[_i];
+    model *m = load(f->model, 99);
+    ck_assert_int_eq(m->hp.n_vocab, f->n_vocab);
+    ck_assert_ptr_eq(m->output->be, m->gpu);
+    kv_cache *kv = cache(m, 512, 1, f->ctk, f->ctv);
+    float *out = logits_buf(f, f->n_tok);
+    double e[4] = {0};
+    for (int fl = 0; fl < 2; fl++) {
+        const bool flash = fl ? !f->flash : f->flash;
+        kv_seq_keep(kv, 0, 0);
+        eval(m, kv, f->tok, f->n_tok, 0, f->n_tok, flash, out);
+        e[fl] = check_prompt(f, out, flash ? "full offload, flash" : "full offload, plain");
+    }
+    free(out);
+
+    int n;
+    int32_t *t = full_sequence(f, &n);
+    float *one = logits_buf(f, n), *dec = logits_buf(f, n);
+    kv_seq_keep(kv, 0, 0);
+    eval(m, kv, t, n, 0, n, f->flash, one);
+    e[2] = check_prompt(f, one, "full offload, greedy pass");
+    const int c = check_greedy(f, one, "full offload, one pass");
+    kv_seq_keep(kv, 0, 0);
+    eval(m, kv, t, n, 0, 1, f->flash, dec);
+    e[3] = check_prompt(f, dec, "full offload, one token per call");
+    check_greedy(f, dec, "full offload, one token per call");
+    /* greedy ids picked on the GPU: the argmax of the logits just checked */
+    kv_seq_keep(kv, 0, 0);
+    for (int i = 0; i < n; i++) {
+        const int32_t p = i, s0 = 0;
+        int32_t id = -1;
+        const int8_t want = 1;
+        fwd_batch b = {1, t + i, &p, &s0, &want};
+        llmfs_error err = {0};
+        ck_assert_msg(model_forward_ids(m, kv, &b, &id, f->flash, &err) == 0, "%s", err.msg);
+        const float *row = dec + (size_t)i * f->n_vocab;
+        int best = 0;
+        for (int v = 1; v < f->n_vocab; v++)
+            if (row[v] > row[best])
+                best = v;
+        /* the same step twice may round differently only where two logits nearly tie */
+        ck_assert_msg(id == best || row[best] - row[id] < 1e-3f, "%s: position %d: GPU chose %d, logits say %d", f->name,
+                      i, id, best);
+    }
+    printf("%-34s GPU: prompt %.2e / %.2e (other path), greedy pass %.2e, decode %.2e (tol %.0e); %d greedy steps\n",
+           f->name, e[0], e[1], e[2], e[3], f->tol, c);
+    free(one);
+    free(dec);
+    free(t);
+    kv_cache_free(kv);
+    model_free(m);
+}
+END_TEST
+
+/* Part of the model on the GPU: the hidden state moves between backends. */
+START_TEST(partial_offload)
+{
+    const fixture *f = &cases[_i];
+    model *probe = load(f->model, 1);
+    const int nl = probe->hp.n_layer;
+    model_free(probe);
+    const int ngls[2] = {nl > 1 ? nl / 2 : 1, nl};
+    int n;
+    int32_t *t = full_sequence(f, &n);
+    float *out = logits_buf(f, n);
+    for (int k = 0; k < 2; k++) {
+        model *m = load(f->model, ngls[k]);
+        ck_assert_ptr_eq(m->output->be, m->cpu);
+        kv_cache *kv = cache(m, 512, 1, f->ctk, f->ctv);
+        char what[64];
+        snprintf(what, sizeof what, "ngl %d of %d", ngls[k], nl);
+        eval(m, kv, t, n, 0, n, f->flash, out);
+        check_prompt(f, out, what);
+        check_greedy(f, out, what);
+        kv_seq_keep(kv, 0, 0);
+        eval(m, kv, t, n, 0, 4, f->flash, out);
+        check_prompt(f, out, what);
+        kv_cache_free(kv);
+        model_free(m);
+    }
+    free(out);
+    free(t);
+}
+END_TEST
+
+/* Two sequences interleaved in one batch, then one token of each per call: each gets
+ * the logits it gets alone. */
+START_TEST(two_sequences)
+{
+    const fixture *f = &cases[_i];
+    int na;
+    int32_t *a = full_sequence(f, &na);
+    const int nb = na - 3;
+    int32_t *bt = malloc(sizeof(int32_t) * (size_t)nb);
+    bt[0] = a[0];
+    for (int i = 1; i < nb; i++)
+        bt[i] = a[na - i];
+    model *m = load(f->model, 99);
+    const int V = f->n_vocab;
+    float *ra = logits_buf(f, na), *rb = logits_buf(f, nb);
+    kv_cache *kv1 = cache(m, 128, 1, f->ctk, f->ctv);
+    eval(m, kv1, a, na, 0, na, f->flash, ra);
+    kv_seq_keep(kv1, 0, 0);
+    eval(m, kv1, bt, nb, 0, nb, f->flash, rb);
+    kv_cache_free(kv1);
+
+    kv_cache *kv = cache(m, 128, 3, f->ctk, f->ctv);
+    const int pa = na < 10 ? na : 10, pb = nb < 7 ? nb : 7, cap = na + nb;
+    int32_t *tok = malloc(sizeof(int32_t) * cap), *pos = malloc(sizeof(int32_t) * cap), *seq = malloc(sizeof(int32_t) * cap);
+    int8_t *lg = malloc((size_t)cap);
+    float *out = logits_buf(f, cap);
+    int n = 0;
+    for (int i = 0; i < pa || i < pb; i++) {
+        if (i < pa) {
+            tok[n] = a[i], pos[n] = i, seq[n] = 2, lg[n] = 1;
+            n++;
+        }
+        if (i < pb) {
+            tok[n] = bt[i], pos[n] = i, seq[n] = 0, lg[n] = 1;
+            n++;
+        }
+    }
+    llmfs_error err = {0};
+    fwd_batch b = {n, tok, pos, seq, lg};
+    ck_assert_int_eq(model_forward(m, kv, &b, out, f->flash, &err), 0);
+    /* batch arithmetic differs from the single-sequence runs only by rounding noise */
+    const double tol = f->tol / 2;
+    for (int k = 0, ia = 0, ib = 0; k < n; k++) {
+        const float *r = seq[k] == 2 ? ra + (size_t)ia++ * V : rb + (size_t)ib++ * V;
+        double e = rel_rms(out + (size_t)k * V, r, V);
+        ck_assert_msg(e < tol, "%s: interleaved prompt token %d off by %.3g", f->name, k, e);
+    }
+    for (int ia = pa, ib = pb; ia < na || ib < nb;) {
+        n = 0;
+        if (ib < nb) {
+            tok[n] = bt[ib], pos[n] = ib, seq[n] = 0, lg[n] = 1;
+            n++;
+        }
+        if (ia < na) {
+            tok[n] = a[ia], pos[n] = ia, seq[n] = 2, lg[n] = 1;
+            n++;
+        }
+        fwd_batch d = {n, tok, pos, seq, lg};
+        ck_assert_int_eq(model_forward(m, kv, &d, out, f->flash, &err), 0);
+        for (int k = 0; k < n; k++) {
+            const float *r = seq[k] == 2 ? ra + (size_t)pos[k] * V : rb + (size_t)pos[k] * V;
+            double e = rel_rms(out + (size_t)k * V, r, V);
+            ck_assert_msg(e < tol, "%s: sequence %d position %d off by %.3g", f->name, seq[k], pos[k], e);
+        }
+        ia += ia < na;
+        ib += ib < nb;
+    }
+    free(tok);
+    free(pos);
+    free(seq);
+    free(lg);
+    free(out);
+    free(ra);
+    free(rb);
+    free(a);
+    free(bt);
+    kv_cache_free(kv);
+    model_free(m);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *s = suite_create("gpu_fixtures");
+    TCase *tc = tcase_create("fixtures");
+    tcase_set_timeout(tc, 900);
+    tcase_add_loop_test(tc, full_offload, 0, n_cases);
+    tcase_add_loop_test(tc, partial_offload, 0, n_cases);
+    tcase_add_loop_test(tc, two_sequences, 0, n_cases);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    char err[256] = "";
+    backend *probe = backend_cuda_new(0, err, sizeof err);
+    if (!probe) {
+        fprintf(stderr, "\n*** SKIPPED gpu_fixtures: no usable GPU (%s) ***\n\n", err);
+        return 77;
+    }
+    backend_free(probe);
+    load_fixtures();
+    if (n_cases == 0) {
+        fprintf(stderr, "\n*** SKIPPED gpu_fixtures: no fixture cases found ***\n\n");
+        return 77;
+    }
+    /* CUDA state does not survive fork: run the tests in this process */
+    setenv("CK_FORK", "no", 1);
+    return test_run_suite(make_suite());
+}
+
+#else
+int main(void)
+{
+    fprintf(stderr, "\n*** SKIPPED gpu_fixtures: llmfs was built without CUDA ***\n\n");
+    return 77;
+}
+#endif

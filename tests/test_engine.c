@@ -1,0 +1,856 @@
+/* The engine through llmfs.h with the real test models: fixtures, concurrency, chat
+ * cache reuse, commands, errors, unloading. */
+#include "gguf.h"
+#include "llmfs.h"
+#include "testutil.h"
+#include "tokenizer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- helpers ---- */
+
+static llmfs *lf;
+
+static void setup(void)
+{
+    if (!test_shared_dir())
+        test_skip_no_shared("engine tests");
+    llmfs_error e = {0};
+    lf = llmfs_new(&e);
+    ck_assert_ptr_nonnull(lf);
+}
+
+static void teardown(void)
+{
+    llmfs_free(lf);
+    lf = NULL;
+}
+
+static void load(const char *name, const char *file, const char *const *settings, int n)
+{
+    char path[4096];
+    char rel[256];
+    snprintf(rel, sizeof rel, "models/%s", file);
+    test_shared_path(rel, path, sizeof path);
+    llmfs_error e = {0};
+    int rc = llmfs_model_load(lf, name, path, settings, n, &e);
+    ck_assert_msg(rc == 0, "loading %s: %d %s", file, rc, e.msg);
+}
+
+/* Reads a stream to its end (fails after 120 s). */
+static char *read_all(llmfs_stream *st, size_t *len)
+{
+    size_t cap = 1024, off = 0;
+    char *buf = malloc(cap);
+    for (int spins = 0;; spins++) {
+        ck_assert_msg(spins < 1200, "stream did not end");
+        int r = llmfs_stream_wait(st, off, 100);
+        if (!r)
+            continue;
+        if (off + 512 > cap)
+            buf = realloc(buf, cap *= 2);
+        size_t n = llmfs_stream_read(st, buf + off, cap - off - 1, off);
+        if (n == 0) {
+            bool done;
+            if (llmfs_stream_size(st, &done) == off && done)
+                break;
+            continue;
+        }
+        off += n;
+        spins = 0;
+    }
+    buf[off] = 0;
+    if (len)
+        *len = off;
+    return buf;
+}
+
+static char *prompt_and_read(llmfs_session *s, const char *text)
+{
+    llmfs_error e = {0};
+    int rc = llmfs_session_prompt(s, text, strlen(text), &e);
+    ck_assert_msg(rc == 0, "prompt: %d %s", rc, e.msg);
+    llmfs_stream *st = llmfs_session_output(s);
+    char *out = read_all(st, NULL);
+    llmfs_stream_put(st);
+    return out;
+}
+
+static void ctl(llmfs_session *s, const char *line)
+{
+    llmfs_error e = {0};
+    int rc = llmfs_session_ctl(s, line, &e);
+    ck_assert_msg(rc == 0, "ctl '%s': %d %s", line, rc, e.msg);
+}
+
+static void mctl(llmfs_model *m, const char *line)
+{
+    llmfs_error e = {0};
+    int rc = llmfs_model_ctl(m, line, &e);
+    ck_assert_msg(rc == 0, "model ctl '%s': %d %s", line, rc, e.msg);
+}
+
+/* Waits until the session is idle again (after stop/unload). */
+static void wait_idle(llmfs_session *s)
+{
+    for (int i = 0; i < 12000; i++) {
+        llmfs_session_stats st;
+        llmfs_session_stats_get(s, &st);
+        if (strcmp(st.state, "idle") == 0)
+            return;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    ck_abort_msg("session did not become idle");
+}
+
+/* The fixture's greedy continuation as text, up to the first step whose llama.cpp
+ * top-2 margin is below 0.5 (where a legitimate rounding difference may pick the
+ * other token). *complete says whether every step was clear. */
+typedef struct fixture {
+    char *prompt;
+    char *expect;
+    int n_prompt_tokens;
+    int n_clear, n_greedy;
+} fixture;
+
+static fixture load_fixture(const char *model_file, const char *stem, const char *cas)
+{
+    fixture f = {0};
+    char rel[512], path[4096];
+    snprintf(rel, sizeof rel, "fixtures/%s/%s/prompt.txt", stem, cas);
+    f.prompt = test_read_file(test_shared_path(rel, path, sizeof path), NULL);
+    ck_assert_ptr_nonnull(f.prompt);
+    int32_t *toks, *greedy;
+    float *margin;
+    snprintf(rel, sizeof rel, "fixtures/%s/%s/tokens.txt", stem, cas);
+    f.n_prompt_tokens = test_read_ints(test_shared_path(rel, path, sizeof path), &toks);
+    snprintf(rel, sizeof rel, "fixtures/%s/%s/greedy.txt", stem, cas);
+    f.n_greedy = test_read_ints(test_shared_path(rel, path, sizeof path), &greedy);
+    snprintf(rel, sizeof rel, "fixtures/%s/%s/greedy_margin.txt", stem, cas);
+    int nm = test_read_floats(test_shared_path(rel, path, sizeof path), &margin);
+    ck_assert_int_eq(nm, f.n_greedy);
+    f.n_clear = 0;
+    while (f.n_clear < f.n_greedy && margin[f.n_clear] >= 0.5f)
+        f.n_clear++;
+
+    snprintf(rel, sizeof rel, "models/%s", model_file);
+    llmfs_error e = {0};
+    gguf_file *g = gguf_open(test_shared_path(rel, path, sizeof path), NULL, &e);
+    ck_assert_msg(g != NULL, "%s", e.msg);
+    tokenizer *tok = tokenizer_load(g, &e);
+    ck_assert_msg(tok != NULL, "%s", e.msg);
+    size_t cap = 4096, o = 0;
+    f.expect = malloc(cap);
+    /* the pieces as a streaming reader gets them: an invalid UTF-8 sequence of byte tokens
+     * (common with random weights) comes out as U+FFFD, the rest as the concatenation */
+    detok_state ds = {0};
+    size_t po = 0;
+    char *pieces = malloc(cap);
+    for (int i = 0; i < f.n_clear; i++) {
+        char piece[256];
+        int n = tokenizer_piece(tok, greedy[i], false, piece, sizeof piece);
+        ck_assert_int_lt(n, (int)sizeof piece);
+        if (o + 3 * (size_t)n + 16 > cap || po + (size_t)n + 1 > cap) {
+            cap *= 2;
+            f.expect = realloc(f.expect, cap);
+            pieces = realloc(pieces, cap);
+        }
+        memcpy(pieces + po, piece, (size_t)n);
+        po += (size_t)n;
+        o += (size_t)detok_push(tok, &ds, greedy[i], f.expect + o, (int)(cap - o));
+    }
+    f.expect[o] = 0;
+    pieces[po] = 0;
+    if (strstr(stem, "llama-tiny") == NULL)
+        ck_assert_msg(strncmp(pieces, f.expect, o) == 0, "pieces '%s' vs streamed '%s'", pieces, f.expect);
+    free(pieces);
+    tokenizer_free(tok);
+    gguf_close(g);
+    free(toks);
+    free(greedy);
+    free(margin);
+    return f;
+}
+
+static void fixture_free(fixture *f)
+{
+    free(f->prompt);
+    free(f->expect);
+}
+
+static void assert_starts_with(const char *out, const fixture *f, const char *what)
+{
+    ck_assert_msg(strncmp(out, f->expect, strlen(f->expect)) == 0,
+                  "%s: output\n  '%s'\ndoes not start with the fixture's greedy text (%d clear steps)\n  '%s'",
+                  what, out, f->n_clear, f->expect);
+}
+
+/* ---- raw mode against the fixtures ---- */
+
+static void check_raw_fixture(const char *model_file, const char *stem, const char *cas)
+{
+    static const char *opts[] = {"mode=raw", "temp=0", "n_predict=32", "ctx=512", "threads=2"};
+    load("m", model_file, opts, 5);
+    llmfs_model *m = llmfs_model_get(lf, "m");
+    llmfs_session *s = llmfs_session_default(m);
+    fixture f = load_fixture(model_file, stem, cas);
+    char *out = prompt_and_read(s, f.prompt);
+    assert_starts_with(out, &f, cas);
+    if (f.n_clear == f.n_greedy)
+        ck_assert_str_eq(out, f.expect);
+    llmfs_session_stats st;
+    llmfs_session_stats_get(s, &st);
+    ck_assert_str_eq(st.state, "idle");
+    ck_assert_str_eq(st.stop_reason, f.n_greedy == 32 ? "length" : "eos");
+    ck_assert_int_eq(st.n_gen, f.n_greedy);
+    ck_assert_int_eq(st.n_prompt + st.n_cached, f.n_prompt_tokens);
+    ck_assert_int_eq(st.turns, 1);
+    ck_assert(st.ttft_ms > 0);
+    ck_assert_int_eq(st.kv_size, 512);
+    ck_assert_int_eq(st.kv_used, f.n_prompt_tokens + f.n_greedy - 1);
+    /* the same prompt again reuses all but the last prompt token and gives the same text */
+    char *again = prompt_and_read(s, f.prompt);
+    ck_assert_str_eq(again, out);
+    llmfs_session_stats_get(s, &st);
+    ck_assert_int_eq(st.n_cached, f.n_prompt_tokens - 1);
+    ck_assert_int_eq(st.n_prompt, 1);
+    llmfs_model_stats ms;
+    llmfs_model_stats_get(m, &ms);
+    ck_assert_uint_eq(ms.n_gen_tokens, 2 * (uint64_t)f.n_greedy);
+    ck_assert_uint_eq(ms.requests, 2);
+    ck_assert_str_eq(ms.state, "ready");
+    free(again);
+    free(out);
+    fixture_free(&f);
+    llmfs_session_put(s);
+    llmfs_model_put(m);
+    ck_assert_int_eq(llmfs_model_unload(lf, "m", NULL), 0);
+}
+
+START_TEST(raw_greedy_stories)
+{
+    check_raw_fixture("stories260K.gguf", "stories260K", "once-upon-a-time");
+    check_raw_fixture("stories260K.gguf", "stories260K", "lily-and-tom");
+}
+END_TEST
+
+START_TEST(raw_greedy_llama_tiny)
+{
+    check_raw_fixture("llama-tiny-q8_0.gguf", "llama-tiny-q8_0", "story");
+    check_raw_fixture("llama-tiny-f16.gguf", "llama-tiny-f16", "cat");
+}
+END_TEST
+
+START_TEST(raw_greedy_qwen)
+{
+    check_raw_fixture("qwen2-tiny-q8_0.gguf", "qwen2-tiny-q8_0", "fox");
+    check_raw_fixture("qwen3-tiny-q4_k.gguf", "qwen3-tiny-q4_k", "price");
+}
+END_TEST
+
+/* ---- many sessions at once ---- */
+
+static void check_concurrent(int parallel, int n_sessions)
+{
+    char par[32];
+    snprintf(par, sizeof par, "parallel=%d", parallel);
+    const char *opts[] = {"mode=raw", "temp=0", "n_predict=32", "ctx=256", "threads=2", par, "batch=512"};
+    load("m", "llama-tiny-q8_0.gguf", opts, 7);
+    llmfs_model *m = llmfs_model_get(lf, "m");
+    fixture f[2] = {load_fixture("llama-tiny-q8_0.gguf", "llama-tiny-q8_0", "story"),
+                    load_fixture("llama-tiny-q8_0.gguf", "llama-tiny-q8_0", "cat")};
+    llmfs_session **s = calloc((size_t)n_sessions, sizeof *s);
+    for (int i = 0; i < n_sessions; i++) {
+        llmfs_error e = {0};
+        s[i] = llmfs_session_new(m, &e);
+        ck_assert_msg(s[i] != NULL, "%s", e.msg);
+        ck_assert_int_eq(llmfs_session_id(s[i]), i + 1);
+    }
+    for (int i = 0; i < n_sessions; i++) {
+        llmfs_error e = {0};
+        const char *p = f[i % 2].prompt;
+        ck_assert_int_eq(llmfs_session_prompt(s[i], p, strlen(p), &e), 0);
+    }
+    llmfs_model_stats ms;
+    llmfs_model_stats_get(m, &ms);
+    ck_assert_int_eq(ms.n_sessions, n_sessions + 1);
+    ck_assert_int_eq(ms.n_slots, parallel);
+    for (int i = 0; i < n_sessions; i++) {
+        llmfs_stream *st = llmfs_session_output(s[i]);
+        char *out = read_all(st, NULL);
+        char what[32];
+        snprintf(what, sizeof what, "session %d", i + 1);
+        assert_starts_with(out, &f[i % 2], what);
+        llmfs_stream_put(st);
+        free(out);
+        wait_idle(s[i]);
+        llmfs_session_stats ss;
+        llmfs_session_stats_get(s[i], &ss);
+        ck_assert_str_eq(ss.stop_reason, "length");
+        ck_assert_int_eq(ss.n_gen, 32);
+    }
+    int ids[64];
+    ck_assert_int_eq(llmfs_session_ids(m, ids, 64), n_sessions);
+    for (int i = 0; i < n_sessions; i++) {
+        ctl(s[i], "close");
+        llmfs_session_put(s[i]);
+    }
+    ck_assert_int_eq(llmfs_session_ids(m, ids, 64), 0);
+    free(s);
+    fixture_free(&f[0]);
+    fixture_free(&f[1]);
+    llmfs_model_put(m);
+    ck_assert_int_eq(llmfs_model_unload(lf, "m", NULL), 0);
+}
+
+START_TEST(sixteen_sessions_at_once)
+{
+    check_concurrent(16, 16);
+}
+END_TEST
+
+START_TEST(more_sessions_than_slots)
+{
+    check_concurrent(3, 10);
+}
+END_TEST
+
+/* ---- chat mode ---- */
+
+START_TEST(chat_second_turn_reuses_the_cache)
+{
+    static const char *opts[] = {"temp=0", "n_predict=24", "ctx=1024", "threads=2", "parallel=2"};
+    load("q", "qwen2-tiny-q8_0.gguf", opts, 5);
+    llmfs_model *m = llmfs_model_get(lf, "q");
+    llmfs_model_info info;
+    llmfs_model_info_get(m, &info);
+    ck_assert_str_eq(info.arch, "qwen2");
+    ck_assert_ptr_nonnull(info.chat_template);
+    llmfs_session *s = llmfs_session_default(m);
+    char mode[32];
+    ck_assert_int_gt(llmfs_session_settings_text(s, mode, 0), 0);
+    char text[8192];
+    llmfs_session_settings_text(s, text, sizeof text);
+    ck_assert_msg(strstr(text, "mode chat\n"), "a model with a template starts in chat mode:\n%s", text);
+
+    ctl(s, "system You are a helpful assistant.");
+    char *r1 = prompt_and_read(s, "Hi\n");
+    llmfs_session_stats st;
+    llmfs_session_stats_get(s, &st);
+    ck_assert_int_eq(st.turns, 1);
+    int first_total = st.n_prompt + st.n_cached;
+    char *r2 = prompt_and_read(s, "Tell me about the fox.");
+    llmfs_session_stats_get(s, &st);
+    ck_assert_int_eq(st.turns, 2);
+    ck_assert_msg(st.n_cached > first_total / 2, "turn 2 reused only %d tokens (turn 1 had %d)", st.n_cached,
+                  first_total);
+    ck_assert_int_gt(st.n_prompt, 0);
+
+    /* a fresh session given the same conversation as raw text gives the same reply */
+    llmfs_error e = {0};
+    llmfs_session *fresh = llmfs_session_new(m, &e);
+    ck_assert_ptr_nonnull(fresh);
+    ctl(fresh, "mode raw");
+    char conv[16384];
+    snprintf(conv, sizeof conv,
+             "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+             "<|im_start|>assistant\n%s<|im_end|>\n<|im_start|>user\nTell me about the fox.<|im_end|>\n"
+             "<|im_start|>assistant\n\n",
+             r1); /* the extra newline: a prompt loses one trailing newline */
+    char *r3 = prompt_and_read(fresh, conv);
+    ck_assert_str_eq(r3, r2);
+
+    /* the transcript has both turns in order with their end lines */
+    llmfs_stream *tr = llmfs_session_transcript(s);
+    size_t tl;
+    char *t = malloc(65536);
+    tl = llmfs_stream_read(tr, t, 65535, 0);
+    t[tl] = 0;
+    char *u1 = strstr(t, ">>> user\nHi\n<<< assistant\n");
+    ck_assert_msg(u1 != NULL, "transcript:\n%s", t);
+    ck_assert_ptr_nonnull(strstr(t, ">>> system\nYou are a helpful assistant.\n"));
+    ck_assert_ptr_nonnull(strstr(u1, r1));
+    char *u2 = strstr(u1, ">>> user\nTell me about the fox.\n<<< assistant\n");
+    ck_assert_ptr_nonnull(u2);
+    ck_assert_ptr_nonnull(strstr(t, "### turn 1 chat "));
+    ck_assert_ptr_nonnull(strstr(t, "### turn 2 chat "));
+    ck_assert_ptr_nonnull(strstr(u2, "### end "));
+    ck_assert_ptr_null(strstr(u2, ">>> system")); /* only when it changes */
+    free(t);
+    llmfs_stream_put(tr);
+
+    /* reset: the next turn is a fresh conversation again */
+    ctl(s, "reset");
+    char *r4 = prompt_and_read(s, "Hi");
+    ck_assert_str_eq(r4, r1);
+    llmfs_session_stats_get(s, &st);
+    ck_assert_int_eq(st.n_prompt + st.n_cached, first_total);
+
+    char *lp = llmfs_session_last_prompt(s);
+    ck_assert_str_eq(lp, "Hi");
+    free(lp);
+    free(r1);
+    free(r2);
+    free(r3);
+    free(r4);
+    llmfs_session_put(fresh);
+    llmfs_session_put(s);
+    llmfs_model_put(m);
+}
+END_TEST
+
+START_TEST(chat_needs_a_template)
+{
+    static const char *opts[] = {"threads=2"};
+    load("st", "stories260K.gguf", opts, 1);
+    llmfs_model *m = llmfs_model_get(lf, "st");
+    llmfs_session *s = llmfs_session_default(m);
+    char v[8192];
+    llmfs_session_settings_text(s, v, sizeof v);
+    ck_assert_msg(strstr(v, "mode raw\n"), "no template: raw mode by default\n%s", v);
+    /* family defaults for llama fill the sampling settings nobody set */
+    ck_assert_msg(strstr(v, "top_k 40\n") && strstr(v, "min_p 0.05\n"), "%s", v);
+    llmfs_error e = {0};
+    ck_assert_int_eq(llmfs_session_ctl(s, "mode chat", &e), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(e.msg, "template"));
+    llmfs_session_put(s);
+    llmfs_model_put(m);
+}
+END_TEST
+
+/* ---- commands and errors ---- */
+
+/* long replies: a big context, so a reply outlives any delay of the test thread */
+static const char *long_opts[] = {"mode=raw", "temp=1", "seed=5", "n_predict=-1", "ctx=16384", "threads=2"};
+
+START_TEST(stop_ends_the_reply)
+{
+    load("m", "llama-tiny-q8_0.gguf", long_opts, 6);
+    llmfs_model *m = llmfs_model_get(lf, "m");
+    llmfs_session *s = llmfs_session_default(m);
+    ctl(s, "repeat_penalty 1.0");
+    llmfs_error e = {0};
+    ck_assert_int_eq(llmfs_session_prompt(s, "Once upon a time", 16, &e), 0);
+    /* a second prompt while the first runs is refused */
+    ck_assert_int_eq(llmfs_session_prompt(s, "again", 5, &e), -EBUSY);
+    ck_assert_int_eq(e.code, EBUSY);
+    char err[256];
+    llmfs_session_error(s, err, sizeof err);
+    ck_assert_ptr_nonnull(strstr(err, "busy"));
+    llmfs_stream *st = llmfs_session_output(s);
+    ck_assert_int_eq(llmfs_stream_wait(st, 20, 60000), 1);
+    ctl(s, "stop");
+    char *out = read_all(st, NULL);
+    ck_assert_uint_ge(strlen(out), 1);
+    llmfs_session_stats ss;
+    llmfs_session_stats_get(s, &ss);
+    ck_assert_str_eq(ss.state, "idle");
+    ck_assert(strcmp(ss.stop_reason, "stopped") == 0 || strcmp(ss.stop_reason, "eos") == 0);
+    ck_assert_int_lt(ss.n_gen, 16000);
+    /* idle again: a new prompt is taken, with a new output stream */
+    ck_assert_int_eq(llmfs_session_prompt(s, "The cat", 7, &e), 0);
+    llmfs_stream *st2 = llmfs_session_output(s);
+    ck_assert_ptr_ne(st, st2);
+    ctl(s, "stop");
+    free(read_all(st2, NULL));
+    /* the old stream still holds the old reply */
+    char buf[64];
+    ck_assert_uint_eq(llmfs_stream_read(st, buf, 4, 0), strlen(out) < 4 ? strlen(out) : 4);
+    ctl(s, "stop"); /* idle: nothing to stop */
+    llmfs_stream_put(st);
+    llmfs_stream_put(st2);
+    free(out);
+    llmfs_session_put(s);
+    llmfs_model_put(m);
+}
+END_TEST
+
+START_TEST(context_full_and_too_big)
+{
+    static const char *opts[] = {"mode=raw", "temp=0", "ctx=32", "threads=2"};
+    load("m", "stories260K.gguf", opts, 4);
+    llmfs_model *m = llmfs_model_get(lf, "m");
+    llmfs_session *s = llmfs_session_default(m);
+    llmfs_error e = {0};
+    const char *big = "Once upon a time there was a little girl who liked to play in the park with "
+                      "her dog and her cat and her bird and her fish every single day of the week";
+    ck_assert_int_eq(llmfs_session_prompt(s, big, strlen(big), &e), -E2BIG);
+    ck_assert_ptr_nonnull(strstr(e.msg, "context"));
+    /* a prompt that fits generates until the context is full */
+    char *out = prompt_and_read(s, "Once upon a time");
+    llmfs_session_stats ss;
+    llmfs_session_stats_get(s, &ss);
+    ck_assert_str_eq(ss.stop_reason, "context");
+    ck_assert_int_eq(ss.n_prompt + ss.n_cached + ss.n_gen, 32 + 1);
+    free(out);
+    /* the byte limit */
+    ck_assert_int_eq(llmfs_set(lf, "max_prompt_bytes", "8", &e), 0);
+    ck_assert_int_eq(llmfs_session_prompt(s, "Once upon a time", 16, &e), -E2BIG);
+    ck_assert_int_eq(llmfs_session_prompt(s, "", 0, &e), -EINVAL);
+    ck_assert_int_eq(llmfs_session_prompt(s, "\n", 1, &e), -EINVAL);
+    ck_assert_int_eq(llmfs_session_prompt(s, "a\xff", 2, &e), -EINVAL);
+    ck_assert_int_eq(llmfs_session_prompt(s, "a\0b", 3, &e), -EINVAL);
+    llmfs_session_put(s);
+    llmfs_model_put(m);
+}
+END_TEST
+
+START_TEST(bad_ctl_lines)
+{
+    static const char *opts[] = {"threads=2", "mode=raw"};
+    load("m", "stories260K.gguf", opts, 2);
+    llmfs_model *m = llmfs_model_get(lf, "m");
+    llmfs_session *s = llmfs_session_default(m);
+    char before[8192], after[8192];
+    llmfs_session_settings_text(s, before, sizeof before);
+    static const struct {
+        const char *line;
+        int rc;
+    } bad[] = {
+        {"temp abc", -EINVAL}, {"temp -1", -EINVAL}, {"top_k", -EINVAL}, {"bogus 1", -ENOENT},
+        {"ctx 1024", -EINVAL}, {"mountpoint /x", -EINVAL}, {"stop now", -EINVAL}, {"mode sing", -EINVAL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        llmfs_error e = {0};
+        int rc = llmfs_session_ctl(s, bad[i].line, &e);
+        ck_assert_msg(rc == bad[i].rc, "'%s' gave %d", bad[i].line, rc);
+        ck_assert_msg(e.msg[0], "'%s' gave no reason", bad[i].line);
+        char msg[256];
+        llmfs_session_error(s, msg, sizeof msg);
+        ck_assert_str_eq(msg, e.msg);
+    }
+    llmfs_session_settings_text(s, after, sizeof after);
+    ck_assert_str_eq(before, after);
+    llmfs_error e = {0};
+    ck_assert_int_eq(llmfs_session_ctl(s, "close", &e), -EINVAL); /* the default session stays */
+    ck_assert_int_eq(llmfs_model_ctl(m, "ctx 9", &e), -EINVAL);
+    ck_assert_int_eq(llmfs_model_ctl(m, "nonsense", &e), -ENOENT);
+    ck_assert_int_eq(llmfs_model_ctl(m, "max_sessions 4", &e), -EINVAL);
+    ck_assert_int_eq(llmfs_model_ctl(m, "ngl 3", &e), -EBUSY);
+    char merr[256];
+    llmfs_model_error(m, merr, sizeof merr);
+    ck_assert_ptr_nonnull(strstr(merr, "ngl"));
+    /* single values, as the daemon's idle timers read them */
+    char one[64];
+    ck_assert_int_eq(llmfs_model_setting(m, "idle_unload", one, sizeof one), 1);
+    ck_assert_str_eq(one, "0");
+    mctl(m, "idle_unload 30");
+    llmfs_model_setting(m, "idle_unload", one, sizeof one);
+    ck_assert_str_eq(one, "30");
+    ck_assert_int_eq(llmfs_model_setting(m, "nope", one, sizeof one), -ENOENT);
+    ck_assert_int_eq(llmfs_session_setting(s, "nope", one, sizeof one), -ENOENT);
+    /* a session setting on the model sets the default session and new ones */
+    mctl(m, "temp 0.25");
+    llmfs_session_settings_text(s, after, sizeof after);
+    ck_assert_ptr_nonnull(strstr(after, "temp 0.25\n"));
+    llmfs_session *c = llmfs_session_new(m, &e);
+    llmfs_session_settings_text(c, after, sizeof after);
+    ck_assert_ptr_nonnull(strstr(after, "temp 0.25\n"));
+    ctl(c, "temp 0.5");
+    llmfs_session_settings_text(s, after, sizeof after);
+    ck_assert_ptr_nonnull(strstr(after, "temp 0.25\n"));
+    llmfs_session_setting(c, "temp", one, sizeof one);
+    ck_assert_str_eq(one, "0.5");
+    /* the model's settings text can be written back line by line as it is */
+    char *all = malloc(65536);
+    llmfs_model_settings_text(m, all, 65536);
+    ck_assert_ptr_nonnull(strstr(all, "ctx 4096\n"));
+    char *save = NULL;
+    for (char *l = strtok_r(all, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+        mctl(m, l);
+    free(all);
+    /* KV settings reallocate the cache while nothing runs */
+    mctl(m, "ctx 256");
+    mctl(m, "parallel 2");
+    llmfs_kv_info kv;
+    llmfs_model_kv_info(m, &kv);
+    ck_assert_int_eq(kv.n_ctx, 256);
+    ck_assert_int_eq(kv.n_slots, 2);
+    ck_assert_str_eq(kv.type_k, "f16");
+    ck_assert_uint_gt(kv.bytes, 0);
+    /* stories260K's head size (8) cannot hold q8_0 blocks: refused, nothing changes */
+    ck_assert_int_eq(llmfs_model_ctl(m, "ctk q8_0", &e), -EINVAL);
+    llmfs_kv_info kv2;
+    llmfs_model_kv_info(m, &kv2);
+    ck_assert_mem_eq(&kv, &kv2, sizeof kv);
+    char *out = prompt_and_read(s, "Once upon a time");
+    ck_assert_uint_gt(strlen(out), 0);
+    free(out);
+    ctl(c, "close");
+    ck_assert_ptr_null(llmfs_session_get(m, llmfs_session_id(c)));
+    ck_assert_int_eq(llmfs_session_prompt(c, "x", 1, &e), -ENOENT);
+    llmfs_session_put(c);
+    llmfs_session_put(s);
+    llmfs_model_put(m);
+}
+END_TEST
+
+typedef struct reader_arg {
+    llmfs_stream *st;
+    size_t got;
+    bool ended;
+} reader_arg;
+
+static void *reader(void *p)
+{
+    reader_arg *a = p;
+    uint64_t off = 0;
+    char buf[256];
+    for (;;) {
+        llmfs_stream_wait(a->st, off, -1);
+        size_t n = llmfs_stream_read(a->st, buf, sizeof buf, off);
+        off += n;
+        bool done;
+        if (n == 0 && llmfs_stream_size(a->st, &done) == off && done)
+            break;
+    }
+    a->got = (size_t)off;
+    a->ended = true;
+    return NULL;
+}
+
+START_TEST(unload_while_generating)
+{
+    load("m", "llama-tiny-q8_0.gguf", long_opts, 6);
+    llmfs_model *m = llmfs_model_get(lf, "m");
+    llmfs_session *s = llmfs_session_default(m);
+    llmfs_error e = {0};
+    llmfs_session *c = llmfs_session_new(m, &e);
+    ck_assert_int_eq(llmfs_session_prompt(s, "Once upon a time", 16, &e), 0);
+    ck_assert_int_eq(llmfs_session_prompt(c, "The cat", 7, &e), 0);
+    llmfs_stream *st = llmfs_session_output(s), *st2 = llmfs_session_output(c);
+    llmfs_stream *tr = llmfs_session_transcript(s);
+    reader_arg a = {st, 0, false}, b = {st2, 0, false}, t = {tr, 0, false};
+    pthread_t th[3];
+    pthread_create(&th[0], NULL, reader, &a);
+    pthread_create(&th[1], NULL, reader, &b);
+    pthread_create(&th[2], NULL, reader, &t);
+    ck_assert_int_eq(llmfs_stream_wait(st, 10, 60000), 1);
+    ck_assert_int_eq(llmfs_model_unload(lf, "m", &e), 0);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    ck_assert(a.ended && b.ended && t.ended);
+    ck_assert_uint_gt(a.got, 0);
+    ck_assert_ptr_null(llmfs_model_get(lf, "m"));
+    llmfs_session_stats ss;
+    llmfs_session_stats_get(s, &ss);
+    ck_assert_str_eq(ss.state, "idle");
+    ck_assert(strcmp(ss.stop_reason, "error") == 0 || strcmp(ss.stop_reason, "eos") == 0);
+    ck_assert_int_eq(llmfs_session_prompt(s, "x", 1, &e), -ENODEV);
+    ck_assert_int_eq(llmfs_model_ctl(m, "temp 1", &e), -ENODEV);
+    ck_assert_ptr_null(llmfs_session_new(m, &e));
+    char *tx = malloc(t.got + 1);
+    tx[llmfs_stream_read(tr, tx, t.got, 0)] = 0;
+    ck_assert_msg(strstr(tx, "### closed\n"), "%s", tx);
+    free(tx);
+    llmfs_stream_put(st);
+    llmfs_stream_put(st2);
+    llmfs_stream_put(tr);
+    llmfs_session_put(s);
+    llmfs_session_put(c);
+    llmfs_model_put(m); /* the last reference: the weights go now */
+    /* the daemon goes on */
+    static const char *opts[] = {"threads=2", "mode=raw", "n_predict=4"};
+    load("m", "stories260K.gguf", opts, 3);
+    m = llmfs_model_get(lf, "m");
+    s = llmfs_session_default(m);
+    free(prompt_and_read(s, "Once"));
+    llmfs_session_put(s);
+    llmfs_model_put(m);
+}
+END_TEST
+
+START_TEST(load_errors)
+{
+    llmfs_error e = {0};
+    char path[4096];
+    ck_assert_int_eq(llmfs_model_load(lf, "x", "/nonexistent/model.gguf", NULL, 0, &e), -ENOENT);
+    ck_assert(e.msg[0]);
+    /* a file that is not a GGUF */
+    char bad[] = "/tmp/llmfs-test-bad-XXXXXX";
+    int fd = mkstemp(bad);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "GGUF\x03\0\0\0garbage, not a model file", 31), 31);
+    close(fd);
+    e = (llmfs_error){0};
+    ck_assert_int_eq(llmfs_model_load(lf, "x", bad, NULL, 0, &e), -EINVAL);
+    ck_assert(e.msg[0]);
+    /* a truncated copy of a real model */
+    char *data;
+    size_t len;
+    data = test_read_file(test_shared_path("models/stories260K.gguf", path, sizeof path), &len);
+    ck_assert_ptr_nonnull(data);
+    fd = open(bad, O_WRONLY | O_TRUNC);
+    ck_assert_int_eq(write(fd, data, len / 2), (ssize_t)(len / 2));
+    close(fd);
+    free(data);
+    e = (llmfs_error){0};
+    ck_assert_int_eq(llmfs_model_load(lf, "x", bad, NULL, 0, &e), -EINVAL);
+    unlink(bad);
+    char *names[4];
+    ck_assert_int_eq(llmfs_model_names(lf, names, 4), 0);
+    /* bad names, bad settings, a taken name, folders */
+    ck_assert_int_eq(llmfs_model_load(lf, "a/b", path, NULL, 0, &e), -EINVAL);
+    ck_assert_int_eq(llmfs_model_load(lf, "", path, NULL, 0, &e), -EINVAL);
+    static const char *badset[] = {"ctx=abc"};
+    ck_assert_int_eq(llmfs_model_load(lf, "x", path, badset, 1, &e), -EINVAL);
+    static const char *daemonset[] = {"max_sessions=3"};
+    ck_assert_int_eq(llmfs_model_load(lf, "x", path, daemonset, 1, &e), -EINVAL);
+    static const char *ok[] = {"threads=2"};
+    ck_assert_int_eq(llmfs_model_load(lf, "x", path, ok, 1, &e), 0);
+    ck_assert_int_eq(llmfs_model_load(lf, "x", path, ok, 1, &e), -EEXIST);
+    ck_assert_int_eq(llmfs_set(lf, "model_dirs", "/nonexistent:/tmp", &e), 0);
+    ck_assert_int_eq(llmfs_model_load(lf, "y", path, ok, 1, &e), -EACCES);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/models", test_shared_dir());
+    ck_assert_int_eq(llmfs_set(lf, "model_dirs", dir, &e), 0);
+    ck_assert_int_eq(llmfs_model_load(lf, "y", path, ok, 1, &e), 0);
+    int n = llmfs_model_names(lf, names, 4);
+    ck_assert_int_eq(n, 2);
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    ck_assert_int_eq(llmfs_model_unload(lf, "nope", &e), -ENOENT);
+    /* root ctl commands */
+    char line[8192];
+    snprintf(line, sizeof line, "load z %s threads=2 temp=0.5", path);
+    ck_assert_int_eq(llmfs_ctl(lf, line, &e), 0);
+    llmfs_model *z = llmfs_model_get(lf, "z");
+    ck_assert_ptr_nonnull(z);
+    llmfs_session *s = llmfs_session_default(z);
+    char v[8192];
+    llmfs_session_settings_text(s, v, sizeof v);
+    ck_assert_ptr_nonnull(strstr(v, "temp 0.5\n"));
+    llmfs_session_put(s);
+    llmfs_model_put(z);
+    ck_assert_int_eq(llmfs_ctl(lf, "unload z", &e), 0);
+    ck_assert_int_eq(llmfs_ctl(lf, "unload", &e), -EINVAL);
+    ck_assert_int_eq(llmfs_ctl(lf, "temp 0.3", &e), 0);
+    ck_assert_int_eq(llmfs_ctl(lf, "tmep 0.3", &e), -ENOENT);
+    ck_assert_int_eq(llmfs_get(lf, "temp", v, sizeof v), 3);
+    ck_assert_str_eq(v, "0.3");
+    /* the root settings text is accepted back line by line */
+    ck_assert_int_eq(llmfs_ctl(lf, "system Be brief.\\nVery brief.", &e), 0);
+    ck_assert_int_eq(llmfs_ctl(lf, "profile text-24gb", &e), 0);
+    len = (size_t)llmfs_settings_text(lf, 7, NULL, 0);
+    char *all = malloc(len + 1), *copy = malloc(len + 1);
+    llmfs_settings_text(lf, 7, all, len + 1);
+    memcpy(copy, all, len + 1);
+    ck_assert_ptr_nonnull(strstr(all, "\nctx 131072\n"));
+    ck_assert_ptr_nonnull(strstr(all, "\nsystem Be brief.\\nVery brief.\n"));
+    ck_assert_ptr_nonnull(strstr(all, "\nmountpoint \n"));
+    char *save = NULL;
+    for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+        ck_assert_msg(llmfs_ctl(lf, l, &e) == 0, "'%s': %s", l, e.msg);
+    char *again = malloc(len + 1);
+    llmfs_settings_text(lf, 7, again, len + 1);
+    ck_assert_str_eq(again, all);
+    free(all);
+    free(copy);
+    free(again);
+}
+END_TEST
+
+START_TEST(info_placement_stats)
+{
+    static const char *opts[] = {"threads=2", "ctx=128", "parallel=2"};
+    load("m", "qwen3moe-tiny-q8_0.gguf", opts, 3);
+    llmfs_model *m = llmfs_model_get(lf, "m");
+    llmfs_model_info info;
+    llmfs_model_info_get(m, &info);
+    ck_assert_str_eq(info.arch, "qwen3moe");
+    ck_assert_int_eq(info.n_layer, 2);
+    ck_assert_int_eq(info.n_expert, 8);
+    ck_assert_int_eq(info.n_vocab, 8224);
+    ck_assert_str_eq(info.tokenizer, "bpe");
+    ck_assert_str_eq(info.state, "ready");
+    llmfs_placement_row rows[64];
+    int n = llmfs_model_placement(m, rows, 64);
+    /* token_embd, 2 x (attn, ffn, ffn_exps), output, total */
+    ck_assert_int_eq(n, 1 + 2 * 3 + 1 + 1);
+    ck_assert_str_eq(rows[0].group, "token_embd");
+    ck_assert_str_eq(rows[1].group, "blk.0.attn");
+    ck_assert_str_eq(rows[2].group, "blk.0.ffn");
+    ck_assert_str_eq(rows[3].group, "blk.0.ffn_exps");
+    ck_assert_str_eq(rows[7].group, "output");
+    ck_assert_str_eq(rows[8].group, "total");
+    uint64_t sum = 0;
+    for (int i = 0; i < n - 1; i++) {
+        ck_assert_str_eq(rows[i].device, "CPU");
+        sum += rows[i].bytes;
+    }
+    ck_assert_str_eq(rows[3].type, "q8_0");
+    ck_assert_str_eq(rows[7].type, "f32"); /* tied output: only output_norm */
+    ck_assert_uint_eq(rows[8].bytes, sum);
+    ck_assert_uint_le(sum, info.file_bytes);
+    ck_assert_uint_gt(sum, info.file_bytes * 9 / 10);
+    llmfs_model_stats ms;
+    llmfs_model_stats_get(m, &ms);
+    ck_assert_uint_eq(ms.weight_bytes_cpu, sum);
+    ck_assert_int_eq(ms.n_ctx, 128);
+    ck_assert_int_eq(ms.n_slots, 2);
+    ck_assert_uint_eq(ms.kv_cells_total, 256);
+    ck_assert_uint_eq(ms.kv_cells_used, 0);
+    ck_assert_uint_gt(ms.ram_rss, 0);
+    ck_assert_double_eq(llmfs_model_idle_seconds(m) >= 0, 1);
+    llmfs_session *s = llmfs_session_default(m);
+    ctl(s, "mode raw");
+    ctl(s, "temp 0"); /* greedy: the fixture shows no end of generation in the first 32 */
+    ctl(s, "n_predict 5");
+    free(prompt_and_read(s, "The quick brown fox"));
+    llmfs_model_stats_get(m, &ms);
+    ck_assert_uint_eq(ms.kv_cells_used, 6 + 5 - 1);
+    ck_assert_uint_eq(ms.n_gen_tokens, 5);
+    ck_assert_uint_eq(ms.n_prompt_tokens, 6);
+    ck_assert(ms.gen_seconds > 0 && ms.prompt_seconds > 0);
+    wait_idle(s);
+    struct timespec ts = {0, 50 * 1000000L};
+    nanosleep(&ts, NULL);
+    ck_assert(llmfs_session_idle_seconds(s) >= 0.04);
+    ck_assert(llmfs_model_idle_seconds(m) >= 0.04);
+    llmfs_daemon_stats ds;
+    llmfs_daemon_stats_get(lf, &ds);
+    ck_assert_int_eq(ds.n_models, 1);
+    ck_assert_int_eq(ds.n_sessions, 1);
+    ck_assert_uint_gt(ds.ram_total, 0);
+    llmfs_session_put(s);
+    llmfs_model_put(m);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *s = suite_create("engine");
+    TCase *tc = tcase_create("engine");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, raw_greedy_stories);
+    tcase_add_test(tc, raw_greedy_llama_tiny);
+    tcase_add_test(tc, raw_greedy_qwen);
+    tcase_add_test(tc, sixteen_sessions_at_once);
+    tcase_add_test(tc, more_sessions_than_slots);
+    tcase_add_test(tc, chat_second_turn_reuses_the_cache);
+    tcase_add_test(tc, chat_needs_a_template);
+    tcase_add_test(tc, stop_ends_the_reply);
+    tcase_add_test(tc, context_full_and_too_big);
+    tcase_add_test(tc, bad_ctl_lines);
+    tcase_add_test(tc, unload_while_generating);
+    tcase_add_test(tc, load_errors);
+    tcase_add_test(tc, info_placement_stats);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    if (!test_shared_dir())
+        test_skip_no_shared("engine tests");
+    return test_run_suite(make_suite());
+}
