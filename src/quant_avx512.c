@@ -481,6 +481,7 @@ INLINE void k4_kernel(const int five, int64_t n, const int R, const int C, const
             const uint8_t *scales = (const uint8_t *)blk + 4;
             const uint8_t *qs = (const uint8_t *)blk + (five ? 48 : 16);
             __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(dd[0] | ((uint32_t)dd[1] << 16))));
+            __m512 wd = _mm512_broadcastss_ps(dm), wm = _mm512_broadcastss_ps(_mm_movehdup_ps(dm));
             __m128i sm = k4_scales_mins(scales);
             __m512i smb = _mm512_broadcast_i32x4(sm);
             __m512i mins = _mm512_shuffle_epi8(smb, pick_mins);
@@ -514,11 +515,10 @@ INLINE void k4_kernel(const int five, int64_t n, const int R, const int C, const
                     __m512i p = _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k));
                     isum = _mm512_dpwssd_epi32(isum, p, sc[k]);
                 }
-                __m512i msum = madd_bsums(mins, bsums[c]);
-                __m128 s = _mm_mul_ps(dm, _mm_set1_ps(ad[c])); /* d*da, dmin*da */
-                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(s), acc[r][c]);
-                acc[r][c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum),
-                                             _mm512_broadcastss_ps(_mm_movehdup_ps(s)), acc[r][c]);
+                /* (d*isum - dmin*msum) * da: the activation scale factored out */
+                __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), wd);
+                t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(madd_bsums(mins, bsums[c])), wm, t);
+                acc[r][c] = _mm512_fmadd_ps(t, _mm512_set1_ps(ad[c]), acc[r][c]);
             }
         }
     }
@@ -589,7 +589,7 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
                 sc[k] = _mm512_permutexvar_epi16(idx, s16);
             }
             __m512i neg32 = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(s16, 5));
-            float d = _cvtsh_ss(x->d);
+            __m512 wd = _mm512_set1_ps(_cvtsh_ss(x->d));
             _Pragma("GCC unroll 4")
             for (int c = 0; c < C; c++) {
                 const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
@@ -599,7 +599,7 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
                     __m512i p = _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k));
                     isum = _mm512_dpwssd_epi32(isum, p, sc[k]);
                 }
-                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * ad[c]), acc[r][c]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), wd), _mm512_set1_ps(ad[c]), acc[r][c]);
             }
         }
     }
@@ -664,8 +664,9 @@ INLINE void q2_K_kernel(int64_t n, const int R, const int C, const char *w, size
                 _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
                     isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k)), sc[k]);
                 __m512i msum = madd_bsums(mins, bsums[c]);
-                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * ad[c]), acc[r][c]);
-                acc[r][c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(dmin * ad[c]), acc[r][c]);
+                __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d));
+                t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(dmin), t);
+                acc[r][c] = _mm512_fmadd_ps(t, _mm512_set1_ps(ad[c]), acc[r][c]);
             }
         }
     }
@@ -723,7 +724,8 @@ INLINE void q3_K_kernel(int64_t n, const int R, const int C, const char *w, size
                 __m512i isum = madd_bsums(neg4, bsums[c]);
                 _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
                     isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k)), sc[k]);
-                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * ad[c]), acc[r][c]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d)),
+                                            _mm512_set1_ps(ad[c]), acc[r][c]);
             }
         }
     }
