@@ -45,6 +45,15 @@
         return o;                                                                        \
     }
 
+/* See the AVX-512 file: decode tiles fetch weights PF_DIST ahead into L2. */
+#define PF_DIST 8192
+INLINE void prefetch_ahead(const int C, const void *p, int bytes)
+{
+    if (C == 1)
+        for (int i = 0; i < bytes; i += 64)
+            _mm_prefetch((const char *)p + PF_DIST + i, _MM_HINT_T1);
+}
+
 INLINE float hsum256(__m256 v)
 {
     __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -118,6 +127,7 @@ INLINE __m256 load_bf16(const char *p, int64_t i, int64_t n)
             __m256 av[4];                                                              \
             UNROLL for (int c = 0; c < C; c++) av[c] = LOAD(a + (size_t)c * as, i, n); \
             UNROLL for (int r = 0; r < R; r++) {                                       \
+                prefetch_ahead(C, w + (size_t)r * ws + i * 4, 32);                     \
                 __m256 wv = LOAD(w + (size_t)r * ws, i, n);                            \
                 UNROLL for (int c = 0; c < C; c++)                                     \
                     acc[r][c] = _mm256_fmadd_ps(wv, av[c], acc[r][c]);                 \
@@ -155,6 +165,7 @@ INLINE void q8_0_kernel(int64_t n, const int R, const int C, const char *w, size
         }
         UNROLL for (int r = 0; r < R; r++) {
             const block_q8_0 *x = (const block_q8_0 *)(w + (size_t)r * ws) + b;
+            prefetch_ahead(C, x, 64);
             __m256i wq = _mm256_loadu_si256((const __m256i *)x->qs);
             __m256i wabs = _mm256_sign_epi8(wq, wq);
             float wd = h2f(x->d);
@@ -187,6 +198,7 @@ INLINE void q4_0_kernel(int64_t n, const int R, const int C, const char *w, size
         }
         UNROLL for (int r = 0; r < R; r++) {
             const block_q4_0 *x = (const block_q4_0 *)(w + (size_t)r * ws) + b;
+            prefetch_ahead(C, x, 64);
             __m128i q = _mm_loadu_si128((const __m128i *)x->qs);
             __m256i wq = _mm256_and_si256(
                 _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1), low4);
@@ -236,6 +248,7 @@ INLINE void q5_0_kernel(int64_t n, const int R, const int C, const char *w, size
         }
         UNROLL for (int r = 0; r < R; r++) {
             const block_q5_0 *x = (const block_q5_0 *)(w + (size_t)r * ws) + b;
+            prefetch_ahead(C, x, 64);
             uint32_t qh;
             memcpy(&qh, x->qh, 4);
             __m256i wq = _mm256_or_si256(nibbles32(x->qs), _mm256_and_si256(bits_to_bytes(qh), bit4));
@@ -270,6 +283,7 @@ INLINE void q4_1_like_kernel(const int five, int64_t n, const int R, const int C
         }
         UNROLL for (int r = 0; r < R; r++) {
             const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * bb;
+            prefetch_ahead(C, x, 64);
             uint16_t dm[2];
             memcpy(dm, x, 4);
             __m256i wq = nibbles32(x + (five ? 8 : 4));
@@ -338,6 +352,7 @@ INLINE void k4_kernel(const int five, int64_t n, const int R, const int C, const
         }
         UNROLL for (int r = 0; r < R; r++) {
             const char *blk = w + (size_t)r * ws + (size_t)b * bb;
+            prefetch_ahead(C, blk, five ? 192 : 144);
             const uint16_t *dd = (const uint16_t *)blk;
             const uint8_t *qs = (const uint8_t *)blk + (five ? 48 : 16);
             float d = h2f(dd[0]), dmin = h2f(dd[1]);
@@ -408,6 +423,7 @@ INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size
         }
         UNROLL for (int r = 0; r < R; r++) {
             const block_q6_K *x = (const block_q6_K *)(w + (size_t)r * ws) + b;
+            prefetch_ahead(C, x, 256);
             __m256i q[8];
             UNROLL for (int h = 0; h < 2; h++) {
                 __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
@@ -473,6 +489,7 @@ INLINE void q2_K_kernel(int64_t n, const int R, const int C, const char *w, size
         }
         UNROLL for (int r = 0; r < R; r++) {
             const block_q2_K *x = (const block_q2_K *)(w + (size_t)r * ws) + b;
+            prefetch_ahead(C, x, 128);
             __m128i raw = _mm_loadu_si128((const __m128i *)x->scales);
             __m128i s8 = _mm_and_si128(raw, _mm_set1_epi8(0x0F));
             __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
@@ -525,6 +542,7 @@ INLINE void q3_K_kernel(int64_t n, const int R, const int C, const char *w, size
         }
         UNROLL for (int r = 0; r < R; r++) {
             const block_q3_K *x = (const block_q3_K *)(w + (size_t)r * ws) + b;
+            prefetch_ahead(C, x, 128);
             __m256i hm = _mm256_loadu_si256((const __m256i *)x->hmask);
             __m128i s8 = k3_scales(x->scales);
             __m256i neg4 = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_cvtepi8_epi16(s8), 2));
