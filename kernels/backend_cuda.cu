@@ -195,10 +195,8 @@ static void op_upload(backend *be, void *dst, const void *src, size_t n)
     cuda_backend *cb = CB(be);
     if (cuda_dead(cb) || n == 0 || !CUDA_OK(cb, cudaSetDevice(cb->device)))
         return;
-    if (n <= 4096) {
-        cuda_upload_small(cb, dst, src, n);
-        return;
-    }
+    /* through the large buffers even when small: the small one may still be feeding the
+     * batch that begin just queued, and waiting for that would stall every step */
     staged_upload(cb, (char *)dst, n, 1, [&](char *buf, size_t off, size_t len) { memcpy(buf, (const char *)src + off, len); });
 }
 

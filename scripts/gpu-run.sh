@@ -9,7 +9,8 @@
 # Usage: scripts/gpu-run.sh [STAGE...]  (default: all, in that order)
 # Environment: OUT (results, default ./gpu-out), LLMFS_SHARED (test assets, default
 # .carry/shared, see gpu-carry.sh), MODELS (benchmark models, default /tmp/llmfs-models),
-# REPS (bench repetitions, default 3).
+# REPS (bench repetitions, default 3), ONLY (a regex: the benchmark models to make and run,
+# to split the work over several calls), TESTS (a regex: the GPU tests to run).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
@@ -64,6 +65,7 @@ stage_models() {
     log "models (llmfs mkmodel)"
     for m in "${BENCH_MODELS[@]}"; do
         read -r name shape type <<<"$m"
+        [[ $name =~ ${ONLY:-.} ]] || continue
         [ -s "$MODELS/$name.gguf" ] && continue
         /usr/bin/time -f "$name: %es" "$LLMFS" mkmodel --shape "$shape" --type "$type" -t "$JOBS" -q \
             -o "$MODELS/$name.gguf" 2>>"$OUT/run.log" || { echo "mkmodel $name failed"; status=1; }
@@ -75,12 +77,13 @@ stage_bench() {
     log "bench"
     for m in "${BENCH_MODELS[@]}"; do
         read -r name _ <<<"$m"
+        [[ $name =~ ${ONLY:-.} ]] || continue
         [ -s "$MODELS/$name.gguf" ] || continue
         "$LLMFS" bench -m "$MODELS/$name.gguf" -p 512 -n 128 -ngl 99 --fa on -r "$REPS" -o json \
             >"$OUT/bench-$name.json" 2>"$OUT/bench-$name.err" ||
             { echo "bench $name failed: $(tail -1 "$OUT/bench-$name.err")"; status=1; }
     done
-    if [ -s "$MODELS/qwen3-8b-q4_k_m.gguf" ]; then
+    if [[ qwen3-8b-q4_k_m =~ ${ONLY:-.} ]] && [ -s "$MODELS/qwen3-8b-q4_k_m.gguf" ]; then
         "$LLMFS" bench -m "$MODELS/qwen3-8b-q4_k_m.gguf" -p 0 -n 128 -d 4096 -ngl 99 --fa on -r "$REPS" -o json \
             >"$OUT/bench-qwen3-8b-q4_k_m-d4096.json" 2>"$OUT/bench-qwen3-8b-q4_k_m-d4096.err" || status=1
     fi
