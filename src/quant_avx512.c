@@ -96,6 +96,23 @@ INLINE __m512i scale_index(int second)
     INLINE void name(int64_t n, const int R, const int C, const char *w, size_t ws,       \
                      const char *a, size_t as, float *out, size_t os)                     \
     {                                                                                     \
+        if (R == 1 && C == 1) { /* one dot: four chains so the adds overlap */            \
+            __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),  \
+                           _mm512_setzero_ps()};                                          \
+            int64_t i = 0;                                                                \
+            for (; i + 64 <= n; i += 64) {                                                \
+                prefetch_ahead(1, w + i * (int64_t)sizeof(WT), 64 * (int)sizeof(WT));     \
+                for (int k = 0; k < 4; k++)                                               \
+                    s[k] = _mm512_fmadd_ps(LOADW(w, i + 16 * k, 0xffff),                  \
+                                           LOADA(a, i + 16 * k, 0xffff), s[k]);           \
+            }                                                                             \
+            for (; i < n; i += 16) {                                                      \
+                __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1); \
+                s[0] = _mm512_fmadd_ps(LOADW(w, i, m), LOADA(a, i, m), s[0]);             \
+            }                                                                             \
+            *out = hsum512(_mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3]))); \
+            return;                                                                       \
+        }                                                                                 \
         __m512 acc[4][4];                                                                 \
         _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                                       \
             _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)                                                   \
@@ -133,6 +150,24 @@ DEFINE_TILE_AND_DOT(f16, f16_kernel)
 INLINE void bf16_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
                         const char *a, size_t as, float *out, size_t os)
 {
+    if (R == 1 && C == 1) { /* one dot: four chains so the adds overlap */
+        const uint16_t *x = (const uint16_t *)w, *y = (const uint16_t *)a;
+        __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        int64_t i = 0;
+        for (; i + 128 <= n; i += 128) {
+            prefetch_ahead(1, x + i, 256);
+            for (int k = 0; k < 4; k++)
+                s[k] = _mm512_dpbf16_ps(s[k], (__m512bh)_mm512_loadu_si512(x + i + 32 * k),
+                                        (__m512bh)_mm512_loadu_si512(y + i + 32 * k));
+        }
+        for (; i < n; i += 32) {
+            __mmask32 m = n - i >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (n - i)) - 1);
+            s[0] = _mm512_dpbf16_ps(s[0], (__m512bh)_mm512_maskz_loadu_epi16(m, x + i),
+                                    (__m512bh)_mm512_maskz_loadu_epi16(m, y + i));
+        }
+        *out = hsum512(_mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3])));
+        return;
+    }
     __m512 acc[4][4];
     _Pragma("GCC unroll 4")
     for (int r = 0; r < R; r++)
