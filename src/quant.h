@@ -8,6 +8,14 @@
  * Every operation has a plain scalar reference (quant_ref_*); the fast paths (AVX2,
  * AVX-512) are chosen once at run time from the CPU's features and are tested against
  * the reference.
+ *
+ * Activations are quantized as llama.cpp's x86 build does (Q8_0/Q8_1: d = amax/127 and
+ * q = round-half-even(x * 127/amax); Q8_K: scale from the signed extreme, -127/max, plus
+ * the sums of each 16 quants), so their quants are always in [-127, 127]; the kernels
+ * rely on that for activations (weights may hold any value).
+ *
+ * Rows are blocks of 16-bit fields: row pointers must be 2-byte aligned, Q8_K rows
+ * 4-byte aligned (GGUF tensor data and malloc'd buffers are).
  */
 #ifndef LLMFS_QUANT_H
 #define LLMFS_QUANT_H
