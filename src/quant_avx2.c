@@ -45,13 +45,17 @@
         return o;                                                                        \
     }
 
-/* See the AVX-512 file: decode tiles fetch weights PF_DIST ahead into L2. */
-#define PF_DIST 8192
+/* See the AVX-512 file: decode tiles fetch weights PF_DIST_L2 ahead into L2 and
+ * PF_DIST_L1 ahead into L1. */
+#define PF_DIST_L2 12288
+#define PF_DIST_L1 1024
 INLINE void prefetch_ahead(const int C, const void *p, int bytes)
 {
     if (C == 1)
-        for (int i = 0; i < bytes; i += 64)
-            _mm_prefetch((const char *)p + PF_DIST + i, _MM_HINT_T1);
+        for (int i = 0; i < bytes; i += 64) {
+            _mm_prefetch((const char *)p + PF_DIST_L2 + i, _MM_HINT_T1);
+            _mm_prefetch((const char *)p + PF_DIST_L1 + i, _MM_HINT_T0);
+        }
 }
 
 INLINE float hsum256(__m256 v)
