@@ -375,7 +375,11 @@ static int op_begin(backend *be, const fwd_batch *b)
 
 /* ---- recorded decode steps ---- */
 
-void cuda_graphs_clear(cuda_backend *cb)
+/* Destroys every recorded graph. forget: the keys go too (the model moved its buffers);
+ * otherwise each key stays "seen once", so its next call records again at once. Scratch
+ * grows during the first, direct run of a key: forgetting that key there would cost
+ * every new shape one more direct run. */
+static void graphs_drop(cuda_backend *cb, bool forget)
 {
     bool any = false;
     for (int i = 0; i < CUDA_MAX_GRAPHS; i++)
@@ -383,13 +387,20 @@ void cuda_graphs_clear(cuda_backend *cb)
     if (any)
         CUDA_OK(cb, cudaStreamSynchronize(cb->stream));
     for (int i = 0; i < CUDA_MAX_GRAPHS; i++) {
-        if (cb->graphs[i].state == 2)
-            CUDA_OK(cb, cudaGraphExecDestroy(cb->graphs[i].exec));
-        memset(&cb->graphs[i], 0, sizeof cb->graphs[i]);
+        cuda_graph_rec *g = &cb->graphs[i];
+        if (g->state == 2)
+            CUDA_OK(cb, cudaGraphExecDestroy(g->exec));
+        g->exec = NULL;
+        if (forget)
+            memset(g, 0, sizeof *g);
+        else if (g->state)
+            g->state = 1; /* a failed recording may have failed on the old buffers */
     }
 }
 
-static void op_graph_reset(backend *be) { cuda_graphs_clear(CB(be)); }
+void cuda_graphs_clear(cuda_backend *cb) { graphs_drop(cb, false); }
+
+static void op_graph_reset(backend *be) { graphs_drop(CB(be), true); }
 
 static uint64_t mix64(uint64_t h, uint64_t v)
 {

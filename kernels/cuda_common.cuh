@@ -42,7 +42,7 @@ enum cuda_ws {
 
 struct cuda_graph_rec {
     uint64_t key;
-    int state; /* 1 seen once, 2 recorded, 3 failed (never record again) */
+    int state; /* 1 seen once, 2 recorded, 3 failed (not again until scratch moves) */
     cudaGraphExec_t exec;
     uint64_t last_use;
 };
@@ -125,7 +125,8 @@ static inline bool cuda_dead(cuda_backend *cb) { return cb->failed; }
 /* Scratch of at least bytes for purpose w, or NULL (failure recorded). */
 void *cuda_ws(cuda_backend *cb, enum cuda_ws w, size_t bytes);
 
-/* Drops every recorded graph (buffers they refer to moved). */
+/* Drops every recorded graph (buffers they refer to moved); their keys record again on
+ * their next call. */
 void cuda_graphs_clear(cuda_backend *cb);
 
 /* Copies n bytes from host memory into device memory on the stream through pinned
