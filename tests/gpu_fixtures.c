@@ -18,6 +18,7 @@
 
 #ifdef LLMFS_HAVE_CUDA
 #include "backend.h"
+#include "backend_cuda.h"
 #include "kv.h"
 #include "model.h"
 #include "quant.h"
@@ -338,14 +339,21 @@ int main(void)
     char err[256] = "";
     backend *probe = backend_cuda_new(0, err, sizeof err);
     if (!probe) {
+        /* a device that is there but unusable is a failure, not a skip */
+        if (cuda_device_count() > 0) {
+            fprintf(stderr, "\n*** FAILED gpu_fixtures: %d CUDA device(s) present, but: %s ***\n\n",
+                    cuda_device_count(), err);
+            return 1;
+        }
         fprintf(stderr, "\n*** SKIPPED gpu_fixtures: no usable GPU (%s) ***\n\n", err);
-        return 77;
+        return test_skip_code();
     }
     backend_free(probe);
     load_fixtures();
     if (n_cases == 0) {
-        fprintf(stderr, "\n*** SKIPPED gpu_fixtures: no fixture cases found ***\n\n");
-        return 77;
+        fprintf(stderr, "\n*** SKIPPED gpu_fixtures: no fixture cases found under %s ***\n\n",
+                test_shared_dir() ? test_shared_dir() : "(no test assets)");
+        return test_skip_code();
     }
     /* CUDA state does not survive fork: run the tests in this process */
     setenv("CK_FORK", "no", 1);
@@ -356,6 +364,6 @@ int main(void)
 int main(void)
 {
     fprintf(stderr, "\n*** SKIPPED gpu_fixtures: llmfs was built without CUDA ***\n\n");
-    return 77;
+    return test_skip_code();
 }
 #endif

@@ -1044,8 +1044,15 @@ int main(void)
     char err[256] = "";
     gpu = backend_cuda_new(0, err, sizeof err);
     if (!gpu) {
+        /* a device that is there but unusable (no kernel image for it, a driver too old
+         * for the toolkit) is a failure, not a skip */
+        if (cuda_device_count() > 0) {
+            fprintf(stderr, "\n*** FAILED gpu_ops: %d CUDA device(s) present, but: %s ***\n\n", cuda_device_count(),
+                    err);
+            return 1;
+        }
         fprintf(stderr, "\n*** SKIPPED gpu_ops: no usable GPU (%s) ***\n\n", err);
-        return 77;
+        return test_skip_code();
     }
     cpu = backend_cpu_new(2, 2);
     /* CUDA state does not survive fork: run the tests in this process */
@@ -1060,6 +1067,6 @@ int main(void)
 int main(void)
 {
     fprintf(stderr, "\n*** SKIPPED gpu_ops: llmfs was built without CUDA ***\n\n");
-    return 77;
+    return test_skip_code();
 }
 #endif

@@ -25,12 +25,22 @@ const char *test_shared_dir(void)
     return NULL;
 }
 
+int test_skip_code(void)
+{
+    const char *req = getenv("LLMFS_TEST_REQUIRE");
+    if (req && *req && strcmp(req, "0") != 0) {
+        fprintf(stderr, "*** LLMFS_TEST_REQUIRE is set: a test that cannot run here fails ***\n");
+        return 1;
+    }
+    return 77;
+}
+
 void test_skip_no_shared(const char *what)
 {
     fprintf(stderr,
             "\n*** SKIPPED %s: test assets not found (looked in $LLMFS_SHARED and %s/../shared) ***\n\n",
             what, LLMFS_SOURCE_DIR);
-    exit(77);
+    exit(test_skip_code());
 }
 
 const char *test_shared_path(const char *rel, char *buf, size_t cap)

@@ -11,6 +11,10 @@
  * message and exits with 77 (ctest's skip code). */
 const char *test_shared_dir(void);
 void test_skip_no_shared(const char *what);
+/* The exit code of a test program that cannot run here: 77 (ctest's skip), or 1 (a
+ * failure) when $LLMFS_TEST_REQUIRE is set and not "0" — on a machine prepared for a
+ * test (a GPU machine running scripts/gpu-run.sh) a skip would hide a broken build. */
+int test_skip_code(void);
 /* "<shared>/<rel>" in a static buffer (one per call site is enough for tests). */
 const char *test_shared_path(const char *rel, char *buf, size_t cap);
 
