@@ -698,6 +698,8 @@ static const attn_cfg attn_cfgs[] = {
     {32, 8, 4, T_Q8_0, T_F16},   {32, 8, 4, T_F16, T_Q4_0},   {256, 4, 1, T_F16, T_F16},   {256, 4, 1, T_Q8_0, T_Q8_0},
     {128, 16, 1, T_F16, T_F16},  {64, 32, 2, T_Q4_0, T_F16},  {8, 8, 4, T_F16, T_F16},     {96, 6, 3, T_Q8_0, T_Q8_0},
     {80, 4, 4, T_F16, T_F16},    {64, 4, 4, T_F32, T_F32},
+    /* cache rows of fewer than 32 elements or not a multiple of 32 (the float store) */
+    {8, 4, 1, T_F16, T_F16},     {40, 6, 3, T_F32, T_F32},
 };
 #define N_ATTN ((int)(sizeof attn_cfgs / sizeof attn_cfgs[0]))
 
@@ -1016,26 +1018,41 @@ START_TEST(errors_are_reported)
 }
 END_TEST
 
+/* One case per area, so that a failing run can be repeated area by area
+ * (CK_RUN_CASE=attention): a kernel fault poisons every later call in the process. */
+static TCase *area(Suite *s, const char *name)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, 900);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("gpu_ops");
-    TCase *tc = tcase_create("ops");
-    tcase_set_timeout(tc, 900);
+    TCase *tc = area(s, "memory");
     tcase_add_test(tc, upload_download_round_trip);
+    tcase_add_test(tc, load_weight_refusals);
+    tc = area(s, "matmul");
     tcase_add_loop_test(tc, matmul_every_type, 0, N_TYPES);
     tcase_add_loop_test(tc, get_rows_every_type, 0, N_TYPES);
     tcase_add_test(tc, matmul_multi_mixed);
-    tcase_add_test(tc, load_weight_refusals);
+    tc = area(s, "elementwise");
     tcase_add_test(tc, norm_add_swiglu);
     tcase_add_test(tc, hadamard);
     tcase_add_test(tc, rope_variants);
+    tc = area(s, "attention");
     tcase_add_loop_test(tc, attention_every_config, 0, N_ATTN);
+    tc = area(s, "moe");
     tcase_add_test(tc, topk_softmax_routes);
     tcase_add_test(tc, moe_experts);
+    tc = area(s, "sampling");
     tcase_add_test(tc, argmax_and_topk);
+    tc = area(s, "graphs");
     tcase_add_test(tc, graph_replay);
+    tc = area(s, "errors");
     tcase_add_test(tc, errors_are_reported);
-    suite_add_tcase(s, tc);
     return s;
 }
 
