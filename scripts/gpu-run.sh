@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # the stage functions are called by name at the end
 # gpu-run.sh — everything llmfs checks on a GPU machine, in stages:
-#   build   configure for Hopper (sm_90) without FUSE, Check from .carry/check
-#   test    ctest -L gpu (every op against the CPU backend; every fixture fully offloaded)
-#   models  benchmark models of real shapes with `llmfs mkmodel` (random weights)
-#   bench   llmfs bench -p 512 -n 128 -ngl 99 --fa on per model, tg128 at depth 4096 for qwen3-8b
-#   report  a markdown table: t/s and the share of 4.28 TB/s the weights read per token take
-# Usage: scripts/gpu-run.sh [STAGE...]  (default: all, in that order)
-# Environment: OUT (results, default ./gpu-out), LLMFS_SHARED (test assets, default
-# .carry/shared, see gpu-carry.sh), MODELS (benchmark models, default /tmp/llmfs-models),
-# REPS (bench repetitions, default 3), ONLY (a regex: the benchmark models to make and run,
-# to split the work over several calls), TESTS (a regex: the GPU tests to run).
+#   build    configure for Hopper (sm_90) without FUSE, Check from .carry/check
+#   test     ctest -L gpu (every op against the CPU backend; every fixture on the GPU) and
+#            the host checks of the kernels; a skipped GPU test counts as a failure here
+#   isolate  gpu_ops again area by area (a kernel fault poisons the rest of a process),
+#            then compute-sanitizer memcheck on the first areas that fail
+#   models   benchmark models of real shapes with `llmfs mkmodel` (random weights)
+#   bench    llmfs bench -p 512 -n 128 -ngl 99 --fa on per model, tg128 at depth 4096 for qwen3-8b
+#   report   a markdown table: t/s and the share of 4.28 TB/s the weights read per token take
+# Usage: scripts/gpu-run.sh [STAGE...]  (default: build test models bench report)
+# Environment:
+#   OUT      results folder (default ./gpu-out)
+#   PACK     a file that gets OUT as a .tar.gz after every stage and at exit, so that a
+#            caller that can bring back only a few files gets all of them in one
+#   BUDGET   seconds this run may take (default 560): later stages and models that would
+#            start too late are skipped, and long commands are cut off, so PACK is written
+#   LLMFS_SHARED  test assets (default .carry/shared, see gpu-carry.sh)
+#   MODELS   benchmark models folder (default /tmp/llmfs-models); REPS bench repetitions (3)
+#   ONLY     a regex: the benchmark models to make and run (to split the work over calls)
+#   BENCH_SET  the model list itself, "name shape type" entries separated by commas
+#   TESTS    a regex: the GPU tests to run; TEST_TIMEOUT per test program (default 300 s)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 OUT=${OUT:-$ROOT/gpu-out}
+PACK=${PACK:-}
+BUDGET=${BUDGET:-560}
 MODELS=${MODELS:-/tmp/llmfs-models}
 REPS=${REPS:-3}
+TEST_TIMEOUT=${TEST_TIMEOUT:-300}
 BUILD=$ROOT/build-gpu
 CHECK_ROOT=$ROOT/.carry/check
 export LLMFS_SHARED=${LLMFS_SHARED:-$ROOT/.carry/shared}
@@ -27,38 +40,97 @@ STAGES=${*:-build test models bench report}
 LLMFS=$BUILD/llmfs
 status=0
 
-log() { echo "=== $* ($(date +%T))" | tee -a "$OUT/run.log"; }
+log() { echo "=== $* (${SECONDS}s, $(date +%T))" | tee -a "$OUT/run.log"; }
+note() { echo "$*" | tee -a "$OUT/run.log"; }
+# seconds left in the budget
+left() { echo $((BUDGET - SECONDS)); }
+# runs a command for at most the budget left less $1 seconds (kept for what follows)
+bounded() {
+    local keep=$1 t
+    shift
+    t=$(($(left) - keep))
+    if [ "$t" -lt 10 ]; then
+        note "skipped (budget): $*"
+        status=1
+        return 124
+    fi
+    timeout --kill-after=5 "$t" "$@"
+}
+pack() {
+    [ -n "$PACK" ] || return 0
+    tar -czf "$PACK.tmp" -C "$OUT" . 2>/dev/null && mv -f "$PACK.tmp" "$PACK"
+}
+trap pack EXIT
 
 # name shape type
-BENCH_MODELS=(
-    "qwen3-8b-q4_k_m qwen3-8b q4_k_m"
-    "llama-2-7b-q4_0 llama-2-7b q4_0"
-    "qwen3-0.6b-q8_0 qwen3-0.6b q8_0"
-    "qwen3-30b-a3b-q4_k_m qwen3-30b-a3b q4_k_m"
-)
+if [ -n "${BENCH_SET:-}" ]; then
+    IFS=, read -r -a BENCH_MODELS <<<"$BENCH_SET"
+else
+    BENCH_MODELS=(
+        "qwen3-0.6b-q8_0 qwen3-0.6b q8_0"
+        "qwen3-8b-q4_k_m qwen3-8b q4_k_m"
+        "llama-2-7b-q4_0 llama-2-7b q4_0"
+        "qwen3-30b-a3b-q4_k_m qwen3-30b-a3b q4_k_m"
+    )
+fi
 
 stage_build() {
     log build
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$OUT/gpu.txt" 2>&1
-    cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLLMFS_WERROR=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+      nvcc --version | tail -2
+      command -v compute-sanitizer || echo "no compute-sanitizer"; } >"$OUT/gpu.txt" 2>&1
+    cat "$OUT/gpu.txt"
+    if [ ! -f "$CHECK_ROOT/usr/include/check.h" ]; then
+        note "no Check under $CHECK_ROOT: run scripts/gpu-carry.sh where packages can be fetched and carry .carry"
+        status=1
+    fi
+    bounded 30 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLLMFS_WERROR=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
         -DLLMFS_FUSE=OFF -DLLMFS_CUDA=ON -DCHECK_ROOT="$CHECK_ROOT" >"$OUT/cmake.log" 2>&1 &&
-        cmake --build "$BUILD" -j"$JOBS" >"$OUT/build.log" 2>&1
+        bounded 30 cmake --build "$BUILD" -j"$JOBS" >"$OUT/build.log" 2>&1
     local rc=$?
     tail -3 "$OUT/build.log"
-    [ "$rc" -eq 0 ] || { echo "build failed (see build.log)"; exit 1; }
+    [ "$rc" -eq 0 ] || { note "build failed (see cmake.log, build.log)"; exit 1; }
 }
 
 stage_test() {
     log "test (ctest -L gpu, and the host checks of the kernels)"
-    if ! ctest --test-dir "$BUILD" -L gpu -R "${TESTS:-.}" --output-on-failure --timeout 900 >"$OUT/ctest-gpu.log" 2>&1; then
+    # on this machine every GPU test must run: a skip would hide a broken build
+    export LLMFS_TEST_REQUIRE=1
+    if ! bounded 20 ctest --test-dir "$BUILD" -L gpu -R "${TESTS:-.}" --output-on-failure \
+        --timeout "$TEST_TIMEOUT" >"$OUT/ctest-gpu.log" 2>&1; then
         status=1
         # tell a fault of the recorded decode steps from one of the kernels
-        LLMFS_CUDA_GRAPHS=0 ctest --test-dir "$BUILD" -R gpu_fixtures --output-on-failure --timeout 900 \
-            >"$OUT/ctest-gpu-nographs.log" 2>&1
-        echo "without CUDA graphs: gpu_fixtures $(grep -qE '100% tests passed' "$OUT/ctest-gpu-nographs.log" && echo passed || echo failed)"
+        if grep -qE "gpu_fixtures .*(Failed|Timeout|Exception)" "$OUT/ctest-gpu.log"; then
+            LLMFS_CUDA_GRAPHS=0 bounded 20 ctest --test-dir "$BUILD" -R gpu_fixtures --output-on-failure \
+                --timeout "$TEST_TIMEOUT" >"$OUT/ctest-gpu-nographs.log" 2>&1
+            note "without CUDA graphs: gpu_fixtures $(grep -qE '100% tests passed' "$OUT/ctest-gpu-nographs.log" && echo passed || echo failed)"
+        fi
     fi
-    ctest --test-dir "$BUILD" -R cuda_host --output-on-failure >>"$OUT/ctest-gpu.log" 2>&1 || status=1
-    grep -E "tests passed|tests failed|Passed|Failed|\*\*\*" "$OUT/ctest-gpu.log" | tail -20
+    bounded 10 ctest --test-dir "$BUILD" -R cuda_host --output-on-failure >>"$OUT/ctest-gpu.log" 2>&1 || status=1
+    grep -E "tests passed|tests failed|Passed|Failed|Timeout|\*\*\*|:F:|:E:" "$OUT/ctest-gpu.log" | head -40 |
+        tee -a "$OUT/run.log"
+}
+
+stage_isolate() {
+    log "isolate (gpu_ops area by area)"
+    local bin=$BUILD/tests/gpu_ops failed=()
+    export LLMFS_TEST_REQUIRE=1 CK_DEFAULT_TIMEOUT=600
+    for a in memory matmul elementwise attention moe sampling graphs errors; do
+        CK_RUN_CASE=$a bounded 30 "$bin" >"$OUT/isolate-$a.log" 2>&1
+        local rc=$?
+        note "gpu_ops $a: $([ "$rc" -eq 0 ] && echo passed || echo "FAILED ($rc)")"
+        [ "$rc" -eq 0 ] || failed+=("$a")
+    done
+    [ ${#failed[@]} -eq 0 ] && return 0
+    status=1
+    command -v compute-sanitizer >/dev/null || { note "no compute-sanitizer"; return 0; }
+    for a in "${failed[@]:0:2}"; do
+        # the first errors name the kernel, the access and its address
+        CK_RUN_CASE=$a bounded 30 compute-sanitizer --tool memcheck --print-limit 20 --error-exitcode 99 "$bin" \
+            >"$OUT/sanitizer-$a.log" 2>&1
+        note "compute-sanitizer on $a: rc $? (sanitizer-$a.log)"
+        grep -m 8 -E "Invalid|Misaligned|out of bounds|at 0x|by thread|Address" "$OUT/sanitizer-$a.log" | tee -a "$OUT/run.log"
+    done
 }
 
 stage_models() {
@@ -67,10 +139,31 @@ stage_models() {
         read -r name shape type <<<"$m"
         [[ $name =~ ${ONLY:-.} ]] || continue
         [ -s "$MODELS/$name.gguf" ] && continue
-        /usr/bin/time -f "$name: %es" "$LLMFS" mkmodel --shape "$shape" --type "$type" -t "$JOBS" -q \
-            -o "$MODELS/$name.gguf" 2>>"$OUT/run.log" || { echo "mkmodel $name failed"; status=1; }
+        local t0=$SECONDS
+        # a model cut off half-written must not be taken for a whole one next time
+        if bounded 60 "$LLMFS" mkmodel --shape "$shape" --type "$type" -t "$JOBS" -q -o "$MODELS/$name.gguf.part" \
+            2>>"$OUT/run.log" && mv -f "$MODELS/$name.gguf.part" "$MODELS/$name.gguf"; then
+            note "mkmodel $name: $((SECONDS - t0)) s"
+        else
+            rm -f "$MODELS/$name.gguf.part"
+            note "mkmodel $name failed or cut off after $((SECONDS - t0)) s"
+            status=1
+        fi
     done
-    du -h "$MODELS"/*.gguf | tee -a "$OUT/run.log"
+    du -h "$MODELS"/*.gguf 2>/dev/null | tee -a "$OUT/run.log"
+}
+
+bench_one() { # name out-suffix bench-args...
+    local name=$1 sfx=$2
+    shift 2
+    local t0=$SECONDS
+    if bounded 20 "$LLMFS" bench -m "$MODELS/$name.gguf" "$@" -ngl 99 --fa on -r "$REPS" -o json \
+        >"$OUT/bench-$name$sfx.json" 2>"$OUT/bench-$name$sfx.err"; then
+        note "bench $name$sfx: $((SECONDS - t0)) s"
+    else
+        note "bench $name$sfx failed: $(tail -1 "$OUT/bench-$name$sfx.err")"
+        status=1
+    fi
 }
 
 stage_bench() {
@@ -78,15 +171,12 @@ stage_bench() {
     for m in "${BENCH_MODELS[@]}"; do
         read -r name _ <<<"$m"
         [[ $name =~ ${ONLY:-.} ]] || continue
-        [ -s "$MODELS/$name.gguf" ] || continue
-        "$LLMFS" bench -m "$MODELS/$name.gguf" -p 512 -n 128 -ngl 99 --fa on -r "$REPS" -o json \
-            >"$OUT/bench-$name.json" 2>"$OUT/bench-$name.err" ||
-            { echo "bench $name failed: $(tail -1 "$OUT/bench-$name.err")"; status=1; }
+        [ -s "$MODELS/$name.gguf" ] || { note "bench $name: no model (stage models)"; continue; }
+        bench_one "$name" "" -p 512 -n 128
+        if [ "$name" = qwen3-8b-q4_k_m ]; then
+            bench_one "$name" -d4096 -p 0 -n 128 -d 4096
+        fi
     done
-    if [[ qwen3-8b-q4_k_m =~ ${ONLY:-.} ]] && [ -s "$MODELS/qwen3-8b-q4_k_m.gguf" ]; then
-        "$LLMFS" bench -m "$MODELS/qwen3-8b-q4_k_m.gguf" -p 0 -n 128 -d 4096 -ngl 99 --fa on -r "$REPS" -o json \
-            >"$OUT/bench-qwen3-8b-q4_k_m-d4096.json" 2>"$OUT/bench-qwen3-8b-q4_k_m-d4096.err" || status=1
-    fi
 }
 
 # Weight bytes a generated token reads: every tensor once, except the embedding table
@@ -149,15 +239,32 @@ for fn in sorted(os.listdir(out)):
     except Exception as e:
         print(f"| {name} | (no result: {e}) | | | |")
         continue
-    bpt = bytes_per_token(os.path.join(models, name + ".gguf"))
+    try:
+        bpt = bytes_per_token(os.path.join(models, name + ".gguf"))
+    except Exception:
+        bpt = None  # the model was made by another run
     for r in rows:
         ts = r["avg_ts"]
-        share = f"{bpt * ts / 4.28e12 * 100:.1f}%" if r["n_gen"] else "-"
-        print(f"| {r['model']} | {r['test']} | {ts:.1f} ± {r['stddev_ts']:.1f} | {bpt / 1e9:.3f} | {share} |")
+        share = f"{bpt * ts / 4.28e12 * 100:.1f}%" if r["n_gen"] and bpt else "-"
+        gb = f"{bpt / 1e9:.3f}" if bpt else "?"
+        print(f"| {r['model']} | {r['test']} | {ts:.1f} ± {r['stddev_ts']:.1f} | {gb} | {share} |")
 EOF
 }
 
 for s in $STAGES; do
-    "stage_$s"
+    if ! declare -F "stage_$s" >/dev/null; then
+        note "no stage '$s' (build test isolate models bench report)"
+        exit 2
+    fi
 done
+for s in $STAGES; do
+    if [ "$(left)" -lt 15 ]; then
+        note "stage $s skipped: the budget of ${BUDGET}s is spent"
+        status=1
+        continue
+    fi
+    "stage_$s"
+    pack
+done
+log "done, status $status"
 exit $status
