@@ -14,7 +14,20 @@ extern "C" {
 #include "backend_cuda.h"
 }
 
+long cq_host_misaligned;
+
 namespace {
+
+/* Fails a check whose loads the device would have made off their alignment. */
+int misaligned_since(long before, const char *what, char *msg, size_t cap)
+{
+    const long n = cq_host_misaligned - before;
+    if (n == 0)
+        return 0;
+    if (msg)
+        snprintf(msg, cap, "%s: %ld loads off their alignment (a fault on the device)", what, n);
+    return -EFAULT;
+}
 
 struct host_dequant {
     const cq_seg *L;
@@ -101,6 +114,7 @@ extern "C" int cuda_host_repack_dequant(int type, const void *src, int64_t ne0, 
     if (!dev)
         return -ENOMEM;
     cq_repack(type, src, nblk, dev);
+    const long before = cq_host_misaligned;
     if (cq_is_float(type)) {
         for (int64_t i = 0; i < ne0 * n_rows; i++)
             dst[i] = cq_float_at(type, dev, i);
@@ -110,7 +124,7 @@ extern "C" int cuda_host_repack_dequant(int type, const void *src, int64_t ne0, 
         cq_dispatch(type, h);
     }
     free(dev);
-    return 0;
+    return misaligned_since(before, "dequantize", msg, msg_cap);
 }
 
 extern "C" int cuda_host_dot(int type, const void *src, int64_t ne0, int64_t n_rows, const float *x, float *out,
@@ -132,6 +146,7 @@ extern "C" int cuda_host_dot(int type, const void *src, int64_t ne0, int64_t n_r
         return -ENOMEM;
     }
     cq_repack(type, src, nblk, dev);
+    const long before = cq_host_misaligned;
     if (cq_is_float(type)) {
         for (int64_t r = 0; r < n_rows; r++) {
             float s = 0.0f;
@@ -149,7 +164,7 @@ extern "C" int cuda_host_dot(int type, const void *src, int64_t ne0, int64_t n_r
     free(dev);
     free(xq);
     free(xm);
-    return 0;
+    return misaligned_since(before, "dot", msg, msg_cap);
 }
 
 extern "C" int cuda_host_kv_roundtrip(int type_kv, const float *x, int d, float *out)
@@ -157,9 +172,12 @@ extern "C" int cuda_host_kv_roundtrip(int type_kv, const float *x, int d, float 
     const int64_t rb = kvl_row_bytes(type_kv, d);
     if (rb < 0 || d % 8)
         return -EINVAL;
-    uint8_t *row = (uint8_t *)calloc(1, (size_t)rb + 16);
-    if (!row)
+    /* two cells: the row is stored in the second, at the offset a cache row has on the
+     * device, and read with the alignment the attention kernels assume for it */
+    uint8_t *cells = (uint8_t *)calloc(1, 2 * (size_t)rb + 16);
+    if (!cells)
         return -ENOMEM;
+    uint8_t *row = cells + rb;
     if (type_kv == T_F16 && d % 32) {
         for (int i = 0; i < d; i++) {
             const uint16_t h = kvl_f2h(x[i]);
@@ -169,21 +187,23 @@ extern "C" int cuda_host_kv_roundtrip(int type_kv, const float *x, int d, float 
         for (int b = 0; b < d / 32; b++)
             kvl_store_block(type_kv, row, d, b, x + b * 32);
     }
-    /* both load paths must agree */
-    for (int e = 0; e < d; e += 8) {
+    const bool al8 = rb % 8 == 0;
+    const long before = cq_host_misaligned;
+    int rc = (int)rb;
+    for (int e = 0; e < d && rc > 0; e += 8) {
         float a[8], b[8];
-        kvl_load8(type_kv, row, d, e, true, a);
-        kvl_load8(type_kv, row, d, e, false, b);
+        kvl_load8(type_kv, row, d, e, al8, a);
+        kvl_load8(type_kv, row, d, e, false, b); /* both load paths must agree */
         for (int i = 0; i < 8; i++) {
-            if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
-                free(row);
-                return -EIO;
-            }
+            if (memcmp(&a[i], &b[i], sizeof(float)) != 0)
+                rc = -EIO;
             out[e + i] = a[i];
         }
     }
-    free(row);
-    return (int)rb;
+    if (rc > 0 && misaligned_since(before, "KV row", NULL, 0))
+        rc = -EFAULT;
+    free(cells);
+    return rc;
 }
 
 extern "C" double cuda_host_rope_theta(int pos, int i, int n_rot, float freq_base, float freq_scale, float l3_factor,

@@ -155,12 +155,22 @@ static inline cq_seg cq_seg_of(int type, const void *base, int64_t nblk)
 
 /* ---- loads and integer tricks, host and device ---- */
 
+#ifndef __CUDA_ARCH__
+/* On the device a load off its natural alignment faults (misaligned address) and takes
+ * the whole context with it. The host builds of the loads count such addresses instead
+ * (relative to the 16-byte alignment of malloc and cudaMalloc), so the unit tests of the
+ * layout catch them without a GPU. Defined in host_check.cu. */
+extern long cq_host_misaligned;
+#define CQ_HOST_ALIGN_CHECK(p, n) (cq_host_misaligned += ((uintptr_t)(p) & ((n)-1)) != 0)
+#endif
+
 HD int4 ld16(const uint8_t *p)
 {
 #ifdef __CUDA_ARCH__
     return __ldg((const int4 *)p);
 #else
     int4 v;
+    CQ_HOST_ALIGN_CHECK(p, 16);
     memcpy(&v, p, 16);
     return v;
 #endif
@@ -171,6 +181,7 @@ HD int ld4(const uint8_t *p)
     return __ldg((const int *)p);
 #else
     int v;
+    CQ_HOST_ALIGN_CHECK(p, 4);
     memcpy(&v, p, 4);
     return v;
 #endif
@@ -181,6 +192,7 @@ HD uint16_t ld2(const uint8_t *p)
     return __ldg((const unsigned short *)p);
 #else
     uint16_t v;
+    CQ_HOST_ALIGN_CHECK(p, 2);
     memcpy(&v, p, 2);
     return v;
 #endif
@@ -619,6 +631,7 @@ HD float cq_float_at(int type, const uint8_t *base, int64_t i)
 #ifdef __CUDA_ARCH__
         f = __ldg((const float *)base + i);
 #else
+        CQ_HOST_ALIGN_CHECK(base + 4 * i, 4);
         memcpy(&f, base + 4 * i, 4);
 #endif
         return f;
