@@ -67,6 +67,8 @@ static bool kv_check(cuda_backend *cb, const kv_cache *kv, int il, int n, const 
         return cuda_fail(cb, EINVAL, "%s: layer %d of %d", op, il, kv->n_layer);
     if (n > cb->n || !cb->d_pos)
         return cuda_fail(cb, EINVAL, "%s: %d tokens, the batch has %d", op, n, cb->n);
+    if (n > 65535) /* tokens are a grid dimension of at most 65535 */
+        return cuda_fail(cb, EINVAL, "%s: %d tokens in one call", op, n);
     const struct kv_layer *L = &kv->layer[il];
     if (kvl_row_bytes(kv->type_k, kv->n_embd_kv) != (int64_t)L->k_row ||
         kvl_row_bytes(kv->type_v, kv->n_embd_kv) != (int64_t)L->v_row)
@@ -609,10 +611,6 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
     a.part = (float *)cuda_ws(cb, WS_ATTN, sizeof(float) * (size_t)n * p->n_head * nsplit * (hd + 2));
     if (!a.part)
         return;
-    if (n > 65535) {
-        cuda_fail(cb, EINVAL, "attention: %d tokens in one call", n);
-        return;
-    }
     dim3 grid(p->n_head_kv * a.gpk, n, nsplit);
     if (hd <= 64)
         k_attn_decode<64><<<grid, DEC_WARPS * 32, 0, cb->stream>>>(a);

@@ -111,7 +111,8 @@ static bool dequant_rows(cuda_backend *cb, const tensor *w, int64_t row0, int64_
                                                                             rows_t, row0, nrows, ids, out, ldo);
     } else {
         dequant_launch<O> l = {cb, w, row0, nrows, ids, out, ldo};
-        if (ne0 % cq_block_elems(w->type) != 0 || !cq_dispatch(w->type, l))
+        const int qk = cq_block_elems(w->type);
+        if (qk == 0 || ne0 % qk != 0 || !cq_dispatch(w->type, l))
             return cuda_fail(cb, EINVAL, "%s: weight type %d not supported by the CUDA backend", w->name, w->type);
     }
     return CUDA_LAUNCHED(cb, "dequantize");

@@ -263,7 +263,7 @@ __global__ void k_quantize_act(const float *__restrict__ x, int64_t nblk, int8_t
         v[4 * i + 2] = f.z;
         v[4 * i + 3] = f.w;
     }
-    int8_t qb[32];
+    __align__(16) int8_t qb[32]; /* read back as two int4 */
     float4 meta;
     cq_quantize_block(v, qb, meta);
     int4 *qo = (int4 *)(q + b * 32);
@@ -332,6 +332,8 @@ bool cuda_mmv(cuda_backend *cb, const mmv_job *j)
 {
     if (j->ne1 <= 0 || j->grid_rows <= 0)
         return true;
+    if (!cq_is_float(j->type) && cq_block_elems(j->type) == 0)
+        return cuda_fail(cb, EINVAL, "matrix-vector product: weight type %d not supported", j->type);
     if (j->grid_rows > 65535)
         return cuda_fail(cb, EINVAL, "matrix-vector product: %d pair groups exceed the launch limit", j->grid_rows);
     mmv_launch l;

@@ -184,7 +184,8 @@ void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate
         cuda_fail(cb, EINVAL, "moe_ffn: expert tensors of mismatched types or shapes");
         return;
     }
-    if (E > MOE_GROUP_MAX_E || d % cq_block_elems(gate->type) || ff % cq_block_elems(down->type)) {
+    const int qk_gate = cq_block_elems(gate->type), qk_down = cq_block_elems(down->type);
+    if (E > MOE_GROUP_MAX_E || qk_gate == 0 || qk_down == 0 || d % qk_gate || ff % qk_down) {
         cuda_fail(cb, EINVAL, "moe_ffn: %lld experts of %lld x %lld not supported", (long long)E, (long long)ff,
                   (long long)d);
         return;
