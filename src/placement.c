@@ -243,11 +243,16 @@ int place_decide(place_tensor *t, int n, const place_opts *o, place_result *res,
     return 0;
 }
 
+/* The device backend's scratch that does not scale with the batch: prefill dequantizes
+ * weights to f16 for cuBLAS in slabs of up to 64 MiB (kernels/matmul.cu), and scratch
+ * buffers keep a quarter's slack when they grow. */
+#define DEVICE_SLAB_BYTES (80ull << 20)
+
 uint64_t place_compute_bytes(int n_embd, int n_ff, int n_head, int head_dim, int n_vocab,
                              int n_ubatch, int n_ctx, bool flash)
 {
     uint64_t per_token = 4ull * (3ull * (uint64_t)n_embd + 4ull * (uint64_t)n_head * head_dim +
                                  3ull * (uint64_t)n_ff + (uint64_t)n_vocab);
     uint64_t scores = flash ? 0 : 4ull * (uint64_t)n_ubatch * n_head * (uint64_t)n_ctx;
-    return per_token * (uint64_t)n_ubatch + scores;
+    return per_token * (uint64_t)n_ubatch + scores + DEVICE_SLAB_BYTES;
 }

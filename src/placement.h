@@ -66,8 +66,9 @@ int place_parse_overrides(const char *spec, llmfs_error *err);
  * fit finds no placement that fits (err says by how much). */
 int place_decide(place_tensor *t, int n, const place_opts *o, place_result *res, llmfs_error *err);
 
-/* Scratch the forward pass needs for a micro-batch of n_ubatch tokens (bytes): fit's
- * compute_bytes estimate. */
+/* Device scratch the forward pass needs for a micro-batch of n_ubatch tokens (bytes):
+ * activations, logits, attention scores without flash attention, and the backend's
+ * dequantization slab. fit's compute_bytes estimate. */
 uint64_t place_compute_bytes(int n_embd, int n_ff, int n_head, int head_dim, int n_vocab,
                              int n_ubatch, int n_ctx, bool flash);
 

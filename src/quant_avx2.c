@@ -338,77 +338,139 @@ DEFINE_TILE_AND_DOT(q5_1, q5_1_kernel)
 
 /* ================= K-quants against Q8_K ================= */
 
-/* Q4_K/Q5_K scales and mins as 16 bytes [sc0..7, m0..7] (see the AVX-512 file). */
-INLINE __m128i k4_scales_mins(const uint8_t *s)
-{
-    __m128i u = _mm_loadu_si128((const __m128i *)s);
-    __m128i x = _mm_srlv_epi32(_mm_shuffle_epi32(u, _MM_SHUFFLE(2, 1, 2, 0)), _mm_set_epi32(4, 0, 0, 0));
-    __m128i top = _mm_srli_epi32(_mm_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0)), 2);
-    const __m128i m6 = _mm_set_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f);
-    const __m128i m2 = _mm_set_epi32(0x30303030, 0, 0x30303030, 0);
-    return _mm_or_si128(_mm_and_si128(x, m6), _mm_and_si128(top, m2));
-}
-
+/* Q4_K and Q5_K. Decode (4 weight rows x 1 activation row) streams weights from memory,
+ * so per block the kernel keeps the work that is not a multiply small:
+ * - the 16-byte block heads (d, dmin, 12 scale bytes) of rows 0,1 and rows 2,3 share a
+ *   register, 128-bit lane r & 1 for row r, so scales and mins are unpacked two rows at
+ *   a time and d, dmin of all rows converted at once;
+ * - the mins of all rows meet an activation row's bsums (summed in pairs, one per
+ *   sub-block) in two madds and one hadd, with their own accumulator, split per row at
+ *   the end;
+ * - each row's scales go to memory as int32 [sc sc] (two int16) and come back as
+ *   broadcast loads, which cost no shuffle;
+ * - d * da is one float per row, so a row costs one convert and one FMA per block.
+ * Every tile shape does the same arithmetic lane for lane, so a row's result does not
+ * depend on the tile it was computed in (decode and prefill agree exactly). */
 INLINE void k4_kernel(const int five, int64_t n, const int R, const int C, const char *w,
                       size_t ws, const char *a, size_t as, float *out, size_t os)
 {
     const int64_t nb = n / QK_K;
     const size_t bb = five ? sizeof(block_q5_K) : sizeof(block_q4_K);
     const __m256i low4 = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
-    /* int16 [m0 m0 m1 m1 .. m7 m7] from the [sc, m] bytes, per 128-bit lane */
-    const __m256i pick_mins = _mm256_set_epi8(-1, 15, -1, 15, -1, 14, -1, 14, -1, 13, -1, 13, -1, 12,
-                                              -1, 12, -1, 11, -1, 11, -1, 10, -1, 10, -1, 9, -1, 9,
-                                              -1, 8, -1, 8);
-    ZERO_ACC(acc)
+    /* Per lane, the head's words are [d|dmin, u0, u1, u2] with scales 0-3 = u0 & 0x3f..,
+     * mins 0-3 = u1 & 0x3f.., scales 4-7 = low nibbles of u2 with u0's top two bits above
+     * them, mins 4-7 = high nibbles of u2 with u1's; unpacked to [sc0..7, m0..7]. */
+    const __m256i sm_shift = _mm256_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4);
+    const __m256i m6 = _mm256_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f,
+                                         0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f);
+    const __m256i m2 = _mm256_setr_epi32(0, 0x30303030, 0, 0x30303030, 0, 0x30303030, 0, 0x30303030);
+    /* int16 [m0..m7] and int32 [sc sc] for scales 0-3 / 4-7, per lane */
+    const __m256i pick_mins = _mm256_setr_epi8(8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, 14, -1, 15, -1,
+                                               8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, 14, -1, 15, -1);
+    const __m256i pick_sc_lo = _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1,
+                                                0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1);
+    const __m256i pick_sc_hi = _mm256_setr_epi8(4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1,
+                                                4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1);
+    __m256 acc[4][4], accm[4];
+    UNROLL for (int c = 0; c < C; c++) {
+        accm[c] = _mm256_setzero_ps();
+        UNROLL for (int r = 0; r < R; r++)
+            acc[r][c] = _mm256_setzero_ps();
+    }
     for (int64_t b = 0; b < nb; b++) {
-        float ad[4];
-        __m256i bsums[4];
+        const char *blk[4];
+        UNROLL for (int r = 0; r < R; r++)
+            blk[r] = w + (size_t)r * ws + (size_t)b * bb;
+        /* heads: h[0] = rows 0|1, h[1] = rows 2|3 (absent rows zero) */
+        __m256i h[2], sm[2], mins[2];
+        UNROLL for (int p = 0; p < 2; p++) {
+            h[p] = _mm256_setzero_si256();
+            if (2 * p < R)
+                h[p] = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)blk[2 * p]));
+            if (2 * p + 1 < R)
+                h[p] = _mm256_inserti128_si256(h[p], _mm_loadu_si128((const __m128i *)blk[2 * p + 1]), 1);
+            __m256i x = _mm256_srlv_epi32(_mm256_shuffle_epi32(h[p], _MM_SHUFFLE(3, 2, 3, 1)), sm_shift);
+            __m256i top = _mm256_srli_epi32(_mm256_shuffle_epi32(h[p], _MM_SHUFFLE(2, 2, 1, 1)), 2);
+            sm[p] = _mm256_or_si256(_mm256_and_si256(x, m6), _mm256_and_si256(top, m2));
+            mins[p] = _mm256_shuffle_epi8(sm[p], pick_mins);
+        }
+        /* [d0 dmin0 d2 dmin2 | d1 dmin1 d3 dmin3]: word 0 of each lane, in that order */
+        __m256 dd = _mm256_cvtph_ps(_mm256_castsi256_si128(
+            _mm256_permute4x64_epi64(_mm256_unpacklo_epi32(h[0], h[1]), _MM_SHUFFLE(2, 0, 2, 0))));
+        /* scales to memory, row r at sct[r] */
+        int32_t sct[4][8];
+        UNROLL for (int p = 0; p < 2; p++) {
+            if (2 * p >= R)
+                break;
+            __m256i lo = _mm256_shuffle_epi8(sm[p], pick_sc_lo), hi = _mm256_shuffle_epi8(sm[p], pick_sc_hi);
+            _mm_storeu_si128((__m128i *)sct[2 * p], _mm256_castsi256_si128(lo));
+            _mm_storeu_si128((__m128i *)(sct[2 * p] + 4), _mm256_castsi256_si128(hi));
+            if (2 * p + 1 < R) {
+                _mm_storeu_si128((__m128i *)sct[2 * p + 1], _mm256_extracti128_si256(lo, 1));
+                _mm_storeu_si128((__m128i *)(sct[2 * p + 1] + 4), _mm256_extracti128_si256(hi, 1));
+            }
+        }
+
+        /* per activation row: d and dmin times da, and the mins against the bsums */
+        float dda[4][8];
         UNROLL for (int c = 0; c < C; c++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
-            ad[c] = y->d;
-            bsums[c] = _mm256_loadu_si256((const __m256i *)y->bsums);
+            __m256 ddc = _mm256_mul_ps(dd, _mm256_set1_ps(y->d));
+            _mm256_storeu_ps(dda[c], ddc);
+            /* bsums summed in pairs (one per sub-block), as int16 in both lanes */
+            __m256i bp = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), _mm256_set1_epi16(1));
+            bp = _mm256_permute4x64_epi64(_mm256_packs_epi32(bp, bp), _MM_SHUFFLE(2, 0, 2, 0));
+            /* [r0 r0 r2 r2 | r1 r1 r3 r3] partial sums, against [dmin0 dmin0 dmin2 dmin2 | ..] */
+            __m256i m = _mm256_hadd_epi32(_mm256_madd_epi16(mins[0], bp), _mm256_madd_epi16(mins[1], bp));
+            accm[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_movehdup_ps(ddc), accm[c]);
         }
+        /* through memory so that the FMAs and madds take broadcast loads rather than
+         * shuffles */
+        __asm__("" : "+m"(dda), "+m"(sct));
+
         UNROLL for (int r = 0; r < R; r++) {
-            const char *blk = w + (size_t)r * ws + (size_t)b * bb;
-            prefetch_ahead(C, blk, five ? 192 : 144);
-            const uint16_t *dd = (const uint16_t *)blk;
-            const uint8_t *qs = (const uint8_t *)blk + (five ? 48 : 16);
-            float d = h2f(dd[0]), dmin = h2f(dd[1]);
-            __m256i sm = _mm256_broadcastsi128_si256(k4_scales_mins((const uint8_t *)blk + 4));
-            __m256i mins = _mm256_shuffle_epi8(sm, pick_mins);
-            __m256i hb = five ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
-            __m256i isum[4], q[8], sc[8];
+            /* here rather than with the head loads above: all rows' prefetches in one
+             * burst cost memory throughput */
+            prefetch_ahead(C, blk[r], five ? 192 : 144);
+            const uint8_t *qs = (const uint8_t *)blk[r] + (five ? 48 : 16);
+            __m256i hb = five ? _mm256_loadu_si256((const __m256i *)(blk[r] + 16)) : _mm256_setzero_si256();
+            __m256i s[4];
             UNROLL for (int k = 0; k < 4; k++) {
+                /* 32 bytes: sub-block 2k in the low nibbles, 2k + 1 in the high */
                 __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
-                q[2 * k] = _mm256_and_si256(raw, low4);
-                q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+                __m256i lo = _mm256_and_si256(raw, low4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
                 if (five) {
                     /* bit g of qh[l] is the fifth bit of element 32g + l */
-                    q[2 * k] = _mm256_or_si256(q[2 * k], _mm256_and_si256(
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(
                         k == 0 ? _mm256_slli_epi16(hb, 4) : k == 1 ? _mm256_slli_epi16(hb, 2)
                         : k == 2 ? hb : _mm256_srli_epi16(hb, 2), bit4));
-                    q[2 * k + 1] = _mm256_or_si256(q[2 * k + 1], _mm256_and_si256(
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(
                         k == 0 ? _mm256_slli_epi16(hb, 3) : k == 1 ? _mm256_slli_epi16(hb, 1)
                         : k == 2 ? _mm256_srli_epi16(hb, 1) : _mm256_srli_epi16(hb, 3), bit4));
                 }
-            }
-            UNROLL8 for (int g = 0; g < 8; g++)
-                sc[g] = _mm256_shuffle_epi8(sm, _mm256_set1_epi16((short)(0xFF00 | g)));
-            UNROLL for (int c = 0; c < C; c++) {
-                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
-                UNROLL for (int k = 0; k < 4; k++) {
-                    __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(q[2 * k], _mm256_loadu_si256((const __m256i *)(aq + 64 * k))), sc[2 * k]);
-                    __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(q[2 * k + 1], _mm256_loadu_si256((const __m256i *)(aq + 64 * k + 32))), sc[2 * k + 1]);
-                    isum[k] = _mm256_add_epi32(p0, p1);
+                UNROLL for (int c = 0; c < C; c++) {
+                    const __m256i *aq = (const __m256i *)((const block_q8_K *)(a + (size_t)c * as) + b)->qs + 2 * k;
+                    __m256i p = _mm256_add_epi32(
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256(aq)), _mm256_set1_epi32(sct[r][2 * k])),
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256(aq + 1)), _mm256_set1_epi32(sct[r][2 * k + 1])));
+                    s[c] = k ? _mm256_add_epi32(s[c], p) : p;
                 }
-                __m256i s = _mm256_add_epi32(_mm256_add_epi32(isum[0], isum[1]), _mm256_add_epi32(isum[2], isum[3]));
-                __m256i m = _mm256_madd_epi16(mins, bsums[c]);
-                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * ad[c]), acc[r][c]);
-                acc[r][c] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(dmin * ad[c]), acc[r][c]);
             }
+            /* d of row r sits at 4 * (r & 1) + 2 * (r >> 1) of dd */
+            const int di = 4 * (r & 1) + 2 * (r >> 1);
+            UNROLL for (int c = 0; c < C; c++)
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[c]), _mm256_set1_ps(dda[c][di]), acc[r][c]);
         }
     }
-    store_tile(R, C, acc, out, os);
+    UNROLL for (int c = 0; c < C; c++) {
+        float m[8];
+        _mm256_storeu_ps(m, accm[c]);
+        UNROLL for (int r = 0; r < R; r++) {
+            const int mi = 4 * (r & 1) + 2 * (r >> 1);
+            out[(size_t)c * os + r] = hsum256(acc[r][c]) - (m[mi] + m[mi + 1]);
+        }
+    }
 }
 
 INLINE void q4_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
@@ -424,53 +486,75 @@ INLINE void q5_K_kernel(int64_t n, const int R, const int C, const char *w, size
 DEFINE_TILE_AND_DOT(q4_K, q4_K_kernel)
 DEFINE_TILE_AND_DOT(q5_K, q5_K_kernel)
 
-/* Q6_K: see the AVX-512 file for the layout; here in 32-element runs. */
+/* Q6_K: see the AVX-512 file for the layout; here in 32-element runs. Run g takes
+ * scales 2g (first 16 elements) and 2g+1 (last 16), so the scales are kept as int16
+ * [s0 s2 .. s14 | s1 s3 .. s15] (evens in the low 128-bit lane, odds in the high) and
+ * each run's pair comes out in one in-lane shuffle. The -32 of the quants meets the
+ * bsums, put in the same order once per activation block, in one madd. */
 INLINE void q6_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
                         const char *a, size_t as, float *out, size_t os)
 {
     const int64_t nb = n / QK_K;
     const __m256i low4 = _mm256_set1_epi8(0x0F), bits45 = _mm256_set1_epi8(0x30);
+    const __m128i evens_odds = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    /* bsums to int16 [b0 b2 b4 b6 b1 b3 b5 b7 | b8 ..] in lanes; qwords 0 2 1 3 then make
+     * them [b0 b2 .. b14 | b1 b3 .. b15], the scales' order */
+    const __m256i bs_evens_odds = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                                   0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
     ZERO_ACC(acc)
     for (int64_t b = 0; b < nb; b++) {
-        float ad[4];
-        __m256i bsums[4];
+        const block_q6_K *x[4];
+        uint16_t dh[4] = {0};
+        UNROLL for (int r = 0; r < R; r++) {
+            x[r] = (const block_q6_K *)(w + (size_t)r * ws) + b;
+            dh[r] = x[r]->d;
+        }
+        /* d of all rows at once; d * da goes through memory to be broadcast straight
+         * into the FMAs */
+        __m128 d = _mm_cvtph_ps(_mm_setr_epi16((short)dh[0], (short)dh[1], (short)dh[2], (short)dh[3], 0, 0, 0, 0));
+        float dda[4][4];
+        /* -bsums in the scales' order */
+        __m256i nbs[4];
         UNROLL for (int c = 0; c < C; c++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
-            ad[c] = y->d;
-            bsums[c] = _mm256_loadu_si256((const __m256i *)y->bsums);
+            _mm_storeu_ps(dda[c], _mm_mul_ps(d, _mm_set1_ps(y->d)));
+            __m256i bs = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)y->bsums), bs_evens_odds);
+            nbs[c] = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_permute4x64_epi64(bs, _MM_SHUFFLE(3, 1, 2, 0)));
         }
+        __asm__("" : "+m"(dda));
         UNROLL for (int r = 0; r < R; r++) {
-            const block_q6_K *x = (const block_q6_K *)(w + (size_t)r * ws) + b;
-            prefetch_ahead(C, x, 256);
-            __m256i q[8];
+            /* here rather than with the d loads above: all rows' prefetches in one
+             * burst cost memory throughput */
+            prefetch_ahead(C, x[r], 256);
+            __m256i sv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)x[r]->scales), evens_odds));
+            /* 32 * scale fits int16; 32 * bsum does not */
+            __m256i sv32 = _mm256_slli_epi16(sv, 5);
+            __m256i s[4];
+            UNROLL for (int c = 0; c < C; c++)
+                s[c] = _mm256_madd_epi16(sv32, nbs[c]);
             UNROLL for (int h = 0; h < 2; h++) {
-                __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
-                __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
-                __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
-                q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), bits45));
-                q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), bits45));
-                q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), _mm256_and_si256(qh, bits45));
-                q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45));
+                __m256i l0 = _mm256_loadu_si256((const __m256i *)(x[r]->ql + 64 * h));
+                __m256i l1 = _mm256_loadu_si256((const __m256i *)(x[r]->ql + 64 * h + 32));
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(x[r]->qh + 32 * h));
+                __m256i q[4];
+                q[0] = _mm256_or_si256(_mm256_and_si256(l0, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), bits45));
+                q[1] = _mm256_or_si256(_mm256_and_si256(l1, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), bits45));
+                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), _mm256_and_si256(qh, bits45));
+                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45));
+                UNROLL for (int c = 0; c < C; c++) {
+                    const __m256i *aq = (const __m256i *)((const block_q8_K *)(a + (size_t)c * as) + b)->qs + 4 * h;
+                    __m256i p[4];
+                    UNROLL for (int k = 0; k < 4; k++) {
+                        const int g = 4 * h + k;
+                        const __m256i pick = _mm256_set1_epi16((short)(2 * g | (2 * g + 1) << 8));
+                        p[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], _mm256_loadu_si256(aq + k)),
+                                                 _mm256_shuffle_epi8(sv, pick));
+                    }
+                    s[c] = _mm256_add_epi32(s[c], _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3])));
+                }
             }
-            __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
-            __m256i neg32 = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(s16, 5));
-            /* scale pairs: run g (32 elements) uses scales 2g (first 16) and 2g+1 */
-            __m128i s8 = _mm_loadu_si128((const __m128i *)x->scales);
-            __m256i sc[8];
-            UNROLL8 for (int g = 0; g < 8; g++) {
-                __m256i pair = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s8, _mm_set_epi8(
-                    2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1, 2 * g + 1,
-                    2 * g, 2 * g, 2 * g, 2 * g, 2 * g, 2 * g, 2 * g, 2 * g)));
-                sc[g] = pair;
-            }
-            float d = h2f(x->d);
-            UNROLL for (int c = 0; c < C; c++) {
-                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
-                __m256i s = _mm256_madd_epi16(neg32, bsums[c]);
-                UNROLL8 for (int g = 0; g < 8; g++)
-                    s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)(aq + 32 * g))), sc[g]));
-                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * ad[c]), acc[r][c]);
-            }
+            UNROLL for (int c = 0; c < C; c++)
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[c]), _mm256_set1_ps(dda[c][r]), acc[r][c]);
         }
     }
     store_tile(R, C, acc, out, os);

@@ -457,111 +457,149 @@ INLINE __m512i madd_bsums(__m512i w, const int16_t *bsums)
         _mm256_madd_epi16(_mm512_castsi512_si256(w), _mm256_loadu_si256((const __m256i *)bsums)));
 }
 
-/* The 8 scales and 8 mins of a Q4_K/Q5_K block as 16 bytes [sc0..7, m0..7], from the
- * 12 packed bytes (a 16-byte load; the 4 extra bytes are ignored). As 32-bit words
- * u0..u2: scales 0-3 = u0 & 0x3f.., mins 0-3 = u1 & 0x3f.., scales 4-7 = low nibbles of
- * u2 with u0's top two bits above them, mins 4-7 = high nibbles of u2 with u1's. */
-INLINE __m128i k4_scales_mins(const uint8_t *s)
-{
-    __m128i u = _mm_loadu_si128((const __m128i *)s);
-    __m128i x = _mm_srlv_epi32(_mm_shuffle_epi32(u, _MM_SHUFFLE(2, 1, 2, 0)), _mm_set_epi32(4, 0, 0, 0));
-    __m128i top = _mm_srli_epi32(_mm_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0)), 2);
-    const __m128i m6 = _mm_set_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f);
-    const __m128i m2 = _mm_set_epi32(0x30303030, 0, 0x30303030, 0);
-    return _mm_ternarylogic_epi32(_mm_and_si128(x, m6), top, m2, 0xF8); /* x&m6 | top&m2 */
-}
-
-/* int16 lanes of byte `lo` of each 128-bit lane's copy in the low 256 bits and byte `hi`
- * in the high 256 bits: a vpshufb control selecting, zero-extended, one scale per half. */
-INLINE __m512i pick16(int lo, int hi)
-{
-    const int L = lo | 0x8000 | 0x7f00, H = hi | 0x8000 | 0x7f00; /* high byte: zero */
-    return _mm512_set_epi16(H, H, H, H, H, H, H, H, H, H, H, H, H, H, H, H, L, L, L, L, L, L, L, L,
-                            L, L, L, L, L, L, L, L);
-}
-
-/* Q4_K and Q5_K: elements 64k..64k+63 are sub-blocks 2k (low nibbles of qs[32k..]) and
- * 2k+1 (high nibbles); maddubs makes pair sums, vpdpwssd multiplies by the sub-block
- * scale and accumulates; the mins meet the activation's 16-sums (bsums) in a second
- * vpdpwssd with their own scale. */
+/* Q4_K and Q5_K. Decode (4 weight rows x 1 activation row) streams weights from memory,
+ * so the kernel spends as few vector instructions per block as it can:
+ * - the R rows' 16-byte block heads (d, dmin, 12 scale bytes) share one register, 128-bit
+ *   lane r for row r, so scales and mins are unpacked, and d and dmin converted, once
+ *   for all rows;
+ * - the mins of all rows meet an activation row's bsums in one vector (lane r holds row
+ *   r's partial sums) with its own accumulator, split per row at the end;
+ * - qs is read 64 bytes at a time: low nibbles are sub-blocks 4j and 4j+2, high nibbles
+ *   4j+1 and 4j+3, so one shift serves 128 weights; the activation is rearranged to
+ *   match once per block for all rows;
+ * - vpdpbusd makes 4-element sums (at most 4 * 31 * 128, so they fit int16); packing two
+ *   such vectors to int16 lets one vpdpwssd apply 4 sub-block scales;
+ * - d * da is one float per row, so a row costs one convert and one FMA per block.
+ * Every tile shape does the same arithmetic lane for lane, so a row's result does not
+ * depend on the tile it was computed in (decode and prefill agree exactly). */
 INLINE void k4_kernel(const int five, int64_t n, const int R, const int C, const char *w,
                       size_t ws, const char *a, size_t as, float *out, size_t os)
 {
     const int64_t nb = n / QK_K;
     const size_t bb = five ? sizeof(block_q5_K) : sizeof(block_q4_K);
-    const __m512i nib_shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
     const __m512i low4 = _mm512_set1_epi8(0x0F), bit4 = _mm512_set1_epi8(0x10);
-    /* [m0 m0 m1 m1 .. m7 m7] as int16 in the low 256 bits, zero above */
-    const __m512i pick_mins = _mm512_set_epi8(
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        -1, 15, -1, 15, -1, 14, -1, 14, -1, 13, -1, 13, -1, 12, -1, 12,
-        -1, 11, -1, 11, -1, 10, -1, 10, -1, 9, -1, 9, -1, 8, -1, 8);
-    __m512 acc[4][4];
+    /* Per lane, the head's words are [d|dmin, u0, u1, u2] with scales 0-3 = u0 & 0x3f..,
+     * mins 0-3 = u1 & 0x3f.., scales 4-7 = low nibbles of u2 with u0's top two bits above
+     * them, mins 4-7 = high nibbles of u2 with u1's; unpacked to [sc0..7, m0..7]. */
+    const __m512i sm_shift = _mm512_set4_epi32(4, 0, 0, 0);
+    const __m512i m6 = _mm512_set4_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f);
+    const __m512i m2 = _mm512_set4_epi32(0x30303030, 0, 0x30303030, 0);
+    /* mins 0-3 / 4-7 as int16 pairs [m m], against bsums 0-7 / 8-15 */
+    const __m512i pick_mins_lo = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10, -1, 11, -1, 11, -1));
+    const __m512i pick_mins_hi = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(12, -1, 12, -1, 13, -1, 13, -1, 14, -1, 14, -1, 15, -1, 15, -1));
+    /* scales as int16 for the packed 4-sums of 64-byte half j: 128-bit lanes 0-1 hold
+     * sub-blocks 4j (x4) and 4j+1 (x4), lanes 2-3 sub-blocks 4j+2 and 4j+3 */
+    __m512i pick_sc[2];
+    for (int j = 0; j < 2; j++) {
+        const char s0 = (char)(4 * j), s1 = (char)(4 * j + 1), s2 = (char)(4 * j + 2), s3 = (char)(4 * j + 3);
+        __m128i lo = _mm_setr_epi8(s0, -1, s0, -1, s0, -1, s0, -1, s1, -1, s1, -1, s1, -1, s1, -1);
+        __m128i hi = _mm_setr_epi8(s2, -1, s2, -1, s2, -1, s2, -1, s3, -1, s3, -1, s3, -1, s3, -1);
+        pick_sc[j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(lo, lo)),
+                                        _mm256_set_m128i(hi, hi), 1);
+    }
+    /* word 0 (d|dmin) of each row's head; [dmin of row r x4] from the converted pairs */
+    const __m512i pick_dd = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
+    const __m512i pick_dmin = _mm512_set_epi32(7, 7, 7, 7, 5, 5, 5, 5, 3, 3, 3, 3, 1, 1, 1, 1);
+    __m512 acc[4][4], accm[4];
     _Pragma("GCC unroll 4")
-    for (int r = 0; r < R; r++)
+    for (int c = 0; c < C; c++) {
+        accm[c] = _mm512_setzero_ps();
         _Pragma("GCC unroll 4")
-        for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++)
             acc[r][c] = _mm512_setzero_ps();
+    }
     for (int64_t b = 0; b < nb; b++) {
-        float ad[4];
-        const int16_t *bsums[4];
+        const char *blk[4];
+        __m512i head = _mm512_setzero_si512();
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < R; r++) {
+            blk[r] = w + (size_t)r * ws + (size_t)b * bb;
+            prefetch_ahead(C, blk[r], five ? 192 : 144);
+            head = _mm512_mask_broadcast_i32x4(head, (__mmask16)(0xF << (4 * r)),
+                                               _mm_loadu_si128((const __m128i *)blk[r]));
+        }
+        __m512i x = _mm512_srlv_epi32(_mm512_shuffle_epi32(head, _MM_PERM_DCDB), sm_shift);
+        __m512i top = _mm512_srli_epi32(_mm512_shuffle_epi32(head, _MM_PERM_CCBB), 2);
+        __m512i sm = _mm512_ternarylogic_epi32(_mm512_and_si512(x, m6), top, m2, 0xF8); /* x&m6 | top&m2 */
+        __m256 dd = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(pick_dd, head)));
+        __m512i mins_lo = _mm512_shuffle_epi8(sm, pick_mins_lo), mins_hi = _mm512_shuffle_epi8(sm, pick_mins_hi);
+
+        /* per activation row: [d0 dmin0 d1 dmin1 ..] * da, the mins, and the activation
+         * for the low (al) and high (ah) nibbles of 64-byte half j of qs */
+        float dda[4][8];
+        __m512i al[4][2], ah[4][2];
         _Pragma("GCC unroll 4")
         for (int c = 0; c < C; c++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
-            ad[c] = y->d;
-            bsums[c] = y->bsums;
+            __m256 ddc = _mm256_mul_ps(dd, _mm256_set1_ps(y->d));
+            _mm256_storeu_ps(dda[c], ddc);
+            __m512i msum = _mm512_madd_epi16(mins_lo, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y->bsums)));
+            msum = _mm512_dpwssd_epi32(msum, mins_hi, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(y->bsums + 8))));
+            accm[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_permutexvar_ps(pick_dmin, _mm512_castps256_ps512(ddc)),
+                                      accm[c]);
+            for (int j = 0; j < 2; j++) {
+                const int8_t *q = y->qs + 128 * j;
+                al[c][j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)q)),
+                                              _mm256_loadu_si256((const __m256i *)(q + 64)), 1);
+                ah[c][j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(q + 32))),
+                                              _mm256_loadu_si256((const __m256i *)(q + 96)), 1);
+            }
         }
+        /* d * da goes through memory to be broadcast straight into the FMAs; else the
+         * compiler reads it back with shuffles */
+        __asm__("" : "+m"(dda));
+
         _Pragma("GCC unroll 4")
         for (int r = 0; r < R; r++) {
-            const char *blk = w + (size_t)r * ws + (size_t)b * bb;
-            prefetch_ahead(C, blk, five ? 192 : 144);
-            const uint16_t *dd = (const uint16_t *)blk; /* d, dmin lead both layouts */
-            const uint8_t *scales = (const uint8_t *)blk + 4;
-            const uint8_t *qs = (const uint8_t *)blk + (five ? 48 : 16);
-            __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(dd[0] | ((uint32_t)dd[1] << 16))));
-            __m512 wd = _mm512_broadcastss_ps(dm), wm = _mm512_broadcastss_ps(_mm_movehdup_ps(dm));
-            __m128i sm = k4_scales_mins(scales);
-            __m512i smb = _mm512_broadcast_i32x4(sm);
-            __m512i mins = _mm512_shuffle_epi8(smb, pick_mins);
-            __m512i hb = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16)))
+            const uint8_t *qs = (const uint8_t *)blk[r] + (five ? 48 : 16);
+            __m512i hb = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk[r] + 16)))
                               : _mm512_setzero_si512();
-            __m512i wq[4], sc[4];
-            _Pragma("GCC unroll 4")
-            for (int k = 0; k < 4; k++) {
-                __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * k)));
-                q = _mm512_and_si512(_mm512_srlv_epi64(q, nib_shift), low4);
+            __m512i smr = _mm512_permutexvar_epi32(_mm512_set4_epi32(4 * r + 3, 4 * r + 2, 4 * r + 1, 4 * r), sm);
+            __m512i lo[2], hi[2], sc[2];
+            _Pragma("GCC unroll 2")
+            for (int j = 0; j < 2; j++) {
+                __m512i q = _mm512_loadu_si512(qs + 64 * j);
+                lo[j] = _mm512_and_si512(q, low4);
+                hi[j] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
                 if (five) {
-                    /* bit g = 2k (low half) / 2k+1 (high half) of qh to bit 4 */
-                    __m512i h;
-                    if (k < 2)
-                        h = _mm512_sllv_epi64(hb, _mm512_set_epi64(3 - 2 * k, 3 - 2 * k, 3 - 2 * k, 3 - 2 * k,
-                                                                   4 - 2 * k, 4 - 2 * k, 4 - 2 * k, 4 - 2 * k));
-                    else
-                        h = _mm512_srlv_epi64(hb, _mm512_set_epi64(2 * k - 3, 2 * k - 3, 2 * k - 3, 2 * k - 3,
-                                                                   2 * k - 4, 2 * k - 4, 2 * k - 4, 2 * k - 4));
-                    q = _mm512_ternarylogic_epi64(q, h, bit4, 0xF8); /* q | (h & bit4) */
+                    /* qh bit s is sub-block s's bit 4: lo needs bits 4j, 4j+2 (halves), hi
+                     * 4j+1, 4j+3; qword shifts move them to bit 4 */
+                    __m512i hl, hh;
+                    if (j == 0) {
+                        hl = _mm512_sllv_epi64(hb, _mm512_set_epi64(2, 2, 2, 2, 4, 4, 4, 4));
+                        hh = _mm512_sllv_epi64(hb, _mm512_set_epi64(1, 1, 1, 1, 3, 3, 3, 3));
+                    } else {
+                        hl = _mm512_srlv_epi64(hb, _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0));
+                        hh = _mm512_srlv_epi64(hb, _mm512_set_epi64(3, 3, 3, 3, 1, 1, 1, 1));
+                    }
+                    lo[j] = _mm512_ternarylogic_epi64(lo[j], hl, bit4, 0xF8); /* lo | (hl & bit4) */
+                    hi[j] = _mm512_ternarylogic_epi64(hi[j], hh, bit4, 0xF8);
                 }
-                wq[k] = q;
-                sc[k] = _mm512_shuffle_epi8(smb, pick16(2 * k, 2 * k + 1));
+                sc[j] = _mm512_shuffle_epi8(smr, pick_sc[j]);
             }
             _Pragma("GCC unroll 4")
             for (int c = 0; c < C; c++) {
-                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
                 __m512i isum = _mm512_setzero_si512();
-                _Pragma("GCC unroll 4")
-                for (int k = 0; k < 4; k++) {
-                    __m512i p = _mm512_maddubs_epi16(wq[k], _mm512_loadu_si512(aq + 64 * k));
-                    isum = _mm512_dpwssd_epi32(isum, p, sc[k]);
+                _Pragma("GCC unroll 2")
+                for (int j = 0; j < 2; j++) {
+                    __m512i plo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[j], al[c][j]);
+                    __m512i phi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi[j], ah[c][j]);
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_packs_epi32(plo, phi), sc[j]);
                 }
-                /* (d*isum - dmin*msum) * da: the activation scale factored out */
-                __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), wd);
-                t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(madd_bsums(mins, bsums[c])), wm, t);
-                acc[r][c] = _mm512_fmadd_ps(t, _mm512_set1_ps(ad[c]), acc[r][c]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(dda[c][2 * r]), acc[r][c]);
             }
         }
     }
-    store_tile(R, C, acc, out, os);
+    _Pragma("GCC unroll 4")
+    for (int c = 0; c < C; c++) {
+        float m[16];
+        _mm512_storeu_ps(m, accm[c]);
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < R; r++)
+            out[(size_t)c * os + r] = hsum512(acc[r][c]) - (m[4 * r] + m[4 * r + 1] + m[4 * r + 2] + m[4 * r + 3]);
+    }
 }
 
 INLINE void q4_K_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,

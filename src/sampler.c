@@ -238,12 +238,22 @@ static void apply_repeat_penalty(sampler *s, const float *logits, const int32_t 
     *out = s->work;
 }
 
+static bool penalty_on(const sampler_params *p)
+{
+    return p->repeat_penalty != 1.0f && p->repeat_penalty > 0 && p->repeat_last_n > 0;
+}
+
+bool sampler_is_argmax(const sampler *s)
+{
+    return s->p.temp <= 0 && !penalty_on(&s->p);
+}
+
 int32_t sampler_sample(sampler *s, const float *logits, const int32_t *history, int n_history)
 {
     const sampler_params *p = &s->p;
     const int nv = s->n_vocab;
     float *l = (float *)logits;
-    if (p->repeat_penalty != 1.0f && p->repeat_penalty > 0 && p->repeat_last_n > 0 && n_history > 0)
+    if (penalty_on(p) && n_history > 0)
         apply_repeat_penalty(s, logits, history, n_history, &l);
     if (p->temp <= 0)
         return sampler_argmax(l, nv);

@@ -7,6 +7,7 @@
 #ifndef LLMFS_SAMPLER_H
 #define LLMFS_SAMPLER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct sampler_params {
@@ -29,6 +30,9 @@ void sampler_free(sampler *s);
 void sampler_reseed(sampler *s, uint64_t seed);
 /* Picks a token. history: previously seen tokens, oldest first. logits are not modified. */
 int32_t sampler_sample(sampler *s, const float *logits, const int32_t *history, int n_history);
+/* True when sampler_sample is the plain argmax of the logits (greedy, no penalty), so
+ * the choice can be made where the logits are, without copying them. */
+bool sampler_is_argmax(const sampler *s);
 /* Argmax, lowest id on ties. */
 int32_t sampler_argmax(const float *logits, int n);
 

@@ -39,6 +39,7 @@ typedef struct sched {
     int8_t *lg;
     int cap_b;
     float *logits;
+    int32_t *ids;      /* the greedy choices, when every row is argmax-sampled */
     int cap_rows;
 } sched;
 
@@ -245,6 +246,7 @@ static int run_step(sched *sc, int total, double *t_fwd)
     llmfs_model *m = sc->m;
     int rows = 0, n = 0;
     int rc = 0;
+    bool ids_only = false;
     llmfs_error err = {0};
     if (total > 0) {
         if (batch_reserve(sc, total) < 0)
@@ -264,15 +266,27 @@ static int run_step(sched *sc, int total, double *t_fwd)
         }
         if (!rc && rows > sc->cap_rows) {
             float *l = realloc(sc->logits, sizeof *l * (size_t)rows * (size_t)m->n_vocab);
-            if (!l)
+            int32_t *ids = l ? realloc(sc->ids, sizeof *ids * (size_t)rows) : NULL;
+            if (l)
+                sc->logits = l;
+            if (!ids)
                 rc = llmfs_errorf(&err, ENOMEM, "out of memory for logits");
             else
-                sc->logits = l, sc->cap_rows = rows;
+                sc->ids = ids, sc->cap_rows = rows;
         }
+        /* greedy rows only: the choice is made where the logits are (on a GPU only the
+         * ids cross to the host) */
+        ids_only = rows > 0;
+        for (int i = 0; i < sc->n_e && ids_only; i++)
+            if (!sc->e[i].reason && sc->e[i].logits && !sampler_is_argmax(sc->e[i].s->smp))
+                ids_only = false;
         if (!rc) {
             fwd_batch b = {.n = n, .token = sc->tok, .pos = sc->pos, .seq = sc->seq, .logits = sc->lg};
             double t0 = engine_now();
-            rc = model_forward(m->mdl, m->kv, &b, sc->logits, m->settings.flash_attn, &err);
+            if (ids_only)
+                rc = model_forward_ids(m->mdl, m->kv, &b, sc->ids, m->settings.flash_attn, &err);
+            else
+                rc = model_forward(m->mdl, m->kv, &b, sc->logits, m->settings.flash_attn, &err);
             *t_fwd = engine_now() - t0;
         }
     }
@@ -292,8 +306,12 @@ static int run_step(sched *sc, int total, double *t_fwd)
             if (s->n_predict >= 0 && s->n_gen >= s->n_predict) {
                 e->reason = "length";
             } else {
-                const float *row = sc->logits + (size_t)e->row * (size_t)m->n_vocab;
-                int32_t t = sampler_sample(s->smp, row, s->toks, s->n_toks);
+                int32_t t;
+                if (ids_only)
+                    t = sc->ids[e->row];
+                else
+                    t = sampler_sample(s->smp, sc->logits + (size_t)e->row * (size_t)m->n_vocab,
+                                       s->toks, s->n_toks);
                 if (tokenizer_is_eog(m->mdl->tok, t)) {
                     e->reason = "eos";
                 } else if (grow((void **)&s->toks, &s->cap_toks, s->n_toks + 1, sizeof *s->toks) < 0) {
@@ -457,5 +475,6 @@ void *scheduler_main(void *arg)
     free(sc.seq);
     free(sc.lg);
     free(sc.logits);
+    free(sc.ids);
     return NULL;
 }

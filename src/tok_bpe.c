@@ -37,114 +37,27 @@ int tok_cp_to_byte(uint32_t cp)
     return -1;
 }
 
-typedef struct sym {
-    int32_t prev, next;
-    uint32_t start, n;
-} sym;
-
-typedef struct pair {
-    int32_t rank, left, right;
-    uint32_t size;
-} pair;
-
-typedef struct heap {
-    pair *v;
-    size_t n, cap;
-} heap;
-
-static bool before(const pair *a, const pair *b)
+/* BPE merges by rank, the lowest first. */
+static bool merge_rank(const tokenizer *t, const char *s, uint32_t split, uint32_t n, double *key)
 {
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static int heap_push(heap *h, pair p)
-{
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        pair *v = realloc(h->v, cap * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        h->v = v;
-        h->cap = cap;
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!before(&p, &h->v[parent]))
-            break;
-        h->v[i] = h->v[parent];
-        i = parent;
-    }
-    h->v[i] = p;
-    return 0;
-}
-
-static pair heap_pop(heap *h)
-{
-    pair top = h->v[0], last = h->v[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n)
-            break;
-        if (c + 1 < h->n && before(&h->v[c + 1], &h->v[c]))
-            c++;
-        if (!before(&h->v[c], &last))
-            break;
-        h->v[i] = h->v[c];
-        i = c;
-    }
-    if (h->n)
-        h->v[i] = last;
-    return top;
-}
-
-static int try_pair(const tokenizer *t, const char *w, const sym *s, int32_t l, int32_t r, heap *h)
-{
-    if (l < 0 || r < 0)
-        return 0;
-    uint32_t size = s[l].n + s[r].n;
-    int32_t rank = tok_merge_rank(t, w + s[l].start, s[l].n, size);
-    if (rank < 0)
-        return 0;
-    return heap_push(h, (pair){rank, l, r, size});
+    int32_t rank = tok_merge_rank(t, s, split, n);
+    *key = rank;
+    return rank >= 0;
 }
 
 /* BPE inside one byte-encoded word w[0..wn). */
-static int encode_word(const tokenizer *t, const char *w, size_t wn, sym *syms, heap *h, tok_vec *out)
+static int encode_word(const tokenizer *t, const char *w, size_t wn, tok_sym *syms, tok_pair_heap *h,
+                       tok_vec *out)
 {
     if (t->ignore_merges) {
         int32_t id = tok_lookup(t, w, wn);
         if (id >= 0)
             return tok_vec_push(out, id);
     }
-    int32_t ns = 0;
-    for (size_t off = 0; off < wn;) {
-        size_t cl = (size_t)utf8_seq_len((uint8_t)w[off]);
-        if (cl > wn - off)
-            cl = wn - off;
-        syms[ns] = (sym){ns - 1, off + cl == wn ? -1 : ns + 1, (uint32_t)off, (uint32_t)cl};
-        ns++;
-        off += cl;
-    }
+    int32_t ns = tok_merge_all(t, w, wn, syms, merge_rank, h);
+    if (ns < 0)
+        return ns;
     int rc = 0;
-    h->n = 0;
-    for (int32_t i = 1; i < ns && !rc; i++)
-        rc = try_pair(t, w, syms, i - 1, i, h);
-    while (h->n && !rc) {
-        pair p = heap_pop(h);
-        sym *l = &syms[p.left], *r = &syms[p.right];
-        if (l->n == 0 || r->n == 0 || l->n + r->n != p.size)
-            continue; /* one side changed since this pair was queued */
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0)
-            syms[r->next].prev = p.left;
-        rc = try_pair(t, w, syms, l->prev, p.left, h);
-        if (!rc)
-            rc = try_pair(t, w, syms, p.left, l->next, h);
-    }
     for (int32_t i = 0; i != -1 && ns && !rc; i = syms[i].next) {
         int32_t id = tok_lookup(t, w + syms[i].start, syms[i].n);
         if (id >= 0) {
@@ -167,8 +80,8 @@ int tok_bpe_encode(const tokenizer *t, const char *s, size_t n, tok_vec *out)
     size_t *ends = malloc((n + 1) * sizeof *ends);
     size_t *tmp = malloc((n + 1) * sizeof *tmp);
     char *w = NULL;
-    sym *syms = NULL;
-    heap h = {0};
+    tok_sym *syms = NULL;
+    tok_pair_heap h = {0};
     int rc = 0;
     if (!cps || !ends || !tmp) {
         rc = -ENOMEM;

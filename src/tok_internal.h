@@ -65,6 +65,35 @@ int tok_vec_push(tok_vec *v, int32_t id);
 int tok_spm_encode(const tokenizer *t, const char *s, size_t n, bool add_prefix, tok_vec *out);
 int tok_bpe_encode(const tokenizer *t, const char *s, size_t n, tok_vec *out);
 
+/* A symbol of the merge loop: bytes start..start+n of the text; n == 0 once merged
+ * into its left neighbour. prev/next link the live symbols, -1 at the ends. */
+typedef struct tok_sym {
+    int32_t prev, next;
+    uint32_t start, n;
+} tok_sym;
+
+/* A queued merge of adjacent symbols left and right, size bytes together. */
+typedef struct tok_pair {
+    double key;
+    int32_t left, right;
+    uint32_t size;
+} tok_pair;
+
+typedef struct tok_pair_heap {
+    tok_pair *v;
+    size_t n, cap;
+} tok_pair_heap;
+
+/* Whether s[0..split) and s[split..n) merge, and with which key (smaller merges first). */
+typedef bool (*tok_merge_key)(const tokenizer *t, const char *s, uint32_t split, uint32_t n,
+                              double *key);
+
+/* Splits s[0..n) into one symbol per UTF-8 character in syms (room for n) and merges
+ * them by key. Returns the symbol count (follow next from symbol 0 for the live ones) or
+ * -ENOMEM. h is scratch the caller frees (h->v), reusable across calls. */
+int32_t tok_merge_all(const tokenizer *t, const char *s, size_t n, tok_sym *syms, tok_merge_key key,
+                      tok_pair_heap *h);
+
 /* The GPT-2 byte <-> code point table of byte-level BPE. */
 uint32_t tok_byte_to_cp(uint8_t b);
 int tok_cp_to_byte(uint32_t cp); /* -1 if cp stands for no byte */

@@ -14,78 +14,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct sym {
-    int32_t prev, next;
-    uint32_t start, n; /* n == 0: merged into its left neighbour */
-} sym;
-
-typedef struct bigram {
-    float score;
-    int32_t left, right;
-    uint32_t size;
-} bigram;
-
-typedef struct heap {
-    bigram *v;
-    size_t n, cap;
-} heap;
-
-static bool before(const bigram *a, const bigram *b)
+/* SentencePiece merges the pair whose concatenation is the best-scored token first. */
+static bool merge_score(const tokenizer *t, const char *s, uint32_t split, uint32_t n, double *key)
 {
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static int heap_push(heap *h, bigram b)
-{
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        bigram *p = realloc(h->v, cap * sizeof *p);
-        if (!p)
-            return -ENOMEM;
-        h->v = p;
-        h->cap = cap;
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!before(&b, &h->v[parent]))
-            break;
-        h->v[i] = h->v[parent];
-        i = parent;
-    }
-    h->v[i] = b;
-    return 0;
-}
-
-static bigram heap_pop(heap *h)
-{
-    bigram top = h->v[0], last = h->v[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n)
-            break;
-        if (c + 1 < h->n && before(&h->v[c + 1], &h->v[c]))
-            c++;
-        if (!before(&h->v[c], &last))
-            break;
-        h->v[i] = h->v[c];
-        i = c;
-    }
-    if (h->n)
-        h->v[i] = last;
-    return top;
-}
-
-static int try_pair(const tokenizer *t, const char *buf, const sym *s, int32_t l, int32_t r, heap *h)
-{
-    if (l < 0 || r < 0)
-        return 0;
-    uint32_t size = s[l].n + s[r].n;
-    int32_t id = tok_lookup(t, buf + s[l].start, size);
+    (void)split;
+    int32_t id = tok_lookup(t, s, n);
     if (id < 0)
-        return 0;
-    return heap_push(h, (bigram){t->score[id], l, r, size});
+        return false;
+    *key = -(double)t->score[id];
+    return true;
 }
 
 static int32_t byte_token(const tokenizer *t, uint8_t b)
@@ -102,8 +39,8 @@ int tok_spm_encode(const tokenizer *t, const char *s, size_t n, bool add_prefix,
 {
     size_t cap = 3 * (n + 1);
     char *buf = malloc(cap);
-    sym *syms = NULL;
-    heap h = {0};
+    tok_sym *syms = NULL;
+    tok_pair_heap h = {0};
     int rc = 0;
     if (!buf) {
         rc = -ENOMEM;
@@ -131,30 +68,10 @@ int tok_spm_encode(const tokenizer *t, const char *s, size_t n, bool add_prefix,
         goto done;
     }
 
-    int32_t ns = 0;
-    for (size_t off = 0; off < bl;) {
-        size_t cl = (size_t)utf8_seq_len((uint8_t)buf[off]);
-        if (cl > bl - off)
-            cl = bl - off;
-        syms[ns] = (sym){ns - 1, off + cl == bl ? -1 : ns + 1, (uint32_t)off, (uint32_t)cl};
-        ns++;
-        off += cl;
-    }
-    for (int32_t i = 1; i < ns && !rc; i++)
-        rc = try_pair(t, buf, syms, i - 1, i, &h);
-    while (h.n && !rc) {
-        bigram b = heap_pop(&h);
-        sym *l = &syms[b.left], *r = &syms[b.right];
-        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size)
-            continue; /* one side changed since this pair was queued */
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0)
-            syms[r->next].prev = b.left;
-        rc = try_pair(t, buf, syms, l->prev, b.left, &h);
-        if (!rc)
-            rc = try_pair(t, buf, syms, b.left, l->next, &h);
+    int32_t ns = tok_merge_all(t, buf, bl, syms, merge_score, &h);
+    if (ns < 0) {
+        rc = ns;
+        goto done;
     }
     for (int32_t i = 0; i != -1 && !rc; i = syms[i].next) {
         int32_t id = tok_lookup(t, buf + syms[i].start, syms[i].n);

@@ -58,10 +58,22 @@ START_TEST(greedy_is_argmax_lowest_id_on_ties)
         sampler_params p = plain(0);
         p.top_k = 40;
         sampler *s = sampler_new(&p, NV);
+        ck_assert(sampler_is_argmax(s));
         ck_assert_int_eq(sampler_sample(s, l, NULL, 0), best);
         ck_assert_int_eq(sampler_argmax(l, NV), best);
         sampler_free(s);
     }
+    /* anything that can move the choice away from the argmax says so */
+    sampler_params p = plain(0.7f);
+    sampler *s = sampler_new(&p, NV);
+    ck_assert(!sampler_is_argmax(s));
+    sampler_free(s);
+    p = plain(0);
+    p.repeat_penalty = 1.3f;
+    p.repeat_last_n = 64;
+    s = sampler_new(&p, NV);
+    ck_assert(!sampler_is_argmax(s));
+    sampler_free(s);
     for (int i = 0; i < NV; i++)
         l[i] = 1.0f;
     l[17] = l[4000] = 3.0f;
