@@ -4,8 +4,9 @@
 #   build    configure for Hopper (sm_90) without FUSE, Check from .carry/check
 #   test     ctest -L gpu (every op against the CPU backend; every fixture on the GPU) and
 #            the host checks of the kernels; a skipped GPU test counts as a failure here
-#   isolate  gpu_ops again area by area (a kernel fault poisons the rest of a process),
-#            then compute-sanitizer memcheck on the first areas that fail
+#   isolate  after a failed test stage (or alone): gpu_ops again area by area (a kernel
+#            fault poisons the rest of a process), then compute-sanitizer memcheck on the
+#            first areas that fail
 #   models   benchmark models of real shapes with `llmfs mkmodel` (random weights)
 #   bench    llmfs bench -p 512 -n 128 -ngl 99 --fa on per model, tg128 at depth 4096 for qwen3-8b
 #   report   a markdown table: t/s and the share of 4.28 TB/s the weights read per token take
@@ -39,6 +40,7 @@ mkdir -p "$OUT" "$MODELS"
 STAGES=${*:-build test models bench report}
 LLMFS=$BUILD/llmfs
 status=0
+tests_ran=0 tests_failed=0
 
 log() { echo "=== $* (${SECONDS}s, $(date +%T))" | tee -a "$OUT/run.log"; }
 note() { echo "$*" | tee -a "$OUT/run.log"; }
@@ -96,9 +98,11 @@ stage_test() {
     log "test (ctest -L gpu, and the host checks of the kernels)"
     # on this machine every GPU test must run: a skip would hide a broken build
     export LLMFS_TEST_REQUIRE=1
+    tests_ran=1
     if ! bounded 20 ctest --test-dir "$BUILD" -L gpu -R "${TESTS:-.}" --output-on-failure \
         --timeout "$TEST_TIMEOUT" >"$OUT/ctest-gpu.log" 2>&1; then
         status=1
+        grep -qE "gpu_ops .*(Failed|Timeout|Exception)" "$OUT/ctest-gpu.log" && tests_failed=1
         # tell a fault of the recorded decode steps from one of the kernels
         if grep -qE "gpu_fixtures .*(Failed|Timeout|Exception)" "$OUT/ctest-gpu.log"; then
             LLMFS_CUDA_GRAPHS=0 bounded 20 ctest --test-dir "$BUILD" -R gpu_fixtures --output-on-failure \
@@ -112,6 +116,10 @@ stage_test() {
 }
 
 stage_isolate() {
+    if [ "$tests_ran" -eq 1 ] && [ "$tests_failed" -eq 0 ]; then
+        note "isolate: skipped, gpu_ops passed"
+        return 0
+    fi
     log "isolate (gpu_ops area by area)"
     local bin=$BUILD/tests/gpu_ops failed=()
     export LLMFS_TEST_REQUIRE=1 CK_DEFAULT_TIMEOUT=600
