@@ -267,18 +267,8 @@ int cuda_op_load_weight(backend *be, tensor *t, const void *src, struct llmfs_er
         const int sb = d.bytes[s];
         ok = staged_upload(cb, (char *)p + off[s], (size_t)(nblk * sb), (size_t)sb,
                            [&](char *buf, size_t o, size_t len) {
-                               if (d.nseg == 1 && sb == bb) {
-                                   memcpy(buf, (const char *)src + o, len);
-                                   return;
-                               }
-                               const int64_t g0 = (int64_t)(o / (size_t)sb), g1 = (int64_t)((o + len) / (size_t)sb);
-                               for (int64_t g = g0; g < g1; g++) {
-                                   const char *b = (const char *)src + g * bb;
-                                   for (int q = 0; q < 2 && d.piece[s][q].len; q++) {
-                                       memcpy(buf, b + d.piece[s][q].src, (size_t)d.piece[s][q].len);
-                                       buf += d.piece[s][q].len;
-                                   }
-                               }
+                               cq_pack_segment(d, bb, src, s, (int64_t)(o / (size_t)sb),
+                                               (int64_t)((o + len) / (size_t)sb), buf);
                            });
     }
     if (!ok || !CUDA_OK(cb, cudaStreamSynchronize(cb->stream))) {

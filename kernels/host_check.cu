@@ -113,7 +113,7 @@ extern "C" int cuda_host_repack_dequant(int type, const void *src, int64_t ne0, 
     uint8_t *dev = (uint8_t *)malloc((size_t)bytes);
     if (!dev)
         return -ENOMEM;
-    cq_repack(type, src, nblk, dev);
+    cq_repack(type, src, nblk, dev, nblk > 7 ? 7 : 1); /* pieces as staging cuts them */
     const long before = cq_host_misaligned;
     if (cq_is_float(type)) {
         for (int64_t i = 0; i < ne0 * n_rows; i++)
@@ -145,7 +145,7 @@ extern "C" int cuda_host_dot(int type, const void *src, int64_t ne0, int64_t n_r
         free(xm);
         return -ENOMEM;
     }
-    cq_repack(type, src, nblk, dev);
+    cq_repack(type, src, nblk, dev, nblk);
     const long before = cq_host_misaligned;
     if (cq_is_float(type)) {
         for (int64_t r = 0; r < n_rows; r++) {

@@ -112,31 +112,39 @@ static inline int64_t cq_regions(int type, int64_t nblk, int64_t off[3])
     return o;
 }
 
-/* GGUF blocks [nblk] at src -> device layout at dst (cq_regions bytes). */
-static inline void cq_repack(int type, const void *src, int64_t nblk, void *dst)
+/* Segment s of the GGUF blocks [g0, g1) at src (the whole tensor's blocks), packed into
+ * dst: (g1 - g0) * d.bytes[s] bytes. load_weight stages a tensor through this, a piece
+ * of a segment at a time. */
+static inline void cq_pack_segment(const cq_seg_def &d, int bb, const void *src, int s, int64_t g0, int64_t g1,
+                                   void *dst)
 {
-    cq_seg_def d = cq_segments(type);
-    int64_t off[3];
-    int64_t total = cq_regions(type, nblk, off);
-    if (d.nseg == 1 && d.bytes[0] == cq_block_bytes(type)) {
-        memcpy(dst, src, (size_t)(nblk * d.bytes[0]));
-        if (total > nblk * d.bytes[0])
-            memset((char *)dst + nblk * d.bytes[0], 0, (size_t)(total - nblk * d.bytes[0]));
+    char *o = (char *)dst;
+    if (d.nseg == 1 && d.bytes[0] == bb) { /* stored whole */
+        memcpy(o, (const char *)src + g0 * bb, (size_t)((g1 - g0) * bb));
         return;
     }
-    memset(dst, 0, (size_t)total);
-    const int bb = cq_block_bytes(type);
-    for (int s = 0; s < d.nseg; s++) {
-        char *out = (char *)dst + off[s];
-        for (int64_t g = 0; g < nblk; g++) {
-            const char *blk = (const char *)src + g * bb;
-            char *o = out + g * d.bytes[s];
-            for (int p = 0; p < 2 && d.piece[s][p].len; p++) {
-                memcpy(o, blk + d.piece[s][p].src, (size_t)d.piece[s][p].len);
-                o += d.piece[s][p].len;
-            }
+    for (int64_t g = g0; g < g1; g++) {
+        const char *blk = (const char *)src + g * bb;
+        for (int p = 0; p < 2 && d.piece[s][p].len; p++) {
+            memcpy(o, blk + d.piece[s][p].src, (size_t)d.piece[s][p].len);
+            o += d.piece[s][p].len;
         }
     }
+}
+
+/* GGUF blocks [nblk] at src -> device layout at dst (cq_regions bytes), each segment in
+ * pieces of `piece` blocks as load_weight stages them (any piece > 0 gives the same). */
+static inline void cq_repack(int type, const void *src, int64_t nblk, void *dst, int64_t piece)
+{
+    const cq_seg_def d = cq_segments(type);
+    const int bb = cq_block_bytes(type);
+    int64_t off[3];
+    const int64_t total = cq_regions(type, nblk, off);
+    memset(dst, 0, (size_t)total);
+    for (int s = 0; s < d.nseg; s++)
+        for (int64_t g = 0; g < nblk; g += piece)
+            cq_pack_segment(d, bb, src, s, g, g + piece < nblk ? g + piece : nblk,
+                            (char *)dst + off[s] + g * d.bytes[s]);
 }
 
 /* Where a tensor's segments start on the device. */
