@@ -36,6 +36,10 @@ CHECK_ROOT=$ROOT/.carry/check
 export LLMFS_SHARED=${LLMFS_SHARED:-$ROOT/.carry/shared}
 export LD_LIBRARY_PATH=$CHECK_ROOT/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 JOBS=$(nproc)
+# images that install the toolkit without putting it on PATH
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+    export PATH=/usr/local/cuda/bin:$PATH
+fi
 mkdir -p "$OUT" "$MODELS"
 STAGES=${*:-build test models bench report}
 LLMFS=$BUILD/llmfs
