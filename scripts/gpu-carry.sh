@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${LLMFS_SHARED:-$PWD/../shared}
 mkdir -p .carry/debs .carry/check .carry/shared
-(cd .carry/debs && apt-get download check libsubunit0 libsubunit-dev)
+rm -f .carry/debs/*.deb
+(cd .carry/debs && { apt-get download check libsubunit0 libsubunit-dev ||
+    { apt-get update -qq && apt-get download check libsubunit0 libsubunit-dev; }; })
 for d in .carry/debs/*.deb; do
     dpkg -x "$d" .carry/check
 done
@@ -16,3 +18,6 @@ rm -rf .carry/shared/models .carry/shared/fixtures
 cp -r "$SHARED/models" "$SHARED/fixtures" .carry/shared/
 chmod -R u+w .carry/shared
 du -sh .carry/*
+# small enough to go to the GPU machine with the working tree (64 MiB in all)
+total=$(du -sm .carry | cut -f1)
+[ "$total" -lt 56 ] || { echo "gpu-carry.sh: .carry is $total MiB, too big for the GPU machine" >&2; exit 1; }
