@@ -8,9 +8,10 @@
 #            fault poisons the rest of a process), then compute-sanitizer memcheck on the
 #            first areas that fail
 #   models   benchmark models of real shapes with `llmfs mkmodel` (random weights)
-#   bench    llmfs bench -p 512 -n 128 -ngl 99 --fa on per model, tg128 at depth 4096 for qwen3-8b
+#   bench    per model (made first when missing, so the budget cuts between models):
+#            llmfs bench -p 512 -n 128 -ngl 99 --fa on, tg128 at depth 4096 for qwen3-8b
 #   report   a markdown table: t/s and the share of 4.28 TB/s the weights read per token take
-# Usage: scripts/gpu-run.sh [STAGE...]  (default: build test models bench report)
+# Usage: scripts/gpu-run.sh [STAGE...]  (default: build test bench report)
 # Environment:
 #   OUT      results folder (default ./gpu-out)
 #   PACK     a file that gets OUT as a .tar.gz after every stage and at exit, so that a
@@ -41,7 +42,7 @@ if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
     export PATH=/usr/local/cuda/bin:$PATH
 fi
 mkdir -p "$OUT" "$MODELS"
-STAGES=${*:-build test models bench report}
+STAGES=${*:-build test bench report}
 LLMFS=$BUILD/llmfs
 status=0
 tests_ran=0 tests_failed=0
@@ -145,24 +146,29 @@ stage_isolate() {
     done
 }
 
+# makes $MODELS/NAME.gguf unless it is there
+make_model() { # name shape type
+    local name=$1 shape=$2 type=$3 t0=$SECONDS
+    [ -s "$MODELS/$name.gguf" ] && return 0
+    # a model cut off half-written must not be taken for a whole one next time
+    if bounded 60 "$LLMFS" mkmodel --shape "$shape" --type "$type" -t "$JOBS" -q -o "$MODELS/$name.gguf.part" \
+        2>>"$OUT/run.log" && mv -f "$MODELS/$name.gguf.part" "$MODELS/$name.gguf"; then
+        note "mkmodel $name: $((SECONDS - t0)) s, $(du -h "$MODELS/$name.gguf" | cut -f1)"
+        return 0
+    fi
+    rm -f "$MODELS/$name.gguf.part"
+    note "mkmodel $name failed or cut off after $((SECONDS - t0)) s"
+    status=1
+    return 1
+}
+
 stage_models() {
     log "models (llmfs mkmodel)"
     for m in "${BENCH_MODELS[@]}"; do
         read -r name shape type <<<"$m"
         [[ $name =~ ${ONLY:-.} ]] || continue
-        [ -s "$MODELS/$name.gguf" ] && continue
-        local t0=$SECONDS
-        # a model cut off half-written must not be taken for a whole one next time
-        if bounded 60 "$LLMFS" mkmodel --shape "$shape" --type "$type" -t "$JOBS" -q -o "$MODELS/$name.gguf.part" \
-            2>>"$OUT/run.log" && mv -f "$MODELS/$name.gguf.part" "$MODELS/$name.gguf"; then
-            note "mkmodel $name: $((SECONDS - t0)) s"
-        else
-            rm -f "$MODELS/$name.gguf.part"
-            note "mkmodel $name failed or cut off after $((SECONDS - t0)) s"
-            status=1
-        fi
+        make_model "$name" "$shape" "$type"
     done
-    du -h "$MODELS"/*.gguf 2>/dev/null | tee -a "$OUT/run.log"
 }
 
 bench_one() { # name out-suffix bench-args...
@@ -181,9 +187,9 @@ bench_one() { # name out-suffix bench-args...
 stage_bench() {
     log "bench"
     for m in "${BENCH_MODELS[@]}"; do
-        read -r name _ <<<"$m"
+        read -r name shape type <<<"$m"
         [[ $name =~ ${ONLY:-.} ]] || continue
-        [ -s "$MODELS/$name.gguf" ] || { note "bench $name: no model (stage models)"; continue; }
+        make_model "$name" "$shape" "$type" || continue
         bench_one "$name" "" -p 512 -n 128
         if [ "$name" = qwen3-8b-q4_k_m ]; then
             bench_one "$name" -d4096 -p 0 -n 128 -d 4096
