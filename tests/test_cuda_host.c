@@ -176,7 +176,7 @@ START_TEST(kv_rows_round_trip)
         for (int di = 0; di < 5; di++) {
             const int d = dims[di], type = types[ti];
             float x[1024], got[1024], ref[1024];
-            unsigned char q[2048];
+            unsigned char q[4096]; /* an f32 row of 1024 */
             for (int i = 0; i < d; i++)
                 x[i] = normal() * (i % 32 == 5 ? 4.0f : 1.0f);
             const int rb = cuda_host_kv_roundtrip(type, x, d, got);
