@@ -3,8 +3,10 @@
 #include "testutil.h"
 
 #include "quant.h"
+#include "sampler.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,4 +114,107 @@ int fixtures_load(fixture *cases, int max)
     }
     free(models);
     return n;
+}
+
+/* ---------------------------------------------------------------- shared helpers */
+
+kv_cache *test_kv_cache(model *m, int n_ctx, int n_seq, int tk, int tv)
+{
+    llmfs_error err = {0};
+    kv_cache *kv = kv_cache_alloc(m, n_ctx, n_seq, tk, tv, &err);
+    ck_assert_msg(kv, "KV cache: %s", err.msg);
+    return kv;
+}
+
+void fixture_eval(model *m, kv_cache *kv, const int32_t *tok, int n, int seq, int pos0, int step,
+                  bool flash, float *out)
+{
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n), *sq = malloc(sizeof(int32_t) * (size_t)n);
+    int8_t *lg = malloc((size_t)n);
+    ck_assert(pos && sq && lg);
+    for (int i = 0; i < n; i++) {
+        pos[i] = pos0 + i;
+        sq[i] = seq;
+        lg[i] = 1;
+    }
+    for (int i = 0; i < n; i += step) {
+        int c = n - i < step ? n - i : step;
+        fwd_batch b = {c, tok + i, pos + i, sq + i, lg + i};
+        llmfs_error err = {0};
+        int rc = model_forward(m, kv, &b, out + (size_t)i * m->hp.n_vocab, flash, &err);
+        ck_assert_msg(rc == 0, "forward: %d %s", rc, err.msg);
+    }
+    free(pos);
+    free(sq);
+    free(lg);
+}
+
+double logits_rel_rms(const float *a, const float *ref, int n)
+{
+    double d = 0, s = 0;
+    for (int i = 0; i < n; i++) {
+        d += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
+        s += (double)ref[i] * ref[i];
+    }
+    return sqrt(d / n) / sqrt(s / n);
+}
+
+float logits_top2_margin(const float *x, int n)
+{
+    int b = sampler_argmax(x, n);
+    float s = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (i != b && x[i] > s)
+            s = x[i];
+    return x[b] - s;
+}
+
+double fixture_check_prompt(const fixture *f, const float *out, double tol, const char *what)
+{
+    double worst = 0;
+    int V = f->n_vocab;
+    for (int i = 0; i < f->n_tok; i++) {
+        const float *a = out + (size_t)i * V, *r = f->ref + (size_t)i * V;
+        double e = logits_rel_rms(a, r, V);
+        worst = e > worst ? e : worst;
+        ck_assert_msg(e <= tol, "%s %s: position %d relative RMS error %.3g > %.3g", f->name, what,
+                      i, e, tol);
+        if (logits_top2_margin(r, V) > 0.5f)
+            ck_assert_msg(sampler_argmax(a, V) == sampler_argmax(r, V),
+                          "%s %s: position %d argmax %d, reference %d", f->name, what, i,
+                          sampler_argmax(a, V), sampler_argmax(r, V));
+    }
+    return worst;
+}
+
+int fixture_check_greedy(const fixture *f, const float *out, const char *what)
+{
+    int checked = 0;
+    for (int j = 0; j < f->n_greedy; j++) {
+        if (f->margin[j] <= 0.5f)
+            continue;
+        const float *a = out + (size_t)(f->n_tok - 1 + j) * f->n_vocab;
+        int got = sampler_argmax(a, f->n_vocab);
+        ck_assert_msg(got == f->greedy[j], "%s %s: greedy step %d gave %d, reference %d (margin %.2f)",
+                      f->name, what, j, got, f->greedy[j], f->margin[j]);
+        checked++;
+    }
+    return checked;
+}
+
+int32_t *fixture_full_sequence(const fixture *f, int *n)
+{
+    *n = f->n_tok + f->n_greedy - 1;
+    int32_t *t = malloc(sizeof(int32_t) * (size_t)*n);
+    ck_assert_ptr_nonnull(t);
+    memcpy(t, f->tok, sizeof(int32_t) * (size_t)f->n_tok);
+    memcpy(t + f->n_tok, f->greedy, sizeof(int32_t) * (size_t)(f->n_greedy - 1));
+    return t;
+}
+
+float *fixture_logits_buf(const fixture *f, int n)
+{
+    float *p = malloc(sizeof(float) * (size_t)n * (size_t)f->n_vocab);
+    ck_assert_ptr_nonnull(p);
+    return p;
 }

@@ -3,6 +3,9 @@
 #ifndef LLMFS_TEST_FIXTURE_H
 #define LLMFS_TEST_FIXTURE_H
 
+#include "kv.h"
+#include "model.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -21,5 +24,28 @@ typedef struct fixture {
 /* Every case under <shared>/fixtures, sorted by model then case; at most max. Exits with
  * a message if a case is incomplete; skips (77) without the test assets. */
 int fixtures_load(fixture *cases, int max);
+
+/* Helpers the model tests share, on any backend; each fails the running Check test. */
+
+kv_cache *test_kv_cache(model *m, int n_ctx, int n_seq, int tk, int tv);
+/* Evaluates tok[0..n) of sequence seq from position pos0 in calls of `step` tokens,
+ * all logits requested, into out [n][V]. */
+void fixture_eval(model *m, kv_cache *kv, const int32_t *tok, int n, int seq, int pos0, int step,
+                  bool flash, float *out);
+/* Relative RMS error of a row of logits against a reference row. */
+double logits_rel_rms(const float *a, const float *ref, int n);
+/* The gap between the largest and the second largest logit. */
+float logits_top2_margin(const float *x, int n);
+/* Prompt positions of out [n_tok][V] against the reference: returns the largest
+ * relative RMS error, failing beyond tol or on an argmax change where the margin is
+ * clear. */
+double fixture_check_prompt(const fixture *f, const float *out, double tol, const char *what);
+/* Greedy steps of out [n_tok + n_greedy - 1][V]: argmax at position n_tok - 1 + j must be
+ * greedy[j] where the reference's margin exceeds 0.5. Returns how many steps were checked. */
+int fixture_check_greedy(const fixture *f, const float *out, const char *what);
+/* tokens + greedy[:-1], malloc'd; *n its length. */
+int32_t *fixture_full_sequence(const fixture *f, int *n);
+/* Room for n rows of logits. */
+float *fixture_logits_buf(const fixture *f, int n);
 
 #endif

@@ -22,6 +22,7 @@
 #include "kv.h"
 #include "model.h"
 #include "quant.h"
+#include "sampler.h"
 
 #include "fixture.h"
 
@@ -46,110 +47,6 @@ static model *load(const char *path, int ngl)
     return m;
 }
 
-static kv_cache *cache(model *m, int n_ctx, int n_seq, int tk, int tv)
-{
-    llmfs_error err = {0};
-    kv_cache *kv = kv_cache_alloc(m, n_ctx, n_seq, tk, tv, &err);
-    ck_assert_msg(kv, "KV cache: %s", err.msg);
-    return kv;
-}
-
-static void eval(model *m, kv_cache *kv, const int32_t *tok, int n, int seq, int step, bool flash, float *out)
-{
-    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n), *sq = malloc(sizeof(int32_t) * (size_t)n);
-    int8_t *lg = malloc((size_t)n);
-    for (int i = 0; i < n; i++) {
-        pos[i] = i;
-        sq[i] = seq;
-        lg[i] = 1;
-    }
-    for (int i = 0; i < n; i += step) {
-        int c = n - i < step ? n - i : step;
-        fwd_batch b = {c, tok + i, pos + i, sq + i, lg + i};
-        llmfs_error err = {0};
-        int rc = model_forward(m, kv, &b, out + (size_t)i * m->hp.n_vocab, flash, &err);
-        ck_assert_msg(rc == 0, "forward: %d %s", rc, err.msg);
-    }
-    free(pos);
-    free(sq);
-    free(lg);
-}
-
-static double rel_rms(const float *a, const float *r, int n)
-{
-    double d = 0, s = 0;
-    for (int i = 0; i < n; i++) {
-        d += ((double)a[i] - r[i]) * ((double)a[i] - r[i]);
-        s += (double)r[i] * r[i];
-    }
-    return sqrt(d / n) / sqrt(s / n);
-}
-
-static int argmax(const float *x, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b])
-            b = i;
-    return b;
-}
-
-static float top2_margin(const float *x, int n)
-{
-    int b = argmax(x, n);
-    float s = -INFINITY;
-    for (int i = 0; i < n; i++)
-        if (i != b && x[i] > s)
-            s = x[i];
-    return x[b] - s;
-}
-
-static double check_prompt(const fixture *f, const float *out, const char *what)
-{
-    double worst = 0;
-    const int V = f->n_vocab;
-    for (int i = 0; i < f->n_tok; i++) {
-        const float *a = out + (size_t)i * V, *r = f->ref + (size_t)i * V;
-        double e = rel_rms(a, r, V);
-        worst = e > worst ? e : worst;
-        ck_assert_msg(e <= f->tol, "%s %s: position %d relative RMS error %.3g > %.3g", f->name, what, i, e, f->tol);
-        if (top2_margin(r, V) > 0.5f)
-            ck_assert_msg(argmax(a, V) == argmax(r, V), "%s %s: position %d argmax %d, reference %d", f->name, what,
-                          i, argmax(a, V), argmax(r, V));
-    }
-    return worst;
-}
-
-static int check_greedy(const fixture *f, const float *out, const char *what)
-{
-    int checked = 0;
-    for (int j = 0; j < f->n_greedy; j++) {
-        if (f->margin[j] <= 0.5f)
-            continue;
-        const float *a = out + (size_t)(f->n_tok - 1 + j) * f->n_vocab;
-        ck_assert_msg(argmax(a, f->n_vocab) == f->greedy[j], "%s %s: greedy step %d gave %d, reference %d (margin %.2f)",
-                      f->name, what, j, argmax(a, f->n_vocab), f->greedy[j], f->margin[j]);
-        checked++;
-    }
-    return checked;
-}
-
-static int32_t *full_sequence(const fixture *f, int *n)
-{
-    *n = f->n_tok + f->n_greedy - 1;
-    int32_t *t = malloc(sizeof(int32_t) * (size_t)*n);
-    memcpy(t, f->tok, sizeof(int32_t) * (size_t)f->n_tok);
-    memcpy(t + f->n_tok, f->greedy, sizeof(int32_t) * (size_t)(f->n_greedy - 1));
-    return t;
-}
-
-static float *logits_buf(const fixture *f, int n)
-{
-    float *p = malloc(sizeof(float) * (size_t)n * (size_t)f->n_vocab);
-    ck_assert_ptr_nonnull(p);
-    return p;
-}
-
 /* ---------------------------------------------------------------- tests */
 
 /* Full offload: the prompt in one batch (both attention paths), prompt + greedy in one
@@ -160,28 +57,28 @@ START_TEST(full_offload)
     model *m = load(f->model, 99);
     ck_assert_int_eq(m->hp.n_vocab, f->n_vocab);
     ck_assert_ptr_eq(m->output->be, m->gpu);
-    kv_cache *kv = cache(m, 512, 1, f->ctk, f->ctv);
-    float *out = logits_buf(f, f->n_tok);
+    kv_cache *kv = test_kv_cache(m, 512, 1, f->ctk, f->ctv);
+    float *out = fixture_logits_buf(f, f->n_tok);
     double e[4] = {0};
     for (int fl = 0; fl < 2; fl++) {
         const bool flash = fl ? !f->flash : f->flash;
         kv_seq_keep(kv, 0, 0);
-        eval(m, kv, f->tok, f->n_tok, 0, f->n_tok, flash, out);
-        e[fl] = check_prompt(f, out, flash ? "full offload, flash" : "full offload, plain");
+        fixture_eval(m, kv, f->tok, f->n_tok, 0, 0, f->n_tok, flash, out);
+        e[fl] = fixture_check_prompt(f, out, f->tol, flash ? "full offload, flash" : "full offload, plain");
     }
     free(out);
 
     int n;
-    int32_t *t = full_sequence(f, &n);
-    float *one = logits_buf(f, n), *dec = logits_buf(f, n);
+    int32_t *t = fixture_full_sequence(f, &n);
+    float *one = fixture_logits_buf(f, n), *dec = fixture_logits_buf(f, n);
     kv_seq_keep(kv, 0, 0);
-    eval(m, kv, t, n, 0, n, f->flash, one);
-    e[2] = check_prompt(f, one, "full offload, greedy pass");
-    const int c = check_greedy(f, one, "full offload, one pass");
+    fixture_eval(m, kv, t, n, 0, 0, n, f->flash, one);
+    e[2] = fixture_check_prompt(f, one, f->tol, "full offload, greedy pass");
+    const int c = fixture_check_greedy(f, one, "full offload, one pass");
     kv_seq_keep(kv, 0, 0);
-    eval(m, kv, t, n, 0, 1, f->flash, dec);
-    e[3] = check_prompt(f, dec, "full offload, one token per call");
-    check_greedy(f, dec, "full offload, one token per call");
+    fixture_eval(m, kv, t, n, 0, 0, 1, f->flash, dec);
+    e[3] = fixture_check_prompt(f, dec, f->tol, "full offload, one token per call");
+    fixture_check_greedy(f, dec, "full offload, one token per call");
     /* greedy ids picked on the GPU: the argmax of the logits just checked */
     kv_seq_keep(kv, 0, 0);
     for (int i = 0; i < n; i++) {
@@ -219,20 +116,20 @@ START_TEST(partial_offload)
     model_free(probe);
     const int ngls[2] = {nl > 1 ? nl / 2 : 1, nl};
     int n;
-    int32_t *t = full_sequence(f, &n);
-    float *out = logits_buf(f, n);
+    int32_t *t = fixture_full_sequence(f, &n);
+    float *out = fixture_logits_buf(f, n);
     for (int k = 0; k < 2; k++) {
         model *m = load(f->model, ngls[k]);
         ck_assert_ptr_eq(m->output->be, m->cpu);
-        kv_cache *kv = cache(m, 512, 1, f->ctk, f->ctv);
+        kv_cache *kv = test_kv_cache(m, 512, 1, f->ctk, f->ctv);
         char what[64];
         snprintf(what, sizeof what, "ngl %d of %d", ngls[k], nl);
-        eval(m, kv, t, n, 0, n, f->flash, out);
-        check_prompt(f, out, what);
-        check_greedy(f, out, what);
+        fixture_eval(m, kv, t, n, 0, 0, n, f->flash, out);
+        fixture_check_prompt(f, out, f->tol, what);
+        fixture_check_greedy(f, out, what);
         kv_seq_keep(kv, 0, 0);
-        eval(m, kv, t, n, 0, 4, f->flash, out);
-        check_prompt(f, out, what);
+        fixture_eval(m, kv, t, n, 0, 0, 4, f->flash, out);
+        fixture_check_prompt(f, out, f->tol, what);
         kv_cache_free(kv);
         model_free(m);
     }
@@ -247,7 +144,7 @@ START_TEST(two_sequences)
 {
     const fixture *f = &cases[_i];
     int na;
-    int32_t *a = full_sequence(f, &na);
+    int32_t *a = fixture_full_sequence(f, &na);
     const int nb = na - 3;
     int32_t *bt = malloc(sizeof(int32_t) * (size_t)nb);
     bt[0] = a[0];
@@ -255,18 +152,18 @@ START_TEST(two_sequences)
         bt[i] = a[na - i];
     model *m = load(f->model, 99);
     const int V = f->n_vocab;
-    float *ra = logits_buf(f, na), *rb = logits_buf(f, nb);
-    kv_cache *kv1 = cache(m, 128, 1, f->ctk, f->ctv);
-    eval(m, kv1, a, na, 0, na, f->flash, ra);
+    float *ra = fixture_logits_buf(f, na), *rb = fixture_logits_buf(f, nb);
+    kv_cache *kv1 = test_kv_cache(m, 128, 1, f->ctk, f->ctv);
+    fixture_eval(m, kv1, a, na, 0, 0, na, f->flash, ra);
     kv_seq_keep(kv1, 0, 0);
-    eval(m, kv1, bt, nb, 0, nb, f->flash, rb);
+    fixture_eval(m, kv1, bt, nb, 0, 0, nb, f->flash, rb);
     kv_cache_free(kv1);
 
-    kv_cache *kv = cache(m, 128, 3, f->ctk, f->ctv);
+    kv_cache *kv = test_kv_cache(m, 128, 3, f->ctk, f->ctv);
     const int pa = na < 10 ? na : 10, pb = nb < 7 ? nb : 7, cap = na + nb;
     int32_t *tok = malloc(sizeof(int32_t) * cap), *pos = malloc(sizeof(int32_t) * cap), *seq = malloc(sizeof(int32_t) * cap);
     int8_t *lg = malloc((size_t)cap);
-    float *out = logits_buf(f, cap);
+    float *out = fixture_logits_buf(f, cap);
     int n = 0;
     for (int i = 0; i < pa || i < pb; i++) {
         if (i < pa) {
@@ -285,7 +182,7 @@ START_TEST(two_sequences)
     const double tol = f->tol / 2;
     for (int k = 0, ia = 0, ib = 0; k < n; k++) {
         const float *r = seq[k] == 2 ? ra + (size_t)ia++ * V : rb + (size_t)ib++ * V;
-        double e = rel_rms(out + (size_t)k * V, r, V);
+        double e = logits_rel_rms(out + (size_t)k * V, r, V);
         ck_assert_msg(e < tol, "%s: interleaved prompt token %d off by %.3g", f->name, k, e);
     }
     for (int ia = pa, ib = pb; ia < na || ib < nb;) {
@@ -302,7 +199,7 @@ START_TEST(two_sequences)
         ck_assert_int_eq(model_forward(m, kv, &d, out, f->flash, &err), 0);
         for (int k = 0; k < n; k++) {
             const float *r = seq[k] == 2 ? ra + (size_t)pos[k] * V : rb + (size_t)pos[k] * V;
-            double e = rel_rms(out + (size_t)k * V, r, V);
+            double e = logits_rel_rms(out + (size_t)k * V, r, V);
             ck_assert_msg(e < tol, "%s: sequence %d position %d off by %.3g", f->name, seq[k], pos[k], e);
         }
         ia += ia < na;

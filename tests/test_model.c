@@ -13,6 +13,7 @@
 #include "kv.h"
 #include "model.h"
 #include "quant.h"
+#include "sampler.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -46,120 +47,6 @@ static model *load(const char *path, int n_ubatch)
     return m;
 }
 
-static kv_cache *cache(model *m, int n_ctx, int n_seq, int tk, int tv)
-{
-    llmfs_error err = {0};
-    kv_cache *kv = kv_cache_alloc(m, n_ctx, n_seq, tk, tv, &err);
-    ck_assert_msg(kv, "KV cache: %s", err.msg);
-    return kv;
-}
-
-/* Evaluates tok[0..n) of sequence seq from position pos0 in calls of `step` tokens,
- * all logits requested, into out [n][V]. */
-static void eval(model *m, kv_cache *kv, const int32_t *tok, int n, int seq, int pos0, int step,
-                 bool flash, float *out)
-{
-    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n), *sq = malloc(sizeof(int32_t) * (size_t)n);
-    int8_t *lg = malloc((size_t)n);
-    for (int i = 0; i < n; i++) {
-        pos[i] = pos0 + i;
-        sq[i] = seq;
-        lg[i] = 1;
-    }
-    for (int i = 0; i < n; i += step) {
-        int c = n - i < step ? n - i : step;
-        fwd_batch b = {c, tok + i, pos + i, sq + i, lg + i};
-        llmfs_error err = {0};
-        int rc = model_forward(m, kv, &b, out + (size_t)i * m->hp.n_vocab, flash, &err);
-        ck_assert_msg(rc == 0, "forward: %d %s", rc, err.msg);
-    }
-    free(pos);
-    free(sq);
-    free(lg);
-}
-
-static double rel_rms(const float *a, const float *r, int n)
-{
-    double d = 0, s = 0;
-    for (int i = 0; i < n; i++) {
-        d += ((double)a[i] - r[i]) * ((double)a[i] - r[i]);
-        s += (double)r[i] * r[i];
-    }
-    return sqrt(d / n) / sqrt(s / n);
-}
-
-static int argmax(const float *x, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b])
-            b = i;
-    return b;
-}
-
-static float top2_margin(const float *x, int n)
-{
-    int b = argmax(x, n);
-    float s = -INFINITY;
-    for (int i = 0; i < n; i++)
-        if (i != b && x[i] > s)
-            s = x[i];
-    return x[b] - s;
-}
-
-/* Prompt positions of out [n_tok][V] against the reference: returns the largest
- * relative RMS error, failing beyond tol or on an argmax change where the margin is
- * clear. */
-static double check_prompt(const fixture *f, const float *out, double tol, const char *what)
-{
-    double worst = 0;
-    int V = f->n_vocab;
-    for (int i = 0; i < f->n_tok; i++) {
-        const float *a = out + (size_t)i * V, *r = f->ref + (size_t)i * V;
-        double e = rel_rms(a, r, V);
-        worst = e > worst ? e : worst;
-        ck_assert_msg(e <= tol, "%s %s: position %d relative RMS error %.3g > %.3g", f->name, what,
-                      i, e, tol);
-        if (top2_margin(r, V) > 0.5f)
-            ck_assert_msg(argmax(a, V) == argmax(r, V), "%s %s: position %d argmax %d, reference %d",
-                          f->name, what, i, argmax(a, V), argmax(r, V));
-    }
-    return worst;
-}
-
-/* Greedy steps of out [n_tok + n_greedy - 1][V]: argmax at position n_tok - 1 + j must be
- * greedy[j] where the reference's margin exceeds 0.5. Returns how many steps were checked. */
-static int check_greedy(const fixture *f, const float *out, const char *what)
-{
-    int checked = 0;
-    for (int j = 0; j < f->n_greedy; j++) {
-        if (f->margin[j] <= 0.5f)
-            continue;
-        const float *a = out + (size_t)(f->n_tok - 1 + j) * f->n_vocab;
-        ck_assert_msg(argmax(a, f->n_vocab) == f->greedy[j], "%s %s: greedy step %d gave %d, reference %d (margin %.2f)",
-                      f->name, what, j, argmax(a, f->n_vocab), f->greedy[j], f->margin[j]);
-        checked++;
-    }
-    return checked;
-}
-
-/* tokens + greedy[:-1] */
-static int32_t *full_sequence(const fixture *f, int *n)
-{
-    *n = f->n_tok + f->n_greedy - 1;
-    int32_t *t = malloc(sizeof(int32_t) * (size_t)*n);
-    memcpy(t, f->tok, sizeof(int32_t) * (size_t)f->n_tok);
-    memcpy(t + f->n_tok, f->greedy, sizeof(int32_t) * (size_t)(f->n_greedy - 1));
-    return t;
-}
-
-static float *logits_buf(const fixture *f, int n)
-{
-    float *p = malloc(sizeof(float) * (size_t)n * (size_t)f->n_vocab);
-    ck_assert_ptr_nonnull(p);
-    return p;
-}
-
 /* ---------------------------------------------------------------- fixture tests */
 
 /* (1) the prompt in one batch; _i odd: the other attention path */
@@ -169,10 +56,10 @@ START_TEST(teacher_forced)
     bool flash = _i % 2 ? !f->flash : f->flash;
     model *m = load(f->model, 0);
     ck_assert_int_eq(m->hp.n_vocab, f->n_vocab);
-    kv_cache *kv = cache(m, 512, 1, f->ctk, f->ctv);
-    float *out = logits_buf(f, f->n_tok);
-    eval(m, kv, f->tok, f->n_tok, 0, 0, f->n_tok, flash, out);
-    double e = check_prompt(f, out, f->tol, flash ? "flash" : "plain");
+    kv_cache *kv = test_kv_cache(m, 512, 1, f->ctk, f->ctv);
+    float *out = fixture_logits_buf(f, f->n_tok);
+    fixture_eval(m, kv, f->tok, f->n_tok, 0, 0, f->n_tok, flash, out);
+    double e = fixture_check_prompt(f, out, f->tol, flash ? "flash" : "plain");
     printf("%-34s %-5s K %-4s V %-4s teacher-forced max rel err %.3e (tol %.0e)\n", f->name,
            flash ? "flash" : "plain", type_info(f->ctk)->name, type_info(f->ctv)->name, e, f->tol);
     free(out);
@@ -186,13 +73,13 @@ START_TEST(greedy_one_pass)
 {
     const fixture *f = &cases[_i];
     model *m = load(f->model, 0);
-    kv_cache *kv = cache(m, 512, 1, f->ctk, f->ctv);
+    kv_cache *kv = test_kv_cache(m, 512, 1, f->ctk, f->ctv);
     int n;
-    int32_t *t = full_sequence(f, &n);
-    float *out = logits_buf(f, n);
-    eval(m, kv, t, n, 0, 0, n, f->flash, out);
-    check_prompt(f, out, f->tol, "greedy pass");
-    int c = check_greedy(f, out, "one pass");
+    int32_t *t = fixture_full_sequence(f, &n);
+    float *out = fixture_logits_buf(f, n);
+    fixture_eval(m, kv, t, n, 0, 0, n, f->flash, out);
+    fixture_check_prompt(f, out, f->tol, "greedy pass");
+    int c = fixture_check_greedy(f, out, "one pass");
     printf("%-34s greedy: %d of %d steps clear of ties, all matched\n", f->name, c, f->n_greedy);
     free(out);
     free(t);
@@ -222,7 +109,7 @@ static void check_sparse_logits(const fixture *f, model *m, kv_cache *kv, const 
     ck_assert_int_eq(model_forward(m, kv, &b, ch, f->flash, &err), 0);
     for (int i = 0, j = 0; i < n; i++)
         if (lg[i]) {
-            double e = rel_rms(ch + (size_t)j++ * f->n_vocab, one + (size_t)i * f->n_vocab, f->n_vocab);
+            double e = logits_rel_rms(ch + (size_t)j++ * f->n_vocab, one + (size_t)i * f->n_vocab, f->n_vocab);
             ck_assert_msg(e < SAME_MATH, "%s: logits of position %d alone differ by %.3g", f->name, i, e);
         }
     ck_assert_int_eq(kv->seq_len[0], n);
@@ -237,40 +124,40 @@ START_TEST(decode_and_ubatch)
 {
     const fixture *f = &cases[_i];
     int n;
-    int32_t *t = full_sequence(f, &n);
-    float *one = logits_buf(f, n), *dec = logits_buf(f, n), *ub = logits_buf(f, n), *ch = logits_buf(f, n);
+    int32_t *t = fixture_full_sequence(f, &n);
+    float *one = fixture_logits_buf(f, n), *dec = fixture_logits_buf(f, n), *ub = fixture_logits_buf(f, n), *ch = fixture_logits_buf(f, n);
 
     model *m = load(f->model, 0);
-    kv_cache *kv = cache(m, 512, 1, f->ctk, f->ctv);
-    eval(m, kv, t, n, 0, 0, n, f->flash, one);
+    kv_cache *kv = test_kv_cache(m, 512, 1, f->ctk, f->ctv);
+    fixture_eval(m, kv, t, n, 0, 0, n, f->flash, one);
     kv_seq_keep(kv, 0, 0);
-    eval(m, kv, t, n, 0, 0, 1, f->flash, dec);
-    double ed = check_prompt(f, dec, f->tol, "decode");
-    check_greedy(f, dec, "decode");
+    fixture_eval(m, kv, t, n, 0, 0, 1, f->flash, dec);
+    double ed = fixture_check_prompt(f, dec, f->tol, "decode");
+    fixture_check_greedy(f, dec, "decode");
     check_sparse_logits(f, m, kv, t, n, one, ch);
     /* calls of 5 tokens through the default micro-batch */
     kv_seq_keep(kv, 0, 0);
-    eval(m, kv, t, n, 0, 0, 5, f->flash, ch);
-    check_prompt(f, ch, f->tol, "calls of 5");
-    check_greedy(f, ch, "calls of 5");
+    fixture_eval(m, kv, t, n, 0, 0, 5, f->flash, ch);
+    fixture_check_prompt(f, ch, f->tol, "calls of 5");
+    fixture_check_greedy(f, ch, "calls of 5");
     kv_cache_free(kv);
     model_free(m);
 
     /* one call, micro-batches of 3 */
     m = load(f->model, 3);
-    kv = cache(m, 512, 1, f->ctk, f->ctv);
+    kv = test_kv_cache(m, 512, 1, f->ctk, f->ctv);
     check_sparse_logits(f, m, kv, t, n, one, ub);
     kv_seq_keep(kv, 0, 0);
-    eval(m, kv, t, n, 0, 0, n, f->flash, ub);
-    double eu = check_prompt(f, ub, f->tol, "ubatch 3");
-    check_greedy(f, ub, "ubatch 3");
+    fixture_eval(m, kv, t, n, 0, 0, n, f->flash, ub);
+    double eu = fixture_check_prompt(f, ub, f->tol, "ubatch 3");
+    fixture_check_greedy(f, ub, "ubatch 3");
 
     double worst = 0;
     for (int i = 0; i < n; i++) {
         const float *r = one + (size_t)i * f->n_vocab;
-        double a = rel_rms(dec + (size_t)i * f->n_vocab, r, f->n_vocab);
-        double b = rel_rms(ub + (size_t)i * f->n_vocab, r, f->n_vocab);
-        double c = rel_rms(ch + (size_t)i * f->n_vocab, r, f->n_vocab);
+        double a = logits_rel_rms(dec + (size_t)i * f->n_vocab, r, f->n_vocab);
+        double b = logits_rel_rms(ub + (size_t)i * f->n_vocab, r, f->n_vocab);
+        double c = logits_rel_rms(ch + (size_t)i * f->n_vocab, r, f->n_vocab);
         a = a > b ? a : b;
         a = a > c ? a : c;
         worst = a > worst ? a : worst;
@@ -295,7 +182,7 @@ START_TEST(two_sequences)
 {
     const fixture *f = &cases[_i];
     int na;
-    int32_t *a = full_sequence(f, &na);
+    int32_t *a = fixture_full_sequence(f, &na);
     /* the second sequence: the same tokens reversed after the first, a different context */
     int nb = na - 3;
     int32_t *bt = malloc(sizeof(int32_t) * (size_t)nb);
@@ -304,22 +191,22 @@ START_TEST(two_sequences)
         bt[i] = a[na - i];
     model *m = load(f->model, 0);
     int V = f->n_vocab;
-    float *ra = logits_buf(f, na), *rb = logits_buf(f, nb);
-    kv_cache *kv1 = cache(m, 128, 1, f->ctk, f->ctv);
-    eval(m, kv1, a, na, 0, 0, na, f->flash, ra);
+    float *ra = fixture_logits_buf(f, na), *rb = fixture_logits_buf(f, nb);
+    kv_cache *kv1 = test_kv_cache(m, 128, 1, f->ctk, f->ctv);
+    fixture_eval(m, kv1, a, na, 0, 0, na, f->flash, ra);
     kv_seq_keep(kv1, 0, 0);
-    eval(m, kv1, bt, nb, 0, 0, nb, f->flash, rb);
+    fixture_eval(m, kv1, bt, nb, 0, 0, nb, f->flash, rb);
     kv_cache_free(kv1);
 
     /* prompts together: a's first 10 and b's first 7 interleaved; then one token each per
      * call, both sequences in each batch */
-    kv_cache *kv = cache(m, 128, 3, f->ctk, f->ctv);
+    kv_cache *kv = test_kv_cache(m, 128, 3, f->ctk, f->ctv);
     int pa = na < 10 ? na : 10, pb = nb < 7 ? nb : 7;
     int cap = na + nb;
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)cap), *pos = malloc(sizeof(int32_t) * (size_t)cap),
             *seq = malloc(sizeof(int32_t) * (size_t)cap);
     int8_t *lg = malloc((size_t)cap);
-    float *out = logits_buf(f, cap);
+    float *out = fixture_logits_buf(f, cap);
     int n = 0;
     for (int i = 0; i < pa || i < pb; i++) {
         if (i < pa) {
@@ -337,7 +224,7 @@ START_TEST(two_sequences)
     double worst = 0;
     for (int k = 0, ia = 0, ib = 0; k < n; k++) {
         const float *r = seq[k] == 2 ? ra + (size_t)ia++ * V : rb + (size_t)ib++ * V;
-        double e = rel_rms(out + (size_t)k * V, r, V);
+        double e = logits_rel_rms(out + (size_t)k * V, r, V);
         worst = e > worst ? e : worst;
     }
     for (int ia = pa, ib = pb; ia < na || ib < nb;) {
@@ -354,12 +241,12 @@ START_TEST(two_sequences)
         ck_assert_int_eq(model_forward(m, kv, &d, out, f->flash, &err), 0);
         int k = 0;
         if (ib < nb) {
-            double e = rel_rms(out + (size_t)k++ * V, rb + (size_t)ib * V, V);
+            double e = logits_rel_rms(out + (size_t)k++ * V, rb + (size_t)ib * V, V);
             worst = e > worst ? e : worst;
             ib++;
         }
         if (ia < na) {
-            double e = rel_rms(out + (size_t)k * V, ra + (size_t)ia * V, V);
+            double e = logits_rel_rms(out + (size_t)k * V, ra + (size_t)ia * V, V);
             worst = e > worst ? e : worst;
             ia++;
         }
@@ -373,11 +260,11 @@ START_TEST(two_sequences)
     /* keep 5 cells of sequence 2 and evaluate the rest again */
     kv_seq_keep(kv, 2, 5);
     ck_assert_int_eq(kv->seq_len[2], 5);
-    float *again = logits_buf(f, na);
-    eval(m, kv, a + 5, na - 5, 2, 5, na, f->flash, again);
+    float *again = fixture_logits_buf(f, na);
+    fixture_eval(m, kv, a + 5, na - 5, 2, 5, na, f->flash, again);
     double e2 = 0;
     for (int i = 5; i < na; i++) {
-        double e = rel_rms(again + (size_t)(i - 5) * V, ra + (size_t)i * V, V);
+        double e = logits_rel_rms(again + (size_t)(i - 5) * V, ra + (size_t)i * V, V);
         e2 = e > e2 ? e : e2;
     }
     ck_assert_msg(e2 < SAME_MATH, "%s: re-evaluation after kv_seq_keep differs by %.3g", f->name, e2);
@@ -422,18 +309,18 @@ START_TEST(kv_q4_0)
         model_free(m);
         return;
     }
-    kv_cache *kv = cache(m, 512, 1, T_Q4_0, T_Q4_0);
-    float *out = logits_buf(f, f->n_tok);
+    kv_cache *kv = test_kv_cache(m, 512, 1, T_Q4_0, T_Q4_0);
+    float *out = fixture_logits_buf(f, f->n_tok);
     double *errs = malloc(sizeof(double) * (size_t)f->n_tok);
     const double tol = 0.3;
     bool moe = m->hp.n_expert > 0;
     double worst = 0, worst_median = 0;
     for (int fl = 0; fl < 2; fl++) {
         kv_seq_keep(kv, 0, 0);
-        eval(m, kv, f->tok, f->n_tok, 0, 0, f->n_tok, fl, out);
+        fixture_eval(m, kv, f->tok, f->n_tok, 0, 0, f->n_tok, fl, out);
         for (int i = 0; i < f->n_tok; i++) {
             const float *a = out + (size_t)i * f->n_vocab, *r = f->ref + (size_t)i * f->n_vocab;
-            errs[i] = rel_rms(a, r, f->n_vocab);
+            errs[i] = logits_rel_rms(a, r, f->n_vocab);
             worst = errs[i] > worst ? errs[i] : worst;
         }
         qsort(errs, (size_t)f->n_tok, sizeof *errs, cmp_double);
@@ -478,11 +365,11 @@ START_TEST(split_placement)
         {-1, 0, "ffn_.*_exps=CPU,output=CPU"}, /* experts and output on the CPU */
     };
     int n;
-    int32_t *t = full_sequence(f, &n);
-    float *ref = logits_buf(f, n), *out = logits_buf(f, n);
+    int32_t *t = fixture_full_sequence(f, &n);
+    float *ref = fixture_logits_buf(f, n), *out = fixture_logits_buf(f, n);
     model *m = load(f->model, 0);
-    kv_cache *kv = cache(m, 128, 1, f->ctk, f->ctv);
-    eval(m, kv, t, n, 0, 0, n, f->flash, ref);
+    kv_cache *kv = test_kv_cache(m, 128, 1, f->ctk, f->ctv);
+    fixture_eval(m, kv, t, n, 0, 0, n, f->flash, ref);
     kv_cache_free(kv);
     model_free(m);
     for (size_t k = 0; k < sizeof setups / sizeof setups[0]; k++) {
@@ -507,11 +394,11 @@ START_TEST(split_placement)
             ck_assert_ptr_eq(m->layers[0].ffn_norm->be, m->gpu);
         if (m->layers[0].gate_exps && (setups[k].n_cpu_moe || (setups[k].override && setups[k].ngl)))
             ck_assert_ptr_eq(m->layers[0].gate_exps->be, m->cpu);
-        kv = cache(m, 128, 1, f->ctk, f->ctv);
+        kv = test_kv_cache(m, 128, 1, f->ctk, f->ctv);
         /* one batch of more rows than the device's logits buffer holds */
-        eval(m, kv, t, n, 0, 0, n, f->flash, out);
+        fixture_eval(m, kv, t, n, 0, 0, n, f->flash, out);
         for (int i = 0; i < n; i++) {
-            double e = rel_rms(out + (size_t)i * f->n_vocab, ref + (size_t)i * f->n_vocab, f->n_vocab);
+            double e = logits_rel_rms(out + (size_t)i * f->n_vocab, ref + (size_t)i * f->n_vocab, f->n_vocab);
             ck_assert_msg(e < SAME_MATH, "%s split %zu: one batch, position %d differs by %.3g", f->name, k, i, e);
         }
         /* the same, greedy ids only */
@@ -526,15 +413,15 @@ START_TEST(split_placement)
             llmfs_error err = {0};
             ck_assert_int_eq(model_forward_ids(m, kv, &b, ids, f->flash, &err), 0);
             for (int i = 0; i < n; i++)
-                ck_assert_int_eq(ids[i], argmax(ref + (size_t)i * f->n_vocab, f->n_vocab));
+                ck_assert_int_eq(ids[i], sampler_argmax(ref + (size_t)i * f->n_vocab, f->n_vocab));
         }
         kv_seq_keep(kv, 0, 0);
         /* a batch, then decode steps */
-        eval(m, kv, t, n / 2, 0, 0, n / 2, f->flash, out);
-        eval(m, kv, t + n / 2, n - n / 2, 0, n / 2, 1, f->flash, out + (size_t)(n / 2) * f->n_vocab);
+        fixture_eval(m, kv, t, n / 2, 0, 0, n / 2, f->flash, out);
+        fixture_eval(m, kv, t + n / 2, n - n / 2, 0, n / 2, 1, f->flash, out + (size_t)(n / 2) * f->n_vocab);
         double worst = 0;
         for (int i = 0; i < n; i++) {
-            double e = rel_rms(out + (size_t)i * f->n_vocab, ref + (size_t)i * f->n_vocab, f->n_vocab);
+            double e = logits_rel_rms(out + (size_t)i * f->n_vocab, ref + (size_t)i * f->n_vocab, f->n_vocab);
             worst = e > worst ? e : worst;
         }
         ck_assert_msg(worst < SAME_MATH, "%s split %zu (%s): logits differ by %.3g", f->name, k, m->note, worst);
@@ -572,7 +459,7 @@ START_TEST(context_overflow)
 {
     char p[1024];
     model *m = load(shared_model("stories260K.gguf", p, sizeof p), 0);
-    kv_cache *kv = cache(m, 8, 2, T_F16, T_F16);
+    kv_cache *kv = test_kv_cache(m, 8, 2, T_F16, T_F16);
     int32_t tok[9] = {1, 403, 407, 261, 378, 300, 400, 350, 290}, pos[9], seq[9] = {0};
     for (int i = 0; i < 9; i++)
         pos[i] = i;
@@ -857,7 +744,7 @@ START_TEST(rss_after_load)
     printf("model of %ld bytes: RSS grew by %ld bytes (%.2f%%)\n", size, grew, 100.0 * grew / size);
     ck_assert_msg(grew < size / 20, "RSS grew by %ld bytes for a %ld byte model", grew, size);
     /* and it runs: zero weights give zero logits */
-    kv_cache *kv = cache(m, 16, 1, T_F16, T_F16);
+    kv_cache *kv = test_kv_cache(m, 16, 1, T_F16, T_F16);
     int32_t tok[2] = {1, 5}, pos[2] = {0, 1}, seq[2] = {0, 0};
     float *out = malloc(sizeof(float) * 512);
     fwd_batch b = {2, tok, pos, seq, NULL};

@@ -6,19 +6,11 @@
 #include "kv.h"
 #include "model.h"
 #include "quant.h"
+#include "sampler.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int argmax(const float *x, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b])
-            b = i;
-    return b;
-}
 
 static void check_model(const char *rel, int n_ubatch)
 {
@@ -48,8 +40,8 @@ static void check_model(const char *rel, int n_ubatch)
     int k = 0;
     for (int i = 0; i < n; i++)
         if (want[i]) {
-            ck_assert_msg(ids[k] == argmax(lg + (size_t)k * V, V), "%s: position %d: id %d, argmax %d", rel, i,
-                          ids[k], argmax(lg + (size_t)k * V, V));
+            ck_assert_msg(ids[k] == sampler_argmax(lg + (size_t)k * V, V), "%s: position %d: id %d, argmax %d", rel, i,
+                          ids[k], sampler_argmax(lg + (size_t)k * V, V));
             k++;
         }
     ck_assert_int_eq(ids[k], -1); /* nothing written past the positions asked for */
@@ -61,7 +53,7 @@ static void check_model(const char *rel, int n_ubatch)
     kv_seq_keep(kv, 0, 0);
     memset(ids, 0xff, sizeof ids);
     ck_assert_int_eq(model_forward_ids(m, kv, &last, ids, false, &err), 0);
-    ck_assert_int_eq(ids[0], argmax(lg, V));
+    ck_assert_int_eq(ids[0], sampler_argmax(lg, V));
     ck_assert_int_eq(ids[1], -1);
     ck_assert_int_eq(model_forward_ids(m, kv, &last, NULL, false, &err), -EINVAL);
     free(lg);
