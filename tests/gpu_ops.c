@@ -23,25 +23,11 @@ static backend *cpu, *gpu;
 
 /* ---------------------------------------------------------------- helpers */
 
-static uint64_t rng_state = 777;
-static uint64_t rnd(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static float uniform(void) { return (float)(rnd() >> 40) * 0x1p-24f; }
-static float normal(void)
-{
-    float u = uniform() + 1e-7f, v = uniform();
-    return sqrtf(-2 * logf(u)) * cosf(6.2831853f * v);
-}
 static float *randn(int64_t n, float scale)
 {
     float *x = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
     for (int64_t i = 0; i < n; i++)
-        x[i] = normal() * scale;
+        x[i] = test_normal() * scale;
     return x;
 }
 
@@ -140,7 +126,7 @@ static void make_weight(wpair *w, const char *name, int type, int64_t ne0, int64
     float *x = randn(ne0, 1);
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t i = 0; i < ne0; i++)
-            x[i] = normal() * s;
+            x[i] = test_normal() * s;
         quantize_row(type, x, (char *)w->host + rb * (size_t)r, ne0);
     }
     free(x);
@@ -1058,6 +1044,7 @@ static Suite *make_suite(void)
 
 int main(void)
 {
+    test_rand_seed(777);
     char err[256] = "";
     gpu = backend_cuda_new(0, err, sizeof err);
     if (!gpu) {

@@ -19,22 +19,8 @@ static const int weight_types[] = {T_F32,  T_F16,  T_BF16, T_Q4_0, T_Q4_1, T_Q5_
                                    T_Q8_0, T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K};
 #define N_WT ((int)(sizeof weight_types / sizeof weight_types[0]))
 
-static uint64_t rng_state = 12345;
-static uint64_t rnd(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static float uniform(void) { return (float)(rnd() >> 40) * 0x1p-24f; }
-static float normal(void)
-{
-    float u = uniform() + 1e-7f, v = uniform();
-    return sqrtf(-2 * logf(u)) * cosf(6.2831853f * v);
-}
 static void put16(void *p, size_t off, uint16_t v) { memcpy((char *)p + off, &v, 2); }
-static uint16_t scale16(float mag) { return f32_to_f16((uniform() * 2 - 1) * mag); }
+static uint16_t scale16(float mag) { return f32_to_f16((test_uniform() * 2 - 1) * mag); }
 
 /* Rows of random bits (every quant value occurs) with finite scale fields. */
 static void random_bits(int type, int64_t n, void *dst)
@@ -44,7 +30,7 @@ static void random_bits(int type, int64_t n, void *dst)
     unsigned char *p = dst;
     if (type == T_F32 || type == T_F16 || type == T_BF16) {
         for (int64_t i = 0; i < n; i++) {
-            float x = normal();
+            float x = test_normal();
             if (type == T_F32)
                 memcpy(p + 4 * i, &x, 4);
             else
@@ -53,7 +39,7 @@ static void random_bits(int type, int64_t n, void *dst)
         return;
     }
     for (size_t i = 0; i < nb * bb; i++)
-        p[i] = (unsigned char)rnd();
+        p[i] = (unsigned char)test_rand();
     for (size_t b = 0; b < nb; b++) {
         unsigned char *q = p + b * bb;
         switch (type) {
@@ -98,7 +84,7 @@ START_TEST(decode_matches_reference)
                         for (int64_t r = 0; r < rows; r++) {
                             float x[768];
                             for (int64_t i = 0; i < ne0; i++)
-                                x[i] = normal() * 0.05f;
+                                x[i] = test_normal() * 0.05f;
                             quantize_row(type, x, w + rb * (size_t)r, ne0);
                         }
                     }
@@ -134,7 +120,7 @@ START_TEST(dot_matches_reference)
         float x[512], deq[512], got[9];
         random_bits(type, ne0 * rows, w);
         for (int i = 0; i < ne0; i++)
-            x[i] = normal() + (i % 7 == 0 ? 3.0f : 0.0f); /* outliers stress the block scales */
+            x[i] = test_normal() + (i % 7 == 0 ? 3.0f : 0.0f); /* outliers stress the block scales */
         char msg[128] = "";
         const int rc = cuda_host_dot(type, w, ne0, rows, x, got, msg, sizeof msg);
         ck_assert_msg(rc == 0, "%s: %d %s", type_info(type)->name, rc, msg);
@@ -178,7 +164,7 @@ START_TEST(kv_rows_round_trip)
             float x[1024], got[1024], ref[1024];
             unsigned char q[4096]; /* an f32 row of 1024 */
             for (int i = 0; i < d; i++)
-                x[i] = normal() * (i % 32 == 5 ? 4.0f : 1.0f);
+                x[i] = test_normal() * (i % 32 == 5 ? 4.0f : 1.0f);
             const int rb = cuda_host_kv_roundtrip(type, x, d, got);
             ck_assert_int_eq(rb, (int)type_row_bytes(type, d));
             quantize_row(type, x, q, d);
@@ -311,7 +297,11 @@ static Suite *make_suite(void)
     return s;
 }
 
-int main(void) { return test_run_suite(make_suite()); }
+int main(void)
+{
+    test_rand_seed(12345);
+    return test_run_suite(make_suite());
+}
 
 #else
 int main(void)

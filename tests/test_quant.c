@@ -17,31 +17,13 @@ static const char *const isas[] = {"scalar", "avx2", "avx512"};
 
 /* ---------------- random data ---------------- */
 
-static uint64_t rng_state;
-static uint64_t rnd(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static float uniform(void) /* [0, 1) */
-{
-    return (float)(rnd() >> 40) * 0x1p-24f;
-}
-static float normal(void)
-{
-    float u = uniform() + 1e-7f, v = uniform();
-    return sqrtf(-2 * logf(u)) * cosf(6.2831853f * v);
-}
-
 static void put16(void *p, size_t off, uint16_t v)
 {
     memcpy((char *)p + off, &v, 2);
 }
 static uint16_t rand_scale16(float mag)
 {
-    return f32_to_f16((uniform() * 2 - 1) * mag);
+    return f32_to_f16((test_uniform() * 2 - 1) * mag);
 }
 
 /* Weight rows of random bits with sane scale fields (random quants of every value,
@@ -53,7 +35,7 @@ static void random_weights(int type, int64_t n, void *dst)
     unsigned char *p = dst;
     if (type == T_F32 || type == T_F16 || type == T_BF16) {
         for (int64_t i = 0; i < n; i++) {
-            float x = normal();
+            float x = test_normal();
             if (type == T_F32)
                 memcpy(p + 4 * i, &x, 4);
             else
@@ -62,7 +44,7 @@ static void random_weights(int type, int64_t n, void *dst)
         return;
     }
     for (size_t i = 0; i < nb * bb; i++)
-        p[i] = (unsigned char)rnd();
+        p[i] = (unsigned char)test_rand();
     for (size_t b = 0; b < nb; b++) {
         unsigned char *q = p + b * bb;
         switch (type) {
@@ -88,7 +70,7 @@ static void random_weights(int type, int64_t n, void *dst)
             put16(q, 208, rand_scale16(0.01f));
             break;
         case T_Q8_K: {
-            float d = (uniform() * 2 - 1) * 0.01f;
+            float d = (test_uniform() * 2 - 1) * 0.01f;
             memcpy(q, &d, 4);
             break;
         }
@@ -101,10 +83,10 @@ static void random_weights(int type, int64_t n, void *dst)
 static void random_floats(float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i += 32) {
-        int kind = (int)(rnd() % 8);
+        int kind = (int)(test_rand() % 8);
         float s = kind == 0 ? 0.f : kind == 1 ? 100.f : kind == 2 ? 1e-3f : 1.f;
         for (int64_t j = i; j < i + 32 && j < n; j++)
-            x[j] = normal() * s;
+            x[j] = test_normal() * s;
     }
 }
 
@@ -309,12 +291,12 @@ START_TEST(test_f16_matches_hardware)
 {
     if (!__builtin_cpu_supports("f16c"))
         return;
-    rng_state = 7;
+    test_rand_seed(7);
     for (int i = 0; i < 2000000; i++) {
-        uint32_t u = (uint32_t)rnd();
+        uint32_t u = (uint32_t)test_rand();
         /* concentrate on the exponents f16 can represent, with some of everything else */
         if (i % 4)
-            u = (u & 0x807fffff) | ((uint32_t)(100 + rnd() % 45) << 23);
+            u = (u & 0x807fffff) | ((uint32_t)(100 + test_rand() % 45) << 23);
         float f;
         memcpy(&f, &u, 4);
         if (isnan(f))
@@ -371,9 +353,9 @@ START_TEST(test_vec_dot_vs_ref)
 {
     int type = all_types[_i];
     const type_traits *t = type_info(type);
-    rng_state = 1000 + (uint64_t)type;
-    for (int s = 0; test_sizes(type, s) > 0; s++) {
-        int64_t n = test_sizes(type, s);
+    test_rand_seed(1000 + (uint64_t)type);
+    int64_t n;
+    for (int s = 0; (n = test_sizes(type, s)) > 0; s++) {
         void *w = malloc(type_row_bytes(type, n) + 64);
         random_weights(type, n, w);
         void *a = random_acts(t->dot_type, n);
@@ -400,7 +382,7 @@ START_TEST(test_tiles_vs_vec_dot)
 {
     int type = all_types[_i];
     const type_traits *t = type_info(type);
-    rng_state = 2000 + (uint64_t)type;
+    test_rand_seed(2000 + (uint64_t)type);
     int64_t n = t->block == 1 ? 200 : 5 * t->block;
     const int R = 11, C = 7;
     size_t ws = type_row_bytes(type, n) + 6, as = type_row_bytes(t->dot_type, n) + 4;
@@ -476,9 +458,9 @@ END_TEST
 START_TEST(test_dequantize_vs_ref)
 {
     int type = all_types[_i];
-    rng_state = 3000 + (uint64_t)type;
-    for (int s = 0; test_sizes(type, s) > 0; s++) {
-        int64_t n = test_sizes(type, s);
+    test_rand_seed(3000 + (uint64_t)type);
+    int64_t n;
+    for (int s = 0; (n = test_sizes(type, s)) > 0; s++) {
         void *w = malloc(type_row_bytes(type, n) + 64);
         random_weights(type, n, w);
         float *ref = malloc(sizeof *ref * (size_t)n), *got = malloc(sizeof *got * (size_t)(n + 1));
@@ -529,9 +511,9 @@ START_TEST(test_quantize_error)
     };
     const int64_t n = 8192;
     float *x = malloc(sizeof *x * n);
-    rng_state = 4000;
+    test_rand_seed(4000);
     for (int64_t i = 0; i < n; i++)
-        x[i] = normal() * 0.05f;
+        x[i] = test_normal() * 0.05f;
     for (size_t k = 0; k < sizeof b / sizeof b[0]; k++) {
         double e = quant_rel_rms(b[k].type, x, n);
         fprintf(stderr, "quantize %-5s rel rms %.4f (bound %.4f)\n", type_info(b[k].type)->name, e,
@@ -579,7 +561,7 @@ START_TEST(test_quantize_fast_vs_ref)
 {
     /* the activation conversions must be bit-identical on every instruction set */
     static const int types[] = {T_Q8_0, T_Q8_1, T_Q8_K, T_F16, T_BF16, T_F32, T_Q4_0};
-    rng_state = 5000;
+    test_rand_seed(5000);
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         int type = types[k];
         for (int64_t n = 256; n <= 256 * 9; n += 256 * 4) {
@@ -669,9 +651,9 @@ START_TEST(test_ref_dot_vs_dequantized)
 {
     int type = all_types[_i];
     const type_traits *t = type_info(type);
-    rng_state = 6000 + (uint64_t)type;
-    for (int s = 0; test_sizes(type, s) > 0; s++) {
-        int64_t n = test_sizes(type, s);
+    test_rand_seed(6000 + (uint64_t)type);
+    int64_t n;
+    for (int s = 0; (n = test_sizes(type, s)) > 0; s++) {
         void *w = malloc(type_row_bytes(type, n) + 64);
         random_weights(type, n, w);
         void *a = random_acts(t->dot_type, n);

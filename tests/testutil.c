@@ -1,5 +1,7 @@
 #include "testutil.h"
 
+#include <math.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,4 +148,24 @@ int test_run_suite(Suite *s)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+static uint64_t rand_state;
+
+void test_rand_seed(uint64_t seed) { rand_state = seed; }
+
+uint64_t test_rand(void)
+{
+    uint64_t z = (rand_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+float test_uniform(void) { return (float)(test_rand() >> 40) * 0x1p-24f; }
+
+float test_normal(void)
+{
+    float u = test_uniform() + 1e-7f, v = test_uniform();
+    return sqrtf(-2 * logf(u)) * cosf(6.2831853f * v);
 }

@@ -27,6 +27,13 @@ int test_read_floats(const char *path, float **out);
 /* Value of KEY in a meta.txt-style "key value" file into buf; 0 if found, -1 if not. */
 int test_meta_get(const char *path, const char *key, char *buf, size_t cap);
 
+/* Reproducible random test data: splitmix64 from a seed (0 until test_rand_seed). Check
+ * forks each test from the state the program had when the suite started. */
+void test_rand_seed(uint64_t seed);
+uint64_t test_rand(void);
+float test_uniform(void); /* [0, 1) */
+float test_normal(void);  /* mean 0, deviation 1 */
+
 /* Runs a suite built by make_suite with Check; returns the process exit code. */
 int test_run_suite(Suite *s);
 
