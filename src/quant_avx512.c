@@ -11,6 +11,7 @@
  * depends on the activation only and so is computed once per activation block.
  */
 #include "quant_impl.h"
+#include "quant_unpack.h"
 
 #include <immintrin.h>
 
@@ -880,13 +881,7 @@ static void dequant_k4(const int five, const void *src, float *dst, int64_t n)
             quant_k4_scale_min(g, blk + 4, &sc, &m);
             __m512 ds = _mm512_set1_ps(d * sc), dm = _mm512_set1_ps(dmin * m);
             for (int h = 0; h < 2; h++) {
-                __m128i q = _mm_loadu_si128((const __m128i *)(qs + 32 * (g / 2) + 16 * h));
-                q = _mm_and_si128(g & 1 ? _mm_srli_epi16(q, 4) : q, _mm_set1_epi8(0x0F));
-                if (five) {
-                    __m128i hb = _mm_loadu_si128((const __m128i *)(qh + 16 * h));
-                    __m128i bit = _mm_set1_epi8((char)(1 << g));
-                    q = _mm_or_si128(q, _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(hb, bit), bit), _mm_set1_epi8(0x10)));
-                }
+                __m128i q = k4_quants16(qs, qh, five, g, h);
                 __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
                 _mm512_storeu_ps(dst + 32 * g + 16 * h, _mm512_sub_ps(_mm512_mul_ps(ds, v), dm));
             }
@@ -913,14 +908,8 @@ static void dequant_q6_K(const void *src, float *dst, int64_t n)
             const uint8_t *ql = x[b].ql + 64 * h, *qh = x[b].qh + 32 * h;
             for (int s = 0; s < 4; s++)
                 for (int half = 0; half < 2; half++) {
-                    /* elements 128h + 32s + 16half .. +15 */
-                    __m128i lo = _mm_loadu_si128((const __m128i *)(ql + 32 * (s & 1) + 16 * half));
-                    lo = _mm_and_si128(s & 2 ? _mm_srli_epi16(lo, 4) : lo, _mm_set1_epi8(0x0F));
-                    __m128i hi = _mm_loadu_si128((const __m128i *)(qh + 16 * half));
-                    hi = _mm_and_si128(_mm_srl_epi16(hi, _mm_cvtsi32_si128(2 * s)), _mm_set1_epi8(3));
-                    __m128i q = _mm_or_si128(lo, _mm_slli_epi16(hi, 4));
                     int j = (128 * h + 32 * s + 16 * half) / 16;
-                    _mm512_storeu_ps(dst + 16 * j, bytes_times(q, 32, d * x[b].scales[j]));
+                    _mm512_storeu_ps(dst + 16 * j, bytes_times(q6_quants16(ql, qh, s, half), 32, d * x[b].scales[j]));
                 }
         }
     }
