@@ -233,9 +233,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * only one with every byte (byte-level BPE with all 256, SentencePiece's byte
      * fallback) must spell well-formed text in well-formed pieces. */
     bool keeps_bytes = all_bytes[which] || tokenizer_kind(t) == TOK_SPM;
-    if (valid_utf8(text, len) && keeps_bytes)
-        CHECK(valid_utf8(pieces, p_len));
-    if (valid_utf8(text, len) && valid_utf8(pieces, p_len)) {
+    bool text_ok = valid_utf8(text, len), pieces_ok = valid_utf8(pieces, p_len);
+    if (text_ok && keeps_bytes)
+        CHECK(pieces_ok);
+    if (text_ok && pieces_ok) {
         CHECK(s_len == p_len && memcmp(stream, pieces, s_len) == 0);
         /* Byte-level BPE loses nothing: without special-token parsing the ids spell
          * the text (user-defined tokens stand for their own text). Decoding drops a
