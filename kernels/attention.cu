@@ -92,12 +92,12 @@ void cuda_op_kv_store(backend *be, kv_cache *kv, int il, const float *k, const f
     const int d = kv->n_embd_kv;
     if (d % 32 == 0) {
         dim3 grid(cdiv(d / 32, 64), n, 2);
-        k_kv_store<<<grid, 64, 0, cb->stream>>>(k, v, (uint8_t *)L->k, (uint8_t *)L->v, (int64_t)L->k_row,
+        LAUNCH(grid, 64, 0, cb->stream, k_kv_store)(k, v, (uint8_t *)L->k, (uint8_t *)L->v, (int64_t)L->k_row,
                                                 (int64_t)L->v_row, kv->type_k, kv->type_v, d, cb->d_pos, cb->d_seq,
                                                 kv->n_ctx, kv->n_seq);
     } else if ((kv->type_k == T_F16 || kv->type_k == T_F32) && kv->type_k == kv->type_v) {
         dim3 grid(cdiv(d, 128), n, 2);
-        k_kv_store_float<<<grid, 128, 0, cb->stream>>>(k, v, (uint8_t *)L->k, (uint8_t *)L->v, d,
+        LAUNCH(grid, 128, 0, cb->stream, k_kv_store_float)(k, v, (uint8_t *)L->k, (uint8_t *)L->v, d,
                                                        kv->type_k == T_F32, cb->d_pos, cb->d_seq, kv->n_ctx,
                                                        kv->n_seq);
     } else {
@@ -345,7 +345,7 @@ __device__ __forceinline__ void fa_load_tile(float *dst, const uint8_t *base, in
 template <int HDP> __global__ void __launch_bounds__(FA_THREADS) k_attn_flash(const attn_args a)
 {
     typedef fa_cfg<HDP> C;
-    extern __shared__ float4 fa_smem4[];
+    DYN_SHARED(float4, fa_smem4);
     float *Qs = (float *)fa_smem4;
     float *KVs = Qs + C::BQ * C::LD;
     float *Ps = KVs + C::BK * C::LD;
@@ -588,11 +588,11 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
         a.tiles = (const int4 *)cb->ws[WS_TILES];
         dim3 grid(cb->n_tiles, p->n_head);
         if (hdp == 64)
-            k_attn_flash<64><<<grid, FA_THREADS, fa_cfg<64>::smem, cb->stream>>>(a);
+            LAUNCH(grid, FA_THREADS, fa_cfg<64>::smem, cb->stream, k_attn_flash<64>)(a);
         else if (hdp == 128)
-            k_attn_flash<128><<<grid, FA_THREADS, fa_cfg<128>::smem, cb->stream>>>(a);
+            LAUNCH(grid, FA_THREADS, fa_cfg<128>::smem, cb->stream, k_attn_flash<128>)(a);
         else
-            k_attn_flash<256><<<grid, FA_THREADS, fa_cfg<256>::smem, cb->stream>>>(a);
+            LAUNCH(grid, FA_THREADS, fa_cfg<256>::smem, cb->stream, k_attn_flash<256>)(a);
         CUDA_LAUNCHED(cb, "flash attention");
         return;
     }
@@ -613,13 +613,13 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
         return;
     dim3 grid(p->n_head_kv * a.gpk, n, nsplit);
     if (hd <= 64)
-        k_attn_decode<64><<<grid, DEC_WARPS * 32, 0, cb->stream>>>(a);
+        LAUNCH(grid, DEC_WARPS * 32, 0, cb->stream, k_attn_decode<64>)(a);
     else if (hd <= 128)
-        k_attn_decode<128><<<grid, DEC_WARPS * 32, 0, cb->stream>>>(a);
+        LAUNCH(grid, DEC_WARPS * 32, 0, cb->stream, k_attn_decode<128>)(a);
     else
-        k_attn_decode<256><<<grid, DEC_WARPS * 32, 0, cb->stream>>>(a);
+        LAUNCH(grid, DEC_WARPS * 32, 0, cb->stream, k_attn_decode<256>)(a);
     if (!CUDA_LAUNCHED(cb, "attention (decode)"))
         return;
-    k_attn_merge<<<dim3(p->n_head, n), hd < 128 ? hd : 128, 0, cb->stream>>>(a);
+    LAUNCH(dim3(p->n_head, n), hd < 128 ? hd : 128, 0, cb->stream, k_attn_merge)(a);
     CUDA_LAUNCHED(cb, "attention (merge)");
 }

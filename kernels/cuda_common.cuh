@@ -107,6 +107,13 @@ struct cuda_backend {
     uint64_t graph_clock;
 };
 
+/* kernel<<<grid, block, smem, stream>>>(args), and a kernel's dynamic shared memory,
+ * spelled so that the simulated device (tests/cudasim) runs the same source. */
+#ifndef CUDASIM
+#define LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define DYN_SHARED(type, name) extern __shared__ type name[]
+#endif
+
 static inline cuda_backend *CB(backend *be) { return (cuda_backend *)be; }
 
 /* Records the first failure (errno code, printf-style reason). Returns false. */

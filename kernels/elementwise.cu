@@ -41,7 +41,7 @@ void cuda_op_rmsnorm(backend *be, float *out, const float *x, const float *w, in
     if (cuda_dead(cb) || rows <= 0 || d <= 0)
         return;
     const int threads = d >= 1024 ? 1024 : d >= 256 ? 256 : 64;
-    k_rmsnorm<<<rows, threads, 0, cb->stream>>>(out, x, w, d, eps);
+    LAUNCH(rows, threads, 0, cb->stream, k_rmsnorm)(out, x, w, d, eps);
     CUDA_LAUNCHED(cb, "rmsnorm");
 }
 
@@ -58,7 +58,7 @@ void cuda_op_add(backend *be, float *x, const float *y, int64_t n)
     cuda_backend *cb = CB(be);
     if (cuda_dead(cb) || n <= 0)
         return;
-    k_add<<<grid_for(n), 256, 0, cb->stream>>>(x, y, n);
+    LAUNCH(grid_for(n), 256, 0, cb->stream, k_add)(x, y, n);
     CUDA_LAUNCHED(cb, "add");
 }
 
@@ -74,7 +74,7 @@ void cuda_op_add_bias(backend *be, float *x, const float *bias, int rows, int d)
     if (cuda_dead(cb) || rows <= 0 || d <= 0)
         return;
     const int64_t n = (int64_t)rows * d;
-    k_add_bias<<<grid_for(n), 256, 0, cb->stream>>>(x, bias, n, d);
+    LAUNCH(grid_for(n), 256, 0, cb->stream, k_add_bias)(x, bias, n, d);
     CUDA_LAUNCHED(cb, "add_bias");
 }
 
@@ -91,7 +91,7 @@ void cuda_op_swiglu(backend *be, float *out, const float *gate, const float *up,
     cuda_backend *cb = CB(be);
     if (cuda_dead(cb) || n <= 0)
         return;
-    k_swiglu<<<grid_for(n), 256, 0, cb->stream>>>(out, gate, up, n);
+    LAUNCH(grid_for(n), 256, 0, cb->stream, k_swiglu)(out, gate, up, n);
     CUDA_LAUNCHED(cb, "swiglu");
 }
 
@@ -171,7 +171,7 @@ void cuda_op_rope(backend *be, float *x, int n, int n_head, int head_dim, const 
     if (!inv)
         return;
     const int64_t threads = (int64_t)n * (p->n_rot / 2);
-    k_rope<<<cdiv(threads, 128), 128, 0, cb->stream>>>(x, cb->d_pos, inv, n, n_head, head_dim, p->n_rot, p->neox);
+    LAUNCH(cdiv(threads, 128), 128, 0, cb->stream, k_rope)(x, cb->d_pos, inv, n, n_head, head_dim, p->n_rot, p->neox);
     CUDA_LAUNCHED(cb, "rope");
 }
 
@@ -181,7 +181,7 @@ void cuda_op_rope(backend *be, float *x, int n, int n_head, int head_dim, const 
  * additions, so both round alike. */
 __global__ void k_hadamard(float *x, int block, float scale)
 {
-    extern __shared__ float hs[];
+    DYN_SHARED(float, hs);
     float *p = x + (int64_t)blockIdx.x * block;
     for (int i = threadIdx.x; i < block; i += blockDim.x)
         hs[i] = p[i];
@@ -213,7 +213,7 @@ void cuda_op_hadamard(backend *be, float *x, int64_t n, int block)
         return;
     }
     const float scale = (float)(1.0 / sqrt((double)block));
-    k_hadamard<<<(unsigned)(n / block), block / 2 < 256 ? block / 2 : 256, sizeof(float) * block, cb->stream>>>(
+    LAUNCH((unsigned)(n / block), block / 2 < 256 ? block / 2 : 256, sizeof(float) * block, cb->stream, k_hadamard)(
         x, block, scale);
     CUDA_LAUNCHED(cb, "hadamard");
 }

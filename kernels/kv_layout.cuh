@@ -38,7 +38,38 @@ HD uint16_t kvl_f2h(float f)
 #endif
 }
 
-/* Stores block b (32 elements at x) of a row of d elements. */
+/* Arithmetic that rounds as the CPU's does (no fused multiply-adds, correctly rounded
+ * division, round half to even), so both backends pick the same q4_0 scales. */
+HD float kvl_div(float a, float b)
+{
+#ifdef __CUDA_ARCH__
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+HD int kvl_rint(float x)
+{
+#ifdef __CUDA_ARCH__
+    return __float2int_rn(x);
+#else
+    return (int)rintf(x);
+#endif
+}
+HD float kvl_add_sq_err(float acc, float x, float d, int v)
+{
+#ifdef __CUDA_ARCH__
+    const float e = __fsub_rn(x, __fmul_rn(d, (float)v));
+    return __fadd_rn(acc, __fmul_rn(e, e));
+#else
+    const float e = x - d * (float)v;
+    return acc + e * e;
+#endif
+}
+HD int kvl_clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* Stores block b (32 elements at x) of a row of d elements: the bytes the CPU backend's
+ * quantize_row stores (the unit tests demand equality). */
 HD void kvl_store_block(int type, uint8_t *row, int d, int b, const float *x)
 {
     if (type == T_F32) {
@@ -52,12 +83,15 @@ HD void kvl_store_block(int type, uint8_t *row, int d, int b, const float *x)
         float amax = 0.0f;
         for (int i = 0; i < 32; i++)
             amax = fmaxf(amax, fabsf(x[i]));
-        const float dd = amax / 127.0f, id = dd != 0.0f ? 1.0f / dd : 0.0f;
+        /* as the CPU's quantizer: 127 / amax, products rounded half to even */
+        const float dd = kvl_div(amax, 127.0f), id = amax != 0.0f ? kvl_div(127.0f, amax) : 0.0f;
         for (int i = 0; i < 32; i++)
-            row[b * 32 + i] = (uint8_t)(int8_t)roundf(x[i] * id);
+            row[b * 32 + i] = (uint8_t)(int8_t)kvl_clamp(kvl_rint(x[i] * id), -127, 127);
         uint16_t h = kvl_f2h(dd);
         memcpy(row + d + b * 2, &h, 2);
-    } else { /* T_Q4_0 */
+    } else { /* T_Q4_0, as the CPU quantizes it (quant_ref_quantize.c): of 17 scales
+              * around extreme / -8 the one with the least squared error, then the quants
+              * again with the scale as stored (f16) */
         float amax = 0.0f, mx = 0.0f;
         for (int i = 0; i < 32; i++) {
             if (amax < fabsf(x[i])) {
@@ -65,14 +99,27 @@ HD void kvl_store_block(int type, uint8_t *row, int d, int b, const float *x)
                 mx = x[i];
             }
         }
-        const float dd = mx / -8.0f, id = dd != 0.0f ? 1.0f / dd : 0.0f;
+        float best = 0.0f;
+        if (amax >= 1e-30f) {
+            float best_err = 3.4e38f;
+            for (int k = -8; k <= 8; k++) {
+                const float s = kvl_div(mx, -8.0f + 0.125f * (float)k);
+                float err = 0.0f;
+                for (int i = 0; i < 32; i++)
+                    err = kvl_add_sq_err(err, x[i], s, kvl_clamp(kvl_rint(kvl_div(x[i], s)), -8, 7));
+                if (err < best_err) {
+                    best_err = err;
+                    best = s;
+                }
+            }
+        }
+        const uint16_t h = kvl_f2h(best);
+        const float d0 = cq_h2f(h);
         for (int j = 0; j < 16; j++) {
-            int a = (int)(int8_t)(x[j] * id + 8.5f), c = (int)(int8_t)(x[j + 16] * id + 8.5f);
-            a = a > 15 ? 15 : a;
-            c = c > 15 ? 15 : c;
+            const int a = d0 != 0.0f ? kvl_clamp(kvl_rint(kvl_div(x[j], d0)), -8, 7) + 8 : 8;
+            const int c = d0 != 0.0f ? kvl_clamp(kvl_rint(kvl_div(x[j + 16], d0)), -8, 7) + 8 : 8;
             row[b * 16 + j] = (uint8_t)(a | c << 4);
         }
-        uint16_t h = kvl_f2h(dd);
         memcpy(row + d / 2 + b * 2, &h, 2);
     }
 }

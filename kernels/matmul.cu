@@ -94,7 +94,7 @@ template <typename O> struct dequant_launch {
         const int64_t ne0 = w->ne[0], rows_t = w->ne[1] * (w->ne[2] > 0 ? w->ne[2] : 1);
         const cq_seg L = cq_seg_of(T, w->data, ne0 / cq<T>::QK * rows_t);
         const int64_t units = nrows * (ne0 / cq<T>::QK) * cq<T>::UPB;
-        k_dequant<T, O><<<cdiv(units, 128), 128, 0, cb->stream>>>(L, ne0, rows_t, row0, nrows, ids, out, ldo);
+        LAUNCH(cdiv(units, 128), 128, 0, cb->stream, k_dequant<T, O>)(L, ne0, rows_t, row0, nrows, ids, out, ldo);
     }
 };
 
@@ -107,7 +107,7 @@ static bool dequant_rows(cuda_backend *cb, const tensor *w, int64_t row0, int64_
     if (nrows <= 0)
         return true;
     if (cq_is_float(w->type)) {
-        k_dequant_float<O><<<cdiv(nrows * ne0, 256), 256, 0, cb->stream>>>(w->type, (const uint8_t *)w->data, ne0,
+        LAUNCH(cdiv(nrows * ne0, 256), 256, 0, cb->stream, k_dequant_float<O>)(w->type, (const uint8_t *)w->data, ne0,
                                                                             rows_t, row0, nrows, ids, out, ldo);
     } else {
         dequant_launch<O> l = {cb, w, row0, nrows, ids, out, ldo};
@@ -187,9 +187,9 @@ static bool act_half(cuda_backend *cb, act_forms *a, bool bf)
     if (!p)
         return false;
     if (bf)
-        k_f32_to_bf16<<<cdiv(nx, 256), 256, 0, cb->stream>>>(a->x, (__nv_bfloat16 *)p, nx);
+        LAUNCH(cdiv(nx, 256), 256, 0, cb->stream, k_f32_to_bf16)(a->x, (__nv_bfloat16 *)p, nx);
     else
-        k_f32_to_f16<<<cdiv(nx, 256), 256, 0, cb->stream>>>(a->x, (__half *)p, nx);
+        LAUNCH(cdiv(nx, 256), 256, 0, cb->stream, k_f32_to_f16)(a->x, (__half *)p, nx);
     if (!CUDA_LAUNCHED(cb, "convert activations"))
         return false;
     if (bf)

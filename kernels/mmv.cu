@@ -277,7 +277,7 @@ bool cuda_quantize_act(cuda_backend *cb, const float *x, int64_t rows, int64_t n
     const int64_t nblk = rows * (ne0 / 32);
     if (nblk == 0)
         return true;
-    k_quantize_act<<<cdiv(nblk, 128), 128, 0, cb->stream>>>(x, nblk, q, m);
+    LAUNCH(cdiv(nblk, 128), 128, 0, cb->stream, k_quantize_act)(x, nblk, q, m);
     return CUDA_LAUNCHED(cb, "quantize activations");
 }
 
@@ -292,7 +292,7 @@ struct mmv_launch {
     {
         const cq_seg L = cq_seg_of(T, j->w, j->ne0 / cq<T>::QK * j->ne1 * j->ne2);
         const cq_seg L2 = G ? cq_seg_of(T, j->w2, j->ne0 / cq<T>::QK * j->ne1 * j->ne2) : L;
-        k_mmv_q<T, NT, G><<<grid, MMV_WARPS * 32, 0, cb->stream>>>(*j, L, L2);
+        LAUNCH(grid, MMV_WARPS * 32, 0, cb->stream, k_mmv_q<T, NT, G>)(*j, L, L2);
     }
     template <int T> void run()
     {
@@ -314,15 +314,15 @@ struct mmv_launch {
     {
         if (gated) {
             if (nt == 1)
-                k_mmv_f<T, 1, true><<<grid, MMV_WARPS * 32, 0, cb->stream>>>(*j);
+                LAUNCH(grid, MMV_WARPS * 32, 0, cb->stream, k_mmv_f<T, 1, true>)(*j);
             else
-                k_mmv_f<T, 8, true><<<grid, MMV_WARPS * 32, 0, cb->stream>>>(*j);
+                LAUNCH(grid, MMV_WARPS * 32, 0, cb->stream, k_mmv_f<T, 8, true>)(*j);
         } else {
             switch (nt) {
-            case 1: k_mmv_f<T, 1, false><<<grid, MMV_WARPS * 32, 0, cb->stream>>>(*j); break;
-            case 2: k_mmv_f<T, 2, false><<<grid, MMV_WARPS * 32, 0, cb->stream>>>(*j); break;
-            case 4: k_mmv_f<T, 4, false><<<grid, MMV_WARPS * 32, 0, cb->stream>>>(*j); break;
-            default: k_mmv_f<T, 8, false><<<grid, MMV_WARPS * 32, 0, cb->stream>>>(*j); break;
+            case 1: LAUNCH(grid, MMV_WARPS * 32, 0, cb->stream, k_mmv_f<T, 1, false>)(*j); break;
+            case 2: LAUNCH(grid, MMV_WARPS * 32, 0, cb->stream, k_mmv_f<T, 2, false>)(*j); break;
+            case 4: LAUNCH(grid, MMV_WARPS * 32, 0, cb->stream, k_mmv_f<T, 4, false>)(*j); break;
+            default: LAUNCH(grid, MMV_WARPS * 32, 0, cb->stream, k_mmv_f<T, 8, false>)(*j); break;
             }
         }
     }

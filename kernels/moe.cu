@@ -103,14 +103,14 @@ void cuda_op_topk_softmax(backend *be, int32_t *ids, float *weights, const float
         cuda_fail(cb, EINVAL, "topk_softmax: %d of %d experts not supported", k, n_expert);
         return;
     }
-    k_topk_softmax<<<cdiv(n, 4), 128, 0, cb->stream>>>(logits, n, n_expert, k, norm, ids, weights);
+    LAUNCH(cdiv(n, 4), 128, 0, cb->stream, k_topk_softmax)(logits, n, n_expert, k, norm, ids, weights);
     CUDA_LAUNCHED(cb, "topk_softmax");
 }
 
 /* Pairs grouped by expert: groups[g] = {expert, count <= nt, first index into sorted}. */
 __global__ void k_moe_group(const int32_t *ids, int P, int E, int nt, int4 *groups, int32_t *sorted, int32_t *n_groups)
 {
-    extern __shared__ int sm[];
+    DYN_SHARED(int, sm);
     int *cnt = sm, *off = sm + E, *gof = sm + 2 * E, *fill = sm + 3 * E;
     for (int e = threadIdx.x; e < E; e += blockDim.x)
         cnt[e] = fill[e] = 0;
@@ -208,7 +208,7 @@ void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate
         j.n_groups = j.sorted + P;
         j.grid_rows = gmax;
         j.nt = 8;
-        k_moe_group<<<1, 1024, 4 * sizeof(int) * (size_t)E, cb->stream>>>(ids, P, (int)E, 8, (int4 *)j.groups,
+        LAUNCH(1, 1024, 4 * sizeof(int) * (size_t)E, cb->stream, k_moe_group)(ids, P, (int)E, 8, (int4 *)j.groups,
                                                                           (int32_t *)j.sorted, (int32_t *)j.n_groups);
         if (!CUDA_LAUNCHED(cb, "moe grouping"))
             return;
@@ -268,6 +268,6 @@ void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate
     }
     if (!cuda_mmv(cb, &j))
         return;
-    k_moe_sum<<<cdiv((int64_t)n * d, 256), 256, 0, cb->stream>>>(out, y, weights, n, k, (int)d);
+    LAUNCH(cdiv((int64_t)n * d, 256), 256, 0, cb->stream, k_moe_sum)(out, y, weights, n, k, (int)d);
     CUDA_LAUNCHED(cb, "moe sum");
 }

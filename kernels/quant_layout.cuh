@@ -169,7 +169,11 @@ static inline cq_seg cq_seg_of(int type, const void *base, int64_t nblk)
  * (relative to the 16-byte alignment of malloc and cudaMalloc), so the unit tests of the
  * layout catch them without a GPU. Defined in host_check.cu. */
 extern long cq_host_misaligned;
+#ifdef CUDASIM /* the simulated device faults as the real one does */
+#define CQ_HOST_ALIGN_CHECK(p, n) (cusim_check_align((p), (n)), cq_host_misaligned += ((uintptr_t)(p) & ((n)-1)) != 0)
+#else
 #define CQ_HOST_ALIGN_CHECK(p, n) (cq_host_misaligned += ((uintptr_t)(p) & ((n)-1)) != 0)
+#endif
 #endif
 
 HD int4 ld16(const uint8_t *p)

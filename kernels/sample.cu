@@ -103,7 +103,7 @@ void cuda_op_topk(backend *be, int32_t *ids, float *vals, const float *x, int ro
         if (w) {
             int32_t *di = (int32_t *)w;
             float *dv = (float *)(w + ((nb + 255) & ~(size_t)255));
-            k_topk<<<rows, SAMPLE_THREADS, 0, cb->stream>>>(x, d, k, di, dv);
+            LAUNCH(rows, SAMPLE_THREADS, 0, cb->stream, k_topk)(x, d, k, di, dv);
             if (CUDA_LAUNCHED(cb, "topk") && fetch(cb, ids, di, nb) && fetch(cb, vals, dv, vb))
                 return;
         }
@@ -125,7 +125,7 @@ void cuda_op_argmax(backend *be, int32_t *out, const float *x, int rows, int d)
         if (w) {
             int32_t *di = (int32_t *)w;
             float *dv = (float *)(w + ((nb + 255) & ~(size_t)255));
-            k_topk<<<rows, SAMPLE_THREADS, 0, cb->stream>>>(x, d, 1, di, dv);
+            LAUNCH(rows, SAMPLE_THREADS, 0, cb->stream, k_topk)(x, d, 1, di, dv);
             if (CUDA_LAUNCHED(cb, "argmax") && fetch(cb, out, di, nb))
                 return;
         }

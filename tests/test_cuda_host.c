@@ -169,18 +169,10 @@ START_TEST(kv_rows_round_trip)
             ck_assert_int_eq(rb, (int)type_row_bytes(type, d));
             quantize_row(type, x, q, d);
             dequantize_row(type, q, ref, d);
-            for (int b = 0; b < d / 32; b++) {
-                float step = 0;
-                if (type == T_Q8_0 || type == T_Q4_0) {
-                    float amax = 0;
-                    for (int i = 0; i < 32; i++)
-                        amax = fmaxf(amax, fabsf(x[b * 32 + i]));
-                    step = amax / (type == T_Q8_0 ? 127.0f : 8.0f) * 1.01f;
-                }
-                for (int i = b * 32; i < b * 32 + 32; i++)
-                    ck_assert_msg(fabsf(got[i] - ref[i]) <= step, "type %d d %d element %d: %g vs %g", type, d, i,
-                                  got[i], ref[i]);
-            }
+            /* the same bytes as the CPU's cache: a cache filled by either backend reads
+             * the same, and so do hybrid placements */
+            for (int i = 0; i < d; i++)
+                ck_assert_msg(got[i] == ref[i], "type %d d %d element %d: %g vs %g", type, d, i, got[i], ref[i]);
         }
     /* f16 rows too short for 32-element blocks */
     float x[8] = {1, -2, 3.5f, 1e-3f, 65504, -0.25f, 7, 8}, got[8];

@@ -79,7 +79,7 @@ START_TEST(greedy_one_pass)
     float *out = fixture_logits_buf(f, n);
     fixture_eval(m, kv, t, n, 0, 0, n, f->flash, out);
     fixture_check_prompt(f, out, f->tol, "greedy pass");
-    int c = fixture_check_greedy(f, out, "one pass");
+    int c = fixture_check_greedy(f, out, 0, "one pass");
     printf("%-34s greedy: %d of %d steps clear of ties, all matched\n", f->name, c, f->n_greedy);
     free(out);
     free(t);
@@ -133,13 +133,13 @@ START_TEST(decode_and_ubatch)
     kv_seq_keep(kv, 0, 0);
     fixture_eval(m, kv, t, n, 0, 0, 1, f->flash, dec);
     double ed = fixture_check_prompt(f, dec, f->tol, "decode");
-    fixture_check_greedy(f, dec, "decode");
+    fixture_check_greedy(f, dec, 0, "decode");
     check_sparse_logits(f, m, kv, t, n, one, ch);
     /* calls of 5 tokens through the default micro-batch */
     kv_seq_keep(kv, 0, 0);
     fixture_eval(m, kv, t, n, 0, 0, 5, f->flash, ch);
     fixture_check_prompt(f, ch, f->tol, "calls of 5");
-    fixture_check_greedy(f, ch, "calls of 5");
+    fixture_check_greedy(f, ch, 0, "calls of 5");
     kv_cache_free(kv);
     model_free(m);
 
@@ -150,7 +150,7 @@ START_TEST(decode_and_ubatch)
     kv_seq_keep(kv, 0, 0);
     fixture_eval(m, kv, t, n, 0, 0, n, f->flash, ub);
     double eu = fixture_check_prompt(f, ub, f->tol, "ubatch 3");
-    fixture_check_greedy(f, ub, "ubatch 3");
+    fixture_check_greedy(f, ub, 0, "ubatch 3");
 
     double worst = 0;
     for (int i = 0; i < n; i++) {

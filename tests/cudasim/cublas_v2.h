@@ -1,0 +1,2 @@
+/* cublas_v2.h of the simulated device: everything is in cudasim.h */
+#include "cudasim.h"
