@@ -94,6 +94,7 @@ void *cuda_ws(cuda_backend *cb, enum cuda_ws w, size_t bytes)
     cuda_graphs_clear(cb);
     if (cb->ws[w] && !CUDA_OK(cb, cudaFree(cb->ws[w])))
         return NULL;
+    cb->own_bytes -= cb->ws_cap[w];
     cb->ws[w] = NULL;
     cb->ws_cap[w] = 0;
     size_t cap = bytes + bytes / 4;
@@ -107,6 +108,7 @@ void *cuda_ws(cuda_backend *cb, enum cuda_ws w, size_t bytes)
     }
     cb->ws[w] = p;
     cb->ws_cap[w] = cap;
+    cb->own_bytes += cap;
     return p;
 }
 
@@ -177,7 +179,25 @@ static void *op_alloc(backend *be, size_t bytes)
         CUDA_OK(cb, cudaFree(p));
         return NULL;
     }
+    if (cb->n_held == cb->cap_held) {
+        const int cap = cb->cap_held ? 2 * cb->cap_held : 256;
+        cuda_backend::cuda_held *h = (cuda_backend::cuda_held *)realloc(cb->held, sizeof *h * (size_t)cap);
+        if (!h) {
+            CUDA_OK(cb, cudaFree(p));
+            return NULL;
+        }
+        cb->held = h;
+        cb->cap_held = cap;
+    }
+    cb->held[cb->n_held++] = {p, bytes};
+    cb->alloc_bytes += bytes;
     return p;
+}
+
+static uint64_t op_mem_used(backend *be)
+{
+    cuda_backend *cb = CB(be);
+    return cb->own_bytes + cb->alloc_bytes + (uint64_t)cb->d_big_cap * 3 * sizeof(int32_t);
 }
 
 static void op_free(backend *be, void *p)
@@ -188,6 +208,12 @@ static void op_free(backend *be, void *p)
     CUDA_OK(cb, cudaSetDevice(cb->device));
     CUDA_OK(cb, cudaStreamSynchronize(cb->stream));
     CUDA_OK(cb, cudaFree(p));
+    for (int i = cb->n_held - 1; i >= 0; i--) /* recent ones go first */
+        if (cb->held[i].p == p) {
+            cb->alloc_bytes -= cb->held[i].n;
+            cb->held[i] = cb->held[--cb->n_held];
+            break;
+        }
 }
 
 static void op_upload(backend *be, void *dst, const void *src, size_t n)
@@ -585,6 +611,7 @@ static void op_destroy(backend *be)
         TEARDOWN(cudaStreamDestroy(cb->stream));
     TEARDOWN(cudaGetLastError());
     free(cb->h_tok);
+    free(cb->held);
     free(cb);
 }
 
@@ -600,6 +627,7 @@ static void cuda_ops_init(void)
     o.upload = op_upload;
     o.download = op_download;
     o.sync = op_sync;
+    o.mem_used = op_mem_used;
     o.begin = op_begin;
     o.get_rows = cuda_op_get_rows;
     o.rmsnorm = cuda_op_rmsnorm;
@@ -703,6 +731,7 @@ extern "C" backend *backend_cuda_new(int device, char *err, size_t err_cap)
     TRY(cudaMalloc((void **)&cb->d_small, sizeof(int32_t) * 3 * CUDA_SMALL_BATCH));
     TRY(cudaMemset(cb->d_small, 0, sizeof(int32_t) * 3 * CUDA_SMALL_BATCH));
     TRY(cudaMalloc((void **)&cb->d_rope, sizeof(double) * CUDA_ROPE_SLOTS * (CUDA_ROPE_MAX / 2)));
+    cb->own_bytes = sizeof(int32_t) * 3 * CUDA_SMALL_BATCH + sizeof(double) * CUDA_ROPE_SLOTS * (CUDA_ROPE_MAX / 2);
 #undef TRY
     {
         cublasStatus_t s = cublasCreate(&cb->cublas);

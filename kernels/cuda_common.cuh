@@ -95,6 +95,12 @@ struct cuda_backend {
     void *ws[WS_COUNT];
     size_t ws_cap[WS_COUNT];
 
+    /* device memory held: the backend's own buffers, and what alloc handed out (freed by
+     * pointer alone, so the sizes are kept) */
+    uint64_t own_bytes, alloc_bytes;
+    struct cuda_held { void *p; size_t n; } *held;
+    int n_held, cap_held;
+
     double *d_rope; /* CUDA_ROPE_SLOTS tables of CUDA_ROPE_MAX/2 */
     cuda_rope_slot rope[CUDA_ROPE_SLOTS];
     uint64_t rope_clock;

@@ -9,7 +9,8 @@
 #            first areas that fail
 #   models   benchmark models of real shapes with `llmfs mkmodel` (random weights)
 #   bench    per model (made first when missing, so the budget cuts between models):
-#            llmfs bench -p 512 -n 128 -ngl 99 --fa on, tg128 at depth 4096 for qwen3-8b
+#            llmfs bench -p 512 -n 128 -ngl 99 --fa on, tg128 at depth 4096 for qwen3-8b,
+#            and qwen3-30b-a3b with every expert on the CPU (-ncmoe 48 -t 16, tg64)
 #   report   a markdown table: t/s and the share of 4.28 TB/s the weights read per token take
 # Usage: scripts/gpu-run.sh [STAGE...]  (default: build test bench report)
 # Environment:
@@ -194,6 +195,9 @@ stage_bench() {
         if [ "$name" = qwen3-8b-q4_k_m ]; then
             bench_one "$name" -d4096 -p 0 -n 128 -d 4096
         fi
+        if [ "$name" = qwen3-30b-a3b-q4_k_m ]; then # placement: every expert on the CPU
+            bench_one "$name" -ncmoe48 -p 512 -n 64 -ncmoe 48 -t 16
+        fi
     done
 }
 
@@ -251,7 +255,7 @@ print("| --- | --- | ---: | ---: | ---: |")
 for fn in sorted(os.listdir(out)):
     if not (fn.startswith("bench-") and fn.endswith(".json")):
         continue
-    name = fn[6:-5].replace("-d4096", "")
+    name = fn[6:-5].replace("-d4096", "").replace("-ncmoe48", "")
     try:
         rows = json.load(open(os.path.join(out, fn)))
     except Exception as e:

@@ -67,6 +67,9 @@ struct backend_ops {
     void (*upload)(backend *be, void *dst, const void *src, size_t n);   /* host -> be */
     void (*download)(backend *be, void *dst, const void *src, size_t n); /* be -> host */
     void (*sync)(backend *be);
+    /* Bytes of device memory the backend holds now (tensors, caches, its own scratch);
+     * NULL for host backends. */
+    uint64_t (*mem_used)(backend *be);
 
     /* The batch every op of this forward call refers to (positions, sequences). */
     int (*begin)(backend *be, const fwd_batch *b);

@@ -20,13 +20,16 @@
 static void usage(void)
 {
     printf("usage: llmfs bench -m MODEL [-p N] [-n N] [-r R] [-d DEPTH] [-t N] [-ctk T] [-ctv T]\n"
-           "                   [--fa on|off] [-ub N] [-ngl N] [--no-mmap] [--seed S] [-o md|csv|json]\n"
+           "                   [--fa on|off] [-ub N] [-ngl N] [-ncmoe N] [-ot REGEX=DEV,...] [--no-mmap]\n"
+           "                   [--seed S] [-o md|csv|json]\n"
            "  -p N   prompt tokens of the pp test, 0 to skip (default 512)\n"
            "  -n N   generated tokens of the tg test, 0 to skip (default 128)\n"
            "  -r R   repetitions after one warm-up (default 5)\n"
            "  -d D   measure at a context depth: D tokens are evaluated first (untimed)\n"
            "  -t N   threads (default: physical cores)\n"
-           "  -ngl N layers on the GPU (default: all when a GPU is usable, else 0)\n");
+           "  -ngl N layers on the GPU (default: all when a GPU is usable, else 0)\n"
+           "  -ncmoe N  the experts of the first N layers stay on the CPU (n_cpu_moe)\n"
+           "  -ot    tensors whose names match REGEX go to DEV, CPU or CUDA0 (override_tensor)\n");
 }
 
 typedef struct bench_result {
@@ -171,8 +174,8 @@ static void json_str(const char *s)
 int cmd_bench(int argc, char **argv)
 {
     const char *C = "bench";
-    const char *path = NULL, *ctk = "f16", *ctv = "f16", *fmt = "md";
-    int n_prompt = 512, n_gen = 128, reps = 5, depth = 0, threads = 0, ubatch = 512;
+    const char *path = NULL, *ctk = "f16", *ctv = "f16", *fmt = "md", *ot = NULL;
+    int n_prompt = 512, n_gen = 128, reps = 5, depth = 0, threads = 0, ubatch = 512, n_cpu_moe = 0;
 #ifdef LLMFS_HAVE_CUDA
     /* as llama-bench: every layer on the GPU unless told otherwise (when there is one) */
     llmfs_gpu_info gpu0;
@@ -194,6 +197,8 @@ int cmd_bench(int argc, char **argv)
         {"-fa|--fa|--flash-attn", OPT_ONOFF, &fa, 0, 0},
         {"-ub|--ubatch-size", OPT_INT, &ubatch, 1, 1 << 20},
         {"-ngl|--n-gpu-layers", OPT_INT, &ngl, 0, 100000},
+        {"-ncmoe|--n-cpu-moe", OPT_INT, &n_cpu_moe, 0, 100000},
+        {"-ot|--override-tensor", OPT_STR, &ot, 0, 0},
         {"--no-mmap", OPT_FLAG, &no_mmap, 0, 0},
         {"--seed", OPT_U64, &seed, 0, 0},
         {"-o|--output", OPT_STR, &fmt, 0, 0},
@@ -218,7 +223,7 @@ int cmd_bench(int argc, char **argv)
 
     bench_ctx b = {.fa = fa, .rng = seed * 0x9e3779b97f4a7c15ull + 1};
     model_opts mo = {.no_mmap = no_mmap, .n_threads = threads, .n_threads_batch = threads, .n_ubatch = ubatch,
-                     .ngl = ngl};
+                     .ngl = ngl, .override_tensor = ot, .n_cpu_moe = n_cpu_moe};
     if (!(b.m = model_load(path, &mo, &b.err)))
         return cmd_fail(C, "%s", b.err.msg);
     int rc = CMD_FAIL;

@@ -502,6 +502,7 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     apply_model_defaults(m, &m->settings);
     apply_model_defaults(m, &m->def->settings);
     rc = model_alloc_kv(m, &le);
+    m->vram_load = m->vram_now = model_vram_bytes(mdl);
     if (rc == 0 && pthread_create(&m->thread, NULL, scheduler_main, m) != 0)
         rc = llmfs_errorf(&le, EAGAIN, "cannot start the scheduler thread");
     if (rc == 0) {
@@ -979,6 +980,8 @@ void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out)
     out->kv_cells_total = m->kv ? (uint64_t)m->kv->n_ctx * (uint64_t)m->kv->n_seq : 0;
     out->kv_bytes = m->kv ? kv_cache_bytes(m->kv) : 0;
     weight_bytes(m, &out->weight_bytes_cpu, &out->weight_bytes_gpu);
+    out->vram_used_load = m->vram_load;
+    out->vram_used_now = m->vram_now;
     out->ram_rss = rss;
     out->requests = m->requests;
     out->errors = m->errors;

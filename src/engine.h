@@ -71,6 +71,7 @@ struct llmfs_model {
     /* totals */
     uint64_t n_prompt_tokens, n_gen_tokens, requests, errors;
     double prompt_seconds, gen_seconds;
+    uint64_t vram_load, vram_now; /* device bytes the model holds: after loading, after the last step */
     double last_activity;
     char error[256];
     char fit_text[768];        /* what fit decided at load, "" if it did not run */

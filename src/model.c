@@ -613,6 +613,11 @@ fail:
     return NULL;
 }
 
+uint64_t model_vram_bytes(const model *m)
+{
+    return m && m->gpu && m->gpu->ops->mem_used ? m->gpu->ops->mem_used(m->gpu) : 0;
+}
+
 void model_free(model *m)
 {
     if (!m)

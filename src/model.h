@@ -68,6 +68,8 @@ struct model {
 /* -ENOENT no such file, -EINVAL malformed or unsupported (reason in err), -ENOMEM. */
 model *model_load(const char *path, const model_opts *opts, llmfs_error *err);
 void model_free(model *m);
+/* Bytes of GPU memory the model's GPU backend holds (weights, caches, scratch); 0 without one. */
+uint64_t model_vram_bytes(const model *m);
 
 /* Evaluates b (any size; split into micro-batches internally), storing K/V in kv and
  * writing the logits of every position with b->logits[i] set, in batch order, to

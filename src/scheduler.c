@@ -398,6 +398,7 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
         m->prompt_seconds += t_fwd * n_pp / total;
         m->gen_seconds += t_fwd * n_tg / total;
     }
+    m->vram_now = model_vram_bytes(m->mdl); /* scratch grows with the batches */
 }
 
 /* Ends every running turn: the model is going away. */

@@ -624,6 +624,36 @@ void cusim_launch(const char *name, const void *kernel, dim3 grid, dim3 block, s
             return fail(g_sticky);  \
     } while (0)
 
+namespace {
+
+/* Runs everything queued; the sticky error, if any. */
+cudaError_t wait_all()
+{
+    drain();
+    return g_sticky != cudaSuccess ? fail(g_sticky) : cudaSuccess;
+}
+
+template <typename T> cudaError_t handle_new(std::set<T *> &all, T **out)
+{
+    LOCKED;
+    CHECK_STICKY();
+    *out = new T();
+    all.insert(*out);
+    return cudaSuccess;
+}
+
+template <typename T> cudaError_t handle_delete(std::set<T *> &all, T *h)
+{
+    LOCKED;
+    if (!all.count(h))
+        return fail(cudaErrorInvalidResourceHandle);
+    all.erase(h);
+    delete h;
+    return cudaSuccess;
+}
+
+} /* namespace */
+
 cudaError_t cudaGetDeviceCount(int *n)
 {
     *n = 1;
@@ -847,8 +877,7 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind
     const cudaError_t e = cudaMemcpyAsync(dst, src, n, kind, NULL);
     if (e != cudaSuccess)
         return e;
-    drain();
-    return g_sticky != cudaSuccess ? fail(g_sticky) : cudaSuccess;
+    return wait_all();
 }
 
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s)
@@ -873,28 +902,15 @@ cudaError_t cudaMemset(void *p, int v, size_t n)
     const cudaError_t e = cudaMemsetAsync(p, v, n, NULL);
     if (e != cudaSuccess)
         return e;
-    drain();
-    return g_sticky != cudaSuccess ? fail(g_sticky) : cudaSuccess;
+    return wait_all();
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 {
-    LOCKED;
-    CHECK_STICKY();
     (void)flags;
-    *s = new cusim_stream();
-    g_streams.insert(*s);
-    return cudaSuccess;
+    return handle_new(g_streams, s);
 }
-cudaError_t cudaStreamDestroy(cudaStream_t s)
-{
-    LOCKED;
-    if (!g_streams.count(s))
-        return fail(cudaErrorInvalidResourceHandle);
-    g_streams.erase(s);
-    delete s;
-    return cudaSuccess;
-}
+cudaError_t cudaStreamDestroy(cudaStream_t s) { return handle_delete(g_streams, s); }
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
     LOCKED;
@@ -902,36 +918,22 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s)
         return fail(cudaErrorInvalidResourceHandle);
     if (refuse_in_capture(s))
         return fail(cudaErrorStreamCaptureUnsupported);
-    drain();
-    return g_sticky != cudaSuccess ? fail(g_sticky) : cudaSuccess;
+    return wait_all();
 }
 cudaError_t cudaDeviceSynchronize(void)
 {
     LOCKED;
     if (any_capturing())
         return fail(cudaErrorStreamCaptureUnsupported);
-    drain();
-    return g_sticky != cudaSuccess ? fail(g_sticky) : cudaSuccess;
+    return wait_all();
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags)
 {
-    LOCKED;
-    CHECK_STICKY();
     (void)flags;
-    *e = new cusim_event();
-    g_events.insert(*e);
-    return cudaSuccess;
+    return handle_new(g_events, e);
 }
-cudaError_t cudaEventDestroy(cudaEvent_t e)
-{
-    LOCKED;
-    if (!g_events.count(e))
-        return fail(cudaErrorInvalidResourceHandle);
-    g_events.erase(e);
-    delete e;
-    return cudaSuccess;
-}
+cudaError_t cudaEventDestroy(cudaEvent_t e) { return handle_delete(g_events, e); }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
     LOCKED;
@@ -1003,17 +1005,8 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s)
         submit(s, fn);
     return cudaSuccess;
 }
-static cudaError_t graph_free(cusim_graph *g)
-{
-    LOCKED;
-    if (!g_graphs.count(g))
-        return fail(cudaErrorInvalidValue);
-    g_graphs.erase(g);
-    delete g;
-    return cudaSuccess;
-}
-cudaError_t cudaGraphDestroy(cudaGraph_t g) { return graph_free(g); }
-cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { return graph_free(exec); }
+cudaError_t cudaGraphDestroy(cudaGraph_t g) { return handle_delete(g_graphs, g); }
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { return handle_delete(g_graphs, exec); }
 
 cudaError_t cusim_func_get_attributes(cudaFuncAttributes *a, const void *f)
 {
@@ -1039,19 +1032,11 @@ cudaError_t cusim_func_set_attribute(const void *f, cudaFuncAttribute attr, int 
 
 cublasStatus_t cublasCreate(cublasHandle_t *h)
 {
-    LOCKED;
-    *h = new cusim_blas();
-    g_blas.insert(*h);
-    return CUBLAS_STATUS_SUCCESS;
+    return handle_new(g_blas, h) == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
 }
 cublasStatus_t cublasDestroy(cublasHandle_t h)
 {
-    LOCKED;
-    if (!g_blas.count(h))
-        return CUBLAS_STATUS_NOT_INITIALIZED;
-    g_blas.erase(h);
-    delete h;
-    return CUBLAS_STATUS_SUCCESS;
+    return handle_delete(g_blas, h) == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
 }
 cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s)
 {

@@ -30,23 +30,34 @@ grep -q '^llmfs_models 2$' "$T/m.prom" || fail "llmfs_models: $(grep '^llmfs_mod
 grep -q '^# TYPE llmfs_requests_total counter$' "$T/m.prom" || fail "llmfs_requests_total is not a counter"
 pass "metrics pass promtool and agree with stats"
 
-# placement's rows add up to its total, which is what stats counts as CPU weights; kv's
-# line for the default session agrees with stats.
+# placement's rows add up, per device, to that device's total, which is what stats counts
+# as the device's weights (rows on CUDA0 only where there is a GPU); kv's line for the
+# default session agrees with stats.
 for m in a b; do
-    sum=0 total=
+    declare -A sum=([CPU]=0 [CUDA0]=0) total=([CPU]=0 [CUDA0]=0)
     while read -r group device type bytes; do
         if [ "$group" = total ]; then
-            total=$bytes
+            total[$device]=$bytes
         elif [ "$group" != fit ]; then
-            [ "$device" = CPU ] || fail "$m: a row on $device without a GPU"
+            [ "$device" = CPU ] || { [ "$device" = CUDA0 ] && [ "$(stat_value "$MNT/$m/stats" vram_used_load)" != 0 ]; } ||
+                fail "$m: a row on $device without a GPU in use"
             [ -n "$type" ] || fail "$m: a placement row without a type"
-            sum=$((sum + bytes))
+            sum[$device]=$((sum[$device] + bytes))
         fi
     done <"$MNT/$m/placement"
-    [ -n "$total" ] || fail "$m: placement has no total: $(cat "$MNT/$m/placement")"
-    [ "$sum" = "$total" ] || fail "$m: placement rows add up to $sum, the total says $total"
-    [ "$total" = "$(stat_value "$MNT/$m/stats" weight_bytes_cpu)" ] ||
-        fail "$m: placement total $total, stats weight_bytes_cpu $(stat_value "$MNT/$m/stats" weight_bytes_cpu)"
+    [ "${total[CPU]}${total[CUDA0]}" != 00 ] || fail "$m: placement has no total: $(cat "$MNT/$m/placement")"
+    for dev in CPU CUDA0; do
+        [ "${sum[$dev]}" = "${total[$dev]}" ] || fail "$m: $dev rows add up to ${sum[$dev]}, the total says ${total[$dev]}"
+    done
+    [ "${total[CPU]}" = "$(stat_value "$MNT/$m/stats" weight_bytes_cpu)" ] ||
+        fail "$m: placement CPU total ${total[CPU]}, stats weight_bytes_cpu $(stat_value "$MNT/$m/stats" weight_bytes_cpu)"
+    [ "${total[CUDA0]}" = "$(stat_value "$MNT/$m/stats" weight_bytes_gpu)" ] ||
+        fail "$m: placement CUDA0 total ${total[CUDA0]}, stats weight_bytes_gpu $(stat_value "$MNT/$m/stats" weight_bytes_gpu)"
+    # GPU memory held: at least the weights there, and never less after steps than at load
+    vl=$(stat_value "$MNT/$m/stats" vram_used_load) vn=$(stat_value "$MNT/$m/stats" vram_used_now)
+    [ "$vl" -ge "${total[CUDA0]}" ] && [ "$vn" -ge "$vl" ] ||
+        fail "$m: vram_used_load $vl, vram_used_now $vn, GPU weights ${total[CUDA0]}"
+    [ "${total[CUDA0]}" = 0 ] || [ "$vl" -gt 0 ] || fail "$m: weights on the GPU but vram_used_load 0"
     grep -q "^session 0 used $(stat_value "$MNT/$m/stats" kv_used) size $(stat_value "$MNT/$m/stats" kv_size)\$" "$MNT/$m/kv" ||
         fail "$m: kv and stats disagree: $(grep '^session 0' "$MNT/$m/kv")"
     grep -q "^layers [1-9]" "$MNT/$m/info" || fail "$m: info has no layers"
