@@ -103,6 +103,15 @@ int render_placement(llmfs_model *m, fs_text *out)
         text_printf(out, "%s %s %s %" PRIu64 "\n", rows[i].group, rows[i].device, rows[i].type,
                     rows[i].bytes);
     free(rows);
+    llmfs_stream_info si;
+    llmfs_model_stream_info(m, &si);
+    if (si.layers) {
+        text_printf(out, "stream layers %d bytes %" PRIu64 " threshold %d batches %" PRIu64
+                         " gpu_bytes_per_s %.4g cpu_s_per_token %.4g\n",
+                    si.layers, si.bytes, si.threshold, si.batches, si.gpu_bytes_per_s, si.cpu_s_per_token);
+        if (si.error[0])
+            text_printf(out, "stream error %s\n", si.error);
+    }
     char fit[4096];
     llmfs_model_fit_text(m, fit, sizeof fit);
     for (char *line = fit; *line;) {

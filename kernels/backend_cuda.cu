@@ -585,6 +585,7 @@ static void op_destroy(backend *be)
     }
     if (cb->stream)
         TEARDOWN(cudaStreamSynchronize(cb->stream));
+    cuda_stage_destroy(cb);
     for (int i = 0; i < CUDA_MAX_GRAPHS; i++)
         if (cb->graphs[i].state == 2)
             TEARDOWN(cudaGraphExecDestroy(cb->graphs[i].exec));
@@ -644,6 +645,8 @@ static void cuda_ops_init(void)
     o.hadamard = cuda_op_hadamard;
     o.destroy = op_destroy;
     o.load_weight = cuda_op_load_weight;
+    o.stage_copy = cuda_op_stage_copy;
+    o.stage_wait = cuda_op_stage_wait;
     o.argmax = cuda_op_argmax;
     o.topk = cuda_op_topk;
     o.check = op_check;

@@ -111,6 +111,23 @@ struct cuda_backend {
     bool graphs_off;
     bool failed_before_capture;
     uint64_t graph_clock;
+
+    /* weights streamed for large batches (stage.cu): a copy stream, two slots, the GGUF
+     * blocks of a piece in raw on their way to the device layout, and the host ranges
+     * registered (pinned in place) so the copies read them without a host bounce */
+    cudaStream_t copy_stream;
+    cudaEvent_t stage_go;        /* on stream: the ops before a stage_copy are done */
+    cudaEvent_t stage_ready[2];  /* on copy_stream: a slot's copies are done */
+    void *slot[2];
+    size_t slot_cap[2];
+    void *raw;
+    size_t raw_cap;
+    struct cuda_host_range {
+        const void *p; size_t n;  /* a tensor's host bytes */
+        const char *a, *b;        /* the pages of it registered (a == b: none) */
+        bool pinned;
+    } *ranges;
+    int n_ranges, cap_ranges;
 };
 
 /* kernel<<<grid, block, smem, stream>>>(args), and a kernel's dynamic shared memory,
@@ -171,6 +188,10 @@ void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate
 void cuda_op_argmax(backend *be, int32_t *out, const float *x, int rows, int d);
 void cuda_op_topk(backend *be, int32_t *ids, float *vals, const float *x, int rows, int d, int k);
 int cuda_op_load_weight(backend *be, tensor *t, const void *src, struct llmfs_error *err);
+int cuda_op_stage_copy(backend *be, int slot, tensor *dst, const tensor *const *src, int count,
+                       struct llmfs_error *err);
+void cuda_op_stage_wait(backend *be, int slot);
+void cuda_stage_destroy(cuda_backend *cb);
 
 /* Bytes the device layout of a weight takes (0: type not handled). */
 size_t cuda_weight_bytes(int type, int64_t ne0, int64_t rows);

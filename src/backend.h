@@ -150,6 +150,19 @@ struct backend_ops {
     int (*graph_begin)(backend *be, uint64_t key);
     int (*graph_end)(backend *be);
     void (*graph_reset)(backend *be);
+
+    /* Weights streamed through be for one large batch (model.c: feed-forward weights that
+     * live in host memory, when copying them costs less than computing on the host).
+     * stage_copy copies the host tensors src[0..count) (GGUF layout) into staging slot
+     * `slot` (0 or 1) and describes the copies as tensors of be in dst[0..count). The copy
+     * starts once the ops issued before the call are done (the slot's previous readers)
+     * and overlaps the ops issued after it; ops reading dst are issued after
+     * stage_wait(be, slot). dst is valid until the slot's next stage_copy. 0, or -ENOMEM
+     * (the slot cannot grow: compute where the weights are) / -EINVAL / -EIO with the
+     * reason in err; a failed stage_copy leaves the backend usable. NULL: no streaming. */
+    int (*stage_copy)(backend *be, int slot, tensor *dst, const tensor *const *src, int count,
+                      struct llmfs_error *err);
+    void (*stage_wait)(backend *be, int slot);
 };
 
 struct backend {

@@ -76,6 +76,8 @@ typedef struct cpu_be {
 
     /* MoE */
     buf moe_cnt, moe_off, moe_slot, moe_xq, moe_g, moe_u, moe_hq, moe_y, moe_items;
+
+    buf stage[2];         /* streamed weights (a second CPU backend in tests) */
 } cpu_be;
 
 static cpu_be *impl(backend *be) { return be->impl; }
@@ -1161,6 +1163,41 @@ static void cpu_moe_ffn(backend *be, float *out, const float *x, const tensor *g
     par(c, nth_for(c, (double)ns * d), moe_sum_fn, &s);
 }
 
+/* ---------------------------------------------------------------- streamed weights */
+
+/* What the CUDA backend does with its copy stream, done at once: a CPU backend only
+ * streams when tests stand it in for a GPU, so the model's streaming runs on any machine.
+ * Copies, rather than pointing at the source, so that a slot read after its next
+ * stage_copy gives wrong results there too. */
+static int cpu_stage_copy(backend *be, int slot, tensor *dst, const tensor *const *src, int count,
+                          struct llmfs_error *err)
+{
+    cpu_be *c = impl(be);
+    if (slot < 0 || slot > 1 || count < 0)
+        return llmfs_errorf(err, EINVAL, "CPU: stage_copy: slot %d with %d tensors", slot, count);
+    size_t need = 0;
+    for (int i = 0; i < count; i++)
+        need += (src[i]->nb2 * (size_t)src[i]->ne[2] + 63) & ~(size_t)63;
+    if (!buf_reserve(&c->stage[slot], need))
+        return llmfs_errorf(err, ENOMEM, "CPU: out of memory for %zu bytes of weight staging", need);
+    char *p = c->stage[slot].p;
+    for (int i = 0; i < count; i++) {
+        const size_t n = src[i]->nb2 * (size_t)src[i]->ne[2];
+        memcpy(p, src[i]->data, n);
+        dst[i] = *src[i];
+        dst[i].data = p;
+        dst[i].be = be;
+        p += (n + 63) & ~(size_t)63;
+    }
+    return 0;
+}
+
+static void cpu_stage_wait(backend *be, int slot)
+{
+    (void)be;
+    (void)slot;
+}
+
 /* ---------------------------------------------------------------- setup */
 
 static void cpu_destroy(backend *be);
@@ -1188,6 +1225,8 @@ static const struct backend_ops cpu_ops = {
     .hadamard = cpu_hadamard,
     .check = cpu_check,
     .destroy = cpu_destroy,
+    .stage_copy = cpu_stage_copy,
+    .stage_wait = cpu_stage_wait,
 };
 
 backend *backend_cpu_new(int n_threads, int n_threads_batch)
@@ -1231,7 +1270,7 @@ static void cpu_destroy(backend *be)
     buf *bufs[] = {&c->tok, &c->pos, &c->seq, &c->act[0], &c->act[1], &c->act[2], &c->act[3],
                    &c->rope_cs, &c->moe_cnt, &c->moe_off,
                    &c->moe_slot, &c->moe_xq, &c->moe_g, &c->moe_u, &c->moe_hq, &c->moe_y,
-                   &c->moe_items};
+                   &c->moe_items, &c->stage[0], &c->stage[1]};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         buf_free(bufs[i]);
     for (int i = 0; i < c->n_tls; i++) {

@@ -20,7 +20,7 @@
 static void usage(void)
 {
     printf("usage: llmfs bench -m MODEL [-p N] [-n N] [-r R] [-d DEPTH] [-t N] [-ctk T] [-ctv T]\n"
-           "                   [--fa on|off] [-ub N] [-ngl N] [-ncmoe N] [-ot REGEX=DEV,...] [--no-mmap]\n"
+           "                   [--fa on|off] [-ub N] [-ngl N] [-ncmoe N] [-ot REGEX=DEV,...] [-ob N] [--no-mmap]\n"
            "                   [--seed S] [-o md|csv|json]\n"
            "  -p N   prompt tokens of the pp test, 0 to skip (default 512)\n"
            "  -n N   generated tokens of the tg test, 0 to skip (default 128)\n"
@@ -29,7 +29,9 @@ static void usage(void)
            "  -t N   threads (default: physical cores)\n"
            "  -ngl N layers on the GPU (default: all when a GPU is usable, else 0)\n"
            "  -ncmoe N  the experts of the first N layers stay on the CPU (n_cpu_moe)\n"
-           "  -ot    tensors whose names match REGEX go to DEV, CPU or CUDA0 (override_tensor)\n");
+           "  -ot    tensors whose names match REGEX go to DEV, CPU or CUDA0 (override_tensor)\n"
+           "  -ob N  smallest prompt micro-batch that streams CPU-resident feed-forward weights\n"
+           "         to the GPU; -1 chosen from measured speed (default), 0 never (offload_batch)\n");
 }
 
 typedef struct bench_result {
@@ -175,7 +177,8 @@ int cmd_bench(int argc, char **argv)
 {
     const char *C = "bench";
     const char *path = NULL, *ctk = "f16", *ctv = "f16", *fmt = "md", *ot = NULL;
-    int n_prompt = 512, n_gen = 128, reps = 5, depth = 0, threads = 0, ubatch = 512, n_cpu_moe = 0;
+    int n_prompt = 512, n_gen = 128, reps = 5, depth = 0, threads = 0, ubatch = 512, n_cpu_moe = 0,
+        offload_batch = -1;
 #ifdef LLMFS_HAVE_CUDA
     /* as llama-bench: every layer on the GPU unless told otherwise (when there is one) */
     llmfs_gpu_info gpu0;
@@ -199,6 +202,7 @@ int cmd_bench(int argc, char **argv)
         {"-ngl|--n-gpu-layers", OPT_INT, &ngl, 0, 100000},
         {"-ncmoe|--n-cpu-moe", OPT_INT, &n_cpu_moe, 0, 100000},
         {"-ot|--override-tensor", OPT_STR, &ot, 0, 0},
+        {"-ob|--offload-batch", OPT_INT, &offload_batch, -1, 1 << 20},
         {"--no-mmap", OPT_FLAG, &no_mmap, 0, 0},
         {"--seed", OPT_U64, &seed, 0, 0},
         {"-o|--output", OPT_STR, &fmt, 0, 0},
@@ -226,6 +230,7 @@ int cmd_bench(int argc, char **argv)
                      .ngl = ngl, .override_tensor = ot, .n_cpu_moe = n_cpu_moe};
     if (!(b.m = model_load(path, &mo, &b.err)))
         return cmd_fail(C, "%s", b.err.msg);
+    b.m->offload_batch = offload_batch;
     int rc = CMD_FAIL;
     bench_result res[2];
     int n_res = 0;
@@ -340,6 +345,12 @@ int cmd_bench(int argc, char **argv)
         }
         printf("]\n");
     }
+    const model_stream_stats *st = &b.m->stream;
+    if (st->layers) /* what the prompt batches did with the host-resident feed-forward weights */
+        fprintf(stderr, "bench: %d layers' feed-forward weights in host memory (%.1f MiB); micro-batches of %d+ "
+                        "tokens stream them to the GPU; %llu streamed%s%s\n",
+                st->layers, (double)st->bytes / 1048576.0, st->threshold, (unsigned long long)st->batches,
+                st->error[0] ? "; fell back: " : "", st->error);
     rc = fflush(stdout) ? cmd_fail(C, "cannot write: %s", strerror(errno)) : CMD_OK;
 done:
     for (int i = 0; i < n_res; i++)

@@ -503,6 +503,7 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     apply_model_defaults(m, &m->def->settings);
     rc = model_alloc_kv(m, &le);
     m->vram_load = m->vram_now = model_vram_bytes(mdl);
+    m->stream = mdl->stream;
     if (rc == 0 && pthread_create(&m->thread, NULL, scheduler_main, m) != 0)
         rc = llmfs_errorf(&le, EAGAIN, "cannot start the scheduler thread");
     if (rc == 0) {
@@ -943,6 +944,23 @@ static uint64_t rss_bytes(void)
         res = 0;
     fclose(f);
     return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+void llmfs_model_stream_info(llmfs_model *m, llmfs_stream_info *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&m->mu);
+    if (m->mdl && m->stream.layers) {
+        const model_stream_stats *s = &m->stream;
+        out->layers = s->layers;
+        out->bytes = s->bytes;
+        out->threshold = m->settings.offload_batch >= 0 ? m->settings.offload_batch : s->threshold;
+        out->batches = s->batches;
+        out->gpu_bytes_per_s = s->gpu_bytes_per_s;
+        out->cpu_s_per_token = s->cpu_s_per_token;
+        snprintf(out->error, sizeof out->error, "%s", s->error);
+    }
+    pthread_mutex_unlock(&m->mu);
 }
 
 void llmfs_model_fit_text(llmfs_model *m, char *buf, size_t cap)

@@ -72,6 +72,7 @@ struct llmfs_model {
     uint64_t n_prompt_tokens, n_gen_tokens, requests, errors;
     double prompt_seconds, gen_seconds;
     uint64_t vram_load, vram_now; /* device bytes the model holds: after loading, after the last step */
+    model_stream_stats stream; /* the model's, as of the last step (the scheduler writes the model's own) */
     double last_activity;
     char error[256];
     char fit_text[768];        /* what fit decided at load, "" if it did not run */

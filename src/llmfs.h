@@ -168,6 +168,19 @@ typedef struct llmfs_placement_row {
 } llmfs_placement_row;
 /* Fills up to cap rows, returns the total count. */
 int llmfs_model_placement(llmfs_model *m, llmfs_placement_row *rows, int cap);
+/* Streaming: layers whose feed-forward weights live in host memory can be copied to the
+ * GPU for a prompt micro-batch large enough that the copy costs less than the CPU would
+ * take (offload_batch). What was decided and measured; zeros before any GPU work. */
+typedef struct llmfs_stream_info {
+    int layers;                /* layers with feed-forward weights in host memory (0: nothing streams) */
+    uint64_t bytes;            /* what one streamed micro-batch copies */
+    int threshold;             /* smallest micro-batch that streams: offload_batch, or measured; 0 never */
+    uint64_t batches;          /* micro-batches streamed so far */
+    double gpu_bytes_per_s;    /* measured copy-and-compute rate of streamed batches; 0 not yet */
+    double cpu_s_per_token;    /* measured CPU time of those layers per token; 0 not yet */
+    char error[128];           /* why streaming last fell back to the CPU; "" none */
+} llmfs_stream_info;
+void llmfs_model_stream_info(llmfs_model *m, llmfs_stream_info *out);
 /* Free text describing the fit decision and headroom ("" when fit was off). */
 void llmfs_model_fit_text(llmfs_model *m, char *buf, size_t cap);
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 /* Rows of logits a device holds at once: a micro-batch's worth for a large vocabulary
  * would cost hundreds of MB of device memory. */
@@ -48,6 +49,13 @@ typedef struct model_priv {
     int *seq_len;         /* per-sequence lengths while a batch is checked */
     int seq_len_cap;
     int8_t *flags;        /* [n_ubatch] logits flags when the caller gives none */
+    /* streamed feed-forward weights (m->stream) */
+    int *stream_layers;   /* layers whose feed-forward weights are (partly) on the CPU */
+    model_layer staged[2];/* such a layer with its copies on the GPU, per staging slot */
+    tensor staged_t[2][8];
+    bool staged_ok[2];    /* the slot's copy was made (else its layer runs where it is) */
+    double cpu_ffn_s;     /* this micro-batch: seconds in those layers' feed-forward on the CPU */
+    int cpu_ffn_layers;   /* how many of them were timed (not the pruned last one) */
     char ftype_name[32];
 } model_priv;
 
@@ -551,6 +559,38 @@ static fwd_bufs *bufs_of(model *m, backend *be)
 
 /* ---------------------------------------------------------------- load / free */
 
+/* A layer's feed-forward tensors, as pointers into L (NULL entries: absent). */
+#define FFN_TENSORS(L) {&(L)->ffn_norm, &(L)->w_gate, &(L)->w_up, &(L)->w_down, &(L)->gate_inp, \
+                        &(L)->gate_exps, &(L)->up_exps, &(L)->down_exps}
+
+static int stream_auto_threshold(const model *m);
+
+/* The layers whose feed-forward weights a GPU could take for a large batch: those with
+ * any of them in host memory. */
+static int stream_plan(model *m, llmfs_error *err)
+{
+    model_priv *P = m->scratch;
+    if (!m->gpu || !m->gpu->ops->stage_copy)
+        return 0;
+    P->stream_layers = malloc(sizeof(int) * (size_t)m->hp.n_layer);
+    if (!P->stream_layers)
+        return llmfs_errorf(err, ENOMEM, "model: out of memory");
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        model_layer *L = &m->layers[il];
+        tensor **ffn[] = FFN_TENSORS(L);
+        uint64_t bytes = 0;
+        for (int i = 0; i < 8; i++)
+            if (*ffn[i] && (*ffn[i])->be == m->cpu)
+                bytes += (*ffn[i])->nb2 * (uint64_t)(*ffn[i])->ne[2];
+        if (bytes) {
+            P->stream_layers[m->stream.layers++] = il;
+            m->stream.bytes += bytes;
+        }
+    }
+    m->stream.threshold = stream_auto_threshold(m);
+    return 0;
+}
+
 model *model_load(const char *path, const model_opts *opts, llmfs_error *err)
 {
     model_opts def = {0};
@@ -590,6 +630,9 @@ model *model_load(const char *path, const model_opts *opts, llmfs_error *err)
         P->all_on_gpu = L->be == m->gpu && L->ffn_norm->be == m->gpu &&
                         (!L->gate_exps || L->gate_exps->be == m->gpu);
     }
+    m->offload_batch = -1;
+    if ((rc = stream_plan(m, err)))
+        goto fail;
     for (int i = 0; i < gguf_n_tensors(f); i++) {
         const gguf_tensor *g = gguf_tensor_at(f, i);
         m->n_params += (uint64_t)(g->ne[0] * g->ne[1] * g->ne[2] * g->ne[3]);
@@ -631,6 +674,7 @@ void model_free(model *m)
         free(P->id_logits);
         free(P->seq_len);
         free(P->flags);
+        free(P->stream_layers);
         free(P);
     }
     if (m->tensors)
@@ -760,11 +804,12 @@ static void attention_block(model *m, kv_cache *kv, int il, fwd_bufs *B, int n, 
     o->add(be, B->x, B->xb, (int64_t)n * E);                            /* x += xb */
 }
 
-/* Layer il's feed-forward block on its backend: x += ffn(norm(x)), dense or routed. */
-static void ffn_block(model *m, int il, fwd_bufs *B, int n)
+/* A layer's feed-forward block on the backend of B (where L's ffn_norm is): x +=
+ * ffn(norm(x)), dense or routed. L is the layer itself, or a copy pointing at weights
+ * streamed to the GPU. */
+static void ffn_block(model *m, const model_layer *L, fwd_bufs *B, int n)
 {
     const model_hparams *hp = &m->hp;
-    const model_layer *L = &m->layers[il];
     const int E = hp->n_embd;
     backend *be = B->be;
     const struct backend_ops *o = be->ops;
@@ -795,17 +840,88 @@ static void ffn_block(model *m, int il, fwd_bufs *B, int n)
     o->add(be, B->x, B->xb2, (int64_t)n * E);                           /* x += xb2 */
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The k-th layer of P->stream_layers with its host-resident feed-forward weights copied
+ * to the GPU in slot k % 2, as P->staged[slot]; when the copy cannot be made (no room
+ * on the GPU) that layer's feed-forward runs where its weights are, and stream.error
+ * says why. */
+static void stage_layer(model *m, int k)
+{
+    model_priv *P = m->scratch;
+    if (k >= m->stream.layers)
+        return;
+    const int slot = k & 1;
+    model_layer *S = &P->staged[slot];
+    *S = m->layers[P->stream_layers[k]];
+    tensor **ffn[] = FFN_TENSORS(S);
+    const tensor *src[8];
+    tensor **at[8];
+    int c = 0;
+    for (int i = 0; i < 8; i++)
+        if (*ffn[i] && (*ffn[i])->be == m->cpu) {
+            src[c] = *ffn[i];
+            at[c++] = ffn[i];
+        }
+    llmfs_error e = {0};
+    P->staged_ok[slot] = m->gpu->ops->stage_copy(m->gpu, slot, P->staged_t[slot], src, c, &e) == 0;
+    if (!P->staged_ok[slot]) {
+        snprintf(m->stream.error, sizeof m->stream.error, "%.120s", e.msg);
+        return;
+    }
+    for (int i = 0; i < c; i++)
+        *at[i] = &P->staged_t[slot][i];
+}
+
+#define STREAM_BATCH_GUESS 32   /* before the CPU has been timed (llama.cpp's fixed choice) */
+#define STREAM_RATE_GUESS 16e9  /* bytes/s before a streamed batch has been timed (PCIe 4 x16) */
+
+/* The micro-batch size from which streaming pays off: where the copy (at the measured
+ * rate) costs less than the CPU's measured time for the same layers. */
+static int stream_auto_threshold(const model *m)
+{
+    const model_stream_stats *s = &m->stream;
+    if (s->cpu_s_per_token <= 0)
+        return STREAM_BATCH_GUESS;
+    const double rate = s->gpu_bytes_per_s > 0 ? s->gpu_bytes_per_s : STREAM_RATE_GUESS;
+    const double n = (double)s->bytes / rate / s->cpu_s_per_token;
+    return n < 2 ? 2 : n > 1048576 ? 1048576 : (int)ceil(n);
+}
+
+/* The smallest micro-batch that streams now; 0 none. */
+static int stream_threshold(const model *m)
+{
+    if (!m->stream.layers)
+        return 0;
+    return m->offload_batch >= 0 ? m->offload_batch : m->stream.threshold;
+}
+
 /* Every layer, then the final norm of just the rows asked for (gathered into xb) and the
  * output projection: logits [n_out][V] to `logits` (host) when the output is on the CPU,
  * else to the output backend's B->logits (the caller downloads). prune: the last layer's
  * feed-forward runs on the rows with logits only (as llama.cpp does); not in a recorded
  * step, whose ops must not copy through the host. Returns the bufs the output ran on. */
 static fwd_bufs *run_blocks(model *m, kv_cache *kv, const fwd_batch *ub, fwd_bufs *B, bool flash,
-                            int n_out, float *logits, int32_t *ids, bool prune, bool *delivered)
+                            int n_out, float *logits, int32_t *ids, bool prune, bool stream,
+                            bool *delivered)
 {
+    model_priv *P = m->scratch;
     const model_hparams *hp = &m->hp;
     const int n = ub->n, E = hp->n_embd;
     int rows = n; /* rows of x still computed */
+    int k = 0;    /* layers with host-resident feed-forward weights run so far */
+    /* CPU feed-forward time of the layers that could stream, for the choice (batches of
+     * 8+ tokens, whose time per token no longer falls with the batch size) */
+    const bool timed = !stream && P->stream_layers && n >= 8;
+    if (stream) { /* two layers ahead: one slot computes while the other fills */
+        stage_layer(m, 0);
+        stage_layer(m, 1);
+    }
     for (int il = 0; il < hp->n_layer; il++) {
         const model_layer *L = &m->layers[il];
         B = move_to(m, B, L->be, rows);
@@ -824,8 +940,29 @@ static fwd_bufs *run_blocks(model *m, kv_cache *kv, const fwd_batch *ub, fwd_buf
         }
         if (!rows)
             break;
-        B = move_to(m, B, L->ffn_norm->be, rows);
-        ffn_block(m, il, B, rows);
+        /* the feed-forward weights streamed to the GPU, or where they live */
+        const model_layer *F = L;
+        const bool host_ffn = k < m->stream.layers && P->stream_layers[k] == il;
+        if (host_ffn && stream && P->staged_ok[k & 1]) {
+            m->gpu->ops->stage_wait(m->gpu, k & 1);
+            F = &P->staged[k & 1];
+        }
+        B = move_to(m, B, F->ffn_norm->be, rows);
+        if (host_ffn && timed && rows == n) {
+            /* from an idle GPU, so that the time is this block's (its CPU part waits for
+             * the GPU's inputs anyway) */
+            if (m->gpu->ops->sync)
+                m->gpu->ops->sync(m->gpu);
+            const double t0 = now_s();
+            ffn_block(m, F, B, rows);
+            P->cpu_ffn_s += now_s() - t0;
+            P->cpu_ffn_layers++;
+        } else {
+            ffn_block(m, F, B, rows);
+        }
+        if (host_ffn && stream) /* the slot is free once this layer's ops are done */
+            stage_layer(m, k + 2);
+        k += host_ffn;
     }
     if (!n_out)
         return B;
@@ -905,12 +1042,28 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
     const model_hparams *hp = &m->hp;
     const int n = ub->n;
     int rc;
-    if ((rc = m->cpu->ops->begin(m->cpu, ub)) ||
-        (m->gpu && (rc = m->gpu->ops->begin(m->gpu, ub))))
+    backend *refused = NULL;
+    if ((rc = m->cpu->ops->begin(m->cpu, ub)))
+        refused = m->cpu;
+    else if (m->gpu && (rc = m->gpu->ops->begin(m->gpu, ub)))
+        refused = m->gpu;
+    if (refused) {
+        /* the backend's own account (which also clears it, so the next batch is tried
+         * afresh: memory may have come back) */
+        llmfs_error why = {0};
+        if (refused->ops->check && refused->ops->check(refused, &why) < 0 && why.msg[0])
+            return llmfs_errorf(err, -rc, "forward: %s", why.msg);
         return llmfs_errorf(err, -rc, "forward: backend refused the batch (%s)", strerror(-rc));
+    }
     int n_out = 0;
     for (int i = 0; i < n; i++)
         n_out += ub->logits[i] != 0;
+
+    const int threshold = stream_threshold(m);
+    const bool stream = threshold > 0 && n >= threshold;
+    const double t0 = now_s();
+    P->cpu_ffn_s = 0;
+    P->cpu_ffn_layers = 0;
 
     fwd_bufs *B = bufs_of(m, m->tok_embd->be);
     B->be->ops->get_rows(B->be, B->x, m->tok_embd, n);                  /* x [n][E] */
@@ -923,12 +1076,12 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
         B = move_to(m, B, gpu, n);
         int g = gpu->ops->graph_begin(gpu, graph_key(kv, ub, flash));
         if (g != 1) {
-            run_blocks(m, kv, ub, B, flash, n_out, logits, ids, false, &delivered);
+            run_blocks(m, kv, ub, B, flash, n_out, logits, ids, false, false, &delivered);
             if (gpu->ops->graph_end(gpu) < 0)
-                run_blocks(m, kv, ub, B, flash, n_out, logits, ids, false, &delivered);
+                run_blocks(m, kv, ub, B, flash, n_out, logits, ids, false, false, &delivered);
         }
     } else {
-        B = run_blocks(m, kv, ub, B, flash, n_out, logits, ids, true, &delivered);
+        B = run_blocks(m, kv, ub, B, flash, n_out, logits, ids, true, stream, &delivered);
     }
     backend *ob = m->output->be;
     const bool device_ids = ids && ob != m->cpu && ob->ops->argmax;
@@ -948,6 +1101,17 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
         if (b->ops->check && (rc = b->ops->check(b, err)))
             return rc;
     }
+    /* what the choice to stream is made from: running means, recent batches weighing more */
+    model_stream_stats *st = &m->stream;
+    if (stream) {
+        const double rate = (double)st->bytes / (now_s() - t0);
+        st->gpu_bytes_per_s = st->gpu_bytes_per_s > 0 ? 0.75 * st->gpu_bytes_per_s + 0.25 * rate : rate;
+        st->batches++;
+    } else if (P->cpu_ffn_layers > 0) { /* per token, over every such layer */
+        const double per = P->cpu_ffn_s / n * st->layers / P->cpu_ffn_layers;
+        st->cpu_s_per_token = st->cpu_s_per_token > 0 ? 0.75 * st->cpu_s_per_token + 0.25 * per : per;
+    }
+    st->threshold = stream_auto_threshold(m);
     return n_out;
 }
 

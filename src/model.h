@@ -49,6 +49,19 @@ typedef struct model_opts {
                                          * multi-device paths on any machine) */
 } model_opts;
 
+/* Feed-forward weights in host memory streamed to the GPU for large micro-batches: a
+ * prompt of hundreds of tokens computes them faster there, copy included, than the CPU
+ * does. What was decided and measured (model.c keeps it; readers take a snapshot). */
+typedef struct model_stream_stats {
+    int layers;              /* layers whose feed-forward weights are (partly) in host memory */
+    uint64_t bytes;          /* those weights: what one streamed micro-batch copies */
+    int threshold;           /* smallest micro-batch that streams when offload_batch is -1 */
+    uint64_t batches;        /* micro-batches streamed so far */
+    double gpu_bytes_per_s;  /* measured: bytes over the wall time of streamed micro-batches (0 not yet) */
+    double cpu_s_per_token;  /* measured: seconds per token of those layers' feed-forward on the CPU, over micro-batches of 8+ tokens (0 not yet) */
+    char error[128];         /* why the last attempt to stream fell back to the CPU, "" none */
+} model_stream_stats;
+
 typedef struct model model;
 struct model {
     model_hparams hp;
@@ -62,6 +75,11 @@ struct model {
     int n_ubatch;
     uint64_t n_params;
     char note[160];                     /* placement in words ("" when all on the CPU) */
+    /* Smallest micro-batch whose host-resident feed-forward weights stream to the GPU:
+     * -1 chosen from measured speeds (the default), 0 never; the caller may change it
+     * between forward calls. */
+    int offload_batch;
+    model_stream_stats stream;
     void *scratch;                      /* forward-pass buffers (model.c) */
 };
 

@@ -399,6 +399,7 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
         m->gen_seconds += t_fwd * n_tg / total;
     }
     m->vram_now = model_vram_bytes(m->mdl); /* scratch grows with the batches */
+    m->stream = m->mdl->stream;
 }
 
 /* Ends every running turn: the model is going away. */
@@ -455,8 +456,10 @@ void *scheduler_main(void *arg)
             pthread_cond_wait(&m->work_cv, &m->mu);
             continue;
         }
-        if (m->mdl)
+        if (m->mdl) {
             m->mdl->n_ubatch = m->settings.ubatch;
+            m->mdl->offload_batch = m->settings.offload_batch;
+        }
         pthread_mutex_unlock(&m->mu);
         double t_fwd = 0;
         int rc = run_step(&sc, total, &t_fwd);

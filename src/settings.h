@@ -68,6 +68,8 @@
     X(ngl, INT, S_M, -1, 100000, "", "-1", "layers on the GPU; -1 all that fit, 0 none")      \
     X(override_tensor, STRING, S_M, 0, 0, "", "", "REGEX=DEVICE,... pins matching tensors to a device") \
     X(n_cpu_moe, INT, S_M, 0, 100000, "", "0", "keep the experts of the first N layers on the CPU") \
+    X(offload_batch, INT, S_M, -1, 1048576, "", "-1",                                         \
+      "smallest prompt micro-batch that streams CPU-resident feed-forward weights to the GPU; -1 chosen from measured speed, 0 never") \
     X(fit, BOOL, S_M, 0, 0, "", "on", "shrink ngl and ctx until the model fits the GPU")       \
     X(fit_target, INT, S_M, 0, 1048576, "", "1024", "MiB of GPU memory fit leaves free")      \
     X(fit_ctx, INT, S_M, 0, 16777216, "", "4096", "smallest context fit may shrink ctx to")   \

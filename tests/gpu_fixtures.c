@@ -6,6 +6,8 @@
  *  - partial offload (half the layers, then every layer but not the output): the hidden
  *    state crosses between the backends;
  *  - two sequences interleaved in one batch, then decoded together;
+ *  - hybrid placements, the host-resident feed-forward weights computed on the CPU and
+ *    streamed to the GPU, and streaming through both slots on five-layer mkmodel models;
  *  - device memory exhausted: clear errors, and the model serves again afterwards.
  * Exits 77 (skip) without a GPU or without the test assets. */
 #include "testutil.h"
@@ -16,11 +18,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifdef LLMFS_HAVE_CUDA
 #include "backend.h"
 #include "backend_cuda.h"
 #include "kv.h"
+#include "mkmodel.h"
 #include "model.h"
 #include "quant.h"
 #include "sampler.h"
@@ -154,24 +158,40 @@ START_TEST(hybrid_placements)
     model_free(probe);
     struct {
         const char *what, *ot;
-        int n_cpu_moe;
-    } cfg[2] = {{"experts on the CPU (n_cpu_moe)", NULL, nl},
-                {"feed-forward on the CPU (override_tensor)", "ffn_(up|down|gate)_(ch|)exps=CPU,ffn_(up|down|gate)=CPU", 0}};
-    for (int k = moe ? 0 : 1; k < 2; k++) {
-        model_opts o = {.n_threads = 2, .n_threads_batch = 2, .ngl = 99, .override_tensor = cfg[k].ot,
+        int n_cpu_moe, ngl;
+    } cfg[3] = {{"experts on the CPU (n_cpu_moe)", NULL, nl, 99},
+                {"feed-forward on the CPU (override_tensor)", "ffn_(up|down|gate)_(ch|)exps=CPU,ffn_(up|down|gate)=CPU", 0, 99},
+                {"first layers on the CPU (ngl)", NULL, 0, nl / 2}};
+    for (int k = moe ? 0 : 1; k < 3; k++) {
+        model_opts o = {.n_threads = 2, .n_threads_batch = 2, .ngl = cfg[k].ngl, .override_tensor = cfg[k].ot,
                         .n_cpu_moe = cfg[k].n_cpu_moe};
         llmfs_error err = {0};
         model *m = model_load(f->model, &o, &err);
         ck_assert_msg(m && m->gpu, "%s: %s: %s", f->name, cfg[k].what, err.msg);
-        ck_assert_ptr_eq(m->output->be, m->gpu);
-        const model_layer *L = &m->layers[nl - 1];
+        ck_assert_ptr_eq(m->output->be, k == 2 ? m->cpu : m->gpu);
+        /* the last layer computes attention on the GPU (its feed-forward weights on the
+         * CPU), or with ngl the first layer is on the CPU altogether */
+        const model_layer *L = &m->layers[k == 2 ? 0 : nl - 1];
         const tensor *ffn = moe ? L->up_exps : L->w_up;
         ck_assert_msg(ffn && ffn->be == m->cpu, "%s: %s: the feed-forward is not on the CPU", f->name, cfg[k].what);
-        ck_assert_ptr_eq(L->wq->be, m->gpu);
+        ck_assert_ptr_eq(L->wq->be, k == 2 ? m->cpu : m->gpu);
+        ck_assert_int_gt(m->stream.layers, 0);
         kv_cache *kv = test_kv_cache(m, 512, 1, f->ctk, f->ctv);
-        fixture_eval(m, kv, t, n, 0, 0, n, f->flash, out);
-        const double noise = fixture_check_prompt(f, out, f->tol, cfg[k].what);
-        fixture_check_greedy(f, out, noise, cfg[k].what);
+        /* the prompt in one batch with the CPU computing its feed-forward weights, then with
+         * those weights streamed to the GPU (two layers in flight), then a token per call */
+        for (int streamed = 0; streamed < 2; streamed++) {
+            char what[160];
+            snprintf(what, sizeof what, "%s, %s", cfg[k].what, streamed ? "weights streamed" : "computed on the CPU");
+            m->offload_batch = streamed ? 2 : 0;
+            const uint64_t before = m->stream.batches;
+            kv_seq_keep(kv, 0, 0);
+            fixture_eval(m, kv, t, n, 0, 0, n, f->flash, out);
+            ck_assert_msg(m->stream.batches == before + (uint64_t)streamed, "%s: %s: %llu batches streamed",
+                          f->name, what, (unsigned long long)(m->stream.batches - before));
+            ck_assert_msg(!m->stream.error[0], "%s: %s: %s", f->name, what, m->stream.error);
+            const double noise = fixture_check_prompt(f, out, f->tol, what);
+            fixture_check_greedy(f, out, noise, what);
+        }
         kv_seq_keep(kv, 0, 0);
         fixture_eval(m, kv, t, n, 0, 0, 1, f->flash, out);
         fixture_check_prompt(f, out, f->tol, cfg[k].what);
@@ -348,6 +368,79 @@ START_TEST(out_of_memory)
 }
 END_TEST
 
+/* Streaming through both slots: models of five layers (the fixtures have two, so no
+ * slot is ever refilled there) written by mkmodel, dense Q4_K_M (its blocks repacked on
+ * the device) and MoE Q8_0, with every feed-forward weight on the CPU. Streamed, the
+ * prompt runs the kernels that run when those weights live on the GPU, so it must give
+ * those logits to rounding; a slot refilled before its layer has read it, or read before
+ * its copy is done, gives another layer's weights. */
+START_TEST(streamed_layers)
+{
+    static const struct {
+        const char *arch, *ftype, *ot;
+        int n_cpu_moe;
+    } shapes[] = {{"llama", "q4_k_m", "ffn_(up|down|gate)=CPU", 0}, {"qwen3moe", "q8_0", NULL, 5}};
+    const int nl = 5, n = 24;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        mkmodel_shape sh;
+        ck_assert(mkmodel_arch_defaults(shapes[s].arch, &sh));
+        sh.n_layer = nl;
+        char path[] = "/tmp/llmfs-streamed-XXXXXX";
+        const int fd = mkstemp(path);
+        ck_assert_int_ge(fd, 0);
+        close(fd);
+        mkmodel_opts mo = {.seed = 11 + s, .n_threads = 2, .quiet = true};
+        llmfs_error err = {0};
+        ck_assert_msg(mkmodel_write(&sh, mkmodel_ftype_from_name(shapes[s].ftype), &mo, path, &err) == 0,
+                      "mkmodel %s: %s", shapes[s].arch, err.msg);
+        model *g = load(path, 99);
+        model_opts o = {.n_threads = 2, .n_threads_batch = 2, .ngl = 99, .override_tensor = shapes[s].ot,
+                        .n_cpu_moe = shapes[s].n_cpu_moe};
+        model *m = model_load(path, &o, &err);
+        unlink(path);
+        ck_assert_msg(m && m->gpu, "%s: %s", shapes[s].arch, err.msg);
+        ck_assert_int_eq(g->stream.layers, 0);
+        ck_assert_int_eq(m->stream.layers, nl);
+        const int V = m->hp.n_vocab;
+        int32_t tok[24];
+        test_rand_seed(5 + s);
+        for (int i = 0; i < n; i++)
+            tok[i] = (int32_t)(test_rand() % (uint64_t)V);
+        float *ref = malloc(sizeof(float) * (size_t)n * V), *out = malloc(sizeof(float) * (size_t)n * V);
+        kv_cache *kv = test_kv_cache(g, 64, 1, T_F16, T_F16);
+        fixture_eval(g, kv, tok, n, 0, 0, n, false, ref);
+        kv_cache_free(kv);
+        kv = test_kv_cache(m, 64, 1, T_F16, T_F16);
+        /* on the CPU; a threshold above the batch (not streamed); streamed */
+        const int thresholds[] = {0, n + 1, 2};
+        const double within[] = {1.5e-1, 1.5e-1, 1e-5};
+        for (int t = 0; t < 3; t++) {
+            m->offload_batch = thresholds[t];
+            const uint64_t before = m->stream.batches;
+            kv_seq_keep(kv, 0, 0);
+            fixture_eval(m, kv, tok, n, 0, 0, n, false, out);
+            ck_assert_msg(m->stream.batches == before + (t == 2), "%s, offload_batch %d: %llu batches streamed",
+                          shapes[s].arch, thresholds[t], (unsigned long long)(m->stream.batches - before));
+            ck_assert_msg(!m->stream.error[0], "%s: %s", shapes[s].arch, m->stream.error);
+            double worst = 0;
+            for (int i = 0; i < n; i++) {
+                const double e = logits_rel_rms(out + (size_t)i * V, ref + (size_t)i * V, V);
+                worst = e > worst ? e : worst;
+            }
+            fprintf(stderr, "%-10s %d layers, offload_batch %-3d: logits within %.2e of the weights on the GPU\n",
+                    shapes[s].arch, nl, thresholds[t], worst);
+            ck_assert_msg(worst < within[t], "%s, offload_batch %d: logits differ by %.3g", shapes[s].arch,
+                          thresholds[t], worst);
+        }
+        kv_cache_free(kv);
+        free(ref);
+        free(out);
+        model_free(m);
+        model_free(g);
+    }
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("gpu_fixtures");
@@ -358,6 +451,7 @@ static Suite *make_suite(void)
     tcase_add_loop_test(tc, two_sequences, 0, n_cases);
     tcase_add_loop_test(tc, hybrid_placements, 0, n_cases);
     tcase_add_test(tc, out_of_memory);
+    tcase_add_test(tc, streamed_layers);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -791,6 +791,12 @@ START_TEST(info_placement_stats)
     ck_assert_uint_eq(rows[8].bytes, sum);
     ck_assert_uint_le(sum, info.file_bytes);
     ck_assert_uint_gt(sum, info.file_bytes * 9 / 10);
+    /* every weight on the CPU: nothing to stream, whatever offload_batch says */
+    llmfs_stream_info si;
+    llmfs_model_stream_info(m, &si);
+    ck_assert_int_eq(si.layers, 0);
+    ck_assert_uint_eq(si.bytes, 0);
+    ck_assert_uint_eq(si.batches, 0);
     llmfs_model_stats ms;
     llmfs_model_stats_get(m, &ms);
     ck_assert_uint_eq(ms.weight_bytes_cpu, sum);

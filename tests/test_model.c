@@ -426,6 +426,34 @@ START_TEST(split_placement)
         }
         ck_assert_msg(worst < SAME_MATH, "%s split %zu (%s): logits differ by %.3g", f->name, k, m->note, worst);
         printf("%-34s split %zu: %s, max diff %.1e\n", f->name, k, m->note, worst);
+        /* host-resident feed-forward weights streamed to the stand-in for the prompt:
+         * never (0), always (2), then as the measured speeds decide (-1) */
+        if (m->stream.layers) {
+            const int modes[] = {0, 2, -1};
+            for (int j = 0; j < 3; j++) {
+                m->offload_batch = modes[j];
+                const uint64_t before = m->stream.batches;
+                const int threshold = modes[j] < 0 ? m->stream.threshold : modes[j];
+                kv_seq_keep(kv, 0, 0);
+                fixture_eval(m, kv, t, n, 0, 0, n, f->flash, out);
+                const bool want = threshold > 0 && n >= threshold;
+                ck_assert_msg(m->stream.batches == before + want, "%s split %zu, offload_batch %d (threshold %d): %llu streamed",
+                              f->name, k, modes[j], threshold, (unsigned long long)(m->stream.batches - before));
+                ck_assert_msg(!m->stream.error[0], "%s: %s", f->name, m->stream.error);
+                for (int i = 0; i < n; i++) {
+                    double e = logits_rel_rms(out + (size_t)i * f->n_vocab, ref + (size_t)i * f->n_vocab, f->n_vocab);
+                    ck_assert_msg(e < SAME_MATH, "%s split %zu, offload_batch %d: position %d differs by %.3g", f->name,
+                                  k, modes[j], i, e);
+                }
+                if (modes[j] == 0) /* timed on the CPU: the choice follows from the speeds */
+                    ck_assert_msg(m->stream.cpu_s_per_token > 0, "%s split %zu: the CPU feed-forward of %d tokens was not timed", f->name, k, n);
+                else if (modes[j] == 2)
+                    ck_assert(m->stream.gpu_bytes_per_s > 0);
+            }
+            ck_assert_int_ge(m->stream.threshold, 2);
+            printf("%-34s split %zu: %d layers stream (%llu bytes), measured threshold %d\n", f->name, k,
+                   m->stream.layers, (unsigned long long)m->stream.bytes, m->stream.threshold);
+        }
         kv_cache_free(kv);
         model_free(m);
     }

@@ -9,6 +9,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -75,6 +77,7 @@ size_t g_arena_size, g_used;
 std::map<size_t, size_t> g_free_blocks; /* offset -> size */
 std::map<size_t, dev_alloc> g_allocs;   /* offset handed out -> allocation */
 std::map<uintptr_t, size_t> g_pinned;   /* host address -> size */
+std::set<uintptr_t> g_registered;       /* the part of it cudaHostRegister made */
 int g_open_depth;                       /* > 0 while the arena is accessible */
 const char *g_kernel = "";
 bool g_in_kernel;
@@ -165,13 +168,24 @@ bool in_pinned(const void *p, size_t n)
     return a + n <= it->first + it->second;
 }
 
-/* ------------------------------------------------------------------ the queue */
+/* ------------------------------------------------------------------ the queues */
 
-struct op {
-    std::function<void()> run;
+/* Work runs when the host waits, stream by stream: each stream is a FIFO, and across
+ * streams nothing is ordered except by events (cudaStreamWaitEvent). Which runnable
+ * stream goes first alternates between drains that find several streams busy — the
+ * oldest stream first, then the newest — so work that depends on another stream without
+ * an event sees it unfinished in one and finished in the next, with different results. */
+struct cusim_event_mark {
+    struct cusim_stream *stream; /* NULL: never recorded (complete) */
+    uint64_t seq;                /* complete once the stream has no op below it */
 };
-std::vector<op> g_queue; /* not yet run, in order */
-uint64_t g_queued, g_done; /* ops ever queued, ops ever run (or dropped after a fault) */
+struct op {
+    uint64_t id;                 /* order of submission, over all streams */
+    std::function<void()> run;   /* empty for a wait */
+    cusim_event_mark wait;       /* a wait: runs once this is complete */
+};
+uint64_t g_queued;               /* ops ever queued */
+bool g_newest_first;             /* this drain's order across streams */
 
 struct capture {
     std::vector<std::function<void()>> ops;
@@ -184,9 +198,11 @@ struct cusim_stream {
     bool capturing;
     cudaStreamCaptureMode mode;
     capture cap;
+    uint64_t created;      /* order of creation */
+    std::deque<op> q;      /* not yet run */
 };
 struct cusim_event {
-    uint64_t seq;  /* done once g_done reaches it */
+    cusim_event_mark mark;
     bool captured; /* last recorded while its stream was capturing */
 };
 struct cusim_graph {
@@ -202,24 +218,70 @@ std::set<cusim_stream *> g_streams;
 std::set<cusim_event *> g_events;
 std::set<cusim_graph *> g_graphs;
 std::set<cusim_blas *> g_blas;
+cusim_stream g_legacy; /* the NULL stream */
+uint64_t g_streams_created;
 
-/* Runs queued work until seq ops have been done. */
-void drain_to(uint64_t seq)
+cusim_stream *stream_of(cudaStream_t s) { return s ? s : &g_legacy; }
+
+bool mark_done(const cusim_event_mark &m)
 {
-    if (g_done >= seq)
-        return;
-    arena_open();
-    size_t i = 0;
-    while (g_done < seq && i < g_queue.size()) {
-        if (g_sticky == cudaSuccess)
-            g_queue[i].run();
-        i++;
-        g_done++;
-    }
-    g_queue.erase(g_queue.begin(), g_queue.begin() + (ptrdiff_t)i);
-    arena_close();
+    return !m.stream || m.stream->q.empty() || m.stream->q.front().id >= m.seq;
 }
-void drain() { drain_to(g_queued); }
+
+/* Every stream with queued work, in this drain's order. */
+std::vector<cusim_stream *> busy_streams()
+{
+    std::vector<cusim_stream *> v;
+    if (!g_legacy.q.empty())
+        v.push_back(&g_legacy);
+    for (cusim_stream *s : g_streams)
+        if (!s->q.empty())
+            v.push_back(s);
+    std::sort(v.begin(), v.end(), [](const cusim_stream *a, const cusim_stream *b) {
+        return g_newest_first ? a->created > b->created : a->created < b->created;
+    });
+    return v;
+}
+
+/* Runs queued work, in the order above, until done() holds or nothing is left. */
+template <typename F> void drain_until(F done)
+{
+    if (done())
+        return;
+    /* the order changes only between drains where it matters, so that each order gets
+     * its turn however many single-stream drains come in between */
+    const bool several = busy_streams().size() > 1;
+    arena_open();
+    for (;;) {
+        if (done())
+            break;
+        bool ran = false;
+        for (cusim_stream *s : busy_streams()) {
+            /* as far as this stream can go before it waits on another */
+            while (!s->q.empty() && !done()) {
+                op &o = s->q.front();
+                if (!o.run && !mark_done(o.wait))
+                    break;
+                std::function<void()> fn = std::move(o.run);
+                s->q.pop_front();
+                if (fn && g_sticky == cudaSuccess)
+                    fn();
+                ran = true;
+            }
+            if (ran)
+                break; /* the order starts again from the first stream */
+        }
+        if (!ran)
+            break;
+    }
+    arena_close();
+    if (several)
+        g_newest_first = !g_newest_first;
+}
+void drain()
+{
+    drain_until([] { return busy_streams().empty(); });
+}
 
 bool stream_ok(cudaStream_t s) { return s == NULL || g_streams.count(s); }
 
@@ -230,8 +292,7 @@ void submit(cudaStream_t s, std::function<void()> fn)
         s->cap.ops.push_back(std::move(fn));
         return;
     }
-    g_queue.push_back(op{std::move(fn)});
-    g_queued++;
+    stream_of(s)->q.push_back(op{g_queued++, std::move(fn), cusim_event_mark{NULL, 0}});
 }
 
 /* A wait on a capturing stream is not allowed: the capture is lost. */
@@ -722,6 +783,8 @@ const char *cudaGetErrorString(cudaError_t e)
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
     case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream";
     case cudaErrorCapturedEvent: return "operation not permitted on an event last recorded in a capturing stream";
+    case cudaErrorHostMemoryAlreadyRegistered: return "part or all of the requested memory range is already mapped";
+    case cudaErrorHostMemoryNotRegistered: return "pointer does not correspond to a registered memory region";
     }
     return "unknown error";
 }
@@ -814,7 +877,7 @@ cudaError_t cudaFreeHost(void *p)
     CHECK_STICKY();
     if (!p)
         return cudaSuccess;
-    if (!g_pinned.count((uintptr_t)p))
+    if (!g_pinned.count((uintptr_t)p) || g_registered.count((uintptr_t)p))
         return fail(cudaErrorInvalidValue);
     drain(); /* queued copies may still read or write it */
     g_pinned.erase((uintptr_t)p);
@@ -908,9 +971,19 @@ cudaError_t cudaMemset(void *p, int v, size_t n)
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 {
     (void)flags;
-    return handle_new(g_streams, s);
+    const cudaError_t e = handle_new(g_streams, s);
+    if (e == cudaSuccess)
+        (*s)->created = ++g_streams_created;
+    return e;
 }
-cudaError_t cudaStreamDestroy(cudaStream_t s) { return handle_delete(g_streams, s); }
+cudaError_t cudaStreamDestroy(cudaStream_t s)
+{
+    LOCKED;
+    if (!s || !g_streams.count(s))
+        return fail(cudaErrorInvalidResourceHandle);
+    drain_until([s] { return s->q.empty(); }); /* its work still runs */
+    return handle_delete(g_streams, s);
+}
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
     LOCKED;
@@ -918,7 +991,10 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s)
         return fail(cudaErrorInvalidResourceHandle);
     if (refuse_in_capture(s))
         return fail(cudaErrorStreamCaptureUnsupported);
-    return wait_all();
+    /* this stream only: work on other streams may still be pending */
+    cusim_stream *q = stream_of(s);
+    drain_until([q] { return q->q.empty(); });
+    return g_sticky != cudaSuccess ? fail(g_sticky) : cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void)
 {
@@ -942,7 +1018,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
         return fail(cudaErrorInvalidResourceHandle);
     e->captured = s && s->capturing; /* a node of the graph: the host cannot wait for it */
     if (!e->captured)
-        e->seq = g_queued;
+        e->mark = cusim_event_mark{stream_of(s), g_queued};
     return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e)
@@ -952,8 +1028,50 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e)
         return fail(cudaErrorInvalidResourceHandle);
     if (e->captured)
         return fail(cudaErrorCapturedEvent);
-    drain_to(e->seq);
+    const cusim_event_mark m = e->mark;
+    drain_until([m] { return mark_done(m); });
     return g_sticky != cudaSuccess ? fail(g_sticky) : cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
+{
+    LOCKED;
+    CHECK_STICKY();
+    if (!g_events.count(e) || !stream_ok(s) || flags != 0)
+        return fail(cudaErrorInvalidResourceHandle);
+    if (e->captured || (s && s->capturing)) { /* not modelled: no capture here crosses streams */
+        if (s && s->capturing)
+            s->cap.invalid = true;
+        return fail(cudaErrorStreamCaptureUnsupported);
+    }
+    /* the event as recorded now; a later record does not move this wait */
+    stream_of(s)->q.push_back(op{g_queued++, std::function<void()>(), e->mark});
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostRegister(void *p, size_t n, unsigned flags)
+{
+    LOCKED;
+    CHECK_STICKY();
+    (void)flags;
+    if (!p || n == 0)
+        return fail(cudaErrorInvalidValue);
+    const uintptr_t a = (uintptr_t)p;
+    auto it = g_pinned.upper_bound(a + n - 1); /* any range overlapping [a, a + n) */
+    if (it != g_pinned.begin() && (--it)->first + it->second > a)
+        return fail(cudaErrorHostMemoryAlreadyRegistered);
+    g_pinned[a] = n;
+    g_registered.insert(a);
+    return cudaSuccess;
+}
+cudaError_t cudaHostUnregister(void *p)
+{
+    LOCKED;
+    if (!g_registered.count((uintptr_t)p))
+        return fail(cudaErrorHostMemoryNotRegistered);
+    drain(); /* queued copies may still read it */
+    g_registered.erase((uintptr_t)p);
+    g_pinned.erase((uintptr_t)p);
+    return cudaSuccess;
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode)

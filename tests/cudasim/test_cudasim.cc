@@ -234,6 +234,71 @@ static void deferred_copies_and_graphs()
     cudaStreamDestroy(s);
 }
 
+__global__ void k_copy_int(int *out, const int *in)
+{
+    out[threadIdx.x] = in[threadIdx.x];
+}
+
+/* Streams are ordered only by events: without one, a reader on another stream sees the
+ * write done in one drain and not done in the next. */
+static void streams_and_events()
+{
+    cudaStream_t a, b;
+    cudaEvent_t ev;
+    cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking);
+    cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking);
+    cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    int *d = dev<int>(4), *out = dev<int>(4), h[4];
+    int seen[2][3];
+    for (int round = 0; round < 2; round++) {
+        /* 0: no event; 1: a waits for b's write; 2: b's write waits for a's read */
+        for (int mode = 0; mode < 3; mode++) {
+            cudaMemset(d, 0, 16);
+            if (mode < 2) {
+                cudaMemsetAsync(d, 1, 16, b);
+                if (mode == 1) {
+                    cudaEventRecord(ev, b);
+                    cudaStreamWaitEvent(a, ev, 0);
+                }
+                LAUNCH(1, 4, 0, a, k_copy_int)(out, d);
+            } else {
+                LAUNCH(1, 4, 0, a, k_copy_int)(out, d);
+                cudaEventRecord(ev, a);
+                cudaStreamWaitEvent(b, ev, 0);
+                cudaMemsetAsync(d, 1, 16, b);
+            }
+            CHECK(cudaDeviceSynchronize() == cudaSuccess, "sync");
+            cudaMemcpy(h, out, 16, cudaMemcpyDeviceToHost);
+            seen[round][mode] = h[0];
+        }
+    }
+    CHECK(seen[0][0] != seen[1][0], "without an event both drains gave %#x", seen[0][0]);
+    CHECK(seen[0][1] == 0x01010101 && seen[1][1] == 0x01010101, "waiting for the write: %#x %#x", seen[0][1],
+          seen[1][1]);
+    CHECK(seen[0][2] == 0 && seen[1][2] == 0, "the write waiting for the read: %#x %#x", seen[0][2], seen[1][2]);
+
+    /* registered host memory is read when the copy runs, like pinned memory */
+    static int host[1024] __attribute__((aligned(4096)));
+    host[0] = 1;
+    CHECK(cudaHostRegister(host, sizeof host, cudaHostRegisterReadOnly) == cudaSuccess, "register");
+    CHECK(cudaHostRegister(host + 512, 16, cudaHostRegisterReadOnly) == cudaErrorHostMemoryAlreadyRegistered,
+          "registering an overlapping range");
+    cudaGetLastError();
+    cudaMemcpyAsync(d, host, 16, cudaMemcpyHostToDevice, a);
+    host[0] = 2;
+    cudaStreamSynchronize(a);
+    cudaMemcpy(h, d, 16, cudaMemcpyDeviceToHost);
+    CHECK(h[0] == 2, "a copy from registered memory read %d before it ran", h[0]);
+    CHECK(cudaHostUnregister(host) == cudaSuccess, "unregister");
+    CHECK(cudaHostUnregister(host) == cudaErrorHostMemoryNotRegistered, "unregister twice");
+    cudaGetLastError();
+    cudaEventDestroy(ev);
+    cudaStreamDestroy(a);
+    cudaStreamDestroy(b);
+    cudaFree(d);
+    cudaFree(out);
+}
+
 static void launch_limits_and_memory()
 {
     int *d = dev<int>(4);
@@ -340,6 +405,7 @@ int main()
     warp_ops();
     race_is_visible();
     deferred_copies_and_graphs();
+    streams_and_events();
     launch_limits_and_memory();
     gemm();
     faults();

@@ -38,6 +38,10 @@ for m in a b; do
     while read -r group device type bytes; do
         if [ "$group" = total ]; then
             total[$device]=$bytes
+        elif [ "$group" = stream ]; then
+            # "stream layers N bytes B threshold T ...": only where a GPU holds part of the model
+            [ "$(stat_value "$MNT/$m/stats" vram_used_load)" != 0 ] || fail "$m: a stream line without a GPU in use"
+            [ "$device" = layers ] || [ "$device" = error ] || fail "$m: a malformed stream line: $device $type $bytes"
         elif [ "$group" != fit ]; then
             [ "$device" = CPU ] || { [ "$device" = CUDA0 ] && [ "$(stat_value "$MNT/$m/stats" vram_used_load)" != 0 ]; } ||
                 fail "$m: a row on $device without a GPU in use"
