@@ -647,6 +647,7 @@ static void cuda_ops_init(void)
     o.load_weight = cuda_op_load_weight;
     o.stage_copy = cuda_op_stage_copy;
     o.stage_wait = cuda_op_stage_wait;
+    o.stage_release = cuda_op_stage_release;
     o.argmax = cuda_op_argmax;
     o.topk = cuda_op_topk;
     o.check = op_check;

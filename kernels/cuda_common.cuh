@@ -191,6 +191,7 @@ int cuda_op_load_weight(backend *be, tensor *t, const void *src, struct llmfs_er
 int cuda_op_stage_copy(backend *be, int slot, tensor *dst, const tensor *const *src, int count,
                        struct llmfs_error *err);
 void cuda_op_stage_wait(backend *be, int slot);
+void cuda_op_stage_release(backend *be);
 void cuda_stage_destroy(cuda_backend *cb);
 
 /* Bytes the device layout of a weight takes (0: type not handled). */

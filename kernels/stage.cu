@@ -218,6 +218,26 @@ void cuda_op_stage_wait(backend *be, int slot)
 }
 
 /* Teardown: nobody is left to hear of a failure, so results are dropped on purpose. */
+void cuda_op_stage_release(backend *be)
+{
+    cuda_backend *cb = CB(be);
+    if (!cb->copy_stream)
+        return;
+    /* both streams may still use them */
+    if (!CUDA_OK(cb, cudaSetDevice(cb->device)) || !CUDA_OK(cb, cudaStreamSynchronize(cb->stream)) ||
+        !CUDA_OK(cb, cudaStreamSynchronize(cb->copy_stream)))
+        return;
+    void **p[3] = {&cb->slot[0], &cb->slot[1], &cb->raw};
+    size_t *cap[3] = {&cb->slot_cap[0], &cb->slot_cap[1], &cb->raw_cap};
+    for (int k = 0; k < 3; k++) {
+        if (*p[k] && !CUDA_OK(cb, cudaFree(*p[k])))
+            return;
+        cb->own_bytes -= *cap[k];
+        *p[k] = NULL;
+        *cap[k] = 0;
+    }
+}
+
 void cuda_stage_destroy(cuda_backend *cb)
 {
     if (cb->copy_stream)

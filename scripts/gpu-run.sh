@@ -10,7 +10,8 @@
 #   models   benchmark models of real shapes with `llmfs mkmodel` (random weights)
 #   bench    per model (made first when missing, so the budget cuts between models):
 #            llmfs bench -p 512 -n 128 -ngl 99 --fa on, tg128 at depth 4096 for qwen3-8b,
-#            and qwen3-30b-a3b with every expert on the CPU (-ncmoe 48 -t 16, tg64)
+#            and qwen3-30b-a3b with every expert on the CPU (-ncmoe 48 -t 16, tg64; pp512
+#            with the experts streamed to the GPU, as measured, and computed on the CPU, -ob 0)
 #   report   a markdown table: t/s and the share of 4.28 TB/s the weights read per token take
 # Usage: scripts/gpu-run.sh [STAGE...]  (default: build test bench report)
 # Environment:
@@ -179,6 +180,7 @@ bench_one() { # name out-suffix bench-args...
     if bounded 20 "$LLMFS" bench -m "$MODELS/$name.gguf" "$@" -ngl 99 --fa on -r "$REPS" -o json \
         >"$OUT/bench-$name$sfx.json" 2>"$OUT/bench-$name$sfx.err"; then
         note "bench $name$sfx: $((SECONDS - t0)) s"
+        grep -h "host memory" "$OUT/bench-$name$sfx.err" | while read -r l; do note "$name$sfx: $l"; done
     else
         note "bench $name$sfx failed: $(tail -1 "$OUT/bench-$name$sfx.err")"
         status=1
@@ -197,6 +199,8 @@ stage_bench() {
         fi
         if [ "$name" = qwen3-30b-a3b-q4_k_m ]; then # placement: every expert on the CPU
             bench_one "$name" -ncmoe48 -p 512 -n 64 -ncmoe 48 -t 16
+            # the prompt's experts computed on the CPU instead of streamed to the GPU
+            bench_one "$name" -ncmoe48-ob0 -p 512 -n 0 -ncmoe 48 -t 16 -ob 0
         fi
     done
 }
@@ -255,7 +259,9 @@ print("| --- | --- | ---: | ---: | ---: |")
 for fn in sorted(os.listdir(out)):
     if not (fn.startswith("bench-") and fn.endswith(".json")):
         continue
-    name = fn[6:-5].replace("-d4096", "").replace("-ncmoe48", "")
+    variant = fn[6:-5]
+    name = variant.replace("-d4096", "").replace("-ncmoe48", "").replace("-ob0", "")
+    variant = variant[len(name):].replace("-", " ").strip()
     try:
         rows = json.load(open(os.path.join(out, fn)))
     except Exception as e:
@@ -269,7 +275,7 @@ for fn in sorted(os.listdir(out)):
         ts = r["avg_ts"]
         share = f"{bpt * ts / 4.28e12 * 100:.1f}%" if r["n_gen"] and bpt else "-"
         gb = f"{bpt / 1e9:.3f}" if bpt else "?"
-        print(f"| {r['model']} | {r['test']} | {ts:.1f} ± {r['stddev_ts']:.1f} | {gb} | {share} |")
+        print(f"| {r['model']} | {r['test']} {variant} | {ts:.1f} ± {r['stddev_ts']:.1f} | {gb} | {share} |")
 EOF
 }
 

@@ -163,6 +163,9 @@ struct backend_ops {
     int (*stage_copy)(backend *be, int slot, tensor *dst, const tensor *const *src, int count,
                       struct llmfs_error *err);
     void (*stage_wait)(backend *be, int slot);
+    /* Gives the slots' memory back (after the ops using them), for a batch that needs
+     * the room; the next stage_copy grows them again. */
+    void (*stage_release)(backend *be);
 };
 
 struct backend {

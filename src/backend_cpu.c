@@ -1169,6 +1169,15 @@ static void cpu_moe_ffn(backend *be, float *out, const float *x, const tensor *g
  * streams when tests stand it in for a GPU, so the model's streaming runs on any machine.
  * Copies, rather than pointing at the source, so that a slot read after its next
  * stage_copy gives wrong results there too. */
+static void cpu_stage_release(backend *be)
+{
+    cpu_be *c = impl(be);
+    for (int k = 0; k < 2; k++) {
+        free(c->stage[k].p);
+        memset(&c->stage[k], 0, sizeof c->stage[k]);
+    }
+}
+
 static int cpu_stage_copy(backend *be, int slot, tensor *dst, const tensor *const *src, int count,
                           struct llmfs_error *err)
 {
@@ -1227,6 +1236,7 @@ static const struct backend_ops cpu_ops = {
     .destroy = cpu_destroy,
     .stage_copy = cpu_stage_copy,
     .stage_wait = cpu_stage_wait,
+    .stage_release = cpu_stage_release,
 };
 
 backend *backend_cpu_new(int n_threads, int n_threads_batch)

@@ -15,7 +15,8 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: llmfs fit -m MODEL [--fit-ctx N] [--fit-target MiB] [--vram-limit MiB]\n"
-               "                 [-ctk TYPE] [-ctv TYPE] [-ub N] [--fa on|off] [--override-tensor SPEC]\n");
+               "                 [-ctk TYPE] [-ctv TYPE] [-ub N] [--fa on|off] [--override-tensor SPEC]\n"
+               "                 [--offload-batch N]\n");
 }
 
 static int parse_long(const char *s, long lo, long hi, long *out)
@@ -32,7 +33,7 @@ static int parse_long(const char *s, long lo, long hi, long *out)
 int cmd_fit(int argc, char **argv)
 {
     const char *path = NULL, *ovr = NULL, *ctk = "f16", *ctv = "f16";
-    long fit_ctx = 4096, target = 1024, vram_limit = -1, ubatch = 512;
+    long fit_ctx = 4096, target = 1024, vram_limit = -1, ubatch = 512, offload_batch = -1;
     bool flash = true;
     for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -56,6 +57,8 @@ int cmd_fit(int argc, char **argv)
             num = &vram_limit, lo = 0, hi = 1 << 26;
         else if (strcmp(a, "-ub") == 0 || strcmp(a, "--ubatch") == 0)
             num = &ubatch, lo = 1, hi = 1 << 16;
+        else if (strcmp(a, "-ob") == 0 || strcmp(a, "--offload-batch") == 0)
+            num = &offload_batch, lo = -1, hi = 1 << 20;
         else if (strcmp(a, "-ctk") == 0)
             ctk = v;
         else if (strcmp(a, "-ctv") == 0)
@@ -90,7 +93,7 @@ int cmd_fit(int argc, char **argv)
 
     fit_input in = {
         .path = path, .ctx = (int)fit_ctx, .parallel = 1, .fit_ctx = (int)fit_ctx, .ubatch = (int)ubatch,
-        .type_k = tk, .type_v = tv, .flash = flash, .override_tensor = ovr,
+        .type_k = tk, .type_v = tv, .flash = flash, .override_tensor = ovr, .offload_batch = (int)offload_batch,
         .fit_target = (uint64_t)target * 1024 * 1024,
     };
     const char *vram_src = "limit";

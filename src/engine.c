@@ -382,6 +382,7 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
         .type_v = cache_ggml_type(s->cache_type_v),
         .flash = s->flash_attn,
         .n_cpu_moe = s->n_cpu_moe,
+        .offload_batch = s->offload_batch,
         .override_tensor = o->override_tensor,
         .vram_free = vram,
         .fit_target = (uint64_t)s->fit_target * 1048576,

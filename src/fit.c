@@ -72,6 +72,7 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
             .vram_free = in->vram_free,
             .fit_target = in->fit_target,
             .kv_bytes_per_layer = (uint64_t)ctx * (uint64_t)in->parallel * row,
+            .stream = in->offload_batch != 0,
             .compute_bytes = place_compute_bytes(n_embd, ff, n_head, head_dim, n_vocab, in->ubatch, ctx,
                                                  in->flash),
         };

@@ -16,6 +16,7 @@ typedef struct fit_input {
     int type_k, type_v;           /* enum ggml_type */
     bool flash;
     int n_cpu_moe;                /* as set (fit may raise it) */
+    int offload_batch;            /* as the setting: 0 never streams (no room kept for it) */
     const char *override_tensor;  /* or NULL */
     uint64_t vram_free;           /* bytes the GPU may use */
     uint64_t fit_target;          /* bytes to leave free */

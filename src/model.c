@@ -56,6 +56,8 @@ typedef struct model_priv {
     bool staged_ok[2];    /* the slot's copy was made (else its layer runs where it is) */
     double cpu_ffn_s;     /* this micro-batch: seconds in those layers' feed-forward on the CPU */
     int cpu_ffn_layers;   /* how many of them were timed (not the pruned last one) */
+    bool ub_streamed;     /* the last micro-batch streamed */
+    bool stream_off;      /* a streamed batch ran out of device memory: no more streaming */
     char ftype_name[32];
 } model_priv;
 
@@ -896,7 +898,8 @@ static int stream_auto_threshold(const model *m)
 /* The smallest micro-batch that streams now; 0 none. */
 static int stream_threshold(const model *m)
 {
-    if (!m->stream.layers)
+    const model_priv *P = m->scratch;
+    if (!m->stream.layers || P->stream_off)
         return 0;
     return m->offload_batch >= 0 ? m->offload_batch : m->stream.threshold;
 }
@@ -1041,6 +1044,9 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
     model_priv *P = m->scratch;
     const model_hparams *hp = &m->hp;
     const int n = ub->n;
+    const int threshold = stream_threshold(m);
+    const bool stream = threshold > 0 && n >= threshold;
+    P->ub_streamed = stream;
     int rc;
     backend *refused = NULL;
     if ((rc = m->cpu->ops->begin(m->cpu, ub)))
@@ -1059,8 +1065,6 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
     for (int i = 0; i < n; i++)
         n_out += ub->logits[i] != 0;
 
-    const int threshold = stream_threshold(m);
-    const bool stream = threshold > 0 && n >= threshold;
     const double t0 = now_s();
     P->cpu_ffn_s = 0;
     P->cpu_ffn_layers = 0;
@@ -1205,6 +1209,17 @@ static int forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out
             lg = NULL; /* the output's backend picks the ids itself */
         }
         rc = forward_ubatch(m, kv, &ub, lg, ids_out ? ids_out + out_row : NULL, flash_attn, err);
+        if (rc == -ENOMEM && P->ub_streamed) {
+            /* the two layers in flight took the room this batch needed: the memory goes
+             * back to the batch, and the feed-forward to the CPU from now on */
+            m->gpu->ops->stage_release(m->gpu);
+            P->stream_off = true;
+            snprintf(m->stream.error, sizeof m->stream.error,
+                     "streaming off until the model is loaded again: %.80s", err ? err->msg : "out of memory");
+            if (err)
+                memset(err, 0, sizeof *err);
+            rc = forward_ubatch(m, kv, &ub, lg, ids_out ? ids_out + out_row : NULL, flash_attn, err);
+        }
         if (rc < 0)
             return rc;
         out_row += (size_t)rc;

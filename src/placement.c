@@ -128,6 +128,10 @@ static bool override_matches(const regex_t *re, const char *name)
     return k > 0 && (size_t)k < sizeof alias && regexec(re, alias, 0, NULL, 0) == 0;
 }
 
+/* The CUDA backend's buffer for GGUF blocks it repacks while streaming (kernels/stage.cu):
+ * a tensor's blocks, at most this many bytes at a time. */
+#define STREAM_RAW_BYTES (32ull << 20)
+
 /* Devices for a given (ngl, n_cpu_moe), then the overrides; fills the totals. */
 static void assign(place_tensor *t, int n, const place_opts *o, const override *ov, int n_ov,
                    int ngl, int n_cpu_moe, place_result *r)
@@ -135,6 +139,8 @@ static void assign(place_tensor *t, int n, const place_opts *o, const override *
     int first_gpu = o->n_layer - (ngl < 0 || ngl > o->n_layer ? o->n_layer : ngl);
     bool output_gpu = ngl < 0 || ngl > o->n_layer;
     bool *attn_gpu = calloc((size_t)(o->n_layer > 0 ? o->n_layer : 1), sizeof *attn_gpu);
+    uint64_t *ffn_cpu = calloc((size_t)(o->n_layer > 0 ? o->n_layer : 1), sizeof *ffn_cpu);
+    uint64_t biggest = 0; /* the largest tensor that streams */
     r->bytes_cpu = r->bytes_gpu = 0;
     for (int i = 0; i < n; i++) {
         place_tensor *p = &t[i];
@@ -160,15 +166,26 @@ static void assign(place_tensor *t, int n, const place_opts *o, const override *
             r->bytes_cpu += p->bytes;
         if (d == PLACE_GPU && p->group == PG_ATTN && p->layer >= 0 && p->layer < o->n_layer)
             attn_gpu[p->layer] = true;
+        if (d == PLACE_CPU && (p->group == PG_FFN || p->group == PG_EXPS) && p->layer >= 0 && p->layer < o->n_layer) {
+            ffn_cpu[p->layer] += p->bytes;
+            biggest = p->bytes > biggest ? p->bytes : biggest;
+        }
     }
     int kv_layers = 0;
-    for (int il = 0; il < o->n_layer; il++)
+    uint64_t widest = 0; /* the largest layer that streams */
+    for (int il = 0; il < o->n_layer; il++) {
         kv_layers += attn_gpu[il];
+        widest = ffn_cpu[il] > widest ? ffn_cpu[il] : widest;
+    }
     free(attn_gpu);
+    free(ffn_cpu);
+    r->stream_bytes = o->stream && r->bytes_gpu && widest
+                          ? 2 * widest + (biggest < STREAM_RAW_BYTES ? biggest : STREAM_RAW_BYTES)
+                          : 0;
     r->ngl = ngl < 0 ? o->n_layer + 1 : ngl;
     r->n_cpu_moe = n_cpu_moe;
     r->gpu_total = r->bytes_gpu + (uint64_t)kv_layers * o->kv_bytes_per_layer +
-                   (r->bytes_gpu ? o->compute_bytes : 0);
+                   (r->bytes_gpu ? o->compute_bytes : 0) + r->stream_bytes;
     r->headroom = (int64_t)o->vram_free - (int64_t)r->gpu_total;
 }
 
@@ -230,11 +247,11 @@ int place_decide(place_tensor *t, int n, const place_opts *o, place_result *res,
         }
         snprintf(res->text, sizeof res->text,
                  "fit: %.0f MiB free, target %.0f MiB: ngl %d of %d, n_cpu_moe %d; "
-                 "GPU %.0f MiB (weights %.0f, KV %.0f, compute %.0f), headroom %.0f MiB",
+                 "GPU %.0f MiB (weights %.0f, KV %.0f, compute %.0f, stream %.0f), headroom %.0f MiB",
                  o->vram_free / MiB, o->fit_target / MiB, res->ngl, all, res->n_cpu_moe,
                  res->gpu_total / MiB, res->bytes_gpu / MiB,
-                 (res->gpu_total - res->bytes_gpu - (res->bytes_gpu ? o->compute_bytes : 0)) / MiB,
-                 (res->bytes_gpu ? o->compute_bytes : 0) / MiB, res->headroom / MiB);
+                 (res->gpu_total - res->bytes_gpu - (res->bytes_gpu ? o->compute_bytes : 0) - res->stream_bytes) / MiB,
+                 (res->bytes_gpu ? o->compute_bytes : 0) / MiB, res->stream_bytes / MiB, res->headroom / MiB);
     }
     snprintf(res->flags, sizeof res->flags, "ngl=%d n_cpu_moe=%d%s%s", res->ngl, res->n_cpu_moe,
              o->override_tensor && *o->override_tensor ? " override_tensor=" : "",

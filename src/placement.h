@@ -45,12 +45,16 @@ typedef struct place_opts {
     /* Memory the GPU needs besides weights, per GPU layer and in total. */
     uint64_t kv_bytes_per_layer;   /* for fit_ctx tokens */
     uint64_t compute_bytes;        /* scratch and output buffers */
+    /* Large prompt batches stream host-resident feed-forward weights to the GPU (offload_batch
+     * not 0): two layers of them in flight, plus a repacking buffer. */
+    bool stream;
 } place_opts;
 
 typedef struct place_result {
     int ngl, n_cpu_moe;          /* effective (as chosen by fit, or as given) */
     uint64_t bytes_cpu, bytes_gpu;   /* weights */
-    uint64_t gpu_total;          /* weights + KV + compute on the GPU */
+    uint64_t stream_bytes;       /* the streaming slots, 0 when nothing streams */
+    uint64_t gpu_total;          /* weights + KV + compute + stream on the GPU */
     int64_t headroom;            /* vram_free - gpu_total (bytes, may be negative) */
     char text[512];              /* the decision in words, "" without fit */
     char flags[256];             /* the equivalent explicit settings */

@@ -52,6 +52,60 @@ static model *load(const char *path, int ngl)
     return m;
 }
 
+/* Every byte the device will give, in halving chunks, held by a backend of its own. */
+typedef struct hog {
+    backend *be;
+    void **held;
+    int n;
+} hog;
+
+static hog hog_device(void)
+{
+    char why[256];
+    hog h = {backend_cuda_new(0, why, sizeof why), calloc(4096, sizeof(void *)), 0};
+    ck_assert_msg(h.be, "%s", why);
+    for (size_t chunk = (size_t)256 << 20; chunk >= (64u << 10) && h.n < 4096;) {
+        void *p = h.be->ops->alloc(h.be, chunk);
+        if (p)
+            h.held[h.n++] = p;
+        else
+            chunk /= 2;
+    }
+    uint64_t total = 0, avail = 0;
+    ck_assert_int_eq(cuda_device_info(0, NULL, 0, &total, &avail, why, sizeof why), 0);
+    ck_assert_msg(avail < (8u << 20), "%llu bytes still free after taking all", (unsigned long long)avail);
+    return h;
+}
+
+static void hog_release(hog *h)
+{
+    for (int i = 0; i < h->n; i++)
+        h->be->ops->free(h->be, h->held[i]);
+    backend_free(h->be);
+    free(h->held);
+}
+
+/* A five-layer mkmodel model of an architecture and file type at a temporary path
+ * (removed by the caller). */
+static void write_model(char *path, const char *arch, const char *ftype, int n_embd, int n_ff, uint64_t seed)
+{
+    mkmodel_shape sh;
+    ck_assert(mkmodel_arch_defaults(arch, &sh));
+    sh.n_layer = 5;
+    if (n_embd) {
+        sh.head_dim = n_embd / sh.n_head;
+        sh.n_embd = n_embd;
+        sh.n_ff = n_ff;
+    }
+    const int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    mkmodel_opts mo = {.seed = seed, .n_threads = 2, .quiet = true};
+    llmfs_error err = {0};
+    ck_assert_msg(mkmodel_write(&sh, mkmodel_ftype_from_name(ftype), &mo, path, &err) == 0, "mkmodel %s: %s", arch,
+                  err.msg);
+}
+
 /* ---------------------------------------------------------------- tests */
 
 /* Full offload: the prompt in one batch (both attention paths), prompt + greedy in one
@@ -299,23 +353,7 @@ START_TEST(out_of_memory)
     float *out = fixture_logits_buf(f, f->n_tok);
     fixture_eval(m, kv, f->tok, 1, 0, 0, 1, f->flash, out); /* small batches only so far */
 
-    /* take every byte the device will give, in halving chunks */
-    char why[256];
-    backend *hog = backend_cuda_new(0, why, sizeof why);
-    ck_assert_msg(hog, "%s", why);
-    enum { MAX_HOG = 4096 };
-    void **held = calloc(MAX_HOG, sizeof *held);
-    int nh = 0;
-    for (size_t chunk = (size_t)256 << 20; chunk >= (64u << 10) && nh < MAX_HOG;) {
-        void *p = hog->ops->alloc(hog, chunk);
-        if (p)
-            held[nh++] = p;
-        else
-            chunk /= 2;
-    }
-    uint64_t total = 0, avail = 0;
-    ck_assert_int_eq(cuda_device_info(0, NULL, 0, &total, &avail, why, sizeof why), 0);
-    ck_assert_msg(avail < (8u << 20), "%llu bytes still free after taking all", (unsigned long long)avail);
+    hog h = hog_device();
 
     llmfs_error e = {0};
     kv_cache *big = kv_cache_alloc(m, 8192, 4, f->ctk, f->ctv, &e);
@@ -347,10 +385,7 @@ START_TEST(out_of_memory)
     }
 
     /* memory back: the same model, the same cache, the big batch and the reference */
-    for (int i = 0; i < nh; i++)
-        hog->ops->free(hog, held[i]);
-    backend_free(hog);
-    free(held);
+    hog_release(&h);
     kv_seq_keep(kv, 0, 0);
     memset(&e, 0, sizeof e);
     ck_assert_msg(model_forward(m, kv, &b, last, f->flash, &e) == 0, "the 512-token batch afterwards: %s", e.msg);
@@ -382,17 +417,9 @@ START_TEST(streamed_layers)
     } shapes[] = {{"llama", "q4_k_m", "ffn_(up|down|gate)=CPU", 0}, {"qwen3moe", "q8_0", NULL, 5}};
     const int nl = 5, n = 24;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        mkmodel_shape sh;
-        ck_assert(mkmodel_arch_defaults(shapes[s].arch, &sh));
-        sh.n_layer = nl;
         char path[] = "/tmp/llmfs-streamed-XXXXXX";
-        const int fd = mkstemp(path);
-        ck_assert_int_ge(fd, 0);
-        close(fd);
-        mkmodel_opts mo = {.seed = 11 + s, .n_threads = 2, .quiet = true};
+        write_model(path, shapes[s].arch, shapes[s].ftype, 0, 0, 11 + s);
         llmfs_error err = {0};
-        ck_assert_msg(mkmodel_write(&sh, mkmodel_ftype_from_name(shapes[s].ftype), &mo, path, &err) == 0,
-                      "mkmodel %s: %s", shapes[s].arch, err.msg);
         model *g = load(path, 99);
         model_opts o = {.n_threads = 2, .n_threads_batch = 2, .ngl = 99, .override_tensor = shapes[s].ot,
                         .n_cpu_moe = shapes[s].n_cpu_moe};
@@ -441,6 +468,60 @@ START_TEST(streamed_layers)
 }
 END_TEST
 
+/* The layers in flight hold device memory that a larger batch's scratch then cannot
+ * get: that batch runs with the memory given back and the feed-forward on the CPU, and
+ * streaming stays off (placement says why); the logits are those of a batch that never
+ * streamed. */
+START_TEST(stream_out_of_memory)
+{
+    char path[] = "/tmp/llmfs-stream-oom-XXXXXX";
+    write_model(path, "llama", "q8_0", 512, 4096, 23);
+    model_opts o = {.n_threads = 2, .n_threads_batch = 2, .ngl = 99, .override_tensor = "ffn_(up|down|gate)=CPU"};
+    llmfs_error err = {0};
+    model *m = model_load(path, &o, &err);
+    unlink(path);
+    ck_assert_msg(m && m->gpu, "%s", err.msg);
+    ck_assert_int_eq(m->stream.layers, 5);
+    const int V = m->hp.n_vocab, n = 96;
+    int32_t tok[96];
+    test_rand_seed(17);
+    for (int i = 0; i < n; i++)
+        tok[i] = (int32_t)(test_rand() % (uint64_t)V);
+    float *out = malloc(sizeof(float) * (size_t)n * V), *ref = malloc(sizeof(float) * (size_t)n * V);
+    kv_cache *kv = test_kv_cache(m, 256, 1, T_F16, T_F16);
+    m->offload_batch = 2;
+    fixture_eval(m, kv, tok, 17, 0, 0, 17, false, out); /* the slots at their full size */
+    ck_assert_int_eq(m->stream.batches, 1);
+    const uint64_t held = m->gpu->ops->mem_used(m->gpu);
+
+    hog h = hog_device();
+    kv_seq_keep(kv, 0, 0);
+    fixture_eval(m, kv, tok, n, 0, 0, n, false, out);
+    ck_assert_msg(strstr(m->stream.error, "streaming off") && strstr(m->stream.error, "memory"), "stream error: '%s'",
+                  m->stream.error);
+    ck_assert_int_eq(m->stream.batches, 1);
+    /* the two slots (a layer's feed-forward weights each) went back */
+    const uint64_t now = m->gpu->ops->mem_used(m->gpu), slot = m->stream.bytes / 5;
+    fprintf(stderr, "stream_out_of_memory: device memory held %.1f MiB streaming, %.1f MiB after (slots %.1f MiB)\n",
+            held / 1048576.0, now / 1048576.0, slot / 1048576.0);
+    ck_assert_msg(now + 2 * slot <= held, "%llu bytes held before, %llu after", (unsigned long long)held,
+                  (unsigned long long)now);
+    hog_release(&h);
+
+    kv_seq_keep(kv, 0, 0);
+    fixture_eval(m, kv, tok, n, 0, 0, n, false, ref); /* offload_batch 2, but streaming is off */
+    ck_assert_int_eq(m->stream.batches, 1);
+    for (int i = 0; i < n; i++) {
+        const double e = logits_rel_rms(out + (size_t)i * V, ref + (size_t)i * V, V);
+        ck_assert_msg(e < 1e-5, "position %d: %.3g from the batch that never streamed", i, e);
+    }
+    free(out);
+    free(ref);
+    kv_cache_free(kv);
+    model_free(m);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("gpu_fixtures");
@@ -452,6 +533,7 @@ static Suite *make_suite(void)
     tcase_add_loop_test(tc, hybrid_placements, 0, n_cases);
     tcase_add_test(tc, out_of_memory);
     tcase_add_test(tc, streamed_layers);
+    tcase_add_test(tc, stream_out_of_memory);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -229,6 +229,50 @@ START_TEST(fit_spills_experts_before_layers)
 }
 END_TEST
 
+/* With streaming on, the GPU keeps room for two layers of host-resident feed-forward
+ * weights (and the repacking buffer): fit spills one layer's experts more when needed
+ * and still leaves the headroom; nothing is kept when nothing lives in host memory, or
+ * nothing is on the GPU. */
+START_TEST(fit_keeps_room_for_streaming)
+{
+    static table tb;
+    make_moe(&tb, 48, false);
+    place_opts o = {.n_layer = 48, .fit = true, .fit_target = 512 * MiB, .vram_free = 12288 * MiB,
+                    .kv_bytes_per_layer = 8192ull * 2 * 512 * 2, .compute_bytes = 300 * MiB};
+    place_result off, on;
+    ck_assert_int_eq(place_decide(tb.t, tb.n, &o, &off, NULL), 0);
+    ck_assert_uint_eq(off.stream_bytes, 0);
+    o.stream = true;
+    ck_assert_int_eq(place_decide(tb.t, tb.n, &o, &on, NULL), 0);
+    /* a layer's experts and router: what one slot holds */
+    const uint64_t layer = 3 * find(&tb, "blk.0.ffn_up_exps.weight")->bytes + find(&tb, "blk.0.ffn_norm.weight")->bytes +
+                           find(&tb, "blk.0.ffn_gate_inp.weight")->bytes;
+    ck_assert_int_gt(on.n_cpu_moe, off.n_cpu_moe);
+    ck_assert_int_eq(on.ngl, 49);
+    ck_assert_uint_eq(on.stream_bytes, 2 * (3 * find(&tb, "blk.0.ffn_up_exps.weight")->bytes) + (32ull << 20));
+    ck_assert_uint_lt(on.stream_bytes, 2 * layer + (32ull << 20));
+    ck_assert_int_ge(on.headroom, (int64_t)(512 * MiB));
+    ck_assert_ptr_nonnull(strstr(on.text, "stream "));
+    /* one expert layer fewer on the CPU would eat into the headroom with the slots */
+    place_opts manual = o;
+    manual.fit = false;
+    manual.ngl = 49;
+    manual.n_cpu_moe = on.n_cpu_moe - 1;
+    place_result r;
+    place_decide(tb.t, tb.n, &manual, &r, NULL);
+    ck_assert_int_lt(r.headroom, (int64_t)(512 * MiB));
+    /* everything fits: no layer streams, no room kept */
+    o.vram_free = 100000 * MiB;
+    ck_assert_int_eq(place_decide(tb.t, tb.n, &o, &r, NULL), 0);
+    ck_assert_int_eq(r.n_cpu_moe, 0);
+    ck_assert_uint_eq(r.stream_bytes, 0);
+    /* no GPU: nothing to stream to */
+    o.vram_free = 0;
+    ck_assert_int_eq(place_decide(tb.t, tb.n, &o, &r, NULL), 0);
+    ck_assert_uint_eq(r.stream_bytes, 0);
+}
+END_TEST
+
 START_TEST(fit_dense_model_drops_layers)
 {
     /* 32 dense layers of 200 MiB, output 400 MiB */
@@ -275,6 +319,7 @@ int main(void)
     tcase_add_test(tc, n_cpu_moe_keeps_attention_on_gpu);
     tcase_add_test(tc, override_patterns);
     tcase_add_test(tc, fit_spills_experts_before_layers);
+    tcase_add_test(tc, fit_keeps_room_for_streaming);
     tcase_add_test(tc, fit_dense_model_drops_layers);
     tcase_add_test(tc, compute_estimate_grows_with_context_without_flash);
     suite_add_tcase(s, tc);

@@ -25,10 +25,21 @@ setting() { sed -n "s/^settings .*\b$1=\([0-9-]*\).*/\1/p" "$2"; }
 grep -q 'headroom' out.big || fail "no headroom in the decision"
 
 # the weights are about 3 MiB (experts most of it) and compute 102 MiB: a budget just
-# above compute + non-expert weights moves experts out but keeps every layer
-"$LLMFS" fit -m "$MODEL" --fit-ctx 512 --fit-target 0 --vram-limit 104 >out.mid 2>&1 || fail "fit exited $?"
+# above compute + non-expert weights moves experts out but keeps every layer (without
+# streaming, which would want room for two layers' experts)
+"$LLMFS" fit -m "$MODEL" --fit-ctx 512 --fit-target 0 --vram-limit 104 -ob 0 >out.mid 2>&1 || fail "fit exited $?"
 [ "$(setting n_cpu_moe out.mid)" -gt 0 ] 2>/dev/null || fail "mid budget: n_cpu_moe $(setting n_cpu_moe out.mid), want > 0"
 [ "$(setting ngl out.mid)" = 3 ] || fail "mid budget: ngl $(setting ngl out.mid), want 3 (experts go first)"
+grep -q 'stream 0)' out.mid || fail "mid budget without streaming: room kept for it: $(cat out.mid)"
+# with streaming (the default) the same budget cannot take the two layers' experts in
+# flight as well: the decision differs and keeps a non-negative headroom
+"$LLMFS" fit -m "$MODEL" --fit-ctx 512 --fit-target 0 --vram-limit 104 >out.stream 2>&1 || fail "fit exited $?"
+[ "$(setting ngl out.stream) $(setting n_cpu_moe out.stream)" != "$(setting ngl out.mid) $(setting n_cpu_moe out.mid)" ] ||
+    fail "streaming: the decision without room for it: $(cat out.stream)"
+grep -q 'headroom [0-9]' out.stream || fail "streaming: negative headroom: $(cat out.stream)"
+# experts on the CPU by override: the room for two layers of them shows
+"$LLMFS" fit -m "$MODEL" --fit-ctx 512 --fit-target 0 --vram-limit 1000 -ot 'ffn_.*_exps=CPU' >out.ot 2>&1 || fail "fit exited $?"
+grep -q 'stream [1-9][0-9]*)' out.ot || fail "experts on the CPU: no room kept for streaming: $(cat out.ot)"
 
 # no room at all: everything on the CPU
 "$LLMFS" fit -m "$MODEL" --fit-ctx 512 --fit-target 0 --vram-limit 1 >out.none 2>&1 || fail "fit exited $?"
