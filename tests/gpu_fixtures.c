@@ -8,6 +8,7 @@
  *  - two sequences interleaved in one batch, then decoded together;
  *  - hybrid placements, the host-resident feed-forward weights computed on the CPU and
  *    streamed to the GPU, and streaming through both slots on five-layer mkmodel models;
+ *  - offload_batch through the engine (load settings, ctl) to the scheduled model;
  *  - device memory exhausted: clear errors, and the model serves again afterwards.
  * Exits 77 (skip) without a GPU or without the test assets. */
 #include "testutil.h"
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifdef LLMFS_HAVE_CUDA
@@ -522,6 +524,55 @@ START_TEST(stream_out_of_memory)
 }
 END_TEST
 
+/* Through the engine: offload_batch set at load and by ctl reaches the model the
+ * scheduler runs, and the model's stream state what `placement` shows. */
+START_TEST(engine_offload_batch)
+{
+    char path[4096];
+    test_shared_path("models/llama-tiny-q8_0.gguf", path, sizeof path);
+    llmfs_error e = {0};
+    llmfs *lf = llmfs_new(&e);
+    ck_assert_msg(lf, "%s", e.msg);
+    static const char *const settings[] = {"ngl=99", "override_tensor=ffn_(up|down|gate)=CPU", "offload_batch=2",
+                                           "ctx=256", "threads=2"};
+    ck_assert_msg(llmfs_model_load(lf, "m", path, settings, 5, &e) == 0, "%s", e.msg);
+    llmfs_model *m = llmfs_model_get(lf, "m");
+    llmfs_session *s = llmfs_session_default(m);
+    ck_assert_int_eq(llmfs_session_ctl(s, "mode raw", &e), 0);
+    ck_assert_int_eq(llmfs_session_ctl(s, "n_predict 3", &e), 0);
+    llmfs_stream_info si;
+    llmfs_model_stream_info(m, &si);
+    ck_assert_int_eq(si.layers, 2);
+    ck_assert_int_eq(si.threshold, 2);
+    ck_assert_uint_eq(si.batches, 0);
+    for (int round = 0; round < 2; round++) {
+        static const char text[] = "Once upon a time there was a little girl";
+        ck_assert_msg(llmfs_session_prompt(s, text, sizeof text - 1, &e) == 0, "%s", e.msg);
+        for (int i = 0;; i++) {
+            ck_assert_msg(i < 60000, "the reply did not end");
+            llmfs_session_stats st;
+            llmfs_session_stats_get(s, &st);
+            if (strcmp(st.state, "idle") == 0)
+                break;
+            struct timespec ts = {0, 10 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        llmfs_model_stream_info(m, &si);
+        /* the prompt streamed once; the generated tokens (one at a time) did not */
+        ck_assert_msg(si.batches == 1, "round %d: %llu batches streamed", round, (unsigned long long)si.batches);
+        ck_assert_msg(!si.error[0], "%s", si.error);
+        ck_assert(si.gpu_bytes_per_s > 0);
+        if (round == 0) { /* then never: the second prompt computes on the CPU */
+            ck_assert_int_eq(llmfs_model_ctl(m, "offload_batch 0", &e), 0);
+            llmfs_model_stream_info(m, &si);
+            ck_assert_int_eq(si.threshold, 0);
+        }
+    }
+    llmfs_session_put(s);
+    llmfs_free(lf);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("gpu_fixtures");
@@ -534,6 +585,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, out_of_memory);
     tcase_add_test(tc, streamed_layers);
     tcase_add_test(tc, stream_out_of_memory);
+    tcase_add_test(tc, engine_offload_batch);
     suite_add_tcase(s, tc);
     return s;
 }
