@@ -125,7 +125,6 @@ struct cuda_backend {
     struct cuda_host_range {
         const void *p; size_t n;  /* a tensor's host bytes */
         const char *a, *b;        /* the pages of it registered (a == b: none) */
-        bool pinned;
     } *ranges;
     int n_ranges, cap_ranges;
 };

@@ -110,14 +110,12 @@ static const cuda_backend::cuda_host_range *host_range(cuda_backend *cb, const v
                     b = ((uintptr_t)p + n) & ~(HOST_PAGE - 1);
     r->p = p;
     r->n = n;
-    r->pinned = false;
     r->a = (const char *)a;
     r->b = (const char *)a;
     if (b > a) {
         /* read-only: a mapped model file is; failing (an old driver, a locked-memory
          * limit) only costs speed */
         if (cudaHostRegister((void *)a, b - a, cudaHostRegisterReadOnly | cudaHostRegisterPortable) == cudaSuccess) {
-            r->pinned = true;
             r->b = (const char *)b;
         } else {
             cudaGetLastError();
@@ -217,45 +215,44 @@ void cuda_op_stage_wait(backend *be, int slot)
     CUDA_OK(cb, cudaStreamWaitEvent(cb->stream, cb->stage_ready[slot], 0));
 }
 
-/* Teardown: nobody is left to hear of a failure, so results are dropped on purpose. */
-void cuda_op_stage_release(backend *be)
+/* The slots and raw freed (no stream may use them any more); a failure is recorded. */
+static void free_stage_buffers(cuda_backend *cb)
 {
-    cuda_backend *cb = CB(be);
-    if (!cb->copy_stream)
-        return;
-    /* both streams may still use them */
-    if (!CUDA_OK(cb, cudaSetDevice(cb->device)) || !CUDA_OK(cb, cudaStreamSynchronize(cb->stream)) ||
-        !CUDA_OK(cb, cudaStreamSynchronize(cb->copy_stream)))
-        return;
     void **p[3] = {&cb->slot[0], &cb->slot[1], &cb->raw};
     size_t *cap[3] = {&cb->slot_cap[0], &cb->slot_cap[1], &cb->raw_cap};
     for (int k = 0; k < 3; k++) {
-        if (*p[k] && !CUDA_OK(cb, cudaFree(*p[k])))
-            return;
+        if (*p[k])
+            CUDA_OK(cb, cudaFree(*p[k]));
         cb->own_bytes -= *cap[k];
         *p[k] = NULL;
         *cap[k] = 0;
     }
 }
 
+void cuda_op_stage_release(backend *be)
+{
+    cuda_backend *cb = CB(be);
+    /* both streams may still use them */
+    if (cb->copy_stream && CUDA_OK(cb, cudaSetDevice(cb->device)) && CUDA_OK(cb, cudaStreamSynchronize(cb->stream)) &&
+        CUDA_OK(cb, cudaStreamSynchronize(cb->copy_stream)))
+        free_stage_buffers(cb);
+}
+
+/* Teardown: nobody is left to hear of a failure, so results are dropped on purpose. */
 void cuda_stage_destroy(cuda_backend *cb)
 {
-    if (cb->copy_stream)
-        (void)cudaStreamSynchronize(cb->copy_stream);
-    for (int k = 0; k < 2; k++) {
-        if (cb->slot[k])
-            (void)cudaFree(cb->slot[k]);
+    if (!cb->copy_stream) /* never streamed: nothing was made */
+        return;
+    (void)cudaStreamSynchronize(cb->copy_stream);
+    free_stage_buffers(cb);
+    for (int k = 0; k < 2; k++)
         if (cb->stage_ready[k])
             (void)cudaEventDestroy(cb->stage_ready[k]);
-    }
-    if (cb->raw)
-        (void)cudaFree(cb->raw);
     for (int i = 0; i < cb->n_ranges; i++)
-        if (cb->ranges[i].pinned)
+        if (cb->ranges[i].b > cb->ranges[i].a)
             (void)cudaHostUnregister((void *)cb->ranges[i].a);
     free(cb->ranges);
     if (cb->stage_go)
         (void)cudaEventDestroy(cb->stage_go);
-    if (cb->copy_stream)
-        (void)cudaStreamDestroy(cb->copy_stream);
+    (void)cudaStreamDestroy(cb->copy_stream);
 }

@@ -955,7 +955,7 @@ void llmfs_model_stream_info(llmfs_model *m, llmfs_stream_info *out)
         const model_stream_stats *s = &m->stream;
         out->layers = s->layers;
         out->bytes = s->bytes;
-        out->threshold = m->settings.offload_batch >= 0 ? m->settings.offload_batch : s->threshold;
+        out->threshold = model_stream_threshold(s, m->settings.offload_batch);
         out->batches = s->batches;
         out->gpu_bytes_per_s = s->gpu_bytes_per_s;
         out->cpu_s_per_token = s->cpu_s_per_token;

@@ -56,8 +56,6 @@ typedef struct model_priv {
     bool staged_ok[2];    /* the slot's copy was made (else its layer runs where it is) */
     double cpu_ffn_s;     /* this micro-batch: seconds in those layers' feed-forward on the CPU */
     int cpu_ffn_layers;   /* how many of them were timed (not the pruned last one) */
-    bool ub_streamed;     /* the last micro-batch streamed */
-    bool stream_off;      /* a streamed batch ran out of device memory: no more streaming */
     char ftype_name[32];
 } model_priv;
 
@@ -895,13 +893,11 @@ static int stream_auto_threshold(const model *m)
     return n < 2 ? 2 : n > 1048576 ? 1048576 : (int)ceil(n);
 }
 
-/* The smallest micro-batch that streams now; 0 none. */
-static int stream_threshold(const model *m)
+/* Whether a micro-batch of n tokens streams. */
+static bool streams(const model *m, int n)
 {
-    const model_priv *P = m->scratch;
-    if (!m->stream.layers || P->stream_off)
-        return 0;
-    return m->offload_batch >= 0 ? m->offload_batch : m->stream.threshold;
+    const int threshold = model_stream_threshold(&m->stream, m->offload_batch);
+    return threshold > 0 && n >= threshold;
 }
 
 /* Every layer, then the final norm of just the rows asked for (gathered into xb) and the
@@ -1037,16 +1033,14 @@ static int32_t logits_argmax(const float *x, int n)
  * they were placed, then the logits of the positions that asked for them, written to
  * logits [n_out][V] (host memory) — or, with ids set, their argmax to ids [n_out]
  * (picked by the output's backend when it can, so only the ids cross to the host;
- * logits is then host scratch, needed only when it cannot). Returns n_out. */
+ * logits is then host scratch, needed only when it cannot). stream: the host-resident
+ * feed-forward weights go to the GPU for this batch. Returns n_out. */
 static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *logits, int32_t *ids,
-                          bool flash, llmfs_error *err)
+                          bool flash, bool stream, llmfs_error *err)
 {
     model_priv *P = m->scratch;
     const model_hparams *hp = &m->hp;
     const int n = ub->n;
-    const int threshold = stream_threshold(m);
-    const bool stream = threshold > 0 && n >= threshold;
-    P->ub_streamed = stream;
     int rc;
     backend *refused = NULL;
     if ((rc = m->cpu->ops->begin(m->cpu, ub)))
@@ -1065,7 +1059,7 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
     for (int i = 0; i < n; i++)
         n_out += ub->logits[i] != 0;
 
-    const double t0 = now_s();
+    const double t0 = stream ? now_s() : 0;
     P->cpu_ffn_s = 0;
     P->cpu_ffn_layers = 0;
 
@@ -1115,7 +1109,8 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
         const double per = P->cpu_ffn_s / n * st->layers / P->cpu_ffn_layers;
         st->cpu_s_per_token = st->cpu_s_per_token > 0 ? 0.75 * st->cpu_s_per_token + 0.25 * per : per;
     }
-    st->threshold = stream_auto_threshold(m);
+    if (stream || P->cpu_ffn_layers > 0)
+        st->threshold = stream_auto_threshold(m);
     return n_out;
 }
 
@@ -1208,17 +1203,18 @@ static int forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out
         } else if (ids_out) {
             lg = NULL; /* the output's backend picks the ids itself */
         }
-        rc = forward_ubatch(m, kv, &ub, lg, ids_out ? ids_out + out_row : NULL, flash_attn, err);
-        if (rc == -ENOMEM && P->ub_streamed) {
+        const bool stream = streams(m, n);
+        rc = forward_ubatch(m, kv, &ub, lg, ids_out ? ids_out + out_row : NULL, flash_attn, stream, err);
+        if (rc == -ENOMEM && stream) {
             /* the two layers in flight took the room this batch needed: the memory goes
              * back to the batch, and the feed-forward to the CPU from now on */
             m->gpu->ops->stage_release(m->gpu);
-            P->stream_off = true;
+            m->stream.off = true;
             snprintf(m->stream.error, sizeof m->stream.error,
                      "streaming off until the model is loaded again: %.80s", err ? err->msg : "out of memory");
             if (err)
                 memset(err, 0, sizeof *err);
-            rc = forward_ubatch(m, kv, &ub, lg, ids_out ? ids_out + out_row : NULL, flash_attn, err);
+            rc = forward_ubatch(m, kv, &ub, lg, ids_out ? ids_out + out_row : NULL, flash_attn, false, err);
         }
         if (rc < 0)
             return rc;

@@ -60,7 +60,17 @@ typedef struct model_stream_stats {
     double gpu_bytes_per_s;  /* measured: bytes over the wall time of streamed micro-batches (0 not yet) */
     double cpu_s_per_token;  /* measured: seconds per token of those layers' feed-forward on the CPU, over micro-batches of 8+ tokens (0 not yet) */
     char error[128];         /* why the last attempt to stream fell back to the CPU, "" none */
+    bool off;                /* a streamed batch ran out of device memory: no more streaming */
 } model_stream_stats;
+
+/* The smallest micro-batch that streams under offload_batch (-1: the measured threshold);
+ * 0 none. */
+static inline int model_stream_threshold(const model_stream_stats *s, int offload_batch)
+{
+    if (!s->layers || s->off)
+        return 0;
+    return offload_batch >= 0 ? offload_batch : s->threshold;
+}
 
 typedef struct model model;
 struct model {

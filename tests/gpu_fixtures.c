@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #ifdef LLMFS_HAVE_CUDA
@@ -502,6 +501,7 @@ START_TEST(stream_out_of_memory)
     ck_assert_msg(strstr(m->stream.error, "streaming off") && strstr(m->stream.error, "memory"), "stream error: '%s'",
                   m->stream.error);
     ck_assert_int_eq(m->stream.batches, 1);
+    ck_assert_int_eq(model_stream_threshold(&m->stream, m->offload_batch), 0);
     /* the two slots (a layer's feed-forward weights each) went back */
     const uint64_t now = m->gpu->ops->mem_used(m->gpu), slot = m->stream.bytes / 5;
     fprintf(stderr, "stream_out_of_memory: device memory held %.1f MiB streaming, %.1f MiB after (slots %.1f MiB)\n",
@@ -548,15 +548,7 @@ START_TEST(engine_offload_batch)
     for (int round = 0; round < 2; round++) {
         static const char text[] = "Once upon a time there was a little girl";
         ck_assert_msg(llmfs_session_prompt(s, text, sizeof text - 1, &e) == 0, "%s", e.msg);
-        for (int i = 0;; i++) {
-            ck_assert_msg(i < 60000, "the reply did not end");
-            llmfs_session_stats st;
-            llmfs_session_stats_get(s, &st);
-            if (strcmp(st.state, "idle") == 0)
-                break;
-            struct timespec ts = {0, 10 * 1000000L};
-            nanosleep(&ts, NULL);
-        }
+        test_wait_idle(s, 600);
         llmfs_model_stream_info(m, &si);
         /* the prompt streamed once; the generated tokens (one at a time) did not */
         ck_assert_msg(si.batches == 1, "round %d: %llu batches streamed", round, (unsigned long long)si.batches);

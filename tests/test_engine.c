@@ -97,20 +97,6 @@ static void mctl(llmfs_model *m, const char *line)
     ck_assert_msg(rc == 0, "model ctl '%s': %d %s", line, rc, e.msg);
 }
 
-/* Waits until the session is idle again (after stop/unload). */
-static void wait_idle(llmfs_session *s)
-{
-    for (int i = 0; i < 12000; i++) {
-        llmfs_session_stats st;
-        llmfs_session_stats_get(s, &st);
-        if (strcmp(st.state, "idle") == 0)
-            return;
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    ck_abort_msg("session did not become idle");
-}
-
 /* The fixture's greedy continuation as text, up to the first step whose llama.cpp
  * top-2 margin is below 0.5 (where a legitimate rounding difference may pick the
  * other token). *complete says whether every step was clear. */
@@ -291,7 +277,7 @@ static void check_concurrent(int parallel, int n_sessions)
         assert_starts_with(out, &f[i % 2], what);
         llmfs_stream_put(st);
         free(out);
-        wait_idle(s[i]);
+        test_wait_idle(s[i], 120);
         llmfs_session_stats ss;
         llmfs_session_stats_get(s[i], &ss);
         ck_assert_str_eq(ss.stop_reason, "length");
@@ -816,7 +802,7 @@ START_TEST(info_placement_stats)
     ck_assert_uint_eq(ms.n_gen_tokens, 5);
     ck_assert_uint_eq(ms.n_prompt_tokens, 6);
     ck_assert(ms.gen_seconds > 0 && ms.prompt_seconds > 0);
-    wait_idle(s);
+    test_wait_idle(s, 120);
     struct timespec ts = {0, 50 * 1000000L};
     nanosleep(&ts, NULL);
     ck_assert(llmfs_session_idle_seconds(s) >= 0.04);

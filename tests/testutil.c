@@ -1,4 +1,5 @@
 #include "testutil.h"
+#include "llmfs.h"
 
 #include <math.h>
 
@@ -6,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 const char *test_shared_dir(void)
 {
@@ -168,4 +170,17 @@ float test_normal(void)
 {
     float u = test_uniform() + 1e-7f, v = test_uniform();
     return sqrtf(-2 * logf(u)) * cosf(6.2831853f * v);
+}
+
+void test_wait_idle(llmfs_session *s, int seconds)
+{
+    for (int i = 0; i < seconds * 100; i++) {
+        llmfs_session_stats st;
+        llmfs_session_stats_get(s, &st);
+        if (strcmp(st.state, "idle") == 0)
+            return;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    ck_abort_msg("session did not become idle in %d s", seconds);
 }

@@ -34,6 +34,11 @@ uint64_t test_rand(void);
 float test_uniform(void); /* [0, 1) */
 float test_normal(void);  /* mean 0, deviation 1 */
 
+/* Waits until a session of the engine is idle again (its reply ended, or it stopped),
+ * failing the running test after `seconds`. */
+struct llmfs_session;
+void test_wait_idle(struct llmfs_session *s, int seconds);
+
 /* Runs a suite built by make_suite with Check; returns the process exit code. */
 int test_run_suite(Suite *s);
 
