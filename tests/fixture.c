@@ -14,16 +14,72 @@
 
 
 
-/* Tolerance from the README's table, by the weights' type (the model file's suffix). */
-static double weight_tolerance(const char *model_file)
+/* Relative RMS tolerances of ../shared/README.md: by model where the README names one,
+ * else by weight type; a q8_0 K cache adds 3e-2. */
+static const struct { const char *model_prefix, *wtype; double tol; } tolerances[] = {
+    {"gptoss-tiny-mxfp4", NULL, 8e-2},
+    {"gemma4-tiny", NULL, 8e-2},
+    {"gemma4e-tiny", NULL, 8e-2},
+    {"gemma4moe-tiny", NULL, 6e-2},
+    {"qwen35", NULL, 8e-2},
+    {"qwen3next", NULL, 8e-2},
+    {NULL, "f32", 5e-3},
+    {NULL, "f16", 5e-3},
+    {NULL, "bf16", 2e-2},
+    {NULL, "q8_0", 6e-2},
+    {NULL, "q4_0", 6e-2},
+    {NULL, "q4_1", 6e-2},
+    {NULL, "q5_0", 6e-2},
+    {NULL, "q5_1", 6e-2},
+    {NULL, "iq4_nl", 6e-2},
+    {NULL, "mxfp4", 6e-2},
+};
+
+/* "q8_0" of "llama-tiny-q8_0.gguf"; "f32" for stories260K (all F32). */
+static void weight_type_of(const char *model_file, char wtype[16])
 {
-    if (strstr(model_file, "stories260K") || strstr(model_file, "-f16."))
-        return 5e-3;
-    if (strstr(model_file, "-bf16."))
-        return 2e-2;
-    if (strstr(model_file, "_k."))
-        return 1e-1;
-    return 6e-2; /* q8_0, q4_0, q4_1, q5_0, q5_1 */
+    if (strstr(model_file, "stories260K")) {
+        snprintf(wtype, 16, "f32");
+        return;
+    }
+    const char *dash = strrchr(model_file, '-');
+    const char *t = dash ? dash + 1 : model_file;
+    size_t n = strcspn(t, ".");
+    snprintf(wtype, 16, "%.*s", (int)(n < 15 ? n : 15), t);
+}
+
+double fixture_tolerance(const char *model_file, const char *ctk)
+{
+    const char *base = strrchr(model_file, '/');
+    base = base ? base + 1 : model_file;
+    char wtype[16];
+    weight_type_of(base, wtype);
+    double tol = 1e-1; /* K-quants, mixes and the i-quants below 4 bits */
+    for (size_t i = 0; i < sizeof tolerances / sizeof tolerances[0]; i++) {
+        if (tolerances[i].model_prefix ? !strncmp(base, tolerances[i].model_prefix, strlen(tolerances[i].model_prefix))
+                                       : !strcmp(wtype, tolerances[i].wtype)) {
+            tol = tolerances[i].tol;
+            break;
+        }
+    }
+    return ctk && strcmp(ctk, "f16") ? tol + 3e-2 : tol;
+}
+
+int fixture_describe(const char *dir, const char *name, char arch[32], char wtype[16], char kind[16])
+{
+    char p[2048], model[256];
+    snprintf(p, sizeof p, "%s/meta.txt", dir);
+    if (test_meta_get(p, "model", model, sizeof model) || test_meta_get(p, "arch", arch, 32))
+        return -1;
+    weight_type_of(model, wtype);
+    const char *c = strchr(name, '/');
+    c = c ? c + 1 : name;
+    snprintf(kind, 16, "logits");
+    static const char *const kinds[] = {"mtp-", "vision-"};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (!strncmp(c, kinds[i], strlen(kinds[i])))
+            snprintf(kind, 16, "%.*s", (int)strlen(kinds[i]) - 1, kinds[i]);
+    return 0;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -63,17 +119,16 @@ static void load_fixture(fixture *f, const char *dir, const char *name, int *n)
     char rel[300];
     snprintf(rel, sizeof rel, "models/%s", v);
     test_shared_path(rel, f->model, sizeof f->model);
-    f->tol = weight_tolerance(v);
-    test_meta_get(p, "ctk", v, sizeof v);
-    f->ctk = type_from_name(v);
+    char ctk[16] = "f16";
+    test_meta_get(p, "ctk", ctk, sizeof ctk);
+    f->tol = fixture_tolerance(v, ctk);
+    f->ctk = type_from_name(ctk);
     test_meta_get(p, "ctv", v, sizeof v);
     f->ctv = type_from_name(v);
     test_meta_get(p, "flash_attn", v, sizeof v);
     f->flash = !strcmp(v, "on");
     test_meta_get(p, "n_vocab", v, sizeof v);
     f->n_vocab = atoi(v);
-    if (f->ctk == T_Q8_0 || f->ctv == T_Q8_0)
-        f->tol += 3e-2;
     snprintf(p, sizeof p, "%s/tokens.txt", dir);
     f->n_tok = test_read_ints(p, &f->tok);
     snprintf(p, sizeof p, "%s/greedy.txt", dir);
@@ -91,9 +146,10 @@ static void load_fixture(fixture *f, const char *dir, const char *name, int *n)
     (*n)++;
 }
 
-int fixtures_load(fixture *cases, int max)
+int fixtures_load(fixture **out)
 {
-    int n = 0, skipped = 0;
+    int n = 0, cap = 0, left_out = 0, unsupported = 0;
+    fixture *cases = NULL;
     regex_t only;
     const char *pat = getenv("LLMFS_FIXTURES");
     if (pat && *pat && regcomp(&only, pat, REG_EXTENDED | REG_NOSUB) != 0) {
@@ -109,24 +165,49 @@ int fixtures_load(fixture *cases, int max)
         snprintf(mdir, sizeof mdir, "%s/%s", root, models[i]);
         char **cs = NULL;
         int nc = list_dirs(mdir, &cs);
-        for (int j = 0; j < nc && n < max; j++) {
-            char cdir[1800], name[300];
+        for (int j = 0; j < nc; j++) {
+            char cdir[1800], name[300], arch[32], wtype[16], kind[16];
             snprintf(cdir, sizeof cdir, "%s/%s", mdir, cs[j]);
             snprintf(name, sizeof name, "%s/%s", models[i], cs[j]);
-            if (pat && *pat && regexec(&only, name, 0, NULL, 0) != 0)
-                skipped++;
-            else
-                load_fixture(&cases[n], cdir, name, &n);
             free(cs[j]);
+            if (pat && *pat && regexec(&only, name, 0, NULL, 0) != 0) {
+                left_out++;
+                continue;
+            }
+            if (fixture_describe(cdir, name, arch, wtype, kind)) {
+                fprintf(stderr, "fixture %s has no meta.txt model and arch\n", name);
+                exit(1);
+            }
+            const char *why = fixture_unsupported(arch, wtype, kind);
+            if (why) {
+                test_say_skip(name, why);
+                unsupported++;
+                continue;
+            }
+            if (n == cap) {
+                cap = cap ? 2 * cap : 64;
+                cases = realloc(cases, sizeof *cases * (size_t)cap);
+                if (!cases) {
+                    fprintf(stderr, "out of memory\n");
+                    exit(1);
+                }
+            }
+            load_fixture(&cases[n], cdir, name, &n);
+            snprintf(cases[n - 1].arch, sizeof cases[n - 1].arch, "%s", arch);
+            snprintf(cases[n - 1].wtype, sizeof cases[n - 1].wtype, "%s", wtype);
+            snprintf(cases[n - 1].kind, sizeof cases[n - 1].kind, "%s", kind);
         }
         free(cs);
         free(models[i]);
     }
     free(models);
-    if (pat && *pat) {
+    if (pat && *pat)
         regfree(&only);
-        fprintf(stderr, "\n*** LLMFS_FIXTURES=%s: %d fixture cases, %d left out ***\n\n", pat, n, skipped);
-    }
+    fprintf(stderr, "\n*** fixtures: %d cases run, %d unsupported (tests/unsupported.c)%s", n, unsupported,
+            pat && *pat ? "" : "\n\n");
+    if (pat && *pat)
+        fprintf(stderr, ", %d left out by LLMFS_FIXTURES=%s ***\n\n", left_out, pat);
+    *out = cases;
     return n;
 }
 

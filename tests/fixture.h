@@ -12,6 +12,9 @@
 typedef struct fixture {
     char name[320];       /* "model/case" */
     char model[1024];     /* path of the GGUF */
+    char arch[32];        /* meta.txt's arch */
+    char wtype[16];       /* the model file's weight type: "q8_0", "iq4_xs", "f32" for stories260K */
+    char kind[16];        /* "logits", or the case's kind prefix: "mtp", "vision" */
     int ctk, ctv;
     bool flash;
     int n_vocab, n_tok, n_greedy;
@@ -21,11 +24,25 @@ typedef struct fixture {
     double tol;
 } fixture;
 
-/* Every case under <shared>/fixtures, sorted by model then case; at most max. Exits with
- * a message if a case is incomplete; skips (77) without the test assets. $LLMFS_FIXTURES,
- * an extended regular expression, keeps only the cases whose "model/case" name matches
- * (said loudly). */
-int fixtures_load(fixture *cases, int max);
+/* Every case under <shared>/fixtures that llmfs runs, sorted by model then case, into
+ * *cases (malloc'd); returns the count. Cases that tests/unsupported.c names are left
+ * out, each said loudly with its reason. Exits with a message if a case is incomplete.
+ * $LLMFS_FIXTURES, an extended regular expression, keeps only the cases whose
+ * "model/case" name matches (said loudly). */
+int fixtures_load(fixture **cases);
+
+/* Architecture, weight type and kind of the case in directory dir (name "model/case"),
+ * from its meta.txt; -1 when it has none. */
+int fixture_describe(const char *dir, const char *name, char arch[32], char wtype[16], char kind[16]);
+/* The relative RMS tolerance of a model file (its name: "llama-tiny-q8_0.gguf") with K
+ * cache type ctk ("f16", "q8_0"), from ../shared/README.md's tables. */
+double fixture_tolerance(const char *model_file, const char *ctk);
+
+/* tests/unsupported.c: why a case (its arch, weight type, kind) or a tokenizer vector set
+ * (its file name) is not run yet, or NULL when it is; and the loud line saying so. */
+const char *fixture_unsupported(const char *arch, const char *wtype, const char *kind);
+const char *vocab_unsupported(const char *vectors);
+void test_say_skip(const char *what, const char *why);
 
 /* Helpers the model tests share, on any backend; each fails the running Check test. */
 

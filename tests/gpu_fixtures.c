@@ -32,13 +32,12 @@
 
 #include "fixture.h"
 
-#define MAX_CASES 128
-static fixture cases[MAX_CASES];
+static fixture *cases;
 static int n_cases;
 
 static void load_fixtures(void)
 {
-    n_cases = fixtures_load(cases, MAX_CASES);
+    n_cases = fixtures_load(&cases);
 }
 
 /* ---------------------------------------------------------------- helpers */

@@ -3,6 +3,7 @@
  * reference logits, mkmodel's files (loadable, right shapes and types, sane outputs,
  * copied vocab), bench's three output formats and the error paths. */
 #include "testutil.h"
+#include "fixture.h"
 
 #include "cmd.h"
 #include "gguf.h"
@@ -121,17 +122,18 @@ static void assert_one_line_error(const cmd_out *r, const char *what)
 
 /* ---- fixtures ---- */
 
-typedef struct fixture {
+/* A fixture case as the command-line tests use it (fixture.h has the model tests' form). */
+typedef struct cli_case {
     char dir[1100], model[1024], name[600];
     int n_vocab;
-} fixture;
+} cli_case;
 
-static int list_fixtures(fixture **out)
+static int list_fixtures(cli_case **out)
 {
     char base[512];
     test_shared_path("fixtures", base, sizeof base);
     int n = 0, cap = 64;
-    fixture *v = calloc((size_t)cap, sizeof *v);
+    cli_case *v = calloc((size_t)cap, sizeof *v);
     DIR *d = opendir(base);
     ck_assert_ptr_nonnull(d);
     for (struct dirent *e; (e = readdir(d));) {
@@ -145,16 +147,22 @@ static int list_fixtures(fixture **out)
         for (struct dirent *c; (c = readdir(d2));) {
             if (c->d_name[0] == '.')
                 continue;
-            fixture *f = &v[n];
+            cli_case *f = &v[n];
             snprintf(f->dir, sizeof f->dir, "%s/%s", sub, c->d_name);
-            char meta[1200], model[256], nv[32];
+            char meta[1200], model[256], nv[32], arch[32], wtype[16], kind[16];
             snprintf(meta, sizeof meta, "%s/meta.txt", f->dir);
             if (test_meta_get(meta, "model", model, sizeof model) || test_meta_get(meta, "n_vocab", nv, sizeof nv))
                 continue;
+            snprintf(f->name, sizeof f->name, "%s/%s", e->d_name, c->d_name);
+            ck_assert(!fixture_describe(f->dir, f->name, arch, wtype, kind));
+            const char *why = fixture_unsupported(arch, wtype, kind);
+            if (why) {
+                test_say_skip(f->name, why);
+                continue;
+            }
             char rel[300];
             snprintf(rel, sizeof rel, "models/%s", model);
             test_shared_path(rel, f->model, sizeof f->model);
-            snprintf(f->name, sizeof f->name, "%s/%s", e->d_name, c->d_name);
             f->n_vocab = atoi(nv);
             if (++n == cap)
                 v = realloc(v, sizeof *v * (size_t)(cap *= 2));
@@ -166,7 +174,7 @@ static int list_fixtures(fixture **out)
     return n;
 }
 
-static const char *fpath(const fixture *f, const char *file, char *buf, size_t cap)
+static const char *fpath(const cli_case *f, const char *file, char *buf, size_t cap)
 {
     snprintf(buf, cap, "%s/%s", f->dir, file);
     return buf;
@@ -176,7 +184,7 @@ static const char *fpath(const fixture *f, const char *file, char *buf, size_t c
 
 START_TEST(tokenize_matches_every_fixture)
 {
-    fixture *fx;
+    cli_case *fx;
     int n = list_fixtures(&fx);
     ck_assert_int_gt(n, 30);
     for (int i = 0; i < n; i++) {
@@ -281,19 +289,6 @@ END_TEST
 
 /* ---- logits ---- */
 
-static double tolerance_for(const char *model, const char *meta)
-{
-    char ctk[16] = "f16";
-    test_meta_get(meta, "ctk", ctk, sizeof ctk);
-    double tol = strstr(model, "stories") || strstr(model, "f16") ? 5e-3
-                 : strstr(model, "bf16")                          ? 2e-2
-                 : strstr(model, "q8_0") || strstr(model, "q4_0") || strstr(model, "q4_1") ||
-                         strstr(model, "q5_0") || strstr(model, "q5_1")
-                     ? 6e-2
-                     : 1e-1;
-    return strcmp(ctk, "f16") ? tol + 3e-2 : tol;
-}
-
 static void check_logits_case(const char *model_stem, const char *case_name)
 {
     char rel[256], m[1024], dir[1024], p[1200], out[600];
@@ -327,7 +322,7 @@ static void check_logits_case(const char *model_stem, const char *case_name)
     ck_assert(got && ref);
     ck_assert_uint_eq(ref_len, (size_t)n_tok * (size_t)n_vocab * 4);
     ck_assert_uint_eq(got_len, ref_len);
-    double tol = tolerance_for(model_stem, meta), worst = 0;
+    double tol = fixture_tolerance(model_stem, ctk), worst = 0;
     for (int t = 0; t < n_tok; t++) {
         const float *a = (const float *)got + (size_t)t * n_vocab, *b = (const float *)ref + (size_t)t * n_vocab;
         double se = 0, sr = 0;

@@ -1,0 +1,72 @@
+/* unsupported.c — THE table of what the test assets hold that llmfs does not run yet.
+ *
+ * Every case of ../shared/fixtures and every tokenizer vector set is run unless a row
+ * here names its architecture, its weight type, its case kind or its vocabulary; such a
+ * case is skipped loudly (name and reason on stderr), never silently. Each row names
+ * the issue whose work removes it. A case of a family or type absent from this table
+ * never skips.
+ */
+#include "fixture.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef enum { BY_ARCH, BY_TYPE, BY_KIND, BY_VOCAB } match_by;
+
+static const struct {
+    match_by by;
+    const char *value;  /* meta.txt arch / the model file's weight type / case kind / vector file */
+    const char *why;
+} unsupported[] = {
+    {BY_ARCH, "gpt-oss", "architecture gpt-oss (issue 15)"},
+    {BY_ARCH, "gemma3", "architecture gemma3 (issue 17)"},
+    {BY_ARCH, "gemma4", "architecture gemma4 (issue 17)"},
+    {BY_ARCH, "qwen35", "architecture qwen35 (issue 16)"},
+    {BY_ARCH, "qwen35moe", "architecture qwen35moe (issue 16)"},
+    {BY_ARCH, "qwen3next", "architecture qwen3next (issue 16)"},
+    {BY_TYPE, "iq4_nl", "weight type IQ4_NL (issue 14)"},
+    {BY_TYPE, "iq4_xs", "weight type IQ4_XS (issue 14)"},
+    {BY_TYPE, "iq3_xxs", "weight type IQ3_XXS (issue 14)"},
+    {BY_TYPE, "iq3_s", "weight type IQ3_S (issue 14)"},
+    {BY_TYPE, "iq2_xxs", "weight type IQ2_XXS (issue 14)"},
+    {BY_TYPE, "iq2_xs", "weight type IQ2_XS (issue 14)"},
+    {BY_TYPE, "iq2_s", "weight type IQ2_S (issue 14)"},
+    {BY_TYPE, "iq1_s", "weight type IQ1_S (issue 14)"},
+    {BY_TYPE, "iq1_m", "weight type IQ1_M (issue 14)"},
+    {BY_TYPE, "tq1_0", "weight type TQ1_0 (issue 14)"},
+    {BY_TYPE, "tq2_0", "weight type TQ2_0 (issue 14)"},
+    {BY_TYPE, "mxfp4", "weight type MXFP4 (issue 14)"},
+    {BY_KIND, "mtp", "MTP drafting cases (issue 20)"},
+    {BY_KIND, "vision", "vision cases (issue 21)"},
+    {BY_VOCAB, "gemma3-spm-vocab.gguf", "Gemma 3 tokenizer (issue 17)"},
+    {BY_VOCAB, "gemma4-bpe-vocab.gguf", "Gemma 4 tokenizer (issue 17)"},
+    {BY_VOCAB, "qwen35-pre", "qwen35 pre-tokenizer (issue 16)"},
+};
+
+static const char *lookup(match_by by, const char *value)
+{
+    for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++)
+        if (unsupported[i].by == by && !strcmp(unsupported[i].value, value))
+            return unsupported[i].why;
+    return NULL;
+}
+
+const char *fixture_unsupported(const char *arch, const char *wtype, const char *kind)
+{
+    const char *why = lookup(BY_ARCH, arch);
+    if (!why)
+        why = lookup(BY_TYPE, wtype);
+    if (!why)
+        why = lookup(BY_KIND, kind);
+    return why;
+}
+
+const char *vocab_unsupported(const char *vectors)
+{
+    return lookup(BY_VOCAB, vectors);
+}
+
+void test_say_skip(const char *what, const char *why)
+{
+    fprintf(stderr, "*** SKIP %s: %s not supported yet\n", what, why);
+}
