@@ -706,8 +706,6 @@ extern "C" backend *backend_cuda_new(int device, char *err, size_t err_cap)
         ops_ready = true;
     }
     cb->base.ops = &cuda_ops;
-    cb->base.n_threads = 1;
-    cb->base.n_threads_batch = 1;
     cb->base.impl = cb;
     cb->device = device;
     cb->n_sm = prop.multiProcessorCount;

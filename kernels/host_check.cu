@@ -1,5 +1,5 @@
 /* host_check.cu — the kernels' decode, repack, dot and KV-row code run on the host,
- * for unit tests on machines without a GPU (see backend_cuda.h). */
+ * for unit tests on machines without a GPU (declared in host_check.h). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,9 +10,7 @@
 #include "quant_layout.cuh"
 #include "rope_theta.cuh"
 
-extern "C" {
-#include "backend_cuda.h"
-}
+#include "host_check.h"
 
 long cq_host_misaligned;
 

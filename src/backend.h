@@ -56,6 +56,12 @@ typedef struct attn_params {
     int n_head, n_head_kv, head_dim;
     float scale;          /* 1/sqrt(head_dim) */
     bool flash;           /* online-softmax kernel instead of materialised scores */
+    /* Sliding window: a token at position p sees the cells p - n_swa < p' <= p (llama.cpp's
+     * standard window); 0 sees every earlier cell. */
+    int n_swa;
+    /* Attention sinks [n_head] (in the backend's memory): one learned logit per head that
+     * joins the softmax's denominator and contributes no value; NULL for none. */
+    const float *sinks;
 } attn_params;
 
 struct backend_ops {
@@ -170,15 +176,28 @@ struct backend_ops {
 
 struct backend {
     const struct backend_ops *ops;
-    int n_threads;        /* CPU: threads for single-token steps */
-    int n_threads_batch;  /* CPU: threads for prompt batches */
-    void *impl;
+    void *impl;           /* the device's own state */
 };
 
+/* The host: threads for single-token steps and for prompt batches (<= 0: physical cores). */
 backend *backend_cpu_new(int n_threads, int n_threads_batch);
-#ifdef LLMFS_HAVE_CUDA
-backend *backend_cuda_new(int device, char *err, size_t err_cap); /* NULL: no usable GPU */
-#endif
+/* A CPU backend's threads for single-token steps; 0 for another backend. */
+int backend_cpu_threads(const backend *be);
 void backend_free(backend *be); /* be->ops->destroy(be); NULL is fine */
+
+/* ---- the accelerators (backend_registry.c): whatever devices this build has ---- */
+
+typedef struct backend_gpu_info {
+    char name[128];
+    uint64_t vram_total, vram_free;   /* bytes */
+} backend_gpu_info;
+
+/* Usable accelerators: 0 in a build without any, or without a driver or a device. */
+int backend_gpu_count(void);
+/* Name and memory of accelerator dev: 0, or a negative errno with the reason in why. */
+int backend_gpu_info_of(int dev, backend_gpu_info *out, char *why, size_t why_cap);
+/* A backend on accelerator dev, or NULL with the reason in why ("llmfs was built
+ * without CUDA", no device, no memory, ...). */
+backend *backend_gpu_new(int dev, char *why, size_t why_cap);
 
 #endif

@@ -56,6 +56,8 @@ typedef struct attn_tls {
 #define MM_MAX_TASKS_ 4
 
 typedef struct cpu_be {
+    int n_threads;        /* threads for single-token steps */
+    int n_threads_batch;  /* threads for prompt batches */
     threadpool *pool;
     int nth;              /* threads for the current batch */
     int err;              /* sticky errno, see check() */
@@ -238,7 +240,7 @@ static int cpu_begin(backend *be, const fwd_batch *b)
     memcpy(c->pos.p, b->pos, sizeof(int32_t) * (size_t)b->n);
     memcpy(c->seq.p, b->seq, sizeof(int32_t) * (size_t)b->n);
     c->n = b->n;
-    c->nth = b->n == 1 ? be->n_threads : be->n_threads_batch;
+    c->nth = b->n == 1 ? c->n_threads : c->n_threads_batch;
     c->rope_valid = false;
     c->err = 0;
     return 0;
@@ -794,7 +796,7 @@ static void attn_accum(const attn_ctx *A, attn_tls *T, const uint8_t *vb, int j0
 
 /* Materialised scores: all of them, one softmax, then the weighted sum of values. */
 static void attn_item_plain(const attn_ctx *A, attn_tls *T, float *o, int n_cells, const uint8_t *kb,
-                            const uint8_t *vb)
+                            const uint8_t *vb, const float *sinks)
 {
     int hd = A->p.head_dim, g = A->group;
     float *sc = T->scores.p, *acc = T->acc.p;
@@ -803,6 +805,10 @@ static void attn_item_plain(const attn_ctx *A, attn_tls *T, float *o, int n_cell
         float *s = sc + (size_t)h * n_cells, mx = -FLT_MAX, sum = 0;
         for (int j = 0; j < n_cells; j++)
             mx = s[j] > mx ? s[j] : mx;
+        if (sinks) { /* the sink's logit joins the maximum and the sum, with no value */
+            mx = sinks[h] > mx ? sinks[h] : mx;
+            sum = expf(sinks[h] - mx);
+        }
         for (int j = 0; j < n_cells; j++) {
             s[j] = expf(s[j] - mx);
             sum += s[j];
@@ -821,7 +827,7 @@ static void attn_item_plain(const attn_ctx *A, attn_tls *T, float *o, int n_cell
 /* Online softmax over tiles of cells: a running maximum and sum per head, the output
  * rescaled whenever the maximum grows; no per-cell storage beyond one tile. */
 static void attn_item_flash(const attn_ctx *A, attn_tls *T, float *o, int n_cells, const uint8_t *kb,
-                            const uint8_t *vb)
+                            const uint8_t *vb, const float *sinks)
 {
     int hd = A->p.head_dim, g = A->group;
     float *sc = T->scores.p, *acc = T->acc.p;
@@ -851,9 +857,15 @@ static void attn_item_flash(const attn_ctx *A, attn_tls *T, float *o, int n_cell
         }
         attn_accum(A, T, vb, j0, nj, sc, FLASH_TILE, acc);
     }
-    for (int h = 0; h < g; h++)
+    for (int h = 0; h < g; h++) {
+        if (sinks) { /* the sink joins the sum at the end, at the larger of the two maxima */
+            float m = mx[h] > sinks[h] ? mx[h] : sinks[h], r = expf(mx[h] - m);
+            scale_vec(acc + h * hd, r, hd);
+            sum[h] = sum[h] * r + expf(sinks[h] - m);
+        }
         for (int i = 0; i < hd; i++)
             o[h * hd + i] = acc[h * hd + i] / sum[h];
+    }
 }
 
 static void attn_fn(void *v, int ith, int nth)
@@ -868,8 +880,10 @@ static void attn_fn(void *v, int ith, int nth)
     /* interleaved: later tokens see more cells, striding spreads them over threads */
     for (int64_t it = ith; it < items; it += nth) {
         int t = (int)(it / nkv), kvh = (int)(it % nkv);
-        int n_cells = pos[t] + 1;
-        size_t row0 = (size_t)seq[t] * A->kv->n_ctx;
+        /* the cells this token sees: all before it, or its window */
+        int first = A->p.n_swa > 0 && pos[t] >= A->p.n_swa ? pos[t] - A->p.n_swa + 1 : 0;
+        int n_cells = pos[t] + 1 - first;
+        size_t row0 = (size_t)seq[t] * A->kv->n_ctx + (size_t)first;
         const uint8_t *kb = (const uint8_t *)L->k + row0 * L->k_row + kvh * A->k_head;
         const uint8_t *vb = (const uint8_t *)L->v + row0 * L->v_row + kvh * A->v_head;
         const float *q = A->q + ((size_t)t * A->p.n_head + (size_t)kvh * g) * hd;
@@ -881,10 +895,11 @@ static void attn_fn(void *v, int ith, int nth)
             for (int h = 0; h < g; h++)
                 quantize_row(A->k_dot, q + h * hd, (uint8_t *)T->qdot.p + h * A->qdot_row, hd);
         }
+        const float *sinks = A->p.sinks ? A->p.sinks + (size_t)kvh * g : NULL;
         if (A->p.flash)
-            attn_item_flash(A, T, o, n_cells, kb, vb);
+            attn_item_flash(A, T, o, n_cells, kb, vb, sinks);
         else
-            attn_item_plain(A, T, o, n_cells, kb, vb);
+            attn_item_plain(A, T, o, n_cells, kb, vb, sinks);
     }
 }
 
@@ -1258,8 +1273,8 @@ backend *backend_cpu_new(int n_threads, int n_threads_batch)
     if (!c->pool)
         goto fail;
     be->ops = &cpu_ops;
-    be->n_threads = n_threads;
-    be->n_threads_batch = n_threads_batch;
+    c->n_threads = n_threads;
+    c->n_threads_batch = n_threads_batch;
     be->impl = c;
     c->nth = n_threads;
     return be;
@@ -1269,6 +1284,11 @@ fail:
     free(c);
     free(be);
     return NULL;
+}
+
+int backend_cpu_threads(const backend *be)
+{
+    return be && be->ops == &cpu_ops ? ((const cpu_be *)be->impl)->n_threads : 0;
 }
 
 static void buf_free(buf *b) { free(b->p); }

@@ -1,7 +1,7 @@
-/* backend_cuda.h — what the rest of llmfs may ask the CUDA backend directly.
+/* backend_cuda.h — the CUDA backend as the device registry sees it.
  *
- * Everything here exists only when llmfs is built with CUDA (LLMFS_HAVE_CUDA); the
- * backend itself is reached through backend_cuda_new (backend.h). None of these calls
+ * Everything here exists only when llmfs is built with CUDA (LLMFS_HAVE_CUDA) and is
+ * called from the device registry only (backend_registry.c). None of these calls
  * aborts or prints: without a driver or a GPU they report zero devices.
  */
 #ifndef LLMFS_BACKEND_CUDA_H
@@ -14,6 +14,12 @@
 extern "C" {
 #endif
 
+struct backend;
+
+/* A backend on CUDA device `device`, or NULL with the reason in err. The registry
+ * (backend_registry.c) is its only caller. */
+struct backend *backend_cuda_new(int device, char *err, size_t err_cap);
+
 /* Number of usable CUDA devices: 0 without a driver or a GPU. */
 int cuda_device_count(void);
 
@@ -21,31 +27,6 @@ int cuda_device_count(void);
  * a reason in err (when err is not NULL). Creates the device's context when needed. */
 int cuda_device_info(int dev, char *name, size_t name_cap, uint64_t *vram_total,
                      uint64_t *vram_free, char *err, size_t err_cap);
-
-/* ---- self-checks of the host-side halves of the kernels (no GPU needed) ----
- * Each runs the very decode, repacking and dot-product code the kernels use, compiled
- * for the host, against the caller's reference, and returns 0 or the index of the
- * first mismatch + 1 (details in msg). Used by the unit tests. */
-
-/* Repacks n_rows rows of ne0 elements of type (GGUF bytes at src) into the device
- * layout and decodes them back to floats (dst[n_rows][ne0]). 0 on success, -EINVAL
- * for a type the backend does not handle, -EFAULT when a load the kernels would make
- * is off its alignment (a fault on the device). The same for cuda_host_dot. */
-int cuda_host_repack_dequant(int type, const void *src, int64_t ne0, int64_t n_rows, float *dst,
-                             char *msg, size_t msg_cap);
-/* Dot products of n_rows rows of type (GGUF bytes) with x[ne0] as the matrix-vector
- * kernel computes them (x quantized to the kernel's 8-bit activation blocks for
- * quantized types): out[n_rows]. */
-int cuda_host_dot(int type, const void *src, int64_t ne0, int64_t n_rows, const float *x, float *out,
-                  char *msg, size_t msg_cap);
-/* Stores x[d] (one KV row of d elements) as type_kv in the backend's cache row layout,
- * as the second cell of a cache, and reads it back (out[d]) as the attention kernels
- * do. Returns the row's byte count, or -EINVAL (row not handled), -EIO (the aligned and
- * unaligned loads disagree), -EFAULT (a load off its alignment). */
-int cuda_host_kv_roundtrip(int type_kv, const float *x, int d, float *out);
-/* Rotation angle the rope kernel uses for position pos, pair index i of n_rot. */
-double cuda_host_rope_theta(int pos, int i, int n_rot, float freq_base, float freq_scale,
-                            float l3_factor, float l3_low, float l3_high, int l3_orig_ctx);
 
 #ifdef __cplusplus
 }

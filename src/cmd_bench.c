@@ -179,13 +179,9 @@ int cmd_bench(int argc, char **argv)
     const char *path = NULL, *ctk = "f16", *ctv = "f16", *fmt = "md", *ot = NULL;
     int n_prompt = 512, n_gen = 128, reps = 5, depth = 0, threads = 0, ubatch = 512, n_cpu_moe = 0,
         offload_batch = -1;
-#ifdef LLMFS_HAVE_CUDA
     /* as llama-bench: every layer on the GPU unless told otherwise (when there is one) */
     llmfs_gpu_info gpu0;
     int ngl = llmfs_gpus(&gpu0, 1) > 0 ? 999 : 0;
-#else
-    int ngl = 0;
-#endif
     bool fa = false, no_mmap = false;
     uint64_t seed = 42;
     const cmd_opt opts[] = {
@@ -296,7 +292,7 @@ int cmd_bench(int argc, char **argv)
     fmt_size(size, size_s, sizeof size_s);
     fmt_params(b.m->n_params, params_s, sizeof params_s);
     backend_label(b.m, backend_s, sizeof backend_s);
-    int n_threads = b.m->cpu ? b.m->cpu->n_threads : threads;
+    int n_threads = b.m->cpu ? backend_cpu_threads(b.m->cpu) : threads;
     bool extra = tk != T_F16 || tv != T_F16 || fa;
 
     if (strcmp(fmt, "md") == 0) {

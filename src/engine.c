@@ -1,9 +1,6 @@
 /* engine.c — the daemon object and its models: loading, settings, info, stats. */
 #include "engine.h"
 #include "chat.h"
-#ifdef LLMFS_HAVE_CUDA
-#include "backend_cuda.h"
-#endif
 #include "fit.h"
 #include "placement.h"
 #include "quant.h"
@@ -1046,22 +1043,20 @@ double llmfs_model_idle_seconds(llmfs_model *m)
 
 int llmfs_gpus(llmfs_gpu_info *out, int cap)
 {
-#ifdef LLMFS_HAVE_CUDA
-    int n = cuda_device_count(), k = 0;
+    int n = backend_gpu_count(), k = 0;
     for (int i = 0; i < n && k < cap; i++) {
         llmfs_gpu_info *g = &out[k];
         memset(g, 0, sizeof *g);
-        if (cuda_device_info(i, g->name, sizeof g->name, &g->vram_total, &g->vram_free, NULL, 0) == 0) {
+        backend_gpu_info gi;
+        if (backend_gpu_info_of(i, &gi, NULL, 0) == 0) {
+            snprintf(g->name, sizeof g->name, "%s", gi.name);
+            g->vram_total = gi.vram_total;
+            g->vram_free = gi.vram_free;
             g->vram_used = g->vram_total - g->vram_free;
             k++;
         }
     }
     return k;
-#else
-    (void)out;
-    (void)cap;
-    return 0;
-#endif
 }
 
 void llmfs_daemon_stats_get(llmfs *lf, llmfs_daemon_stats *out)

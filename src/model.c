@@ -1,12 +1,12 @@
-/* model.c — a GGUF model: hyperparameters and weights per architecture, and the
- * forward pass.
+/* model.c — a GGUF model: the machinery every family shares. The common
+ * hyperparameters, binding and placing weights, scratch, micro-batches, the layer loop
+ * and the output head; each architecture's own blocks are in src/models/ (the table
+ * below), and streaming feed-forward weights to a GPU in model_stream.c.
  *
- * The forward pass reads top to bottom, one backend op per line, with every
- * activation's shape in a comment ([tokens][dim], row-major float32). n is the number
- * of tokens in the micro-batch; E n_embd, H n_head, Hk n_head_kv, D head_dim, F n_ff,
- * X n_expert, K n_expert_used, V n_vocab.
+ * Shapes in comments are [tokens][dim], row-major float32: n tokens in the micro-batch,
+ * E n_embd, V n_vocab.
  */
-#include "model.h"
+#include "model_impl.h"
 #include "placement.h"
 #include "quant.h"
 
@@ -18,48 +18,32 @@
 #include <strings.h>
 #include <time.h>
 
-/* Rows of logits a device holds at once: a micro-batch's worth for a large vocabulary
- * would cost hundreds of MB of device memory. */
-#define OUT_CHUNK 32
-
-/* Activations of one micro-batch, in the memory of the backend computing them. */
-typedef struct fwd_bufs {
-    backend *be;
-    float *x;       /* [n][E] the residual stream */
-    float *xb;      /* [n][E] normalised input of a block, then its output */
-    float *xb2;     /* [n][E] MoE output */
-    float *q;       /* [n][H*D] */
-    float *k, *v;   /* [n][Hk*D] */
-    float *att;     /* [n][H*D] */
-    float *hb, *hb2;/* [n][F] */
-    float *router;  /* [n][X] */
-    float *wts;     /* [n][K] */
-    int32_t *ids;   /* [n][K] */
-    float *logits;  /* [OUT_CHUNK][V] only off the CPU: logits before the copy to the host */
-} fwd_bufs;
-
-typedef struct model_priv {
-    fwd_bufs bufs[2];
-    int n_bufs;
-    float *host;          /* [n_ubatch][E] staging between backends */
-    bool all_on_gpu;      /* every layer and the output on m->gpu */
-    float *freq_factors;  /* [n_rot/2] or NULL */
-    float *id_logits;     /* model_forward_ids: host logits where the output cannot argmax */
-    size_t id_logits_rows;
-    int *seq_len;         /* per-sequence lengths while a batch is checked */
-    int seq_len_cap;
-    int8_t *flags;        /* [n_ubatch] logits flags when the caller gives none */
-    /* streamed feed-forward weights (m->stream) */
-    int *stream_layers;   /* layers whose feed-forward weights are (partly) on the CPU */
-    model_layer staged[2];/* such a layer with its copies on the GPU, per staging slot */
-    tensor staged_t[2][8];
-    bool staged_ok[2];    /* the slot's copy was made (else its layer runs where it is) */
-    double cpu_ffn_s;     /* this micro-batch: seconds in those layers' feed-forward on the CPU */
-    int cpu_ffn_layers;   /* how many of them were timed (not the pruned last one) */
-    char ftype_name[32];
-} model_priv;
 
 /* ================================================================ loading */
+
+/* Every family llmfs runs: one line each. */
+static const model_family *const families[] = {
+    &family_llama,
+};
+
+static const model_family *family_of(const char *arch)
+{
+    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
+        for (const char *const *a = families[i]->archs; *a; a++)
+            if (!strcmp(*a, arch))
+                return families[i];
+    return NULL;
+}
+
+/* "llama, qwen2, ..." */
+static void family_names(char *buf, size_t cap)
+{
+    size_t at = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
+        for (const char *const *a = families[i]->archs; *a && at < cap; a++)
+            at += (size_t)snprintf(buf + at, cap - at, "%s%s", at ? ", " : "", *a);
+}
 
 static bool arch_u32(const gguf_file *f, const char *arch, const char *key, uint32_t *out)
 {
@@ -108,11 +92,12 @@ static int load_hparams(model *m, llmfs_error *err)
     const char *arch = gguf_get_str(f, "general.architecture", &len);
     if (!arch)
         return llmfs_errorf(err, EINVAL, "model: no general.architecture");
-    if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3") &&
-        strcmp(arch, "qwen3moe"))
-        return llmfs_errorf(err, EINVAL,
-                            "model: architecture '%.40s' is not supported (llama, qwen2, qwen3, qwen3moe)",
-                            arch);
+    m->family = family_of(arch);
+    if (!m->family) {
+        char known[256];
+        family_names(known, sizeof known);
+        return llmfs_errorf(err, EINVAL, "model: architecture '%.40s' is not supported (%s)", arch, known);
+    }
     snprintf(hp->arch, sizeof hp->arch, "%s", arch);
     const char *name = gguf_get_str(f, "general.name", &len);
     snprintf(hp->name, sizeof hp->name, "%s", name ? name : "");
@@ -179,7 +164,6 @@ static int load_hparams(model *m, llmfs_error *err)
     if (r->n_rot > hp->head_dim || r->n_rot % 2)
         return llmfs_errorf(err, EINVAL, "model: rope dimension %d for head size %d", r->n_rot,
                             hp->head_dim);
-    r->neox = strcmp(arch, "llama") != 0;
     r->freq_base = 10000.0f;
     arch_f32(f, arch, "rope.freq_base", &r->freq_base);
     if (!(r->freq_base > 1))
@@ -209,18 +193,38 @@ static int load_hparams(model *m, llmfs_error *err)
         r->freq_scale = 1.0f / factor;
     }
 
-    hp->qkv_bias = !strcmp(arch, "qwen2");
-    hp->qk_norm = !strcmp(arch, "qwen3") || !strcmp(arch, "qwen3moe");
     uint32_t ft;
     hp->file_type = gguf_get_u32(f, "general.file_type", &ft) ? (int)ft : -1;
-    return 0;
+    return m->family->read_hparams(m, err);
+}
+
+int model_need_u32(const model *m, const char *key, int *out, llmfs_error *err)
+{
+    return need_u32(m->file, m->hp.arch, key, out, err);
+}
+
+int model_opt_u32(const model *m, const char *key, int def, int *out, llmfs_error *err)
+{
+    return opt_u32(m->file, m->hp.arch, key, def, out, err);
+}
+
+bool model_get_f32(const model *m, const char *key, float *out)
+{
+    return arch_f32(m->file, m->hp.arch, key, out);
+}
+
+bool model_get_bool(const model *m, const char *key, bool *out)
+{
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", m->hp.arch, key);
+    return gguf_get_bool(m->file, k, out);
 }
 
 /* Binds GGUF tensor `name` to the next model tensor after checking its type and shape
  * (ne2 = 0 for 2D, ne1 = ne2 = 0 for 1D). matmul: the weight is a matmul operand, so its
  * rows must be whole blocks of its own and its dot type. */
-static int bind(model *m, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, bool matmul,
-                bool optional, tensor **out, llmfs_error *err)
+int model_bind(model *m, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, bool matmul,
+               bool optional, tensor **out, llmfs_error *err)
 {
     *out = NULL;
     const gguf_tensor *g = gguf_find_tensor(m->file, name);
@@ -269,18 +273,18 @@ static int bind(model *m, const char *name, int64_t ne0, int64_t ne1, int64_t ne
     return 0;
 }
 
-static int bind_blk(model *m, int il, const char *suffix, int64_t ne0, int64_t ne1, int64_t ne2,
-                    bool matmul, bool optional, tensor **out, llmfs_error *err)
+int model_bind_blk(model *m, int il, const char *suffix, int64_t ne0, int64_t ne1, int64_t ne2,
+                   bool matmul, bool optional, tensor **out, llmfs_error *err)
 {
     char name[64];
     snprintf(name, sizeof name, "blk.%d.%s", il, suffix);
-    return bind(m, name, ne0, ne1, ne2, matmul, optional, out, err);
+    return model_bind(m, name, ne0, ne1, ne2, matmul, optional, out, err);
 }
 
 static int load_tensors(model *m, llmfs_error *err)
 {
     model_hparams *hp = &m->hp;
-    int E = hp->n_embd, H = hp->n_head, Hk = hp->n_head_kv, D = hp->head_dim;
+    const int E = hp->n_embd;
     int rc;
     const gguf_tensor *emb = gguf_find_tensor(m->file, "token_embd.weight");
     if (!emb)
@@ -290,16 +294,16 @@ static int load_tensors(model *m, llmfs_error *err)
                             (long long)emb->ne[1]);
     hp->n_vocab = (int)emb->ne[1];
     int V = hp->n_vocab;
-    if ((rc = bind(m, "token_embd.weight", E, V, 0, true, false, &m->tok_embd, err)) ||
-        (rc = bind(m, "output_norm.weight", E, 0, 0, false, false, &m->output_norm, err)) ||
-        (rc = bind(m, "output.weight", E, V, 0, true, true, &m->output, err)))
+    if ((rc = model_bind(m, "token_embd.weight", E, V, 0, true, false, &m->tok_embd, err)) ||
+        (rc = model_bind(m, "output_norm.weight", E, 0, 0, false, false, &m->output_norm, err)) ||
+        (rc = model_bind(m, "output.weight", E, V, 0, true, true, &m->output, err)))
         return rc;
     hp->tied_output = m->output == NULL;
     if (hp->tied_output)
         m->output = m->tok_embd;
 
     tensor *rf;
-    if ((rc = bind(m, "rope_freqs.weight", hp->rope.n_rot / 2, 0, 0, false, true, &rf, err)))
+    if ((rc = model_bind(m, "rope_freqs.weight", hp->rope.n_rot / 2, 0, 0, false, true, &rf, err)))
         return rc;
     model_priv *P = m->scratch;
     if (rf) {
@@ -323,38 +327,12 @@ static int load_tensors(model *m, llmfs_error *err)
     for (int il = 0; il < hp->n_layer; il++) {
         model_layer *L = &m->layers[il];
         L->be = m->cpu;
-        if ((rc = bind_blk(m, il, "attn_norm.weight", E, 0, 0, false, false, &L->attn_norm, err)) ||
-            (rc = bind_blk(m, il, "attn_q.weight", E, H * D, 0, true, false, &L->wq, err)) ||
-            (rc = bind_blk(m, il, "attn_k.weight", E, Hk * D, 0, true, false, &L->wk, err)) ||
-            (rc = bind_blk(m, il, "attn_v.weight", E, Hk * D, 0, true, false, &L->wv, err)) ||
-            (rc = bind_blk(m, il, "attn_output.weight", H * D, E, 0, true, false, &L->wo, err)) ||
-            (rc = bind_blk(m, il, "ffn_norm.weight", E, 0, 0, false, false, &L->ffn_norm, err)))
+        if ((rc = m->family->bind_layer(m, il, err)))
             return rc;
-        if (hp->qkv_bias &&
-            ((rc = bind_blk(m, il, "attn_q.bias", H * D, 0, 0, false, false, &L->bq, err)) ||
-             (rc = bind_blk(m, il, "attn_k.bias", Hk * D, 0, 0, false, false, &L->bk, err)) ||
-             (rc = bind_blk(m, il, "attn_v.bias", Hk * D, 0, 0, false, false, &L->bv, err))))
-            return rc;
-        if (hp->qk_norm &&
-            ((rc = bind_blk(m, il, "attn_q_norm.weight", D, 0, 0, false, false, &L->q_norm, err)) ||
-             (rc = bind_blk(m, il, "attn_k_norm.weight", D, 0, 0, false, false, &L->k_norm, err))))
-            return rc;
-        if (hp->n_expert) {
-            int X = hp->n_expert, Fe = hp->n_ff_exp;
-            if ((rc = bind_blk(m, il, "ffn_gate_inp.weight", E, X, 0, true, false, &L->gate_inp, err)) ||
-                (rc = bind_blk(m, il, "ffn_gate_exps.weight", E, Fe, X, true, false, &L->gate_exps, err)) ||
-                (rc = bind_blk(m, il, "ffn_up_exps.weight", E, Fe, X, true, false, &L->up_exps, err)) ||
-                (rc = bind_blk(m, il, "ffn_down_exps.weight", Fe, E, X, true, false, &L->down_exps, err)))
-                return rc;
-            if (type_info(L->gate_exps->type)->dot_type != type_info(L->up_exps->type)->dot_type)
-                return llmfs_errorf(err, EINVAL, "model: blk.%d.ffn_gate_exps and ffn_up_exps types differ", il);
-        } else {
-            int F = hp->n_ff;
-            if ((rc = bind_blk(m, il, "ffn_gate.weight", E, F, 0, true, false, &L->w_gate, err)) ||
-                (rc = bind_blk(m, il, "ffn_up.weight", E, F, 0, true, false, &L->w_up, err)) ||
-                (rc = bind_blk(m, il, "ffn_down.weight", F, E, 0, true, false, &L->w_down, err)))
-                return rc;
-        }
+        /* moe_ffn converts the input once for gate and up */
+        if (L->gate_exps && L->up_exps &&
+            type_info(L->gate_exps->type)->dot_type != type_info(L->up_exps->type)->dot_type)
+            return llmfs_errorf(err, EINVAL, "model: blk.%d.ffn_gate_exps and ffn_up_exps types differ", il);
     }
     return 0;
 }
@@ -432,12 +410,8 @@ static int place_weights(model *m, const model_opts *o, llmfs_error *err)
         return rc;
     }
 
-    char why[200] = "llmfs was built without CUDA";
-#ifdef LLMFS_HAVE_CUDA
-    m->gpu = backend_cuda_new(0, why, sizeof why);
-#endif
-    if (!m->gpu && o->test_second_cpu)
-        m->gpu = backend_cpu_new(o->n_threads, o->n_threads_batch);
+    char why[200] = "";
+    m->gpu = backend_gpu_new(0, why, sizeof why);
     if (!m->gpu) {
         snprintf(m->note, sizeof m->note, "no GPU (%s): every layer on the CPU", why);
         free(dev);
@@ -548,7 +522,7 @@ static int scratch_alloc(model *m, llmfs_error *err)
     return 0;
 }
 
-static fwd_bufs *bufs_of(model *m, backend *be)
+fwd_bufs *model_bufs_of(model *m, backend *be)
 {
     model_priv *P = m->scratch;
     for (int i = 0; i < P->n_bufs; i++)
@@ -558,38 +532,6 @@ static fwd_bufs *bufs_of(model *m, backend *be)
 }
 
 /* ---------------------------------------------------------------- load / free */
-
-/* A layer's feed-forward tensors, as pointers into L (NULL entries: absent). */
-#define FFN_TENSORS(L) {&(L)->ffn_norm, &(L)->w_gate, &(L)->w_up, &(L)->w_down, &(L)->gate_inp, \
-                        &(L)->gate_exps, &(L)->up_exps, &(L)->down_exps}
-
-static int stream_auto_threshold(const model *m);
-
-/* The layers whose feed-forward weights a GPU could take for a large batch: those with
- * any of them in host memory. */
-static int stream_plan(model *m, llmfs_error *err)
-{
-    model_priv *P = m->scratch;
-    if (!m->gpu || !m->gpu->ops->stage_copy)
-        return 0;
-    P->stream_layers = malloc(sizeof(int) * (size_t)m->hp.n_layer);
-    if (!P->stream_layers)
-        return llmfs_errorf(err, ENOMEM, "model: out of memory");
-    for (int il = 0; il < m->hp.n_layer; il++) {
-        model_layer *L = &m->layers[il];
-        tensor **ffn[] = FFN_TENSORS(L);
-        uint64_t bytes = 0;
-        for (int i = 0; i < 8; i++)
-            if (*ffn[i] && (*ffn[i])->be == m->cpu)
-                bytes += (*ffn[i])->nb2 * (uint64_t)(*ffn[i])->ne[2];
-        if (bytes) {
-            P->stream_layers[m->stream.layers++] = il;
-            m->stream.bytes += bytes;
-        }
-    }
-    m->stream.threshold = stream_auto_threshold(m);
-    return 0;
-}
 
 model *model_load(const char *path, const model_opts *opts, llmfs_error *err)
 {
@@ -631,7 +573,7 @@ model *model_load(const char *path, const model_opts *opts, llmfs_error *err)
                         (!L->gate_exps || L->gate_exps->be == m->gpu);
     }
     m->offload_batch = -1;
-    if ((rc = stream_plan(m, err)))
+    if ((rc = model_stream_plan(m, err)))
         goto fail;
     for (int i = 0; i < gguf_n_tensors(f); i++) {
         const gguf_tensor *g = gguf_tensor_at(f, i);
@@ -729,7 +671,7 @@ const char *model_file_type_name(const model *m)
 /* ================================================================ forward pass */
 
 /* bytes at src on backend `from` to dst on backend `to`, through the host staging buffer */
-static void copy_between(model *m, backend *from, const void *src, backend *to, void *dst, size_t bytes)
+void model_copy_between(model *m, backend *from, const void *src, backend *to, void *dst, size_t bytes)
 {
     model_priv *P = m->scratch;
     if (from == m->cpu && to == m->cpu) {
@@ -741,18 +683,18 @@ static void copy_between(model *m, backend *from, const void *src, backend *to, 
 }
 
 /* The residual stream [n][E] moved to backend `to`'s scratch (when it is elsewhere). */
-static fwd_bufs *move_to(model *m, fwd_bufs *from, backend *to, int n)
+fwd_bufs *model_move_to(model *m, fwd_bufs *from, backend *to, int n)
 {
     if (from->be == to)
         return from;
-    fwd_bufs *B = bufs_of(m, to);
-    copy_between(m, from->be, from->x, to, B->x, sizeof(float) * (size_t)n * (size_t)m->hp.n_embd);
+    fwd_bufs *B = model_bufs_of(m, to);
+    model_copy_between(m, from->be, from->x, to, B->x, sizeof(float) * (size_t)n * (size_t)m->hp.n_embd);
     return B;
 }
 
 /* Two or three matmuls of one input (o3 NULL for two), in one pass where the backend can. */
-static void matmul3(backend *be, float *o1, const tensor *w1, float *o2, const tensor *w2, float *o3,
-                    const tensor *w3, const float *x, int n)
+void model_matmul3(backend *be, float *o1, const tensor *w1, float *o2, const tensor *w2, float *o3,
+                   const tensor *w3, const float *x, int n)
 {
     if (be->ops->matmul_multi) {
         float *out[3] = {o1, o2, o3};
@@ -766,206 +708,32 @@ static void matmul3(backend *be, float *o1, const tensor *w1, float *o2, const t
         be->ops->matmul(be, o3, w3, x, n);
 }
 
-/* Layer il's attention block on its backend: x += attn(norm(x)). */
-static void attention_block(model *m, kv_cache *kv, int il, fwd_bufs *B, int n, bool flash)
+void model_moe_experts(model *m, const model_layer *L, fwd_bufs *B, int n)
 {
-    const model_hparams *hp = &m->hp;
-    const model_layer *L = &m->layers[il];
-    const int E = hp->n_embd, H = hp->n_head, Hk = hp->n_head_kv, D = hp->head_dim;
-    const float eps = hp->rms_eps;
-    const attn_params ap = {H, Hk, D, 1.0f / sqrtf((float)D), flash};
-    backend *be = B->be;
-    const struct backend_ops *o = be->ops;
-
-    o->rmsnorm(be, B->xb, B->x, L->attn_norm->data, n, E, eps);         /* xb [n][E] */
-    matmul3(be, B->q, L->wq, B->k, L->wk, B->v, L->wv, B->xb, n);       /* q [n][H*D], k v [n][Hk*D] */
-    if (L->bq) {
-        o->add_bias(be, B->q, L->bq->data, n, H * D);
-        o->add_bias(be, B->k, L->bk->data, n, Hk * D);
-        o->add_bias(be, B->v, L->bv->data, n, Hk * D);
-    }
-    if (L->q_norm) {                                                    /* per head, before rope */
-        o->rmsnorm(be, B->q, B->q, L->q_norm->data, n * H, D, eps);     /* q [n*H][D] */
-        o->rmsnorm(be, B->k, B->k, L->k_norm->data, n * Hk, D, eps);    /* k [n*Hk][D] */
-    }
-    o->rope(be, B->q, n, H, D, &hp->rope);
-    o->rope(be, B->k, n, Hk, D, &hp->rope);
-    if (kv->rot_k) {                                                    /* q.k unchanged */
-        o->hadamard(be, B->q, (int64_t)n * H * D, kv->rot_k);
-        o->hadamard(be, B->k, (int64_t)n * Hk * D, kv->rot_k);
-    }
-    if (kv->rot_v)
-        o->hadamard(be, B->v, (int64_t)n * Hk * D, kv->rot_v);
-    o->kv_store(be, kv, il, B->k, B->v, n);
-    o->attention(be, B->att, B->q, kv, il, n, &ap);                     /* att [n][H*D] */
-    if (kv->rot_v)                                                      /* back from rotated V */
-        o->hadamard(be, B->att, (int64_t)n * H * D, kv->rot_v);
-    o->matmul(be, B->xb, L->wo, B->att, n);                             /* xb [n][E] */
-    o->add(be, B->x, B->xb, (int64_t)n * E);                            /* x += xb */
-}
-
-/* A layer's feed-forward block on the backend of B (where L's ffn_norm is): x +=
- * ffn(norm(x)), dense or routed. L is the layer itself, or a copy pointing at weights
- * streamed to the GPU. */
-static void ffn_block(model *m, const model_layer *L, fwd_bufs *B, int n)
-{
-    const model_hparams *hp = &m->hp;
-    const int E = hp->n_embd;
-    backend *be = B->be;
-    const struct backend_ops *o = be->ops;
-
-    o->rmsnorm(be, B->xb, B->x, L->ffn_norm->data, n, E, hp->rms_eps);  /* xb [n][E] */
-    if (!L->gate_inp) {
-        matmul3(be, B->hb, L->w_gate, B->hb2, L->w_up, NULL, NULL, B->xb, n); /* hb, hb2 [n][F] */
-        o->swiglu(be, B->hb, B->hb, B->hb2, (int64_t)n * hp->n_ff);     /* hb = silu(hb) * hb2 */
-        o->matmul(be, B->xb, L->w_down, B->hb, n);                      /* xb [n][E] */
-        o->add(be, B->x, B->xb, (int64_t)n * E);                        /* x += xb */
-        return;
-    }
-    const int X = hp->n_expert, K = hp->n_expert_used;
-    o->matmul(be, B->router, L->gate_inp, B->xb, n);                    /* router [n][X] */
-    o->topk_softmax(be, B->ids, B->wts, B->router, n, X, K,             /* ids, wts [n][K] */
-                    hp->expert_norm);
-    /* the experts may live on another backend (n_cpu_moe): their inputs go there */
-    fwd_bufs *M = bufs_of(m, L->gate_exps->be);
+    const int E = m->hp.n_embd, K = m->hp.n_expert_used;
+    fwd_bufs *M = model_bufs_of(m, L->gate_exps->be);
     if (M != B) {
-        copy_between(m, be, B->xb, M->be, M->xb, sizeof(float) * (size_t)n * E);
-        copy_between(m, be, B->ids, M->be, M->ids, sizeof(int32_t) * (size_t)n * K);
-        copy_between(m, be, B->wts, M->be, M->wts, sizeof(float) * (size_t)n * K);
+        model_copy_between(m, B->be, B->xb, M->be, M->xb, sizeof(float) * (size_t)n * E);
+        model_copy_between(m, B->be, B->ids, M->be, M->ids, sizeof(int32_t) * (size_t)n * K);
+        model_copy_between(m, B->be, B->wts, M->be, M->wts, sizeof(float) * (size_t)n * K);
     }
     M->be->ops->moe_ffn(M->be, M->xb2, M->xb, L->gate_exps, L->up_exps, /* xb2 [n][E] */
                         L->down_exps, M->ids, M->wts, n, K);
     if (M != B)
-        copy_between(m, M->be, M->xb2, be, B->xb2, sizeof(float) * (size_t)n * E);
-    o->add(be, B->x, B->xb2, (int64_t)n * E);                           /* x += xb2 */
+        model_copy_between(m, M->be, M->xb2, B->be, B->xb2, sizeof(float) * (size_t)n * E);
 }
 
-static double now_s(void)
+/* The final norm of just the rows asked for (gathered into xb) and the output
+ * projection: logits [n_out][V] to `logits` (host) when the output is on the CPU, else to
+ * the output backend's B->logits (the caller downloads), or chunk by chunk to the host
+ * (*delivered). rows: rows of x computed (n, or n_out when the last block was pruned).
+ * Returns the bufs the output ran on. */
+static fwd_bufs *output_head(model *m, const fwd_batch *ub, fwd_bufs *B, int rows, int n_out,
+                             float *logits, int32_t *ids, bool *delivered)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* The k-th layer of P->stream_layers with its host-resident feed-forward weights copied
- * to the GPU in slot k % 2, as P->staged[slot]; when the copy cannot be made (no room
- * on the GPU) that layer's feed-forward runs where its weights are, and stream.error
- * says why. */
-static void stage_layer(model *m, int k)
-{
-    model_priv *P = m->scratch;
-    if (k >= m->stream.layers)
-        return;
-    const int slot = k & 1;
-    model_layer *S = &P->staged[slot];
-    *S = m->layers[P->stream_layers[k]];
-    tensor **ffn[] = FFN_TENSORS(S);
-    const tensor *src[8];
-    tensor **at[8];
-    int c = 0;
-    for (int i = 0; i < 8; i++)
-        if (*ffn[i] && (*ffn[i])->be == m->cpu) {
-            src[c] = *ffn[i];
-            at[c++] = ffn[i];
-        }
-    llmfs_error e = {0};
-    P->staged_ok[slot] = m->gpu->ops->stage_copy(m->gpu, slot, P->staged_t[slot], src, c, &e) == 0;
-    if (!P->staged_ok[slot]) {
-        snprintf(m->stream.error, sizeof m->stream.error, "%.120s", e.msg);
-        return;
-    }
-    for (int i = 0; i < c; i++)
-        *at[i] = &P->staged_t[slot][i];
-}
-
-#define STREAM_BATCH_GUESS 32   /* before the CPU has been timed (llama.cpp's fixed choice) */
-#define STREAM_RATE_GUESS 16e9  /* bytes/s before a streamed batch has been timed (PCIe 4 x16) */
-
-/* The micro-batch size from which streaming pays off: where the copy (at the measured
- * rate) costs less than the CPU's measured time for the same layers. */
-static int stream_auto_threshold(const model *m)
-{
-    const model_stream_stats *s = &m->stream;
-    if (s->cpu_s_per_token <= 0)
-        return STREAM_BATCH_GUESS;
-    const double rate = s->gpu_bytes_per_s > 0 ? s->gpu_bytes_per_s : STREAM_RATE_GUESS;
-    const double n = (double)s->bytes / rate / s->cpu_s_per_token;
-    return n < 2 ? 2 : n > 1048576 ? 1048576 : (int)ceil(n);
-}
-
-/* Whether a micro-batch of n tokens streams. */
-static bool streams(const model *m, int n)
-{
-    const int threshold = model_stream_threshold(&m->stream, m->offload_batch);
-    return threshold > 0 && n >= threshold;
-}
-
-/* Every layer, then the final norm of just the rows asked for (gathered into xb) and the
- * output projection: logits [n_out][V] to `logits` (host) when the output is on the CPU,
- * else to the output backend's B->logits (the caller downloads). prune: the last layer's
- * feed-forward runs on the rows with logits only (as llama.cpp does); not in a recorded
- * step, whose ops must not copy through the host. Returns the bufs the output ran on. */
-static fwd_bufs *run_blocks(model *m, kv_cache *kv, const fwd_batch *ub, fwd_bufs *B, bool flash,
-                            int n_out, float *logits, int32_t *ids, bool prune, bool stream,
-                            bool *delivered)
-{
-    model_priv *P = m->scratch;
     const model_hparams *hp = &m->hp;
     const int n = ub->n, E = hp->n_embd;
-    int rows = n; /* rows of x still computed */
-    int k = 0;    /* layers with host-resident feed-forward weights run so far */
-    /* CPU feed-forward time of the layers that could stream, for the choice (batches of
-     * 8+ tokens, whose time per token no longer falls with the batch size) */
-    const bool timed = !stream && P->stream_layers && n >= 8;
-    if (stream) { /* two layers ahead: one slot computes while the other fills */
-        stage_layer(m, 0);
-        stage_layer(m, 1);
-    }
-    for (int il = 0; il < hp->n_layer; il++) {
-        const model_layer *L = &m->layers[il];
-        B = move_to(m, B, L->be, rows);
-        attention_block(m, kv, il, B, n, flash);
-        if (prune && il == hp->n_layer - 1 && n_out < n) {
-            /* the last feed-forward block only matters for rows with logits: they move
-             * up to the front of x (in order, so no row is overwritten before it moves) */
-            for (int i = 0, j = 0; i < n; i++)
-                if (ub->logits[i]) {
-                    if (i != j)
-                        copy_between(m, B->be, B->x + (size_t)i * E, B->be, B->x + (size_t)j * E,
-                                     sizeof(float) * (size_t)E);
-                    j++;
-                }
-            rows = n_out;
-        }
-        if (!rows)
-            break;
-        /* the feed-forward weights streamed to the GPU, or where they live */
-        const model_layer *F = L;
-        const bool host_ffn = k < m->stream.layers && P->stream_layers[k] == il;
-        if (host_ffn && stream && P->staged_ok[k & 1]) {
-            m->gpu->ops->stage_wait(m->gpu, k & 1);
-            F = &P->staged[k & 1];
-        }
-        B = move_to(m, B, F->ffn_norm->be, rows);
-        if (host_ffn && timed && rows == n) {
-            /* from an idle GPU, so that the time is this block's (its CPU part waits for
-             * the GPU's inputs anyway) */
-            if (m->gpu->ops->sync)
-                m->gpu->ops->sync(m->gpu);
-            const double t0 = now_s();
-            ffn_block(m, F, B, rows);
-            P->cpu_ffn_s += now_s() - t0;
-            P->cpu_ffn_layers++;
-        } else {
-            ffn_block(m, F, B, rows);
-        }
-        if (host_ffn && stream) /* the slot is free once this layer's ops are done */
-            stage_layer(m, k + 2);
-        k += host_ffn;
-    }
-    if (!n_out)
-        return B;
-    B = move_to(m, B, m->output->be, rows);
+    B = model_move_to(m, B, m->output->be, rows);
     backend *be = B->be;
     const struct backend_ops *o = be->ops;
     if (rows == n_out) {
@@ -1003,6 +771,41 @@ static fwd_bufs *run_blocks(model *m, kv_cache *kv, const fwd_batch *ub, fwd_buf
     *delivered = true;
     return B;
 }
+
+/* Every layer, then the output head (when any row asks for logits). prune: the last
+ * layer's feed-forward runs on the rows with logits only (as llama.cpp does); not in a
+ * recorded step, whose ops must not copy through the host. Returns the bufs the output
+ * ran on. */
+static fwd_bufs *run_blocks(model *m, kv_cache *kv, const fwd_batch *ub, fwd_bufs *B, bool flash,
+                            int n_out, float *logits, int32_t *ids, bool prune, stream_pass *sp,
+                            bool *delivered)
+{
+    const model_hparams *hp = &m->hp;
+    const int n = ub->n, E = hp->n_embd;
+    int rows = n; /* rows of x still computed */
+    sp->k = 0;
+    for (int il = 0; il < hp->n_layer; il++) {
+        B = model_move_to(m, B, m->layers[il].be, rows);
+        m->family->attention(m, kv, il, B, n, flash);
+        if (prune && il == hp->n_layer - 1 && n_out < n) {
+            /* the last feed-forward block only matters for rows with logits: they move
+             * up to the front of x (in order, so no row is overwritten before it moves) */
+            for (int i = 0, j = 0; i < n; i++)
+                if (ub->logits[i]) {
+                    if (i != j)
+                        model_copy_between(m, B->be, B->x + (size_t)i * E, B->be, B->x + (size_t)j * E,
+                                           sizeof(float) * (size_t)E);
+                    j++;
+                }
+            rows = n_out;
+        }
+        if (!rows)
+            break;
+        B = model_stream_ffn(m, sp, il, B, rows); /* where its weights are, or streamed */
+    }
+    return n_out ? output_head(m, ub, B, rows, n_out, logits, ids, delivered) : B;
+}
+
 
 /* What a recorded decode step depends on besides the uploaded batch: its shape, the
  * rows with logits, the attention path and the cache (FNV-1a). */
@@ -1059,11 +862,10 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
     for (int i = 0; i < n; i++)
         n_out += ub->logits[i] != 0;
 
-    const double t0 = stream ? now_s() : 0;
-    P->cpu_ffn_s = 0;
-    P->cpu_ffn_layers = 0;
+    stream_pass sp;
+    model_stream_begin(m, &sp, n, stream);
 
-    fwd_bufs *B = bufs_of(m, m->tok_embd->be);
+    fwd_bufs *B = model_bufs_of(m, m->tok_embd->be);
     B->be->ops->get_rows(B->be, B->x, m->tok_embd, n);                  /* x [n][E] */
 
     backend *gpu = m->gpu;
@@ -1071,24 +873,24 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
     if (P->all_on_gpu && gpu->ops->graph_begin && n <= 16) {
         /* everything after the lookup runs on the GPU: a decode step can be a recorded
          * graph, replayed when the same shape comes again */
-        B = move_to(m, B, gpu, n);
+        B = model_move_to(m, B, gpu, n);
         int g = gpu->ops->graph_begin(gpu, graph_key(kv, ub, flash));
         if (g != 1) {
-            run_blocks(m, kv, ub, B, flash, n_out, logits, ids, false, false, &delivered);
+            run_blocks(m, kv, ub, B, flash, n_out, logits, ids, false, &sp, &delivered);
             if (gpu->ops->graph_end(gpu) < 0)
-                run_blocks(m, kv, ub, B, flash, n_out, logits, ids, false, false, &delivered);
+                run_blocks(m, kv, ub, B, flash, n_out, logits, ids, false, &sp, &delivered);
         }
     } else {
-        B = run_blocks(m, kv, ub, B, flash, n_out, logits, ids, true, stream, &delivered);
+        B = run_blocks(m, kv, ub, B, flash, n_out, logits, ids, true, &sp, &delivered);
     }
     backend *ob = m->output->be;
     const bool device_ids = ids && ob != m->cpu && ob->ops->argmax;
     if (delivered)
         ; /* the chunks went to the host already */
     else if (n_out && device_ids)
-        ob->ops->argmax(ob, ids, bufs_of(m, ob)->logits, n_out, hp->n_vocab);
+        ob->ops->argmax(ob, ids, model_bufs_of(m, ob)->logits, n_out, hp->n_vocab);
     else if (n_out && ob != m->cpu)
-        ob->ops->download(ob, logits, bufs_of(m, ob)->logits, sizeof(float) * (size_t)n_out * hp->n_vocab);
+        ob->ops->download(ob, logits, model_bufs_of(m, ob)->logits, sizeof(float) * (size_t)n_out * hp->n_vocab);
     if (ids && !device_ids && (!delivered || !ob->ops->argmax))
         for (int r = 0; r < n_out; r++)
             ids[r] = logits_argmax(logits + (size_t)r * hp->n_vocab, hp->n_vocab);
@@ -1099,18 +901,7 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
         if (b->ops->check && (rc = b->ops->check(b, err)))
             return rc;
     }
-    /* what the choice to stream is made from: running means, recent batches weighing more */
-    model_stream_stats *st = &m->stream;
-    if (stream) {
-        const double rate = (double)st->bytes / (now_s() - t0);
-        st->gpu_bytes_per_s = st->gpu_bytes_per_s > 0 ? 0.75 * st->gpu_bytes_per_s + 0.25 * rate : rate;
-        st->batches++;
-    } else if (P->cpu_ffn_layers > 0) { /* per token, over every such layer */
-        const double per = P->cpu_ffn_s / n * st->layers / P->cpu_ffn_layers;
-        st->cpu_s_per_token = st->cpu_s_per_token > 0 ? 0.75 * st->cpu_s_per_token + 0.25 * per : per;
-    }
-    if (stream || P->cpu_ffn_layers > 0)
-        st->threshold = stream_auto_threshold(m);
+    model_stream_end(m, &sp);
     return n_out;
 }
 
@@ -1203,17 +994,10 @@ static int forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out
         } else if (ids_out) {
             lg = NULL; /* the output's backend picks the ids itself */
         }
-        const bool stream = streams(m, n);
+        const bool stream = model_streams(m, n);
         rc = forward_ubatch(m, kv, &ub, lg, ids_out ? ids_out + out_row : NULL, flash_attn, stream, err);
-        if (rc == -ENOMEM && stream) {
-            /* the two layers in flight took the room this batch needed: the memory goes
-             * back to the batch, and the feed-forward to the CPU from now on */
-            m->gpu->ops->stage_release(m->gpu);
-            m->stream.off = true;
-            snprintf(m->stream.error, sizeof m->stream.error,
-                     "streaming off until the model is loaded again: %.80s", err ? err->msg : "out of memory");
-            if (err)
-                memset(err, 0, sizeof *err);
+        if (rc == -ENOMEM && stream) { /* the batch gets the room back, without streaming */
+            model_stream_give_up(m, err);
             rc = forward_ubatch(m, kv, &ub, lg, ids_out ? ids_out + out_row : NULL, flash_attn, false, err);
         }
         if (rc < 0)

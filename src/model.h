@@ -1,7 +1,6 @@
 /* model.h — a GGUF model: hyperparameters, weights bound to backends, the forward pass.
  *
- * Supported architectures: llama (Llama 2/3, Mistral, TinyLlama, SmolLM), qwen2,
- * qwen3, qwen3moe. Weights stay in the file mapping on the CPU path (never copied);
+ * The architectures are the families of src/models/ (model.c's table). Weights stay in the file mapping on the CPU path (never copied);
  * tensors placed on a GPU are uploaded once at load.
  */
 #ifndef LLMFS_MODEL_H
@@ -44,9 +43,6 @@ typedef struct model_opts {
     int ngl;                            /* layers on the GPU (0: CPU only) */
     const char *override_tensor;        /* "REGEX=DEVICE,..." or NULL */
     int n_cpu_moe;                      /* first N layers keep their experts on the CPU */
-    bool test_second_cpu;               /* tests: what would go on the GPU goes on a second CPU
-                                         * backend when there is no GPU (exercises the
-                                         * multi-device paths on any machine) */
 } model_opts;
 
 /* Feed-forward weights in host memory streamed to the GPU for large micro-batches: a
@@ -91,6 +87,7 @@ struct model {
     int offload_batch;
     model_stream_stats stream;
     void *scratch;                      /* forward-pass buffers (model.c) */
+    const struct model_family *family;  /* the architecture's blocks (src/models/) */
 };
 
 /* -ENOENT no such file, -EINVAL malformed or unsupported (reason in err), -ENOMEM. */

@@ -23,7 +23,6 @@
 
 #ifdef LLMFS_HAVE_CUDA
 #include "backend.h"
-#include "backend_cuda.h"
 #include "kv.h"
 #include "mkmodel.h"
 #include "model.h"
@@ -62,7 +61,7 @@ typedef struct hog {
 static hog hog_device(void)
 {
     char why[256];
-    hog h = {backend_cuda_new(0, why, sizeof why), calloc(4096, sizeof(void *)), 0};
+    hog h = {backend_gpu_new(0, why, sizeof why), calloc(4096, sizeof(void *)), 0};
     ck_assert_msg(h.be, "%s", why);
     for (size_t chunk = (size_t)256 << 20; chunk >= (64u << 10) && h.n < 4096;) {
         void *p = h.be->ops->alloc(h.be, chunk);
@@ -71,9 +70,10 @@ static hog hog_device(void)
         else
             chunk /= 2;
     }
-    uint64_t total = 0, avail = 0;
-    ck_assert_int_eq(cuda_device_info(0, NULL, 0, &total, &avail, why, sizeof why), 0);
-    ck_assert_msg(avail < (8u << 20), "%llu bytes still free after taking all", (unsigned long long)avail);
+    backend_gpu_info gi;
+    ck_assert_int_eq(backend_gpu_info_of(0, &gi, why, sizeof why), 0);
+    ck_assert_msg(gi.vram_free < (8u << 20), "%llu bytes still free after taking all",
+                  (unsigned long long)gi.vram_free);
     return h;
 }
 
@@ -584,12 +584,12 @@ static Suite *make_suite(void)
 int main(void)
 {
     char err[256] = "";
-    backend *probe = backend_cuda_new(0, err, sizeof err);
+    backend *probe = backend_gpu_new(0, err, sizeof err);
     if (!probe) {
         /* a device that is there but unusable is a failure, not a skip */
-        if (cuda_device_count() > 0) {
+        if (backend_gpu_count() > 0) {
             fprintf(stderr, "\n*** FAILED gpu_fixtures: %d CUDA device(s) present, but: %s ***\n\n",
-                    cuda_device_count(), err);
+                    backend_gpu_count(), err);
             return 1;
         }
         fprintf(stderr, "\n*** SKIPPED gpu_fixtures: no usable GPU (%s) ***\n\n", err);

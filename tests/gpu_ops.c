@@ -15,7 +15,6 @@
 
 #ifdef LLMFS_HAVE_CUDA
 #include "backend.h"
-#include "backend_cuda.h"
 #include "kv.h"
 #include "quant.h"
 
@@ -566,7 +565,7 @@ static double store_attend(kvpair *kv, const attn_cfg *a, int n, const int32_t *
     float *dk = dev_from(k, sizeof(float) * nk), *dv = dev_from(v, sizeof(float) * nk);
     float *dq = dev_from(q, sizeof(float) * nq), *dout = dev_alloc(sizeof(float) * nq);
     gpu->ops->kv_store(gpu, &kv->g, 0, dk, dv, n);
-    attn_params p = {a->H, a->Hk, a->hd, 1.0f / sqrtf((float)a->hd), flash};
+    attn_params p = {a->H, a->Hk, a->hd, 1.0f / sqrtf((float)a->hd), flash, 0, NULL};
     float *ref = malloc(sizeof(float) * nq);
     cpu->ops->attention(cpu, ref, q, &kv->c, 0, n, &p);
     gpu->ops->attention(gpu, dout, dq, &kv->g, 0, n, &p);
@@ -907,7 +906,7 @@ START_TEST(graph_replay)
     float *dnorm = dev_from(norm, sizeof(float) * E);
     kvpair kv;
     kv_make(&kv, n_ctx, 2, Hk, hd, T_F16, T_F16);
-    attn_params ap = {H, Hk, hd, 0.125f, true};
+    attn_params ap = {H, Hk, hd, 0.125f, true, 0, NULL};
     rope_params rp = {0};
     rp.n_rot = hd;
     rp.neox = true;
@@ -988,7 +987,7 @@ START_TEST(errors_are_reported)
     kv_make(&kv, 16, 1, 1, 64, T_F16, T_F16);
     begin_plain(2);
     float *d = dev_alloc(sizeof(float) * 2 * 64 * 4);
-    attn_params bad = {4, 3, 64, 0.125f, false}; /* 4 heads over 3 KV heads */
+    attn_params bad = {4, 3, 64, 0.125f, false, 0, NULL}; /* 4 heads over 3 KV heads */
     gpu->ops->attention(gpu, d, d, &kv.g, 0, 2, &bad);
     struct llmfs_error e = {0};
     ck_assert_int_lt(gpu->ops->check(gpu, &e), 0);
@@ -1050,12 +1049,12 @@ int main(void)
 {
     test_rand_seed(777);
     char err[256] = "";
-    gpu = backend_cuda_new(0, err, sizeof err);
+    gpu = backend_gpu_new(0, err, sizeof err);
     if (!gpu) {
         /* a device that is there but unusable (no kernel image for it, a driver too old
          * for the toolkit) is a failure, not a skip */
-        if (cuda_device_count() > 0) {
-            fprintf(stderr, "\n*** FAILED gpu_ops: %d CUDA device(s) present, but: %s ***\n\n", cuda_device_count(),
+        if (backend_gpu_count() > 0) {
+            fprintf(stderr, "\n*** FAILED gpu_ops: %d CUDA device(s) present, but: %s ***\n\n", backend_gpu_count(),
                     err);
             return 1;
         }

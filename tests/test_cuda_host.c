@@ -11,7 +11,7 @@
 
 #ifdef LLMFS_HAVE_CUDA
 #include "backend.h"
-#include "backend_cuda.h"
+#include "host_check.h"
 #include "gguf.h"
 #include "quant.h"
 
@@ -251,20 +251,19 @@ END_TEST
 START_TEST(backend_new_without_gpu)
 {
     char err[256] = "";
-    backend *be = backend_cuda_new(0, err, sizeof err);
-    if (cuda_device_count() == 0) {
+    backend *be = backend_gpu_new(0, err, sizeof err);
+    if (backend_gpu_count() == 0) {
         ck_assert_ptr_null(be);
         ck_assert_msg(strlen(err) > 10, "no reason given");
-        char name[64];
-        uint64_t tot = 1, fr = 1;
-        ck_assert_int_eq(cuda_device_info(0, name, sizeof name, &tot, &fr, err, sizeof err), -ENODEV);
+        backend_gpu_info gi;
+        ck_assert_int_eq(backend_gpu_info_of(0, &gi, err, sizeof err), -ENODEV);
     } else {
         ck_assert_msg(be != NULL, "%s", err);
         ck_assert_str_eq(be->ops->name, "CUDA");
         be->ops->destroy(be);
     }
-    ck_assert_ptr_null(backend_cuda_new(-1, err, sizeof err));
-    ck_assert_ptr_null(backend_cuda_new(1000, err, sizeof err));
+    ck_assert_ptr_null(backend_gpu_new(-1, err, sizeof err));
+    ck_assert_ptr_null(backend_gpu_new(1000, err, sizeof err));
 }
 END_TEST
 

@@ -9,6 +9,7 @@
  */
 #include "testutil.h"
 
+#include "backend_test.h"
 #include "gguf.h"
 #include "kv.h"
 #include "model.h"
@@ -373,10 +374,11 @@ START_TEST(split_placement)
     model_free(m);
     for (size_t k = 0; k < sizeof setups / sizeof setups[0]; k++) {
         model_opts o = {.n_threads = 2, .n_threads_batch = 2, .ngl = setups[k].ngl,
-                        .n_cpu_moe = setups[k].n_cpu_moe, .override_tensor = setups[k].override,
-                        .test_second_cpu = true};
+                        .n_cpu_moe = setups[k].n_cpu_moe, .override_tensor = setups[k].override};
         llmfs_error err = {0};
+        backend_test_second_cpu(2);
         m = model_load(f->model, &o, &err);
+        backend_test_second_cpu(0);
         ck_assert_msg(m, "%s: %s", f->name, err.msg);
         ck_assert_ptr_nonnull(m->gpu);
         int on_gpu = 0;
