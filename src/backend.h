@@ -64,6 +64,16 @@ typedef struct attn_params {
     const float *sinks;
 } attn_params;
 
+/* Shape of a gated delta rule (backend op gated_delta). */
+typedef struct delta_params {
+    int n_k, n_v, d;      /* K heads, V heads (a multiple of n_k), head size (d_k = d_v) */
+    bool tiled;           /* V head j reads K head j % n_k (Qwen3.5), else j / (n_v/n_k) (Qwen3-Next) */
+    /* Tokens of one sequence in a row processed as one chunk of the parallel form (the
+     * state crosses chunk boundaries only); 0 or 1: token by token. Both give the same
+     * math; a backend may ignore it. */
+    int chunk;
+} delta_params;
+
 struct backend_ops {
     const char *name; /* "CPU", "CUDA" */
 
@@ -122,6 +132,39 @@ struct backend_ops {
      * unchanged and the attention output is rotated back with the same op. NULL: caches
      * on this backend are stored unrotated. */
     void (*hadamard)(backend *be, float *x, int64_t n, int block);
+
+    /* ---- recurrent (Gated DeltaNet) layers: hybrid Qwen. NULL where a backend has no
+     * recurrent layers (the model keeps such layers on the CPU). Each token's state is
+     * its sequence's (the batch's seq); a token at position 0 starts from a zero state. */
+
+    /* dst[r][0..d) = src[r][0..d), rows `rows`, row starts dst_stride / src_stride floats
+     * apart: splitting and regrouping the columns of a projection. */
+    void (*copy_rows)(backend *be, float *dst, int64_t dst_stride, const float *src,
+                      int64_t src_stride, int rows, int d);
+    /* out[t][c] = silu(sum_i w[c][i] * x_{t-K+1+i}[c]), i < K = d_conv, c < channels:
+     * the causal depthwise conv over each sequence's earlier inputs; x rows x_stride
+     * floats apart, out contiguous [n][channels]. Reads and advances layer il's conv
+     * state (the last K-1 inputs of each sequence). */
+    void (*ssm_conv)(backend *be, float *out, const float *x, int64_t x_stride, const float *w,
+                     kv_cache *kv, int il, int n, int channels, int d_conv);
+    /* Each of the `groups` slices of d floats of each row r < rows (rows row_stride
+     * floats apart) divided by max(its L2 norm, eps), in place. */
+    void (*l2norm)(backend *be, float *x, int rows, int groups, int d, int64_t row_stride, float eps);
+    /* The DeltaNet gates, in place, [n][n_v]: g = softplus(g + dt_bias) * a (the log of
+     * the decay; a = -exp(A) < 0) and beta = sigmoid(beta). */
+    void (*delta_gates)(backend *be, float *g, float *beta, const float *dt_bias, const float *a,
+                        int n, int n_v);
+    /* The gated delta rule over layer il's state: per token t, V head j (K head kh(j)),
+     * with S_j [d][d] of t's sequence: S = exp(g) S; S += k (beta (v - S^T k))^T;
+     * out[t][j] = S^T q / sqrt(d). qkv rows (stride floats apart) hold q [n_k][d],
+     * k [n_k][d], v [n_v][d]; g, beta [n][n_v]; out [n][n_v*d]. */
+    void (*gated_delta)(backend *be, float *out, const float *qkv, int64_t stride, const float *g,
+                        const float *beta, kv_cache *kv, int il, int n, const struct delta_params *p);
+    /* out[r] = x[r] / rms(x[r]) * w * silu(z[r]), rows of d (x, z, out [rows][d]) */
+    void (*gated_rmsnorm)(backend *be, float *out, const float *x, const float *w, const float *z,
+                          int rows, int d, float eps);
+    /* x[r][i] *= sigmoid(g[r][i]) (g [rows][d]) or, per_row, sigmoid(g[r]) (g [rows]) */
+    void (*sigmoid_mul)(backend *be, float *x, const float *g, int rows, int d, bool per_row);
 
     /* Releases everything the backend holds; backend_free calls it when set. */
     void (*destroy)(backend *be);

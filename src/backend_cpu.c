@@ -1222,6 +1222,239 @@ static void cpu_stage_wait(backend *be, int slot)
     (void)slot;
 }
 
+/* ---------------------------------------------------------------- recurrent layers
+ *
+ * Gated DeltaNet (hybrid Qwen). The state of a token's sequence lives in the cache
+ * (kv->state[il]); a token at position 0 starts from zeros, so a cleared sequence needs
+ * no separate reset. */
+
+static float silu_f(float x) { return x / (1.0f + expf(-x)); }
+static float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+typedef struct rows_copy_ctx {
+    float *dst;
+    const float *src;
+    int64_t ds, ss;
+    int rows, d;
+} rows_copy_ctx;
+
+static void copy_rows_fn(void *p, int ith, int nth)
+{
+    rows_copy_ctx *k = p;
+    int64_t a, b;
+    split(k->rows, ith, nth, &a, &b);
+    for (int64_t r = a; r < b; r++)
+        memmove(k->dst + r * k->ds, k->src + r * k->ss, sizeof(float) * (size_t)k->d);
+}
+
+static void cpu_copy_rows(backend *be, float *dst, int64_t dst_stride, const float *src,
+                          int64_t src_stride, int rows, int d)
+{
+    cpu_be *c = impl(be);
+    rows_copy_ctx k = {dst, src, dst_stride, src_stride, rows, d};
+    par(c, nth_for(c, (double)rows * d), copy_rows_fn, &k);
+}
+
+typedef struct conv_ctx {
+    cpu_be *c;
+    float *out;
+    const float *x, *w;
+    int64_t xs;
+    float *state;       /* [n_seq][K-1][channels] */
+    size_t seq_floats;
+    int channels, K;
+} conv_ctx;
+
+/* Channels are independent: each thread walks all tokens for its channels, in order, so
+ * a sequence's earlier tokens in the batch are its window. */
+static void conv_fn(void *p, int ith, int nth)
+{
+    conv_ctx *k = p;
+    const int32_t *pos = k->c->pos.p, *seq = k->c->seq.p;
+    const int K = k->K, C = k->channels;
+    int64_t a, b;
+    split(C, ith, nth, &a, &b);
+    for (int t = 0; t < k->c->n; t++) {
+        float *st = k->state + (size_t)seq[t] * k->seq_floats;
+        const float *x = k->x + (int64_t)t * k->xs;
+        float *o = k->out + (int64_t)t * C;
+        for (int64_t ch = a; ch < b; ch++) {
+            const float *w = k->w + ch * K;
+            if (pos[t] == 0)
+                for (int r = 0; r < K - 1; r++)
+                    st[(size_t)r * C + ch] = 0;
+            float acc = w[K - 1] * x[ch];
+            for (int r = 0; r < K - 1; r++)
+                acc += w[r] * st[(size_t)r * C + ch];
+            for (int r = 0; r + 1 < K - 1; r++)
+                st[(size_t)r * C + ch] = st[(size_t)(r + 1) * C + ch];
+            if (K > 1)
+                st[(size_t)(K - 2) * C + ch] = x[ch];
+            o[ch] = silu_f(acc);
+        }
+    }
+}
+
+static void cpu_ssm_conv(backend *be, float *out, const float *x, int64_t x_stride, const float *w,
+                         kv_cache *kv, int il, int n, int channels, int d_conv)
+{
+    cpu_be *c = impl(be);
+    (void)n;
+    if (!kv->state || !kv->state[il].conv || (size_t)(d_conv - 1) * channels != kv->conv_floats) {
+        fail(c, EINVAL);
+        return;
+    }
+    conv_ctx k = {c, out, x, w, x_stride, kv->state[il].conv, kv->conv_floats, channels, d_conv};
+    par(c, nth_for(c, (double)c->n * channels * d_conv), conv_fn, &k);
+}
+
+typedef struct l2_ctx {
+    float *x;
+    int64_t stride;
+    int rows, groups, d;
+    float eps;
+} l2_ctx;
+
+static void l2norm_fn(void *p, int ith, int nth)
+{
+    l2_ctx *k = p;
+    int64_t a, b;
+    split((int64_t)k->rows * k->groups, ith, nth, &a, &b);
+    for (int64_t i = a; i < b; i++) {
+        float *x = k->x + (i / k->groups) * k->stride + (i % k->groups) * k->d;
+        double ss = 0;
+        for (int j = 0; j < k->d; j++)
+            ss += (double)x[j] * x[j];
+        float nrm = (float)sqrt(ss);
+        float sc = 1.0f / (nrm > k->eps ? nrm : k->eps);
+        for (int j = 0; j < k->d; j++)
+            x[j] *= sc;
+    }
+}
+
+static void cpu_l2norm(backend *be, float *x, int rows, int groups, int d, int64_t row_stride, float eps)
+{
+    cpu_be *c = impl(be);
+    l2_ctx k = {x, row_stride, rows, groups, d, eps};
+    par(c, nth_for(c, (double)rows * groups * d * 2), l2norm_fn, &k);
+}
+
+static void cpu_delta_gates(backend *be, float *g, float *beta, const float *dt_bias, const float *a,
+                            int n, int n_v)
+{
+    (void)be;
+    for (int t = 0; t < n; t++)
+        for (int j = 0; j < n_v; j++) {
+            float x = g[t * n_v + j] + dt_bias[j];
+            float sp = x > 20.0f ? x : log1pf(expf(x)); /* softplus */
+            g[t * n_v + j] = sp * a[j];
+            beta[t * n_v + j] = sigmoid_f(beta[t * n_v + j]);
+        }
+}
+
+typedef struct delta_ctx {
+    cpu_be *c;
+    float *out;
+    const float *qkv, *g, *beta;
+    int64_t stride;
+    float *ssm;         /* [n_seq][n_v][d][d] */
+    size_t seq_floats;
+    const delta_params *p;
+} delta_ctx;
+
+/* Row jv of S_j (S stored transposed: one row per value dim) evolves on its own:
+ *   s = exp(g) s;  s += beta (v[jv] - s.k) k;  o[jv] = s.q / sqrt(d)
+ * so the work splits over (head, row) with every token of the batch in order. */
+static void delta_fn(void *v, int ith, int nth)
+{
+    delta_ctx *k = v;
+    const delta_params *p = k->p;
+    const int32_t *pos = k->c->pos.p, *seq = k->c->seq.p;
+    const int d = p->d, nv = p->n_v, nk = p->n_k, r = nv / nk;
+    const float scale = 1.0f / sqrtf((float)d);
+    int64_t a, b;
+    split((int64_t)nv * d, ith, nth, &a, &b);
+    for (int t = 0; t < k->c->n; t++) {
+        const float *row = k->qkv + (int64_t)t * k->stride;
+        float *o = k->out + (int64_t)t * nv * d;
+        for (int64_t i = a; i < b; i++) {
+            int j = (int)(i / d);
+            int kh = p->tiled ? j % nk : j / r;
+            const float *q = row + (size_t)kh * d, *kk = row + (size_t)(nk + kh) * d;
+            float vv = row[(size_t)2 * nk * d + i];
+            float *s = k->ssm + (size_t)seq[t] * k->seq_floats + (size_t)i * d;
+            if (pos[t] == 0)
+                memset(s, 0, sizeof(float) * (size_t)d);
+            float eg = expf(k->g[t * nv + j]), bt = k->beta[t * nv + j];
+            float u = 0;
+            for (int x = 0; x < d; x++) {
+                s[x] *= eg;
+                u += s[x] * kk[x];
+            }
+            float delta = bt * (vv - u), acc = 0;
+            for (int x = 0; x < d; x++) {
+                s[x] += kk[x] * delta;
+                acc += s[x] * q[x];
+            }
+            o[i] = acc * scale;
+        }
+    }
+}
+
+static void cpu_gated_delta(backend *be, float *out, const float *qkv, int64_t stride, const float *g,
+                            const float *beta, kv_cache *kv, int il, int n, const delta_params *p)
+{
+    cpu_be *c = impl(be);
+    (void)n;
+    if (!kv->state || !kv->state[il].ssm || p->n_k <= 0 || p->n_v % p->n_k ||
+        (size_t)p->n_v * p->d * p->d != kv->ssm_floats) {
+        fail(c, EINVAL);
+        return;
+    }
+    delta_ctx k = {c, out, qkv, g, beta, stride, kv->state[il].ssm, kv->ssm_floats, p};
+    par(c, nth_for(c, (double)c->n * p->n_v * p->d * p->d * 4), delta_fn, &k);
+}
+
+typedef struct gnorm_ctx {
+    float *out;
+    const float *x, *w, *z;
+    int rows, d;
+    float eps;
+} gnorm_ctx;
+
+static void gated_rmsnorm_fn(void *p, int ith, int nth)
+{
+    gnorm_ctx *k = p;
+    int64_t a, b;
+    split(k->rows, ith, nth, &a, &b);
+    for (int64_t r = a; r < b; r++) {
+        const float *x = k->x + r * k->d, *z = k->z + r * k->d;
+        float *o = k->out + r * k->d;
+        double ss = 0;
+        for (int i = 0; i < k->d; i++)
+            ss += (double)x[i] * x[i];
+        float sc = (float)(1.0 / sqrt(ss / k->d + k->eps));
+        for (int i = 0; i < k->d; i++)
+            o[i] = x[i] * sc * k->w[i] * silu_f(z[i]);
+    }
+}
+
+static void cpu_gated_rmsnorm(backend *be, float *out, const float *x, const float *w, const float *z,
+                              int rows, int d, float eps)
+{
+    cpu_be *c = impl(be);
+    gnorm_ctx k = {out, x, w, z, rows, d, eps};
+    par(c, nth_for(c, (double)rows * d * 4), gated_rmsnorm_fn, &k);
+}
+
+static void cpu_sigmoid_mul(backend *be, float *x, const float *g, int rows, int d, bool per_row)
+{
+    (void)be;
+    for (int64_t r = 0; r < rows; r++)
+        for (int i = 0; i < d; i++)
+            x[r * d + i] *= sigmoid_f(per_row ? g[r] : g[r * d + i]);
+}
+
 /* ---------------------------------------------------------------- setup */
 
 static void cpu_destroy(backend *be);
@@ -1247,6 +1480,13 @@ static const struct backend_ops cpu_ops = {
     .topk_softmax = cpu_topk_softmax,
     .moe_ffn = cpu_moe_ffn,
     .hadamard = cpu_hadamard,
+    .copy_rows = cpu_copy_rows,
+    .ssm_conv = cpu_ssm_conv,
+    .l2norm = cpu_l2norm,
+    .delta_gates = cpu_delta_gates,
+    .gated_delta = cpu_gated_delta,
+    .gated_rmsnorm = cpu_gated_rmsnorm,
+    .sigmoid_mul = cpu_sigmoid_mul,
     .check = cpu_check,
     .destroy = cpu_destroy,
     .stage_copy = cpu_stage_copy,

@@ -11,6 +11,38 @@ static bool kv_type_ok(int type)
     return type == T_F16 || type == T_F32 || type == T_Q8_0 || type == T_Q4_0;
 }
 
+/* The recurrent layers' state: per sequence a conv state and the delta state, F32
+ * whatever the cache types (as llama.cpp keeps them). */
+static int state_alloc(kv_cache *kv, const model *m, llmfs_error *err)
+{
+    const model_hparams *hp = &m->hp;
+    kv->state = calloc((size_t)hp->n_layer, sizeof *kv->state);
+    if (!kv->state)
+        return llmfs_errorf(err, ENOMEM, "KV cache: out of memory");
+    kv->n_recurrent = hp->n_recurrent;
+    kv->conv_floats = (size_t)(hp->ssm_d_conv - 1) * (size_t)hp->ssm_conv_dim;
+    kv->ssm_floats = (size_t)hp->ssm_n_v * (size_t)hp->ssm_d_state * (size_t)hp->ssm_d_state;
+    for (int il = 0; il < hp->n_layer; il++) {
+        if (!m->layers[il].recurrent)
+            continue;
+        struct kv_state_layer *S = &kv->state[il];
+        S->be = m->layers[il].be;
+        size_t cb = sizeof(float) * kv->conv_floats * (size_t)kv->n_seq;
+        size_t sb = sizeof(float) * kv->ssm_floats * (size_t)kv->n_seq;
+        S->conv = S->be->ops->alloc(S->be, cb);
+        S->ssm = S->be->ops->alloc(S->be, sb);
+        if (!S->conv || !S->ssm)
+            return llmfs_errorf(err, ENOMEM, "KV cache: cannot allocate %zu bytes of state for layer %d on %s",
+                                cb + sb, il, S->be->ops->name);
+    }
+    /* a few turn boundaries per sequence */
+    kv->max_ckpt = 4 * kv->n_seq;
+    kv->ckpt = calloc((size_t)kv->max_ckpt, sizeof *kv->ckpt);
+    if (!kv->ckpt)
+        return llmfs_errorf(err, ENOMEM, "KV cache: out of memory");
+    return 0;
+}
+
 kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int type_v,
                          llmfs_error *err)
 {
@@ -59,9 +91,15 @@ kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int t
     if (!kv->layer || !kv->seq_len)
         goto oom;
     size_t cells = (size_t)n_ctx * (size_t)n_seq;
+    if (hp->n_recurrent && state_alloc(kv, m, err)) {
+        kv_cache_free(kv);
+        return NULL;
+    }
     for (int il = 0; il < hp->n_layer; il++) {
         struct kv_layer *L = &kv->layer[il];
         L->be = m->layers[il].be;
+        if (m->layers[il].recurrent)
+            continue; /* state only (kv->state), no K/V rows */
         L->k_row = type_row_bytes(type_k, kv->n_embd_kv);
         L->v_row = type_row_bytes(type_v, kv->n_embd_kv);
         L->k = L->be->ops->alloc(L->be, L->k_row * cells);
@@ -97,6 +135,18 @@ void kv_cache_free(kv_cache *kv)
             if (L->v)
                 L->be->ops->free(L->be, L->v);
         }
+    if (kv->state)
+        for (int il = 0; il < kv->n_layer; il++) {
+            struct kv_state_layer *S = &kv->state[il];
+            if (S->conv)
+                S->be->ops->free(S->be, S->conv);
+            if (S->ssm)
+                S->be->ops->free(S->be, S->ssm);
+        }
+    for (int i = 0; kv->ckpt && i < kv->max_ckpt; i++)
+        free(kv->ckpt[i].data);
+    free(kv->ckpt);
+    free(kv->state);
     free(kv->layer);
     free(kv->seq_len);
     free(kv);
@@ -106,16 +156,121 @@ size_t kv_cache_bytes(const kv_cache *kv)
 {
     size_t n = 0, cells = (size_t)kv->n_ctx * (size_t)kv->n_seq;
     for (int il = 0; il < kv->n_layer; il++)
-        n += (kv->layer[il].k_row + kv->layer[il].v_row) * cells;
-    return n;
+        if (kv->layer[il].k)
+            n += (kv->layer[il].k_row + kv->layer[il].v_row) * cells;
+    return n + kv_state_bytes(kv) * (size_t)kv->n_seq;
 }
 
-void kv_seq_keep(kv_cache *kv, int seq, int n)
+size_t kv_state_bytes(const kv_cache *kv)
+{
+    return sizeof(float) * (kv->conv_floats + kv->ssm_floats) * (size_t)kv->n_recurrent;
+}
+
+/* Copies sequence seq's state between the layers' memory and host buffer h. */
+static void state_copy(kv_cache *kv, int seq, float *h, bool save)
+{
+    for (int il = 0; il < kv->n_layer; il++) {
+        struct kv_state_layer *S = &kv->state[il];
+        if (!S->be)
+            continue;
+        float *parts[2] = {S->conv + kv->conv_floats * (size_t)seq, S->ssm + kv->ssm_floats * (size_t)seq};
+        size_t sizes[2] = {kv->conv_floats, kv->ssm_floats};
+        for (int p = 0; p < 2; p++) {
+            if (save)
+                S->be->ops->download(S->be, h, parts[p], sizeof(float) * sizes[p]);
+            else
+                S->be->ops->upload(S->be, parts[p], h, sizeof(float) * sizes[p]);
+            h += sizes[p];
+        }
+    }
+}
+
+/* The newest checkpoint of seq at or below n cells, or NULL. */
+static const kv_checkpoint *best_checkpoint(const kv_cache *kv, int seq, int n)
+{
+    const kv_checkpoint *best = NULL;
+    for (int i = 0; i < kv->max_ckpt; i++) {
+        const kv_checkpoint *c = &kv->ckpt[i];
+        if (c->n_tokens > 0 && c->seq == seq && c->n_tokens <= n && (!best || c->n_tokens > best->n_tokens))
+            best = c;
+    }
+    return best;
+}
+
+int kv_seq_can_keep(const kv_cache *kv, int seq, int n)
 {
     if (seq < 0 || seq >= kv->n_seq)
-        return;
+        return 0;
+    int len = kv->seq_len[seq];
     if (n < 0)
         n = 0;
-    if (kv->seq_len[seq] > n)
-        kv->seq_len[seq] = n;
+    if (n >= len)
+        return len;
+    if (!kv->n_recurrent || n == 0)
+        return n;
+    const kv_checkpoint *c = best_checkpoint(kv, seq, n);
+    return c ? c->n_tokens : 0;
+}
+
+int kv_seq_keep(kv_cache *kv, int seq, int n)
+{
+    if (seq < 0 || seq >= kv->n_seq)
+        return 0;
+    int keep = kv_seq_can_keep(kv, seq, n);
+    if (kv->n_recurrent && keep > 0 && keep < kv->seq_len[seq]) {
+        kv_checkpoint *c = (kv_checkpoint *)best_checkpoint(kv, seq, keep);
+        state_copy(kv, seq, c->data, false);
+        c->used = ++kv->ckpt_clock;
+    }
+    kv->seq_len[seq] = keep;
+    /* checkpoints past what is kept describe cells about to be overwritten */
+    for (int i = 0; kv->n_recurrent && i < kv->max_ckpt; i++)
+        if (kv->ckpt[i].seq == seq && kv->ckpt[i].n_tokens > keep)
+            kv->ckpt[i].n_tokens = 0;
+    return keep;
+}
+
+int kv_checkpoint_save(kv_cache *kv, int seq)
+{
+    if (!kv->n_recurrent || seq < 0 || seq >= kv->n_seq || kv->seq_len[seq] == 0)
+        return 0;
+    int n = kv->seq_len[seq];
+    kv_checkpoint *slot = NULL;
+    for (int i = 0; i < kv->max_ckpt && !slot; i++)
+        if (kv->ckpt[i].n_tokens > 0 && kv->ckpt[i].seq == seq && kv->ckpt[i].n_tokens == n)
+            slot = &kv->ckpt[i];
+    for (int i = 0; i < kv->max_ckpt && !slot; i++)
+        if (kv->ckpt[i].n_tokens == 0)
+            slot = &kv->ckpt[i];
+    if (!slot) { /* every slot taken: the least recently used goes */
+        slot = &kv->ckpt[0];
+        for (int i = 1; i < kv->max_ckpt; i++)
+            if (kv->ckpt[i].used < slot->used)
+                slot = &kv->ckpt[i];
+    }
+    if (!slot->data) {
+        slot->data = malloc(kv_state_bytes(kv));
+        if (!slot->data)
+            return -ENOMEM;
+    }
+    state_copy(kv, seq, slot->data, true);
+    slot->seq = seq;
+    slot->n_tokens = n;
+    slot->used = ++kv->ckpt_clock;
+    return 0;
+}
+
+int kv_checkpoint_count(const kv_cache *kv, int seq)
+{
+    int c = 0;
+    for (int i = 0; kv->ckpt && i < kv->max_ckpt; i++)
+        c += kv->ckpt[i].n_tokens > 0 && (seq < 0 || kv->ckpt[i].seq == seq);
+    return c;
+}
+
+void kv_checkpoint_drop(kv_cache *kv, int seq)
+{
+    for (int i = 0; kv->ckpt && i < kv->max_ckpt; i++)
+        if (seq < 0 || kv->ckpt[i].seq == seq)
+            kv->ckpt[i].n_tokens = 0;
 }

@@ -19,6 +19,22 @@ struct kv_layer {
     size_t k_row, v_row; /* bytes per row */
 };
 
+/* A recurrent (Gated DeltaNet) layer's per-sequence state, in be's memory: no K/V. */
+struct kv_state_layer {
+    float *conv;       /* [n_seq][d_conv-1][conv_dim] the last inputs of the conv, oldest first */
+    float *ssm;        /* [n_seq][n_v][d][d] delta state, S_j stored transposed (row = value dim) */
+    backend *be;       /* NULL for an attention layer */
+};
+
+/* A copy of one sequence's recurrent state (every recurrent layer) in host memory, taken
+ * after its first n_tokens cells: a recurrent state cannot be cut back to an earlier
+ * length, so a prefix is resumed from a checkpoint at or below it. */
+typedef struct kv_checkpoint {
+    int seq, n_tokens;
+    float *data;       /* conv then ssm of each recurrent layer in order */
+    uint64_t used;     /* for replacing the least recently used */
+} kv_checkpoint;
+
 struct kv_cache {
     int n_layer, n_ctx, n_seq, n_embd_kv, head_dim;
     int type_k, type_v;
@@ -30,6 +46,13 @@ struct kv_cache {
     int rot_k, rot_v;
     struct kv_layer *layer;
     int *seq_len;      /* [n_seq] cells holding valid entries, host bookkeeping */
+    /* recurrent layers (hybrid models): state[il].be set for those; NULL without any */
+    struct kv_state_layer *state;
+    int n_recurrent;
+    size_t conv_floats, ssm_floats;   /* per sequence, per recurrent layer */
+    kv_checkpoint *ckpt;              /* [max_ckpt] host copies; n_tokens 0 = free */
+    int max_ckpt;
+    uint64_t ckpt_clock;
 };
 
 /* -ENOMEM with the size that failed; -EINVAL for an unsupported type or a row length
@@ -38,7 +61,25 @@ kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int t
                          llmfs_error *err);
 void kv_cache_free(kv_cache *kv);
 size_t kv_cache_bytes(const kv_cache *kv);
-/* Forgets cells >= n of sequence seq (0 clears it). */
-void kv_seq_keep(kv_cache *kv, int seq, int n);
+/* Forgets cells >= n of sequence seq (0 clears it). With recurrent layers the state
+ * cannot be cut back: keeping n below the sequence's length (and above 0) restores the
+ * newest checkpoint of seq at or below n and keeps that many cells instead; without one
+ * the sequence is cleared. Returns the cells kept. */
+int kv_seq_keep(kv_cache *kv, int seq, int n);
+/* The cells kv_seq_keep(kv, seq, n) would keep, without changing anything. */
+int kv_seq_can_keep(const kv_cache *kv, int seq, int n);
+
+/* ---- recurrent state (hybrid models) ---- */
+
+/* Bytes of recurrent state per sequence (0 without recurrent layers). */
+size_t kv_state_bytes(const kv_cache *kv);
+/* Saves sequence seq's recurrent state as it is now (at seq_len[seq] cells) as a
+ * checkpoint, replacing one at the same length or the least recently used. 0, or
+ * -ENOMEM; nothing to do without recurrent layers. */
+int kv_checkpoint_save(kv_cache *kv, int seq);
+/* Checkpoints held for sequence seq (-1: all). */
+int kv_checkpoint_count(const kv_cache *kv, int seq);
+/* Forgets sequence seq's checkpoints (-1: all). */
+void kv_checkpoint_drop(kv_cache *kv, int seq);
 
 #endif

@@ -24,6 +24,7 @@
 /* Every family llmfs runs: one line each. */
 static const model_family *const families[] = {
     &family_llama,
+    &family_qwenhybrid,
 };
 
 static const model_family *family_of(const char *arch)
@@ -421,15 +422,22 @@ static int place_weights(model *m, const model_opts *o, llmfs_error *err)
     int n_gpu_layers = 0;
     for (int il = 0; il < hp->n_layer && rc == 0; il++) {
         model_layer *L = &m->layers[il];
-        backend *ab = DEV(L->wq);
+        backend *ab = DEV(L->wq ? L->wq : L->wqkv ? L->wqkv : L->ssm_in);
         backend *fb = DEV(L->gate_inp ? L->gate_inp : L->w_gate);
         backend *eb = DEV(L->gate_exps);
-        tensor *attn[] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->bq, L->bk, L->bv, L->q_norm, L->k_norm};
-        tensor *ffn[] = {L->ffn_norm, L->w_gate, L->w_up, L->w_down, L->gate_inp};
+        if (hp->n_recurrent && !m->gpu->ops->gated_delta) {
+            /* a device without the recurrent ops runs none of a hybrid model's layers */
+            ab = fb = eb = m->cpu;
+        }
+        tensor *attn[] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->bq, L->bk, L->bv, L->q_norm, L->k_norm,
+                          L->ssm_in, L->wqkv, L->wz, L->ssm_ba, L->ssm_beta, L->ssm_alpha, L->ssm_conv,
+                          L->ssm_dt, L->ssm_a, L->ssm_norm, L->ssm_out};
+        tensor *ffn[] = {L->ffn_norm, L->w_gate, L->w_up, L->w_down, L->gate_inp, L->gate_inp_shexp};
         tensor *exps[] = {L->gate_exps, L->up_exps, L->down_exps};
         L->be = ab;
         n_gpu_layers += ab == m->gpu;
-        if ((rc = place_all(attn, 10, ab, err)) || (rc = place_all(ffn, 5, fb, err)) ||
+        if ((rc = place_all(attn, (int)(sizeof attn / sizeof attn[0]), ab, err)) ||
+            (rc = place_all(ffn, (int)(sizeof ffn / sizeof ffn[0]), fb, err)) ||
             (rc = place_all(exps, 3, eb, err)))
             break;
     }
@@ -468,7 +476,7 @@ static void bufs_free(fwd_bufs *B)
     if (!B->be)
         return;
     float **fs[] = {&B->x, &B->xb, &B->xb2, &B->q, &B->k, &B->v, &B->att, &B->hb, &B->hb2,
-                    &B->router, &B->wts, (float **)&B->ids, &B->logits};
+                    &B->router, &B->wts, (float **)&B->ids, &B->logits, &B->extra};
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
         if (*fs[i])
             B->be->ops->free(B->be, *fs[i]);
@@ -491,6 +499,7 @@ static int bufs_alloc(model *m, fwd_bufs *B, backend *be, bool logits, llmfs_err
         {&B->k, n * KD},  {&B->v, n * KD},    {&B->att, n * QD},     {&B->hb, n * F},
         {&B->hb2, n * F}, {&B->router, n * X}, {&B->wts, n * K},     {(float **)&B->ids, n * K},
         {&B->logits, logits ? (n < OUT_CHUNK ? n : OUT_CHUNK) * (size_t)hp->n_vocab : 0},
+        {&B->extra, n * (size_t)hp->n_extra},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         if (!want[i].n)

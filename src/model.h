@@ -22,6 +22,14 @@ typedef struct model_hparams {
     bool tied_output;        /* output projection is token_embd */
     bool qkv_bias, qk_norm;
     int file_type;           /* general.file_type (llama_ftype) */
+    /* Recurrent (Gated DeltaNet) layers, hybrid Qwen: 0 when the model has none. Per
+     * sequence each such layer keeps a conv state of ssm_d_conv - 1 rows of
+     * ssm_conv_dim channels and n_v heads of a [d_state][d_state] delta state. */
+    int n_recurrent;         /* layers with model_layer.recurrent set */
+    int ssm_d_conv, ssm_d_state, ssm_n_k, ssm_n_v, ssm_conv_dim;
+    int n_layer_mtp;         /* nextn blocks after the trunk (bound, not run) */
+    int n_ff_shexp;          /* shared expert's ff size, 0 none */
+    int n_extra;             /* floats per token of family scratch (fwd_bufs.extra) */
 } model_hparams;
 
 typedef struct model_layer {
@@ -33,6 +41,17 @@ typedef struct model_layer {
     tensor *w_gate, *w_up, *w_down;     /* dense FFN: [n_ff][n_embd] x2, [n_embd][n_ff] */
     tensor *gate_inp;                   /* MoE router [n_expert][n_embd] */
     tensor *gate_exps, *up_exps, *down_exps; /* [n_expert][n_ff_exp][n_embd], ..., [n_expert][n_embd][n_ff_exp] */
+    /* hybrid Qwen */
+    bool recurrent;                     /* a Gated DeltaNet layer (state, no K/V) */
+    tensor *ssm_in;                     /* qwen3next legacy fused [2*n_k*ds + 2*n_v*ds][n_embd] */
+    tensor *wqkv, *wz;                  /* [conv_dim][n_embd], [n_v*ds][n_embd] */
+    tensor *ssm_ba;                     /* qwen3next [2*n_v][n_embd] */
+    tensor *ssm_beta, *ssm_alpha;       /* [n_v][n_embd] each */
+    tensor *ssm_conv;                   /* [conv_dim][d_conv] F32 */
+    tensor *ssm_dt, *ssm_a;             /* [n_v] F32 */
+    tensor *ssm_norm;                   /* [ds] F32 */
+    tensor *ssm_out;                    /* [n_embd][n_v*ds] */
+    tensor *gate_inp_shexp;             /* [1][n_embd] shared-expert gate (w_gate/up/down hold the shared expert) */
     backend *be;                        /* where this layer computes */
 } model_layer;
 

@@ -41,6 +41,7 @@ typedef struct fwd_bufs {
     float *wts;     /* [n][K] */
     int32_t *ids;   /* [n][K] */
     float *logits;  /* [OUT_CHUNK][V] only off the CPU: logits before the copy to the host */
+    float *extra;   /* [n][hp.n_extra] the family's own scratch, NULL when n_extra is 0 */
 } fwd_bufs;
 
 /* model.c's private state (m->scratch). */
@@ -81,6 +82,7 @@ typedef struct model_family {
 } model_family;
 
 extern const model_family family_llama;
+extern const model_family family_qwenhybrid;
 
 /* ---- reading hyperparameters: {arch}.key of the model's file ---- */
 

@@ -113,6 +113,43 @@ static size_t m_llama3_like(const uint32_t *c, size_t p, size_t e, size_t max_di
 static size_t m_llama3(const uint32_t *c, size_t p, size_t e) { return m_llama3_like(c, p, e, 3); }
 static size_t m_qwen2(const uint32_t *c, size_t p, size_t e) { return m_llama3_like(c, p, e, 1); }
 
+static bool is_lm(uint32_t cp)
+{
+    int k = uni_class_of(cp);
+    return k == UNI_LETTER || k == UNI_MARK;
+}
+
+/* Qwen3.5: qwen2's pattern where letter runs also take combining marks and punctuation
+ * runs no longer do:
+ * (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}|
+ *  ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
+static size_t m_qwen35(const uint32_t *c, size_t p, size_t e)
+{
+    size_t n = contraction(c, p, e, true);
+    if (n)
+        return n;
+    uint32_t x = c[p];
+    /* a mark may also be the optional first character; the match is the same run */
+    if (!is_crlf(x) && !is_n(x) && (is_lm(x) || (p + 1 < e && is_lm(c[p + 1])))) {
+        size_t q = p + 1;
+        while (q < e && is_lm(c[q]))
+            q++;
+        return q - p;
+    }
+    if (is_n(x))
+        return 1;
+    size_t s = x == ' ' ? p + 1 : p;
+    if (s < e && !is_s(c[s]) && !is_lm(c[s]) && !is_n(c[s])) {
+        size_t q = s + 1;
+        while (q < e && !is_s(c[q]) && !is_lm(c[q]) && !is_n(c[q]))
+            q++;
+        while (q < e && is_crlf(c[q]))
+            q++;
+        return q - p;
+    }
+    return space_run(c, p, e, true);
+}
+
 /* [\p{P}\$\+<=>\^~\|]+ (and ` for falcon) */
 static bool is_default_punct(uint32_t cp)
 {
@@ -205,6 +242,7 @@ static const struct pretok_def {
     [PRETOK_GPT2] = {"gpt-2", {m_gpt2}},
     [PRETOK_LLAMA3] = {"llama3", {m_llama3}},
     [PRETOK_QWEN2] = {"qwen2", {m_qwen2}},
+    [PRETOK_QWEN35] = {"qwen35", {m_qwen35}},
     [PRETOK_DEEPSEEK_CODER] = {"deepseek-coder", {m_newline, m_space_letters, m_space_punct, m_cjk, m_number}},
     [PRETOK_FALCON] = {"falcon", {m_punct_falcon, m_gpt2, m_digits3}},
     [PRETOK_STARCODER] = {"starcoder", {m_number, m_gpt2}},
@@ -228,7 +266,7 @@ static const struct {
     {"trillion", PRETOK_GPT2}, {"granite-docling", PRETOK_GPT2},
     {"qwen2", PRETOK_QWEN2}, {"deepseek-r1-qwen", PRETOK_QWEN2}, {"kormo", PRETOK_QWEN2},
     {"stablelm2", PRETOK_QWEN2}, {"megrez", PRETOK_QWEN2}, {"hunyuan", PRETOK_QWEN2},
-    {"grok-2", PRETOK_QWEN2},
+    {"grok-2", PRETOK_QWEN2}, {"qwen35", PRETOK_QWEN35},
     {"starcoder", PRETOK_STARCODER}, {"refact", PRETOK_STARCODER}, {"command-r", PRETOK_STARCODER},
     {"smollm", PRETOK_STARCODER}, {"codeshell", PRETOK_STARCODER}, {"exaone", PRETOK_STARCODER},
     {"minerva-7b", PRETOK_STARCODER},

@@ -115,7 +115,7 @@ static void assign_slots(llmfs_model *m)
         int keep = common_prefix(sl->tokens, sl->n, s->toks, s->n_toks);
         if (keep > s->n_toks - 1)
             keep = s->n_toks - 1; /* the last token is evaluated again for its logits */
-        kv_seq_keep(m->kv, best, keep);
+        keep = kv_seq_keep(m->kv, best, keep); /* less where a recurrent state cannot be cut back */
         sl->n = keep;
         sl->last_used = engine_now();
         s->n_cached = keep;
@@ -179,6 +179,11 @@ static int plan(sched *sc)
             break;
         int start = m->slots[s->slot].n, pending = s->n_toks - start;
         int take = pending < budget ? pending : budget;
+        /* a recurrent state cannot be cut back: the prompt stops one token short of its
+         * end for a checkpoint (commit), from which the same prompt again, a reset that
+         * keeps it or a follow-up whose reply differs resumes */
+        if (m->kv->n_recurrent && start < s->n_toks - 1 && take > s->n_toks - 1 - start)
+            take = s->n_toks - 1 - start;
         plan_entry *e = add_entry(sc, s);
         if (!e)
             break;
@@ -359,6 +364,8 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
             } else if (grow((void **)&sl->tokens, &sl->cap, e->start + e->count, sizeof *sl->tokens) == 0) {
                 memcpy(sl->tokens + e->start, s->toks + e->start, sizeof *sl->tokens * (size_t)e->count);
                 sl->n = e->start + e->count;
+                if (e->was_prefill && sl->n == s->n_toks - 1)
+                    kv_checkpoint_save(m->kv, s->slot); /* a failure only costs reuse */
             } else {
                 /* cannot record what the slot holds: forget it rather than trust it */
                 kv_seq_keep(m->kv, s->slot, 0);

@@ -560,6 +560,15 @@ int32_t tokenizer_find(const tokenizer *t, const char *text)
     return text ? tok_lookup(t, text, strlen(text)) : -1;
 }
 
+int tokenizer_set_pre(tokenizer *t, const char *name)
+{
+    int pk = pretok_from_name(name);
+    if (t->kind != TOK_BPE || pk <= 0)
+        return -EINVAL;
+    t->pre = (enum pretok_kind)pk;
+    return 0;
+}
+
 const char *tokenizer_pre_name(const tokenizer *t)
 {
     return t->kind == TOK_BPE ? pretok_name(t->pre) : "spm";

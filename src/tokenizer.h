@@ -42,6 +42,10 @@ int32_t tokenizer_find(const tokenizer *t, const char *text); /* exact vocab ent
 int tokenizer_max_piece(const tokenizer *t);
 /* The pre-tokenizer in use ("qwen2", "gpt-2", ...; "spm" for SentencePiece vocabularies). */
 const char *tokenizer_pre_name(const tokenizer *t);
+/* Replaces a byte-level BPE vocabulary's pre-tokenizer by the one llama.cpp calls
+ * `name` (vectors for a pre-tokenizer whose vocabulary is stored once under another
+ * one's name). 0, or -EINVAL for an unknown name or a SentencePiece vocabulary. */
+int tokenizer_set_pre(tokenizer *t, const char *name);
 
 /* Tokenizes len bytes of text. add_special: BOS (and EOS) as the vocab says;
  * parse_special: control token texts in the input become those tokens. User-defined

@@ -192,7 +192,7 @@ START_TEST(two_sequences)
     model *m = load(f->model, 0);
     int V = f->n_vocab;
     float *ra = fixture_logits_buf(f, na), *rb = fixture_logits_buf(f, nb);
-    kv_cache *kv1 = test_kv_cache(m, 128, 1, f->ctk, f->ctv);
+    kv_cache *kv1 = test_kv_cache(m, na > 120 ? na + 8 : 128, 1, f->ctk, f->ctv);
     fixture_eval(m, kv1, a, na, 0, 0, na, f->flash, ra);
     kv_seq_keep(kv1, 0, 0);
     fixture_eval(m, kv1, bt, nb, 0, 0, nb, f->flash, rb);
@@ -200,7 +200,7 @@ START_TEST(two_sequences)
 
     /* prompts together: a's first 10 and b's first 7 interleaved; then one token each per
      * call, both sequences in each batch */
-    kv_cache *kv = test_kv_cache(m, 128, 3, f->ctk, f->ctv);
+    kv_cache *kv = test_kv_cache(m, na > 120 ? na + 8 : 128, 3, f->ctk, f->ctv);
     int pa = na < 10 ? na : 10, pb = nb < 7 ? nb : 7;
     int cap = na + nb;
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)cap), *pos = malloc(sizeof(int32_t) * (size_t)cap),
@@ -257,11 +257,26 @@ START_TEST(two_sequences)
     ck_assert_msg(worst < SAME_MATH, "%s: batched sequences differ from separate ones by %.3g", f->name,
                   worst);
 
-    /* keep 5 cells of sequence 2 and evaluate the rest again */
-    kv_seq_keep(kv, 2, 5);
-    ck_assert_int_eq(kv->seq_len[2], 5);
+    /* keep 5 cells of sequence 2 and evaluate the rest again. A recurrent state cannot
+     * be cut back: without a checkpoint the sequence is cleared, so it is rebuilt in
+     * sequence 1 with a checkpoint after 5 cells, which kv_seq_keep then restores. */
+    int ts = 2;
+    if (kv->n_recurrent) {
+        ck_assert_int_eq(kv_seq_keep(kv, 2, 5), 0);
+        ck_assert_int_eq(kv->seq_len[2], 0);
+        float *tmp = fixture_logits_buf(f, na);
+        ts = 1;
+        fixture_eval(m, kv, a, 5, ts, 0, na, f->flash, tmp);
+        ck_assert_int_eq(kv_checkpoint_save(kv, ts), 0);
+        ck_assert_int_eq(kv_checkpoint_count(kv, ts), 1);
+        fixture_eval(m, kv, a + 5, na - 5, ts, 5, na, f->flash, tmp);
+        ck_assert_int_eq(kv_seq_can_keep(kv, ts, 4), 0);
+        free(tmp);
+    }
+    ck_assert_int_eq(kv_seq_keep(kv, ts, 5), 5);
+    ck_assert_int_eq(kv->seq_len[ts], 5);
     float *again = fixture_logits_buf(f, na);
-    fixture_eval(m, kv, a + 5, na - 5, 2, 5, na, f->flash, again);
+    fixture_eval(m, kv, a + 5, na - 5, ts, 5, na, f->flash, again);
     double e2 = 0;
     for (int i = 5; i < na; i++) {
         double e = logits_rel_rms(again + (size_t)(i - 5) * V, ra + (size_t)i * V, V);

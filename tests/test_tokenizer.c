@@ -68,9 +68,25 @@ static void unload(loaded *l)
     gguf_close(l->f);
 }
 
+/* Vector sets of a pre-tokenizer over another file's vocabulary: llama.cpp's ids with
+ * that vocabulary's tokens and merges and tokenizer.ggml.pre forced to `pre`. */
+static const struct {
+    const char *vectors, *vocab, *pre;
+} forced_pre[] = {
+    {"qwen35-pre", "qwen3-vocab.gguf", "qwen35"},
+};
+
 static loaded load_vocab(const char *name)
 {
     char rel[256], buf[4096];
+    for (size_t i = 0; i < sizeof forced_pre / sizeof forced_pre[0]; i++)
+        if (!strcmp(name, forced_pre[i].vectors)) {
+            snprintf(rel, sizeof rel, "tokenizer/%s", forced_pre[i].vocab);
+            loaded l = load_path(test_shared_path(rel, buf, sizeof buf));
+            ck_assert_int_eq(tokenizer_set_pre(l.t, forced_pre[i].pre), 0);
+            ck_assert_str_eq(tokenizer_pre_name(l.t), forced_pre[i].pre);
+            return l;
+        }
     snprintf(rel, sizeof rel, "tokenizer/%s", name);
     return load_path(test_shared_path(rel, buf, sizeof buf));
 }
@@ -150,7 +166,7 @@ START_TEST(test_vocab_vectors)
     loaded l = load_vocab(name);
     vectors v;
     read_vectors(name, &v);
-    ck_assert_int_eq(v.n, 46);
+    ck_assert_int_ge(v.n, 46); /* llama.cpp's 46, and sets of ours that add more */
     int pass = 0;
     char diag[4096] = "";
     for (int i = 0; i < v.n; i++) {

@@ -21,9 +21,6 @@ static const struct {
     {BY_ARCH, "gpt-oss", "architecture gpt-oss (issue 15)"},
     {BY_ARCH, "gemma3", "architecture gemma3 (issue 17)"},
     {BY_ARCH, "gemma4", "architecture gemma4 (issue 17)"},
-    {BY_ARCH, "qwen35", "architecture qwen35 (issue 16)"},
-    {BY_ARCH, "qwen35moe", "architecture qwen35moe (issue 16)"},
-    {BY_ARCH, "qwen3next", "architecture qwen3next (issue 16)"},
     {BY_TYPE, "iq4_nl", "weight type IQ4_NL (issue 14)"},
     {BY_TYPE, "iq4_xs", "weight type IQ4_XS (issue 14)"},
     {BY_TYPE, "iq3_xxs", "weight type IQ3_XXS (issue 14)"},
@@ -40,7 +37,6 @@ static const struct {
     {BY_KIND, "vision", "vision cases (issue 21)"},
     {BY_VOCAB, "gemma3-spm-vocab.gguf", "Gemma 3 tokenizer (issue 17)"},
     {BY_VOCAB, "gemma4-bpe-vocab.gguf", "Gemma 4 tokenizer (issue 17)"},
-    {BY_VOCAB, "qwen35-pre", "qwen35 pre-tokenizer (issue 16)"},
 };
 
 static const char *lookup(match_by by, const char *value)
