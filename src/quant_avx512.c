@@ -96,28 +96,14 @@ INLINE __m512i scale_index(int second)
 
 /* ================= F32, F16, BF16 ================= */
 
-/* Float tiles over 16 elements at a time; the tail (n % 16) goes through masked loads. */
+/* Float tiles over 16 elements at a time; the tail (n % 16) goes through masked loads.
+ * A single dot takes the same one chain per output as a tile, so a token's result does
+ * not depend on how many tokens share the call (a recurrent state carries any
+ * difference forward). */
 #define FLOAT_KERNEL(name, LOADW, LOADA, WT)                                                    \
     INLINE void name(int64_t n, const int R, const int C, const char *w, size_t ws,       \
                      const char *a, size_t as, float *out, size_t os)                     \
     {                                                                                     \
-        if (R == 1 && C == 1) { /* one dot: four chains so the adds overlap */            \
-            __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),  \
-                           _mm512_setzero_ps()};                                          \
-            int64_t i = 0;                                                                \
-            for (; i + 64 <= n; i += 64) {                                                \
-                prefetch_ahead(1, w + i * (int64_t)sizeof(WT), 64 * (int)sizeof(WT));     \
-                for (int k = 0; k < 4; k++)                                               \
-                    s[k] = _mm512_fmadd_ps(LOADW(w, i + 16 * k, 0xffff),                  \
-                                           LOADA(a, i + 16 * k, 0xffff), s[k]);           \
-            }                                                                             \
-            for (; i < n; i += 16) {                                                      \
-                __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1); \
-                s[0] = _mm512_fmadd_ps(LOADW(w, i, m), LOADA(a, i, m), s[0]);             \
-            }                                                                             \
-            *out = hsum512(_mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3]))); \
-            return;                                                                       \
-        }                                                                                 \
         __m512 acc[4][4];                                                                 \
         _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                                       \
             _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)                                                   \
