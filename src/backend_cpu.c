@@ -1401,6 +1401,181 @@ static void delta_fn(void *v, int ith, int nth)
     }
 }
 
+/* The chunked form, for a run of L <= chunk tokens of one sequence at consecutive
+ * positions and one head j (state S0, rows s of d floats, one per value dim). With
+ * G_t = g_1 + ... + g_t (log decay so far in the run) and delta_i the update the
+ * sequential form adds at token i (s_i = e^{g_i} s_{i-1} + delta_i k_i):
+ *   s_t = e^{G_t} s0 + sum_{i<=t} e^{G_t - G_i} delta_i k_i
+ *   delta_i + b_i sum_{j<i} e^{G_i - G_j} (k_i.k_j) delta_j = b_i (v_i - e^{G_i} s0.k_i)
+ * a unit lower-triangular system shared by every row of the head, solved by forward
+ * substitution for all rows at once; then
+ *   o_t = e^{G_t} s0.q_t + sum_{i<=t} e^{G_t - G_i} (q_t.k_i) delta_i
+ *   s_L = e^{G_L} s0 + sum_i e^{G_L - G_i} delta_i k_i
+ * Dot products become small matrix products instead of a d x d pass per token. */
+typedef struct delta_ws {
+    float *G, *A, *M, *D; /* [L], [L][L] k.k, [L][L] q.k, [L][d] deltas (row t = token) */
+} delta_ws;
+
+static void delta_run_chunk(const delta_ctx *k, int j, const int *tok, int L, float *S, delta_ws *w)
+{
+    const delta_params *p = k->p;
+    const int d = p->d, nv = p->n_v, nk = p->n_k, r = nv / nk;
+    const int kh = p->tiled ? j % nk : j / r;
+    const float scale = 1.0f / sqrtf((float)d);
+    const float *Q[256], *K[256], *V[256];
+    for (int t = 0; t < L; t++) {
+        const float *row = k->qkv + (int64_t)tok[t] * k->stride;
+        Q[t] = row + (size_t)kh * d;
+        K[t] = row + (size_t)(nk + kh) * d;
+        V[t] = row + (size_t)2 * nk * d + (size_t)j * d;
+        w->G[t] = (t ? w->G[t - 1] : 0.0f) + k->g[tok[t] * nv + j];
+    }
+    for (int t = 0; t < L; t++)
+        for (int i = 0; i <= t; i++) {
+            float kk = 0, qk = 0;
+            for (int x = 0; x < d; x++) {
+                kk += K[t][x] * K[i][x];
+                qk += Q[t][x] * K[i][x];
+            }
+            float dec = expf(w->G[t] - w->G[i]);
+            w->A[t * L + i] = kk * dec;
+            w->M[t * L + i] = qk * dec;
+        }
+    /* right-hand sides, then forward substitution: row t of D for every value dim */
+    for (int t = 0; t < L; t++) {
+        float bt = k->beta[tok[t] * nv + j], eg = expf(w->G[t]);
+        float *Dt = w->D + (size_t)t * d;
+        for (int jv = 0; jv < d; jv++) {
+            const float *s = S + (size_t)jv * d;
+            float sk = 0;
+            for (int x = 0; x < d; x++)
+                sk += s[x] * K[t][x];
+            Dt[jv] = V[t][jv] - eg * sk;
+        }
+        for (int i = 0; i < t; i++) {
+            float a = w->A[t * L + i];
+            const float *Di = w->D + (size_t)i * d;
+            for (int jv = 0; jv < d; jv++)
+                Dt[jv] -= a * Di[jv];
+        }
+        for (int jv = 0; jv < d; jv++)
+            Dt[jv] *= bt;
+    }
+    /* outputs from the state at the start of the run and the deltas */
+    for (int t = 0; t < L; t++) {
+        float eg = expf(w->G[t]);
+        float *o = k->out + (int64_t)tok[t] * nv * d + (size_t)j * d;
+        for (int jv = 0; jv < d; jv++) {
+            const float *s = S + (size_t)jv * d;
+            float sq = 0;
+            for (int x = 0; x < d; x++)
+                sq += s[x] * Q[t][x];
+            float acc = eg * sq;
+            for (int i = 0; i <= t; i++)
+                acc += w->M[t * L + i] * w->D[(size_t)i * d + jv];
+            o[jv] = acc * scale;
+        }
+    }
+    /* the state after the run */
+    float eL = expf(w->G[L - 1]);
+    for (int jv = 0; jv < d; jv++) {
+        float *s = S + (size_t)jv * d;
+        for (int x = 0; x < d; x++)
+            s[x] *= eL;
+        for (int i = 0; i < L; i++) {
+            float c = expf(w->G[L - 1] - w->G[i]) * w->D[(size_t)i * d + jv];
+            for (int x = 0; x < d; x++)
+                s[x] += c * K[i][x];
+        }
+    }
+}
+
+/* The sequential step of one token for every row of head j. */
+static void delta_step(const delta_ctx *k, int j, int t, float *S)
+{
+    const delta_params *p = k->p;
+    const int d = p->d, nv = p->n_v, nk = p->n_k, r = nv / nk;
+    const int kh = p->tiled ? j % nk : j / r;
+    const float *row = k->qkv + (int64_t)t * k->stride;
+    const float *q = row + (size_t)kh * d, *kk = row + (size_t)(nk + kh) * d;
+    const float *v = row + (size_t)2 * nk * d + (size_t)j * d;
+    float *o = k->out + (int64_t)t * nv * d + (size_t)j * d;
+    float eg = expf(k->g[t * nv + j]), bt = k->beta[t * nv + j];
+    const float scale = 1.0f / sqrtf((float)d);
+    for (int jv = 0; jv < d; jv++) {
+        float *s = S + (size_t)jv * d, u = 0, acc = 0;
+        for (int x = 0; x < d; x++) {
+            s[x] *= eg;
+            u += s[x] * kk[x];
+        }
+        float delta = bt * (v[jv] - u);
+        for (int x = 0; x < d; x++) {
+            s[x] += kk[x] * delta;
+            acc += s[x] * q[x];
+        }
+        o[jv] = acc * scale;
+    }
+}
+
+/* Heads split over threads; each walks the batch, cutting it into runs of one
+ * sequence's consecutive positions (at most p->chunk tokens), run by the chunked form
+ * (a single token: the sequential step). */
+static void delta_chunked_fn(void *v, int ith, int nth)
+{
+    delta_ctx *k = v;
+    const delta_params *p = k->p;
+    const int32_t *pos = k->c->pos.p, *seq = k->c->seq.p;
+    const int n = k->c->n, d = p->d, C = p->chunk;
+    int64_t a, b;
+    split(p->n_v, ith, nth, &a, &b);
+    if (a >= b)
+        return;
+    delta_ws w;
+    float *mem = malloc(sizeof(float) * ((size_t)C + 2 * (size_t)C * C + (size_t)C * d));
+    int *tok = malloc(sizeof(int) * (size_t)C);
+    char *done = malloc((size_t)n);
+    if (!mem || !tok || !done) {
+        free(mem);
+        free(tok);
+        free(done);
+        fail(k->c, ENOMEM);
+        return;
+    }
+    w.G = mem;
+    w.A = w.G + C;
+    w.M = w.A + (size_t)C * C;
+    w.D = w.M + (size_t)C * C;
+    for (int64_t j = a; j < b; j++) {
+        memset(done, 0, (size_t)n);
+        for (int t = 0; t < n; t++) {
+            if (done[t])
+                continue;
+            /* the run: this sequence's next tokens in batch order, at consecutive positions */
+            int L = 0;
+            tok[L++] = t;
+            for (int u = t + 1; u < n && L < C; u++) {
+                if (seq[u] != seq[t])
+                    continue;
+                if (pos[u] != pos[tok[L - 1]] + 1)
+                    break;
+                tok[L++] = u;
+            }
+            for (int i = 0; i < L; i++)
+                done[tok[i]] = 1;
+            float *S = k->ssm + (size_t)seq[t] * k->seq_floats + (size_t)j * d * d;
+            if (pos[t] == 0)
+                memset(S, 0, sizeof(float) * (size_t)d * d);
+            if (L == 1)
+                delta_step(k, (int)j, t, S);
+            else
+                delta_run_chunk(k, (int)j, tok, L, S, &w);
+        }
+    }
+    free(done);
+    free(mem);
+    free(tok);
+}
+
 static void cpu_gated_delta(backend *be, float *out, const float *qkv, int64_t stride, const float *g,
                             const float *beta, kv_cache *kv, int il, int n, const delta_params *p)
 {
@@ -1412,7 +1587,10 @@ static void cpu_gated_delta(backend *be, float *out, const float *qkv, int64_t s
         return;
     }
     delta_ctx k = {c, out, qkv, g, beta, stride, kv->state[il].ssm, kv->ssm_floats, p};
-    par(c, nth_for(c, (double)c->n * p->n_v * p->d * p->d * 4), delta_fn, &k);
+    if (p->chunk > 1 && p->chunk <= 256 && c->n > 1)
+        par(c, p->n_v < c->nth ? p->n_v : c->nth, delta_chunked_fn, &k);
+    else
+        par(c, nth_for(c, (double)c->n * p->n_v * p->d * p->d * 4), delta_fn, &k);
 }
 
 typedef struct gnorm_ctx {

@@ -322,7 +322,11 @@ static void deltanet_layer(model *m, kv_cache *kv, int il, fwd_bufs *B, int n)
     o->delta_gates(be, R.g, R.beta, L->ssm_dt->data, L->ssm_a->data, n, Nv); /* g = log decay, beta in (0,1) */
     o->ssm_conv(be, R.conv, R.qkv, C, L->ssm_conv->data, kv, il, n, C, hp->ssm_d_conv); /* conv [n][C] */
     o->l2norm(be, R.conv, n, 2 * Nk, d, C, eps);                        /* q, k heads to unit length */
-    const delta_params dp = {.n_k = Nk, .n_v = Nv, .d = d, .tiled = tiled(m), .chunk = 64};
+    /* token by token: the same float operations whatever the batch, so a prompt split
+     * into other micro-batches, decoded token by token or batched with other sequences
+     * gives the same bits (llama.cpp's CPU path is sequential as well). The chunked form
+     * (chunk > 1) computes the same math in another order. */
+    const delta_params dp = {.n_k = Nk, .n_v = Nv, .d = d, .tiled = tiled(m), .chunk = 0};
     o->gated_delta(be, R.o, R.conv, C, R.g, R.beta, kv, il, n, &dp);    /* o [n][vd] */
     o->gated_rmsnorm(be, R.o, R.o, L->ssm_norm->data, R.z, n * Nv, d, eps); /* per V head */
     o->matmul(be, B->xb, L->ssm_out, R.o, n);                           /* xb [n][E] */
