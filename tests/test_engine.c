@@ -242,6 +242,127 @@ START_TEST(raw_greedy_qwen)
 }
 END_TEST
 
+/* Hybrid models: a recurrent state instead of K/V in most layers. The same prompt
+ * again still reuses all but its last token, from the checkpoint taken there. */
+START_TEST(raw_greedy_hybrid)
+{
+    check_raw_fixture("qwen35moe-tiny-q8_0.gguf", "qwen35moe-tiny-q8_0", "fox");
+    check_raw_fixture("qwen3next-tiny-q8_0.gguf", "qwen3next-tiny-q8_0", "price");
+    check_raw_fixture("qwen35-tiny-q8_0.gguf", "qwen35-tiny-q8_0", "price");
+}
+END_TEST
+
+/* Three chat turns equal one raw prompt holding the whole conversation; turns 2 and 3
+ * resume from the state the earlier turns left; a reply cut short (n_predict), then a
+ * follow-up, and a reset all continue correctly. */
+START_TEST(hybrid_chat_three_turns)
+{
+    static const char *opts[] = {"temp=0", "n_predict=16", "ctx=1024", "threads=2", "parallel=2"};
+    load("h", "qwen35moe-tiny-q8_0.gguf", opts, 5);
+    llmfs_model *m = llmfs_model_get(lf, "h");
+    llmfs_session *s = llmfs_session_default(m);
+    const char *user[3] = {"Hi", "Tell me about the fox.", "And the dog?"};
+    char *reply[3];
+    char conv[16384] = "";
+    size_t at = 0;
+    llmfs_session_stats st;
+    for (int k = 0; k < 3; k++) {
+        reply[k] = prompt_and_read(s, user[k]);
+        llmfs_session_stats_get(s, &st);
+        ck_assert_int_eq(st.turns, k + 1);
+        if (k)
+            ck_assert_msg(st.n_cached > 0, "turn %d reused nothing", k + 1);
+        /* the same conversation as raw text, in a fresh session */
+        at += (size_t)snprintf(conv + at, sizeof conv - at, "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n", user[k]);
+        llmfs_error e = {0};
+        llmfs_session *fresh = llmfs_session_new(m, &e);
+        ck_assert_ptr_nonnull(fresh);
+        ctl(fresh, "mode raw");
+        char whole[16400];
+        snprintf(whole, sizeof whole, "%s\n", conv); /* a prompt loses one trailing newline */
+        char *r = prompt_and_read(fresh, whole);
+        ck_assert_msg(!strcmp(r, reply[k]), "turn %d: '%s' in the chat, '%s' from one prompt", k + 1, reply[k], r);
+        free(r);
+        ctl(fresh, "close");
+        llmfs_session_put(fresh);
+        at += (size_t)snprintf(conv + at, sizeof conv - at, "%s<|im_end|>\n", reply[k]);
+    }
+    llmfs_model_info info;
+    llmfs_model_info_get(m, &info);
+    ck_assert_str_eq(info.arch, "qwen35moe");
+
+    /* reset keeps nothing of the conversation: the first turn again */
+    ctl(s, "reset");
+    char *r = prompt_and_read(s, user[0]);
+    ck_assert_str_eq(r, reply[0]);
+    free(r);
+    /* a reply cut short, then a follow-up: the state continues from the short reply */
+    ctl(s, "n_predict 3");
+    char *short1 = prompt_and_read(s, user[1]);
+    ctl(s, "n_predict 16");
+    char *follow = prompt_and_read(s, user[2]);
+    llmfs_session_stats_get(s, &st);
+    ck_assert_int_gt(st.n_cached, 0);
+    snprintf(conv, sizeof conv,
+             "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n%s<|im_end|>\n<|im_start|>user\n%s<|im_end|>\n"
+             "<|im_start|>assistant\n%s<|im_end|>\n<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n\n",
+             user[0], reply[0], user[1], short1, user[2]);
+    llmfs_error e = {0};
+    llmfs_session *fresh = llmfs_session_new(m, &e);
+    ctl(fresh, "mode raw");
+    char *want = prompt_and_read(fresh, conv);
+    ck_assert_msg(!strcmp(want, follow), "after a short reply: '%s' in the chat, '%s' from one prompt", follow, want);
+    free(want);
+    free(short1);
+    free(follow);
+    llmfs_session_put(fresh);
+    for (int k = 0; k < 3; k++)
+        free(reply[k]);
+    llmfs_session_put(s);
+    llmfs_model_put(m);
+}
+END_TEST
+
+/* Eight sessions at once on eight sequences of recurrent state give what each gives alone. */
+START_TEST(hybrid_eight_sessions)
+{
+    const char *opts[] = {"mode=raw", "temp=0", "n_predict=32", "ctx=256", "threads=2", "parallel=8", "batch=512"};
+    load("m", "qwen3next-tiny-q8_0.gguf", opts, 7);
+    llmfs_model *m = llmfs_model_get(lf, "m");
+    fixture f[2] = {load_fixture("qwen3next-tiny-q8_0.gguf", "qwen3next-tiny-q8_0", "fox"),
+                    load_fixture("qwen3next-tiny-q8_0.gguf", "qwen3next-tiny-q8_0", "price")};
+    llmfs_session *s[8];
+    for (int i = 0; i < 8; i++) {
+        llmfs_error e = {0};
+        s[i] = llmfs_session_new(m, &e);
+        ck_assert_msg(s[i] != NULL, "%s", e.msg);
+    }
+    for (int i = 0; i < 8; i++) {
+        llmfs_error e = {0};
+        const char *p = f[i % 2].prompt;
+        ck_assert_int_eq(llmfs_session_prompt(s[i], p, strlen(p), &e), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        llmfs_stream *st = llmfs_session_output(s[i]);
+        char *out = read_all(st, NULL);
+        char what[32];
+        snprintf(what, sizeof what, "session %d", i + 1);
+        assert_starts_with(out, &f[i % 2], what);
+        if (f[i % 2].n_clear == f[i % 2].n_greedy)
+            ck_assert_str_eq(out, f[i % 2].expect);
+        llmfs_stream_put(st);
+        free(out);
+        test_wait_idle(s[i], 120);
+        ctl(s[i], "close");
+        llmfs_session_put(s[i]);
+    }
+    fixture_free(&f[0]);
+    fixture_free(&f[1]);
+    llmfs_model_put(m);
+    ck_assert_int_eq(llmfs_model_unload(lf, "m", NULL), 0);
+}
+END_TEST
+
 /* ---- many sessions at once ---- */
 
 static void check_concurrent(int parallel, int n_sessions)
@@ -826,6 +947,9 @@ static Suite *make_suite(void)
     tcase_add_test(tc, raw_greedy_stories);
     tcase_add_test(tc, raw_greedy_llama_tiny);
     tcase_add_test(tc, raw_greedy_qwen);
+    tcase_add_test(tc, raw_greedy_hybrid);
+    tcase_add_test(tc, hybrid_chat_three_turns);
+    tcase_add_test(tc, hybrid_eight_sessions);
     tcase_add_test(tc, sixteen_sessions_at_once);
     tcase_add_test(tc, more_sessions_than_slots);
     tcase_add_test(tc, chat_second_turn_reuses_the_cache);

@@ -576,15 +576,23 @@ static int fill_zero(void *ctx, const gguf_tensor *t, gguf_emit_fn emit, void *s
     return 0;
 }
 
+/* A key replaced by a u32 value (key NULL: none), for write_edited_kv. */
+static const char *edit_key;
+static uint32_t edit_value;
+
 static void write_edited(const char *src, const char *dst, const edit *e)
 {
     llmfs_error err = {0};
     gguf_file *f = gguf_open(src, NULL, &err);
     ck_assert_msg(f, "%s", err.msg);
     gguf_writer *w = gguf_writer_new();
-    for (int i = 0; i < gguf_n_kv(f); i++)
-        if (strcmp(gguf_kv_key(f, i), "general.alignment"))
+    for (int i = 0; i < gguf_n_kv(f); i++) {
+        const char *k = gguf_kv_key(f, i);
+        if (edit_key && !strcmp(k, edit_key))
+            gguf_w_u32(w, k, edit_value);
+        else if (strcmp(k, "general.alignment"))
             gguf_w_copy_kv(w, f, i);
+    }
     int nt = gguf_n_tensors(f);
     src_tensor *st = calloc((size_t)nt, sizeof *st);
     for (int i = 0; i < nt; i++) {
@@ -651,6 +659,70 @@ START_TEST(malformed_models)
     ck_assert_ptr_null(model_load(src, &bad, &err));
     ck_assert_int_eq(err.code, EINVAL);
     ck_assert_msg(strstr(err.msg, "override_tensor"), "message: %s", err.msg);
+}
+END_TEST
+
+/* Hybrid models: a missing conv or decay tensor, an inner size that is not the state
+ * size times the V heads, V heads not a multiple of K heads: refused, one line naming it. */
+START_TEST(malformed_hybrid)
+{
+    static const edit edits[] = {
+        {"blk.0.ssm_conv1d.weight", 0}, {"blk.0.ssm_a", 0}, {"blk.2.ssm_dt.bias", 0},
+        {"blk.2.ssm_conv1d.weight", 3}, {"blk.1.attn_q.weight", 1},
+    };
+    static const struct {
+        const char *key, *says;
+        uint32_t value;
+    } keys[] = {
+        {"qwen35moe.ssm.inner_size", "inner_size 192 is not state size", 192},
+        {"qwen35moe.ssm.time_step_rank", "3 V heads are not a multiple of 2 K heads", 3},
+    };
+    char src[1024], dst[64];
+    shared_model("qwen35moe-tiny-q8_0.gguf", src, sizeof src);
+    snprintf(dst, sizeof dst, "/tmp/llmfs-test-hybrid-%d.gguf", (int)getpid());
+    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+        write_edited(src, dst, &edits[i]);
+        llmfs_error err = {0};
+        model *m = model_load(dst, NULL, &err);
+        unlink(dst);
+        ck_assert_msg(!m, "edit %zu of %s accepted", i, edits[i].name);
+        ck_assert_int_eq(err.code, EINVAL);
+        ck_assert_msg(strstr(err.msg, edits[i].name) && !strchr(err.msg, '\n'), "message for %s: %s",
+                      edits[i].name, err.msg);
+        printf("malformed (%s, %d): %s\n", edits[i].name, edits[i].mode, err.msg);
+    }
+    edit none = {"no such tensor", 0};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        edit_key = keys[i].key;
+        edit_value = keys[i].value;
+        write_edited(src, dst, &none);
+        edit_key = NULL;
+        llmfs_error err = {0};
+        model *m = model_load(dst, NULL, &err);
+        unlink(dst);
+        ck_assert_msg(!m, "%s = %u accepted", keys[i].key, keys[i].value);
+        ck_assert_int_eq(err.code, EINVAL);
+        ck_assert_msg(strstr(err.msg, keys[i].says), "message for %s: %s", keys[i].key, err.msg);
+        printf("malformed (%s = %u): %s\n", keys[i].key, keys[i].value, err.msg);
+    }
+    /* the untouched copy loads, with its MTP block bound and the trunk one block shorter */
+    write_edited(src, dst, &none);
+    llmfs_error err = {0};
+    model *m = model_load(dst, NULL, &err);
+    unlink(dst);
+    ck_assert_msg(m, "%s", err.msg);
+    ck_assert_int_eq(m->hp.n_layer, 4);
+    ck_assert_int_eq(m->hp.n_layer_mtp, 1);
+    ck_assert_int_eq(m->hp.n_recurrent, 2);
+    ck_assert(m->layers[0].recurrent && !m->layers[1].recurrent && m->layers[2].recurrent);
+    kv_cache *kv = kv_cache_alloc(m, 64, 2, T_F16, T_F16, &err);
+    ck_assert_ptr_nonnull(kv);
+    /* 2 DeltaNet layers x (3 x 512 conv + 4 x 64 x 64 delta) floats: llama.cpp's 143,360 B */
+    ck_assert_uint_eq(kv_state_bytes(kv), 143360);
+    ck_assert_ptr_null(kv->layer[0].k);
+    ck_assert_ptr_nonnull(kv->layer[1].k);
+    kv_cache_free(kv);
+    model_free(m);
 }
 END_TEST
 
@@ -820,6 +892,7 @@ static Suite *make_suite(void)
     tcase_set_timeout(e, 600);
     tcase_add_test(e, context_overflow);
     tcase_add_test(e, malformed_models);
+    tcase_add_test(e, malformed_hybrid);
     tcase_add_test(e, metadata);
     tcase_add_test(e, rss_after_load);
     suite_add_tcase(s, e);

@@ -90,13 +90,13 @@ static int read_hparams(model *m, llmfs_error *err)
         (rc = model_opt_u32(m, "full_attention_interval", 4, &interval, err)) ||
         (rc = model_opt_u32(m, "expert_shared_feed_forward_length", 0, &hp->n_ff_shexp, err)))
         return rc;
+    if (hp->ssm_n_v % hp->ssm_n_k)
+        return llmfs_errorf(err, EINVAL, "model: %d V heads are not a multiple of %d K heads",
+                            hp->ssm_n_v, hp->ssm_n_k);
     /* the state of a V head is d x d: values are as long as keys */
     if (inner != hp->ssm_d_state * hp->ssm_n_v)
         return llmfs_errorf(err, EINVAL, "model: ssm.inner_size %d is not state size %d x %d V heads",
                             inner, hp->ssm_d_state, hp->ssm_n_v);
-    if (hp->ssm_n_v % hp->ssm_n_k)
-        return llmfs_errorf(err, EINVAL, "model: %d V heads are not a multiple of %d K heads",
-                            hp->ssm_n_v, hp->ssm_n_k);
     if (hp->ssm_d_conv < 2 || hp->ssm_d_conv > 16)
         return llmfs_errorf(err, EINVAL, "model: ssm.conv_kernel %d is out of range", hp->ssm_d_conv);
     if (tiled(m)) {
