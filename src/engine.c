@@ -995,6 +995,8 @@ void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out)
         out->kv_cells_used += (uint64_t)m->slots[i].n;
     out->kv_cells_total = m->kv ? (uint64_t)m->kv->n_ctx * (uint64_t)m->kv->n_seq : 0;
     out->kv_bytes = m->kv ? kv_cache_bytes(m->kv) : 0;
+    out->state_bytes = m->kv ? kv_state_bytes(m->kv) * (uint64_t)m->kv->n_seq : 0;
+    out->checkpoints = m->kv ? kv_checkpoint_count(m->kv, -1) : 0;
     weight_bytes(m, &out->weight_bytes_cpu, &out->weight_bytes_gpu);
     out->vram_used_load = m->vram_load;
     out->vram_used_now = m->vram_now;
@@ -1028,6 +1030,9 @@ void llmfs_model_kv_info(llmfs_model *m, llmfs_kv_info *out)
     out->n_slots = m->kv ? m->kv->n_seq : m->settings.parallel;
     out->bytes = m->kv ? kv_cache_bytes(m->kv) : 0;
     out->flash_attn = m->settings.flash_attn;
+    out->state_bytes = m->kv ? kv_state_bytes(m->kv) : 0;
+    out->n_recurrent_layers = m->kv ? m->kv->n_recurrent : 0;
+    out->checkpoints = m->kv ? kv_checkpoint_count(m->kv, -1) : 0;
     pthread_mutex_unlock(&m->mu);
 }
 

@@ -58,6 +58,21 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
     int ff = n_ff ? n_ff : n_ff_exp * (n_used ? n_used : 1);
     size_t row = type_row_bytes(in->type_k, (int64_t)n_head_kv * head_dim) +
                  type_row_bytes(in->type_v, (int64_t)n_head_kv * head_dim);
+    /* Hybrid models: DeltaNet layers hold a fixed recurrent state per sequence instead
+     * of K/V cells (every interval-th trunk layer attends; the MTP blocks after the
+     * trunk hold nothing in a plain run). The per-layer figure below is the average. */
+    int d_state = (int)arch_u32(f, arch, "ssm.state_size", 0);
+    int n_trunk = n_layer - (int)arch_u32(f, arch, "nextn_predict_layers", 0), n_recr = 0;
+    uint64_t state_seq = 0; /* bytes of one recurrent layer's state per sequence */
+    if (d_state > 0 && n_trunk > 0) {
+        int interval = (int)arch_u32(f, arch, "full_attention_interval", 4);
+        int nk = (int)arch_u32(f, arch, "ssm.group_count", 0), nv = (int)arch_u32(f, arch, "ssm.time_step_rank", 0);
+        int kc = (int)arch_u32(f, arch, "ssm.conv_kernel", 4);
+        for (int il = 0; il < n_trunk; il++)
+            n_recr += interval > 0 && (il + 1) % interval != 0;
+        state_seq = 4ull * ((uint64_t)(kc - 1) * (uint64_t)(2 * nk * d_state + nv * d_state) +
+                            (uint64_t)nv * d_state * d_state);
+    }
     int floor_ctx = in->fit_ctx > 0 && in->fit_ctx < in->ctx ? in->fit_ctx : in->ctx;
     place_result best = {0};
     int best_ctx = in->ctx, rc = 0;
@@ -71,7 +86,9 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
             .fit = true,
             .vram_free = in->vram_free,
             .fit_target = in->fit_target,
-            .kv_bytes_per_layer = (uint64_t)ctx * (uint64_t)in->parallel * row,
+            .kv_bytes_per_layer = n_recr ? ((uint64_t)(n_trunk - n_recr) * ctx * in->parallel * row +
+                                             (uint64_t)n_recr * in->parallel * state_seq) / (uint64_t)n_layer
+                                          : (uint64_t)ctx * (uint64_t)in->parallel * row,
             .stream = in->offload_batch != 0,
             .compute_bytes = place_compute_bytes(n_embd, ff, n_head, head_dim, n_vocab, in->ubatch, ctx,
                                                  in->flash),

@@ -147,7 +147,9 @@ typedef struct llmfs_model_stats {
     int n_ctx;                  /* per sequence */
     int n_slots;                /* sequences the KV cache holds */
     uint64_t kv_cells_used, kv_cells_total;
-    uint64_t kv_bytes;
+    uint64_t kv_bytes;          /* K/V cells and recurrent state together */
+    uint64_t state_bytes;       /* of which recurrent state (hybrid models), all sequences */
+    int checkpoints;            /* recurrent-state checkpoints held (host memory) */
     uint64_t weight_bytes_cpu, weight_bytes_gpu;
     uint64_t vram_used_load, vram_used_now; /* bytes; 0 without a GPU */
     uint64_t ram_rss;
@@ -187,8 +189,13 @@ void llmfs_model_fit_text(llmfs_model *m, char *buf, size_t cap);
 typedef struct llmfs_kv_info {
     char type_k[8], type_v[8];
     int n_ctx, n_slots;
-    uint64_t bytes;
+    uint64_t bytes;             /* K/V cells and recurrent state together */
     bool flash_attn;
+    /* hybrid models (0 otherwise): recurrent state per sequence, independent of n_ctx,
+     * and the checkpoints of it that prompt reuse resumes from */
+    uint64_t state_bytes;       /* per sequence */
+    int n_recurrent_layers;
+    int checkpoints;            /* held, all sequences */
 } llmfs_kv_info;
 void llmfs_model_kv_info(llmfs_model *m, llmfs_kv_info *out);
 

@@ -290,6 +290,16 @@ START_TEST(hybrid_chat_three_turns)
     llmfs_model_info info;
     llmfs_model_info_get(m, &info);
     ck_assert_str_eq(info.arch, "qwen35moe");
+    /* the recurrent state: 143,360 bytes per sequence (2 DeltaNet layers), checkpoints held */
+    llmfs_kv_info kvi;
+    llmfs_model_kv_info(m, &kvi);
+    ck_assert_uint_eq(kvi.state_bytes, 143360);
+    ck_assert_int_eq(kvi.n_recurrent_layers, 2);
+    ck_assert_int_gt(kvi.checkpoints, 0);
+    llmfs_model_stats ms;
+    llmfs_model_stats_get(m, &ms);
+    ck_assert_uint_eq(ms.state_bytes, 2 * 143360);
+    ck_assert_uint_ge(ms.kv_bytes, ms.state_bytes + 2ull * 1024 * 2 * 2 * 128 * 2);
 
     /* reset keeps nothing of the conversation: the first turn again */
     ctl(s, "reset");
