@@ -173,8 +173,24 @@ static void swiglu_scalar(float *out, const float *gate, const float *up, int64_
         out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
+static float delta_row_scalar(float *s, const float *k, const float *q, int d, float decay, float beta,
+                              float v)
+{
+    float u = 0, acc = 0;
+    for (int x = 0; x < d; x++) {
+        s[x] *= decay;
+        u += s[x] * k[x];
+    }
+    float delta = beta * (v - u);
+    for (int x = 0; x < d; x++) {
+        s[x] += k[x] * delta;
+        acc += s[x] * q[x];
+    }
+    return acc;
+}
+
 static const cpu_kernels kernels_scalar = {scores_f16_scalar, accum_f16_scalar, accum_f32_scalar,
-                                           round_f16_scalar, swiglu_scalar};
+                                           round_f16_scalar, swiglu_scalar, delta_row_scalar};
 static cpu_kernels kernels_avx2;
 static int have_avx2 = -1;
 
@@ -1386,17 +1402,7 @@ static void delta_fn(void *v, int ith, int nth)
             if (pos[t] == 0)
                 memset(s, 0, sizeof(float) * (size_t)d);
             float eg = expf(k->g[t * nv + j]), bt = k->beta[t * nv + j];
-            float u = 0;
-            for (int x = 0; x < d; x++) {
-                s[x] *= eg;
-                u += s[x] * kk[x];
-            }
-            float delta = bt * (vv - u), acc = 0;
-            for (int x = 0; x < d; x++) {
-                s[x] += kk[x] * delta;
-                acc += s[x] * q[x];
-            }
-            o[i] = acc * scale;
+            o[i] = kern()->delta_row(s, kk, q, d, eg, bt, vv) * scale;
         }
     }
 }
@@ -1502,19 +1508,9 @@ static void delta_step(const delta_ctx *k, int j, int t, float *S)
     float *o = k->out + (int64_t)t * nv * d + (size_t)j * d;
     float eg = expf(k->g[t * nv + j]), bt = k->beta[t * nv + j];
     const float scale = 1.0f / sqrtf((float)d);
-    for (int jv = 0; jv < d; jv++) {
-        float *s = S + (size_t)jv * d, u = 0, acc = 0;
-        for (int x = 0; x < d; x++) {
-            s[x] *= eg;
-            u += s[x] * kk[x];
-        }
-        float delta = bt * (v[jv] - u);
-        for (int x = 0; x < d; x++) {
-            s[x] += kk[x] * delta;
-            acc += s[x] * q[x];
-        }
-        o[jv] = acc * scale;
-    }
+    const cpu_kernels *kn = kern();
+    for (int jv = 0; jv < d; jv++)
+        o[jv] = kn->delta_row(S + (size_t)jv * d, kk, q, d, eg, bt, v[jv]) * scale;
 }
 
 /* Heads split over threads; each walks the batch, cutting it into runs of one

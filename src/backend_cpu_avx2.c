@@ -160,6 +160,39 @@ static void swiglu(float *out, const float *gate, const float *up, int64_t n)
         out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
+/* The delta rule's row update, 8 lanes at a time (two passes over the row, as the
+ * scalar loop: decay and s.k, then the update and s.q). */
+static float delta_row(float *s, const float *k, const float *q, int d, float decay, float beta, float v)
+{
+    const __m256 dv = _mm256_set1_ps(decay);
+    __m256 u8 = _mm256_setzero_ps();
+    int x = 0;
+    for (; x + 8 <= d; x += 8) {
+        __m256 sv = _mm256_mul_ps(_mm256_loadu_ps(s + x), dv);
+        _mm256_storeu_ps(s + x, sv);
+        u8 = _mm256_fmadd_ps(sv, _mm256_loadu_ps(k + x), u8);
+    }
+    float u = hsum8(u8);
+    for (; x < d; x++) {
+        s[x] *= decay;
+        u += s[x] * k[x];
+    }
+    const float delta = beta * (v - u);
+    const __m256 del = _mm256_set1_ps(delta);
+    __m256 a8 = _mm256_setzero_ps();
+    for (x = 0; x + 8 <= d; x += 8) {
+        __m256 sv = _mm256_fmadd_ps(_mm256_loadu_ps(k + x), del, _mm256_loadu_ps(s + x));
+        _mm256_storeu_ps(s + x, sv);
+        a8 = _mm256_fmadd_ps(sv, _mm256_loadu_ps(q + x), a8);
+    }
+    float acc = hsum8(a8);
+    for (; x < d; x++) {
+        s[x] += k[x] * delta;
+        acc += s[x] * q[x];
+    }
+    return acc;
+}
+
 bool cpu_kernels_avx2(cpu_kernels *k)
 {
     /* clang's __builtin_cpu_supports does not know "f16c"; cpuid leaf 1 tells. */
@@ -172,5 +205,6 @@ bool cpu_kernels_avx2(cpu_kernels *k)
     k->accum_f32 = accum_f32;
     k->round_f16 = round_f16;
     k->swiglu = swiglu;
+    k->delta_row = delta_row;
     return true;
 }

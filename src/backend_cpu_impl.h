@@ -26,6 +26,9 @@ typedef struct cpu_kernels {
     void (*round_f16)(float *x, int n);
     /* out[i] = silu(gate[i]) * up[i] */
     void (*swiglu)(float *out, const float *gate, const float *up, int64_t n);
+    /* One row s[0..d) of a gated delta rule state (one value dim of one head), one
+     * token: s = decay s; s += beta (v - s.k) k; returns s.q (the updated state's). */
+    float (*delta_row)(float *s, const float *k, const float *q, int d, float decay, float beta, float v);
 } cpu_kernels;
 
 /* Fills k with the AVX2 versions; false if this CPU lacks AVX2, FMA or F16C. */

@@ -7,6 +7,7 @@
 
 #include "backend.h"
 #include "kv.h"
+#include "quant.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -223,6 +224,51 @@ static void check_layer(bool tiled, int chunk)
 
 START_TEST(sequential_tiled) { check_layer(true, 0); }
 END_TEST
+
+/* The vectorised row update against the scalar one, same inputs. */
+START_TEST(vector_vs_scalar)
+{
+    static const char *isa[] = {"scalar", "avx2"};
+    if (!quant_force_isa("avx2")) {
+        fprintf(stderr, "no AVX2: only the scalar kernels run\n");
+        return;
+    }
+    float out[2][150 * NV * D];
+    for (int i = 0; i < 2; i++) {
+        ck_assert(quant_force_isa(isa[i]));
+        backend *be = backend_cpu_new(2, 2);
+        kv_cache *kv = state_cache(be);
+        unsigned seed = 5;
+        float dt[NV], A[NV], w[CH * KC];
+        for (int j = 0; j < NV; j++)
+            dt[j] = frand(&seed), A[j] = -2 + frand(&seed);
+        for (int x = 0; x < CH * KC; x++)
+            w[x] = frand(&seed);
+        int seqs[150], next[NSEQ] = {0};
+        for (int t = 0; t < 150; t++)
+            seqs[t] = t % 3;
+        tbatch b;
+        make_batch(&b, 150, seqs, next);
+        float *qkv = malloc(sizeof(float) * 150 * CH), g[150 * NV], bb[150 * NV];
+        for (int x = 0; x < 150 * CH; x++)
+            qkv[x] = frand(&seed);
+        for (int x = 0; x < 150 * NV; x++)
+            g[x] = frand(&seed), bb[x] = frand(&seed);
+        run_ops(be, kv, &b, qkv, g, bb, dt, A, w, true, 0, out[i]);
+        free(qkv);
+        state_cache_free(kv);
+        backend_free(be);
+    }
+    quant_force_isa(NULL);
+    double worst = 0, scale = 1e-3;
+    for (int x = 0; x < 150 * NV * D; x++)
+        scale = fmax(scale, fabs(out[0][x]));
+    for (int x = 0; x < 150 * NV * D; x++)
+        worst = fmax(worst, fabs(out[0][x] - out[1][x]) / scale);
+    printf("delta rule avx2 vs scalar: %.2e\n", worst);
+    ck_assert_msg(worst < 1e-5, "avx2 delta rule differs from scalar by %g", worst);
+}
+END_TEST
 START_TEST(sequential_grouped) { check_layer(false, 0); }
 END_TEST
 START_TEST(chunked_64) { check_layer(true, 64); }
@@ -373,6 +419,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, sequential_tiled);
     tcase_add_test(tc, sequential_grouped);
+    tcase_add_test(tc, vector_vs_scalar);
     tcase_add_test(tc, chunked_64);
     tcase_add_test(tc, chunked_5);
     tcase_add_test(tc, chunked_vs_sequential);
