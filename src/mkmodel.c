@@ -29,18 +29,24 @@
 
 static const mkmodel_shape shapes[] = {
     /* name            arch        embd  lay head kv  hd   ff     exp used ffe  vocab    ctx     rope   eps   tied  l3 */
-    {"qwen3-8b",       "qwen3",    4096, 36, 32,  8, 128, 12288,  0,  0,  0,   151936, 40960,  1e6f, 1e-6f, false, 0},
-    {"qwen3-0.6b",     "qwen3",    1024, 28, 16,  8, 128, 3072,   0,  0,  0,   151936, 40960,  1e6f, 1e-6f, true, 0},
-    {"qwen3-30b-a3b",  "qwen3moe", 2048, 48, 32,  4, 128, 6144, 128,  8, 768,  151936, 40960,  1e6f, 1e-6f, false, 0},
-    {"qwen2.5-0.5b",   "qwen2",    896,  24, 14,  2,  64, 4864,   0,  0,  0,   151936, 32768,  1e6f, 1e-6f, true, 0},
-    {"llama-2-7b",     "llama",    4096, 32, 32, 32, 128, 11008,  0,  0,  0,   32000,  4096,   1e4f, 1e-5f, false, 0},
-    {"llama-3.2-1b",   "llama",    2048, 16, 32,  8,  64, 8192,   0,  0,  0,   128256, 131072, 5e5f, 1e-5f, true, 32},
-    {"llama-3.1-8b",   "llama",    4096, 32, 32,  8, 128, 14336,  0,  0,  0,   128256, 131072, 5e5f, 1e-5f, false, 8},
+    {"qwen3-8b",       "qwen3",    4096, 36, 32,  8, 128, 12288,  0,  0,  0,   151936, 40960,  1e6f, 1e-6f, false, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen3-0.6b",     "qwen3",    1024, 28, 16,  8, 128, 3072,   0,  0,  0,   151936, 40960,  1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen3-30b-a3b",  "qwen3moe", 2048, 48, 32,  4, 128, 6144, 128,  8, 768,  151936, 40960,  1e6f, 1e-6f, false, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen2.5-0.5b",   "qwen2",    896,  24, 14,  2,  64, 4864,   0,  0,  0,   151936, 32768,  1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"llama-2-7b",     "llama",    4096, 32, 32, 32, 128, 11008,  0,  0,  0,   32000,  4096,   1e4f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"llama-3.2-1b",   "llama",    2048, 16, 32,  8,  64, 8192,   0,  0,  0,   128256, 131072, 5e5f, 1e-5f, true, 32, 0, 0, 0, 0, 0, 0, 0},
+    {"llama-3.1-8b",   "llama",    4096, 32, 32,  8, 128, 14336,  0,  0,  0,   128256, 131072, 5e5f, 1e-5f, false, 8, 0, 0, 0, 0, 0, 0, 0},
     /* the shapes of the test models in ../shared/models */
-    {"llama-tiny",     "llama",    256,   2,  8,  4,  32, 768,    0,  0,  0,   512,    2048,   1e4f, 1e-5f, false, 0},
-    {"qwen2-tiny",     "qwen2",    128,   2,  4,  2,  32, 256,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0},
-    {"qwen3-tiny",     "qwen3",    256,   2,  4,  2, 128, 768,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0},
-    {"qwen3moe-tiny",  "qwen3moe", 128,   2,  4,  2,  64, 512,    8,  2, 256,  8224,   4096,   1e6f, 1e-6f, true, 0},
+    {"llama-tiny",     "llama",    256,   2,  8,  4,  32, 768,    0,  0,  0,   512,    2048,   1e4f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen2-tiny",     "qwen2",    128,   2,  4,  2,  32, 256,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen3-tiny",     "qwen3",    256,   2,  4,  2, 128, 768,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen3moe-tiny",  "qwen3moe", 128,   2,  4,  2,  64, 512,    8,  2, 256,  8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0},
+    /* hybrid: state 128, 16 K heads, 32 V heads, conv 4, attention every 4th layer,
+     * shared expert ff, 64 rotary dims of 256 */
+    {"qwen3.6-35b-a3b", "qwen35moe", 2048, 40, 16, 2, 256, 0, 256, 8, 512, 248320, 262144, 1e7f, 1e-6f, false, 0,
+     128, 16, 32, 4, 4, 512, 64},
+    {"qwen3-coder-next", "qwen3next", 2048, 48, 16, 2, 256, 0, 512, 10, 512, 151936, 262144, 5e6f, 1e-6f, false, 0,
+     128, 16, 32, 4, 4, 512, 64},
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
@@ -62,7 +68,7 @@ const char *mkmodel_shape_name(int i)
 static bool arch_known(const char *arch)
 {
     return strcmp(arch, "llama") == 0 || strcmp(arch, "qwen2") == 0 || strcmp(arch, "qwen3") == 0 ||
-           strcmp(arch, "qwen3moe") == 0;
+           strcmp(arch, "qwen3moe") == 0 || strcmp(arch, "qwen35moe") == 0 || strcmp(arch, "qwen3next") == 0;
 }
 
 bool mkmodel_arch_defaults(const char *arch, mkmodel_shape *out)
@@ -82,7 +88,11 @@ int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err)
 {
     if (!arch_known(s->arch))
         return llmfs_errorf(err, EINVAL, "unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe)", s->arch);
-    bool moe = strcmp(s->arch, "qwen3moe") == 0;
+    bool hybrid = strcmp(s->arch, "qwen35moe") == 0 || strcmp(s->arch, "qwen3next") == 0;
+    bool moe = strcmp(s->arch, "qwen3moe") == 0 || hybrid;
+    if (hybrid && (s->ssm_state <= 0 || s->ssm_state % 32 || s->ssm_groups <= 0 || s->ssm_v_heads % s->ssm_groups ||
+                   s->ssm_conv < 2 || s->attn_interval < 1 || s->n_ff_shexp % 32 || s->n_rot % 2 || s->n_rot > s->head_dim))
+        return llmfs_errorf(err, EINVAL, "hybrid shape: bad DeltaNet, shared expert or rotary dimensions");
     if (s->n_embd <= 0 || s->n_layer <= 0 || s->n_head <= 0 || s->n_head_kv <= 0 || s->head_dim <= 0 ||
         s->n_vocab <= 0 || s->n_ctx <= 0 || (!moe && s->n_ff <= 0))
         return llmfs_errorf(err, EINVAL, "every dimension must be positive");
@@ -99,7 +109,7 @@ int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err)
         return llmfs_errorf(err, EINVAL, "n_embd, n_ff and n_head*head_dim must be multiples of 32");
     if (moe) {
         if (s->n_expert < 2 || s->n_expert_used < 1 || s->n_expert_used > s->n_expert)
-            return llmfs_errorf(err, EINVAL, "qwen3moe needs n_expert >= 2 and 1 <= n_expert_used <= n_expert");
+            return llmfs_errorf(err, EINVAL, "%s needs n_expert >= 2 and 1 <= n_expert_used <= n_expert", s->arch);
         if (s->n_ff_exp <= 0 || s->n_ff_exp % 32)
             return llmfs_errorf(err, EINVAL, "n_ff_exp must be a positive multiple of 32");
     } else if (s->n_expert) {
@@ -432,6 +442,87 @@ static tspec *add(tlist *l, const char *name, int n_dims, int64_t ne0, int64_t n
     return t;
 }
 
+/* Hybrid Qwen layers (qwen35moe: separate beta/alpha, tiled V heads; qwen3next: fused
+ * ssm_ba, the split attn_qkv/attn_gate form): Gated DeltaNet, or gated attention every
+ * attn_interval-th layer; routed experts plus a shared expert with its gate. */
+static int build_hybrid(const mkmodel_shape *s, int ftype, tlist *l)
+{
+    const bool next = strcmp(s->arch, "qwen3next") == 0;
+    const int64_t E = s->n_embd, hd = s->head_dim, d = s->ssm_state;
+    const int64_t kd = (int64_t)s->ssm_groups * d, vd = (int64_t)s->ssm_v_heads * d, C = 2 * kd + vd;
+    const int64_t nv = s->ssm_v_heads, X = s->n_expert, F = s->n_ff_exp, Fs = s->n_ff_shexp;
+    char nm[64];
+    tspec *t;
+#define N(suffix) (snprintf(nm, sizeof nm, "blk.%d." suffix, il), nm)
+#define W2(name_, ne0_, ne1_, a_)                                                        \
+    do {                                                                              \
+        if (!(t = add(l, name_, 2, ne0_, ne1_, 1)))                                   \
+            return -ENOMEM;                                                           \
+        t->type = mkmodel_tensor_type(ftype, t->name, ne0_, il, s);                   \
+        t->init = INIT_NORMAL;                                                        \
+        t->a = a_;                                                                    \
+    } while (0)
+#define F1(name_, ne0_, kind_, a_, b_)                                                   \
+    do {                                                                              \
+        if (!(t = add(l, name_, 1, ne0_, 1, 1)))                                      \
+            return -ENOMEM;                                                           \
+        t->type = T_F32;                                                              \
+        t->init = kind_;                                                              \
+        t->a = a_;                                                                    \
+        t->b = b_;                                                                    \
+    } while (0)
+    const float se = 1.0f / sqrtf((float)E);
+    for (int il = 0; il < s->n_layer; il++) {
+        F1(N("attn_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+        F1(N("post_attention_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+        if ((il + 1) % s->attn_interval == 0) {
+            W2(N("attn_q.weight"), E, 2 * s->n_head * hd, se);
+            W2(N("attn_k.weight"), E, s->n_head_kv * hd, se);
+            W2(N("attn_v.weight"), E, s->n_head_kv * hd, se);
+            W2(N("attn_output.weight"), s->n_head * hd, E, 16.0f / sqrtf((float)(s->n_head * hd)));
+            F1(N("attn_q_norm.weight"), hd, INIT_UNIFORM, 1.0f, 2.0f);
+            F1(N("attn_k_norm.weight"), hd, INIT_UNIFORM, 1.0f, 2.0f);
+        } else {
+            W2(N("attn_qkv.weight"), E, C, se);
+            W2(N("attn_gate.weight"), E, vd, se);
+            if (next) {
+                W2(N("ssm_ba.weight"), E, 2 * nv, se);
+            } else {
+                W2(N("ssm_beta.weight"), E, nv, se);
+                W2(N("ssm_alpha.weight"), E, nv, se);
+            }
+            /* the conv kernel stays F32 (llama.cpp's quantizer leaves it) */
+            if (!(t = add(l, N("ssm_conv1d.weight"), 2, s->ssm_conv, C, 1)))
+                return -ENOMEM;
+            t->type = T_F32;
+            t->init = INIT_NORMAL;
+            t->a = 0.5f;
+            F1(N("ssm_dt.bias"), nv, INIT_UNIFORM, -4.0f, 0.0f);
+            F1(N("ssm_a"), nv, INIT_UNIFORM, -8.0f, -1.0f);
+            F1(N("ssm_norm.weight"), d, INIT_UNIFORM, 0.5f, 1.5f);
+            W2(N("ssm_out.weight"), vd, E, 16.0f / sqrtf((float)vd));
+        }
+        W2(N("ffn_gate_inp.weight"), E, X, 3.0f * se);
+        if (!(t = add(l, N("ffn_gate_exps.weight"), 3, E, F, X)))
+            return -ENOMEM;
+        t->type = mkmodel_tensor_type(ftype, t->name, E, il, s), t->init = INIT_NORMAL, t->a = se;
+        if (!(t = add(l, N("ffn_up_exps.weight"), 3, E, F, X)))
+            return -ENOMEM;
+        t->type = mkmodel_tensor_type(ftype, t->name, E, il, s), t->init = INIT_NORMAL, t->a = se;
+        if (!(t = add(l, N("ffn_down_exps.weight"), 3, F, E, X)))
+            return -ENOMEM;
+        t->type = mkmodel_tensor_type(ftype, t->name, F, il, s), t->init = INIT_NORMAL, t->a = 6.0f / sqrtf((float)F);
+        F1(N("ffn_gate_inp_shexp.weight"), E, INIT_NORMAL, 2.0f * se, 0);
+        W2(N("ffn_gate_shexp.weight"), E, Fs, se);
+        W2(N("ffn_up_shexp.weight"), E, Fs, se);
+        W2(N("ffn_down_shexp.weight"), Fs, E, 16.0f / sqrtf((float)Fs));
+    }
+#undef N
+#undef W2
+#undef F1
+    return 0;
+}
+
 static int build_tensors(const mkmodel_shape *s, int ftype, tlist *l)
 {
     bool qwen = strncmp(s->arch, "qwen", 4) == 0;
@@ -482,7 +573,12 @@ static int build_tensors(const mkmodel_shape *s, int ftype, tlist *l)
         ADD1("rope_freqs.weight", hd / 2, INIT_ROPE_L3, s->rope_l3_factor, s->rope_base);
     }
 
-    for (int il = 0; il < s->n_layer; il++) {
+    if (s->ssm_state) {
+        int rc = build_hybrid(s, ftype, l);
+        if (rc)
+            return rc;
+    }
+    for (int il = 0; il < s->n_layer && !s->ssm_state; il++) {
 #define N(suffix) (snprintf(nm, sizeof nm, "blk.%d." suffix, il), nm)
         ADD1(N("attn_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
         ADD2(N("attn_q.weight"), E, q_dim, il, INIT_NORMAL, STD(E));
@@ -557,6 +653,22 @@ static void put_arch_kv(gguf_writer *w, const mkmodel_shape *s, int ftype, int n
         gguf_w_u32(w, KEY("expert_count"), (uint32_t)s->n_expert);
         gguf_w_u32(w, KEY("expert_used_count"), (uint32_t)s->n_expert_used);
         gguf_w_u32(w, KEY("expert_feed_forward_length"), (uint32_t)s->n_ff_exp);
+    }
+    if (s->ssm_state) {
+        gguf_w_u32(w, KEY("expert_shared_feed_forward_length"), (uint32_t)s->n_ff_shexp);
+        gguf_w_u32(w, KEY("ssm.conv_kernel"), (uint32_t)s->ssm_conv);
+        gguf_w_u32(w, KEY("ssm.state_size"), (uint32_t)s->ssm_state);
+        gguf_w_u32(w, KEY("ssm.group_count"), (uint32_t)s->ssm_groups);
+        gguf_w_u32(w, KEY("ssm.time_step_rank"), (uint32_t)s->ssm_v_heads);
+        gguf_w_u32(w, KEY("ssm.inner_size"), (uint32_t)(s->ssm_v_heads * s->ssm_state));
+        gguf_w_u32(w, KEY("full_attention_interval"), (uint32_t)s->attn_interval);
+        gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)(s->n_rot ? s->n_rot : s->head_dim));
+        if (strcmp(a, "qwen35moe") == 0) {
+            /* M-RoPE sections covering every rotary pair (text-only positions) */
+            int pairs = (s->n_rot ? s->n_rot : s->head_dim) / 2;
+            int32_t sec[4] = {(pairs + 2) / 3, (pairs + 1) / 3, pairs / 3, 0};
+            gguf_w_arr_i32(w, KEY("rope.dimension_sections"), sec, 4);
+        }
     }
 #undef KEY
 }

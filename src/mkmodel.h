@@ -28,6 +28,11 @@ typedef struct mkmodel_shape {
     bool tied;               /* no output.weight: the output projection is token_embd */
     float rope_l3_factor;    /* Llama 3.1+ rope scaling (rope_freqs.weight, as llama.cpp's
                               * converter writes it; low 1, high 4, original context 8192); 0 none */
+    /* hybrid Qwen (qwen35moe, qwen3next): Gated DeltaNet layers, every interval-th layer
+     * full attention; 0 for other architectures */
+    int ssm_state, ssm_groups, ssm_v_heads, ssm_conv, attn_interval;
+    int n_ff_shexp;          /* shared expert's ff (MoE) */
+    int n_rot;               /* rotary dims per head (partial rotary), 0: head_dim */
 } mkmodel_shape;
 
 /* The built-in shapes: real models (qwen3-8b, qwen3-0.6b, qwen3-30b-a3b, llama-2-7b,
