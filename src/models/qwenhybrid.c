@@ -127,7 +127,6 @@ static int read_hparams(model *m, llmfs_error *err)
     w = w > wa ? w : wa;
     w = w > wf ? w : wf;
     hp->n_extra = (int)w;
-    (void)interval;
     return 0;
 }
 
