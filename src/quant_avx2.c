@@ -123,24 +123,13 @@ INLINE __m256 load_bf16(const char *p, int64_t i, int64_t n)
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_h8(p, i, n)), 16));
 }
 
+/* A single dot takes the same one chain per output as a tile, so a token's result does
+ * not depend on how many tokens share the call (a recurrent state carries any
+ * difference forward). */
 #define FLOAT_KERNEL(name, LOAD)                                                       \
     INLINE void name(int64_t n, const int R, const int C, const char *w, size_t ws,    \
                      const char *a, size_t as, float *out, size_t os)                  \
     {                                                                                  \
-        if (R == 1 && C == 1) { /* one dot: four chains so the adds overlap */         \
-            __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), \
-                           _mm256_setzero_ps()};                                       \
-            int64_t i = 0;                                                             \
-            for (; i + 32 <= n; i += 32) {                                             \
-                prefetch_ahead(1, w + i * 4, 128);                                     \
-                for (int k = 0; k < 4; k++)                                            \
-                    s[k] = _mm256_fmadd_ps(LOAD(w, i + 8 * k, n), LOAD(a, i + 8 * k, n), s[k]); \
-            }                                                                          \
-            for (; i < n; i += 8)                                                      \
-                s[0] = _mm256_fmadd_ps(LOAD(w, i, n), LOAD(a, i, n), s[0]);            \
-            *out = hsum256(_mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3]))); \
-            return;                                                                    \
-        }                                                                              \
         ZERO_ACC(acc)                                                                  \
         for (int64_t i = 0; i < n; i += 8) {                                           \
             __m256 av[4];                                                              \
