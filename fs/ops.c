@@ -92,7 +92,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         }
         if (fi) {
             fs_file *f = (fs_file *)(uintptr_t)fi->fh;
-            f->wlen = 0;
+            f->w.len = 0;
             f->werr = 0;
         }
     }
@@ -199,7 +199,7 @@ static void free_file(fs_file *f)
     if (f->sio)
         sio_close(f->sio);
     free(f->text);
-    free(f->wbuf);
+    text_free(&f->w);
     free(f);
 }
 

@@ -4,8 +4,6 @@
 #include "server.h"
 
 #include <errno.h>
-#include <stdlib.h>
-#include <string.h>
 
 static int fail(fs_file *f, llmfs_error *err, int rc)
 {
@@ -36,30 +34,24 @@ int prompt_write(fs_file *f, const char *buf, size_t size)
     llmfs_error err = {0};
     if (f->werr)
         return -f->werr;
-    if (f->wlen + size > fs_srv.max_prompt_bytes) {
+    if (f->w.len + size > fs_srv.max_prompt_bytes) {
         f->werr = EFBIG;
-        f->wlen = 0;
+        f->w.len = 0;
         return fail(f, &err,
                     llmfs_errorf(&err, EFBIG, "prompt longer than max_prompt_bytes %llu",
                                  (unsigned long long)fs_srv.max_prompt_bytes));
     }
-    if (f->wlen == 0) {
+    if (f->w.len == 0) {
         int rc = check_free(f);
         if (rc < 0)
             return rc;
     }
-    if (f->wlen + size > f->wcap) {
-        size_t cap = f->wcap ? f->wcap : 4096;
-        while (cap < f->wlen + size)
-            cap *= 2;
-        char *b = realloc(f->wbuf, cap);
-        if (!b)
-            return -ENOMEM;
-        f->wbuf = b;
-        f->wcap = cap;
+    text_put(&f->w, buf, size);
+    if (f->w.oom) {
+        text_free(&f->w); /* the prompt is dropped, and the buffer usable again */
+        f->w.oom = false;
+        return -ENOMEM;
     }
-    memcpy(f->wbuf + f->wlen, buf, size);
-    f->wlen += size;
     return 0;
 }
 
@@ -70,16 +62,16 @@ int prompt_flush(fs_file *f)
         f->werr = 0;
         return rc;
     }
-    if (f->wlen == 0)
+    if (f->w.len == 0)
         return 0;
-    size_t len = f->wlen;
-    f->wlen = 0;
+    size_t len = f->w.len;
+    f->w.len = 0;
     fs_target t;
     int rc = fs_target_get(f->dir, true, &t);
     if (rc < 0)
         return rc;
     llmfs_error err = {0};
-    rc = llmfs_session_prompt(t.s, f->wbuf, len, &err);
+    rc = llmfs_session_prompt(t.s, f->w.buf, len, &err);
     fs_target_put(&t);
     return rc < 0 ? fail(f, &err, rc) : 0;
 }

@@ -9,6 +9,7 @@
 #include "dirtab.h"
 #include "llmfs.h"
 #include "node.h"
+#include "text.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -50,8 +51,7 @@ typedef struct fs_file {
     char *text; /* snapshot, or NULL */
     size_t text_len;
     struct sio *sio; /* output, transcript (stream_io.h) */
-    char *wbuf; /* prompt bytes written and not yet submitted */
-    size_t wlen, wcap;
+    fs_text w; /* prompt bytes written and not yet submitted */
     int werr; /* errno of a failed prompt write: the prompt is dropped, not submitted */
 } fs_file;
 

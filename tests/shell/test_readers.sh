@@ -3,7 +3,7 @@
 # prompt, then each gets the whole reply, while the daemon's thread count stays below
 # 64 (a waiting read is a deferred reply, not a parked FUSE thread). Half of a second,
 # smaller crowd is interrupted while blocked and must go at once; the other half still
-# ends with the reply.
+# ends with the reply. Readers still waiting at the unmount are answered with an error.
 . "$(dirname "$0")/lib.sh" "$@"
 
 N=200
@@ -115,5 +115,14 @@ for i in $(seq 2 2 "$K"); do
 done
 pass "$((K / 2)) interrupted readers went in $((t1 - t0)) ms; the other $((K / 2)) got the reply"
 
+# ---- unmounting with readers still waiting: each is answered, the daemon exits ----
+s=$(cat "$MNT/m/clone")
+M=$MNT/m/$s
+start_readers "$K" "$T/u"
+wait_blocked
 llmfs_unmount
+for p in "${readers[@]}"; do
+    wait "$p" && fail "a reader waiting at the unmount ended as if the reply were complete"
+done
+pass "$K readers still waiting at the unmount were answered; the daemon exited"
 exit 0
