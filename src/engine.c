@@ -79,6 +79,11 @@ int llmfs_get(llmfs *lf, const char *key, char *buf, size_t cap)
     return rc;
 }
 
+const llmfs_setting_info *llmfs_setting_find(const char *name)
+{
+    return settings_info(settings_find(name));
+}
+
 int llmfs_settings_text(llmfs *lf, int scope_mask, char *buf, size_t cap)
 {
     pthread_mutex_lock(&lf->mu);
@@ -226,6 +231,11 @@ static bool valid_model_name(const char *name)
         if (!isalnum((unsigned char)name[i]) && !strchr("._-+", name[i]))
             return false;
     return true;
+}
+
+bool llmfs_model_name_valid(const char *name)
+{
+    return name && valid_model_name(name);
 }
 
 /* path must lie in one of the colon-separated dirs (after resolving links). */

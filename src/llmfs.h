@@ -59,6 +59,8 @@ typedef struct llmfs_setting_info {
 
 /* The table, for docs and help: returns the count, *out points at static storage. */
 int llmfs_settings_table(const llmfs_setting_info **out);
+/* The table's row for a setting's name or alias (ctk, ctv); NULL if there is none. */
+const llmfs_setting_info *llmfs_setting_find(const char *name);
 
 /* ---- the daemon-wide state ---- */
 
@@ -98,6 +100,9 @@ int llmfs_settings_markdown(char *buf, size_t cap);
  * -ENOMEM out of memory, -EACCES path outside the allowed model directories. */
 int llmfs_model_load(llmfs *lf, const char *name, const char *path,
                      const char *const *settings, int n_settings, llmfs_error *err);
+/* The one rule for model names, the one llmfs_model_load applies: 1 to 63 of
+ * A-Z a-z 0-9 . _ - +, not starting with '.'. */
+bool llmfs_model_name_valid(const char *name);
 int llmfs_model_unload(llmfs *lf, const char *name, llmfs_error *err);
 
 /* Names of the loaded models; returns the count (at most cap filled, strdup'd, caller frees). */
@@ -241,6 +246,9 @@ typedef struct llmfs_session_stats {
 void llmfs_session_stats_get(llmfs_session *s, llmfs_session_stats *out);
 /* Seconds since the session last finished a reply or got a prompt; 0 while busy. */
 double llmfs_session_idle_seconds(llmfs_session *s);
+/* Whether a reply is running or a prompt is being queued: what makes
+ * llmfs_session_prompt refuse with -EBUSY (at the moment of asking). */
+bool llmfs_session_busy(llmfs_session *s);
 /* Seconds since any session of the model was active; 0 while one is busy or loading. */
 double llmfs_model_idle_seconds(llmfs_model *m);
 

@@ -809,3 +809,11 @@ double llmfs_session_idle_seconds(llmfs_session *s)
     pthread_mutex_unlock(&s->m->mu);
     return idle;
 }
+
+bool llmfs_session_busy(llmfs_session *s)
+{
+    pthread_mutex_lock(&s->m->mu);
+    bool busy = s->state != SS_IDLE || s->preparing;
+    pthread_mutex_unlock(&s->m->mu);
+    return busy;
+}
