@@ -5,6 +5,7 @@
 #include "placement.h"
 #include "quant.h"
 #include "stream.h"
+#include "sysroot.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -35,6 +36,7 @@ llmfs *llmfs_new(llmfs_error *err)
     pthread_mutex_init(&lf->mu, NULL);
     settings_init(&lf->settings);
     lf->t_start = engine_now();
+    lf->swap_at_start = sysroot_swap_pages();
     return lf;
 }
 
@@ -401,6 +403,22 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
     return 0;
 }
 
+/* Pins the CPU backend's helper threads and sets their priority; the scheduler thread,
+ * which takes part in every split, does the same for itself when it starts. */
+static int place_threads(llmfs_model *m, model *mdl, llmfs_error *err)
+{
+    if (cpu_list_count(&m->cpus) == 0 && m->priority == 0)
+        return 0;
+    int tids[CPU_LIST_MAX];
+    int n = backend_cpu_tids(mdl->cpu, tids, CPU_LIST_MAX);
+    for (int i = 0; i < n && i < CPU_LIST_MAX; i++) {
+        int rc = cpu_place_thread(tids[i], &m->cpus, m->priority, err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *const *settings,
                      int n_settings, llmfs_error *err)
 {
@@ -420,6 +438,7 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     snprintf(m->path, sizeof m->path, "%s", path);
     m->state = MS_LOADING;
     m->last_activity = engine_now();
+    m->swap_gen_start = m->swap_gen_delta = -1;
 
     pthread_mutex_lock(&lf->mu);
     settings_copy(&m->settings, &lf->settings);
@@ -477,7 +496,21 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
         .n_cpu_moe = s->n_cpu_moe,
     };
     llmfs_error le = {0};
-    rc = fit_before_load(m, path, &o, &le);
+    /* where the threads go decides how many there are by default: one per physical core
+     * of the chosen cores */
+    cpu_list cpus;
+    rc = cpu_affinity_resolve(s->cpu_affinity, &cpus, &le);
+    if (rc > 0 && s->threads == 0)
+        o.n_threads = cpu_list_physical(&cpus);
+    if (rc > 0 && s->threads_batch == 0)
+        o.n_threads_batch = o.n_threads;
+    if (rc >= 0) {
+        pthread_mutex_lock(&m->mu);
+        m->cpus = cpus;
+        m->priority = s->priority;
+        pthread_mutex_unlock(&m->mu);
+        rc = fit_before_load(m, path, &o, &le);
+    }
     if (rc < 0) {
         if (err)
             *err = le;
@@ -486,6 +519,13 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     model *mdl = model_load(path, &o, &le);
     if (!mdl) {
         rc = le.code ? -le.code : -EINVAL;
+        if (err)
+            *err = le;
+        goto failed;
+    }
+    rc = place_threads(m, mdl, &le);
+    if (rc < 0) {
+        model_free(mdl);
         if (err)
             *err = le;
         goto failed;
@@ -612,7 +652,7 @@ static bool changed(const llmfs_settings *a, const llmfs_settings *b, const char
 }
 
 static const char *const kv_keys[] = {"ctx", "parallel", "cache_type_k", "cache_type_v"};
-static const char *const load_keys[] = {"threads", "threads_batch", "ngl", "override_tensor", "n_cpu_moe",
+static const char *const load_keys[] = {"threads", "threads_batch", "cpu_affinity", "priority", "ngl", "override_tensor", "n_cpu_moe",
                                         "fit", "fit_target", "fit_ctx", "vram_limit", "mmap", "mlock"};
 
 /* A model-scope line (m->mu held). */

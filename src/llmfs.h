@@ -50,7 +50,7 @@ enum llmfs_scope {
 
 typedef struct llmfs_setting_info {
     const char *name;  /* "temp", "ctx", "cache_type_k", ... */
-    const char *type;  /* "int", "float", "bool", "string", "enum" */
+    const char *type;  /* "int", "octal", "float", "bool", "string", "text", "enum", "cpus" */
     const char *range; /* "0..2", "f16|q8_0|q4_0", "" */
     const char *def;   /* default as text */
     int scope;         /* the llmfs_scope where it may be set (bit mask) */
