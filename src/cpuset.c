@@ -1,5 +1,4 @@
 /* cpuset.c — cpu lists, the hybrid layout and thread placement (see cpuset.h). */
-#define _GNU_SOURCE
 #include "cpuset.h"
 #include "sysroot.h"
 

@@ -1,6 +1,7 @@
 /* engine.c — the daemon object and its models: loading, settings, info, stats. */
 #include "engine.h"
 #include "chat.h"
+#include "diag.h"
 #include "fit.h"
 #include "placement.h"
 #include "quant.h"
@@ -941,7 +942,7 @@ int llmfs_model_placement(llmfs_model *m, llmfs_placement_row *rows, int cap)
     return n;
 }
 
-static void weight_bytes(llmfs_model *m, uint64_t *cpu, uint64_t *gpu)
+void engine_weight_bytes(llmfs_model *m, uint64_t *cpu, uint64_t *gpu)
 {
     *cpu = *gpu = 0;
     if (!m->mdl)
@@ -1018,9 +1019,20 @@ void llmfs_model_fit_text(llmfs_model *m, char *buf, size_t cap)
 void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out)
 {
     memset(out, 0, sizeof *out);
-    uint64_t rss = rss_bytes(), avail = meminfo_kb("MemAvailable") * 1024;
+    uint64_t rss = rss_bytes();
+    diag_model_facts f;
+    char w[1][DIAG_WARN_LEN];
+    diag_model_facts_get(m, &f);
+    if (diag_model_warnings(&f, w, 1) > 0)
+        snprintf(out->warning, sizeof out->warning, "%s", w[0]);
     pthread_mutex_lock(&m->mu);
     snprintf(out->state, sizeof out->state, "%s", model_state_name(m));
+    if (cpu_list_count(&m->cpus))
+        cpu_list_format(&m->cpus, out->cpus, sizeof out->cpus);
+    else
+        snprintf(out->cpus, sizeof out->cpus, "all");
+    out->n_threads = m->mdl ? backend_cpu_threads(m->mdl->cpu) : 0;
+    out->priority = m->priority;
     out->n_prompt_tokens = m->n_prompt_tokens;
     out->n_gen_tokens = m->n_gen_tokens;
     out->prompt_seconds = m->prompt_seconds;
@@ -1035,19 +1047,12 @@ void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out)
         out->kv_cells_used += (uint64_t)m->slots[i].n;
     out->kv_cells_total = m->kv ? (uint64_t)m->kv->n_ctx * (uint64_t)m->kv->n_seq : 0;
     out->kv_bytes = m->kv ? kv_cache_bytes(m->kv) : 0;
-    weight_bytes(m, &out->weight_bytes_cpu, &out->weight_bytes_gpu);
+    engine_weight_bytes(m, &out->weight_bytes_cpu, &out->weight_bytes_gpu);
     out->vram_used_load = m->vram_load;
     out->vram_used_now = m->vram_now;
     out->ram_rss = rss;
     out->requests = m->requests;
     out->errors = m->errors;
-    if (m->mdl && m->kv && m->settings.ctx > m->mdl->hp.n_ctx_train && m->mdl->hp.n_ctx_train > 0)
-        snprintf(out->warning, sizeof out->warning, "ctx %d exceeds the %d tokens the model was trained on",
-                 m->settings.ctx, m->mdl->hp.n_ctx_train);
-    else if (avail && out->weight_bytes_cpu + out->kv_bytes > rss + avail)
-        snprintf(out->warning, sizeof out->warning,
-                 "weights and KV cache (%.0f MiB) exceed the available RAM (%.0f MiB)",
-                 (out->weight_bytes_cpu + out->kv_bytes) / 1048576.0, (rss + avail) / 1048576.0);
     pthread_mutex_unlock(&m->mu);
 }
 

@@ -159,5 +159,7 @@ void *scheduler_main(void *arg);
 
 /* engine.c */
 void model_set_error(llmfs_model *m, const char *msg);
+/* Bytes of the model's weights in host memory and on the GPU; m->mu held. */
+void engine_weight_bytes(llmfs_model *m, uint64_t *cpu, uint64_t *gpu);
 
 #endif
