@@ -923,6 +923,28 @@ START_TEST(e_core_threads_warn)
 }
 END_TEST
 
+START_TEST(memlock_below_the_locked_weights)
+{
+    if (!test_shared_dir())
+        test_skip_no_shared("memlock");
+    put("/proc/self/limits", "Max locked memory         65536                65536                bytes\n");
+    const char *opts[] = {"mlock=on", "ctx=256", "threads=1"};
+    llmfs_error e = {0};
+    llmfs *lf = load("m", opts, 3, &e);
+    ck_assert_msg(lf != NULL, "%s", e.msg);
+    char *t = diag(lf);
+    const char *l = line_of(t, "memlock");
+    ck_assert_msg(strncmp(l, "memlock 0MiB >=", 15) == 0 && strstr(l, "MiB warn # "), "%s", l);
+    free(t);
+    put("/proc/self/limits", "Max locked memory         unlimited            unlimited            bytes\n");
+    t = diag(lf);
+    l = line_of(t, "memlock");
+    ck_assert_msg(strncmp(l, "memlock unlimited >=", 20) == 0 && strstr(l, "MiB ok # 1 model"), "%s", l);
+    free(t);
+    llmfs_free(lf);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("diag");
@@ -947,6 +969,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, warnings_of_loaded_models);
     tcase_add_test(tc, swap_during_generation);
     tcase_add_test(tc, e_core_threads_warn);
+    tcase_add_test(tc, memlock_below_the_locked_weights);
     suite_add_tcase(s, tc);
     return s;
 }
