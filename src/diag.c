@@ -887,6 +887,10 @@ int diag_model_warnings(const diag_model_facts *f, char (*out)[DIAG_WARN_LEN], i
         WARNF("the GPU keeps %.0f MiB free (fit_target %d) with the model loaded, under %d MiB: a long prompt or "
               "another program can run it out of memory; set fit_target %d or more, or lower ngl or ctx",
               f->vram_free / MIB, f->fit_target, DIAG_HEADROOM_MIB, DIAG_HEADROOM_MIB);
+    /* encoding an image takes a burst of GPU memory the text path never needs */
+    if (f->vision && f->weights_gpu > 0 && f->fit && f->fit_target < DIAG_VISION_TARGET_MIB)
+        WARNF("fit_target %d MiB leaves too little GPU memory for the vision projector's image batches: set "
+              "fit_target %d or more (profile vision-12gb)", f->fit_target, DIAG_VISION_TARGET_MIB);
     if (f->hybrid) {
         cpu_list all, on_e;
         cpu_allowed(&all);

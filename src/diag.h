@@ -35,10 +35,11 @@ typedef struct diag_model_facts {
     cpu_list e_cores;
     cpu_list cpus;                 /* where the threads run; empty: anywhere */
     int64_t swap_gen_delta;        /* pages during the last generation; -1 none yet */
+    bool vision;                   /* a vision projector is loaded (none can be yet) */
 } diag_model_facts;
 
 enum { DIAG_WARN_LEN = 320, DIAG_MAX_WARNINGS = 8 };
-enum { DIAG_HEADROOM_MIB = 512 };
+enum { DIAG_HEADROOM_MIB = 512, DIAG_VISION_TARGET_MIB = 2048 };
 
 /* The warnings these facts call for, each one line without a newline. Returns the
  * count (at most cap filled). */

@@ -524,6 +524,16 @@ START_TEST(warning_rules)
     f.vram_free = 1;
     ck_assert_int_eq(warnings(&f, NULL), 0);
 
+    /* a vision projector with a small fit target (facts only: no projector loads yet) */
+    f = healthy();
+    f.vision = true;
+    f.n_gpus = 1;
+    f.vram_free = 4ull << 30;
+    f.weights_gpu = 1ull << 30;
+    ck_assert_int_eq(warnings(&f, "set fit_target 2048 or more"), 1);
+    f.fit_target = 2048;
+    ck_assert_int_eq(warnings(&f, NULL), 0);
+
     /* threads on E-cores */
     f = healthy();
     f.hybrid = true;
