@@ -939,16 +939,7 @@ static uint64_t rss_now(void)
 void diag_model_facts_get(llmfs_model *m, diag_model_facts *f)
 {
     memset(f, 0, sizeof *f);
-    /* the machine first, without the model's lock */
-    llmfs_gpu_info g[16];
-    int ng = llmfs_gpus(g, 16);
-    f->n_gpus = ng;
-    f->vram_free = UINT64_MAX;
-    for (int i = 0; i < ng; i++)
-        if (g[i].vram_free < f->vram_free)
-            f->vram_free = g[i].vram_free;
-    if (!ng)
-        f->vram_free = 0;
+    /* the machine without the model's lock */
     f->mem_available = sysroot_mem_available();
     f->rss = rss_now();
     cpu_list p;
@@ -970,6 +961,17 @@ void diag_model_facts_get(llmfs_model *m, diag_model_facts *f)
     f->cpus = m->cpus;
     f->swap_gen_delta = m->swap_gen_delta;
     pthread_mutex_unlock(&m->mu);
+
+    /* The GPU only for a model that uses one: asking the runtime costs a device context
+     * in a process that has none yet. */
+    if (f->weights_gpu > 0) {
+        llmfs_gpu_info g[16];
+        int ng = llmfs_gpus(g, 16);
+        f->n_gpus = ng;
+        for (int i = 0; i < ng; i++)
+            if (i == 0 || g[i].vram_free < f->vram_free)
+                f->vram_free = g[i].vram_free;
+    }
 }
 
 static void check_warnings(diag_buf *b)
