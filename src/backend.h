@@ -183,6 +183,10 @@ struct backend {
 backend *backend_cpu_new(int n_threads, int n_threads_batch);
 /* A CPU backend's threads for single-token steps; 0 for another backend. */
 int backend_cpu_threads(const backend *be);
+/* The kernel thread ids of a CPU backend's helper threads (the thread that runs the
+ * model is not among them), so the engine can pin them (cpu_affinity, priority).
+ * Returns the count (0 for another backend), fills at most cap. */
+int backend_cpu_tids(backend *be, int *tids, int cap);
 void backend_free(backend *be); /* be->ops->destroy(be); NULL is fine */
 
 /* ---- the accelerators (backend_registry.c): whatever devices this build has ---- */

@@ -1291,6 +1291,11 @@ int backend_cpu_threads(const backend *be)
     return be && be->ops == &cpu_ops ? ((const cpu_be *)be->impl)->n_threads : 0;
 }
 
+int backend_cpu_tids(backend *be, int *tids, int cap)
+{
+    return be && be->ops == &cpu_ops ? threadpool_tids(((cpu_be *)be->impl)->pool, tids, cap) : 0;
+}
+
 static void buf_free(buf *b) { free(b->p); }
 
 static void cpu_destroy(backend *be)

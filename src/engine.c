@@ -1,10 +1,12 @@
 /* engine.c — the daemon object and its models: loading, settings, info, stats. */
 #include "engine.h"
 #include "chat.h"
+#include "diag.h"
 #include "fit.h"
 #include "placement.h"
 #include "quant.h"
 #include "stream.h"
+#include "sysroot.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -35,6 +37,7 @@ llmfs *llmfs_new(llmfs_error *err)
     pthread_mutex_init(&lf->mu, NULL);
     settings_init(&lf->settings);
     lf->t_start = engine_now();
+    lf->swap_at_start = sysroot_swap_pages();
     return lf;
 }
 
@@ -411,6 +414,22 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
     return 0;
 }
 
+/* Pins the CPU backend's helper threads and sets their priority; the scheduler thread,
+ * which takes part in every split, does the same for itself when it starts. */
+static int place_threads(llmfs_model *m, model *mdl, llmfs_error *err)
+{
+    if (cpu_list_count(&m->cpus) == 0 && m->priority == 0)
+        return 0;
+    int tids[CPU_LIST_MAX];
+    int n = backend_cpu_tids(mdl->cpu, tids, CPU_LIST_MAX);
+    for (int i = 0; i < n && i < CPU_LIST_MAX; i++) {
+        int rc = cpu_place_thread(tids[i], &m->cpus, m->priority, err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *const *settings,
                      int n_settings, llmfs_error *err)
 {
@@ -430,6 +449,7 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     snprintf(m->path, sizeof m->path, "%s", path);
     m->state = MS_LOADING;
     m->last_activity = engine_now();
+    m->swap_gen_start = m->swap_gen_delta = -1;
 
     pthread_mutex_lock(&lf->mu);
     settings_copy(&m->settings, &lf->settings);
@@ -487,7 +507,21 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
         .n_cpu_moe = s->n_cpu_moe,
     };
     llmfs_error le = {0};
-    rc = fit_before_load(m, path, &o, &le);
+    /* where the threads go decides how many there are by default: one per physical core
+     * of the chosen cores */
+    cpu_list cpus;
+    rc = cpu_affinity_resolve(s->cpu_affinity, &cpus, &le);
+    if (rc > 0 && s->threads == 0)
+        o.n_threads = cpu_list_physical(&cpus);
+    if (rc > 0 && s->threads_batch == 0)
+        o.n_threads_batch = o.n_threads;
+    if (rc >= 0) {
+        pthread_mutex_lock(&m->mu);
+        m->cpus = cpus;
+        m->priority = s->priority;
+        pthread_mutex_unlock(&m->mu);
+        rc = fit_before_load(m, path, &o, &le);
+    }
     if (rc < 0) {
         if (err)
             *err = le;
@@ -496,6 +530,13 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     model *mdl = model_load(path, &o, &le);
     if (!mdl) {
         rc = le.code ? -le.code : -EINVAL;
+        if (err)
+            *err = le;
+        goto failed;
+    }
+    rc = place_threads(m, mdl, &le);
+    if (rc < 0) {
+        model_free(mdl);
         if (err)
             *err = le;
         goto failed;
@@ -622,7 +663,7 @@ static bool changed(const llmfs_settings *a, const llmfs_settings *b, const char
 }
 
 static const char *const kv_keys[] = {"ctx", "parallel", "cache_type_k", "cache_type_v"};
-static const char *const load_keys[] = {"threads", "threads_batch", "ngl", "override_tensor", "n_cpu_moe",
+static const char *const load_keys[] = {"threads", "threads_batch", "cpu_affinity", "priority", "ngl", "override_tensor", "n_cpu_moe",
                                         "fit", "fit_target", "fit_ctx", "vram_limit", "mmap", "mlock"};
 
 /* A model-scope line (m->mu held). */
@@ -911,7 +952,7 @@ int llmfs_model_placement(llmfs_model *m, llmfs_placement_row *rows, int cap)
     return n;
 }
 
-static void weight_bytes(llmfs_model *m, uint64_t *cpu, uint64_t *gpu)
+void engine_weight_bytes(llmfs_model *m, uint64_t *cpu, uint64_t *gpu)
 {
     *cpu = *gpu = 0;
     if (!m->mdl)
@@ -988,9 +1029,20 @@ void llmfs_model_fit_text(llmfs_model *m, char *buf, size_t cap)
 void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out)
 {
     memset(out, 0, sizeof *out);
-    uint64_t rss = rss_bytes(), avail = meminfo_kb("MemAvailable") * 1024;
+    uint64_t rss = rss_bytes();
+    diag_model_facts f;
+    char w[1][DIAG_WARN_LEN];
+    diag_model_facts_get(m, &f);
+    if (diag_model_warnings(&f, w, 1) > 0)
+        snprintf(out->warning, sizeof out->warning, "%s", w[0]);
     pthread_mutex_lock(&m->mu);
     snprintf(out->state, sizeof out->state, "%s", model_state_name(m));
+    if (cpu_list_count(&m->cpus))
+        cpu_list_format(&m->cpus, out->cpus, sizeof out->cpus);
+    else
+        snprintf(out->cpus, sizeof out->cpus, "all");
+    out->n_threads = m->mdl ? backend_cpu_threads(m->mdl->cpu) : 0;
+    out->priority = m->priority;
     out->n_prompt_tokens = m->n_prompt_tokens;
     out->n_gen_tokens = m->n_gen_tokens;
     out->prompt_seconds = m->prompt_seconds;
@@ -1005,19 +1057,12 @@ void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out)
         out->kv_cells_used += (uint64_t)m->slots[i].n;
     out->kv_cells_total = m->kv ? (uint64_t)m->kv->n_ctx * (uint64_t)m->kv->n_seq : 0;
     out->kv_bytes = m->kv ? kv_cache_bytes(m->kv) : 0;
-    weight_bytes(m, &out->weight_bytes_cpu, &out->weight_bytes_gpu);
+    engine_weight_bytes(m, &out->weight_bytes_cpu, &out->weight_bytes_gpu);
     out->vram_used_load = m->vram_load;
     out->vram_used_now = m->vram_now;
     out->ram_rss = rss;
     out->requests = m->requests;
     out->errors = m->errors;
-    if (m->mdl && m->kv && m->settings.ctx > m->mdl->hp.n_ctx_train && m->mdl->hp.n_ctx_train > 0)
-        snprintf(out->warning, sizeof out->warning, "ctx %d exceeds the %d tokens the model was trained on",
-                 m->settings.ctx, m->mdl->hp.n_ctx_train);
-    else if (avail && out->weight_bytes_cpu + out->kv_bytes > rss + avail)
-        snprintf(out->warning, sizeof out->warning,
-                 "weights and KV cache (%.0f MiB) exceed the available RAM (%.0f MiB)",
-                 (out->weight_bytes_cpu + out->kv_bytes) / 1048576.0, (rss + avail) / 1048576.0);
     pthread_mutex_unlock(&m->mu);
 }
 

@@ -50,7 +50,7 @@ enum llmfs_scope {
 
 typedef struct llmfs_setting_info {
     const char *name;  /* "temp", "ctx", "cache_type_k", ... */
-    const char *type;  /* "int", "float", "bool", "string", "enum" */
+    const char *type;  /* "int", "octal", "float", "bool", "string", "text", "enum", "cpus" */
     const char *range; /* "0..2", "f16|q8_0|q4_0", "" */
     const char *def;   /* default as text */
     int scope;         /* the llmfs_scope where it may be set (bit mask) */
@@ -157,7 +157,10 @@ typedef struct llmfs_model_stats {
     uint64_t vram_used_load, vram_used_now; /* bytes; 0 without a GPU */
     uint64_t ram_rss;
     uint64_t requests, errors;
-    char warning[256];          /* e.g. model + KV exceed RAM; empty if none */
+    char warning[320];          /* the first of llmfs_model_warnings; empty if none */
+    char cpus[256];             /* cores the model's threads are pinned to ("0-11"), "all" unpinned */
+    int n_threads;              /* threads of single-token steps */
+    int priority;               /* the priority setting in force (0-3) */
 } llmfs_model_stats;
 void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out);
 
@@ -279,6 +282,23 @@ void llmfs_stream_wake(llmfs_stream *st);
  * not call watch/unwatch itself. Returns the token (> 0) or -EINVAL/-ENOMEM. For poll(2). */
 int llmfs_stream_watch(llmfs_stream *st, void (*fn)(void *arg), void *arg);
 void llmfs_stream_unwatch(llmfs_stream *st, int token);
+
+/* The known ways a model runs badly with its settings on this machine (KV cache
+ * quantized under speculative decoding, too little GPU headroom, threads on E-cores,
+ * swapping during generation, model + KV over the free RAM, parallel above 1 on a
+ * single-user profile, ...), as "warning TEXT\n" lines, each naming the setting to
+ * change; "" when none. For the model's stats and error files. Returns the length like
+ * snprintf. */
+int llmfs_model_warnings(llmfs_model *m, char *buf, size_t cap);
+
+/* ---- diagnostics ---- */
+
+/* The diag file: one line per check, "CHECK VALUE EXPECTED VERDICT [# reason]" with
+ * VERDICT ok, warn or unknown and every field one word, then a "warning MODEL none warn
+ * # TEXT" line per model warning. Reads /proc and /sys afresh (never runs a program);
+ * lf may be NULL (no daemon: no models and no mount-time counters). Malloc'd; NULL
+ * without memory. */
+char *llmfs_diag_text(llmfs *lf);
 
 /* ---- daemon stats ---- */
 typedef struct llmfs_gpu_info {

@@ -10,6 +10,7 @@
  * so a reader that sees EOF can write the next prompt at once.
  */
 #include "engine.h"
+#include "cpuset.h"
 #include "stream.h"
 
 #include <errno.h>
@@ -449,6 +450,9 @@ void *scheduler_main(void *arg)
 {
     sched sc = {.m = arg};
     llmfs_model *m = sc.m;
+    /* this thread runs a share of every split, so it goes where the helpers went; the
+     * load already checked the same placement on them */
+    cpu_place_thread(0, &m->cpus, m->priority, NULL);
     pthread_mutex_lock(&m->mu);
     while (!m->stopping) {
         int total = plan(&sc);

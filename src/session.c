@@ -33,6 +33,7 @@
 #include "engine.h"
 #include "chat.h"
 #include "stream.h"
+#include "sysroot.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -271,6 +272,9 @@ int session_end_turn_locked(llmfs_session *s, const char *reason, llmfs_stream *
     atomic_store(&s->stop_req, false);
     s->last_active = now;
     m->last_activity = now;
+    int64_t swap = sysroot_swap_pages();
+    if (swap >= 0 && m->swap_gen_start >= 0)
+        m->swap_gen_delta = swap - m->swap_gen_start;
     if (s->reset_after) {
         reset_conversation(s);
         s->reset_after = false;
@@ -656,6 +660,8 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
     if (rc == 0)
         transcript_begin(s, &ps, user, len);
 
+    /* swap counters before the generation, for the swap warning (read outside the lock) */
+    int64_t swap_now = rc == 0 ? sysroot_swap_pages() : -1;
     llmfs_stream *old_out = NULL;
     pthread_mutex_lock(&m->mu);
     s->preparing = false;
@@ -708,6 +714,7 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         s->n_cached = 0;
         s->n_gen = 0;
         s->t_prompt = engine_now();
+        m->swap_gen_start = swap_now;
         s->t_prefill = s->t_first = s->t_last = 0;
         s->ttft_ms = s->pp_tps = s->tg_tps = 0;
         s->stop_reason[0] = 0;

@@ -1,5 +1,6 @@
 /* settings.c — parsing, printing and checking settings, all driven by SETTINGS_LIST. */
 #include "settings.h"
+#include "cpuset.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -11,7 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
-enum set_type { T_INT, T_I64, T_OCTAL, T_FLOAT, T_BOOL, T_ENUM, T_STRING, T_TEXT, T_PROFILE };
+enum set_type { T_INT, T_I64, T_OCTAL, T_FLOAT, T_BOOL, T_ENUM, T_STRING, T_TEXT, T_PROFILE, T_CPUS };
 
 typedef struct setting_def {
     const char *name;
@@ -54,7 +55,7 @@ static pthread_once_t infos_once = PTHREAD_ONCE_INIT;
 static const char *type_names[] = {
     [T_INT] = "int",       [T_I64] = "int",   [T_OCTAL] = "octal", [T_FLOAT] = "float",
     [T_BOOL] = "bool",     [T_ENUM] = "enum", [T_STRING] = "string", [T_TEXT] = "text",
-    [T_PROFILE] = "enum",
+    [T_PROFILE] = "enum",  [T_CPUS] = "cpus",
 };
 
 static void infos_build(void)
@@ -90,6 +91,9 @@ static void infos_build(void)
             break;
         case T_PROFILE:
             snprintf(ranges[i], sizeof ranges[i], "%s", profile_choices);
+            break;
+        case T_CPUS:
+            snprintf(ranges[i], sizeof ranges[i], "cpu list|p-cores|e-cores");
             break;
         case T_STRING:
         case T_TEXT:
@@ -151,7 +155,7 @@ static const void *cfield(const llmfs_settings *s, int i)
 
 static bool is_string_type(enum set_type t)
 {
-    return t == T_STRING || t == T_TEXT || t == T_PROFILE;
+    return t == T_STRING || t == T_TEXT || t == T_PROFILE || t == T_CPUS;
 }
 
 /* ---- value parsing ---- */
@@ -292,6 +296,15 @@ static int parse_value(int i, const char *v, parsed *p, llmfs_error *err)
         p->i = k;
         return 0;
     }
+    case T_CPUS: {
+        llmfs_error e = {0};
+        if (cpu_affinity_check(v, &e) < 0)
+            return llmfs_errorf(err, EINVAL, "%s", e.msg);
+        p->str = strdup(v);
+        if (!p->str)
+            return llmfs_errorf(err, ENOMEM, "%s: out of memory", d->name);
+        return 0;
+    }
     case T_PROFILE:
         if (*v && !llmfs_profile(v))
             return llmfs_errorf(err, EINVAL, "profile: no profile '%s' (have %s)", v, profile_choices);
@@ -332,6 +345,7 @@ static void store_value(llmfs_settings *s, int i, parsed *p)
     case T_STRING:
     case T_TEXT:
     case T_PROFILE:
+    case T_CPUS:
         free(*(char **)f);
         *(char **)f = p->str;
         p->str = NULL;
@@ -548,7 +562,8 @@ static int value_text(const llmfs_settings *s, int i, char *buf, size_t cap)
         return enum_name(defs[i].choices, *(const int *)f, buf, cap);
     case T_STRING:
     case T_TEXT:
-    case T_PROFILE: {
+    case T_PROFILE:
+    case T_CPUS: {
         const char *v = *(char *const *)f;
         return escape_to(v ? v : "", buf, cap);
     }

@@ -22,7 +22,8 @@
  * (file modes), BOOL reads on|off (also true/false, yes/no, 1/0), ENUM one of the
  * '|'-separated choices (stored as its index), STRING one word or path, TEXT the rest
  * of the line (newlines and backslashes written as \n and \\), PROFILE the name of a
- * preset whose key=value pairs are applied when it is set. */
+ * preset whose key=value pairs are applied when it is set, CPUS a cpu list ("0-11,16"),
+ * "p-cores", "e-cores" or empty (cpuset.h), checked when set. */
 #define SET_T_INT int
 #define SET_T_I64 int64_t
 #define SET_T_OCTAL int
@@ -32,6 +33,7 @@
 #define SET_T_STRING char *
 #define SET_T_TEXT char *
 #define SET_T_PROFILE char *
+#define SET_T_CPUS char *
 
 #define S_D LLMFS_SCOPE_DAEMON
 #define S_M LLMFS_SCOPE_MODEL
@@ -65,6 +67,10 @@
     X(flash_attn, BOOL, S_M, 0, 0, "", "off", "fused attention kernel")                       \
     X(threads, INT, S_M, 0, 1024, "", "0", "CPU threads for generation; 0 the physical cores") \
     X(threads_batch, INT, S_M, 0, 1024, "", "0", "CPU threads for prompts; 0 same as threads") \
+    X(cpu_affinity, CPUS, S_M, 0, 0, "", "",                                                  \
+      "cores the model's threads run on: a list like 0-11,16, p-cores or e-cores; empty every core, on a hybrid CPU the P-cores") \
+    X(priority, INT, S_M, 0, 3, "", "0",                                                      \
+      "the model threads' priority: 0 unchanged, 1 nice -5, 2 nice -10, 3 SCHED_RR; refused beyond the user's rights") \
     X(ngl, INT, S_M, -1, 100000, "", "-1", "layers on the GPU; -1 all that fit, 0 none")      \
     X(override_tensor, STRING, S_M, 0, 0, "", "", "REGEX=DEVICE,... pins matching tensors to a device") \
     X(n_cpu_moe, INT, S_M, 0, 100000, "", "0", "keep the experts of the first N layers on the CPU") \

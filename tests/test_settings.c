@@ -69,6 +69,8 @@ static const char *other_value(const llmfs_setting_info *in)
     } else if (strcmp(in->type, "enum") == 0) {
         const char *bar = strrchr(in->range, '|');
         snprintf(buf, sizeof buf, "%s", bar ? bar + 1 : in->range);
+    } else if (strcmp(in->type, "cpus") == 0) {
+        snprintf(buf, sizeof buf, "0-1,3");
     } else if (strcmp(in->type, "text") == 0) {
         snprintf(buf, sizeof buf, "You are  a poet.\\nLine two \\\\ with backslash");
     } else {
