@@ -94,6 +94,24 @@ static int open_error(struct fs_file *f, const struct fs_target *t, llmfs_error 
     fs_text x = {0};
     if (msg[0])
         text_printf(&x, "%s\n", msg);
+    if (t->m && node_type(t->dir) == DIR_MODEL) { /* the known failure modes of its settings */
+        char w[4096];
+        if (llmfs_model_warnings(t->m, w, sizeof w) > 0)
+            text_puts(&x, w);
+    }
+    return keep(f, &x, text_finish(&x), err);
+}
+
+/* The machine checks, run at open. */
+static int open_diag(struct fs_file *f, const struct fs_target *t, llmfs_error *err)
+{
+    (void)t;
+    char *d = llmfs_diag_text(fs_srv.lf);
+    if (!d)
+        return llmfs_errorf(err, ENOMEM, "diag: out of memory");
+    fs_text x = {0};
+    text_puts(&x, d);
+    free(d);
     return keep(f, &x, text_finish(&x), err);
 }
 
@@ -192,6 +210,7 @@ static const fs_filetab files[] = {
     {"transcript",  0444, CONVERSATION, true,  open_transcript, size_transcript, NULL,         NULL},
     {"stats",       0444, ALL,          true,  open_stats,      NULL,            NULL,         NULL},
     {"metrics",     0444, IN_ROOT,      false, open_metrics,    NULL,            NULL,         NULL},
+    {"diag",        0444, IN_ROOT,      false, open_diag,       NULL,            NULL,         NULL},
     {"placement",   0444, IN_MODEL,     false, open_placement,  NULL,            NULL,         NULL},
     {"kv",          0444, IN_MODEL,     false, open_kv,         NULL,            NULL,         NULL},
     {"info",        0444, IN_MODEL,     false, open_info,       NULL,            NULL,         NULL},

@@ -85,8 +85,10 @@ int render_model_stats(llmfs_model *m, llmfs_session *s, fs_text *out)
                 ms.n_slots, ms.kv_cells_used, ms.kv_cells_total, ms.kv_bytes,
                 ms.weight_bytes_cpu, ms.weight_bytes_gpu, ms.vram_used_load, ms.vram_used_now,
                 ms.ram_rss);
-    if (ms.warning[0])
-        text_printf(out, "warning %s\n", ms.warning);
+    text_printf(out, "cpus %s\nthreads %d\npriority %d\n", ms.cpus, ms.n_threads, ms.priority);
+    char w[4096];
+    if (llmfs_model_warnings(m, w, sizeof w) > 0) /* "warning TEXT" lines */
+        text_puts(out, w);
     return text_finish(out);
 }
 
