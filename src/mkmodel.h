@@ -46,7 +46,9 @@ int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err);
  * "mxfp4" (every 2D weight of that type), "q4_k_m" (llama.cpp's Q4_K_M mix) and
  * "mxfp4_moe" (MXFP4 experts, Q8_0 elsewhere). Returns the llama_ftype number for
  * general.file_type (1038 for "mxfp4", written as 38 like "mxfp4_moe"), or -1 if
- * unknown. The other IQ types need an importance matrix and are not offered. */
+ * unknown. The IQ3/IQ2/IQ1 grid types ("iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s",
+ * "iq1_s", "iq1_m") have no quantizer (llama.cpp needs an importance matrix): their
+ * weights are random grid codes scaled to the other types' statistics. */
 int mkmodel_ftype_from_name(const char *name);
 
 /* The type llama.cpp's quantizer gives the 2D/3D weight `name` (of layer il, row length

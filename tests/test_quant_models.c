@@ -3,6 +3,7 @@
  * the same random-normal weights at twelve precisions, so each must decode to the F16
  * file's values within its quantization error, with the standard deviations the
  * generator used (1/sqrt(fan_in); 16/sqrt(fan_in) for attn_output and ffn_down). */
+#include "backend.h"
 #include "gguf.h"
 #include "quant.h"
 #include "testutil.h"
@@ -237,6 +238,76 @@ START_TEST(test_tq_models_agree)
 }
 END_TEST
 
+/* MXFP4 experts (3D tensors, as gpt-oss ships them) through the CPU backend's MoE path:
+ * the same as F32 experts holding the dequantized MXFP4 values, up to the rounding of
+ * the activations to Q8_0 (about 1e-2). */
+static void weight3(tensor *t, int type, int64_t ne0, int64_t ne1, int64_t ne2, const float *x)
+{
+    memset(t, 0, sizeof *t);
+    size_t rb = type_row_bytes(type, ne0);
+    t->type = type;
+    t->ne[0] = ne0;
+    t->ne[1] = ne1;
+    t->ne[2] = ne2;
+    t->nb1 = rb;
+    t->nb2 = rb * (size_t)ne1;
+    t->data = malloc(t->nb2 * (size_t)ne2);
+    for (int64_t r = 0; r < ne1 * ne2; r++)
+        quantize_row(type, x + r * ne0, (char *)t->data + rb * (size_t)r, ne0);
+}
+
+START_TEST(test_moe_mxfp4_experts)
+{
+    const int E = 8, K = 2, d = 160, ff = 96, n = 6;
+    backend *be = backend_cpu_new(2, 2);
+    ck_assert_ptr_nonnull(be);
+    test_rand_seed(77);
+    tensor q[3], f[3];
+    const int64_t ne0[3] = {d, d, ff}, ne1[3] = {ff, ff, d};
+    for (int k = 0; k < 3; k++) {
+        int64_t cnt = ne0[k] * ne1[k] * E;
+        float *x = malloc(sizeof *x * (size_t)cnt);
+        for (int64_t i = 0; i < cnt; i++)
+            x[i] = test_normal() / sqrtf((float)ne0[k]);
+        weight3(&q[k], T_MXFP4, ne0[k], ne1[k], E, x);
+        /* the F32 twin holds exactly what the MXFP4 rows decode to */
+        for (int64_t r = 0; r < ne1[k] * E; r++)
+            dequantize_row(T_MXFP4, (const char *)q[k].data + q[k].nb1 * (size_t)r, x + r * ne0[k], ne0[k]);
+        weight3(&f[k], T_F32, ne0[k], ne1[k], E, x);
+        q[k].be = f[k].be = be;
+        free(x);
+    }
+    float x[6 * 160], logits[6 * 8], w[6 * 2], out_q[6 * 160], out_f[6 * 160];
+    int32_t ids[6 * 2], tok[6], pos[6], seq[6] = {0};
+    for (int i = 0; i < n * d; i++)
+        x[i] = test_normal();
+    for (int i = 0; i < n * E; i++)
+        logits[i] = 2 * test_normal();
+    for (int i = 0; i < n; i++)
+        tok[i] = pos[i] = i;
+    fwd_batch b = {n, tok, pos, seq, NULL};
+    ck_assert_int_eq(be->ops->begin(be, &b), 0);
+    be->ops->topk_softmax(be, ids, w, logits, n, E, K, true);
+    be->ops->moe_ffn(be, out_q, x, &q[0], &q[1], &q[2], ids, w, n, K);
+    be->ops->moe_ffn(be, out_f, x, &f[0], &f[1], &f[2], ids, w, n, K);
+    for (int t = 0; t < n; t++) {
+        double e = 0, s = 0;
+        for (int i = 0; i < d; i++) {
+            double dd = (double)out_q[t * d + i] - out_f[t * d + i];
+            e += dd * dd;
+            s += (double)out_f[t * d + i] * out_f[t * d + i];
+        }
+        ck_assert(s > 0);
+        ck_assert_msg(sqrt(e / s) < 2.5e-2, "token %d: MXFP4 experts differ by %g", t, sqrt(e / s));
+    }
+    for (int k = 0; k < 3; k++) {
+        free(q[k].data);
+        free(f[k].data);
+    }
+    backend_free(be);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("quant_models");
@@ -246,6 +317,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_qwen3_tiny_q4_k);
     tcase_add_test(tc, test_fast_dequant_models);
     tcase_add_test(tc, test_tq_models_agree);
+    tcase_add_test(tc, test_moe_mxfp4_experts);
     suite_add_tcase(s, tc);
     return s;
 }
