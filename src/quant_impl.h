@@ -177,6 +177,7 @@ void quant_ref_fill_iq(quant_kernels *k);
 void quant_avx2_fill(quant_kernels *k);
 void quant_iq_avx2_fill(quant_kernels *k); /* called by quant_avx2_fill */
 void quant_avx512_fill(quant_kernels *k);
+void quant_iq_avx512_fill(quant_kernels *k); /* called by quant_avx512_fill */
 
 /* ---- helpers shared by the scalar code ---- */
 

@@ -374,28 +374,37 @@ static inline int clampi(int v, int lo, int hi)
     return v < lo ? lo : v > hi ? hi : v;
 }
 
-/* The code of the table value nearest to v (tables are sorted within 0..7 / 8..15 for
- * MXFP4, fully for IQ4_NL; a plain scan serves both). */
+/* The code of the table value nearest to v. IQ4_NL's values are sorted, so a binary
+ * search; MXFP4's are 0..12 (codes 0..7) and their negatives (8..15), so the sign picks
+ * the half and a search over the magnitudes the code. Ties go to the lower code. */
+static inline int nearest_sorted(const int8_t *t, int len, float v)
+{
+    int lo = 0, hi = len - 1;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (v < t[mid])
+            hi = mid;
+        else
+            lo = mid;
+    }
+    return fabsf(v - t[lo]) <= fabsf(v - t[hi]) ? lo : hi;
+}
+
 static inline int nearest_code(const int8_t *table, float v)
 {
-    int best = 0;
-    float be = fabsf(v - table[0]);
-    for (int k = 1; k < 16; k++) {
-        float e = fabsf(v - table[k]);
-        if (e < be) {
-            be = e;
-            best = k;
-        }
-    }
-    return best;
+    if (table == quant_iq4nl_values)
+        return nearest_sorted(table, 16, v);
+    int k = nearest_sorted(table, 8, fabsf(v));
+    return v < 0 && k ? k + 8 : k;
 }
 
 /* Squared error of 32 values coded against table with scale d (codes to q when set). */
 static float nl_fit(const int8_t *table, const float *x, float d, uint8_t *codes)
 {
-    float id = d != 0 ? 1 / d : 0, err = 0;
+    float err = 0;
     for (int j = 0; j < 32; j++) {
-        int k = nearest_code(table, x[j] * id);
+        /* a division: 1/d overflows for MXFP4's smallest scales */
+        int k = nearest_code(table, d != 0 ? x[j] / d : 0);
         float e = x[j] - d * table[k];
         err += e * e;
         if (codes)
