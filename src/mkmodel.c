@@ -114,7 +114,10 @@ int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err)
 
 /* ---- file types ---- */
 
-enum { FT_Q4_K_M = 15 };
+/* MXFP4_MOE (38) stores MXFP4 in the expert tensors only and Q8_0 elsewhere; "mxfp4"
+ * puts MXFP4 in every weight (llama-quantize MXFP4_MOE --pure, as the llama-tiny-mxfp4
+ * test model was made). Both write general.file_type 38; FT_MXFP4_PURE is ours. */
+enum { FT_Q4_K_M = 15, FT_MXFP4_MOE = 38, FT_MXFP4_PURE = 1038 };
 
 static const struct {
     const char *name;
@@ -125,6 +128,12 @@ static const struct {
     {"q4_1", 3, T_Q4_1},  {"q5_0", 8, T_Q5_0},  {"q5_1", 9, T_Q5_1},  {"q8_0", 7, T_Q8_0},
     {"q2_k", 10, T_Q2_K}, {"q3_k", 11, T_Q3_K}, {"q4_k", 14, T_Q4_K}, {"q5_k", 16, T_Q5_K},
     {"q6_k", 18, T_Q6_K}, {"q4_k_m", FT_Q4_K_M, T_Q4_K},
+    {"iq4_nl", 25, T_IQ4_NL}, {"iq4_xs", 30, T_IQ4_XS}, {"tq1_0", 36, T_TQ1_0}, {"tq2_0", 37, T_TQ2_0},
+    {"mxfp4", FT_MXFP4_PURE, T_MXFP4}, {"mxfp4_moe", FT_MXFP4_MOE, T_Q8_0},
+    /* grid types: random grid codes (see grid_row), named by tensor type; IQ2_S tensors
+     * are what llama.cpp's IQ2_M file type holds */
+    {"iq3_xxs", 23, T_IQ3_XXS}, {"iq3_s", 26, T_IQ3_S}, {"iq2_xxs", 19, T_IQ2_XXS},
+    {"iq2_xs", 20, T_IQ2_XS},   {"iq2_s", 29, T_IQ2_S},  {"iq1_s", 24, T_IQ1_S}, {"iq1_m", 31, T_IQ1_M},
 };
 #define N_FTYPES ((int)(sizeof ftypes / sizeof ftypes[0]))
 
@@ -163,6 +172,8 @@ int mkmodel_tensor_type(int ftype, const char *name, int64_t ne0, int il, const 
     int t = ftype_base_type(ftype);
     if (t < 0)
         return -1;
+    if (ftype == FT_MXFP4_MOE && has(name, "_exps"))
+        t = T_MXFP4;
     if (ftype == FT_Q4_K_M) {
         bool is_output = strcmp(name, "output.weight") == 0 ||
                          (s->tied && strcmp(name, "token_embd.weight") == 0);
@@ -191,6 +202,10 @@ int mkmodel_tensor_type(int ftype, const char *name, int64_t ne0, int il, const 
         case T_Q4_K: t = T_Q5_0; break;
         case T_Q5_K: t = T_Q5_1; break;
         case T_Q6_K: t = T_Q8_0; break;
+        case T_IQ4_XS: t = T_IQ4_NL; break;
+        case T_TQ1_0: case T_TQ2_0: t = T_Q4_0; break;
+        case T_IQ3_XXS: case T_IQ3_S: case T_IQ2_XXS: case T_IQ2_XS: case T_IQ2_S: case T_IQ1_S:
+        case T_IQ1_M: t = T_IQ4_NL; break;
         default: break;
         }
         tr = type_info(t);
@@ -337,6 +352,50 @@ static void fill_row(const tspec *ts, float *x, int64_t n, uint64_t row, uint64_
     }
 }
 
+/* The grid types (IQ3/IQ2/IQ1) have no quantizer here: llama.cpp makes them with an
+ * importance-weighted search. The weights are random anyway, so their rows are drawn as
+ * random codes (grid indices, signs, sub-block scales), and each block's f16 scale is
+ * set so that the block has the root mean square of x's block: the same statistics as
+ * the other types' weights, and every code path of the decoder in use. */
+#define QK_GRID_BLOCK 256
+
+static void grid_row(int type, const float *x, uint8_t *dst, int64_t n, rng *r)
+{
+    const type_traits *t = type_info(type);
+    size_t bytes = type_row_bytes(type, n);
+    for (size_t i = 0; i < bytes; i += 8) {
+        uint64_t v = rng_next(r);
+        memcpy(dst + i, &v, bytes - i < 8 ? bytes - i : 8);
+    }
+    float y[QK_GRID_BLOCK];
+    for (int64_t b = 0; b < n / t->block; b++) {
+        uint8_t *q = dst + (size_t)b * t->block_bytes;
+        for (int pass = 0; pass < 2; pass++) {
+            /* pass 0 decodes with d = 1, pass 1 stores the d that fits */
+            float d = 1.0f;
+            if (pass) {
+                dequantize_row(type, q, y, t->block);
+                double sx = 0, sy = 0;
+                for (int i = 0; i < t->block; i++) {
+                    sx += (double)x[b * t->block + i] * x[b * t->block + i];
+                    sy += (double)y[i] * y[i];
+                }
+                d = sy > 0 ? (float)sqrt(sx / sy) : 0.0f;
+            }
+            uint16_t h = f32_to_f16(d);
+            if (type == T_IQ1_M) { /* the top nibbles of the four scale words */
+                uint16_t sc[4];
+                memcpy(sc, q + 48, 8);
+                for (int k = 0; k < 4; k++)
+                    sc[k] = (uint16_t)((sc[k] & 0x0fff) | ((h >> (4 * k)) & 15) << 12);
+                memcpy(q + 48, sc, 8);
+            } else {
+                memcpy(q, &h, 2);
+            }
+        }
+    }
+}
+
 static void chunk_worker(void *ctx, int ith, int nth)
 {
     const chunk_job *j = ctx;
@@ -344,13 +403,18 @@ static void chunk_worker(void *ctx, int ith, int nth)
     int64_t lo = j->n_rows * ith / nth, hi = j->n_rows * (ith + 1) / nth;
     float *x = ts->gen->scratch[ith];
     int64_t n = ts->ne[0];
-    for (int64_t r = lo; r < hi; r++) {
-        uint8_t *dst = j->out + (size_t)r * j->row_bytes;
-        fill_row(ts, x, n, (uint64_t)(j->row0 + r), ts->gen->o->seed);
-        if (ts->type == T_F32)
+    for (int64_t r_ = lo; r_ < hi; r_++) {
+        uint8_t *dst = j->out + (size_t)r_ * j->row_bytes;
+        fill_row(ts, x, n, (uint64_t)(j->row0 + r_), ts->gen->o->seed);
+        if (ts->type == T_F32) {
             memcpy(dst, x, (size_t)n * sizeof(float));
-        else
+        } else if (!type_info(ts->type)->has_quantize) {
+            rng r;
+            rng_seed(&r, ts->gen->o->seed, ts->stream ^ 0x9d5c0de5ull, (uint64_t)(j->row0 + r_));
+            grid_row(ts->type, x, dst, n, &r);
+        } else {
             quantize_row(ts->type, x, dst, n);
+        }
     }
 }
 
@@ -534,7 +598,7 @@ static void put_arch_kv(gguf_writer *w, const mkmodel_shape *s, int ftype, int n
 #define KEY(suffix) (snprintf(k, sizeof k, "%s." suffix, a), k)
     gguf_w_str(w, "general.architecture", a);
     gguf_w_str(w, "general.name", s->name);
-    gguf_w_u32(w, "general.file_type", (uint32_t)ftype);
+    gguf_w_u32(w, "general.file_type", (uint32_t)(ftype == FT_MXFP4_PURE ? FT_MXFP4_MOE : ftype));
     gguf_w_u32(w, "general.quantization_version", 2);
     gguf_w_u32(w, KEY("context_length"), (uint32_t)s->n_ctx);
     gguf_w_u32(w, KEY("embedding_length"), (uint32_t)s->n_embd);

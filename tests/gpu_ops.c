@@ -110,10 +110,35 @@ typedef struct wpair {
 } wpair;
 
 static const int all_types[] = {T_F32,  T_F16,  T_BF16, T_Q4_0, T_Q4_1, T_Q5_0, T_Q5_1,
-                                T_Q8_0, T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K};
+                                T_Q8_0, T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K,
+                                T_IQ4_NL, T_MXFP4, T_IQ4_XS, T_TQ1_0, T_TQ2_0, T_IQ3_XXS,
+                                T_IQ3_S, T_IQ2_XXS, T_IQ2_XS, T_IQ2_S, T_IQ1_S, T_IQ1_M};
 #define N_TYPES ((int)(sizeof all_types / sizeof all_types[0]))
 
 static bool is_float(int t) { return t == T_F32 || t == T_F16 || t == T_BF16; }
+
+/* The grid types have no quantizer (llama.cpp needs an importance matrix for them):
+ * rows of random grid indices, signs and scales, with the f16 super-scale set so that
+ * values come out near s. */
+static void random_grid_row(int type, int64_t ne0, unsigned char *row, float s)
+{
+    const type_traits *t = type_info(type);
+    for (size_t i = 0; i < type_row_bytes(type, ne0); i++)
+        row[i] = (unsigned char)test_rand();
+    for (int64_t b = 0; b < ne0 / t->block; b++) {
+        unsigned char *q = row + (size_t)b * t->block_bytes;
+        uint16_t d = f32_to_f16(s * (test_uniform() + 0.5f) / (type == T_IQ3_S ? 60 : 8));
+        if (type == T_IQ1_M) { /* the top nibbles of the four scale words */
+            uint16_t sc[4];
+            memcpy(sc, q + 48, 8);
+            for (int k = 0; k < 4; k++)
+                sc[k] = (uint16_t)((sc[k] & 0x0fff) | ((d >> (4 * k)) & 15) << 12);
+            memcpy(q + 48, sc, 8);
+        } else {
+            memcpy(q, &d, 2);
+        }
+    }
+}
 
 /* rows of normals (scale s) stored as type, ne2 experts of ne1 x ne0 */
 static void make_weight(wpair *w, const char *name, int type, int64_t ne0, int64_t ne1, int64_t ne2, float s)
@@ -124,6 +149,10 @@ static void make_weight(wpair *w, const char *name, int type, int64_t ne0, int64
     w->host = malloc(rb * (size_t)rows);
     float *x = randn(ne0, 1);
     for (int64_t r = 0; r < rows; r++) {
+        if (!type_info(type)->has_quantize) {
+            random_grid_row(type, ne0, (unsigned char *)w->host + rb * (size_t)r, s);
+            continue;
+        }
         for (int64_t i = 0; i < ne0; i++)
             x[i] = test_normal() * s;
         quantize_row(type, x, (char *)w->host + rb * (size_t)r, ne0);
@@ -792,8 +821,9 @@ START_TEST(moe_experts)
 {
     const int ns[] = {1, 3, 17, 64, 200};
     const int types[][2] = {{T_Q8_0, T_Q8_0}, {T_Q4_K, T_Q6_K}, {T_F16, T_F16}, {T_F32, T_F32},
-                            {T_Q4_0, T_Q5_1}, {T_Q2_K, T_Q3_K}, {T_BF16, T_Q5_K}};
-    for (int t = 0; t < 7; t++)
+                            {T_Q4_0, T_Q5_1}, {T_Q2_K, T_Q3_K}, {T_BF16, T_Q5_K},
+                            {T_MXFP4, T_MXFP4}, {T_IQ4_XS, T_IQ2_XXS}};
+    for (int t = 0; t < 9; t++)
         for (int i = 0; i < 5; i++)
             moe_case(types[t][0], types[t][1], ns[i], 8, 2, 256, 512);
     moe_case(T_Q4_K, T_Q6_K, 1, 128, 8, 512, 256);
