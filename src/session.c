@@ -223,7 +223,7 @@ llmfs_session *llmfs_session_new(llmfs_model *m, llmfs_error *err)
 
 /* ---- ends of turns ---- */
 
-void session_reply_append(llmfs_session *s, const char *text, size_t n)
+int session_reply_append(llmfs_session *s, const char *text, size_t n)
 {
     if (s->reply_len + n + 1 > s->reply_cap) {
         size_t cap = s->reply_cap ? s->reply_cap : 256;
@@ -231,13 +231,14 @@ void session_reply_append(llmfs_session *s, const char *text, size_t n)
             cap *= 2;
         char *r = realloc(s->reply, cap);
         if (!r)
-            return; /* the stream has the text; only the conversation loses it */
+            return -ENOMEM;
         s->reply = r;
         s->reply_cap = cap;
     }
     memcpy(s->reply + s->reply_len, text, n);
     s->reply_len += n;
     s->reply[s->reply_len] = 0;
+    return 0;
 }
 
 /* Flags for session_end_turn_streams. */
