@@ -26,4 +26,12 @@ long fault_reads(void);
 /* Whether the armed failure happened. */
 bool fault_fired(void);
 
+/* The same for the CUDA backend's device and pinned allocations (cudaMalloc,
+ * cudaHostAlloc), on the simulated device only (tests/fault_cuda.c, LLMFS_FAULT_CUDA):
+ * the nth from now fails with cudaErrorMemoryAllocation. */
+void fault_arm_device(long nth_alloc);
+void fault_disarm_device(void);
+long fault_device_allocs(void);
+bool fault_device_fired(void);
+
 #endif

@@ -386,17 +386,19 @@ static void op(input *in)
     case 0: { /* load */
         unsigned k = next(in) % N_SLOTS, f = next(in) % N_FILES, n = next(in) % 4;
         char extra[4][300];
-        const char *set[6] = {"threads=1", "ctx=256"};
+        /* short replies by default, so that an input runs in a fraction of a second (a
+         * ctl line may still ask for long ones) */
+        const char *set[7] = {"threads=1", "ctx=256", "n_predict=12"};
         for (unsigned i = 0; i < n; i++) {
             gen_line(in, extra[i], sizeof extra[i]);
-            set[2 + i] = extra[i];
+            set[3 + i] = extra[i];
         }
         if (next(in) & 1) {
-            rc = llmfs_model_load(lf, names[k], model_paths[f], set, 2 + (int)n, &e);
+            rc = llmfs_model_load(lf, names[k], model_paths[f], set, 3 + (int)n, &e);
         } else {
             /* through the root ctl: the words are split there */
             int o = snprintf(line, sizeof line, "load %s %s", names[k], model_paths[f]);
-            for (unsigned i = 0; i < 2 + n && o < (int)sizeof line; i++)
+            for (unsigned i = 0; i < 3 + n && o < (int)sizeof line; i++)
                 o += snprintf(line + o, sizeof line - (size_t)o, " %s", set[i]);
             rc = llmfs_ctl(lf, line, &e);
         }
@@ -463,7 +465,7 @@ static void op(input *in)
     case 7: { /* wait for a reply (stopping it after a while) */
         llmfs_session *s = sessions[next(in) % N_SESS];
         if (s)
-            settle(s, (int)(next(in) % 8) * 50);
+            settle(s, (int)(next(in) % 8) * 25);
         break;
     }
     case 8: /* root ctl */
