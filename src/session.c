@@ -663,22 +663,13 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
     if (rc == 0 && (s->closed || m->state != MS_READY))
         rc = s->closed ? llmfs_errorf(&e, ENOENT, "session %d is closed", s->id)
                        : llmfs_errorf(&e, ENODEV, "model %s is unloaded", m->name);
-    chat_turn *t = NULL;
-    if (rc == 0 && ps.mode == MODE_CHAT) {
-        if (s->n_conv == s->cap_conv) {
-            int cap = s->cap_conv ? s->cap_conv * 2 : 8;
-            chat_turn *p = realloc(s->conv, sizeof *p * (size_t)cap);
-            if (p)
-                s->conv = p, s->cap_conv = cap;
-        }
-        if (s->n_conv < s->cap_conv) {
-            t = &s->conv[s->n_conv];
-            t->user = user;
-            t->assistant = NULL;
-            user = NULL;
-        } else {
+    if (rc == 0 && ps.mode == MODE_CHAT && s->n_conv == s->cap_conv) {
+        int cap = s->cap_conv ? s->cap_conv * 2 : 8;
+        chat_turn *p = realloc(s->conv, sizeof *p * (size_t)cap);
+        if (p)
+            s->conv = p, s->cap_conv = cap;
+        else
             rc = llmfs_errorf(&e, ENOMEM, "out of memory");
-        }
     }
     llmfs_stream *fresh = NULL;
     if (rc == 0 && s->out_used) {
@@ -687,8 +678,13 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
             rc = llmfs_errorf(&e, ENOMEM, "out of memory");
     }
     if (rc == 0) {
-        if (t)
-            s->n_conv++;
+        /* the turn joins the conversation only once nothing can fail any more */
+        if (ps.mode == MODE_CHAT) {
+            chat_turn *t = &s->conv[s->n_conv++];
+            t->user = user;
+            t->assistant = NULL;
+            user = NULL;
+        }
         if (fresh) {
             old_out = s->out;
             s->out = fresh;
