@@ -72,7 +72,8 @@ START_TEST(device_allocations_fail_cleanly)
     lf = llmfs_new(&e);
     ck_assert_ptr_nonnull(lf);
     const char *file = "llama-tiny-q8_0.gguf", *prompt = "Once upon a time";
-    static char want[REPLY_MAX], got[REPLY_MAX];
+    /* each backend's own greedy reply: the device's rounding may pick other tokens */
+    static char want[REPLY_MAX], want_gpu[REPLY_MAX], got[REPLY_MAX];
     ck_assert_int_eq(llmfs_model_load(lf, "cpu", model_path(file), cpu_opts, 6, &e), 0);
     llmfs_model *cpu = llmfs_model_get(lf, "cpu");
     llmfs_session *cs = llmfs_session_default(cpu);
@@ -83,10 +84,10 @@ START_TEST(device_allocations_fail_cleanly)
     ck_assert_int_eq(llmfs_model_load(lf, "g", model_path(file), gpu_opts, 7, &e), 0);
     llmfs_model *g = llmfs_model_get(lf, "g");
     llmfs_session *gs = llmfs_session_default(g);
-    int rc = ask(gs, prompt, got, &e);
+    int rc = ask(gs, prompt, want_gpu, &e);
     fault_disarm_device();
     ck_assert_int_eq(rc, 0);
-    ck_assert_str_eq(got, want);
+    ck_assert_uint_gt(strlen(want_gpu), 0);
     llmfs_session_put(gs);
     llmfs_model_put(g);
     ck_assert_int_eq(llmfs_model_unload(lf, "g", &e), 0);
@@ -102,6 +103,11 @@ START_TEST(device_allocations_fail_cleanly)
         llmfs_session_stats ss = {0};
         if (rc == 0) {
             g = llmfs_model_get(lf, "g");
+            /* a device that cannot start leaves every layer on the CPU (the placement
+             * note says so): then the CPU's reply is the right one */
+            llmfs_model_stats ms;
+            llmfs_model_stats_get(g, &ms);
+            const char *expect = ms.weight_bytes_gpu ? want_gpu : want;
             gs = llmfs_session_default(g);
             rc = ask(gs, prompt, got, &e);
             llmfs_session_stats_get(gs, &ss);
@@ -116,7 +122,8 @@ START_TEST(device_allocations_fail_cleanly)
             } else if (strcmp(ss.stop_reason, "error") == 0) {
                 ck_assert_msg(reply_err[0], "failure %ld: a reply ended in error without a reason", n);
             } else {
-                ck_assert_msg(strcmp(got, want) == 0, "failure %ld absorbed, but '%s' not '%s'", n, got, want);
+                ck_assert_msg(strcmp(got, expect) == 0, "failure %ld absorbed, but '%s' not '%s'", n, got,
+                              expect);
             }
             ck_assert_int_eq(llmfs_model_unload(lf, "g", &e), 0);
         } else {
@@ -136,7 +143,7 @@ START_TEST(device_allocations_fail_cleanly)
     g = llmfs_model_get(lf, "g");
     gs = llmfs_session_default(g);
     ck_assert_int_eq(ask(gs, prompt, got, &e), 0);
-    ck_assert_str_eq(got, want);
+    ck_assert_str_eq(got, want_gpu);
     llmfs_session_put(gs);
     llmfs_model_put(g);
     llmfs_session_put(cs);

@@ -96,7 +96,7 @@ static void check_rc(int rc, const llmfs_error *e)
     if (rc == 0)
         return;
     static const int known[] = {ENOENT, EINVAL, EACCES, EPERM,  EEXIST, EBUSY, E2BIG,
-                                EFBIG,  EMFILE, ENOMEM, EAGAIN, ENODEV, ENOSPC};
+                                EFBIG,  EMFILE, ENOMEM, EAGAIN, ENODEV, EIO};
     bool ok = false;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         ok |= rc == -known[i];
