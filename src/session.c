@@ -654,7 +654,8 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         if (!smp)
             rc = llmfs_errorf(&e, ENOMEM, "out of memory for the sampler");
     }
-    if (rc == 0)
+    bool begun = rc == 0;
+    if (begun)
         transcript_begin(s, &ps, user, len);
 
     llmfs_stream *old_out = NULL;
@@ -724,6 +725,9 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
     }
     bool closed_meanwhile = rc < 0 && s->closed;
     pthread_mutex_unlock(&m->mu);
+    if (begun && rc < 0) /* the turn's header is in the transcript: so must be its end */
+        stream_printf(s->transcript, "### end error (%s): prompt %d tokens (0 cached), 0 generated, ttft 0.0 ms, "
+                                     "0.0 tokens/s\n", e.msg, n);
     if (old_out)
         llmfs_stream_put(old_out);
     free(user);

@@ -214,6 +214,22 @@ static void prompt_walk(const char *file, const char *const *opts, int n_opts, c
         rc = ask(s, prompt, got, &e);
         fault_disarm();
         ck_assert_msg(rc != -ETIMEDOUT, "prompt, failure %ld: the reply did not end", n);
+        /* a turn in the transcript always has its end line, however it ended */
+        llmfs_stream *tr = llmfs_session_transcript(s);
+        static char log[REPLY_MAX];
+        bool done;
+        uint64_t size = llmfs_stream_size(tr, &done);
+        size_t from = size > sizeof log - 1 ? (size_t)size - (sizeof log - 1) : 0;
+        size_t got_n = llmfs_stream_read(tr, log, (size_t)size - from, from);
+        log[got_n] = 0;
+        llmfs_stream_put(tr);
+        char *last_turn = NULL, *last_end = NULL;
+        for (char *p = strstr(log, "### turn"); p; p = strstr(p + 1, "### turn"))
+            last_turn = p;
+        for (char *p = strstr(log, "### end"); p; p = strstr(p + 1, "### end"))
+            last_end = p;
+        ck_assert_msg(!last_turn || (last_end && last_end > last_turn),
+                      "prompt, failure %ld: the transcript's last turn has no end line", n);
         if (rc < 0) {
             assert_errno(rc, &e, "prompt", n);
         } else {
