@@ -162,6 +162,8 @@ int ctl_root_text(llmfs *lf, fs_text *out)
 {
     llmfs_model *models[MODELS_MAX];
     int n = models_get(lf, models);
+    if (n < 0)
+        return n;
     for (int i = 0; i < n; i++) {
         llmfs_model_info info;
         llmfs_model_info_get(models[i], &info);

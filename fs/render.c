@@ -15,6 +15,8 @@ int render_models(llmfs *lf, fs_text *out)
 {
     llmfs_model *models[MODELS_MAX];
     int n = models_get(lf, models);
+    if (n < 0)
+        return n;
     for (int i = 0; i < n; i++) {
         llmfs_model_info info;
         llmfs_model_info_get(models[i], &info);
@@ -96,11 +98,15 @@ int render_placement(llmfs_model *m, fs_text *out)
 {
     /* The core's rows end with a `total` row per device. */
     int n = llmfs_model_placement(m, NULL, 0);
+    if (n < 0)
+        return n;
     llmfs_placement_row *rows = n > 0 ? calloc((size_t)n, sizeof *rows) : NULL;
     if (n > 0 && !rows)
         return -ENOMEM;
-    if (n > 0)
-        n = llmfs_model_placement(m, rows, n);
+    if (n > 0 && (n = llmfs_model_placement(m, rows, n)) < 0) {
+        free(rows);
+        return n;
+    }
     for (int i = 0; i < n; i++)
         text_printf(out, "%s %s %s %" PRIu64 "\n", rows[i].group, rows[i].device, rows[i].type,
                     rows[i].bytes);
@@ -291,6 +297,10 @@ int render_metrics(llmfs *lf, fs_text *out)
 
     llmfs_model *models[MODELS_MAX];
     int n = models_get(lf, models);
+    if (n < 0) {
+        text_free(out);
+        return n;
+    }
     if (n == 0) {
         models_put(models, n);
         return text_finish(out);

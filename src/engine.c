@@ -218,8 +218,14 @@ int llmfs_model_names(llmfs *lf, char **names, int cap)
     pthread_mutex_lock(&lf->mu);
     for (llmfs_model *m = lf->models; m && n < cap; m = m->next) {
         names[n] = strdup(m->name);
-        if (names[n])
-            n++;
+        if (!names[n]) {
+            /* a list with a model missing would read as "not loaded" */
+            pthread_mutex_unlock(&lf->mu);
+            while (n > 0)
+                free(names[--n]);
+            return -ENOMEM;
+        }
+        n++;
     }
     pthread_mutex_unlock(&lf->mu);
     return n;
@@ -656,39 +662,71 @@ static bool any_busy(llmfs_model *m)
 
 static bool changed(const llmfs_settings *a, const llmfs_settings *b, const char *key)
 {
-    char x[4096], y[4096];
-    settings_get(a, key, x, sizeof x);
-    settings_get(b, key, y, sizeof y);
-    return strcmp(x, y) != 0;
+    char x[512], y[512];
+    int nx = settings_get(a, key, x, sizeof x), ny = settings_get(b, key, y, sizeof y);
+    if (nx != ny)
+        return true;
+    if (nx < (int)sizeof x)
+        return strcmp(x, y) != 0;
+    /* long strings (override_tensor): compare the whole text */
+    char *lx = malloc((size_t)nx + 1), *ly = malloc((size_t)ny + 1);
+    bool diff = true;
+    if (lx && ly) {
+        settings_get(a, key, lx, (size_t)nx + 1);
+        settings_get(b, key, ly, (size_t)ny + 1);
+        diff = strcmp(lx, ly) != 0;
+    }
+    free(lx);
+    free(ly);
+    return diff;
 }
 
-static const char *const kv_keys[] = {"ctx", "parallel", "cache_type_k", "cache_type_v"};
-static const char *const load_keys[] = {"threads", "threads_batch", "cpu_affinity", "priority", "ngl", "override_tensor", "n_cpu_moe",
-                                        "fit", "fit_target", "fit_ctx", "vram_limit", "mmap", "mlock"};
-
-/* A model-scope line (m->mu held). */
+/* A model-scope line (m->mu held). What a changed value needs before it may be used
+ * comes from the table's applies column (settings.h). Buffers are reallocated only
+ * while no session generates: the scheduler runs a step without the lock, and a step
+ * happens only while some session is queued or generating. */
 static int model_setting(llmfs_model *m, const char *line, int idx, llmfs_error *err)
 {
     llmfs_settings tmp;
     settings_copy(&tmp, &m->settings);
     int rc = settings_set_line(&tmp, LLMFS_SCOPE_MODEL, line, err);
-    bool kv_changed = false;
+    bool kv_changed = false, scratch_changed = false;
     const char *name = settings_info(idx)->name;
     bool via_profile = strcmp(name, "profile") == 0;
-    for (size_t i = 0; rc == 0 && i < sizeof load_keys / sizeof load_keys[0]; i++)
-        if (!via_profile && changed(&tmp, &m->settings, load_keys[i]))
-            rc = llmfs_errorf(err, EBUSY, "%s applies when the model is loaded: unload and load it with %s=...",
-                              load_keys[i], load_keys[i]);
-    for (size_t i = 0; rc == 0 && i < sizeof kv_keys / sizeof kv_keys[0]; i++)
-        kv_changed |= changed(&tmp, &m->settings, kv_keys[i]);
-    if (rc == 0 && kv_changed && m->state == MS_READY) {
-        if (any_busy(m)) {
-            rc = llmfs_errorf(err, EBUSY, "%s cannot change while a session generates", name);
-        } else {
+    for (int i = 0; rc == 0 && i < SETTINGS_N; i++) {
+        if (settings_home_scope(i) != LLMFS_SCOPE_MODEL || !changed(&tmp, &m->settings, settings_info(i)->name))
+            continue;
+        const char *key = settings_info(i)->name;
+        switch (settings_applies(i)) {
+        case A_LOAD:
+            /* a profile also sets load-time keys; on a loaded model they wait for the next load */
+            if (!via_profile && m->state == MS_READY)
+                rc = llmfs_errorf(err, EBUSY, "%s applies when the model is loaded: unload and load it with %s=...",
+                                  key, key);
+            break;
+        case A_KV:
+            kv_changed = true;
+            break;
+        case A_SCRATCH:
+            scratch_changed = true;
+            break;
+        case A_NOW:
+            break;
+        }
+    }
+    if (rc == 0 && (kv_changed || scratch_changed) && m->state == MS_READY) {
+        int old_ubatch = m->mdl->n_ubatch;
+        if (any_busy(m))
+            rc = llmfs_errorf(err, EBUSY, "%s cannot change while a session generates (write stop first)", name);
+        if (rc == 0 && scratch_changed)
+            rc = model_set_ubatch(m->mdl, tmp.ubatch, err);
+        if (rc == 0 && kv_changed) {
             llmfs_settings old = m->settings;
             m->settings = tmp;
             rc = model_alloc_kv(m, err);
             m->settings = old;
+            if (rc < 0 && scratch_changed)
+                model_set_ubatch(m->mdl, old_ubatch, NULL);
         }
     }
     if (rc == 0) {
@@ -865,7 +903,7 @@ static int placement_rows(llmfs_model *m, place_acc **out)
     int cap = 3 * mdl->hp.n_layer + 8, n = 0;
     place_acc *acc = calloc((size_t)cap, sizeof *acc);
     if (!acc)
-        return 0;
+        return -ENOMEM;
     for (int i = 0; i < mdl->n_tensors; i++) {
         const tensor *t = &mdl->tensors[i];
         place_tensor pt = {.name = t->name};
@@ -890,8 +928,10 @@ static int placement_rows(llmfs_model *m, place_acc **out)
         if (k == n) {
             if (n == cap) {
                 place_acc *p = realloc(acc, sizeof *acc * (size_t)(cap *= 2));
-                if (!p)
-                    break;
+                if (!p) {
+                    free(acc);
+                    return -ENOMEM; /* partial rows would misstate where the weights are */
+                }
                 acc = p;
             }
             memset(&acc[n], 0, sizeof acc[n]);
@@ -915,8 +955,10 @@ static int placement_rows(llmfs_model *m, place_acc **out)
         if (k == n) {
             if (n == cap) {
                 place_acc *p = realloc(acc, sizeof *acc * (size_t)(cap *= 2));
-                if (!p)
-                    break;
+                if (!p) {
+                    free(acc);
+                    return -ENOMEM; /* partial rows would misstate where the weights are */
+                }
                 acc = p;
             }
             memset(&acc[n], 0, sizeof acc[n]);
@@ -948,7 +990,7 @@ int llmfs_model_placement(llmfs_model *m, llmfs_placement_row *rows, int cap)
     pthread_mutex_unlock(&m->mu);
     for (int i = 0; i < n && i < cap; i++)
         rows[i] = acc[i].row;
-    free(acc);
+    free(acc); /* NULL on an error */
     return n;
 }
 

@@ -151,8 +151,8 @@ int session_end_turn_locked(llmfs_session *s, const char *reason, llmfs_stream *
 void session_end_turn_streams(llmfs_session *s, llmfs_stream *out, int flags);
 /* Drops the slot (m->mu held). */
 void session_release_slot(llmfs_session *s);
-/* Appends to the reply buffer (scheduler thread). */
-void session_reply_append(llmfs_session *s, const char *text, size_t n);
+/* Appends to the reply buffer (scheduler thread); -ENOMEM leaves it as it was. */
+int session_reply_append(llmfs_session *s, const char *text, size_t n);
 
 /* scheduler.c */
 void *scheduler_main(void *arg);

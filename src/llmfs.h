@@ -55,6 +55,10 @@ typedef struct llmfs_setting_info {
     const char *def;   /* default as text */
     int scope;         /* the llmfs_scope where it may be set (bit mask) */
     const char *help;  /* one line */
+    /* when a new value takes effect on a loaded model: "now", "kv" (reallocates the KV
+     * cache), "scratch" (reallocates the forward pass's buffers) — both refused with EBUSY
+     * while a session generates — or "load" (only when the model loads; EBUSY) */
+    const char *applies;
 } llmfs_setting_info;
 
 /* The table, for docs and help: returns the count, *out points at static storage. */
@@ -105,7 +109,8 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path,
 bool llmfs_model_name_valid(const char *name);
 int llmfs_model_unload(llmfs *lf, const char *name, llmfs_error *err);
 
-/* Names of the loaded models; returns the count (at most cap filled, strdup'd, caller frees). */
+/* Names of the loaded models; returns the count (at most cap filled, strdup'd, caller
+ * frees), or -ENOMEM (nothing to free). */
 int llmfs_model_names(llmfs *lf, char **names, int cap);
 llmfs_model *llmfs_model_get(llmfs *lf, const char *name); /* NULL if none */
 void llmfs_model_put(llmfs_model *m);
@@ -174,7 +179,7 @@ typedef struct llmfs_placement_row {
     char type[16];      /* dominant tensor type */
     uint64_t bytes;
 } llmfs_placement_row;
-/* Fills up to cap rows, returns the total count. */
+/* Fills up to cap rows, returns the total count, or -ENOMEM. */
 int llmfs_model_placement(llmfs_model *m, llmfs_placement_row *rows, int cap);
 /* Streaming: layers whose feed-forward weights live in host memory can be copied to the
  * GPU for a prompt micro-batch large enough that the copy costs less than the CPU would

@@ -522,6 +522,56 @@ static int scratch_alloc(model *m, llmfs_error *err)
     return 0;
 }
 
+/* Frees what scratch_alloc made (the micro-batch-sized buffers only). */
+static void scratch_free(model *m)
+{
+    model_priv *P = m->scratch;
+    for (int i = 0; i < P->n_bufs; i++)
+        bufs_free(&P->bufs[i]);
+    memset(P->bufs, 0, sizeof P->bufs);
+    P->n_bufs = 0;
+    free(P->host);
+    free(P->flags);
+    P->host = NULL;
+    P->flags = NULL;
+}
+
+/* The buffers are sized for n_ubatch when the model loads; a new size builds a new set
+ * first, so that a failure keeps the old one (and its size) working. */
+int model_set_ubatch(model *m, int n_ubatch, llmfs_error *err)
+{
+    model_priv *P = m->scratch;
+    if (n_ubatch < 1)
+        return llmfs_errorf(err, EINVAL, "model: micro-batch of %d tokens", n_ubatch);
+    if (n_ubatch == m->n_ubatch)
+        return 0;
+    model_priv old = *P;
+    int old_n = m->n_ubatch;
+    memset(P->bufs, 0, sizeof P->bufs);
+    P->n_bufs = 0;
+    P->host = NULL;
+    P->flags = NULL;
+    m->n_ubatch = n_ubatch;
+    int rc = scratch_alloc(m, err);
+    if (rc) {
+        scratch_free(m);
+        memcpy(P->bufs, old.bufs, sizeof P->bufs);
+        P->n_bufs = old.n_bufs;
+        P->host = old.host;
+        P->flags = old.flags;
+        m->n_ubatch = old_n;
+        return rc;
+    }
+    /* recorded decode steps point at the old buffers */
+    if (m->gpu && m->gpu->ops->graph_reset)
+        m->gpu->ops->graph_reset(m->gpu);
+    for (int i = 0; i < old.n_bufs; i++)
+        bufs_free(&old.bufs[i]);
+    free(old.host);
+    free(old.flags);
+    return 0;
+}
+
 fwd_bufs *model_bufs_of(model *m, backend *be)
 {
     model_priv *P = m->scratch;
@@ -609,13 +659,10 @@ void model_free(model *m)
         return;
     model_priv *P = m->scratch;
     if (P) {
-        for (int i = 0; i < P->n_bufs; i++)
-            bufs_free(&P->bufs[i]);
-        free(P->host);
+        scratch_free(m);
         free(P->freq_factors);
         free(P->id_logits);
         free(P->seq_len);
-        free(P->flags);
         free(P->stream_layers);
         free(P);
     }

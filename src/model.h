@@ -78,7 +78,7 @@ struct model {
     model_layer *layers;
     backend *cpu;                       /* always present */
     backend *gpu;                       /* NULL without CUDA or with ngl 0 */
-    int n_ubatch;
+    int n_ubatch;                       /* what the scratch is sized for: change with model_set_ubatch */
     uint64_t n_params;
     char note[160];                     /* placement in words ("" when all on the CPU) */
     /* Smallest micro-batch whose host-resident feed-forward weights stream to the GPU:
@@ -93,6 +93,10 @@ struct model {
 /* -ENOENT no such file, -EINVAL malformed or unsupported (reason in err), -ENOMEM. */
 model *model_load(const char *path, const model_opts *opts, llmfs_error *err);
 void model_free(model *m);
+/* Sizes the forward pass's micro-batch buffers for n_ubatch tokens (a forward call never
+ * evaluates more at once). Not while a forward call runs. -ENOMEM (the old size stays in
+ * use) or -EINVAL for n_ubatch < 1. */
+int model_set_ubatch(model *m, int n_ubatch, llmfs_error *err);
 /* Bytes of GPU memory the model's GPU backend holds (weights, caches, scratch); 0 without one. */
 uint64_t model_vram_bytes(const model *m);
 

@@ -193,13 +193,17 @@ static int plan(sched *sc)
     return total;
 }
 
-static void reply_text(llmfs_session *s, const char *text, int n)
+/* Appends generated text to the output, the transcript and the conversation. -ENOMEM
+ * when any of them could not take it: the turn must then end as an error, since a
+ * reply with a hole in it would pass for a whole one. */
+static int reply_text(llmfs_session *s, const char *text, int n)
 {
     if (n <= 0)
-        return;
-    stream_append(s->out, text, (size_t)n);
-    stream_append(s->transcript, text, (size_t)n);
-    session_reply_append(s, text, (size_t)n);
+        return 0;
+    int a = stream_append(s->out, text, (size_t)n);
+    int b = stream_append(s->transcript, text, (size_t)n);
+    int c = session_reply_append(s, text, (size_t)n);
+    return a == -ENOMEM || b == -ENOMEM || c < 0 ? -ENOMEM : 0;
 }
 
 /* Writes the end line of a turn to the transcript (before the session becomes idle, so
@@ -323,9 +327,11 @@ static int run_step(sched *sc, int total, double *t_fwd)
                     e->new_token = true;
                     char text[1024];
                     int k = detok_push(m->mdl->tok, &s->detok, t, text, sizeof text);
-                    reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text);
                     int gen = s->n_gen + 1;
-                    if (s->n_predict >= 0 && gen >= s->n_predict)
+                    if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text) < 0) {
+                        e->reason = "error";
+                        snprintf(e->why, sizeof e->why, "out of memory for the reply");
+                    } else if (s->n_predict >= 0 && gen >= s->n_predict)
                         e->reason = "length";
                     else if (s->n_toks > n_ctx) /* no position left to evaluate it at */
                         e->reason = "context";
@@ -335,7 +341,11 @@ static int run_step(sched *sc, int total, double *t_fwd)
         if (e->reason) {
             char text[64];
             int k = detok_flush(&s->detok, text, sizeof text);
-            reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text);
+            if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text) < 0 &&
+                strcmp(e->reason, "error") != 0) {
+                e->reason = "error";
+                snprintf(e->why, sizeof e->why, "out of memory for the reply");
+            }
             double t_first = e->logits && e->was_prefill ? now : s->t_first;
             transcript_end(s, e->reason, e->why, now, t_first, s->n_gen + (e->new_token ? 1 : 0));
         }
@@ -460,10 +470,10 @@ void *scheduler_main(void *arg)
             pthread_cond_wait(&m->work_cv, &m->mu);
             continue;
         }
-        if (m->mdl) {
-            m->mdl->n_ubatch = m->settings.ubatch;
+        /* ubatch is not copied here: the model's buffers are sized for its own n_ubatch,
+         * which changes only through model_set_ubatch (engine.c, between steps) */
+        if (m->mdl)
             m->mdl->offload_batch = m->settings.offload_batch;
-        }
         pthread_mutex_unlock(&m->mu);
         double t_fwd = 0;
         int rc = run_step(&sc, total, &t_fwd);

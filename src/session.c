@@ -224,7 +224,7 @@ llmfs_session *llmfs_session_new(llmfs_model *m, llmfs_error *err)
 
 /* ---- ends of turns ---- */
 
-void session_reply_append(llmfs_session *s, const char *text, size_t n)
+int session_reply_append(llmfs_session *s, const char *text, size_t n)
 {
     if (s->reply_len + n + 1 > s->reply_cap) {
         size_t cap = s->reply_cap ? s->reply_cap : 256;
@@ -232,13 +232,14 @@ void session_reply_append(llmfs_session *s, const char *text, size_t n)
             cap *= 2;
         char *r = realloc(s->reply, cap);
         if (!r)
-            return; /* the stream has the text; only the conversation loses it */
+            return -ENOMEM;
         s->reply = r;
         s->reply_cap = cap;
     }
     memcpy(s->reply + s->reply_len, text, n);
     s->reply_len += n;
     s->reply[s->reply_len] = 0;
+    return 0;
 }
 
 /* Flags for session_end_turn_streams. */
@@ -657,7 +658,8 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         if (!smp)
             rc = llmfs_errorf(&e, ENOMEM, "out of memory for the sampler");
     }
-    if (rc == 0)
+    bool begun = rc == 0;
+    if (begun)
         transcript_begin(s, &ps, user, len);
 
     /* swap counters before the generation, for the swap warning (read outside the lock) */
@@ -668,22 +670,13 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
     if (rc == 0 && (s->closed || m->state != MS_READY))
         rc = s->closed ? llmfs_errorf(&e, ENOENT, "session %d is closed", s->id)
                        : llmfs_errorf(&e, ENODEV, "model %s is unloaded", m->name);
-    chat_turn *t = NULL;
-    if (rc == 0 && ps.mode == MODE_CHAT) {
-        if (s->n_conv == s->cap_conv) {
-            int cap = s->cap_conv ? s->cap_conv * 2 : 8;
-            chat_turn *p = realloc(s->conv, sizeof *p * (size_t)cap);
-            if (p)
-                s->conv = p, s->cap_conv = cap;
-        }
-        if (s->n_conv < s->cap_conv) {
-            t = &s->conv[s->n_conv];
-            t->user = user;
-            t->assistant = NULL;
-            user = NULL;
-        } else {
+    if (rc == 0 && ps.mode == MODE_CHAT && s->n_conv == s->cap_conv) {
+        int cap = s->cap_conv ? s->cap_conv * 2 : 8;
+        chat_turn *p = realloc(s->conv, sizeof *p * (size_t)cap);
+        if (p)
+            s->conv = p, s->cap_conv = cap;
+        else
             rc = llmfs_errorf(&e, ENOMEM, "out of memory");
-        }
     }
     llmfs_stream *fresh = NULL;
     if (rc == 0 && s->out_used) {
@@ -692,8 +685,13 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
             rc = llmfs_errorf(&e, ENOMEM, "out of memory");
     }
     if (rc == 0) {
-        if (t)
-            s->n_conv++;
+        /* the turn joins the conversation only once nothing can fail any more */
+        if (ps.mode == MODE_CHAT) {
+            chat_turn *t = &s->conv[s->n_conv++];
+            t->user = user;
+            t->assistant = NULL;
+            user = NULL;
+        }
         if (fresh) {
             old_out = s->out;
             s->out = fresh;
@@ -734,6 +732,9 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
     }
     bool closed_meanwhile = rc < 0 && s->closed;
     pthread_mutex_unlock(&m->mu);
+    if (begun && rc < 0) /* the turn's header is in the transcript: so must be its end */
+        stream_printf(s->transcript, "### end error (%s): prompt %d tokens (0 cached), 0 generated, ttft 0.0 ms, "
+                                     "0.0 tokens/s\n", e.msg, n);
     if (old_out)
         llmfs_stream_put(old_out);
     free(user);

@@ -18,6 +18,7 @@ typedef struct setting_def {
     const char *name;
     enum set_type type;
     int home;
+    enum setting_applies applies;
     double min, max;
     const char *choices;
     const char *def;
@@ -25,8 +26,8 @@ typedef struct setting_def {
     size_t offset;
 } setting_def;
 
-#define SETTINGS_DEF_(nm, ty, sc, mn, mx, ch, df, hp) \
-    {#nm, T_##ty, sc, mn, mx, ch, df, hp, offsetof(llmfs_settings, nm)},
+#define SETTINGS_DEF_(nm, ty, sc, ap, mn, mx, ch, df, hp) \
+    {#nm, T_##ty, sc, ap, mn, mx, ch, df, hp, offsetof(llmfs_settings, nm)},
 static const setting_def defs[SETTINGS_N] = {SETTINGS_LIST(SETTINGS_DEF_)};
 
 static const struct {
@@ -52,6 +53,9 @@ static char ranges[SETTINGS_N][320];
 static char profile_choices[256];
 static pthread_once_t infos_once = PTHREAD_ONCE_INIT;
 
+static const char *const applies_names[] = {
+    [A_NOW] = "now", [A_KV] = "kv", [A_SCRATCH] = "scratch", [A_LOAD] = "load"};
+
 static const char *type_names[] = {
     [T_INT] = "int",       [T_I64] = "int",   [T_OCTAL] = "octal", [T_FLOAT] = "float",
     [T_BOOL] = "bool",     [T_ENUM] = "enum", [T_STRING] = "string", [T_TEXT] = "text",
@@ -71,6 +75,7 @@ static void infos_build(void)
         in->type = type_names[d->type];
         in->def = d->def;
         in->help = d->help;
+        in->applies = applies_names[d->applies];
         in->scope = d->home == LLMFS_SCOPE_SESSION ? 7 : d->home == LLMFS_SCOPE_MODEL ? 3 : 1;
         switch (d->type) {
         case T_INT:
@@ -120,6 +125,11 @@ const llmfs_setting_info *settings_info(int idx)
 int settings_home_scope(int idx)
 {
     return idx >= 0 && idx < SETTINGS_N ? defs[idx].home : 0;
+}
+
+enum setting_applies settings_applies(int idx)
+{
+    return idx >= 0 && idx < SETTINGS_N ? defs[idx].applies : A_NOW;
 }
 
 const char *llmfs_profile(const char *name)
@@ -612,7 +622,8 @@ int settings_markdown(char *buf, size_t cap)
     pthread_once(&infos_once, infos_build);
     size_t o = 0;
 #define OUT(...) o += (size_t)snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, __VA_ARGS__)
-    OUT("| setting | scope | type | range | default | meaning |\n|---|---|---|---|---|---|\n");
+    OUT("| setting | scope | applies | type | range | default | meaning |\n"
+        "|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < SETTINGS_N; i++) {
         const char *sc = defs[i].home == LLMFS_SCOPE_DAEMON ? "daemon"
                          : defs[i].home == LLMFS_SCOPE_MODEL ? "model"
@@ -625,7 +636,7 @@ int settings_markdown(char *buf, size_t cap)
             range[r++] = *c;
         }
         range[r] = 0;
-        OUT("| `%s` | %s | %s | %s | %s | %s |\n", defs[i].name, sc, infos[i].type, range,
+        OUT("| `%s` | %s | %s | %s | %s | %s | %s |\n", defs[i].name, sc, infos[i].applies, infos[i].type, range,
             defs[i].def[0] ? defs[i].def : "(empty)", defs[i].help);
     }
 #undef OUT

@@ -40,6 +40,9 @@ START_TEST(defaults_are_valid_and_round_trip)
         ck_assert_str_eq(v, w);
         ck_assert_ptr_nonnull(t[i].help);
         ck_assert_int_ne(t[i].scope, 0);
+        ck_assert_msg(t[i].applies && (strcmp(t[i].applies, "now") == 0 || strcmp(t[i].applies, "kv") == 0 ||
+                                       strcmp(t[i].applies, "scratch") == 0 || strcmp(t[i].applies, "load") == 0),
+                      "%s: applies '%s'", t[i].name, t[i].applies ? t[i].applies : "(null)");
     }
     settings_clear(&a);
     settings_clear(&b);
