@@ -313,7 +313,10 @@ START_TEST(kv_q4_0)
     float *out = fixture_logits_buf(f, f->n_tok);
     double *errs = malloc(sizeof(double) * (size_t)f->n_tok);
     const double tol = 0.3;
-    bool moe = m->hp.n_expert > 0;
+    /* MoE routing flips, and Gemma's sharp attention (q/k norms, embeddings scaled by
+     * sqrt(n_embd)) over 4-bit keys of head size 32 (too small to rotate): a few positions
+     * may go far while the typical one stays close */
+    bool moe = m->hp.n_expert > 0 || !strncmp(m->hp.arch, "gemma", 5);
     double worst = 0, worst_median = 0;
     for (int fl = 0; fl < 2; fl++) {
         kv_seq_keep(kv, 0, 0);

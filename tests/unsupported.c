@@ -19,7 +19,6 @@ static const struct {
     const char *why;
 } unsupported[] = {
     {BY_ARCH, "gpt-oss", "architecture gpt-oss (issue 15)"},
-    {BY_ARCH, "gemma3", "architecture gemma3 (issue 17)"},
     {BY_ARCH, "gemma4", "architecture gemma4 (issue 17)"},
     {BY_ARCH, "qwen35", "architecture qwen35 (issue 16)"},
     {BY_ARCH, "qwen35moe", "architecture qwen35moe (issue 16)"},
