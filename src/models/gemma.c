@@ -63,6 +63,22 @@ static int read_pattern(model *m, bool *swa, llmfs_error *err)
     return 0;
 }
 
+/* {arch}.key as a count that may be 0 (def when absent), or -EINVAL. */
+static int count_key(const model *m, const char *key, int def, int *out, llmfs_error *err)
+{
+    char k[96];
+    snprintf(k, sizeof k, "%s.%s", m->hp.arch, key);
+    uint32_t v;
+    if (gguf_find_key(m->file, k) < 0) {
+        *out = def;
+        return 0;
+    }
+    if (!gguf_get_u32(m->file, k, &v) || v > (1u << 24))
+        return llmfs_errorf(err, EINVAL, "model: %s must be a count", k);
+    *out = (int)v;
+    return 0;
+}
+
 static int read_hparams(model *m, llmfs_error *err)
 {
     model_hparams *hp = &m->hp;
@@ -76,7 +92,7 @@ static int read_hparams(model *m, llmfs_error *err)
         m->layers[il].rope = hp->rope;
 
     int n_swa = 0;
-    if ((rc = model_opt_u32(m, "attention.sliding_window", 0, &n_swa, err)))
+    if ((rc = count_key(m, "attention.sliding_window", 0, &n_swa, err)))
         return rc;
     float base_swa = 10000.0f;
     model_get_f32(m, "rope.freq_base_swa", &base_swa);
@@ -122,8 +138,8 @@ static int read_hparams(model *m, llmfs_error *err)
     if ((rc = model_need_u32(m, "attention.key_length_swa", &d_swa, err)) ||
         (rc = model_opt_u32(m, "attention.value_length_swa", d_swa, &v_swa, err)) ||
         (rc = model_opt_u32(m, "rope.dimension_count_swa", d_swa, &rot_swa, err)) ||
-        (rc = model_opt_u32(m, "attention.shared_kv_layers", 0, &shared, err)) ||
-        (rc = model_opt_u32(m, "embedding_length_per_layer_input", 0, &hp->n_embd_per_layer, err)))
+        (rc = count_key(m, "attention.shared_kv_layers", 0, &shared, err)) ||
+        (rc = count_key(m, "embedding_length_per_layer_input", 0, &hp->n_embd_per_layer, err)))
         return rc;
     if (d_swa != v_swa)
         return llmfs_errorf(err, EINVAL, "model: sliding-window key length %d and value length %d differ",
@@ -141,6 +157,8 @@ static int read_hparams(model *m, llmfs_error *err)
     /* the last `shared` layers reuse the cache of the last KV layer of their kind: the
      * two layers before them, SWA then full */
     const int n_kv = NL - shared;
+    if (shared >= NL)
+        return llmfs_errorf(err, EINVAL, "model: %d shared-KV layers of %d", shared, NL);
     if (shared && (n_kv < 2 || !swa[n_kv - 2] || swa[n_kv - 1]))
         return llmfs_errorf(err, EINVAL,
                             "model: %d shared-KV layers need a sliding-window then a full layer before them",
