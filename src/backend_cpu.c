@@ -536,10 +536,17 @@ static void cpu_swiglu(backend *be, float *out, const float *gate, const float *
     par(c, nth_for(c, (double)n * 8), swiglu_fn, &e);
 }
 
-/* GELU, tanh approximation (what Gemma's hidden_activation gelu_pytorch_tanh is) */
+/* GELU, tanh approximation (what Gemma's hidden_activation gelu_pytorch_tanh is), as
+ * llama.cpp's CPU backend computes it: the input rounded to f16 and looked up in a table
+ * of f16 results, so ours rounds the same way (outside +-10 the table is not used). */
 static inline float gelu_tanh(float g)
 {
-    return 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)));
+    if (g <= -10.0f)
+        return 0.0f;
+    if (g >= 10.0f)
+        return g;
+    g = f16_to_f32(f32_to_f16(g));
+    return f16_to_f32(f32_to_f16(0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)))));
 }
 
 static void geglu_fn(void *p, int ith, int nth)

@@ -10,7 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-static double gelu_ref(double g) { return 0.5 * g * (1 + tanh(sqrt(2 / M_PI) * (g + 0.044715 * g * g * g))); }
+static double gelu_exact(double g) { return 0.5 * g * (1 + tanh(sqrt(2 / M_PI) * (g + 0.044715 * g * g * g))); }
+
+/* llama.cpp's CPU GELU: f16 in, f16 out, identity beyond +-10 */
+static double gelu_ref(double g)
+{
+    if (g <= -10)
+        return 0;
+    if (g >= 10)
+        return g;
+    return f16_to_f32(f32_to_f16((float)gelu_exact(f16_to_f32(f32_to_f16((float)g)))));
+}
 
 static float *randv(int64_t n, float s)
 {
@@ -35,7 +45,10 @@ START_TEST(elementwise)
         ck_assert_msg(fabs(out[i] - gelu_ref(g[i]) * u[i]) < 1e-5 * (1 + fabs(gelu_ref(g[i]) * u[i])),
                       "geglu %lld: %g vs %g", (long long)i, out[i], gelu_ref(g[i]) * u[i]);
     /* GELU, not SiLU: they differ by far more than rounding at g = 1 */
-    ck_assert(fabs(gelu_ref(1.0) - 1.0 / (1.0 + exp(-1.0))) > 0.1);
+    ck_assert(fabs(gelu_exact(1.0) - 1.0 / (1.0 + exp(-1.0))) > 0.1);
+    /* and within f16 rounding of the exact function */
+    for (int64_t i = 0; i < n; i++)
+        ck_assert(fabs(gelu_ref(g[i]) - gelu_exact(g[i])) < 2e-3 * (1 + fabs(g[i])));
 
     memcpy(x, g, sizeof(float) * n);
     be->ops->scale(be, x, 0.25f, n);
@@ -129,7 +142,7 @@ START_TEST(experts)
             err += (out[t * E + i] - ref[i]) * (out[t * E + i] - ref[i]);
             nr += ref[i] * ref[i];
         }
-        ck_assert_msg(sqrt(err / nr) < 1e-4, "token %d: relative error %g", t, sqrt(err / nr));
+        ck_assert_msg(sqrt(err / nr) < 1e-3, "token %d: relative error %g", t, sqrt(err / nr));
     }
     free(wg);
     free(wu);
