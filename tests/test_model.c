@@ -603,6 +603,77 @@ static void write_edited(const char *src, const char *dst, const edit *e)
     gguf_close(f);
 }
 
+/* A Gemma 4 file with one thing wrong: 0 the layer-kind pattern one entry short, 1 the
+ * sliding-window head size disagreeing with the tensors, 2 rope_freqs missing, 3 the
+ * shared-KV layers after a layer of the wrong kind; 4 nothing (loads). */
+static void write_gemma_variant(const char *src, const char *dst, int variant)
+{
+    llmfs_error err = {0};
+    gguf_file *f = gguf_open(src, NULL, &err);
+    ck_assert_msg(f, "%s", err.msg);
+    gguf_writer *w = gguf_writer_new();
+    for (int i = 0; i < gguf_n_kv(f); i++) {
+        const char *k = gguf_kv_key(f, i);
+        if (!strcmp(k, "general.alignment"))
+            continue;
+        if (variant == 0 && !strcmp(k, "gemma4.attention.sliding_window_pattern")) {
+            const bool pat[5] = {true, true, true, false, true};
+            gguf_w_arr(w, k, GGUF_T_BOOL, pat, 5);
+        } else if (variant == 1 && !strcmp(k, "gemma4.attention.key_length_swa")) {
+            gguf_w_u32(w, k, 16);
+        } else if (variant == 1 && !strcmp(k, "gemma4.attention.value_length_swa")) {
+            gguf_w_u32(w, k, 16);
+        } else if (variant == 1 && !strcmp(k, "gemma4.rope.dimension_count_swa")) {
+            gguf_w_u32(w, k, 16);
+        } else if (variant == 3 && !strcmp(k, "gemma4.attention.shared_kv_layers")) {
+            gguf_w_u32(w, k, 1); /* layer 5 would read layer 3's SWA cache, but 4 is SWA */
+        } else {
+            gguf_w_copy_kv(w, f, i);
+        }
+    }
+    int nt = gguf_n_tensors(f);
+    src_tensor *st = calloc((size_t)nt, sizeof *st);
+    for (int i = 0; i < nt; i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        st[i].data = t->data;
+        if (variant == 2 && !strcmp(t->name, "rope_freqs.weight"))
+            continue;
+        int64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
+        gguf_w_tensor(w, t->name, t->type, t->n_dims, ne, fill_copy, &st[i]);
+    }
+    ck_assert_msg(gguf_writer_write(w, dst, &err) == 0, "%s", err.msg);
+    gguf_writer_free(w);
+    free(st);
+    gguf_close(f);
+}
+
+/* Gemma 4 files whose metadata disagrees with itself or the tensors: refused at load
+ * with a one-line reason naming what is wrong */
+START_TEST(malformed_gemma)
+{
+    static const char *const why[] = {"sliding_window_pattern has 5 entries for 6 layers",
+                                      "blk.0.attn_q.weight", "rope_freqs", "shared-KV"};
+    char src[1024], dst[64];
+    shared_model("gemma4-tiny-q8_0.gguf", src, sizeof src);
+    snprintf(dst, sizeof dst, "/tmp/llmfs-test-gemma-%d.gguf", (int)getpid());
+    for (int v = 0; v < 5; v++) {
+        write_gemma_variant(src, dst, v);
+        llmfs_error err = {0};
+        model *m = model_load(dst, NULL, &err);
+        unlink(dst);
+        if (v == 4) {
+            ck_assert_msg(m, "the unedited copy: %s", err.msg);
+            model_free(m);
+            break;
+        }
+        ck_assert_msg(!m, "gemma variant %d accepted", v);
+        ck_assert_int_eq(err.code, EINVAL);
+        ck_assert_msg(strstr(err.msg, why[v]) && !strchr(err.msg, '\n'), "variant %d: %s", v, err.msg);
+        printf("malformed gemma (%d): %s\n", v, err.msg);
+    }
+}
+END_TEST
+
 /* (6) malformed models are refused with -EINVAL naming the tensor */
 START_TEST(malformed_models)
 {
@@ -808,6 +879,7 @@ static Suite *make_suite(void)
     tcase_set_timeout(e, 600);
     tcase_add_test(e, context_overflow);
     tcase_add_test(e, malformed_models);
+    tcase_add_test(e, malformed_gemma);
     tcase_add_test(e, metadata);
     tcase_add_test(e, rss_after_load);
     suite_add_tcase(s, e);
