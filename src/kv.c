@@ -130,6 +130,13 @@ size_t kv_cache_bytes(const kv_cache *kv)
     return n;
 }
 
+size_t kv_layer_bytes(const kv_cache *kv, int il)
+{
+    if (il < 0 || il >= kv->n_layer)
+        return 0;
+    return (kv->layer[il].k_row + kv->layer[il].v_row) * (size_t)kv->n_ctx * (size_t)kv->n_seq;
+}
+
 void kv_seq_keep(kv_cache *kv, int seq, int n)
 {
     if (seq < 0 || seq >= kv->n_seq)

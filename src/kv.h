@@ -42,6 +42,8 @@ kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int t
                          llmfs_error *err);
 void kv_cache_free(kv_cache *kv);
 size_t kv_cache_bytes(const kv_cache *kv);
+/* Bytes of layer il's keys and values (0 for a layer that shares another's cache). */
+size_t kv_layer_bytes(const kv_cache *kv, int il);
 /* Forgets cells >= n of sequence seq (0 clears it). */
 void kv_seq_keep(kv_cache *kv, int seq, int n);
 

@@ -647,6 +647,30 @@ static void write_gemma_variant(const char *src, const char *dst, int variant)
     gguf_close(f);
 }
 
+/* The KV cache of Gemma 4 E (per-layer head sizes, shared KV): each layer's bytes are
+ * what its metadata says, n_kv_heads x head size x 2 bytes (f16) x (K + V) x cells, and
+ * the shared layers have none. */
+START_TEST(kv_per_layer_gemma)
+{
+    char src[1024];
+    model *m = load(shared_model("gemma4e-tiny-q8_0.gguf", src, sizeof src), 0);
+    kv_cache *kv = test_kv_cache(m, 64, 2, T_F16, T_F16);
+    /* layers S S S F S F; 4 and 5 share the caches of 2 (S, 1 x 32) and 3 (F, 1 x 64) */
+    const size_t cells = 64 * 2, want[6] = {32 * 4 * cells, 32 * 4 * cells, 32 * 4 * cells, 64 * 4 * cells, 0, 0};
+    size_t total = 0;
+    for (int il = 0; il < 6; il++) {
+        ck_assert_msg(kv_layer_bytes(kv, il) == want[il], "layer %d: %zu bytes, want %zu", il,
+                      kv_layer_bytes(kv, il), want[il]);
+        total += want[il];
+    }
+    ck_assert_uint_eq(kv_cache_bytes(kv), total);
+    ck_assert_int_eq(m->layers[4].kv_from, 2);
+    ck_assert_int_eq(m->layers[5].kv_from, 3);
+    kv_cache_free(kv);
+    model_free(m);
+}
+END_TEST
+
 /* Gemma 4 files whose metadata disagrees with itself or the tensors: refused at load
  * with a one-line reason naming what is wrong */
 START_TEST(malformed_gemma)
@@ -880,6 +904,7 @@ static Suite *make_suite(void)
     tcase_add_test(e, context_overflow);
     tcase_add_test(e, malformed_models);
     tcase_add_test(e, malformed_gemma);
+    tcase_add_test(e, kv_per_layer_gemma);
     tcase_add_test(e, metadata);
     tcase_add_test(e, rss_after_load);
     suite_add_tcase(s, e);
