@@ -12,6 +12,7 @@
 #include "backend_test.h"
 #include "gguf.h"
 #include "kv.h"
+#include "mkmodel.h"
 #include "model.h"
 #include "quant.h"
 #include "sampler.h"
@@ -671,6 +672,61 @@ START_TEST(kv_per_layer_gemma)
 }
 END_TEST
 
+/* mkmodel's Gemma shapes, scaled down, load and run: their keys and tensors are what
+ * the family reads (gemma3 as q4_0 like the QAT releases, gemma4 dense and MoE as
+ * llama.cpp's Q4_K_M mix) */
+START_TEST(mkmodel_gemma_shapes)
+{
+    static const char *const shapes[] = {"gemma3-12b", "gemma4-31b", "gemma4-26b-a4b"};
+    static const char *const types[] = {"q4_0", "q4_k_m", "q4_k_m"};
+    mkmodel_shape sh;
+    ck_assert(mkmodel_shape_find(shapes[_i], &sh));
+    sh.n_embd = 256;
+    sh.n_layer = 6;
+    sh.n_head = 4;
+    sh.n_head_kv = sh.head_dim_swa ? 1 : 2;
+    sh.head_dim = sh.head_dim_swa ? 128 : 64;
+    if (sh.head_dim_swa) {
+        sh.head_dim_swa = 64;
+        sh.n_head_kv_swa = 2;
+    }
+    sh.n_ff = 512;
+    if (sh.n_expert) {
+        sh.n_expert = 8;
+        sh.n_expert_used = 2;
+        sh.n_ff_exp = 256;
+    }
+    sh.n_vocab = 512;
+    sh.n_swa = 4;
+    char dst[64];
+    snprintf(dst, sizeof dst, "/tmp/llmfs-test-mkgemma-%d.gguf", (int)getpid());
+    llmfs_error err = {0};
+    ck_assert_msg(mkmodel_shape_check(&sh, &err) == 0, "%s", err.msg);
+    mkmodel_opts mo = {.seed = 3, .n_threads = 2, .quiet = true};
+    ck_assert_msg(mkmodel_write(&sh, mkmodel_ftype_from_name(types[_i]), &mo, dst, &err) == 0, "%s", err.msg);
+    model *m = load(dst, 0);
+    unlink(dst);
+    ck_assert_str_eq(m->hp.arch, sh.arch);
+    ck_assert_int_eq(m->layers[0].n_swa, 4);
+    ck_assert_int_eq(m->layers[5].n_swa, 0);
+    ck_assert_int_eq(m->layers[0].head_dim, sh.head_dim_swa ? 64 : 64);
+    ck_assert_int_eq(m->layers[5].head_dim, sh.head_dim);
+    kv_cache *kv = test_kv_cache(m, 32, 1, T_F16, T_F16);
+    int32_t tok[12];
+    for (int i = 0; i < 12; i++)
+        tok[i] = 3 + 37 * i % 500;
+    float *out = malloc(sizeof(float) * 12 * (size_t)m->hp.n_vocab);
+    fixture_eval(m, kv, tok, 12, 0, 0, 12, false, out);
+    for (size_t i = 0; i < 12 * (size_t)m->hp.n_vocab; i++)
+        ck_assert_msg(isfinite(out[i]) && (m->hp.logit_softcap == 0 || fabsf(out[i]) <= m->hp.logit_softcap),
+                      "%s: logit %zu is %g", shapes[_i], i, out[i]);
+    printf("mkmodel %s (%s): loads and runs, %s\n", shapes[_i], types[_i], model_file_type_name(m));
+    free(out);
+    kv_cache_free(kv);
+    model_free(m);
+}
+END_TEST
+
 /* Gemma 4 files whose metadata disagrees with itself or the tensors: refused at load
  * with a one-line reason naming what is wrong */
 START_TEST(malformed_gemma)
@@ -905,6 +961,7 @@ static Suite *make_suite(void)
     tcase_add_test(e, malformed_models);
     tcase_add_test(e, malformed_gemma);
     tcase_add_test(e, kv_per_layer_gemma);
+    tcase_add_loop_test(e, mkmodel_gemma_shapes, 0, 3);
     tcase_add_test(e, metadata);
     tcase_add_test(e, rss_after_load);
     suite_add_tcase(s, e);
