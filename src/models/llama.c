@@ -23,6 +23,8 @@ static int read_hparams(model *m, llmfs_error *err)
     hp->rope.neox = strcmp(hp->arch, "llama") != 0;
     hp->qkv_bias = !strcmp(hp->arch, "qwen2");
     hp->qk_norm = !strcmp(hp->arch, "qwen3") || !strcmp(hp->arch, "qwen3moe");
+    for (int il = 0; il < hp->n_layer; il++) /* every layer alike */
+        m->layers[il].rope = hp->rope;
     return 0;
 }
 
