@@ -70,10 +70,12 @@ static bool kv_check(cuda_backend *cb, const kv_cache *kv, int il, int n, const 
     if (n > 65535) /* tokens are a grid dimension of at most 65535 */
         return cuda_fail(cb, EINVAL, "%s: %d tokens in one call", op, n);
     const struct kv_layer *L = &kv->layer[il];
-    if (kvl_row_bytes(kv->type_k, kv->n_embd_kv) != (int64_t)L->k_row ||
-        kvl_row_bytes(kv->type_v, kv->n_embd_kv) != (int64_t)L->v_row)
+    if (!L->k || !L->v)
+        return cuda_fail(cb, EINVAL, "%s: layer %d has no cache of its own (shared KV)", op, il);
+    if (kvl_row_bytes(kv->type_k, L->n_embd_kv) != (int64_t)L->k_row ||
+        kvl_row_bytes(kv->type_v, L->n_embd_kv) != (int64_t)L->v_row)
         return cuda_fail(cb, EINVAL, "%s: KV types %d/%d with rows of %d not supported by the CUDA backend", op,
-                         kv->type_k, kv->type_v, kv->n_embd_kv);
+                         kv->type_k, kv->type_v, L->n_embd_kv);
     if (cb->capturing)
         return true; /* positions at replay are checked by the kernels */
     for (int i = 0; i < n; i++)
@@ -89,7 +91,7 @@ void cuda_op_kv_store(backend *be, kv_cache *kv, int il, const float *k, const f
     if (cuda_dead(cb) || n <= 0 || !kv_check(cb, kv, il, n, "kv_store"))
         return;
     const struct kv_layer *L = &kv->layer[il];
-    const int d = kv->n_embd_kv;
+    const int d = L->n_embd_kv;
     if (d % 32 == 0) {
         dim3 grid(cdiv(d / 32, 64), n, 2);
         LAUNCH(grid, 64, 0, cb->stream, k_kv_store)(k, v, (uint8_t *)L->k, (uint8_t *)L->v, (int64_t)L->k_row,
@@ -542,13 +544,17 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
     if (cuda_dead(cb) || n <= 0 || !kv_check(cb, kv, il, n, "attention"))
         return;
     const int hd = p->head_dim;
-    if (hd <= 0 || hd % 8 != 0 || hd > 256 || p->n_head_kv <= 0 || p->n_head % p->n_head_kv != 0 ||
-        p->n_head_kv * hd != kv->n_embd_kv) {
-        cuda_fail(cb, EINVAL, "attention: head_dim %d with %d/%d heads (cache rows %d) not supported", hd, p->n_head,
-                  p->n_head_kv, kv->n_embd_kv);
+    const struct kv_layer *L = &kv->layer[il];
+    if (p->n_swa > 0 || p->sinks) {
+        cuda_fail(cb, EINVAL, "attention: sliding windows and sinks are not supported by the CUDA backend yet");
         return;
     }
-    const struct kv_layer *L = &kv->layer[il];
+    if (hd <= 0 || hd % 8 != 0 || hd > 256 || p->n_head_kv <= 0 || p->n_head % p->n_head_kv != 0 ||
+        p->n_head_kv * hd != L->n_embd_kv) {
+        cuda_fail(cb, EINVAL, "attention: head_dim %d with %d/%d heads (cache rows %d) not supported", hd, p->n_head,
+                  p->n_head_kv, L->n_embd_kv);
+        return;
+    }
     attn_args a;
     memset(&a, 0, sizeof a);
     a.q = q;
@@ -561,7 +567,7 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
     a.type_v = kv->type_v;
     a.k_al8 = L->k_row % 8 == 0;
     a.v_al8 = L->v_row % 8 == 0;
-    a.d_kv = kv->n_embd_kv;
+    a.d_kv = L->n_embd_kv;
     a.n_ctx = kv->n_ctx;
     a.n_seq = kv->n_seq;
     a.pos = cb->d_pos;

@@ -64,6 +64,12 @@ typedef struct attn_params {
     const float *sinks;
 } attn_params;
 
+/* The activation of a gated feed-forward: act(gate) * up. */
+enum ffn_act {
+    FFN_SILU, /* SwiGLU: silu(g) = g / (1 + e^-g) */
+    FFN_GELU, /* GeGLU: the tanh approximation of GELU, 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) */
+};
+
 struct backend_ops {
     const char *name; /* "CPU", "CUDA" */
 
@@ -92,6 +98,17 @@ struct backend_ops {
     void (*add)(backend *be, float *x, const float *y, int64_t n);
     /* out = silu(gate) * up, n floats */
     void (*swiglu)(backend *be, float *out, const float *gate, const float *up, int64_t n);
+    /* out = gelu(gate) * up, n floats (tanh GELU, enum ffn_act) */
+    void (*geglu)(backend *be, float *out, const float *gate, const float *up, int64_t n);
+    /* x *= s, n floats */
+    void (*scale)(backend *be, float *x, float s, int64_t n);
+    /* x = cap * tanh(x / cap), n floats: soft-capped logits */
+    void (*softcap)(backend *be, float *x, float cap, int64_t n);
+    /* w[i] *= s[ids[i]], i < n; s in be's memory (per-expert output scales) */
+    void (*scale_ids)(backend *be, float *w, const int32_t *ids, const float *s, int64_t n);
+    /* dst[r][0..d) = src[r][0..d), r < rows, rows dst_stride and src_stride floats apart */
+    void (*copy2d)(backend *be, float *dst, int64_t dst_stride, const float *src, int64_t src_stride,
+                   int rows, int d);
     /* rotates x[n][n_head][head_dim] in place at the batch's positions */
     void (*rope)(backend *be, float *x, int n, int n_head, int head_dim, const rope_params *p);
     /* stores k, v [n][n_head_kv*head_dim] at the batch's (seq, pos) cells of layer il */
@@ -104,9 +121,11 @@ struct backend_ops {
      * when norm is set; ids [n][k] int32 and weights [n][k] float in be's memory */
     void (*topk_softmax)(backend *be, int32_t *ids, float *weights, const float *logits, int n,
                          int n_expert, int k, bool norm);
-    /* out[n][ne1 of down] = sum_j weights[i][j] * down_e(silu(gate_e x) * up_e x), e = ids[i][j] */
+    /* out[n][ne1 of down] = sum_j weights[i][j] * down_e(act(gate_e x) * up_e x), e = ids[i][j],
+     * act an enum ffn_act. up NULL: gate holds both, each expert's gate rows then its up
+     * rows ([n_expert][2*ff][ne0], Gemma 4's ffn_gate_up_exps). */
     void (*moe_ffn)(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
-                    const tensor *down, const int32_t *ids, const float *weights, int n, int k);
+                    const tensor *down, const int32_t *ids, const float *weights, int n, int k, int act);
 
     /* ---- optional: NULL where a backend does without ---- */
 

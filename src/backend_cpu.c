@@ -536,6 +536,84 @@ static void cpu_swiglu(backend *be, float *out, const float *gate, const float *
     par(c, nth_for(c, (double)n * 8), swiglu_fn, &e);
 }
 
+/* GELU, tanh approximation (what Gemma's hidden_activation gelu_pytorch_tanh is), as
+ * llama.cpp's CPU backend computes it: the input rounded to f16 and looked up in a table
+ * of f16 results, so ours rounds the same way (outside +-10 the table is not used). */
+static inline float gelu_tanh(float g)
+{
+    if (g <= -10.0f)
+        return 0.0f;
+    if (g >= 10.0f)
+        return g;
+    g = f16_to_f32(f32_to_f16(g));
+    return f16_to_f32(f32_to_f16(0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)))));
+}
+
+static void geglu_fn(void *p, int ith, int nth)
+{
+    ew_ctx *e = p;
+    int64_t a, b;
+    split(e->n, ith, nth, &a, &b);
+    for (int64_t i = a; i < b; i++)
+        e->out[i] = gelu_tanh(e->a[i]) * e->b[i];
+}
+
+static void cpu_geglu(backend *be, float *out, const float *gate, const float *up, int64_t n)
+{
+    cpu_be *c = impl(be);
+    ew_ctx e = {out, gate, up, n, 0};
+    par(c, nth_for(c, (double)n * 16), geglu_fn, &e);
+}
+
+typedef struct scale_ctx {
+    float *x;
+    float s;
+    int64_t n;
+    bool cap;
+} scale_ctx;
+
+static void scale_fn(void *p, int ith, int nth)
+{
+    scale_ctx *e = p;
+    int64_t a, b;
+    split(e->n, ith, nth, &a, &b);
+    if (e->cap)
+        for (int64_t i = a; i < b; i++)
+            e->x[i] = e->s * tanhf(e->x[i] / e->s);
+    else
+        for (int64_t i = a; i < b; i++)
+            e->x[i] *= e->s;
+}
+
+static void cpu_scale(backend *be, float *x, float s, int64_t n)
+{
+    cpu_be *c = impl(be);
+    scale_ctx e = {x, s, n, false};
+    par(c, nth_for(c, (double)n), scale_fn, &e);
+}
+
+static void cpu_softcap(backend *be, float *x, float cap, int64_t n)
+{
+    cpu_be *c = impl(be);
+    scale_ctx e = {x, cap, n, true};
+    par(c, nth_for(c, (double)n * 16), scale_fn, &e);
+}
+
+static void cpu_scale_ids(backend *be, float *w, const int32_t *ids, const float *s, int64_t n)
+{
+    (void)be;
+    for (int64_t i = 0; i < n; i++)
+        w[i] *= s[ids[i]];
+}
+
+static void cpu_copy2d(backend *be, float *dst, int64_t dst_stride, const float *src, int64_t src_stride,
+                       int rows, int d)
+{
+    (void)be;
+    for (int r = 0; r < rows; r++)
+        memmove(dst + r * dst_stride, src + r * src_stride, sizeof(float) * (size_t)d);
+}
+
 /* ---------------------------------------------------------------- rope */
 
 /* theta of pair i at position pos: pos * freq_scale * base^(-2i/n_rot) / factor_i, with
@@ -689,7 +767,7 @@ static void kv_store_fn(void *p, int ith, int nth)
     kvs_ctx *s = p;
     const struct kv_layer *L = &s->kv->layer[s->il];
     const int32_t *pos = s->c->pos.p, *seq = s->c->seq.p;
-    int e = s->kv->n_embd_kv;
+    int e = L->n_embd_kv;
     int64_t a, b;
     split(s->c->n, ith, nth, &a, &b);
     for (int64_t t = a; t < b; t++) {
@@ -704,7 +782,11 @@ static void cpu_kv_store(backend *be, kv_cache *kv, int il, const float *k, cons
     cpu_be *c = impl(be);
     (void)n;
     kvs_ctx s = {c, kv, il, k, v};
-    par(c, nth_for(c, (double)c->n * kv->n_embd_kv * 8), kv_store_fn, &s);
+    if (!kv->layer[il].k) { /* a layer that shares another's cache stores nothing */
+        fail(c, EINVAL);
+        return;
+    }
+    par(c, nth_for(c, (double)c->n * kv->layer[il].n_embd_kv * 8), kv_store_fn, &s);
 }
 
 /* ---------------------------------------------------------------- attention */
@@ -1011,6 +1093,7 @@ typedef struct moe_ctx {
     int64_t rows;
     const moe_item *items;
     int n_items;
+    int act;                /* enum ffn_act */
     atomic_int next;
 } moe_ctx;
 
@@ -1040,7 +1123,11 @@ static void moe_mm_fn(void *p, int ith, int nth)
         mm_rows(&t3, it->r0, it->r1);
         for (int s = 0; s < n; s++) {
             float *g = t1.out + (size_t)s * m->rows, *u = t3.out + (size_t)s * m->rows;
-            kern()->swiglu(g + it->r0, g + it->r0, u + it->r0, it->r1 - it->r0);
+            if (m->act == FFN_GELU)
+                for (int64_t r = it->r0; r < it->r1; r++)
+                    g[r] = gelu_tanh(g[r]) * u[r];
+            else
+                kern()->swiglu(g + it->r0, g + it->r0, u + it->r0, it->r1 - it->r0);
         }
     }
 }
@@ -1107,9 +1194,18 @@ static void gather_fn(void *p, int ith, int nth)
 }
 
 static void cpu_moe_ffn(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
-                        const tensor *down, const int32_t *ids, const float *weights, int n, int k)
+                        const tensor *down, const int32_t *ids, const float *weights, int n, int k, int act)
 {
     cpu_be *c = impl(be);
+    tensor gv, uv;
+    if (!up) { /* fused: each expert's gate rows, then its up rows; read in place as two views */
+        gv = *gate;
+        gv.ne[1] = gate->ne[1] / 2;
+        uv = gv;
+        uv.data = (uint8_t *)gate->data + (size_t)gv.ne[1] * gate->nb1;
+        gate = &gv;
+        up = &uv;
+    }
     int ne = (int)gate->ne[2];
     int64_t d = gate->ne[0], f = gate->ne[1];
     int ns = n * k;
@@ -1156,7 +1252,7 @@ static void cpu_moe_ffn(backend *be, float *out, const float *x, const tensor *g
 
     /* 2 */
     moe_ctx m = {.c = c, .w1 = gate, .w3 = up, .a = c->moe_xq.p, .a_stride = rb1, .cnt = cnt,
-                 .off = off, .g = c->moe_g.p, .u = c->moe_u.p, .rows = f};
+                 .off = off, .g = c->moe_g.p, .u = c->moe_u.p, .rows = f, .act = act};
     m.items = c->moe_items.p;
     m.n_items = moe_items(c, cnt, ne, f, ns);
     atomic_store(&m.next, 0);
@@ -1241,6 +1337,11 @@ static const struct backend_ops cpu_ops = {
     .add_bias = cpu_add_bias,
     .add = cpu_add,
     .swiglu = cpu_swiglu,
+    .geglu = cpu_geglu,
+    .scale = cpu_scale,
+    .softcap = cpu_softcap,
+    .scale_ids = cpu_scale_ids,
+    .copy2d = cpu_copy2d,
     .rope = cpu_rope,
     .kv_store = cpu_kv_store,
     .attention = cpu_attention,

@@ -20,6 +20,8 @@ const char *chat_template_name(const char *tmpl)
         return "chatml";
     if (strstr(tmpl, "<|start_header_id|>") && strstr(tmpl, "<|end_header_id|>"))
         return "llama3";
+    if (strstr(tmpl, "<|turn>") && strstr(tmpl, "<turn|>"))
+        return "gemma4";
     if (strstr(tmpl, "<start_of_turn>"))
         return "gemma";
     if (strstr(tmpl, "[INST]"))
@@ -223,6 +225,75 @@ static int render_gemma(out *o, const chat_msg *m, int n, bool gen, const char *
     return 0;
 }
 
+/* Gemma 4's text without the thinking channels <|channel>...<channel|> a model turn may
+ * carry (its template's strip_thinking), trimmed. */
+static void put_without_thinking(out *o, const char *s)
+{
+    char *buf = malloc(strlen(s) + 1);
+    if (!buf) {
+        o->oom = true;
+        return;
+    }
+    size_t n = 0;
+    for (const char *p = s; *p;) {
+        const char *close = strstr(p, "<channel|>");
+        const char *end = close ? close : p + strlen(p);
+        /* the part before the close tag, up to its channel's opening */
+        const char *open = NULL;
+        for (const char *q = p; q + 10 <= end; q++)
+            if (!memcmp(q, "<|channel>", 10)) {
+                open = q;
+                break;
+            }
+        const char *keep = open ? open : end;
+        memcpy(buf + n, p, (size_t)(keep - p));
+        n += (size_t)(keep - p);
+        p = close ? close + 10 : end;
+    }
+    buf[n] = 0;
+    put_trimmed(o, buf);
+    free(buf);
+}
+
+/* Gemma 4's turns (<|turn>role ... <turn|>), the assistant being "model": a system or
+ * developer message becomes a system turn, consecutive assistant messages one model
+ * turn, and the generation prompt closes an empty thinking channel (thinking off, the
+ * template's default). Tool calls and responses are the template's own business. */
+static int render_gemma4(out *o, const chat_msg *m, int n, bool gen, const char *bos, const char *eos,
+                         llmfs_error *err)
+{
+    (void)eos;
+    (void)err;
+    put(o, bos);
+    if (n > 0 && (role_is(&m[0], "system") || role_is(&m[0], "developer"))) {
+        put(o, "<|turn>system\n");
+        put_trimmed(o, m[0].content ? m[0].content : "");
+        put(o, "<turn|>\n");
+        m++;
+        n--;
+    }
+    const char *prev = NULL; /* role of the previous message other than a tool's */
+    for (int i = 0; i < n; i++) {
+        if (role_is(&m[i], "tool"))
+            continue;
+        const bool model = role_is(&m[i], "assistant");
+        if (!(model && prev && !strcmp(prev, "assistant"))) {
+            put(o, "<|turn>");
+            put(o, model ? "model" : m[i].role);
+            put(o, "\n");
+        }
+        if (model)
+            put_without_thinking(o, m[i].content ? m[i].content : "");
+        else
+            put_trimmed(o, m[i].content);
+        put(o, "<turn|>\n");
+        prev = m[i].role;
+    }
+    if (gen)
+        put(o, "<|turn>model\n<|channel>thought\n<channel|>");
+    return 0;
+}
+
 typedef int (*renderer)(out *, const chat_msg *, int, bool, const char *, const char *, llmfs_error *);
 
 static const struct {
@@ -230,7 +301,7 @@ static const struct {
     renderer fn;
 } builtins[] = {
     {"chatml", render_chatml}, {"llama3", render_llama3}, {"llama2", render_llama2},
-    {"mistral", render_mistral}, {"gemma", render_gemma},
+    {"mistral", render_mistral}, {"gemma", render_gemma}, {"gemma4", render_gemma4},
 };
 
 char *chat_render_builtin(const char *family, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,

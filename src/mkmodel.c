@@ -29,18 +29,28 @@
 
 static const mkmodel_shape shapes[] = {
     /* name            arch        embd  lay head kv  hd   ff     exp used ffe  vocab    ctx     rope   eps   tied  l3 */
-    {"qwen3-8b",       "qwen3",    4096, 36, 32,  8, 128, 12288,  0,  0,  0,   151936, 40960,  1e6f, 1e-6f, false, 0},
-    {"qwen3-0.6b",     "qwen3",    1024, 28, 16,  8, 128, 3072,   0,  0,  0,   151936, 40960,  1e6f, 1e-6f, true, 0},
-    {"qwen3-30b-a3b",  "qwen3moe", 2048, 48, 32,  4, 128, 6144, 128,  8, 768,  151936, 40960,  1e6f, 1e-6f, false, 0},
-    {"qwen2.5-0.5b",   "qwen2",    896,  24, 14,  2,  64, 4864,   0,  0,  0,   151936, 32768,  1e6f, 1e-6f, true, 0},
-    {"llama-2-7b",     "llama",    4096, 32, 32, 32, 128, 11008,  0,  0,  0,   32000,  4096,   1e4f, 1e-5f, false, 0},
-    {"llama-3.2-1b",   "llama",    2048, 16, 32,  8,  64, 8192,   0,  0,  0,   128256, 131072, 5e5f, 1e-5f, true, 32},
-    {"llama-3.1-8b",   "llama",    4096, 32, 32,  8, 128, 14336,  0,  0,  0,   128256, 131072, 5e5f, 1e-5f, false, 8},
+    {"qwen3-8b",       "qwen3",    4096, 36, 32,  8, 128, 12288,  0,  0,  0,   151936, 40960,  1e6f, 1e-6f, false, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen3-0.6b",     "qwen3",    1024, 28, 16,  8, 128, 3072,   0,  0,  0,   151936, 40960,  1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen3-30b-a3b",  "qwen3moe", 2048, 48, 32,  4, 128, 6144, 128,  8, 768,  151936, 40960,  1e6f, 1e-6f, false, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen2.5-0.5b",   "qwen2",    896,  24, 14,  2,  64, 4864,   0,  0,  0,   151936, 32768,  1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0},
+    {"llama-2-7b",     "llama",    4096, 32, 32, 32, 128, 11008,  0,  0,  0,   32000,  4096,   1e4f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0},
+    {"llama-3.2-1b",   "llama",    2048, 16, 32,  8,  64, 8192,   0,  0,  0,   128256, 131072, 5e5f, 1e-5f, true, 32, 0, 0, 0, 0, 0, 0},
+    {"llama-3.1-8b",   "llama",    4096, 32, 32,  8, 128, 14336,  0,  0,  0,   128256, 131072, 5e5f, 1e-5f, false, 8, 0, 0, 0, 0, 0, 0},
     /* the shapes of the test models in ../shared/models */
-    {"llama-tiny",     "llama",    256,   2,  8,  4,  32, 768,    0,  0,  0,   512,    2048,   1e4f, 1e-5f, false, 0},
-    {"qwen2-tiny",     "qwen2",    128,   2,  4,  2,  32, 256,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0},
-    {"qwen3-tiny",     "qwen3",    256,   2,  4,  2, 128, 768,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0},
-    {"qwen3moe-tiny",  "qwen3moe", 128,   2,  4,  2,  64, 512,    8,  2, 256,  8224,   4096,   1e6f, 1e-6f, true, 0},
+    /* Gemma: Gemma 3 scales the full layers' rope linearly by 8; the Gemma 4 shapes follow
+     * the published configurations (26B-A4B: the dense feed-forward beside 128 experts) */
+    {"gemma3-12b",     "gemma3",   3840, 48, 16,  8, 256, 15360,  0,  0,  0,   262144, 131072, 1e6f, 1e-6f, true, 0,
+     1024, 6, 0, 0, 1e4f, 0},
+    {"gemma3-27b",     "gemma3",   5376, 62, 32, 16, 128, 21504,  0,  0,  0,   262144, 131072, 1e6f, 1e-6f, true, 0,
+     1024, 6, 0, 0, 1e4f, 0},
+    {"gemma4-31b",     "gemma4",   5376, 60, 32,  4, 512, 21504,  0,  0,  0,   262144, 262144, 1e6f, 1e-6f, true, 0,
+     1024, 6, 256, 16, 1e4f, 30},
+    {"gemma4-26b-a4b", "gemma4",   2816, 30, 16,  2, 512, 2112, 128,  8, 704,  262144, 262144, 1e6f, 1e-6f, true, 0,
+     1024, 6, 256, 8, 1e4f, 30},
+    {"llama-tiny",     "llama",    256,   2,  8,  4,  32, 768,    0,  0,  0,   512,    2048,   1e4f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen2-tiny",     "qwen2",    128,   2,  4,  2,  32, 256,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen3-tiny",     "qwen3",    256,   2,  4,  2, 128, 768,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen3moe-tiny",  "qwen3moe", 128,   2,  4,  2,  64, 512,    8,  2, 256,  8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0},
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
@@ -62,7 +72,7 @@ const char *mkmodel_shape_name(int i)
 static bool arch_known(const char *arch)
 {
     return strcmp(arch, "llama") == 0 || strcmp(arch, "qwen2") == 0 || strcmp(arch, "qwen3") == 0 ||
-           strcmp(arch, "qwen3moe") == 0;
+           strcmp(arch, "qwen3moe") == 0 || strcmp(arch, "gemma3") == 0 || strcmp(arch, "gemma4") == 0;
 }
 
 bool mkmodel_arch_defaults(const char *arch, mkmodel_shape *out)
@@ -81,8 +91,15 @@ bool mkmodel_arch_defaults(const char *arch, mkmodel_shape *out)
 int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err)
 {
     if (!arch_known(s->arch))
-        return llmfs_errorf(err, EINVAL, "unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe)", s->arch);
-    bool moe = strcmp(s->arch, "qwen3moe") == 0;
+        return llmfs_errorf(err, EINVAL, "unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe, gemma3, gemma4)",
+                            s->arch);
+    bool moe = strcmp(s->arch, "qwen3moe") == 0 || (strcmp(s->arch, "gemma4") == 0 && s->n_expert);
+    bool gemma = strncmp(s->arch, "gemma", 5) == 0;
+    if (gemma && (s->n_swa <= 0 || s->swa_period < 2 || s->n_ff <= 0))
+        return llmfs_errorf(err, EINVAL, "gemma shapes need a window, a layer period of 2 or more and n_ff");
+    if (!strcmp(s->arch, "gemma4") && (s->head_dim_swa <= 0 || s->head_dim_swa % 32 || s->n_head_kv_swa <= 0 ||
+                                      s->n_head % s->n_head_kv_swa || s->head_dim % 8))
+        return llmfs_errorf(err, EINVAL, "gemma4 needs sliding-window head sizes (multiples of 32) and KV heads");
     if (s->n_embd <= 0 || s->n_layer <= 0 || s->n_head <= 0 || s->n_head_kv <= 0 || s->head_dim <= 0 ||
         s->n_vocab <= 0 || s->n_ctx <= 0 || (!moe && s->n_ff <= 0))
         return llmfs_errorf(err, EINVAL, "every dimension must be positive");
@@ -103,7 +120,7 @@ int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err)
         if (s->n_ff_exp <= 0 || s->n_ff_exp % 32)
             return llmfs_errorf(err, EINVAL, "n_ff_exp must be a positive multiple of 32");
     } else if (s->n_expert) {
-        return llmfs_errorf(err, EINVAL, "experts need --arch qwen3moe");
+        return llmfs_errorf(err, EINVAL, "experts need --arch qwen3moe or gemma4");
     }
     if (s->rope_l3_factor != 0 && !(s->rope_l3_factor >= 1 && strcmp(s->arch, "llama") == 0))
         return llmfs_errorf(err, EINVAL, "llama3 rope scaling needs --arch llama and a factor >= 1");
@@ -273,7 +290,7 @@ static inline float uniform01(uint64_t u)
 
 /* ---- tensors ---- */
 
-enum init_kind { INIT_NORMAL, INIT_ROWLEN, INIT_UNIFORM, INIT_ROPE_L3 };
+enum init_kind { INIT_NORMAL, INIT_ROWLEN, INIT_UNIFORM, INIT_ROPE_L3, INIT_ROPE_PART };
 
 typedef struct tspec {
     char name[64];
@@ -330,6 +347,12 @@ static void fill_row(const tspec *ts, float *x, int64_t n, uint64_t row, uint64_
     case INIT_UNIFORM:
         for (int64_t i = 0; i < n; i++)
             x[i] = ts->a + (ts->b - ts->a) * uniform01(rng_next(&r));
+        break;
+    case INIT_ROPE_PART:
+        /* Gemma 4's proportional rope: the first fraction a of the pairs rotate, the
+         * others get the divisor 1e30 (no rotation), as its converter writes them */
+        for (int64_t i = 0; i < n; i++)
+            x[i] = (double)i < ts->a * (double)n ? 1.0f : 1e30f;
         break;
     case INIT_ROPE_L3: {
         /* Llama 3's frequency divisors: long wavelengths are stretched by the factor,
@@ -535,6 +558,50 @@ static int build_tensors(const mkmodel_shape *s, int ftype, tlist *l)
     } while (0)
 #define STD(fan_in) (1.0f / sqrtf((float)(fan_in)))
 
+    if (!strncmp(s->arch, "gemma", 5)) {
+        /* Gemma: tied embeddings, norms after the blocks, q/k norms; Gemma 4's layer
+         * kinds, V = K on full layers, layer output scales and the MoE beside the dense
+         * feed-forward */
+        const bool g4 = !strcmp(s->arch, "gemma4");
+        ADD2("token_embd.weight", E, V, 0, INIT_ROWLEN, out_len);
+        ADD1("output_norm.weight", E, INIT_UNIFORM, 0.5f, 1.5f);
+        if (g4)
+            ADD1("rope_freqs.weight", hd / 2, INIT_ROPE_PART, 0.25f, 0);
+        for (int il = 0; il < s->n_layer; il++) {
+            const bool swa = il % s->swa_period < s->swa_period - 1;
+            const int64_t d = g4 && swa ? s->head_dim_swa : hd;
+            const int64_t kvd = (g4 && swa ? s->n_head_kv_swa : s->n_head_kv) * d, qd = (int64_t)s->n_head * d;
+#define N(suffix) (snprintf(nm, sizeof nm, "blk.%d." suffix, il), nm)
+            ADD1(N("attn_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+            ADD2(N("attn_q.weight"), E, qd, il, INIT_NORMAL, STD(E));
+            ADD2(N("attn_k.weight"), E, kvd, il, INIT_NORMAL, STD(E));
+            if (!g4 || swa)
+                ADD2(N("attn_v.weight"), E, kvd, il, INIT_NORMAL, STD(E));
+            ADD2(N("attn_output.weight"), qd, E, il, INIT_NORMAL, STD(qd));
+            ADD1(N("attn_q_norm.weight"), d, INIT_UNIFORM, 0.5f, 1.5f);
+            ADD1(N("attn_k_norm.weight"), d, INIT_UNIFORM, 0.5f, 1.5f);
+            ADD1(N("post_attention_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+            ADD1(N("ffn_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+            ADD2(N("ffn_gate.weight"), E, s->n_ff, il, INIT_NORMAL, STD(E));
+            ADD2(N("ffn_up.weight"), E, s->n_ff, il, INIT_NORMAL, STD(E));
+            ADD2(N("ffn_down.weight"), s->n_ff, E, il, INIT_NORMAL, STD(s->n_ff));
+            ADD1(N("post_ffw_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+            if (g4)
+                ADD1(N("layer_output_scale.weight"), 1, INIT_UNIFORM, 0.3f, 1.0f);
+            if (s->n_expert) {
+                int64_t X = s->n_expert, F = s->n_ff_exp;
+                ADD2(N("ffn_gate_inp.weight"), E, X, il, INIT_NORMAL, 3.0f * STD(E));
+                ADD1(N("ffn_gate_inp.scale"), E, INIT_UNIFORM, 0.5f, 1.5f);
+                ADD1(N("pre_ffw_norm_2.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+                ADD1(N("post_ffw_norm_1.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+                ADD1(N("post_ffw_norm_2.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+                ADD3(N("ffn_gate_up_exps.weight"), E, 2 * F, X, il, STD(E));
+                ADD3(N("ffn_down_exps.weight"), F, E, X, il, STD(F));
+                ADD1(N("ffn_down_exps.scale"), X, INIT_UNIFORM, 0.5f, 2.0f);
+            }
+#undef N
+        }
+    } else {
     if (s->tied)
         ADD2("token_embd.weight", E, V, 0, INIT_ROWLEN, out_len);
     else
@@ -577,6 +644,7 @@ static int build_tensors(const mkmodel_shape *s, int ftype, tlist *l)
         }
 #undef N
     }
+    }
 #undef ADD1
 #undef ADD2
 #undef ADD3
@@ -605,7 +673,37 @@ static void put_arch_kv(gguf_writer *w, const mkmodel_shape *s, int ftype, int n
     gguf_w_u32(w, KEY("block_count"), (uint32_t)s->n_layer);
     gguf_w_u32(w, KEY("feed_forward_length"), (uint32_t)s->n_ff);
     gguf_w_u32(w, KEY("attention.head_count"), (uint32_t)s->n_head);
-    gguf_w_u32(w, KEY("attention.head_count_kv"), (uint32_t)s->n_head_kv);
+    const bool g4 = strcmp(a, "gemma4") == 0;
+    if (g4) { /* per layer: the sliding-window layers' KV heads, and which layers they are */
+        int32_t *kvh = malloc(sizeof(int32_t) * (size_t)s->n_layer);
+        bool *pat = malloc(sizeof(bool) * (size_t)s->n_layer);
+        if (kvh && pat) {
+            for (int il = 0; il < s->n_layer; il++) {
+                pat[il] = il % s->swa_period < s->swa_period - 1;
+                kvh[il] = pat[il] ? s->n_head_kv_swa : s->n_head_kv;
+            }
+            gguf_w_arr_i32(w, KEY("attention.head_count_kv"), kvh, (uint64_t)s->n_layer);
+            gguf_w_arr(w, KEY("attention.sliding_window_pattern"), GGUF_T_BOOL, pat, (uint64_t)s->n_layer);
+        }
+        free(kvh);
+        free(pat);
+        gguf_w_u32(w, KEY("attention.key_length_swa"), (uint32_t)s->head_dim_swa);
+        gguf_w_u32(w, KEY("attention.value_length_swa"), (uint32_t)s->head_dim_swa);
+        gguf_w_u32(w, KEY("rope.dimension_count_swa"), (uint32_t)s->head_dim_swa);
+        gguf_w_u32(w, KEY("attention.shared_kv_layers"), 0);
+        gguf_w_u32(w, KEY("embedding_length_per_layer_input"), 0);
+        gguf_w_f32(w, KEY("final_logit_softcapping"), s->softcap);
+    } else {
+        gguf_w_u32(w, KEY("attention.head_count_kv"), (uint32_t)s->n_head_kv);
+    }
+    if (strncmp(a, "gemma", 5) == 0) {
+        gguf_w_u32(w, KEY("attention.sliding_window"), (uint32_t)s->n_swa);
+        gguf_w_f32(w, KEY("rope.freq_base_swa"), s->rope_base_swa);
+        if (!g4) { /* Gemma 3 4B and up stretch the full layers' rope by 8 */
+            gguf_w_str(w, KEY("rope.scaling.type"), "linear");
+            gguf_w_f32(w, KEY("rope.scaling.factor"), 8.0f);
+        }
+    }
     gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), s->rms_eps);
     gguf_w_f32(w, KEY("rope.freq_base"), s->rope_base);
     bool llama = strcmp(a, "llama") == 0;
@@ -613,8 +711,10 @@ static void put_arch_kv(gguf_writer *w, const mkmodel_shape *s, int ftype, int n
         gguf_w_u32(w, KEY("attention.key_length"), (uint32_t)s->head_dim);
         gguf_w_u32(w, KEY("attention.value_length"), (uint32_t)s->head_dim);
     }
-    if (llama) {
+    if (llama || g4) {
         gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)s->head_dim);
+    }
+    if (llama) {
         gguf_w_u32(w, KEY("vocab_size"), (uint32_t)n_vocab);
     }
     if (s->n_expert) {

@@ -19,7 +19,7 @@
 
 typedef struct mkmodel_shape {
     char name[64];           /* general.name */
-    char arch[16];           /* "llama", "qwen2", "qwen3", "qwen3moe" */
+    char arch[16];           /* "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "gemma4" */
     int n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
     int n_expert, n_expert_used, n_ff_exp; /* 0 for dense models */
     int n_vocab;             /* ignored when a vocab file is given (its size wins) */
@@ -28,6 +28,12 @@ typedef struct mkmodel_shape {
     bool tied;               /* no output.weight: the output projection is token_embd */
     float rope_l3_factor;    /* Llama 3.1+ rope scaling (rope_freqs.weight, as llama.cpp's
                               * converter writes it; low 1, high 4, original context 8192); 0 none */
+    /* Gemma ("gemma3", "gemma4"): every swa_period-th layer is full, the others see a
+     * window of n_swa with rope base rope_base_swa; Gemma 4's sliding-window layers have
+     * their own head size and KV heads (head_dim, n_head_kv are the full layers'), its
+     * full layers use V = K and rotate a quarter of their pairs; logits capped at softcap */
+    int n_swa, swa_period, head_dim_swa, n_head_kv_swa;
+    float rope_base_swa, softcap;
 } mkmodel_shape;
 
 /* The built-in shapes: real models (qwen3-8b, qwen3-0.6b, qwen3-30b-a3b, llama-2-7b,

@@ -22,6 +22,12 @@ typedef struct model_hparams {
     bool tied_output;        /* output projection is token_embd */
     bool qkv_bias, qk_norm;
     int file_type;           /* general.file_type (llama_ftype) */
+    /* n_head_kv, head_dim and n_ff above are the largest over the layers (scratch sizes);
+     * each layer's own are in model_layer. */
+    int ffn_act;             /* enum ffn_act of the feed-forward (and experts) */
+    float embd_scale;        /* token embeddings are multiplied by this (Gemma: sqrt(n_embd)); 0 = 1 */
+    float logit_softcap;     /* logits = c * tanh(logits / c) (Gemma); 0 = none */
+    int n_embd_per_layer;    /* Gemma 4 E models: per-layer input embedding width, 0 none */
 } model_hparams;
 
 typedef struct model_layer {
@@ -32,7 +38,24 @@ typedef struct model_layer {
     tensor *ffn_norm;                   /* [n_embd] */
     tensor *w_gate, *w_up, *w_down;     /* dense FFN: [n_ff][n_embd] x2, [n_embd][n_ff] */
     tensor *gate_inp;                   /* MoE router [n_expert][n_embd] */
-    tensor *gate_exps, *up_exps, *down_exps; /* [n_expert][n_ff_exp][n_embd], ..., [n_expert][n_embd][n_ff_exp] */
+    tensor *gate_exps, *up_exps, *down_exps; /* [n_expert][n_ff_exp][n_embd], ..., [n_expert][n_embd][n_ff_exp];
+                                         * up_exps NULL: gate_exps holds gate then up rows, [n_expert][2*n_ff_exp][n_embd] */
+    /* Gemma: norms after the blocks, the MoE's extra norms and scales, per-layer inputs */
+    tensor *post_attn_norm, *post_ffn_norm;        /* [n_embd] */
+    tensor *ffn_norm_exps, *post_ffn_norm_dense, *post_ffn_norm_exps; /* [n_embd]: pre_ffw_norm_2, post_ffw_norm_1, _2 */
+    tensor *gate_inp_scale;             /* [n_embd] router input scale */
+    tensor *down_exps_scale;            /* [n_expert] per-expert output scale */
+    tensor *pl_gate, *pl_proj, *pl_norm;/* [P][n_embd], [n_embd][P], [n_embd]: per-layer input block */
+    /* This layer's shape; model.c sets them from the file's scalar-or-per-layer keys, a
+     * family with layer kinds refines them in read_hparams. */
+    int il;                             /* its index (a streamed copy keeps it) */
+    int n_head_kv, head_dim, n_ff;
+    int n_swa;                          /* sliding window of its attention, 0 = none */
+    int kv_from;                        /* layer whose KV cache it uses: itself, or an earlier
+                                         * one (shared KV: it stores nothing) */
+    float attn_scale;                   /* softmax scale of q.k */
+    float out_scale;                    /* the layer's output is multiplied by this (1: none) */
+    rope_params rope;
     backend *be;                        /* where this layer computes */
 } model_layer;
 
@@ -75,6 +98,9 @@ struct model {
     tokenizer *tok;
     tensor *tensors; int n_tensors;    /* every weight */
     tensor *tok_embd, *output_norm, *output;
+    /* Gemma 4 E models' per-layer inputs (on the CPU, with tok_embd), else NULL:
+     * [n_vocab][n_layer*P], [n_layer*P][n_embd], [P] */
+    tensor *pl_embd, *pl_model_proj, *pl_proj_norm;
     model_layer *layers;
     backend *cpu;                       /* always present */
     backend *gpu;                       /* NULL without CUDA or with ngl 0 */

@@ -438,6 +438,47 @@ START_TEST(norm_add_swiglu)
         got = host_from(dx, sizeof(float) * n);
         ck_assert(rel_rms(got, ref, n) < 1e-5);
         free(got);
+        /* GeGLU: the CPU rounds GELU through f16 as llama.cpp does, the GPU does not */
+        gpu->ops->upload(gpu, dx, x, sizeof(float) * n);
+        cpu->ops->geglu(cpu, ref, x, y, n);
+        gpu->ops->geglu(gpu, dout, dx, dy, n);
+        got = host_from(dout, sizeof(float) * n);
+        ck_assert_msg(rel_rms(got, ref, n) < 2e-3, "geglu %lld: %g", (long long)n, rel_rms(got, ref, n));
+        free(got);
+        /* scale, then soft-capping at 30 of values up to ~100 */
+        memcpy(ref, x, sizeof(float) * n);
+        cpu->ops->scale(cpu, ref, 10.0f, n);
+        cpu->ops->softcap(cpu, ref, 30.0f, n);
+        gpu->ops->scale(gpu, dx, 10.0f, n);
+        gpu->ops->softcap(gpu, dx, 30.0f, n);
+        got = host_from(dx, sizeof(float) * n);
+        ck_assert_msg(rel_rms(got, ref, n) < 1e-6, "scale/softcap %lld", (long long)n);
+        free(got);
+        /* a column block of rows: copy2d of the first d/2 columns */
+        if (d >= 2) {
+            cpu->ops->copy2d(cpu, ref, d / 2, x, d, rows, d / 2);
+            gpu->ops->upload(gpu, dx, x, sizeof(float) * n);
+            gpu->ops->copy2d(gpu, dout, d / 2, dx, d, rows, d / 2);
+            got = host_from(dout, sizeof(float) * (size_t)rows * (d / 2));
+            ck_assert(memcmp(got, ref, sizeof(float) * (size_t)rows * (d / 2)) == 0);
+            free(got);
+        }
+        /* per-expert scales by id */
+        {
+            int32_t ids[8] = {0, 3, 1, 2, 3, 3, 0, 1};
+            float s4[4] = {0.5f, 2.0f, 0.25f, 4.0f}, w8[8] = {1, 2, 3, 4, 5, 6, 7, 8}, r8[8];
+            memcpy(r8, w8, sizeof r8);
+            cpu->ops->scale_ids(cpu, r8, ids, s4, 8);
+            int32_t *di = dev_from(ids, sizeof ids);
+            float *ds4 = dev_from(s4, sizeof s4), *dw8 = dev_from(w8, sizeof w8);
+            gpu->ops->scale_ids(gpu, dw8, di, ds4, 8);
+            got = host_from(dw8, sizeof w8);
+            ck_assert(memcmp(got, r8, sizeof r8) == 0);
+            free(got);
+            dev_free(di);
+            dev_free(ds4);
+            dev_free(dw8);
+        }
         gpu_ok("element-wise");
         float *ds[] = {dx, dy, dw, db, dout, dx2};
         for (int i = 0; i < 6; i++)
@@ -484,9 +525,12 @@ START_TEST(rope_variants)
 {
     /* normal and NEOX pairs, partial rotation, linear scaling, llama3 factors, far
      * positions, two sequences */
-    static float factors[64];
+    static float factors[64], proportional[32];
     for (int i = 0; i < 64; i++)
         factors[i] = 1.0f + (float)i / 8;
+    /* Gemma 4's full layers: the first pairs rotate, 1e30 leaves the others in place */
+    for (int i = 0; i < 32; i++)
+        proportional[i] = i < 4 ? 1.0f : 1e30f;
     const struct {
         int hd, n_rot;
         bool neox;
@@ -495,8 +539,9 @@ START_TEST(rope_variants)
     } cfg[] = {
         {64, 64, false, 10000.f, 1.f, NULL}, {128, 128, true, 1e6f, 1.f, NULL},  {128, 64, true, 10000.f, 1.f, NULL},
         {32, 32, false, 10000.f, 0.25f, NULL}, {128, 128, false, 500000.f, 1.f, factors}, {8, 8, false, 10000.f, 1.f, NULL},
+        {64, 64, true, 1e6f, 1.f, proportional},
     };
-    for (int c = 0; c < 6; c++) {
+    for (int c = 0; c < 7; c++) {
         const int n = 19, H = 3, hd = cfg[c].hd;
         int32_t tok[19], pos[19], seq[19];
         for (int i = 0; i < n; i++) {
@@ -777,10 +822,11 @@ START_TEST(topk_softmax_routes)
 }
 END_TEST
 
-static void moe_case(int type, int type_down, int n, int E, int K, int d, int ff)
+/* act: enum ffn_act; fused: gate and up in one tensor (gate rows first per expert) */
+static void moe_case_act(int type, int type_down, int n, int E, int K, int d, int ff, int act, bool fused)
 {
     wpair gate, up, down;
-    make_weight(&gate, "gate_exps", type, d, ff, E, 1.0f / sqrtf((float)d));
+    make_weight(&gate, "gate_exps", type, d, fused ? 2 * ff : ff, E, 1.0f / sqrtf((float)d));
     make_weight(&up, "up_exps", type, d, ff, E, 1.0f / sqrtf((float)d));
     make_weight(&down, "down_exps", type_down, ff, d, E, 1.0f / sqrtf((float)ff));
     float *x = randn((int64_t)n * d, 1), *l = randn((int64_t)n * E, 2);
@@ -788,18 +834,18 @@ static void moe_case(int type, int type_down, int n, int E, int K, int d, int ff
     float *w = malloc(sizeof(float) * n * K), *ref = malloc(sizeof(float) * n * d);
     begin_plain(n);
     cpu->ops->topk_softmax(cpu, ids, w, l, n, E, K, true);
-    cpu->ops->moe_ffn(cpu, ref, x, &gate.c, &up.c, &down.c, ids, w, n, K);
+    cpu->ops->moe_ffn(cpu, ref, x, &gate.c, fused ? NULL : &up.c, &down.c, ids, w, n, K, act);
     float *dx = dev_from(x, sizeof(float) * n * d), *dw = dev_from(w, sizeof(float) * n * K);
     int32_t *dids = dev_from(ids, sizeof(int32_t) * n * K);
     float *dout = dev_alloc(sizeof(float) * n * d);
-    gpu->ops->moe_ffn(gpu, dout, dx, &gate.g, &up.g, &down.g, dids, dw, n, K);
+    gpu->ops->moe_ffn(gpu, dout, dx, &gate.g, fused ? NULL : &up.g, &down.g, dids, dw, n, K, act);
     float *got = host_from(dout, sizeof(float) * n * d);
     gpu_ok("moe_ffn");
     int wr = 0;
     const double tol = is_float(type) && is_float(type_down) ? 1.5e-2 : 5e-2;
     double e = worst_row(got, ref, n, d, &wr);
-    ck_assert_msg(e < tol, "moe %s/%s n %d E %d k %d: token %d off by %.3g", type_info(type)->name,
-                  type_info(type_down)->name, n, E, K, wr, e);
+    ck_assert_msg(e < tol, "moe %s/%s n %d E %d k %d act %d fused %d: token %d off by %.3g", type_info(type)->name,
+                  type_info(type_down)->name, n, E, K, act, fused, wr, e);
     dev_free(dx);
     dev_free(dw);
     dev_free(dids);
@@ -815,6 +861,11 @@ static void moe_case(int type, int type_down, int n, int E, int K, int d, int ff
     free_weight(&down);
 }
 
+static void moe_case(int type, int type_down, int n, int E, int K, int d, int ff)
+{
+    moe_case_act(type, type_down, n, E, K, d, ff, FFN_SILU, false);
+}
+
 /* Experts of each type; one token (direct) and batches (grouped), more pairs of an
  * expert than a group holds, experts nobody chose. */
 START_TEST(moe_experts)
@@ -828,6 +879,13 @@ START_TEST(moe_experts)
             moe_case(types[t][0], types[t][1], ns[i], 8, 2, 256, 512);
     moe_case(T_Q4_K, T_Q6_K, 1, 128, 8, 512, 256);
     moe_case(T_Q4_K, T_Q6_K, 130, 128, 8, 512, 256);
+    /* Gemma 4: GELU, separate and fused gate/up */
+    const int gi[] = {1, 17};
+    for (int i = 0; i < 2; i++)
+        for (int fused = 0; fused < 2; fused++) {
+            moe_case_act(T_Q8_0, T_Q8_0, gi[i], 8, 2, 128, 64, FFN_GELU, fused);
+            moe_case_act(T_Q4_K, T_Q6_K, gi[i], 8, 2, 256, 256, FFN_GELU, fused);
+        }
 }
 END_TEST
 

@@ -305,6 +305,53 @@ START_TEST(test_chatml_from_model)
 }
 END_TEST
 
+/* The Gemma models' own templates render the chat fixtures' prompts byte for byte (the
+ * BOS the template emits is the tokenizer's to add: rendered with an empty bos_token). */
+START_TEST(test_gemma_templates_from_models)
+{
+    static const struct { const char *model, *fixture, *family, *bos; } cases[] = {
+        {"models/gemma3-tiny-q8_0.gguf", "fixtures/gemma3-tiny-q8_0/chat/prompt.txt", "gemma", "<s>"},
+        {"models/gemma4-tiny-q8_0.gguf", "fixtures/gemma4-tiny-q8_0/chat/prompt.txt", "gemma4", "<bos>"},
+        {"models/gemma4e-tiny-q8_0.gguf", "fixtures/gemma4e-tiny-q8_0/chat/prompt.txt", "gemma4", "<bos>"},
+        {"models/gemma4moe-tiny-q8_0.gguf", "fixtures/gemma4moe-tiny-q8_0/chat/prompt.txt", "gemma4", "<bos>"},
+    };
+    const chat_msg hi[] = {{"user", "Hi"}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char buf[4096];
+        llmfs_error err = {0};
+        gguf_file *f = gguf_open(test_shared_path(cases[c].model, buf, sizeof buf), NULL, &err);
+        ck_assert_msg(f, "%s", err.msg);
+        size_t len, fl;
+        const char *tmpl = gguf_get_str(f, "tokenizer.chat_template", &len);
+        ck_assert(tmpl);
+        ck_assert_str_eq(chat_template_name(tmpl), cases[c].family);
+        char *fixture = test_read_file(test_shared_path(cases[c].fixture, buf, sizeof buf), &fl);
+        ck_assert(fixture);
+        char *p = chat_render(tmpl, hi, 1, true, "", "", &err);
+        ck_assert_msg(p, "%s: %s", cases[c].model, err.msg);
+        ck_assert_msg(!strcmp(p, fixture), "%s:\n--- got ---\n%s\n--- want ---\n%s", cases[c].model, p, fixture);
+        free(p);
+        /* with the BOS: it leads */
+        p = chat_render(tmpl, hi, 1, true, cases[c].bos, "", &err);
+        ck_assert(p && !strncmp(p, cases[c].bos, strlen(cases[c].bos)) && !strcmp(p + strlen(cases[c].bos), fixture));
+        free(p);
+        free(fixture);
+        gguf_close(f);
+    }
+    /* Gemma 4 specifics: a system turn of its own, the model's thinking dropped from its
+     * past turns, consecutive assistant messages as one turn */
+    const chat_msg conv4[] = {{"system", " Be brief. "}, {"user", "Hi"},
+                              {"assistant", "<|channel>thought\nhm<channel|>Hello!"}, {"assistant", "More."},
+                              {"user", "Bye"}};
+    llmfs_error err = {0};
+    char *p = chat_render_builtin("gemma4", conv4, 5, false, "", "", &err);
+    ck_assert_msg(p, "%s", err.msg);
+    ck_assert_str_eq(p, "<|turn>system\nBe brief.<turn|>\n<|turn>user\nHi<turn|>\n<|turn>model\nHello!<turn|>\n"
+                        "More.<turn|>\n<|turn>user\nBye<turn|>\n");
+    free(p);
+}
+END_TEST
+
 START_TEST(test_family_templates)
 {
     const family_case *fc = &families[_i];
@@ -591,6 +638,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_names);
     tcase_add_test(tc, test_raise_exception);
     tcase_add_test(tc, test_unsupported_and_malformed);
+    tcase_add_test(tc, test_gemma_templates_from_models);
     tcase_add_test(tc, test_whitespace);
     tcase_add_test(tc, test_limits);
     tcase_add_test(tc, test_resource_limits);

@@ -393,6 +393,37 @@ START_TEST(chat_second_turn_reuses_the_cache)
 }
 END_TEST
 
+/* Gemma 4 MoE through the engine: the file's template (its built-in stand-in) renders
+ * the turn as the chat fixture's prompt, the reply comes, and the cache is what the
+ * metadata says: per layer n_kv_heads x head size x 2 bytes (f16) x (K + V) per cell */
+START_TEST(chat_gemma4_moe)
+{
+    static const char *opts[] = {"temp=0", "n_predict=8", "ctx=256", "threads=2", "parallel=1"};
+    load("g", "gemma4moe-tiny-q8_0.gguf", opts, 5);
+    llmfs_model *m = llmfs_model_get(lf, "g");
+    llmfs_model_info info;
+    llmfs_model_info_get(m, &info);
+    ck_assert_str_eq(info.arch, "gemma4");
+    /* layers S S S F: 2 x 32 and 1 x 64 values per cell, K and V, f16 */
+    const uint64_t per_cell = 3 * (2 * 32 * 2 * 2) + 1 * (1 * 64 * 2 * 2);
+    llmfs_session *s = llmfs_session_default(m);
+    char *r = prompt_and_read(s, "Hi");
+    llmfs_session_stats st;
+    llmfs_session_stats_get(s, &st);
+    ck_assert_int_eq(st.turns, 1);
+    /* the fixture's chat prompt is 16 tokens, BOS included */
+    ck_assert_int_eq(st.n_prompt + st.n_cached, 16);
+    ck_assert_int_gt((int)strlen(r), 0);
+    llmfs_model_stats ms;
+    llmfs_model_stats_get(m, &ms);
+    ck_assert_msg(ms.kv_bytes == per_cell * (uint64_t)ms.n_ctx * (uint64_t)ms.n_slots,
+                  "KV %llu bytes for %d x %d cells", (unsigned long long)ms.kv_bytes, ms.n_ctx, ms.n_slots);
+    free(r);
+    llmfs_session_put(s);
+    llmfs_model_put(m);
+}
+END_TEST
+
 START_TEST(chat_needs_a_template)
 {
     static const char *opts[] = {"threads=2"};
@@ -982,6 +1013,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, more_sessions_than_slots);
     tcase_add_test(tc, chat_second_turn_reuses_the_cache);
     tcase_add_test(tc, chat_needs_a_template);
+    tcase_add_test(tc, chat_gemma4_moe);
     tcase_add_test(tc, stop_ends_the_reply);
     tcase_add_test(tc, context_full_and_too_big);
     tcase_add_test(tc, bad_ctl_lines);

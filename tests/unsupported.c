@@ -19,15 +19,11 @@ static const struct {
     const char *why;
 } unsupported[] = {
     {BY_ARCH, "gpt-oss", "architecture gpt-oss (issue 15)"},
-    {BY_ARCH, "gemma3", "architecture gemma3 (issue 17)"},
-    {BY_ARCH, "gemma4", "architecture gemma4 (issue 17)"},
     {BY_ARCH, "qwen35", "architecture qwen35 (issue 16)"},
     {BY_ARCH, "qwen35moe", "architecture qwen35moe (issue 16)"},
     {BY_ARCH, "qwen3next", "architecture qwen3next (issue 16)"},
     {BY_KIND, "mtp", "MTP drafting cases (issue 20)"},
     {BY_KIND, "vision", "vision cases (issue 21)"},
-    {BY_VOCAB, "gemma3-spm-vocab.gguf", "Gemma 3 tokenizer (issue 17)"},
-    {BY_VOCAB, "gemma4-bpe-vocab.gguf", "Gemma 4 tokenizer (issue 17)"},
     {BY_VOCAB, "qwen35-pre", "qwen35 pre-tokenizer (issue 16)"},
 };
 
