@@ -185,7 +185,10 @@ INLINE void sb_kernel(const int kind, quant_sdecode_fn f, const size_t bb, int64
             __m512i sc16 = _mm512_castsi256_si512(_mm256_load_si256((const __m256i *)sb.sc));
             __m512i s[4];
             UNROLL for (int k = 0; k < 4; k++) {
-                __m512i wq = _mm512_load_si512(sb.q + 64 * k);
+                /* two 256-bit loads, as the decoders stored them: one 512-bit load
+                 * over two fresh 256-bit stores cannot be forwarded and stalls */
+                __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_load_si256((const __m256i *)(sb.q + 64 * k))),
+                                                _mm256_load_si256((const __m256i *)(sb.q + 64 * k + 32)), 1);
                 __m512i wabs = _mm512_abs_epi8(wq);
                 __mmask64 neg = _mm512_movepi8_mask(wq);
                 __m512i scl = _mm512_permutexvar_epi16(pick[k], sc16);
