@@ -1,6 +1,7 @@
 /* cmd_mkmodel.c — `llmfs mkmodel`: a random-weight GGUF of a real model's shape. */
 #include "cmd.h"
 #include "mkmodel.h"
+#include "quant.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,9 @@ static void usage(void)
     printf("\n"
            "  --arch ARCH     llama, qwen2, qwen3, qwen3moe (a small model unless dims are given)\n"
            "  --type TYPE     q4_k_m (default; llama.cpp's mix), q8_0, q4_0, q4_1, q5_0, q5_1,\n"
-           "                  q2_k, q3_k, q4_k, q5_k, q6_k, f16, bf16, f32 (every weight that type)\n"
+           "                  q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, tq1_0, tq2_0, mxfp4,\n"
+           "                  f16, bf16, f32 (every weight that type); mxfp4_moe (MXFP4 experts,\n"
+           "                  Q8_0 elsewhere, llama.cpp's MXFP4_MOE)\n"
            "  --vocab FILE    copy the tokenizer of a (vocab-only) GGUF; n_vocab becomes its size.\n"
            "                  Without it: byte-level BPE, 256 byte tokens, ChatML specials, padding\n"
            "  DIMS            --n-embd --n-layer --n-head --n-head-kv --head-dim --n-ff --n-expert\n"
@@ -92,6 +95,11 @@ int cmd_mkmodel(int argc, char **argv)
         return cmd_usage_error(C, "needs --shape NAME or --arch ARCH");
     }
     int ftype = mkmodel_ftype_from_name(type);
+    const type_traits *tt = type_info(type_from_name(type));
+    if (ftype < 0 && tt && !tt->has_quantize)
+        return cmd_usage_error(C, "type %s needs an importance matrix, which mkmodel does not have "
+                               "(its quantizers: iq4_nl, iq4_xs, mxfp4, tq1_0, tq2_0 and the Q/K types)",
+                               tt->name);
     if (ftype < 0)
         return cmd_usage_error(C, "unknown type '%s' (see 'llmfs mkmodel --help')", type);
 

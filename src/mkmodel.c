@@ -114,7 +114,10 @@ int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err)
 
 /* ---- file types ---- */
 
-enum { FT_Q4_K_M = 15 };
+/* MXFP4_MOE (38) stores MXFP4 in the expert tensors only and Q8_0 elsewhere; "mxfp4"
+ * puts MXFP4 in every weight (llama-quantize MXFP4_MOE --pure, as the llama-tiny-mxfp4
+ * test model was made). Both write general.file_type 38; FT_MXFP4_PURE is ours. */
+enum { FT_Q4_K_M = 15, FT_MXFP4_MOE = 38, FT_MXFP4_PURE = 1038 };
 
 static const struct {
     const char *name;
@@ -125,6 +128,8 @@ static const struct {
     {"q4_1", 3, T_Q4_1},  {"q5_0", 8, T_Q5_0},  {"q5_1", 9, T_Q5_1},  {"q8_0", 7, T_Q8_0},
     {"q2_k", 10, T_Q2_K}, {"q3_k", 11, T_Q3_K}, {"q4_k", 14, T_Q4_K}, {"q5_k", 16, T_Q5_K},
     {"q6_k", 18, T_Q6_K}, {"q4_k_m", FT_Q4_K_M, T_Q4_K},
+    {"iq4_nl", 25, T_IQ4_NL}, {"iq4_xs", 30, T_IQ4_XS}, {"tq1_0", 36, T_TQ1_0}, {"tq2_0", 37, T_TQ2_0},
+    {"mxfp4", FT_MXFP4_PURE, T_MXFP4}, {"mxfp4_moe", FT_MXFP4_MOE, T_Q8_0},
 };
 #define N_FTYPES ((int)(sizeof ftypes / sizeof ftypes[0]))
 
@@ -163,6 +168,8 @@ int mkmodel_tensor_type(int ftype, const char *name, int64_t ne0, int il, const 
     int t = ftype_base_type(ftype);
     if (t < 0)
         return -1;
+    if (ftype == FT_MXFP4_MOE && has(name, "_exps"))
+        t = T_MXFP4;
     if (ftype == FT_Q4_K_M) {
         bool is_output = strcmp(name, "output.weight") == 0 ||
                          (s->tied && strcmp(name, "token_embd.weight") == 0);
@@ -191,6 +198,8 @@ int mkmodel_tensor_type(int ftype, const char *name, int64_t ne0, int il, const 
         case T_Q4_K: t = T_Q5_0; break;
         case T_Q5_K: t = T_Q5_1; break;
         case T_Q6_K: t = T_Q8_0; break;
+        case T_IQ4_XS: t = T_IQ4_NL; break;
+        case T_TQ1_0: case T_TQ2_0: t = T_Q4_0; break;
         default: break;
         }
         tr = type_info(t);
@@ -534,7 +543,7 @@ static void put_arch_kv(gguf_writer *w, const mkmodel_shape *s, int ftype, int n
 #define KEY(suffix) (snprintf(k, sizeof k, "%s." suffix, a), k)
     gguf_w_str(w, "general.architecture", a);
     gguf_w_str(w, "general.name", s->name);
-    gguf_w_u32(w, "general.file_type", (uint32_t)ftype);
+    gguf_w_u32(w, "general.file_type", (uint32_t)(ftype == FT_MXFP4_PURE ? FT_MXFP4_MOE : ftype));
     gguf_w_u32(w, "general.quantization_version", 2);
     gguf_w_u32(w, KEY("context_length"), (uint32_t)s->n_ctx);
     gguf_w_u32(w, KEY("embedding_length"), (uint32_t)s->n_embd);

@@ -42,15 +42,18 @@ bool mkmodel_arch_defaults(const char *arch, mkmodel_shape *out);
 int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err);
 
 /* File types mkmodel can write: "f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1",
- * "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k" (every 2D weight of that type) and
- * "q4_k_m" (llama.cpp's Q4_K_M mix). Returns the llama_ftype number for
- * general.file_type, or -1 if unknown. */
+ * "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0",
+ * "mxfp4" (every 2D weight of that type), "q4_k_m" (llama.cpp's Q4_K_M mix) and
+ * "mxfp4_moe" (MXFP4 experts, Q8_0 elsewhere). Returns the llama_ftype number for
+ * general.file_type (1038 for "mxfp4", written as 38 like "mxfp4_moe"), or -1 if
+ * unknown. The other IQ types need an importance matrix and are not offered. */
 int mkmodel_ftype_from_name(const char *name);
 
 /* The type llama.cpp's quantizer gives the 2D/3D weight `name` (of layer il, row length
  * ne0) of a model of shape s for file type ftype; the MoE router stays F32. Rows that
  * are not a whole number of blocks fall back as llama.cpp does (Q4_K -> Q5_0, Q5_K ->
- * Q5_1, Q6_K -> Q8_0; Q2_K and Q3_K -> Q4_0 where llama.cpp would use IQ4_NL; F16 when
+ * Q5_1, Q6_K -> Q8_0, IQ4_XS -> IQ4_NL, TQ1_0/TQ2_0 -> Q4_0; Q2_K and Q3_K -> Q4_0 where
+ * llama.cpp would use IQ4_NL; F16 when
  * even that does not divide). 1D tensors are always F32 and not asked about. */
 int mkmodel_tensor_type(int ftype, const char *name, int64_t ne0, int il, const mkmodel_shape *s);
 

