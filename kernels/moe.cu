@@ -173,11 +173,15 @@ __global__ void k_moe_sum(float *out, const float *y, const float *w, int n, int
 }
 
 void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate, const tensor *up, const tensor *down,
-                     const int32_t *ids, const float *weights, int n, int k)
+                     const int32_t *ids, const float *weights, int n, int k, const moe_extra *ex)
 {
     cuda_backend *cb = CB(be);
     if (cuda_dead(cb) || n <= 0 || k <= 0)
         return;
+    if (ex) {
+        cuda_fail(cb, EINVAL, "moe_ffn: expert biases and the clamped SwiGLU are not implemented on CUDA");
+        return;
+    }
     const int64_t d = gate->ne[0], ff = gate->ne[1], E = gate->ne[2] > 0 ? gate->ne[2] : 1;
     if (up->type != gate->type || up->ne[0] != d || up->ne[1] != ff || down->ne[0] != ff || down->ne[1] != d ||
         (up->ne[2] > 0 ? up->ne[2] : 1) != E || (down->ne[2] > 0 ? down->ne[2] : 1) != E) {

@@ -22,8 +22,9 @@
 /* A layer's feed-forward tensors, as pointers into L (NULL entries: absent): what moves
  * with its feed-forward block (placement groups, streaming). */
 #define FFN_TENSORS(L) {&(L)->ffn_norm, &(L)->w_gate, &(L)->w_up, &(L)->w_down, &(L)->gate_inp, \
-                        &(L)->gate_exps, &(L)->up_exps, &(L)->down_exps}
-#define FFN_N_TENSORS 8
+                        &(L)->gate_exps, &(L)->up_exps, &(L)->down_exps, &(L)->gate_inp_b, \
+                        &(L)->gate_exps_b, &(L)->up_exps_b, &(L)->down_exps_b}
+#define FFN_N_TENSORS 12
 
 /* Activations of one micro-batch, in the memory of the backend computing them. Shapes
  * as in the families' comments: n tokens, E n_embd, H n_head, Hk n_head_kv, D head_dim,
@@ -81,6 +82,7 @@ typedef struct model_family {
 } model_family;
 
 extern const model_family family_llama;
+extern const model_family family_gptoss;
 
 /* ---- reading hyperparameters: {arch}.key of the model's file ---- */
 

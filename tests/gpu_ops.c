@@ -759,11 +759,11 @@ static void moe_case(int type, int type_down, int n, int E, int K, int d, int ff
     float *w = malloc(sizeof(float) * n * K), *ref = malloc(sizeof(float) * n * d);
     begin_plain(n);
     cpu->ops->topk_softmax(cpu, ids, w, l, n, E, K, true);
-    cpu->ops->moe_ffn(cpu, ref, x, &gate.c, &up.c, &down.c, ids, w, n, K);
+    cpu->ops->moe_ffn(cpu, ref, x, &gate.c, &up.c, &down.c, ids, w, n, K, NULL);
     float *dx = dev_from(x, sizeof(float) * n * d), *dw = dev_from(w, sizeof(float) * n * K);
     int32_t *dids = dev_from(ids, sizeof(int32_t) * n * K);
     float *dout = dev_alloc(sizeof(float) * n * d);
-    gpu->ops->moe_ffn(gpu, dout, dx, &gate.g, &up.g, &down.g, dids, dw, n, K);
+    gpu->ops->moe_ffn(gpu, dout, dx, &gate.g, &up.g, &down.g, dids, dw, n, K, NULL);
     float *got = host_from(dout, sizeof(float) * n * d);
     gpu_ok("moe_ffn");
     int wr = 0;

@@ -18,7 +18,6 @@ static const struct {
     const char *value;  /* meta.txt arch / the model file's weight type / case kind / vector file */
     const char *why;
 } unsupported[] = {
-    {BY_ARCH, "gpt-oss", "architecture gpt-oss (issue 15)"},
     {BY_ARCH, "gemma3", "architecture gemma3 (issue 17)"},
     {BY_ARCH, "gemma4", "architecture gemma4 (issue 17)"},
     {BY_ARCH, "qwen35", "architecture qwen35 (issue 16)"},
