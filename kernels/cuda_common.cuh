@@ -36,6 +36,7 @@ enum cuda_ws {
     WS_MOE_H,      /* expert hidden activations (f32) */
     WS_MOE_HQ,     /* ... quantized */
     WS_MOE_Y,      /* per-pair expert outputs */
+    WS_MOE_U,      /* expert up products when the activation is not fused (moe_extra) */
     WS_SAMPLE,     /* argmax/top-k results */
     WS_COUNT
 };

@@ -172,16 +172,40 @@ __global__ void k_moe_sum(float *out, const float *y, const float *w, int n, int
     out[i] = s;
 }
 
+/* h[p] = act(h[p] + bg[e], u[p] + bu[e]), e = ids[p]: the experts' gate and up biases and
+ * the clamped SwiGLU (gpt-oss; limit 0: silu(g) * u) */
+__global__ void k_moe_act(float *h, const float *u, const int32_t *ids, const float *bg, const float *bu, int P,
+                          int ff, float alpha, float limit)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)P * ff)
+        return;
+    const int64_t p = i / ff, r = i % ff, e = ids[p];
+    float g = h[i] + (bg ? bg[e * ff + r] : 0.0f), v = u[i] + (bu ? bu[e * ff + r] : 0.0f);
+    if (limit > 0.0f) {
+        g = fminf(g, limit);
+        v = fminf(fmaxf(v, -limit), limit);
+        h[i] = g / (1.0f + expf(-alpha * g)) * (v + 1.0f);
+    } else {
+        h[i] = g / (1.0f + expf(-g)) * v;
+    }
+}
+
+/* y[p] += bd[ids[p]]: the down bias, before the router weight */
+__global__ void k_moe_down_bias(float *y, const int32_t *ids, const float *bd, int P, int d)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)P * d)
+        return;
+    y[i] += bd[(int64_t)ids[i / d] * d + i % d];
+}
+
 void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate, const tensor *up, const tensor *down,
                      const int32_t *ids, const float *weights, int n, int k, const moe_extra *ex)
 {
     cuda_backend *cb = CB(be);
     if (cuda_dead(cb) || n <= 0 || k <= 0)
         return;
-    if (ex) {
-        cuda_fail(cb, EINVAL, "moe_ffn: expert biases and the clamped SwiGLU are not implemented on CUDA");
-        return;
-    }
     const int64_t d = gate->ne[0], ff = gate->ne[1], E = gate->ne[2] > 0 ? gate->ne[2] : 1;
     if (up->type != gate->type || up->ne[0] != d || up->ne[1] != ff || down->ne[0] != ff || down->ne[1] != d ||
         (up->ne[2] > 0 ? up->ne[2] : 1) != E || (down->ne[2] > 0 ? down->ne[2] : 1) != E) {
@@ -243,8 +267,25 @@ void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate
         j.xq = q;
         j.xm = m;
     }
-    if (!cuda_mmv(cb, &j))
+    if (ex) { /* gate and up apart, then biases and the activation */
+        float *u = (float *)cuda_ws(cb, WS_MOE_U, sizeof(float) * (size_t)P * ff);
+        if (!u)
+            return;
+        j.w2 = NULL;
+        if (!cuda_mmv(cb, &j))
+            return;
+        j.w = up->data;
+        j.out = u;
+        if (!cuda_mmv(cb, &j))
+            return;
+        LAUNCH(cdiv((int64_t)P * ff, 256), 256, 0, cb->stream, k_moe_act)(
+            h, u, ids, ex->gate_b ? (const float *)ex->gate_b->data : NULL,
+            ex->up_b ? (const float *)ex->up_b->data : NULL, P, (int)ff, ex->swiglu_alpha, ex->swiglu_limit);
+        if (!CUDA_LAUNCHED(cb, "moe activation"))
+            return;
+    } else if (!cuda_mmv(cb, &j)) {
         return;
+    }
 
     /* y[p] = down_e h[p] */
     j.w = down->data;
@@ -272,6 +313,12 @@ void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate
     }
     if (!cuda_mmv(cb, &j))
         return;
+    if (ex && ex->down_b) {
+        LAUNCH(cdiv((int64_t)P * d, 256), 256, 0, cb->stream, k_moe_down_bias)(y, ids, (const float *)ex->down_b->data,
+                                                                            P, (int)d);
+        if (!CUDA_LAUNCHED(cb, "moe down bias"))
+            return;
+    }
     LAUNCH(cdiv((int64_t)n * d, 256), 256, 0, cb->stream, k_moe_sum)(out, y, weights, n, k, (int)d);
     CUDA_LAUNCHED(cb, "moe sum");
 }

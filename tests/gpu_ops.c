@@ -466,8 +466,9 @@ START_TEST(rope_variants)
     } cfg[] = {
         {64, 64, false, 10000.f, 1.f, NULL}, {128, 128, true, 1e6f, 1.f, NULL},  {128, 64, true, 10000.f, 1.f, NULL},
         {32, 32, false, 10000.f, 0.25f, NULL}, {128, 128, false, 500000.f, 1.f, factors}, {8, 8, false, 10000.f, 1.f, NULL},
+        {64, 64, true, 150000.f, 1.f / 32, NULL}, /* YaRN as gpt-oss (below) */
     };
-    for (int c = 0; c < 6; c++) {
+    for (int c = 0; c < 7; c++) {
         const int n = 19, H = 3, hd = cfg[c].hd;
         int32_t tok[19], pos[19], seq[19];
         for (int i = 0; i < n; i++) {
@@ -482,6 +483,13 @@ START_TEST(rope_variants)
         p.freq_base = cfg[c].base;
         p.freq_scale = cfg[c].scale;
         p.freq_factors = cfg[c].ff;
+        if (c == 6) {
+            p.yarn_ext_factor = 1;
+            p.yarn_attn_factor = 1;
+            p.yarn_beta_fast = 32;
+            p.yarn_beta_slow = 1;
+            p.yarn_orig_ctx = 4096;
+        }
         const int64_t sz = (int64_t)n * H * hd;
         float *x = randn(sz, 1), *ref = malloc(sizeof(float) * sz);
         memcpy(ref, x, sizeof(float) * sz);
@@ -552,6 +560,11 @@ typedef struct attn_cfg {
     int hd, H, Hk, tk, tv;
 } attn_cfg;
 
+/* The sliding window and sinks (host memory, [H]) the attention tests use; 0 and NULL
+ * but in attention_window_sinks. */
+static int attn_swa;
+static const float *attn_sinks;
+
 /* Stores k, v (and attends with q) for the batch on both backends; returns the worst
  * per-token relative error of the GPU's output. */
 static double store_attend(kvpair *kv, const attn_cfg *a, int n, const int32_t *pos, const int32_t *seq,
@@ -565,10 +578,15 @@ static double store_attend(kvpair *kv, const attn_cfg *a, int n, const int32_t *
     float *dk = dev_from(k, sizeof(float) * nk), *dv = dev_from(v, sizeof(float) * nk);
     float *dq = dev_from(q, sizeof(float) * nq), *dout = dev_alloc(sizeof(float) * nq);
     gpu->ops->kv_store(gpu, &kv->g, 0, dk, dv, n);
-    attn_params p = {a->H, a->Hk, a->hd, 1.0f / sqrtf((float)a->hd), flash, 0, NULL};
+    attn_params p = {a->H, a->Hk, a->hd, 1.0f / sqrtf((float)a->hd), flash, attn_swa, attn_sinks};
+    attn_params pg = p;
+    float *dsinks = attn_sinks ? dev_from(attn_sinks, sizeof(float) * a->H) : NULL;
+    pg.sinks = dsinks;
     float *ref = malloc(sizeof(float) * nq);
     cpu->ops->attention(cpu, ref, q, &kv->c, 0, n, &p);
-    gpu->ops->attention(gpu, dout, dq, &kv->g, 0, n, &p);
+    gpu->ops->attention(gpu, dout, dq, &kv->g, 0, n, &pg);
+    if (dsinks)
+        dev_free(dsinks);
     float *got = host_from(dout, sizeof(float) * nq);
     gpu_ok("attention");
     int wr = 0;
@@ -710,6 +728,35 @@ START_TEST(attention_every_config)
 }
 END_TEST
 
+/* gpt-oss's attention: sliding windows of 8 and 100 cells, with and without sinks, in
+ * the one-token and the flash kernels, against the CPU's */
+START_TEST(attention_window_sinks)
+{
+    static float sinks[8];
+    for (int h = 0; h < 8; h++)
+        sinks[h] = 0.5f + 0.5f * (float)h;
+    const attn_cfg cfgs[] = {{64, 8, 2, T_F16, T_F16}, {64, 8, 2, T_Q8_0, T_Q8_0}};
+    const int swas[] = {0, 8, 100};
+    for (int c = 0; c < 2; c++)
+        for (int w = 0; w < 3; w++)
+            for (int sk = 0; sk < 2; sk++) {
+                if (!swas[w] && !sk)
+                    continue;
+                attn_swa = swas[w];
+                attn_sinks = sk ? sinks : NULL;
+                for (int flash = 0; flash < 2; flash++) {
+                    const int single[] = {3, 64, 512};
+                    for (int i = 0; i < 3; i++)
+                        attention_case(&cfgs[c], &single[i], 1, flash);
+                    const int multi[] = {5, 17, 300, 1, 40};
+                    attention_case(&cfgs[c], multi, 5, flash);
+                }
+            }
+    attn_swa = 0;
+    attn_sinks = NULL;
+}
+END_TEST
+
 /* ---------------------------------------------------------------- MoE */
 
 START_TEST(topk_softmax_routes)
@@ -748,29 +795,46 @@ START_TEST(topk_softmax_routes)
 }
 END_TEST
 
-static void moe_case(int type, int type_down, int n, int E, int K, int d, int ff)
+static void moe_case_ex(int type, int type_down, int n, int E, int K, int d, int ff, bool extra)
 {
     wpair gate, up, down;
-    make_weight(&gate, "gate_exps", type, d, ff, E, 1.0f / sqrtf((float)d));
-    make_weight(&up, "up_exps", type, d, ff, E, 1.0f / sqrtf((float)d));
+    /* with the clamped activation, gate and up of std ~4: the clamp at 7 bites */
+    const float gs = (extra ? 4.0f : 1.0f) / sqrtf((float)d);
+    make_weight(&gate, "gate_exps", type, d, ff, E, gs);
+    make_weight(&up, "up_exps", type, d, ff, E, gs);
     make_weight(&down, "down_exps", type_down, ff, d, E, 1.0f / sqrtf((float)ff));
     float *x = randn((int64_t)n * d, 1), *l = randn((int64_t)n * E, 2);
     int32_t *ids = malloc(sizeof(int32_t) * n * K);
     float *w = malloc(sizeof(float) * n * K), *ref = malloc(sizeof(float) * n * d);
     begin_plain(n);
     cpu->ops->topk_softmax(cpu, ids, w, l, n, E, K, true);
-    cpu->ops->moe_ffn(cpu, ref, x, &gate.c, &up.c, &down.c, ids, w, n, K, NULL);
+    float *bg = randn((int64_t)E * ff, 1), *bu = randn((int64_t)E * ff, 1), *bd = randn((int64_t)E * d, 1);
+    float *dbg = dev_from(bg, sizeof(float) * E * ff), *dbu = dev_from(bu, sizeof(float) * E * ff),
+          *dbd = dev_from(bd, sizeof(float) * E * d);
+    tensor tb[2][3] = {{{.type = T_F32, .ne = {ff, E, 1}, .data = bg}, {.type = T_F32, .ne = {ff, E, 1}, .data = bu},
+                        {.type = T_F32, .ne = {d, E, 1}, .data = bd}},
+                       {{.type = T_F32, .ne = {ff, E, 1}, .data = dbg}, {.type = T_F32, .ne = {ff, E, 1}, .data = dbu},
+                        {.type = T_F32, .ne = {d, E, 1}, .data = dbd}}};
+    const moe_extra exc = {&tb[0][0], &tb[0][1], &tb[0][2], 1.702f, 7.0f};
+    const moe_extra exg = {&tb[1][0], &tb[1][1], &tb[1][2], 1.702f, 7.0f};
+    cpu->ops->moe_ffn(cpu, ref, x, &gate.c, &up.c, &down.c, ids, w, n, K, extra ? &exc : NULL);
     float *dx = dev_from(x, sizeof(float) * n * d), *dw = dev_from(w, sizeof(float) * n * K);
     int32_t *dids = dev_from(ids, sizeof(int32_t) * n * K);
     float *dout = dev_alloc(sizeof(float) * n * d);
-    gpu->ops->moe_ffn(gpu, dout, dx, &gate.g, &up.g, &down.g, dids, dw, n, K, NULL);
+    gpu->ops->moe_ffn(gpu, dout, dx, &gate.g, &up.g, &down.g, dids, dw, n, K, extra ? &exg : NULL);
     float *got = host_from(dout, sizeof(float) * n * d);
     gpu_ok("moe_ffn");
     int wr = 0;
     const double tol = is_float(type) && is_float(type_down) ? 1.5e-2 : 5e-2;
     double e = worst_row(got, ref, n, d, &wr);
-    ck_assert_msg(e < tol, "moe %s/%s n %d E %d k %d: token %d off by %.3g", type_info(type)->name,
-                  type_info(type_down)->name, n, E, K, wr, e);
+    ck_assert_msg(e < tol, "moe %s/%s n %d E %d k %d extra %d: token %d off by %.3g", type_info(type)->name,
+                  type_info(type_down)->name, n, E, K, extra, wr, e);
+    dev_free(dbg);
+    dev_free(dbu);
+    dev_free(dbd);
+    free(bg);
+    free(bu);
+    free(bd);
     dev_free(dx);
     dev_free(dw);
     dev_free(dids);
@@ -786,6 +850,11 @@ static void moe_case(int type, int type_down, int n, int E, int K, int d, int ff
     free_weight(&down);
 }
 
+static void moe_case(int type, int type_down, int n, int E, int K, int d, int ff)
+{
+    moe_case_ex(type, type_down, n, E, K, d, ff, false);
+}
+
 /* Experts of each type; one token (direct) and batches (grouped), more pairs of an
  * expert than a group holds, experts nobody chose. */
 START_TEST(moe_experts)
@@ -798,6 +867,17 @@ START_TEST(moe_experts)
             moe_case(types[t][0], types[t][1], ns[i], 8, 2, 256, 512);
     moe_case(T_Q4_K, T_Q6_K, 1, 128, 8, 512, 256);
     moe_case(T_Q4_K, T_Q6_K, 130, 128, 8, 512, 256);
+}
+END_TEST
+
+/* gpt-oss's experts: per-expert biases and the clamped SwiGLU, Q8_0 and F16 */
+START_TEST(moe_experts_extra)
+{
+    const int ns[] = {1, 3, 64};
+    for (int i = 0; i < 3; i++) {
+        moe_case_ex(T_Q8_0, T_Q8_0, ns[i], 8, 2, 64, 64, true);
+        moe_case_ex(T_F16, T_F16, ns[i], 8, 2, 64, 64, true);
+    }
 }
 END_TEST
 
@@ -1033,9 +1113,11 @@ static Suite *make_suite(void)
     tcase_add_test(tc, rope_variants);
     tc = area(s, "attention");
     tcase_add_loop_test(tc, attention_every_config, 0, N_ATTN);
+    tcase_add_test(tc, attention_window_sinks);
     tc = area(s, "moe");
     tcase_add_test(tc, topk_softmax_routes);
     tcase_add_test(tc, moe_experts);
+    tcase_add_test(tc, moe_experts_extra);
     tc = area(s, "sampling");
     tcase_add_test(tc, argmax_and_topk);
     tc = area(s, "graphs");
