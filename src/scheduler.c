@@ -192,13 +192,25 @@ static int plan(sched *sc)
     return total;
 }
 
+/* The answer goes to output and into the conversation; the reasoning to its own
+ * stream. The transcript keeps the reply as the model wrote it, markers included. */
+static void reply_part(void *arg, bool reasoning, const char *text, size_t n)
+{
+    llmfs_session *s = arg;
+    if (reasoning) {
+        stream_append(s->reasoning, text, n);
+        return;
+    }
+    stream_append(s->out, text, n);
+    session_reply_append(s, text, n);
+}
+
 static void reply_text(llmfs_session *s, const char *text, int n)
 {
     if (n <= 0)
         return;
-    stream_append(s->out, text, (size_t)n);
     stream_append(s->transcript, text, (size_t)n);
-    session_reply_append(s, text, (size_t)n);
+    reason_split_push(&s->rsplit, text, (size_t)n, reply_part, s);
 }
 
 /* Writes the end line of a turn to the transcript (before the session becomes idle, so
@@ -335,6 +347,7 @@ static int run_step(sched *sc, int total, double *t_fwd)
             char text[64];
             int k = detok_flush(&s->detok, text, sizeof text);
             reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text);
+            reason_split_flush(&s->rsplit, reply_part, s);
             double t_first = e->logits && e->was_prefill ? now : s->t_first;
             transcript_end(s, e->reason, e->why, now, t_first, s->n_gen + (e->new_token ? 1 : 0));
         }
@@ -424,6 +437,7 @@ static void stop_all(sched *sc)
         char text[64];
         int k = detok_flush(&s->detok, text, sizeof text);
         reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text);
+        reason_split_flush(&s->rsplit, reply_part, s);
         transcript_end(s, "error", "model unloaded", now, s->t_first, s->n_gen);
     }
     pthread_mutex_lock(&m->mu);
