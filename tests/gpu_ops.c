@@ -1113,10 +1113,11 @@ static Suite *make_suite(void)
     tcase_add_test(tc, rope_variants);
     tc = area(s, "attention");
     tcase_add_loop_test(tc, attention_every_config, 0, N_ATTN);
-    tcase_add_test(tc, attention_window_sinks);
     tc = area(s, "moe");
     tcase_add_test(tc, topk_softmax_routes);
     tcase_add_test(tc, moe_experts);
+    tc = area(s, "gptoss"); /* sliding window, sinks, the experts' biases and clamp */
+    tcase_add_test(tc, attention_window_sinks);
     tcase_add_test(tc, moe_experts_extra);
     tc = area(s, "sampling");
     tcase_add_test(tc, argmax_and_topk);
