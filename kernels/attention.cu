@@ -123,6 +123,8 @@ struct attn_args {
     const int32_t *pos, *seq;
     int n_head, n_head_kv, hd, G;
     float scale_log2;     /* scale * log2(e) */
+    int n_swa;            /* sliding window: cells p - n_swa < c <= p; 0 all */
+    const float *sinks;   /* [n_head] logits in the denominator only (natural log), or NULL */
     /* decode */
     int gpk;              /* CTAs per KV head (query heads split into groups of DEC_GMAX) */
     int chunk, nsplit;
@@ -152,7 +154,9 @@ template <int HDMAX> __global__ void __launch_bounds__(DEC_WARPS * 32) k_attn_de
     const int p = a.pos[t], s = a.seq[t];
     const bool ok = p >= 0 && p < a.n_ctx && s >= 0 && s < a.n_seq;
     const int L = ok ? p + 1 : 0;
-    const int c0 = z * a.chunk, c1 = min(c0 + a.chunk, L);
+    /* the window moves the first visible cell; splits past the last one stay empty */
+    const int first = a.n_swa > 0 && p >= a.n_swa ? p - a.n_swa + 1 : 0;
+    const int c0 = first + z * a.chunk, c1 = min(c0 + a.chunk, L);
 
     for (int i = threadIdx.x; i < DEC_GMAX * HDMAX; i += blockDim.x) {
         const int g = i / HDMAX, e = i % HDMAX;
@@ -296,8 +300,11 @@ __global__ void k_attn_merge(const attn_args a)
     float M = -INFINITY;
     for (int z = 0; z < a.nsplit; z++)
         M = fmaxf(M, pp[z * (hd + 2) + hd]);
+    /* a sink joins the denominator with no value; scores here are in log2 units */
+    const float sink = a.sinks ? a.sinks[h] * 1.4426950408889634f : -INFINITY;
+    M = fmaxf(M, sink);
     for (int e = threadIdx.x; e < hd; e += blockDim.x) {
-        float val = 0.0f, Ls = 0.0f;
+        float val = 0.0f, Ls = a.sinks ? exp2f(sink - M) : 0.0f;
         if (M != -INFINITY) {
             for (int z = 0; z < a.nsplit; z++) {
                 const float mz = pp[z * (hd + 2) + hd];
@@ -411,7 +418,8 @@ template <int HDP> __global__ void __launch_bounds__(FA_THREADS) k_attn_flash(co
 #pragma unroll
                 for (int c = 0; c < C::CT; c++) {
                     const int cell = kt + tx + 8 * c;
-                    Ps[r * C::LDP + tx + 8 * c] = cell <= row_pos[r] ? sacc[i][c] : -INFINITY;
+                    const bool vis = cell <= row_pos[r] && (a.n_swa <= 0 || cell > row_pos[r] - a.n_swa);
+                    Ps[r * C::LDP + tx + 8 * c] = vis ? sacc[i][c] : -INFINITY;
                 }
             }
         }
@@ -478,7 +486,17 @@ template <int HDP> __global__ void __launch_bounds__(FA_THREADS) k_attn_flash(co
         const int r = ty * C::RT + i;
         if (r >= cnt)
             continue;
-        const float lr = row_l[r], inv = lr > 0.0f ? 1.0f / lr : 0.0f;
+        float lr = row_l[r], f = 1.0f;
+        if (a.sinks) { /* the sink's share of the denominator, after the online softmax */
+            const float sink = a.sinks[h] * 1.4426950408889634f, M = row_m[r];
+            if (sink > M) {
+                f = exp2f(M - sink);
+                lr = lr * f + 1.0f;
+            } else {
+                lr += exp2f(sink - M);
+            }
+        }
+        const float inv = lr > 0.0f ? f / lr : 0.0f;
         float *dst = a.out + (int64_t)(t0 + r) * a.n_head * hd + (int64_t)h * hd;
 #pragma unroll
         for (int k = 0; k < C::DT; k++) {
@@ -577,6 +595,8 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
     a.hd = hd;
     a.G = p->n_head / p->n_head_kv;
     a.scale_log2 = p->scale * 1.4426950408889634f;
+    a.n_swa = p->n_swa;
+    a.sinks = p->sinks;
 
     /* flash for real batches: tiles of several tokens; otherwise one token per CTA row.
      * Batches the model may record as decode steps (up to 16 tokens) always take the

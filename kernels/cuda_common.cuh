@@ -36,6 +36,7 @@ enum cuda_ws {
     WS_MOE_H,      /* expert hidden activations (f32) */
     WS_MOE_HQ,     /* ... quantized */
     WS_MOE_Y,      /* per-pair expert outputs */
+    WS_MOE_U,      /* expert up products when the activation is not fused (moe_extra) */
     WS_SAMPLE,     /* argmax/top-k results */
     WS_COUNT
 };
@@ -189,7 +190,8 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
 void cuda_op_topk_softmax(backend *be, int32_t *ids, float *weights, const float *logits, int n,
                           int n_expert, int k, bool norm);
 void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
-                     const tensor *down, const int32_t *ids, const float *weights, int n, int k, int act);
+                     const tensor *down, const int32_t *ids, const float *weights, int n, int k, int act,
+                     const moe_extra *ex);
 void cuda_op_argmax(backend *be, int32_t *out, const float *x, int rows, int d);
 void cuda_op_topk(backend *be, int32_t *ids, float *vals, const float *x, int rows, int d, int k);
 int cuda_op_load_weight(backend *be, tensor *t, const void *src, struct llmfs_error *err);

@@ -173,7 +173,7 @@ void cuda_op_copy2d(backend *be, float *dst, int64_t dst_stride, const float *sr
 /* One thread per (token, rotated pair): the angle once (pos times the pair's frequency,
  * in double like the CPU backend), then every head. */
 __global__ void k_rope(float *x, const int32_t *pos, const double *inv_freq, int n, int n_head, int head_dim,
-                       int n_rot, bool neox)
+                       int n_rot, bool neox, float mscale)
 {
     const int half = n_rot / 2;
     const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -182,7 +182,7 @@ __global__ void k_rope(float *x, const int32_t *pos, const double *inv_freq, int
     const int i = (int)(t / half), j = (int)(t % half);
     double sd, cd;
     sincos((double)pos[i] * inv_freq[j], &sd, &cd);
-    const float s = (float)sd, c = (float)cd;
+    const float s = (float)(sd * mscale), c = (float)(cd * mscale);
     const int d0 = neox ? j : 2 * j, d1 = neox ? j + half : 2 * j + 1;
     float *row = x + (int64_t)i * n_head * head_dim;
     for (int h = 0; h < n_head; h++) {
@@ -246,7 +246,8 @@ void cuda_op_rope(backend *be, float *x, int n, int n_head, int head_dim, const 
     if (!inv)
         return;
     const int64_t threads = (int64_t)n * (p->n_rot / 2);
-    LAUNCH(cdiv(threads, 128), 128, 0, cb->stream, k_rope)(x, cb->d_pos, inv, n, n_head, head_dim, p->n_rot, p->neox);
+    LAUNCH(cdiv(threads, 128), 128, 0, cb->stream, k_rope)(x, cb->d_pos, inv, n, n_head, head_dim, p->n_rot, p->neox,
+                                                                      rope_mscale(p));
     CUDA_LAUNCHED(cb, "rope");
 }
 

@@ -50,6 +50,14 @@ typedef struct rope_params {
      * converted Llama 3.1+ files carry their scaling), host memory; NULL if none. When
      * set, l3_factor is 0. */
     const float *freq_factors;
+    /* YaRN (llama.cpp's rope_yarn), on when yarn_ext_factor > 0: pairs below the
+     * correction dim of yarn_beta_fast keep the original frequency, pairs above that of
+     * yarn_beta_slow take freq_scale's interpolated one, a linear ramp between; cos and
+     * sin are multiplied by yarn_attn_factor * (1 + 0.1 ln(1/freq_scale)). The correction
+     * dim of b is n_rot ln(yarn_orig_ctx / (2 pi b)) / (2 ln freq_base), floored for
+     * beta_fast and ceiled for beta_slow as ggml does. */
+    float yarn_ext_factor, yarn_attn_factor, yarn_beta_fast, yarn_beta_slow;
+    int yarn_orig_ctx;
 } rope_params;
 
 typedef struct attn_params {
@@ -69,6 +77,15 @@ enum ffn_act {
     FFN_SILU, /* SwiGLU: silu(g) = g / (1 + e^-g) */
     FFN_GELU, /* GeGLU: the tanh approximation of GELU, 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) */
 };
+/* What a family's routed experts add to the plain SwiGLU experts of moe_ffn (gpt-oss). */
+typedef struct moe_extra {
+    /* per-expert biases, F32 in the experts' backend: gate_b and up_b [n_expert][ff],
+     * down_b [n_expert][n_embd] (added before the router weight); NULL: none */
+    const tensor *gate_b, *up_b, *down_b;
+    /* the clamped SwiGLU: g = min(gate, limit), u = clamp(up, -limit, limit),
+     * act = g * sigmoid(alpha g) * (u + 1); limit 0: silu(gate) * up */
+    float swiglu_alpha, swiglu_limit;
+} moe_extra;
 
 struct backend_ops {
     const char *name; /* "CPU", "CUDA" */
@@ -123,9 +140,11 @@ struct backend_ops {
                          int n_expert, int k, bool norm);
     /* out[n][ne1 of down] = sum_j weights[i][j] * down_e(act(gate_e x) * up_e x), e = ids[i][j],
      * act an enum ffn_act. up NULL: gate holds both, each expert's gate rows then its up
-     * rows ([n_expert][2*ff][ne0], Gemma 4's ffn_gate_up_exps). */
+     * rows ([n_expert][2*ff][ne0], Gemma 4's ffn_gate_up_exps). ex (NULL: none) adds the
+     * experts' biases and the clamped SwiGLU (gpt-oss). */
     void (*moe_ffn)(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
-                    const tensor *down, const int32_t *ids, const float *weights, int n, int k, int act);
+                    const tensor *down, const int32_t *ids, const float *weights, int n, int k, int act,
+                    const moe_extra *ex);
 
     /* ---- optional: NULL where a backend does without ---- */
 

@@ -173,6 +173,18 @@ static void swiglu_scalar(float *out, const float *gate, const float *up, int64_
         out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
+/* gpt-oss's clamped SwiGLU: the gate is clamped from above only, up on both sides, and
+ * up enters as (u + 1) (llama.cpp's swiglu_oai). */
+static void swiglu_oai(float *out, const float *gate, const float *up, int64_t n, float alpha,
+                       float limit)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i] < limit ? gate[i] : limit;
+        float u = up[i] < -limit ? -limit : up[i] > limit ? limit : up[i];
+        out[i] = g / (1.0f + expf(-alpha * g)) * (u + 1.0f);
+    }
+}
+
 static const cpu_kernels kernels_scalar = {scores_f16_scalar, accum_f16_scalar, accum_f32_scalar,
                                            round_f16_scalar, swiglu_scalar};
 static cpu_kernels kernels_avx2;
@@ -616,6 +628,25 @@ static void cpu_copy2d(backend *be, float *dst, int64_t dst_stride, const float 
 
 /* ---------------------------------------------------------------- rope */
 
+/* YaRN's correction dims: the pair index where the frequency turns b times per
+ * original context, floored (b = beta_fast) and ceiled (b = beta_slow), within the pairs. */
+static void rope_yarn_dims(const rope_params *p, double *lo, double *hi)
+{
+    double l2b = 2 * log((double)p->freq_base);
+    double a = p->n_rot * log(p->yarn_orig_ctx / (2 * M_PI * p->yarn_beta_fast)) / l2b;
+    double b = p->n_rot * log(p->yarn_orig_ctx / (2 * M_PI * p->yarn_beta_slow)) / l2b;
+    *lo = fmax(0, floor(a));
+    *hi = fmin(p->n_rot - 1, ceil(b));
+}
+
+/* What YaRN multiplies cos and sin by; 1 without it. */
+static double rope_mscale(const rope_params *p)
+{
+    if (!(p->yarn_ext_factor > 0))
+        return 1;
+    return p->yarn_attn_factor * (1 + 0.1 * log(1.0 / p->freq_scale));
+}
+
 /* theta of pair i at position pos: pos * freq_scale * base^(-2i/n_rot) / factor_i, with
  * the llama3 blend of l3_* or the file's per-pair divisors applied. */
 static double rope_inv_freq(const rope_params *p, int i)
@@ -635,6 +666,15 @@ static double rope_inv_freq(const rope_params *p, int i)
             f = (1 - smooth) * f / p->l3_factor + smooth * f;
         }
     }
+    if (p->yarn_ext_factor > 0) {
+        /* YaRN: the ramp between the correction dims mixes the interpolated and the
+         * original frequency (ggml's rope_yarn; i is ggml's i0/2) */
+        double lo, hi;
+        rope_yarn_dims(p, &lo, &hi);
+        double y = (i - lo) / fmax(0.001, hi - lo);
+        double ramp = (1 - fmin(1, fmax(0, y))) * p->yarn_ext_factor;
+        return f * (p->freq_scale * (1 - ramp) + ramp);
+    }
     return f * p->freq_scale;
 }
 
@@ -645,7 +685,9 @@ static bool rope_table(cpu_be *c, const rope_params *p)
         k->freq_scale == p->freq_scale && k->l3_factor == p->l3_factor &&
         k->l3_low_freq_factor == p->l3_low_freq_factor &&
         k->l3_high_freq_factor == p->l3_high_freq_factor && k->l3_orig_ctx == p->l3_orig_ctx &&
-        k->freq_factors == p->freq_factors)
+        k->freq_factors == p->freq_factors && k->yarn_ext_factor == p->yarn_ext_factor &&
+        k->yarn_attn_factor == p->yarn_attn_factor && k->yarn_beta_fast == p->yarn_beta_fast &&
+        k->yarn_beta_slow == p->yarn_beta_slow && k->yarn_orig_ctx == p->yarn_orig_ctx)
         return true;
     int half = p->n_rot / 2;
     if (!buf_reserve(&c->rope_cs, sizeof(float) * 2 * (size_t)half * (size_t)(c->n ? c->n : 1))) {
@@ -657,11 +699,12 @@ static bool rope_table(cpu_be *c, const rope_params *p)
     double inv[1024];
     for (int i = 0; i < half && i < 1024; i++)
         inv[i] = rope_inv_freq(p, i);
+    double ms = rope_mscale(p);
     for (int t = 0; t < c->n; t++)
         for (int i = 0; i < half; i++) {
             double th = pos[t] * inv[i];
-            cs[((size_t)t * half + i) * 2] = (float)cos(th);
-            cs[((size_t)t * half + i) * 2 + 1] = (float)sin(th);
+            cs[((size_t)t * half + i) * 2] = (float)(cos(th) * ms);
+            cs[((size_t)t * half + i) * 2 + 1] = (float)(sin(th) * ms);
         }
     c->rope_key = *p;
     c->rope_valid = true;
@@ -1095,7 +1138,19 @@ typedef struct moe_ctx {
     int n_items;
     int act;                /* enum ffn_act */
     atomic_int next;
+    const moe_extra *ex;    /* biases and activation; NULL: plain SwiGLU */
+    const tensor *b1, *b3;  /* biases of w1, w3 [n_expert][rows] or NULL */
 } moe_ctx;
+
+/* y[r0..r1) += row e of the bias b [n_expert][rows] */
+static void moe_bias(float *y, const moe_ctx *m, const tensor *b, int e, int64_t r0, int64_t r1)
+{
+    if (!b)
+        return;
+    const float *bb = (const float *)b->data + (size_t)e * (size_t)m->rows;
+    for (int64_t r = r0; r < r1; r++)
+        y[r] += bb[r];
+}
 
 static void moe_mm_fn(void *p, int ith, int nth)
 {
@@ -1113,6 +1168,8 @@ static void moe_mm_fn(void *p, int ith, int nth)
                       (const uint8_t *)m->w1->data + (size_t)e * m->w1->nb2, m->w1->nb1,
                       a, m->a_stride, n, m->g + (size_t)m->off[e] * m->rows, (size_t)m->rows};
         mm_rows(&t1, it->r0, it->r1);
+        for (int s = 0; s < n; s++)
+            moe_bias(t1.out + (size_t)s * m->rows, m, m->b1, e, it->r0, it->r1);
         if (!m->w3)
             continue;
         mm_task t3 = t1;
@@ -1123,9 +1180,13 @@ static void moe_mm_fn(void *p, int ith, int nth)
         mm_rows(&t3, it->r0, it->r1);
         for (int s = 0; s < n; s++) {
             float *g = t1.out + (size_t)s * m->rows, *u = t3.out + (size_t)s * m->rows;
+            moe_bias(u, m, m->b3, e, it->r0, it->r1);
             if (m->act == FFN_GELU)
                 for (int64_t r = it->r0; r < it->r1; r++)
                     g[r] = gelu_tanh(g[r]) * u[r];
+            else if (m->ex && m->ex->swiglu_limit > 0)
+                swiglu_oai(g + it->r0, g + it->r0, u + it->r0, it->r1 - it->r0, m->ex->swiglu_alpha,
+                           m->ex->swiglu_limit);
             else
                 kern()->swiglu(g + it->r0, g + it->r0, u + it->r0, it->r1 - it->r0);
         }
@@ -1194,7 +1255,8 @@ static void gather_fn(void *p, int ith, int nth)
 }
 
 static void cpu_moe_ffn(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
-                        const tensor *down, const int32_t *ids, const float *weights, int n, int k, int act)
+                        const tensor *down, const int32_t *ids, const float *weights, int n, int k, int act,
+                        const moe_extra *ex)
 {
     cpu_be *c = impl(be);
     tensor gv, uv;
@@ -1252,7 +1314,8 @@ static void cpu_moe_ffn(backend *be, float *out, const float *x, const tensor *g
 
     /* 2 */
     moe_ctx m = {.c = c, .w1 = gate, .w3 = up, .a = c->moe_xq.p, .a_stride = rb1, .cnt = cnt,
-                 .off = off, .g = c->moe_g.p, .u = c->moe_u.p, .rows = f, .act = act};
+                 .off = off, .g = c->moe_g.p, .u = c->moe_u.p, .rows = f, .act = act, .ex = ex,
+                 .b1 = ex ? ex->gate_b : NULL, .b3 = ex ? ex->up_b : NULL};
     m.items = c->moe_items.p;
     m.n_items = moe_items(c, cnt, ne, f, ns);
     atomic_store(&m.next, 0);
@@ -1263,7 +1326,7 @@ static void cpu_moe_ffn(backend *be, float *out, const float *x, const tensor *g
 
     /* 4 */
     moe_ctx m2 = {.c = c, .w1 = down, .w3 = NULL, .a = c->moe_hq.p, .a_stride = rb2, .cnt = cnt,
-                  .off = off, .g = c->moe_y.p, .rows = d};
+                  .off = off, .g = c->moe_y.p, .rows = d, .ex = ex, .b1 = ex ? ex->down_b : NULL};
     m2.items = c->moe_items.p;
     m2.n_items = moe_items(c, cnt, ne, d, ns);
     atomic_store(&m2.next, 0);

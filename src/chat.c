@@ -9,8 +9,10 @@
 #include "jinja.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 const char *chat_template_name(const char *tmpl)
 {
@@ -18,6 +20,8 @@ const char *chat_template_name(const char *tmpl)
         return "none";
     if (strstr(tmpl, "<|im_start|>"))
         return "chatml";
+    if (strstr(tmpl, "<|start|>") && strstr(tmpl, "<|channel|>") && strstr(tmpl, "<|message|>"))
+        return "harmony";
     if (strstr(tmpl, "<|start_header_id|>") && strstr(tmpl, "<|end_header_id|>"))
         return "llama3";
     if (strstr(tmpl, "<|turn>") && strstr(tmpl, "<turn|>"))
@@ -291,6 +295,62 @@ static int render_gemma4(out *o, const chat_msg *m, int n, bool gen, const char 
     }
     if (gen)
         put(o, "<|turn>model\n<|channel>thought\n<channel|>");
+    return o->oom ? llmfs_errorf(err, ENOMEM, "chat template: out of memory") : 0;
+}
+
+/* gpt-oss's harmony format, as its own template lays out a conversation without tools:
+ * a system message with the date and the reasoning effort, a leading system or
+ * developer message as the developer's instructions, then the turns. Earlier
+ * assistant turns keep only their final answer; a closing assistant turn (no
+ * generation prompt) ends with <|return|>, as in training. */
+static int render_harmony(out *o, const chat_msg *m, int n, bool gen, const chat_opts *opts, llmfs_error *err)
+{
+    char today[32];
+    const char *date = opts && opts->date ? opts->date : NULL;
+    if (!date) {
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(today, sizeof today, "%Y-%m-%d", &tm);
+        date = today;
+    }
+    const char *effort = opts && opts->reasoning_effort ? opts->reasoning_effort : "medium";
+    put(o, "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+           "Knowledge cutoff: 2024-06\nCurrent date: ");
+    put(o, date);
+    put(o, "\n\nReasoning: ");
+    put(o, effort);
+    put(o, "\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message."
+           "<|end|>");
+    if (n > 0 && (role_is(&m[0], "system") || role_is(&m[0], "developer"))) {
+        if (m[0].content && *m[0].content) {
+            put(o, "<|start|>developer<|message|># Instructions\n\n");
+            put(o, m[0].content);
+            put(o, "\n\n<|end|>");
+        }
+        m++;
+        n--;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *c = m[i].content ? m[i].content : "";
+        if (role_is(&m[i], "assistant")) {
+            if (strstr(c, "<|channel|>analysis<|message|>") || strstr(c, "<|channel|>final<|message|>"))
+                return llmfs_errorf(err, EINVAL, "chat template: an assistant message holds <|channel|> tags; "
+                                                 "pass only its final answer");
+            put(o, "<|start|>assistant<|channel|>final<|message|>");
+            put(o, c);
+            put(o, i == n - 1 && !gen ? "<|return|>" : "<|end|>");
+        } else if (role_is(&m[i], "user")) {
+            put(o, "<|start|>user<|message|>");
+            put(o, c);
+            put(o, "<|end|>");
+        } else if (role_is(&m[i], "tool")) {
+            return llmfs_errorf(err, EINVAL, "chat template: tool messages are not supported");
+        }
+        /* other roles: the template has no branch for them and drops them */
+    }
+    if (gen)
+        put(o, "<|start|>assistant");
     return 0;
 }
 
@@ -304,12 +364,24 @@ static const struct {
     {"mistral", render_mistral}, {"gemma", render_gemma}, {"gemma4", render_gemma4},
 };
 
-char *chat_render_builtin(const char *family, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
-                          const char *bos_token, const char *eos_token, llmfs_error *err)
+static char *render_builtin(const char *family, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
+                            const char *bos_token, const char *eos_token, const chat_opts *opts, llmfs_error *err)
 {
     if (n_msgs < 0 || (n_msgs && !msgs)) {
         llmfs_errorf(err, EINVAL, "chat template: bad message list");
         return NULL;
+    }
+    if (family && !strcmp(family, "harmony")) {
+        out o = {0};
+        put(&o, "");
+        int rc = render_harmony(&o, msgs, n_msgs, add_generation_prompt, opts, err);
+        if (!rc && o.oom)
+            rc = llmfs_errorf(err, ENOMEM, "chat template: out of memory");
+        if (rc) {
+            free(o.p);
+            return NULL;
+        }
+        return o.p;
     }
     for (size_t k = 0; k < sizeof builtins / sizeof builtins[0]; k++) {
         if (!family || strcmp(family, builtins[k].name) != 0)
@@ -330,8 +402,20 @@ char *chat_render_builtin(const char *family, const chat_msg *msgs, int n_msgs, 
     return NULL;
 }
 
+char *chat_render_builtin(const char *family, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
+                          const char *bos_token, const char *eos_token, llmfs_error *err)
+{
+    return render_builtin(family, msgs, n_msgs, add_generation_prompt, bos_token, eos_token, NULL, err);
+}
+
 char *chat_render(const char *tmpl, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
                   const char *bos_token, const char *eos_token, llmfs_error *err)
+{
+    return chat_render_opts(tmpl, msgs, n_msgs, add_generation_prompt, bos_token, eos_token, NULL, err);
+}
+
+char *chat_render_opts(const char *tmpl, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
+                       const char *bos_token, const char *eos_token, const chat_opts *opts, llmfs_error *err)
 {
     if (!tmpl || !*tmpl) {
         llmfs_errorf(err, ENOENT, "no chat template");
@@ -355,7 +439,7 @@ char *chat_render(const char *tmpl, const chat_msg *msgs, int n_msgs, bool add_g
         return text;
     const char *family = chat_template_name(tmpl);
     if (rc == -ENOTSUP && strcmp(family, "jinja") != 0)
-        return chat_render_builtin(family, msgs, n_msgs, add_generation_prompt, bos_token, eos_token, err);
+        return render_builtin(family, msgs, n_msgs, add_generation_prompt, bos_token, eos_token, opts, err);
     if (err) {
         *err = jerr;
         if (rc == -ENOTSUP) /* outside the subset, and no family to fall back on */

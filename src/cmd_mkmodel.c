@@ -16,7 +16,7 @@ static void usage(void)
     for (int i = 0; mkmodel_shape_name(i); i++)
         printf(" %s", mkmodel_shape_name(i));
     printf("\n"
-           "  --arch ARCH     llama, qwen2, qwen3, qwen3moe (a small model unless dims are given)\n"
+           "  --arch ARCH     llama, qwen2, qwen3, qwen3moe, gpt-oss (a small model unless dims are given)\n"
            "  --type TYPE     q4_k_m (default; llama.cpp's mix), q8_0, q4_0, q4_1, q5_0, q5_1,\n"
            "                  q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, tq1_0, tq2_0, mxfp4,\n"
            "                  f16, bf16, f32 (every weight that type); mxfp4_moe (MXFP4 experts,\n"
@@ -91,7 +91,7 @@ int cmd_mkmodel(int argc, char **argv)
             return cmd_usage_error(C, "shape %s is a %s model, not %s", shape_name, s.arch, arch);
     } else if (arch) {
         if (!mkmodel_arch_defaults(arch, &s))
-            return cmd_usage_error(C, "unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe)", arch);
+            return cmd_usage_error(C, "unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe, gpt-oss)", arch);
     } else {
         return cmd_usage_error(C, "needs --shape NAME or --arch ARCH");
     }

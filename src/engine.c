@@ -589,6 +589,7 @@ failed:
     for (int i = 0; i < n; i++) {
         stream_finish(ss[i]->out);
         stream_finish(ss[i]->transcript);
+        stream_finish(ss[i]->reasoning);
         llmfs_session_put(ss[i]);
     }
     free(ss);
@@ -642,6 +643,7 @@ int llmfs_model_unload(llmfs *lf, const char *name, llmfs_error *err)
     for (int i = 0; i < n; i++) {
         stream_printf(ss[i]->transcript, "### closed\n");
         stream_finish(ss[i]->transcript);
+        stream_finish(ss[i]->reasoning);
         stream_finish(ss[i]->out);
         llmfs_session_put(ss[i]);
     }

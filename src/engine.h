@@ -14,6 +14,7 @@
 
 #include "cpuset.h"
 #include "llmfs.h"
+#include "reasoning.h"
 #include "model.h"
 #include "sampler.h"
 #include "settings.h"
@@ -120,6 +121,8 @@ struct llmfs_session {
     bool raw_turn;             /* the running generation is raw mode */
     sampler *smp;
     detok_state detok;
+    reason_split rsplit;       /* the reply's answer apart from its reasoning (chat mode) */
+    llmfs_stream *reasoning;   /* the reasoning of every reply, appended (never done until close) */
     char *reply;               /* text generated so far in this turn */
     size_t reply_len, reply_cap;
 

@@ -269,6 +269,10 @@ double llmfs_model_idle_seconds(llmfs_model *m);
  * before the first prompt, the one the next prompt will fill. New reference. */
 llmfs_stream *llmfs_session_output(llmfs_session *s);
 llmfs_stream *llmfs_session_transcript(llmfs_session *s); /* never done until close */
+/* The reasoning of the replies (harmony's analysis channel, Qwen3's <think> text) in
+ * chat mode, appended reply after reply; output then carries only the answers, and the
+ * transcript the replies as written. Never done until close. New reference. */
+llmfs_stream *llmfs_session_reasoning(llmfs_session *s);
 void llmfs_stream_put(llmfs_stream *st);
 
 /* Bytes available now and whether the stream is done. */

@@ -36,6 +36,8 @@ static const mkmodel_shape shapes[] = {
     {"llama-2-7b",     "llama",    4096, 32, 32, 32, 128, 11008,  0,  0,  0,   32000,  4096,   1e4f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0},
     {"llama-3.2-1b",   "llama",    2048, 16, 32,  8,  64, 8192,   0,  0,  0,   128256, 131072, 5e5f, 1e-5f, true, 32, 0, 0, 0, 0, 0, 0},
     {"llama-3.1-8b",   "llama",    4096, 32, 32,  8, 128, 14336,  0,  0,  0,   128256, 131072, 5e5f, 1e-5f, false, 8, 0, 0, 0, 0, 0, 0},
+    {"gpt-oss-20b",    "gpt-oss",  2880, 24, 64,  8,  64, 2880,  32,  4, 2880, 201088, 131072, 1.5e5f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0},
+    {"gpt-oss-120b",   "gpt-oss",  2880, 36, 64,  8,  64, 2880, 128,  4, 2880, 201088, 131072, 1.5e5f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0},
     /* the shapes of the test models in ../shared/models */
     /* Gemma: Gemma 3 scales the full layers' rope linearly by 8; the Gemma 4 shapes follow
      * the published configurations (26B-A4B: the dense feed-forward beside 128 experts) */
@@ -51,6 +53,7 @@ static const mkmodel_shape shapes[] = {
     {"qwen2-tiny",     "qwen2",    128,   2,  4,  2,  32, 256,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0},
     {"qwen3-tiny",     "qwen3",    256,   2,  4,  2, 128, 768,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0},
     {"qwen3moe-tiny",  "qwen3moe", 128,   2,  4,  2,  64, 512,    8,  2, 256,  8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0},
+    {"gptoss-tiny",    "gpt-oss",  64,    4,  8,  2,  64, 64,     8,  2, 64,   8224, 131072, 1.5e5f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0},
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
@@ -72,14 +75,18 @@ const char *mkmodel_shape_name(int i)
 static bool arch_known(const char *arch)
 {
     return strcmp(arch, "llama") == 0 || strcmp(arch, "qwen2") == 0 || strcmp(arch, "qwen3") == 0 ||
-           strcmp(arch, "qwen3moe") == 0 || strcmp(arch, "gemma3") == 0 || strcmp(arch, "gemma4") == 0;
+           strcmp(arch, "qwen3moe") == 0 || strcmp(arch, "gemma3") == 0 || strcmp(arch, "gemma4") == 0 ||
+           strcmp(arch, "gpt-oss") == 0;
 }
+
+/* gpt-oss: routed experts with biases, sinks, a sliding window on even layers, YaRN */
+static bool is_gptoss(const mkmodel_shape *s) { return strcmp(s->arch, "gpt-oss") == 0; }
 
 bool mkmodel_arch_defaults(const char *arch, mkmodel_shape *out)
 {
     static const char *base[] = {"llama", "llama-tiny", "qwen2", "qwen2-tiny", "qwen3", "qwen3-tiny",
-                                 "qwen3moe", "qwen3moe-tiny"};
-    for (int i = 0; i < 8; i += 2)
+                                 "qwen3moe", "qwen3moe-tiny", "gpt-oss", "gptoss-tiny"};
+    for (int i = 0; i < (int)(sizeof base / sizeof base[0]); i += 2)
         if (strcmp(arch, base[i]) == 0) {
             mkmodel_shape_find(base[i + 1], out);
             snprintf(out->name, sizeof out->name, "%s-custom", arch);
@@ -91,9 +98,9 @@ bool mkmodel_arch_defaults(const char *arch, mkmodel_shape *out)
 int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err)
 {
     if (!arch_known(s->arch))
-        return llmfs_errorf(err, EINVAL, "unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe, gemma3, gemma4)",
+        return llmfs_errorf(err, EINVAL, "unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe, gemma3, gemma4, gpt-oss)",
                             s->arch);
-    bool moe = strcmp(s->arch, "qwen3moe") == 0 || (strcmp(s->arch, "gemma4") == 0 && s->n_expert);
+    bool moe = strcmp(s->arch, "qwen3moe") == 0 || (strcmp(s->arch, "gemma4") == 0 && s->n_expert) || is_gptoss(s);
     bool gemma = strncmp(s->arch, "gemma", 5) == 0;
     if (gemma && (s->n_swa <= 0 || s->swa_period < 2 || s->n_ff <= 0))
         return llmfs_errorf(err, EINVAL, "gemma shapes need a window, a layer period of 2 or more and n_ff");
@@ -116,11 +123,11 @@ int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err)
         return llmfs_errorf(err, EINVAL, "n_embd, n_ff and n_head*head_dim must be multiples of 32");
     if (moe) {
         if (s->n_expert < 2 || s->n_expert_used < 1 || s->n_expert_used > s->n_expert)
-            return llmfs_errorf(err, EINVAL, "qwen3moe needs n_expert >= 2 and 1 <= n_expert_used <= n_expert");
+            return llmfs_errorf(err, EINVAL, "%s needs n_expert >= 2 and 1 <= n_expert_used <= n_expert", s->arch);
         if (s->n_ff_exp <= 0 || s->n_ff_exp % 32)
             return llmfs_errorf(err, EINVAL, "n_ff_exp must be a positive multiple of 32");
     } else if (s->n_expert) {
-        return llmfs_errorf(err, EINVAL, "experts need --arch qwen3moe or gemma4");
+        return llmfs_errorf(err, EINVAL, "experts need --arch qwen3moe, gemma4 or gpt-oss");
     }
     if (s->rope_l3_factor != 0 && !(s->rope_l3_factor >= 1 && strcmp(s->arch, "llama") == 0))
         return llmfs_errorf(err, EINVAL, "llama3 rope scaling needs --arch llama and a factor >= 1");
@@ -522,9 +529,10 @@ static tspec *add(tlist *l, const char *name, int n_dims, int64_t ne0, int64_t n
 static int build_tensors(const mkmodel_shape *s, int ftype, tlist *l)
 {
     bool qwen = strncmp(s->arch, "qwen", 4) == 0;
-    bool moe = strcmp(s->arch, "qwen3moe") == 0;
-    bool qk_norm = strcmp(s->arch, "qwen3") == 0 || moe;
-    bool qkv_bias = strcmp(s->arch, "qwen2") == 0;
+    bool oss = is_gptoss(s);
+    bool moe = strcmp(s->arch, "qwen3moe") == 0 || oss;
+    bool qk_norm = strcmp(s->arch, "qwen3") == 0 || strcmp(s->arch, "qwen3moe") == 0;
+    bool qkv_bias = strcmp(s->arch, "qwen2") == 0 || oss;
     float out_len = qwen ? 6.5f : 4.5f;
     int64_t E = s->n_embd, V = s->n_vocab, hd = s->head_dim;
     int64_t q_dim = (int64_t)s->n_head * hd, kv_dim = (int64_t)s->n_head_kv * hd;
@@ -625,17 +633,34 @@ static int build_tensors(const mkmodel_shape *s, int ftype, tlist *l)
             ADD1(N("attn_v.bias"), kv_dim, INIT_NORMAL, 0.1f, 0);
         }
         ADD2(N("attn_output.weight"), q_dim, E, il, INIT_NORMAL, 16.0f * STD(q_dim));
+        if (oss) {
+            ADD1(N("attn_output.bias"), E, INIT_NORMAL, 0.1f, 0);
+            ADD1(N("attn_sinks.weight"), s->n_head, INIT_UNIFORM, 0.5f, 4.5f);
+        }
         if (qk_norm) {
             ADD1(N("attn_q_norm.weight"), hd, INIT_UNIFORM, 0.5f, 1.5f);
             ADD1(N("attn_k_norm.weight"), hd, INIT_UNIFORM, 0.5f, 1.5f);
         }
-        ADD1(N("ffn_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+        /* gpt-oss calls the pre-MoE norm post_attention_norm */
+        ADD1(oss ? N("post_attention_norm.weight") : N("ffn_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
         if (moe) {
             int64_t X = s->n_expert, F = s->n_ff_exp;
             ADD2(N("ffn_gate_inp.weight"), E, X, il, INIT_NORMAL, 3.0f * STD(E));
             ADD3(N("ffn_gate_exps.weight"), E, F, X, il, STD(E));
             ADD3(N("ffn_up_exps.weight"), E, F, X, il, STD(E));
             ADD3(N("ffn_down_exps.weight"), F, E, X, il, 16.0f * STD(F));
+            if (oss) { /* biases: the router's [X], the experts' [X][F] and [X][E], F32 */
+                ADD1(N("ffn_gate_inp.bias"), X, INIT_NORMAL, 0.1f, 0);
+                const char *const eb[3] = {"ffn_gate_exps.bias", "ffn_up_exps.bias", "ffn_down_exps.bias"};
+                for (int b = 0; b < 3; b++) {
+                    snprintf(nm, sizeof nm, "blk.%d.%s", il, eb[b]);
+                    if (!(t = add(l, nm, 2, b == 2 ? E : F, X, 1)))
+                        return -ENOMEM;
+                    t->type = T_F32;
+                    t->init = INIT_NORMAL;
+                    t->a = 0.1f;
+                }
+            }
         } else {
             int64_t F = s->n_ff;
             ADD2(N("ffn_gate.weight"), E, F, il, INIT_NORMAL, STD(E));
@@ -716,6 +741,12 @@ static void put_arch_kv(gguf_writer *w, const mkmodel_shape *s, int ftype, int n
     }
     if (llama) {
         gguf_w_u32(w, KEY("vocab_size"), (uint32_t)n_vocab);
+    }
+    if (is_gptoss(s)) {
+        gguf_w_u32(w, KEY("attention.sliding_window"), 128);
+        gguf_w_str(w, KEY("rope.scaling.type"), "yarn");
+        gguf_w_f32(w, KEY("rope.scaling.factor"), 32.0f);
+        gguf_w_u32(w, KEY("rope.scaling.original_context_length"), 4096);
     }
     if (s->n_expert) {
         gguf_w_u32(w, KEY("expert_count"), (uint32_t)s->n_expert);

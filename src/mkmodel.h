@@ -19,7 +19,7 @@
 
 typedef struct mkmodel_shape {
     char name[64];           /* general.name */
-    char arch[16];           /* "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "gemma4" */
+    char arch[16];           /* "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "gemma4", "gpt-oss" */
     int n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
     int n_expert, n_expert_used, n_ff_exp; /* 0 for dense models */
     int n_vocab;             /* ignored when a vocab file is given (its size wins) */

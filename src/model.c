@@ -25,6 +25,7 @@
 static const model_family *const families[] = {
     &family_llama,
     &family_gemma,
+    &family_gptoss,
 };
 
 static const model_family *family_of(const char *arch)
@@ -237,7 +238,8 @@ static int load_hparams(model *m, llmfs_error *err)
     float factor = 0;
     if (!arch_f32(f, arch, "rope.scaling.factor", &factor))
         arch_f32(f, arch, "rope.scale_linear", &factor);
-    if (stype && strcmp(stype, "none") && strcmp(stype, "linear") && strcmp(stype, "llama3"))
+    if (stype && strcmp(stype, "none") && strcmp(stype, "linear") && strcmp(stype, "llama3") &&
+        strcmp(stype, "yarn"))
         return llmfs_errorf(err, EINVAL, "model: rope scaling '%.20s' is not supported", stype);
     if (stype && !strcmp(stype, "llama3")) {
         r->l3_factor = factor;
@@ -251,6 +253,20 @@ static int load_hparams(model *m, llmfs_error *err)
             r->l3_orig_ctx = (int)oc;
         if (!(factor >= 1) || !(r->l3_high_freq_factor > r->l3_low_freq_factor) || r->l3_orig_ctx <= 0)
             return llmfs_errorf(err, EINVAL, "model: bad llama3 rope scaling parameters");
+    } else if (stype && !strcmp(stype, "yarn")) {
+        /* as llama.cpp: ext_factor 1, beta_fast 32 and beta_slow 1 (its defaults), the
+         * file's attn_factor (default 1); the rope op adds YaRN's 1 + 0.1 ln(factor) */
+        if (!(factor >= 1))
+            return llmfs_errorf(err, EINVAL, "model: YaRN rope scaling factor %g is out of range", factor);
+        r->freq_scale = 1.0f / factor;
+        r->yarn_ext_factor = 1.0f;
+        r->yarn_attn_factor = 1.0f;
+        arch_f32(f, arch, "rope.scaling.attn_factor", &r->yarn_attn_factor);
+        r->yarn_beta_fast = 32.0f;
+        r->yarn_beta_slow = 1.0f;
+        if ((rc = opt_u32(f, arch, "rope.scaling.original_context_length", hp->n_ctx_train,
+                          &r->yarn_orig_ctx, err)))
+            return rc;
     } else if (factor > 0 && (!stype || !strcmp(stype, "linear"))) {
         r->freq_scale = 1.0f / factor;
     }
@@ -859,8 +875,11 @@ void model_moe_experts(model *m, const model_layer *L, fwd_bufs *B, int n)
         model_copy_between(m, B->be, B->ids, M->be, M->ids, sizeof(int32_t) * (size_t)n * K);
         model_copy_between(m, B->be, B->wts, M->be, M->wts, sizeof(float) * (size_t)n * K);
     }
+    const moe_extra ex = {L->gate_exps_b, L->up_exps_b, L->down_exps_b, m->hp.swiglu_alpha,
+                          m->hp.swiglu_limit};
+    bool plain = !L->gate_exps_b && !L->up_exps_b && !L->down_exps_b && !(m->hp.swiglu_limit > 0);
     M->be->ops->moe_ffn(M->be, M->xb2, M->xb, L->gate_exps, L->up_exps, /* xb2 [n][E] */
-                        L->down_exps, M->ids, M->wts, n, K, m->hp.ffn_act);
+                        L->down_exps, M->ids, M->wts, n, K, m->hp.ffn_act, plain ? NULL : &ex);
     if (M != B)
         model_copy_between(m, M->be, M->xb2, B->be, B->xb2, sizeof(float) * (size_t)n * E);
 }

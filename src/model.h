@@ -21,6 +21,11 @@ typedef struct model_hparams {
     rope_params rope;
     bool tied_output;        /* output projection is token_embd */
     bool qkv_bias, qk_norm;
+    /* Sliding-window attention: n_swa cells (0 = none) on the layers il with
+     * il % swa_period < swa_period - 1 (llama.cpp's pattern: period 2 = even layers). */
+    int n_swa, swa_period;
+    /* routed experts' clamped SwiGLU (gpt-oss; moe_extra), limit 0 = plain SwiGLU */
+    float swiglu_alpha, swiglu_limit;
     int file_type;           /* general.file_type (llama_ftype) */
     /* n_head_kv, head_dim and n_ff above are the largest over the layers (scratch sizes);
      * each layer's own are in model_layer. */
@@ -34,6 +39,8 @@ typedef struct model_layer {
     tensor *attn_norm;                  /* [n_embd] */
     tensor *wq, *wk, *wv, *wo;          /* [n_head*hd][n_embd], [n_kv*hd][n_embd] x2, [n_embd][n_head*hd] */
     tensor *bq, *bk, *bv;               /* qwen2 biases, else NULL */
+    tensor *bo;                         /* attn_output bias [n_embd] (gpt-oss), else NULL */
+    tensor *sinks;                      /* attention sinks [n_head] (gpt-oss), else NULL */
     tensor *q_norm, *k_norm;            /* qwen3 [head_dim], else NULL */
     tensor *ffn_norm;                   /* [n_embd] */
     tensor *w_gate, *w_up, *w_down;     /* dense FFN: [n_ff][n_embd] x2, [n_embd][n_ff] */
@@ -56,8 +63,16 @@ typedef struct model_layer {
     float attn_scale;                   /* softmax scale of q.k */
     float out_scale;                    /* the layer's output is multiplied by this (1: none) */
     rope_params rope;
+    tensor *gate_inp_b;                 /* router bias [n_expert] (gpt-oss), else NULL */
+    tensor *gate_exps_b, *up_exps_b, *down_exps_b; /* [n_expert][n_ff_exp] x2, [n_expert][n_embd], else NULL */
     backend *be;                        /* where this layer computes */
 } model_layer;
+
+/* Whether layer il attends over a sliding window of hp->n_swa cells. */
+static inline bool model_layer_swa(const model_hparams *hp, int il)
+{
+    return hp->n_swa > 0 && (hp->swa_period <= 1 || il % hp->swa_period < hp->swa_period - 1);
+}
 
 typedef struct model_opts {
     bool no_mmap, mlock;

@@ -25,8 +25,9 @@
                         &(L)->gate_exps, &(L)->up_exps, &(L)->down_exps, &(L)->post_ffn_norm, \
                         &(L)->ffn_norm_exps, &(L)->post_ffn_norm_dense, &(L)->post_ffn_norm_exps, \
                         &(L)->gate_inp_scale, &(L)->down_exps_scale, &(L)->pl_gate, &(L)->pl_proj, \
-                        &(L)->pl_norm}
-#define FFN_N_TENSORS 17
+                        &(L)->pl_norm, &(L)->gate_inp_b, &(L)->gate_exps_b, &(L)->up_exps_b,     \
+                        &(L)->down_exps_b}
+#define FFN_N_TENSORS 21
 
 /* Activations of one micro-batch, in the memory of the backend computing them. Shapes
  * as in the families' comments: n tokens, E n_embd, H n_head, Hk n_head_kv, D head_dim,
@@ -89,6 +90,7 @@ typedef struct model_family {
 
 extern const model_family family_llama;
 extern const model_family family_gemma;
+extern const model_family family_gptoss;
 
 /* ---- reading hyperparameters: {arch}.key of the model's file ---- */
 

@@ -21,6 +21,7 @@ enum pretok_kind {
     PRETOK_DEEPSEEK_CODER,
     PRETOK_FALCON,
     PRETOK_STARCODER,
+    PRETOK_GPT4O,
 };
 
 /* The kind for a tokenizer.ggml.pre value (NULL or unknown names: PRETOK_DEFAULT, as

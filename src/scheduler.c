@@ -193,17 +193,41 @@ static int plan(sched *sc)
     return total;
 }
 
-/* Appends generated text to the output, the transcript and the conversation. -ENOMEM
- * when any of them could not take it: the turn must then end as an error, since a
- * reply with a hole in it would pass for a whole one. */
-static int reply_text(llmfs_session *s, const char *text, int n)
+/* Where a reply's text goes: the answer to output and into the conversation, the
+ * reasoning to its own stream; failed is set when any of them could not take its part. */
+typedef struct reply_sink {
+    llmfs_session *s;
+    bool failed;
+} reply_sink;
+
+static void reply_part(void *arg, bool reasoning, const char *text, size_t n)
 {
-    if (n <= 0)
-        return 0;
-    int a = stream_append(s->out, text, (size_t)n);
-    int b = stream_append(s->transcript, text, (size_t)n);
-    int c = session_reply_append(s, text, (size_t)n);
-    return a == -ENOMEM || b == -ENOMEM || c < 0 ? -ENOMEM : 0;
+    reply_sink *k = arg;
+    if (reasoning) {
+        if (stream_append(k->s->reasoning, text, n) == -ENOMEM)
+            k->failed = true;
+        return;
+    }
+    if (stream_append(k->s->out, text, n) == -ENOMEM || session_reply_append(k->s, text, n) < 0)
+        k->failed = true;
+}
+
+/* Appends generated text: the transcript keeps the reply as the model wrote it, markers
+ * included, the rest is split (reply_part). flush: the end of the reply, text held back
+ * by an unfinished marker goes out too. -ENOMEM when any part could not be taken: the
+ * turn must then end as an error, since a reply with a hole in it would pass for a whole
+ * one. */
+static int reply_text(llmfs_session *s, const char *text, int n, bool flush)
+{
+    reply_sink k = {s, false};
+    if (n > 0) {
+        if (stream_append(s->transcript, text, (size_t)n) == -ENOMEM)
+            k.failed = true;
+        reason_split_push(&s->rsplit, text, (size_t)n, reply_part, &k);
+    }
+    if (flush)
+        reason_split_flush(&s->rsplit, reply_part, &k);
+    return k.failed ? -ENOMEM : 0;
 }
 
 /* Writes the end line of a turn to the transcript (before the session becomes idle, so
@@ -328,7 +352,7 @@ static int run_step(sched *sc, int total, double *t_fwd)
                     char text[1024];
                     int k = detok_push(m->mdl->tok, &s->detok, t, text, sizeof text);
                     int gen = s->n_gen + 1;
-                    if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text) < 0) {
+                    if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, false) < 0) {
                         e->reason = "error";
                         snprintf(e->why, sizeof e->why, "out of memory for the reply");
                     } else if (s->n_predict >= 0 && gen >= s->n_predict)
@@ -341,7 +365,7 @@ static int run_step(sched *sc, int total, double *t_fwd)
         if (e->reason) {
             char text[64];
             int k = detok_flush(&s->detok, text, sizeof text);
-            if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text) < 0 &&
+            if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, true) < 0 &&
                 strcmp(e->reason, "error") != 0) {
                 e->reason = "error";
                 snprintf(e->why, sizeof e->why, "out of memory for the reply");
@@ -434,7 +458,7 @@ static void stop_all(sched *sc)
         llmfs_session *s = sc->e[i].s;
         char text[64];
         int k = detok_flush(&s->detok, text, sizeof text);
-        reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text);
+        reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, true);
         transcript_end(s, "error", "model unloaded", now, s->t_first, s->n_gen);
     }
     pthread_mutex_lock(&m->mu);

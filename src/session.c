@@ -53,11 +53,14 @@ llmfs_session *session_create(llmfs_model *m, int id, llmfs_error *err)
     }
     s->out = stream_new();
     s->transcript = stream_new();
-    if (!s->out || !s->transcript) {
+    s->reasoning = stream_new();
+    if (!s->out || !s->transcript || !s->reasoning) {
         if (s->out)
             llmfs_stream_put(s->out);
         if (s->transcript)
             llmfs_stream_put(s->transcript);
+        if (s->reasoning)
+            llmfs_stream_put(s->reasoning);
         free(s);
         llmfs_errorf(err, ENOMEM, "out of memory for a session");
         return NULL;
@@ -101,6 +104,7 @@ void llmfs_session_put(llmfs_session *s)
     sampler_free(s->smp);
     llmfs_stream_put(s->out);
     llmfs_stream_put(s->transcript);
+    llmfs_stream_put(s->reasoning);
     settings_clear(&s->settings);
     free(s);
     llmfs_model_put(m);
@@ -300,6 +304,7 @@ void session_end_turn_streams(llmfs_session *s, llmfs_stream *out, int flags)
     if (flags & END_CLOSED) {
         stream_printf(s->transcript, "### closed\n");
         stream_finish(s->transcript);
+        stream_finish(s->reasoning);
     }
     if (flags & END_DROP_LIST_REF)
         llmfs_session_put(s);
@@ -339,6 +344,7 @@ static int session_close(llmfs_session *s, llmfs_error *err)
     pthread_mutex_unlock(&m->mu);
     stream_printf(s->transcript, "### closed\n");
     stream_finish(s->transcript);
+    stream_finish(s->reasoning);
     stream_finish(s->out);
     if (listed)
         llmfs_session_put(s);
@@ -457,6 +463,7 @@ typedef struct prompt_snapshot {
     int n_ctx;
     int turn_no;
     bool log_system;
+    char effort[8];
 } prompt_snapshot;
 
 static void snapshot_free(prompt_snapshot *ps)
@@ -479,6 +486,8 @@ static int snapshot_take(llmfs_session *s, prompt_snapshot *ps)
                               .repeat_penalty = st->repeat_penalty, .repeat_last_n = st->repeat_last_n};
     ps->seed = st->seed;
     ps->n_predict = st->n_predict;
+    snprintf(ps->effort, sizeof ps->effort, "%s",
+             st->reasoning_effort == 0 ? "low" : st->reasoning_effort == 2 ? "high" : "medium");
     ps->n_ctx = s->m->kv ? s->m->kv->n_ctx : 0;
     ps->turn_no = s->turns + 1;
     ps->log_system = ps->system && ps->system[0] &&
@@ -521,7 +530,8 @@ static int build_tokens(llmfs_model *m, const prompt_snapshot *ps, const char *t
             msgs[n++] = (chat_msg){"assistant", ps->turns[i].assistant};
         }
         msgs[n++] = (chat_msg){"user", text};
-        rendered = chat_render(m->chat_template, msgs, n, true, m->bos_text, m->eos_text, err);
+        const chat_opts co = {ps->effort, NULL};
+        rendered = chat_render_opts(m->chat_template, msgs, n, true, m->bos_text, m->eos_text, &co, err);
         free(msgs);
         if (!rendered)
             return err && err->code ? -err->code : -EINVAL;
@@ -707,6 +717,7 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         s->n_predict = ps.n_predict;
         s->raw_turn = ps.mode == MODE_RAW;
         memset(&s->detok, 0, sizeof s->detok);
+        reason_split_init(&s->rsplit, ps.mode == MODE_CHAT ? reason_mode_of(m->chat_template) : REASON_NONE);
         s->reply_len = 0;
         s->n_prompt = n;
         s->n_cached = 0;
@@ -749,6 +760,7 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         pthread_mutex_unlock(&m->mu);
         stream_printf(s->transcript, "### closed\n");
         stream_finish(s->transcript);
+        stream_finish(s->reasoning);
         stream_finish(s->out);
         if (listed)
             llmfs_session_put(s);
@@ -803,6 +815,11 @@ llmfs_stream *llmfs_session_output(llmfs_session *s)
     llmfs_stream *st = stream_ref(s->out);
     pthread_mutex_unlock(&s->m->mu);
     return st;
+}
+
+llmfs_stream *llmfs_session_reasoning(llmfs_session *s)
+{
+    return stream_ref(s->reasoning);
 }
 
 llmfs_stream *llmfs_session_transcript(llmfs_session *s)

@@ -67,6 +67,8 @@ enum setting_applies { A_NOW, A_KV, A_SCRATCH, A_LOAD };
     X(seed, I64, S_S, A_NOW, -1, 4294967295.0, "", "-1", "random seed of the sampler; -1 a new one each prompt") \
     X(n_predict, INT, S_S, A_NOW, -1, 100000000, "", "-1",                                           \
       "most tokens one reply may have; -1 until end of generation or a full context")        \
+    X(reasoning_effort, ENUM, S_S, A_NOW, 0, 0, "low|medium|high", "medium",                         \
+      "how long a reasoning model (gpt-oss) thinks, passed to its chat template")            \
     /* model */                                                                               \
     X(profile, PROFILE, S_M, A_NOW, 0, 0, "", "", "apply a preset of model settings")                \
     X(ctx, INT, S_M, A_KV, 16, 16777216, "", "4096", "context length of each sequence, in tokens")  \

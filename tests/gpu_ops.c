@@ -540,6 +540,7 @@ START_TEST(rope_variants)
         {64, 64, false, 10000.f, 1.f, NULL}, {128, 128, true, 1e6f, 1.f, NULL},  {128, 64, true, 10000.f, 1.f, NULL},
         {32, 32, false, 10000.f, 0.25f, NULL}, {128, 128, false, 500000.f, 1.f, factors}, {8, 8, false, 10000.f, 1.f, NULL},
         {64, 64, true, 1e6f, 1.f, proportional},
+        {64, 64, true, 150000.f, 1.f / 32, NULL}, /* YaRN as gpt-oss (below) */
     };
     for (int c = 0; c < 7; c++) {
         const int n = 19, H = 3, hd = cfg[c].hd;
@@ -556,6 +557,13 @@ START_TEST(rope_variants)
         p.freq_base = cfg[c].base;
         p.freq_scale = cfg[c].scale;
         p.freq_factors = cfg[c].ff;
+        if (c == 6) {
+            p.yarn_ext_factor = 1;
+            p.yarn_attn_factor = 1;
+            p.yarn_beta_fast = 32;
+            p.yarn_beta_slow = 1;
+            p.yarn_orig_ctx = 4096;
+        }
         const int64_t sz = (int64_t)n * H * hd;
         float *x = randn(sz, 1), *ref = malloc(sizeof(float) * sz);
         memcpy(ref, x, sizeof(float) * sz);
@@ -626,6 +634,11 @@ typedef struct attn_cfg {
     int hd, H, Hk, tk, tv;
 } attn_cfg;
 
+/* The sliding window and sinks (host memory, [H]) the attention tests use; 0 and NULL
+ * but in attention_window_sinks. */
+static int attn_swa;
+static const float *attn_sinks;
+
 /* Stores k, v (and attends with q) for the batch on both backends; returns the worst
  * per-token relative error of the GPU's output. */
 static double store_attend(kvpair *kv, const attn_cfg *a, int n, const int32_t *pos, const int32_t *seq,
@@ -639,10 +652,15 @@ static double store_attend(kvpair *kv, const attn_cfg *a, int n, const int32_t *
     float *dk = dev_from(k, sizeof(float) * nk), *dv = dev_from(v, sizeof(float) * nk);
     float *dq = dev_from(q, sizeof(float) * nq), *dout = dev_alloc(sizeof(float) * nq);
     gpu->ops->kv_store(gpu, &kv->g, 0, dk, dv, n);
-    attn_params p = {a->H, a->Hk, a->hd, 1.0f / sqrtf((float)a->hd), flash, 0, NULL};
+    attn_params p = {a->H, a->Hk, a->hd, 1.0f / sqrtf((float)a->hd), flash, attn_swa, attn_sinks};
+    attn_params pg = p;
+    float *dsinks = attn_sinks ? dev_from(attn_sinks, sizeof(float) * a->H) : NULL;
+    pg.sinks = dsinks;
     float *ref = malloc(sizeof(float) * nq);
     cpu->ops->attention(cpu, ref, q, &kv->c, 0, n, &p);
-    gpu->ops->attention(gpu, dout, dq, &kv->g, 0, n, &p);
+    gpu->ops->attention(gpu, dout, dq, &kv->g, 0, n, &pg);
+    if (dsinks)
+        dev_free(dsinks);
     float *got = host_from(dout, sizeof(float) * nq);
     gpu_ok("attention");
     int wr = 0;
@@ -784,6 +802,35 @@ START_TEST(attention_every_config)
 }
 END_TEST
 
+/* gpt-oss's attention: sliding windows of 8 and 100 cells, with and without sinks, in
+ * the one-token and the flash kernels, against the CPU's */
+START_TEST(attention_window_sinks)
+{
+    static float sinks[8];
+    for (int h = 0; h < 8; h++)
+        sinks[h] = 0.5f + 0.5f * (float)h;
+    const attn_cfg cfgs[] = {{64, 8, 2, T_F16, T_F16}, {64, 8, 2, T_Q8_0, T_Q8_0}};
+    const int swas[] = {0, 8, 100};
+    for (int c = 0; c < 2; c++)
+        for (int w = 0; w < 3; w++)
+            for (int sk = 0; sk < 2; sk++) {
+                if (!swas[w] && !sk)
+                    continue;
+                attn_swa = swas[w];
+                attn_sinks = sk ? sinks : NULL;
+                for (int flash = 0; flash < 2; flash++) {
+                    const int single[] = {3, 64, 512};
+                    for (int i = 0; i < 3; i++)
+                        attention_case(&cfgs[c], &single[i], 1, flash);
+                    const int multi[] = {5, 17, 300, 1, 40};
+                    attention_case(&cfgs[c], multi, 5, flash);
+                }
+            }
+    attn_swa = 0;
+    attn_sinks = NULL;
+}
+END_TEST
+
 /* ---------------------------------------------------------------- MoE */
 
 START_TEST(topk_softmax_routes)
@@ -822,30 +869,49 @@ START_TEST(topk_softmax_routes)
 }
 END_TEST
 
-/* act: enum ffn_act; fused: gate and up in one tensor (gate rows first per expert) */
-static void moe_case_act(int type, int type_down, int n, int E, int K, int d, int ff, int act, bool fused)
+/* act: enum ffn_act; fused: gate and up in one tensor (gate rows first per expert);
+ * extra: gpt-oss's expert biases and clamped SwiGLU */
+static void moe_case_full(int type, int type_down, int n, int E, int K, int d, int ff, int act, bool fused,
+                          bool extra)
 {
     wpair gate, up, down;
-    make_weight(&gate, "gate_exps", type, d, fused ? 2 * ff : ff, E, 1.0f / sqrtf((float)d));
-    make_weight(&up, "up_exps", type, d, ff, E, 1.0f / sqrtf((float)d));
+    /* with the clamped activation, gate and up of std ~4: the clamp at 7 bites */
+    const float gs = (extra ? 4.0f : 1.0f) / sqrtf((float)d);
+    make_weight(&gate, "gate_exps", type, d, fused ? 2 * ff : ff, E, gs);
+    make_weight(&up, "up_exps", type, d, ff, E, gs);
     make_weight(&down, "down_exps", type_down, ff, d, E, 1.0f / sqrtf((float)ff));
     float *x = randn((int64_t)n * d, 1), *l = randn((int64_t)n * E, 2);
     int32_t *ids = malloc(sizeof(int32_t) * n * K);
     float *w = malloc(sizeof(float) * n * K), *ref = malloc(sizeof(float) * n * d);
     begin_plain(n);
     cpu->ops->topk_softmax(cpu, ids, w, l, n, E, K, true);
-    cpu->ops->moe_ffn(cpu, ref, x, &gate.c, fused ? NULL : &up.c, &down.c, ids, w, n, K, act);
+    float *bg = randn((int64_t)E * ff, 1), *bu = randn((int64_t)E * ff, 1), *bd = randn((int64_t)E * d, 1);
+    float *dbg = dev_from(bg, sizeof(float) * E * ff), *dbu = dev_from(bu, sizeof(float) * E * ff),
+          *dbd = dev_from(bd, sizeof(float) * E * d);
+    tensor tb[2][3] = {{{.type = T_F32, .ne = {ff, E, 1}, .data = bg}, {.type = T_F32, .ne = {ff, E, 1}, .data = bu},
+                        {.type = T_F32, .ne = {d, E, 1}, .data = bd}},
+                       {{.type = T_F32, .ne = {ff, E, 1}, .data = dbg}, {.type = T_F32, .ne = {ff, E, 1}, .data = dbu},
+                        {.type = T_F32, .ne = {d, E, 1}, .data = dbd}}};
+    const moe_extra exc = {&tb[0][0], &tb[0][1], &tb[0][2], 1.702f, 7.0f};
+    const moe_extra exg = {&tb[1][0], &tb[1][1], &tb[1][2], 1.702f, 7.0f};
+    cpu->ops->moe_ffn(cpu, ref, x, &gate.c, fused ? NULL : &up.c, &down.c, ids, w, n, K, act, extra ? &exc : NULL);
     float *dx = dev_from(x, sizeof(float) * n * d), *dw = dev_from(w, sizeof(float) * n * K);
     int32_t *dids = dev_from(ids, sizeof(int32_t) * n * K);
     float *dout = dev_alloc(sizeof(float) * n * d);
-    gpu->ops->moe_ffn(gpu, dout, dx, &gate.g, fused ? NULL : &up.g, &down.g, dids, dw, n, K, act);
+    gpu->ops->moe_ffn(gpu, dout, dx, &gate.g, fused ? NULL : &up.g, &down.g, dids, dw, n, K, act, extra ? &exg : NULL);
     float *got = host_from(dout, sizeof(float) * n * d);
     gpu_ok("moe_ffn");
     int wr = 0;
     const double tol = is_float(type) && is_float(type_down) ? 1.5e-2 : 5e-2;
     double e = worst_row(got, ref, n, d, &wr);
-    ck_assert_msg(e < tol, "moe %s/%s n %d E %d k %d act %d fused %d: token %d off by %.3g", type_info(type)->name,
-                  type_info(type_down)->name, n, E, K, act, fused, wr, e);
+    ck_assert_msg(e < tol, "moe %s/%s n %d E %d k %d act %d fused %d extra %d: token %d off by %.3g",
+                  type_info(type)->name, type_info(type_down)->name, n, E, K, act, fused, extra, wr, e);
+    dev_free(dbg);
+    dev_free(dbu);
+    dev_free(dbd);
+    free(bg);
+    free(bu);
+    free(bd);
     dev_free(dx);
     dev_free(dw);
     dev_free(dids);
@@ -863,7 +929,7 @@ static void moe_case_act(int type, int type_down, int n, int E, int K, int d, in
 
 static void moe_case(int type, int type_down, int n, int E, int K, int d, int ff)
 {
-    moe_case_act(type, type_down, n, E, K, d, ff, FFN_SILU, false);
+    moe_case_full(type, type_down, n, E, K, d, ff, FFN_SILU, false, false);
 }
 
 /* Experts of each type; one token (direct) and batches (grouped), more pairs of an
@@ -883,9 +949,20 @@ START_TEST(moe_experts)
     const int gi[] = {1, 17};
     for (int i = 0; i < 2; i++)
         for (int fused = 0; fused < 2; fused++) {
-            moe_case_act(T_Q8_0, T_Q8_0, gi[i], 8, 2, 128, 64, FFN_GELU, fused);
-            moe_case_act(T_Q4_K, T_Q6_K, gi[i], 8, 2, 256, 256, FFN_GELU, fused);
+            moe_case_full(T_Q8_0, T_Q8_0, gi[i], 8, 2, 128, 64, FFN_GELU, fused, false);
+            moe_case_full(T_Q4_K, T_Q6_K, gi[i], 8, 2, 256, 256, FFN_GELU, fused, false);
         }
+}
+END_TEST
+
+/* gpt-oss's experts: per-expert biases and the clamped SwiGLU, Q8_0 and F16 */
+START_TEST(moe_experts_extra)
+{
+    const int ns[] = {1, 3, 64};
+    for (int i = 0; i < 3; i++) {
+        moe_case_full(T_Q8_0, T_Q8_0, ns[i], 8, 2, 64, 64, FFN_SILU, false, true);
+        moe_case_full(T_F16, T_F16, ns[i], 8, 2, 64, 64, FFN_SILU, false, true);
+    }
 }
 END_TEST
 
@@ -1124,6 +1201,9 @@ static Suite *make_suite(void)
     tc = area(s, "moe");
     tcase_add_test(tc, topk_softmax_routes);
     tcase_add_test(tc, moe_experts);
+    tc = area(s, "gptoss"); /* sliding window, sinks, the experts' biases and clamp */
+    tcase_add_test(tc, attention_window_sinks);
+    tcase_add_test(tc, moe_experts_extra);
     tc = area(s, "sampling");
     tcase_add_test(tc, argmax_and_topk);
     tc = area(s, "graphs");

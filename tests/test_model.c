@@ -541,7 +541,9 @@ END_TEST
 /* A copy of a model with one tensor changed: dropped, reshaped or retyped. */
 typedef struct edit {
     const char *name;   /* tensor to change */
-    int mode;           /* 0 drop, 1 shape ne[1] - 1 row, 2 norm as F16, 3 shape transposed */
+    int mode;           /* 0 drop, 1 shape ne[1] - 1 row, 2 norm as F16, 3 shape transposed,
+                           4 name is a key, set to the u32 val */
+    uint32_t val;
 } edit;
 
 typedef struct src_tensor {
@@ -575,7 +577,9 @@ static void write_edited(const char *src, const char *dst, const edit *e)
     ck_assert_msg(f, "%s", err.msg);
     gguf_writer *w = gguf_writer_new();
     for (int i = 0; i < gguf_n_kv(f); i++)
-        if (strcmp(gguf_kv_key(f, i), "general.alignment"))
+        if (e->mode == 4 && !strcmp(gguf_kv_key(f, i), e->name))
+            gguf_w_u32(w, e->name, e->val);
+        else if (strcmp(gguf_kv_key(f, i), "general.alignment"))
             gguf_w_copy_kv(w, f, i);
     int nt = gguf_n_tensors(f);
     src_tensor *st = calloc((size_t)nt, sizeof *st);
@@ -591,6 +595,7 @@ static void write_edited(const char *src, const char *dst, const edit *e)
             fill = fill_zero;
             if (e->mode == 1)
                 ne[1] -= 1;
+
             else if (e->mode == 2)
                 type = T_F16;
             else {
@@ -761,9 +766,9 @@ END_TEST
 START_TEST(malformed_models)
 {
     static const edit edits[] = {
-        {"blk.1.attn_k.weight", 0},      {"output_norm.weight", 0},  {"token_embd.weight", 0},
-        {"blk.0.ffn_down.weight", 1},    {"blk.4.attn_q.weight", 1}, {"blk.2.ffn_norm.weight", 2},
-        {"blk.0.ffn_up.weight", 3},
+        {"blk.1.attn_k.weight", 0, 0},      {"output_norm.weight", 0, 0},  {"token_embd.weight", 0, 0},
+        {"blk.0.ffn_down.weight", 1, 0},    {"blk.4.attn_q.weight", 1, 0}, {"blk.2.ffn_norm.weight", 2, 0},
+        {"blk.0.ffn_up.weight", 3, 0},
     };
     char src[1024], dst[64];
     shared_model("stories260K.gguf", src, sizeof src);
@@ -780,7 +785,7 @@ START_TEST(malformed_models)
     }
     /* the untouched copy loads: the refusals above come from the edits */
     snprintf(dst, sizeof dst, "/tmp/llmfs-test-model-%d.gguf", (int)getpid());
-    edit none = {"no such tensor", 0};
+    edit none = {"no such tensor", 0, 0};
     write_edited(src, dst, &none);
     llmfs_error err = {0};
     model *m = model_load(dst, NULL, &err);
@@ -793,6 +798,72 @@ START_TEST(malformed_models)
     ck_assert_ptr_null(model_load(src, &bad, &err));
     ck_assert_int_eq(err.code, EINVAL);
     ck_assert_msg(strstr(err.msg, "override_tensor"), "message: %s", err.msg);
+}
+END_TEST
+
+/* gpt-oss files missing what the architecture needs are refused at load, with one line
+ * naming what is wrong */
+START_TEST(malformed_gptoss)
+{
+    static const struct {
+        edit e;
+        const char *says;
+    } cases[] = {
+        {{"blk.2.attn_sinks.weight", 0, 0}, "blk.2.attn_sinks.weight"},
+        {{"blk.1.ffn_down_exps.bias", 0, 0}, "blk.1.ffn_down_exps.bias"},
+        {{"gpt-oss.attention.sliding_window", 4, 0}, "sliding_window"},
+        {{"gpt-oss.expert_count", 4, 4}, "ffn_gate_inp.weight"},
+    };
+    char src[1024], dst[64];
+    shared_model("gptoss-tiny-mxfp4.gguf", src, sizeof src);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(dst, sizeof dst, "/tmp/llmfs-test-gptoss-%d.gguf", (int)getpid());
+        write_edited(src, dst, &cases[i].e);
+        llmfs_error err = {0};
+        model *m = model_load(dst, NULL, &err);
+        unlink(dst);
+        ck_assert_msg(!m, "edit of %s accepted", cases[i].e.name);
+        ck_assert_int_eq(err.code, EINVAL);
+        ck_assert_msg(strstr(err.msg, cases[i].says) && !strchr(err.msg, '\n'), "message for %s: %s",
+                      cases[i].e.name, err.msg);
+        printf("malformed gpt-oss (%s): %s\n", cases[i].e.name, err.msg);
+    }
+    snprintf(dst, sizeof dst, "/tmp/llmfs-test-gptoss-%d.gguf", (int)getpid());
+    edit none = {"no such tensor", 0, 0};
+    write_edited(src, dst, &none);
+    llmfs_error err = {0};
+    model *m = model_load(dst, NULL, &err);
+    ck_assert_msg(m, "%s", err.msg);
+    model_free(m);
+
+    /* MXFP4 rows of 48 (no writer makes one): the header's ne[0] patched in place */
+    size_t len;
+    char *bytes = test_read_file(dst, &len);
+    ck_assert(bytes);
+    const char *name = "blk.0.ffn_gate_exps.weight";
+    char *at = memmem(bytes, len, name, strlen(name));
+    ck_assert(at);
+    int64_t ne0;
+    memcpy(&ne0, at + strlen(name) + 4, sizeof ne0); /* after the name: u32 n_dims, i64 ne[] */
+    ck_assert_int_eq(ne0, 64);
+    ne0 = 48;
+    memcpy(at + strlen(name) + 4, &ne0, sizeof ne0);
+    FILE *fp = fopen(dst, "wb");
+    ck_assert(fp && fwrite(bytes, 1, len, fp) == len);
+    fclose(fp);
+    free(bytes);
+    m = model_load(dst, NULL, &err);
+    ck_assert_msg(!m && err.code == EINVAL && strstr(err.msg, name) && !strchr(err.msg, '\n'), "%s", err.msg);
+    printf("malformed gpt-oss (MXFP4 rows of 48): %s\n", err.msg);
+
+    write_edited(src, dst, &none);
+    m = model_load(dst, NULL, &err);
+    unlink(dst);
+    ck_assert_msg(m, "%s", err.msg);
+    ck_assert_int_eq(m->hp.n_swa, 8);
+    ck_assert(model_layer_swa(&m->hp, 0) && !model_layer_swa(&m->hp, 1) && model_layer_swa(&m->hp, 2));
+    ck_assert(m->hp.rope.yarn_ext_factor == 1 && m->hp.rope.yarn_orig_ctx == 4096);
+    model_free(m);
 }
 END_TEST
 
@@ -965,6 +1036,7 @@ static Suite *make_suite(void)
     tcase_add_test(e, malformed_gemma);
     tcase_add_test(e, kv_per_layer_gemma);
     tcase_add_loop_test(e, mkmodel_gemma_shapes, 0, 3);
+    tcase_add_test(e, malformed_gptoss);
     tcase_add_test(e, metadata);
     tcase_add_test(e, rss_after_load);
     suite_add_tcase(s, e);

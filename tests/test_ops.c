@@ -115,7 +115,7 @@ START_TEST(experts)
     fwd_batch b = {NT, tok, pos, seq, NULL};
     be->ops->begin(be, &b);
     be->ops->moe_ffn(be, out, x, fused ? &tgu : &tg, fused ? NULL : &tu, &td, ids, wts, NT, K,
-                     gelu ? FFN_GELU : FFN_SILU);
+                     gelu ? FFN_GELU : FFN_SILU, NULL);
     ck_assert_int_eq(be->ops->check(be, NULL), 0);
     for (int t = 0; t < NT; t++) {
         double ref[E] = {0};

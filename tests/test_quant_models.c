@@ -288,8 +288,8 @@ START_TEST(test_moe_mxfp4_experts)
     fwd_batch b = {n, tok, pos, seq, NULL};
     ck_assert_int_eq(be->ops->begin(be, &b), 0);
     be->ops->topk_softmax(be, ids, w, logits, n, E, K, true);
-    be->ops->moe_ffn(be, out_q, x, &q[0], &q[1], &q[2], ids, w, n, K, FFN_SILU);
-    be->ops->moe_ffn(be, out_f, x, &f[0], &f[1], &f[2], ids, w, n, K, FFN_SILU);
+    be->ops->moe_ffn(be, out_q, x, &q[0], &q[1], &q[2], ids, w, n, K, FFN_SILU, NULL);
+    be->ops->moe_ffn(be, out_f, x, &f[0], &f[1], &f[2], ids, w, n, K, FFN_SILU, NULL);
     for (int t = 0; t < n; t++) {
         double e = 0, s = 0;
         for (int i = 0; i < d; i++) {

@@ -18,7 +18,6 @@ static const struct {
     const char *value;  /* meta.txt arch / the model file's weight type / case kind / vector file */
     const char *why;
 } unsupported[] = {
-    {BY_ARCH, "gpt-oss", "architecture gpt-oss (issue 15)"},
     {BY_ARCH, "qwen35", "architecture qwen35 (issue 16)"},
     {BY_ARCH, "qwen35moe", "architecture qwen35moe (issue 16)"},
     {BY_ARCH, "qwen3next", "architecture qwen3next (issue 16)"},
