@@ -177,6 +177,18 @@ static uint64_t size_transcript(const struct fs_target *t)
     return stream_size(llmfs_session_transcript(t->s));
 }
 
+/* reasoning (the analysis channel, the text between <think> tags) grows with each reply
+ * and ends at its current size, like transcript. */
+static int open_reasoning(struct fs_file *f, const struct fs_target *t, llmfs_error *err)
+{
+    return attach(f, llmfs_session_reasoning(t->s), false, err);
+}
+
+static uint64_t size_reasoning(const struct fs_target *t)
+{
+    return stream_size(llmfs_session_reasoning(t->s));
+}
+
 /* ---- writes ---- */
 
 static int write_ctl(struct fs_file *f, const char *buf, size_t n)
@@ -208,6 +220,7 @@ static const fs_filetab files[] = {
     {"prompt",      0666, CONVERSATION, true,  open_prompt,     NULL,            prompt_write, prompt_flush},
     {"output",      0444, CONVERSATION, true,  open_output,     size_output,     NULL,         NULL},
     {"transcript",  0444, CONVERSATION, true,  open_transcript, size_transcript, NULL,         NULL},
+    {"reasoning",   0444, CONVERSATION, true,  open_reasoning,  size_reasoning,  NULL,         NULL},
     {"stats",       0444, ALL,          true,  open_stats,      NULL,            NULL,         NULL},
     {"metrics",     0444, IN_ROOT,      false, open_metrics,    NULL,            NULL,         NULL},
     {"diag",        0444, IN_ROOT,      false, open_diag,       NULL,            NULL,         NULL},

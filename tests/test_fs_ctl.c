@@ -223,9 +223,9 @@ START_TEST(each_folder_holds_the_documented_files)
     names(DIR_ROOT, got, sizeof got);
     ck_assert_str_eq(got, "ctl models stats metrics diag error");
     names(DIR_MODEL, got, sizeof got);
-    ck_assert_str_eq(got, "ctl prompt output transcript stats placement kv info error clone");
+    ck_assert_str_eq(got, "ctl prompt output transcript reasoning stats placement kv info error clone");
     names(DIR_SESSION, got, sizeof got);
-    ck_assert_str_eq(got, "ctl prompt output transcript stats error");
+    ck_assert_str_eq(got, "ctl prompt output transcript reasoning stats error");
     ck_assert_ptr_null(dirtab_row(K_DIR));
     ck_assert_ptr_null(dirtab_row(0));
     ck_assert_ptr_null(dirtab_row(NODE_KINDS));
