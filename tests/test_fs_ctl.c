@@ -255,7 +255,8 @@ START_TEST(rows_say_what_the_files_do)
         ck_assert_int_eq(t->perm, writable ? 0666 : 0444);
         ck_assert_msg((t->flush != NULL) == (strcmp(t->name, "prompt") == 0), "%s: flush", t->name);
         ck_assert_ptr_nonnull(t->open);
-        bool stream = strcmp(t->name, "output") == 0 || strcmp(t->name, "transcript") == 0;
+        bool stream = strcmp(t->name, "output") == 0 || strcmp(t->name, "transcript") == 0 ||
+                      strcmp(t->name, "reasoning") == 0;
         ck_assert_msg((t->size != NULL) == stream, "%s: size", t->name);
         if (stream || strcmp(t->name, "prompt") == 0)
             ck_assert_msg(t->session, "%s needs the folder's session", t->name);
