@@ -1,6 +1,7 @@
 /* ctl.c — ctl lines for the root, models and sessions (see ctl.h). */
 #include "ctl.h"
 
+#include "dirtab.h"
 #include "models.h"
 
 #include <errno.h>
@@ -9,25 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const root_files[] = {"ctl", "models", "stats", "metrics", "error"};
 static const char *const profile_names[] = {"text-12gb", "text-24gb", "vision-12gb", "mtp"};
 
 bool ctl_model_name_ok(const char *name)
 {
-    size_t n = strlen(name);
-    if (n == 0 || n > 63 || name[0] == '.')
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == '-';
-        if (!ok)
-            return false;
-    }
-    for (size_t i = 0; i < sizeof root_files / sizeof root_files[0]; i++)
-        if (strcmp(name, root_files[i]) == 0)
-            return false;
-    return true;
+    /* The core's rule, and a folder must not hide a file of the root. */
+    return llmfs_model_name_valid(name) && dirtab_find(DIR_ROOT, name) == 0;
 }
 
 /* Names that would hide a root file are refused, and relative paths (the daemon runs
@@ -36,7 +24,7 @@ static int load_policy(const char *name, const char *path, llmfs_error *err)
 {
     if (!ctl_model_name_ok(name))
         return llmfs_errorf(err, EINVAL,
-                            "load: bad model name '%s' (1-63 of A-Z a-z 0-9 . _ -, not "
+                            "load: bad model name '%s' (1-63 of A-Z a-z 0-9 . _ - +, not "
                             "starting with '.', not a root file name)",
                             name);
     if (path[0] != '/')
@@ -82,13 +70,11 @@ static int root_policy(const ctl_target *t, const char *line, llmfs_error *err)
     }
     if (t->trusted || strcmp(key, "unload") == 0)
         return 0;
-    const llmfs_setting_info *table;
-    int n = llmfs_settings_table(&table);
-    for (int i = 0; i < n; i++)
-        if (strcmp(table[i].name, key) == 0 && table[i].scope == LLMFS_SCOPE_DAEMON)
-            return llmfs_errorf(err, EPERM,
-                                "%s is a daemon setting: set it in the configuration file "
-                                "or on the command line", key);
+    const llmfs_setting_info *si = llmfs_setting_find(key);
+    if (si && si->scope == LLMFS_SCOPE_DAEMON)
+        return llmfs_errorf(err, EPERM,
+                            "%s is a daemon setting: set it in the configuration file "
+                            "or on the command line", key);
     return 0;
 }
 
@@ -176,6 +162,8 @@ int ctl_root_text(llmfs *lf, fs_text *out)
 {
     llmfs_model *models[MODELS_MAX];
     int n = models_get(lf, models);
+    if (n < 0)
+        return n;
     for (int i = 0; i < n; i++) {
         llmfs_model_info info;
         llmfs_model_info_get(models[i], &info);

@@ -42,8 +42,8 @@ int ctl_set(const ctl_target *t, const char *key, const char *value, llmfs_error
  * file's [model NAME] sections both end here). settings: "key=value" strings. */
 int ctl_load(llmfs *lf, const char *name, const char *path, const char *const *settings,
              int n_settings, llmfs_error *err);
-/* Whether NAME may name a model folder: 1-63 of [A-Za-z0-9._-], not starting with '.',
- * not the name of a file in the root folder. */
+/* Whether NAME may name a model folder: a name the core accepts
+ * (llmfs_model_name_valid) that is not the name of a file in the root folder. */
 bool ctl_model_name_ok(const char *name);
 
 /* What reading the root ctl returns: a `load` line per model (so the text can be

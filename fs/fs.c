@@ -30,7 +30,11 @@
 #include <unistd.h>
 
 #define FUSE_SUPER_MAGIC 0x65735546
-#define FUSE_MAX_THREADS 1024
+/* No request waits in a FUSE thread for long (a blocked read of output is a deferred
+ * reply, see stream_io.h; only a model load or a KV cache reallocation holds its thread for long), so a few threads serve
+ * any number of readers. */
+#define FUSE_MAX_THREADS 32
+#define FUSE_IDLE_THREADS 8
 
 extern char **environ;
 
@@ -71,16 +75,6 @@ static void usage(FILE *f)
             "  --set KEY=VALUE  any daemon setting or default; overrides the file\n"
             "  --KEY VALUE      the same\n"
             "The files are described in llmfs(4) (docs/llmfs.4.md).\n");
-}
-
-static bool known_setting(const char *key)
-{
-    const llmfs_setting_info *table;
-    int n = llmfs_settings_table(&table);
-    for (int i = 0; i < n; i++)
-        if (strcmp(table[i].name, key) == 0)
-            return true;
-    return false;
 }
 
 static int add_kv(mount_opts *o, const char *key, size_t klen, const char *value)
@@ -126,7 +120,7 @@ static int parse_args(int argc, char **argv, mount_opts *o)
             size_t klen = eq ? (size_t)(eq - key) : strlen(key);
             char name[128];
             snprintf(name, sizeof name, "%.*s", (int)klen, key);
-            if (!known_setting(name) || (!eq && i + 1 >= argc)) {
+            if (!llmfs_setting_find(name) || (!eq && i + 1 >= argc)) {
                 fprintf(stderr, "llmfs mount: unknown option or missing value: %s\n", a);
                 usage(stderr);
                 return 2;
@@ -205,10 +199,8 @@ static void *fuse_main(void *arg)
     pthread_setname_np(pthread_self(), "llmfs-fuse");
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();
     if (cfg) {
-        /* Every blocked reader of an output holds a thread; the default of 10 would let
-         * ten waiting `cat`s stall everything else. */
         fuse_loop_cfg_set_max_threads(cfg, FUSE_MAX_THREADS);
-        fuse_loop_cfg_set_idle_threads(cfg, 16);
+        fuse_loop_cfg_set_idle_threads(cfg, FUSE_IDLE_THREADS);
     }
     fuse_session_loop_mt(fs_srv.se, cfg);
     if (cfg)
@@ -348,7 +340,6 @@ static int serve(const fs_conf *conf, const mount_opts *o, bool daemon)
     clock_gettime(CLOCK_REALTIME, &fs_srv.started);
     fs_srv.uid = getuid();
     fs_srv.gid = getgid();
-    atomic_init(&fs_srv.exiting, false);
     fs_srv.lf = llmfs_new(&err);
     if (!fs_srv.lf) {
         report("E", "%s", err.msg);
@@ -377,7 +368,6 @@ static int serve(const fs_conf *conf, const mount_opts *o, bool daemon)
     }
     loop_run();
     status = 0;
-    atomic_store(&fs_srv.exiting, true);
     stop_fuse_thread();
     fs_close_all();
 out_loop:

@@ -2,31 +2,17 @@
 #include "idle.h"
 
 #include "models.h"
-#include "text.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #define MAX_SESSIONS 4096
 
-static int model_settings_fill(void *m, char *buf, size_t cap)
+/* A model's whole-second setting (idle_unload, session_idle); 0 if it cannot be read. */
+static long model_seconds(llmfs_model *m, const char *key)
 {
-    return llmfs_model_settings_text(m, buf, cap);
-}
-
-/* The value of a `key value` line in a settings text, 0 if absent. */
-static long setting_long(const char *text, const char *key)
-{
-    size_t klen = strlen(key);
-    for (const char *p = text; *p;) {
-        if (strncmp(p, key, klen) == 0 && p[klen] == ' ')
-            return strtol(p + klen + 1, NULL, 10);
-        const char *nl = strchr(p, '\n');
-        if (!nl)
-            break;
-        p = nl + 1;
-    }
-    return 0;
+    char v[32];
+    int n = llmfs_model_setting(m, key, v, sizeof v);
+    return n > 0 && (size_t)n < sizeof v ? strtol(v, NULL, 10) : 0;
 }
 
 static void close_idle_sessions(llmfs_model *m, long limit)
@@ -52,11 +38,8 @@ void idle_check(llmfs *lf)
     int n = models_get(lf, models);
     for (int i = 0; i < n; i++) {
         llmfs_model *m = models[i];
-        fs_text t = {0};
-        text_fill(&t, model_settings_fill, m);
-        long unload_after = t.buf ? setting_long(t.buf, "idle_unload") : 0;
-        long close_after = t.buf ? setting_long(t.buf, "session_idle") : 0;
-        text_free(&t);
+        long unload_after = model_seconds(m, "idle_unload");
+        long close_after = model_seconds(m, "session_idle");
         if (close_after > 0)
             close_idle_sessions(m, close_after);
         if (unload_after > 0 && llmfs_model_idle_seconds(m) >= (double)unload_after)

@@ -3,7 +3,6 @@
 
 #include "idle.h"
 
-
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -16,35 +15,55 @@ static uv_signal_t sig_int, sig_term, sig_hup;
 static uv_timer_t tick;
 static uv_async_t wake;
 
-/* Guards the poll queue, `alive` and sends on `wake` (which must not be touched once
- * the loop is closed: core threads may still append to streams during shutdown). */
+/* Guards the work queue, `alive` and sends on `wake` (which must not be touched once
+ * the loop is closed). */
 static pthread_mutex_t queue_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct fuse_pollhandle **queue;
-static size_t queue_len, queue_cap;
+static loop_work *queue_head, *queue_tail;
+static size_t queue_len;
 static bool alive, stopping;
 
-static void drain_polls(void)
+static loop_work *pop_work(void)
 {
     pthread_mutex_lock(&queue_mu);
-    struct fuse_pollhandle **q = queue;
+    loop_work *w = queue_head;
+    if (w) {
+        queue_head = w->next;
+        if (!queue_head)
+            queue_tail = NULL;
+        queue_len--;
+        w->next = NULL;
+        w->queued = false; /* from here a new post queues it again */
+    }
+    pthread_mutex_unlock(&queue_mu);
+    return w;
+}
+
+/* Runs what was queued when it started; what is posted meanwhile waits for the next
+ * wake-up, so a stream that grows without pause cannot keep the loop from its timer
+ * and signals. */
+static void run_queue(void)
+{
+    pthread_mutex_lock(&queue_mu);
     size_t n = queue_len;
-    queue = NULL;
-    queue_len = queue_cap = 0;
     pthread_mutex_unlock(&queue_mu);
     for (size_t i = 0; i < n; i++) {
-        fuse_lowlevel_notify_poll(q[i]);
-        fuse_pollhandle_destroy(q[i]);
+        loop_work *w = pop_work();
+        if (!w)
+            break;
+        w->fn(w);
     }
-    free(q);
 }
 
 static void on_wake(uv_async_t *h)
 {
     (void)h;
-    drain_polls();
+    run_queue();
     pthread_mutex_lock(&queue_mu);
     bool stop = stopping;
+    bool more = queue_len > 0;
     pthread_mutex_unlock(&queue_mu);
+    if (more)
+        uv_async_send(&wake);
     if (stop)
         uv_stop(&loop);
 }
@@ -101,7 +120,7 @@ void loop_fini(void)
     pthread_mutex_lock(&queue_mu);
     alive = false;
     pthread_mutex_unlock(&queue_mu);
-    drain_polls();
+    run_queue();
     uv_close((uv_handle_t *)&sig_int, close_cb);
     uv_close((uv_handle_t *)&sig_term, close_cb);
     uv_close((uv_handle_t *)&sig_hup, close_cb);
@@ -120,28 +139,21 @@ void loop_stop(void)
     pthread_mutex_unlock(&queue_mu);
 }
 
-void loop_notify_poll(struct fuse_pollhandle *ph)
+bool loop_post(loop_work *w)
 {
     pthread_mutex_lock(&queue_mu);
-    if (!alive) {
-        pthread_mutex_unlock(&queue_mu);
-        fuse_pollhandle_destroy(ph);
-        return;
+    bool post = alive && !w->queued;
+    if (post) {
+        w->queued = true;
+        w->next = NULL;
+        if (queue_tail)
+            queue_tail->next = w;
+        else
+            queue_head = w;
+        queue_tail = w;
+        queue_len++;
+        uv_async_send(&wake);
     }
-    if (queue_len == queue_cap) {
-        size_t cap = queue_cap ? queue_cap * 2 : 16;
-        struct fuse_pollhandle **q = realloc(queue, cap * sizeof *q);
-        if (!q) {
-            pthread_mutex_unlock(&queue_mu);
-            /* Without room to queue it, notify from here rather than lose the wake-up. */
-            fuse_lowlevel_notify_poll(ph);
-            fuse_pollhandle_destroy(ph);
-            return;
-        }
-        queue = q;
-        queue_cap = cap;
-    }
-    queue[queue_len++] = ph;
-    uv_async_send(&wake);
     pthread_mutex_unlock(&queue_mu);
+    return post;
 }

@@ -7,6 +7,8 @@ int models_get(llmfs *lf, llmfs_model **models)
 {
     char *names[MODELS_MAX];
     int n = llmfs_model_names(lf, names, MODELS_MAX);
+    if (n < 0)
+        return n;
     if (n > MODELS_MAX)
         n = MODELS_MAX;
     int k = 0;

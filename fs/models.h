@@ -7,7 +7,7 @@
 #define MODELS_MAX 256
 
 /* Fills models with a new reference to each loaded model (at most MODELS_MAX), in the
- * core's order; returns the count. */
+ * core's order; returns the count, or -ENOMEM. */
 int models_get(llmfs *lf, llmfs_model **models);
 void models_put(llmfs_model **models, int n);
 

@@ -158,7 +158,7 @@ fs_dir *node_from_ino(uint64_t ino, int *kind)
 {
     *kind = (int)(ino & ((1u << NODE_KIND_BITS) - 1));
     uint64_t id = ino >> NODE_KIND_BITS;
-    if (*kind < K_DIR || *kind >= K_COUNT)
+    if (*kind < K_DIR || *kind >= NODE_KINDS)
         return NULL;
     pthread_mutex_lock(&table_mu);
     fs_dir *d;
@@ -188,53 +188,6 @@ const char *node_model(const fs_dir *d)
 int node_sid(const fs_dir *d)
 {
     return d->sid;
-}
-
-static const char *const kind_names[K_COUNT] = {
-    [K_CTL] = "ctl",         [K_MODELS] = "models",         [K_STATS] = "stats",
-    [K_METRICS] = "metrics", [K_ERROR] = "error",           [K_PROMPT] = "prompt",
-    [K_OUTPUT] = "output",   [K_TRANSCRIPT] = "transcript", [K_PLACEMENT] = "placement",
-    [K_KV] = "kv",           [K_INFO] = "info",             [K_CLONE] = "clone",
-};
-
-static const int root_kinds[] = {K_CTL, K_MODELS, K_STATS, K_METRICS, K_ERROR};
-static const int model_kinds[] = {K_CTL,   K_PROMPT,    K_OUTPUT, K_TRANSCRIPT, K_STATS,
-                                  K_PLACEMENT, K_KV, K_INFO, K_ERROR, K_CLONE};
-static const int session_kinds[] = {K_CTL, K_PROMPT, K_OUTPUT, K_TRANSCRIPT, K_STATS, K_ERROR};
-
-int node_kinds(int type, const int **kinds)
-{
-    switch (type) {
-    case DIR_ROOT:
-        *kinds = root_kinds;
-        return (int)(sizeof root_kinds / sizeof root_kinds[0]);
-    case DIR_MODEL:
-        *kinds = model_kinds;
-        return (int)(sizeof model_kinds / sizeof model_kinds[0]);
-    default:
-        *kinds = session_kinds;
-        return (int)(sizeof session_kinds / sizeof session_kinds[0]);
-    }
-}
-
-int node_kind_by_name(int type, const char *name)
-{
-    const int *kinds;
-    int n = node_kinds(type, &kinds);
-    for (int i = 0; i < n; i++)
-        if (strcmp(kind_names[kinds[i]], name) == 0)
-            return kinds[i];
-    return 0;
-}
-
-const char *node_kind_name(int kind)
-{
-    return kind > K_DIR && kind < K_COUNT ? kind_names[kind] : "";
-}
-
-bool node_kind_writable(int kind)
-{
-    return kind == K_CTL || kind == K_PROMPT;
 }
 
 static void copy_str(char *dst, size_t cap, const char *src)

@@ -16,24 +16,11 @@
 
 enum fs_dir_type { DIR_ROOT, DIR_MODEL, DIR_SESSION };
 
-/* File kinds; K_DIR is the folder itself. Fits in NODE_KIND_BITS. */
-enum fs_kind {
-    K_DIR = 1,
-    K_CTL,
-    K_MODELS,
-    K_STATS,
-    K_METRICS,
-    K_ERROR,
-    K_PROMPT,
-    K_OUTPUT,
-    K_TRANSCRIPT,
-    K_PLACEMENT,
-    K_KV,
-    K_INFO,
-    K_CLONE,
-    K_COUNT
-};
+/* The kind part of an inode number: K_DIR is the folder itself, the kinds above it are
+ * rows of the file table (dirtab.h). */
+#define K_DIR 1
 #define NODE_KIND_BITS 4
+#define NODE_KINDS (1 << NODE_KIND_BITS)
 
 #define NODE_NAME_MAX 64
 
@@ -62,14 +49,6 @@ uint64_t node_ino(const fs_dir *d, int kind);
 int node_type(const fs_dir *d);
 const char *node_model(const fs_dir *d);
 int node_sid(const fs_dir *d);
-
-/* Kind named `name` inside a folder of this type, 0 if none. */
-int node_kind_by_name(int type, const char *name);
-const char *node_kind_name(int kind);
-/* The file kinds a folder of this type holds, in listing order; returns the count. */
-int node_kinds(int type, const int **kinds);
-/* Whether `kind` can be written (ctl, prompt). */
-bool node_kind_writable(int kind);
 
 /* The nearest `error` file's text. Errors the file server itself gives (limits,
  * refusals) are kept here; errors the core records are read from the core. Whichever

@@ -15,6 +15,8 @@ int render_models(llmfs *lf, fs_text *out)
 {
     llmfs_model *models[MODELS_MAX];
     int n = models_get(lf, models);
+    if (n < 0)
+        return n;
     for (int i = 0; i < n; i++) {
         llmfs_model_info info;
         llmfs_model_info_get(models[i], &info);
@@ -85,8 +87,10 @@ int render_model_stats(llmfs_model *m, llmfs_session *s, fs_text *out)
                 ms.n_slots, ms.kv_cells_used, ms.kv_cells_total, ms.kv_bytes,
                 ms.weight_bytes_cpu, ms.weight_bytes_gpu, ms.vram_used_load, ms.vram_used_now,
                 ms.ram_rss);
-    if (ms.warning[0])
-        text_printf(out, "warning %s\n", ms.warning);
+    text_printf(out, "cpus %s\nthreads %d\npriority %d\n", ms.cpus, ms.n_threads, ms.priority);
+    char w[4096];
+    if (llmfs_model_warnings(m, w, sizeof w) > 0) /* "warning TEXT" lines */
+        text_puts(out, w);
     return text_finish(out);
 }
 
@@ -94,11 +98,15 @@ int render_placement(llmfs_model *m, fs_text *out)
 {
     /* The core's rows end with a `total` row per device. */
     int n = llmfs_model_placement(m, NULL, 0);
+    if (n < 0)
+        return n;
     llmfs_placement_row *rows = n > 0 ? calloc((size_t)n, sizeof *rows) : NULL;
     if (n > 0 && !rows)
         return -ENOMEM;
-    if (n > 0)
-        n = llmfs_model_placement(m, rows, n);
+    if (n > 0 && (n = llmfs_model_placement(m, rows, n)) < 0) {
+        free(rows);
+        return n;
+    }
     for (int i = 0; i < n; i++)
         text_printf(out, "%s %s %s %" PRIu64 "\n", rows[i].group, rows[i].device, rows[i].type,
                     rows[i].bytes);
@@ -289,6 +297,10 @@ int render_metrics(llmfs *lf, fs_text *out)
 
     llmfs_model *models[MODELS_MAX];
     int n = models_get(lf, models);
+    if (n < 0) {
+        text_free(out);
+        return n;
+    }
     if (n == 0) {
         models_put(models, n);
         return text_finish(out);

@@ -6,11 +6,12 @@
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
 
+#include "dirtab.h"
 #include "llmfs.h"
 #include "node.h"
+#include "text.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -23,7 +24,6 @@ typedef struct fs_server {
     uid_t uid;
     gid_t gid;
     struct timespec started;
-    atomic_bool exiting;  /* set when unmounting: blocked readers return */
     /* Daemon settings read after the configuration is applied (only the configuration
      * and the command line may change them). */
     int file_mode, dir_mode;
@@ -41,34 +41,44 @@ typedef struct fs_handle {
 } fs_handle;
 
 /* One open file. Text files hold a snapshot rendered at open; output and transcript
- * hold a reference to the core's stream; ctl and prompt collect what is written. The
- * record never holds a model or session reference, so an open file does not keep an
- * unloaded model's memory alive. */
+ * hold the core's stream; ctl and prompt collect what is written. The record never
+ * holds a model or session reference, so an open file does not keep an unloaded
+ * model's memory alive. */
 typedef struct fs_file {
     fs_handle h; /* first: the list holds fs_handle pointers */
     fs_dir *dir;
-    int kind;
+    const struct fs_filetab *tab; /* what the file is (dirtab.h) */
     char *text; /* snapshot, or NULL */
     size_t text_len;
-    llmfs_stream *st;
-    bool blocking; /* output: reads wait for data; transcript reads end at its size */
-    pthread_mutex_t mu; /* guards pos, ph, watch */
-    uint64_t pos;       /* end of the last read, where poll(2) looks for new bytes */
-    struct fuse_pollhandle *ph;
-    int watch; /* llmfs_stream_watch token; 0 none yet, -1 being set up */
-    char *wbuf; /* prompt bytes written and not yet submitted */
-    size_t wlen, wcap;
+    struct sio *sio; /* output, transcript (stream_io.h) */
+    fs_text w; /* prompt bytes written and not yet submitted */
     int werr; /* errno of a failed prompt write: the prompt is dropped, not submitted */
 } fs_file;
 
+/* A folder's target for one operation: model and session references (NULL where the
+ * folder has none or they were not asked for). */
+typedef struct fs_target {
+    fs_dir *dir;
+    llmfs_model *m;
+    llmfs_session *s;
+} fs_target;
+
 /* The lowlevel operations (ops.c). */
 extern const struct fuse_lowlevel_ops fs_ops;
+
+/* The list of open handles (handles.c). destroy frees what h belongs to. */
+void fs_handle_add(fs_handle *h, void (*destroy)(fs_handle *h));
+void fs_handle_remove(fs_handle *h);
 /* Frees the files and folders still open; only once no FUSE thread runs. */
 void fs_close_all(void);
 
-/* Resolves a folder's target: model (and session; the default one for a model folder).
- * Returns 0 or -ENOENT; *m and *s (when asked for) are new references. */
+/* Targets (target.c). Resolves a folder's target: model (and session; the default one
+ * for a model folder). Returns 0 or -ENOENT; *m and *s (when asked for) are new
+ * references. A session folder's session is checked to exist even when not asked for. */
 int fs_resolve(const fs_dir *d, llmfs_model **m, llmfs_session **s);
+/* The same into t (the session only when asked for); fs_target_put drops it. */
+int fs_target_get(fs_dir *d, bool session, fs_target *t);
+void fs_target_put(fs_target *t);
 /* Whether a folder's target still exists (for node_unref/node_sweep). */
 bool fs_dir_exists(const fs_dir *d);
 /* The core's current error string for a folder (empty for the root). */

@@ -70,10 +70,12 @@ static bool kv_check(cuda_backend *cb, const kv_cache *kv, int il, int n, const 
     if (n > 65535) /* tokens are a grid dimension of at most 65535 */
         return cuda_fail(cb, EINVAL, "%s: %d tokens in one call", op, n);
     const struct kv_layer *L = &kv->layer[il];
-    if (kvl_row_bytes(kv->type_k, kv->n_embd_kv) != (int64_t)L->k_row ||
-        kvl_row_bytes(kv->type_v, kv->n_embd_kv) != (int64_t)L->v_row)
+    if (!L->k || !L->v)
+        return cuda_fail(cb, EINVAL, "%s: layer %d has no cache of its own (shared KV)", op, il);
+    if (kvl_row_bytes(kv->type_k, L->n_embd_kv) != (int64_t)L->k_row ||
+        kvl_row_bytes(kv->type_v, L->n_embd_kv) != (int64_t)L->v_row)
         return cuda_fail(cb, EINVAL, "%s: KV types %d/%d with rows of %d not supported by the CUDA backend", op,
-                         kv->type_k, kv->type_v, kv->n_embd_kv);
+                         kv->type_k, kv->type_v, L->n_embd_kv);
     if (cb->capturing)
         return true; /* positions at replay are checked by the kernels */
     for (int i = 0; i < n; i++)
@@ -89,7 +91,7 @@ void cuda_op_kv_store(backend *be, kv_cache *kv, int il, const float *k, const f
     if (cuda_dead(cb) || n <= 0 || !kv_check(cb, kv, il, n, "kv_store"))
         return;
     const struct kv_layer *L = &kv->layer[il];
-    const int d = kv->n_embd_kv;
+    const int d = L->n_embd_kv;
     if (d % 32 == 0) {
         dim3 grid(cdiv(d / 32, 64), n, 2);
         LAUNCH(grid, 64, 0, cb->stream, k_kv_store)(k, v, (uint8_t *)L->k, (uint8_t *)L->v, (int64_t)L->k_row,
@@ -121,6 +123,8 @@ struct attn_args {
     const int32_t *pos, *seq;
     int n_head, n_head_kv, hd, G;
     float scale_log2;     /* scale * log2(e) */
+    int n_swa;            /* sliding window: cells p - n_swa < c <= p; 0 all */
+    const float *sinks;   /* [n_head] logits in the denominator only (natural log), or NULL */
     /* decode */
     int gpk;              /* CTAs per KV head (query heads split into groups of DEC_GMAX) */
     int chunk, nsplit;
@@ -150,7 +154,9 @@ template <int HDMAX> __global__ void __launch_bounds__(DEC_WARPS * 32) k_attn_de
     const int p = a.pos[t], s = a.seq[t];
     const bool ok = p >= 0 && p < a.n_ctx && s >= 0 && s < a.n_seq;
     const int L = ok ? p + 1 : 0;
-    const int c0 = z * a.chunk, c1 = min(c0 + a.chunk, L);
+    /* the window moves the first visible cell; splits past the last one stay empty */
+    const int first = a.n_swa > 0 && p >= a.n_swa ? p - a.n_swa + 1 : 0;
+    const int c0 = first + z * a.chunk, c1 = min(c0 + a.chunk, L);
 
     for (int i = threadIdx.x; i < DEC_GMAX * HDMAX; i += blockDim.x) {
         const int g = i / HDMAX, e = i % HDMAX;
@@ -294,8 +300,11 @@ __global__ void k_attn_merge(const attn_args a)
     float M = -INFINITY;
     for (int z = 0; z < a.nsplit; z++)
         M = fmaxf(M, pp[z * (hd + 2) + hd]);
+    /* a sink joins the denominator with no value; scores here are in log2 units */
+    const float sink = a.sinks ? a.sinks[h] * 1.4426950408889634f : -INFINITY;
+    M = fmaxf(M, sink);
     for (int e = threadIdx.x; e < hd; e += blockDim.x) {
-        float val = 0.0f, Ls = 0.0f;
+        float val = 0.0f, Ls = a.sinks ? exp2f(sink - M) : 0.0f;
         if (M != -INFINITY) {
             for (int z = 0; z < a.nsplit; z++) {
                 const float mz = pp[z * (hd + 2) + hd];
@@ -409,7 +418,8 @@ template <int HDP> __global__ void __launch_bounds__(FA_THREADS) k_attn_flash(co
 #pragma unroll
                 for (int c = 0; c < C::CT; c++) {
                     const int cell = kt + tx + 8 * c;
-                    Ps[r * C::LDP + tx + 8 * c] = cell <= row_pos[r] ? sacc[i][c] : -INFINITY;
+                    const bool vis = cell <= row_pos[r] && (a.n_swa <= 0 || cell > row_pos[r] - a.n_swa);
+                    Ps[r * C::LDP + tx + 8 * c] = vis ? sacc[i][c] : -INFINITY;
                 }
             }
         }
@@ -476,7 +486,17 @@ template <int HDP> __global__ void __launch_bounds__(FA_THREADS) k_attn_flash(co
         const int r = ty * C::RT + i;
         if (r >= cnt)
             continue;
-        const float lr = row_l[r], inv = lr > 0.0f ? 1.0f / lr : 0.0f;
+        float lr = row_l[r], f = 1.0f;
+        if (a.sinks) { /* the sink's share of the denominator, after the online softmax */
+            const float sink = a.sinks[h] * 1.4426950408889634f, M = row_m[r];
+            if (sink > M) {
+                f = exp2f(M - sink);
+                lr = lr * f + 1.0f;
+            } else {
+                lr += exp2f(sink - M);
+            }
+        }
+        const float inv = lr > 0.0f ? f / lr : 0.0f;
         float *dst = a.out + (int64_t)(t0 + r) * a.n_head * hd + (int64_t)h * hd;
 #pragma unroll
         for (int k = 0; k < C::DT; k++) {
@@ -542,13 +562,17 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
     if (cuda_dead(cb) || n <= 0 || !kv_check(cb, kv, il, n, "attention"))
         return;
     const int hd = p->head_dim;
-    if (hd <= 0 || hd % 8 != 0 || hd > 256 || p->n_head_kv <= 0 || p->n_head % p->n_head_kv != 0 ||
-        p->n_head_kv * hd != kv->n_embd_kv) {
-        cuda_fail(cb, EINVAL, "attention: head_dim %d with %d/%d heads (cache rows %d) not supported", hd, p->n_head,
-                  p->n_head_kv, kv->n_embd_kv);
+    const struct kv_layer *L = &kv->layer[il];
+    if (p->n_swa > 0 || p->sinks) {
+        cuda_fail(cb, EINVAL, "attention: sliding windows and sinks are not supported by the CUDA backend yet");
         return;
     }
-    const struct kv_layer *L = &kv->layer[il];
+    if (hd <= 0 || hd % 8 != 0 || hd > 256 || p->n_head_kv <= 0 || p->n_head % p->n_head_kv != 0 ||
+        p->n_head_kv * hd != L->n_embd_kv) {
+        cuda_fail(cb, EINVAL, "attention: head_dim %d with %d/%d heads (cache rows %d) not supported", hd, p->n_head,
+                  p->n_head_kv, L->n_embd_kv);
+        return;
+    }
     attn_args a;
     memset(&a, 0, sizeof a);
     a.q = q;
@@ -561,7 +585,7 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
     a.type_v = kv->type_v;
     a.k_al8 = L->k_row % 8 == 0;
     a.v_al8 = L->v_row % 8 == 0;
-    a.d_kv = kv->n_embd_kv;
+    a.d_kv = L->n_embd_kv;
     a.n_ctx = kv->n_ctx;
     a.n_seq = kv->n_seq;
     a.pos = cb->d_pos;
@@ -571,6 +595,8 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
     a.hd = hd;
     a.G = p->n_head / p->n_head_kv;
     a.scale_log2 = p->scale * 1.4426950408889634f;
+    a.n_swa = p->n_swa;
+    a.sinks = p->sinks;
 
     /* flash for real batches: tiles of several tokens; otherwise one token per CTA row.
      * Batches the model may record as decode steps (up to 16 tokens) always take the

@@ -636,6 +636,11 @@ static void cuda_ops_init(void)
     o.add_bias = cuda_op_add_bias;
     o.add = cuda_op_add;
     o.swiglu = cuda_op_swiglu;
+    o.geglu = cuda_op_geglu;
+    o.scale = cuda_op_scale;
+    o.softcap = cuda_op_softcap;
+    o.scale_ids = cuda_op_scale_ids;
+    o.copy2d = cuda_op_copy2d;
     o.rope = cuda_op_rope;
     o.kv_store = cuda_op_kv_store;
     o.attention = cuda_op_attention;

@@ -36,6 +36,7 @@ enum cuda_ws {
     WS_MOE_H,      /* expert hidden activations (f32) */
     WS_MOE_HQ,     /* ... quantized */
     WS_MOE_Y,      /* per-pair expert outputs */
+    WS_MOE_U,      /* expert up products when the activation is not fused (moe_extra) */
     WS_SAMPLE,     /* argmax/top-k results */
     WS_COUNT
 };
@@ -175,6 +176,12 @@ void cuda_op_matmul_multi(backend *be, float *const *out, const tensor *const *w
 void cuda_op_add_bias(backend *be, float *x, const float *bias, int rows, int d);
 void cuda_op_add(backend *be, float *x, const float *y, int64_t n);
 void cuda_op_swiglu(backend *be, float *out, const float *gate, const float *up, int64_t n);
+void cuda_op_geglu(backend *be, float *out, const float *gate, const float *up, int64_t n);
+void cuda_op_scale(backend *be, float *x, float s, int64_t n);
+void cuda_op_softcap(backend *be, float *x, float cap, int64_t n);
+void cuda_op_scale_ids(backend *be, float *w, const int32_t *ids, const float *s, int64_t n);
+void cuda_op_copy2d(backend *be, float *dst, int64_t dst_stride, const float *src, int64_t src_stride, int rows,
+                    int d);
 void cuda_op_rope(backend *be, float *x, int n, int n_head, int head_dim, const rope_params *p);
 void cuda_op_hadamard(backend *be, float *x, int64_t n, int block);
 void cuda_op_kv_store(backend *be, kv_cache *kv, int il, const float *k, const float *v, int n);
@@ -183,7 +190,8 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
 void cuda_op_topk_softmax(backend *be, int32_t *ids, float *weights, const float *logits, int n,
                           int n_expert, int k, bool norm);
 void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
-                     const tensor *down, const int32_t *ids, const float *weights, int n, int k);
+                     const tensor *down, const int32_t *ids, const float *weights, int n, int k, int act,
+                     const moe_extra *ex);
 void cuda_op_argmax(backend *be, int32_t *out, const float *x, int rows, int d);
 void cuda_op_topk(backend *be, int32_t *ids, float *vals, const float *x, int rows, int d, int k);
 int cuda_op_load_weight(backend *be, tensor *t, const void *src, struct llmfs_error *err);

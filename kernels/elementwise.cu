@@ -95,10 +95,85 @@ void cuda_op_swiglu(backend *be, float *out, const float *gate, const float *up,
     CUDA_LAUNCHED(cb, "swiglu");
 }
 
+/* the tanh approximation of GELU, as the CPU backend computes it */
+__global__ void k_geglu(float *out, const float *g, const float *u, int64_t n)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const float a = g[i];
+        out[i] = 0.5f * a * (1.0f + tanhf(0.7978845608f * (a + 0.044715f * a * a * a))) * u[i];
+    }
+}
+
+void cuda_op_geglu(backend *be, float *out, const float *gate, const float *up, int64_t n)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || n <= 0)
+        return;
+    LAUNCH(grid_for(n), 256, 0, cb->stream, k_geglu)(out, gate, up, n);
+    CUDA_LAUNCHED(cb, "geglu");
+}
+
+/* x *= s, or x = s * tanh(x / s) (cap) */
+__global__ void k_scale(float *x, float s, int64_t n, bool cap)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] = cap ? s * tanhf(x[i] / s) : x[i] * s;
+}
+
+void cuda_op_scale(backend *be, float *x, float s, int64_t n)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || n <= 0)
+        return;
+    LAUNCH(grid_for(n), 256, 0, cb->stream, k_scale)(x, s, n, false);
+    CUDA_LAUNCHED(cb, "scale");
+}
+
+void cuda_op_softcap(backend *be, float *x, float cap, int64_t n)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || n <= 0)
+        return;
+    LAUNCH(grid_for(n), 256, 0, cb->stream, k_scale)(x, cap, n, true);
+    CUDA_LAUNCHED(cb, "softcap");
+}
+
+__global__ void k_scale_ids(float *w, const int32_t *ids, const float *s, int64_t n)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        w[i] *= s[ids[i]];
+}
+
+void cuda_op_scale_ids(backend *be, float *w, const int32_t *ids, const float *s, int64_t n)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || n <= 0)
+        return;
+    LAUNCH(grid_for(n), 256, 0, cb->stream, k_scale_ids)(w, ids, s, n);
+    CUDA_LAUNCHED(cb, "scale_ids");
+}
+
+__global__ void k_copy2d(float *dst, int64_t ds, const float *src, int64_t ss, int rows, int d)
+{
+    const int64_t n = (int64_t)rows * d;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i / d * ds + i % d] = src[i / d * ss + i % d];
+}
+
+void cuda_op_copy2d(backend *be, float *dst, int64_t dst_stride, const float *src, int64_t src_stride, int rows,
+                    int d)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || rows <= 0 || d <= 0)
+        return;
+    LAUNCH(grid_for((int64_t)rows * d), 256, 0, cb->stream, k_copy2d)(dst, dst_stride, src, src_stride, rows, d);
+    CUDA_LAUNCHED(cb, "copy2d");
+}
+
 /* One thread per (token, rotated pair): the angle once (pos times the pair's frequency,
  * in double like the CPU backend), then every head. */
 __global__ void k_rope(float *x, const int32_t *pos, const double *inv_freq, int n, int n_head, int head_dim,
-                       int n_rot, bool neox)
+                       int n_rot, bool neox, float mscale)
 {
     const int half = n_rot / 2;
     const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -107,7 +182,7 @@ __global__ void k_rope(float *x, const int32_t *pos, const double *inv_freq, int
     const int i = (int)(t / half), j = (int)(t % half);
     double sd, cd;
     sincos((double)pos[i] * inv_freq[j], &sd, &cd);
-    const float s = (float)sd, c = (float)cd;
+    const float s = (float)(sd * mscale), c = (float)(cd * mscale);
     const int d0 = neox ? j : 2 * j, d1 = neox ? j + half : 2 * j + 1;
     float *row = x + (int64_t)i * n_head * head_dim;
     for (int h = 0; h < n_head; h++) {
@@ -171,7 +246,8 @@ void cuda_op_rope(backend *be, float *x, int n, int n_head, int head_dim, const 
     if (!inv)
         return;
     const int64_t threads = (int64_t)n * (p->n_rot / 2);
-    LAUNCH(cdiv(threads, 128), 128, 0, cb->stream, k_rope)(x, cb->d_pos, inv, n, n_head, head_dim, p->n_rot, p->neox);
+    LAUNCH(cdiv(threads, 128), 128, 0, cb->stream, k_rope)(x, cb->d_pos, inv, n, n_head, head_dim, p->n_rot, p->neox,
+                                                                      rope_mscale(p));
     CUDA_LAUNCHED(cb, "rope");
 }
 

@@ -172,15 +172,59 @@ __global__ void k_moe_sum(float *out, const float *y, const float *w, int n, int
     out[i] = s;
 }
 
+/* h[p][i] = act(gu[p][i]) * gu[p][ff + i]: the gate and up products of pair p side by
+ * side (a fused gate_up tensor's rows, or the two products written there) */
+__global__ void k_moe_act(float *h, const float *gu, int64_t P, int64_t ff, bool gelu)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= P * ff)
+        return;
+    const int64_t p = i / ff, r = i % ff;
+    const float g = gu[p * 2 * ff + r], u = gu[p * 2 * ff + ff + r];
+    const float a = gelu ? 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)))
+                         : g / (1.0f + __expf(-g));
+    h[i] = a * u;
+}
+
+/* h[p] = act(h[p] + bg[e], u[p] + bu[e]), e = ids[p]: the experts' gate and up biases and
+ * the clamped SwiGLU (gpt-oss; limit 0: silu(g) * u) */
+__global__ void k_moe_act_biased(float *h, const float *u, const int32_t *ids, const float *bg, const float *bu, int P,
+                          int ff, float alpha, float limit)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)P * ff)
+        return;
+    const int64_t p = i / ff, r = i % ff, e = ids[p];
+    float g = h[i] + (bg ? bg[e * ff + r] : 0.0f), v = u[i] + (bu ? bu[e * ff + r] : 0.0f);
+    if (limit > 0.0f) {
+        g = fminf(g, limit);
+        v = fminf(fmaxf(v, -limit), limit);
+        h[i] = g / (1.0f + expf(-alpha * g)) * (v + 1.0f);
+    } else {
+        h[i] = g / (1.0f + expf(-g)) * v;
+    }
+}
+
+/* y[p] += bd[ids[p]]: the down bias, before the router weight */
+__global__ void k_moe_down_bias(float *y, const int32_t *ids, const float *bd, int P, int d)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)P * d)
+        return;
+    y[i] += bd[(int64_t)ids[i / d] * d + i % d];
+}
+
 void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate, const tensor *up, const tensor *down,
-                     const int32_t *ids, const float *weights, int n, int k)
+                     const int32_t *ids, const float *weights, int n, int k, int act, const moe_extra *ex)
 {
     cuda_backend *cb = CB(be);
     if (cuda_dead(cb) || n <= 0 || k <= 0)
         return;
-    const int64_t d = gate->ne[0], ff = gate->ne[1], E = gate->ne[2] > 0 ? gate->ne[2] : 1;
-    if (up->type != gate->type || up->ne[0] != d || up->ne[1] != ff || down->ne[0] != ff || down->ne[1] != d ||
-        (up->ne[2] > 0 ? up->ne[2] : 1) != E || (down->ne[2] > 0 ? down->ne[2] : 1) != E) {
+    const bool fused = up == NULL;
+    const int64_t d = gate->ne[0], ff = fused ? gate->ne[1] / 2 : gate->ne[1], E = gate->ne[2] > 0 ? gate->ne[2] : 1;
+    if ((fused && gate->ne[1] != 2 * ff) || (act != FFN_SILU && act != FFN_GELU) || (ex && (fused || act != FFN_SILU)) ||
+        (!fused && (up->type != gate->type || up->ne[0] != d || up->ne[1] != ff || (up->ne[2] > 0 ? up->ne[2] : 1) != E)) ||
+        down->ne[0] != ff || down->ne[1] != d || (down->ne[2] > 0 ? down->ne[2] : 1) != E) {
         cuda_fail(cb, EINVAL, "moe_ffn: expert tensors of mismatched types or shapes");
         return;
     }
@@ -213,20 +257,23 @@ void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate
         if (!CUDA_LAUNCHED(cb, "moe grouping"))
             return;
     }
+    /* y first holds the gate and up products side by side when they are not fused
+     * into one gated product ([P][2*ff]), then the down products */
+    const bool gated = !fused && act == FFN_SILU;
     float *h = (float *)cuda_ws(cb, WS_MOE_H, sizeof(float) * (size_t)P * ff);
-    float *y = (float *)cuda_ws(cb, WS_MOE_Y, sizeof(float) * (size_t)P * d);
+    float *y = (float *)cuda_ws(cb, WS_MOE_Y, sizeof(float) * (size_t)P * (gated || d > 2 * ff ? d : 2 * ff));
     if (!h || !y)
         return;
 
-    /* h[p] = silu(gate_e x) * up_e x */
+    /* h[p] = act(gate_e x) * up_e x */
     j.w = gate->data;
-    j.w2 = up->data;
+    j.w2 = gated ? up->data : NULL;
     j.type = gate->type;
     j.ne0 = d;
-    j.ne1 = ff;
+    j.ne1 = fused ? 2 * ff : ff;
     j.act_div = k;
-    j.out = h;
-    j.ldo = ff;
+    j.out = gated ? h : y;
+    j.ldo = gated ? ff : 2 * ff;
     if (cq_is_float(gate->type)) {
         j.xf = x;
     } else {
@@ -239,8 +286,37 @@ void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate
         j.xq = q;
         j.xm = m;
     }
-    if (!cuda_mmv(cb, &j))
-        return;
+    if (ex) { /* gate and up apart, then biases and the activation */
+        float *u = (float *)cuda_ws(cb, WS_MOE_U, sizeof(float) * (size_t)P * ff);
+        if (!u)
+            return;
+        j.w2 = NULL;
+        if (!cuda_mmv(cb, &j))
+            return;
+        j.w = up->data;
+        j.out = u;
+        if (!cuda_mmv(cb, &j))
+            return;
+        LAUNCH(cdiv((int64_t)P * ff, 256), 256, 0, cb->stream, k_moe_act_biased)(
+            h, u, ids, ex->gate_b ? (const float *)ex->gate_b->data : NULL,
+            ex->up_b ? (const float *)ex->up_b->data : NULL, P, (int)ff, ex->swiglu_alpha, ex->swiglu_limit);
+        if (!CUDA_LAUNCHED(cb, "moe activation"))
+            return;
+    } else {
+        if (!cuda_mmv(cb, &j))
+            return;
+        if (!gated) {
+            if (!fused) { /* the up products beside the gate products */
+                j.w = up->data;
+                j.out = y + ff;
+                if (!cuda_mmv(cb, &j))
+                    return;
+            }
+            LAUNCH(cdiv((int64_t)P * ff, 256), 256, 0, cb->stream, k_moe_act)(h, y, P, ff, act == FFN_GELU);
+            if (!CUDA_LAUNCHED(cb, "moe activation"))
+                return;
+        }
+    }
 
     /* y[p] = down_e h[p] */
     j.w = down->data;
@@ -268,6 +344,12 @@ void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate
     }
     if (!cuda_mmv(cb, &j))
         return;
+    if (ex && ex->down_b) {
+        LAUNCH(cdiv((int64_t)P * d, 256), 256, 0, cb->stream, k_moe_down_bias)(y, ids, (const float *)ex->down_b->data,
+                                                                            P, (int)d);
+        if (!CUDA_LAUNCHED(cb, "moe down bias"))
+            return;
+    }
     LAUNCH(cdiv((int64_t)n * d, 256), 256, 0, cb->stream, k_moe_sum)(out, y, weights, n, k, (int)d);
     CUDA_LAUNCHED(cb, "moe sum");
 }

@@ -28,6 +28,7 @@
 extern "C" {
 #include "quant.h"
 }
+#include "quant_grids.h"
 
 #define HD __host__ __device__ __forceinline__
 
@@ -38,7 +39,10 @@ HD int cq_block_elems(int type)
     switch (type) {
     case T_F32: case T_F16: case T_BF16: return 1;
     case T_Q4_0: case T_Q4_1: case T_Q5_0: case T_Q5_1: case T_Q8_0: return 32;
+    case T_IQ4_NL: case T_MXFP4: return 32;
     case T_Q2_K: case T_Q3_K: case T_Q4_K: case T_Q5_K: case T_Q6_K: return 256;
+    case T_IQ4_XS: case T_TQ1_0: case T_TQ2_0: case T_IQ3_XXS: case T_IQ3_S: case T_IQ2_XXS:
+    case T_IQ2_XS: case T_IQ2_S: case T_IQ1_S: case T_IQ1_M: return 256;
     default: return 0;
     }
 }
@@ -58,6 +62,18 @@ HD int cq_block_bytes(int type)
     case T_Q4_K: return 144;
     case T_Q5_K: return 176;
     case T_Q6_K: return 210;
+    case T_IQ4_NL: return 18;
+    case T_MXFP4: return 17;
+    case T_IQ4_XS: return 136;
+    case T_TQ1_0: return 54;
+    case T_TQ2_0: return 66;
+    case T_IQ3_XXS: return 98;
+    case T_IQ3_S: return 110;
+    case T_IQ2_XXS: return 66;
+    case T_IQ2_XS: return 74;
+    case T_IQ2_S: return 82;
+    case T_IQ1_S: return 50;
+    case T_IQ1_M: return 56;
     default: return 0;
     }
 }
@@ -88,6 +104,19 @@ static inline cq_seg_def cq_segments(int type)
     case T_Q4_K: d = {1, {144, 0, 0}, {{{0, 144}}, {}, {}}}; break;
     case T_Q5_K: d = {1, {176, 0, 0}, {{{0, 176}}, {}, {}}}; break;
     case T_Q6_K: d = {2, {208, 2, 0}, {{{0, 208}}, {{208, 2}}, {}}}; break;
+    /* IQ4_NL as Q4_0; MXFP4's one exponent byte is a segment of its own */
+    case T_IQ4_NL: d = {2, {16, 2, 0}, {{{2, 16}}, {{0, 2}}, {}}}; break;
+    case T_MXFP4: d = {2, {16, 1, 0}, {{{1, 16}}, {{0, 1}}, {}}}; break;
+    case T_IQ4_XS: d = {2, {128, 8, 0}, {{{8, 128}}, {{0, 8}}, {}}}; break;       /* qs | d scales */
+    case T_TQ1_0: d = {3, {48, 4, 2}, {{{0, 48}}, {{48, 4}}, {{52, 2}}}}; break;
+    case T_TQ2_0: d = {2, {64, 2, 0}, {{{0, 64}}, {{64, 2}}, {}}}; break;
+    case T_IQ3_XXS: d = {2, {96, 2, 0}, {{{2, 96}}, {{0, 2}}, {}}}; break;
+    case T_IQ3_S: d = {3, {96, 12, 2}, {{{2, 64}, {74, 32}}, {{66, 8}, {106, 4}}, {{0, 2}}}}; break; /* qs signs | qh scales | d */
+    case T_IQ2_XXS: d = {2, {64, 2, 0}, {{{2, 64}}, {{0, 2}}, {}}}; break;
+    case T_IQ2_XS: d = {3, {64, 8, 2}, {{{2, 64}}, {{66, 8}}, {{0, 2}}}}; break;
+    case T_IQ2_S: d = {3, {64, 16, 2}, {{{2, 64}}, {{66, 16}}, {{0, 2}}}}; break;
+    case T_IQ1_S: d = {2, {48, 2, 0}, {{{2, 48}}, {{0, 2}}, {}}}; break;  /* qs qh | d */
+    case T_IQ1_M: d = {1, {56, 0, 0}, {{{0, 56}}, {}, {}}}; break;        /* no d: whole */
     case T_F32: d = {1, {4, 0, 0}, {{{0, 4}}, {}, {}}}; break;
     case T_F16: case T_BF16: d = {1, {2, 0, 0}, {{{0, 2}}, {}, {}}}; break;
     default: break;
@@ -207,6 +236,15 @@ HD uint16_t ld2(const uint8_t *p)
     CQ_HOST_ALIGN_CHECK(p, 2);
     memcpy(&v, p, 2);
     return v;
+#endif
+}
+
+HD uint8_t ld1(const uint8_t *p)
+{
+#ifdef __CUDA_ARCH__
+    return __ldg(p);
+#else
+    return *p;
 #endif
 }
 
@@ -581,6 +619,445 @@ template <> struct cq<T_Q6_K> {
     }
 };
 
+/* ---- the IQ, TQ and MXFP4 types ----
+ * Every one decodes to the same group form: the 4-bit codes of IQ4_NL/IQ4_XS/MXFP4
+ * through their 16-entry tables; the grid types to signed grid values times an odd
+ * integer scale folded into s; IQ1's ±1/8 offsets as 8 x grid ± 1 with s / 8, so no
+ * offset term is needed (m = 0 throughout). The tables of quant_grids.h live twice: in
+ * device memory for the kernels and on the host for the host builds the unit tests
+ * run. */
+
+#define CQ_TABLES(X)                                                    \
+    X(int8_t, iq4nl, 16, QUANT_IQ4NL_VALUES)                            \
+    X(int8_t, mxfp4, 16, QUANT_MXFP4_VALUES)                            \
+    X(uint16_t, iq2xxs, QUANT_GRID_IQ2XXS_N, {QUANT_GRID_IQ2XXS})       \
+    X(uint16_t, iq2xs, QUANT_GRID_IQ2XS_N, {QUANT_GRID_IQ2XS})          \
+    X(uint16_t, iq2s, QUANT_GRID_IQ2S_N, {QUANT_GRID_IQ2S})             \
+    X(uint16_t, iq3xxs, QUANT_GRID_IQ3XXS_N, {QUANT_GRID_IQ3XXS})       \
+    X(uint16_t, iq3s, QUANT_GRID_IQ3S_N, {QUANT_GRID_IQ3S})             \
+    X(uint16_t, iq1s, QUANT_GRID_IQ1S_N, {QUANT_GRID_IQ1S})
+#define CQ_TABLE_DEF(type, name, n, init)                               \
+    static const __device__ type cq_tab_##name##_dev[n] = init;         \
+    static const type cq_tab_##name##_host[n] = init;
+CQ_TABLES(CQ_TABLE_DEF)
+#undef CQ_TABLE_DEF
+#ifdef __CUDA_ARCH__
+#define CQ_TAB(name, i) cq_tab_##name##_dev[i]
+#else
+#define CQ_TAB(name, i) cq_tab_##name##_host[i]
+#endif
+
+/* four 4-bit codes (one per byte) -> four table values */
+HD int cq_nl4(bool mx, uint32_t codes)
+{
+    uint32_t r = 0;
+    for (int i = 0; i < 4; i++) {
+        int c = (int)(codes >> 8 * i) & 15;
+        r |= (uint32_t)(uint8_t)(mx ? CQ_TAB(mxfp4, c) : CQ_TAB(iq4nl, c)) << 8 * i;
+    }
+    return (int)r;
+}
+
+HD float cq_e8m0_half(uint8_t e)
+{
+    uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(bits);
+#else
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+#endif
+}
+
+/* Four elements of a packed grid entry (level indices, `bits` each, lowest first) as
+ * bytes: IQ2's levels {8, 25, 43}, IQ3_XXS's {4, 12, ..., 52, 62}, IQ3_S's 2k + 1. */
+HD int cq_iq2_4(uint32_t p)
+{
+    uint32_t r = 0;
+    for (int j = 0; j < 4; j++) {
+        uint32_t k = p >> 2 * j & 3;
+        r |= (8 + 17 * k + (k >> 1)) << 8 * j;
+    }
+    return (int)r;
+}
+HD int cq_iq3xxs_4(uint32_t p)
+{
+    uint32_t r = 0;
+    for (int j = 0; j < 4; j++) {
+        uint32_t k = p >> 3 * j & 7;
+        r |= (4 + 8 * k + 2 * ((k + 1) >> 3)) << 8 * j;
+    }
+    return (int)r;
+}
+HD int cq_iq3s_4(uint32_t p)
+{
+    uint32_t r = 0;
+    for (int j = 0; j < 4; j++)
+        r |= (2 * (p >> 3 * j & 7) + 1) << 8 * j;
+    return (int)r;
+}
+/* IQ1: levels {-1, 0, 1} as 8 x level + delta */
+HD int cq_iq1_4(uint32_t p, int delta)
+{
+    uint32_t r = 0;
+    for (int j = 0; j < 4; j++)
+        r |= (uint32_t)(uint8_t)(8 * ((int)(p >> 2 * j & 3) - 1) + delta) << 8 * j;
+    return (int)r;
+}
+
+/* bytes of mag negated where bit j of bits (j < 4) is set */
+HD int cq_signs4(int mag, uint32_t bits)
+{
+    uint32_t m = (bits & 1 ? 0xffu : 0) | (bits & 2 ? 0xff00u : 0) | (bits & 4 ? 0xff0000u : 0) |
+                 (bits & 8 ? 0xff000000u : 0);
+    return vsub4(mag ^ (int)m, (int)m);
+}
+
+/* a 7-bit sign index and its parity bit, the eighth sign */
+HD uint32_t cq_parity_signs(uint32_t k)
+{
+    uint32_t p = k ^ k >> 4;
+    p ^= p >> 2;
+    p ^= p >> 1;
+    return k | (p & 1) << 7;
+}
+
+template <> struct cq<T_IQ4_NL> {
+    enum { QK = 32, GPB = 1, U = 1, UPB = 1 };
+    struct R { int4 qs; uint16_t d; };
+    static HD void load(R &r, const cq_seg &L, int64_t blk, int) { r.qs = ld16(L.s0 + blk * 16); r.d = ld2(L.s1 + blk * 2); }
+    static HD int group(int, int) { return 0; }
+    static HD void decode(const R &r, int, int, cq_group &g)
+    {
+        for (int k = 0; k < 4; k++) {
+            g.q[k] = cq_nl4(false, (uint32_t)i4x(r.qs, k) & 0x0f0f0f0f);
+            g.q[k + 4] = cq_nl4(false, (uint32_t)i4x(r.qs, k) >> 4 & 0x0f0f0f0f);
+        }
+        g.s[0] = g.s[1] = cq_h2f(r.d);
+        g.m[0] = g.m[1] = 0.0f;
+    }
+};
+
+template <> struct cq<T_MXFP4> {
+    enum { QK = 32, GPB = 1, U = 1, UPB = 1 };
+    struct R { int4 qs; uint8_t e; };
+    static HD void load(R &r, const cq_seg &L, int64_t blk, int) { r.qs = ld16(L.s0 + blk * 16); r.e = ld1(L.s1 + blk); }
+    static HD int group(int, int) { return 0; }
+    static HD void decode(const R &r, int, int, cq_group &g)
+    {
+        for (int k = 0; k < 4; k++) {
+            g.q[k] = cq_nl4(true, (uint32_t)i4x(r.qs, k) & 0x0f0f0f0f);
+            g.q[k + 4] = cq_nl4(true, (uint32_t)i4x(r.qs, k) >> 4 & 0x0f0f0f0f);
+        }
+        g.s[0] = g.s[1] = cq_e8m0_half(r.e);
+        g.m[0] = g.m[1] = 0.0f;
+    }
+};
+
+/* IQ4_XS: group ib is 16 bytes of IQ4_NL-ordered codes; the head holds d, scales_h and
+ * the four scales_l bytes. */
+template <> struct cq<T_IQ4_XS> {
+    enum { QK = 256, GPB = 8, U = 1, UPB = 8 };
+    struct R { int4 qs; int h0, h1; };
+    static HD void load(R &r, const cq_seg &L, int64_t blk, int unit)
+    {
+        r.qs = ld16(L.s0 + blk * 128 + unit * 16);
+        r.h0 = ld4(L.s1 + blk * 8);
+        r.h1 = ld4(L.s1 + blk * 8 + 4);
+    }
+    static HD int group(int unit, int) { return unit; }
+    static HD void decode(const R &r, int ib, int, cq_group &g)
+    {
+        for (int k = 0; k < 4; k++) {
+            g.q[k] = cq_nl4(false, (uint32_t)i4x(r.qs, k) & 0x0f0f0f0f);
+            g.q[k + 4] = cq_nl4(false, (uint32_t)i4x(r.qs, k) >> 4 & 0x0f0f0f0f);
+        }
+        uint32_t sh = (uint32_t)r.h0 >> 16, sl = byte_of(r.h1, 0, 0, 0, ib / 2);
+        int ls = (int)((sl >> 4 * (ib % 2) & 15) | (sh >> 2 * ib & 3) << 4);
+        g.s[0] = g.s[1] = cq_h2f((uint16_t)(r.h0 & 0xffff)) * (float)(ls - 32);
+        g.m[0] = g.m[1] = 0.0f;
+    }
+};
+
+/* TQ2_0: group 4h + l is bits 2l..2l+1 of bytes 32h..32h+31, minus 1. */
+template <> struct cq<T_TQ2_0> {
+    enum { QK = 256, GPB = 8, U = 1, UPB = 8 };
+    struct R { int4 qa, qb; uint16_t d; };
+    static HD void load(R &r, const cq_seg &L, int64_t blk, int unit)
+    {
+        const uint8_t *b = L.s0 + blk * 64 + (unit >> 2) * 32;
+        r.qa = ld16(b);
+        r.qb = ld16(b + 16);
+        r.d = ld2(L.s1 + blk * 2);
+    }
+    static HD int group(int unit, int) { return unit; }
+    static HD void decode(const R &r, int unit, int, cq_group &g)
+    {
+        const int l = unit & 3;
+        for (int k = 0; k < 4; k++) {
+            g.q[k] = vsub4(i4x(r.qa, k) >> 2 * l & 0x03030303, 0x01010101);
+            g.q[k + 4] = vsub4(i4x(r.qb, k) >> 2 * l & 0x03030303, 0x01010101);
+        }
+        g.s[0] = g.s[1] = cq_h2f(r.d);
+        g.m[0] = g.m[1] = 0.0f;
+    }
+};
+
+/* TQ1_0: five base-3 digits per byte (see quant_ref_iq.c); bytes 0..31 give elements
+ * 32n + m, bytes 32..47 give 160 + 16n + m, the four qh bytes 240 + 4n + j. */
+template <> struct cq<T_TQ1_0> {
+    enum { QK = 256, GPB = 8, U = 1, UPB = 8 };
+    struct R { int4 a, b, c; int qh; uint16_t d; };
+    static HD void load(R &r, const cq_seg &L, int64_t blk, int)
+    {
+        const uint8_t *p = L.s0 + blk * 48;
+        r.a = ld16(p);
+        r.b = ld16(p + 16);
+        r.c = ld16(p + 32);
+        r.qh = ld4(L.s1 + blk * 4);
+        r.d = ld2(L.s2 + blk * 2);
+    }
+    static HD int group(int unit, int) { return unit; }
+    static HD int trit(uint32_t byte, int n)
+    {
+        const uint32_t pow3[5] = {1, 3, 9, 27, 81};
+        return (int)(((byte * pow3[n]) & 0xff) * 3 >> 8);
+    }
+    static HD void decode(const R &r, int unit, int, cq_group &g)
+    {
+        for (int k = 0; k < 8; k++) {
+            uint32_t w = 0;
+            for (int j = 0; j < 4; j++) {
+                const int e = 32 * unit + 4 * k + j;
+                uint32_t byte;
+                int n;
+                if (e < 160) {
+                    n = e / 32;
+                    byte = e % 32 < 16 ? byte_of(r.a.x, r.a.y, r.a.z, r.a.w, e % 32)
+                                       : byte_of(r.b.x, r.b.y, r.b.z, r.b.w, e % 32 - 16);
+                } else if (e < 240) {
+                    n = (e - 160) / 16;
+                    byte = byte_of(r.c.x, r.c.y, r.c.z, r.c.w, (e - 160) % 16);
+                } else {
+                    n = (e - 240) / 4;
+                    byte = byte_of(r.qh, 0, 0, 0, (e - 240) % 4);
+                }
+                w |= (uint32_t)(uint8_t)(trit(byte, n) - 1) << 8 * j;
+            }
+            g.q[k] = (int)w;
+        }
+        g.s[0] = g.s[1] = cq_h2f(r.d);
+        g.m[0] = g.m[1] = 0.0f;
+    }
+};
+
+/* IQ2_XXS: per 32, a word of four grid indices and a word of four 7-bit sign indices
+ * with the scale in its top 4 bits. */
+template <> struct cq<T_IQ2_XXS> {
+    enum { QK = 256, GPB = 8, U = 1, UPB = 8 };
+    struct R { int w0, w1; uint16_t d; };
+    static HD void load(R &r, const cq_seg &L, int64_t blk, int unit)
+    {
+        r.w0 = ld4(L.s0 + blk * 64 + unit * 8);
+        r.w1 = ld4(L.s0 + blk * 64 + unit * 8 + 4);
+        r.d = ld2(L.s1 + blk * 2);
+    }
+    static HD int group(int unit, int) { return unit; }
+    static HD void decode(const R &r, int, int, cq_group &g)
+    {
+        const uint32_t w0 = (uint32_t)r.w0, w1 = (uint32_t)r.w1;
+        for (int l = 0; l < 4; l++) {
+            uint32_t p = CQ_TAB(iq2xxs, w0 >> 8 * l & 255), sg = cq_parity_signs(w1 >> 7 * l & 127);
+            g.q[2 * l] = cq_signs4(cq_iq2_4(p & 0xff), sg & 15);
+            g.q[2 * l + 1] = cq_signs4(cq_iq2_4(p >> 8), sg >> 4);
+        }
+        g.s[0] = g.s[1] = cq_h2f(r.d) * 0.125f * (float)(2 * (w1 >> 28) + 1);
+        g.m[0] = g.m[1] = 0.0f;
+    }
+};
+
+/* IQ2_XS: 16-bit words of a 9-bit index and a 7-bit sign index; a scale per 16. */
+template <> struct cq<T_IQ2_XS> {
+    enum { QK = 256, GPB = 8, U = 1, UPB = 8 };
+    struct R { int w0, w1, sc; uint16_t d; };
+    static HD void load(R &r, const cq_seg &L, int64_t blk, int unit)
+    {
+        r.w0 = ld4(L.s0 + blk * 64 + unit * 8);
+        r.w1 = ld4(L.s0 + blk * 64 + unit * 8 + 4);
+        r.sc = ld4(L.s1 + blk * 8 + (unit / 4) * 4);
+        r.d = ld2(L.s2 + blk * 2);
+    }
+    static HD int group(int unit, int) { return unit; }
+    static HD void decode(const R &r, int ib, int, cq_group &g)
+    {
+        for (int l = 0; l < 4; l++) {
+            uint32_t v = (uint32_t)(l < 2 ? r.w0 : r.w1) >> 16 * (l & 1) & 0xffff;
+            uint32_t p = CQ_TAB(iq2xs, v & 511), sg = cq_parity_signs(v >> 9);
+            g.q[2 * l] = cq_signs4(cq_iq2_4(p & 0xff), sg & 15);
+            g.q[2 * l + 1] = cq_signs4(cq_iq2_4(p >> 8), sg >> 4);
+        }
+        const uint32_t sc = byte_of(r.sc, 0, 0, 0, ib % 4);
+        const float d = cq_h2f(r.d) * 0.125f;
+        g.s[0] = d * (float)(2 * (sc & 15) + 1);
+        g.s[1] = d * (float)(2 * (sc >> 4) + 1);
+        g.m[0] = g.m[1] = 0.0f;
+    }
+};
+
+/* IQ2_S: index low bytes, explicit sign bytes, two index-high bits per 8 in qh. */
+template <> struct cq<T_IQ2_S> {
+    enum { QK = 256, GPB = 8, U = 1, UPB = 8 };
+    struct R { int idx, sg, qh, sc; uint16_t d; };
+    static HD void load(R &r, const cq_seg &L, int64_t blk, int unit)
+    {
+        r.idx = ld4(L.s0 + blk * 64 + unit * 4);
+        r.sg = ld4(L.s0 + blk * 64 + 32 + unit * 4);
+        r.qh = ld4(L.s1 + blk * 16 + (unit / 4) * 4);
+        r.sc = ld4(L.s1 + blk * 16 + 8 + (unit / 4) * 4);
+        r.d = ld2(L.s2 + blk * 2);
+    }
+    static HD int group(int unit, int) { return unit; }
+    static HD void decode(const R &r, int ib, int, cq_group &g)
+    {
+        const uint32_t qh = byte_of(r.qh, 0, 0, 0, ib % 4);
+        for (int l = 0; l < 4; l++) {
+            uint32_t i = byte_of(r.idx, 0, 0, 0, l) | (qh << (8 - 2 * l) & 0x300);
+            uint32_t p = CQ_TAB(iq2s, i), sg = byte_of(r.sg, 0, 0, 0, l);
+            g.q[2 * l] = cq_signs4(cq_iq2_4(p & 0xff), sg & 15);
+            g.q[2 * l + 1] = cq_signs4(cq_iq2_4(p >> 8), sg >> 4);
+        }
+        const uint32_t sc = byte_of(r.sc, 0, 0, 0, ib % 4);
+        const float d = cq_h2f(r.d) * 0.125f;
+        g.s[0] = d * (float)(2 * (sc & 15) + 1);
+        g.s[1] = d * (float)(2 * (sc >> 4) + 1);
+        g.m[0] = g.m[1] = 0.0f;
+    }
+};
+
+/* IQ3_XXS: 8 grid index bytes per 32 (4 values each), and a word of four 7-bit sign
+ * indices with the scale on top. */
+template <> struct cq<T_IQ3_XXS> {
+    enum { QK = 256, GPB = 8, U = 1, UPB = 8 };
+    struct R { int g0, g1, ss; uint16_t d; };
+    static HD void load(R &r, const cq_seg &L, int64_t blk, int unit)
+    {
+        const uint8_t *b = L.s0 + blk * 96;
+        r.g0 = ld4(b + unit * 8);
+        r.g1 = ld4(b + unit * 8 + 4);
+        r.ss = ld4(b + 64 + unit * 4);
+        r.d = ld2(L.s1 + blk * 2);
+    }
+    static HD int group(int unit, int) { return unit; }
+    static HD void decode(const R &r, int, int, cq_group &g)
+    {
+        const uint32_t ss = (uint32_t)r.ss;
+        for (int l = 0; l < 4; l++) {
+            uint32_t sg = cq_parity_signs(ss >> 7 * l & 127);
+            uint32_t i1 = byte_of(r.g0, r.g1, 0, 0, 2 * l), i2 = byte_of(r.g0, r.g1, 0, 0, 2 * l + 1);
+            g.q[2 * l] = cq_signs4(cq_iq3xxs_4(CQ_TAB(iq3xxs, i1)), sg & 15);
+            g.q[2 * l + 1] = cq_signs4(cq_iq3xxs_4(CQ_TAB(iq3xxs, i2)), sg >> 4);
+        }
+        g.s[0] = g.s[1] = cq_h2f(r.d) * 0.25f * (float)(2 * (ss >> 28) + 1);
+        g.m[0] = g.m[1] = 0.0f;
+    }
+};
+
+/* IQ3_S: 9-bit indices (a high bit per index in qh), explicit signs, a 4-bit scale per
+ * 32 (two per byte). */
+template <> struct cq<T_IQ3_S> {
+    enum { QK = 256, GPB = 8, U = 1, UPB = 8 };
+    struct R { int q0, q1, sg, qh, sc; uint16_t d; };
+    static HD void load(R &r, const cq_seg &L, int64_t blk, int unit)
+    {
+        const uint8_t *b = L.s0 + blk * 96;
+        r.q0 = ld4(b + unit * 8);
+        r.q1 = ld4(b + unit * 8 + 4);
+        r.sg = ld4(b + 64 + unit * 4);
+        r.qh = ld4(L.s1 + blk * 12 + (unit / 4) * 4);
+        r.sc = ld4(L.s1 + blk * 12 + 8);
+        r.d = ld2(L.s2 + blk * 2);
+    }
+    static HD int group(int unit, int) { return unit; }
+    static HD void decode(const R &r, int ib, int, cq_group &g)
+    {
+        const uint32_t qh = byte_of(r.qh, 0, 0, 0, ib % 4);
+        for (int l = 0; l < 4; l++) {
+            uint32_t i1 = byte_of(r.q0, r.q1, 0, 0, 2 * l) | (qh << (8 - 2 * l) & 256);
+            uint32_t i2 = byte_of(r.q0, r.q1, 0, 0, 2 * l + 1) | (qh << (7 - 2 * l) & 256);
+            uint32_t sg = byte_of(r.sg, 0, 0, 0, l);
+            g.q[2 * l] = cq_signs4(cq_iq3s_4(CQ_TAB(iq3s, i1)), sg & 15);
+            g.q[2 * l + 1] = cq_signs4(cq_iq3s_4(CQ_TAB(iq3s, i2)), sg >> 4);
+        }
+        const uint32_t sc = byte_of(r.sc, 0, 0, 0, ib / 2) >> 4 * (ib % 2) & 15;
+        g.s[0] = g.s[1] = cq_h2f(r.d) * (float)(2 * sc + 1);
+        g.m[0] = g.m[1] = 0.0f;
+    }
+};
+
+/* IQ1_S: per 32, four index low bytes and a u16 of four 3-bit index highs, a 3-bit
+ * scale and the offset's sign. */
+template <> struct cq<T_IQ1_S> {
+    enum { QK = 256, GPB = 8, U = 1, UPB = 8 };
+    struct R { int qs, qh; uint16_t d; };
+    static HD void load(R &r, const cq_seg &L, int64_t blk, int unit)
+    {
+        const uint8_t *b = L.s0 + blk * 48;
+        r.qs = ld4(b + unit * 4);
+        r.qh = ld4(b + 32 + (unit / 2) * 4);
+        r.d = ld2(L.s1 + blk * 2);
+    }
+    static HD int group(int unit, int) { return unit; }
+    static HD void decode(const R &r, int ib, int, cq_group &g)
+    {
+        const uint32_t qh = (uint32_t)r.qh >> 16 * (ib % 2) & 0xffff;
+        const int delta = qh & 0x8000 ? -1 : 1;
+        for (int l = 0; l < 4; l++) {
+            uint32_t p = CQ_TAB(iq1s, byte_of(r.qs, 0, 0, 0, l) | (qh >> 3 * l & 7) << 8);
+            g.q[2 * l] = cq_iq1_4(p & 0xff, delta);
+            g.q[2 * l + 1] = cq_iq1_4(p >> 8, delta);
+        }
+        g.s[0] = g.s[1] = cq_h2f(r.d) * 0.125f * (float)(2 * (qh >> 12 & 7) + 1);
+        g.m[0] = g.m[1] = 0.0f;
+    }
+};
+
+/* IQ1_M: no d field; its f16 scale is the top nibbles of the four scale words, which
+ * also hold 3-bit scales per 16. A qh nibble per 8: three index-high bits, the sign. */
+template <> struct cq<T_IQ1_M> {
+    enum { QK = 256, GPB = 8, U = 1, UPB = 8 };
+    struct R { int qs, qh, s0, s1; };
+    static HD void load(R &r, const cq_seg &L, int64_t blk, int unit)
+    {
+        const uint8_t *b = L.s0 + blk * 56;
+        r.qs = ld4(b + unit * 4);
+        r.qh = ld4(b + 32 + (unit / 2) * 4);
+        r.s0 = ld4(b + 48);
+        r.s1 = ld4(b + 52);
+    }
+    static HD int group(int unit, int) { return unit; }
+    static HD void decode(const R &r, int ib, int, cq_group &g)
+    {
+        const uint32_t sc[4] = {(uint32_t)r.s0 & 0xffff, (uint32_t)r.s0 >> 16, (uint32_t)r.s1 & 0xffff,
+                                (uint32_t)r.s1 >> 16};
+        const uint16_t dh = (uint16_t)((sc[0] >> 12) | (sc[1] >> 8 & 0x00f0) | (sc[2] >> 4 & 0x0f00) |
+                                       (sc[3] & 0xf000));
+        const uint32_t qh = (uint32_t)r.qh >> 16 * (ib % 2) & 0xffff;
+        for (int l = 0; l < 4; l++) {
+            uint32_t nib = qh >> 4 * l & 15;
+            uint32_t p = CQ_TAB(iq1s, byte_of(r.qs, 0, 0, 0, l) | (nib & 7) << 8);
+            const int delta = nib & 8 ? -1 : 1;
+            g.q[2 * l] = cq_iq1_4(p & 0xff, delta);
+            g.q[2 * l + 1] = cq_iq1_4(p >> 8, delta);
+        }
+        const float d = cq_h2f(dh) * 0.125f;
+        const uint32_t w = sc[ib / 2] >> 6 * (ib % 2);
+        g.s[0] = d * (float)(2 * (w & 7) + 1);
+        g.s[1] = d * (float)(2 * (w >> 3 & 7) + 1);
+        g.m[0] = g.m[1] = 0.0f;
+    }
+};
+
 /* Dot of a decoded group with one activation block (32 bytes a0|a1, meta am). */
 HD float cq_dot_group(const cq_group &g, const int4 &a0, const int4 &a1, const float4 &am)
 {
@@ -630,6 +1107,18 @@ template <typename F> static bool cq_dispatch(int type, F &f)
     case T_Q4_K: f.template run<T_Q4_K>(); return true;
     case T_Q5_K: f.template run<T_Q5_K>(); return true;
     case T_Q6_K: f.template run<T_Q6_K>(); return true;
+    case T_IQ4_NL: f.template run<T_IQ4_NL>(); return true;
+    case T_MXFP4: f.template run<T_MXFP4>(); return true;
+    case T_IQ4_XS: f.template run<T_IQ4_XS>(); return true;
+    case T_TQ1_0: f.template run<T_TQ1_0>(); return true;
+    case T_TQ2_0: f.template run<T_TQ2_0>(); return true;
+    case T_IQ3_XXS: f.template run<T_IQ3_XXS>(); return true;
+    case T_IQ3_S: f.template run<T_IQ3_S>(); return true;
+    case T_IQ2_XXS: f.template run<T_IQ2_XXS>(); return true;
+    case T_IQ2_XS: f.template run<T_IQ2_XS>(); return true;
+    case T_IQ2_S: f.template run<T_IQ2_S>(); return true;
+    case T_IQ1_S: f.template run<T_IQ1_S>(); return true;
+    case T_IQ1_M: f.template run<T_IQ1_M>(); return true;
     default: return false;
     }
 }

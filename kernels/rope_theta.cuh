@@ -35,7 +35,24 @@ static inline double rope_inv_freq(const rope_params *p, int i)
             f = (1 - smooth) * f / p->l3_factor + smooth * f;
         }
     }
+    if (p->yarn_ext_factor > 0) {
+        /* YaRN: between its correction dims the interpolated and the original frequency
+         * mix along a linear ramp (ggml's rope_yarn; i is its i0/2) */
+        const double l2b = 2 * log((double)p->freq_base);
+        const double lo = fmax(0, floor(p->n_rot * log(p->yarn_orig_ctx / (2 * M_PI * p->yarn_beta_fast)) / l2b));
+        const double hi = fmin(p->n_rot - 1, ceil(p->n_rot * log(p->yarn_orig_ctx / (2 * M_PI * p->yarn_beta_slow)) / l2b));
+        const double ramp = (1 - fmin(1, fmax(0, (i - lo) / fmax(0.001, hi - lo)))) * p->yarn_ext_factor;
+        return f * (p->freq_scale * (1 - ramp) + ramp);
+    }
     return f * p->freq_scale;
+}
+
+/* What YaRN multiplies cos and sin by; 1 without it. */
+static inline float rope_mscale(const rope_params *p)
+{
+    if (!(p->yarn_ext_factor > 0))
+        return 1.0f;
+    return (float)(p->yarn_attn_factor * (1 + 0.1 * log(1.0 / p->freq_scale)));
 }
 
 #endif

@@ -50,6 +50,14 @@ typedef struct rope_params {
      * converted Llama 3.1+ files carry their scaling), host memory; NULL if none. When
      * set, l3_factor is 0. */
     const float *freq_factors;
+    /* YaRN (llama.cpp's rope_yarn), on when yarn_ext_factor > 0: pairs below the
+     * correction dim of yarn_beta_fast keep the original frequency, pairs above that of
+     * yarn_beta_slow take freq_scale's interpolated one, a linear ramp between; cos and
+     * sin are multiplied by yarn_attn_factor * (1 + 0.1 ln(1/freq_scale)). The correction
+     * dim of b is n_rot ln(yarn_orig_ctx / (2 pi b)) / (2 ln freq_base), floored for
+     * beta_fast and ceiled for beta_slow as ggml does. */
+    float yarn_ext_factor, yarn_attn_factor, yarn_beta_fast, yarn_beta_slow;
+    int yarn_orig_ctx;
 } rope_params;
 
 typedef struct attn_params {
@@ -73,6 +81,20 @@ typedef struct delta_params {
      * math; a backend may ignore it. */
     int chunk;
 } delta_params;
+/* The activation of a gated feed-forward: act(gate) * up. */
+enum ffn_act {
+    FFN_SILU, /* SwiGLU: silu(g) = g / (1 + e^-g) */
+    FFN_GELU, /* GeGLU: the tanh approximation of GELU, 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) */
+};
+/* What a family's routed experts add to the plain SwiGLU experts of moe_ffn (gpt-oss). */
+typedef struct moe_extra {
+    /* per-expert biases, F32 in the experts' backend: gate_b and up_b [n_expert][ff],
+     * down_b [n_expert][n_embd] (added before the router weight); NULL: none */
+    const tensor *gate_b, *up_b, *down_b;
+    /* the clamped SwiGLU: g = min(gate, limit), u = clamp(up, -limit, limit),
+     * act = g * sigmoid(alpha g) * (u + 1); limit 0: silu(gate) * up */
+    float swiglu_alpha, swiglu_limit;
+} moe_extra;
 
 struct backend_ops {
     const char *name; /* "CPU", "CUDA" */
@@ -102,6 +124,17 @@ struct backend_ops {
     void (*add)(backend *be, float *x, const float *y, int64_t n);
     /* out = silu(gate) * up, n floats */
     void (*swiglu)(backend *be, float *out, const float *gate, const float *up, int64_t n);
+    /* out = gelu(gate) * up, n floats (tanh GELU, enum ffn_act) */
+    void (*geglu)(backend *be, float *out, const float *gate, const float *up, int64_t n);
+    /* x *= s, n floats */
+    void (*scale)(backend *be, float *x, float s, int64_t n);
+    /* x = cap * tanh(x / cap), n floats: soft-capped logits */
+    void (*softcap)(backend *be, float *x, float cap, int64_t n);
+    /* w[i] *= s[ids[i]], i < n; s in be's memory (per-expert output scales) */
+    void (*scale_ids)(backend *be, float *w, const int32_t *ids, const float *s, int64_t n);
+    /* dst[r][0..d) = src[r][0..d), r < rows, rows dst_stride and src_stride floats apart */
+    void (*copy2d)(backend *be, float *dst, int64_t dst_stride, const float *src, int64_t src_stride,
+                   int rows, int d);
     /* rotates x[n][n_head][head_dim] in place at the batch's positions */
     void (*rope)(backend *be, float *x, int n, int n_head, int head_dim, const rope_params *p);
     /* stores k, v [n][n_head_kv*head_dim] at the batch's (seq, pos) cells of layer il */
@@ -114,9 +147,13 @@ struct backend_ops {
      * when norm is set; ids [n][k] int32 and weights [n][k] float in be's memory */
     void (*topk_softmax)(backend *be, int32_t *ids, float *weights, const float *logits, int n,
                          int n_expert, int k, bool norm);
-    /* out[n][ne1 of down] = sum_j weights[i][j] * down_e(silu(gate_e x) * up_e x), e = ids[i][j] */
+    /* out[n][ne1 of down] = sum_j weights[i][j] * down_e(act(gate_e x) * up_e x), e = ids[i][j],
+     * act an enum ffn_act. up NULL: gate holds both, each expert's gate rows then its up
+     * rows ([n_expert][2*ff][ne0], Gemma 4's ffn_gate_up_exps). ex (NULL: none) adds the
+     * experts' biases and the clamped SwiGLU (gpt-oss). */
     void (*moe_ffn)(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
-                    const tensor *down, const int32_t *ids, const float *weights, int n, int k);
+                    const tensor *down, const int32_t *ids, const float *weights, int n, int k, int act,
+                    const moe_extra *ex);
 
     /* ---- optional: NULL where a backend does without ---- */
 
@@ -226,6 +263,10 @@ struct backend {
 backend *backend_cpu_new(int n_threads, int n_threads_batch);
 /* A CPU backend's threads for single-token steps; 0 for another backend. */
 int backend_cpu_threads(const backend *be);
+/* The kernel thread ids of a CPU backend's helper threads (the thread that runs the
+ * model is not among them), so the engine can pin them (cpu_affinity, priority).
+ * Returns the count (0 for another backend), fills at most cap. */
+int backend_cpu_tids(backend *be, int *tids, int cap);
 void backend_free(backend *be); /* be->ops->destroy(be); NULL is fine */
 
 /* ---- the accelerators (backend_registry.c): whatever devices this build has ---- */

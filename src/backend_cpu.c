@@ -189,6 +189,18 @@ static float delta_row_scalar(float *s, const float *k, const float *q, int d, f
     return acc;
 }
 
+/* gpt-oss's clamped SwiGLU: the gate is clamped from above only, up on both sides, and
+ * up enters as (u + 1) (llama.cpp's swiglu_oai). */
+static void swiglu_oai(float *out, const float *gate, const float *up, int64_t n, float alpha,
+                       float limit)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i] < limit ? gate[i] : limit;
+        float u = up[i] < -limit ? -limit : up[i] > limit ? limit : up[i];
+        out[i] = g / (1.0f + expf(-alpha * g)) * (u + 1.0f);
+    }
+}
+
 static const cpu_kernels kernels_scalar = {scores_f16_scalar, accum_f16_scalar, accum_f32_scalar,
                                            round_f16_scalar, swiglu_scalar, delta_row_scalar};
 static cpu_kernels kernels_avx2;
@@ -552,7 +564,104 @@ static void cpu_swiglu(backend *be, float *out, const float *gate, const float *
     par(c, nth_for(c, (double)n * 8), swiglu_fn, &e);
 }
 
+/* GELU, tanh approximation (what Gemma's hidden_activation gelu_pytorch_tanh is), as
+ * llama.cpp's CPU backend computes it: the input rounded to f16 and looked up in a table
+ * of f16 results, so ours rounds the same way (outside +-10 the table is not used). */
+static inline float gelu_tanh(float g)
+{
+    if (g <= -10.0f)
+        return 0.0f;
+    if (g >= 10.0f)
+        return g;
+    g = f16_to_f32(f32_to_f16(g));
+    return f16_to_f32(f32_to_f16(0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)))));
+}
+
+static void geglu_fn(void *p, int ith, int nth)
+{
+    ew_ctx *e = p;
+    int64_t a, b;
+    split(e->n, ith, nth, &a, &b);
+    for (int64_t i = a; i < b; i++)
+        e->out[i] = gelu_tanh(e->a[i]) * e->b[i];
+}
+
+static void cpu_geglu(backend *be, float *out, const float *gate, const float *up, int64_t n)
+{
+    cpu_be *c = impl(be);
+    ew_ctx e = {out, gate, up, n, 0};
+    par(c, nth_for(c, (double)n * 16), geglu_fn, &e);
+}
+
+typedef struct scale_ctx {
+    float *x;
+    float s;
+    int64_t n;
+    bool cap;
+} scale_ctx;
+
+static void scale_fn(void *p, int ith, int nth)
+{
+    scale_ctx *e = p;
+    int64_t a, b;
+    split(e->n, ith, nth, &a, &b);
+    if (e->cap)
+        for (int64_t i = a; i < b; i++)
+            e->x[i] = e->s * tanhf(e->x[i] / e->s);
+    else
+        for (int64_t i = a; i < b; i++)
+            e->x[i] *= e->s;
+}
+
+static void cpu_scale(backend *be, float *x, float s, int64_t n)
+{
+    cpu_be *c = impl(be);
+    scale_ctx e = {x, s, n, false};
+    par(c, nth_for(c, (double)n), scale_fn, &e);
+}
+
+static void cpu_softcap(backend *be, float *x, float cap, int64_t n)
+{
+    cpu_be *c = impl(be);
+    scale_ctx e = {x, cap, n, true};
+    par(c, nth_for(c, (double)n * 16), scale_fn, &e);
+}
+
+static void cpu_scale_ids(backend *be, float *w, const int32_t *ids, const float *s, int64_t n)
+{
+    (void)be;
+    for (int64_t i = 0; i < n; i++)
+        w[i] *= s[ids[i]];
+}
+
+static void cpu_copy2d(backend *be, float *dst, int64_t dst_stride, const float *src, int64_t src_stride,
+                       int rows, int d)
+{
+    (void)be;
+    for (int r = 0; r < rows; r++)
+        memmove(dst + r * dst_stride, src + r * src_stride, sizeof(float) * (size_t)d);
+}
+
 /* ---------------------------------------------------------------- rope */
+
+/* YaRN's correction dims: the pair index where the frequency turns b times per
+ * original context, floored (b = beta_fast) and ceiled (b = beta_slow), within the pairs. */
+static void rope_yarn_dims(const rope_params *p, double *lo, double *hi)
+{
+    double l2b = 2 * log((double)p->freq_base);
+    double a = p->n_rot * log(p->yarn_orig_ctx / (2 * M_PI * p->yarn_beta_fast)) / l2b;
+    double b = p->n_rot * log(p->yarn_orig_ctx / (2 * M_PI * p->yarn_beta_slow)) / l2b;
+    *lo = fmax(0, floor(a));
+    *hi = fmin(p->n_rot - 1, ceil(b));
+}
+
+/* What YaRN multiplies cos and sin by; 1 without it. */
+static double rope_mscale(const rope_params *p)
+{
+    if (!(p->yarn_ext_factor > 0))
+        return 1;
+    return p->yarn_attn_factor * (1 + 0.1 * log(1.0 / p->freq_scale));
+}
 
 /* theta of pair i at position pos: pos * freq_scale * base^(-2i/n_rot) / factor_i, with
  * the llama3 blend of l3_* or the file's per-pair divisors applied. */
@@ -573,6 +682,15 @@ static double rope_inv_freq(const rope_params *p, int i)
             f = (1 - smooth) * f / p->l3_factor + smooth * f;
         }
     }
+    if (p->yarn_ext_factor > 0) {
+        /* YaRN: the ramp between the correction dims mixes the interpolated and the
+         * original frequency (ggml's rope_yarn; i is ggml's i0/2) */
+        double lo, hi;
+        rope_yarn_dims(p, &lo, &hi);
+        double y = (i - lo) / fmax(0.001, hi - lo);
+        double ramp = (1 - fmin(1, fmax(0, y))) * p->yarn_ext_factor;
+        return f * (p->freq_scale * (1 - ramp) + ramp);
+    }
     return f * p->freq_scale;
 }
 
@@ -583,7 +701,9 @@ static bool rope_table(cpu_be *c, const rope_params *p)
         k->freq_scale == p->freq_scale && k->l3_factor == p->l3_factor &&
         k->l3_low_freq_factor == p->l3_low_freq_factor &&
         k->l3_high_freq_factor == p->l3_high_freq_factor && k->l3_orig_ctx == p->l3_orig_ctx &&
-        k->freq_factors == p->freq_factors)
+        k->freq_factors == p->freq_factors && k->yarn_ext_factor == p->yarn_ext_factor &&
+        k->yarn_attn_factor == p->yarn_attn_factor && k->yarn_beta_fast == p->yarn_beta_fast &&
+        k->yarn_beta_slow == p->yarn_beta_slow && k->yarn_orig_ctx == p->yarn_orig_ctx)
         return true;
     int half = p->n_rot / 2;
     if (!buf_reserve(&c->rope_cs, sizeof(float) * 2 * (size_t)half * (size_t)(c->n ? c->n : 1))) {
@@ -595,11 +715,12 @@ static bool rope_table(cpu_be *c, const rope_params *p)
     double inv[1024];
     for (int i = 0; i < half && i < 1024; i++)
         inv[i] = rope_inv_freq(p, i);
+    double ms = rope_mscale(p);
     for (int t = 0; t < c->n; t++)
         for (int i = 0; i < half; i++) {
             double th = pos[t] * inv[i];
-            cs[((size_t)t * half + i) * 2] = (float)cos(th);
-            cs[((size_t)t * half + i) * 2 + 1] = (float)sin(th);
+            cs[((size_t)t * half + i) * 2] = (float)(cos(th) * ms);
+            cs[((size_t)t * half + i) * 2 + 1] = (float)(sin(th) * ms);
         }
     c->rope_key = *p;
     c->rope_valid = true;
@@ -705,7 +826,7 @@ static void kv_store_fn(void *p, int ith, int nth)
     kvs_ctx *s = p;
     const struct kv_layer *L = &s->kv->layer[s->il];
     const int32_t *pos = s->c->pos.p, *seq = s->c->seq.p;
-    int e = s->kv->n_embd_kv;
+    int e = L->n_embd_kv;
     int64_t a, b;
     split(s->c->n, ith, nth, &a, &b);
     for (int64_t t = a; t < b; t++) {
@@ -720,7 +841,11 @@ static void cpu_kv_store(backend *be, kv_cache *kv, int il, const float *k, cons
     cpu_be *c = impl(be);
     (void)n;
     kvs_ctx s = {c, kv, il, k, v};
-    par(c, nth_for(c, (double)c->n * kv->n_embd_kv * 8), kv_store_fn, &s);
+    if (!kv->layer[il].k) { /* a layer that shares another's cache stores nothing */
+        fail(c, EINVAL);
+        return;
+    }
+    par(c, nth_for(c, (double)c->n * kv->layer[il].n_embd_kv * 8), kv_store_fn, &s);
 }
 
 /* ---------------------------------------------------------------- attention */
@@ -1027,8 +1152,21 @@ typedef struct moe_ctx {
     int64_t rows;
     const moe_item *items;
     int n_items;
+    int act;                /* enum ffn_act */
     atomic_int next;
+    const moe_extra *ex;    /* biases and activation; NULL: plain SwiGLU */
+    const tensor *b1, *b3;  /* biases of w1, w3 [n_expert][rows] or NULL */
 } moe_ctx;
+
+/* y[r0..r1) += row e of the bias b [n_expert][rows] */
+static void moe_bias(float *y, const moe_ctx *m, const tensor *b, int e, int64_t r0, int64_t r1)
+{
+    if (!b)
+        return;
+    const float *bb = (const float *)b->data + (size_t)e * (size_t)m->rows;
+    for (int64_t r = r0; r < r1; r++)
+        y[r] += bb[r];
+}
 
 static void moe_mm_fn(void *p, int ith, int nth)
 {
@@ -1046,6 +1184,8 @@ static void moe_mm_fn(void *p, int ith, int nth)
                       (const uint8_t *)m->w1->data + (size_t)e * m->w1->nb2, m->w1->nb1,
                       a, m->a_stride, n, m->g + (size_t)m->off[e] * m->rows, (size_t)m->rows};
         mm_rows(&t1, it->r0, it->r1);
+        for (int s = 0; s < n; s++)
+            moe_bias(t1.out + (size_t)s * m->rows, m, m->b1, e, it->r0, it->r1);
         if (!m->w3)
             continue;
         mm_task t3 = t1;
@@ -1056,7 +1196,15 @@ static void moe_mm_fn(void *p, int ith, int nth)
         mm_rows(&t3, it->r0, it->r1);
         for (int s = 0; s < n; s++) {
             float *g = t1.out + (size_t)s * m->rows, *u = t3.out + (size_t)s * m->rows;
-            kern()->swiglu(g + it->r0, g + it->r0, u + it->r0, it->r1 - it->r0);
+            moe_bias(u, m, m->b3, e, it->r0, it->r1);
+            if (m->act == FFN_GELU)
+                for (int64_t r = it->r0; r < it->r1; r++)
+                    g[r] = gelu_tanh(g[r]) * u[r];
+            else if (m->ex && m->ex->swiglu_limit > 0)
+                swiglu_oai(g + it->r0, g + it->r0, u + it->r0, it->r1 - it->r0, m->ex->swiglu_alpha,
+                           m->ex->swiglu_limit);
+            else
+                kern()->swiglu(g + it->r0, g + it->r0, u + it->r0, it->r1 - it->r0);
         }
     }
 }
@@ -1123,9 +1271,19 @@ static void gather_fn(void *p, int ith, int nth)
 }
 
 static void cpu_moe_ffn(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
-                        const tensor *down, const int32_t *ids, const float *weights, int n, int k)
+                        const tensor *down, const int32_t *ids, const float *weights, int n, int k, int act,
+                        const moe_extra *ex)
 {
     cpu_be *c = impl(be);
+    tensor gv, uv;
+    if (!up) { /* fused: each expert's gate rows, then its up rows; read in place as two views */
+        gv = *gate;
+        gv.ne[1] = gate->ne[1] / 2;
+        uv = gv;
+        uv.data = (uint8_t *)gate->data + (size_t)gv.ne[1] * gate->nb1;
+        gate = &gv;
+        up = &uv;
+    }
     int ne = (int)gate->ne[2];
     int64_t d = gate->ne[0], f = gate->ne[1];
     int ns = n * k;
@@ -1172,7 +1330,8 @@ static void cpu_moe_ffn(backend *be, float *out, const float *x, const tensor *g
 
     /* 2 */
     moe_ctx m = {.c = c, .w1 = gate, .w3 = up, .a = c->moe_xq.p, .a_stride = rb1, .cnt = cnt,
-                 .off = off, .g = c->moe_g.p, .u = c->moe_u.p, .rows = f};
+                 .off = off, .g = c->moe_g.p, .u = c->moe_u.p, .rows = f, .act = act, .ex = ex,
+                 .b1 = ex ? ex->gate_b : NULL, .b3 = ex ? ex->up_b : NULL};
     m.items = c->moe_items.p;
     m.n_items = moe_items(c, cnt, ne, f, ns);
     atomic_store(&m.next, 0);
@@ -1183,7 +1342,7 @@ static void cpu_moe_ffn(backend *be, float *out, const float *x, const tensor *g
 
     /* 4 */
     moe_ctx m2 = {.c = c, .w1 = down, .w3 = NULL, .a = c->moe_hq.p, .a_stride = rb2, .cnt = cnt,
-                  .off = off, .g = c->moe_y.p, .rows = d};
+                  .off = off, .g = c->moe_y.p, .rows = d, .ex = ex, .b1 = ex ? ex->down_b : NULL};
     m2.items = c->moe_items.p;
     m2.n_items = moe_items(c, cnt, ne, d, ns);
     atomic_store(&m2.next, 0);
@@ -1648,6 +1807,11 @@ static const struct backend_ops cpu_ops = {
     .add_bias = cpu_add_bias,
     .add = cpu_add,
     .swiglu = cpu_swiglu,
+    .geglu = cpu_geglu,
+    .scale = cpu_scale,
+    .softcap = cpu_softcap,
+    .scale_ids = cpu_scale_ids,
+    .copy2d = cpu_copy2d,
     .rope = cpu_rope,
     .kv_store = cpu_kv_store,
     .attention = cpu_attention,
@@ -1703,6 +1867,11 @@ fail:
 int backend_cpu_threads(const backend *be)
 {
     return be && be->ops == &cpu_ops ? ((const cpu_be *)be->impl)->n_threads : 0;
+}
+
+int backend_cpu_tids(backend *be, int *tids, int cap)
+{
+    return be && be->ops == &cpu_ops ? threadpool_tids(((cpu_be *)be->impl)->pool, tids, cap) : 0;
 }
 
 static void buf_free(buf *b) { free(b->p); }

@@ -9,8 +9,10 @@
 #include "jinja.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 const char *chat_template_name(const char *tmpl)
 {
@@ -18,8 +20,12 @@ const char *chat_template_name(const char *tmpl)
         return "none";
     if (strstr(tmpl, "<|im_start|>"))
         return "chatml";
+    if (strstr(tmpl, "<|start|>") && strstr(tmpl, "<|channel|>") && strstr(tmpl, "<|message|>"))
+        return "harmony";
     if (strstr(tmpl, "<|start_header_id|>") && strstr(tmpl, "<|end_header_id|>"))
         return "llama3";
+    if (strstr(tmpl, "<|turn>") && strstr(tmpl, "<turn|>"))
+        return "gemma4";
     if (strstr(tmpl, "<start_of_turn>"))
         return "gemma";
     if (strstr(tmpl, "[INST]"))
@@ -223,6 +229,131 @@ static int render_gemma(out *o, const chat_msg *m, int n, bool gen, const char *
     return 0;
 }
 
+/* Gemma 4's text without the thinking channels <|channel>...<channel|> a model turn may
+ * carry (its template's strip_thinking), trimmed. */
+static void put_without_thinking(out *o, const char *s)
+{
+    char *buf = malloc(strlen(s) + 1);
+    if (!buf) {
+        o->oom = true;
+        return;
+    }
+    size_t n = 0;
+    for (const char *p = s; *p;) {
+        const char *close = strstr(p, "<channel|>");
+        const char *end = close ? close : p + strlen(p);
+        /* the part before the close tag, up to its channel's opening */
+        const char *open = NULL;
+        for (const char *q = p; q + 10 <= end; q++)
+            if (!memcmp(q, "<|channel>", 10)) {
+                open = q;
+                break;
+            }
+        const char *keep = open ? open : end;
+        memcpy(buf + n, p, (size_t)(keep - p));
+        n += (size_t)(keep - p);
+        p = close ? close + 10 : end;
+    }
+    buf[n] = 0;
+    put_trimmed(o, buf);
+    free(buf);
+}
+
+/* Gemma 4's turns (<|turn>role ... <turn|>), the assistant being "model": a system or
+ * developer message becomes a system turn, consecutive assistant messages one model
+ * turn, and the generation prompt closes an empty thinking channel (thinking off, the
+ * template's default). Tool calls and responses are the template's own business. */
+static int render_gemma4(out *o, const chat_msg *m, int n, bool gen, const char *bos, const char *eos,
+                         llmfs_error *err)
+{
+    (void)eos;
+    (void)err;
+    put(o, bos);
+    if (n > 0 && (role_is(&m[0], "system") || role_is(&m[0], "developer"))) {
+        put(o, "<|turn>system\n");
+        put_trimmed(o, m[0].content ? m[0].content : "");
+        put(o, "<turn|>\n");
+        m++;
+        n--;
+    }
+    const char *prev = NULL; /* role of the previous message other than a tool's */
+    for (int i = 0; i < n; i++) {
+        if (role_is(&m[i], "tool"))
+            continue;
+        const bool model = role_is(&m[i], "assistant");
+        if (!(model && prev && !strcmp(prev, "assistant"))) {
+            put(o, "<|turn>");
+            put(o, model ? "model" : m[i].role);
+            put(o, "\n");
+        }
+        if (model)
+            put_without_thinking(o, m[i].content ? m[i].content : "");
+        else
+            put_trimmed(o, m[i].content);
+        put(o, "<turn|>\n");
+        prev = m[i].role;
+    }
+    if (gen)
+        put(o, "<|turn>model\n<|channel>thought\n<channel|>");
+    return o->oom ? llmfs_errorf(err, ENOMEM, "chat template: out of memory") : 0;
+}
+
+/* gpt-oss's harmony format, as its own template lays out a conversation without tools:
+ * a system message with the date and the reasoning effort, a leading system or
+ * developer message as the developer's instructions, then the turns. Earlier
+ * assistant turns keep only their final answer; a closing assistant turn (no
+ * generation prompt) ends with <|return|>, as in training. */
+static int render_harmony(out *o, const chat_msg *m, int n, bool gen, const chat_opts *opts, llmfs_error *err)
+{
+    char today[32];
+    const char *date = opts && opts->date ? opts->date : NULL;
+    if (!date) {
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(today, sizeof today, "%Y-%m-%d", &tm);
+        date = today;
+    }
+    const char *effort = opts && opts->reasoning_effort ? opts->reasoning_effort : "medium";
+    put(o, "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+           "Knowledge cutoff: 2024-06\nCurrent date: ");
+    put(o, date);
+    put(o, "\n\nReasoning: ");
+    put(o, effort);
+    put(o, "\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message."
+           "<|end|>");
+    if (n > 0 && (role_is(&m[0], "system") || role_is(&m[0], "developer"))) {
+        if (m[0].content && *m[0].content) {
+            put(o, "<|start|>developer<|message|># Instructions\n\n");
+            put(o, m[0].content);
+            put(o, "\n\n<|end|>");
+        }
+        m++;
+        n--;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *c = m[i].content ? m[i].content : "";
+        if (role_is(&m[i], "assistant")) {
+            if (strstr(c, "<|channel|>analysis<|message|>") || strstr(c, "<|channel|>final<|message|>"))
+                return llmfs_errorf(err, EINVAL, "chat template: an assistant message holds <|channel|> tags; "
+                                                 "pass only its final answer");
+            put(o, "<|start|>assistant<|channel|>final<|message|>");
+            put(o, c);
+            put(o, i == n - 1 && !gen ? "<|return|>" : "<|end|>");
+        } else if (role_is(&m[i], "user")) {
+            put(o, "<|start|>user<|message|>");
+            put(o, c);
+            put(o, "<|end|>");
+        } else if (role_is(&m[i], "tool")) {
+            return llmfs_errorf(err, EINVAL, "chat template: tool messages are not supported");
+        }
+        /* other roles: the template has no branch for them and drops them */
+    }
+    if (gen)
+        put(o, "<|start|>assistant");
+    return 0;
+}
+
 typedef int (*renderer)(out *, const chat_msg *, int, bool, const char *, const char *, llmfs_error *);
 
 static const struct {
@@ -230,15 +361,27 @@ static const struct {
     renderer fn;
 } builtins[] = {
     {"chatml", render_chatml}, {"llama3", render_llama3}, {"llama2", render_llama2},
-    {"mistral", render_mistral}, {"gemma", render_gemma},
+    {"mistral", render_mistral}, {"gemma", render_gemma}, {"gemma4", render_gemma4},
 };
 
-char *chat_render_builtin(const char *family, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
-                          const char *bos_token, const char *eos_token, llmfs_error *err)
+static char *render_builtin(const char *family, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
+                            const char *bos_token, const char *eos_token, const chat_opts *opts, llmfs_error *err)
 {
     if (n_msgs < 0 || (n_msgs && !msgs)) {
         llmfs_errorf(err, EINVAL, "chat template: bad message list");
         return NULL;
+    }
+    if (family && !strcmp(family, "harmony")) {
+        out o = {0};
+        put(&o, "");
+        int rc = render_harmony(&o, msgs, n_msgs, add_generation_prompt, opts, err);
+        if (!rc && o.oom)
+            rc = llmfs_errorf(err, ENOMEM, "chat template: out of memory");
+        if (rc) {
+            free(o.p);
+            return NULL;
+        }
+        return o.p;
     }
     for (size_t k = 0; k < sizeof builtins / sizeof builtins[0]; k++) {
         if (!family || strcmp(family, builtins[k].name) != 0)
@@ -259,8 +402,20 @@ char *chat_render_builtin(const char *family, const chat_msg *msgs, int n_msgs, 
     return NULL;
 }
 
+char *chat_render_builtin(const char *family, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
+                          const char *bos_token, const char *eos_token, llmfs_error *err)
+{
+    return render_builtin(family, msgs, n_msgs, add_generation_prompt, bos_token, eos_token, NULL, err);
+}
+
 char *chat_render(const char *tmpl, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
                   const char *bos_token, const char *eos_token, llmfs_error *err)
+{
+    return chat_render_opts(tmpl, msgs, n_msgs, add_generation_prompt, bos_token, eos_token, NULL, err);
+}
+
+char *chat_render_opts(const char *tmpl, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
+                       const char *bos_token, const char *eos_token, const chat_opts *opts, llmfs_error *err)
 {
     if (!tmpl || !*tmpl) {
         llmfs_errorf(err, ENOENT, "no chat template");
@@ -284,7 +439,7 @@ char *chat_render(const char *tmpl, const chat_msg *msgs, int n_msgs, bool add_g
         return text;
     const char *family = chat_template_name(tmpl);
     if (rc == -ENOTSUP && strcmp(family, "jinja") != 0)
-        return chat_render_builtin(family, msgs, n_msgs, add_generation_prompt, bos_token, eos_token, err);
+        return render_builtin(family, msgs, n_msgs, add_generation_prompt, bos_token, eos_token, opts, err);
     if (err) {
         *err = jerr;
         if (rc == -ENOTSUP) /* outside the subset, and no family to fall back on */

@@ -17,8 +17,14 @@ typedef struct chat_msg {
     const char *content;
 } chat_msg;
 
+/* What a template may read besides the conversation. */
+typedef struct chat_opts {
+    const char *reasoning_effort;  /* "low", "medium", "high"; NULL: the template's default */
+    const char *date;              /* strftime_now's date "YYYY-MM-DD"; NULL: today (local time) */
+} chat_opts;
+
 /* Short name of the family a template belongs to: "chatml", "llama3", "llama2",
- * "mistral", "gemma", "jinja" (interpreted), or "none" for NULL/empty. */
+ * "mistral", "gemma", "harmony" (gpt-oss), "jinja" (interpreted), or "none" for NULL/empty. */
 const char *chat_template_name(const char *tmpl);
 
 /* Renders msgs with tmpl (NULL or "" -> -ENOENT). Returns a malloc'd string, or NULL
@@ -29,7 +35,11 @@ const char *chat_template_name(const char *tmpl);
 char *chat_render(const char *tmpl, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
                   const char *bos_token, const char *eos_token, llmfs_error *err);
 
-/* A family's built-in renderer ("chatml", "llama3", "llama2", "mistral", "gemma");
+/* chat_render with options (NULL: none). */
+char *chat_render_opts(const char *tmpl, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
+                       const char *bos_token, const char *eos_token, const chat_opts *opts, llmfs_error *err);
+
+/* A family's built-in renderer ("chatml", "llama3", "llama2", "mistral", "gemma", "harmony");
  * NULL with -ENOENT for other names. */
 char *chat_render_builtin(const char *family, const chat_msg *msgs, int n_msgs, bool add_generation_prompt,
                           const char *bos_token, const char *eos_token, llmfs_error *err);

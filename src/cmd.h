@@ -23,6 +23,7 @@ int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_fit(int argc, char **argv);
+int cmd_diag(int argc, char **argv);
 
 /* ---- helpers (cmdline.c) ---- */
 

@@ -170,6 +170,31 @@ int cmd_info(int argc, char **argv)
     printf("output:         %s\n", hp->tied_output ? "tied to token_embd" : "separate");
     if (hp->qkv_bias || hp->qk_norm)
         printf("attention:      %s%s\n", hp->qkv_bias ? "q/k/v biases " : "", hp->qk_norm ? "q/k norms" : "");
+    /* layer kinds (Gemma): each kind's window, KV heads and head size, and shared caches */
+    int n_swa_layers = 0, n_shared = 0, swa_at = -1, full_at = -1;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const model_layer *L = &m->layers[il];
+        n_shared += L->kv_from != il;
+        if (L->n_swa) {
+            n_swa_layers++;
+            swa_at = swa_at < 0 ? il : swa_at;
+        } else {
+            full_at = full_at < 0 ? il : full_at;
+        }
+    }
+    if (n_swa_layers) {
+        const model_layer *S = &m->layers[swa_at];
+        printf("layers:         %d sliding-window (window %d, kv %d x %d, rope base %g)", n_swa_layers, S->n_swa,
+               S->n_head_kv, S->head_dim, S->rope.freq_base);
+        if (full_at >= 0)
+            printf(", %d full (kv %d x %d)", hp->n_layer - n_swa_layers, m->layers[full_at].n_head_kv,
+                   m->layers[full_at].head_dim);
+        if (n_shared)
+            printf(", %d reuse an earlier layer's KV", n_shared);
+        putchar('\n');
+    }
+    if (hp->logit_softcap > 0)
+        printf("logits:         soft-capped at %g\n", hp->logit_softcap);
     print_tensor_types(m->file);
     print_tokenizer(m->file, m->tok);
     print_template(m->file, !no_template);

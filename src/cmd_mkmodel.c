@@ -16,9 +16,13 @@ static void usage(void)
     for (int i = 0; mkmodel_shape_name(i); i++)
         printf(" %s", mkmodel_shape_name(i));
     printf("\n"
-           "  --arch ARCH     llama, qwen2, qwen3, qwen3moe (a small model unless dims are given)\n"
+           "  --arch ARCH     llama, qwen2, qwen3, qwen3moe, gpt-oss (a small model unless dims are given)\n"
            "  --type TYPE     q4_k_m (default; llama.cpp's mix), q8_0, q4_0, q4_1, q5_0, q5_1,\n"
-           "                  q2_k, q3_k, q4_k, q5_k, q6_k, f16, bf16, f32 (every weight that type)\n"
+           "                  q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, tq1_0, tq2_0, mxfp4,\n"
+           "                  f16, bf16, f32 (every weight that type); mxfp4_moe (MXFP4 experts,\n"
+           "                  Q8_0 elsewhere, llama.cpp's MXFP4_MOE); iq3_xxs, iq3_s, iq2_xxs,\n"
+           "                  iq2_xs, iq2_s, iq1_s, iq1_m as random grid codes (no quantizer:\n"
+           "                  llama.cpp needs an importance matrix for these)\n"
            "  --vocab FILE    copy the tokenizer of a (vocab-only) GGUF; n_vocab becomes its size.\n"
            "                  Without it: byte-level BPE, 256 byte tokens, ChatML specials, padding\n"
            "  DIMS            --n-embd --n-layer --n-head --n-head-kv --head-dim --n-ff --n-expert\n"
@@ -87,7 +91,7 @@ int cmd_mkmodel(int argc, char **argv)
             return cmd_usage_error(C, "shape %s is a %s model, not %s", shape_name, s.arch, arch);
     } else if (arch) {
         if (!mkmodel_arch_defaults(arch, &s))
-            return cmd_usage_error(C, "unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe)", arch);
+            return cmd_usage_error(C, "unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe, gpt-oss)", arch);
     } else {
         return cmd_usage_error(C, "needs --shape NAME or --arch ARCH");
     }

@@ -1,10 +1,12 @@
 /* engine.c — the daemon object and its models: loading, settings, info, stats. */
 #include "engine.h"
 #include "chat.h"
+#include "diag.h"
 #include "fit.h"
 #include "placement.h"
 #include "quant.h"
 #include "stream.h"
+#include "sysroot.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -35,6 +37,7 @@ llmfs *llmfs_new(llmfs_error *err)
     pthread_mutex_init(&lf->mu, NULL);
     settings_init(&lf->settings);
     lf->t_start = engine_now();
+    lf->swap_at_start = sysroot_swap_pages();
     return lf;
 }
 
@@ -77,6 +80,11 @@ int llmfs_get(llmfs *lf, const char *key, char *buf, size_t cap)
     int rc = settings_get(&lf->settings, key, buf, cap);
     pthread_mutex_unlock(&lf->mu);
     return rc;
+}
+
+const llmfs_setting_info *llmfs_setting_find(const char *name)
+{
+    return settings_info(settings_find(name));
 }
 
 int llmfs_settings_text(llmfs *lf, int scope_mask, char *buf, size_t cap)
@@ -210,8 +218,14 @@ int llmfs_model_names(llmfs *lf, char **names, int cap)
     pthread_mutex_lock(&lf->mu);
     for (llmfs_model *m = lf->models; m && n < cap; m = m->next) {
         names[n] = strdup(m->name);
-        if (names[n])
-            n++;
+        if (!names[n]) {
+            /* a list with a model missing would read as "not loaded" */
+            pthread_mutex_unlock(&lf->mu);
+            while (n > 0)
+                free(names[--n]);
+            return -ENOMEM;
+        }
+        n++;
     }
     pthread_mutex_unlock(&lf->mu);
     return n;
@@ -226,6 +240,11 @@ static bool valid_model_name(const char *name)
         if (!isalnum((unsigned char)name[i]) && !strchr("._-+", name[i]))
             return false;
     return true;
+}
+
+bool llmfs_model_name_valid(const char *name)
+{
+    return name && valid_model_name(name);
 }
 
 /* path must lie in one of the colon-separated dirs (after resolving links). */
@@ -401,6 +420,22 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
     return 0;
 }
 
+/* Pins the CPU backend's helper threads and sets their priority; the scheduler thread,
+ * which takes part in every split, does the same for itself when it starts. */
+static int place_threads(llmfs_model *m, model *mdl, llmfs_error *err)
+{
+    if (cpu_list_count(&m->cpus) == 0 && m->priority == 0)
+        return 0;
+    int tids[CPU_LIST_MAX];
+    int n = backend_cpu_tids(mdl->cpu, tids, CPU_LIST_MAX);
+    for (int i = 0; i < n && i < CPU_LIST_MAX; i++) {
+        int rc = cpu_place_thread(tids[i], &m->cpus, m->priority, err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *const *settings,
                      int n_settings, llmfs_error *err)
 {
@@ -420,6 +455,7 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     snprintf(m->path, sizeof m->path, "%s", path);
     m->state = MS_LOADING;
     m->last_activity = engine_now();
+    m->swap_gen_start = m->swap_gen_delta = -1;
 
     pthread_mutex_lock(&lf->mu);
     settings_copy(&m->settings, &lf->settings);
@@ -477,7 +513,21 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
         .n_cpu_moe = s->n_cpu_moe,
     };
     llmfs_error le = {0};
-    rc = fit_before_load(m, path, &o, &le);
+    /* where the threads go decides how many there are by default: one per physical core
+     * of the chosen cores */
+    cpu_list cpus;
+    rc = cpu_affinity_resolve(s->cpu_affinity, &cpus, &le);
+    if (rc > 0 && s->threads == 0)
+        o.n_threads = cpu_list_physical(&cpus);
+    if (rc > 0 && s->threads_batch == 0)
+        o.n_threads_batch = o.n_threads;
+    if (rc >= 0) {
+        pthread_mutex_lock(&m->mu);
+        m->cpus = cpus;
+        m->priority = s->priority;
+        pthread_mutex_unlock(&m->mu);
+        rc = fit_before_load(m, path, &o, &le);
+    }
     if (rc < 0) {
         if (err)
             *err = le;
@@ -486,6 +536,13 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     model *mdl = model_load(path, &o, &le);
     if (!mdl) {
         rc = le.code ? -le.code : -EINVAL;
+        if (err)
+            *err = le;
+        goto failed;
+    }
+    rc = place_threads(m, mdl, &le);
+    if (rc < 0) {
+        model_free(mdl);
         if (err)
             *err = le;
         goto failed;
@@ -532,6 +589,7 @@ failed:
     for (int i = 0; i < n; i++) {
         stream_finish(ss[i]->out);
         stream_finish(ss[i]->transcript);
+        stream_finish(ss[i]->reasoning);
         llmfs_session_put(ss[i]);
     }
     free(ss);
@@ -585,6 +643,7 @@ int llmfs_model_unload(llmfs *lf, const char *name, llmfs_error *err)
     for (int i = 0; i < n; i++) {
         stream_printf(ss[i]->transcript, "### closed\n");
         stream_finish(ss[i]->transcript);
+        stream_finish(ss[i]->reasoning);
         stream_finish(ss[i]->out);
         llmfs_session_put(ss[i]);
     }
@@ -605,39 +664,71 @@ static bool any_busy(llmfs_model *m)
 
 static bool changed(const llmfs_settings *a, const llmfs_settings *b, const char *key)
 {
-    char x[4096], y[4096];
-    settings_get(a, key, x, sizeof x);
-    settings_get(b, key, y, sizeof y);
-    return strcmp(x, y) != 0;
+    char x[512], y[512];
+    int nx = settings_get(a, key, x, sizeof x), ny = settings_get(b, key, y, sizeof y);
+    if (nx != ny)
+        return true;
+    if (nx < (int)sizeof x)
+        return strcmp(x, y) != 0;
+    /* long strings (override_tensor): compare the whole text */
+    char *lx = malloc((size_t)nx + 1), *ly = malloc((size_t)ny + 1);
+    bool diff = true;
+    if (lx && ly) {
+        settings_get(a, key, lx, (size_t)nx + 1);
+        settings_get(b, key, ly, (size_t)ny + 1);
+        diff = strcmp(lx, ly) != 0;
+    }
+    free(lx);
+    free(ly);
+    return diff;
 }
 
-static const char *const kv_keys[] = {"ctx", "parallel", "cache_type_k", "cache_type_v"};
-static const char *const load_keys[] = {"threads", "threads_batch", "ngl", "override_tensor", "n_cpu_moe",
-                                        "fit", "fit_target", "fit_ctx", "vram_limit", "mmap", "mlock"};
-
-/* A model-scope line (m->mu held). */
+/* A model-scope line (m->mu held). What a changed value needs before it may be used
+ * comes from the table's applies column (settings.h). Buffers are reallocated only
+ * while no session generates: the scheduler runs a step without the lock, and a step
+ * happens only while some session is queued or generating. */
 static int model_setting(llmfs_model *m, const char *line, int idx, llmfs_error *err)
 {
     llmfs_settings tmp;
     settings_copy(&tmp, &m->settings);
     int rc = settings_set_line(&tmp, LLMFS_SCOPE_MODEL, line, err);
-    bool kv_changed = false;
+    bool kv_changed = false, scratch_changed = false;
     const char *name = settings_info(idx)->name;
     bool via_profile = strcmp(name, "profile") == 0;
-    for (size_t i = 0; rc == 0 && i < sizeof load_keys / sizeof load_keys[0]; i++)
-        if (!via_profile && changed(&tmp, &m->settings, load_keys[i]))
-            rc = llmfs_errorf(err, EBUSY, "%s applies when the model is loaded: unload and load it with %s=...",
-                              load_keys[i], load_keys[i]);
-    for (size_t i = 0; rc == 0 && i < sizeof kv_keys / sizeof kv_keys[0]; i++)
-        kv_changed |= changed(&tmp, &m->settings, kv_keys[i]);
-    if (rc == 0 && kv_changed && m->state == MS_READY) {
-        if (any_busy(m)) {
-            rc = llmfs_errorf(err, EBUSY, "%s cannot change while a session generates", name);
-        } else {
+    for (int i = 0; rc == 0 && i < SETTINGS_N; i++) {
+        if (settings_home_scope(i) != LLMFS_SCOPE_MODEL || !changed(&tmp, &m->settings, settings_info(i)->name))
+            continue;
+        const char *key = settings_info(i)->name;
+        switch (settings_applies(i)) {
+        case A_LOAD:
+            /* a profile also sets load-time keys; on a loaded model they wait for the next load */
+            if (!via_profile && m->state == MS_READY)
+                rc = llmfs_errorf(err, EBUSY, "%s applies when the model is loaded: unload and load it with %s=...",
+                                  key, key);
+            break;
+        case A_KV:
+            kv_changed = true;
+            break;
+        case A_SCRATCH:
+            scratch_changed = true;
+            break;
+        case A_NOW:
+            break;
+        }
+    }
+    if (rc == 0 && (kv_changed || scratch_changed) && m->state == MS_READY) {
+        int old_ubatch = m->mdl->n_ubatch;
+        if (any_busy(m))
+            rc = llmfs_errorf(err, EBUSY, "%s cannot change while a session generates (write stop first)", name);
+        if (rc == 0 && scratch_changed)
+            rc = model_set_ubatch(m->mdl, tmp.ubatch, err);
+        if (rc == 0 && kv_changed) {
             llmfs_settings old = m->settings;
             m->settings = tmp;
             rc = model_alloc_kv(m, err);
             m->settings = old;
+            if (rc < 0 && scratch_changed)
+                model_set_ubatch(m->mdl, old_ubatch, NULL);
         }
     }
     if (rc == 0) {
@@ -814,7 +905,7 @@ static int placement_rows(llmfs_model *m, place_acc **out)
     int cap = 3 * mdl->hp.n_layer + 8, n = 0;
     place_acc *acc = calloc((size_t)cap, sizeof *acc);
     if (!acc)
-        return 0;
+        return -ENOMEM;
     for (int i = 0; i < mdl->n_tensors; i++) {
         const tensor *t = &mdl->tensors[i];
         place_tensor pt = {.name = t->name};
@@ -839,8 +930,10 @@ static int placement_rows(llmfs_model *m, place_acc **out)
         if (k == n) {
             if (n == cap) {
                 place_acc *p = realloc(acc, sizeof *acc * (size_t)(cap *= 2));
-                if (!p)
-                    break;
+                if (!p) {
+                    free(acc);
+                    return -ENOMEM; /* partial rows would misstate where the weights are */
+                }
                 acc = p;
             }
             memset(&acc[n], 0, sizeof acc[n]);
@@ -864,8 +957,10 @@ static int placement_rows(llmfs_model *m, place_acc **out)
         if (k == n) {
             if (n == cap) {
                 place_acc *p = realloc(acc, sizeof *acc * (size_t)(cap *= 2));
-                if (!p)
-                    break;
+                if (!p) {
+                    free(acc);
+                    return -ENOMEM; /* partial rows would misstate where the weights are */
+                }
                 acc = p;
             }
             memset(&acc[n], 0, sizeof acc[n]);
@@ -897,11 +992,11 @@ int llmfs_model_placement(llmfs_model *m, llmfs_placement_row *rows, int cap)
     pthread_mutex_unlock(&m->mu);
     for (int i = 0; i < n && i < cap; i++)
         rows[i] = acc[i].row;
-    free(acc);
+    free(acc); /* NULL on an error */
     return n;
 }
 
-static void weight_bytes(llmfs_model *m, uint64_t *cpu, uint64_t *gpu)
+void engine_weight_bytes(llmfs_model *m, uint64_t *cpu, uint64_t *gpu)
 {
     *cpu = *gpu = 0;
     if (!m->mdl)
@@ -978,9 +1073,20 @@ void llmfs_model_fit_text(llmfs_model *m, char *buf, size_t cap)
 void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out)
 {
     memset(out, 0, sizeof *out);
-    uint64_t rss = rss_bytes(), avail = meminfo_kb("MemAvailable") * 1024;
+    uint64_t rss = rss_bytes();
+    diag_model_facts f;
+    char w[1][DIAG_WARN_LEN];
+    diag_model_facts_get(m, &f);
+    if (diag_model_warnings(&f, w, 1) > 0)
+        snprintf(out->warning, sizeof out->warning, "%s", w[0]);
     pthread_mutex_lock(&m->mu);
     snprintf(out->state, sizeof out->state, "%s", model_state_name(m));
+    if (cpu_list_count(&m->cpus))
+        cpu_list_format(&m->cpus, out->cpus, sizeof out->cpus);
+    else
+        snprintf(out->cpus, sizeof out->cpus, "all");
+    out->n_threads = m->mdl ? backend_cpu_threads(m->mdl->cpu) : 0;
+    out->priority = m->priority;
     out->n_prompt_tokens = m->n_prompt_tokens;
     out->n_gen_tokens = m->n_gen_tokens;
     out->prompt_seconds = m->prompt_seconds;
@@ -997,19 +1103,12 @@ void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out)
     out->kv_bytes = m->kv ? kv_cache_bytes(m->kv) : 0;
     out->state_bytes = m->kv ? kv_state_bytes(m->kv) * (uint64_t)m->kv->n_seq : 0;
     out->checkpoints = m->kv ? kv_checkpoint_count(m->kv, -1) : 0;
-    weight_bytes(m, &out->weight_bytes_cpu, &out->weight_bytes_gpu);
+    engine_weight_bytes(m, &out->weight_bytes_cpu, &out->weight_bytes_gpu);
     out->vram_used_load = m->vram_load;
     out->vram_used_now = m->vram_now;
     out->ram_rss = rss;
     out->requests = m->requests;
     out->errors = m->errors;
-    if (m->mdl && m->kv && m->settings.ctx > m->mdl->hp.n_ctx_train && m->mdl->hp.n_ctx_train > 0)
-        snprintf(out->warning, sizeof out->warning, "ctx %d exceeds the %d tokens the model was trained on",
-                 m->settings.ctx, m->mdl->hp.n_ctx_train);
-    else if (avail && out->weight_bytes_cpu + out->kv_bytes > rss + avail)
-        snprintf(out->warning, sizeof out->warning,
-                 "weights and KV cache (%.0f MiB) exceed the available RAM (%.0f MiB)",
-                 (out->weight_bytes_cpu + out->kv_bytes) / 1048576.0, (rss + avail) / 1048576.0);
     pthread_mutex_unlock(&m->mu);
 }
 

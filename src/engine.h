@@ -12,7 +12,9 @@
 #ifndef LLMFS_ENGINE_H
 #define LLMFS_ENGINE_H
 
+#include "cpuset.h"
 #include "llmfs.h"
+#include "reasoning.h"
 #include "model.h"
 #include "sampler.h"
 #include "settings.h"
@@ -26,6 +28,7 @@ struct llmfs {
     llmfs_settings settings;   /* daemon scope; model and session fields are defaults */
     llmfs_model *models;       /* list, each holding one reference */
     double t_start;
+    int64_t swap_at_start;     /* pages swapped in + out since boot when this started; -1 unknown */
 };
 
 enum model_state { MS_LOADING, MS_READY, MS_FAILED, MS_UNLOADED };
@@ -76,6 +79,13 @@ struct llmfs_model {
     double last_activity;
     char error[256];
     char fit_text[768];        /* what fit decided at load, "" if it did not run */
+
+    /* where the model's threads run (cpu_affinity, priority), resolved at load */
+    cpu_list cpus;             /* empty: anywhere */
+    int priority;
+    /* swap activity around generations (pages in + out, /proc/vmstat) */
+    int64_t swap_gen_start;    /* when the last prompt was accepted; -1 unknown */
+    int64_t swap_gen_delta;    /* during the last finished generation; -1 none yet */
 };
 
 enum session_state { SS_IDLE, SS_QUEUED, SS_PREFILL, SS_GEN };
@@ -111,6 +121,8 @@ struct llmfs_session {
     bool raw_turn;             /* the running generation is raw mode */
     sampler *smp;
     detok_state detok;
+    reason_split rsplit;       /* the reply's answer apart from its reasoning (chat mode) */
+    llmfs_stream *reasoning;   /* the reasoning of every reply, appended (never done until close) */
     char *reply;               /* text generated so far in this turn */
     size_t reply_len, reply_cap;
 
@@ -142,13 +154,15 @@ int session_end_turn_locked(llmfs_session *s, const char *reason, llmfs_stream *
 void session_end_turn_streams(llmfs_session *s, llmfs_stream *out, int flags);
 /* Drops the slot (m->mu held). */
 void session_release_slot(llmfs_session *s);
-/* Appends to the reply buffer (scheduler thread). */
-void session_reply_append(llmfs_session *s, const char *text, size_t n);
+/* Appends to the reply buffer (scheduler thread); -ENOMEM leaves it as it was. */
+int session_reply_append(llmfs_session *s, const char *text, size_t n);
 
 /* scheduler.c */
 void *scheduler_main(void *arg);
 
 /* engine.c */
 void model_set_error(llmfs_model *m, const char *msg);
+/* Bytes of the model's weights in host memory and on the GPU; m->mu held. */
+void engine_weight_bytes(llmfs_model *m, uint64_t *cpu, uint64_t *gpu);
 
 #endif

@@ -23,6 +23,37 @@ static int gpu_layers(const place_result *r, int n_layer)
     return r->ngl > n_layer ? n_layer : r->ngl;
 }
 
+/* K and V bytes per cell of the whole model, layer by layer: Gemma 4 gives the KV heads
+ * per layer and its sliding-window layers (the pattern) their own head size, and its
+ * last shared_kv_layers layers keep no cache of their own. */
+static size_t kv_cell_bytes(const gguf_file *f, const char *arch, int n_layer, int n_head_kv, int head_dim,
+                            int type_k, int type_v)
+{
+    char k[128];
+    snprintf(k, sizeof k, "%s.attention.head_count_kv", arch);
+    bool kv_arr = gguf_kv_arr_n(f, gguf_find_key(f, k)) == (uint64_t)n_layer;
+    snprintf(k, sizeof k, "%s.attention.sliding_window_pattern", arch);
+    enum gguf_vtype pt;
+    uint64_t pn = 0;
+    const uint8_t *pat = gguf_get_arr_data(f, k, &pt, &pn);
+    if (pn != (uint64_t)n_layer || (pt != GGUF_T_BOOL && pt != GGUF_T_U8 && pt != GGUF_T_I8))
+        pat = NULL; /* bools, one byte each */
+    int hd_swa = (int)arch_u32(f, arch, "attention.key_length_swa", (uint32_t)head_dim);
+    int shared = (int)arch_u32(f, arch, "attention.shared_kv_layers", 0);
+    size_t sum = 0;
+    for (int il = 0; il < n_layer - (shared < n_layer ? shared : 0); il++) {
+        int64_t h = n_head_kv, d = head_dim, v;
+        char kk[128];
+        snprintf(kk, sizeof kk, "%s.attention.head_count_kv", arch);
+        if (kv_arr && gguf_get_arr_i64(f, kk, (uint64_t)il, &v))
+            h = v;
+        if (pat && pat[il])
+            d = hd_swa;
+        sum += type_row_bytes(type_k, h * d) + type_row_bytes(type_v, h * d);
+    }
+    return sum;
+}
+
 int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -56,8 +87,8 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
         t[i].bytes = g->size;
     }
     int ff = n_ff ? n_ff : n_ff_exp * (n_used ? n_used : 1);
-    size_t row = type_row_bytes(in->type_k, (int64_t)n_head_kv * head_dim) +
-                 type_row_bytes(in->type_v, (int64_t)n_head_kv * head_dim);
+    /* the placement counts KV per layer alike: the model's total spread evenly */
+    size_t row = kv_cell_bytes(f, arch, n_layer, n_head_kv, head_dim, in->type_k, in->type_v) / (size_t)n_layer;
     /* Hybrid models: DeltaNet layers hold a fixed recurrent state per sequence instead
      * of K/V cells (every interval-th trunk layer attends; the MTP blocks after the
      * trunk hold nothing in a plain run). The per-layer figure below is the average. */

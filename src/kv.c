@@ -60,11 +60,12 @@ kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int t
             return NULL;
         }
         /* each head's slice of a row must be whole blocks: attention reads heads apart */
-        if (hp->head_dim % tt->block) {
-            llmfs_errorf(err, EINVAL, "KV cache: head size %d is not a multiple of %s's block (%d)",
-                         hp->head_dim, tt->name, tt->block);
-            return NULL;
-        }
+        for (int il = 0; il < hp->n_layer; il++)
+            if (m->layers[il].head_dim % tt->block) {
+                llmfs_errorf(err, EINVAL, "KV cache: head size %d is not a multiple of %s's block (%d)",
+                             m->layers[il].head_dim, tt->name, tt->block);
+                return NULL;
+            }
     }
     kv_cache *kv = calloc(1, sizeof *kv);
     if (!kv)
@@ -72,17 +73,31 @@ kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int t
     kv->n_layer = hp->n_layer;
     kv->n_ctx = n_ctx;
     kv->n_seq = n_seq;
-    kv->n_embd_kv = hp->n_head_kv * hp->head_dim;
-    kv->head_dim = hp->head_dim;
     kv->type_k = type_k;
     kv->type_v = type_v;
-    bool can_rotate = hp->head_dim % 64 == 0;
+    /* one rotation for every layer: the largest power of two dividing every head size */
+    int hd_min = hp->head_dim;
+    bool can_rotate = true;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const model_layer *ml = &m->layers[il];
+        can_rotate &= ml->be->ops->hadamard != NULL;
+        hd_min = ml->head_dim < hd_min ? ml->head_dim : hd_min;
+        int e = ml->n_head_kv * ml->head_dim;
+        kv->n_embd_kv = e > kv->n_embd_kv ? e : kv->n_embd_kv;
+        kv->head_dim = ml->head_dim > kv->head_dim ? ml->head_dim : kv->head_dim;
+    }
+    can_rotate &= hd_min % 64 == 0;
     for (int il = 0; il < hp->n_layer; il++)
-        can_rotate &= m->layers[il].be->ops->hadamard != NULL;
+        can_rotate &= m->layers[il].head_dim % hd_min == 0;
     if (can_rotate && type_k != T_F16 && type_k != T_F32) {
         kv->rot_k = 64;
-        while (hp->head_dim % (2 * kv->rot_k) == 0)
-            kv->rot_k *= 2;
+        bool all = true;
+        while (all) {
+            for (int il = 0; il < hp->n_layer; il++)
+                all &= m->layers[il].head_dim % (2 * kv->rot_k) == 0;
+            if (all)
+                kv->rot_k *= 2;
+        }
     }
     if (can_rotate && type_v != T_F16 && type_v != T_F32)
         kv->rot_v = 64;
@@ -97,11 +112,14 @@ kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int t
     }
     for (int il = 0; il < hp->n_layer; il++) {
         struct kv_layer *L = &kv->layer[il];
-        L->be = m->layers[il].be;
-        if (m->layers[il].recurrent)
-            continue; /* state only (kv->state), no K/V rows */
-        L->k_row = type_row_bytes(type_k, kv->n_embd_kv);
-        L->v_row = type_row_bytes(type_v, kv->n_embd_kv);
+        const model_layer *ml = &m->layers[il];
+        L->be = ml->be;
+        if (ml->recurrent || ml->kv_from != il)
+            continue; /* state only (kv->state), or reads an earlier layer's cache: no K/V rows */
+        L->n_embd_kv = ml->n_head_kv * ml->head_dim;
+        L->head_dim = ml->head_dim;
+        L->k_row = type_row_bytes(type_k, L->n_embd_kv);
+        L->v_row = type_row_bytes(type_v, L->n_embd_kv);
         L->k = L->be->ops->alloc(L->be, L->k_row * cells);
         L->v = L->be->ops->alloc(L->be, L->v_row * cells);
         if (!L->k || !L->v) {
@@ -159,6 +177,13 @@ size_t kv_cache_bytes(const kv_cache *kv)
         if (kv->layer[il].k)
             n += (kv->layer[il].k_row + kv->layer[il].v_row) * cells;
     return n + kv_state_bytes(kv) * (size_t)kv->n_seq;
+}
+
+size_t kv_layer_bytes(const kv_cache *kv, int il)
+{
+    if (il < 0 || il >= kv->n_layer)
+        return 0;
+    return (kv->layer[il].k_row + kv->layer[il].v_row) * (size_t)kv->n_ctx * (size_t)kv->n_seq;
 }
 
 size_t kv_state_bytes(const kv_cache *kv)

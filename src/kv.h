@@ -2,8 +2,10 @@
  *
  * Cell (seq, pos) is row seq*n_ctx + pos of each layer's K and V matrices, so a
  * sequence's cache is contiguous and attention over it is one strided scan. Rows are
- * n_head_kv*head_dim elements of type_k / type_v (f16, q8_0 or q4_0). Each layer's
- * storage lives on the backend that computes that layer.
+ * the layer's n_head_kv*head_dim elements of type_k / type_v (f16, q8_0 or q4_0): layers
+ * of different kinds (Gemma's sliding-window and full layers) have their own sizes, and a
+ * layer that reuses an earlier layer's cache (shared KV) has none. Each layer's storage
+ * lives on the backend that computes that layer.
  */
 #ifndef LLMFS_KV_H
 #define LLMFS_KV_H
@@ -17,6 +19,7 @@ struct kv_layer {
     void *k, *v;       /* [n_seq*n_ctx][n_embd_kv] of type_k / type_v, in be's memory */
     backend *be;
     size_t k_row, v_row; /* bytes per row */
+    int n_embd_kv, head_dim; /* elements per row, per head; 0 (and k, v NULL): shared KV layer */
 };
 
 /* A recurrent (Gated DeltaNet) layer's per-sequence state, in be's memory: no K/V. */
@@ -36,7 +39,8 @@ typedef struct kv_checkpoint {
 } kv_checkpoint;
 
 struct kv_cache {
-    int n_layer, n_ctx, n_seq, n_embd_kv, head_dim;
+    int n_layer, n_ctx, n_seq;
+    int n_embd_kv, head_dim; /* the largest over the layers */
     int type_k, type_v;
     /* Block sizes of the Hadamard rotation applied to K (V) before a quantized cache
      * (backend op hadamard), 0 for none. As llama.cpp: for a quantized type when head_dim
@@ -61,6 +65,9 @@ kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int t
                          llmfs_error *err);
 void kv_cache_free(kv_cache *kv);
 size_t kv_cache_bytes(const kv_cache *kv);
+/* Bytes of layer il's keys and values (0 for a layer that shares another's cache or a
+ * recurrent layer). */
+size_t kv_layer_bytes(const kv_cache *kv, int il);
 /* Forgets cells >= n of sequence seq (0 clears it). With recurrent layers the state
  * cannot be cut back: keeping n below the sequence's length (and above 0) restores the
  * newest checkpoint of seq at or below n and keeps that many cells instead; without one

@@ -50,15 +50,21 @@ enum llmfs_scope {
 
 typedef struct llmfs_setting_info {
     const char *name;  /* "temp", "ctx", "cache_type_k", ... */
-    const char *type;  /* "int", "float", "bool", "string", "enum" */
+    const char *type;  /* "int", "octal", "float", "bool", "string", "text", "enum", "cpus" */
     const char *range; /* "0..2", "f16|q8_0|q4_0", "" */
     const char *def;   /* default as text */
     int scope;         /* the llmfs_scope where it may be set (bit mask) */
     const char *help;  /* one line */
+    /* when a new value takes effect on a loaded model: "now", "kv" (reallocates the KV
+     * cache), "scratch" (reallocates the forward pass's buffers) — both refused with EBUSY
+     * while a session generates — or "load" (only when the model loads; EBUSY) */
+    const char *applies;
 } llmfs_setting_info;
 
 /* The table, for docs and help: returns the count, *out points at static storage. */
 int llmfs_settings_table(const llmfs_setting_info **out);
+/* The table's row for a setting's name or alias (ctk, ctv); NULL if there is none. */
+const llmfs_setting_info *llmfs_setting_find(const char *name);
 
 /* ---- the daemon-wide state ---- */
 
@@ -98,9 +104,13 @@ int llmfs_settings_markdown(char *buf, size_t cap);
  * -ENOMEM out of memory, -EACCES path outside the allowed model directories. */
 int llmfs_model_load(llmfs *lf, const char *name, const char *path,
                      const char *const *settings, int n_settings, llmfs_error *err);
+/* The one rule for model names, the one llmfs_model_load applies: 1 to 63 of
+ * A-Z a-z 0-9 . _ - +, not starting with '.'. */
+bool llmfs_model_name_valid(const char *name);
 int llmfs_model_unload(llmfs *lf, const char *name, llmfs_error *err);
 
-/* Names of the loaded models; returns the count (at most cap filled, strdup'd, caller frees). */
+/* Names of the loaded models; returns the count (at most cap filled, strdup'd, caller
+ * frees), or -ENOMEM (nothing to free). */
 int llmfs_model_names(llmfs *lf, char **names, int cap);
 llmfs_model *llmfs_model_get(llmfs *lf, const char *name); /* NULL if none */
 void llmfs_model_put(llmfs_model *m);
@@ -154,7 +164,10 @@ typedef struct llmfs_model_stats {
     uint64_t vram_used_load, vram_used_now; /* bytes; 0 without a GPU */
     uint64_t ram_rss;
     uint64_t requests, errors;
-    char warning[256];          /* e.g. model + KV exceed RAM; empty if none */
+    char warning[320];          /* the first of llmfs_model_warnings; empty if none */
+    char cpus[256];             /* cores the model's threads are pinned to ("0-11"), "all" unpinned */
+    int n_threads;              /* threads of single-token steps */
+    int priority;               /* the priority setting in force (0-3) */
 } llmfs_model_stats;
 void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out);
 
@@ -168,7 +181,7 @@ typedef struct llmfs_placement_row {
     char type[16];      /* dominant tensor type */
     uint64_t bytes;
 } llmfs_placement_row;
-/* Fills up to cap rows, returns the total count. */
+/* Fills up to cap rows, returns the total count, or -ENOMEM. */
 int llmfs_model_placement(llmfs_model *m, llmfs_placement_row *rows, int cap);
 /* Streaming: layers whose feed-forward weights live in host memory can be copied to the
  * GPU for a prompt micro-batch large enough that the copy costs less than the CPU would
@@ -248,6 +261,9 @@ typedef struct llmfs_session_stats {
 void llmfs_session_stats_get(llmfs_session *s, llmfs_session_stats *out);
 /* Seconds since the session last finished a reply or got a prompt; 0 while busy. */
 double llmfs_session_idle_seconds(llmfs_session *s);
+/* Whether a reply is running or a prompt is being queued: what makes
+ * llmfs_session_prompt refuse with -EBUSY (at the moment of asking). */
+bool llmfs_session_busy(llmfs_session *s);
 /* Seconds since any session of the model was active; 0 while one is busy or loading. */
 double llmfs_model_idle_seconds(llmfs_model *m);
 
@@ -260,6 +276,10 @@ double llmfs_model_idle_seconds(llmfs_model *m);
  * before the first prompt, the one the next prompt will fill. New reference. */
 llmfs_stream *llmfs_session_output(llmfs_session *s);
 llmfs_stream *llmfs_session_transcript(llmfs_session *s); /* never done until close */
+/* The reasoning of the replies (harmony's analysis channel, Qwen3's <think> text) in
+ * chat mode, appended reply after reply; output then carries only the answers, and the
+ * transcript the replies as written. Never done until close. New reference. */
+llmfs_stream *llmfs_session_reasoning(llmfs_session *s);
 void llmfs_stream_put(llmfs_stream *st);
 
 /* Bytes available now and whether the stream is done. */
@@ -278,6 +298,23 @@ void llmfs_stream_wake(llmfs_stream *st);
  * not call watch/unwatch itself. Returns the token (> 0) or -EINVAL/-ENOMEM. For poll(2). */
 int llmfs_stream_watch(llmfs_stream *st, void (*fn)(void *arg), void *arg);
 void llmfs_stream_unwatch(llmfs_stream *st, int token);
+
+/* The known ways a model runs badly with its settings on this machine (KV cache
+ * quantized under speculative decoding, too little GPU headroom, threads on E-cores,
+ * swapping during generation, model + KV over the free RAM, parallel above 1 on a
+ * single-user profile, ...), as "warning TEXT\n" lines, each naming the setting to
+ * change; "" when none. For the model's stats and error files. Returns the length like
+ * snprintf. */
+int llmfs_model_warnings(llmfs_model *m, char *buf, size_t cap);
+
+/* ---- diagnostics ---- */
+
+/* The diag file: one line per check, "CHECK VALUE EXPECTED VERDICT [# reason]" with
+ * VERDICT ok, warn or unknown and every field one word, then a "warning MODEL none warn
+ * # TEXT" line per model warning. Reads /proc and /sys afresh (never runs a program);
+ * lf may be NULL (no daemon: no models and no mount-time counters). Malloc'd; NULL
+ * without memory. */
+char *llmfs_diag_text(llmfs *lf);
 
 /* ---- daemon stats ---- */
 typedef struct llmfs_gpu_info {

@@ -25,6 +25,7 @@ static const command commands[] = {
     {"bench", cmd_bench, "measure prompt processing and generation speed"},
     {"mkmodel", cmd_mkmodel, "write a random-weight model with a real model's shape"},
     {"fit", cmd_fit, "show the placement fit would choose, without loading the model"},
+    {"diag", cmd_diag, "check the machine for what slows inference (the diag file, without a mount)"},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

@@ -29,24 +29,37 @@
 
 static const mkmodel_shape shapes[] = {
     /* name            arch        embd  lay head kv  hd   ff     exp used ffe  vocab    ctx     rope   eps   tied  l3 */
-    {"qwen3-8b",       "qwen3",    4096, 36, 32,  8, 128, 12288,  0,  0,  0,   151936, 40960,  1e6f, 1e-6f, false, 0, 0, 0, 0, 0, 0, 0, 0},
-    {"qwen3-0.6b",     "qwen3",    1024, 28, 16,  8, 128, 3072,   0,  0,  0,   151936, 40960,  1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0},
-    {"qwen3-30b-a3b",  "qwen3moe", 2048, 48, 32,  4, 128, 6144, 128,  8, 768,  151936, 40960,  1e6f, 1e-6f, false, 0, 0, 0, 0, 0, 0, 0, 0},
-    {"qwen2.5-0.5b",   "qwen2",    896,  24, 14,  2,  64, 4864,   0,  0,  0,   151936, 32768,  1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0},
-    {"llama-2-7b",     "llama",    4096, 32, 32, 32, 128, 11008,  0,  0,  0,   32000,  4096,   1e4f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0, 0},
-    {"llama-3.2-1b",   "llama",    2048, 16, 32,  8,  64, 8192,   0,  0,  0,   128256, 131072, 5e5f, 1e-5f, true, 32, 0, 0, 0, 0, 0, 0, 0},
-    {"llama-3.1-8b",   "llama",    4096, 32, 32,  8, 128, 14336,  0,  0,  0,   128256, 131072, 5e5f, 1e-5f, false, 8, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen3-8b",       "qwen3",    4096, 36, 32,  8, 128, 12288,  0,  0,  0,   151936, 40960,  1e6f, 1e-6f, false, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen3-0.6b",     "qwen3",    1024, 28, 16,  8, 128, 3072,   0,  0,  0,   151936, 40960,  1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen3-30b-a3b",  "qwen3moe", 2048, 48, 32,  4, 128, 6144, 128,  8, 768,  151936, 40960,  1e6f, 1e-6f, false, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen2.5-0.5b",   "qwen2",    896,  24, 14,  2,  64, 4864,   0,  0,  0,   151936, 32768,  1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"llama-2-7b",     "llama",    4096, 32, 32, 32, 128, 11008,  0,  0,  0,   32000,  4096,   1e4f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"llama-3.2-1b",   "llama",    2048, 16, 32,  8,  64, 8192,   0,  0,  0,   128256, 131072, 5e5f, 1e-5f, true, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"llama-3.1-8b",   "llama",    4096, 32, 32,  8, 128, 14336,  0,  0,  0,   128256, 131072, 5e5f, 1e-5f, false, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"gpt-oss-20b",    "gpt-oss",  2880, 24, 64,  8,  64, 2880,  32,  4, 2880, 201088, 131072, 1.5e5f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"gpt-oss-120b",   "gpt-oss",  2880, 36, 64,  8,  64, 2880, 128,  4, 2880, 201088, 131072, 1.5e5f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
     /* the shapes of the test models in ../shared/models */
-    {"llama-tiny",     "llama",    256,   2,  8,  4,  32, 768,    0,  0,  0,   512,    2048,   1e4f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0, 0},
-    {"qwen2-tiny",     "qwen2",    128,   2,  4,  2,  32, 256,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0},
-    {"qwen3-tiny",     "qwen3",    256,   2,  4,  2, 128, 768,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0},
-    {"qwen3moe-tiny",  "qwen3moe", 128,   2,  4,  2,  64, 512,    8,  2, 256,  8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0},
+    /* Gemma: Gemma 3 scales the full layers' rope linearly by 8; the Gemma 4 shapes follow
+     * the published configurations (26B-A4B: the dense feed-forward beside 128 experts) */
+    {"gemma3-12b",     "gemma3",   3840, 48, 16,  8, 256, 15360,  0,  0,  0,   262144, 131072, 1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0,
+     1024, 6, 0, 0, 1e4f, 0},
+    {"gemma3-27b",     "gemma3",   5376, 62, 32, 16, 128, 21504,  0,  0,  0,   262144, 131072, 1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0,
+     1024, 6, 0, 0, 1e4f, 0},
+    {"gemma4-31b",     "gemma4",   5376, 60, 32,  4, 512, 21504,  0,  0,  0,   262144, 262144, 1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0,
+     1024, 6, 256, 16, 1e4f, 30},
+    {"gemma4-26b-a4b", "gemma4",   2816, 30, 16,  2, 512, 2112, 128,  8, 704,  262144, 262144, 1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0,
+     1024, 6, 256, 8, 1e4f, 30},
+    {"llama-tiny",     "llama",    256,   2,  8,  4,  32, 768,    0,  0,  0,   512,    2048,   1e4f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen2-tiny",     "qwen2",    128,   2,  4,  2,  32, 256,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen3-tiny",     "qwen3",    256,   2,  4,  2, 128, 768,    0,  0,  0,   8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"qwen3moe-tiny",  "qwen3moe", 128,   2,  4,  2,  64, 512,    8,  2, 256,  8224,   4096,   1e6f, 1e-6f, true, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"gptoss-tiny",    "gpt-oss",  64,    4,  8,  2,  64, 64,     8,  2, 64,   8224, 131072, 1.5e5f, 1e-5f, false, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
     /* hybrid: state 128, 16 K heads, 32 V heads, conv 4, attention every 4th layer,
      * shared expert ff, 64 rotary dims of 256 */
     {"qwen3.6-35b-a3b", "qwen35moe", 2048, 40, 16, 2, 256, 0, 256, 8, 512, 248320, 262144, 1e7f, 1e-6f, false, 0,
-     128, 16, 32, 4, 4, 512, 64},
+     128, 16, 32, 4, 4, 512, 64, 0, 0, 0, 0, 0, 0},
     {"qwen3-coder-next", "qwen3next", 2048, 48, 16, 2, 256, 0, 512, 10, 512, 151936, 262144, 5e6f, 1e-6f, false, 0,
-     128, 16, 32, 4, 4, 512, 64},
+     128, 16, 32, 4, 4, 512, 64, 0, 0, 0, 0, 0, 0},
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
@@ -68,14 +81,18 @@ const char *mkmodel_shape_name(int i)
 static bool arch_known(const char *arch)
 {
     return strcmp(arch, "llama") == 0 || strcmp(arch, "qwen2") == 0 || strcmp(arch, "qwen3") == 0 ||
-           strcmp(arch, "qwen3moe") == 0 || strcmp(arch, "qwen35moe") == 0 || strcmp(arch, "qwen3next") == 0;
+           strcmp(arch, "qwen3moe") == 0 || strcmp(arch, "qwen35moe") == 0 || strcmp(arch, "qwen3next") == 0 ||
+           strcmp(arch, "gemma3") == 0 || strcmp(arch, "gemma4") == 0 || strcmp(arch, "gpt-oss") == 0;
 }
+
+/* gpt-oss: routed experts with biases, sinks, a sliding window on even layers, YaRN */
+static bool is_gptoss(const mkmodel_shape *s) { return strcmp(s->arch, "gpt-oss") == 0; }
 
 bool mkmodel_arch_defaults(const char *arch, mkmodel_shape *out)
 {
     static const char *base[] = {"llama", "llama-tiny", "qwen2", "qwen2-tiny", "qwen3", "qwen3-tiny",
-                                 "qwen3moe", "qwen3moe-tiny"};
-    for (int i = 0; i < 8; i += 2)
+                                 "qwen3moe", "qwen3moe-tiny", "gpt-oss", "gptoss-tiny"};
+    for (int i = 0; i < (int)(sizeof base / sizeof base[0]); i += 2)
         if (strcmp(arch, base[i]) == 0) {
             mkmodel_shape_find(base[i + 1], out);
             snprintf(out->name, sizeof out->name, "%s-custom", arch);
@@ -87,12 +104,22 @@ bool mkmodel_arch_defaults(const char *arch, mkmodel_shape *out)
 int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err)
 {
     if (!arch_known(s->arch))
-        return llmfs_errorf(err, EINVAL, "unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe)", s->arch);
+        return llmfs_errorf(err, EINVAL,
+                            "unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe, qwen35moe, qwen3next, gemma3, "
+                            "gemma4, gpt-oss)",
+                            s->arch);
     bool hybrid = strcmp(s->arch, "qwen35moe") == 0 || strcmp(s->arch, "qwen3next") == 0;
-    bool moe = strcmp(s->arch, "qwen3moe") == 0 || hybrid;
+    bool moe = strcmp(s->arch, "qwen3moe") == 0 || hybrid || (strcmp(s->arch, "gemma4") == 0 && s->n_expert) ||
+               is_gptoss(s);
     if (hybrid && (s->ssm_state <= 0 || s->ssm_state % 32 || s->ssm_groups <= 0 || s->ssm_v_heads % s->ssm_groups ||
                    s->ssm_conv < 2 || s->attn_interval < 1 || s->n_ff_shexp % 32 || s->n_rot % 2 || s->n_rot > s->head_dim))
         return llmfs_errorf(err, EINVAL, "hybrid shape: bad DeltaNet, shared expert or rotary dimensions");
+    bool gemma = strncmp(s->arch, "gemma", 5) == 0;
+    if (gemma && (s->n_swa <= 0 || s->swa_period < 2 || s->n_ff <= 0))
+        return llmfs_errorf(err, EINVAL, "gemma shapes need a window, a layer period of 2 or more and n_ff");
+    if (!strcmp(s->arch, "gemma4") && (s->head_dim_swa <= 0 || s->head_dim_swa % 32 || s->n_head_kv_swa <= 0 ||
+                                      s->n_head % s->n_head_kv_swa || s->head_dim % 8))
+        return llmfs_errorf(err, EINVAL, "gemma4 needs sliding-window head sizes (multiples of 32) and KV heads");
     if (s->n_embd <= 0 || s->n_layer <= 0 || s->n_head <= 0 || s->n_head_kv <= 0 || s->head_dim <= 0 ||
         s->n_vocab <= 0 || s->n_ctx <= 0 || (!moe && s->n_ff <= 0))
         return llmfs_errorf(err, EINVAL, "every dimension must be positive");
@@ -113,7 +140,7 @@ int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err)
         if (s->n_ff_exp <= 0 || s->n_ff_exp % 32)
             return llmfs_errorf(err, EINVAL, "n_ff_exp must be a positive multiple of 32");
     } else if (s->n_expert) {
-        return llmfs_errorf(err, EINVAL, "experts need --arch qwen3moe");
+        return llmfs_errorf(err, EINVAL, "experts need --arch qwen3moe, gemma4 or gpt-oss");
     }
     if (s->rope_l3_factor != 0 && !(s->rope_l3_factor >= 1 && strcmp(s->arch, "llama") == 0))
         return llmfs_errorf(err, EINVAL, "llama3 rope scaling needs --arch llama and a factor >= 1");
@@ -124,7 +151,10 @@ int mkmodel_shape_check(const mkmodel_shape *s, llmfs_error *err)
 
 /* ---- file types ---- */
 
-enum { FT_Q4_K_M = 15 };
+/* MXFP4_MOE (38) stores MXFP4 in the expert tensors only and Q8_0 elsewhere; "mxfp4"
+ * puts MXFP4 in every weight (llama-quantize MXFP4_MOE --pure, as the llama-tiny-mxfp4
+ * test model was made). Both write general.file_type 38; FT_MXFP4_PURE is ours. */
+enum { FT_Q4_K_M = 15, FT_MXFP4_MOE = 38, FT_MXFP4_PURE = 1038 };
 
 static const struct {
     const char *name;
@@ -135,6 +165,12 @@ static const struct {
     {"q4_1", 3, T_Q4_1},  {"q5_0", 8, T_Q5_0},  {"q5_1", 9, T_Q5_1},  {"q8_0", 7, T_Q8_0},
     {"q2_k", 10, T_Q2_K}, {"q3_k", 11, T_Q3_K}, {"q4_k", 14, T_Q4_K}, {"q5_k", 16, T_Q5_K},
     {"q6_k", 18, T_Q6_K}, {"q4_k_m", FT_Q4_K_M, T_Q4_K},
+    {"iq4_nl", 25, T_IQ4_NL}, {"iq4_xs", 30, T_IQ4_XS}, {"tq1_0", 36, T_TQ1_0}, {"tq2_0", 37, T_TQ2_0},
+    {"mxfp4", FT_MXFP4_PURE, T_MXFP4}, {"mxfp4_moe", FT_MXFP4_MOE, T_Q8_0},
+    /* grid types: random grid codes (see grid_row), named by tensor type; IQ2_S tensors
+     * are what llama.cpp's IQ2_M file type holds */
+    {"iq3_xxs", 23, T_IQ3_XXS}, {"iq3_s", 26, T_IQ3_S}, {"iq2_xxs", 19, T_IQ2_XXS},
+    {"iq2_xs", 20, T_IQ2_XS},   {"iq2_s", 29, T_IQ2_S},  {"iq1_s", 24, T_IQ1_S}, {"iq1_m", 31, T_IQ1_M},
 };
 #define N_FTYPES ((int)(sizeof ftypes / sizeof ftypes[0]))
 
@@ -173,6 +209,8 @@ int mkmodel_tensor_type(int ftype, const char *name, int64_t ne0, int il, const 
     int t = ftype_base_type(ftype);
     if (t < 0)
         return -1;
+    if (ftype == FT_MXFP4_MOE && has(name, "_exps"))
+        t = T_MXFP4;
     if (ftype == FT_Q4_K_M) {
         bool is_output = strcmp(name, "output.weight") == 0 ||
                          (s->tied && strcmp(name, "token_embd.weight") == 0);
@@ -201,6 +239,10 @@ int mkmodel_tensor_type(int ftype, const char *name, int64_t ne0, int il, const 
         case T_Q4_K: t = T_Q5_0; break;
         case T_Q5_K: t = T_Q5_1; break;
         case T_Q6_K: t = T_Q8_0; break;
+        case T_IQ4_XS: t = T_IQ4_NL; break;
+        case T_TQ1_0: case T_TQ2_0: t = T_Q4_0; break;
+        case T_IQ3_XXS: case T_IQ3_S: case T_IQ2_XXS: case T_IQ2_XS: case T_IQ2_S: case T_IQ1_S:
+        case T_IQ1_M: t = T_IQ4_NL; break;
         default: break;
         }
         tr = type_info(t);
@@ -268,7 +310,7 @@ static inline float uniform01(uint64_t u)
 
 /* ---- tensors ---- */
 
-enum init_kind { INIT_NORMAL, INIT_ROWLEN, INIT_UNIFORM, INIT_ROPE_L3 };
+enum init_kind { INIT_NORMAL, INIT_ROWLEN, INIT_UNIFORM, INIT_ROPE_L3, INIT_ROPE_PART };
 
 typedef struct tspec {
     char name[64];
@@ -326,6 +368,12 @@ static void fill_row(const tspec *ts, float *x, int64_t n, uint64_t row, uint64_
         for (int64_t i = 0; i < n; i++)
             x[i] = ts->a + (ts->b - ts->a) * uniform01(rng_next(&r));
         break;
+    case INIT_ROPE_PART:
+        /* Gemma 4's proportional rope: the first fraction a of the pairs rotate, the
+         * others get the divisor 1e30 (no rotation), as its converter writes them */
+        for (int64_t i = 0; i < n; i++)
+            x[i] = (double)i < ts->a * (double)n ? 1.0f : 1e30f;
+        break;
     case INIT_ROPE_L3: {
         /* Llama 3's frequency divisors: long wavelengths are stretched by the factor,
          * short ones kept, the band between blended. Original context 8192, low 1, high 4. */
@@ -347,6 +395,50 @@ static void fill_row(const tspec *ts, float *x, int64_t n, uint64_t row, uint64_
     }
 }
 
+/* The grid types (IQ3/IQ2/IQ1) have no quantizer here: llama.cpp makes them with an
+ * importance-weighted search. The weights are random anyway, so their rows are drawn as
+ * random codes (grid indices, signs, sub-block scales), and each block's f16 scale is
+ * set so that the block has the root mean square of x's block: the same statistics as
+ * the other types' weights, and every code path of the decoder in use. */
+#define QK_GRID_BLOCK 256
+
+static void grid_row(int type, const float *x, uint8_t *dst, int64_t n, rng *r)
+{
+    const type_traits *t = type_info(type);
+    size_t bytes = type_row_bytes(type, n);
+    for (size_t i = 0; i < bytes; i += 8) {
+        uint64_t v = rng_next(r);
+        memcpy(dst + i, &v, bytes - i < 8 ? bytes - i : 8);
+    }
+    float y[QK_GRID_BLOCK];
+    for (int64_t b = 0; b < n / t->block; b++) {
+        uint8_t *q = dst + (size_t)b * t->block_bytes;
+        for (int pass = 0; pass < 2; pass++) {
+            /* pass 0 decodes with d = 1, pass 1 stores the d that fits */
+            float d = 1.0f;
+            if (pass) {
+                dequantize_row(type, q, y, t->block);
+                double sx = 0, sy = 0;
+                for (int i = 0; i < t->block; i++) {
+                    sx += (double)x[b * t->block + i] * x[b * t->block + i];
+                    sy += (double)y[i] * y[i];
+                }
+                d = sy > 0 ? (float)sqrt(sx / sy) : 0.0f;
+            }
+            uint16_t h = f32_to_f16(d);
+            if (type == T_IQ1_M) { /* the top nibbles of the four scale words */
+                uint16_t sc[4];
+                memcpy(sc, q + 48, 8);
+                for (int k = 0; k < 4; k++)
+                    sc[k] = (uint16_t)((sc[k] & 0x0fff) | ((h >> (4 * k)) & 15) << 12);
+                memcpy(q + 48, sc, 8);
+            } else {
+                memcpy(q, &h, 2);
+            }
+        }
+    }
+}
+
 static void chunk_worker(void *ctx, int ith, int nth)
 {
     const chunk_job *j = ctx;
@@ -354,13 +446,18 @@ static void chunk_worker(void *ctx, int ith, int nth)
     int64_t lo = j->n_rows * ith / nth, hi = j->n_rows * (ith + 1) / nth;
     float *x = ts->gen->scratch[ith];
     int64_t n = ts->ne[0];
-    for (int64_t r = lo; r < hi; r++) {
-        uint8_t *dst = j->out + (size_t)r * j->row_bytes;
-        fill_row(ts, x, n, (uint64_t)(j->row0 + r), ts->gen->o->seed);
-        if (ts->type == T_F32)
+    for (int64_t r_ = lo; r_ < hi; r_++) {
+        uint8_t *dst = j->out + (size_t)r_ * j->row_bytes;
+        fill_row(ts, x, n, (uint64_t)(j->row0 + r_), ts->gen->o->seed);
+        if (ts->type == T_F32) {
             memcpy(dst, x, (size_t)n * sizeof(float));
-        else
+        } else if (!type_info(ts->type)->has_quantize) {
+            rng r;
+            rng_seed(&r, ts->gen->o->seed, ts->stream ^ 0x9d5c0de5ull, (uint64_t)(j->row0 + r_));
+            grid_row(ts->type, x, dst, n, &r);
+        } else {
             quantize_row(ts->type, x, dst, n);
+        }
     }
 }
 
@@ -526,9 +623,10 @@ static int build_hybrid(const mkmodel_shape *s, int ftype, tlist *l)
 static int build_tensors(const mkmodel_shape *s, int ftype, tlist *l)
 {
     bool qwen = strncmp(s->arch, "qwen", 4) == 0;
-    bool moe = strcmp(s->arch, "qwen3moe") == 0;
-    bool qk_norm = strcmp(s->arch, "qwen3") == 0 || moe;
-    bool qkv_bias = strcmp(s->arch, "qwen2") == 0;
+    bool oss = is_gptoss(s);
+    bool moe = strcmp(s->arch, "qwen3moe") == 0 || oss;
+    bool qk_norm = strcmp(s->arch, "qwen3") == 0 || strcmp(s->arch, "qwen3moe") == 0;
+    bool qkv_bias = strcmp(s->arch, "qwen2") == 0 || oss;
     float out_len = qwen ? 6.5f : 4.5f;
     int64_t E = s->n_embd, V = s->n_vocab, hd = s->head_dim;
     int64_t q_dim = (int64_t)s->n_head * hd, kv_dim = (int64_t)s->n_head_kv * hd;
@@ -562,6 +660,50 @@ static int build_tensors(const mkmodel_shape *s, int ftype, tlist *l)
     } while (0)
 #define STD(fan_in) (1.0f / sqrtf((float)(fan_in)))
 
+    if (!strncmp(s->arch, "gemma", 5)) {
+        /* Gemma: tied embeddings, norms after the blocks, q/k norms; Gemma 4's layer
+         * kinds, V = K on full layers, layer output scales and the MoE beside the dense
+         * feed-forward */
+        const bool g4 = !strcmp(s->arch, "gemma4");
+        ADD2("token_embd.weight", E, V, 0, INIT_ROWLEN, out_len);
+        ADD1("output_norm.weight", E, INIT_UNIFORM, 0.5f, 1.5f);
+        if (g4)
+            ADD1("rope_freqs.weight", hd / 2, INIT_ROPE_PART, 0.25f, 0);
+        for (int il = 0; il < s->n_layer; il++) {
+            const bool swa = il % s->swa_period < s->swa_period - 1;
+            const int64_t d = g4 && swa ? s->head_dim_swa : hd;
+            const int64_t kvd = (g4 && swa ? s->n_head_kv_swa : s->n_head_kv) * d, qd = (int64_t)s->n_head * d;
+#define N(suffix) (snprintf(nm, sizeof nm, "blk.%d." suffix, il), nm)
+            ADD1(N("attn_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+            ADD2(N("attn_q.weight"), E, qd, il, INIT_NORMAL, STD(E));
+            ADD2(N("attn_k.weight"), E, kvd, il, INIT_NORMAL, STD(E));
+            if (!g4 || swa)
+                ADD2(N("attn_v.weight"), E, kvd, il, INIT_NORMAL, STD(E));
+            ADD2(N("attn_output.weight"), qd, E, il, INIT_NORMAL, STD(qd));
+            ADD1(N("attn_q_norm.weight"), d, INIT_UNIFORM, 0.5f, 1.5f);
+            ADD1(N("attn_k_norm.weight"), d, INIT_UNIFORM, 0.5f, 1.5f);
+            ADD1(N("post_attention_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+            ADD1(N("ffn_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+            ADD2(N("ffn_gate.weight"), E, s->n_ff, il, INIT_NORMAL, STD(E));
+            ADD2(N("ffn_up.weight"), E, s->n_ff, il, INIT_NORMAL, STD(E));
+            ADD2(N("ffn_down.weight"), s->n_ff, E, il, INIT_NORMAL, STD(s->n_ff));
+            ADD1(N("post_ffw_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+            if (g4)
+                ADD1(N("layer_output_scale.weight"), 1, INIT_UNIFORM, 0.3f, 1.0f);
+            if (s->n_expert) {
+                int64_t X = s->n_expert, F = s->n_ff_exp;
+                ADD2(N("ffn_gate_inp.weight"), E, X, il, INIT_NORMAL, 3.0f * STD(E));
+                ADD1(N("ffn_gate_inp.scale"), E, INIT_UNIFORM, 0.5f, 1.5f);
+                ADD1(N("pre_ffw_norm_2.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+                ADD1(N("post_ffw_norm_1.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+                ADD1(N("post_ffw_norm_2.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+                ADD3(N("ffn_gate_up_exps.weight"), E, 2 * F, X, il, STD(E));
+                ADD3(N("ffn_down_exps.weight"), F, E, X, il, STD(F));
+                ADD1(N("ffn_down_exps.scale"), X, INIT_UNIFORM, 0.5f, 2.0f);
+            }
+#undef N
+        }
+    } else {
     if (s->tied)
         ADD2("token_embd.weight", E, V, 0, INIT_ROWLEN, out_len);
     else
@@ -590,17 +732,34 @@ static int build_tensors(const mkmodel_shape *s, int ftype, tlist *l)
             ADD1(N("attn_v.bias"), kv_dim, INIT_NORMAL, 0.1f, 0);
         }
         ADD2(N("attn_output.weight"), q_dim, E, il, INIT_NORMAL, 16.0f * STD(q_dim));
+        if (oss) {
+            ADD1(N("attn_output.bias"), E, INIT_NORMAL, 0.1f, 0);
+            ADD1(N("attn_sinks.weight"), s->n_head, INIT_UNIFORM, 0.5f, 4.5f);
+        }
         if (qk_norm) {
             ADD1(N("attn_q_norm.weight"), hd, INIT_UNIFORM, 0.5f, 1.5f);
             ADD1(N("attn_k_norm.weight"), hd, INIT_UNIFORM, 0.5f, 1.5f);
         }
-        ADD1(N("ffn_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
+        /* gpt-oss calls the pre-MoE norm post_attention_norm */
+        ADD1(oss ? N("post_attention_norm.weight") : N("ffn_norm.weight"), E, INIT_UNIFORM, 0.5f, 1.5f);
         if (moe) {
             int64_t X = s->n_expert, F = s->n_ff_exp;
             ADD2(N("ffn_gate_inp.weight"), E, X, il, INIT_NORMAL, 3.0f * STD(E));
             ADD3(N("ffn_gate_exps.weight"), E, F, X, il, STD(E));
             ADD3(N("ffn_up_exps.weight"), E, F, X, il, STD(E));
             ADD3(N("ffn_down_exps.weight"), F, E, X, il, 16.0f * STD(F));
+            if (oss) { /* biases: the router's [X], the experts' [X][F] and [X][E], F32 */
+                ADD1(N("ffn_gate_inp.bias"), X, INIT_NORMAL, 0.1f, 0);
+                const char *const eb[3] = {"ffn_gate_exps.bias", "ffn_up_exps.bias", "ffn_down_exps.bias"};
+                for (int b = 0; b < 3; b++) {
+                    snprintf(nm, sizeof nm, "blk.%d.%s", il, eb[b]);
+                    if (!(t = add(l, nm, 2, b == 2 ? E : F, X, 1)))
+                        return -ENOMEM;
+                    t->type = T_F32;
+                    t->init = INIT_NORMAL;
+                    t->a = 0.1f;
+                }
+            }
         } else {
             int64_t F = s->n_ff;
             ADD2(N("ffn_gate.weight"), E, F, il, INIT_NORMAL, STD(E));
@@ -608,6 +767,7 @@ static int build_tensors(const mkmodel_shape *s, int ftype, tlist *l)
             ADD2(N("ffn_down.weight"), F, E, il, INIT_NORMAL, 16.0f * STD(F));
         }
 #undef N
+    }
     }
 #undef ADD1
 #undef ADD2
@@ -630,14 +790,44 @@ static void put_arch_kv(gguf_writer *w, const mkmodel_shape *s, int ftype, int n
 #define KEY(suffix) (snprintf(k, sizeof k, "%s." suffix, a), k)
     gguf_w_str(w, "general.architecture", a);
     gguf_w_str(w, "general.name", s->name);
-    gguf_w_u32(w, "general.file_type", (uint32_t)ftype);
+    gguf_w_u32(w, "general.file_type", (uint32_t)(ftype == FT_MXFP4_PURE ? FT_MXFP4_MOE : ftype));
     gguf_w_u32(w, "general.quantization_version", 2);
     gguf_w_u32(w, KEY("context_length"), (uint32_t)s->n_ctx);
     gguf_w_u32(w, KEY("embedding_length"), (uint32_t)s->n_embd);
     gguf_w_u32(w, KEY("block_count"), (uint32_t)s->n_layer);
     gguf_w_u32(w, KEY("feed_forward_length"), (uint32_t)s->n_ff);
     gguf_w_u32(w, KEY("attention.head_count"), (uint32_t)s->n_head);
-    gguf_w_u32(w, KEY("attention.head_count_kv"), (uint32_t)s->n_head_kv);
+    const bool g4 = strcmp(a, "gemma4") == 0;
+    if (g4) { /* per layer: the sliding-window layers' KV heads, and which layers they are */
+        int32_t *kvh = malloc(sizeof(int32_t) * (size_t)s->n_layer);
+        bool *pat = malloc(sizeof(bool) * (size_t)s->n_layer);
+        if (kvh && pat) {
+            for (int il = 0; il < s->n_layer; il++) {
+                pat[il] = il % s->swa_period < s->swa_period - 1;
+                kvh[il] = pat[il] ? s->n_head_kv_swa : s->n_head_kv;
+            }
+            gguf_w_arr_i32(w, KEY("attention.head_count_kv"), kvh, (uint64_t)s->n_layer);
+            gguf_w_arr(w, KEY("attention.sliding_window_pattern"), GGUF_T_BOOL, pat, (uint64_t)s->n_layer);
+        }
+        free(kvh);
+        free(pat);
+        gguf_w_u32(w, KEY("attention.key_length_swa"), (uint32_t)s->head_dim_swa);
+        gguf_w_u32(w, KEY("attention.value_length_swa"), (uint32_t)s->head_dim_swa);
+        gguf_w_u32(w, KEY("rope.dimension_count_swa"), (uint32_t)s->head_dim_swa);
+        gguf_w_u32(w, KEY("attention.shared_kv_layers"), 0);
+        gguf_w_u32(w, KEY("embedding_length_per_layer_input"), 0);
+        gguf_w_f32(w, KEY("final_logit_softcapping"), s->softcap);
+    } else {
+        gguf_w_u32(w, KEY("attention.head_count_kv"), (uint32_t)s->n_head_kv);
+    }
+    if (strncmp(a, "gemma", 5) == 0) {
+        gguf_w_u32(w, KEY("attention.sliding_window"), (uint32_t)s->n_swa);
+        gguf_w_f32(w, KEY("rope.freq_base_swa"), s->rope_base_swa);
+        if (!g4) { /* Gemma 3 4B and up stretch the full layers' rope by 8 */
+            gguf_w_str(w, KEY("rope.scaling.type"), "linear");
+            gguf_w_f32(w, KEY("rope.scaling.factor"), 8.0f);
+        }
+    }
     gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), s->rms_eps);
     gguf_w_f32(w, KEY("rope.freq_base"), s->rope_base);
     bool llama = strcmp(a, "llama") == 0;
@@ -645,9 +835,17 @@ static void put_arch_kv(gguf_writer *w, const mkmodel_shape *s, int ftype, int n
         gguf_w_u32(w, KEY("attention.key_length"), (uint32_t)s->head_dim);
         gguf_w_u32(w, KEY("attention.value_length"), (uint32_t)s->head_dim);
     }
-    if (llama) {
+    if (llama || g4) {
         gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)s->head_dim);
+    }
+    if (llama) {
         gguf_w_u32(w, KEY("vocab_size"), (uint32_t)n_vocab);
+    }
+    if (is_gptoss(s)) {
+        gguf_w_u32(w, KEY("attention.sliding_window"), 128);
+        gguf_w_str(w, KEY("rope.scaling.type"), "yarn");
+        gguf_w_f32(w, KEY("rope.scaling.factor"), 32.0f);
+        gguf_w_u32(w, KEY("rope.scaling.original_context_length"), 4096);
     }
     if (s->n_expert) {
         gguf_w_u32(w, KEY("expert_count"), (uint32_t)s->n_expert);

@@ -25,6 +25,8 @@
 static const model_family *const families[] = {
     &family_llama,
     &family_qwenhybrid,
+    &family_gemma,
+    &family_gptoss,
 };
 
 static const model_family *family_of(const char *arch)
@@ -85,6 +87,37 @@ static int opt_u32(const gguf_file *f, const char *arch, const char *key, int de
     return need_u32(f, arch, key, out, err);
 }
 
+/* {arch}.key as one positive integer for every layer, or an array of one per layer (Gemma
+ * 4's head_count_kv, feed_forward_length), into out[n_layer]; def when absent (0: required).
+ * Returns the largest, or -EINVAL with the reason. */
+static int layer_u32s(const gguf_file *f, const char *arch, const char *key, int n_layer, int def,
+                      int *out, llmfs_error *err)
+{
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    int i = gguf_find_key(f, k);
+    if (i >= 0 && gguf_kv_type(f, i) == GGUF_T_ARRAY) {
+        if (gguf_kv_arr_n(f, i) != (uint64_t)n_layer)
+            return llmfs_errorf(err, EINVAL, "model: %s has %llu entries for %d layers", k,
+                                (unsigned long long)gguf_kv_arr_n(f, i), n_layer);
+        int mx = 0;
+        for (int il = 0; il < n_layer; il++) {
+            int64_t v;
+            if (!gguf_get_arr_i64(f, k, (uint64_t)il, &v) || v <= 0 || v > (1 << 24))
+                return llmfs_errorf(err, EINVAL, "model: %s[%d] is not a positive integer", k, il);
+            out[il] = (int)v;
+            mx = out[il] > mx ? out[il] : mx;
+        }
+        return mx;
+    }
+    int v = 0, rc = def ? opt_u32(f, arch, key, def, &v, err) : need_u32(f, arch, key, &v, err);
+    if (rc)
+        return rc;
+    for (int il = 0; il < n_layer; il++)
+        out[il] = v;
+    return v;
+}
+
 static int load_hparams(model *m, llmfs_error *err)
 {
     const gguf_file *f = m->file;
@@ -107,15 +140,29 @@ static int load_hparams(model *m, llmfs_error *err)
     if ((rc = need_u32(f, arch, "embedding_length", &hp->n_embd, err)) ||
         (rc = need_u32(f, arch, "block_count", &hp->n_layer, err)) ||
         (rc = need_u32(f, arch, "attention.head_count", &hp->n_head, err)) ||
-        (rc = opt_u32(f, arch, "attention.head_count_kv", hp->n_head, &hp->n_head_kv, err)) ||
         (rc = opt_u32(f, arch, "context_length", 2048, &hp->n_ctx_train, err)) ||
         (rc = opt_u32(f, arch, "expert_count", 0, &hp->n_expert, err)))
         return rc;
     if (hp->n_layer > 4096)
         return llmfs_errorf(err, EINVAL, "model: %s.block_count %d is out of range", arch, hp->n_layer);
-    if (hp->n_head % hp->n_head_kv)
-        return llmfs_errorf(err, EINVAL, "model: %d heads are not a multiple of %d KV heads",
-                            hp->n_head, hp->n_head_kv);
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    int *per = malloc(sizeof(int) * (size_t)hp->n_layer);
+    if (!m->layers || !per) {
+        free(per);
+        return llmfs_errorf(err, ENOMEM, "model: out of memory");
+    }
+    rc = layer_u32s(f, arch, "attention.head_count_kv", hp->n_layer, hp->n_head, per, err);
+    for (int il = 0; rc > 0 && il < hp->n_layer; il++) {
+        m->layers[il].n_head_kv = per[il];
+        if (hp->n_head % per[il])
+            rc = llmfs_errorf(err, EINVAL, "model: %d heads are not a multiple of %d KV heads",
+                              hp->n_head, per[il]);
+    }
+    if (rc < 0) {
+        free(per);
+        return rc;
+    }
+    hp->n_head_kv = rc;
     int def_hd = hp->n_embd / hp->n_head;
     if ((rc = opt_u32(f, arch, "attention.key_length", def_hd, &hp->head_dim, err)))
         return rc;
@@ -150,7 +197,23 @@ static int load_hparams(model *m, llmfs_error *err)
         if (gguf_get_bool(f, k, &b))
             hp->expert_norm = b;
         hp->n_ff = 0;
-    } else if ((rc = need_u32(f, arch, "feed_forward_length", &hp->n_ff, err)))
+        /* a dense feed-forward beside the experts (Gemma 4) */
+        snprintf(k, sizeof k, "%s.feed_forward_length", arch);
+        if (gguf_find_key(f, k) >= 0 && (rc = layer_u32s(f, arch, "feed_forward_length", hp->n_layer, 0,
+                                                          per, err)) > 0) {
+            hp->n_ff = rc;
+            rc = 0;
+        }
+        for (int il = 0; il < hp->n_layer; il++)
+            m->layers[il].n_ff = hp->n_ff ? per[il] : 0;
+    } else if ((rc = layer_u32s(f, arch, "feed_forward_length", hp->n_layer, 0, per, err)) > 0) {
+        hp->n_ff = rc;
+        for (int il = 0; il < hp->n_layer; il++)
+            m->layers[il].n_ff = per[il];
+        rc = 0;
+    }
+    free(per);
+    if (rc < 0)
         return rc;
 
     if (!arch_f32(f, arch, "attention.layer_norm_rms_epsilon", &hp->rms_eps))
@@ -176,7 +239,8 @@ static int load_hparams(model *m, llmfs_error *err)
     float factor = 0;
     if (!arch_f32(f, arch, "rope.scaling.factor", &factor))
         arch_f32(f, arch, "rope.scale_linear", &factor);
-    if (stype && strcmp(stype, "none") && strcmp(stype, "linear") && strcmp(stype, "llama3"))
+    if (stype && strcmp(stype, "none") && strcmp(stype, "linear") && strcmp(stype, "llama3") &&
+        strcmp(stype, "yarn"))
         return llmfs_errorf(err, EINVAL, "model: rope scaling '%.20s' is not supported", stype);
     if (stype && !strcmp(stype, "llama3")) {
         r->l3_factor = factor;
@@ -190,13 +254,71 @@ static int load_hparams(model *m, llmfs_error *err)
             r->l3_orig_ctx = (int)oc;
         if (!(factor >= 1) || !(r->l3_high_freq_factor > r->l3_low_freq_factor) || r->l3_orig_ctx <= 0)
             return llmfs_errorf(err, EINVAL, "model: bad llama3 rope scaling parameters");
+    } else if (stype && !strcmp(stype, "yarn")) {
+        /* as llama.cpp: ext_factor 1, beta_fast 32 and beta_slow 1 (its defaults), the
+         * file's attn_factor (default 1); the rope op adds YaRN's 1 + 0.1 ln(factor) */
+        if (!(factor >= 1))
+            return llmfs_errorf(err, EINVAL, "model: YaRN rope scaling factor %g is out of range", factor);
+        r->freq_scale = 1.0f / factor;
+        r->yarn_ext_factor = 1.0f;
+        r->yarn_attn_factor = 1.0f;
+        arch_f32(f, arch, "rope.scaling.attn_factor", &r->yarn_attn_factor);
+        r->yarn_beta_fast = 32.0f;
+        r->yarn_beta_slow = 1.0f;
+        if ((rc = opt_u32(f, arch, "rope.scaling.original_context_length", hp->n_ctx_train,
+                          &r->yarn_orig_ctx, err)))
+            return rc;
     } else if (factor > 0 && (!stype || !strcmp(stype, "linear"))) {
         r->freq_scale = 1.0f / factor;
     }
 
+    /* the file's own per-pair rope divisors win over any llama3 metadata, as in llama.cpp */
+    const gguf_tensor *rf = gguf_find_tensor(f, "rope_freqs.weight");
+    if (rf) {
+        int half = r->n_rot / 2;
+        if (rf->type != T_F32 || rf->ne[0] != half || rf->n_dims != 1)
+            return llmfs_errorf(err, EINVAL, "model: rope_freqs.weight must be F32 [%d]", half);
+        model_priv *P = m->scratch;
+        P->freq_factors = malloc(sizeof(float) * (size_t)half);
+        if (!P->freq_factors)
+            return llmfs_errorf(err, ENOMEM, "model: out of memory");
+        for (int i = 0; i < half; i++) {
+            P->freq_factors[i] = ((const float *)rf->data)[i];
+            if (!(P->freq_factors[i] > 0))
+                return llmfs_errorf(err, EINVAL, "model: rope_freqs.weight[%d] is not positive", i);
+        }
+        r->freq_factors = P->freq_factors;
+        r->l3_factor = 0;
+    }
+
+    /* every layer alike unless the family says otherwise */
+    for (int il = 0; il < hp->n_layer; il++) {
+        model_layer *L = &m->layers[il];
+        L->il = il;
+        L->head_dim = hp->head_dim;
+        L->kv_from = il;
+        L->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+        L->out_scale = 1.0f;
+        L->rope = *r;
+    }
+
     uint32_t ft;
     hp->file_type = gguf_get_u32(f, "general.file_type", &ft) ? (int)ft : -1;
-    return m->family->read_hparams(m, err);
+    if ((rc = m->family->read_hparams(m, err)))
+        return rc;
+    /* the scratch holds the largest layer */
+    for (int il = 0; il < hp->n_layer; il++) {
+        const model_layer *L = &m->layers[il];
+        if (L->head_dim <= 0 || L->head_dim % 2 || L->rope.n_rot > L->head_dim || L->rope.n_rot % 2)
+            return llmfs_errorf(err, EINVAL, "model: layer %d: head size %d with rope dimension %d", il,
+                                L->head_dim, L->rope.n_rot);
+        if (L->kv_from < 0 || L->kv_from > il || m->layers[L->kv_from].kv_from != L->kv_from ||
+            m->layers[L->kv_from].head_dim != L->head_dim || m->layers[L->kv_from].n_head_kv != L->n_head_kv)
+            return llmfs_errorf(err, EINVAL, "model: layer %d cannot share the KV cache of layer %d", il,
+                                L->kv_from);
+        hp->head_dim = L->head_dim > hp->head_dim ? L->head_dim : hp->head_dim;
+    }
+    return 0;
 }
 
 int model_need_u32(const model *m, const char *key, int *out, llmfs_error *err)
@@ -303,28 +425,6 @@ static int load_tensors(model *m, llmfs_error *err)
     if (hp->tied_output)
         m->output = m->tok_embd;
 
-    tensor *rf;
-    if ((rc = model_bind(m, "rope_freqs.weight", hp->rope.n_rot / 2, 0, 0, false, true, &rf, err)))
-        return rc;
-    model_priv *P = m->scratch;
-    if (rf) {
-        /* the file's own factors win over any llama3 metadata, as in llama.cpp */
-        int half = hp->rope.n_rot / 2;
-        P->freq_factors = malloc(sizeof(float) * (size_t)half);
-        if (!P->freq_factors)
-            return llmfs_errorf(err, ENOMEM, "model: out of memory");
-        for (int i = 0; i < half; i++) {
-            P->freq_factors[i] = ((const float *)rf->data)[i];
-            if (!(P->freq_factors[i] > 0))
-                return llmfs_errorf(err, EINVAL, "model: rope_freqs.weight[%d] is not positive", i);
-        }
-        hp->rope.freq_factors = P->freq_factors;
-        hp->rope.l3_factor = 0;
-    }
-
-    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
-    if (!m->layers)
-        return llmfs_errorf(err, ENOMEM, "model: out of memory");
     for (int il = 0; il < hp->n_layer; il++) {
         model_layer *L = &m->layers[il];
         L->be = m->cpu;
@@ -430,16 +530,18 @@ static int place_weights(model *m, const model_opts *o, llmfs_error *err)
             ab = fb = eb = m->cpu;
         }
         tensor *attn[] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->bq, L->bk, L->bv, L->q_norm, L->k_norm,
-                          L->ssm_in, L->wqkv, L->wz, L->ssm_ba, L->ssm_beta, L->ssm_alpha, L->ssm_conv,
-                          L->ssm_dt, L->ssm_a, L->ssm_norm, L->ssm_out};
-        tensor *ffn[] = {L->ffn_norm, L->w_gate, L->w_up, L->w_down, L->gate_inp, L->gate_inp_shexp};
+                          L->post_attn_norm, L->ssm_in, L->wqkv, L->wz, L->ssm_ba, L->ssm_beta, L->ssm_alpha,
+                          L->ssm_conv, L->ssm_dt, L->ssm_a, L->ssm_norm, L->ssm_out};
+        tensor **ffn[] = FFN_TENSORS(L);
         tensor *exps[] = {L->gate_exps, L->up_exps, L->down_exps};
         L->be = ab;
         n_gpu_layers += ab == m->gpu;
         if ((rc = place_all(attn, (int)(sizeof attn / sizeof attn[0]), ab, err)) ||
-            (rc = place_all(ffn, (int)(sizeof ffn / sizeof ffn[0]), fb, err)) ||
             (rc = place_all(exps, 3, eb, err)))
             break;
+        for (int i = 0; i < FFN_N_TENSORS && rc == 0; i++)
+            if (*ffn[i] != L->gate_exps && *ffn[i] != L->up_exps && *ffn[i] != L->down_exps)
+                rc = place(*ffn[i], fb, err);
     }
     if (rc == 0 && DEV(m->output_norm) == m->gpu) {
         if (hp->tied_output) {
@@ -476,7 +578,7 @@ static void bufs_free(fwd_bufs *B)
     if (!B->be)
         return;
     float **fs[] = {&B->x, &B->xb, &B->xb2, &B->q, &B->k, &B->v, &B->att, &B->hb, &B->hb2,
-                    &B->router, &B->wts, (float **)&B->ids, &B->logits, &B->extra};
+                    &B->router, &B->wts, (float **)&B->ids, &B->logits, &B->extra, &B->pl};
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
         if (*fs[i])
             B->be->ops->free(B->be, *fs[i]);
@@ -486,9 +588,16 @@ static int bufs_alloc(model *m, fwd_bufs *B, backend *be, bool logits, llmfs_err
 {
     const model_hparams *hp = &m->hp;
     size_t n = (size_t)m->n_ubatch;
-    size_t E = hp->n_embd, QD = (size_t)hp->n_head * hp->head_dim,
-           KD = (size_t)hp->n_head_kv * hp->head_dim;
-    size_t F = hp->n_ff > 0 ? hp->n_ff : 1, X = hp->n_expert > 0 ? hp->n_expert : 1,
+    size_t E = hp->n_embd, QD = (size_t)hp->n_head * hp->head_dim, KD = 1;
+    for (int il = 0; il < hp->n_layer; il++) {
+        size_t kd = (size_t)m->layers[il].n_head_kv * m->layers[il].head_dim;
+        KD = kd > KD ? kd : KD;
+    }
+    /* per-layer inputs, and on the CPU room for their projection while they are made */
+    size_t PL = (size_t)hp->n_embd_per_layer * hp->n_layer * (be == m->cpu ? 2 : 1);
+    size_t F = hp->n_ff > hp->n_embd_per_layer ? hp->n_ff : hp->n_embd_per_layer;
+    F = F > 0 ? F : 1;
+    size_t X = hp->n_expert > 0 ? hp->n_expert : 1,
            K = hp->n_expert_used > 0 ? hp->n_expert_used : 1;
     B->be = be;
     struct {
@@ -500,6 +609,7 @@ static int bufs_alloc(model *m, fwd_bufs *B, backend *be, bool logits, llmfs_err
         {&B->hb2, n * F}, {&B->router, n * X}, {&B->wts, n * K},     {(float **)&B->ids, n * K},
         {&B->logits, logits ? (n < OUT_CHUNK ? n : OUT_CHUNK) * (size_t)hp->n_vocab : 0},
         {&B->extra, n * (size_t)hp->n_extra},
+        {&B->pl, n * PL},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         if (!want[i].n)
@@ -528,6 +638,56 @@ static int scratch_alloc(model *m, llmfs_error *err)
     P->host = malloc(sizeof(float) * (size_t)m->n_ubatch * w);
     if (!P->host)
         return llmfs_errorf(err, ENOMEM, "model: out of memory");
+    return 0;
+}
+
+/* Frees what scratch_alloc made (the micro-batch-sized buffers only). */
+static void scratch_free(model *m)
+{
+    model_priv *P = m->scratch;
+    for (int i = 0; i < P->n_bufs; i++)
+        bufs_free(&P->bufs[i]);
+    memset(P->bufs, 0, sizeof P->bufs);
+    P->n_bufs = 0;
+    free(P->host);
+    free(P->flags);
+    P->host = NULL;
+    P->flags = NULL;
+}
+
+/* The buffers are sized for n_ubatch when the model loads; a new size builds a new set
+ * first, so that a failure keeps the old one (and its size) working. */
+int model_set_ubatch(model *m, int n_ubatch, llmfs_error *err)
+{
+    model_priv *P = m->scratch;
+    if (n_ubatch < 1)
+        return llmfs_errorf(err, EINVAL, "model: micro-batch of %d tokens", n_ubatch);
+    if (n_ubatch == m->n_ubatch)
+        return 0;
+    model_priv old = *P;
+    int old_n = m->n_ubatch;
+    memset(P->bufs, 0, sizeof P->bufs);
+    P->n_bufs = 0;
+    P->host = NULL;
+    P->flags = NULL;
+    m->n_ubatch = n_ubatch;
+    int rc = scratch_alloc(m, err);
+    if (rc) {
+        scratch_free(m);
+        memcpy(P->bufs, old.bufs, sizeof P->bufs);
+        P->n_bufs = old.n_bufs;
+        P->host = old.host;
+        P->flags = old.flags;
+        m->n_ubatch = old_n;
+        return rc;
+    }
+    /* recorded decode steps point at the old buffers */
+    if (m->gpu && m->gpu->ops->graph_reset)
+        m->gpu->ops->graph_reset(m->gpu);
+    for (int i = 0; i < old.n_bufs; i++)
+        bufs_free(&old.bufs[i]);
+    free(old.host);
+    free(old.flags);
     return 0;
 }
 
@@ -618,13 +778,10 @@ void model_free(model *m)
         return;
     model_priv *P = m->scratch;
     if (P) {
-        for (int i = 0; i < P->n_bufs; i++)
-            bufs_free(&P->bufs[i]);
-        free(P->host);
+        scratch_free(m);
         free(P->freq_factors);
         free(P->id_logits);
         free(P->seq_len);
-        free(P->flags);
         free(P->stream_layers);
         free(P);
     }
@@ -726,8 +883,11 @@ void model_moe_experts(model *m, const model_layer *L, fwd_bufs *B, int n)
         model_copy_between(m, B->be, B->ids, M->be, M->ids, sizeof(int32_t) * (size_t)n * K);
         model_copy_between(m, B->be, B->wts, M->be, M->wts, sizeof(float) * (size_t)n * K);
     }
+    const moe_extra ex = {L->gate_exps_b, L->up_exps_b, L->down_exps_b, m->hp.swiglu_alpha,
+                          m->hp.swiglu_limit};
+    bool plain = !L->gate_exps_b && !L->up_exps_b && !L->down_exps_b && !(m->hp.swiglu_limit > 0);
     M->be->ops->moe_ffn(M->be, M->xb2, M->xb, L->gate_exps, L->up_exps, /* xb2 [n][E] */
-                        L->down_exps, M->ids, M->wts, n, K);
+                        L->down_exps, M->ids, M->wts, n, K, m->hp.ffn_act, plain ? NULL : &ex);
     if (M != B)
         model_copy_between(m, M->be, M->xb2, B->be, B->xb2, sizeof(float) * (size_t)n * E);
 }
@@ -763,8 +923,12 @@ static fwd_bufs *output_head(model *m, const fwd_batch *ub, fwd_bufs *B, int row
         }
     }
     *delivered = false;
+    const float cap = hp->logit_softcap;
     if (be == m->cpu || n_out <= OUT_CHUNK) {
-        o->matmul(be, be == m->cpu ? logits : B->logits, m->output, B->xb, n_out); /* [n_out][V] */
+        float *lg = be == m->cpu ? logits : B->logits;
+        o->matmul(be, lg, m->output, B->xb, n_out);                            /* [n_out][V] */
+        if (cap > 0)
+            o->softcap(be, lg, cap, (int64_t)n_out * hp->n_vocab);
         return B;
     }
     /* off the CPU, more rows than the device buffer: chunk by chunk to the host */
@@ -772,6 +936,8 @@ static fwd_bufs *output_head(model *m, const fwd_batch *ub, fwd_bufs *B, int row
     for (int r = 0; r < n_out; r += OUT_CHUNK) {
         int nr = n_out - r < OUT_CHUNK ? n_out - r : OUT_CHUNK;
         o->matmul(be, B->logits, m->output, B->xb + (size_t)r * E, nr);          /* [nr][V] */
+        if (cap > 0)
+            o->softcap(be, B->logits, cap, (int64_t)nr * V);
         if (ids && o->argmax)
             o->argmax(be, ids + r, B->logits, nr, V);
         else
@@ -799,11 +965,15 @@ static fwd_bufs *run_blocks(model *m, kv_cache *kv, const fwd_batch *ub, fwd_buf
         if (prune && il == hp->n_layer - 1 && n_out < n) {
             /* the last feed-forward block only matters for rows with logits: they move
              * up to the front of x (in order, so no row is overwritten before it moves) */
+            const size_t PL = (size_t)hp->n_embd_per_layer * hp->n_layer; /* its inputs move too */
             for (int i = 0, j = 0; i < n; i++)
                 if (ub->logits[i]) {
                     if (i != j)
                         model_copy_between(m, B->be, B->x + (size_t)i * E, B->be, B->x + (size_t)j * E,
                                            sizeof(float) * (size_t)E);
+                    if (i != j && PL)
+                        model_copy_between(m, B->be, B->pl + i * PL, B->be, B->pl + j * PL,
+                                           sizeof(float) * PL);
                     j++;
                 }
             rows = n_out;
@@ -876,6 +1046,13 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
 
     fwd_bufs *B = model_bufs_of(m, m->tok_embd->be);
     B->be->ops->get_rows(B->be, B->x, m->tok_embd, n);                  /* x [n][E] */
+    if (m->family->embed)
+        m->family->embed(m, B, n);
+    if (hp->n_embd_per_layer) /* per-layer inputs [n][n_layer][P], for layers on any backend */
+        for (int i = 0; i < P->n_bufs; i++)
+            if (&P->bufs[i] != B)
+                model_copy_between(m, B->be, B->pl, P->bufs[i].be, P->bufs[i].pl,
+                                   sizeof(float) * (size_t)n * hp->n_layer * hp->n_embd_per_layer);
 
     backend *gpu = m->gpu;
     bool delivered = false;
@@ -920,7 +1097,13 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
 static int check_batch(model *m, kv_cache *kv, const fwd_batch *b, llmfs_error *err)
 {
     model_priv *P = m->scratch;
-    if (kv->n_layer != m->hp.n_layer || kv->n_embd_kv != m->hp.n_head_kv * m->hp.head_dim)
+    bool same = kv->n_layer == m->hp.n_layer;
+    for (int il = 0; same && il < kv->n_layer; il++) {
+        const model_layer *L = &m->layers[il];
+        same = kv->layer[il].n_embd_kv == (L->kv_from == il && !L->recurrent ? L->n_head_kv * L->head_dim : 0) &&
+               (kv->state && kv->state[il].be) == L->recurrent;
+    }
+    if (!same)
         return llmfs_errorf(err, EINVAL, "forward: the KV cache belongs to another model");
     if (kv->n_seq > P->seq_len_cap) {
         int *p = realloc(P->seq_len, sizeof(int) * (size_t)kv->n_seq);

@@ -21,6 +21,11 @@ typedef struct model_hparams {
     rope_params rope;
     bool tied_output;        /* output projection is token_embd */
     bool qkv_bias, qk_norm;
+    /* Sliding-window attention: n_swa cells (0 = none) on the layers il with
+     * il % swa_period < swa_period - 1 (llama.cpp's pattern: period 2 = even layers). */
+    int n_swa, swa_period;
+    /* routed experts' clamped SwiGLU (gpt-oss; moe_extra), limit 0 = plain SwiGLU */
+    float swiglu_alpha, swiglu_limit;
     int file_type;           /* general.file_type (llama_ftype) */
     /* Recurrent (Gated DeltaNet) layers, hybrid Qwen: 0 when the model has none. Per
      * sequence each such layer keeps a conv state of ssm_d_conv - 1 rows of
@@ -30,17 +35,26 @@ typedef struct model_hparams {
     int n_layer_mtp;         /* nextn blocks after the trunk (bound, not run) */
     int n_ff_shexp;          /* shared expert's ff size, 0 none */
     int n_extra;             /* floats per token of family scratch (fwd_bufs.extra) */
+    /* n_head_kv, head_dim and n_ff above are the largest over the layers (scratch sizes);
+     * each layer's own are in model_layer. */
+    int ffn_act;             /* enum ffn_act of the feed-forward (and experts) */
+    float embd_scale;        /* token embeddings are multiplied by this (Gemma: sqrt(n_embd)); 0 = 1 */
+    float logit_softcap;     /* logits = c * tanh(logits / c) (Gemma); 0 = none */
+    int n_embd_per_layer;    /* Gemma 4 E models: per-layer input embedding width, 0 none */
 } model_hparams;
 
 typedef struct model_layer {
     tensor *attn_norm;                  /* [n_embd] */
     tensor *wq, *wk, *wv, *wo;          /* [n_head*hd][n_embd], [n_kv*hd][n_embd] x2, [n_embd][n_head*hd] */
     tensor *bq, *bk, *bv;               /* qwen2 biases, else NULL */
+    tensor *bo;                         /* attn_output bias [n_embd] (gpt-oss), else NULL */
+    tensor *sinks;                      /* attention sinks [n_head] (gpt-oss), else NULL */
     tensor *q_norm, *k_norm;            /* qwen3 [head_dim], else NULL */
     tensor *ffn_norm;                   /* [n_embd] */
     tensor *w_gate, *w_up, *w_down;     /* dense FFN: [n_ff][n_embd] x2, [n_embd][n_ff] */
     tensor *gate_inp;                   /* MoE router [n_expert][n_embd] */
-    tensor *gate_exps, *up_exps, *down_exps; /* [n_expert][n_ff_exp][n_embd], ..., [n_expert][n_embd][n_ff_exp] */
+    tensor *gate_exps, *up_exps, *down_exps; /* [n_expert][n_ff_exp][n_embd], ..., [n_expert][n_embd][n_ff_exp];
+                                         * up_exps NULL: gate_exps holds gate then up rows, [n_expert][2*n_ff_exp][n_embd] */
     /* hybrid Qwen */
     bool recurrent;                     /* a Gated DeltaNet layer (state, no K/V) */
     tensor *ssm_in;                     /* qwen3next legacy fused [2*n_k*ds + 2*n_v*ds][n_embd] */
@@ -52,8 +66,32 @@ typedef struct model_layer {
     tensor *ssm_norm;                   /* [ds] F32 */
     tensor *ssm_out;                    /* [n_embd][n_v*ds] */
     tensor *gate_inp_shexp;             /* [1][n_embd] shared-expert gate (w_gate/up/down hold the shared expert) */
+    /* Gemma: norms after the blocks, the MoE's extra norms and scales, per-layer inputs */
+    tensor *post_attn_norm, *post_ffn_norm;        /* [n_embd] */
+    tensor *ffn_norm_exps, *post_ffn_norm_dense, *post_ffn_norm_exps; /* [n_embd]: pre_ffw_norm_2, post_ffw_norm_1, _2 */
+    tensor *gate_inp_scale;             /* [n_embd] router input scale */
+    tensor *down_exps_scale;            /* [n_expert] per-expert output scale */
+    tensor *pl_gate, *pl_proj, *pl_norm;/* [P][n_embd], [n_embd][P], [n_embd]: per-layer input block */
+    /* This layer's shape; model.c sets them from the file's scalar-or-per-layer keys, a
+     * family with layer kinds refines them in read_hparams. */
+    int il;                             /* its index (a streamed copy keeps it) */
+    int n_head_kv, head_dim, n_ff;
+    int n_swa;                          /* sliding window of its attention, 0 = none */
+    int kv_from;                        /* layer whose KV cache it uses: itself, or an earlier
+                                         * one (shared KV: it stores nothing) */
+    float attn_scale;                   /* softmax scale of q.k */
+    float out_scale;                    /* the layer's output is multiplied by this (1: none) */
+    rope_params rope;
+    tensor *gate_inp_b;                 /* router bias [n_expert] (gpt-oss), else NULL */
+    tensor *gate_exps_b, *up_exps_b, *down_exps_b; /* [n_expert][n_ff_exp] x2, [n_expert][n_embd], else NULL */
     backend *be;                        /* where this layer computes */
 } model_layer;
+
+/* Whether layer il attends over a sliding window of hp->n_swa cells. */
+static inline bool model_layer_swa(const model_hparams *hp, int il)
+{
+    return hp->n_swa > 0 && (hp->swa_period <= 1 || il % hp->swa_period < hp->swa_period - 1);
+}
 
 typedef struct model_opts {
     bool no_mmap, mlock;
@@ -94,10 +132,13 @@ struct model {
     tokenizer *tok;
     tensor *tensors; int n_tensors;    /* every weight */
     tensor *tok_embd, *output_norm, *output;
+    /* Gemma 4 E models' per-layer inputs (on the CPU, with tok_embd), else NULL:
+     * [n_vocab][n_layer*P], [n_layer*P][n_embd], [P] */
+    tensor *pl_embd, *pl_model_proj, *pl_proj_norm;
     model_layer *layers;
     backend *cpu;                       /* always present */
     backend *gpu;                       /* NULL without CUDA or with ngl 0 */
-    int n_ubatch;
+    int n_ubatch;                       /* what the scratch is sized for: change with model_set_ubatch */
     uint64_t n_params;
     char note[160];                     /* placement in words ("" when all on the CPU) */
     /* Smallest micro-batch whose host-resident feed-forward weights stream to the GPU:
@@ -112,6 +153,10 @@ struct model {
 /* -ENOENT no such file, -EINVAL malformed or unsupported (reason in err), -ENOMEM. */
 model *model_load(const char *path, const model_opts *opts, llmfs_error *err);
 void model_free(model *m);
+/* Sizes the forward pass's micro-batch buffers for n_ubatch tokens (a forward call never
+ * evaluates more at once). Not while a forward call runs. -ENOMEM (the old size stays in
+ * use) or -EINVAL for n_ubatch < 1. */
+int model_set_ubatch(model *m, int n_ubatch, llmfs_error *err);
 /* Bytes of GPU memory the model's GPU backend holds (weights, caches, scratch); 0 without one. */
 uint64_t model_vram_bytes(const model *m);
 

@@ -22,8 +22,12 @@
 /* A layer's feed-forward tensors, as pointers into L (NULL entries: absent): what moves
  * with its feed-forward block (placement groups, streaming). */
 #define FFN_TENSORS(L) {&(L)->ffn_norm, &(L)->w_gate, &(L)->w_up, &(L)->w_down, &(L)->gate_inp, \
-                        &(L)->gate_exps, &(L)->up_exps, &(L)->down_exps}
-#define FFN_N_TENSORS 8
+                        &(L)->gate_exps, &(L)->up_exps, &(L)->down_exps, &(L)->post_ffn_norm, \
+                        &(L)->ffn_norm_exps, &(L)->post_ffn_norm_dense, &(L)->post_ffn_norm_exps, \
+                        &(L)->gate_inp_scale, &(L)->down_exps_scale, &(L)->pl_gate, &(L)->pl_proj, \
+                        &(L)->pl_norm, &(L)->gate_inp_b, &(L)->gate_exps_b, &(L)->up_exps_b,     \
+                        &(L)->down_exps_b, &(L)->gate_inp_shexp}
+#define FFN_N_TENSORS 22
 
 /* Activations of one micro-batch, in the memory of the backend computing them. Shapes
  * as in the families' comments: n tokens, E n_embd, H n_head, Hk n_head_kv, D head_dim,
@@ -42,6 +46,7 @@ typedef struct fwd_bufs {
     int32_t *ids;   /* [n][K] */
     float *logits;  /* [OUT_CHUNK][V] only off the CPU: logits before the copy to the host */
     float *extra;   /* [n][hp.n_extra] the family's own scratch, NULL when n_extra is 0 */
+    float *pl;      /* [n][n_layer][P] per-layer inputs (Gemma 4 E models), else NULL */
 } fwd_bufs;
 
 /* model.c's private state (m->scratch). */
@@ -79,10 +84,15 @@ typedef struct model_family {
     /* x += ffn(norm(x)) of layer L (m->layers[il], or a copy whose feed-forward weights
      * were streamed to the GPU), on B's backend, where L->ffn_norm is. */
     void (*ffn)(model *m, const model_layer *L, fwd_bufs *B, int n);
+    /* Optional: after the token embeddings B->x [n][E] are looked up, on the CPU: their
+     * scale, and the per-layer inputs B->pl (when hp.n_embd_per_layer). */
+    void (*embed)(model *m, fwd_bufs *B, int n);
 } model_family;
 
 extern const model_family family_llama;
 extern const model_family family_qwenhybrid;
+extern const model_family family_gemma;
+extern const model_family family_gptoss;
 
 /* ---- reading hyperparameters: {arch}.key of the model's file ---- */
 

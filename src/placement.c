@@ -132,14 +132,16 @@ static bool override_matches(const regex_t *re, const char *name)
  * a tensor's blocks, at most this many bytes at a time. */
 #define STREAM_RAW_BYTES (32ull << 20)
 
-/* Devices for a given (ngl, n_cpu_moe), then the overrides; fills the totals. */
-static void assign(place_tensor *t, int n, const place_opts *o, const override *ov, int n_ov,
-                   int ngl, int n_cpu_moe, place_result *r)
+/* Devices for a given (ngl, n_cpu_moe), then the overrides; fills the totals. work:
+ * 2 * n_layer counters of the caller's (allocated once: assign runs many times). */
+static void assign(uint64_t *work, place_tensor *t, int n, const place_opts *o, const override *ov,
+                   int n_ov, int ngl, int n_cpu_moe, place_result *r)
 {
     int first_gpu = o->n_layer - (ngl < 0 || ngl > o->n_layer ? o->n_layer : ngl);
     bool output_gpu = ngl < 0 || ngl > o->n_layer;
-    bool *attn_gpu = calloc((size_t)(o->n_layer > 0 ? o->n_layer : 1), sizeof *attn_gpu);
-    uint64_t *ffn_cpu = calloc((size_t)(o->n_layer > 0 ? o->n_layer : 1), sizeof *ffn_cpu);
+    size_t nl = (size_t)(o->n_layer > 0 ? o->n_layer : 0);
+    uint64_t *attn_gpu = work, *ffn_cpu = work + nl;
+    memset(work, 0, 2 * nl * sizeof *work);
     uint64_t biggest = 0; /* the largest tensor that streams */
     r->bytes_cpu = r->bytes_gpu = 0;
     for (int i = 0; i < n; i++) {
@@ -165,7 +167,7 @@ static void assign(place_tensor *t, int n, const place_opts *o, const override *
         else
             r->bytes_cpu += p->bytes;
         if (d == PLACE_GPU && p->group == PG_ATTN && p->layer >= 0 && p->layer < o->n_layer)
-            attn_gpu[p->layer] = true;
+            attn_gpu[p->layer] = 1;
         if (d == PLACE_CPU && (p->group == PG_FFN || p->group == PG_EXPS) && p->layer >= 0 && p->layer < o->n_layer) {
             ffn_cpu[p->layer] += p->bytes;
             biggest = p->bytes > biggest ? p->bytes : biggest;
@@ -174,11 +176,9 @@ static void assign(place_tensor *t, int n, const place_opts *o, const override *
     int kv_layers = 0;
     uint64_t widest = 0; /* the largest layer that streams */
     for (int il = 0; il < o->n_layer; il++) {
-        kv_layers += attn_gpu[il];
+        kv_layers += (int)attn_gpu[il];
         widest = ffn_cpu[il] > widest ? ffn_cpu[il] : widest;
     }
-    free(attn_gpu);
-    free(ffn_cpu);
     r->stream_bytes = o->stream && r->bytes_gpu && widest
                           ? 2 * widest + (biggest < STREAM_RAW_BYTES ? biggest : STREAM_RAW_BYTES)
                           : 0;
@@ -201,13 +201,18 @@ int place_decide(place_tensor *t, int n, const place_opts *o, place_result *res,
     if (n_ov < 0)
         return n_ov;
     memset(res, 0, sizeof *res);
+    uint64_t *work = calloc(2 * (size_t)(o->n_layer > 0 ? o->n_layer : 1), sizeof *work);
+    if (!work) {
+        free_overrides(ov, n_ov);
+        return llmfs_errorf(err, ENOMEM, "placement: out of memory");
+    }
     for (int i = 0; i < n; i++)
         place_classify(&t[i]);
 
     if (!o->fit) {
-        assign(t, n, o, ov, n_ov, o->ngl, o->n_cpu_moe, res);
+        assign(work, t, n, o, ov, n_ov, o->ngl, o->n_cpu_moe, res);
     } else if (o->vram_free == 0) {
-        assign(t, n, o, ov, n_ov, 0, 0, res);
+        assign(work, t, n, o, ov, n_ov, 0, 0, res);
         snprintf(res->text, sizeof res->text, "fit: no GPU memory: every weight on the CPU");
     } else {
         bool has_exps = false;
@@ -215,35 +220,35 @@ int place_decide(place_tensor *t, int n, const place_opts *o, place_result *res,
             has_exps |= t[i].group == PG_EXPS;
         int all = o->n_layer + 1;
         int ngl = all, moe = 0;
-        assign(t, n, o, ov, n_ov, ngl, moe, res);
+        assign(work, t, n, o, ov, n_ov, ngl, moe, res);
         if (!fits(res, o) && has_exps) {
             /* Experts go first: each token reads only a few of them, so they cost the
              * least speed per byte moved to the CPU. Fewest CPU expert layers that fit. */
             int lo = 1, hi = o->n_layer;
             while (lo < hi) {
                 int mid = (lo + hi) / 2;
-                assign(t, n, o, ov, n_ov, ngl, mid, res);
+                assign(work, t, n, o, ov, n_ov, ngl, mid, res);
                 if (fits(res, o))
                     hi = mid;
                 else
                     lo = mid + 1;
             }
             moe = lo;
-            assign(t, n, o, ov, n_ov, ngl, moe, res);
+            assign(work, t, n, o, ov, n_ov, ngl, moe, res);
         }
         if (!fits(res, o)) {
             /* Then whole layers, output first (ngl semantics), keeping as many as fit. */
             int lo = 0, hi = all;
             while (lo < hi) {
                 int mid = (lo + hi + 1) / 2;
-                assign(t, n, o, ov, n_ov, mid, moe, res);
+                assign(work, t, n, o, ov, n_ov, mid, moe, res);
                 if (fits(res, o))
                     lo = mid;
                 else
                     hi = mid - 1;
             }
             ngl = lo;
-            assign(t, n, o, ov, n_ov, ngl, moe, res);
+            assign(work, t, n, o, ov, n_ov, ngl, moe, res);
         }
         snprintf(res->text, sizeof res->text,
                  "fit: %.0f MiB free, target %.0f MiB: ngl %d of %d, n_cpu_moe %d; "
@@ -257,6 +262,7 @@ int place_decide(place_tensor *t, int n, const place_opts *o, place_result *res,
              o->override_tensor && *o->override_tensor ? " override_tensor=" : "",
              o->override_tensor && *o->override_tensor ? o->override_tensor : "");
     free_overrides(ov, n_ov);
+    free(work);
     return 0;
 }
 

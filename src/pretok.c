@@ -150,6 +150,61 @@ static size_t m_qwen35(const uint32_t *c, size_t p, size_t e)
     return space_run(c, p, e, true);
 }
 
+/* gpt-4o (o200k) as llama.cpp rewrites it: the case classes become "a letter that is not
+ * a-z" (U) and "a letter that is not A-Z" (W), so only ASCII letters have a case;
+ * every other letter is both.
+ *   [^\r\n\p{L}\p{N}]?U*W+C?|[^\r\n\p{L}\p{N}]?U+W*C?|\p{N}{1,3}|
+ *    ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ * with C the contractions 's 't 're 've 'm 'll 'd in either case. */
+static bool is_u(uint32_t cp) { return is_l(cp) && !(cp >= 'a' && cp <= 'z'); }
+static bool is_w(uint32_t cp) { return is_l(cp) && !(cp >= 'A' && cp <= 'Z'); }
+
+static size_t m_gpt4o(const uint32_t *c, size_t p, size_t e)
+{
+    uint32_t x = c[p];
+    size_t s = p;
+    if (!is_l(x) && !is_n(x) && !is_crlf(x) && p + 1 < e && is_l(c[p + 1]))
+        s = p + 1; /* the one-character prefix; only a letter can follow it */
+    if (is_l(c[s])) {
+        /* U* takes the longest run of U; W+ must then match. Backtracking gives U*
+         * back one character at a time until a W is found: after a run of U the next
+         * character is a W only when it is a-z; otherwise the last non-ASCII letter of
+         * the run starts W+, which the capitals after it end. Failing both, U+W* is the
+         * run of U (W* is empty: the next character is no W). */
+        size_t u = s;
+        while (u < e && is_u(c[u]))
+            u++;
+        size_t end;
+        if (u < e && is_w(c[u])) {
+            end = u;
+            while (end < e && is_w(c[end]))
+                end++;
+        } else {
+            size_t j = u;
+            while (j > s && !is_w(c[j - 1]))
+                j--;
+            end = j > s ? j : u;
+        }
+        return end - p + contraction(c, end, e, true);
+    }
+    if (is_n(x)) {
+        size_t q = p + 1;
+        while (q < e && q - p < 3 && is_n(c[q]))
+            q++;
+        return q - p;
+    }
+    s = x == ' ' ? p + 1 : p;
+    if (s < e && !is_s(c[s]) && !is_l(c[s]) && !is_n(c[s])) {
+        size_t q = s + 1;
+        while (q < e && !is_s(c[q]) && !is_l(c[q]) && !is_n(c[q]))
+            q++;
+        while (q < e && (is_crlf(c[q]) || c[q] == '/'))
+            q++;
+        return q - p;
+    }
+    return space_run(c, p, e, true);
+}
+
 /* [\p{P}\$\+<=>\^~\|]+ (and ` for falcon) */
 static bool is_default_punct(uint32_t cp)
 {
@@ -246,6 +301,7 @@ static const struct pretok_def {
     [PRETOK_DEEPSEEK_CODER] = {"deepseek-coder", {m_newline, m_space_letters, m_space_punct, m_cjk, m_number}},
     [PRETOK_FALCON] = {"falcon", {m_punct_falcon, m_gpt2, m_digits3}},
     [PRETOK_STARCODER] = {"starcoder", {m_number, m_gpt2}},
+    [PRETOK_GPT4O] = {"gpt-4o", {m_gpt4o}},
 };
 
 static const struct {
@@ -270,12 +326,13 @@ static const struct {
     {"starcoder", PRETOK_STARCODER}, {"refact", PRETOK_STARCODER}, {"command-r", PRETOK_STARCODER},
     {"smollm", PRETOK_STARCODER}, {"codeshell", PRETOK_STARCODER}, {"exaone", PRETOK_STARCODER},
     {"minerva-7b", PRETOK_STARCODER},
+    {"gpt-4o", PRETOK_GPT4O}, {"minimax-m2", PRETOK_GPT4O},
     /* Known to llama.cpp with rules of their own that are not implemented here. */
     {"deepseek-llm", -1}, {"deepseek-v3", -1}, {"hunyuan-dense", -1}, {"dbrx", -1},
     {"smaug-bpe", -1}, {"poro-chat", -1}, {"glm4", -1}, {"chatglm-bpe", -1}, {"viking", -1},
-    {"tekken", -1}, {"bloom", -1}, {"gpt3-finnish", -1}, {"chameleon", -1}, {"gpt-4o", -1},
+    {"tekken", -1}, {"bloom", -1}, {"gpt3-finnish", -1}, {"chameleon", -1},
     {"llama4", -1}, {"superbpe", -1}, {"bailingmoe", -1}, {"bailingmoe2", -1}, {"llada-moe", -1},
-    {"seed-coder", -1}, {"kimi-k2", -1}, {"afmoe", -1}, {"minimax-m2", -1},
+    {"seed-coder", -1}, {"kimi-k2", -1}, {"afmoe", -1},
 };
 
 int pretok_from_name(const char *name)

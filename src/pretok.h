@@ -22,6 +22,7 @@ enum pretok_kind {
     PRETOK_FALCON,
     PRETOK_STARCODER,
     PRETOK_QWEN35,
+    PRETOK_GPT4O,
 };
 
 /* The kind for a tokenizer.ggml.pre value (NULL or unknown names: PRETOK_DEFAULT, as

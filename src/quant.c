@@ -28,6 +28,19 @@ static const type_traits traits[T_COUNT] = {
     [T_Q5_K] = {"q5_K", QK_K, sizeof(block_q5_K), T_Q8_K, true},
     [T_Q6_K] = {"q6_K", QK_K, sizeof(block_q6_K), T_Q8_K, true},
     [T_Q8_K] = {"q8_K", QK_K, sizeof(block_q8_K), T_Q8_K, true},
+    [T_IQ4_NL] = {"iq4_nl", 32, sizeof(block_iq4_nl), T_Q8_0, true},
+    [T_MXFP4] = {"mxfp4", 32, sizeof(block_mxfp4), T_Q8_0, true},
+    [T_IQ4_XS] = {"iq4_xs", QK_K, sizeof(block_iq4_xs), T_Q8_K, true},
+    [T_TQ1_0] = {"tq1_0", QK_K, sizeof(block_tq1_0), T_Q8_K, true},
+    [T_TQ2_0] = {"tq2_0", QK_K, sizeof(block_tq2_0), T_Q8_K, true},
+    /* the grid types: llama.cpp quantizes these only with an importance matrix */
+    [T_IQ3_XXS] = {"iq3_xxs", QK_K, sizeof(block_iq3_xxs), T_Q8_K, false},
+    [T_IQ3_S] = {"iq3_s", QK_K, sizeof(block_iq3_s), T_Q8_K, false},
+    [T_IQ2_XXS] = {"iq2_xxs", QK_K, sizeof(block_iq2_xxs), T_Q8_K, false},
+    [T_IQ2_XS] = {"iq2_xs", QK_K, sizeof(block_iq2_xs), T_Q8_K, false},
+    [T_IQ2_S] = {"iq2_s", QK_K, sizeof(block_iq2_s), T_Q8_K, false},
+    [T_IQ1_S] = {"iq1_s", QK_K, sizeof(block_iq1_s), T_Q8_K, false},
+    [T_IQ1_M] = {"iq1_m", QK_K, sizeof(block_iq1_m), T_Q8_K, false},
 };
 
 const type_traits *type_info(int type)
@@ -93,6 +106,7 @@ static bool cpu_has_f16c(void)
 
 static void quant_init(void)
 {
+    quant_grids_init();
     quant_ref_fill(&tables[ISA_SCALAR]);
     overlay(&tables[ISA_AVX2], &tables[ISA_SCALAR], quant_avx2_fill);
     overlay(&tables[ISA_AVX512], &tables[ISA_AVX2], quant_avx512_fill);
@@ -177,7 +191,7 @@ void dequantize_row(int type, const void *src, float *dst, int64_t n)
 
 void quantize_row(int type, const float *src, void *dst, int64_t n)
 {
-    if (known(type))
+    if (known(type) && traits[type].has_quantize)
         K()->quantize[type](src, dst, n);
 }
 
@@ -238,7 +252,7 @@ float quant_ref_vec_dot(int type, int64_t n, const void *w, const void *a)
 
 void quant_ref_quantize_row(int type, const float *src, void *dst, int64_t n)
 {
-    if (!known(type))
+    if (!known(type) || !traits[type].has_quantize)
         return;
     K();
     tables[ISA_SCALAR].quantize[type](src, dst, n);

@@ -2,8 +2,9 @@
  *
  * Type ids and block layouts are GGUF's (ggml's). Each weight type has a "dot type": the
  * form activations are converted to before a dot product with it (F32 for F32, F16 for
- * F16, BF16 for BF16, Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants),
- * which is how llama.cpp rounds activations too.
+ * F16, BF16 for BF16, Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL/MXFP4, Q8_1 for Q4_1/Q5_1, Q8_K for
+ * the K-quants and the other IQ and TQ types), which is how llama.cpp rounds activations
+ * too.
  *
  * Every operation has a plain scalar reference (quant_ref_*); the fast paths (AVX2,
  * AVX-512) are chosen once at run time from the CPU's features and are tested against
@@ -27,7 +28,9 @@
 enum ggml_type {
     T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7,
     T_Q8_0 = 8, T_Q8_1 = 9, T_Q2_K = 10, T_Q3_K = 11, T_Q4_K = 12, T_Q5_K = 13,
-    T_Q6_K = 14, T_Q8_K = 15, T_BF16 = 30,
+    T_Q6_K = 14, T_Q8_K = 15, T_IQ2_XXS = 16, T_IQ2_XS = 17, T_IQ3_XXS = 18,
+    T_IQ1_S = 19, T_IQ4_NL = 20, T_IQ3_S = 21, T_IQ2_S = 22, T_IQ4_XS = 23, T_IQ1_M = 29,
+    T_BF16 = 30, T_TQ1_0 = 34, T_TQ2_0 = 35, T_MXFP4 = 39,
     T_COUNT = 40 /* ids below this may be looked up; unsupported ones have no traits */
 };
 

@@ -933,4 +933,5 @@ void quant_avx2_fill(quant_kernels *k)
     k->quantize[T_Q8_K] = quantize_q8_K;
     k->quantize[T_F16] = quantize_f16;
     k->quantize[T_BF16] = quantize_bf16;
+    quant_iq_avx2_fill(k);
 }

@@ -1050,4 +1050,5 @@ void quant_avx512_fill(quant_kernels *k)
     k->quantize[T_Q8_K] = quantize_q8_K;
     k->quantize[T_F16] = quantize_f16;
     k->quantize[T_BF16] = quantize_bf16;
+    quant_iq_avx512_fill(k);
 }

@@ -507,4 +507,5 @@ void quant_ref_fill(quant_kernels *k)
     SET(T_Q8_K, q8_K)
 #undef SET
     quant_ref_fill_quantize(k);
+    quant_ref_fill_iq(k);
 }

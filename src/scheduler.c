@@ -10,6 +10,7 @@
  * so a reader that sees EOF can write the next prompt at once.
  */
 #include "engine.h"
+#include "cpuset.h"
 #include "stream.h"
 
 #include <errno.h>
@@ -197,13 +198,41 @@ static int plan(sched *sc)
     return total;
 }
 
-static void reply_text(llmfs_session *s, const char *text, int n)
+/* Where a reply's text goes: the answer to output and into the conversation, the
+ * reasoning to its own stream; failed is set when any of them could not take its part. */
+typedef struct reply_sink {
+    llmfs_session *s;
+    bool failed;
+} reply_sink;
+
+static void reply_part(void *arg, bool reasoning, const char *text, size_t n)
 {
-    if (n <= 0)
+    reply_sink *k = arg;
+    if (reasoning) {
+        if (stream_append(k->s->reasoning, text, n) == -ENOMEM)
+            k->failed = true;
         return;
-    stream_append(s->out, text, (size_t)n);
-    stream_append(s->transcript, text, (size_t)n);
-    session_reply_append(s, text, (size_t)n);
+    }
+    if (stream_append(k->s->out, text, n) == -ENOMEM || session_reply_append(k->s, text, n) < 0)
+        k->failed = true;
+}
+
+/* Appends generated text: the transcript keeps the reply as the model wrote it, markers
+ * included, the rest is split (reply_part). flush: the end of the reply, text held back
+ * by an unfinished marker goes out too. -ENOMEM when any part could not be taken: the
+ * turn must then end as an error, since a reply with a hole in it would pass for a whole
+ * one. */
+static int reply_text(llmfs_session *s, const char *text, int n, bool flush)
+{
+    reply_sink k = {s, false};
+    if (n > 0) {
+        if (stream_append(s->transcript, text, (size_t)n) == -ENOMEM)
+            k.failed = true;
+        reason_split_push(&s->rsplit, text, (size_t)n, reply_part, &k);
+    }
+    if (flush)
+        reason_split_flush(&s->rsplit, reply_part, &k);
+    return k.failed ? -ENOMEM : 0;
 }
 
 /* Writes the end line of a turn to the transcript (before the session becomes idle, so
@@ -327,9 +356,11 @@ static int run_step(sched *sc, int total, double *t_fwd)
                     e->new_token = true;
                     char text[1024];
                     int k = detok_push(m->mdl->tok, &s->detok, t, text, sizeof text);
-                    reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text);
                     int gen = s->n_gen + 1;
-                    if (s->n_predict >= 0 && gen >= s->n_predict)
+                    if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, false) < 0) {
+                        e->reason = "error";
+                        snprintf(e->why, sizeof e->why, "out of memory for the reply");
+                    } else if (s->n_predict >= 0 && gen >= s->n_predict)
                         e->reason = "length";
                     else if (s->n_toks > n_ctx) /* no position left to evaluate it at */
                         e->reason = "context";
@@ -339,7 +370,11 @@ static int run_step(sched *sc, int total, double *t_fwd)
         if (e->reason) {
             char text[64];
             int k = detok_flush(&s->detok, text, sizeof text);
-            reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text);
+            if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, true) < 0 &&
+                strcmp(e->reason, "error") != 0) {
+                e->reason = "error";
+                snprintf(e->why, sizeof e->why, "out of memory for the reply");
+            }
             double t_first = e->logits && e->was_prefill ? now : s->t_first;
             transcript_end(s, e->reason, e->why, now, t_first, s->n_gen + (e->new_token ? 1 : 0));
         }
@@ -430,7 +465,7 @@ static void stop_all(sched *sc)
         llmfs_session *s = sc->e[i].s;
         char text[64];
         int k = detok_flush(&s->detok, text, sizeof text);
-        reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text);
+        reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, true);
         transcript_end(s, "error", "model unloaded", now, s->t_first, s->n_gen);
     }
     pthread_mutex_lock(&m->mu);
@@ -456,6 +491,9 @@ void *scheduler_main(void *arg)
 {
     sched sc = {.m = arg};
     llmfs_model *m = sc.m;
+    /* this thread runs a share of every split, so it goes where the helpers went; the
+     * load already checked the same placement on them */
+    cpu_place_thread(0, &m->cpus, m->priority, NULL);
     pthread_mutex_lock(&m->mu);
     while (!m->stopping) {
         int total = plan(&sc);
@@ -463,10 +501,10 @@ void *scheduler_main(void *arg)
             pthread_cond_wait(&m->work_cv, &m->mu);
             continue;
         }
-        if (m->mdl) {
-            m->mdl->n_ubatch = m->settings.ubatch;
+        /* ubatch is not copied here: the model's buffers are sized for its own n_ubatch,
+         * which changes only through model_set_ubatch (engine.c, between steps) */
+        if (m->mdl)
             m->mdl->offload_batch = m->settings.offload_batch;
-        }
         pthread_mutex_unlock(&m->mu);
         double t_fwd = 0;
         int rc = run_step(&sc, total, &t_fwd);

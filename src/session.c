@@ -33,6 +33,7 @@
 #include "engine.h"
 #include "chat.h"
 #include "stream.h"
+#include "sysroot.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -52,11 +53,14 @@ llmfs_session *session_create(llmfs_model *m, int id, llmfs_error *err)
     }
     s->out = stream_new();
     s->transcript = stream_new();
-    if (!s->out || !s->transcript) {
+    s->reasoning = stream_new();
+    if (!s->out || !s->transcript || !s->reasoning) {
         if (s->out)
             llmfs_stream_put(s->out);
         if (s->transcript)
             llmfs_stream_put(s->transcript);
+        if (s->reasoning)
+            llmfs_stream_put(s->reasoning);
         free(s);
         llmfs_errorf(err, ENOMEM, "out of memory for a session");
         return NULL;
@@ -100,6 +104,7 @@ void llmfs_session_put(llmfs_session *s)
     sampler_free(s->smp);
     llmfs_stream_put(s->out);
     llmfs_stream_put(s->transcript);
+    llmfs_stream_put(s->reasoning);
     settings_clear(&s->settings);
     free(s);
     llmfs_model_put(m);
@@ -223,7 +228,7 @@ llmfs_session *llmfs_session_new(llmfs_model *m, llmfs_error *err)
 
 /* ---- ends of turns ---- */
 
-void session_reply_append(llmfs_session *s, const char *text, size_t n)
+int session_reply_append(llmfs_session *s, const char *text, size_t n)
 {
     if (s->reply_len + n + 1 > s->reply_cap) {
         size_t cap = s->reply_cap ? s->reply_cap : 256;
@@ -231,13 +236,14 @@ void session_reply_append(llmfs_session *s, const char *text, size_t n)
             cap *= 2;
         char *r = realloc(s->reply, cap);
         if (!r)
-            return; /* the stream has the text; only the conversation loses it */
+            return -ENOMEM;
         s->reply = r;
         s->reply_cap = cap;
     }
     memcpy(s->reply + s->reply_len, text, n);
     s->reply_len += n;
     s->reply[s->reply_len] = 0;
+    return 0;
 }
 
 /* Flags for session_end_turn_streams. */
@@ -271,6 +277,9 @@ int session_end_turn_locked(llmfs_session *s, const char *reason, llmfs_stream *
     atomic_store(&s->stop_req, false);
     s->last_active = now;
     m->last_activity = now;
+    int64_t swap = sysroot_swap_pages();
+    if (swap >= 0 && m->swap_gen_start >= 0)
+        m->swap_gen_delta = swap - m->swap_gen_start;
     if (s->reset_after) {
         reset_conversation(s);
         s->reset_after = false;
@@ -295,6 +304,7 @@ void session_end_turn_streams(llmfs_session *s, llmfs_stream *out, int flags)
     if (flags & END_CLOSED) {
         stream_printf(s->transcript, "### closed\n");
         stream_finish(s->transcript);
+        stream_finish(s->reasoning);
     }
     if (flags & END_DROP_LIST_REF)
         llmfs_session_put(s);
@@ -334,6 +344,7 @@ static int session_close(llmfs_session *s, llmfs_error *err)
     pthread_mutex_unlock(&m->mu);
     stream_printf(s->transcript, "### closed\n");
     stream_finish(s->transcript);
+    stream_finish(s->reasoning);
     stream_finish(s->out);
     if (listed)
         llmfs_session_put(s);
@@ -452,6 +463,7 @@ typedef struct prompt_snapshot {
     int n_ctx;
     int turn_no;
     bool log_system;
+    char effort[8];
 } prompt_snapshot;
 
 static void snapshot_free(prompt_snapshot *ps)
@@ -474,6 +486,8 @@ static int snapshot_take(llmfs_session *s, prompt_snapshot *ps)
                               .repeat_penalty = st->repeat_penalty, .repeat_last_n = st->repeat_last_n};
     ps->seed = st->seed;
     ps->n_predict = st->n_predict;
+    snprintf(ps->effort, sizeof ps->effort, "%s",
+             st->reasoning_effort == 0 ? "low" : st->reasoning_effort == 2 ? "high" : "medium");
     ps->n_ctx = s->m->kv ? s->m->kv->n_ctx : 0;
     ps->turn_no = s->turns + 1;
     ps->log_system = ps->system && ps->system[0] &&
@@ -516,7 +530,8 @@ static int build_tokens(llmfs_model *m, const prompt_snapshot *ps, const char *t
             msgs[n++] = (chat_msg){"assistant", ps->turns[i].assistant};
         }
         msgs[n++] = (chat_msg){"user", text};
-        rendered = chat_render(m->chat_template, msgs, n, true, m->bos_text, m->eos_text, err);
+        const chat_opts co = {ps->effort, NULL};
+        rendered = chat_render_opts(m->chat_template, msgs, n, true, m->bos_text, m->eos_text, &co, err);
         free(msgs);
         if (!rendered)
             return err && err->code ? -err->code : -EINVAL;
@@ -653,31 +668,25 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         if (!smp)
             rc = llmfs_errorf(&e, ENOMEM, "out of memory for the sampler");
     }
-    if (rc == 0)
+    bool begun = rc == 0;
+    if (begun)
         transcript_begin(s, &ps, user, len);
 
+    /* swap counters before the generation, for the swap warning (read outside the lock) */
+    int64_t swap_now = rc == 0 ? sysroot_swap_pages() : -1;
     llmfs_stream *old_out = NULL;
     pthread_mutex_lock(&m->mu);
     s->preparing = false;
     if (rc == 0 && (s->closed || m->state != MS_READY))
         rc = s->closed ? llmfs_errorf(&e, ENOENT, "session %d is closed", s->id)
                        : llmfs_errorf(&e, ENODEV, "model %s is unloaded", m->name);
-    chat_turn *t = NULL;
-    if (rc == 0 && ps.mode == MODE_CHAT) {
-        if (s->n_conv == s->cap_conv) {
-            int cap = s->cap_conv ? s->cap_conv * 2 : 8;
-            chat_turn *p = realloc(s->conv, sizeof *p * (size_t)cap);
-            if (p)
-                s->conv = p, s->cap_conv = cap;
-        }
-        if (s->n_conv < s->cap_conv) {
-            t = &s->conv[s->n_conv];
-            t->user = user;
-            t->assistant = NULL;
-            user = NULL;
-        } else {
+    if (rc == 0 && ps.mode == MODE_CHAT && s->n_conv == s->cap_conv) {
+        int cap = s->cap_conv ? s->cap_conv * 2 : 8;
+        chat_turn *p = realloc(s->conv, sizeof *p * (size_t)cap);
+        if (p)
+            s->conv = p, s->cap_conv = cap;
+        else
             rc = llmfs_errorf(&e, ENOMEM, "out of memory");
-        }
     }
     llmfs_stream *fresh = NULL;
     if (rc == 0 && s->out_used) {
@@ -686,8 +695,13 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
             rc = llmfs_errorf(&e, ENOMEM, "out of memory");
     }
     if (rc == 0) {
-        if (t)
-            s->n_conv++;
+        /* the turn joins the conversation only once nothing can fail any more */
+        if (ps.mode == MODE_CHAT) {
+            chat_turn *t = &s->conv[s->n_conv++];
+            t->user = user;
+            t->assistant = NULL;
+            user = NULL;
+        }
         if (fresh) {
             old_out = s->out;
             s->out = fresh;
@@ -703,11 +717,13 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         s->n_predict = ps.n_predict;
         s->raw_turn = ps.mode == MODE_RAW;
         memset(&s->detok, 0, sizeof s->detok);
+        reason_split_init(&s->rsplit, ps.mode == MODE_CHAT ? reason_mode_of(m->chat_template) : REASON_NONE);
         s->reply_len = 0;
         s->n_prompt = n;
         s->n_cached = 0;
         s->n_gen = 0;
         s->t_prompt = engine_now();
+        m->swap_gen_start = swap_now;
         s->t_prefill = s->t_first = s->t_last = 0;
         s->ttft_ms = s->pp_tps = s->tg_tps = 0;
         s->stop_reason[0] = 0;
@@ -727,6 +743,9 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
     }
     bool closed_meanwhile = rc < 0 && s->closed;
     pthread_mutex_unlock(&m->mu);
+    if (begun && rc < 0) /* the turn's header is in the transcript: so must be its end */
+        stream_printf(s->transcript, "### end error (%s): prompt %d tokens (0 cached), 0 generated, ttft 0.0 ms, "
+                                     "0.0 tokens/s\n", e.msg, n);
     if (old_out)
         llmfs_stream_put(old_out);
     free(user);
@@ -741,6 +760,7 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         pthread_mutex_unlock(&m->mu);
         stream_printf(s->transcript, "### closed\n");
         stream_finish(s->transcript);
+        stream_finish(s->reasoning);
         stream_finish(s->out);
         if (listed)
             llmfs_session_put(s);
@@ -797,6 +817,11 @@ llmfs_stream *llmfs_session_output(llmfs_session *s)
     return st;
 }
 
+llmfs_stream *llmfs_session_reasoning(llmfs_session *s)
+{
+    return stream_ref(s->reasoning);
+}
+
 llmfs_stream *llmfs_session_transcript(llmfs_session *s)
 {
     return stream_ref(s->transcript);
@@ -808,4 +833,12 @@ double llmfs_session_idle_seconds(llmfs_session *s)
     double idle = s->state != SS_IDLE || s->preparing ? 0 : engine_now() - s->last_active;
     pthread_mutex_unlock(&s->m->mu);
     return idle;
+}
+
+bool llmfs_session_busy(llmfs_session *s)
+{
+    pthread_mutex_lock(&s->m->mu);
+    bool busy = s->state != SS_IDLE || s->preparing;
+    pthread_mutex_unlock(&s->m->mu);
+    return busy;
 }

@@ -1,5 +1,6 @@
 /* settings.c — parsing, printing and checking settings, all driven by SETTINGS_LIST. */
 #include "settings.h"
+#include "cpuset.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -11,12 +12,13 @@
 #include <string.h>
 #include <strings.h>
 
-enum set_type { T_INT, T_I64, T_OCTAL, T_FLOAT, T_BOOL, T_ENUM, T_STRING, T_TEXT, T_PROFILE };
+enum set_type { T_INT, T_I64, T_OCTAL, T_FLOAT, T_BOOL, T_ENUM, T_STRING, T_TEXT, T_PROFILE, T_CPUS };
 
 typedef struct setting_def {
     const char *name;
     enum set_type type;
     int home;
+    enum setting_applies applies;
     double min, max;
     const char *choices;
     const char *def;
@@ -24,8 +26,8 @@ typedef struct setting_def {
     size_t offset;
 } setting_def;
 
-#define SETTINGS_DEF_(nm, ty, sc, mn, mx, ch, df, hp) \
-    {#nm, T_##ty, sc, mn, mx, ch, df, hp, offsetof(llmfs_settings, nm)},
+#define SETTINGS_DEF_(nm, ty, sc, ap, mn, mx, ch, df, hp) \
+    {#nm, T_##ty, sc, ap, mn, mx, ch, df, hp, offsetof(llmfs_settings, nm)},
 static const setting_def defs[SETTINGS_N] = {SETTINGS_LIST(SETTINGS_DEF_)};
 
 static const struct {
@@ -51,10 +53,13 @@ static char ranges[SETTINGS_N][320];
 static char profile_choices[256];
 static pthread_once_t infos_once = PTHREAD_ONCE_INIT;
 
+static const char *const applies_names[] = {
+    [A_NOW] = "now", [A_KV] = "kv", [A_SCRATCH] = "scratch", [A_LOAD] = "load"};
+
 static const char *type_names[] = {
     [T_INT] = "int",       [T_I64] = "int",   [T_OCTAL] = "octal", [T_FLOAT] = "float",
     [T_BOOL] = "bool",     [T_ENUM] = "enum", [T_STRING] = "string", [T_TEXT] = "text",
-    [T_PROFILE] = "enum",
+    [T_PROFILE] = "enum",  [T_CPUS] = "cpus",
 };
 
 static void infos_build(void)
@@ -70,6 +75,7 @@ static void infos_build(void)
         in->type = type_names[d->type];
         in->def = d->def;
         in->help = d->help;
+        in->applies = applies_names[d->applies];
         in->scope = d->home == LLMFS_SCOPE_SESSION ? 7 : d->home == LLMFS_SCOPE_MODEL ? 3 : 1;
         switch (d->type) {
         case T_INT:
@@ -90,6 +96,9 @@ static void infos_build(void)
             break;
         case T_PROFILE:
             snprintf(ranges[i], sizeof ranges[i], "%s", profile_choices);
+            break;
+        case T_CPUS:
+            snprintf(ranges[i], sizeof ranges[i], "cpu list|p-cores|e-cores");
             break;
         case T_STRING:
         case T_TEXT:
@@ -116,6 +125,11 @@ const llmfs_setting_info *settings_info(int idx)
 int settings_home_scope(int idx)
 {
     return idx >= 0 && idx < SETTINGS_N ? defs[idx].home : 0;
+}
+
+enum setting_applies settings_applies(int idx)
+{
+    return idx >= 0 && idx < SETTINGS_N ? defs[idx].applies : A_NOW;
 }
 
 const char *llmfs_profile(const char *name)
@@ -151,7 +165,7 @@ static const void *cfield(const llmfs_settings *s, int i)
 
 static bool is_string_type(enum set_type t)
 {
-    return t == T_STRING || t == T_TEXT || t == T_PROFILE;
+    return t == T_STRING || t == T_TEXT || t == T_PROFILE || t == T_CPUS;
 }
 
 /* ---- value parsing ---- */
@@ -292,6 +306,15 @@ static int parse_value(int i, const char *v, parsed *p, llmfs_error *err)
         p->i = k;
         return 0;
     }
+    case T_CPUS: {
+        llmfs_error e = {0};
+        if (cpu_affinity_check(v, &e) < 0)
+            return llmfs_errorf(err, EINVAL, "%s", e.msg);
+        p->str = strdup(v);
+        if (!p->str)
+            return llmfs_errorf(err, ENOMEM, "%s: out of memory", d->name);
+        return 0;
+    }
     case T_PROFILE:
         if (*v && !llmfs_profile(v))
             return llmfs_errorf(err, EINVAL, "profile: no profile '%s' (have %s)", v, profile_choices);
@@ -332,6 +355,7 @@ static void store_value(llmfs_settings *s, int i, parsed *p)
     case T_STRING:
     case T_TEXT:
     case T_PROFILE:
+    case T_CPUS:
         free(*(char **)f);
         *(char **)f = p->str;
         p->str = NULL;
@@ -548,7 +572,8 @@ static int value_text(const llmfs_settings *s, int i, char *buf, size_t cap)
         return enum_name(defs[i].choices, *(const int *)f, buf, cap);
     case T_STRING:
     case T_TEXT:
-    case T_PROFILE: {
+    case T_PROFILE:
+    case T_CPUS: {
         const char *v = *(char *const *)f;
         return escape_to(v ? v : "", buf, cap);
     }
@@ -597,7 +622,8 @@ int settings_markdown(char *buf, size_t cap)
     pthread_once(&infos_once, infos_build);
     size_t o = 0;
 #define OUT(...) o += (size_t)snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, __VA_ARGS__)
-    OUT("| setting | scope | type | range | default | meaning |\n|---|---|---|---|---|---|\n");
+    OUT("| setting | scope | applies | type | range | default | meaning |\n"
+        "|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < SETTINGS_N; i++) {
         const char *sc = defs[i].home == LLMFS_SCOPE_DAEMON ? "daemon"
                          : defs[i].home == LLMFS_SCOPE_MODEL ? "model"
@@ -610,7 +636,7 @@ int settings_markdown(char *buf, size_t cap)
             range[r++] = *c;
         }
         range[r] = 0;
-        OUT("| `%s` | %s | %s | %s | %s | %s |\n", defs[i].name, sc, infos[i].type, range,
+        OUT("| `%s` | %s | %s | %s | %s | %s | %s |\n", defs[i].name, sc, infos[i].applies, infos[i].type, range,
             defs[i].def[0] ? defs[i].def : "(empty)", defs[i].help);
     }
 #undef OUT

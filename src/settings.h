@@ -22,7 +22,8 @@
  * (file modes), BOOL reads on|off (also true/false, yes/no, 1/0), ENUM one of the
  * '|'-separated choices (stored as its index), STRING one word or path, TEXT the rest
  * of the line (newlines and backslashes written as \n and \\), PROFILE the name of a
- * preset whose key=value pairs are applied when it is set. */
+ * preset whose key=value pairs are applied when it is set, CPUS a cpu list ("0-11,16"),
+ * "p-cores", "e-cores" or empty (cpuset.h), checked when set. */
 #define SET_T_INT int
 #define SET_T_I64 int64_t
 #define SET_T_OCTAL int
@@ -32,65 +33,83 @@
 #define SET_T_STRING char *
 #define SET_T_TEXT char *
 #define SET_T_PROFILE char *
+#define SET_T_CPUS char *
 
 #define S_D LLMFS_SCOPE_DAEMON
 #define S_M LLMFS_SCOPE_MODEL
 #define S_S LLMFS_SCOPE_SESSION
 
-/* X(name, TYPE, home scope, min, max, choices, default, help)
+/* When a new value takes effect on a loaded model (on the daemon's ctl every value is only
+ * stored, as a default for models loaded later):
+ *   A_NOW      at once (the next step of the scheduler reads it);
+ *   A_KV       the KV cache is reallocated at once, refused with EBUSY while a session
+ *              of the model generates (the cached conversations are dropped);
+ *   A_SCRATCH  the forward pass's micro-batch buffers are reallocated at once, refused
+ *              with EBUSY while a session generates;
+ *   A_LOAD     read when the model loads (daemon settings: when the daemon starts); a
+ *              different value on a loaded model is refused with EBUSY. */
+enum setting_applies { A_NOW, A_KV, A_SCRATCH, A_LOAD };
+
+/* X(name, TYPE, home scope, applies, min, max, choices, default, help)
  * Order matters for printing: `profile` comes before the keys it sets, so that writing a
  * settings text back applies the preset first and the explicit values after it. */
 #define SETTINGS_LIST(X)                                                                      \
     /* session */                                                                             \
-    X(mode, ENUM, S_S, 0, 0, "chat|raw", "chat",                                              \
+    X(mode, ENUM, S_S, A_NOW, 0, 0, "chat|raw", "chat",                                              \
       "chat: prompts are user turns rendered with the chat template; raw: text to complete")  \
-    X(system, TEXT, S_S, 0, 0, "", "", "system message for chat mode (rest of the line)")     \
-    X(temp, FLOAT, S_S, 0, 100, "", "0.8", "sampling temperature; 0 picks the likeliest token") \
-    X(top_k, INT, S_S, 0, 1000000, "", "40", "keep the k likeliest tokens; 0 off")            \
-    X(top_p, FLOAT, S_S, 0, 1, "", "0.95", "keep the smallest set with this total probability; 1 off") \
-    X(min_p, FLOAT, S_S, 0, 1, "", "0.05", "drop tokens below this fraction of the top probability; 0 off") \
-    X(repeat_penalty, FLOAT, S_S, 0.01, 10, "", "1", "divide the scores of recent tokens by this; 1 off") \
-    X(repeat_last_n, INT, S_S, 0, 1000000, "", "64", "how many recent tokens the repeat penalty sees") \
-    X(seed, I64, S_S, -1, 4294967295.0, "", "-1", "random seed of the sampler; -1 a new one each prompt") \
-    X(n_predict, INT, S_S, -1, 100000000, "", "-1",                                           \
+    X(system, TEXT, S_S, A_NOW, 0, 0, "", "", "system message for chat mode (rest of the line)")     \
+    X(temp, FLOAT, S_S, A_NOW, 0, 100, "", "0.8", "sampling temperature; 0 picks the likeliest token") \
+    X(top_k, INT, S_S, A_NOW, 0, 1000000, "", "40", "keep the k likeliest tokens; 0 off")            \
+    X(top_p, FLOAT, S_S, A_NOW, 0, 1, "", "0.95", "keep the smallest set with this total probability; 1 off") \
+    X(min_p, FLOAT, S_S, A_NOW, 0, 1, "", "0.05", "drop tokens below this fraction of the top probability; 0 off") \
+    X(repeat_penalty, FLOAT, S_S, A_NOW, 0.01, 10, "", "1", "divide the scores of recent tokens by this; 1 off") \
+    X(repeat_last_n, INT, S_S, A_NOW, 0, 1000000, "", "64", "how many recent tokens the repeat penalty sees") \
+    X(seed, I64, S_S, A_NOW, -1, 4294967295.0, "", "-1", "random seed of the sampler; -1 a new one each prompt") \
+    X(n_predict, INT, S_S, A_NOW, -1, 100000000, "", "-1",                                           \
       "most tokens one reply may have; -1 until end of generation or a full context")        \
+    X(reasoning_effort, ENUM, S_S, A_NOW, 0, 0, "low|medium|high", "medium",                         \
+      "how long a reasoning model (gpt-oss) thinks, passed to its chat template")            \
     /* model */                                                                               \
-    X(profile, PROFILE, S_M, 0, 0, "", "", "apply a preset of model settings")                \
-    X(ctx, INT, S_M, 16, 16777216, "", "4096", "context length of each sequence, in tokens")  \
-    X(parallel, INT, S_M, 1, 256, "", "1", "sequences the KV cache holds (sessions generating at once)") \
-    X(batch, INT, S_M, 1, 1048576, "", "2048", "most tokens the scheduler evaluates in one step") \
-    X(ubatch, INT, S_M, 1, 1048576, "", "512", "micro-batch of prompt processing, in tokens")  \
-    X(cache_type_k, ENUM, S_M, 0, 0, "f16|q8_0|q4_0", "f16", "type of the K cache (alias ctk)") \
-    X(cache_type_v, ENUM, S_M, 0, 0, "f16|q8_0|q4_0", "f16", "type of the V cache (alias ctv)") \
-    X(flash_attn, BOOL, S_M, 0, 0, "", "off", "fused attention kernel")                       \
-    X(threads, INT, S_M, 0, 1024, "", "0", "CPU threads for generation; 0 the physical cores") \
-    X(threads_batch, INT, S_M, 0, 1024, "", "0", "CPU threads for prompts; 0 same as threads") \
-    X(ngl, INT, S_M, -1, 100000, "", "-1", "layers on the GPU; -1 all that fit, 0 none")      \
-    X(override_tensor, STRING, S_M, 0, 0, "", "", "REGEX=DEVICE,... pins matching tensors to a device") \
-    X(n_cpu_moe, INT, S_M, 0, 100000, "", "0", "keep the experts of the first N layers on the CPU") \
-    X(offload_batch, INT, S_M, -1, 1048576, "", "-1",                                         \
+    X(profile, PROFILE, S_M, A_NOW, 0, 0, "", "", "apply a preset of model settings")                \
+    X(ctx, INT, S_M, A_KV, 16, 16777216, "", "4096", "context length of each sequence, in tokens")  \
+    X(parallel, INT, S_M, A_KV, 1, 256, "", "1", "sequences the KV cache holds (sessions generating at once)") \
+    X(batch, INT, S_M, A_NOW, 1, 1048576, "", "2048", "most tokens the scheduler evaluates in one step") \
+    X(ubatch, INT, S_M, A_SCRATCH, 1, 1048576, "", "512", "micro-batch of prompt processing, in tokens")  \
+    X(cache_type_k, ENUM, S_M, A_KV, 0, 0, "f16|q8_0|q4_0", "f16", "type of the K cache (alias ctk)") \
+    X(cache_type_v, ENUM, S_M, A_KV, 0, 0, "f16|q8_0|q4_0", "f16", "type of the V cache (alias ctv)") \
+    X(flash_attn, BOOL, S_M, A_NOW, 0, 0, "", "off", "fused attention kernel")                       \
+    X(threads, INT, S_M, A_LOAD, 0, 1024, "", "0", "CPU threads for generation; 0 the physical cores") \
+    X(threads_batch, INT, S_M, A_LOAD, 0, 1024, "", "0", "CPU threads for prompts; 0 same as threads") \
+    X(cpu_affinity, CPUS, S_M, A_LOAD, 0, 0, "", "",                                          \
+      "cores the model's threads run on: a list like 0-11,16, p-cores or e-cores; empty every core, on a hybrid CPU the P-cores") \
+    X(priority, INT, S_M, A_LOAD, 0, 3, "", "0",                                              \
+      "the model threads' priority: 0 unchanged, 1 nice -5, 2 nice -10, 3 SCHED_RR; refused beyond the user's rights") \
+    X(ngl, INT, S_M, A_LOAD, -1, 100000, "", "-1", "layers on the GPU; -1 all that fit, 0 none")      \
+    X(override_tensor, STRING, S_M, A_LOAD, 0, 0, "", "", "REGEX=DEVICE,... pins matching tensors to a device") \
+    X(n_cpu_moe, INT, S_M, A_LOAD, 0, 100000, "", "0", "keep the experts of the first N layers on the CPU") \
+    X(offload_batch, INT, S_M, A_NOW, -1, 1048576, "", "-1",                                         \
       "smallest prompt micro-batch that streams CPU-resident feed-forward weights to the GPU; -1 chosen from measured speed, 0 never") \
-    X(fit, BOOL, S_M, 0, 0, "", "on", "shrink ngl and ctx until the model fits the GPU")       \
-    X(fit_target, INT, S_M, 0, 1048576, "", "1024", "MiB of GPU memory fit leaves free")      \
-    X(fit_ctx, INT, S_M, 0, 16777216, "", "4096", "smallest context fit may shrink ctx to")   \
-    X(vram_limit, INT, S_M, 0, 16777216, "", "0", "MiB of GPU memory llmfs may use; 0 all")   \
-    X(mmap, BOOL, S_M, 0, 0, "", "on", "map the model file instead of reading it into memory") \
-    X(mlock, BOOL, S_M, 0, 0, "", "off", "lock the model's pages in RAM")                     \
-    X(idle_unload, INT, S_M, 0, 100000000, "", "0", "unload the model after this many idle seconds; 0 never") \
-    X(session_idle, INT, S_M, 0, 100000000, "", "0", "close clone sessions idle this many seconds; 0 never") \
+    X(fit, BOOL, S_M, A_LOAD, 0, 0, "", "on", "shrink ngl and ctx until the model fits the GPU")       \
+    X(fit_target, INT, S_M, A_LOAD, 0, 1048576, "", "1024", "MiB of GPU memory fit leaves free")      \
+    X(fit_ctx, INT, S_M, A_LOAD, 0, 16777216, "", "4096", "smallest context fit may shrink ctx to")   \
+    X(vram_limit, INT, S_M, A_LOAD, 0, 16777216, "", "0", "MiB of GPU memory llmfs may use; 0 all")   \
+    X(mmap, BOOL, S_M, A_LOAD, 0, 0, "", "on", "map the model file instead of reading it into memory") \
+    X(mlock, BOOL, S_M, A_LOAD, 0, 0, "", "off", "lock the model's pages in RAM")                     \
+    X(idle_unload, INT, S_M, A_NOW, 0, 100000000, "", "0", "unload the model after this many idle seconds; 0 never") \
+    X(session_idle, INT, S_M, A_NOW, 0, 100000000, "", "0", "close clone sessions idle this many seconds; 0 never") \
     /* daemon */                                                                              \
-    X(mountpoint, STRING, S_D, 0, 0, "", "", "where the file system is mounted")              \
-    X(model_dirs, STRING, S_D, 0, 0, "", "",                                                  \
+    X(mountpoint, STRING, S_D, A_LOAD, 0, 0, "", "", "where the file system is mounted")              \
+    X(model_dirs, STRING, S_D, A_NOW, 0, 0, "", "",                                                  \
       "colon-separated folders models may be loaded from; empty allows any path")             \
-    X(max_prompt_bytes, INT, S_D, 1, 1073741824, "", "1048576", "largest prompt accepted, in bytes") \
-    X(max_sessions, INT, S_D, 1, 100000, "", "64", "most clone sessions per model")            \
-    X(max_ctl_line, INT, S_D, 64, 16777216, "", "65536", "longest ctl line accepted, in bytes") \
-    X(allow_other, BOOL, S_D, 0, 0, "", "off", "let other users access the mount")            \
-    X(file_mode, OCTAL, S_D, 0, 0777, "", "0600", "permission bits of files")                 \
-    X(dir_mode, OCTAL, S_D, 0, 0777, "", "0700", "permission bits of folders")
+    X(max_prompt_bytes, INT, S_D, A_NOW, 1, 1073741824, "", "1048576", "largest prompt accepted, in bytes") \
+    X(max_sessions, INT, S_D, A_NOW, 1, 100000, "", "64", "most clone sessions per model")            \
+    X(max_ctl_line, INT, S_D, A_NOW, 64, 16777216, "", "65536", "longest ctl line accepted, in bytes") \
+    X(allow_other, BOOL, S_D, A_LOAD, 0, 0, "", "off", "let other users access the mount")            \
+    X(file_mode, OCTAL, S_D, A_NOW, 0, 0777, "", "0600", "permission bits of files")                 \
+    X(dir_mode, OCTAL, S_D, A_NOW, 0, 0777, "", "0700", "permission bits of folders")
 
-#define SETTINGS_FIELD_(name, type, scope, mn, mx, choices, def, help) SET_T_##type name;
-#define SETTINGS_COUNT_(name, type, scope, mn, mx, choices, def, help) +1
+#define SETTINGS_FIELD_(name, type, scope, applies, mn, mx, choices, def, help) SET_T_##type name;
+#define SETTINGS_COUNT_(name, type, scope, applies, mn, mx, choices, def, help) +1
 enum { SETTINGS_N = 0 SETTINGS_LIST(SETTINGS_COUNT_) };
 
 /* Enum values. */
@@ -117,6 +136,8 @@ int settings_find(const char *name);
 const llmfs_setting_info *settings_info(int idx);
 /* The scope a setting belongs to (its narrowest). */
 int settings_home_scope(int idx);
+/* When a new value of the setting takes effect (enum setting_applies). */
+enum setting_applies settings_applies(int idx);
 
 /* Sets one value. scope_mask: the scopes this caller may set (a setting is accepted if
  * any of its scopes is in the mask). On error the settings are unchanged.

@@ -40,6 +40,7 @@ typedef struct worker {
     _Alignas(64) atomic_uint seq; /* bumped by the caller to hand over a job */
     atomic_int sleeping;          /* set while (about to be) in futex_wait on seq */
     atomic_int state;             /* W_*: the caller offers, the worker accepts or it is withdrawn */
+    atomic_int tid;               /* the kernel's id of the thread, 0 until it has started */
     threadpool *pool;
     pthread_t thread;
 } worker;
@@ -145,6 +146,7 @@ static void *worker_main(void *arg)
     worker *w = arg;
     threadpool *p = w->pool;
     unsigned seen = 0;
+    atomic_store(&w->tid, (int)syscall(SYS_gettid));
     for (;;) {
         seen = wait_change(&w->seq, seen, &w->sleeping);
         if (atomic_load(&p->stop))
@@ -210,6 +212,21 @@ void threadpool_free(threadpool *p)
     pthread_mutex_destroy(&p->run_lock);
     free(p->workers);
     free(p);
+}
+
+int threadpool_tids(threadpool *p, int *tids, int cap)
+{
+    int n = 0;
+    for (int i = 0; p && i < p->size - 1; i++) {
+        /* a helper records its id first thing; wait for one that has not run yet */
+        int t;
+        while ((t = atomic_load(&p->workers[i].tid)) == 0)
+            sched_yield();
+        if (n < cap)
+            tids[n] = t;
+        n++;
+    }
+    return n;
 }
 
 int threadpool_size(const threadpool *p)

@@ -13,6 +13,9 @@ typedef void (*threadpool_fn)(void *ctx, int i, int n);
 threadpool *threadpool_new(int n_threads); /* n_threads includes the caller */
 void threadpool_free(threadpool *p);
 int threadpool_size(const threadpool *p);
+/* The kernel thread ids of the helper threads (size - 1 of them; the caller's thread is
+ * not among them), for pinning and priorities. Returns the count, fills at most cap. */
+int threadpool_tids(threadpool *p, int *tids, int cap);
 /* Runs fn on min(n_threads, size) threads: ith = 0..n_threads-1, each index exactly once
  * (n_threads may exceed the size: the indices are shared out). Runs are serialized; fn
  * must not call threadpool_run on the same pool. */

@@ -8,6 +8,7 @@
 #include "unicode.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,6 +118,68 @@ done:
     free(ends);
     free(tmp);
     free(w);
+    free(syms);
+    free(h.v);
+    return rc;
+}
+
+/* One piece of Gemma 4 text: ranked merges over its characters; a merged piece that is
+ * no token is spelled with the <0xXX> byte tokens. */
+static int spm_merges_piece(const tokenizer *t, const char *w, size_t wn, tok_sym *syms, tok_pair_heap *h,
+                            tok_vec *out)
+{
+    int32_t ns = tok_merge_all(t, w, wn, syms, merge_rank, h);
+    if (ns < 0)
+        return ns;
+    int rc = 0;
+    for (int32_t i = 0; i != -1 && ns && !rc; i = syms[i].next) {
+        int32_t id = tok_lookup(t, w + syms[i].start, syms[i].n);
+        if (id >= 0) {
+            rc = tok_vec_push(out, id);
+            continue;
+        }
+        for (uint32_t k = 0; k < syms[i].n && !rc; k++) {
+            char b[8];
+            snprintf(b, sizeof b, "<0x%02X>", (uint8_t)w[syms[i].start + k]);
+            int32_t bid = tok_lookup(t, b, 6);
+            if (bid < 0)
+                bid = t->unk;
+            if (bid >= 0)
+                rc = tok_vec_push(out, bid);
+        }
+    }
+    return rc;
+}
+
+int tok_spm_merges_encode(const tokenizer *t, const char *s, size_t n, tok_vec *out)
+{
+    char *e = malloc(3 * n + 1);
+    tok_sym *syms = malloc((3 * n + 1) * sizeof *syms);
+    tok_pair_heap h = {0};
+    int rc = 0;
+    if (!e || !syms) {
+        rc = -ENOMEM;
+        goto done;
+    }
+    size_t en = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == ' ') {
+            memcpy(e + en, "\xe2\x96\x81", 3);
+            en += 3;
+        } else {
+            e[en++] = s[i];
+        }
+    }
+    /* runs of newlines, and the text between them */
+    for (size_t start = 0, end; start < en && !rc; start = end) {
+        bool nl = e[start] == '\n';
+        for (end = start; end < en && (e[end] == '\n') == nl; end++)
+            ;
+        int32_t id = nl ? tok_lookup(t, e + start, end - start) : -1;
+        rc = id >= 0 ? tok_vec_push(out, id) : spm_merges_piece(t, e + start, end - start, syms, &h, out);
+    }
+done:
+    free(e);
     free(syms);
     free(h.v);
     return rc;

@@ -106,6 +106,8 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, bool add_
         if (f.id >= 0) {
             rc = tok_vec_push(&ids, f.id);
             prev_special = true;
+        } else if (t->spm_merges) {
+            rc = tok_spm_merges_encode(t, text + f.off, f.len, &ids);
         } else if (t->kind == TOK_SPM) {
             rc = tok_spm_encode(t, text + f.off, f.len, t->add_space_prefix && prev_special, &ids);
             prev_special = false;

@@ -41,6 +41,9 @@ struct tokenizer {
 
     int32_t bos, eos, eot, eom, unk, pad;
     bool add_bos, add_eos, add_space_prefix, ignore_merges;
+    /* Gemma 4 ("gemma4"): a SentencePiece vocabulary (U+2581 for spaces, <0xXX> byte
+     * tokens) encoded by BPE merge ranks instead of piece scores */
+    bool spm_merges;
 
     /* control, user-defined and unknown tokens, longest text first */
     int32_t *special;
@@ -64,6 +67,9 @@ int tok_vec_push(tok_vec *v, int32_t id);
  * space. 0 or -ENOMEM. */
 int tok_spm_encode(const tokenizer *t, const char *s, size_t n, bool add_prefix, tok_vec *out);
 int tok_bpe_encode(const tokenizer *t, const char *s, size_t n, tok_vec *out);
+/* Gemma 4: spaces become U+2581, newline runs that are tokens are taken whole, the rest
+ * is merged by rank over UTF-8 characters, pieces that are no token go byte by byte. */
+int tok_spm_merges_encode(const tokenizer *t, const char *s, size_t n, tok_vec *out);
 
 /* A symbol of the merge loop: bytes start..start+n of the text; n == 0 once merged
  * into its left neighbour. prev/next link the live symbols, -1 at the ends. */

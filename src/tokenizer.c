@@ -438,8 +438,10 @@ tokenizer *tokenizer_load(const gguf_file *f, llmfs_error *err)
         kind = TOK_SPM;
     } else if (strcmp(model, "gpt2") == 0) {
         kind = TOK_BPE;
+    } else if (strcmp(model, "gemma4") == 0) {
+        kind = TOK_SPM; /* pieces as SentencePiece spells them, merged by rank */
     } else {
-        llmfs_errorf(err, EINVAL, "tokenizer: model '%.64s' is not supported (llama and gpt2 are)", model);
+        llmfs_errorf(err, EINVAL, "tokenizer: model '%.64s' is not supported (llama, gpt2 and gemma4 are)", model);
         return NULL;
     }
     tokenizer *t = calloc(1, sizeof *t);
@@ -449,6 +451,7 @@ tokenizer *tokenizer_load(const gguf_file *f, llmfs_error *err)
     }
     t->kind = kind;
     t->eot = t->eom = t->pad = -1;
+    t->spm_merges = strcmp(model, "gemma4") == 0;
     if (kind == TOK_SPM) {
         t->bos = 1;
         t->eos = 2;
@@ -473,7 +476,7 @@ tokenizer *tokenizer_load(const gguf_file *f, llmfs_error *err)
     }
     if (load_tokens(t, f, err))
         goto fail;
-    if (kind == TOK_BPE && load_merges(t, f, err))
+    if ((kind == TOK_BPE || t->spm_merges) && load_merges(t, f, err))
         goto fail;
     if (t->bos >= t->n_vocab)
         t->bos = -1;
@@ -490,6 +493,8 @@ tokenizer *tokenizer_load(const gguf_file *f, llmfs_error *err)
     set_bool(f, KEY("add_space_prefix"), &t->add_space_prefix);
     set_bool(f, KEY("add_bos_token"), &t->add_bos);
     set_bool(f, KEY("add_eos_token"), &t->add_eos);
+    if (t->spm_merges) /* llama.cpp always adds Gemma 4's BOS, whatever the file says */
+        t->add_bos = true;
     if (t->add_bos && t->bos < 0) {
         llmfs_errorf(err, EINVAL, "tokenizer: the vocabulary asks for a BOS token but has none");
         goto fail;

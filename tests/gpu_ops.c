@@ -110,10 +110,35 @@ typedef struct wpair {
 } wpair;
 
 static const int all_types[] = {T_F32,  T_F16,  T_BF16, T_Q4_0, T_Q4_1, T_Q5_0, T_Q5_1,
-                                T_Q8_0, T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K};
+                                T_Q8_0, T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K,
+                                T_IQ4_NL, T_MXFP4, T_IQ4_XS, T_TQ1_0, T_TQ2_0, T_IQ3_XXS,
+                                T_IQ3_S, T_IQ2_XXS, T_IQ2_XS, T_IQ2_S, T_IQ1_S, T_IQ1_M};
 #define N_TYPES ((int)(sizeof all_types / sizeof all_types[0]))
 
 static bool is_float(int t) { return t == T_F32 || t == T_F16 || t == T_BF16; }
+
+/* The grid types have no quantizer (llama.cpp needs an importance matrix for them):
+ * rows of random grid indices, signs and scales, with the f16 super-scale set so that
+ * values come out near s. */
+static void random_grid_row(int type, int64_t ne0, unsigned char *row, float s)
+{
+    const type_traits *t = type_info(type);
+    for (size_t i = 0; i < type_row_bytes(type, ne0); i++)
+        row[i] = (unsigned char)test_rand();
+    for (int64_t b = 0; b < ne0 / t->block; b++) {
+        unsigned char *q = row + (size_t)b * t->block_bytes;
+        uint16_t d = f32_to_f16(s * (test_uniform() + 0.5f) / (type == T_IQ3_S ? 60 : 8));
+        if (type == T_IQ1_M) { /* the top nibbles of the four scale words */
+            uint16_t sc[4];
+            memcpy(sc, q + 48, 8);
+            for (int k = 0; k < 4; k++)
+                sc[k] = (uint16_t)((sc[k] & 0x0fff) | ((d >> (4 * k)) & 15) << 12);
+            memcpy(q + 48, sc, 8);
+        } else {
+            memcpy(q, &d, 2);
+        }
+    }
+}
 
 /* rows of normals (scale s) stored as type, ne2 experts of ne1 x ne0 */
 static void make_weight(wpair *w, const char *name, int type, int64_t ne0, int64_t ne1, int64_t ne2, float s)
@@ -124,6 +149,10 @@ static void make_weight(wpair *w, const char *name, int type, int64_t ne0, int64
     w->host = malloc(rb * (size_t)rows);
     float *x = randn(ne0, 1);
     for (int64_t r = 0; r < rows; r++) {
+        if (!type_info(type)->has_quantize) {
+            random_grid_row(type, ne0, (unsigned char *)w->host + rb * (size_t)r, s);
+            continue;
+        }
         for (int64_t i = 0; i < ne0; i++)
             x[i] = test_normal() * s;
         quantize_row(type, x, (char *)w->host + rb * (size_t)r, ne0);
@@ -409,6 +438,47 @@ START_TEST(norm_add_swiglu)
         got = host_from(dx, sizeof(float) * n);
         ck_assert(rel_rms(got, ref, n) < 1e-5);
         free(got);
+        /* GeGLU: the CPU rounds GELU through f16 as llama.cpp does, the GPU does not */
+        gpu->ops->upload(gpu, dx, x, sizeof(float) * n);
+        cpu->ops->geglu(cpu, ref, x, y, n);
+        gpu->ops->geglu(gpu, dout, dx, dy, n);
+        got = host_from(dout, sizeof(float) * n);
+        ck_assert_msg(rel_rms(got, ref, n) < 2e-3, "geglu %lld: %g", (long long)n, rel_rms(got, ref, n));
+        free(got);
+        /* scale, then soft-capping at 30 of values up to ~100 */
+        memcpy(ref, x, sizeof(float) * n);
+        cpu->ops->scale(cpu, ref, 10.0f, n);
+        cpu->ops->softcap(cpu, ref, 30.0f, n);
+        gpu->ops->scale(gpu, dx, 10.0f, n);
+        gpu->ops->softcap(gpu, dx, 30.0f, n);
+        got = host_from(dx, sizeof(float) * n);
+        ck_assert_msg(rel_rms(got, ref, n) < 1e-6, "scale/softcap %lld", (long long)n);
+        free(got);
+        /* a column block of rows: copy2d of the first d/2 columns */
+        if (d >= 2) {
+            cpu->ops->copy2d(cpu, ref, d / 2, x, d, rows, d / 2);
+            gpu->ops->upload(gpu, dx, x, sizeof(float) * n);
+            gpu->ops->copy2d(gpu, dout, d / 2, dx, d, rows, d / 2);
+            got = host_from(dout, sizeof(float) * (size_t)rows * (d / 2));
+            ck_assert(memcmp(got, ref, sizeof(float) * (size_t)rows * (d / 2)) == 0);
+            free(got);
+        }
+        /* per-expert scales by id */
+        {
+            int32_t ids[8] = {0, 3, 1, 2, 3, 3, 0, 1};
+            float s4[4] = {0.5f, 2.0f, 0.25f, 4.0f}, w8[8] = {1, 2, 3, 4, 5, 6, 7, 8}, r8[8];
+            memcpy(r8, w8, sizeof r8);
+            cpu->ops->scale_ids(cpu, r8, ids, s4, 8);
+            int32_t *di = dev_from(ids, sizeof ids);
+            float *ds4 = dev_from(s4, sizeof s4), *dw8 = dev_from(w8, sizeof w8);
+            gpu->ops->scale_ids(gpu, dw8, di, ds4, 8);
+            got = host_from(dw8, sizeof w8);
+            ck_assert(memcmp(got, r8, sizeof r8) == 0);
+            free(got);
+            dev_free(di);
+            dev_free(ds4);
+            dev_free(dw8);
+        }
         gpu_ok("element-wise");
         float *ds[] = {dx, dy, dw, db, dout, dx2};
         for (int i = 0; i < 6; i++)
@@ -455,9 +525,12 @@ START_TEST(rope_variants)
 {
     /* normal and NEOX pairs, partial rotation, linear scaling, llama3 factors, far
      * positions, two sequences */
-    static float factors[64];
+    static float factors[64], proportional[32];
     for (int i = 0; i < 64; i++)
         factors[i] = 1.0f + (float)i / 8;
+    /* Gemma 4's full layers: the first pairs rotate, 1e30 leaves the others in place */
+    for (int i = 0; i < 32; i++)
+        proportional[i] = i < 4 ? 1.0f : 1e30f;
     const struct {
         int hd, n_rot;
         bool neox;
@@ -466,8 +539,10 @@ START_TEST(rope_variants)
     } cfg[] = {
         {64, 64, false, 10000.f, 1.f, NULL}, {128, 128, true, 1e6f, 1.f, NULL},  {128, 64, true, 10000.f, 1.f, NULL},
         {32, 32, false, 10000.f, 0.25f, NULL}, {128, 128, false, 500000.f, 1.f, factors}, {8, 8, false, 10000.f, 1.f, NULL},
+        {64, 64, true, 1e6f, 1.f, proportional},
+        {64, 64, true, 150000.f, 1.f / 32, NULL}, /* YaRN as gpt-oss (below) */
     };
-    for (int c = 0; c < 6; c++) {
+    for (int c = 0; c < 7; c++) {
         const int n = 19, H = 3, hd = cfg[c].hd;
         int32_t tok[19], pos[19], seq[19];
         for (int i = 0; i < n; i++) {
@@ -482,6 +557,13 @@ START_TEST(rope_variants)
         p.freq_base = cfg[c].base;
         p.freq_scale = cfg[c].scale;
         p.freq_factors = cfg[c].ff;
+        if (c == 6) {
+            p.yarn_ext_factor = 1;
+            p.yarn_attn_factor = 1;
+            p.yarn_beta_fast = 32;
+            p.yarn_beta_slow = 1;
+            p.yarn_orig_ctx = 4096;
+        }
         const int64_t sz = (int64_t)n * H * hd;
         float *x = randn(sz, 1), *ref = malloc(sizeof(float) * sz);
         memcpy(ref, x, sizeof(float) * sz);
@@ -552,6 +634,11 @@ typedef struct attn_cfg {
     int hd, H, Hk, tk, tv;
 } attn_cfg;
 
+/* The sliding window and sinks (host memory, [H]) the attention tests use; 0 and NULL
+ * but in attention_window_sinks. */
+static int attn_swa;
+static const float *attn_sinks;
+
 /* Stores k, v (and attends with q) for the batch on both backends; returns the worst
  * per-token relative error of the GPU's output. */
 static double store_attend(kvpair *kv, const attn_cfg *a, int n, const int32_t *pos, const int32_t *seq,
@@ -565,10 +652,15 @@ static double store_attend(kvpair *kv, const attn_cfg *a, int n, const int32_t *
     float *dk = dev_from(k, sizeof(float) * nk), *dv = dev_from(v, sizeof(float) * nk);
     float *dq = dev_from(q, sizeof(float) * nq), *dout = dev_alloc(sizeof(float) * nq);
     gpu->ops->kv_store(gpu, &kv->g, 0, dk, dv, n);
-    attn_params p = {a->H, a->Hk, a->hd, 1.0f / sqrtf((float)a->hd), flash, 0, NULL};
+    attn_params p = {a->H, a->Hk, a->hd, 1.0f / sqrtf((float)a->hd), flash, attn_swa, attn_sinks};
+    attn_params pg = p;
+    float *dsinks = attn_sinks ? dev_from(attn_sinks, sizeof(float) * a->H) : NULL;
+    pg.sinks = dsinks;
     float *ref = malloc(sizeof(float) * nq);
     cpu->ops->attention(cpu, ref, q, &kv->c, 0, n, &p);
-    gpu->ops->attention(gpu, dout, dq, &kv->g, 0, n, &p);
+    gpu->ops->attention(gpu, dout, dq, &kv->g, 0, n, &pg);
+    if (dsinks)
+        dev_free(dsinks);
     float *got = host_from(dout, sizeof(float) * nq);
     gpu_ok("attention");
     int wr = 0;
@@ -710,6 +802,35 @@ START_TEST(attention_every_config)
 }
 END_TEST
 
+/* gpt-oss's attention: sliding windows of 8 and 100 cells, with and without sinks, in
+ * the one-token and the flash kernels, against the CPU's */
+START_TEST(attention_window_sinks)
+{
+    static float sinks[8];
+    for (int h = 0; h < 8; h++)
+        sinks[h] = 0.5f + 0.5f * (float)h;
+    const attn_cfg cfgs[] = {{64, 8, 2, T_F16, T_F16}, {64, 8, 2, T_Q8_0, T_Q8_0}};
+    const int swas[] = {0, 8, 100};
+    for (int c = 0; c < 2; c++)
+        for (int w = 0; w < 3; w++)
+            for (int sk = 0; sk < 2; sk++) {
+                if (!swas[w] && !sk)
+                    continue;
+                attn_swa = swas[w];
+                attn_sinks = sk ? sinks : NULL;
+                for (int flash = 0; flash < 2; flash++) {
+                    const int single[] = {3, 64, 512};
+                    for (int i = 0; i < 3; i++)
+                        attention_case(&cfgs[c], &single[i], 1, flash);
+                    const int multi[] = {5, 17, 300, 1, 40};
+                    attention_case(&cfgs[c], multi, 5, flash);
+                }
+            }
+    attn_swa = 0;
+    attn_sinks = NULL;
+}
+END_TEST
+
 /* ---------------------------------------------------------------- MoE */
 
 START_TEST(topk_softmax_routes)
@@ -748,29 +869,49 @@ START_TEST(topk_softmax_routes)
 }
 END_TEST
 
-static void moe_case(int type, int type_down, int n, int E, int K, int d, int ff)
+/* act: enum ffn_act; fused: gate and up in one tensor (gate rows first per expert);
+ * extra: gpt-oss's expert biases and clamped SwiGLU */
+static void moe_case_full(int type, int type_down, int n, int E, int K, int d, int ff, int act, bool fused,
+                          bool extra)
 {
     wpair gate, up, down;
-    make_weight(&gate, "gate_exps", type, d, ff, E, 1.0f / sqrtf((float)d));
-    make_weight(&up, "up_exps", type, d, ff, E, 1.0f / sqrtf((float)d));
+    /* with the clamped activation, gate and up of std ~4: the clamp at 7 bites */
+    const float gs = (extra ? 4.0f : 1.0f) / sqrtf((float)d);
+    make_weight(&gate, "gate_exps", type, d, fused ? 2 * ff : ff, E, gs);
+    make_weight(&up, "up_exps", type, d, ff, E, gs);
     make_weight(&down, "down_exps", type_down, ff, d, E, 1.0f / sqrtf((float)ff));
     float *x = randn((int64_t)n * d, 1), *l = randn((int64_t)n * E, 2);
     int32_t *ids = malloc(sizeof(int32_t) * n * K);
     float *w = malloc(sizeof(float) * n * K), *ref = malloc(sizeof(float) * n * d);
     begin_plain(n);
     cpu->ops->topk_softmax(cpu, ids, w, l, n, E, K, true);
-    cpu->ops->moe_ffn(cpu, ref, x, &gate.c, &up.c, &down.c, ids, w, n, K);
+    float *bg = randn((int64_t)E * ff, 1), *bu = randn((int64_t)E * ff, 1), *bd = randn((int64_t)E * d, 1);
+    float *dbg = dev_from(bg, sizeof(float) * E * ff), *dbu = dev_from(bu, sizeof(float) * E * ff),
+          *dbd = dev_from(bd, sizeof(float) * E * d);
+    tensor tb[2][3] = {{{.type = T_F32, .ne = {ff, E, 1}, .data = bg}, {.type = T_F32, .ne = {ff, E, 1}, .data = bu},
+                        {.type = T_F32, .ne = {d, E, 1}, .data = bd}},
+                       {{.type = T_F32, .ne = {ff, E, 1}, .data = dbg}, {.type = T_F32, .ne = {ff, E, 1}, .data = dbu},
+                        {.type = T_F32, .ne = {d, E, 1}, .data = dbd}}};
+    const moe_extra exc = {&tb[0][0], &tb[0][1], &tb[0][2], 1.702f, 7.0f};
+    const moe_extra exg = {&tb[1][0], &tb[1][1], &tb[1][2], 1.702f, 7.0f};
+    cpu->ops->moe_ffn(cpu, ref, x, &gate.c, fused ? NULL : &up.c, &down.c, ids, w, n, K, act, extra ? &exc : NULL);
     float *dx = dev_from(x, sizeof(float) * n * d), *dw = dev_from(w, sizeof(float) * n * K);
     int32_t *dids = dev_from(ids, sizeof(int32_t) * n * K);
     float *dout = dev_alloc(sizeof(float) * n * d);
-    gpu->ops->moe_ffn(gpu, dout, dx, &gate.g, &up.g, &down.g, dids, dw, n, K);
+    gpu->ops->moe_ffn(gpu, dout, dx, &gate.g, fused ? NULL : &up.g, &down.g, dids, dw, n, K, act, extra ? &exg : NULL);
     float *got = host_from(dout, sizeof(float) * n * d);
     gpu_ok("moe_ffn");
     int wr = 0;
     const double tol = is_float(type) && is_float(type_down) ? 1.5e-2 : 5e-2;
     double e = worst_row(got, ref, n, d, &wr);
-    ck_assert_msg(e < tol, "moe %s/%s n %d E %d k %d: token %d off by %.3g", type_info(type)->name,
-                  type_info(type_down)->name, n, E, K, wr, e);
+    ck_assert_msg(e < tol, "moe %s/%s n %d E %d k %d act %d fused %d extra %d: token %d off by %.3g",
+                  type_info(type)->name, type_info(type_down)->name, n, E, K, act, fused, extra, wr, e);
+    dev_free(dbg);
+    dev_free(dbu);
+    dev_free(dbd);
+    free(bg);
+    free(bu);
+    free(bd);
     dev_free(dx);
     dev_free(dw);
     dev_free(dids);
@@ -786,18 +927,42 @@ static void moe_case(int type, int type_down, int n, int E, int K, int d, int ff
     free_weight(&down);
 }
 
+static void moe_case(int type, int type_down, int n, int E, int K, int d, int ff)
+{
+    moe_case_full(type, type_down, n, E, K, d, ff, FFN_SILU, false, false);
+}
+
 /* Experts of each type; one token (direct) and batches (grouped), more pairs of an
  * expert than a group holds, experts nobody chose. */
 START_TEST(moe_experts)
 {
     const int ns[] = {1, 3, 17, 64, 200};
     const int types[][2] = {{T_Q8_0, T_Q8_0}, {T_Q4_K, T_Q6_K}, {T_F16, T_F16}, {T_F32, T_F32},
-                            {T_Q4_0, T_Q5_1}, {T_Q2_K, T_Q3_K}, {T_BF16, T_Q5_K}};
-    for (int t = 0; t < 7; t++)
+                            {T_Q4_0, T_Q5_1}, {T_Q2_K, T_Q3_K}, {T_BF16, T_Q5_K},
+                            {T_MXFP4, T_MXFP4}, {T_IQ4_XS, T_IQ2_XXS}};
+    for (int t = 0; t < 9; t++)
         for (int i = 0; i < 5; i++)
             moe_case(types[t][0], types[t][1], ns[i], 8, 2, 256, 512);
     moe_case(T_Q4_K, T_Q6_K, 1, 128, 8, 512, 256);
     moe_case(T_Q4_K, T_Q6_K, 130, 128, 8, 512, 256);
+    /* Gemma 4: GELU, separate and fused gate/up */
+    const int gi[] = {1, 17};
+    for (int i = 0; i < 2; i++)
+        for (int fused = 0; fused < 2; fused++) {
+            moe_case_full(T_Q8_0, T_Q8_0, gi[i], 8, 2, 128, 64, FFN_GELU, fused, false);
+            moe_case_full(T_Q4_K, T_Q6_K, gi[i], 8, 2, 256, 256, FFN_GELU, fused, false);
+        }
+}
+END_TEST
+
+/* gpt-oss's experts: per-expert biases and the clamped SwiGLU, Q8_0 and F16 */
+START_TEST(moe_experts_extra)
+{
+    const int ns[] = {1, 3, 64};
+    for (int i = 0; i < 3; i++) {
+        moe_case_full(T_Q8_0, T_Q8_0, ns[i], 8, 2, 64, 64, FFN_SILU, false, true);
+        moe_case_full(T_F16, T_F16, ns[i], 8, 2, 64, 64, FFN_SILU, false, true);
+    }
 }
 END_TEST
 
@@ -1036,6 +1201,9 @@ static Suite *make_suite(void)
     tc = area(s, "moe");
     tcase_add_test(tc, topk_softmax_routes);
     tcase_add_test(tc, moe_experts);
+    tc = area(s, "gptoss"); /* sliding window, sinks, the experts' biases and clamp */
+    tcase_add_test(tc, attention_window_sinks);
+    tcase_add_test(tc, moe_experts_extra);
     tc = area(s, "sampling");
     tcase_add_test(tc, argmax_and_topk);
     tc = area(s, "graphs");

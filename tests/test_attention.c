@@ -49,7 +49,7 @@ START_TEST(window_and_sinks)
     const bool with_sinks = _i / 2 >= 3, flash = _i % 2;
     /* a one-layer model shape is all the cache needs */
     backend *be = backend_cpu_new(2, 2);
-    model_layer layer = {.be = be};
+    model_layer layer = {.be = be, .n_head_kv = HK, .head_dim = D};
     model m = {.hp = {.n_layer = 1, .n_head = H, .n_head_kv = HK, .head_dim = D}, .layers = &layer};
     llmfs_error err = {0};
     kv_cache *kv = kv_cache_alloc(&m, N, 1, T_F32, T_F32, &err);

@@ -273,6 +273,60 @@ static void check_render(const char *tmpl, const chat_msg *msgs, int n, bool gen
     free(got);
 }
 
+/* gpt-oss's own (harmony) template, from the test model: the fixture's chat prompt
+ * byte for byte (llama.cpp on 2026-12-06), the reasoning effort, a developer message
+ * and earlier turns. */
+START_TEST(test_harmony_from_model)
+{
+    char buf[4096];
+    llmfs_error err = {0};
+    gguf_file *f = gguf_open(test_shared_path("models/gptoss-tiny-mxfp4.gguf", buf, sizeof buf), NULL, &err);
+    ck_assert_msg(f, "%s", err.msg);
+    size_t len;
+    const char *tmpl = gguf_get_str(f, "tokenizer.chat_template", &len);
+    ck_assert(tmpl);
+    ck_assert_str_eq(chat_template_name(tmpl), "harmony");
+    const chat_opts day = {NULL, "2026-12-06"};
+    const chat_msg hi[] = {{"user", "Hi"}};
+    char *p = chat_render_opts(tmpl, hi, 1, true, "<|startoftext|>", "<|return|>", &day, &err);
+    ck_assert_msg(p, "%s", err.msg);
+    size_t fl;
+    char *fixture = test_read_file(test_shared_path("fixtures/gptoss-tiny-mxfp4/chat/prompt.txt", buf, sizeof buf), &fl);
+    ck_assert(fixture);
+    ck_assert_str_eq(p, fixture);
+    free(fixture);
+    free(p);
+
+    const char *head = "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+                       "Knowledge cutoff: 2024-06\nCurrent date: 2026-12-06\n\nReasoning: high\n\n"
+                       "# Valid channels: analysis, commentary, final. Channel must be included for every message."
+                       "<|end|>";
+    const chat_opts high = {"high", "2026-12-06"};
+    const chat_msg talk[] = {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello."}, {"user", "Bye"}};
+    p = chat_render_opts(tmpl, talk, 4, true, "", "", &high, &err);
+    ck_assert_msg(p, "%s", err.msg);
+    char want[2048];
+    snprintf(want, sizeof want, "%s%s", head,
+             "<|start|>developer<|message|># Instructions\n\nBe brief.\n\n<|end|>"
+             "<|start|>user<|message|>Hi<|end|><|start|>assistant<|channel|>final<|message|>Hello.<|end|>"
+             "<|start|>user<|message|>Bye<|end|><|start|>assistant");
+    ck_assert_str_eq(p, want);
+    free(p);
+    /* a closing assistant turn without the generation prompt ends with <|return|> */
+    p = chat_render_opts(tmpl, talk + 1, 2, false, "", "", &high, &err);
+    ck_assert_msg(p, "%s", err.msg);
+    snprintf(want, sizeof want, "%s%s", head,
+             "<|start|>user<|message|>Hi<|end|><|start|>assistant<|channel|>final<|message|>Hello.<|return|>");
+    ck_assert_str_eq(p, want);
+    free(p);
+    /* channel tags inside an assistant message are refused */
+    const chat_msg bad[] = {{"user", "Hi"}, {"assistant", "<|channel|>final<|message|>x"}};
+    ck_assert_ptr_null(chat_render_opts(tmpl, bad, 2, true, "", "", &high, &err));
+    ck_assert_int_eq(err.code, EINVAL);
+    gguf_close(f);
+}
+END_TEST
+
 /* The ChatML template stored in the Qwen test models. */
 START_TEST(test_chatml_from_model)
 {
@@ -302,6 +356,53 @@ START_TEST(test_chatml_from_model)
     free(fixture);
     free(p);
     gguf_close(f);
+}
+END_TEST
+
+/* The Gemma models' own templates render the chat fixtures' prompts byte for byte (the
+ * BOS the template emits is the tokenizer's to add: rendered with an empty bos_token). */
+START_TEST(test_gemma_templates_from_models)
+{
+    static const struct { const char *model, *fixture, *family, *bos; } cases[] = {
+        {"models/gemma3-tiny-q8_0.gguf", "fixtures/gemma3-tiny-q8_0/chat/prompt.txt", "gemma", "<s>"},
+        {"models/gemma4-tiny-q8_0.gguf", "fixtures/gemma4-tiny-q8_0/chat/prompt.txt", "gemma4", "<bos>"},
+        {"models/gemma4e-tiny-q8_0.gguf", "fixtures/gemma4e-tiny-q8_0/chat/prompt.txt", "gemma4", "<bos>"},
+        {"models/gemma4moe-tiny-q8_0.gguf", "fixtures/gemma4moe-tiny-q8_0/chat/prompt.txt", "gemma4", "<bos>"},
+    };
+    const chat_msg hi[] = {{"user", "Hi"}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char buf[4096];
+        llmfs_error err = {0};
+        gguf_file *f = gguf_open(test_shared_path(cases[c].model, buf, sizeof buf), NULL, &err);
+        ck_assert_msg(f, "%s", err.msg);
+        size_t len, fl;
+        const char *tmpl = gguf_get_str(f, "tokenizer.chat_template", &len);
+        ck_assert(tmpl);
+        ck_assert_str_eq(chat_template_name(tmpl), cases[c].family);
+        char *fixture = test_read_file(test_shared_path(cases[c].fixture, buf, sizeof buf), &fl);
+        ck_assert(fixture);
+        char *p = chat_render(tmpl, hi, 1, true, "", "", &err);
+        ck_assert_msg(p, "%s: %s", cases[c].model, err.msg);
+        ck_assert_msg(!strcmp(p, fixture), "%s:\n--- got ---\n%s\n--- want ---\n%s", cases[c].model, p, fixture);
+        free(p);
+        /* with the BOS: it leads */
+        p = chat_render(tmpl, hi, 1, true, cases[c].bos, "", &err);
+        ck_assert(p && !strncmp(p, cases[c].bos, strlen(cases[c].bos)) && !strcmp(p + strlen(cases[c].bos), fixture));
+        free(p);
+        free(fixture);
+        gguf_close(f);
+    }
+    /* Gemma 4 specifics: a system turn of its own, the model's thinking dropped from its
+     * past turns, consecutive assistant messages as one turn */
+    const chat_msg conv4[] = {{"system", " Be brief. "}, {"user", "Hi"},
+                              {"assistant", "<|channel>thought\nhm<channel|>Hello!"}, {"assistant", "More."},
+                              {"user", "Bye"}};
+    llmfs_error err = {0};
+    char *p = chat_render_builtin("gemma4", conv4, 5, false, "", "", &err);
+    ck_assert_msg(p, "%s", err.msg);
+    ck_assert_str_eq(p, "<|turn>system\nBe brief.<turn|>\n<|turn>user\nHi<turn|>\n<|turn>model\nHello!<turn|>\n"
+                        "More.<turn|>\n<|turn>user\nBye<turn|>\n");
+    free(p);
 }
 END_TEST
 
@@ -585,12 +686,14 @@ static Suite *make_suite(void)
     Suite *s = suite_create("chat");
     TCase *tc = tcase_create("templates");
     tcase_add_test(tc, test_chatml_from_model);
+    tcase_add_test(tc, test_harmony_from_model);
     tcase_add_loop_test(tc, test_family_templates, 0, N_FAMILIES);
     tcase_add_loop_test(tc, test_family_fallback, 0, N_FAMILIES);
     tcase_add_test(tc, test_custom_template);
     tcase_add_test(tc, test_names);
     tcase_add_test(tc, test_raise_exception);
     tcase_add_test(tc, test_unsupported_and_malformed);
+    tcase_add_test(tc, test_gemma_templates_from_models);
     tcase_add_test(tc, test_whitespace);
     tcase_add_test(tc, test_limits);
     tcase_add_test(tc, test_resource_limits);

@@ -565,6 +565,48 @@ START_TEST(mkmodel_moe_and_fallbacks)
 }
 END_TEST
 
+/* The IQ/TQ/MXFP4 file types: every weight in the type (the grid types as random codes),
+ * MXFP4_MOE's experts, and IQ4_XS rows that are not whole 256-blocks falling back to
+ * IQ4_NL as llama.cpp's do; every model runs. */
+START_TEST(mkmodel_iq_types)
+{
+    static const char *types[] = {"iq4_nl", "iq4_xs", "mxfp4", "tq1_0", "iq2_xxs", "iq3_s", "iq1_m"};
+    static const int ids[] = {T_IQ4_NL, T_IQ4_XS, T_MXFP4, T_TQ1_0, T_IQ2_XXS, T_IQ3_S, T_IQ1_M};
+    char p[600], file[64];
+    for (int k = 0; k < 7; k++) {
+        snprintf(file, sizeof file, "llama-%s.gguf", types[k]);
+        mk(file, p, sizeof p, "--arch", "llama", "--n-embd", "256", "--n-layer", "2", "--n-head", "4",
+           "--n-head-kv", "2", "--n-ff", "512", "--n-vocab", "512", "--type", types[k], NULL);
+        llmfs_error err = {0};
+        gguf_open_opts go = {0};
+        gguf_file *f = gguf_open(p, &go, &err);
+        ck_assert_msg(f != NULL, "%s: %s", file, err.msg);
+        ck_assert_int_eq(tensor_type(f, "blk.0.attn_q.weight"), ids[k]);
+        ck_assert_int_eq(tensor_type(f, "blk.1.ffn_down.weight"), ids[k]);
+        gguf_close(f);
+        check_forward(p, 512);
+    }
+    mk("moe-mxfp4.gguf", p, sizeof p, "--shape", "qwen3moe-tiny", "--type", "mxfp4_moe", NULL);
+    llmfs_error err = {0};
+    gguf_open_opts go = {0};
+    gguf_file *f = gguf_open(p, &go, &err);
+    ck_assert_msg(f != NULL, "%s", err.msg);
+    ck_assert_int_eq(tensor_type(f, "blk.0.ffn_gate_exps.weight"), T_MXFP4);
+    ck_assert_int_eq(tensor_type(f, "blk.1.ffn_down_exps.weight"), T_MXFP4);
+    ck_assert_int_eq(tensor_type(f, "blk.0.attn_q.weight"), T_Q8_0);
+    gguf_close(f);
+    check_forward(p, 8224);
+    mk("narrow-iq4.gguf", p, sizeof p, "--arch", "qwen2", "--n-embd", "128", "--n-head", "4", "--n-ff", "256",
+       "--type", "iq4_xs", NULL);
+    f = gguf_open(p, &go, &err);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(tensor_type(f, "blk.0.attn_q.weight"), T_IQ4_NL);
+    ck_assert_int_eq(tensor_type(f, "blk.0.ffn_down.weight"), T_IQ4_XS); /* rows of n_ff = 256 */
+    gguf_close(f);
+    check_forward(p, 8224);
+}
+END_TEST
+
 START_TEST(mkmodel_llama3_rope_freqs)
 {
     char p[600];
@@ -887,6 +929,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, mkmodel_q4_k_m_mix);
     tcase_add_test(tc, mkmodel_every_arch_and_type);
     tcase_add_test(tc, mkmodel_moe_and_fallbacks);
+    tcase_add_test(tc, mkmodel_iq_types);
     tcase_add_test(tc, mkmodel_llama3_rope_freqs);
     tcase_add_test(tc, mkmodel_is_deterministic);
     tcase_add_test(tc, mkmodel_copies_vocab);

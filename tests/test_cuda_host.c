@@ -16,7 +16,9 @@
 #include "quant.h"
 
 static const int weight_types[] = {T_F32,  T_F16,  T_BF16, T_Q4_0, T_Q4_1, T_Q5_0, T_Q5_1,
-                                   T_Q8_0, T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K};
+                                   T_Q8_0, T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K,
+                                   T_IQ4_NL, T_MXFP4, T_IQ4_XS, T_TQ1_0, T_TQ2_0, T_IQ3_XXS,
+                                   T_IQ3_S, T_IQ2_XXS, T_IQ2_XS, T_IQ2_S, T_IQ1_S, T_IQ1_M};
 #define N_WT ((int)(sizeof weight_types / sizeof weight_types[0]))
 
 static void put16(void *p, size_t off, uint16_t v) { memcpy((char *)p + off, &v, 2); }
@@ -49,6 +51,19 @@ static void random_bits(int type, int64_t n, void *dst)
         case T_Q3_K: put16(q, 108, scale16(0.1f)); break;
         case T_Q4_K: case T_Q5_K: put16(q, 0, scale16(0.1f)); put16(q, 2, scale16(0.1f)); break;
         case T_Q6_K: put16(q, 208, scale16(0.1f)); break;
+        case T_IQ4_NL: case T_IQ4_XS: case T_IQ3_XXS: case T_IQ3_S: case T_IQ2_XXS: case T_IQ2_XS:
+        case T_IQ2_S: case T_IQ1_S: put16(q, 0, scale16(0.1f)); break;
+        case T_TQ1_0: put16(q, 52, scale16(0.1f)); break;
+        case T_TQ2_0: put16(q, 64, scale16(0.1f)); break;
+        case T_MXFP4: q[0] = (unsigned char)(test_rand() % 8 == 0 ? test_rand() % 2 : 118 + test_rand() % 12); break;
+        case T_IQ1_M: { /* the f16 scale: top nibbles of the four scale words */
+            uint16_t d = scale16(0.1f), sc[4];
+            memcpy(sc, q + 48, 8);
+            for (int k = 0; k < 4; k++)
+                sc[k] = (uint16_t)((sc[k] & 0x0fff) | ((d >> (4 * k)) & 15) << 12);
+            memcpy(q + 48, sc, 8);
+            break;
+        }
         }
     }
 }

@@ -524,6 +524,37 @@ START_TEST(chat_second_turn_reuses_the_cache)
 }
 END_TEST
 
+/* Gemma 4 MoE through the engine: the file's template (its built-in stand-in) renders
+ * the turn as the chat fixture's prompt, the reply comes, and the cache is what the
+ * metadata says: per layer n_kv_heads x head size x 2 bytes (f16) x (K + V) per cell */
+START_TEST(chat_gemma4_moe)
+{
+    static const char *opts[] = {"temp=0", "n_predict=8", "ctx=256", "threads=2", "parallel=1"};
+    load("g", "gemma4moe-tiny-q8_0.gguf", opts, 5);
+    llmfs_model *m = llmfs_model_get(lf, "g");
+    llmfs_model_info info;
+    llmfs_model_info_get(m, &info);
+    ck_assert_str_eq(info.arch, "gemma4");
+    /* layers S S S F: 2 x 32 and 1 x 64 values per cell, K and V, f16 */
+    const uint64_t per_cell = 3 * (2 * 32 * 2 * 2) + 1 * (1 * 64 * 2 * 2);
+    llmfs_session *s = llmfs_session_default(m);
+    char *r = prompt_and_read(s, "Hi");
+    llmfs_session_stats st;
+    llmfs_session_stats_get(s, &st);
+    ck_assert_int_eq(st.turns, 1);
+    /* the fixture's chat prompt is 16 tokens, BOS included */
+    ck_assert_int_eq(st.n_prompt + st.n_cached, 16);
+    ck_assert_int_gt((int)strlen(r), 0);
+    llmfs_model_stats ms;
+    llmfs_model_stats_get(m, &ms);
+    ck_assert_msg(ms.kv_bytes == per_cell * (uint64_t)ms.n_ctx * (uint64_t)ms.n_slots,
+                  "KV %llu bytes for %d x %d cells", (unsigned long long)ms.kv_bytes, ms.n_ctx, ms.n_slots);
+    free(r);
+    llmfs_session_put(s);
+    llmfs_model_put(m);
+}
+END_TEST
+
 START_TEST(chat_needs_a_template)
 {
     static const char *opts[] = {"threads=2"};
@@ -785,6 +816,150 @@ START_TEST(unload_while_generating)
 }
 END_TEST
 
+/* A prompt of more than 512 tokens: about 12 tokens a sentence on stories260K. */
+static char *long_prompt(int sentences)
+{
+    const char *one = "Once upon a time there was a little girl who liked the park. ";
+    size_t n = strlen(one);
+    char *p = malloc(n * (size_t)sentences + 1);
+    for (int i = 0; i < sentences; i++)
+        memcpy(p + n * (size_t)i, one, n);
+    p[n * (size_t)sentences - 1] = 0; /* no trailing space */
+    return p;
+}
+
+/* The reproduction of a crash: a model loaded at the default ubatch (512), then
+ * `ubatch 1024` on its ctl, then a prompt of more than 512 tokens evaluated one
+ * micro-batch of 1024 in buffers sized for 512. The new size must take effect safely
+ * and give what a model loaded with it gives. */
+START_TEST(ubatch_change_on_a_live_model)
+{
+    static const char *opts[] = {"threads=2", "mode=raw", "temp=0", "ctx=2048", "n_predict=6"};
+    load("m", "stories260K.gguf", opts, 5);
+    static const char *opts_big[] = {"threads=2", "mode=raw", "temp=0", "ctx=2048", "n_predict=6",
+                                     "ubatch=1024"};
+    load("ref", "stories260K.gguf", opts_big, 6);
+    llmfs_model *m = llmfs_model_get(lf, "m"), *ref = llmfs_model_get(lf, "ref");
+    llmfs_session *s = llmfs_session_default(m), *rs = llmfs_session_default(ref);
+    char *text = long_prompt(35);
+    mctl(m, "ubatch 1024");
+    char v[64];
+    llmfs_model_setting(m, "ubatch", v, sizeof v);
+    ck_assert_str_eq(v, "1024");
+    char *out = prompt_and_read(s, text);
+    llmfs_session_stats ss;
+    llmfs_session_stats_get(s, &ss);
+    ck_assert_str_eq(ss.stop_reason, "length");
+    ck_assert_int_gt(ss.n_prompt, 512);
+    ck_assert_int_lt(ss.n_prompt, 1024);
+    char *want = prompt_and_read(rs, text);
+    ck_assert_str_eq(out, want);
+    free(out);
+    /* smaller than before, and back up: the same reply again (nothing cached: reset) */
+    ctl(s, "reset");
+    mctl(m, "ubatch 1024");
+    mctl(m, "ubatch 700");
+    mctl(m, "ubatch 1024");
+    out = prompt_and_read(s, text);
+    ck_assert_str_eq(out, want);
+    free(out);
+    /* refused while a session generates, with the reason; nothing changes */
+    ctl(s, "n_predict 100000");
+    ctl(s, "repeat_penalty 1");
+    llmfs_error e = {0};
+    ck_assert_int_eq(llmfs_session_prompt(s, "Once", 4, &e), 0);
+    llmfs_stream *st = llmfs_session_output(s);
+    ck_assert_int_eq(llmfs_stream_wait(st, 1, 60000), 1);
+    ck_assert_int_eq(llmfs_model_ctl(m, "ubatch 2048", &e), -EBUSY);
+    ck_assert_ptr_nonnull(strstr(e.msg, "generates"));
+    char merr[256];
+    llmfs_model_error(m, merr, sizeof merr);
+    ck_assert_ptr_nonnull(strstr(merr, "ubatch"));
+    llmfs_model_setting(m, "ubatch", v, sizeof v);
+    ck_assert_str_eq(v, "1024");
+    ctl(s, "stop");
+    free(read_all(st, NULL));
+    llmfs_stream_put(st);
+    test_wait_idle(s, 60);
+    /* idle again: taken, and the next long prompt still matches */
+    mctl(m, "ubatch 2048");
+    ctl(s, "n_predict 6");
+    ctl(s, "reset");
+    out = prompt_and_read(s, text);
+    ck_assert_str_eq(out, want);
+    free(out);
+    free(want);
+    free(text);
+    llmfs_session_put(s);
+    llmfs_session_put(rs);
+    llmfs_model_put(m);
+    llmfs_model_put(ref);
+}
+END_TEST
+
+/* Every model setting of the table changed on a live, idle model, then used by a prompt
+ * longer than the old micro-batch: each is taken (and the model keeps answering) or
+ * refused with EBUSY and its reason, as its applies column says. */
+START_TEST(every_model_setting_on_a_live_model)
+{
+    static const char *opts[] = {"threads=2", "mode=raw", "temp=0", "ctx=1024", "n_predict=4",
+                                 "ubatch=32", "batch=64"};
+    load("m", "llama-tiny-q8_0.gguf", opts, 7);
+    llmfs_model *m = llmfs_model_get(lf, "m");
+    llmfs_session *s = llmfs_session_default(m);
+    static const struct {
+        const char *key, *value;
+    } vals[] = {
+        {"profile", "mtp"}, {"ctx", "1536"}, {"parallel", "3"}, {"batch", "4096"}, {"ubatch", "200"},
+        {"cache_type_k", "q8_0"}, {"cache_type_v", "q8_0"}, {"flash_attn", "on"}, {"threads", "3"},
+        {"threads_batch", "5"}, {"ngl", "0"}, {"override_tensor", "blk=CPU"}, {"n_cpu_moe", "2"},
+        {"offload_batch", "64"}, {"fit", "off"}, {"fit_target", "2"}, {"fit_ctx", "512"},
+        {"vram_limit", "7"}, {"mmap", "off"}, {"mlock", "on"}, {"idle_unload", "100000"},
+        {"session_idle", "100000"}, {"cpu_affinity", "0"}, {"priority", "1"},
+    };
+    const llmfs_setting_info *t;
+    int n = llmfs_settings_table(&t), seen = 0;
+    char *text = long_prompt(40);
+    for (int i = 0; i < n; i++) {
+        if (t[i].scope != 3) /* model scope: daemon and model ctl */
+            continue;
+        const char *value = NULL;
+        for (size_t k = 0; k < sizeof vals / sizeof vals[0]; k++)
+            if (strcmp(vals[k].key, t[i].name) == 0)
+                value = vals[k].value;
+        ck_assert_msg(value, "no test value for the model setting %s", t[i].name);
+        seen++;
+        char line[128];
+        snprintf(line, sizeof line, "%s %s", t[i].name, value);
+        llmfs_error e = {0};
+        int rc = llmfs_model_ctl(m, line, &e);
+        if (strcmp(t[i].applies, "load") == 0) {
+            ck_assert_msg(rc == -EBUSY, "%s: %d %s", line, rc, e.msg);
+            ck_assert_ptr_nonnull(strstr(e.msg, "when the model is loaded"));
+        } else {
+            ck_assert_msg(rc == 0, "%s: %d %s", line, rc, e.msg);
+            char got[128];
+            llmfs_model_setting(m, t[i].name, got, sizeof got);
+            ck_assert_str_eq(got, value);
+        }
+        /* a new first word: nothing of it is cached, all of it is evaluated */
+        char *p = malloc(strlen(text) + 64);
+        snprintf(p, strlen(text) + 64, "%s. %s", t[i].name, text);
+        ctl(s, "reset");
+        free(prompt_and_read(s, p));
+        free(p);
+        llmfs_session_stats ss;
+        llmfs_session_stats_get(s, &ss);
+        ck_assert_msg(strcmp(ss.stop_reason, "length") == 0, "after %s: %s", line, ss.stop_reason);
+        ck_assert_int_gt(ss.n_prompt, 300);
+    }
+    ck_assert_int_eq(seen, (int)(sizeof vals / sizeof vals[0]));
+    free(text);
+    llmfs_session_put(s);
+    llmfs_model_put(m);
+}
+END_TEST
+
 START_TEST(load_errors)
 {
     llmfs_error e = {0};
@@ -824,8 +999,16 @@ START_TEST(load_errors)
     static const char *ok[] = {"threads=2"};
     ck_assert_int_eq(llmfs_model_load(lf, "x", path, ok, 1, &e), 0);
     ck_assert_int_eq(llmfs_model_load(lf, "x", path, ok, 1, &e), -EEXIST);
-    ck_assert_int_eq(llmfs_set(lf, "model_dirs", "/nonexistent:/tmp", &e), 0);
+    /* a folder that exists but does not hold the model: a new empty one, since the
+     * shared assets may themselves live anywhere, /tmp included */
+    char empty[] = "/tmp/llmfs-test-dirs-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(empty));
+    char dirs[4096];
+    snprintf(dirs, sizeof dirs, "/nonexistent:%s", empty);
+    ck_assert_int_eq(llmfs_set(lf, "model_dirs", dirs, &e), 0);
     ck_assert_int_eq(llmfs_model_load(lf, "y", path, ok, 1, &e), -EACCES);
+    ck_assert_ptr_nonnull(strstr(e.msg, "model_dirs"));
+    rmdir(empty);
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/models", test_shared_dir());
     ck_assert_int_eq(llmfs_set(lf, "model_dirs", dir, &e), 0);
@@ -964,10 +1147,13 @@ static Suite *make_suite(void)
     tcase_add_test(tc, more_sessions_than_slots);
     tcase_add_test(tc, chat_second_turn_reuses_the_cache);
     tcase_add_test(tc, chat_needs_a_template);
+    tcase_add_test(tc, chat_gemma4_moe);
     tcase_add_test(tc, stop_ends_the_reply);
     tcase_add_test(tc, context_full_and_too_big);
     tcase_add_test(tc, bad_ctl_lines);
     tcase_add_test(tc, unload_while_generating);
+    tcase_add_test(tc, ubatch_change_on_a_live_model);
+    tcase_add_test(tc, every_model_setting_on_a_live_model);
     tcase_add_test(tc, load_errors);
     tcase_add_test(tc, info_placement_stats);
     suite_add_tcase(s, tc);

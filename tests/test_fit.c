@@ -5,6 +5,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 static fit_input input(const char *path, uint64_t vram)
@@ -19,6 +20,24 @@ static uint64_t need(int ctx)
     uint64_t kv_layer = (uint64_t)ctx * 2 * type_row_bytes(T_F16, 128);
     return 2 * kv_layer + place_compute_bytes(256, 768, 8, 32, 512, 512, ctx, false);
 }
+
+/* Gemma 4 E: the cache per the layers' own sizes, 3 x (1 x 32) + 1 x 64 values per cell
+ * for K and for V in f16 (640 bytes; 2.5 MiB at 4096 cells), and none for the two
+ * layers that share; one size for all (4 heads of 64 on 6 layers) would be 24 MiB */
+START_TEST(gemma_kv_per_layer_kind)
+{
+    char path[4096];
+    test_shared_path("models/gemma4e-tiny-q8_0.gguf", path, sizeof path);
+    fit_input in = input(path, 1ull << 34);
+    fit_output out;
+    llmfs_error e = {0};
+    ck_assert_int_eq(fit_plan(&in, &out, &e), 0);
+    const char *kv = strstr(out.text, "KV ");
+    ck_assert_msg(kv, "%s", out.text);
+    int mib = atoi(kv + 3);
+    ck_assert_msg(mib >= 2 && mib <= 3, "KV %d MiB: %s", mib, out.text);
+}
+END_TEST
 
 START_TEST(plenty_of_memory_takes_everything)
 {
@@ -85,6 +104,7 @@ static Suite *make_suite(void)
     Suite *s = suite_create("fit");
     TCase *tc = tcase_create("fit");
     tcase_add_test(tc, plenty_of_memory_takes_everything);
+    tcase_add_test(tc, gemma_kv_per_layer_kind);
     tcase_add_test(tc, the_context_shrinks_to_fit_every_layer);
     tcase_add_test(tc, no_room_keeps_the_context_and_the_cpu);
     tcase_add_test(tc, bad_inputs);

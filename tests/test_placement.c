@@ -88,6 +88,18 @@ START_TEST(classify_names)
     t = (place_tensor){.name = "token_embd.weight"};
     place_classify(&t);
     ck_assert_int_eq(t.group, PG_EMBD);
+    /* gpt-oss: the experts' biases move with the experts (n_cpu_moe, the _exps rule);
+     * the router's bias with the feed-forward block, the sinks with attention */
+    t = (place_tensor){.name = "blk.1.ffn_down_exps.bias"};
+    place_classify(&t);
+    ck_assert_int_eq(t.layer, 1);
+    ck_assert_int_eq(t.group, PG_EXPS);
+    t = (place_tensor){.name = "blk.1.ffn_gate_inp.bias"};
+    place_classify(&t);
+    ck_assert_int_eq(t.group, PG_FFN);
+    t = (place_tensor){.name = "blk.1.attn_sinks.weight"};
+    place_classify(&t);
+    ck_assert_int_eq(t.group, PG_ATTN);
 }
 END_TEST
 

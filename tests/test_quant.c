@@ -10,7 +10,9 @@
 #include <string.h>
 
 static const int all_types[] = {T_F32,  T_F16,  T_BF16, T_Q4_0, T_Q4_1, T_Q5_0, T_Q5_1, T_Q8_0,
-                                T_Q8_1, T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K, T_Q8_K};
+                                T_Q8_1, T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K, T_Q8_K,
+                                T_IQ4_NL, T_MXFP4, T_IQ4_XS, T_TQ1_0, T_TQ2_0, T_IQ3_XXS,
+                                T_IQ3_S, T_IQ2_XXS, T_IQ2_XS, T_IQ2_S, T_IQ1_S, T_IQ1_M};
 #define N_TYPES ((int)(sizeof all_types / sizeof all_types[0]))
 static const char *const isas[] = {"scalar", "avx2", "avx512"};
 #define N_ISAS 3
@@ -72,6 +74,30 @@ static void random_weights(int type, int64_t n, void *dst)
         case T_Q8_K: {
             float d = (test_uniform() * 2 - 1) * 0.01f;
             memcpy(q, &d, 4);
+            break;
+        }
+        case T_IQ4_NL: case T_IQ4_XS: case T_IQ3_XXS: case T_IQ3_S: case T_IQ2_XXS:
+        case T_IQ2_XS: case T_IQ2_S: case T_IQ1_S:
+            put16(q, 0, rand_scale16(0.01f));
+            break;
+        case T_TQ1_0:
+            put16(q, 52, rand_scale16(0.1f));
+            break;
+        case T_TQ2_0:
+            put16(q, 64, rand_scale16(0.1f));
+            break;
+        case T_MXFP4:
+            /* exponents around 1, and now and then the denormal scales of e = 0, 1 */
+            q[0] = test_rand() % 16 == 0 ? (unsigned char)(test_rand() % 2)
+                                         : (unsigned char)(120 + test_rand() % 12);
+            break;
+        case T_IQ1_M: {
+            /* the f16 scale is the top nibble of each of the four scale words */
+            uint16_t d = rand_scale16(0.01f), sc[4];
+            memcpy(sc, q + 48, 8);
+            for (int k = 0; k < 4; k++)
+                sc[k] = (uint16_t)((sc[k] & 0x0fff) | ((d >> (4 * k)) & 15) << 12);
+            memcpy(q + 48, sc, 8);
             break;
         }
         }
@@ -156,7 +182,27 @@ START_TEST(test_type_tables)
         {T_Q3_K, "q3_K", 256, 110, T_Q8_K}, {T_Q4_K, "q4_K", 256, 144, T_Q8_K},
         {T_Q5_K, "q5_K", 256, 176, T_Q8_K}, {T_Q6_K, "q6_K", 256, 210, T_Q8_K},
         {T_Q8_K, "q8_K", 256, 292, T_Q8_K},
+        {T_IQ4_NL, "iq4_nl", 32, 18, T_Q8_0}, {T_MXFP4, "mxfp4", 32, 17, T_Q8_0},
+        {T_IQ4_XS, "iq4_xs", 256, 136, T_Q8_K}, {T_TQ1_0, "tq1_0", 256, 54, T_Q8_K},
+        {T_TQ2_0, "tq2_0", 256, 66, T_Q8_K},
     };
+    /* the grid types: decoded and multiplied, but not quantized (llama.cpp needs an
+     * importance matrix for them) */
+    static const struct { int type; const char *name; size_t bytes; } grid[] = {
+        {T_IQ3_XXS, "iq3_xxs", 98}, {T_IQ3_S, "iq3_s", 110}, {T_IQ2_XXS, "iq2_xxs", 66},
+        {T_IQ2_XS, "iq2_xs", 74},   {T_IQ2_S, "iq2_s", 82},  {T_IQ1_S, "iq1_s", 50},
+        {T_IQ1_M, "iq1_m", 56},
+    };
+    for (size_t i = 0; i < sizeof grid / sizeof grid[0]; i++) {
+        const type_traits *t = type_info(grid[i].type);
+        ck_assert_ptr_nonnull(t);
+        ck_assert_str_eq(t->name, grid[i].name);
+        ck_assert_int_eq(t->block, 256);
+        ck_assert_uint_eq(t->block_bytes, grid[i].bytes);
+        ck_assert_int_eq(t->dot_type, T_Q8_K);
+        ck_assert(!t->has_quantize);
+        ck_assert_int_eq(type_from_name(grid[i].name), grid[i].type);
+    }
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const type_traits *t = type_info(want[i].type);
         ck_assert_ptr_nonnull(t);
@@ -181,7 +227,8 @@ START_TEST(test_type_tables)
     ck_assert_int_eq(type_from_name("q4_2"), -1);
     ck_assert_ptr_null(type_info(-1));
     ck_assert_ptr_null(type_info(4));  /* the retired Q4_2 */
-    ck_assert_ptr_null(type_info(16)); /* IQ types are not supported */
+    ck_assert_ptr_null(type_info(31)); /* the retired Q4_0_4_4 */
+    ck_assert_ptr_null(type_info(36)); /* the retired IQ4_NL_4_4 */
     ck_assert_ptr_null(type_info(T_COUNT));
     ck_assert_ptr_null(type_info(1000));
     ck_assert_uint_eq(type_row_bytes(T_Q4_K, 4096), 16 * 144);
@@ -508,6 +555,10 @@ START_TEST(test_quantize_error)
         {T_F32, 0},      {T_F16, 4e-4},   {T_BF16, 3e-3},  {T_Q8_0, 6.5e-3},  {T_Q8_1, 6.5e-3},
         {T_Q8_K, 8.5e-3},  {T_Q6_K, 0.022}, {T_Q5_K, 0.045}, {T_Q5_1, 0.048},  {T_Q5_0, 0.05},
         {T_Q4_K, 0.09},  {T_Q4_1, 0.10},  {T_Q4_0, 0.10},  {T_Q3_K, 0.18},  {T_Q2_K, 0.34},
+        {T_IQ4_NL, 0.093}, {T_IQ4_XS, 0.094}, {T_MXFP4, 0.14},
+        /* ternary with d = the block's largest magnitude, as llama.cpp makes them: most
+         * of a normal block rounds to 0, so the error is large by design */
+        {T_TQ1_0, 0.85},  {T_TQ2_0, 0.85},
     };
     const int64_t n = 8192;
     float *x = malloc(sizeof *x * n);
@@ -524,6 +575,18 @@ START_TEST(test_quantize_error)
             ck_assert_msg(e > b[k].bound / 20, "%s: error %g suspiciously small",
                           type_info(b[k].type)->name, e);
     }
+    /* TQ1_0 and TQ2_0 encode the same ternary values, two ways */
+    void *t1 = malloc(type_row_bytes(T_TQ1_0, n)), *t2 = malloc(type_row_bytes(T_TQ2_0, n));
+    float *y1 = malloc(sizeof *y1 * n), *y2 = malloc(sizeof *y2 * n);
+    quantize_row(T_TQ1_0, x, t1, n);
+    quantize_row(T_TQ2_0, x, t2, n);
+    dequantize_row(T_TQ1_0, t1, y1, n);
+    dequantize_row(T_TQ2_0, t2, y2, n);
+    ck_assert(memcmp(y1, y2, sizeof *y1 * n) == 0);
+    free(t1);
+    free(t2);
+    free(y1);
+    free(y2);
     free(x);
 }
 END_TEST
@@ -534,20 +597,24 @@ START_TEST(test_quantize_edge_blocks)
      * every type represents these nearly exactly */
     const int64_t n = 1024;
     float *x = calloc(n, sizeof *x);
-    x[100] = 5.f;
+    x[100] = 6.f; /* a value MXFP4 holds exactly too (1.5 x 2^2) */
     for (int i = 512; i < 768; i++)
         x[i] = -0.25f;
     for (int i = 768; i < 1024; i++)
         x[i] = 3.f;
     for (int k = 0; k < N_TYPES; k++) {
         int type = all_types[k];
+        if (!type_info(type)->has_quantize)
+            continue;
         void *q = malloc(type_row_bytes(type, n));
         float *y = malloc(sizeof *y * n);
         quantize_row(type, x, q, n);
         dequantize_row(type, q, y, n);
+        /* IQ4's table has no zero: beside the 6 its 32-block's zeros become d * 1 */
+        float slack = type == T_IQ4_NL || type == T_IQ4_XS ? 6.f / 127 * 1.01f : 0;
         for (int64_t i = 0; i < n; i++)
-            ck_assert_msg(fabsf(y[i] - x[i]) <= 0.01f * fabsf(x[i]) + 1e-6f, "%s [%lld] %g -> %g",
-                          type_info(type)->name, (long long)i, x[i], y[i]);
+            ck_assert_msg(fabsf(y[i] - x[i]) <= 0.01f * fabsf(x[i]) + 1e-6f + (i / 32 == 100 / 32 ? slack : 0),
+                          "%s [%lld] %g -> %g", type_info(type)->name, (long long)i, x[i], y[i]);
         for (int64_t i = 256; i < 512; i++)
             ck_assert_msg(y[i] == 0, "%s: zero block gave %g", type_info(type)->name, y[i]);
         free(q);

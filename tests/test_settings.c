@@ -40,6 +40,9 @@ START_TEST(defaults_are_valid_and_round_trip)
         ck_assert_str_eq(v, w);
         ck_assert_ptr_nonnull(t[i].help);
         ck_assert_int_ne(t[i].scope, 0);
+        ck_assert_msg(t[i].applies && (strcmp(t[i].applies, "now") == 0 || strcmp(t[i].applies, "kv") == 0 ||
+                                       strcmp(t[i].applies, "scratch") == 0 || strcmp(t[i].applies, "load") == 0),
+                      "%s: applies '%s'", t[i].name, t[i].applies ? t[i].applies : "(null)");
     }
     settings_clear(&a);
     settings_clear(&b);
@@ -69,6 +72,8 @@ static const char *other_value(const llmfs_setting_info *in)
     } else if (strcmp(in->type, "enum") == 0) {
         const char *bar = strrchr(in->range, '|');
         snprintf(buf, sizeof buf, "%s", bar ? bar + 1 : in->range);
+    } else if (strcmp(in->type, "cpus") == 0) {
+        snprintf(buf, sizeof buf, "0-1,3");
     } else if (strcmp(in->type, "text") == 0) {
         snprintf(buf, sizeof buf, "You are  a poet.\\nLine two \\\\ with backslash");
     } else {

@@ -3,6 +3,7 @@
 #include "gguf.h"
 #include "testutil.h"
 #include "fixture.h"
+#include "pretok.h"
 #include "tokenizer.h"
 #include "unicode.h"
 
@@ -793,6 +794,44 @@ START_TEST(test_tiny_vocabs)
 }
 END_TEST
 
+/* gpt-4o's words, worked out by hand from llama.cpp's rewrite of the o200k pattern:
+ * only ASCII letters have a case, and a run of capitals keeps its lower-case tail. */
+START_TEST(test_gpt4o_split)
+{
+    static const struct { const char *text, *words; } cases[] = {
+        {"HelloWorld", "Hello|World"},
+        {"JSONParser", "JSONParser"},
+        {"helloWORLD", "hello|WORLD"},
+        {" don't stop", " don't| stop"},
+        {"$12.5/\n", "$|12|.|5|/\n"},
+        {"1234567", "123|456|7"},
+        {"\xc3\xa9" "ABC", "\xc3\xa9|ABC"},   /* U* gives back the capitals: only the é is W */
+        {"ABC\xc3\xa9", "ABC\xc3\xa9"},
+        {"a  \n\n b", "a|  \n\n| b"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const char *t = cases[c].text;
+        uint32_t cps[64];
+        size_t n = 0, off = 0, len = strlen(t), ends[64], tmp[64];
+        while (off < len)
+            cps[n++] = utf8_decode((const uint8_t *)t, len, &off);
+        size_t nw = pretok_split(PRETOK_GPT4O, cps, n, ends, tmp);
+        char got[256];
+        size_t at = 0, start = 0;
+        for (size_t w = 0; w < nw; w++) {
+            if (w)
+                got[at++] = '|';
+            for (size_t i = start; i < ends[w]; i++)
+                at += (size_t)utf8_encode(cps[i], got + at);
+            start = ends[w];
+        }
+        got[at] = 0;
+        ck_assert_msg(!strcmp(got, cases[c].words), "'%s': got '%s', want '%s'", t, got, cases[c].words);
+    }
+    ck_assert_int_eq(pretok_from_name("gpt-4o"), PRETOK_GPT4O);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("tokenizer");
@@ -806,6 +845,7 @@ static Suite *make_suite(void)
     TCase *sp = tcase_create("special");
     tcase_set_timeout(sp, 600);
     tcase_add_test(sp, test_qwen_specials);
+    tcase_add_test(sp, test_gpt4o_split);
     tcase_add_test(sp, test_spm_specials);
     tcase_add_test(sp, test_phi3_rstrip);
     tcase_add_test(sp, test_stream_partial_chars);

@@ -18,25 +18,8 @@ static const struct {
     const char *value;  /* meta.txt arch / the model file's weight type / case kind / vector file */
     const char *why;
 } unsupported[] = {
-    {BY_ARCH, "gpt-oss", "architecture gpt-oss (issue 15)"},
-    {BY_ARCH, "gemma3", "architecture gemma3 (issue 17)"},
-    {BY_ARCH, "gemma4", "architecture gemma4 (issue 17)"},
-    {BY_TYPE, "iq4_nl", "weight type IQ4_NL (issue 14)"},
-    {BY_TYPE, "iq4_xs", "weight type IQ4_XS (issue 14)"},
-    {BY_TYPE, "iq3_xxs", "weight type IQ3_XXS (issue 14)"},
-    {BY_TYPE, "iq3_s", "weight type IQ3_S (issue 14)"},
-    {BY_TYPE, "iq2_xxs", "weight type IQ2_XXS (issue 14)"},
-    {BY_TYPE, "iq2_xs", "weight type IQ2_XS (issue 14)"},
-    {BY_TYPE, "iq2_s", "weight type IQ2_S (issue 14)"},
-    {BY_TYPE, "iq1_s", "weight type IQ1_S (issue 14)"},
-    {BY_TYPE, "iq1_m", "weight type IQ1_M (issue 14)"},
-    {BY_TYPE, "tq1_0", "weight type TQ1_0 (issue 14)"},
-    {BY_TYPE, "tq2_0", "weight type TQ2_0 (issue 14)"},
-    {BY_TYPE, "mxfp4", "weight type MXFP4 (issue 14)"},
     {BY_KIND, "mtp", "MTP drafting cases (issue 20)"},
     {BY_KIND, "vision", "vision cases (issue 21)"},
-    {BY_VOCAB, "gemma3-spm-vocab.gguf", "Gemma 3 tokenizer (issue 17)"},
-    {BY_VOCAB, "gemma4-bpe-vocab.gguf", "Gemma 4 tokenizer (issue 17)"},
 };
 
 static const char *lookup(match_by by, const char *value)

@@ -23,6 +23,8 @@ static int read_hparams(model *m, llmfs_error *err)
     hp->rope.neox = strcmp(hp->arch, "llama") != 0;
     hp->qkv_bias = !strcmp(hp->arch, "qwen2");
     hp->qk_norm = !strcmp(hp->arch, "qwen3") || !strcmp(hp->arch, "qwen3moe");
+    for (int il = 0; il < hp->n_layer; il++) /* every layer alike */
+        m->layers[il].rope = hp->rope;
     return 0;
 }
 
@@ -127,4 +129,4 @@ static void ffn(model *m, const model_layer *L, fwd_bufs *B, int n)
     o->add(be, B->x, B->xb2, (int64_t)n * E);                           /* x += xb2 */
 }
 
-const model_family family_llama = {archs, read_hparams, bind_layer, attention, ffn};
+const model_family family_llama = {archs, read_hparams, bind_layer, attention, ffn, NULL};

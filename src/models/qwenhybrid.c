@@ -373,4 +373,4 @@ static void ffn(model *m, const model_layer *L, fwd_bufs *B, int n)
     o->add(be, B->x, B->xb2, (int64_t)n * E);                           /* x += xb2 */
 }
 
-const model_family family_qwenhybrid = {archs, read_hparams, bind_layer, attention, ffn};
+const model_family family_qwenhybrid = {archs, read_hparams, bind_layer, attention, ffn, NULL};

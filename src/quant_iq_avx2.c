@@ -1,0 +1,285 @@
+/* quant_iq_avx2.c — AVX2 kernels for the IQ, TQ and MXFP4 types.
+ *
+ * IQ4_NL and MXFP4 (against Q8_0) look their 4-bit codes up with one vpshufb and then
+ * go the way of Q8_0: |w| times sign(a, w) through vpmaddubsw.
+ *
+ * The Q8_K types share one kernel: a weight block is decoded to the integer form of
+ * quant_impl.h (quant_sblock: 256 int8 quants, a scale per 16, one float) and then
+ * multiplied the same way for every type, so a type only brings a decoder. IQ4_XS,
+ * TQ2_0, IQ2_XXS and IQ3_XXS have vector decoders (quant_iq_dec.h); the others (IQ3_S, IQ2_XS,
+ * IQ2_S, IQ1_S, IQ1_M, TQ1_0) use the scalar decoder and still get the vector product.
+ * In a tile each row's block is decoded once for all C activation rows, which is what
+ * makes prefill cheaper than C separate dot products.
+ *
+ * Each tile shape does the same arithmetic lane for lane, so decode and prefill give a
+ * row the same result.
+ */
+#include "quant_iq_dec.h"
+
+/* Tiles are instantiated as 4x4, 4x1, 1x4 and 1x1 (R and C constants inside); other
+ * shapes are split into those. */
+#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)                      \
+    if ((nr) == 4 && (nc) == 4) {                                                 \
+        kernel(n, 4, 4, w, ws, a, as, out, os);                                   \
+    } else if ((nr) == 4) {                                                       \
+        for (int c_ = 0; c_ < (nc); c_++)                                         \
+            kernel(n, 4, 1, w, ws, (a) + (size_t)c_ * (as), 0, (out) + (size_t)c_ * (os), 0); \
+    } else if ((nc) == 4) {                                                       \
+        for (int r_ = 0; r_ < (nr); r_++)                                         \
+            kernel(n, 1, 4, (w) + (size_t)r_ * (ws), 0, a, as, (out) + r_, os);   \
+    } else {                                                                      \
+        for (int c_ = 0; c_ < (nc); c_++)                                         \
+            for (int r_ = 0; r_ < (nr); r_++)                                     \
+                kernel(n, 1, 1, (w) + (size_t)r_ * (ws), 0, (a) + (size_t)c_ * (as), 0, \
+                       (out) + (size_t)c_ * (os) + r_, 0);                        \
+    }
+
+#define DEFINE_TILE_AND_DOT(name, kernel)                                                \
+    static void tile_##name(int64_t n, int nr, int nc, const void *w, size_t ws,         \
+                            const void *a, size_t as, float *out, size_t os)             \
+    {                                                                                    \
+        TILE_SWITCH(kernel, n, nr, nc, (const char *)w, ws, (const char *)a, as, out, os) \
+    }                                                                                    \
+    static float dot_##name(int64_t n, const void *w, const void *a)                     \
+    {                                                                                    \
+        float o;                                                                         \
+        kernel(n, 1, 1, (const char *)w, 0, (const char *)a, 0, &o, 0);                  \
+        return o;                                                                        \
+    }
+
+/* Decode (one activation row) streams the weights: fetch them ahead into L2 and L1. */
+#define PF_DIST_L2 12288
+#define PF_DIST_L1 1024
+INLINE void prefetch_ahead(const int C, const void *p, int bytes)
+{
+    if (C == 1)
+        for (int i = 0; i < bytes; i += 64) {
+            _mm_prefetch((const char *)p + PF_DIST_L2 + i, _MM_HINT_T1);
+            _mm_prefetch((const char *)p + PF_DIST_L1 + i, _MM_HINT_T0);
+        }
+}
+
+INLINE float hsum256(__m256 v)
+{
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
+
+#define ZERO_ACC(acc)                      \
+    __m256 acc[4][4];                      \
+    UNROLL for (int r = 0; r < R; r++)     \
+        UNROLL for (int c = 0; c < C; c++) \
+            acc[r][c] = _mm256_setzero_ps();
+
+INLINE void store_tile(const int R, const int C, __m256 acc[4][4], float *out, size_t os)
+{
+    UNROLL for (int c = 0; c < C; c++)
+        UNROLL for (int r = 0; r < R; r++)
+            out[(size_t)c * os + r] = hsum256(acc[r][c]);
+}
+
+/* ================= IQ4_NL, MXFP4 against Q8_0 ================= */
+
+INLINE void nl4_kernel(const int mx, int64_t n, const int R, const int C, const char *w, size_t ws,
+                       const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / 32;
+    const size_t bb = mx ? sizeof(block_mxfp4) : sizeof(block_iq4_nl);
+    const __m256i tab = table16(mx ? quant_mxfp4_values : quant_iq4nl_values);
+    const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i aq[4];
+        float ad[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)c * as) + b;
+            aq[c] = _mm256_loadu_si256((const __m256i *)y->qs);
+            ad[c] = _cvtsh_ss(y->d);
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * bb;
+            prefetch_ahead(C, x, 64);
+            float wd;
+            if (mx) {
+                wd = quant_e8m0_half(x[0]);
+            } else {
+                uint16_t h;
+                memcpy(&h, x, 2);
+                wd = _cvtsh_ss(h);
+            }
+            __m128i q = _mm_loadu_si128((const __m128i *)(x + (mx ? 1 : 2)));
+            __m256i codes = _mm256_and_si256(
+                _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1), low4);
+            __m256i wq = _mm256_shuffle_epi8(tab, codes);
+            __m256i wabs = _mm256_sign_epi8(wq, wq);
+            UNROLL for (int c = 0; c < C; c++) {
+                __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(aq[c], wq)), ones);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(ad[c] * wd), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+
+INLINE void iq4_nl_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                          const char *a, size_t as, float *out, size_t os)
+{
+    nl4_kernel(0, n, R, C, w, ws, a, as, out, os);
+}
+INLINE void mxfp4_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                         const char *a, size_t as, float *out, size_t os)
+{
+    nl4_kernel(1, n, R, C, w, ws, a, as, out, os);
+}
+DEFINE_TILE_AND_DOT(iq4_nl, iq4_nl_kernel)
+DEFINE_TILE_AND_DOT(mxfp4, mxfp4_kernel)
+
+/* Dequantization of both: the same lookup, then float. */
+INLINE void nl4_dequant(const int mx, const void *src, float *dst, int64_t n)
+{
+    const size_t bb = mx ? sizeof(block_mxfp4) : sizeof(block_iq4_nl);
+    const __m256i tab = table16(mx ? quant_mxfp4_values : quant_iq4nl_values);
+    for (int64_t b = 0; b < n / 32; b++, dst += 32) {
+        const uint8_t *x = (const uint8_t *)src + (size_t)b * bb;
+        float d;
+        if (mx) {
+            d = quant_e8m0_half(x[0]);
+        } else {
+            uint16_t h;
+            memcpy(&h, x, 2);
+            d = _cvtsh_ss(h);
+        }
+        __m128i q = _mm_loadu_si128((const __m128i *)(x + (mx ? 1 : 2)));
+        __m256i codes = _mm256_and_si256(
+            _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1), _mm256_set1_epi8(0x0F));
+        __m256i v = _mm256_shuffle_epi8(tab, codes);
+        __m256 dv = _mm256_set1_ps(d);
+        UNROLL for (int k = 0; k < 4; k++) {
+            __m128i part = k < 2 ? _mm256_castsi256_si128(v) : _mm256_extracti128_si256(v, 1);
+            if (k & 1)
+                part = _mm_srli_si128(part, 8);
+            _mm256_storeu_ps(dst + 8 * k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part)), dv));
+        }
+    }
+}
+
+static void dequant_iq4_nl(const void *src, float *dst, int64_t n)
+{
+    nl4_dequant(0, src, dst, n);
+}
+static void dequant_mxfp4(const void *src, float *dst, int64_t n)
+{
+    nl4_dequant(1, src, dst, n);
+}
+
+/* ================= the quant_sblock types against Q8_K ================= */
+
+/* Sub-blocks 2k (elements 0..15 of run k) and 2k+1 (16..31) as int16 in the lanes their
+ * products land in: scales of the low 128-bit lane, then the high. */
+INLINE __m256i run_scales(__m256i sc16, int k)
+{
+    const __m256i pick = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+                                          2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    return _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(k)), pick);
+}
+
+INLINE void sb_kernel(const int kind, quant_sdecode_fn f, const size_t bb, int64_t n, const int R,
+                      const int C, const char *w, size_t ws, const char *a, size_t as, float *out,
+                      size_t os)
+{
+    const int64_t nb = n / QK_K;
+    ZERO_ACC(acc)
+    sblock32 sb;
+    for (int64_t b = 0; b < nb; b++) {
+        float yd[4];
+        UNROLL for (int c = 0; c < C; c++)
+            yd[c] = ((const block_q8_K *)(a + (size_t)c * as) + b)->d;
+        UNROLL for (int r = 0; r < R; r++) {
+            const char *x = w + (size_t)r * ws + (size_t)b * bb;
+            prefetch_ahead(C, x, (int)bb);
+            decode(kind, f, x, &sb);
+            __m256i sc16 = _mm256_load_si256((const __m256i *)sb.sc);
+            __m256i s[4];
+            UNROLL8 for (int k = 0; k < 8; k++) {
+                __m256i wq = _mm256_load_si256((const __m256i *)(sb.q + 32 * k));
+                __m256i wabs = _mm256_sign_epi8(wq, wq);
+                __m256i scl = run_scales(sc16, k);
+                UNROLL for (int c = 0; c < C; c++) {
+                    const __m256i *aq = (const __m256i *)((const block_q8_K *)(a + (size_t)c * as) + b)->qs + k;
+                    __m256i p = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(_mm256_loadu_si256(aq), wq)), scl);
+                    s[c] = k ? _mm256_add_epi32(s[c], p) : p;
+                }
+            }
+            UNROLL for (int c = 0; c < C; c++)
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[c]), _mm256_set1_ps(sb.d * yd[c]), acc[r][c]);
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+
+INLINE void sb_dequant(const int kind, quant_sdecode_fn f, const size_t bb, const void *src, float *dst,
+                       int64_t n)
+{
+    sblock32 sb;
+    for (int64_t b = 0; b < n / QK_K; b++, dst += QK_K) {
+        decode(kind, f, (const char *)src + (size_t)b * bb, &sb);
+        UNROLL for (int j = 0; j < 16; j++) {
+            /* (d * sc) * q, the scalar decoders' order, so the bits agree */
+            __m256 dl = _mm256_set1_ps(sb.d * sb.sc[j]);
+            __m128i q = _mm_load_si128((const __m128i *)(sb.q + 16 * j));
+            _mm256_storeu_ps(dst + 16 * j, _mm256_mul_ps(dl, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))));
+            _mm256_storeu_ps(dst + 16 * j + 8,
+                             _mm256_mul_ps(dl, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)))));
+        }
+    }
+}
+
+/* Scalar-decoded types look their decoder up once per call. */
+#define SB_TYPE(name, T, kind, block)                                                    \
+    INLINE void name##_kernel(int64_t n, const int R, const int C, const char *w, size_t ws, \
+                              const char *a, size_t as, float *out, size_t os)           \
+    {                                                                                    \
+        quant_sdecode_fn f = kind == DEC_SCALAR ? quant_ref_sdecoder(T) : NULL;          \
+        sb_kernel(kind, f, sizeof(block), n, R, C, w, ws, a, as, out, os);               \
+    }                                                                                    \
+    DEFINE_TILE_AND_DOT(name, name##_kernel)                                             \
+    static void dequant_##name(const void *src, float *dst, int64_t n)                   \
+    {                                                                                    \
+        quant_sdecode_fn f = kind == DEC_SCALAR ? quant_ref_sdecoder(T) : NULL;          \
+        sb_dequant(kind, f, sizeof(block), src, dst, n);                                 \
+    }
+
+SB_TYPE(iq4_xs, T_IQ4_XS, DEC_IQ4_XS, block_iq4_xs)
+SB_TYPE(tq2_0, T_TQ2_0, DEC_TQ2_0, block_tq2_0)
+SB_TYPE(iq2_xxs, T_IQ2_XXS, DEC_IQ2_XXS, block_iq2_xxs)
+SB_TYPE(iq3_xxs, T_IQ3_XXS, DEC_IQ3_XXS, block_iq3_xxs)
+SB_TYPE(tq1_0, T_TQ1_0, DEC_SCALAR, block_tq1_0)
+SB_TYPE(iq3_s, T_IQ3_S, DEC_SCALAR, block_iq3_s)
+SB_TYPE(iq2_xs, T_IQ2_XS, DEC_SCALAR, block_iq2_xs)
+SB_TYPE(iq2_s, T_IQ2_S, DEC_SCALAR, block_iq2_s)
+SB_TYPE(iq1_s, T_IQ1_S, DEC_SCALAR, block_iq1_s)
+SB_TYPE(iq1_m, T_IQ1_M, DEC_SCALAR, block_iq1_m)
+
+void quant_iq_avx2_fill(quant_kernels *k)
+{
+#define SET(T, name)                      \
+    k->dequantize[T] = dequant_##name;    \
+    k->vec_dot[T] = dot_##name;           \
+    k->tile[T] = tile_##name;
+    SET(T_IQ4_NL, iq4_nl)
+    SET(T_MXFP4, mxfp4)
+    SET(T_IQ4_XS, iq4_xs)
+    SET(T_TQ2_0, tq2_0)
+    SET(T_IQ2_XXS, iq2_xxs)
+    SET(T_IQ3_XXS, iq3_xxs)
+    SET(T_TQ1_0, tq1_0)
+    SET(T_IQ3_S, iq3_s)
+    SET(T_IQ2_XS, iq2_xs)
+    SET(T_IQ2_S, iq2_s)
+    SET(T_IQ1_S, iq1_s)
+    SET(T_IQ1_M, iq1_m)
+#undef SET
+}

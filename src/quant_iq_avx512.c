@@ -1,0 +1,249 @@
+/* quant_iq_avx512.c — AVX-512 (BW, VL, VNNI) kernels for the IQ, TQ and MXFP4 types.
+ *
+ * The same plan as the AVX2 file, twice as wide:
+ * - IQ4_NL and MXFP4 take two 32-blocks per 512-bit register (a last odd block goes
+ *   through the 256-bit form of the same arithmetic); the codes are looked up with one
+ *   vpshufb, and vpdpbusd multiplies |w| by the activations carrying w's sign and sums
+ *   each 4 products, so a block's 8 partial sums need no separate widening step.
+ * - The Q8_K types decode a block to quant_sblock (quant_iq_dec.h) and multiply 64
+ *   elements per instruction; the scale of each 16 reaches its lanes through one
+ *   vpermw per 64 elements, shared by every activation row of the tile.
+ * AVX-512 has no vpsignb: the activations are negated under the mask of w's sign bits.
+ */
+#include "quant_iq_dec.h"
+
+#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)                      \
+    if ((nr) == 4 && (nc) == 4) {                                                 \
+        kernel(n, 4, 4, w, ws, a, as, out, os);                                   \
+    } else if ((nr) == 4) {                                                       \
+        for (int c_ = 0; c_ < (nc); c_++)                                         \
+            kernel(n, 4, 1, w, ws, (a) + (size_t)c_ * (as), 0, (out) + (size_t)c_ * (os), 0); \
+    } else if ((nc) == 4) {                                                       \
+        for (int r_ = 0; r_ < (nr); r_++)                                         \
+            kernel(n, 1, 4, (w) + (size_t)r_ * (ws), 0, a, as, (out) + r_, os);   \
+    } else {                                                                      \
+        for (int c_ = 0; c_ < (nc); c_++)                                         \
+            for (int r_ = 0; r_ < (nr); r_++)                                     \
+                kernel(n, 1, 1, (w) + (size_t)r_ * (ws), 0, (a) + (size_t)c_ * (as), 0, \
+                       (out) + (size_t)c_ * (os) + r_, 0);                        \
+    }
+
+#define DEFINE_TILE_AND_DOT(name, kernel)                                                \
+    static void tile_##name(int64_t n, int nr, int nc, const void *w, size_t ws,         \
+                            const void *a, size_t as, float *out, size_t os)             \
+    {                                                                                    \
+        TILE_SWITCH(kernel, n, nr, nc, (const char *)w, ws, (const char *)a, as, out, os) \
+    }                                                                                    \
+    static float dot_##name(int64_t n, const void *w, const void *a)                     \
+    {                                                                                    \
+        float o;                                                                         \
+        kernel(n, 1, 1, (const char *)w, 0, (const char *)a, 0, &o, 0);                  \
+        return o;                                                                        \
+    }
+
+/* Decode streams the weights: fetch them ahead into L2 and L1. */
+#define PF_DIST_L2 12288
+#define PF_DIST_L1 1024
+INLINE void prefetch_ahead(const int C, const void *p, int bytes)
+{
+    if (C == 1)
+        for (int i = 0; i < bytes; i += 64) {
+            _mm_prefetch((const char *)p + PF_DIST_L2 + i, _MM_HINT_T1);
+            _mm_prefetch((const char *)p + PF_DIST_L1 + i, _MM_HINT_T0);
+        }
+}
+
+#define ZERO_ACC(acc)                      \
+    __m512 acc[4][4];                      \
+    UNROLL for (int r = 0; r < R; r++)     \
+        UNROLL for (int c = 0; c < C; c++) \
+            acc[r][c] = _mm512_setzero_ps();
+
+INLINE void store_tile(const int R, const int C, __m512 acc[4][4], float *out, size_t os)
+{
+    UNROLL for (int c = 0; c < C; c++)
+        UNROLL for (int r = 0; r < R; r++)
+            out[(size_t)c * os + r] = _mm512_reduce_add_ps(acc[r][c]);
+}
+
+/* ================= IQ4_NL, MXFP4 against Q8_0 ================= */
+
+INLINE float nl4_scale(const int mx, const uint8_t *x)
+{
+    if (mx)
+        return quant_e8m0_half(x[0]);
+    uint16_t h;
+    memcpy(&h, x, 2);
+    return _cvtsh_ss(h);
+}
+
+/* the 32 codes of a block as bytes: elements 0..15 low nibbles, 16..31 high */
+INLINE __m256i nl4_codes(const int mx, const uint8_t *x)
+{
+    __m128i q = _mm_loadu_si128((const __m128i *)(x + (mx ? 1 : 2)));
+    return _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1),
+                            _mm256_set1_epi8(0x0F));
+}
+
+INLINE void nl4_kernel(const int mx, int64_t n, const int R, const int C, const char *w, size_t ws,
+                       const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / 32;
+    const size_t bb = mx ? sizeof(block_mxfp4) : sizeof(block_iq4_nl);
+    const __m512i tab = _mm512_broadcast_i32x4(_mm_loadu_si128(
+        (const __m128i *)(mx ? quant_mxfp4_values : quant_iq4nl_values)));
+    ZERO_ACC(acc)
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        __m512i aq[4];
+        __m512 ad[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)c * as) + b;
+            aq[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y[0].qs)),
+                                       _mm256_loadu_si256((const __m256i *)y[1].qs), 1);
+            ad[c] = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(y[0].d)), _mm256_set1_ps(_cvtsh_ss(y[1].d)), 1);
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * bb;
+            prefetch_ahead(C, x, 64);
+            __m512i codes = _mm512_inserti64x4(_mm512_castsi256_si512(nl4_codes(mx, x)), nl4_codes(mx, x + bb), 1);
+            __m512i wq = _mm512_shuffle_epi8(tab, codes);
+            __m512i wabs = _mm512_abs_epi8(wq);
+            __mmask64 neg = _mm512_movepi8_mask(wq);
+            __m512 wd = _mm512_insertf32x8(_mm512_set1_ps(nl4_scale(mx, x)), _mm256_set1_ps(nl4_scale(mx, x + bb)), 1);
+            UNROLL for (int c = 0; c < C; c++) {
+                __m512i as_ = _mm512_mask_sub_epi8(aq[c], neg, _mm512_setzero_si512(), aq[c]);
+                __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wabs, as_);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(ad[c], wd), acc[r][c]);
+            }
+        }
+    }
+    if (b < nb) { /* the odd last block, in the low half of the accumulators */
+        __m256i aq[4];
+        float ad[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)c * as) + b;
+            aq[c] = _mm256_loadu_si256((const __m256i *)y->qs);
+            ad[c] = _cvtsh_ss(y->d);
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * bb;
+            __m256i wq = _mm256_shuffle_epi8(_mm512_castsi512_si256(tab), nl4_codes(mx, x));
+            __m256i wabs = _mm256_abs_epi8(wq);
+            __mmask32 neg = _mm256_movepi8_mask(wq);
+            float wd = nl4_scale(mx, x);
+            UNROLL for (int c = 0; c < C; c++) {
+                __m256i as_ = _mm256_mask_sub_epi8(aq[c], neg, _mm256_setzero_si256(), aq[c]);
+                __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs, as_);
+                __m512 t = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(ad[c] * wd)));
+                acc[r][c] = _mm512_add_ps(acc[r][c], _mm512_maskz_mov_ps(0x00FF, t));
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+
+INLINE void iq4_nl_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                          const char *a, size_t as, float *out, size_t os)
+{
+    nl4_kernel(0, n, R, C, w, ws, a, as, out, os);
+}
+INLINE void mxfp4_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                         const char *a, size_t as, float *out, size_t os)
+{
+    nl4_kernel(1, n, R, C, w, ws, a, as, out, os);
+}
+DEFINE_TILE_AND_DOT(iq4_nl, iq4_nl_kernel)
+DEFINE_TILE_AND_DOT(mxfp4, mxfp4_kernel)
+
+/* ================= the quant_sblock types against Q8_K ================= */
+
+INLINE void sb_kernel(const int kind, quant_sdecode_fn f, const size_t bb, int64_t n, const int R,
+                      const int C, const char *w, size_t ws, const char *a, size_t as, float *out,
+                      size_t os)
+{
+    const int64_t nb = n / QK_K;
+    /* lane j (an int16 pair sum of elements 2j, 2j+1) of 64-element run k takes scale
+     * 4k + j/8 */
+    __m512i pick[4];
+    UNROLL for (int k = 0; k < 4; k++) {
+        int16_t idx[32];
+        for (int j = 0; j < 32; j++)
+            idx[j] = (int16_t)(4 * k + j / 8);
+        pick[k] = _mm512_loadu_si512(idx);
+    }
+    ZERO_ACC(acc)
+    sblock32 sb;
+    for (int64_t b = 0; b < nb; b++) {
+        float yd[4];
+        UNROLL for (int c = 0; c < C; c++)
+            yd[c] = ((const block_q8_K *)(a + (size_t)c * as) + b)->d;
+        UNROLL for (int r = 0; r < R; r++) {
+            const char *x = w + (size_t)r * ws + (size_t)b * bb;
+            prefetch_ahead(C, x, (int)bb);
+            decode(kind, f, x, &sb);
+            __m512i sc16 = _mm512_castsi256_si512(_mm256_load_si256((const __m256i *)sb.sc));
+            __m512i s[4];
+            UNROLL for (int k = 0; k < 4; k++) {
+                /* two 256-bit loads, as the decoders stored them: one 512-bit load
+                 * over two fresh 256-bit stores cannot be forwarded and stalls */
+                __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_load_si256((const __m256i *)(sb.q + 64 * k))),
+                                                _mm256_load_si256((const __m256i *)(sb.q + 64 * k + 32)), 1);
+                __m512i wabs = _mm512_abs_epi8(wq);
+                __mmask64 neg = _mm512_movepi8_mask(wq);
+                __m512i scl = _mm512_permutexvar_epi16(pick[k], sc16);
+                UNROLL for (int c = 0; c < C; c++) {
+                    __m512i av = _mm512_loadu_si512(((const block_q8_K *)(a + (size_t)c * as) + b)->qs + 64 * k);
+                    av = _mm512_mask_sub_epi8(av, neg, _mm512_setzero_si512(), av);
+                    __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(wabs, av), scl);
+                    s[c] = k ? _mm512_add_epi32(s[c], p) : p;
+                }
+            }
+            UNROLL for (int c = 0; c < C; c++)
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[c]), _mm512_set1_ps(sb.d * yd[c]), acc[r][c]);
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+
+#define SB_TYPE(name, T, kind, block)                                                    \
+    INLINE void name##_kernel(int64_t n, const int R, const int C, const char *w, size_t ws, \
+                              const char *a, size_t as, float *out, size_t os)           \
+    {                                                                                    \
+        quant_sdecode_fn f = kind == DEC_SCALAR ? quant_ref_sdecoder(T) : NULL;          \
+        sb_kernel(kind, f, sizeof(block), n, R, C, w, ws, a, as, out, os);               \
+    }                                                                                    \
+    DEFINE_TILE_AND_DOT(name, name##_kernel)
+
+SB_TYPE(iq4_xs, T_IQ4_XS, DEC_IQ4_XS, block_iq4_xs)
+SB_TYPE(tq2_0, T_TQ2_0, DEC_TQ2_0, block_tq2_0)
+SB_TYPE(iq2_xxs, T_IQ2_XXS, DEC_IQ2_XXS, block_iq2_xxs)
+SB_TYPE(iq3_xxs, T_IQ3_XXS, DEC_IQ3_XXS, block_iq3_xxs)
+SB_TYPE(tq1_0, T_TQ1_0, DEC_SCALAR, block_tq1_0)
+SB_TYPE(iq3_s, T_IQ3_S, DEC_SCALAR, block_iq3_s)
+SB_TYPE(iq2_xs, T_IQ2_XS, DEC_SCALAR, block_iq2_xs)
+SB_TYPE(iq2_s, T_IQ2_S, DEC_SCALAR, block_iq2_s)
+SB_TYPE(iq1_s, T_IQ1_S, DEC_SCALAR, block_iq1_s)
+SB_TYPE(iq1_m, T_IQ1_M, DEC_SCALAR, block_iq1_m)
+
+/* Dequantization stays with the AVX2 entries (it is the embedding lookup, one row a
+ * token, and bit-exact there). */
+void quant_iq_avx512_fill(quant_kernels *k)
+{
+#define SET(T, name)                   \
+    k->vec_dot[T] = dot_##name;        \
+    k->tile[T] = tile_##name;
+    SET(T_IQ4_NL, iq4_nl)
+    SET(T_MXFP4, mxfp4)
+    SET(T_IQ4_XS, iq4_xs)
+    SET(T_TQ2_0, tq2_0)
+    SET(T_IQ2_XXS, iq2_xxs)
+    SET(T_IQ3_XXS, iq3_xxs)
+    SET(T_TQ1_0, tq1_0)
+    SET(T_IQ3_S, iq3_s)
+    SET(T_IQ2_XS, iq2_xs)
+    SET(T_IQ2_S, iq2_s)
+    SET(T_IQ1_S, iq1_s)
+    SET(T_IQ1_M, iq1_m)
+#undef SET
+}

@@ -1,0 +1,144 @@
+/* quant_iq_dec.h — vector decoders of the quant_sblock types (quant_impl.h) for the AVX2
+ * and AVX-512 kernel files, which include it under their own compiler flags. A type
+ * without a vector decoder here goes through its scalar one. */
+#ifndef LLMFS_QUANT_IQ_DEC_H
+#define LLMFS_QUANT_IQ_DEC_H
+
+#include "quant_impl.h"
+
+#include <immintrin.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 4")
+#define UNROLL8 _Pragma("GCC unroll 8")
+
+INLINE __m256i table16(const int8_t *t)
+{
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t));
+}
+
+typedef struct {
+    _Alignas(64) int8_t q[QK_K];
+    _Alignas(64) int16_t sc[QK_K / 16];
+    float d;
+} sblock32; /* quant_sblock with the alignment the vector loads want */
+_Static_assert(sizeof(((sblock32 *)0)->q) == sizeof(((quant_sblock *)0)->q), "sblock");
+
+INLINE void dec_iq4_xs(const void *blk, sblock32 *o)
+{
+    const block_iq4_xs *x = blk;
+    o->d = _cvtsh_ss(x->d);
+    const __m256i tab = table16(quant_iq4nl_values), low4 = _mm256_set1_epi8(0x0F);
+    UNROLL for (int p = 0; p < 4; p++) {
+        /* sub-blocks 2p (low lane) and 2p+1 (high lane) */
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * p));
+        __m256i lo = _mm256_shuffle_epi8(tab, _mm256_and_si256(raw, low4));
+        __m256i hi = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4));
+        _mm256_store_si256((__m256i *)(o->q + 64 * p), _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_store_si256((__m256i *)(o->q + 64 * p + 32), _mm256_permute2x128_si256(lo, hi, 0x31));
+    }
+    UNROLL8 for (int ib = 0; ib < 8; ib++) {
+        int ls = ((x->scales_l[ib / 2] >> (4 * (ib % 2))) & 15) | (((x->scales_h >> (2 * ib)) & 3) << 4);
+        o->sc[2 * ib] = o->sc[2 * ib + 1] = (int16_t)(ls - 32);
+    }
+}
+
+INLINE void dec_tq2_0(const void *blk, sblock32 *o)
+{
+    const block_tq2_0 *x = blk;
+    o->d = _cvtsh_ss(x->d);
+    const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    UNROLL for (int h = 0; h < 2; h++) {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+        UNROLL for (int l = 0; l < 4; l++) {
+            __m256i v = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * l), three);
+            _mm256_store_si256((__m256i *)(o->q + 128 * h + 32 * l), _mm256_sub_epi8(v, one));
+        }
+    }
+    _mm256_store_si256((__m256i *)o->sc, _mm256_set1_epi16(1));
+}
+
+INLINE uint64_t ld64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+INLINE uint32_t ld32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Magnitudes g with the sign masks s (0 or 0xFF per byte): g where s = 0, -g else. */
+INLINE __m256i apply_signs(__m256i g, __m256i s)
+{
+    return _mm256_sub_epi8(_mm256_xor_si256(g, s), s);
+}
+
+INLINE void dec_iq2_xxs(const void *blk, sblock32 *o)
+{
+    const block_iq2_xxs *x = blk;
+    const uint8_t *qs = (const uint8_t *)x->qs;
+    o->d = _cvtsh_ss(x->d) * 0.125f;
+    UNROLL8 for (int ib = 0; ib < 8; ib++) {
+        uint32_t idx = ld32(qs + 8 * ib), ss = ld32(qs + 8 * ib + 4);
+        __m256i g = _mm256_setr_epi64x((long long)ld64(quant_grid_iq2xxs[idx & 255]),
+                                       (long long)ld64(quant_grid_iq2xxs[(idx >> 8) & 255]),
+                                       (long long)ld64(quant_grid_iq2xxs[(idx >> 16) & 255]),
+                                       (long long)ld64(quant_grid_iq2xxs[idx >> 24]));
+        __m256i s = _mm256_setr_epi64x((long long)ld64(quant_sign_bytes[ss & 127]),
+                                       (long long)ld64(quant_sign_bytes[(ss >> 7) & 127]),
+                                       (long long)ld64(quant_sign_bytes[(ss >> 14) & 127]),
+                                       (long long)ld64(quant_sign_bytes[(ss >> 21) & 127]));
+        _mm256_store_si256((__m256i *)(o->q + 32 * ib), apply_signs(g, s));
+        o->sc[2 * ib] = o->sc[2 * ib + 1] = (int16_t)(2 * (ss >> 28) + 1);
+    }
+}
+
+INLINE void dec_iq3_xxs(const void *blk, sblock32 *o)
+{
+    const block_iq3_xxs *x = blk;
+    o->d = _cvtsh_ss(x->d) * 0.25f;
+    UNROLL8 for (int ib = 0; ib < 8; ib++) {
+        const uint8_t *qs = x->qs + 8 * ib;
+        uint32_t ss = ld32(x->qs + 64 + 4 * ib);
+        __m256i g = _mm256_setr_epi32((int)ld32(quant_grid_iq3xxs[qs[0]]), (int)ld32(quant_grid_iq3xxs[qs[1]]),
+                                      (int)ld32(quant_grid_iq3xxs[qs[2]]), (int)ld32(quant_grid_iq3xxs[qs[3]]),
+                                      (int)ld32(quant_grid_iq3xxs[qs[4]]), (int)ld32(quant_grid_iq3xxs[qs[5]]),
+                                      (int)ld32(quant_grid_iq3xxs[qs[6]]), (int)ld32(quant_grid_iq3xxs[qs[7]]));
+        __m256i s = _mm256_setr_epi64x((long long)ld64(quant_sign_bytes[ss & 127]),
+                                       (long long)ld64(quant_sign_bytes[(ss >> 7) & 127]),
+                                       (long long)ld64(quant_sign_bytes[(ss >> 14) & 127]),
+                                       (long long)ld64(quant_sign_bytes[(ss >> 21) & 127]));
+        _mm256_store_si256((__m256i *)(o->q + 32 * ib), apply_signs(g, s));
+        o->sc[2 * ib] = o->sc[2 * ib + 1] = (int16_t)(2 * (ss >> 28) + 1);
+    }
+}
+
+/* The scalar decoders for the rest, through a copy into the aligned form. */
+INLINE void dec_scalar(quant_sdecode_fn f, const void *blk, sblock32 *o)
+{
+    quant_sblock s;
+    f(blk, &s);
+    memcpy(o->q, s.q, sizeof s.q);
+    memcpy(o->sc, s.sc, sizeof s.sc);
+    o->d = s.d;
+}
+
+enum { DEC_IQ4_XS, DEC_TQ2_0, DEC_IQ2_XXS, DEC_IQ3_XXS, DEC_SCALAR };
+
+INLINE void decode(const int kind, quant_sdecode_fn f, const void *blk, sblock32 *o)
+{
+    switch (kind) {
+    case DEC_IQ4_XS: dec_iq4_xs(blk, o); break;
+    case DEC_TQ2_0: dec_tq2_0(blk, o); break;
+    case DEC_IQ2_XXS: dec_iq2_xxs(blk, o); break;
+    case DEC_IQ3_XXS: dec_iq3_xxs(blk, o); break;
+    default: dec_scalar(f, blk, o); break;
+    }
+}
+
+#endif
