@@ -563,10 +563,6 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
         return;
     const int hd = p->head_dim;
     const struct kv_layer *L = &kv->layer[il];
-    if (p->n_swa > 0 || p->sinks) {
-        cuda_fail(cb, EINVAL, "attention: sliding windows and sinks are not supported by the CUDA backend yet");
-        return;
-    }
     if (hd <= 0 || hd % 8 != 0 || hd > 256 || p->n_head_kv <= 0 || p->n_head % p->n_head_kv != 0 ||
         p->n_head_kv * hd != L->n_embd_kv) {
         cuda_fail(cb, EINVAL, "attention: head_dim %d with %d/%d heads (cache rows %d) not supported", hd, p->n_head,

@@ -531,17 +531,23 @@ static int place_weights(model *m, const model_opts *o, llmfs_error *err)
         }
         tensor *attn[] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->bq, L->bk, L->bv, L->q_norm, L->k_norm,
                           L->post_attn_norm, L->ssm_in, L->wqkv, L->wz, L->ssm_ba, L->ssm_beta, L->ssm_alpha,
-                          L->ssm_conv, L->ssm_dt, L->ssm_a, L->ssm_norm, L->ssm_out};
+                          L->ssm_conv, L->ssm_dt, L->ssm_a, L->ssm_norm, L->ssm_out, L->bo, L->sinks};
         tensor **ffn[] = FFN_TENSORS(L);
-        tensor *exps[] = {L->gate_exps, L->up_exps, L->down_exps};
+        /* the routed experts and their biases: where ffn_gate_exps goes */
+        tensor *exps[] = {L->gate_exps, L->up_exps, L->down_exps, L->gate_exps_b, L->up_exps_b, L->down_exps_b};
+        const int n_exps = (int)(sizeof exps / sizeof exps[0]);
         L->be = ab;
         n_gpu_layers += ab == m->gpu;
         if ((rc = place_all(attn, (int)(sizeof attn / sizeof attn[0]), ab, err)) ||
-            (rc = place_all(exps, 3, eb, err)))
+            (rc = place_all(exps, n_exps, eb, err)))
             break;
-        for (int i = 0; i < FFN_N_TENSORS && rc == 0; i++)
-            if (*ffn[i] != L->gate_exps && *ffn[i] != L->up_exps && *ffn[i] != L->down_exps)
+        for (int i = 0; i < FFN_N_TENSORS && rc == 0; i++) {
+            bool expert = false;
+            for (int j = 0; j < n_exps; j++)
+                expert |= *ffn[i] == exps[j];
+            if (!expert)
                 rc = place(*ffn[i], fb, err);
+        }
     }
     if (rc == 0 && DEV(m->output_norm) == m->gpu) {
         if (hp->tied_output) {

@@ -610,6 +610,8 @@ static void kv_make(kvpair *k, int n_ctx, int n_seq, int n_head_kv, int hd, int 
         c->seq_len = i ? k->seq_len_g : k->seq_len_c;
         struct kv_layer *L = ls[i];
         L->be = bs[i];
+        L->n_embd_kv = c->n_embd_kv;
+        L->head_dim = hd;
         L->k_row = type_row_bytes(tk, c->n_embd_kv);
         L->v_row = type_row_bytes(tv, c->n_embd_kv);
         const size_t cells = (size_t)n_ctx * n_seq;
