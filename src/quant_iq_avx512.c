@@ -12,46 +12,7 @@
  */
 #include "quant_iq_dec.h"
 
-#define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)                      \
-    if ((nr) == 4 && (nc) == 4) {                                                 \
-        kernel(n, 4, 4, w, ws, a, as, out, os);                                   \
-    } else if ((nr) == 4) {                                                       \
-        for (int c_ = 0; c_ < (nc); c_++)                                         \
-            kernel(n, 4, 1, w, ws, (a) + (size_t)c_ * (as), 0, (out) + (size_t)c_ * (os), 0); \
-    } else if ((nc) == 4) {                                                       \
-        for (int r_ = 0; r_ < (nr); r_++)                                         \
-            kernel(n, 1, 4, (w) + (size_t)r_ * (ws), 0, a, as, (out) + r_, os);   \
-    } else {                                                                      \
-        for (int c_ = 0; c_ < (nc); c_++)                                         \
-            for (int r_ = 0; r_ < (nr); r_++)                                     \
-                kernel(n, 1, 1, (w) + (size_t)r_ * (ws), 0, (a) + (size_t)c_ * (as), 0, \
-                       (out) + (size_t)c_ * (os) + r_, 0);                        \
-    }
-
-#define DEFINE_TILE_AND_DOT(name, kernel)                                                \
-    static void tile_##name(int64_t n, int nr, int nc, const void *w, size_t ws,         \
-                            const void *a, size_t as, float *out, size_t os)             \
-    {                                                                                    \
-        TILE_SWITCH(kernel, n, nr, nc, (const char *)w, ws, (const char *)a, as, out, os) \
-    }                                                                                    \
-    static float dot_##name(int64_t n, const void *w, const void *a)                     \
-    {                                                                                    \
-        float o;                                                                         \
-        kernel(n, 1, 1, (const char *)w, 0, (const char *)a, 0, &o, 0);                  \
-        return o;                                                                        \
-    }
-
-/* Decode streams the weights: fetch them ahead into L2 and L1. */
-#define PF_DIST_L2 12288
-#define PF_DIST_L1 1024
-INLINE void prefetch_ahead(const int C, const void *p, int bytes)
-{
-    if (C == 1)
-        for (int i = 0; i < bytes; i += 64) {
-            _mm_prefetch((const char *)p + PF_DIST_L2 + i, _MM_HINT_T1);
-            _mm_prefetch((const char *)p + PF_DIST_L1 + i, _MM_HINT_T0);
-        }
-}
+#include "quant_tile.h"
 
 #define ZERO_ACC(acc)                      \
     __m512 acc[4][4];                      \
