@@ -111,7 +111,7 @@ stage_test() {
         status=1
         grep -qE "gpu_ops .*(Failed|Timeout|Exception)" "$OUT/ctest-gpu.log" && tests_failed=1
         # tell a fault of the recorded decode steps from one of the kernels
-        if grep -qE "gpu_fixtures .*(Failed|Timeout|Exception)" "$OUT/ctest-gpu.log"; then
+        if grep -qE "gpu_fixtures[_0-9of]* .*(Failed|Timeout|Exception)" "$OUT/ctest-gpu.log"; then
             LLMFS_CUDA_GRAPHS=0 bounded 20 ctest --test-dir "$BUILD" -R gpu_fixtures --output-on-failure \
                 --timeout "$TEST_TIMEOUT" >"$OUT/ctest-gpu-nographs.log" 2>&1
             note "without CUDA graphs: gpu_fixtures $(grep -qE '100% tests passed' "$OUT/ctest-gpu-nographs.log" && echo passed || echo failed)"

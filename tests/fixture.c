@@ -156,6 +156,15 @@ int fixtures_load(fixture **out)
         fprintf(stderr, "LLMFS_FIXTURES: not an extended regular expression: %s\n", pat);
         pat = NULL;
     }
+    /* LLMFS_FIXTURES_SHARD=i/n keeps every n-th selected case starting at the i-th
+       (1-based), so one selection can run as n processes side by side */
+    int shard = 1, n_shards = 1, seen = 0, other_shards = 0;
+    const char *sh = getenv("LLMFS_FIXTURES_SHARD");
+    if (sh && *sh && (sscanf(sh, "%d/%d", &shard, &n_shards) != 2 || n_shards < 1 || shard < 1 ||
+                      shard > n_shards)) {
+        fprintf(stderr, "LLMFS_FIXTURES_SHARD: not i/n with 1 <= i <= n: %s\n", sh);
+        exit(1);
+    }
     char root[1024];
     test_shared_path("fixtures", root, sizeof root);
     char **models = NULL;
@@ -172,6 +181,10 @@ int fixtures_load(fixture **out)
             free(cs[j]);
             if (pat && *pat && regexec(&only, name, 0, NULL, 0) != 0) {
                 left_out++;
+                continue;
+            }
+            if (seen++ % n_shards != shard - 1) {
+                other_shards++;
                 continue;
             }
             if (fixture_describe(cdir, name, arch, wtype, kind)) {
@@ -203,10 +216,12 @@ int fixtures_load(fixture **out)
     free(models);
     if (pat && *pat)
         regfree(&only);
-    fprintf(stderr, "\n*** fixtures: %d cases run, %d unsupported (tests/unsupported.c)%s", n, unsupported,
-            pat && *pat ? "" : "\n\n");
+    fprintf(stderr, "\n*** fixtures: %d cases run, %d unsupported (tests/unsupported.c)", n, unsupported);
     if (pat && *pat)
-        fprintf(stderr, ", %d left out by LLMFS_FIXTURES=%s ***\n\n", left_out, pat);
+        fprintf(stderr, ", %d left out by LLMFS_FIXTURES=%s", left_out, pat);
+    if (n_shards > 1)
+        fprintf(stderr, ", %d in the other shards (LLMFS_FIXTURES_SHARD=%d/%d)", other_shards, shard, n_shards);
+    fprintf(stderr, " ***\n\n");
     *out = cases;
     return n;
 }
