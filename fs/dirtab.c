@@ -177,11 +177,11 @@ static uint64_t size_transcript(const struct fs_target *t)
     return stream_size(llmfs_session_transcript(t->s));
 }
 
-/* reasoning (the analysis channel, the text between <think> tags) grows with each reply
- * and ends at its current size, like transcript. */
+/* reasoning (the analysis channel, the text between <think> tags) is the reply's other
+ * half: it waits at its end until the reply is done, like output. */
 static int open_reasoning(struct fs_file *f, const struct fs_target *t, llmfs_error *err)
 {
-    return attach(f, llmfs_session_reasoning(t->s), false, err);
+    return attach(f, llmfs_session_reasoning(t->s), true, err);
 }
 
 static uint64_t size_reasoning(const struct fs_target *t)

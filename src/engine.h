@@ -122,7 +122,7 @@ struct llmfs_session {
     sampler *smp;
     detok_state detok;
     reason_split rsplit;       /* the reply's answer apart from its reasoning (chat mode) */
-    llmfs_stream *reasoning;   /* the reasoning of every reply, appended (never done until close) */
+    llmfs_stream *reasoning;   /* the reasoning of the current or last reply (done when it ends) */
     char *reply;               /* text generated so far in this turn */
     size_t reply_len, reply_cap;
 
@@ -145,13 +145,18 @@ double engine_now(void);
 /* session.c */
 llmfs_session *session_create(llmfs_model *m, int id, llmfs_error *err);
 void session_ref(llmfs_session *s);
-/* Marks the turn done: state idle, conversation updated; m->mu held. Fills *out with a
- * reference to the turn's output stream (a new prompt may replace s->out as soon as the
- * lock is released) and returns flags for session_end_turn_streams. */
-int session_end_turn_locked(llmfs_session *s, const char *reason, llmfs_stream **out);
-/* Stream work after session_end_turn_locked, without m->mu: EOF on out (and drops that
- * reference), reset/close lines in the transcript. */
-void session_end_turn_streams(llmfs_session *s, llmfs_stream *out, int flags);
+/* The streams of one reply: they end with it. */
+typedef struct turn_streams {
+    llmfs_stream *out;
+    llmfs_stream *reasoning;
+} turn_streams;
+/* Marks the turn done: state idle, conversation updated; m->mu held. Fills *ended with
+ * references to the turn's output and reasoning streams (a new prompt may replace them as
+ * soon as the lock is released) and returns flags for session_end_turn_streams. */
+int session_end_turn_locked(llmfs_session *s, const char *reason, turn_streams *ended);
+/* Stream work after session_end_turn_locked, without m->mu: EOF on the reply's streams
+ * (and drops those references), reset/close lines in the transcript. */
+void session_end_turn_streams(llmfs_session *s, turn_streams *ended, int flags);
 /* Drops the slot (m->mu held). */
 void session_release_slot(llmfs_session *s);
 /* Appends to the reply buffer (scheduler thread); -ENOMEM leaves it as it was. */

@@ -28,7 +28,7 @@ typedef struct plan_entry {
     bool new_token;     /* a token was sampled and kept */
     const char *reason; /* set when the turn ends this step */
     char why[256];
-    llmfs_stream *out;  /* the ended turn's output (session_end_turn_locked) */
+    turn_streams ended; /* the ended turn's streams (session_end_turn_locked) */
     int end_flags;
 } plan_entry;
 
@@ -432,7 +432,7 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
                 snprintf(s->error, sizeof s->error, "%s", e->why);
                 model_set_error(m, e->why);
             }
-            e->end_flags = session_end_turn_locked(s, e->reason, &e->out);
+            e->end_flags = session_end_turn_locked(s, e->reason, &e->ended);
         }
     }
     m->n_prompt_tokens += (uint64_t)n_pp;
@@ -472,7 +472,7 @@ static void stop_all(sched *sc)
     for (int i = 0; i < sc->n_e; i++) {
         plan_entry *e = &sc->e[i];
         snprintf(e->s->error, sizeof e->s->error, "model unloaded");
-        e->end_flags = session_end_turn_locked(e->s, "error", &e->out);
+        e->end_flags = session_end_turn_locked(e->s, "error", &e->ended);
     }
 }
 
@@ -480,8 +480,8 @@ static void finish_entries(sched *sc)
 {
     for (int i = 0; i < sc->n_e; i++) {
         plan_entry *e = &sc->e[i];
-        if (e->out)
-            session_end_turn_streams(e->s, e->out, e->end_flags);
+        if (e->ended.out)
+            session_end_turn_streams(e->s, &e->ended, e->end_flags);
         llmfs_session_put(e->s);
     }
     sc->n_e = 0;

@@ -256,7 +256,7 @@ static void reset_conversation(llmfs_session *s)
     s->system_logged = NULL;
 }
 
-int session_end_turn_locked(llmfs_session *s, const char *reason, llmfs_stream **out)
+int session_end_turn_locked(llmfs_session *s, const char *reason, turn_streams *ended)
 {
     llmfs_model *m = s->m;
     double now = engine_now();
@@ -291,20 +291,23 @@ int session_end_turn_locked(llmfs_session *s, const char *reason, llmfs_stream *
         if (unlist(s))
             flags |= END_DROP_LIST_REF;
     }
-    *out = stream_ref(s->out);
+    ended->out = stream_ref(s->out);
+    ended->reasoning = stream_ref(s->reasoning);
     return flags;
 }
 
-void session_end_turn_streams(llmfs_session *s, llmfs_stream *out, int flags)
+void session_end_turn_streams(llmfs_session *s, turn_streams *ended, int flags)
 {
     if (flags & END_LOG_RESET)
         stream_printf(s->transcript, "### reset\n");
-    stream_finish(out);
-    llmfs_stream_put(out);
+    stream_finish(ended->reasoning);
+    llmfs_stream_put(ended->reasoning);
+    stream_finish(ended->out);
+    llmfs_stream_put(ended->out);
+    ended->out = ended->reasoning = NULL;
     if (flags & END_CLOSED) {
         stream_printf(s->transcript, "### closed\n");
         stream_finish(s->transcript);
-        stream_finish(s->reasoning);
     }
     if (flags & END_DROP_LIST_REF)
         llmfs_session_put(s);
@@ -674,7 +677,7 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
 
     /* swap counters before the generation, for the swap warning (read outside the lock) */
     int64_t swap_now = rc == 0 ? sysroot_swap_pages() : -1;
-    llmfs_stream *old_out = NULL;
+    llmfs_stream *old_out = NULL, *old_reasoning = NULL;
     pthread_mutex_lock(&m->mu);
     s->preparing = false;
     if (rc == 0 && (s->closed || m->state != MS_READY))
@@ -688,10 +691,12 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         else
             rc = llmfs_errorf(&e, ENOMEM, "out of memory");
     }
-    llmfs_stream *fresh = NULL;
+    /* each reply has its own output and reasoning: readers of the last reply keep theirs */
+    llmfs_stream *fresh = NULL, *fresh_reasoning = NULL;
     if (rc == 0 && s->out_used) {
         fresh = stream_new();
-        if (!fresh)
+        fresh_reasoning = stream_new();
+        if (!fresh || !fresh_reasoning)
             rc = llmfs_errorf(&e, ENOMEM, "out of memory");
     }
     if (rc == 0) {
@@ -705,6 +710,9 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         if (fresh) {
             old_out = s->out;
             s->out = fresh;
+            old_reasoning = s->reasoning;
+            s->reasoning = fresh_reasoning;
+            fresh = fresh_reasoning = NULL;
         }
         s->out_used = true;
         free(s->toks);
@@ -748,6 +756,12 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
                                      "0.0 tokens/s\n", e.msg, n);
     if (old_out)
         llmfs_stream_put(old_out);
+    if (old_reasoning)
+        llmfs_stream_put(old_reasoning);
+    if (fresh)
+        llmfs_stream_put(fresh);
+    if (fresh_reasoning)
+        llmfs_stream_put(fresh_reasoning);
     free(user);
     free(toks);
     sampler_free(smp);
