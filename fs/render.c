@@ -138,6 +138,10 @@ int render_kv(llmfs_model *m, fs_text *out)
     text_printf(out,
                 "type_k %s\ntype_v %s\nn_ctx %d\nn_slots %d\nbytes %" PRIu64 "\nflash_attn %s\n",
                 kv.type_k, kv.type_v, kv.n_ctx, kv.n_slots, kv.bytes, kv.flash_attn ? "on" : "off");
+    text_printf(out, "swa_full %s\n", kv.swa_full ? "on" : "off");
+    for (int k = 0; k < kv.n_kinds; k++)
+        text_printf(out, "layers %s %d cells %d bytes_each %" PRIu64 "\n", kv.kinds[k].kind, kv.kinds[k].n_layers,
+                    kv.kinds[k].cells, kv.kinds[k].layer_bytes);
     int ids[1024];
     int n = llmfs_session_ids(m, ids + 1, 1023);
     if (n > 1023)

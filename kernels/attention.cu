@@ -1,6 +1,7 @@
 /* attention.cu — KV store and causal attention over an f16/q8_0/q4_0 cache.
  *
- * Each token t sees cells 0..pos[t] of its sequence seq[t] (row seq*n_ctx + cell).
+ * Each token t sees cells 0..pos[t] of its sequence seq[t] (row seq*n_cells + cell %
+ * n_cells: n_cells is n_ctx, or a sliding-window layer's ring, kv.h), or its window.
  * Cache types f32, f16, q8_0, q4_0 for K and V independently.
  * Two kernels, one answer:
  *  - split-K decode: a CTA takes one token, one KV head with the query heads sharing it,
@@ -23,7 +24,7 @@
 
 __global__ void k_kv_store(const float *k, const float *v, uint8_t *kc, uint8_t *vc, int64_t k_row, int64_t v_row,
                            int type_k, int type_v, int d, const int32_t *pos, const int32_t *seq, int n_ctx,
-                           int n_seq)
+                           int n_cells, int n_seq)
 {
     const int t = blockIdx.y, which = blockIdx.z;
     const int b = blockIdx.x * blockDim.x + threadIdx.x;
@@ -33,7 +34,7 @@ __global__ void k_kv_store(const float *k, const float *v, uint8_t *kc, uint8_t 
     if (p < 0 || p >= n_ctx || s < 0 || s >= n_seq)
         return;
     const float *src = (which ? v : k) + (int64_t)t * d + b * 32;
-    uint8_t *row = (which ? vc : kc) + ((int64_t)s * n_ctx + p) * (which ? v_row : k_row);
+    uint8_t *row = (which ? vc : kc) + ((int64_t)s * n_cells + p % n_cells) * (which ? v_row : k_row);
     float x[32];
 #pragma unroll
     for (int i = 0; i < 32; i++)
@@ -43,7 +44,7 @@ __global__ void k_kv_store(const float *k, const float *v, uint8_t *kc, uint8_t 
 
 /* float rows whose length is not a multiple of 32 (tiny heads) */
 __global__ void k_kv_store_float(const float *k, const float *v, uint8_t *kc, uint8_t *vc, int d, bool f32,
-                                 const int32_t *pos, const int32_t *seq, int n_ctx, int n_seq)
+                                 const int32_t *pos, const int32_t *seq, int n_ctx, int n_cells, int n_seq)
 {
     const int t = blockIdx.y, which = blockIdx.z;
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -54,9 +55,9 @@ __global__ void k_kv_store_float(const float *k, const float *v, uint8_t *kc, ui
         return;
     const float x = (which ? v : k)[(int64_t)t * d + i];
     if (f32) {
-        ((float *)(which ? vc : kc))[((int64_t)s * n_ctx + p) * d + i] = x;
+        ((float *)(which ? vc : kc))[((int64_t)s * n_cells + p % n_cells) * d + i] = x;
     } else {
-        __half *row = (__half *)((which ? vc : kc) + ((int64_t)s * n_ctx + p) * (int64_t)d * 2);
+        __half *row = (__half *)((which ? vc : kc) + ((int64_t)s * n_cells + p % n_cells) * (int64_t)d * 2);
         row[i] = __float2half_rn(x);
     }
 }
@@ -96,12 +97,12 @@ void cuda_op_kv_store(backend *be, kv_cache *kv, int il, const float *k, const f
         dim3 grid(cdiv(d / 32, 64), n, 2);
         LAUNCH(grid, 64, 0, cb->stream, k_kv_store)(k, v, (uint8_t *)L->k, (uint8_t *)L->v, (int64_t)L->k_row,
                                                 (int64_t)L->v_row, kv->type_k, kv->type_v, d, cb->d_pos, cb->d_seq,
-                                                kv->n_ctx, kv->n_seq);
+                                                kv->n_ctx, L->n_cells, kv->n_seq);
     } else if ((kv->type_k == T_F16 || kv->type_k == T_F32) && kv->type_k == kv->type_v) {
         dim3 grid(cdiv(d, 128), n, 2);
         LAUNCH(grid, 128, 0, cb->stream, k_kv_store_float)(k, v, (uint8_t *)L->k, (uint8_t *)L->v, d,
                                                        kv->type_k == T_F32, cb->d_pos, cb->d_seq, kv->n_ctx,
-                                                       kv->n_seq);
+                                                       L->n_cells, kv->n_seq);
     } else {
         cuda_fail(cb, EINVAL, "kv_store: quantized cache rows of %d elements", d);
         return;
@@ -120,6 +121,7 @@ struct attn_args {
     bool k_al8, v_al8;
     int d_kv;             /* n_embd_kv */
     int n_ctx, n_seq;
+    int n_cells;          /* rows per sequence: n_ctx, or a sliding-window ring (cell % n_cells) */
     const int32_t *pos, *seq;
     int n_head, n_head_kv, hd, G;
     float scale_log2;     /* scale * log2(e) */
@@ -170,8 +172,8 @@ template <int HDMAX> __global__ void __launch_bounds__(DEC_WARPS * 32) k_attn_de
         gsz *= 2;
     const int cps = 32 / gsz, ci = lane % gsz, cs = lane / gsz;
     const bool active = ci * 8 < hd;
-    const uint8_t *kbase = a.kc + (int64_t)s * a.n_ctx * a.k_row;
-    const uint8_t *vbase = a.vc + (int64_t)s * a.n_ctx * a.v_row;
+    const uint8_t *kbase = a.kc + (int64_t)s * a.n_cells * a.k_row;
+    const uint8_t *vbase = a.vc + (int64_t)s * a.n_cells * a.v_row;
     const int e0 = kh * hd + ci * 8;
 
     float acc[DEC_GMAX][8], m[DEC_GMAX], l[DEC_GMAX];
@@ -190,7 +192,7 @@ template <int HDMAX> __global__ void __launch_bounds__(DEC_WARPS * 32) k_attn_de
             const bool valid = c < c1;
             float kf[8];
             if (valid && active)
-                kvl_load8(a.type_k, kbase + (int64_t)c * a.k_row, a.d_kv, e0, a.k_al8, kf);
+                kvl_load8(a.type_k, kbase + (int64_t)(c % a.n_cells) * a.k_row, a.d_kv, e0, a.k_al8, kf);
 #pragma unroll
             for (int g = 0; g < DEC_GMAX; g++) {
                 float part = 0.0f;
@@ -235,7 +237,7 @@ template <int HDMAX> __global__ void __launch_bounds__(DEC_WARPS * 32) k_attn_de
             const int c = tile + s0 + cs;
             if (c < c1 && active) {
                 float vf[8];
-                kvl_load8(a.type_v, vbase + (int64_t)c * a.v_row, a.d_kv, e0, a.v_al8, vf);
+                kvl_load8(a.type_v, vbase + (int64_t)(c % a.n_cells) * a.v_row, a.d_kv, e0, a.v_al8, vf);
 #pragma unroll
                 for (int g = 0; g < DEC_GMAX; g++) {
                     const float pr = sc[warp][g][s0 + cs];
@@ -332,14 +334,14 @@ template <int HDP> struct fa_cfg {
 /* cells [kt, kt+BK) of a KV head into dst[BK][LD] as f32; past last: zeros */
 template <int HDP>
 __device__ __forceinline__ void fa_load_tile(float *dst, const uint8_t *base, int64_t row_bytes, int type, int d_kv,
-                                             bool al8, int kh, int hd, int kt, int last)
+                                             bool al8, int kh, int hd, int kt, int last, int n_cells)
 {
     typedef fa_cfg<HDP> C;
     for (int i = threadIdx.x; i < C::BK * (HDP / 8); i += FA_THREADS) {
         const int c = i / (HDP / 8), ch = i % (HDP / 8);
         float v[8];
         if (kt + c <= last && ch * 8 < hd) {
-            kvl_load8(type, base + (int64_t)(kt + c) * row_bytes, d_kv, kh * hd + ch * 8, al8, v);
+            kvl_load8(type, base + (int64_t)((kt + c) % n_cells) * row_bytes, d_kv, kh * hd + ch * 8, al8, v);
         } else {
 #pragma unroll
             for (int k = 0; k < 8; k++)
@@ -383,13 +385,22 @@ template <int HDP> __global__ void __launch_bounds__(FA_THREADS) k_attn_flash(co
         for (int k = 0; k < C::DT; k++)
             o[i][k] = 0.0f;
 
-    const uint8_t *kbase = a.kc + (int64_t)s * a.n_ctx * a.k_row;
-    const uint8_t *vbase = a.vc + (int64_t)s * a.n_ctx * a.v_row;
+    const uint8_t *kbase = a.kc + (int64_t)s * a.n_cells * a.k_row;
+    const uint8_t *vbase = a.vc + (int64_t)s * a.n_cells * a.v_row;
     const int tpr = FA_THREADS / C::BQ; /* threads per row in the softmax */
 
-    for (int kt = 0; kt <= last; kt += C::BK) {
+    /* a window hides every cell before its first token's: start at that cell's tile
+     * (in a ring, earlier cells hold later positions) */
+    int kt0 = 0;
+    if (a.n_swa > 0) {
+        int p_min = last;
+        for (int r = 0; r < cnt; r++)
+            p_min = min(p_min, a.pos[t0 + r]);
+        kt0 = max(0, p_min - a.n_swa + 1) / C::BK * C::BK;
+    }
+    for (int kt = kt0; kt <= last; kt += C::BK) {
         __syncthreads();
-        fa_load_tile<HDP>(KVs, kbase, a.k_row, a.type_k, a.d_kv, a.k_al8, kh, hd, kt, last);
+        fa_load_tile<HDP>(KVs, kbase, a.k_row, a.type_k, a.d_kv, a.k_al8, kh, hd, kt, last, a.n_cells);
         __syncthreads();
         {
             float sacc[C::RT][C::CT];
@@ -424,7 +435,7 @@ template <int HDP> __global__ void __launch_bounds__(FA_THREADS) k_attn_flash(co
             }
         }
         __syncthreads();
-        fa_load_tile<HDP>(KVs, vbase, a.v_row, a.type_v, a.d_kv, a.v_al8, kh, hd, kt, last);
+        fa_load_tile<HDP>(KVs, vbase, a.v_row, a.type_v, a.d_kv, a.v_al8, kh, hd, kt, last, a.n_cells);
         {
             const int r = tid / tpr, part = tid % tpr;
             float mx = -INFINITY;
@@ -583,6 +594,7 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
     a.v_al8 = L->v_row % 8 == 0;
     a.d_kv = L->n_embd_kv;
     a.n_ctx = kv->n_ctx;
+    a.n_cells = L->n_cells;
     a.n_seq = kv->n_seq;
     a.pos = cb->d_pos;
     a.seq = cb->d_seq;

@@ -830,7 +830,7 @@ static void kv_store_fn(void *p, int ith, int nth)
     int64_t a, b;
     split(s->c->n, ith, nth, &a, &b);
     for (int64_t t = a; t < b; t++) {
-        size_t cell = (size_t)seq[t] * s->kv->n_ctx + pos[t];
+        size_t cell = kv_row(s->kv, s->il, seq[t], pos[t]);
         quantize_row(s->kv->type_k, s->k + t * e, (uint8_t *)L->k + cell * L->k_row, e);
         quantize_row(s->kv->type_v, s->v + t * e, (uint8_t *)L->v + cell * L->v_row, e);
     }
@@ -935,13 +935,21 @@ static void attn_accum(const attn_ctx *A, attn_tls *T, const uint8_t *vb, int j0
     }
 }
 
+/* The cells a token sees, oldest first: one run of rows, or two where a sliding-window
+ * ring wraps (its end, then its start). */
+typedef struct attn_span {
+    const uint8_t *kb, *vb; /* the first row of the run, at the item's head */
+    int n;
+} attn_span;
+
 /* Materialised scores: all of them, one softmax, then the weighted sum of values. */
-static void attn_item_plain(const attn_ctx *A, attn_tls *T, float *o, int n_cells, const uint8_t *kb,
-                            const uint8_t *vb, const float *sinks)
+static void attn_item_plain(const attn_ctx *A, attn_tls *T, float *o, int n_cells, const attn_span *sp,
+                            int n_sp, const float *sinks)
 {
     int hd = A->p.head_dim, g = A->group;
     float *sc = T->scores.p, *acc = T->acc.p;
-    attn_scores(A, T, kb, 0, n_cells, sc, (size_t)n_cells);
+    for (int i = 0, off = 0; i < n_sp; off += sp[i++].n)
+        attn_scores(A, T, sp[i].kb, 0, sp[i].n, sc + off, (size_t)n_cells);
     for (int h = 0; h < g; h++) {
         float *s = sc + (size_t)h * n_cells, mx = -FLT_MAX, sum = 0;
         for (int j = 0; j < n_cells; j++)
@@ -961,14 +969,15 @@ static void attn_item_plain(const attn_ctx *A, attn_tls *T, float *o, int n_cell
             kern()->round_f16(s, n_cells);
     }
     memset(acc, 0, sizeof(float) * (size_t)g * hd);
-    attn_accum(A, T, vb, 0, n_cells, sc, (size_t)n_cells, acc);
+    for (int i = 0, off = 0; i < n_sp; off += sp[i++].n)
+        attn_accum(A, T, sp[i].vb, 0, sp[i].n, sc + off, (size_t)n_cells, acc);
     memcpy(o, acc, sizeof(float) * (size_t)g * hd);
 }
 
 /* Online softmax over tiles of cells: a running maximum and sum per head, the output
  * rescaled whenever the maximum grows; no per-cell storage beyond one tile. */
-static void attn_item_flash(const attn_ctx *A, attn_tls *T, float *o, int n_cells, const uint8_t *kb,
-                            const uint8_t *vb, const float *sinks)
+static void attn_item_flash(const attn_ctx *A, attn_tls *T, float *o, int n_cells, const attn_span *sp,
+                            int n_sp, const float *sinks)
 {
     int hd = A->p.head_dim, g = A->group;
     float *sc = T->scores.p, *acc = T->acc.p;
@@ -978,9 +987,17 @@ static void attn_item_flash(const attn_ctx *A, attn_tls *T, float *o, int n_cell
         mx[h] = -FLT_MAX;
         sum[h] = 0;
     }
+    /* tiles of the window in position order, wherever a ring wraps: a tile that spans the
+     * wrap is read in two pieces, so the tiles (and the rounding) are a full cache's */
     for (int j0 = 0; j0 < n_cells; j0 += FLASH_TILE) {
         int nj = n_cells - j0 < FLASH_TILE ? n_cells - j0 : FLASH_TILE;
-        attn_scores(A, T, kb, j0, nj, sc, FLASH_TILE);
+        for (int i = 0, off = 0, lo = j0; i < n_sp; off += sp[i++].n) {
+            int a = lo - off, b = j0 + nj - off < sp[i].n ? j0 + nj - off : sp[i].n;
+            if (a >= 0 && a < b) {
+                attn_scores(A, T, sp[i].kb, a, b - a, sc + (lo - j0), FLASH_TILE);
+                lo += b - a;
+            }
+        }
         for (int h = 0; h < g; h++) {
             float *s = sc + h * FLASH_TILE, m = mx[h];
             for (int j = 0; j < nj; j++)
@@ -996,7 +1013,13 @@ static void attn_item_flash(const attn_ctx *A, attn_tls *T, float *o, int n_cell
                 sum[h] += s[j];
             }
         }
-        attn_accum(A, T, vb, j0, nj, sc, FLASH_TILE, acc);
+        for (int i = 0, off = 0, lo = j0; i < n_sp; off += sp[i++].n) {
+            int a = lo - off, b = j0 + nj - off < sp[i].n ? j0 + nj - off : sp[i].n;
+            if (a >= 0 && a < b) {
+                attn_accum(A, T, sp[i].vb, a, b - a, sc + (lo - j0), FLASH_TILE, acc);
+                lo += b - a;
+            }
+        }
     }
     for (int h = 0; h < g; h++) {
         if (sinks) { /* the sink joins the sum at the end, at the larger of the two maxima */
@@ -1024,9 +1047,16 @@ static void attn_fn(void *v, int ith, int nth)
         /* the cells this token sees: all before it, or its window */
         int first = A->p.n_swa > 0 && pos[t] >= A->p.n_swa ? pos[t] - A->p.n_swa + 1 : 0;
         int n_cells = pos[t] + 1 - first;
-        size_t row0 = (size_t)seq[t] * A->kv->n_ctx + (size_t)first;
-        const uint8_t *kb = (const uint8_t *)L->k + row0 * L->k_row + kvh * A->k_head;
-        const uint8_t *vb = (const uint8_t *)L->v + row0 * L->v_row + kvh * A->v_head;
+        /* in a ring the run may wrap: its end first, then its start */
+        int c0 = first % L->n_cells, tail = L->n_cells - c0 < n_cells ? L->n_cells - c0 : n_cells;
+        size_t rows[2] = {kv_row(A->kv, A->il, seq[t], first), (size_t)seq[t] * L->n_cells};
+        attn_span sp[2];
+        int n_sp = tail < n_cells ? 2 : 1;
+        for (int i = 0; i < n_sp; i++) {
+            sp[i].kb = (const uint8_t *)L->k + rows[i] * L->k_row + kvh * A->k_head;
+            sp[i].vb = (const uint8_t *)L->v + rows[i] * L->v_row + kvh * A->v_head;
+            sp[i].n = i ? n_cells - tail : tail;
+        }
         const float *q = A->q + ((size_t)t * A->p.n_head + (size_t)kvh * g) * hd;
         float *o = A->out + ((size_t)t * A->p.n_head + (size_t)kvh * g) * hd;
         if (A->kv->type_k == T_F16) {
@@ -1038,9 +1068,9 @@ static void attn_fn(void *v, int ith, int nth)
         }
         const float *sinks = A->p.sinks ? A->p.sinks + (size_t)kvh * g : NULL;
         if (A->p.flash)
-            attn_item_flash(A, T, o, n_cells, kb, vb, sinks);
+            attn_item_flash(A, T, o, n_cells, sp, n_sp, sinks);
         else
-            attn_item_plain(A, T, o, n_cells, kb, vb, sinks);
+            attn_item_plain(A, T, o, n_cells, sp, n_sp, sinks);
     }
 }
 
@@ -1060,6 +1090,8 @@ static void cpu_attention(backend *be, float *out, const float *q, const kv_cach
     const int32_t *pos = c->pos.p;
     for (int t = 0; t < c->n; t++)
         max_cells = pos[t] + 1 > max_cells ? pos[t] + 1 : max_cells;
+    if (p->n_swa > 0 && p->n_swa < max_cells)
+        max_cells = p->n_swa;
     size_t cells = p->flash ? FLASH_TILE : (size_t)max_cells;
     size_t gh = (size_t)A.group * p->head_dim;
     int nth = nth_for(c, (double)c->n * p->n_head * p->head_dim * max_cells * 2);

@@ -293,19 +293,22 @@ static int model_alloc_kv(llmfs_model *m, llmfs_error *err)
 {
     const llmfs_settings *s = &m->settings;
     llmfs_error e = {0};
-    kv_cache *kv = kv_cache_alloc(m->mdl, s->ctx, s->parallel, cache_ggml_type(s->cache_type_k),
-                                  cache_ggml_type(s->cache_type_v), &e);
+    /* sliding-window layers keep a ring of window + ubatch cells unless swa_full */
+    const int slack = s->swa_full ? 0 : s->ubatch;
+    kv_cache *kv = kv_cache_alloc_swa(m->mdl, s->ctx, s->parallel, cache_ggml_type(s->cache_type_k),
+                                      cache_ggml_type(s->cache_type_v), slack, &e);
     if (!kv && e.code == ENOMEM && m->kv) {
         /* the old cache and the new one may not fit together: drop the old one first, and
          * get it back if the new one does not fit alone either */
-        int old_ctx = m->kv->n_ctx, old_seq = m->kv->n_seq, old_tk = m->kv->type_k, old_tv = m->kv->type_v;
+        int old_ctx = m->kv->n_ctx, old_seq = m->kv->n_seq, old_tk = m->kv->type_k, old_tv = m->kv->type_v,
+            old_slack = m->kv->swa_slack;
         kv_cache_free(m->kv);
         m->kv = NULL;
-        kv = kv_cache_alloc(m->mdl, s->ctx, s->parallel, cache_ggml_type(s->cache_type_k),
-                            cache_ggml_type(s->cache_type_v), &e);
+        kv = kv_cache_alloc_swa(m->mdl, s->ctx, s->parallel, cache_ggml_type(s->cache_type_k),
+                                cache_ggml_type(s->cache_type_v), slack, &e);
         if (!kv) {
             llmfs_error e2 = {0};
-            m->kv = kv_cache_alloc(m->mdl, old_ctx, old_seq, old_tk, old_tv, &e2);
+            m->kv = kv_cache_alloc_swa(m->mdl, old_ctx, old_seq, old_tk, old_tv, old_slack, &e2);
             for (int i = 0; i < m->n_slots; i++)
                 m->slots[i].n = 0;
             for (int i = 0; i < m->n_sessions; i++)
@@ -397,6 +400,7 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
         .type_k = cache_ggml_type(s->cache_type_k),
         .type_v = cache_ggml_type(s->cache_type_v),
         .flash = s->flash_attn,
+        .swa_full = s->swa_full,
         .n_cpu_moe = s->n_cpu_moe,
         .offload_batch = s->offload_batch,
         .override_tensor = o->override_tensor,
@@ -1132,6 +1136,28 @@ void llmfs_model_kv_info(llmfs_model *m, llmfs_kv_info *out)
     out->state_bytes = m->kv ? kv_state_bytes(m->kv) : 0;
     out->n_recurrent_layers = m->kv ? m->kv->n_recurrent : 0;
     out->checkpoints = m->kv ? kv_checkpoint_count(m->kv, -1) : 0;
+    out->swa_full = m->settings.swa_full;
+    for (int il = 0; m->kv && il < m->kv->n_layer; il++) {
+        const struct kv_layer *L = &m->kv->layer[il];
+        const char *kind = m->kv->state && m->kv->state[il].be ? "recurrent"
+                           : !L->k                              ? "shared"
+                           : L->n_cells < m->kv->n_ctx          ? "swa"
+                                                                : "full";
+        uint64_t b = kv_layer_bytes(m->kv, il);
+        int k = 0;
+        while (k < out->n_kinds && (strcmp(out->kinds[k].kind, kind) || out->kinds[k].cells != L->n_cells ||
+                                    out->kinds[k].layer_bytes != b))
+            k++;
+        if (k == out->n_kinds) {
+            if (k == (int)(sizeof out->kinds / sizeof out->kinds[0]))
+                continue;
+            snprintf(out->kinds[k].kind, sizeof out->kinds[k].kind, "%s", kind);
+            out->kinds[k].cells = L->n_cells;
+            out->kinds[k].layer_bytes = b;
+            out->n_kinds++;
+        }
+        out->kinds[k].n_layers++;
+    }
     pthread_mutex_unlock(&m->mu);
 }
 

@@ -23,11 +23,14 @@ static int gpu_layers(const place_result *r, int n_layer)
     return r->ngl > n_layer ? n_layer : r->ngl;
 }
 
-/* K and V bytes per cell of the whole model, layer by layer: Gemma 4 gives the KV heads
- * per layer and its sliding-window layers (the pattern) their own head size, and its
- * last shared_kv_layers layers keep no cache of their own. */
-static size_t kv_cell_bytes(const gguf_file *f, const char *arch, int n_layer, int n_head_kv, int head_dim,
-                            int type_k, int type_v)
+/* K and V bytes of one sequence of ctx cells over the whole model, layer by layer: Gemma
+ * 4 gives the KV heads per layer and its sliding-window layers (the pattern) their own
+ * head size, and its last shared_kv_layers layers keep no cache of their own; a
+ * sliding-window layer keeps a ring of window + swa_slack cells when that is fewer (kv.h;
+ * swa_slack 0: the whole context). The windowed layers: Gemma 4's per-layer pattern, or
+ * all but every period-th (Gemma 3: 6 unless the file says, gpt-oss: 2). */
+static uint64_t kv_seq_bytes(const gguf_file *f, const char *arch, int n_layer, int n_head_kv, int head_dim,
+                             int type_k, int type_v, int ctx, int swa_slack)
 {
     char k[128];
     snprintf(k, sizeof k, "%s.attention.head_count_kv", arch);
@@ -40,7 +43,10 @@ static size_t kv_cell_bytes(const gguf_file *f, const char *arch, int n_layer, i
         pat = NULL; /* bools, one byte each */
     int hd_swa = (int)arch_u32(f, arch, "attention.key_length_swa", (uint32_t)head_dim);
     int shared = (int)arch_u32(f, arch, "attention.shared_kv_layers", 0);
-    size_t sum = 0;
+    int n_swa = (int)arch_u32(f, arch, "attention.sliding_window", 0);
+    int period = (int)arch_u32(f, arch, "attention.sliding_window_pattern",
+                               !strcmp(arch, "gemma3") ? 6 : !strcmp(arch, "gpt-oss") ? 2 : 0);
+    uint64_t sum = 0;
     for (int il = 0; il < n_layer - (shared < n_layer ? shared : 0); il++) {
         int64_t h = n_head_kv, d = head_dim, v;
         char kk[128];
@@ -49,7 +55,9 @@ static size_t kv_cell_bytes(const gguf_file *f, const char *arch, int n_layer, i
             h = v;
         if (pat && pat[il])
             d = hd_swa;
-        sum += type_row_bytes(type_k, h * d) + type_row_bytes(type_v, h * d);
+        bool swa = n_swa > 0 && (pat ? pat[il] != 0 : period > 1 && il % period < period - 1);
+        int64_t cells = swa && swa_slack > 0 && (int64_t)n_swa + swa_slack < ctx ? n_swa + swa_slack : ctx;
+        sum += (uint64_t)cells * (type_row_bytes(type_k, h * d) + type_row_bytes(type_v, h * d));
     }
     return sum;
 }
@@ -88,7 +96,6 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
     }
     int ff = n_ff ? n_ff : n_ff_exp * (n_used ? n_used : 1);
     /* the placement counts KV per layer alike: the model's total spread evenly */
-    size_t row = kv_cell_bytes(f, arch, n_layer, n_head_kv, head_dim, in->type_k, in->type_v) / (size_t)n_layer;
     /* Hybrid models: DeltaNet layers hold a fixed recurrent state per sequence instead
      * of K/V cells (every interval-th trunk layer attends; the MTP blocks after the
      * trunk hold nothing in a plain run). The per-layer figure below is the average. */
@@ -117,9 +124,13 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
             .fit = true,
             .vram_free = in->vram_free,
             .fit_target = in->fit_target,
-            .kv_bytes_per_layer = n_recr ? ((uint64_t)(n_trunk - n_recr) * ctx * in->parallel * row +
+            .kv_bytes_per_layer = n_recr ? ((uint64_t)(n_trunk - n_recr) * ctx * in->parallel *
+                                                 (kv_seq_bytes(f, arch, n_layer, n_head_kv, head_dim, in->type_k,
+                                                               in->type_v, 1, 0) / (uint64_t)n_layer) +
                                              (uint64_t)n_recr * in->parallel * state_seq) / (uint64_t)n_layer
-                                          : (uint64_t)ctx * (uint64_t)in->parallel * row,
+                                          : kv_seq_bytes(f, arch, n_layer, n_head_kv, head_dim, in->type_k,
+                                                         in->type_v, ctx, in->swa_full ? 0 : in->ubatch) *
+                                                (uint64_t)in->parallel / (uint64_t)n_layer,
             .stream = in->offload_batch != 0,
             .compute_bytes = place_compute_bytes(n_embd, ff, n_head, head_dim, n_vocab, in->ubatch, ctx,
                                                  in->flash),

@@ -15,6 +15,7 @@ typedef struct fit_input {
     int ctx, parallel, fit_ctx, ubatch;
     int type_k, type_v;           /* enum ggml_type */
     bool flash;
+    bool swa_full;                /* sliding-window layers keep the whole context (no rings) */
     int n_cpu_moe;                /* as set (fit may raise it) */
     int offload_batch;            /* as the setting: 0 never streams (no room kept for it) */
     const char *override_tensor;  /* or NULL */

@@ -46,8 +46,14 @@ static int state_alloc(kv_cache *kv, const model *m, llmfs_error *err)
 kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int type_v,
                          llmfs_error *err)
 {
+    return kv_cache_alloc_swa(m, n_ctx, n_seq, type_k, type_v, 0, err);
+}
+
+kv_cache *kv_cache_alloc_swa(const model *m, int n_ctx, int n_seq, int type_k, int type_v, int swa_slack,
+                             llmfs_error *err)
+{
     const model_hparams *hp = &m->hp;
-    if (n_ctx <= 0 || n_seq <= 0) {
+    if (n_ctx <= 0 || n_seq <= 0 || swa_slack < 0) {
         llmfs_errorf(err, EINVAL, "KV cache: bad size (%d cells x %d sequences)", n_ctx, n_seq);
         return NULL;
     }
@@ -103,9 +109,9 @@ kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int t
         kv->rot_v = 64;
     kv->layer = calloc((size_t)hp->n_layer, sizeof *kv->layer);
     kv->seq_len = calloc((size_t)n_seq, sizeof *kv->seq_len);
-    if (!kv->layer || !kv->seq_len)
+    kv->seq_top = calloc((size_t)n_seq, sizeof *kv->seq_top);
+    if (!kv->layer || !kv->seq_len || !kv->seq_top)
         goto oom;
-    size_t cells = (size_t)n_ctx * (size_t)n_seq;
     if (hp->n_recurrent && state_alloc(kv, m, err)) {
         kv_cache_free(kv);
         return NULL;
@@ -120,6 +126,14 @@ kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int t
         L->head_dim = ml->head_dim;
         L->k_row = type_row_bytes(type_k, L->n_embd_kv);
         L->v_row = type_row_bytes(type_v, L->n_embd_kv);
+        /* a window plus a micro-batch: the oldest cell a token of the micro-batch needs
+         * is still there when its last token is written */
+        L->n_cells = n_ctx;
+        if (swa_slack > 0 && ml->n_swa > 0 && (int64_t)ml->n_swa + swa_slack < n_ctx) {
+            L->n_cells = ml->n_swa + swa_slack;
+            kv->swa_slack = swa_slack;
+        }
+        size_t cells = (size_t)L->n_cells * (size_t)n_seq;
         L->k = L->be->ops->alloc(L->be, L->k_row * cells);
         L->v = L->be->ops->alloc(L->be, L->v_row * cells);
         if (!L->k || !L->v) {
@@ -167,15 +181,15 @@ void kv_cache_free(kv_cache *kv)
     free(kv->state);
     free(kv->layer);
     free(kv->seq_len);
+    free(kv->seq_top);
     free(kv);
 }
 
 size_t kv_cache_bytes(const kv_cache *kv)
 {
-    size_t n = 0, cells = (size_t)kv->n_ctx * (size_t)kv->n_seq;
+    size_t n = 0;
     for (int il = 0; il < kv->n_layer; il++)
-        if (kv->layer[il].k)
-            n += (kv->layer[il].k_row + kv->layer[il].v_row) * cells;
+        n += kv_layer_bytes(kv, il);
     return n + kv_state_bytes(kv) * (size_t)kv->n_seq;
 }
 
@@ -183,7 +197,8 @@ size_t kv_layer_bytes(const kv_cache *kv, int il)
 {
     if (il < 0 || il >= kv->n_layer)
         return 0;
-    return (kv->layer[il].k_row + kv->layer[il].v_row) * (size_t)kv->n_ctx * (size_t)kv->n_seq;
+    const struct kv_layer *L = &kv->layer[il];
+    return L->k ? (L->k_row + L->v_row) * (size_t)L->n_cells * (size_t)kv->n_seq : 0;
 }
 
 size_t kv_state_bytes(const kv_cache *kv)
@@ -231,6 +246,8 @@ int kv_seq_can_keep(const kv_cache *kv, int seq, int n)
         n = 0;
     if (n >= len)
         return len;
+    if (kv->swa_slack && kv->seq_top[seq] - n > kv->swa_slack)
+        return 0; /* the ring has overwritten the window before n */
     if (!kv->n_recurrent || n == 0)
         return n;
     const kv_checkpoint *c = best_checkpoint(kv, seq, n);
@@ -248,11 +265,21 @@ int kv_seq_keep(kv_cache *kv, int seq, int n)
         c->used = ++kv->ckpt_clock;
     }
     kv->seq_len[seq] = keep;
+    if (keep == 0)
+        kv->seq_top[seq] = 0;
     /* checkpoints past what is kept describe cells about to be overwritten */
     for (int i = 0; kv->n_recurrent && i < kv->max_ckpt; i++)
         if (kv->ckpt[i].seq == seq && kv->ckpt[i].n_tokens > keep)
             kv->ckpt[i].n_tokens = 0;
     return keep;
+}
+
+void kv_seq_wrote(kv_cache *kv, int seq, int pos)
+{
+    if (pos + 1 > kv->seq_len[seq])
+        kv->seq_len[seq] = pos + 1;
+    if (pos + 1 > kv->seq_top[seq])
+        kv->seq_top[seq] = pos + 1;
 }
 
 int kv_checkpoint_save(kv_cache *kv, int seq)

@@ -1,7 +1,13 @@
 /* kv.h — the key/value cache: n_seq sequences (slots) of n_ctx cells each.
  *
- * Cell (seq, pos) is row seq*n_ctx + pos of each layer's K and V matrices, so a
- * sequence's cache is contiguous and attention over it is one strided scan. Rows are
+ * Cell (seq, pos) is row seq*n_cells + pos % n_cells of each layer's K and V matrices,
+ * so a sequence's cache is contiguous and attention over it one strided scan (two where
+ * a ring wraps). A full-attention layer has n_cells = n_ctx; a sliding-window layer that
+ * sees only its last n_swa positions keeps a ring of n_swa + swa_slack cells (when that
+ * is less than n_ctx), so a long context costs what the full layers need: a micro-batch
+ * may then hold at most swa_slack tokens, and a sequence can be cut back by at most
+ * swa_slack cells below the furthest position it reached (model.c and kv_seq_can_keep
+ * keep to that). Rows are
  * the layer's n_head_kv*head_dim elements of type_k / type_v (f16, q8_0 or q4_0): layers
  * of different kinds (Gemma's sliding-window and full layers) have their own sizes, and a
  * layer that reuses an earlier layer's cache (shared KV) has none. Each layer's storage
@@ -20,6 +26,7 @@ struct kv_layer {
     backend *be;
     size_t k_row, v_row; /* bytes per row */
     int n_embd_kv, head_dim; /* elements per row, per head; 0 (and k, v NULL): shared KV layer */
+    int n_cells;       /* rows per sequence: n_ctx, or a sliding-window layer's ring */
 };
 
 /* A recurrent (Gated DeltaNet) layer's per-sequence state, in be's memory: no K/V. */
@@ -50,6 +57,12 @@ struct kv_cache {
     int rot_k, rot_v;
     struct kv_layer *layer;
     int *seq_len;      /* [n_seq] cells holding valid entries, host bookkeeping */
+    /* Rings of sliding-window layers: 0 when every layer keeps n_ctx cells, else the
+     * cells a ring holds beyond its window (the most tokens of a micro-batch, and the
+     * furthest a sequence can be cut back); seq_top [n_seq]: the furthest position + 1
+     * each sequence reached since it was last cleared (a ring holds the cells below it). */
+    int swa_slack;
+    int *seq_top;
     /* recurrent layers (hybrid models): state[il].be set for those; NULL without any */
     struct kv_state_layer *state;
     int n_recurrent;
@@ -60,9 +73,21 @@ struct kv_cache {
 };
 
 /* -ENOMEM with the size that failed; -EINVAL for an unsupported type or a row length
- * that is not a multiple of the type's block. */
+ * that is not a multiple of the type's block. Every layer keeps n_ctx cells. */
 kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int type_v,
                          llmfs_error *err);
+/* The same with rings for the sliding-window layers, swa_slack cells beyond the window
+ * (the largest micro-batch the forward pass will then make); 0: full layers everywhere. */
+kv_cache *kv_cache_alloc_swa(const model *m, int n_ctx, int n_seq, int type_k, int type_v, int swa_slack,
+                             llmfs_error *err);
+/* The row of cell (seq, pos) in layer il's K and V matrices. */
+static inline size_t kv_row(const kv_cache *kv, int il, int seq, int pos)
+{
+    int nc = kv->layer[il].n_cells;
+    return (size_t)seq * (size_t)nc + (size_t)(pos % nc);
+}
+/* Records that the forward pass wrote cells up to position pos of sequence seq. */
+void kv_seq_wrote(kv_cache *kv, int seq, int pos);
 void kv_cache_free(kv_cache *kv);
 size_t kv_cache_bytes(const kv_cache *kv);
 /* Bytes of layer il's keys and values (0 for a layer that shares another's cache or a
@@ -71,7 +96,9 @@ size_t kv_layer_bytes(const kv_cache *kv, int il);
 /* Forgets cells >= n of sequence seq (0 clears it). With recurrent layers the state
  * cannot be cut back: keeping n below the sequence's length (and above 0) restores the
  * newest checkpoint of seq at or below n and keeps that many cells instead; without one
- * the sequence is cleared. Returns the cells kept. */
+ * the sequence is cleared. With rings, n more than swa_slack below the furthest position
+ * the sequence reached clears it (the window before n is overwritten). Returns the cells
+ * kept. */
 int kv_seq_keep(kv_cache *kv, int seq, int n);
 /* The cells kv_seq_keep(kv, seq, n) would keep, without changing anything. */
 int kv_seq_can_keep(const kv_cache *kv, int seq, int n);

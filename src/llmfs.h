@@ -209,6 +209,16 @@ typedef struct llmfs_kv_info {
     uint64_t state_bytes;       /* per sequence */
     int n_recurrent_layers;
     int checkpoints;            /* held, all sequences */
+    /* The layers by kind ("full", "swa": a sliding window's ring, "shared": reads an
+     * earlier layer's cache, "recurrent": state only) and size: how many, the cells each
+     * keeps per sequence, and the K+V bytes of each (all sequences). */
+    struct llmfs_kv_kind {
+        char kind[12];
+        int n_layers, cells;
+        uint64_t layer_bytes;
+    } kinds[8];
+    int n_kinds;
+    bool swa_full;              /* sliding-window layers keep the whole context */
 } llmfs_kv_info;
 void llmfs_model_kv_info(llmfs_model *m, llmfs_kv_info *out);
 

@@ -998,7 +998,7 @@ static uint64_t graph_key(const kv_cache *kv, const fwd_batch *ub, bool flash)
 {
     uint64_t h = 1469598103934665603ull;
     int64_t v[] = {ub->n, flash, (int64_t)(uintptr_t)kv, kv->n_ctx, kv->n_seq, kv->type_k,
-                   kv->type_v, kv->rot_k, kv->rot_v};
+                   kv->type_v, kv->rot_k, kv->rot_v, kv->swa_slack};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
         for (int b = 0; b < 8; b++)
             h = (h ^ (uint8_t)(v[i] >> (8 * b))) * 1099511628211ull;
@@ -1137,6 +1137,11 @@ static int check_batch(model *m, kv_cache *kv, const fwd_batch *b, llmfs_error *
             return llmfs_errorf(err, EINVAL,
                                 "forward: position %d of sequence %d leaves a gap (cache holds %d)",
                                 p, s, P->seq_len[s]);
+        if (kv->swa_slack && kv->seq_top[s] - p > kv->swa_slack)
+            return llmfs_errorf(err, EINVAL,
+                                "forward: position %d of sequence %d is behind its sliding window's cells "
+                                "(it reached %d; cut it back with kv_seq_keep first)",
+                                p, s, kv->seq_top[s]);
         if (p + 1 > P->seq_len[s])
             P->seq_len[s] = p + 1;
     }
@@ -1162,8 +1167,10 @@ static int forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out
             return llmfs_errorf(err, EINVAL, "forward: logits requested without an output buffer");
     }
     size_t out_row = 0;
-    for (int i0 = 0; i0 < b->n; i0 += m->n_ubatch) {
-        int n = b->n - i0 < m->n_ubatch ? b->n - i0 : m->n_ubatch;
+    /* a ring of sliding-window cells takes at most its slack in one micro-batch */
+    const int n_ub = kv->swa_slack && kv->swa_slack < m->n_ubatch ? kv->swa_slack : m->n_ubatch;
+    for (int i0 = 0; i0 < b->n; i0 += n_ub) {
+        int n = b->n - i0 < n_ub ? b->n - i0 : n_ub;
         fwd_batch ub = {n, b->token + i0, b->pos + i0, b->seq + i0, NULL};
         if (b->logits) {
             ub.logits = b->logits + i0;
@@ -1202,11 +1209,8 @@ static int forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out
             return rc;
         out_row += (size_t)rc;
         /* the cache now holds this micro-batch's cells */
-        for (int i = 0; i < n; i++) {
-            int s = ub.seq[i];
-            if (ub.pos[i] + 1 > kv->seq_len[s])
-                kv->seq_len[s] = ub.pos[i] + 1;
-        }
+        for (int i = 0; i < n; i++)
+            kv_seq_wrote(kv, ub.seq[i], ub.pos[i]);
     }
     return 0;
 }

@@ -11,6 +11,8 @@ reason_mode reason_mode_of(const char *tmpl)
         return REASON_HARMONY;
     if (strstr(tmpl, "<think>") && strstr(tmpl, "</think>"))
         return REASON_THINK;
+    if (strstr(tmpl, "<|channel>") && strstr(tmpl, "<channel|>"))
+        return REASON_GEMMA4;
     return REASON_NONE;
 }
 
@@ -20,20 +22,48 @@ void reason_split_init(reason_split *r, reason_mode mode)
     r->mode = mode;
 }
 
-enum { M_CHANNEL, M_MESSAGE, M_START, M_END, M_RETURN, M_CALL, M_CONSTRAIN, M_THINK, M_UNTHINK, M_COUNT };
+enum {
+    M_CHANNEL, M_MESSAGE, M_START, M_END, M_RETURN, M_CALL, M_CONSTRAIN, /* harmony */
+    M_THINK, M_UNTHINK,                                                  /* <think> tags */
+    M_GCHANNEL, M_GUNCHANNEL,                                            /* Gemma 4 */
+    M_COUNT
+};
 static const char *const markers[M_COUNT] = {
     "<|channel|>", "<|message|>", "<|start|>", "<|end|>", "<|return|>", "<|call|>", "<|constrain|>",
-    "<think>", "</think>",
+    "<think>", "</think>", "<|channel>", "<channel|>",
 };
 
 static bool active(const reason_split *r, int k)
 {
-    return r->mode == REASON_HARMONY ? k < M_THINK : r->mode == REASON_THINK ? k >= M_THINK : false;
+    switch (r->mode) {
+    case REASON_HARMONY:
+        return k < M_THINK;
+    case REASON_THINK:
+        return k == M_THINK || k == M_UNTHINK;
+    case REASON_GEMMA4:
+        return k == M_GCHANNEL || k == M_GUNCHANNEL;
+    default:
+        return false;
+    }
 }
 
 /* Message text to where it goes now (headers collect the channel name instead). */
 static void text(reason_split *r, const char *s, size_t n, reason_emit emit, void *arg)
 {
+    if (r->in_header && r->mode == REASON_GEMMA4) {
+        /* the channel's name runs to the end of its line; what follows is its text */
+        const char *nl = memchr(s, '\n', n);
+        size_t k = nl ? (size_t)(nl - s) : n, room = sizeof r->header - 1 - r->n_header;
+        memcpy(r->header + r->n_header, s, k < room ? k : room);
+        r->n_header += k < room ? k : room;
+        r->header[r->n_header] = 0;
+        if (!nl)
+            return;
+        r->in_header = false;
+        r->to_reasoning = true; /* "thought": Gemma 4's only channel is its thinking */
+        s = nl + 1;
+        n -= k + 1;
+    }
     if (r->in_header) {
         size_t room = sizeof r->header - 1 - r->n_header;
         size_t k = n < room ? n : room;
@@ -80,8 +110,15 @@ static void marker(reason_split *r, int k)
         r->to_reasoning = true;
         break;
     case M_UNTHINK:
+    case M_GUNCHANNEL:
+        r->in_header = false;
         r->to_reasoning = false;
         r->trim = true;
+        break;
+    case M_GCHANNEL:
+        r->in_header = true;
+        r->n_header = 0;
+        r->header[0] = 0;
         break;
     }
 }

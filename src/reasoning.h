@@ -2,7 +2,8 @@
  *
  * gpt-oss (harmony) writes messages on channels: "<|channel|>analysis<|message|>...<|end|>"
  * is its reasoning, "<|start|>assistant<|channel|>final<|message|>..." the answer.
- * Qwen3 writes "<think>...</think>" before the answer. The splitter routes each byte of
+ * Qwen3 writes "<think>...</think>" before the answer, Gemma 4 "<|channel>thought\n...
+ * <channel|>" (the channel's name up to the newline). The splitter routes each byte of
  * the detokenized reply to the answer or to the reasoning and drops the markers and
  * message headers; a marker split across chunks is held until it is whole.
  */
@@ -12,12 +13,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-typedef enum { REASON_NONE, REASON_HARMONY, REASON_THINK } reason_mode;
+typedef enum { REASON_NONE, REASON_HARMONY, REASON_THINK, REASON_GEMMA4 } reason_mode;
 
 typedef struct reason_split {
     reason_mode mode;
     bool to_reasoning;   /* where message text goes now */
-    bool in_header;      /* between <|start|>/<|channel|> and <|message|> (harmony) */
+    bool in_header;      /* between <|start|>/<|channel|> and <|message|> (harmony), between
+                          * <|channel> and the end of its line (Gemma 4) */
     bool trim;           /* drop whitespace before the answer (after </think>) */
     char header[64];     /* the header so far (its channel name) */
     size_t n_header;

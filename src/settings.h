@@ -78,6 +78,8 @@ enum setting_applies { A_NOW, A_KV, A_SCRATCH, A_LOAD };
     X(cache_type_k, ENUM, S_M, A_KV, 0, 0, "f16|q8_0|q4_0", "f16", "type of the K cache (alias ctk)") \
     X(cache_type_v, ENUM, S_M, A_KV, 0, 0, "f16|q8_0|q4_0", "f16", "type of the V cache (alias ctv)") \
     X(flash_attn, BOOL, S_M, A_NOW, 0, 0, "", "off", "fused attention kernel")                       \
+    X(swa_full, BOOL, S_M, A_KV, 0, 0, "", "off",                                                    \
+      "sliding-window layers keep the whole context, not a ring of window + ubatch cells")           \
     X(threads, INT, S_M, A_LOAD, 0, 1024, "", "0", "CPU threads for generation; 0 the physical cores") \
     X(threads_batch, INT, S_M, A_LOAD, 0, 1024, "", "0", "CPU threads for prompts; 0 same as threads") \
     X(cpu_affinity, CPUS, S_M, A_LOAD, 0, 0, "", "",                                          \

@@ -588,8 +588,12 @@ END_TEST
 typedef struct kvpair {
     kv_cache c, g;
     struct kv_layer lc, lg;
-    int seq_len_c[16], seq_len_g[16];
+    int seq_len_c[16], seq_len_g[16], seq_top_c[16], seq_top_g[16];
 } kvpair;
+
+/* Cells per sequence of the caches kv_make builds: 0 for n_ctx, else a sliding-window
+ * ring of that many (attention_ring). */
+static int kv_ring_cells;
 
 static void kv_make(kvpair *k, int n_ctx, int n_seq, int n_head_kv, int hd, int tk, int tv)
 {
@@ -608,13 +612,15 @@ static void kv_make(kvpair *k, int n_ctx, int n_seq, int n_head_kv, int hd, int 
         c->type_v = tv;
         c->layer = ls[i];
         c->seq_len = i ? k->seq_len_g : k->seq_len_c;
+        c->seq_top = i ? k->seq_top_g : k->seq_top_c;
         struct kv_layer *L = ls[i];
         L->be = bs[i];
+        L->n_cells = kv_ring_cells ? kv_ring_cells : n_ctx;
         L->n_embd_kv = c->n_embd_kv;
         L->head_dim = hd;
         L->k_row = type_row_bytes(tk, c->n_embd_kv);
         L->v_row = type_row_bytes(tv, c->n_embd_kv);
-        const size_t cells = (size_t)n_ctx * n_seq;
+        const size_t cells = (size_t)L->n_cells * n_seq;
         L->k = bs[i]->ops->alloc(bs[i], L->k_row * cells);
         L->v = bs[i]->ops->alloc(bs[i], L->v_row * cells);
         ck_assert(L->k && L->v);
@@ -830,6 +836,48 @@ START_TEST(attention_window_sinks)
             }
     attn_swa = 0;
     attn_sinks = NULL;
+}
+END_TEST
+
+/* Sliding-window rings (kv.h): window 8 in a ring of 8 + 16 cells, two sequences fed in
+ * micro-batches of up to 16 tokens each and then token by token, so the rings wrap many
+ * times; the GPU reads each cell where the CPU does, on both kernels. */
+START_TEST(attention_ring)
+{
+    const attn_cfg cfgs[] = {{64, 8, 2, T_F16, T_F16}, {128, 4, 1, T_Q8_0, T_Q8_0}, {32, 8, 4, T_F32, T_F32}};
+    attn_swa = 8;
+    kv_ring_cells = 8 + 16;
+    for (int c = 0; c < 3; c++)
+        for (int flash = 0; flash < 2; flash++) {
+            const attn_cfg *a = &cfgs[c];
+            kvpair kv;
+            kv_make(&kv, 1024, 2, a->Hk, a->hd, a->tk, a->tv);
+            const int64_t qd = (int64_t)a->H * a->hd, kd = (int64_t)a->Hk * a->hd;
+            int32_t pos[32], seq[32];
+            int len[2] = {0, 0};
+            for (int step = 0; step < 40; step++) {
+                /* prompt-sized steps first, then decode steps; the sequences out of step */
+                int take[2] = {step < 12 ? 16 - step % 5 : 1, step < 12 ? 1 + step % 16 : 1}, n = 0;
+                for (int s = 0; s < 2; s++)
+                    for (int j = 0; j < take[s]; j++, n++) {
+                        pos[n] = len[s] + j;
+                        seq[n] = s;
+                    }
+                float *q = randn(n * qd, 1.5f), *k = randn(n * kd, 1), *v = randn(n * kd, 1);
+                double e = store_attend(&kv, a, n, pos, seq, q, k, v, flash, NULL);
+                ck_assert_msg(e < attn_tol(a), "hd %d K %s flash %d step %d (lengths %d, %d): %.3g", a->hd,
+                              type_info(a->tk)->name, flash, step, len[0], len[1], e);
+                len[0] += take[0];
+                len[1] += take[1];
+                free(q);
+                free(k);
+                free(v);
+            }
+            ck_assert_int_gt(len[0], 5 * kv_ring_cells);
+            kv_drop(&kv);
+        }
+    attn_swa = 0;
+    kv_ring_cells = 0;
 }
 END_TEST
 
@@ -1205,6 +1253,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, moe_experts);
     tc = area(s, "gptoss"); /* sliding window, sinks, the experts' biases and clamp */
     tcase_add_test(tc, attention_window_sinks);
+    tcase_add_test(tc, attention_ring);
     tcase_add_test(tc, moe_experts_extra);
     tc = area(s, "sampling");
     tcase_add_test(tc, argmax_and_topk);

@@ -23,19 +23,27 @@ static uint64_t need(int ctx)
 
 /* Gemma 4 E: the cache per the layers' own sizes, 3 x (1 x 32) + 1 x 64 values per cell
  * for K and for V in f16 (640 bytes; 2.5 MiB at 4096 cells), and none for the two
- * layers that share; one size for all (4 heads of 64 on 6 layers) would be 24 MiB */
+ * layers that share; one size for all (4 heads of 64 on 6 layers) would be 24 MiB. The
+ * three sliding-window layers (window 8) keep rings of 8 + 512 cells: 384 bytes x 520 +
+ * 256 x 4096, 1.2 MiB, unless swa_full. */
 START_TEST(gemma_kv_per_layer_kind)
 {
     char path[4096];
     test_shared_path("models/gemma4e-tiny-q8_0.gguf", path, sizeof path);
-    fit_input in = input(path, 1ull << 34);
-    fit_output out;
-    llmfs_error e = {0};
-    ck_assert_int_eq(fit_plan(&in, &out, &e), 0);
-    const char *kv = strstr(out.text, "KV ");
-    ck_assert_msg(kv, "%s", out.text);
-    int mib = atoi(kv + 3);
-    ck_assert_msg(mib >= 2 && mib <= 3, "KV %d MiB: %s", mib, out.text);
+    for (int full = 0; full < 2; full++) {
+        fit_input in = input(path, 1ull << 34);
+        in.swa_full = full;
+        fit_output out;
+        llmfs_error e = {0};
+        ck_assert_int_eq(fit_plan(&in, &out, &e), 0);
+        const char *kv = strstr(out.text, "KV ");
+        ck_assert_msg(kv, "%s", out.text);
+        int mib = atoi(kv + 3);
+        if (full)
+            ck_assert_msg(mib >= 2 && mib <= 3, "KV %d MiB: %s", mib, out.text);
+        else
+            ck_assert_msg(mib == 1, "KV %d MiB with rings: %s", mib, out.text);
+    }
 }
 END_TEST
 

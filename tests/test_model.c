@@ -703,6 +703,77 @@ START_TEST(kv_per_layer_gemma)
 }
 END_TEST
 
+/* (6) Sliding-window rings (families with windows): a cache whose window layers keep
+ * window + 4 cells, so micro-batches are 4 tokens and the rings wrap many times over a
+ * case, gives the logits of a full cache evaluated in the same micro-batches, on both
+ * attention paths; the fixture's tolerance holds; it costs the ring's bytes; a sequence
+ * can be cut back by up to 4 cells (and evaluated again to the same logits), not more. */
+#define RING_SLACK 4
+START_TEST(sliding_window_ring)
+{
+    const fixture *f = &cases[_i / 2];
+    bool flash = _i % 2;
+    if (strcmp(f->arch, "gemma3") && strcmp(f->arch, "gemma4") && strcmp(f->arch, "gpt-oss"))
+        return; /* no sliding-window layers */
+    model *m = load(f->model, 0);
+    int n;
+    int32_t *t = fixture_full_sequence(f, &n);
+    llmfs_error err = {0};
+    kv_cache *full = test_kv_cache(m, 512, 1, f->ctk, f->ctv);
+    kv_cache *ring = kv_cache_alloc_swa(m, 512, 1, f->ctk, f->ctv, RING_SLACK, &err);
+    ck_assert_msg(ring, "%s", err.msg);
+    size_t want_bytes = 0;
+    int rings = 0;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        const model_layer *L = &m->layers[il];
+        int cells = L->n_swa > 0 && L->n_swa + RING_SLACK < 512 ? L->n_swa + RING_SLACK : 512;
+        if (ring->layer[il].k) {
+            ck_assert_int_eq(ring->layer[il].n_cells, cells);
+            rings += cells < 512 && cells < n; /* it wraps in this case */
+        }
+        want_bytes += ring->layer[il].k ? (ring->layer[il].k_row + ring->layer[il].v_row) * (size_t)cells : 0;
+    }
+    ck_assert_uint_eq(kv_cache_bytes(ring), want_bytes);
+    ck_assert_uint_lt(kv_cache_bytes(ring), kv_cache_bytes(full));
+    float *a = fixture_logits_buf(f, n), *b = fixture_logits_buf(f, n);
+    fixture_eval(m, full, t, n, 0, 0, RING_SLACK, flash, a);
+    fixture_eval(m, ring, t, n, 0, 0, n, flash, b); /* the forward pass splits it by the slack */
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        double e = logits_rel_rms(b + (size_t)i * f->n_vocab, a + (size_t)i * f->n_vocab, f->n_vocab);
+        worst = e > worst ? e : worst;
+        ck_assert_msg(e < 1e-5, "%s: position %d with rings differs by %.3g", f->name, i, e);
+    }
+    fixture_check_prompt(f, b, f->tol, flash ? "ring flash" : "ring plain");
+    /* cut back within the slack and evaluate again: the same logits */
+    ck_assert_int_eq(kv_seq_can_keep(ring, 0, n - RING_SLACK), n - RING_SLACK);
+    ck_assert_int_eq(kv_seq_can_keep(ring, 0, n - RING_SLACK - 1), rings ? 0 : n - RING_SLACK - 1);
+    ck_assert_int_eq(kv_seq_keep(ring, 0, n - 3), n - 3);
+    float *c = fixture_logits_buf(f, 3);
+    fixture_eval(m, ring, t + n - 3, 3, 0, n - 3, 3, flash, c);
+    for (int i = 0; i < 3; i++)
+        ck_assert_msg(logits_rel_rms(c + (size_t)i * f->n_vocab, b + (size_t)(n - 3 + i) * f->n_vocab, f->n_vocab) < 1e-5,
+                      "%s: position %d again after a cut differs", f->name, n - 3 + i);
+    if (rings) { /* further back than the slack: refused, the cache unchanged */
+        int32_t p0 = n - RING_SLACK - 2, s0 = 0, tk = t[p0];
+        int8_t lg = 1;
+        fwd_batch bad = {1, &tk, &p0, &s0, &lg};
+        ck_assert_int_eq(model_forward(m, ring, &bad, c, flash, &err), -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err.msg, "sliding window"));
+        ck_assert_int_eq(kv_seq_keep(ring, 0, p0), 0);
+    }
+    printf("%-34s %-5s rings on %d layers of %d: %zu bytes (full %zu), max rel diff %.2e\n", f->name,
+           flash ? "flash" : "plain", rings, m->hp.n_layer, kv_cache_bytes(ring), kv_cache_bytes(full), worst);
+    free(a);
+    free(b);
+    free(c);
+    free(t);
+    kv_cache_free(full);
+    kv_cache_free(ring);
+    model_free(m);
+}
+END_TEST
+
 /* mkmodel's Gemma shapes, scaled down, load and run: their keys and tensors are what
  * the family reads (gemma3 as q4_0 like the QAT releases, gemma4 dense and MoE as
  * llama.cpp's Q4_K_M mix) */
@@ -1115,6 +1186,7 @@ static Suite *make_suite(void)
     tcase_add_loop_test(t, two_sequences, 0, n_cases);
     tcase_add_loop_test(t, kv_q4_0, 0, n_cases);
     tcase_add_loop_test(t, split_placement, 0, 5);
+    tcase_add_loop_test(t, sliding_window_ring, 0, 2 * n_cases);
     suite_add_tcase(s, t);
     TCase *e = tcase_create("errors");
     tcase_set_timeout(e, 600);

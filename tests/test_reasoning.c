@@ -64,12 +64,25 @@ START_TEST(think_tags)
 }
 END_TEST
 
+START_TEST(gemma4_channel)
+{
+    check(REASON_GEMMA4, "<|channel>thought\nThe user greets me.<channel|>\nHello there!", "Hello there!",
+          "The user greets me.");
+    /* thinking off: the template closed the channel in the prompt, the reply is all answer */
+    check(REASON_GEMMA4, "Hello <there>!", "Hello <there>!", "");
+    /* a channel line cut anywhere still routes the same way */
+    check(REASON_GEMMA4, "<|channel>thought\n\nStep 1.\nStep 2.<channel|>Done.", "Done.", "\nStep 1.\nStep 2.");
+    ck_assert_int_eq(reason_mode_of("<|turn>model\n{{ '<|channel>thought\n<channel|>' }}"), REASON_GEMMA4);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("reasoning");
     TCase *tc = tcase_create("split");
     tcase_add_test(tc, harmony_channels);
     tcase_add_test(tc, think_tags);
+    tcase_add_test(tc, gemma4_channel);
     suite_add_tcase(s, tc);
     return s;
 }

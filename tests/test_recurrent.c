@@ -31,6 +31,7 @@ static kv_cache *state_cache(backend *be)
     kv->n_ctx = 1024;
     kv->layer = calloc(1, sizeof *kv->layer);
     kv->seq_len = calloc(NSEQ, sizeof(int));
+    kv->seq_top = calloc(NSEQ, sizeof(int));
     kv->state = calloc(1, sizeof *kv->state);
     kv->n_recurrent = 1;
     kv->conv_floats = (size_t)(KC - 1) * CH;

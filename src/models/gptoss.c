@@ -50,6 +50,7 @@ static int bind_layer(model *m, int il, llmfs_error *err)
     const int X = hp->n_expert, Fe = hp->n_ff_exp;
     model_layer *L = &m->layers[il];
     int rc;
+    L->n_swa = model_layer_swa(hp, il) ? hp->n_swa : 0;
     if ((rc = model_bind_blk(m, il, "attn_norm.weight", E, 0, 0, false, false, &L->attn_norm, err)) ||  /* [E] */
         (rc = model_bind_blk(m, il, "attn_q.weight", E, H * D, 0, true, false, &L->wq, err)) ||         /* [H*D][E] */
         (rc = model_bind_blk(m, il, "attn_q.bias", H * D, 0, 0, false, true, &L->bq, err)) ||          /* [H*D] */
@@ -81,7 +82,7 @@ static void attention(model *m, kv_cache *kv, int il, fwd_bufs *B, int n, bool f
     const int E = hp->n_embd, H = hp->n_head, Hk = hp->n_head_kv, D = hp->head_dim;
     /* the sinks are logits as they are: not scaled like the scores, never masked */
     const attn_params ap = {.n_head = H, .n_head_kv = Hk, .head_dim = D, .scale = 1.0f / sqrtf((float)D),
-                            .flash = flash, .n_swa = model_layer_swa(hp, il) ? hp->n_swa : 0,
+                            .flash = flash, .n_swa = L->n_swa,
                             .sinks = L->sinks->data};
     backend *be = B->be;
     const struct backend_ops *o = be->ops;
