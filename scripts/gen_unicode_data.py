@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Generates src/unicode_data.c: the Unicode general-category classes as a range table.
+"""Generates src/text/unicode_data.c: the Unicode general-category classes as a range table.
 
-Usage: python3 scripts/gen_unicode_data.py > src/unicode_data.c
+Usage: python3 scripts/gen_unicode_data.py > src/text/unicode_data.c
 
 Each entry packs (first code point << 3) | class; an entry's class holds up to the next
 entry's first code point. The classes are the major general categories the pre-tokenizers
-need (see src/unicode.h). The data comes from this Python's unicodedata module.
+need (see src/text/unicode.h). The data comes from this Python's unicodedata module.
 """
 import sys
 import unicodedata

@@ -1,7 +1,7 @@
 /* main.c — the llmfs command: git-style subcommands. */
 #include "cmd.h"
 #ifdef LLMFS_HAVE_FS
-#include "../fs/fs.h"
+#include "fs.h"
 #endif
 
 #include <stdio.h>
