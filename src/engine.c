@@ -175,6 +175,7 @@ void model_set_error(llmfs_model *m, const char *msg)
 
 static void model_destroy(llmfs_model *m)
 {
+    spec_drafter_free(m->drafter);
     if (m->kv)
         kv_cache_free(m->kv);
     if (m->mdl)
@@ -339,7 +340,62 @@ static int model_alloc_kv(llmfs_model *m, llmfs_error *err)
     m->kv = kv;
     m->slots = slots;
     m->n_slots = s->parallel;
+    if (m->drafter) {
+        /* the draft's cache follows the target's sequences; one that no longer fits ends
+         * speculation with the draft model, the target goes on */
+        llmfs_error de = {0};
+        if (spec_drafter_resize(m->drafter, s->ctx, s->parallel, &de) < 0) {
+            spec_drafter_free(m->drafter);
+            m->drafter = NULL;
+            m->spec_mask &= ~SPEC_DRAFT;
+            snprintf(m->error, sizeof m->error, "draft model dropped: %.200s", de.msg);
+        }
+    }
     return 0;
+}
+
+/* The drafters of spec_type; a draft model that cannot be used is refused with its reason
+ * in the model's error, and the target is served without it. Called before the scheduler
+ * starts, without m->mu (loading is slow); ctx and parallel are final by then. */
+static void load_drafter(llmfs_model *m, const model *target)
+{
+    const llmfs_settings *s = &m->settings;
+    m->spec_mask = s->spec_type;
+    if (!(m->spec_mask & SPEC_DRAFT))
+        return;
+    m->spec_mask &= ~SPEC_DRAFT;
+    llmfs_error e = {0};
+    const char *path = s->spec_draft_model ? s->spec_draft_model : "";
+    int rc = 0;
+    if (!*path)
+        rc = llmfs_errorf(&e, EINVAL, "spec_type %s needs spec_draft_model", s->spec_type == 3 ? "draft+ngram" : "draft");
+    if (rc == 0) {
+        pthread_mutex_lock(&m->lf->mu);
+        char *dirs = strdup(m->lf->settings.model_dirs ? m->lf->settings.model_dirs : "");
+        pthread_mutex_unlock(&m->lf->mu);
+        rc = dirs ? check_model_dirs(path, dirs, &e) : llmfs_errorf(&e, ENOMEM, "out of memory");
+        free(dirs);
+    }
+    if (rc == 0) {
+        spec_drafter_opts o = {
+            .ngl = s->spec_draft_ngl,
+            .n_threads = s->spec_draft_threads ? s->spec_draft_threads : s->threads,
+            .type_k = cache_ggml_type(s->spec_draft_ctk),
+            .type_v = cache_ggml_type(s->spec_draft_ctv),
+            .n_ctx = s->ctx,
+            .n_seq = s->parallel,
+            .n_ubatch = s->ubatch,
+        };
+        m->drafter = spec_drafter_load(path, target->tok, target->hp.n_vocab, &o, &e);
+        rc = m->drafter ? 0 : -1;
+    }
+    if (rc == 0) {
+        m->spec_mask |= SPEC_DRAFT;
+        return;
+    }
+    pthread_mutex_lock(&m->mu);
+    snprintf(m->error, sizeof m->error, "draft model refused: %.200s", e.msg[0] ? e.msg : "load failed");
+    pthread_mutex_unlock(&m->mu);
 }
 
 /* Family sampling defaults for the values nobody set, and chat mode where a template exists. */
@@ -547,6 +603,7 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
             *err = le;
         goto failed;
     }
+    load_drafter(m, mdl);
     pthread_mutex_lock(&m->mu);
     m->mdl = mdl;
     m->n_vocab = mdl->hp.n_vocab;
@@ -1109,6 +1166,15 @@ void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out)
     out->ram_rss = rss;
     out->requests = m->requests;
     out->errors = m->errors;
+    out->spec_drafted = m->spec_drafted;
+    out->spec_accepted = m->spec_accepted;
+    out->spec_steps = m->spec_steps;
+    const char *draft = m->drafter ? strrchr(m->settings.spec_draft_model, '/') : NULL;
+    draft = draft ? draft + 1 : m->drafter ? m->settings.spec_draft_model : NULL;
+    snprintf(out->spec, sizeof out->spec, "%s%s%s%s", m->spec_mask & SPEC_NGRAM ? "ngram" : "",
+             m->spec_mask == 3 ? " " : "", draft ? "draft " : "", draft ? draft : "");
+    if (!m->spec_mask)
+        snprintf(out->spec, sizeof out->spec, "none");
     pthread_mutex_unlock(&m->mu);
 }
 
