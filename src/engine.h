@@ -144,6 +144,7 @@ struct llmfs_session {
     double t_prompt, t_prefill, t_first, t_last;
     double ttft_ms, pp_tps, tg_tps;
     int draft_n, draft_accepted, spec_steps; /* speculative decoding: tokens drafted, accepted, verification steps */
+    int n_gen_first;           /* tokens the first step generated (tg_tps counts the rest) */
     char *last_prompt;
     char error[256];
     double last_active;

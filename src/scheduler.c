@@ -566,6 +566,7 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
         if (e->logits && e->was_prefill && !failed) {
             s->state = SS_GEN;
             s->t_first = t_end;
+            s->n_gen_first = e->n_new; /* more than one when the first step took drafts */
             s->ttft_ms = (s->t_first - s->t_prompt) * 1e3;
             double dt = s->t_first - s->t_prefill;
             s->pp_tps = dt > 0 ? s->n_prompt / dt : 0;
@@ -582,8 +583,8 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
             s->n_gen += e->n_new;
             s->t_last = now;
             m->n_gen_tokens += (uint64_t)e->n_new;
-            if (s->n_gen > 1 && s->t_last > s->t_first)
-                s->tg_tps = (s->n_gen - 1) / (s->t_last - s->t_first);
+            if (s->n_gen > s->n_gen_first && s->t_last > s->t_first)
+                s->tg_tps = (s->n_gen - s->n_gen_first) / (s->t_last - s->t_first);
         }
         if (e->reason) {
             if (strcmp(e->reason, "error") == 0) {

@@ -108,7 +108,7 @@ enum setting_applies { A_NOW, A_KV, A_SCRATCH, A_LOAD };
     X(spec_draft_p_min, FLOAT, S_M, A_NOW, 0, 1, "", "0",                                            \
       "stop drafting where the draft model's top probability is below this; 0 never")          \
     X(spec_draft_ngl, INT, S_M, A_LOAD, -1, 100000, "", "-1", "draft model layers on the GPU; -1 all, 0 none") \
-    X(spec_draft_threads, INT, S_M, A_LOAD, 0, 1024, "", "0", "CPU threads of the draft model; 0 the physical cores") \
+    X(spec_draft_threads, INT, S_M, A_LOAD, 0, 1024, "", "0", "CPU threads of the draft model; 0 as threads") \
     X(spec_draft_ctk, ENUM, S_M, A_LOAD, 0, 0, "f16|q8_0|q4_0", "f16", "type of the draft model's K cache") \
     X(spec_draft_ctv, ENUM, S_M, A_LOAD, 0, 0, "f16|q8_0|q4_0", "f16", "type of the draft model's V cache") \
     X(spec_ngram_n, INT, S_M, A_NOW, 1, 64, "", "3", "tokens of the n-gram looked up in the session's tokens") \
