@@ -152,6 +152,8 @@ int render_kv(llmfs_model *m, fs_text *out)
     text_printf(out,
                 "type_k %s\ntype_v %s\nn_ctx %d\nn_slots %d\nbytes %" PRIu64 "\nflash_attn %s\n",
                 kv.type_k, kv.type_v, kv.n_ctx, kv.n_slots, kv.bytes, kv.flash_attn ? "on" : "off");
+    if (kv.draft_bytes) /* the draft model's cache, same sequences and context */
+        text_printf(out, "draft_bytes %" PRIu64 "\n", kv.draft_bytes);
     int ids[1024];
     int n = llmfs_session_ids(m, ids + 1, 1023);
     if (n > 1023)

@@ -138,8 +138,8 @@ int bench_spec(const char *path, const char *draft, const char *spec_type, int n
             *x = (spec_sample){st.tg_tps, st.draft_n, st.draft_accepted, st.spec_steps, st.n_gen};
         }
     }
-    llmfs_model_info info;
-    llmfs_model_info_get(m, &info);
+    const char *mname = strrchr(path, '/');
+    mname = mname ? mname + 1 : path;
     double m_off, sd_off, m_on, sd_on;
     mean_sd(off, reps, &m_off, &sd_off);
     mean_sd(on, reps, &m_on, &sd_on);
@@ -155,7 +155,7 @@ int bench_spec(const char *path, const char *draft, const char *spec_type, int n
     char test[32], ts[48];
     snprintf(test, sizeof test, "tg%d", n_gen);
     snprintf(ts, sizeof ts, "%.2f ± %.2f", m_off, sd_off);
-    printf("| %-24s | %-24s | %-11s | %5s | %10s | %21s | %10s | %17s |\n", info.name, "-", "off", "-", test, ts,
+    printf("| %-24.24s | %-24s | %-11s | %5s | %10s | %21s | %10s | %17s |\n", mname, "-", "off", "-", test, ts,
            "-", "-");
     snprintf(ts, sizeof ts, "%.2f ± %.2f", m_on, sd_on);
     char acc[32], per[32];
@@ -163,7 +163,7 @@ int bench_spec(const char *path, const char *draft, const char *spec_type, int n
     snprintf(per, sizeof per, "%.2f", steps ? (double)accepted / steps : 0.0);
     char nm[16];
     snprintf(nm, sizeof nm, "%d", n_max);
-    printf("| %-24s | %-24.24s | %-11s | %5s | %10s | %21s | %10s | %17s |\n", info.name, dname, spec_type, nm, test,
+    printf("| %-24.24s | %-24.24s | %-11s | %5s | %10s | %21s | %10s | %17s |\n", mname, dname, spec_type, nm, test,
            ts, acc, per);
     printf("\nspeedup %.2fx (tg with speculation / without); drafted %d, accepted %d in %d steps\n",
            m_off > 0 ? m_on / m_off : 0.0, drafted, accepted, steps);

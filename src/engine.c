@@ -1029,6 +1029,33 @@ static int placement_rows(llmfs_model *m, place_acc **out)
         for (int t = 0; t < T_COUNT; t++)
             acc[k].by_type[t] += acc[i].by_type[t];
     }
+    /* the draft model of speculative decoding: one row per device, after the totals */
+    const model *dm = spec_drafter_model(m->drafter);
+    for (int i = 0; dm && i < dm->n_tensors; i++) {
+        const tensor *t = &dm->tensors[i];
+        const char *dev = device_name(dm, t);
+        int k = rows;
+        while (k < n && (strcmp(acc[k].row.group, "draft") != 0 || strcmp(acc[k].row.device, dev) != 0))
+            k++;
+        if (k == n) {
+            if (n == cap) {
+                place_acc *p = realloc(acc, sizeof *acc * (size_t)(cap *= 2));
+                if (!p) {
+                    free(acc);
+                    return -ENOMEM;
+                }
+                acc = p;
+            }
+            memset(&acc[n], 0, sizeof acc[n]);
+            snprintf(acc[n].row.group, sizeof acc[n].row.group, "draft");
+            snprintf(acc[n].row.device, sizeof acc[n].row.device, "%s", dev);
+            n++;
+        }
+        uint64_t b = tensor_bytes(t);
+        acc[k].row.bytes += b;
+        if (t->type >= 0 && t->type < T_COUNT)
+            acc[k].by_type[t->type] += b;
+    }
     for (int i = 0; i < n; i++) {
         int best = -1;
         for (int t = 0; t < T_COUNT; t++)
@@ -1198,6 +1225,8 @@ void llmfs_model_kv_info(llmfs_model *m, llmfs_kv_info *out)
     out->state_bytes = m->kv ? kv_state_bytes(m->kv) : 0;
     out->n_recurrent_layers = m->kv ? m->kv->n_recurrent : 0;
     out->checkpoints = m->kv ? kv_checkpoint_count(m->kv, -1) : 0;
+    const kv_cache *dkv = spec_drafter_kv(m->drafter);
+    out->draft_bytes = dkv ? kv_cache_bytes(dkv) : 0;
     pthread_mutex_unlock(&m->mu);
 }
 

@@ -212,6 +212,7 @@ typedef struct llmfs_kv_info {
     uint64_t state_bytes;       /* per sequence */
     int n_recurrent_layers;
     int checkpoints;            /* held, all sequences */
+    uint64_t draft_bytes;       /* the draft model's cache (speculative decoding), 0 none */
 } llmfs_kv_info;
 void llmfs_model_kv_info(llmfs_model *m, llmfs_kv_info *out);
 

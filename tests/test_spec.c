@@ -571,6 +571,18 @@ START_TEST(engine_eight_sessions)
     llmfs_model_stats_get(m, &ms);
     ck_assert_uint_eq(ms.spec_drafted, drafted);
     ck_assert_str_eq(ms.spec, "ngram draft llama-tiny-q4_0.gguf");
+    /* the draft shows in placement (its weights) and kv (its cache, as large as the
+     * target's: the same shape, context and sequences) */
+    llmfs_placement_row rows[64];
+    int nr = llmfs_model_placement(m, rows, 64);
+    uint64_t draft_weights = 0;
+    for (int i = 0; i < nr && i < 64; i++)
+        if (strcmp(rows[i].group, "draft") == 0)
+            draft_weights += rows[i].bytes;
+    ck_assert_uint_gt(draft_weights, 500000);
+    llmfs_kv_info kv;
+    llmfs_model_kv_info(m, &kv);
+    ck_assert_uint_eq(kv.draft_bytes, kv.bytes);
     for (int i = 0; i < 8; i++)
         llmfs_session_put(s[i]);
     unload(m, "t");
