@@ -355,20 +355,36 @@ static int model_alloc_kv(llmfs_model *m, llmfs_error *err)
 }
 
 /* The drafters of spec_type; a draft model that cannot be used is refused with its reason
- * in the model's error, and the target is served without it. Called before the scheduler
- * starts, without m->mu (loading is slow); ctx and parallel are final by then. */
+ * in the model's error, and the target is served without it. Called after the target's
+ * KV cache is allocated and before the scheduler starts, without m->mu (loading is slow). */
 static void load_drafter(llmfs_model *m, const model *target)
 {
+    pthread_mutex_lock(&m->mu);
     const llmfs_settings *s = &m->settings;
-    m->spec_mask = s->spec_type;
-    if (!(m->spec_mask & SPEC_DRAFT))
+    int mask = s->spec_type;
+    char *path = strdup(s->spec_draft_model ? s->spec_draft_model : "");
+    spec_drafter_opts o = {
+        .ngl = s->spec_draft_ngl,
+        .n_threads = s->spec_draft_threads ? s->spec_draft_threads : s->threads,
+        .type_k = cache_ggml_type(s->spec_draft_ctk),
+        .type_v = cache_ggml_type(s->spec_draft_ctv),
+        .n_ctx = m->kv->n_ctx,
+        .n_seq = m->kv->n_seq,
+        .n_ubatch = s->ubatch,
+    };
+    m->spec_mask = mask & ~SPEC_DRAFT;
+    pthread_mutex_unlock(&m->mu);
+    if (!(mask & SPEC_DRAFT)) {
+        free(path);
         return;
-    m->spec_mask &= ~SPEC_DRAFT;
+    }
     llmfs_error e = {0};
-    const char *path = s->spec_draft_model ? s->spec_draft_model : "";
+    spec_drafter *d = NULL;
     int rc = 0;
-    if (!*path)
-        rc = llmfs_errorf(&e, EINVAL, "spec_type %s needs spec_draft_model", s->spec_type == 3 ? "draft+ngram" : "draft");
+    if (!path)
+        rc = llmfs_errorf(&e, ENOMEM, "out of memory");
+    else if (!*path)
+        rc = llmfs_errorf(&e, EINVAL, "spec_type %s needs spec_draft_model", mask & SPEC_NGRAM ? "draft+ngram" : "draft");
     if (rc == 0) {
         pthread_mutex_lock(&m->lf->mu);
         char *dirs = strdup(m->lf->settings.model_dirs ? m->lf->settings.model_dirs : "");
@@ -376,25 +392,16 @@ static void load_drafter(llmfs_model *m, const model *target)
         rc = dirs ? check_model_dirs(path, dirs, &e) : llmfs_errorf(&e, ENOMEM, "out of memory");
         free(dirs);
     }
-    if (rc == 0) {
-        spec_drafter_opts o = {
-            .ngl = s->spec_draft_ngl,
-            .n_threads = s->spec_draft_threads ? s->spec_draft_threads : s->threads,
-            .type_k = cache_ggml_type(s->spec_draft_ctk),
-            .type_v = cache_ggml_type(s->spec_draft_ctv),
-            .n_ctx = s->ctx,
-            .n_seq = s->parallel,
-            .n_ubatch = s->ubatch,
-        };
-        m->drafter = spec_drafter_load(path, target->tok, target->hp.n_vocab, &o, &e);
-        rc = m->drafter ? 0 : -1;
-    }
-    if (rc == 0) {
-        m->spec_mask |= SPEC_DRAFT;
-        return;
-    }
+    if (rc == 0)
+        d = spec_drafter_load(path, target->tok, target->hp.n_vocab, &o, &e);
+    free(path);
     pthread_mutex_lock(&m->mu);
-    snprintf(m->error, sizeof m->error, "draft model refused: %.200s", e.msg[0] ? e.msg : "load failed");
+    if (d) {
+        m->drafter = d;
+        m->spec_mask |= SPEC_DRAFT;
+    } else {
+        snprintf(m->error, sizeof m->error, "draft model refused: %.200s", e.msg[0] ? e.msg : "load failed");
+    }
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -603,7 +610,6 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
             *err = le;
         goto failed;
     }
-    load_drafter(m, mdl);
     pthread_mutex_lock(&m->mu);
     m->mdl = mdl;
     m->n_vocab = mdl->hp.n_vocab;
@@ -614,8 +620,14 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     apply_model_defaults(m, &m->settings);
     apply_model_defaults(m, &m->def->settings);
     rc = model_alloc_kv(m, &le);
-    m->vram_load = m->vram_now = model_vram_bytes(mdl);
     m->stream = mdl->stream;
+    /* the draft model after the target's cache: where memory is short, the target gets it */
+    if (rc == 0) {
+        pthread_mutex_unlock(&m->mu);
+        load_drafter(m, mdl);
+        pthread_mutex_lock(&m->mu);
+    }
+    m->vram_load = m->vram_now = model_vram_bytes(mdl) + model_vram_bytes_or0(spec_drafter_model(m->drafter));
     if (rc == 0 && pthread_create(&m->thread, NULL, scheduler_main, m) != 0)
         rc = llmfs_errorf(&le, EAGAIN, "cannot start the scheduler thread");
     if (rc == 0) {

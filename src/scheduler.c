@@ -601,7 +601,8 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
         m->gen_seconds += t_fwd * n_tg / total;
     }
     m->gen_seconds += sc->t_draft;
-    m->vram_now = model_vram_bytes(m->mdl); /* scratch grows with the batches */
+    /* scratch grows with the batches (the draft model's too) */
+    m->vram_now = model_vram_bytes(m->mdl) + model_vram_bytes_or0(spec_drafter_model(m->drafter));
     m->stream = m->mdl->stream;
 }
 

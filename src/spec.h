@@ -82,6 +82,12 @@ int spec_drafter_resize(spec_drafter *d, int n_ctx, int n_seq, llmfs_error *err)
 const model *spec_drafter_model(const spec_drafter *d);
 const kv_cache *spec_drafter_kv(const spec_drafter *d);
 
+/* model_vram_bytes of a model that may be absent (NULL: 0). */
+static inline uint64_t model_vram_bytes_or0(const model *m)
+{
+    return m ? model_vram_bytes(m) : 0;
+}
+
 /* The same text for every id both tokenizers have: 0, or -EINVAL with the first
  * difference in err. */
 int spec_vocab_check(const tokenizer *target, const tokenizer *draft, llmfs_error *err);

@@ -705,6 +705,7 @@ static Suite *make_suite(void)
 {
     Suite *s = suite_create("spec");
     TCase *u = tcase_create("units");
+    tcase_set_timeout(u, 120);
     tcase_add_test(u, ngram_lookup);
     tcase_add_test(u, greedy_and_draw_rules);
     tcase_add_test(u, sampled_rule_keeps_the_distribution);
