@@ -149,24 +149,11 @@ START_TEST(verify_batch_bit_identical)
     fixture_eval(m, kv, t + f->n_tok, n - f->n_tok, 0, f->n_tok, 1, f->flash, one + (size_t)f->n_tok * f->n_vocab);
     ck_assert_int_eq(kv_seq_keep(kv, 0, f->n_tok), f->n_tok); /* a checkpoint there for a recurrent state */
     fixture_eval(m, kv, t + f->n_tok, n - f->n_tok, 0, f->n_tok, 4, f->flash, four + (size_t)f->n_tok * f->n_vocab);
-    /* F32 weights (stories260K) are the one known exception: with the SIMD kernels a
-     * batch's logits differ from one-token decoding in the last bits (about 3e-6; the
-     * scalar kernels agree exactly), so there they are held to a relative 1e-4 and the
-     * exception is said loudly; greedy_identical still requires equal ids */
-    bool exact = strcmp(f->wtype, "f32") != 0;
-    if (!exact)
-        fprintf(stderr, "*** %s: F32 weights: batch vs one-token logits compared within 1e-4, not bit for bit\n",
-                f->name);
-    for (int i = f->n_tok; i < n; i++) {
-        const float *x = one + (size_t)i * f->n_vocab, *y = four + (size_t)i * f->n_vocab;
-        if (exact)
-            ck_assert_msg(memcmp(x, y, sizeof *x * (size_t)f->n_vocab) == 0,
-                          "%s: position %d: logits verified in a batch of 4 differ from one-token decoding",
-                          f->name, i);
-        else
-            ck_assert_msg(logits_rel_rms(y, x, f->n_vocab) < 1e-4, "%s: position %d: batch of 4 differs by %.3g",
-                          f->name, i, logits_rel_rms(y, x, f->n_vocab));
-    }
+    for (int i = f->n_tok; i < n; i++)
+        ck_assert_msg(memcmp(one + (size_t)i * f->n_vocab, four + (size_t)i * f->n_vocab,
+                             sizeof *one * (size_t)f->n_vocab) == 0,
+                      "%s: position %d: logits verified in a batch of 4 differ from one-token decoding", f->name,
+                      i);
     kv_cache_free(kv);
     model_free(m);
     free(one);
