@@ -40,7 +40,7 @@ static char *read_stream(llmfs_stream *st)
  * (NULL-terminated); *drafted gets the session's draft count. */
 static char *reply(const char *file, const char *stem, const char *cas, const char *const *extra, int *drafted)
 {
-    const char *opts[16] = {"mode=raw", "temp=0", "n_predict=24", "ctx=256", "threads=2", "ngl=99", "fit=off"};
+    const char *opts[16] = {"mode=raw", "temp=0", "n_predict=16", "ctx=256", "threads=2", "ngl=99", "fit=off"};
     int n = 7;
     for (int i = 0; extra[i]; i++)
         opts[n++] = extra[i];
