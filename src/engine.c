@@ -451,6 +451,14 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
     uint64_t vram = g.vram_free, limit = (uint64_t)s->vram_limit * 1048576;
     if (limit && limit < vram)
         vram = limit;
+    /* a draft model bound for the GPU takes its weights' room first (its file's size: an
+     * upper bound of what it uploads; its cache is small beside the target's) */
+    uint64_t draft = 0;
+    struct stat st;
+    if ((s->spec_type & SPEC_DRAFT) && s->spec_draft_ngl != 0 && s->spec_draft_model && *s->spec_draft_model &&
+        stat(s->spec_draft_model, &st) == 0)
+        draft = (uint64_t)st.st_size;
+    vram = vram > draft ? vram - draft : 0;
     fit_input fi = {
         .path = path,
         .ctx = s->ctx,
@@ -478,7 +486,11 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
         snprintf(v, sizeof v, "%d", fo.ctx);
         settings_set_default(&m->settings, "ctx", v);
     }
-    snprintf(m->fit_text, sizeof m->fit_text, "%s", fo.text);
+    if (draft)
+        snprintf(m->fit_text, sizeof m->fit_text, "%.600s\ndraft model: %.1f MiB of GPU memory kept for its weights",
+                 fo.text, (double)draft / 1048576.0);
+    else
+        snprintf(m->fit_text, sizeof m->fit_text, "%s", fo.text);
     pthread_mutex_unlock(&m->mu);
     return 0;
 }

@@ -104,6 +104,25 @@ START_TEST(gpu_replies_identical)
 }
 END_TEST
 
+/* fit keeps room for the draft model's weights and says so */
+START_TEST(fit_counts_the_draft)
+{
+    char path[4096], dp[4096], draft[4200];
+    snprintf(draft, sizeof draft, "spec_draft_model=%s",
+             test_shared_path("models/llama-tiny-q4_0.gguf", dp, sizeof dp));
+    const char *opts[] = {"threads=2", "spec_type=draft", draft};
+    llmfs_error e = {0};
+    ck_assert_msg(llmfs_model_load(lf, "g", test_shared_path("models/llama-tiny-f16.gguf", path, sizeof path), opts, 3,
+                                   &e) == 0, "%s", e.msg);
+    llmfs_model *m = llmfs_model_get(lf, "g");
+    char fit[1024];
+    llmfs_model_fit_text(m, fit, sizeof fit);
+    ck_assert_msg(strstr(fit, "draft model: 1.0 MiB of GPU memory kept"), "fit: %s", fit);
+    llmfs_model_put(m);
+    ck_assert_int_eq(llmfs_model_unload(lf, "g", NULL), 0);
+}
+END_TEST
+
 static void setup(void)
 {
     llmfs_error e = {0};
@@ -132,6 +151,7 @@ int main(void)
     TCase *tc = tcase_create("gpu_spec");
     tcase_set_timeout(tc, 900);
     tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, fit_counts_the_draft);
     tcase_add_test(tc, gpu_replies_identical);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
