@@ -482,6 +482,10 @@ START_TEST(engine_replies_identical)
         {"qwen3-tiny-q4_k.gguf", "qwen3-tiny-q4_k", "price", "qwen3-tiny-q4_k.gguf"},
         {"qwen35-tiny-q8_0.gguf", "qwen35-tiny-q8_0", "price", "qwen35-tiny-q8_0.gguf"},
         {"gemma3-tiny-q8_0.gguf", "gemma3-tiny-q8_0", "story", "gemma3-tiny-q4_0.gguf"},
+        /* other weights of the same vocabulary: most drafts rejected, so a hybrid
+         * target's recurrent state and a hybrid draft's go back to their checkpoints */
+        {"qwen35-tiny-q8_0.gguf", "qwen35-tiny-q8_0", "fox", "qwen3-tiny-q4_k.gguf"},
+        {"qwen3-tiny-q4_k.gguf", "qwen3-tiny-q4_k", "fox", "qwen3next-tiny-q8_0.gguf"},
     };
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
         static const char *none[] = {NULL};
@@ -509,6 +513,8 @@ START_TEST(engine_replies_identical)
             ck_assert_uint_eq(ms.n_gen_tokens, (uint64_t)st.n_gen);
             if (v != 1) /* a draft model always drafts */
                 ck_assert_int_gt(st.draft_n, 0);
+            if (v != 1 && strcmp(runs[r].file, runs[r].draft) != 0 && strstr(runs[r].file, "qwen"))
+                ck_assert_msg(st.draft_accepted < st.draft_n, "%s: the rollback path was not taken", runs[r].file);
             printf("%-22s %-22s drafted %3d accepted %3d steps %3d\n", runs[r].file, variants[v][0], st.draft_n,
                    st.draft_accepted, st.spec_steps);
             free(out);
