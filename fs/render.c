@@ -49,6 +49,15 @@ int render_daemon_stats(llmfs *lf, fs_text *out)
     return text_finish(out);
 }
 
+/* Speculative decoding's lines: tokens drafted and accepted, their ratio, and the mean
+ * of drafts accepted per verification step. */
+static void spec_lines(fs_text *out, uint64_t drafted, uint64_t accepted, uint64_t steps)
+{
+    text_printf(out, "draft_n %" PRIu64 "\ndraft_accepted %" PRIu64 "\nacceptance %.4f\naccepted_per_step %.4f\n",
+                drafted, accepted, drafted ? (double)accepted / (double)drafted : 0.0,
+                steps ? (double)accepted / (double)steps : 0.0);
+}
+
 static void session_lines(const llmfs_session_stats *ss, fs_text *out)
 {
     text_printf(out,
@@ -56,6 +65,7 @@ static void session_lines(const llmfs_session_stats *ss, fs_text *out)
                 "ttft_ms %.3f\npp_tps %.3f\ntg_tps %.3f\nkv_used %d\nkv_size %d\nturns %d\n",
                 ss->state, ss->stop_reason, ss->n_prompt, ss->n_cached, ss->n_gen, ss->ttft_ms,
                 ss->pp_tps, ss->tg_tps, ss->kv_used, ss->kv_size, ss->turns);
+    spec_lines(out, (uint64_t)ss->draft_n, (uint64_t)ss->draft_accepted, (uint64_t)ss->spec_steps);
 }
 
 int render_session_stats(llmfs_session *s, fs_text *out)
@@ -88,6 +98,10 @@ int render_model_stats(llmfs_model *m, llmfs_session *s, fs_text *out)
                 ms.weight_bytes_cpu, ms.weight_bytes_gpu, ms.vram_used_load, ms.vram_used_now,
                 ms.ram_rss);
     text_printf(out, "cpus %s\nthreads %d\npriority %d\n", ms.cpus, ms.n_threads, ms.priority);
+    /* the model's totals since load */
+    text_printf(out, "spec %s\nspec_draft_total %" PRIu64 "\nspec_accepted_total %" PRIu64
+                     "\nspec_steps_total %" PRIu64 "\n",
+                ms.spec, ms.spec_drafted, ms.spec_accepted, ms.spec_steps);
     char w[4096];
     if (llmfs_model_warnings(m, w, sizeof w) > 0) /* "warning TEXT" lines */
         text_puts(out, w);
@@ -138,6 +152,8 @@ int render_kv(llmfs_model *m, fs_text *out)
     text_printf(out,
                 "type_k %s\ntype_v %s\nn_ctx %d\nn_slots %d\nbytes %" PRIu64 "\nflash_attn %s\n",
                 kv.type_k, kv.type_v, kv.n_ctx, kv.n_slots, kv.bytes, kv.flash_attn ? "on" : "off");
+    if (kv.draft_bytes) /* the draft model's cache, same sequences and context */
+        text_printf(out, "draft_bytes %" PRIu64 "\n", kv.draft_bytes);
     text_printf(out, "swa_full %s\n", kv.swa_full ? "on" : "off");
     for (int k = 0; k < kv.n_kinds; k++)
         text_printf(out, "layers %s %d cells %d bytes_each %" PRIu64 "\n", kv.kinds[k].kind, kv.kinds[k].n_layers,
@@ -212,6 +228,9 @@ enum {
     M_KV_CELLS,
     M_KV_BYTES,
     M_VRAM,
+    M_SPEC_DRAFTED,
+    M_SPEC_ACCEPTED,
+    M_SPEC_STEPS,
     M_COUNT
 };
 
@@ -234,6 +253,9 @@ static const struct {
     [M_KV_CELLS] = {"llmfs_kv_cells", "gauge", "KV cache cells in all."},
     [M_KV_BYTES] = {"llmfs_kv_cache_bytes", "gauge", "Bytes of the KV cache."},
     [M_VRAM] = {"llmfs_vram_used_bytes", "gauge", "GPU memory the model uses now."},
+    [M_SPEC_DRAFTED] = {"llmfs_spec_draft_tokens_total", "counter", "Tokens drafted for speculative decoding."},
+    [M_SPEC_ACCEPTED] = {"llmfs_spec_accepted_tokens_total", "counter", "Drafted tokens the model accepted."},
+    [M_SPEC_STEPS] = {"llmfs_spec_steps_total", "counter", "Speculative verification steps."},
 };
 
 static double model_metric(int i, const llmfs_model_stats *s)
@@ -252,6 +274,9 @@ static double model_metric(int i, const llmfs_model_stats *s)
     case M_KV_USED: return (double)s->kv_cells_used;
     case M_KV_CELLS: return (double)s->kv_cells_total;
     case M_KV_BYTES: return (double)s->kv_bytes;
+    case M_SPEC_DRAFTED: return (double)s->spec_drafted;
+    case M_SPEC_ACCEPTED: return (double)s->spec_accepted;
+    case M_SPEC_STEPS: return (double)s->spec_steps;
     default: return (double)s->vram_used_now;
     }
 }

@@ -175,6 +175,7 @@ void model_set_error(llmfs_model *m, const char *msg)
 
 static void model_destroy(llmfs_model *m)
 {
+    spec_drafter_free(m->drafter);
     if (m->kv)
         kv_cache_free(m->kv);
     if (m->mdl)
@@ -293,8 +294,9 @@ static int model_alloc_kv(llmfs_model *m, llmfs_error *err)
 {
     const llmfs_settings *s = &m->settings;
     llmfs_error e = {0};
-    /* sliding-window layers keep a ring of window + ubatch cells unless swa_full */
-    const int slack = s->swa_full ? 0 : s->ubatch;
+    /* sliding-window layers keep a ring of window + ubatch cells unless swa_full; at
+     * least 64, so speculative decoding can always take back a verified step's drafts */
+    const int slack = s->swa_full ? 0 : s->ubatch > 64 ? s->ubatch : 64;
     kv_cache *kv = kv_cache_alloc_swa(m->mdl, s->ctx, s->parallel, cache_ggml_type(s->cache_type_k),
                                       cache_ggml_type(s->cache_type_v), slack, &e);
     if (!kv && e.code == ENOMEM && m->kv) {
@@ -342,7 +344,69 @@ static int model_alloc_kv(llmfs_model *m, llmfs_error *err)
     m->kv = kv;
     m->slots = slots;
     m->n_slots = s->parallel;
+    if (m->drafter) {
+        /* the draft's cache follows the target's sequences; one that no longer fits ends
+         * speculation with the draft model, the target goes on */
+        llmfs_error de = {0};
+        if (spec_drafter_resize(m->drafter, s->ctx, s->parallel, &de) < 0) {
+            spec_drafter_free(m->drafter);
+            m->drafter = NULL;
+            m->spec_mask &= ~SPEC_DRAFT;
+            snprintf(m->error, sizeof m->error, "draft model dropped: %.200s", de.msg);
+        }
+    }
     return 0;
+}
+
+/* The drafters of spec_type; a draft model that cannot be used is refused with its reason
+ * in the model's error, and the target is served without it. Called after the target's
+ * KV cache is allocated and before the scheduler starts, without m->mu (loading is slow). */
+static void load_drafter(llmfs_model *m, const model *target)
+{
+    pthread_mutex_lock(&m->mu);
+    const llmfs_settings *s = &m->settings;
+    int mask = s->spec_type;
+    char *path = strdup(s->spec_draft_model ? s->spec_draft_model : "");
+    spec_drafter_opts o = {
+        .ngl = s->spec_draft_ngl,
+        .n_threads = s->spec_draft_threads ? s->spec_draft_threads : s->threads,
+        .type_k = cache_ggml_type(s->spec_draft_ctk),
+        .type_v = cache_ggml_type(s->spec_draft_ctv),
+        .n_ctx = m->kv->n_ctx,
+        .n_seq = m->kv->n_seq,
+        .n_ubatch = s->ubatch,
+    };
+    m->spec_mask = mask & ~SPEC_DRAFT;
+    pthread_mutex_unlock(&m->mu);
+    if (!(mask & SPEC_DRAFT)) {
+        free(path);
+        return;
+    }
+    llmfs_error e = {0};
+    spec_drafter *d = NULL;
+    int rc = 0;
+    if (!path)
+        rc = llmfs_errorf(&e, ENOMEM, "out of memory");
+    else if (!*path)
+        rc = llmfs_errorf(&e, EINVAL, "spec_type %s needs spec_draft_model", mask & SPEC_NGRAM ? "draft+ngram" : "draft");
+    if (rc == 0) {
+        pthread_mutex_lock(&m->lf->mu);
+        char *dirs = strdup(m->lf->settings.model_dirs ? m->lf->settings.model_dirs : "");
+        pthread_mutex_unlock(&m->lf->mu);
+        rc = dirs ? check_model_dirs(path, dirs, &e) : llmfs_errorf(&e, ENOMEM, "out of memory");
+        free(dirs);
+    }
+    if (rc == 0)
+        d = spec_drafter_load(path, target->tok, target->hp.n_vocab, &o, &e);
+    free(path);
+    pthread_mutex_lock(&m->mu);
+    if (d) {
+        m->drafter = d;
+        m->spec_mask |= SPEC_DRAFT;
+    } else {
+        snprintf(m->error, sizeof m->error, "draft model refused: %.200s", e.msg[0] ? e.msg : "load failed");
+    }
+    pthread_mutex_unlock(&m->mu);
 }
 
 /* Family sampling defaults for the values nobody set, and chat mode where a template exists. */
@@ -391,6 +455,14 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
     uint64_t vram = g.vram_free, limit = (uint64_t)s->vram_limit * 1048576;
     if (limit && limit < vram)
         vram = limit;
+    /* a draft model bound for the GPU takes its weights' room first (its file's size: an
+     * upper bound of what it uploads; its cache is small beside the target's) */
+    uint64_t draft = 0;
+    struct stat st;
+    if ((s->spec_type & SPEC_DRAFT) && s->spec_draft_ngl != 0 && s->spec_draft_model && *s->spec_draft_model &&
+        stat(s->spec_draft_model, &st) == 0)
+        draft = (uint64_t)st.st_size;
+    vram = vram > draft ? vram - draft : 0;
     fit_input fi = {
         .path = path,
         .ctx = s->ctx,
@@ -419,7 +491,11 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
         snprintf(v, sizeof v, "%d", fo.ctx);
         settings_set_default(&m->settings, "ctx", v);
     }
-    snprintf(m->fit_text, sizeof m->fit_text, "%s", fo.text);
+    if (draft)
+        snprintf(m->fit_text, sizeof m->fit_text, "%.600s\ndraft model: %.1f MiB of GPU memory kept for its weights",
+                 fo.text, (double)draft / 1048576.0);
+    else
+        snprintf(m->fit_text, sizeof m->fit_text, "%s", fo.text);
     pthread_mutex_unlock(&m->mu);
     return 0;
 }
@@ -561,8 +637,14 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     apply_model_defaults(m, &m->settings);
     apply_model_defaults(m, &m->def->settings);
     rc = model_alloc_kv(m, &le);
-    m->vram_load = m->vram_now = model_vram_bytes(mdl);
     m->stream = mdl->stream;
+    /* the draft model after the target's cache: where memory is short, the target gets it */
+    if (rc == 0) {
+        pthread_mutex_unlock(&m->mu);
+        load_drafter(m, mdl);
+        pthread_mutex_lock(&m->mu);
+    }
+    m->vram_load = m->vram_now = model_vram_bytes(mdl) + model_vram_bytes_or0(spec_drafter_model(m->drafter));
     if (rc == 0 && pthread_create(&m->thread, NULL, scheduler_main, m) != 0)
         rc = llmfs_errorf(&le, EAGAIN, "cannot start the scheduler thread");
     if (rc == 0) {
@@ -976,6 +1058,33 @@ static int placement_rows(llmfs_model *m, place_acc **out)
         for (int t = 0; t < T_COUNT; t++)
             acc[k].by_type[t] += acc[i].by_type[t];
     }
+    /* the draft model of speculative decoding: one row per device, after the totals */
+    const model *dm = spec_drafter_model(m->drafter);
+    for (int i = 0; dm && i < dm->n_tensors; i++) {
+        const tensor *t = &dm->tensors[i];
+        const char *dev = device_name(dm, t);
+        int k = rows;
+        while (k < n && (strcmp(acc[k].row.group, "draft") != 0 || strcmp(acc[k].row.device, dev) != 0))
+            k++;
+        if (k == n) {
+            if (n == cap) {
+                place_acc *p = realloc(acc, sizeof *acc * (size_t)(cap *= 2));
+                if (!p) {
+                    free(acc);
+                    return -ENOMEM;
+                }
+                acc = p;
+            }
+            memset(&acc[n], 0, sizeof acc[n]);
+            snprintf(acc[n].row.group, sizeof acc[n].row.group, "draft");
+            snprintf(acc[n].row.device, sizeof acc[n].row.device, "%s", dev);
+            n++;
+        }
+        uint64_t b = tensor_bytes(t);
+        acc[k].row.bytes += b;
+        if (t->type >= 0 && t->type < T_COUNT)
+            acc[k].by_type[t->type] += b;
+    }
     for (int i = 0; i < n; i++) {
         int best = -1;
         for (int t = 0; t < T_COUNT; t++)
@@ -1113,6 +1222,15 @@ void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out)
     out->ram_rss = rss;
     out->requests = m->requests;
     out->errors = m->errors;
+    out->spec_drafted = m->spec_drafted;
+    out->spec_accepted = m->spec_accepted;
+    out->spec_steps = m->spec_steps;
+    const char *draft = m->drafter ? strrchr(m->settings.spec_draft_model, '/') : NULL;
+    draft = draft ? draft + 1 : m->drafter ? m->settings.spec_draft_model : NULL;
+    snprintf(out->spec, sizeof out->spec, "%s%s%s%s", m->spec_mask & SPEC_NGRAM ? "ngram" : "",
+             m->spec_mask == 3 ? " " : "", draft ? "draft " : "", draft ? draft : "");
+    if (!m->spec_mask)
+        snprintf(out->spec, sizeof out->spec, "none");
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -1158,6 +1276,8 @@ void llmfs_model_kv_info(llmfs_model *m, llmfs_kv_info *out)
         }
         out->kinds[k].n_layers++;
     }
+    const kv_cache *dkv = spec_drafter_kv(m->drafter);
+    out->draft_bytes = dkv ? kv_cache_bytes(dkv) : 0;
     pthread_mutex_unlock(&m->mu);
 }
 

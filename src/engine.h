@@ -18,6 +18,7 @@
 #include "model.h"
 #include "sampler.h"
 #include "settings.h"
+#include "spec.h"
 #include "tokenizer.h"
 
 #include <pthread.h>
@@ -86,6 +87,13 @@ struct llmfs_model {
     /* swap activity around generations (pages in + out, /proc/vmstat) */
     int64_t swap_gen_start;    /* when the last prompt was accepted; -1 unknown */
     int64_t swap_gen_delta;    /* during the last finished generation; -1 none yet */
+
+    /* speculative decoding (spec.h): the drafters in use (spec_type as loaded, less the
+     * draft model when it was refused) and the draft model with its own KV cache, one
+     * sequence per slot; totals since load */
+    int spec_mask;
+    spec_drafter *drafter;
+    uint64_t spec_drafted, spec_accepted, spec_steps;
 };
 
 enum session_state { SS_IDLE, SS_QUEUED, SS_PREFILL, SS_GEN };
@@ -135,6 +143,8 @@ struct llmfs_session {
     int n_prompt, n_cached, n_gen, turns;
     double t_prompt, t_prefill, t_first, t_last;
     double ttft_ms, pp_tps, tg_tps;
+    int draft_n, draft_accepted, spec_steps; /* speculative decoding: tokens drafted, accepted, verification steps */
+    int n_gen_first;           /* tokens the first step generated (tg_tps counts the rest) */
     char *last_prompt;
     char error[256];
     double last_active;

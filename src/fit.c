@@ -129,7 +129,7 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
                                                                in->type_v, 1, 0) / (uint64_t)n_layer) +
                                              (uint64_t)n_recr * in->parallel * state_seq) / (uint64_t)n_layer
                                           : kv_seq_bytes(f, arch, n_layer, n_head_kv, head_dim, in->type_k,
-                                                         in->type_v, ctx, in->swa_full ? 0 : in->ubatch) *
+                                                         in->type_v, ctx, in->swa_full ? 0 : in->ubatch > 64 ? in->ubatch : 64) *
                                                 (uint64_t)in->parallel / (uint64_t)n_layer,
             .stream = in->offload_batch != 0,
             .compute_bytes = place_compute_bytes(n_embd, ff, n_head, head_dim, n_vocab, in->ubatch, ctx,

@@ -168,6 +168,9 @@ typedef struct llmfs_model_stats {
     char cpus[256];             /* cores the model's threads are pinned to ("0-11"), "all" unpinned */
     int n_threads;              /* threads of single-token steps */
     int priority;               /* the priority setting in force (0-3) */
+    /* speculative decoding totals since load (0 without it) */
+    uint64_t spec_drafted, spec_accepted, spec_steps;
+    char spec[128];             /* the drafters in use: "none", "ngram", "draft NAME", ... */
 } llmfs_model_stats;
 void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out);
 
@@ -209,6 +212,7 @@ typedef struct llmfs_kv_info {
     uint64_t state_bytes;       /* per sequence */
     int n_recurrent_layers;
     int checkpoints;            /* held, all sequences */
+    uint64_t draft_bytes;       /* the draft model's cache (speculative decoding), 0 none */
     /* The layers by kind ("full", "swa": a sliding window's ring, "shared": reads an
      * earlier layer's cache, "recurrent": state only) and size: how many, the cells each
      * keeps per sequence, and the K+V bytes of each (all sequences). */
@@ -267,6 +271,9 @@ typedef struct llmfs_session_stats {
     double pp_tps, tg_tps;
     int kv_used, kv_size;  /* cells of this session's sequence */
     int turns;
+    /* speculative decoding in the last (or current) generation: tokens drafted, drafts
+     * accepted, verification steps (0 without speculation) */
+    int draft_n, draft_accepted, spec_steps;
 } llmfs_session_stats;
 void llmfs_session_stats_get(llmfs_session *s, llmfs_session_stats *out);
 /* Seconds since the session last finished a reply or got a prompt; 0 while busy. */

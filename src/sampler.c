@@ -248,15 +248,22 @@ bool sampler_is_argmax(const sampler *s)
     return s->p.temp <= 0 && !penalty_on(&s->p);
 }
 
-int32_t sampler_sample(sampler *s, const float *logits, const int32_t *history, int n_history)
+/* The candidates a draw chooses from: c[0..n) of s->cands with their weights (already
+ * divided by the temperature and exponentiated) in s->work[0..n), *total their sum.
+ * Returns n, or -1 with the plain argmax (of the penalised logits) in *argmax where no
+ * draw is needed: greedy, or nothing left to draw from. */
+static int candidates(sampler *s, const float *logits, const int32_t *history, int n_history,
+                      double *total_out, int32_t *argmax)
 {
     const sampler_params *p = &s->p;
     const int nv = s->n_vocab;
     float *l = (float *)logits;
     if (penalty_on(p) && n_history > 0)
         apply_repeat_penalty(s, logits, history, n_history, &l);
-    if (p->temp <= 0)
-        return sampler_argmax(l, nv);
+    if (p->temp <= 0) {
+        *argmax = sampler_argmax(l, nv);
+        return -1;
+    }
 
     cand *c = s->cands;
     int n;
@@ -266,8 +273,10 @@ int32_t sampler_sample(sampler *s, const float *logits, const int32_t *history, 
     bool want_top_p = p->top_p < 1.0f;
     if (p->top_k > 0 && p->top_k < nv) {
         n = select_top_k(l, nv, p->top_k, c);
-        if (n == 0)
-            return sampler_argmax(l, nv);
+        if (n == 0) {
+            *argmax = sampler_argmax(l, nv);
+            return -1;
+        }
         lmax = c[0].logit;
         z = 0;
         for (int i = 0; i < n; i++)
@@ -277,8 +286,10 @@ int32_t sampler_sample(sampler *s, const float *logits, const int32_t *history, 
         for (int i = 0; i < nv; i++)
             if (l[i] > lmax)
                 lmax = l[i];
-        if (lmax == -INFINITY || lmax != lmax)
-            return sampler_argmax(l, nv);
+        if (lmax == -INFINITY || lmax != lmax) {
+            *argmax = sampler_argmax(l, nv);
+            return -1;
+        }
         z = 0;
         if (want_top_p)
             for (int i = 0; i < nv; i++)
@@ -325,6 +336,18 @@ int32_t sampler_sample(sampler *s, const float *logits, const int32_t *history, 
         s->work[i] = (float)exp(((double)c[i].logit - cmax) / p->temp);
         total += s->work[i];
     }
+    *total_out = total;
+    return n;
+}
+
+int32_t sampler_sample(sampler *s, const float *logits, const int32_t *history, int n_history)
+{
+    double total;
+    int32_t best;
+    int n = candidates(s, logits, history, n_history, &total, &best);
+    if (n < 0)
+        return best;
+    const cand *c = s->cands;
     double u = rng_uniform(s->rng) * total;
     double acc = 0;
     for (int i = 0; i < n; i++) {
@@ -333,4 +356,23 @@ int32_t sampler_sample(sampler *s, const float *logits, const int32_t *history, 
             return c[i].id;
     }
     return c[n - 1].id;
+}
+
+void sampler_probs(sampler *s, const float *logits, const int32_t *history, int n_history, float *probs)
+{
+    double total;
+    int32_t best;
+    int n = candidates(s, logits, history, n_history, &total, &best);
+    memset(probs, 0, sizeof *probs * (size_t)s->n_vocab);
+    if (n < 0) {
+        probs[best] = 1;
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        probs[s->cands[i].id] = (float)(s->work[i] / total);
+}
+
+double sampler_uniform(sampler *s)
+{
+    return rng_uniform(s->rng);
 }

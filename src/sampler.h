@@ -30,6 +30,11 @@ void sampler_free(sampler *s);
 void sampler_reseed(sampler *s, uint64_t seed);
 /* Picks a token. history: previously seen tokens, oldest first. logits are not modified. */
 int32_t sampler_sample(sampler *s, const float *logits, const int32_t *history, int n_history);
+/* The distribution sampler_sample draws from, as probabilities [n_vocab] (0 for the
+ * tokens the filters drop; greedy: 1 at the argmax). Draws nothing. */
+void sampler_probs(sampler *s, const float *logits, const int32_t *history, int n_history, float *probs);
+/* One draw in [0, 1) from the sampler's generator (speculative acceptance tests). */
+double sampler_uniform(sampler *s);
 /* True when sampler_sample is the plain argmax of the logits (greedy, no penalty), so
  * the choice can be made where the logits are, without copying them. */
 bool sampler_is_argmax(const sampler *s);

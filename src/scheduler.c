@@ -24,8 +24,13 @@ typedef struct plan_entry {
     int start, count;   /* tokens toks[start..start+count) at positions start.. */
     bool logits;        /* the last of them ends the known sequence: sample after it */
     bool was_prefill;
-    int row;            /* logits row */
-    bool new_token;     /* a token was sampled and kept */
+    int row;            /* logits row (the first of 1 + n_draft when speculating) */
+    int n_new;          /* tokens sampled and kept this step */
+    /* speculative decoding (spec.h): up to spec_max drafts verified after the last
+     * token; n_accepted of them taken, n_kept of those appended to toks (a draft that is
+     * the end of generation is taken but not kept) */
+    int spec_max, n_draft, n_accepted, n_kept;
+    int draft_off;      /* the drafts: sc->drafts + draft_off */
     const char *reason; /* set when the turn ends this step */
     char why[256];
     turn_streams ended; /* the ended turn's streams (session_end_turn_locked) */
@@ -42,6 +47,12 @@ typedef struct sched {
     float *logits;
     int32_t *ids;      /* the greedy choices, when every row is argmax-sampled */
     int cap_rows;
+    int32_t *drafts;   /* every entry's drafts */
+    int cap_drafts;
+    spec_draft_req *reqs; /* sequences the draft model drafts for */
+    int cap_reqs;
+    float *probs;      /* [n_vocab] a row's distribution (speculative sampling) */
+    double t_draft;    /* seconds spent drafting this step */
 } sched;
 
 static int grow(void **p, int *cap, int need, size_t elem)
@@ -137,6 +148,21 @@ static plan_entry *add_entry(sched *sc, llmfs_session *s)
     return e;
 }
 
+/* How many drafts a generating session may have verified this step (m->mu held): the
+ * model's n_max, less where the context or n_predict ends sooner (the last draft sits at
+ * position n_toks - 1 + k and every accepted one is a generated token). */
+static int spec_room(llmfs_model *m, const llmfs_session *s)
+{
+    if (!m->spec_mask || !s->settings.spec || !m->kv)
+        return 0;
+    int k = m->settings.spec_draft_n_max;
+    if (k > m->kv->n_ctx - s->n_toks)
+        k = m->kv->n_ctx - s->n_toks;
+    if (s->n_predict >= 0 && k > s->n_predict - s->n_gen - 1)
+        k = s->n_predict - s->n_gen - 1;
+    return k > 0 ? k : 0;
+}
+
 /* Phase 1, m->mu held. Returns the number of tokens to evaluate. */
 static int plan(sched *sc)
 {
@@ -163,7 +189,8 @@ static int plan(sched *sc)
         e->start = m->slots[s->slot].n;
         e->count = s->n_toks - e->start;
         e->logits = true;
-        total += e->count;
+        e->spec_max = spec_room(m, s);
+        total += e->count + e->spec_max;
     }
     budget -= total;
     for (;;) {
@@ -192,6 +219,11 @@ static int plan(sched *sc)
         e->count = take;
         e->logits = take == pending;
         e->was_prefill = true;
+        /* the prompt's last chunk verifies drafts too: the first token is speculated */
+        if (e->logits) {
+            e->spec_max = spec_room(m, s);
+            total += e->spec_max;
+        }
         budget -= take;
         total += take;
     }
@@ -238,15 +270,19 @@ static int reply_text(llmfs_session *s, const char *text, int n, bool flush)
 /* Writes the end line of a turn to the transcript (before the session becomes idle, so
  * the next turn's lines come after it). */
 static void transcript_end(llmfs_session *s, const char *reason, const char *why, double now,
-                           double t_first, int n_gen)
+                           double t_first, int n_gen, int draft_n, int draft_accepted)
 {
     if (stream_last_byte(s->transcript) != '\n')
         stream_append(s->transcript, "\n", 1);
     double ttft = t_first > 0 ? (t_first - s->t_prompt) * 1e3 : 0;
     double tg = n_gen > 1 && now > t_first ? (n_gen - 1) / (now - t_first) : 0;
-    stream_printf(s->transcript, "### end %s%s%s%s: prompt %d tokens (%d cached), %d generated, ttft %.1f ms, %.1f tokens/s\n",
+    char spec[96] = "";
+    if (draft_n > 0)
+        snprintf(spec, sizeof spec, ", drafted %d, accepted %d (%.1f%%)", draft_n, draft_accepted,
+                 100.0 * draft_accepted / draft_n);
+    stream_printf(s->transcript, "### end %s%s%s%s: prompt %d tokens (%d cached), %d generated, ttft %.1f ms, %.1f tokens/s%s\n",
                   reason, why && *why ? " (" : "", why && *why ? why : "", why && *why ? ")" : "",
-                  s->n_prompt, s->n_cached, n_gen, ttft, tg);
+                  s->n_prompt, s->n_cached, n_gen, ttft, tg, spec);
 }
 
 /* Room for n tokens in the batch arrays. */
@@ -273,8 +309,106 @@ static int batch_reserve(sched *sc, int n)
     return 0;
 }
 
-/* Phase 2, without the lock: the forward pass and sampling. Returns the forward pass's
- * result (every entry then ends with "error"). */
+/* Drafts for every entry that may speculate (without the lock; the session's tokens
+ * belong to this thread while it generates): n-gram first, the draft model for the rest,
+ * all its sequences in one batch per drafted position. Fewer than spec_draft_n_min drafts
+ * are dropped. A draft model that fails only costs this step's drafts. */
+static void draft_step(sched *sc)
+{
+    llmfs_model *m = sc->m;
+    const llmfs_settings *ms = &m->settings;
+    int need = 0, n_req = 0;
+    for (int i = 0; i < sc->n_e; i++)
+        if (!sc->e[i].reason && sc->e[i].spec_max > 0)
+            sc->e[i].draft_off = need, need += sc->e[i].spec_max, n_req++;
+    if (need == 0)
+        return;
+    double t0 = engine_now();
+    if (grow((void **)&sc->drafts, &sc->cap_drafts, need, sizeof *sc->drafts) < 0 ||
+        grow((void **)&sc->reqs, &sc->cap_reqs, n_req, sizeof *sc->reqs) < 0) {
+        for (int i = 0; i < sc->n_e; i++)
+            sc->e[i].spec_max = 0;
+        return;
+    }
+    n_req = 0;
+    for (int i = 0; i < sc->n_e; i++) {
+        plan_entry *e = &sc->e[i];
+        if (e->reason || e->spec_max == 0)
+            continue;
+        llmfs_session *s = e->s;
+        int32_t *out = sc->drafts + e->draft_off;
+        if (m->spec_mask & SPEC_NGRAM)
+            e->n_draft = spec_ngram_draft(s->toks, s->n_toks, ms->spec_ngram_n, ms->spec_ngram_min_hits,
+                                          e->spec_max, out);
+        if (e->n_draft == 0 && (m->spec_mask & SPEC_DRAFT) && m->drafter)
+            sc->reqs[n_req++] = (spec_draft_req){.seq = s->slot, .toks = s->toks, .n_toks = s->n_toks,
+                                                 .n_max = e->spec_max, .out = out};
+    }
+    if (n_req > 0) {
+        llmfs_error err = {0};
+        int rc = spec_drafter_run(m->drafter, sc->reqs, n_req, ms->spec_draft_p_min, ms->flash_attn, &err);
+        for (int r = 0, i = 0; r < n_req; r++) {
+            while (sc->e[i].reason || sc->e[i].spec_max == 0 || sc->drafts + sc->e[i].draft_off != sc->reqs[r].out)
+                i++;
+            sc->e[i].n_draft = rc < 0 ? 0 : sc->reqs[r].n_out;
+        }
+    }
+    for (int i = 0; i < sc->n_e; i++)
+        if (sc->e[i].n_draft < ms->spec_draft_n_min)
+            sc->e[i].n_draft = 0;
+    sc->t_draft = engine_now() - t0;
+}
+
+/* Appends a sampled token to the session (its text to the reply); sets e->reason when
+ * the turn ends with it. Returns true when the token was appended. */
+static bool take_token(sched *sc, plan_entry *e, int32_t t, int n_ctx)
+{
+    llmfs_model *m = sc->m;
+    llmfs_session *s = e->s;
+    if (tokenizer_is_eog(m->mdl->tok, t)) {
+        e->reason = "eos";
+        return false;
+    }
+    if (grow((void **)&s->toks, &s->cap_toks, s->n_toks + 1, sizeof *s->toks) < 0) {
+        e->reason = "error";
+        snprintf(e->why, sizeof e->why, "out of memory");
+        return false;
+    }
+    s->toks[s->n_toks++] = t;
+    e->n_new++;
+    char text[1024];
+    int k = detok_push(m->mdl->tok, &s->detok, t, text, sizeof text);
+    int gen = s->n_gen + e->n_new;
+    if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, false) < 0) {
+        e->reason = "error";
+        snprintf(e->why, sizeof e->why, "out of memory for the reply");
+    } else if (s->n_predict >= 0 && gen >= s->n_predict)
+        e->reason = "length";
+    else if (s->n_toks > n_ctx) /* no position left to evaluate it at */
+        e->reason = "context";
+    return true;
+}
+
+/* The target's token at logits row j of entry e, given the draft d there (-1: none, the
+ * row after the last draft). Greedy rows take the argmax; sampled rows with a draft apply
+ * the speculative-sampling test (spec.h), so the token is distributed as the target's
+ * sampler would draw it either way. */
+static int32_t target_token(sched *sc, plan_entry *e, int j, int32_t d, bool ids_only)
+{
+    llmfs_model *m = sc->m;
+    llmfs_session *s = e->s;
+    if (ids_only)
+        return sc->ids[e->row + j];
+    const float *row = sc->logits + (size_t)(e->row + j) * (size_t)m->n_vocab;
+    if (d < 0 || !sc->probs)
+        return sampler_sample(s->smp, row, s->toks, s->n_toks);
+    sampler_probs(s->smp, row, s->toks, s->n_toks, sc->probs);
+    double u = sampler_uniform(s->smp), v = sampler_uniform(s->smp);
+    return spec_accept_sampled(sc->probs, m->n_vocab, d, u, v);
+}
+
+/* Phase 2, without the lock: drafting, the forward pass and sampling. Returns the
+ * forward pass's result (every entry then ends with "error"). */
 static int run_step(sched *sc, int total, double *t_fwd)
 {
     llmfs_model *m = sc->m;
@@ -282,6 +416,10 @@ static int run_step(sched *sc, int total, double *t_fwd)
     int rc = 0;
     bool ids_only = false;
     llmfs_error err = {0};
+    sc->t_draft = 0;
+    if (total > 0)
+        draft_step(sc);
+    bool sampled_drafts = false;
     if (total > 0) {
         if (batch_reserve(sc, total) < 0)
             rc = llmfs_errorf(&err, ENOMEM, "out of memory for a batch of %d tokens", total);
@@ -295,8 +433,22 @@ static int run_step(sched *sc, int total, double *t_fwd)
                 sc->seq[n] = e->s->slot;
                 sc->lg[n] = e->logits && j == e->count - 1;
             }
+            /* the drafts follow the last token; each gets its row of logits */
+            for (int j = 0; j < e->n_draft; j++, n++) {
+                sc->tok[n] = sc->drafts[e->draft_off + j];
+                sc->pos[n] = e->start + e->count + j;
+                sc->seq[n] = e->s->slot;
+                sc->lg[n] = 1;
+            }
             if (e->logits)
-                e->row = rows++;
+                e->row = rows, rows += 1 + e->n_draft;
+            if (e->n_draft > 0) {
+                sampled_drafts |= !sampler_is_argmax(e->s->smp);
+                /* a recurrent state cannot be cut back: keep it as it is before the
+                 * drafts, for when some are rejected (commit) */
+                if (m->kv->n_recurrent)
+                    kv_checkpoint_save(m->kv, e->s->slot);
+            }
         }
         if (!rc && rows > sc->cap_rows) {
             float *l = realloc(sc->logits, sizeof *l * (size_t)rows * (size_t)m->n_vocab);
@@ -307,6 +459,11 @@ static int run_step(sched *sc, int total, double *t_fwd)
                 rc = llmfs_errorf(&err, ENOMEM, "out of memory for logits");
             else
                 sc->ids = ids, sc->cap_rows = rows;
+        }
+        if (!rc && sampled_drafts && !sc->probs) {
+            sc->probs = malloc(sizeof *sc->probs * (size_t)m->n_vocab);
+            if (!sc->probs)
+                rc = llmfs_errorf(&err, ENOMEM, "out of memory for a distribution");
         }
         /* greedy rows only: the choice is made where the logits are (on a GPU only the
          * ids cross to the host) */
@@ -340,30 +497,16 @@ static int run_step(sched *sc, int total, double *t_fwd)
             if (s->n_predict >= 0 && s->n_gen >= s->n_predict) {
                 e->reason = "length";
             } else {
-                int32_t t;
-                if (ids_only)
-                    t = sc->ids[e->row];
-                else
-                    t = sampler_sample(s->smp, sc->logits + (size_t)e->row * (size_t)m->n_vocab,
-                                       s->toks, s->n_toks);
-                if (tokenizer_is_eog(m->mdl->tok, t)) {
-                    e->reason = "eos";
-                } else if (grow((void **)&s->toks, &s->cap_toks, s->n_toks + 1, sizeof *s->toks) < 0) {
-                    e->reason = "error";
-                    snprintf(e->why, sizeof e->why, "out of memory");
-                } else {
-                    s->toks[s->n_toks++] = t;
-                    e->new_token = true;
-                    char text[1024];
-                    int k = detok_push(m->mdl->tok, &s->detok, t, text, sizeof text);
-                    int gen = s->n_gen + 1;
-                    if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, false) < 0) {
-                        e->reason = "error";
-                        snprintf(e->why, sizeof e->why, "out of memory for the reply");
-                    } else if (s->n_predict >= 0 && gen >= s->n_predict)
-                        e->reason = "length";
-                    else if (s->n_toks > n_ctx) /* no position left to evaluate it at */
-                        e->reason = "context";
+                /* row j follows draft j-1: take drafts while the target agrees, then
+                 * the target's own token of the first row that disagrees (or the last) */
+                for (int j = 0; j <= e->n_draft && !e->reason; j++) {
+                    int32_t d = j < e->n_draft ? sc->drafts[e->draft_off + j] : -1;
+                    int32_t t = target_token(sc, e, j, d, ids_only);
+                    bool kept = take_token(sc, e, t, n_ctx);
+                    if (d < 0 || t != d)
+                        break;
+                    e->n_accepted++;
+                    e->n_kept += kept;
                 }
             }
         }
@@ -376,7 +519,8 @@ static int run_step(sched *sc, int total, double *t_fwd)
                 snprintf(e->why, sizeof e->why, "out of memory for the reply");
             }
             double t_first = e->logits && e->was_prefill ? now : s->t_first;
-            transcript_end(s, e->reason, e->why, now, t_first, s->n_gen + (e->new_token ? 1 : 0));
+            transcript_end(s, e->reason, e->why, now, t_first, s->n_gen + e->n_new,
+                           s->draft_n + e->n_draft, s->draft_accepted + e->n_accepted);
         }
     }
     return rc;
@@ -396,9 +540,16 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
             if (failed) {
                 kv_seq_keep(m->kv, s->slot, 0);
                 sl->n = 0;
-            } else if (grow((void **)&sl->tokens, &sl->cap, e->start + e->count, sizeof *sl->tokens) == 0) {
-                memcpy(sl->tokens + e->start, s->toks + e->start, sizeof *sl->tokens * (size_t)e->count);
-                sl->n = e->start + e->count;
+            } else if (grow((void **)&sl->tokens, &sl->cap, e->start + e->count + e->n_kept, sizeof *sl->tokens) == 0) {
+                /* the cache holds the evaluated tokens and the drafts that were kept;
+                 * rejected drafts' cells go (a recurrent state returns to the checkpoint
+                 * taken before them, which may be fewer cells) */
+                int end = e->start + e->count + e->n_kept;
+                if (e->n_draft > e->n_kept)
+                    end = kv_seq_keep(m->kv, s->slot, end);
+                if (end > e->start)
+                    memcpy(sl->tokens + e->start, s->toks + e->start, sizeof *sl->tokens * (size_t)(end - e->start));
+                sl->n = end;
                 if (e->was_prefill && sl->n == s->n_toks - 1)
                     kv_checkpoint_save(m->kv, s->slot); /* a failure only costs reuse */
             } else {
@@ -415,16 +566,25 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
         if (e->logits && e->was_prefill && !failed) {
             s->state = SS_GEN;
             s->t_first = t_end;
+            s->n_gen_first = e->n_new; /* more than one when the first step took drafts */
             s->ttft_ms = (s->t_first - s->t_prompt) * 1e3;
             double dt = s->t_first - s->t_prefill;
             s->pp_tps = dt > 0 ? s->n_prompt / dt : 0;
         }
-        if (e->new_token) {
-            s->n_gen++;
+        if (e->n_draft > 0) {
+            s->draft_n += e->n_draft;
+            s->draft_accepted += e->n_accepted;
+            s->spec_steps++;
+            m->spec_drafted += (uint64_t)e->n_draft;
+            m->spec_accepted += (uint64_t)e->n_accepted;
+            m->spec_steps++;
+        }
+        if (e->n_new > 0) {
+            s->n_gen += e->n_new;
             s->t_last = now;
-            m->n_gen_tokens++;
-            if (s->n_gen > 1 && s->t_last > s->t_first)
-                s->tg_tps = (s->n_gen - 1) / (s->t_last - s->t_first);
+            m->n_gen_tokens += (uint64_t)e->n_new;
+            if (s->n_gen > s->n_gen_first && s->t_last > s->t_first)
+                s->tg_tps = (s->n_gen - s->n_gen_first) / (s->t_last - s->t_first);
         }
         if (e->reason) {
             if (strcmp(e->reason, "error") == 0) {
@@ -440,7 +600,9 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
         m->prompt_seconds += t_fwd * n_pp / total;
         m->gen_seconds += t_fwd * n_tg / total;
     }
-    m->vram_now = model_vram_bytes(m->mdl); /* scratch grows with the batches */
+    m->gen_seconds += sc->t_draft;
+    /* scratch grows with the batches (the draft model's too) */
+    m->vram_now = model_vram_bytes(m->mdl) + model_vram_bytes_or0(spec_drafter_model(m->drafter));
     m->stream = m->mdl->stream;
 }
 
@@ -466,7 +628,7 @@ static void stop_all(sched *sc)
         char text[64];
         int k = detok_flush(&s->detok, text, sizeof text);
         reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, true);
-        transcript_end(s, "error", "model unloaded", now, s->t_first, s->n_gen);
+        transcript_end(s, "error", "model unloaded", now, s->t_first, s->n_gen, s->draft_n, s->draft_accepted);
     }
     pthread_mutex_lock(&m->mu);
     for (int i = 0; i < sc->n_e; i++) {
@@ -525,5 +687,8 @@ void *scheduler_main(void *arg)
     free(sc.lg);
     free(sc.logits);
     free(sc.ids);
+    free(sc.drafts);
+    free(sc.reqs);
+    free(sc.probs);
     return NULL;
 }

@@ -734,6 +734,7 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         m->swap_gen_start = swap_now;
         s->t_prefill = s->t_first = s->t_last = 0;
         s->ttft_ms = s->pp_tps = s->tg_tps = 0;
+        s->draft_n = s->draft_accepted = s->spec_steps = 0;
         s->stop_reason[0] = 0;
         s->error[0] = 0;
         free(s->last_prompt);
@@ -817,6 +818,9 @@ void llmfs_session_stats_get(llmfs_session *s, llmfs_session_stats *out)
     out->ttft_ms = s->ttft_ms;
     out->pp_tps = s->pp_tps;
     out->tg_tps = s->tg_tps;
+    out->draft_n = s->draft_n;
+    out->draft_accepted = s->draft_accepted;
+    out->spec_steps = s->spec_steps;
     out->kv_used = s->slot >= 0 && s->slot < m->n_slots ? m->slots[s->slot].n : 0;
     out->kv_size = m->kv ? m->kv->n_ctx : 0;
     out->turns = s->turns;

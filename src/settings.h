@@ -69,6 +69,8 @@ enum setting_applies { A_NOW, A_KV, A_SCRATCH, A_LOAD };
       "most tokens one reply may have; -1 until end of generation or a full context")        \
     X(reasoning_effort, ENUM, S_S, A_NOW, 0, 0, "low|medium|high", "medium",                         \
       "how long a reasoning model (gpt-oss) thinks, passed to its chat template")            \
+    X(spec, BOOL, S_S, A_NOW, 0, 0, "", "on",                                                        \
+      "speculative decoding for this session where the model has it (spec_type); off decodes one token a step") \
     /* model */                                                                               \
     X(profile, PROFILE, S_M, A_NOW, 0, 0, "", "", "apply a preset of model settings")                \
     X(ctx, INT, S_M, A_KV, 16, 16777216, "", "4096", "context length of each sequence, in tokens")  \
@@ -99,6 +101,20 @@ enum setting_applies { A_NOW, A_KV, A_SCRATCH, A_LOAD };
     X(mlock, BOOL, S_M, A_LOAD, 0, 0, "", "off", "lock the model's pages in RAM")                     \
     X(idle_unload, INT, S_M, A_NOW, 0, 100000000, "", "0", "unload the model after this many idle seconds; 0 never") \
     X(session_idle, INT, S_M, A_NOW, 0, 100000000, "", "0", "close clone sessions idle this many seconds; 0 never") \
+    X(spec_type, ENUM, S_M, A_LOAD, 0, 0, "none|ngram|draft|draft+ngram", "none",                  \
+      "speculative decoding: drafts from n-gram lookup, a draft model, or both (n-gram first)") \
+    X(spec_draft_model, STRING, S_M, A_LOAD, 0, 0, "", "",                                           \
+      "GGUF of the draft model (same vocabulary as the target; model_dirs apply)")            \
+    X(spec_draft_n_max, INT, S_M, A_NOW, 0, 64, "", "3", "most tokens drafted per step")           \
+    X(spec_draft_n_min, INT, S_M, A_NOW, 0, 64, "", "0", "fewer drafts than this are not verified (the step decodes one token)") \
+    X(spec_draft_p_min, FLOAT, S_M, A_NOW, 0, 1, "", "0",                                            \
+      "stop drafting where the draft model's top probability is below this; 0 never")          \
+    X(spec_draft_ngl, INT, S_M, A_LOAD, -1, 100000, "", "-1", "draft model layers on the GPU; -1 all, 0 none") \
+    X(spec_draft_threads, INT, S_M, A_LOAD, 0, 1024, "", "0", "CPU threads of the draft model; 0 as threads") \
+    X(spec_draft_ctk, ENUM, S_M, A_LOAD, 0, 0, "f16|q8_0|q4_0", "f16", "type of the draft model's K cache") \
+    X(spec_draft_ctv, ENUM, S_M, A_LOAD, 0, 0, "f16|q8_0|q4_0", "f16", "type of the draft model's V cache") \
+    X(spec_ngram_n, INT, S_M, A_NOW, 1, 64, "", "3", "tokens of the n-gram looked up in the session's tokens") \
+    X(spec_ngram_min_hits, INT, S_M, A_NOW, 1, 1000000, "", "1", "earlier occurrences the n-gram needs before it drafts") \
     /* daemon */                                                                              \
     X(mountpoint, STRING, S_D, A_LOAD, 0, 0, "", "", "where the file system is mounted")              \
     X(model_dirs, STRING, S_D, A_NOW, 0, 0, "", "",                                                  \
@@ -117,6 +133,7 @@ enum { SETTINGS_N = 0 SETTINGS_LIST(SETTINGS_COUNT_) };
 /* Enum values. */
 enum { MODE_CHAT = 0, MODE_RAW = 1 };
 enum { CACHE_F16 = 0, CACHE_Q8_0 = 1, CACHE_Q4_0 = 2 };
+/* spec_type's values are spec.h's bit masks: none 0, ngram 1, draft 2, draft+ngram 3 */
 
 typedef struct llmfs_settings {
     SETTINGS_LIST(SETTINGS_FIELD_)

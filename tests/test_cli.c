@@ -845,6 +845,49 @@ START_TEST(bench_formats)
 }
 END_TEST
 
+/* bench -md and run -md: generation with and without speculation, and the acceptance */
+START_TEST(bench_and_run_with_a_draft)
+{
+    char m[1024], d[1024];
+    test_shared_path("models/llama-tiny-f16.gguf", m, sizeof m);
+    test_shared_path("models/llama-tiny-q4_0.gguf", d, sizeof d);
+    cmd_out r = run(cmd_bench, "bench", "-m", m, "-md", d, "-nd", "2", "-n", "16", "-r", "1", "-t", "2", NULL);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    ck_assert_msg(strstr(r.out, "| llama-tiny-f16.gguf") && strstr(r.out, "| llama-tiny-q4_0.gguf") &&
+                      strstr(r.out, "tg16") && strstr(r.out, "speedup ") && strstr(r.out, "acceptance"),
+                  "%s", r.out);
+    char *drafted = strstr(r.out, "drafted ");
+    ck_assert_ptr_nonnull(drafted);
+    ck_assert_int_gt(atoi(drafted + 8), 0);
+    out_free(&r);
+    r = run(cmd_bench, "bench", "-m", m, "--spec", "ngram", "-n", "8", "-r", "1", NULL);
+    ck_assert_msg(r.rc == 0 && strstr(r.out, "| ngram"), "%s %s", r.out, r.err);
+    out_free(&r);
+    r = run(cmd_bench, "bench", "-m", m, "--spec", "draft", NULL);
+    ck_assert_int_eq(r.rc, CMD_USAGE);
+    ck_assert_msg(strstr(r.err, "needs -md"), "%s", r.err);
+    out_free(&r);
+    /* a draft of another vocabulary: bench refuses to measure, run serves without it */
+    char q[1024];
+    test_shared_path("models/qwen2-tiny-q8_0.gguf", q, sizeof q);
+    r = run(cmd_bench, "bench", "-m", m, "-md", q, "-n", "8", "-r", "1", NULL);
+    ck_assert_int_eq(r.rc, CMD_FAIL);
+    ck_assert_msg(strstr(r.err, "vocabulary differs"), "%s", r.err);
+    out_free(&r);
+
+    r = run(cmd_run, "run", "-m", m, "-md", d, "-p", "Once upon a time", "-n", "12", "--temp", "0", "-t", "2",
+            "--stats", NULL);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    ck_assert_msg(strstr(r.err, "speculation: drafted ") && strstr(r.err, "without speculation: generated 12"),
+                  "%s", r.err);
+    cmd_out plain = run(cmd_run, "run", "-m", m, "-p", "Once upon a time", "-n", "12", "--temp", "0", "-t", "2", NULL);
+    ck_assert_int_eq(plain.rc, 0);
+    ck_assert_str_eq(r.out, plain.out);
+    out_free(&plain);
+    out_free(&r);
+}
+END_TEST
+
 /* ---- errors ---- */
 
 START_TEST(bad_arguments_fail_with_one_line)
@@ -936,6 +979,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, mkmodel_builtin_vocab);
     tcase_add_test(tc, mkmodel_bad_arguments);
     tcase_add_test(tc, bench_formats);
+    tcase_add_test(tc, bench_and_run_with_a_draft);
     tcase_add_test(tc, bad_arguments_fail_with_one_line);
     tcase_add_test(tc, info_describes_the_model);
     suite_add_tcase(s, tc);

@@ -915,7 +915,11 @@ START_TEST(every_model_setting_on_a_live_model)
         {"threads_batch", "5"}, {"ngl", "0"}, {"override_tensor", "blk=CPU"}, {"n_cpu_moe", "2"},
         {"offload_batch", "64"}, {"fit", "off"}, {"fit_target", "2"}, {"fit_ctx", "512"},
         {"vram_limit", "7"}, {"mmap", "off"}, {"mlock", "on"}, {"idle_unload", "100000"},
-        {"session_idle", "100000"}, {"cpu_affinity", "0"}, {"priority", "1"}, {"swa_full", "on"},
+        {"session_idle", "100000"}, {"cpu_affinity", "0"}, {"priority", "1"},
+        {"spec_type", "ngram"}, {"spec_draft_model", "/nowhere/draft.gguf"}, {"spec_draft_n_max", "2"},
+        {"spec_draft_n_min", "1"}, {"spec_draft_p_min", "0.5"}, {"spec_draft_ngl", "0"},
+        {"spec_draft_threads", "1"}, {"spec_draft_ctk", "q8_0"}, {"spec_draft_ctv", "q8_0"},
+        {"spec_ngram_n", "2"}, {"spec_ngram_min_hits", "2"}, {"swa_full", "on"},
     };
     const llmfs_setting_info *t;
     int n = llmfs_settings_table(&t), seen = 0;

@@ -21,7 +21,7 @@ static void usage(void)
 {
     printf("usage: llmfs bench -m MODEL [-p N] [-n N] [-r R] [-d DEPTH] [-t N] [-ctk T] [-ctv T]\n"
            "                   [--fa on|off] [-ub N] [-ngl N] [-ncmoe N] [-ot REGEX=DEV,...] [-ob N] [--no-mmap]\n"
-           "                   [--seed S] [-o md|csv|json]\n"
+           "                   [--seed S] [-o md|csv|json] [-md DRAFT] [-nd N] [--spec TYPE]\n"
            "  -p N   prompt tokens of the pp test, 0 to skip (default 512)\n"
            "  -n N   generated tokens of the tg test, 0 to skip (default 128)\n"
            "  -r R   repetitions after one warm-up (default 5)\n"
@@ -31,7 +31,12 @@ static void usage(void)
            "  -ncmoe N  the experts of the first N layers stay on the CPU (n_cpu_moe)\n"
            "  -ot    tensors whose names match REGEX go to DEV, CPU or CUDA0 (override_tensor)\n"
            "  -ob N  smallest prompt micro-batch that streams CPU-resident feed-forward weights\n"
-           "         to the GPU; -1 chosen from measured speed (default), 0 never (offload_batch)\n");
+           "         to the GPU; -1 chosen from measured speed (default), 0 never (offload_batch)\n"
+           "  -md DRAFT  speculative decoding with this draft model: instead of pp/tg, a greedy\n"
+           "         reply of -n tokens through the engine, speculation off then on, -r times;\n"
+           "         prints both speeds and the acceptance\n"
+           "  -nd N  most tokens drafted per step (spec_draft_n_max, default 3)\n"
+           "  --spec TYPE  ngram, draft or draft+ngram (default draft with -md; ngram needs no -md)\n");
 }
 
 typedef struct bench_result {
@@ -184,7 +189,12 @@ int cmd_bench(int argc, char **argv)
     int ngl = llmfs_gpus(&gpu0, 1) > 0 ? 999 : 0;
     bool fa = false, no_mmap = false;
     uint64_t seed = 42;
+    const char *draft = NULL, *spec_type = NULL;
+    int n_draft = 3;
     const cmd_opt opts[] = {
+        {"-md|--model-draft", OPT_STR, &draft, 0, 0},
+        {"-nd|--draft-max", OPT_INT, &n_draft, 1, 64},
+        {"--spec", OPT_STR, &spec_type, 0, 0},
         {"-m|--model", OPT_STR, &path, 0, 0},
         {"-p|--n-prompt", OPT_INT, &n_prompt, 0, 1 << 20},
         {"-n|--n-gen", OPT_INT, &n_gen, 0, 1 << 20},
@@ -220,6 +230,17 @@ int cmd_bench(int argc, char **argv)
     int tk = cmd_kv_type(ctk), tv = cmd_kv_type(ctv);
     if (tk < 0 || tv < 0)
         return cmd_usage_error(C, "KV cache types are f16, q8_0 or q4_0, not '%s'", tk < 0 ? ctk : ctv);
+    if (draft || spec_type) {
+        if (!spec_type)
+            spec_type = "draft";
+        if (strcmp(spec_type, "ngram") && strcmp(spec_type, "draft") && strcmp(spec_type, "draft+ngram"))
+            return cmd_usage_error(C, "--spec wants ngram, draft or draft+ngram, not '%s'", spec_type);
+        if (strcmp(spec_type, "ngram") && !draft)
+            return cmd_usage_error(C, "--spec %s needs -md DRAFT", spec_type);
+        if (n_gen < 2)
+            return cmd_usage_error(C, "speculation is measured on generation: -n must be 2 or more");
+        return bench_spec(path, draft, spec_type, n_draft, n_gen, reps, threads, ngl, ctk, ctv, fa);
+    }
 
     bench_ctx b = {.fa = fa, .rng = seed * 0x9e3779b97f4a7c15ull + 1};
     model_opts mo = {.no_mmap = no_mmap, .n_threads = threads, .n_threads_batch = threads, .n_ubatch = ubatch,

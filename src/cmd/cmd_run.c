@@ -24,6 +24,8 @@ static void usage(void)
            "  streams the generated text to stdout (the prompt is not echoed); without -p or -f\n"
            "  the prompt is read from stdin. --chat sends it as a user turn through the model's\n"
            "  chat template instead of completing it as raw text. --stats prints speeds on stderr.\n"
+           "  -md DRAFT drafts with a draft model (speculative decoding; -nd N tokens a step);\n"
+           "  with --stats the reply is generated again without it, for the speed to compare.\n"
            "  Every setting can be given as --set KEY=VALUE or --KEY VALUE:\n");
     const llmfs_setting_info *t;
     int n = llmfs_settings_table(&t);
@@ -54,6 +56,8 @@ static const struct {
     {"-fa|--fa|--flash-attn", "flash_attn", NULL},
     {"-ngl|--n-gpu-layers", "ngl", NULL},
     {"-sys|--system", "system", NULL},
+    {"-md|--model-draft", "spec_draft_model", NULL},
+    {"-nd|--draft-max", "spec_draft_n_max", NULL},
     {"--no-mmap", "mmap", "off"},
     {"--mlock", "mlock", "on"},
     {"--chat", "mode", "chat"},
@@ -67,6 +71,39 @@ static void on_sigint(int sig)
 {
     (void)sig;
     interrupted = 1;
+}
+
+/* --stats with speculation: the acceptance, and the same reply again without drafts (not
+ * printed) for the speed to compare with. */
+static void spec_compare(llmfs_session *s, const char *text, size_t len, const llmfs_session_stats *with)
+{
+    fprintf(stderr, "llmfs: run: speculation: drafted %d, accepted %d (%.1f%%), %.2f accepted per step\n",
+            with->draft_n, with->draft_accepted, with->draft_n ? 100.0 * with->draft_accepted / with->draft_n : 0.0,
+            (double)with->draft_accepted / with->spec_steps);
+    llmfs_error err = {0};
+    if (llmfs_session_ctl(s, "spec off", &err) < 0 || llmfs_session_prompt(s, text, len, &err) < 0) {
+        fprintf(stderr, "llmfs: run: no comparison without speculation: %s\n", err.msg);
+        return;
+    }
+    llmfs_stream *st = llmfs_session_output(s);
+    uint64_t off = 0;
+    char buf[4096];
+    for (;;) {
+        if (!llmfs_stream_wait(st, off, 1000))
+            continue;
+        size_t n = llmfs_stream_read(st, buf, sizeof buf, off);
+        off += n;
+        bool done;
+        if (n == 0 && llmfs_stream_size(st, &done) == off && done)
+            break;
+    }
+    llmfs_stream_put(st);
+    while (llmfs_session_busy(s))
+        usleep(1000);
+    llmfs_session_stats ss;
+    llmfs_session_stats_get(s, &ss);
+    fprintf(stderr, "llmfs: run: without speculation: generated %d tokens, %.2f t/s (speedup %.2fx)\n", ss.n_gen,
+            ss.tg_tps, ss.tg_tps > 0 ? with->tg_tps / ss.tg_tps : 0.0);
 }
 
 /* The scope of a setting, 0 if there is none of that name. */
@@ -231,6 +268,16 @@ int cmd_run(int argc, char **argv)
         cmd_usage_error(C, "missing -m MODEL");
         goto out;
     }
+    /* -md alone means drafting with that model */
+    bool has_draft = false, has_type = false;
+    for (int i = 0; i < model_kv.n; i++) {
+        has_draft |= strncmp(model_kv.v[i], "spec_draft_model=", 17) == 0;
+        has_type |= strncmp(model_kv.v[i], "spec_type=", 10) == 0;
+    }
+    if (has_draft && !has_type && kv_add(&model_kv, "spec_type", "draft") < 0) {
+        rc = cmd_fail(C, "out of memory");
+        goto out;
+    }
     if (prompt && file) {
         cmd_usage_error(C, "give the prompt with -p or -f, not both");
         goto out;
@@ -278,6 +325,12 @@ int cmd_run(int argc, char **argv)
         goto out;
     }
     llmfs_model *m = llmfs_model_get(lf, name);
+    if (m) { /* a refused draft: the reply comes without speculation, and says why */
+        char why[256];
+        llmfs_model_error(m, why, sizeof why);
+        if (why[0])
+            fprintf(stderr, "llmfs: run: %s\n", why);
+    }
     llmfs_session *s = m ? llmfs_session_default(m) : NULL;
     llmfs_stream *st = s ? llmfs_session_output(s) : NULL;
     if (!st) {
@@ -311,6 +364,8 @@ int cmd_run(int argc, char **argv)
                                         "%.2f t/s; first token after %.1f ms; stop: %s\n",
                                 ss.n_prompt, ss.n_cached, ss.pp_tps, ss.n_gen, ss.tg_tps, ss.ttft_ms,
                                 ss.stop_reason[0] ? ss.stop_reason : "-");
+                    if (stats && ss.spec_steps > 0)
+                        spec_compare(s, text, len, &ss);
                 }
             }
         }

@@ -146,18 +146,28 @@ static inline __m256 exp8(__m256 x)
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
+static inline __m256 swiglu8(__m256 g, __m256 u)
+{
+    __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), u);
+}
+
+/* The tail (n % 8) goes through the same 8-lane arithmetic, padded: an element's result
+ * must not depend on where the split of a batch's rows over calls and threads puts it,
+ * or a token evaluated alone and the same token in a batch would differ. */
 static void swiglu(float *out, const float *gate, const float *up, int64_t n)
 {
     int64_t i = 0;
-    const __m256 one = _mm256_set1_ps(1.0f);
-    for (; i + 8 <= n; i += 8) {
-        __m256 g = _mm256_loadu_ps(gate + i);
-        __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
-        __m256 s = _mm256_div_ps(g, _mm256_add_ps(one, e));
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(s, _mm256_loadu_ps(up + i)));
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, swiglu8(_mm256_loadu_ps(gate + i), _mm256_loadu_ps(up + i)));
+    if (i < n) {
+        float g[8] = {0}, u[8] = {0}, o[8];
+        for (int64_t j = i; j < n; j++)
+            g[j - i] = gate[j], u[j - i] = up[j];
+        _mm256_storeu_ps(o, swiglu8(_mm256_loadu_ps(g), _mm256_loadu_ps(u)));
+        for (int64_t j = i; j < n; j++)
+            out[j] = o[j - i];
     }
-    for (; i < n; i++)
-        out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
 /* The delta rule's row update, 8 lanes at a time (two passes over the row, as the
