@@ -18,6 +18,7 @@
 #include "model.h"
 #include "sampler.h"
 #include "settings.h"
+#include "stopstr.h"
 #include "tokenizer.h"
 
 #include <pthread.h>
@@ -122,6 +123,7 @@ struct llmfs_session {
     sampler *smp;
     detok_state detok;
     reason_split rsplit;       /* the reply's answer apart from its reasoning (chat mode) */
+    stop_filter stops;         /* the reply's stop strings (stop_strings when the prompt came) */
     llmfs_stream *reasoning;   /* the reasoning of every reply, appended (never done until close) */
     char *reply;               /* text generated so far in this turn */
     size_t reply_len, reply_cap;

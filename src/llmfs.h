@@ -242,6 +242,13 @@ int llmfs_session_setting(llmfs_session *s, const char *key, char *buf, size_t c
  * -EINVAL empty prompt, NUL byte, not UTF-8, or chat mode without a chat template,
  * -EAGAIN model still loading, -ENODEV model unloaded, -ENOENT session closed. */
 int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_error *err);
+/* Replaces the conversation of an idle session (chat mode) with the given history, for
+ * callers that keep the history themselves (the HTTP endpoint): the system message
+ * (NULL: the session's system setting stays) and n_turns earlier user/assistant pairs;
+ * the next llmfs_session_prompt is the user turn after them. -EBUSY while a reply runs,
+ * -ENOMEM, -ENOENT closed. */
+int llmfs_session_set_history(llmfs_session *s, const char *system, const char *const *user,
+                              const char *const *assistant, int n_turns, llmfs_error *err);
 /* The last prompt written (malloc'd, NUL-terminated; NULL if none). */
 char *llmfs_session_last_prompt(llmfs_session *s);
 void llmfs_session_error(llmfs_session *s, char *buf, size_t cap);

@@ -205,6 +205,14 @@ typedef struct reply_sink {
     bool failed;
 } reply_sink;
 
+static void answer_part(void *arg, const char *text, size_t n)
+{
+    reply_sink *k = arg;
+    if (stream_append(k->s->out, text, n) == -ENOMEM || session_reply_append(k->s, text, n) < 0)
+        k->failed = true;
+}
+
+/* The answer passes the stop strings on its way to output. */
 static void reply_part(void *arg, bool reasoning, const char *text, size_t n)
 {
     reply_sink *k = arg;
@@ -213,7 +221,7 @@ static void reply_part(void *arg, bool reasoning, const char *text, size_t n)
             k->failed = true;
         return;
     }
-    if (stream_append(k->s->out, text, n) == -ENOMEM || session_reply_append(k->s, text, n) < 0)
+    if (stop_filter_push(&k->s->stops, text, n, answer_part, k) < 0)
         k->failed = true;
 }
 
@@ -230,8 +238,10 @@ static int reply_text(llmfs_session *s, const char *text, int n, bool flush)
             k.failed = true;
         reason_split_push(&s->rsplit, text, (size_t)n, reply_part, &k);
     }
-    if (flush)
+    if (flush) {
         reason_split_flush(&s->rsplit, reply_part, &k);
+        stop_filter_flush(&s->stops, answer_part, &k);
+    }
     return k.failed ? -ENOMEM : 0;
 }
 
@@ -360,7 +370,9 @@ static int run_step(sched *sc, int total, double *t_fwd)
                     if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, false) < 0) {
                         e->reason = "error";
                         snprintf(e->why, sizeof e->why, "out of memory for the reply");
-                    } else if (s->n_predict >= 0 && gen >= s->n_predict)
+                    } else if (s->stops.hit)
+                        e->reason = "stop_string";
+                    else if (s->n_predict >= 0 && gen >= s->n_predict)
                         e->reason = "length";
                     else if (s->n_toks > n_ctx) /* no position left to evaluate it at */
                         e->reason = "context";
