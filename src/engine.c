@@ -444,6 +444,10 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
                             name ? name : "");
     if (!path || !*path)
         return llmfs_errorf(err, EINVAL, "no model path");
+    /* a relative name is a file of a model_dirs folder, when there are any */
+    char resolved[sizeof ((llmfs_model *)0)->path];
+    if (path[0] != '/' && llmfs_model_file_resolve(lf, path, resolved, sizeof resolved, NULL) == 0)
+        path = resolved;
     llmfs_model *m = calloc(1, sizeof *m);
     if (!m)
         return llmfs_errorf(err, ENOMEM, "out of memory");

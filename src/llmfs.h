@@ -314,6 +314,20 @@ void llmfs_stream_unwatch(llmfs_stream *st, int token);
  * snprintf. */
 int llmfs_model_warnings(llmfs_model *m, char *buf, size_t cap);
 
+/* ---- model discovery ---- */
+
+/* The `available` file: one line per GGUF file (*.gguf, in folders up to 4 deep) under
+ * the model_dirs folders, "FILE ARCH PARAMS TYPE SIZE": FILE relative to its folder (what
+ * `load NAME FILE` accepts), the architecture, the parameter count (260.16K, 7.62B), the
+ * file type (Q4_K_M) and the size in bytes, read from the headers only (a file that is no
+ * valid GGUF says "invalid" for the three); sorted by FILE. "" when model_dirs is empty.
+ * Malloc'd; NULL without memory. */
+char *llmfs_available_text(llmfs *lf);
+/* A model file named relative to a model_dirs folder: the path of the first folder's
+ * file of that name, into out. -ENOENT none has it, -EACCES model_dirs is empty or the
+ * name climbs out ("..") . */
+int llmfs_model_file_resolve(llmfs *lf, const char *file, char *out, size_t cap, llmfs_error *err);
+
 /* ---- diagnostics ---- */
 
 /* The diag file: one line per check, "CHECK VALUE EXPECTED VERDICT [# reason]" with
