@@ -222,7 +222,7 @@ START_TEST(each_folder_holds_the_documented_files)
 {
     char got[256];
     names(DIR_ROOT, got, sizeof got);
-    ck_assert_str_eq(got, "ctl models stats metrics diag error");
+    ck_assert_str_eq(got, "ctl models stats metrics diag available error");
     names(DIR_MODEL, got, sizeof got);
     ck_assert_str_eq(got, "ctl prompt output transcript reasoning stats placement kv info error clone");
     names(DIR_SESSION, got, sizeof got);
