@@ -29,8 +29,8 @@ static int load_policy(llmfs *lf, const char *name, const char *path, llmfs_erro
                             "load: bad model name '%s' (1-63 of A-Z a-z 0-9 . _ - +, not "
                             "starting with '.', not a root file name)",
                             name);
-    if (path[0] == '/')
-        return 0;
+    if (path[0] == '/' || strncmp(path, "http://", 7) == 0 || strncmp(path, "https://", 8) == 0)
+        return 0; /* a file, or a remote model (the core checks remote_hosts) */
     char resolved[4096];
     llmfs_error e = {0};
     int rc = llmfs_model_file_resolve(lf, path, resolved, sizeof resolved, &e);

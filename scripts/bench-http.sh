@@ -10,8 +10,10 @@
 #   files  STREAMS clone sessions, `echo > prompt` then `cat output` in each
 #   http   STREAMS streaming POSTs to /v1/completions with curl
 # Throughput is the model's generated tokens (gen_tokens_total in its stats, before and
-# after) over the wall time from the first request to the last reply's end. Prints every
-# run and the median of each way, and http's median as a share of the files'.
+# after) over the wall time from the first request to the last reply's end; on a busy
+# machine wall time swings by more than the effect, so each run also counts the daemon's
+# CPU time per generated token (/proc/PID/stat), which the other load does not inflate as
+# much. Prints every run, the medians of each way, and http's as a share of the files'.
 # Without -m it makes a random-weight 91M-parameter llama (Q4_K_M) with `llmfs mkmodel`.
 set -euo pipefail
 
@@ -73,14 +75,17 @@ PID=$(awk '/^pid /{ print $2 }' "$MNT/stats")
 M=$MNT/b
 
 gen_total() { awk '/^gen_tokens_total /{ print $2 }' "$M/stats"; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$PID/stat"; }
+HZ=$(getconf CLK_TCK)
 now() { date +%s.%N; }
 prompt_of() { echo "Story number $1 begins"; }
 
 files_run() {
     local ids=() i
     for i in $(seq "$STREAMS"); do ids+=("$(cat "$M/clone")"); done
-    local g0 t0
+    local g0 t0 c0
     g0=$(gen_total)
+    c0=$(cpu_ticks)
     t0=$(now)
     for i in $(seq "$STREAMS"); do
         (prompt_of "$i" >"$M/${ids[$((i - 1))]}/prompt" && cat "$M/${ids[$((i - 1))]}/output" >/dev/null) &
@@ -88,13 +93,16 @@ files_run() {
     wait
     local t1
     t1=$(now)
+    local c1
+    c1=$(cpu_ticks)
     for id in "${ids[@]}"; do echo close >"$M/$id/ctl"; done
-    echo "$(( $(gen_total) - g0 )) $t0 $t1"
+    echo "$(( $(gen_total) - g0 )) $t0 $t1 $((c1 - c0))"
 }
 
 http_run() {
-    local g0 t0 i
+    local g0 t0 i c0
     g0=$(gen_total)
+    c0=$(cpu_ticks)
     t0=$(now)
     for i in $(seq "$STREAMS"); do
         curl -sS -N -o /dev/null "http://127.0.0.1:$PORT/v1/completions" \
@@ -103,24 +111,30 @@ http_run() {
     wait
     local t1
     t1=$(now)
-    echo "$(( $(gen_total) - g0 )) $t0 $t1"
+    echo "$(( $(gen_total) - g0 )) $t0 $t1 $(( $(cpu_ticks) - c0 ))"
 }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.1f", v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.3g", v[(NR + 1) / 2]; else printf "%.3g", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "model: $MODEL"
 echo "streams: $STREAMS, tokens per stream: $N, runs: $RUNS"
 : >"$T/files"
 : >"$T/http"
+: >"$T/files.cpu"
+: >"$T/http.cpu"
 for r in $(seq "$RUNS"); do
     for way in files http; do
-        read -r toks t0 t1 < <("${way}_run")
+        read -r toks t0 t1 ticks < <("${way}_run")
         rate=$(awk -v n="$toks" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", n / (b - a) }')
+        cpu=$(awk -v n="$toks" -v c="$ticks" -v hz="$HZ" 'BEGIN { printf "%.3f", 1000 * c / hz / n }')
         echo "$rate" >>"$T/$way"
-        echo "run $r $way: $toks tokens in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s = $rate t/s"
+        echo "$cpu" >>"$T/$way.cpu"
+        echo "run $r $way: $toks tokens in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s = $rate t/s, daemon CPU $cpu ms/token"
     done
 done
 f=$(median <"$T/files")
 h=$(median <"$T/http")
-echo "median files: $f t/s"
-echo "median http:  $h t/s ($(awk -v f="$f" -v h="$h" 'BEGIN { printf "%.1f", 100 * h / f }')% of files)"
+fc=$(median <"$T/files.cpu")
+hc=$(median <"$T/http.cpu")
+echo "median files: $f t/s, daemon CPU $fc ms/token"
+echo "median http:  $h t/s ($(awk -v f="$f" -v h="$h" 'BEGIN { printf "%.1f", 100 * h / f }')% of files), daemon CPU $hc ms/token ($(awk -v f="$fc" -v h="$hc" 'BEGIN { printf "%.1f", 100 * h / f }')% of files)"

@@ -4,7 +4,7 @@
 # endpoint's test drives (into build-npm/, never at test time).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libfuse3-dev fuse3 libuv1-dev libinih-dev check
-      libmicrohttpd-dev libjansson-dev)
+      libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev)
 [ "${1:-}" = "--test" ] && pkgs+=(clang prometheus procps nodejs npm curl)
 missing=()
 for p in "${pkgs[@]}"; do

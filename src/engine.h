@@ -58,6 +58,7 @@ struct llmfs_model {
 
     model *mdl;
     kv_cache *kv;
+    struct remote_model *remote; /* a remote model (remote.h): no mdl, no kv */
     int n_vocab;
     const char *chat_template; /* owned by the GGUF file; NULL if none */
     char bos_text[64], eos_text[64];
@@ -161,6 +162,14 @@ int session_reply_append(llmfs_session *s, const char *text, size_t n);
 
 /* scheduler.c */
 void *scheduler_main(void *arg);
+/* Generated text of s's running turn: to the transcript as written, the answer through
+ * the stop strings to output and the conversation, the reasoning to its stream. flush:
+ * the end of the reply (held text goes out). -ENOMEM when a part could not be taken.
+ * Called by the one thread producing the turn's text (the scheduler, or a remote reply). */
+int sched_reply_text(llmfs_session *s, const char *text, int n, bool flush);
+/* The transcript's end line of a turn (before the session becomes idle). */
+void sched_transcript_end(llmfs_session *s, const char *reason, const char *why, double now,
+                          double t_first, int n_gen);
 
 /* engine.c */
 void model_set_error(llmfs_model *m, const char *msg);

@@ -289,6 +289,9 @@ llmfs_stream *llmfs_session_transcript(llmfs_session *s); /* never done until cl
 llmfs_stream *llmfs_session_reasoning(llmfs_session *s);
 void llmfs_stream_put(llmfs_stream *st);
 
+/* Whether the stream ended in an error (a remote model's reply failed): a reader at its
+ * end should get EIO rather than end of file. */
+bool llmfs_stream_failed(llmfs_stream *st);
 /* Bytes available now and whether the stream is done. */
 uint64_t llmfs_stream_size(llmfs_stream *st, bool *done);
 /* Copies up to n bytes from offset off without blocking; returns the count

@@ -230,7 +230,7 @@ static void reply_part(void *arg, bool reasoning, const char *text, size_t n)
  * by an unfinished marker goes out too. -ENOMEM when any part could not be taken: the
  * turn must then end as an error, since a reply with a hole in it would pass for a whole
  * one. */
-static int reply_text(llmfs_session *s, const char *text, int n, bool flush)
+int sched_reply_text(llmfs_session *s, const char *text, int n, bool flush)
 {
     reply_sink k = {s, false};
     if (n > 0) {
@@ -247,7 +247,7 @@ static int reply_text(llmfs_session *s, const char *text, int n, bool flush)
 
 /* Writes the end line of a turn to the transcript (before the session becomes idle, so
  * the next turn's lines come after it). */
-static void transcript_end(llmfs_session *s, const char *reason, const char *why, double now,
+void sched_transcript_end(llmfs_session *s, const char *reason, const char *why, double now,
                            double t_first, int n_gen)
 {
     if (stream_last_byte(s->transcript) != '\n')
@@ -367,7 +367,7 @@ static int run_step(sched *sc, int total, double *t_fwd)
                     char text[1024];
                     int k = detok_push(m->mdl->tok, &s->detok, t, text, sizeof text);
                     int gen = s->n_gen + 1;
-                    if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, false) < 0) {
+                    if (sched_reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, false) < 0) {
                         e->reason = "error";
                         snprintf(e->why, sizeof e->why, "out of memory for the reply");
                     } else if (s->stops.hit)
@@ -382,13 +382,13 @@ static int run_step(sched *sc, int total, double *t_fwd)
         if (e->reason) {
             char text[64];
             int k = detok_flush(&s->detok, text, sizeof text);
-            if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, true) < 0 &&
+            if (sched_reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, true) < 0 &&
                 strcmp(e->reason, "error") != 0) {
                 e->reason = "error";
                 snprintf(e->why, sizeof e->why, "out of memory for the reply");
             }
             double t_first = e->logits && e->was_prefill ? now : s->t_first;
-            transcript_end(s, e->reason, e->why, now, t_first, s->n_gen + (e->new_token ? 1 : 0));
+            sched_transcript_end(s, e->reason, e->why, now, t_first, s->n_gen + (e->new_token ? 1 : 0));
         }
     }
     return rc;
@@ -477,8 +477,8 @@ static void stop_all(sched *sc)
         llmfs_session *s = sc->e[i].s;
         char text[64];
         int k = detok_flush(&s->detok, text, sizeof text);
-        reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, true);
-        transcript_end(s, "error", "model unloaded", now, s->t_first, s->n_gen);
+        sched_reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, true);
+        sched_transcript_end(s, "error", "model unloaded", now, s->t_first, s->n_gen);
     }
     pthread_mutex_lock(&m->mu);
     for (int i = 0; i < sc->n_e; i++) {

@@ -394,7 +394,7 @@ int llmfs_session_ctl(llmfs_session *s, const char *line, llmfs_error *err)
         llmfs_settings tmp;
         settings_copy(&tmp, &s->settings);
         rc = settings_set_line(&tmp, LLMFS_SCOPE_SESSION, line, &e);
-        if (rc == 0 && tmp.mode == MODE_CHAT && m->state == MS_READY && !m->chat_template)
+        if (rc == 0 && tmp.mode == MODE_CHAT && m->state == MS_READY && !m->chat_template && !m->remote)
             rc = llmfs_errorf(&e, EINVAL, "model %s has no chat template: only mode raw works", m->name);
         if (rc == 0) {
             settings_clear(&s->settings);
@@ -639,7 +639,7 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         rc = llmfs_errorf(&e, ENOENT, "session %d is closed", s->id);
     } else if (s->state != SS_IDLE || s->preparing) {
         rc = llmfs_errorf(&e, EBUSY, "session %d is busy with a reply (write stop to its ctl to end it)", s->id);
-    } else if (s->settings.mode == MODE_CHAT && !m->chat_template) {
+    } else if (s->settings.mode == MODE_CHAT && !m->chat_template && !m->remote) {
         rc = llmfs_errorf(&e, EINVAL, "model %s has no chat template: set mode raw", m->name);
     } else {
         s->preparing = true;
@@ -658,9 +658,12 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
 
     char *user = strndup(text, len);
     int32_t *toks = NULL;
-    int n = user ? build_tokens(m, &ps, user, &toks, &e) : llmfs_errorf(&e, ENOMEM, "out of memory");
+    /* a remote model's server tokenizes and samples */
+    int n = !user ? llmfs_errorf(&e, ENOMEM, "out of memory") : m->remote ? 0 : build_tokens(m, &ps, user, &toks, &e);
     sampler *smp = NULL;
-    if (n > ps.n_ctx) {
+    if (m->remote) {
+        rc = n;
+    } else if (n > ps.n_ctx) {
         rc = llmfs_errorf(&e, E2BIG, "%s is %d tokens, the context holds %d%s",
                           ps.mode == MODE_CHAT ? "the conversation" : "the prompt", n, ps.n_ctx,
                           ps.mode == MODE_CHAT ? " (write reset to start over, or raise ctx)" : " (raise ctx)");
@@ -724,7 +727,8 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         s->n_predict = ps.n_predict;
         s->raw_turn = ps.mode == MODE_RAW;
         memset(&s->detok, 0, sizeof s->detok);
-        reason_split_init(&s->rsplit, ps.mode == MODE_CHAT ? reason_mode_of(m->chat_template) : REASON_NONE);
+        reason_split_init(&s->rsplit, ps.mode == MODE_CHAT && m->chat_template ? reason_mode_of(m->chat_template)
+                                                                               : REASON_NONE);
         stop_filter_free(&s->stops);
         s->stops = stops;
         memset(&stops, 0, sizeof stops);

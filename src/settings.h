@@ -109,6 +109,8 @@ enum setting_applies { A_NOW, A_KV, A_SCRATCH, A_LOAD };
     X(allow_other, BOOL, S_D, A_LOAD, 0, 0, "", "off", "let other users access the mount")            \
     X(file_mode, OCTAL, S_D, A_NOW, 0, 0777, "", "0600", "permission bits of files")                 \
     X(dir_mode, OCTAL, S_D, A_NOW, 0, 0777, "", "0700", "permission bits of folders")         \
+    X(remote_hosts, STRING, S_D, A_NOW, 0, 0, "", "",                                               \
+      "hosts (HOST or HOST:PORT, comma-separated) remote models may be loaded from; empty remote loading off") \
     X(http_listen, STRING, S_D, A_LOAD, 0, 0, "", "",                                                \
       "ADDR:PORT of the OpenAI-compatible HTTP endpoint; empty off")                          \
     X(http_api_key_file, STRING, S_D, A_LOAD, 0, 0, "", "",                                          \
