@@ -48,8 +48,14 @@ cat >"$T/b.ini" <<CONF
 [llmfs]
 model_dirs = $MODELS
 remote_hosts = 127.0.0.1:$PORT
+[model ri]
+path = http://127.0.0.1:$PORT/v1
+model = st
+api_key_file = $T/key
+mode = raw
 CONF
 mount_b "$T/b.ini"
+[ -d "$MNT_B/ri" ] || fail "the configuration's remote model did not load: $(cat "$MNT_B/error")"
 must_fail "Permission denied" put_closing "$MNT_B/ctl" "load r http://127.0.0.2:$PORT/v1 model=st"
 must_fail "Permission denied" put_closing "$MNT_B/ctl" "load r http://127.0.0.1:$PORT/v1 model=st"
 grep -q 401 "$MNT_B/error" || fail "error without the key: $(cat "$MNT_B/error")"
@@ -82,7 +88,8 @@ wait_idle "$R"
 [ "$(stat_value "$R/stats" stop_reason)" = length ] || fail "stop_reason $(stat_value "$R/stats" stop_reason)"
 awk '/^ttft_ms /{ exit !($2 > 0) }' "$R/stats" || fail "ttft_ms: $(grep ttft "$R/stats")"
 grep -q '^### end length: prompt 5 tokens' "$R/transcript" || fail "transcript: $(cat "$R/transcript")"
-pass "raw mode through the remote equals the local reply and the fixture ('$remote_text')"
+[ "$(greedy "$MNT_B/ri" "$prompt")" = "$local_text" ] || fail "the configuration's remote model"
+pass "raw mode through the remote equals the local reply and the fixture ('$remote_text'), also from the INI"
 
 # chat mode, and a clone
 put "$MNT_B/ctl" "load rq http://127.0.0.1:$PORT/v1 model=qw api_key_file=$T/key"
