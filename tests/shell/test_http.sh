@@ -73,6 +73,18 @@ OPENAI_MODULE=$OPENAI_MODULE LLMFS_URL=$BASE/v1 LLMFS_KEY=$KEY LLMFS_MNT=$MNT EX
     RAW_MODEL=st CHAT_MODEL=qw LONG_MODEL=long SMALL_MODEL=small \
     timeout 600 node "$REPO/tests/http/openai_test.mjs" || fail "the openai client's checks failed"
 
+# ---- a model at max_sessions answers 429 ----
+ids=()
+for _ in $(seq 40); do ids+=("$(cat "$MNT/small/clone")") || fail "clone"; done
+code=$(curl -s -o "$T/r" -w '%{http_code}' -H "Authorization: Bearer $KEY" "$BASE/v1/completions" \
+    -d '{"model": "small", "prompt": "Once"}')
+[ "$code" = 429 ] && grep -q '"too_many_sessions"' "$T/r" || fail "at max_sessions: $code $(cat "$T/r")"
+for id in "${ids[@]}"; do put "$MNT/small/$id/ctl" close; done
+code=$(curl -s -o "$T/r" -w '%{http_code}' -H "Authorization: Bearer $KEY" "$BASE/v1/completions" \
+    -d '{"model": "small", "prompt": "Once", "max_tokens": 2}')
+[ "$code" = 200 ] || fail "after closing the sessions: $code $(cat "$T/r")"
+pass "a model at max_sessions answers 429 too_many_sessions, and 200 again once they close"
+
 # ---- the requests' sessions are gone, and the file tree still serves ----
 sleep 0.5
 [ "$(ls "$MNT/st" | grep -c '^[0-9]')" = 0 ] || fail "sessions left after the requests: $(ls "$MNT/st")"
