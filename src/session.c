@@ -26,7 +26,8 @@
  *
  * Each text block ends with a newline (one is added if the text lacks it). The end line
  * names the stop reason: eos (the model ended its reply), length (n_predict reached),
- * stopped (the stop command, reset or close), context (the context is full), error (with
+ * stopped (the stop command, reset or close), stop_string (the reply reached one of
+ * stop_strings), context (the context is full), error (with
  * the reason in parentheses, e.g. "error (model unloaded)"); "prompt N tokens" counts
  * the tokens evaluated for the prompt and "cached" those reused from the KV cache.
  */
