@@ -82,8 +82,8 @@ static int on_pair(void *user, const char *section, const char *name, const char
     }
     if (strcmp(name, "path") == 0) {
         free(m->path);
-        if (value[0] == '/') {
-            m->path = strdup(value);
+        if (value[0] == '/' || strncmp(value, "http://", 7) == 0 || strncmp(value, "https://", 8) == 0) {
+            m->path = strdup(value); /* absolute, or a remote model's URL */
         } else {
             size_t n = strlen(ps->dir) + strlen(value) + 2;
             m->path = malloc(n);

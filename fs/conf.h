@@ -1,8 +1,9 @@
 /* conf.h — the configuration file (INI, read with inih).
  *
  *   [llmfs]          daemon settings and defaults: mountpoint, model_dirs, limits, temp, ...
- *   [model NAME]     path = FILE (relative to the configuration file's folder), then any
- *                    model or session setting, profile = NAME included
+ *   [model NAME]     path = FILE (relative to the configuration file's folder) or a remote
+ *                    model's URL (then model = ID, api_key_file = PATH), then any model
+ *                    or session setting, profile = NAME included
  *
  * Reading only collects the pairs; they are applied through ctl.h like every other
  * setting, so a key means the same here as in a ctl file.

@@ -18,24 +18,29 @@ bool ctl_model_name_ok(const char *name)
     return llmfs_model_name_valid(name) && dirtab_find(DIR_ROOT, name) == 0;
 }
 
-/* Names that would hide a root file are refused, and relative paths (the daemon runs
- * in /, so one would not mean what its writer meant). */
-static int load_policy(const char *name, const char *path, llmfs_error *err)
+/* Names that would hide a root file are refused. A relative path must name a file
+ * inside a model_dirs folder (as the `available` file lists them; the core resolves it
+ * there), never one relative to the daemon's working folder (it runs in /, so that would
+ * not mean what its writer meant). */
+static int load_policy(llmfs *lf, const char *name, const char *path, llmfs_error *err)
 {
     if (!ctl_model_name_ok(name))
         return llmfs_errorf(err, EINVAL,
                             "load: bad model name '%s' (1-63 of A-Z a-z 0-9 . _ - +, not "
                             "starting with '.', not a root file name)",
                             name);
-    if (path[0] != '/')
-        return llmfs_errorf(err, EINVAL, "load %s: the path must be absolute: %s", name, path);
-    return 0;
+    if (path[0] == '/' || strncmp(path, "http://", 7) == 0 || strncmp(path, "https://", 8) == 0)
+        return 0; /* a file, or a remote model (the core checks remote_hosts) */
+    char resolved[4096];
+    llmfs_error e = {0};
+    int rc = llmfs_model_file_resolve(lf, path, resolved, sizeof resolved, &e);
+    return rc < 0 ? llmfs_errorf(err, -rc, "load %s: %s", name, e.msg) : 0;
 }
 
 int ctl_load(llmfs *lf, const char *name, const char *path, const char *const *settings,
              int n_settings, llmfs_error *err)
 {
-    int rc = load_policy(name, path, err);
+    int rc = load_policy(lf, name, path, err);
     return rc < 0 ? rc : llmfs_model_load(lf, name, path, settings, n_settings, err);
 }
 
@@ -66,7 +71,7 @@ static int root_policy(const ctl_target *t, const char *line, llmfs_error *err)
         nth_word(line, 1, name, sizeof name);
         nth_word(line, 2, path, sizeof path);
         /* An incomplete line gets the core's usage message. */
-        return name[0] && path[0] ? load_policy(name, path, err) : 0;
+        return name[0] && path[0] ? load_policy(t->lf, name, path, err) : 0;
     }
     if (t->trusted || strcmp(key, "unload") == 0)
         return 0;

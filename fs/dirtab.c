@@ -68,6 +68,17 @@ static int open_metrics(struct fs_file *f, const struct fs_target *t, llmfs_erro
     return keep(f, &x, render_metrics(fs_srv.lf, &x), err);
 }
 
+static int open_available(struct fs_file *f, const struct fs_target *t, llmfs_error *err)
+{
+    (void)t;
+    fs_text x = {0};
+    char *text = llmfs_available_text(fs_srv.lf);
+    if (text)
+        text_puts(&x, text);
+    free(text);
+    return keep(f, &x, text ? 0 : -ENOMEM, err);
+}
+
 static int open_placement(struct fs_file *f, const struct fs_target *t, llmfs_error *err)
 {
     fs_text x = {0};
@@ -224,6 +235,7 @@ static const fs_filetab files[] = {
     {"stats",       0444, ALL,          true,  open_stats,      NULL,            NULL,         NULL},
     {"metrics",     0444, IN_ROOT,      false, open_metrics,    NULL,            NULL,         NULL},
     {"diag",        0444, IN_ROOT,      false, open_diag,       NULL,            NULL,         NULL},
+    {"available",   0444, IN_ROOT,      false, open_available,  NULL,            NULL,         NULL},
     {"placement",   0444, IN_MODEL,     false, open_placement,  NULL,            NULL,         NULL},
     {"kv",          0444, IN_MODEL,     false, open_kv,         NULL,            NULL,         NULL},
     {"info",        0444, IN_MODEL,     false, open_info,       NULL,            NULL,         NULL},

@@ -11,6 +11,7 @@
 
 #include "conf.h"
 #include "ctl.h"
+#include "http.h"
 #include "loop.h"
 #include "server.h"
 
@@ -284,6 +285,25 @@ static int apply_settings(const fs_conf *conf, const mount_opts *o)
     return 0;
 }
 
+/* The HTTP endpoint, when http_listen is set: started before the mount, so a refused
+ * address (or one without its key) stops the daemon before anything is served. */
+static int start_http(void)
+{
+    char msg[512];
+#ifdef LLMFS_HAVE_HTTP
+    if (http_start(fs_srv.lf, msg, sizeof msg) < 0) {
+        report("E", "%s", msg);
+        return -1;
+    }
+#else
+    if (llmfs_get(fs_srv.lf, "http_listen", msg, sizeof msg) >= 0 && msg[0]) {
+        report("E", "http_listen is set but this llmfs was built without the HTTP endpoint");
+        return -1;
+    }
+#endif
+    return 0;
+}
+
 static int mount_fs(void)
 {
     char opts[256];
@@ -347,7 +367,7 @@ static int serve(const fs_conf *conf, const mount_opts *o, bool daemon)
     }
     int status = 1;
     node_init();
-    if (apply_settings(conf, o) < 0 || mount_fs() < 0)
+    if (apply_settings(conf, o) < 0 || start_http() < 0 || mount_fs() < 0)
         goto out_core;
     if (loop_init() < 0) {
         report("E", "cannot start the control loop");
@@ -377,6 +397,9 @@ out_unmount:
     fuse_session_destroy(fs_srv.se);
     fs_srv.se = NULL;
 out_core:
+#ifdef LLMFS_HAVE_HTTP
+    http_stop(); /* its requests hold sessions of the core */
+#endif
     llmfs_free(fs_srv.lf);
     fs_srv.lf = NULL;
     node_fini();

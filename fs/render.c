@@ -110,6 +110,13 @@ int render_model_stats(llmfs_model *m, llmfs_session *s, fs_text *out)
 
 int render_placement(llmfs_model *m, fs_text *out)
 {
+    llmfs_model_info info;
+    llmfs_model_info_get(m, &info);
+    if (strcmp(info.arch, "remote") == 0) {
+        /* the weights are on the server behind this URL */
+        text_printf(out, "remote %s\n", info.path);
+        return 0;
+    }
     /* The core's rows end with a `total` row per device. */
     int n = llmfs_model_placement(m, NULL, 0);
     if (n < 0)

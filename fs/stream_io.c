@@ -84,6 +84,10 @@ static void reply_read(sio *s, fuse_req_t req, size_t size, uint64_t off, int er
         fuse_reply_err(req, err);
         return;
     }
+    if (n == 0 && done && llmfs_stream_failed(s->st)) {
+        fuse_reply_err(req, EIO); /* the reply broke off: not a clean end of file */
+        return;
+    }
     /* Only what is there is copied: readers ask for 128 KiB and a token is a few bytes.
      * A buffer of the asked size is one the allocator may map and unmap per read, and an
      * unmap interrupts this process's generating threads on every core. */

@@ -1,5 +1,6 @@
 /* engine.c — the daemon object and its models: loading, settings, info, stats. */
 #include "engine.h"
+#include "remote.h"
 #include "chat.h"
 #include "diag.h"
 #include "fit.h"
@@ -180,6 +181,7 @@ static void model_destroy(llmfs_model *m)
         kv_cache_free(m->kv);
     if (m->mdl)
         model_free(m->mdl);
+    remote_free(m->remote);
     for (int i = 0; i < m->n_slots; i++)
         free(m->slots[i].tokens);
     free(m->slots);
@@ -524,6 +526,10 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
                             name ? name : "");
     if (!path || !*path)
         return llmfs_errorf(err, EINVAL, "no model path");
+    /* a relative name is a file of a model_dirs folder, when there are any */
+    char resolved[sizeof ((llmfs_model *)0)->path];
+    if (path[0] != '/' && llmfs_model_file_resolve(lf, path, resolved, sizeof resolved, NULL) == 0)
+        path = resolved;
     llmfs_model *m = calloc(1, sizeof *m);
     if (!m)
         return llmfs_errorf(err, ENOMEM, "out of memory");
@@ -537,14 +543,29 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     m->last_activity = engine_now();
     m->swap_gen_start = m->swap_gen_delta = -1;
 
+    /* a remote model: model=ID and api_key_file=PATH are its own arguments, and its host
+     * must be in remote_hosts */
+    bool remote = remote_is_url(path);
+    const char *remote_id = NULL, *remote_key = NULL;
     pthread_mutex_lock(&lf->mu);
     settings_copy(&m->settings, &lf->settings);
-    char *dirs = strdup(lf->settings.model_dirs ? lf->settings.model_dirs : "");
+    char *dirs = strdup(remote ? (lf->settings.remote_hosts ? lf->settings.remote_hosts : "")
+                               : (lf->settings.model_dirs ? lf->settings.model_dirs : ""));
     pthread_mutex_unlock(&lf->mu);
     int rc = dirs ? 0 : llmfs_errorf(err, ENOMEM, "out of memory");
-    for (int i = 0; i < n_settings && rc == 0; i++)
-        rc = settings_set_line(&m->settings, LLMFS_SCOPE_MODEL | LLMFS_SCOPE_SESSION, settings[i], err);
-    if (rc == 0)
+    for (int i = 0; i < n_settings && rc == 0; i++) {
+        if (remote && strncmp(settings[i], "model=", 6) == 0)
+            remote_id = settings[i] + 6;
+        else if (remote && strncmp(settings[i], "api_key_file=", 13) == 0)
+            remote_key = settings[i] + 13;
+        else
+            rc = settings_set_line(&m->settings, LLMFS_SCOPE_MODEL | LLMFS_SCOPE_SESSION, settings[i], err);
+    }
+    if (rc == 0 && remote && !dirs[0])
+        rc = llmfs_errorf(err, EACCES, "remote models are off: remote_hosts (a daemon setting) is empty");
+    else if (rc == 0 && remote && !remote_host_allowed(path, dirs))
+        rc = llmfs_errorf(err, EACCES, "%s: the host is not in remote_hosts", path);
+    else if (rc == 0 && !remote)
         rc = check_model_dirs(path, dirs, err);
     free(dirs);
     if (rc == 0) {
@@ -579,6 +600,27 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
             llmfs_session_put(def);
         rc = llmfs_errorf(err, ENOMEM, "out of memory");
         goto failed;
+    }
+
+    if (remote) {
+        remote_model *r = NULL;
+        llmfs_error le = {0};
+        rc = remote_open(&r, path, remote_id, remote_key, &le);
+        pthread_mutex_lock(&m->mu);
+        m->remote = r;
+        if (rc == 0 && pthread_create(&m->thread, NULL, remote_main, m) != 0)
+            rc = llmfs_errorf(&le, EAGAIN, "cannot start the model's thread");
+        if (rc == 0) {
+            m->thread_started = true;
+            m->state = MS_READY;
+        }
+        pthread_mutex_unlock(&m->mu);
+        if (rc < 0) {
+            if (err)
+                *err = le;
+            goto failed;
+        }
+        return 0;
     }
 
     const llmfs_settings *s = &m->settings;
@@ -802,7 +844,8 @@ static int model_setting(llmfs_model *m, const char *line, int idx, llmfs_error 
             break;
         }
     }
-    if (rc == 0 && (kv_changed || scratch_changed) && m->state == MS_READY) {
+    /* a remote model has no cache or buffers here: the values are only kept */
+    if (rc == 0 && (kv_changed || scratch_changed) && m->state == MS_READY && !m->remote) {
         int old_ubatch = m->mdl->n_ubatch;
         if (any_busy(m))
             rc = llmfs_errorf(err, EBUSY, "%s cannot change while a session generates (write stop first)", name);
@@ -853,7 +896,7 @@ int llmfs_model_ctl(llmfs_model *m, const char *line, llmfs_error *err)
             llmfs_settings a, b;
             settings_copy(&a, &m->settings);
             rc = settings_set_line(&a, LLMFS_SCOPE_SESSION, line, &e);
-            if (rc == 0 && a.mode == MODE_CHAT && m->state == MS_READY && !m->chat_template)
+            if (rc == 0 && a.mode == MODE_CHAT && m->state == MS_READY && !m->chat_template && !m->remote)
                 rc = llmfs_errorf(&e, EINVAL, "model %s has no chat template: only mode raw works", m->name);
             if (rc == 0 && m->def) {
                 settings_copy(&b, &m->def->settings);
@@ -948,6 +991,13 @@ void llmfs_model_info_get(llmfs_model *m, llmfs_model_info *out)
         out->rms_eps = h->rms_eps;
         snprintf(out->tokenizer, sizeof out->tokenizer, "%s",
                  tokenizer_kind(m->mdl->tok) == TOK_SPM ? "spm" : "bpe");
+    } else if (m->remote) {
+        /* what the server's /models says; the rest is the server's business */
+        snprintf(out->arch, sizeof out->arch, "remote");
+        snprintf(out->file_type, sizeof out->file_type, "remote");
+        snprintf(out->tokenizer, sizeof out->tokenizer, "remote");
+        snprintf(out->chat_template_name, sizeof out->chat_template_name, "remote");
+        out->n_ctx_train = remote_ctx_train(m->remote);
     }
     pthread_mutex_unlock(&m->mu);
 }

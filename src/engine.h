@@ -19,6 +19,7 @@
 #include "sampler.h"
 #include "settings.h"
 #include "spec.h"
+#include "stopstr.h"
 #include "tokenizer.h"
 
 #include <pthread.h>
@@ -58,6 +59,7 @@ struct llmfs_model {
 
     model *mdl;
     kv_cache *kv;
+    struct remote_model *remote; /* a remote model (remote.h): no mdl, no kv */
     int n_vocab;
     const char *chat_template; /* owned by the GGUF file; NULL if none */
     char bos_text[64], eos_text[64];
@@ -130,6 +132,7 @@ struct llmfs_session {
     sampler *smp;
     detok_state detok;
     reason_split rsplit;       /* the reply's answer apart from its reasoning (chat mode) */
+    stop_filter stops;         /* the reply's stop strings (stop_strings when the prompt came) */
     llmfs_stream *reasoning;   /* the reasoning of the current or last reply (done when it ends) */
     char *reply;               /* text generated so far in this turn */
     size_t reply_len, reply_cap;
@@ -174,6 +177,15 @@ int session_reply_append(llmfs_session *s, const char *text, size_t n);
 
 /* scheduler.c */
 void *scheduler_main(void *arg);
+/* Generated text of s's running turn: to the transcript as written, the answer through
+ * the stop strings to output and the conversation, the reasoning to its stream. flush:
+ * the end of the reply (held text goes out). -ENOMEM when a part could not be taken.
+ * Called by the one thread producing the turn's text (the scheduler, or a remote reply). */
+int sched_reply_text(llmfs_session *s, const char *text, int n, bool flush);
+/* The transcript's end line of a turn (before the session becomes idle), with the
+ * speculative-decoding counts of the turn (0, 0 without). */
+void sched_transcript_end(llmfs_session *s, const char *reason, const char *why, double now,
+                          double t_first, int n_gen, int draft_n, int draft_accepted);
 
 /* engine.c */
 void model_set_error(llmfs_model *m, const char *msg);

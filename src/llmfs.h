@@ -256,6 +256,13 @@ int llmfs_session_setting(llmfs_session *s, const char *key, char *buf, size_t c
  * -EINVAL empty prompt, NUL byte, not UTF-8, or chat mode without a chat template,
  * -EAGAIN model still loading, -ENODEV model unloaded, -ENOENT session closed. */
 int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_error *err);
+/* Replaces the conversation of an idle session (chat mode) with the given history, for
+ * callers that keep the history themselves (the HTTP endpoint): the system message
+ * (NULL: the session's system setting stays) and n_turns earlier user/assistant pairs;
+ * the next llmfs_session_prompt is the user turn after them. -EBUSY while a reply runs,
+ * -ENOMEM, -ENOENT closed. */
+int llmfs_session_set_history(llmfs_session *s, const char *system, const char *const *user,
+                              const char *const *assistant, int n_turns, llmfs_error *err);
 /* The last prompt written (malloc'd, NUL-terminated; NULL if none). */
 char *llmfs_session_last_prompt(llmfs_session *s);
 void llmfs_session_error(llmfs_session *s, char *buf, size_t cap);
@@ -299,6 +306,9 @@ llmfs_stream *llmfs_session_transcript(llmfs_session *s); /* never done until cl
 llmfs_stream *llmfs_session_reasoning(llmfs_session *s);
 void llmfs_stream_put(llmfs_stream *st);
 
+/* Whether the stream ended in an error (a remote model's reply failed): a reader at its
+ * end should get EIO rather than end of file. */
+bool llmfs_stream_failed(llmfs_stream *st);
 /* Bytes available now and whether the stream is done. */
 uint64_t llmfs_stream_size(llmfs_stream *st, bool *done);
 /* Copies up to n bytes from offset off without blocking; returns the count
@@ -323,6 +333,20 @@ void llmfs_stream_unwatch(llmfs_stream *st, int token);
  * change; "" when none. For the model's stats and error files. Returns the length like
  * snprintf. */
 int llmfs_model_warnings(llmfs_model *m, char *buf, size_t cap);
+
+/* ---- model discovery ---- */
+
+/* The `available` file: one line per GGUF file (*.gguf, in folders up to 4 deep) under
+ * the model_dirs folders, "FILE ARCH PARAMS TYPE SIZE": FILE relative to its folder (what
+ * `load NAME FILE` accepts), the architecture, the parameter count (260.16K, 7.62B), the
+ * file type (Q4_K_M) and the size in bytes, read from the headers only (a file that is no
+ * valid GGUF says "invalid" for the three); sorted by FILE. "" when model_dirs is empty.
+ * Malloc'd; NULL without memory. */
+char *llmfs_available_text(llmfs *lf);
+/* A model file named relative to a model_dirs folder: the path of the first folder's
+ * file of that name, into out. -ENOENT none has it, -EACCES model_dirs is empty or the
+ * name climbs out ("..") . */
+int llmfs_model_file_resolve(llmfs *lf, const char *file, char *out, size_t cap, llmfs_error *err);
 
 /* ---- diagnostics ---- */
 

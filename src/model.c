@@ -803,7 +803,7 @@ void model_free(model *m)
     free(m);
 }
 
-const char *model_file_type_name(const model *m)
+const char *model_ftype_name(int file_type)
 {
     static const struct {
         int id;
@@ -817,11 +817,19 @@ const char *model_file_type_name(const model *m)
         {28, "IQ2_S"},  {29, "IQ2_M"},  {30, "IQ4_XS"}, {31, "IQ1_M"},  {32, "BF16"},
         {36, "TQ1_0"},  {37, "TQ2_0"},  {38, "MXFP4_MOE"},
     };
-    int ft = m->hp.file_type & ~1024; /* 1024: llama.cpp's "guessed" flag */
-    if (m->hp.file_type >= 0)
+    int ft = file_type & ~1024; /* 1024: llama.cpp's "guessed" flag */
+    if (file_type >= 0)
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
             if (names[i].id == ft)
                 return names[i].name;
+    return NULL;
+}
+
+const char *model_file_type_name(const model *m)
+{
+    const char *known = model_ftype_name(m->hp.file_type);
+    if (known)
+        return known;
     /* no (known) file type: the type holding most weight bytes */
     model_priv *P = m->scratch;
     size_t bytes[T_COUNT] = {0};

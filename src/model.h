@@ -179,5 +179,7 @@ int model_forward_ids(model *m, kv_cache *kv, const fwd_batch *b, int32_t *ids_o
 
 /* "Q4_K_M", "Q8_0", ... from general.file_type, or the dominant tensor type. */
 const char *model_file_type_name(const model *m);
+/* The name of a general.file_type value, NULL when it is not one llmfs knows. */
+const char *model_ftype_name(int file_type);
 
 #endif

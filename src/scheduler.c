@@ -237,6 +237,14 @@ typedef struct reply_sink {
     bool failed;
 } reply_sink;
 
+static void answer_part(void *arg, const char *text, size_t n)
+{
+    reply_sink *k = arg;
+    if (stream_append(k->s->out, text, n) == -ENOMEM || session_reply_append(k->s, text, n) < 0)
+        k->failed = true;
+}
+
+/* The answer passes the stop strings on its way to output. */
 static void reply_part(void *arg, bool reasoning, const char *text, size_t n)
 {
     reply_sink *k = arg;
@@ -245,7 +253,7 @@ static void reply_part(void *arg, bool reasoning, const char *text, size_t n)
             k->failed = true;
         return;
     }
-    if (stream_append(k->s->out, text, n) == -ENOMEM || session_reply_append(k->s, text, n) < 0)
+    if (stop_filter_push(&k->s->stops, text, n, answer_part, k) < 0)
         k->failed = true;
 }
 
@@ -254,7 +262,7 @@ static void reply_part(void *arg, bool reasoning, const char *text, size_t n)
  * by an unfinished marker goes out too. -ENOMEM when any part could not be taken: the
  * turn must then end as an error, since a reply with a hole in it would pass for a whole
  * one. */
-static int reply_text(llmfs_session *s, const char *text, int n, bool flush)
+int sched_reply_text(llmfs_session *s, const char *text, int n, bool flush)
 {
     reply_sink k = {s, false};
     if (n > 0) {
@@ -262,15 +270,17 @@ static int reply_text(llmfs_session *s, const char *text, int n, bool flush)
             k.failed = true;
         reason_split_push(&s->rsplit, text, (size_t)n, reply_part, &k);
     }
-    if (flush)
+    if (flush) {
         reason_split_flush(&s->rsplit, reply_part, &k);
+        stop_filter_flush(&s->stops, answer_part, &k);
+    }
     return k.failed ? -ENOMEM : 0;
 }
 
 /* Writes the end line of a turn to the transcript (before the session becomes idle, so
  * the next turn's lines come after it). */
-static void transcript_end(llmfs_session *s, const char *reason, const char *why, double now,
-                           double t_first, int n_gen, int draft_n, int draft_accepted)
+void sched_transcript_end(llmfs_session *s, const char *reason, const char *why, double now, double t_first,
+                          int n_gen, int draft_n, int draft_accepted)
 {
     if (stream_last_byte(s->transcript) != '\n')
         stream_append(s->transcript, "\n", 1);
@@ -379,10 +389,12 @@ static bool take_token(sched *sc, plan_entry *e, int32_t t, int n_ctx)
     char text[1024];
     int k = detok_push(m->mdl->tok, &s->detok, t, text, sizeof text);
     int gen = s->n_gen + e->n_new;
-    if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, false) < 0) {
+    if (sched_reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, false) < 0) {
         e->reason = "error";
         snprintf(e->why, sizeof e->why, "out of memory for the reply");
-    } else if (s->n_predict >= 0 && gen >= s->n_predict)
+    } else if (s->stops.hit)
+        e->reason = "stop_string";
+    else if (s->n_predict >= 0 && gen >= s->n_predict)
         e->reason = "length";
     else if (s->n_toks > n_ctx) /* no position left to evaluate it at */
         e->reason = "context";
@@ -513,13 +525,13 @@ static int run_step(sched *sc, int total, double *t_fwd)
         if (e->reason) {
             char text[64];
             int k = detok_flush(&s->detok, text, sizeof text);
-            if (reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, true) < 0 &&
+            if (sched_reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, true) < 0 &&
                 strcmp(e->reason, "error") != 0) {
                 e->reason = "error";
                 snprintf(e->why, sizeof e->why, "out of memory for the reply");
             }
             double t_first = e->logits && e->was_prefill ? now : s->t_first;
-            transcript_end(s, e->reason, e->why, now, t_first, s->n_gen + e->n_new,
+            sched_transcript_end(s, e->reason, e->why, now, t_first, s->n_gen + e->n_new,
                            s->draft_n + e->n_draft, s->draft_accepted + e->n_accepted);
         }
     }
@@ -627,8 +639,8 @@ static void stop_all(sched *sc)
         llmfs_session *s = sc->e[i].s;
         char text[64];
         int k = detok_flush(&s->detok, text, sizeof text);
-        reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, true);
-        transcript_end(s, "error", "model unloaded", now, s->t_first, s->n_gen, s->draft_n, s->draft_accepted);
+        sched_reply_text(s, text, k < (int)sizeof text ? k : (int)sizeof text, true);
+        sched_transcript_end(s, "error", "model unloaded", now, s->t_first, s->n_gen, s->draft_n, s->draft_accepted);
     }
     pthread_mutex_lock(&m->mu);
     for (int i = 0; i < sc->n_e; i++) {

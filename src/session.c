@@ -26,7 +26,8 @@
  *
  * Each text block ends with a newline (one is added if the text lacks it). The end line
  * names the stop reason: eos (the model ended its reply), length (n_predict reached),
- * stopped (the stop command, reset or close), context (the context is full), error (with
+ * stopped (the stop command, reset or close), stop_string (the reply reached one of
+ * stop_strings), context (the context is full), error (with
  * the reason in parentheses, e.g. "error (model unloaded)"); "prompt N tokens" counts
  * the tokens evaluated for the prompt and "cached" those reused from the KV cache.
  */
@@ -101,6 +102,7 @@ void llmfs_session_put(llmfs_session *s)
     free(s->reply);
     free(s->last_prompt);
     free(s->system_logged);
+    stop_filter_free(&s->stops);
     sampler_free(s->smp);
     llmfs_stream_put(s->out);
     llmfs_stream_put(s->transcript);
@@ -396,7 +398,7 @@ int llmfs_session_ctl(llmfs_session *s, const char *line, llmfs_error *err)
         llmfs_settings tmp;
         settings_copy(&tmp, &s->settings);
         rc = settings_set_line(&tmp, LLMFS_SCOPE_SESSION, line, &e);
-        if (rc == 0 && tmp.mode == MODE_CHAT && m->state == MS_READY && !m->chat_template)
+        if (rc == 0 && tmp.mode == MODE_CHAT && m->state == MS_READY && !m->chat_template && !m->remote)
             rc = llmfs_errorf(&e, EINVAL, "model %s has no chat template: only mode raw works", m->name);
         if (rc == 0) {
             settings_clear(&s->settings);
@@ -467,11 +469,13 @@ typedef struct prompt_snapshot {
     int turn_no;
     bool log_system;
     char effort[8];
+    char *stop_strings;
 } prompt_snapshot;
 
 static void snapshot_free(prompt_snapshot *ps)
 {
     free(ps->system);
+    free(ps->stop_strings);
     for (int i = 0; i < ps->n_turns; i++) {
         free(ps->turns[i].user);
         free(ps->turns[i].assistant);
@@ -495,7 +499,8 @@ static int snapshot_take(llmfs_session *s, prompt_snapshot *ps)
     ps->turn_no = s->turns + 1;
     ps->log_system = ps->system && ps->system[0] &&
                      (!s->system_logged || strcmp(s->system_logged, ps->system) != 0);
-    if (!ps->system)
+    ps->stop_strings = strdup(st->stop_strings ? st->stop_strings : "");
+    if (!ps->system || !ps->stop_strings)
         return -ENOMEM;
     if (ps->mode == MODE_CHAT && s->n_conv > 0) {
         ps->turns = calloc((size_t)s->n_conv, sizeof *ps->turns);
@@ -638,7 +643,7 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         rc = llmfs_errorf(&e, ENOENT, "session %d is closed", s->id);
     } else if (s->state != SS_IDLE || s->preparing) {
         rc = llmfs_errorf(&e, EBUSY, "session %d is busy with a reply (write stop to its ctl to end it)", s->id);
-    } else if (s->settings.mode == MODE_CHAT && !m->chat_template) {
+    } else if (s->settings.mode == MODE_CHAT && !m->chat_template && !m->remote) {
         rc = llmfs_errorf(&e, EINVAL, "model %s has no chat template: set mode raw", m->name);
     } else {
         s->preparing = true;
@@ -657,9 +662,12 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
 
     char *user = strndup(text, len);
     int32_t *toks = NULL;
-    int n = user ? build_tokens(m, &ps, user, &toks, &e) : llmfs_errorf(&e, ENOMEM, "out of memory");
+    /* a remote model's server tokenizes and samples */
+    int n = !user ? llmfs_errorf(&e, ENOMEM, "out of memory") : m->remote ? 0 : build_tokens(m, &ps, user, &toks, &e);
     sampler *smp = NULL;
-    if (n > ps.n_ctx) {
+    if (m->remote) {
+        rc = n;
+    } else if (n > ps.n_ctx) {
         rc = llmfs_errorf(&e, E2BIG, "%s is %d tokens, the context holds %d%s",
                           ps.mode == MODE_CHAT ? "the conversation" : "the prompt", n, ps.n_ctx,
                           ps.mode == MODE_CHAT ? " (write reset to start over, or raise ctx)" : " (raise ctx)");
@@ -671,6 +679,9 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         if (!smp)
             rc = llmfs_errorf(&e, ENOMEM, "out of memory for the sampler");
     }
+    stop_filter stops = {0};
+    if (rc == 0 && stop_filter_init(&stops, ps.stop_strings) < 0)
+        rc = llmfs_errorf(&e, ENOMEM, "out of memory for the stop strings");
     bool begun = rc == 0;
     if (begun)
         transcript_begin(s, &ps, user, len);
@@ -725,7 +736,11 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         s->n_predict = ps.n_predict;
         s->raw_turn = ps.mode == MODE_RAW;
         memset(&s->detok, 0, sizeof s->detok);
-        reason_split_init(&s->rsplit, ps.mode == MODE_CHAT ? reason_mode_of(m->chat_template) : REASON_NONE);
+        reason_split_init(&s->rsplit, ps.mode == MODE_CHAT && m->chat_template ? reason_mode_of(m->chat_template)
+                                                                               : REASON_NONE);
+        stop_filter_free(&s->stops);
+        s->stops = stops;
+        memset(&stops, 0, sizeof stops);
         s->reply_len = 0;
         s->n_prompt = n;
         s->n_cached = 0;
@@ -766,6 +781,7 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
     free(user);
     free(toks);
     sampler_free(smp);
+    stop_filter_free(&stops);
     snapshot_free(&ps);
     if (closed_meanwhile) {
         /* close came while this prompt was being prepared and left the rest to it */
@@ -787,6 +803,48 @@ fail:
     if (err)
         *err = e;
     return session_fail(s, rc, &e);
+}
+
+int llmfs_session_set_history(llmfs_session *s, const char *system, const char *const *user,
+                              const char *const *assistant, int n_turns, llmfs_error *err)
+{
+    llmfs_model *m = s->m;
+    chat_turn *turns = n_turns > 0 ? calloc((size_t)n_turns, sizeof *turns) : NULL;
+    char *sys = system ? strdup(system) : NULL;
+    bool oom = (n_turns > 0 && !turns) || (system && !sys);
+    for (int i = 0; i < n_turns && !oom; i++) {
+        turns[i].user = strdup(user[i] ? user[i] : "");
+        turns[i].assistant = strdup(assistant[i] ? assistant[i] : "");
+        oom = !turns[i].user || !turns[i].assistant;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&m->mu);
+    if (oom)
+        rc = llmfs_errorf(err, ENOMEM, "out of memory for the conversation");
+    else if (s->closed)
+        rc = llmfs_errorf(err, ENOENT, "session %d is closed", s->id);
+    else if (s->state != SS_IDLE || s->preparing)
+        rc = llmfs_errorf(err, EBUSY, "session %d is busy with a reply", s->id);
+    if (rc == 0) {
+        reset_conversation(s);
+        free(s->conv);
+        s->conv = turns;
+        s->n_conv = s->cap_conv = n_turns;
+        turns = NULL;
+        if (sys) {
+            free(s->settings.system);
+            s->settings.system = sys;
+            sys = NULL;
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+    for (int i = 0; turns && i < n_turns; i++) {
+        free(turns[i].user);
+        free(turns[i].assistant);
+    }
+    free(turns);
+    free(sys);
+    return rc;
 }
 
 char *llmfs_session_last_prompt(llmfs_session *s)

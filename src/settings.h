@@ -67,6 +67,8 @@ enum setting_applies { A_NOW, A_KV, A_SCRATCH, A_LOAD };
     X(seed, I64, S_S, A_NOW, -1, 4294967295.0, "", "-1", "random seed of the sampler; -1 a new one each prompt") \
     X(n_predict, INT, S_S, A_NOW, -1, 100000000, "", "-1",                                           \
       "most tokens one reply may have; -1 until end of generation or a full context")        \
+    X(stop_strings, TEXT, S_S, A_NOW, 0, 0, "", "",                                                  \
+      "strings that end a reply, not emitted: separated by |, with backslash escapes (rest of the line)") \
     X(reasoning_effort, ENUM, S_S, A_NOW, 0, 0, "low|medium|high", "medium",                         \
       "how long a reasoning model (gpt-oss) thinks, passed to its chat template")            \
     X(spec, BOOL, S_S, A_NOW, 0, 0, "", "on",                                                        \
@@ -124,7 +126,13 @@ enum setting_applies { A_NOW, A_KV, A_SCRATCH, A_LOAD };
     X(max_ctl_line, INT, S_D, A_NOW, 64, 16777216, "", "65536", "longest ctl line accepted, in bytes") \
     X(allow_other, BOOL, S_D, A_LOAD, 0, 0, "", "off", "let other users access the mount")            \
     X(file_mode, OCTAL, S_D, A_NOW, 0, 0777, "", "0600", "permission bits of files")                 \
-    X(dir_mode, OCTAL, S_D, A_NOW, 0, 0777, "", "0700", "permission bits of folders")
+    X(dir_mode, OCTAL, S_D, A_NOW, 0, 0777, "", "0700", "permission bits of folders")         \
+    X(remote_hosts, STRING, S_D, A_NOW, 0, 0, "", "",                                               \
+      "hosts (HOST or HOST:PORT, comma-separated) remote models may be loaded from; empty remote loading off") \
+    X(http_listen, STRING, S_D, A_LOAD, 0, 0, "", "",                                                \
+      "ADDR:PORT of the OpenAI-compatible HTTP endpoint; empty off")                          \
+    X(http_api_key_file, STRING, S_D, A_LOAD, 0, 0, "", "",                                          \
+      "file whose first line is the endpoint's bearer token; required for a non-loopback address")
 
 #define SETTINGS_FIELD_(name, type, scope, applies, mn, mx, choices, def, help) SET_T_##type name;
 #define SETTINGS_COUNT_(name, type, scope, applies, mn, mx, choices, def, help) +1

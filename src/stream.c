@@ -23,6 +23,7 @@ struct llmfs_stream {
     char *buf;
     size_t len, cap;
     bool done;
+    bool failed;       /* ends in an error (stream_fail) */
     uint64_t wake_gen; /* bumped by llmfs_stream_wake so waiters return */
 
     pthread_mutex_t watch_mu; /* held while watchers run; guards the list */
@@ -134,6 +135,23 @@ void stream_finish(llmfs_stream *st)
     pthread_mutex_unlock(&st->mu);
     if (!was)
         notify_watchers(st);
+}
+
+void stream_fail(llmfs_stream *st)
+{
+    if (!st)
+        return;
+    pthread_mutex_lock(&st->mu);
+    st->failed = true;
+    pthread_mutex_unlock(&st->mu);
+}
+
+bool llmfs_stream_failed(llmfs_stream *st)
+{
+    pthread_mutex_lock(&st->mu);
+    bool f = st->failed;
+    pthread_mutex_unlock(&st->mu);
+    return f;
 }
 
 bool stream_is_done(llmfs_stream *st)

@@ -21,6 +21,9 @@ int stream_printf(llmfs_stream *st, const char *fmt, ...) __attribute__((format(
 /* Marks the end: readers at the end get EOF. Idempotent. */
 void stream_finish(llmfs_stream *st);
 bool stream_is_done(llmfs_stream *st);
+/* Marks that the stream ends in an error (the reply failed): its reader gets EIO at the
+ * end instead of end of file. Call before stream_finish. */
+void stream_fail(llmfs_stream *st);
 /* The last byte written, or -1 if empty (to know whether a newline is needed). */
 int stream_last_byte(llmfs_stream *st);
 

@@ -9,7 +9,7 @@
 llmfs_mount
 grep -q "load NAME" "$MNT/ctl" || fail "the root ctl of an empty mount does not explain loading: $(cat "$MNT/ctl")"
 expect_file "$MNT/models" ""
-[ "$(ls "$MNT")" = "$(printf 'ctl\ndiag\nerror\nmetrics\nmodels\nstats')" ] || fail "root listing: $(ls "$MNT")"
+[ "$(ls "$MNT")" = "$(printf 'available\nctl\ndiag\nerror\nmetrics\nmodels\nstats')" ] || fail "root listing: $(ls "$MNT")"
 [ "$(stat -c %a "$MNT")" = 700 ] || fail "root folder mode $(stat -c %a "$MNT"), wanted 700"
 [ "$(stat -c %a "$MNT/ctl")" = 600 ] || fail "ctl mode $(stat -c %a "$MNT/ctl"), wanted 600"
 [ "$(stat -c %a "$MNT/stats")" = 400 ] || fail "stats mode $(stat -c %a "$MNT/stats"), wanted 400"
