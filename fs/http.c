@@ -747,6 +747,18 @@ static enum MHD_Result completion(struct MHD_Connection *c, const fs_text *body,
     } else {
         llmfs_stream_put(now);
     }
+    /* the same for the reply's reasoning (each reply has its own) */
+    if (g->reason) {
+        llmfs_stream *r_now = llmfs_session_reasoning(g->s);
+        if (r_now != g->reason) {
+            llmfs_stream_unwatch(g->reason, g->watch_reason);
+            llmfs_stream_put(g->reason);
+            g->reason = r_now;
+            g->watch_reason = llmfs_stream_watch(g->reason, on_stream, g);
+        } else {
+            llmfs_stream_put(r_now);
+        }
+    }
     if (!g->stream) {
         ret = reply_whole(c, g);
         gen_free(g);
