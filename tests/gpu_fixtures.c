@@ -34,25 +34,7 @@
 static fixture *cases;
 static int n_cases;
 
-/* Families whose layers the GPU backend has no kernels for yet: the model keeps those
- * layers on the CPU, so these cases would test nothing of the device. Skipped loudly. */
-static const char *const cpu_only_archs[] = {"qwen35", "qwen35moe", "qwen3next"};
-
-static void load_fixtures(void)
-{
-    n_cases = fixtures_load(&cases);
-    int k = 0;
-    for (int i = 0; i < n_cases; i++) {
-        bool skip = false;
-        for (size_t a = 0; a < sizeof cpu_only_archs / sizeof cpu_only_archs[0]; a++)
-            skip |= !strcmp(cases[i].arch, cpu_only_archs[a]);
-        if (skip)
-            test_say_skip(cases[i].name, "recurrent (Gated DeltaNet) layers on the GPU");
-        else
-            cases[k++] = cases[i];
-    }
-    n_cases = k;
-}
+static void load_fixtures(void) { n_cases = fixtures_load(&cases); }
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -243,7 +225,9 @@ START_TEST(hybrid_placements)
         const model_layer *L = &m->layers[k == 2 ? 0 : nl - 1];
         const tensor *ffn = moe ? L->up_exps : L->w_up;
         ck_assert_msg(ffn && ffn->be == m->cpu, "%s: %s: the feed-forward is not on the CPU", f->name, cfg[k].what);
-        ck_assert_ptr_eq(L->wq->be, k == 2 ? m->cpu : m->gpu);
+        /* a hybrid model's layer 0 is recurrent: its projection is attn_qkv or ssm_in */
+        const tensor *proj = L->wq ? L->wq : L->wqkv ? L->wqkv : L->ssm_in;
+        ck_assert_ptr_eq(proj->be, k == 2 ? m->cpu : m->gpu);
         ck_assert_int_gt(m->stream.layers, 0);
         kv_cache *kv = test_kv_cache(m, 512, 1, f->ctk, f->ctv);
         /* the prompt in one batch with the CPU computing its feed-forward weights, then with
