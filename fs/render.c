@@ -138,6 +138,12 @@ int render_kv(llmfs_model *m, fs_text *out)
     text_printf(out,
                 "type_k %s\ntype_v %s\nn_ctx %d\nn_slots %d\nbytes %" PRIu64 "\nflash_attn %s\n",
                 kv.type_k, kv.type_v, kv.n_ctx, kv.n_slots, kv.bytes, kv.flash_attn ? "on" : "off");
+    /* hybrid models: the recurrent state beside the cells (per sequence, whatever n_ctx) */
+    if (kv.n_recurrent_layers)
+        text_printf(out,
+                    "recurrent_layers %d\nstate_conv_bytes %" PRIu64 "\nstate_ssm_bytes %" PRIu64
+                    "\nstate_bytes %" PRIu64 "\ncheckpoints %d\n",
+                    kv.n_recurrent_layers, kv.conv_bytes, kv.ssm_bytes, kv.state_bytes, kv.checkpoints);
     int ids[1024];
     int n = llmfs_session_ids(m, ids + 1, 1023);
     if (n > 1023)
@@ -149,7 +155,10 @@ int render_kv(llmfs_model *m, fs_text *out)
             continue;
         llmfs_session_stats ss;
         llmfs_session_stats_get(s, &ss);
-        text_printf(out, "session %d used %d size %d\n", ids[i], ss.kv_used, ss.kv_size);
+        text_printf(out, "session %d used %d size %d", ids[i], ss.kv_used, ss.kv_size);
+        if (kv.n_recurrent_layers)
+            text_printf(out, " state_bytes %" PRIu64 " checkpoints %d", kv.state_bytes, ss.checkpoints);
+        text_puts(out, "\n");
         llmfs_session_put(s);
     }
     return text_finish(out);
