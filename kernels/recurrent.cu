@@ -183,32 +183,35 @@ void cuda_op_delta_gates(backend *be, float *g, float *beta, const float *dt_bia
 
 /* ---------------------------------------------------------------- gated delta rule */
 
-/* One block per value head j, one thread per row jv of S_j (blockDim.x = d). Each row
+/* One block per value head j, P threads per row jv of S_j (blockDim.x = P d). Each row
  * evolves on its own:
  *   s = exp(g) s;  u = s.k;  s += beta (v[jv] - u) k;  o[jv] = (s.q) / sqrt(d)
  * so the block walks the batch in order and only shares each token's k and q (of the
  * head's K head kh), staged in shared memory: two buffers, so one barrier per token
  * keeps a token's loads from overwriting what slow threads still read of the previous
  * one. D > 0: the row lives in registers between tokens of one sequence (stored back
- * when the sequence changes and at the end); D == 0: any d, the row stays in device
- * memory. The CPU's delta_row adds in the same order. */
-template <int D>
+ * when the sequence changes and at the end), each of its P threads holding D/P entries
+ * and the two dot products summed over the pair by a shuffle (P = 2 for d = 128: a
+ * whole row of 128 would not fit in one thread's registers); D == 0: any d, P = 1, the
+ * row stays in device memory. With P = 1 the CPU's delta_row adds in the same order. */
+template <int D, int P>
 __global__ void k_gated_delta(float *out, const float *qkv, int64_t stride, const float *g, const float *beta,
                               float *ssm, int64_t seq_floats, const int32_t *pos, const int32_t *seq, int n, int n_k,
                               int n_v, int d, bool tiled, float scale)
 {
-    constexpr int DR = D > 0 ? D : 1; /* the register row's length */
-    DYN_SHARED(float, kq); /* [2][2][d]: per buffer k then q */
-    const int j = blockIdx.x, jv = threadIdx.x;
+    static_assert(P == 1 || (P == 2 && D > 0 && D % 2 == 0), "a row is split over two threads at most");
+    constexpr int R = D > 0 ? D / P : 1; /* entries of the row this thread holds */
+    DYN_SHARED(float, kq);                /* [2][2][d]: per buffer k then q */
+    const int j = blockIdx.x, jv = threadIdx.x / P, part = threadIdx.x % P;
     const int kh = tiled ? j % n_k : j / (n_v / n_k);
-    const int64_t row_off = ((int64_t)j * d + jv) * d;
-    float reg[D > 0 ? D : 1];
+    const int64_t row_off = ((int64_t)j * d + jv) * d + part * R;
+    float reg[R];
     float *s = NULL; /* D == 0: the row in device memory */
     int cur = -1;
     for (int t = 0; t < n; t++) {
         float *sh = kq + (t & 1) * 2 * d;
         const float *row = qkv + (int64_t)t * stride;
-        for (int i = jv; i < d; i += blockDim.x) {
+        for (int i = threadIdx.x; i < d; i += blockDim.x) {
             sh[i] = row[(int64_t)(n_k + kh) * d + i];
             sh[d + i] = row[(int64_t)kh * d + i];
         }
@@ -220,11 +223,11 @@ __global__ void k_gated_delta(float *out, const float *qkv, int64_t stride, cons
                 if (cur >= 0) {
                     float *dst = ssm + cur * seq_floats + row_off;
 #pragma unroll
-                    for (int x = 0; x < DR; x++)
+                    for (int x = 0; x < R; x++)
                         dst[x] = reg[x];
                 }
 #pragma unroll
-                for (int x = 0; x < DR; x++)
+                for (int x = 0; x < R; x++)
                     reg[x] = src[x];
             } else {
                 s = src;
@@ -234,7 +237,7 @@ __global__ void k_gated_delta(float *out, const float *qkv, int64_t stride, cons
         if (pos[t] == 0) {
             if (D > 0) {
 #pragma unroll
-                for (int x = 0; x < DR; x++)
+                for (int x = 0; x < R; x++)
                     reg[x] = 0.0f;
             } else {
                 for (int x = 0; x < d; x++)
@@ -243,20 +246,24 @@ __global__ void k_gated_delta(float *out, const float *qkv, int64_t stride, cons
         }
         const float eg = expf(g[(int64_t)t * n_v + j]), bt = beta[(int64_t)t * n_v + j];
         const float vv = row[(int64_t)2 * n_k * d + (int64_t)j * d + jv];
-        const float *k = sh, *q = sh + d;
+        const float *k = sh + part * R, *q = sh + d + part * R;
         float u = 0.0f, acc = 0.0f;
         if (D > 0) {
 #pragma unroll
-            for (int x = 0; x < DR; x++) {
+            for (int x = 0; x < R; x++) {
                 reg[x] *= eg;
                 u += reg[x] * k[x];
             }
+            if (P == 2) /* the pair are neighbouring lanes of one warp, every lane active */
+                u += __shfl_xor_sync(0xffffffffu, u, 1);
             const float delta = bt * (vv - u);
 #pragma unroll
-            for (int x = 0; x < DR; x++) {
+            for (int x = 0; x < R; x++) {
                 reg[x] += k[x] * delta;
                 acc += reg[x] * q[x];
             }
+            if (P == 2)
+                acc += __shfl_xor_sync(0xffffffffu, acc, 1);
         } else {
             for (int x = 0; x < d; x++) {
                 s[x] *= eg;
@@ -268,12 +275,13 @@ __global__ void k_gated_delta(float *out, const float *qkv, int64_t stride, cons
                 acc += s[x] * q[x];
             }
         }
-        out[(int64_t)t * n_v * d + (int64_t)j * d + jv] = acc * scale;
+        if (part == 0)
+            out[(int64_t)t * n_v * d + (int64_t)j * d + jv] = acc * scale;
     }
     if (D > 0 && cur >= 0) {
         float *dst = ssm + cur * seq_floats + row_off;
 #pragma unroll
-        for (int x = 0; x < DR; x++)
+        for (int x = 0; x < R; x++)
             dst[x] = reg[x];
     }
 }
@@ -302,13 +310,13 @@ void cuda_op_gated_delta(backend *be, float *out, const float *qkv, int64_t stri
 #define GD_ARGS out, qkv, stride, g, beta, ssm, sf, cb->d_pos, cb->d_seq, n, p->n_k, p->n_v, p->d, p->tiled, scale
     switch (p->d) {
     case 64:
-        LAUNCH(p->n_v, 64, smem, cb->stream, k_gated_delta<64>)(GD_ARGS);
+        LAUNCH(p->n_v, 64, smem, cb->stream, k_gated_delta<64, 1>)(GD_ARGS);
         break;
     case 128:
-        LAUNCH(p->n_v, 128, smem, cb->stream, k_gated_delta<128>)(GD_ARGS);
+        LAUNCH(p->n_v, 256, smem, cb->stream, k_gated_delta<128, 2>)(GD_ARGS);
         break;
     default:
-        LAUNCH(p->n_v, p->d, smem, cb->stream, k_gated_delta<0>)(GD_ARGS);
+        LAUNCH(p->n_v, p->d, smem, cb->stream, k_gated_delta<0, 1>)(GD_ARGS);
         break;
     }
 #undef GD_ARGS
