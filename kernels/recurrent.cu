@@ -51,45 +51,65 @@ __device__ __forceinline__ float rec_block_sum(float v, float *red)
 /* ---------------------------------------------------------------- causal conv */
 
 /* One thread per channel c, walking the batch in order with its sequence's last K-1
- * inputs in registers (hist[0] oldest); switching sequence stores them back and loads
- * the other's. out[t][c] = silu(w[c][K-1] x_t[c] + sum_{i<K-1} w[c][i] hist[i]), then
- * the window moves on by x_t[c]: the CPU's order of additions. */
+ * inputs at hand (hist[0] oldest); switching sequence stores them back and loads the
+ * other's. out[t][c] = silu(w[c][K-1] x_t[c] + sum_{i<K-1} w[c][i] hist[i]), then the
+ * window moves on by x_t[c]: the CPU's order of additions. KT > 0: K = KT known here, so
+ * the loops unroll and taps and window stay in registers (the models' 4 taps); KT == 0:
+ * any K up to CONV_MAX_TAPS, the arrays indexed at run time. */
+template <int KT>
 __global__ void k_ssm_conv(float *out, const float *x, int64_t xs, const float *w, float *state,
-                           int64_t seq_floats, const int32_t *pos, const int32_t *seq, int n, int C, int K)
+                           int64_t seq_floats, const int32_t *pos, const int32_t *seq, int n, int C, int K_)
 {
+    const int K = KT > 0 ? KT : K_;
+    constexpr int KA = KT > 0 ? KT : CONV_MAX_TAPS;
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C)
         return;
-    float wc[CONV_MAX_TAPS], hist[CONV_MAX_TAPS];
-    for (int i = 0; i < K; i++)
-        wc[i] = w[(int64_t)c * K + i];
+    float wc[KA], hist[KA];
+#pragma unroll
+    for (int i = 0; i < KA; i++)
+        wc[i] = i < K ? w[(int64_t)c * K + i] : 0.0f;
     int cur = -1;
     for (int t = 0; t < n; t++) {
         const int s = seq[t];
         if (s != cur) {
-            if (cur >= 0)
-                for (int r = 0; r < K - 1; r++)
-                    state[cur * seq_floats + (int64_t)r * C + c] = hist[r];
-            for (int r = 0; r < K - 1; r++)
-                hist[r] = state[s * seq_floats + (int64_t)r * C + c];
+            if (cur >= 0) {
+#pragma unroll
+                for (int r = 0; r < KA - 1; r++)
+                    if (r < K - 1)
+                        state[cur * seq_floats + (int64_t)r * C + c] = hist[r];
+            }
+#pragma unroll
+            for (int r = 0; r < KA - 1; r++)
+                if (r < K - 1)
+                    hist[r] = state[s * seq_floats + (int64_t)r * C + c];
             cur = s;
         }
-        if (pos[t] == 0)
-            for (int r = 0; r < K - 1; r++)
+        if (pos[t] == 0) {
+#pragma unroll
+            for (int r = 0; r < KA - 1; r++)
                 hist[r] = 0.0f;
+        }
         const float xv = x[(int64_t)t * xs + c];
         float acc = wc[K - 1] * xv;
-        for (int r = 0; r < K - 1; r++)
-            acc += wc[r] * hist[r];
-        for (int r = 0; r + 1 < K - 1; r++)
-            hist[r] = hist[r + 1];
+#pragma unroll
+        for (int r = 0; r < KA - 1; r++)
+            if (r < K - 1)
+                acc += wc[r] * hist[r];
+#pragma unroll
+        for (int r = 0; r + 1 < KA - 1; r++)
+            if (r + 1 < K - 1)
+                hist[r] = hist[r + 1];
         if (K > 1)
             hist[K - 2] = xv;
         out[(int64_t)t * C + c] = silu_d(acc);
     }
-    if (cur >= 0)
-        for (int r = 0; r < K - 1; r++)
-            state[cur * seq_floats + (int64_t)r * C + c] = hist[r];
+    if (cur >= 0) {
+#pragma unroll
+        for (int r = 0; r < KA - 1; r++)
+            if (r < K - 1)
+                state[cur * seq_floats + (int64_t)r * C + c] = hist[r];
+    }
 }
 
 /* A batch op needs the batch it runs on: n of its tokens, positions and sequences. */
@@ -114,9 +134,12 @@ void cuda_op_ssm_conv(backend *be, float *out, const float *x, int64_t x_stride,
                   channels);
         return;
     }
-    LAUNCH(grid_of(channels, 128), 128, 0, cb->stream, k_ssm_conv)(out, x, x_stride, w, kv->state[il].conv,
-                                                                   (int64_t)kv->conv_floats, cb->d_pos, cb->d_seq,
-                                                                   n, channels, d_conv);
+#define CONV_ARGS out, x, x_stride, w, kv->state[il].conv, (int64_t)kv->conv_floats, cb->d_pos, cb->d_seq, n, channels, d_conv
+    if (d_conv == 4)
+        LAUNCH(grid_of(channels, 128), 128, 0, cb->stream, k_ssm_conv<4>)(CONV_ARGS);
+    else
+        LAUNCH(grid_of(channels, 128), 128, 0, cb->stream, k_ssm_conv<0>)(CONV_ARGS);
+#undef CONV_ARGS
     CUDA_LAUNCHED(cb, "ssm_conv");
 }
 

@@ -2,7 +2,8 @@
  * llama.cpp's reference logits (the README's tolerances):
  *  - full offload (ngl 99): the prompt in one batch with both attention paths, prompt +
  *    greedy continuation in one pass, and one token per call (the decode path, recorded
- *    steps included), each checked for logits and greedy tokens;
+ *    steps included), each checked for logits and greedy tokens; a hybrid model's
+ *    recurrent state on the device resumed from a checkpoint;
  *  - partial offload (half the layers, then every layer but not the output): the hidden
  *    state crosses between the backends;
  *  - two sequences interleaved in one batch, then decoded together;
@@ -152,6 +153,30 @@ START_TEST(full_offload)
         /* the same step twice may round differently only where two logits nearly tie */
         ck_assert_msg(id == best || row[best] - row[id] < 1e-3f, "%s: position %d: GPU chose %d, logits say %d", f->name,
                       i, id, best);
+    }
+    if (m->hp.n_recurrent) {
+        /* the recurrent state on the device, through a checkpoint: the prompt's first half,
+         * a checkpoint, the rest; cut back into the second half, the state comes from the
+         * checkpoint (device -> host -> device) and the rest again gives the same logits
+         * (without the restore the state would have seen the rest twice) */
+        const int h = f->n_tok / 2, r = f->n_tok - h;
+        ck_assert_ptr_eq(kv->state[0].be, m->gpu);
+        float *first = fixture_logits_buf(f, f->n_tok), *again = fixture_logits_buf(f, r);
+        kv_seq_keep(kv, 0, 0);
+        fixture_eval(m, kv, f->tok, h, 0, 0, h, f->flash, first);
+        ck_assert_int_eq(kv_checkpoint_save(kv, 0), 0);
+        fixture_eval(m, kv, f->tok + h, r, 0, h, r, f->flash, first + (size_t)h * f->n_vocab);
+        fixture_check_prompt(f, first, f->tol, "full offload, prompt in two halves");
+        ck_assert_int_eq(kv_seq_keep(kv, 0, f->n_tok - 1), h);
+        fixture_eval(m, kv, f->tok + h, r, 0, h, r, f->flash, again);
+        for (int i = 0; i < r; i++) { /* the same kernels on the same state: equal up to reordered sums */
+            const double d = logits_rel_rms(again + (size_t)i * f->n_vocab, first + (size_t)(h + i) * f->n_vocab,
+                                            f->n_vocab);
+            ck_assert_msg(d < 1e-4, "%s: position %d after restoring a checkpoint on the GPU: off by %.3g", f->name,
+                          h + i, d);
+        }
+        free(first);
+        free(again);
     }
     printf("%-34s GPU: prompt %.2e / %.2e (other path), greedy pass %.2e, decode %.2e (tol %.0e); %d greedy steps\n",
            f->name, e[0], e[1], e[2], e[3], f->tol, c);
