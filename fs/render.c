@@ -165,6 +165,12 @@ int render_kv(llmfs_model *m, fs_text *out)
     for (int k = 0; k < kv.n_kinds; k++)
         text_printf(out, "layers %s %d cells %d bytes_each %" PRIu64 "\n", kv.kinds[k].kind, kv.kinds[k].n_layers,
                     kv.kinds[k].cells, kv.kinds[k].layer_bytes);
+    /* hybrid models: the recurrent state beside the cells (per sequence, whatever n_ctx) */
+    if (kv.n_recurrent_layers)
+        text_printf(out,
+                    "recurrent_layers %d\nstate_conv_bytes %" PRIu64 "\nstate_ssm_bytes %" PRIu64
+                    "\nstate_bytes %" PRIu64 "\ncheckpoints %d\n",
+                    kv.n_recurrent_layers, kv.conv_bytes, kv.ssm_bytes, kv.state_bytes, kv.checkpoints);
     int ids[1024];
     int n = llmfs_session_ids(m, ids + 1, 1023);
     if (n > 1023)
@@ -176,7 +182,10 @@ int render_kv(llmfs_model *m, fs_text *out)
             continue;
         llmfs_session_stats ss;
         llmfs_session_stats_get(s, &ss);
-        text_printf(out, "session %d used %d size %d\n", ids[i], ss.kv_used, ss.kv_size);
+        text_printf(out, "session %d used %d size %d", ids[i], ss.kv_used, ss.kv_size);
+        if (kv.n_recurrent_layers)
+            text_printf(out, " state_bytes %" PRIu64 " checkpoints %d", kv.state_bytes, ss.checkpoints);
+        text_puts(out, "\n");
         llmfs_session_put(s);
     }
     return text_finish(out);

@@ -648,6 +648,14 @@ static void cuda_ops_init(void)
     o.moe_ffn = cuda_op_moe_ffn;
     o.matmul_multi = cuda_op_matmul_multi;
     o.hadamard = cuda_op_hadamard;
+    /* copy_rows is copy2d under the name the recurrent layers use */
+    o.copy_rows = cuda_op_copy2d;
+    o.ssm_conv = cuda_op_ssm_conv;
+    o.l2norm = cuda_op_l2norm;
+    o.delta_gates = cuda_op_delta_gates;
+    o.gated_delta = cuda_op_gated_delta;
+    o.gated_rmsnorm = cuda_op_gated_rmsnorm;
+    o.sigmoid_mul = cuda_op_sigmoid_mul;
     o.destroy = op_destroy;
     o.load_weight = cuda_op_load_weight;
     o.stage_copy = cuda_op_stage_copy;

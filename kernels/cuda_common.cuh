@@ -192,6 +192,16 @@ void cuda_op_topk_softmax(backend *be, int32_t *ids, float *weights, const float
 void cuda_op_moe_ffn(backend *be, float *out, const float *x, const tensor *gate, const tensor *up,
                      const tensor *down, const int32_t *ids, const float *weights, int n, int k, int act,
                      const moe_extra *ex);
+/* recurrent (Gated DeltaNet) layers: recurrent.cu */
+void cuda_op_ssm_conv(backend *be, float *out, const float *x, int64_t x_stride, const float *w, kv_cache *kv,
+                      int il, int n, int channels, int d_conv);
+void cuda_op_l2norm(backend *be, float *x, int rows, int groups, int d, int64_t row_stride, float eps);
+void cuda_op_delta_gates(backend *be, float *g, float *beta, const float *dt_bias, const float *a, int n, int n_v);
+void cuda_op_gated_delta(backend *be, float *out, const float *qkv, int64_t stride, const float *g,
+                         const float *beta, kv_cache *kv, int il, int n, const delta_params *p);
+void cuda_op_gated_rmsnorm(backend *be, float *out, const float *x, const float *w, const float *z, int rows, int d,
+                           float eps);
+void cuda_op_sigmoid_mul(backend *be, float *x, const float *g, int rows, int d, bool per_row);
 void cuda_op_argmax(backend *be, int32_t *out, const float *x, int rows, int d);
 void cuda_op_topk(backend *be, int32_t *ids, float *vals, const float *x, int rows, int d, int k);
 int cuda_op_load_weight(backend *be, tensor *t, const void *src, struct llmfs_error *err);

@@ -1303,6 +1303,8 @@ void llmfs_model_kv_info(llmfs_model *m, llmfs_kv_info *out)
     out->flash_attn = m->settings.flash_attn;
     out->state_bytes = m->kv ? kv_state_bytes(m->kv) : 0;
     out->n_recurrent_layers = m->kv ? m->kv->n_recurrent : 0;
+    out->conv_bytes = m->kv && m->kv->n_recurrent ? sizeof(float) * m->kv->conv_floats : 0;
+    out->ssm_bytes = m->kv && m->kv->n_recurrent ? sizeof(float) * m->kv->ssm_floats : 0;
     out->checkpoints = m->kv ? kv_checkpoint_count(m->kv, -1) : 0;
     out->swa_full = m->settings.swa_full;
     for (int il = 0; m->kv && il < m->kv->n_layer; il++) {

@@ -210,6 +210,7 @@ typedef struct llmfs_kv_info {
     /* hybrid models (0 otherwise): recurrent state per sequence, independent of n_ctx,
      * and the checkpoints of it that prompt reuse resumes from */
     uint64_t state_bytes;       /* per sequence */
+    uint64_t conv_bytes, ssm_bytes; /* per recurrent layer and sequence: its parts */
     int n_recurrent_layers;
     int checkpoints;            /* held, all sequences */
     uint64_t draft_bytes;       /* the draft model's cache (speculative decoding), 0 none */
@@ -281,6 +282,7 @@ typedef struct llmfs_session_stats {
     /* speculative decoding in the last (or current) generation: tokens drafted, drafts
      * accepted, verification steps (0 without speculation) */
     int draft_n, draft_accepted, spec_steps;
+    int checkpoints;       /* recurrent-state checkpoints of its sequence (hybrid models) */
 } llmfs_session_stats;
 void llmfs_session_stats_get(llmfs_session *s, llmfs_session_stats *out);
 /* Seconds since the session last finished a reply or got a prompt; 0 while busy. */

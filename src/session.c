@@ -882,6 +882,7 @@ void llmfs_session_stats_get(llmfs_session *s, llmfs_session_stats *out)
     out->kv_used = s->slot >= 0 && s->slot < m->n_slots ? m->slots[s->slot].n : 0;
     out->kv_size = m->kv ? m->kv->n_ctx : 0;
     out->turns = s->turns;
+    out->checkpoints = m->kv && s->slot >= 0 && s->slot < m->n_slots ? kv_checkpoint_count(m->kv, s->slot) : 0;
     pthread_mutex_unlock(&m->mu);
 }
 

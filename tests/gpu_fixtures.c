@@ -2,7 +2,8 @@
  * llama.cpp's reference logits (the README's tolerances):
  *  - full offload (ngl 99): the prompt in one batch with both attention paths, prompt +
  *    greedy continuation in one pass, and one token per call (the decode path, recorded
- *    steps included), each checked for logits and greedy tokens;
+ *    steps included), each checked for logits and greedy tokens; a hybrid model's
+ *    recurrent state on the device resumed from a checkpoint;
  *  - partial offload (half the layers, then every layer but not the output): the hidden
  *    state crosses between the backends;
  *  - two sequences interleaved in one batch, then decoded together;
@@ -34,25 +35,7 @@
 static fixture *cases;
 static int n_cases;
 
-/* Families whose layers the GPU backend has no kernels for yet: the model keeps those
- * layers on the CPU, so these cases would test nothing of the device. Skipped loudly. */
-static const char *const cpu_only_archs[] = {"qwen35", "qwen35moe", "qwen3next"};
-
-static void load_fixtures(void)
-{
-    n_cases = fixtures_load(&cases);
-    int k = 0;
-    for (int i = 0; i < n_cases; i++) {
-        bool skip = false;
-        for (size_t a = 0; a < sizeof cpu_only_archs / sizeof cpu_only_archs[0]; a++)
-            skip |= !strcmp(cases[i].arch, cpu_only_archs[a]);
-        if (skip)
-            test_say_skip(cases[i].name, "recurrent (Gated DeltaNet) layers on the GPU");
-        else
-            cases[k++] = cases[i];
-    }
-    n_cases = k;
-}
+static void load_fixtures(void) { n_cases = fixtures_load(&cases); }
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -171,6 +154,30 @@ START_TEST(full_offload)
         ck_assert_msg(id == best || row[best] - row[id] < 1e-3f, "%s: position %d: GPU chose %d, logits say %d", f->name,
                       i, id, best);
     }
+    if (m->hp.n_recurrent) {
+        /* the recurrent state on the device, through a checkpoint: the prompt's first half,
+         * a checkpoint, the rest; cut back into the second half, the state comes from the
+         * checkpoint (device -> host -> device) and the rest again gives the same logits
+         * (without the restore the state would have seen the rest twice) */
+        const int h = f->n_tok / 2, r = f->n_tok - h;
+        ck_assert_ptr_eq(kv->state[0].be, m->gpu);
+        float *first = fixture_logits_buf(f, f->n_tok), *again = fixture_logits_buf(f, r);
+        kv_seq_keep(kv, 0, 0);
+        fixture_eval(m, kv, f->tok, h, 0, 0, h, f->flash, first);
+        ck_assert_int_eq(kv_checkpoint_save(kv, 0), 0);
+        fixture_eval(m, kv, f->tok + h, r, 0, h, r, f->flash, first + (size_t)h * f->n_vocab);
+        fixture_check_prompt(f, first, f->tol, "full offload, prompt in two halves");
+        ck_assert_int_eq(kv_seq_keep(kv, 0, f->n_tok - 1), h);
+        fixture_eval(m, kv, f->tok + h, r, 0, h, r, f->flash, again);
+        for (int i = 0; i < r; i++) { /* the same kernels on the same state: equal up to reordered sums */
+            const double d = logits_rel_rms(again + (size_t)i * f->n_vocab, first + (size_t)(h + i) * f->n_vocab,
+                                            f->n_vocab);
+            ck_assert_msg(d < 1e-4, "%s: position %d after restoring a checkpoint on the GPU: off by %.3g", f->name,
+                          h + i, d);
+        }
+        free(first);
+        free(again);
+    }
     printf("%-34s GPU: prompt %.2e / %.2e (other path), greedy pass %.2e, decode %.2e (tol %.0e); %d greedy steps\n",
            f->name, e[0], e[1], e[2], e[3], f->tol, c);
     free(one);
@@ -243,7 +250,9 @@ START_TEST(hybrid_placements)
         const model_layer *L = &m->layers[k == 2 ? 0 : nl - 1];
         const tensor *ffn = moe ? L->up_exps : L->w_up;
         ck_assert_msg(ffn && ffn->be == m->cpu, "%s: %s: the feed-forward is not on the CPU", f->name, cfg[k].what);
-        ck_assert_ptr_eq(L->wq->be, k == 2 ? m->cpu : m->gpu);
+        /* a hybrid model's layer 0 is recurrent: its projection is attn_qkv or ssm_in */
+        const tensor *proj = L->wq ? L->wq : L->wqkv ? L->wqkv : L->ssm_in;
+        ck_assert_ptr_eq(proj->be, k == 2 ? m->cpu : m->gpu);
         ck_assert_int_gt(m->stream.layers, 0);
         kv_cache *kv = test_kv_cache(m, 512, 1, f->ctk, f->ctv);
         /* the prompt in one batch with the CPU computing its feed-forward weights, then with

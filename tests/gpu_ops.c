@@ -2,7 +2,8 @@
  * every weight type through both matmul paths (matrix-vector and dequantize + cuBLAS),
  * odd shapes, 1..512 tokens; get_rows; norms, adds, rope, Hadamard; the KV cache in
  * every type with both attention kernels, several sequences, GQA ratios, stale and
- * poisoned cells; MoE routing and experts; argmax/top-k; recorded decode steps; error
+ * poisoned cells; MoE routing and experts; the recurrent (Gated DeltaNet) ops with their
+ * state and checkpoints on the device; argmax/top-k; recorded decode steps; error
  * reporting. Exits 77 (skip) when no GPU is usable.
  */
 #include "testutil.h"
@@ -1222,6 +1223,317 @@ START_TEST(errors_are_reported)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- recurrent layers */
+
+/* The ops of a Gated DeltaNet layer without state: column regrouping, the per-head L2
+ * norm over strided rows, the gates, the gated RMS norm and both sigmoid gates. */
+START_TEST(recurrent_elementwise)
+{
+    const int shapes[][3] = {{1, 4, 64}, {7, 6, 128}, {33, 3, 48}, {2, 8, 16}}; /* rows, groups, d */
+    for (int s = 0; s < 4; s++) {
+        const int rows = shapes[s][0], G = shapes[s][1], d = shapes[s][2];
+        const int64_t stride = (int64_t)G * d + 5, n = (int64_t)rows * stride;
+        begin_plain(rows);
+        float *x = randn(n, 2), *ref = malloc(sizeof(float) * n), *got;
+        float *dx = dev_from(x, sizeof(float) * n), *dy = dev_alloc(sizeof(float) * n);
+
+        /* copy_rows: the middle groups of each row into a packed block */
+        const int w = (G - 1) * d;
+        cpu->ops->copy_rows(cpu, ref, w, x + d / 2, stride, rows, w);
+        gpu->ops->copy_rows(gpu, dy, w, dx + d / 2, stride, rows, w);
+        got = host_from(dy, sizeof(float) * (size_t)rows * w);
+        ck_assert(memcmp(got, ref, sizeof(float) * (size_t)rows * w) == 0);
+        free(got);
+
+        /* l2norm of the first G-1 groups of each row, in place; the rest untouched.
+         * One slice is near zero so that eps decides its scale. */
+        memcpy(ref, x, sizeof(float) * n);
+        for (int i = 0; i < d; i++)
+            ref[i] = x[i] = 1e-9f * (float)(i % 3);
+        gpu->ops->upload(gpu, dx, x, sizeof(float) * n);
+        cpu->ops->l2norm(cpu, ref, rows, G - 1, d, stride, 1e-6f);
+        gpu->ops->l2norm(gpu, dx, rows, G - 1, d, stride, 1e-6f);
+        got = host_from(dx, sizeof(float) * n);
+        ck_assert_msg(rel_rms(got, ref, n) < 1e-6, "l2norm %dx%dx%d: %g", rows, G, d, rel_rms(got, ref, n));
+        free(got);
+
+        /* the gates over [rows][G] (G value heads), arguments past softplus's switch */
+        const int64_t ng = (int64_t)rows * G;
+        float *g = randn(ng, 8), *bt = randn(ng, 4), *dt = randn(G, 1), *A = randn(G, 1);
+        for (int j = 0; j < G; j++)
+            A[j] = -expf(A[j]);
+        g[0] = 30;
+        float *rg = malloc(sizeof(float) * ng), *rb = malloc(sizeof(float) * ng);
+        memcpy(rg, g, sizeof(float) * ng);
+        memcpy(rb, bt, sizeof(float) * ng);
+        float *dg = dev_from(g, sizeof(float) * ng), *dbt = dev_from(bt, sizeof(float) * ng),
+              *ddt = dev_from(dt, sizeof(float) * G), *dA = dev_from(A, sizeof(float) * G);
+        cpu->ops->delta_gates(cpu, rg, rb, dt, A, rows, G);
+        gpu->ops->delta_gates(gpu, dg, dbt, ddt, dA, rows, G);
+        got = host_from(dg, sizeof(float) * ng);
+        ck_assert_msg(rel_rms(got, rg, ng) < 1e-6, "delta_gates decay: %g", rel_rms(got, rg, ng));
+        free(got);
+        got = host_from(dbt, sizeof(float) * ng);
+        ck_assert_msg(rel_rms(got, rb, ng) < 1e-6, "delta_gates beta: %g", rel_rms(got, rb, ng));
+        free(got);
+
+        /* gated RMS norm over rows*G rows of d, and in place (as the model runs it) */
+        const int64_t m = (int64_t)rows * G * d;
+        float *z = randn(m, 2), *nw = randn(d, 1);
+        float *dz = dev_from(z, sizeof(float) * m), *dnw = dev_from(nw, sizeof(float) * d);
+        gpu->ops->upload(gpu, dx, x, sizeof(float) * m);
+        cpu->ops->gated_rmsnorm(cpu, ref, x, nw, z, rows * G, d, 1e-6f);
+        gpu->ops->gated_rmsnorm(gpu, dx, dx, dnw, dz, rows * G, d, 1e-6f);
+        got = host_from(dx, sizeof(float) * m);
+        ck_assert_msg(rel_rms(got, ref, m) < 1e-5, "gated_rmsnorm %dx%d: %g", rows * G, d, rel_rms(got, ref, m));
+        free(got);
+
+        /* sigmoid gates: per element, and one logit per row */
+        for (int per_row = 0; per_row < 2; per_row++) {
+            memcpy(ref, x, sizeof(float) * m);
+            gpu->ops->upload(gpu, dx, x, sizeof(float) * m);
+            cpu->ops->sigmoid_mul(cpu, ref, z, rows, G * d, per_row);
+            gpu->ops->sigmoid_mul(gpu, dx, dz, rows, G * d, per_row);
+            got = host_from(dx, sizeof(float) * m);
+            ck_assert_msg(rel_rms(got, ref, m) < 1e-6, "sigmoid_mul (per row %d): %g", per_row, rel_rms(got, ref, m));
+            free(got);
+        }
+        gpu_ok("recurrent element-wise");
+        float *ds[] = {dx, dy, dg, dbt, ddt, dA, dz, dnw};
+        for (int i = 0; i < 8; i++)
+            dev_free(ds[i]);
+        float *hs[] = {x, ref, g, bt, dt, A, rg, rb, z, nw};
+        for (int i = 0; i < 10; i++)
+            free(hs[i]);
+    }
+}
+END_TEST
+
+/* A cache of one recurrent layer (layer 0) with its state on be, n_seq sequences:
+ * conv state of (K-1) x C floats and n_v heads of d x d. */
+static kv_cache *rec_cache(backend *be, int n_seq, int K, int C, int n_v, int d)
+{
+    kv_cache *kv = calloc(1, sizeof *kv);
+    kv->n_layer = 1;
+    kv->n_seq = n_seq;
+    kv->n_ctx = 4096;
+    kv->layer = calloc(1, sizeof *kv->layer);
+    kv->seq_len = calloc((size_t)n_seq, sizeof(int));
+    kv->state = calloc(1, sizeof *kv->state);
+    kv->n_recurrent = 1;
+    kv->conv_floats = (size_t)(K - 1) * C;
+    kv->ssm_floats = (size_t)n_v * d * d;
+    kv->state[0].be = be;
+    kv->state[0].conv = be->ops->alloc(be, sizeof(float) * kv->conv_floats * n_seq);
+    kv->state[0].ssm = be->ops->alloc(be, sizeof(float) * kv->ssm_floats * n_seq);
+    ck_assert(kv->state[0].conv && kv->state[0].ssm);
+    kv->max_ckpt = 4;
+    kv->ckpt = calloc(4, sizeof *kv->ckpt);
+    return kv;
+}
+
+typedef struct rec_cfg {
+    int n_k, n_v, d, K;
+    bool tiled;
+} rec_cfg;
+
+/* The layer's ops from the projections to the delta rule's output, on be with inputs
+ * in be's memory: gates, conv, L2 norm, gated delta. out [n][n_v*d]. */
+static void rec_ops(backend *be, kv_cache *kv, const rec_cfg *c, int n, float *qkv, float *g, float *beta,
+                    const float *dt, const float *A, const float *w, float *conv, float *out)
+{
+    const int C = 2 * c->n_k * c->d + c->n_v * c->d;
+    const struct backend_ops *o = be->ops;
+    o->delta_gates(be, g, beta, dt, A, n, c->n_v);
+    o->ssm_conv(be, conv, qkv, C + 3, w, kv, 0, n, C, c->K); /* rows with 3 floats of padding */
+    o->l2norm(be, conv, n, 2 * c->n_k, c->d, C, 1e-6f);
+    const delta_params p = {.n_k = c->n_k, .n_v = c->n_v, .d = c->d, .tiled = c->tiled, .chunk = 0};
+    o->gated_delta(be, out, conv, C, g, beta, kv, 0, n, &p);
+}
+
+static const rec_cfg rec_cfgs[] = {
+    {2, 4, 64, 4, true},   /* the fixtures' qwen35 shape: registers, V heads tiled over K heads */
+    {2, 4, 64, 4, false},  /* qwen3next's grouped V heads */
+    {1, 2, 128, 4, true},  /* the real models' head size */
+    {3, 6, 48, 3, false},  /* a head size without a register kernel; 3 taps */
+    {2, 2, 16, 2, true},   /* one tap of history, V heads = K heads */
+};
+#define N_REC ((int)(sizeof rec_cfgs / sizeof rec_cfgs[0]))
+
+/* Three batches over three sequences, as a server runs them: prompts interleaved token by
+ * token, a long prompt of one sequence next to a short one, then one token each with a
+ * sequence restarting at position 0 (its old state must not leak in). After each batch
+ * the outputs and both states of every sequence match the CPU's. */
+START_TEST(recurrent_layer)
+{
+    const rec_cfg *c = &rec_cfgs[_i];
+    const int NS = 3, d = c->d, C = 2 * c->n_k * d + c->n_v * d, VD = c->n_v * d;
+    kv_cache *kc = rec_cache(cpu, NS, c->K, C, c->n_v, d), *kg = rec_cache(gpu, NS, c->K, C, c->n_v, d);
+    float *dt = randn(c->n_v, 1), *A = randn(c->n_v, 1), *w = randn((int64_t)C * c->K, 0.5f);
+    for (int j = 0; j < c->n_v; j++)
+        A[j] = -expf(A[j]);
+    float *ddt = dev_from(dt, sizeof(float) * c->n_v), *dA = dev_from(A, sizeof(float) * c->n_v),
+          *dw = dev_from(w, sizeof(float) * C * c->K);
+    int next[3] = {0, 0, 0};
+    enum { NB = 3 };
+    int lens[NB] = {24, 80, 3};
+    for (int b = 0; b < NB; b++) {
+        const int n = lens[b];
+        int32_t tok[80], pos[80], seq[80];
+        for (int t = 0; t < n; t++) {
+            seq[t] = b == 0 ? t % 3 : b == 1 ? (t < 70 ? 1 : 2) : t;
+            if (b == 2 && t == 0)
+                next[0] = 0; /* sequence 0 starts over */
+            tok[t] = t;
+            pos[t] = next[seq[t]]++;
+        }
+        begin_both(n, tok, pos, seq);
+        const int64_t nq = (int64_t)n * (C + 3), ng = (int64_t)n * c->n_v;
+        float *qkv = randn(nq, 1), *g = randn(ng, 1), *beta = randn(ng, 1);
+        float *rg = malloc(sizeof(float) * ng), *rb = malloc(sizeof(float) * ng);
+        memcpy(rg, g, sizeof(float) * ng);
+        memcpy(rb, beta, sizeof(float) * ng);
+        float *conv = malloc(sizeof(float) * (size_t)n * C), *ref = malloc(sizeof(float) * (size_t)n * VD);
+        float *dq = dev_from(qkv, sizeof(float) * nq), *dg = dev_from(g, sizeof(float) * ng),
+              *db = dev_from(beta, sizeof(float) * ng), *dconv = dev_alloc(sizeof(float) * (size_t)n * C),
+              *dout = dev_alloc(sizeof(float) * (size_t)n * VD);
+        rec_ops(cpu, kc, c, n, qkv, rg, rb, dt, A, w, conv, ref);
+        rec_ops(gpu, kg, c, n, dq, dg, db, ddt, dA, dw, dconv, dout);
+        gpu_ok("recurrent layer");
+        struct llmfs_error e = {0};
+        ck_assert_int_eq(cpu->ops->check(cpu, &e), 0);
+        float *got = host_from(dconv, sizeof(float) * (size_t)n * C);
+        int wr = 0;
+        double err = worst_row(got, conv, n, C, &wr);
+        ck_assert_msg(err < 1e-5, "config %d batch %d: conv of token %d off by %g", _i, b, wr, err);
+        free(got);
+        got = host_from(dout, sizeof(float) * (size_t)n * VD);
+        err = worst_row(got, ref, n, VD, &wr);
+        ck_assert_msg(err < 1e-4, "config %d batch %d: delta rule of token %d off by %g", _i, b, wr, err);
+        free(got);
+        /* the states every sequence holds now */
+        got = host_from(kg->state[0].conv, sizeof(float) * kg->conv_floats * NS);
+        ck_assert_msg(rel_rms(got, kc->state[0].conv, (int64_t)kc->conv_floats * NS) < 1e-6,
+                      "config %d batch %d: conv state", _i, b);
+        free(got);
+        got = host_from(kg->state[0].ssm, sizeof(float) * kg->ssm_floats * NS);
+        for (int s = 0; s < NS; s++) {
+            err = rel_rms(got + kg->ssm_floats * s, kc->state[0].ssm + kc->ssm_floats * s, (int64_t)kc->ssm_floats);
+            ck_assert_msg(err < 1e-4, "config %d batch %d: delta state of sequence %d off by %g", _i, b, s, err);
+        }
+        free(got);
+        float *ds[] = {dq, dg, db, dconv, dout};
+        for (int i = 0; i < 5; i++)
+            dev_free(ds[i]);
+        float *hs[] = {qkv, g, beta, rg, rb, conv, ref};
+        for (int i = 0; i < 7; i++)
+            free(hs[i]);
+    }
+    dev_free(ddt);
+    dev_free(dA);
+    dev_free(dw);
+    free(dt);
+    free(A);
+    free(w);
+    kv_cache_free(kc);
+    kv_cache_free(kg);
+}
+END_TEST
+
+/* A checkpoint of a state on the device: saved after 10 tokens, the sequence goes on for
+ * 6 more, is cut back to 12 cells (the checkpoint at 10 is what can be kept), and the
+ * same 6 tokens again give the same outputs bit for bit. Without the restore the state
+ * would have seen 16 tokens and the outputs would differ. */
+START_TEST(recurrent_checkpoint)
+{
+    const rec_cfg *c = &rec_cfgs[0];
+    const int d = c->d, C = 2 * c->n_k * d + c->n_v * d, VD = c->n_v * d;
+    kv_cache *kg = rec_cache(gpu, 2, c->K, C, c->n_v, d);
+    float *dt = randn(c->n_v, 1), *A = randn(c->n_v, 1), *w = randn((int64_t)C * c->K, 0.5f);
+    for (int j = 0; j < c->n_v; j++)
+        A[j] = -expf(A[j]);
+    float *ddt = dev_from(dt, sizeof(float) * c->n_v), *dA = dev_from(A, sizeof(float) * c->n_v),
+          *dw = dev_from(w, sizeof(float) * C * c->K);
+    float *runs[2] = {NULL, NULL};
+    const int n0 = 10, n1 = 6;
+    float *qkv = randn((int64_t)(n0 + n1) * (C + 3), 1), *gb = randn((int64_t)(n0 + n1) * 2 * c->n_v, 1);
+    float *dq = dev_alloc(sizeof(float) * (size_t)(n0 + n1) * (C + 3)),
+          *dg = dev_alloc(sizeof(float) * (size_t)(n0 + n1) * c->n_v),
+          *db = dev_alloc(sizeof(float) * (size_t)(n0 + n1) * c->n_v),
+          *dconv = dev_alloc(sizeof(float) * (size_t)(n0 + n1) * C),
+          *dout = dev_alloc(sizeof(float) * (size_t)(n0 + n1) * VD);
+    /* one batch of tokens first..first+n-1 of sequence 1 */
+#define REC_RUN(first, n)                                                                                  \
+    do {                                                                                                   \
+        int32_t tok[16], pos[16], seq[16];                                                                 \
+        for (int t = 0; t < (n); t++)                                                                      \
+            tok[t] = t, pos[t] = (first) + t, seq[t] = 1;                                                  \
+        fwd_batch fb = {(n), tok, pos, seq, NULL};                                                         \
+        ck_assert_int_eq(gpu->ops->begin(gpu, &fb), 0);                                                    \
+        gpu->ops->upload(gpu, dq, qkv + (size_t)(first) * (C + 3), sizeof(float) * (size_t)(n) * (C + 3)); \
+        gpu->ops->upload(gpu, dg, gb + (size_t)(first) * c->n_v, sizeof(float) * (size_t)(n) * c->n_v);    \
+        gpu->ops->upload(gpu, db, gb + (size_t)(n0 + n1 + (first)) * c->n_v,                               \
+                         sizeof(float) * (size_t)(n) * c->n_v);                                            \
+        rec_ops(gpu, kg, c, (n), dq, dg, db, ddt, dA, dw, dconv, dout);                                    \
+        kg->seq_len[1] = (first) + (n);                                                                    \
+    } while (0)
+    REC_RUN(0, n0);
+    ck_assert_int_eq(kv_checkpoint_save(kg, 1), 0);
+    ck_assert_int_eq(kv_checkpoint_count(kg, 1), 1);
+    for (int r = 0; r < 2; r++) {
+        REC_RUN(n0, n1);
+        runs[r] = host_from(dout, sizeof(float) * (size_t)n1 * VD);
+        gpu_ok("checkpoint run");
+        if (r == 0) {
+            /* a restore that did nothing: the next run differs */
+            REC_RUN(n0, n1);
+            float *stale = host_from(dout, sizeof(float) * (size_t)n1 * VD);
+            ck_assert(memcmp(stale, runs[0], sizeof(float) * (size_t)n1 * VD) != 0);
+            free(stale);
+            ck_assert_int_eq(kv_seq_can_keep(kg, 1, 12), n0);
+            ck_assert_int_eq(kv_seq_keep(kg, 1, 12), n0);
+            ck_assert_int_eq(kg->seq_len[1], n0);
+        }
+    }
+#undef REC_RUN
+    ck_assert_msg(memcmp(runs[0], runs[1], sizeof(float) * (size_t)n1 * VD) == 0,
+                  "the state restored from the checkpoint gives other outputs");
+    float *ds[] = {dq, dg, db, dconv, dout, ddt, dA, dw};
+    for (int i = 0; i < 8; i++)
+        dev_free(ds[i]);
+    float *hs[] = {qkv, gb, dt, A, w, runs[0], runs[1]};
+    for (int i = 0; i < 7; i++)
+        free(hs[i]);
+    kv_cache_free(kg);
+}
+END_TEST
+
+/* Batch and state mistakes are reported, not run: a state of another shape, a layer
+ * without state, more tokens than the batch. */
+START_TEST(recurrent_refusals)
+{
+    const rec_cfg *c = &rec_cfgs[0];
+    const int d = c->d, C = 2 * c->n_k * d + c->n_v * d;
+    kv_cache *kg = rec_cache(gpu, 1, c->K, C, c->n_v, d);
+    begin_plain(2);
+    float *buf = dev_alloc(sizeof(float) * 2 * (C + c->n_v * d));
+    struct llmfs_error e = {0};
+    const delta_params bad = {.n_k = c->n_k, .n_v = c->n_v, .d = d / 2, .tiled = true};
+    gpu->ops->gated_delta(gpu, buf, buf, C, buf, buf, kg, 0, 2, &bad);
+    ck_assert_int_eq(gpu->ops->check(gpu, &e), -EINVAL);
+    ck_assert_msg(strstr(e.msg, "gated_delta"), "%s", e.msg);
+    gpu->ops->ssm_conv(gpu, buf, buf, C, buf, kg, 0, 2, C, c->K + 1);
+    ck_assert_int_eq(gpu->ops->check(gpu, &e), -EINVAL);
+    ck_assert_msg(strstr(e.msg, "ssm_conv"), "%s", e.msg);
+    const delta_params ok = {.n_k = c->n_k, .n_v = c->n_v, .d = d, .tiled = true};
+    gpu->ops->gated_delta(gpu, buf, buf, C, buf, buf, kg, 0, 3, &ok);
+    ck_assert_int_eq(gpu->ops->check(gpu, &e), -EINVAL);
+    gpu_ok("after the refusals");
+    dev_free(buf);
+    kv_cache_free(kg);
+}
+END_TEST
+
 /* One case per area, so that a failing run can be repeated area by area
  * (CK_RUN_CASE=attention): a kernel fault poisons every later call in the process. */
 static TCase *area(Suite *s, const char *name)
@@ -1255,6 +1567,11 @@ static Suite *make_suite(void)
     tcase_add_test(tc, attention_window_sinks);
     tcase_add_test(tc, attention_ring);
     tcase_add_test(tc, moe_experts_extra);
+    tc = area(s, "recurrent"); /* Gated DeltaNet layers (hybrid Qwen) */
+    tcase_add_test(tc, recurrent_elementwise);
+    tcase_add_loop_test(tc, recurrent_layer, 0, N_REC);
+    tcase_add_test(tc, recurrent_checkpoint);
+    tcase_add_test(tc, recurrent_refusals);
     tc = area(s, "sampling");
     tcase_add_test(tc, argmax_and_topk);
     tc = area(s, "graphs");

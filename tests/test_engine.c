@@ -296,6 +296,13 @@ START_TEST(hybrid_chat_three_turns)
     ck_assert_uint_eq(kvi.state_bytes, 143360);
     ck_assert_int_eq(kvi.n_recurrent_layers, 2);
     ck_assert_int_gt(kvi.checkpoints, 0);
+    /* its parts, per layer: 3 x 512 conv floats and 4 heads of 64 x 64 */
+    ck_assert_uint_eq(kvi.conv_bytes, 3 * 512 * 4);
+    ck_assert_uint_eq(kvi.ssm_bytes, 4 * 64 * 64 * 4);
+    ck_assert_uint_eq(kvi.state_bytes, 2 * (kvi.conv_bytes + kvi.ssm_bytes));
+    /* the chat's sequence holds checkpoints of its own, at most all of them */
+    ck_assert_int_gt(st.checkpoints, 0);
+    ck_assert_int_le(st.checkpoints, kvi.checkpoints);
     llmfs_model_stats ms;
     llmfs_model_stats_get(m, &ms);
     ck_assert_uint_eq(ms.state_bytes, 2 * 143360);

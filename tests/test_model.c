@@ -589,6 +589,11 @@ static int fill_zero(void *ctx, const gguf_tensor *t, gguf_emit_fn emit, void *s
 static const char *edit_key;
 static uint32_t edit_value;
 
+/* A bool array key added (key NULL: none), for write_edited. */
+static const char *add_bools_key;
+static const bool *add_bools;
+static int add_bools_n;
+
 static void write_edited(const char *src, const char *dst, const edit *e)
 {
     llmfs_error err = {0};
@@ -604,6 +609,8 @@ static void write_edited(const char *src, const char *dst, const edit *e)
         else if (strcmp(k, "general.alignment"))
             gguf_w_copy_kv(w, f, i);
     }
+    if (add_bools_key)
+        gguf_w_arr(w, add_bools_key, GGUF_T_BOOL, add_bools, (uint64_t)add_bools_n);
     int nt = gguf_n_tensors(f);
     src_tensor *st = calloc((size_t)nt, sizeof *st);
     for (int i = 0; i < nt; i++) {
@@ -937,6 +944,36 @@ START_TEST(malformed_hybrid)
         ck_assert_int_eq(err.code, EINVAL);
         ck_assert_msg(strstr(err.msg, keys[i].says), "message for %s: %s", keys[i].key, err.msg);
         printf("malformed (%s = %u): %s\n", keys[i].key, keys[i].value, err.msg);
+    }
+    /* the per-layer key attention.recurrent_layers decides over full_attention_interval:
+     * one that agrees with the tensors loads; one entry short, or one that makes layer 1
+     * (attention tensors) recurrent, is refused */
+    static const bool same[4] = {true, false, true, false}, shorter[3] = {true, false, true},
+                      wrong[4] = {true, true, true, false};
+    static const struct {
+        const bool *v;
+        int n;
+        const char *says;
+    } arrs[] = {{same, 4, NULL}, {shorter, 3, "no entry for layer 3"}, {wrong, 4, "blk.1."}};
+    for (size_t i = 0; i < sizeof arrs / sizeof arrs[0]; i++) {
+        add_bools_key = "qwen35moe.attention.recurrent_layers";
+        add_bools = arrs[i].v;
+        add_bools_n = arrs[i].n;
+        write_edited(src, dst, &none);
+        add_bools_key = NULL;
+        llmfs_error err = {0};
+        model *m = model_load(dst, NULL, &err);
+        unlink(dst);
+        if (!arrs[i].says) {
+            ck_assert_msg(m, "%s", err.msg);
+            ck_assert_int_eq(m->hp.n_recurrent, 2);
+            model_free(m);
+            continue;
+        }
+        ck_assert_msg(!m, "recurrent_layers %zu accepted", i);
+        ck_assert_int_eq(err.code, EINVAL);
+        ck_assert_msg(strstr(err.msg, arrs[i].says) && !strchr(err.msg, '\n'), "recurrent_layers %zu: %s", i, err.msg);
+        printf("malformed (recurrent_layers %zu): %s\n", i, err.msg);
     }
     /* the untouched copy loads, with its MTP block bound and the trunk one block shorter */
     write_edited(src, dst, &none);

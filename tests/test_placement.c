@@ -146,6 +146,16 @@ START_TEST(n_cpu_moe_keeps_attention_on_gpu)
     ck_assert_int_eq(place_decide(tb.t, tb.n, &o, &r, NULL), 0);
     ck_assert_int_eq(find(&tb, "blk.4.ffn_down_exps.weight")->device, PLACE_CPU);
     ck_assert_int_eq(find(&tb, "blk.5.ffn_down_exps.weight")->device, PLACE_GPU);
+    /* a shared expert (hybrid Qwen, Qwen3-Next) is no routed expert: n_cpu_moe moves the
+     * routed ones and keeps it with its layer on the GPU (only the _exps patterns of
+     * override_tensor move it too, override_patterns) */
+    static table ts;
+    make_moe(&ts, 8, true);
+    place_opts os = {.n_layer = 8, .ngl = 99, .n_cpu_moe = 8, .vram_free = 200000 * MiB};
+    ck_assert_int_eq(place_decide(ts.t, ts.n, &os, &r, NULL), 0);
+    ck_assert_int_eq(find(&ts, "blk.7.ffn_up_exps.weight")->device, PLACE_CPU);
+    ck_assert_int_eq(find(&ts, "blk.7.ffn_up_shexp.weight")->device, PLACE_GPU);
+    ck_assert_int_eq(find(&ts, "blk.0.ffn_down_shexp.weight")->device, PLACE_GPU);
 }
 END_TEST
 

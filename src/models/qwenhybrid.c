@@ -67,6 +67,29 @@ static regions deltanet_regions(const model *m, fwd_bufs *B)
     return r;
 }
 
+/* Which trunk layers are Gated DeltaNet layers: the per-layer array
+ * <arch>.attention.recurrent_layers (bool or integer, one entry per trunk layer) when the
+ * file has one, else every layer but each full_attention_interval-th. 1 recurrent, 0 not,
+ * -1 the array is there but has no entry for il. */
+static int layer_recurrent(const model *m, int il, int interval)
+{
+    char key[96];
+    snprintf(key, sizeof key, "%s.attention.recurrent_layers", m->hp.arch);
+    enum gguf_vtype ty;
+    uint64_t n = 0;
+    const void *a = gguf_get_arr_data(m->file, key, &ty, &n);
+    if (!a)
+        return (il + 1) % interval != 0;
+    if ((uint64_t)il >= n)
+        return -1;
+    if (ty == GGUF_T_BOOL)
+        return ((const uint8_t *)a)[il] != 0;
+    int64_t v = 0;
+    if (!gguf_get_arr_i64(m->file, key, (uint64_t)il, &v))
+        return -1;
+    return v != 0;
+}
+
 static int read_hparams(model *m, llmfs_error *err)
 {
     model_hparams *hp = &m->hp;
@@ -116,9 +139,16 @@ static int read_hparams(model *m, llmfs_error *err)
                                 (long long)sec[0], (long long)sec[1], (long long)sec[2], (long long)sec[3]);
     }
     hp->ssm_conv_dim = 2 * hp->ssm_n_k * hp->ssm_d_state + hp->ssm_n_v * hp->ssm_d_state;
+    if (interval < 1)
+        return llmfs_errorf(err, EINVAL, "model: full_attention_interval %d", interval);
     hp->n_recurrent = 0;
-    for (int il = 0; il < hp->n_layer; il++)
-        hp->n_recurrent += (il + 1) % interval != 0;
+    for (int il = 0; il < hp->n_layer; il++) {
+        int r = layer_recurrent(m, il, interval);
+        if (r < 0)
+            return llmfs_errorf(err, EINVAL, "model: %s.attention.recurrent_layers has no entry for layer %d",
+                                hp->arch, il);
+        hp->n_recurrent += r;
+    }
 
     /* scratch: the largest of a DeltaNet mixer, a gated attention mixer, a shared expert */
     size_t w = deltanet_width(hp);
@@ -207,7 +237,7 @@ static int bind_layer(model *m, int il, llmfs_error *err)
     model_layer *L = &m->layers[il];
     int interval = 4, rc;
     model_opt_u32(m, "full_attention_interval", 4, &interval, NULL);
-    L->recurrent = (il + 1) % interval != 0;
+    L->recurrent = layer_recurrent(m, il, interval) > 0;
     if ((rc = model_bind_blk(m, il, "attn_norm.weight", E, 0, 0, false, false, &L->attn_norm, err)))
         return rc;
     if (!L->recurrent) {
