@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages llmfs builds and tests with (only what is missing).
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libfuse3-dev fuse3 libuv1-dev libinih-dev check)
+pkgs=(build-essential cmake pkg-config libfuse3-dev fuse3 libuv1-dev libinih-dev libpng-dev libjpeg62-turbo-dev check)
 [ "${1:-}" = "--test" ] && pkgs+=(clang prometheus procps)
 missing=()
 for p in "${pkgs[@]}"; do
