@@ -16,6 +16,7 @@
 #include "kv.h"
 #include "model.h"
 #include "quant.h"
+#include "vision.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -263,6 +264,36 @@ START_TEST(text_logits)
     ck_assert_uint_eq(len, sizeof(float) * (size_t)n_rows * V);
     for (int i = 0; i < n_tok; i++)
         ck_assert_msg((tok[i] < 0) == (i >= c->img_pos && i < c->img_pos + c->n_img), "image positions");
+
+    /* prompt.txt with its marker gives tokens.txt: the text around the image, the
+     * projector's begin/end strings, one -1 per image row */
+    {
+        size_t plen;
+        char *prompt = read_case_file(c, "prompt.txt", &plen);
+        char *text = strndup(prompt, plen);
+        clip_model *cm2 = load_clip(c->mmproj);
+        const char *beg, *end;
+        vision_markers(cm2, &beg, &end);
+        vision_embd ve = {c->n_img, c->n_embd, c->nx, c->ny, embd};
+        const vision_embd *one = &ve;
+        int32_t *vt;
+        vision_span *sp;
+        int nv = vision_tokenize(m->tok, text, "<__media__>", beg, end, &one, 1, true, &vt, &sp, &err);
+        ck_assert_msg(nv == n_tok, "%s: %d tokens, llama.cpp %d (%s)", c->name, nv, n_tok, err.msg);
+        for (int i = 0; i < n_tok; i++)
+            ck_assert_msg(vt[i] == tok[i], "%s: token %d is %d, llama.cpp %d", c->name, i, vt[i], tok[i]);
+        ck_assert_int_eq(sp[0].start, c->img_pos);
+        ck_assert_int_eq(sp[0].n, c->n_img);
+        ck_assert_ptr_eq(sp[0].rows, embd);
+        /* a marker without an image, an image without a marker */
+        ck_assert_int_eq(vision_tokenize(m->tok, text, "<__media__>", beg, end, &one, 0, true, &vt, &sp, &err), -EINVAL);
+        ck_assert_int_eq(vision_tokenize(m->tok, "no marker", "<__media__>", beg, end, &one, 1, true, &vt, &sp, &err), -EINVAL);
+        free(vt);
+        free(sp);
+        clip_free(cm2);
+        free(text);
+        free(prompt);
+    }
 
     /* the prompt then greedy[:-1], as llama.cpp's chunks: text, the image, text */
     const int n_all = n_tok + n_greedy - 1;
