@@ -19,7 +19,7 @@ enum fs_dir_type { DIR_ROOT, DIR_MODEL, DIR_SESSION };
 /* The kind part of an inode number: K_DIR is the folder itself, the kinds above it are
  * rows of the file table (dirtab.h). */
 #define K_DIR 1
-#define NODE_KIND_BITS 4
+#define NODE_KIND_BITS 5
 #define NODE_KINDS (1 << NODE_KIND_BITS)
 
 #define NODE_NAME_MAX 64
