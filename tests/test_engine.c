@@ -916,6 +916,7 @@ START_TEST(every_model_setting_on_a_live_model)
         {"offload_batch", "64"}, {"fit", "off"}, {"fit_target", "2"}, {"fit_ctx", "512"},
         {"vram_limit", "7"}, {"mmap", "off"}, {"mlock", "on"}, {"idle_unload", "100000"},
         {"session_idle", "100000"}, {"cpu_affinity", "0"}, {"priority", "1"},
+        {"mmproj", "/nonexistent-mmproj.gguf"}, {"image_min_tokens", "4"}, {"image_max_tokens", "8"},
     };
     const llmfs_setting_info *t;
     int n = llmfs_settings_table(&t), seen = 0;
