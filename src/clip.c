@@ -58,6 +58,7 @@ struct clip_model {
 };
 
 const clip_hparams *clip_hp(const clip_model *c) { return &c->hp; }
+int clip_threads(const clip_model *c) { return backend_cpu_threads(c->be); }
 uint64_t clip_weight_bytes(const clip_model *c) { return c->weight_bytes; }
 
 /* ---------------------------------------------------------------- loading */

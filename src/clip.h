@@ -43,6 +43,8 @@ typedef struct clip_model clip_model;
 clip_model *clip_load(const char *path, int n_threads, llmfs_error *err);
 void clip_free(clip_model *c);
 const clip_hparams *clip_hp(const clip_model *c);
+/* The CPU threads its forward runs on. */
+int clip_threads(const clip_model *c);
 /* Bytes of the projector's weights (what the file maps), and of the scratch an image of
  * the largest size the limits allow needs. */
 uint64_t clip_weight_bytes(const clip_model *c);
@@ -62,5 +64,16 @@ int clip_preprocess(const clip_model *c, const image_rgb *img, int min_tokens, i
  * -EINVAL (a size the tower cannot take) / -ENOMEM with the reason in err. One call at
  * a time per projector. */
 int clip_encode(clip_model *c, const float *pixels, int w, int h, float *out, llmfs_error *err);
+
+/* A gemma3 projector of a given shape with random weights (src/clip_mk.c), for speed
+ * measurements: image side, patch, tower width, feed-forward width, layers, heads, and
+ * the text width it projects to. */
+typedef struct clip_mk_shape {
+    int image_size, patch, width, ff, layers, heads, n_embd_out;
+} clip_mk_shape;
+/* "gemma3-4b", "gemma3-12b", "gemma3-27b": false if unknown. */
+bool clip_mk_shape_find(const char *name, clip_mk_shape *out);
+/* Writes the file; 0 or a negative errno with the reason in err. */
+int clip_mk_write(const char *path, const clip_mk_shape *s, uint64_t seed, llmfs_error *err);
 
 #endif
