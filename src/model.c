@@ -1180,10 +1180,10 @@ static int forward(model *m, kv_cache *kv, const fwd_batch *b, const float *embd
     if (non_causal && b->n > m->n_ubatch)
         return llmfs_errorf(err, E2BIG, "forward: %d non-causal tokens do not fit the micro-batch of %d",
                             b->n, m->n_ubatch);
-    for (int il = 0; non_causal && il < m->hp.n_layer; il++)
-        if (!m->layers[il].be->ops->non_causal)
-            return llmfs_errorf(err, ENOTSUP, "forward: the %s backend has no non-causal attention (image tokens)",
-                                m->layers[il].be->ops->name);
+    const char *missing = non_causal ? model_non_causal_missing(m) : NULL;
+    if (missing)
+        return llmfs_errorf(err, ENOTSUP, "forward: the %s backend has no non-causal attention (image tokens)",
+                            missing);
     int32_t *tok0 = NULL; /* the tokens with 0 for each input row, for the lookup */
     if (embd) {
         tok0 = malloc(sizeof(int32_t) * (size_t)b->n);
@@ -1279,4 +1279,12 @@ int model_forward_embd(model *m, kv_cache *kv, const fwd_batch *b, const float *
                        float *logits_out, bool flash_attn, llmfs_error *err)
 {
     return forward(m, kv, b, embd, non_causal, logits_out, NULL, flash_attn, err);
+}
+
+const char *model_non_causal_missing(const model *m)
+{
+    for (int il = 0; il < m->hp.n_layer; il++)
+        if (!m->layers[il].be->ops->non_causal)
+            return m->layers[il].be->ops->name;
+    return NULL;
 }

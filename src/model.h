@@ -186,6 +186,10 @@ int model_forward_ids(model *m, kv_cache *kv, const fwd_batch *b, int32_t *ids_o
 int model_forward_embd(model *m, kv_cache *kv, const fwd_batch *b, const float *embd, bool non_causal,
                        float *logits_out, bool flash_attn, llmfs_error *err);
 
+/* Whether every layer's backend has non-causal attention (model_forward_embd's
+ * non_causal); NULL: the backend that lacks it, by name. */
+const char *model_non_causal_missing(const model *m);
+
 /* "Q4_K_M", "Q8_0", ... from general.file_type, or the dominant tensor type. */
 const char *model_file_type_name(const model *m);
 

@@ -714,8 +714,12 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
     vision_span *spans = NULL;
     int n_all = 0, n = 0;
     const int n_marks = m->clip ? vision_count_markers(text, ps.marker) : 0;
+    const char *no_nc = ps.n_pending ? model_non_causal_missing(m->mdl) : NULL;
     if (ps.n_pending && !m->clip) {
         n = llmfs_errorf(&e, EINVAL, "model %s has no vision projector (set mmproj)", m->name);
+    } else if (no_nc) {
+        n = llmfs_errorf(&e, EINVAL, "images need the text model's layers on the CPU (ngl 0): the %s backend has no non-causal attention yet",
+                         no_nc);
     } else if (n_marks > ps.n_pending && (ps.mode == MODE_RAW || ps.n_pending)) {
         n = llmfs_errorf(&e, EINVAL, "the prompt has %d image markers (%s) for %d image%s", n_marks, ps.marker,
                          ps.n_pending, ps.n_pending == 1 ? "" : "s");

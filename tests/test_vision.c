@@ -12,6 +12,7 @@
 
 #include "clip.h"
 #include "fixture.h"
+#include "gguf.h"
 #include "image.h"
 #include "kv.h"
 #include "model.h"
@@ -434,6 +435,238 @@ START_TEST(gemma4_sizes)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- plain reference */
+
+/* A tensor of the projector file as doubles (malloc'd), NULL when absent */
+static double *ref_tensor(gguf_file *f, const char *name, int64_t *n_out)
+{
+    const gguf_tensor *t = gguf_find_tensor(f, name);
+    if (!t)
+        return NULL;
+    int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    float *tmp = malloc(sizeof(float) * (size_t)n);
+    double *d = malloc(sizeof(double) * (size_t)n);
+    ck_assert(tmp && d);
+    dequantize_row(t->type, t->data, tmp, n);
+    for (int64_t i = 0; i < n; i++)
+        d[i] = tmp[i];
+    free(tmp);
+    if (n_out)
+        *n_out = n;
+    return d;
+}
+
+static double *ref_blk(gguf_file *f, int il, const char *suffix)
+{
+    char name[96];
+    snprintf(name, sizeof name, "v.blk.%d.%s", il, suffix);
+    return ref_tensor(f, name, NULL);
+}
+
+/* out[r][o] = sum_i w[o][i] x[r][i], w [no][ni] */
+static void ref_matmul(double *out, const double *w, const double *x, int rows, int ni, int no)
+{
+    for (int r = 0; r < rows; r++)
+        for (int o = 0; o < no; o++) {
+            double s = 0;
+            for (int i = 0; i < ni; i++)
+                s += w[(size_t)o * ni + i] * x[(size_t)r * ni + i];
+            out[(size_t)r * no + o] = s;
+        }
+}
+
+static void ref_rms(double *x, const double *w, int rows, int d, double eps)
+{
+    for (int r = 0; r < rows; r++) {
+        double s = 0, *v = x + (size_t)r * d;
+        for (int i = 0; i < d; i++)
+            s += v[i] * v[i];
+        double k = 1.0 / sqrt(s / d + eps);
+        for (int i = 0; i < d; i++)
+            v[i] *= k * (w ? w[i] : 1.0);
+    }
+}
+
+static double ref_clamp(double v, double lo, double hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* A clamped linear of layer il: input and output clipped by the file's scalars */
+static void ref_linear(gguf_file *f, int il, const char *lin, double *out, const double *x, int rows, int ni, int no)
+{
+    char name[96];
+    double lim[4] = {-1e300, 1e300, -1e300, 1e300};
+    static const char *const part[4] = {"input_min", "input_max", "output_min", "output_max"};
+    for (int j = 0; j < 4; j++) {
+        snprintf(name, sizeof name, "v.blk.%d.%s.%s", il, lin, part[j]);
+        double *v = ref_tensor(f, name, NULL);
+        if (v)
+            lim[j] = v[0];
+        free(v);
+    }
+    double *xi = malloc(sizeof(double) * (size_t)rows * ni);
+    ck_assert(xi);
+    for (size_t i = 0; i < (size_t)rows * ni; i++)
+        xi[i] = ref_clamp(x[i], lim[0], lim[1]);
+    snprintf(name, sizeof name, "v.blk.%d.%s.weight", il, lin);
+    double *w = ref_tensor(f, name, NULL);
+    ref_matmul(out, w, xi, rows, ni, no);
+    for (size_t i = 0; i < (size_t)rows * no; i++)
+        out[i] = ref_clamp(out[i], lim[2], lim[3]);
+    free(w);
+    free(xi);
+}
+
+/* NEOX rotation of n dims at off by position pos, base 100 */
+static void ref_rope(double *h, int off, int n, int pos)
+{
+    for (int i = 0; i < n / 2; i++) {
+        double th = pos * pow(100.0, -2.0 * i / n), a = h[off + i], b = h[off + i + n / 2];
+        h[off + i] = a * cos(th) - b * sin(th);
+        h[off + i + n / 2] = a * sin(th) + b * cos(th);
+    }
+}
+
+/* The gemma4v tower and projector in double precision, straight from the description in
+ * clip.h, on pixels [3][h][w]: out [T][O] */
+static void ref_gemma4v(gguf_file *f, const clip_hparams *hp, const float *px, int w, int h, double *out)
+{
+    const int ps = hp->patch, cols = w / ps, rows = h / ps, P = cols * rows, E = hp->n_embd, F = hp->n_ff;
+    const int H = hp->n_head, D = hp->head_dim, K = 3 * ps * ps, O = hp->n_embd_out;
+    const double eps = hp->eps;
+    double *x = calloc((size_t)P * E, sizeof(double)), *hb = calloc((size_t)P * E, sizeof(double));
+    double *q = calloc((size_t)P * E, sizeof(double)), *k = calloc((size_t)P * E, sizeof(double));
+    double *v = calloc((size_t)P * E, sizeof(double)), *att = calloc((size_t)P * E, sizeof(double));
+    double *g = calloc((size_t)P * F, sizeof(double)), *u = calloc((size_t)P * F, sizeof(double));
+    double *patch = calloc((size_t)P * K, sizeof(double)), *sc = calloc((size_t)P, sizeof(double));
+    ck_assert(x && hb && q && k && v && att && g && u && patch && sc);
+    for (int p = 0; p < P; p++)
+        for (int c = 0; c < 3; c++)
+            for (int ky = 0; ky < ps; ky++)
+                for (int kx = 0; kx < ps; kx++)
+                    patch[(size_t)p * K + (c * ps + ky) * ps + kx] =
+                        2.0 * px[(size_t)c * w * h + (size_t)((p / cols) * ps + ky) * w + (p % cols) * ps + kx] - 1.0;
+    double *wc = ref_tensor(f, "v.patch_embd.weight", NULL), *pos = ref_tensor(f, "v.position_embd.weight", NULL);
+    const gguf_tensor *pt = gguf_find_tensor(f, "v.position_embd.weight");
+    ref_matmul(x, wc, patch, P, K, E);
+    for (int p = 0; p < P; p++)
+        for (int i = 0; i < E; i++)
+            x[(size_t)p * E + i] += pos[(size_t)(p % cols) * E + i] + pos[((size_t)pt->ne[1] + p / cols) * E + i];
+    free(wc);
+    free(pos);
+    for (int il = 0; il < hp->n_layer; il++) {
+        double *ln1 = ref_blk(f, il, "ln1.weight"), *ln2 = ref_blk(f, il, "ln2.weight");
+        double *qn = ref_blk(f, il, "attn_q_norm.weight"), *kn = ref_blk(f, il, "attn_k_norm.weight");
+        double *pa = ref_blk(f, il, "attn_post_norm.weight"), *pf = ref_blk(f, il, "ffn_post_norm.weight");
+        double *os = ref_blk(f, il, "out_scale.weight");
+        memcpy(hb, x, sizeof(double) * (size_t)P * E);
+        ref_rms(hb, ln1, P, E, eps);
+        ref_linear(f, il, "attn_q", q, hb, P, E, E);
+        ref_linear(f, il, "attn_k", k, hb, P, E, E);
+        ref_linear(f, il, "attn_v", v, hb, P, E, E);
+        ref_rms(q, qn, P * H, D, eps);
+        ref_rms(k, kn, P * H, D, eps);
+        ref_rms(v, NULL, P * H, D, eps);
+        for (int p = 0; p < P; p++)
+            for (int hd = 0; hd < H; hd++) {
+                ref_rope(q + (size_t)p * E + hd * D, 0, D / 2, p % cols);
+                ref_rope(q + (size_t)p * E + hd * D, D / 2, D / 2, p / cols);
+                ref_rope(k + (size_t)p * E + hd * D, 0, D / 2, p % cols);
+                ref_rope(k + (size_t)p * E + hd * D, D / 2, D / 2, p / cols);
+            }
+        for (int hd = 0; hd < H; hd++)
+            for (int i = 0; i < P; i++) { /* scale 1, every patch sees every patch */
+                double mx = -1e300, sum = 0;
+                for (int j = 0; j < P; j++) {
+                    double s = 0;
+                    for (int d = 0; d < D; d++)
+                        s += q[(size_t)i * E + hd * D + d] * k[(size_t)j * E + hd * D + d];
+                    sc[j] = s;
+                    mx = fmax(mx, s);
+                }
+                for (int j = 0; j < P; j++)
+                    sum += sc[j] = exp(sc[j] - mx);
+                for (int d = 0; d < D; d++) {
+                    double a = 0;
+                    for (int j = 0; j < P; j++)
+                        a += sc[j] / sum * v[(size_t)j * E + hd * D + d];
+                    att[(size_t)i * E + hd * D + d] = a;
+                }
+            }
+        ref_linear(f, il, "attn_out", hb, att, P, E, E);
+        ref_rms(hb, pa, P, E, eps);
+        for (size_t i = 0; i < (size_t)P * E; i++)
+            x[i] += hb[i];
+        memcpy(hb, x, sizeof(double) * (size_t)P * E);
+        ref_rms(hb, ln2, P, E, eps);
+        ref_linear(f, il, "ffn_gate", g, hb, P, E, F);
+        ref_linear(f, il, "ffn_up", u, hb, P, E, F);
+        for (size_t i = 0; i < (size_t)P * F; i++) /* gelu_quick */
+            g[i] = g[i] / (1.0 + exp(-1.702 * g[i])) * u[i];
+        ref_linear(f, il, "ffn_down", hb, g, P, F, E);
+        ref_rms(hb, pf, P, E, eps);
+        for (size_t i = 0; i < (size_t)P * E; i++)
+            x[i] = (x[i] + hb[i]) * (os ? os[0] : 1.0);
+        free(ln1), free(ln2), free(qn), free(kn), free(pa), free(pf), free(os);
+    }
+    const int tc = cols / 3, T = tc * (rows / 3);
+    double *sb = ref_tensor(f, "v.std_bias", NULL), *ss = ref_tensor(f, "v.std_scale", NULL);
+    double *pj = ref_tensor(f, "mm.input_projection.weight", NULL);
+    for (int t = 0; t < T; t++) {
+        double *o = hb + (size_t)t * E;
+        for (int i = 0; i < E; i++) {
+            double s = 0;
+            for (int dy = 0; dy < 3; dy++)
+                for (int dx = 0; dx < 3; dx++)
+                    s += x[((size_t)((t / tc) * 3 + dy) * cols + (t % tc) * 3 + dx) * E + i];
+            o[i] = (s / 9.0 * sqrt((double)E) - sb[i]) * ss[i];
+        }
+    }
+    ref_rms(hb, NULL, T, E, eps);
+    ref_matmul(out, pj, hb, T, E, O);
+    free(sb), free(ss), free(pj);
+    free(x), free(hb), free(q), free(k), free(v), free(att), free(g), free(u), free(patch), free(sc);
+}
+
+/* (7) the vectorised tower against the plain one, at sizes the fixtures do not have */
+START_TEST(tower_plain_reference)
+{
+    static const int sizes[][2] = {{24, 24}, {96, 72}, {48, 120}};
+    char p[1024];
+    test_shared_path("models/gemma4-tiny-mmproj-f16.gguf", p, sizeof p);
+    clip_model *cm = load_clip(p);
+    const clip_hparams *hp = clip_hp(cm);
+    llmfs_error err = {0};
+    gguf_file *f = gguf_open(p, &(gguf_open_opts){0}, &err);
+    ck_assert(f);
+    const int w = sizes[_i][0], h = sizes[_i][1], T = clip_n_tokens(cm, w, h), O = hp->n_embd_out;
+    float *px = malloc(sizeof(float) * 3 * (size_t)w * h), *out = malloc(sizeof(float) * (size_t)T * O);
+    double *ref = malloc(sizeof(double) * (size_t)T * O);
+    ck_assert(px && out && ref);
+    test_rand_seed(77 + (uint64_t)_i);
+    for (int i = 0; i < 3 * w * h; i++)
+        px[i] = test_uniform() * 2.0f - 1.0f;
+    ck_assert_msg(clip_encode(cm, px, w, h, out, &err) == 0, "%s", err.msg);
+    ref_gemma4v(f, hp, px, w, h, ref);
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        float rr[4096];
+        for (int i = 0; i < O; i++)
+            rr[i] = (float)ref[(size_t)t * O + i];
+        worst = fmax(worst, logits_rel_rms(out + (size_t)t * O, rr, O));
+    }
+    fprintf(stderr, "gemma4v %dx%d (%d tokens): largest relative RMS error against the plain tower %.3g\n", w, h,
+            T, worst);
+    ck_assert_msg(worst <= 5e-3, "%dx%d: off by %g", w, h, worst);
+    /* a size the tower cannot take */
+    ck_assert_int_eq(clip_encode(cm, px, w + 1, h, out, &err), -EINVAL);
+    free(px), free(out), free(ref);
+    gguf_close(f);
+    clip_free(cm);
+}
+END_TEST
+
 int main(void)
 {
     if (!test_shared_dir())
@@ -449,6 +682,7 @@ int main(void)
     tcase_add_loop_test(tc, text_logits, 0, n_vcases);
     tcase_add_test(tc, decode_errors);
     tcase_add_test(tc, gemma4_sizes);
+    tcase_add_loop_test(tc, tower_plain_reference, 0, 3);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
 }
