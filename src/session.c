@@ -936,8 +936,8 @@ int llmfs_session_images_text(llmfs_session *s, char *buf, size_t cap)
     size_t o = 0;
     pthread_mutex_lock(&s->m->mu);
     for (int i = 0; i < s->n_pending; i++) {
-        int k = snprintf(buf + (o < cap ? o : cap), o < cap ? cap - o : 0, "%dx%d\n", s->pending[i].nx,
-                         s->pending[i].ny);
+        int k = o < cap ? snprintf(buf + o, cap - o, "%dx%d\n", s->pending[i].nx, s->pending[i].ny)
+                        : snprintf(NULL, 0, "%dx%d\n", s->pending[i].nx, s->pending[i].ny);
         o += k > 0 ? (size_t)k : 0;
     }
     pthread_mutex_unlock(&s->m->mu);

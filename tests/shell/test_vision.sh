@@ -4,7 +4,8 @@
 # fixture's prompt written to prompt give llama.cpp's greedy continuation (up to the
 # first near tie, as test_greedy.sh), in raw mode with the marker and in chat mode where
 # the image goes before the text. A file that is not an image, an image over
-# max_image_bytes and a model without a projector are refused with a reason, and the
+# max_image_bytes, a model without a projector, a projector of another family, an image
+# over the micro-batch and a marker without an image are refused with a reason, and the
 # session keeps working.
 . "$(dirname "$0")/lib.sh" "$@"
 export LC_ALL=C
@@ -87,6 +88,16 @@ grep -q "no vision projector" "$MNT/t/error" || fail "error without a projector:
     fail "a gemma3 projector loaded with a Gemma 4 model"
 grep -q "does not fit a gemma4 model" "$MNT/error" || fail "error of a mismatched projector: $(cat "$MNT/error")"
 pass "a projector of another family is refused"
+# refused with the prompt: an image of more tokens than the micro-batch, a marker without
+# an image (the refused prompt took the image)
+put "$M/ctl" "ubatch 2"
+cat "$IMAGES/gradient.png" >"$M/image" || fail "image refused: $(cat "$M/error")"
+must_fail "Argument list too long" cp "$CASE/prompt.txt" "$M/prompt"
+grep -q "micro-batch" "$M/error" || fail "error after an image over ubatch: $(cat "$M/error")"
+put "$M/ctl" "ubatch 512"
+must_fail "Invalid argument" cp "$CASE/prompt.txt" "$M/prompt"
+grep -q "image marker" "$M/error" || fail "error after a marker without an image: $(cat "$M/error")"
+pass "images over the micro-batch and markers without images are refused"
 cat "$IMAGES/gradient.png" >"$M/image" || fail "image refused after the errors: $(cat "$M/error")"
 cat "$CASE/prompt.txt" - <<<"" >"$M/prompt" || fail "prompt refused after the errors: $(cat "$M/error")"
 check_reply "after refused images"
