@@ -1017,12 +1017,6 @@ static int32_t logits_argmax(const float *x, int n)
     return b;
 }
 
-/* One micro-batch (n <= n_ubatch tokens): embeddings on the CPU, the layers wherever
- * they were placed, then the logits of the positions that asked for them, written to
- * logits [n_out][V] (host memory) — or, with ids set, their argmax to ids [n_out]
- * (picked by the output's backend when it can, so only the ids cross to the host;
- * logits is then host scratch, needed only when it cannot). stream: the host-resident
- * feed-forward weights go to the GPU for this batch. Returns n_out. */
 /* What a batch may add to its token ids (model_forward_embd). */
 typedef struct fwd_input {
     const float *embd;      /* [n][n_embd] rows for the tokens -1, or NULL */
@@ -1032,6 +1026,12 @@ typedef struct fwd_input {
     bool non_causal;
 } fwd_input;
 
+/* One micro-batch (n <= n_ubatch tokens): embeddings on the CPU, the layers wherever
+ * they were placed, then the logits of the positions that asked for them, written to
+ * logits [n_out][V] (host memory) — or, with ids set, their argmax to ids [n_out]
+ * (picked by the output's backend when it can, so only the ids cross to the host;
+ * logits is then host scratch, needed only when it cannot). stream: the host-resident
+ * feed-forward weights go to the GPU for this batch. Returns n_out. */
 static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, const fwd_input *in, float *logits,
                           int32_t *ids, bool flash, bool stream, llmfs_error *err)
 {
