@@ -101,4 +101,23 @@ pass "images over the micro-batch and markers without images are refused"
 cat "$IMAGES/gradient.png" >"$M/image" || fail "image refused after the errors: $(cat "$M/error")"
 cat "$CASE/prompt.txt" - <<<"" >"$M/prompt" || fail "prompt refused after the errors: $(cat "$M/error")"
 check_reply "after refused images"
+
+# Gemma 4: the image's token count follows image_min_tokens / image_max_tokens (the
+# fixture's 4 and 8: gradient.png becomes 3x2 tokens); its first greedy step is a near
+# tie, so the prompt's length is what is compared
+CASE4=$FIXTURES/gemma4-tiny-q8_0/vision-gradient
+put "$MNT/ctl" "load g4 $MODELS/gemma4-tiny-q8_0.gguf mmproj=$MODELS/gemma4-tiny-mmproj-f16.gguf image_min_tokens=4 image_max_tokens=8"
+G=$MNT/g4
+[ "$(stat_value "$G/info" projector)" = gemma4v ] || fail "info: no gemma4v projector"
+[ "$(stat_value "$G/info" image_tokens)" = 4..8 ] || fail "info: image_tokens $(stat_value "$G/info" image_tokens)"
+put "$G/ctl" "mode raw"
+put "$G/ctl" "temp 0"
+put "$G/ctl" "n_predict 4"
+cat "$IMAGES/gradient.png" >"$G/image" || fail "gemma4: image refused: $(cat "$G/error")"
+cat "$CASE4/prompt.txt" >"$G/prompt" || fail "gemma4: prompt refused: $(cat "$G/error")"
+timeout 60 cat "$G/output" >/dev/null || fail "gemma4: reading output failed"
+wait_idle "$G"
+[ "$(stat_value "$G/stats" n_prompt)" = "$(stat_value "$CASE4/meta.txt" n_tokens)" ] ||
+    fail "gemma4: n_prompt $(stat_value "$G/stats" n_prompt), wanted $(stat_value "$CASE4/meta.txt" n_tokens)"
+pass "gemma4: the image becomes the fixture's 6 tokens"
 exit 0
