@@ -12,6 +12,7 @@
 
 #include "clip.h"
 #include "fixture.h"
+#include "backend.h"
 #include "gguf.h"
 #include "image.h"
 #include "kv.h"
@@ -667,6 +668,34 @@ START_TEST(tower_plain_reference)
 }
 END_TEST
 
+/* (8) a text model with layers on a GPU: that backend has no non-causal attention yet,
+ * so an image batch is refused with a reason (the session path refuses the prompt before
+ * it runs) rather than computed with the wrong mask */
+START_TEST(gpu_layers_refuse_images)
+{
+    if (backend_gpu_count() <= 0) {
+        fprintf(stderr, "gpu_layers_refuse_images: no GPU (or simulated device) in this build: nothing to check\n");
+        return;
+    }
+    char p[1024];
+    test_shared_path("models/gemma3-tiny-q8_0.gguf", p, sizeof p);
+    model_opts o = {.n_threads = 2, .n_threads_batch = 2, .ngl = 99};
+    llmfs_error err = {0};
+    model *m = model_load(p, &o, &err);
+    ck_assert_msg(m, "%s", err.msg);
+    ck_assert_str_eq(model_non_causal_missing(m), "CUDA");
+    kv_cache *kv = test_kv_cache(m, 64, 1, T_F16, T_F16);
+    int32_t tok[4] = {-1, -1, -1, -1}, pos[4] = {0, 1, 2, 3}, seq[4] = {0};
+    float *rows = calloc((size_t)4 * m->hp.n_embd, sizeof(float));
+    fwd_batch b = {4, tok, pos, seq, NULL};
+    ck_assert_int_eq(model_forward_embd(m, kv, &b, rows, true, NULL, false, &err), -ENOTSUP);
+    ck_assert_ptr_nonnull(strstr(err.msg, "non-causal"));
+    free(rows);
+    kv_cache_free(kv);
+    model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     if (!test_shared_dir())
@@ -683,6 +712,7 @@ int main(void)
     tcase_add_test(tc, decode_errors);
     tcase_add_test(tc, gemma4_sizes);
     tcase_add_loop_test(tc, tower_plain_reference, 0, 3);
+    tcase_add_test(tc, gpu_layers_refuse_images);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
 }
