@@ -138,6 +138,19 @@ static int open_prompt(struct fs_file *f, const struct fs_target *t, llmfs_error
     return keep(f, &x, text_finish(&x), err);
 }
 
+/* Reading image lists the images waiting for the next prompt, WIDTHxHEIGHT each. */
+static int images_fill(void *s, char *buf, size_t cap)
+{
+    return llmfs_session_images_text(s, buf, cap);
+}
+
+static int open_image(struct fs_file *f, const struct fs_target *t, llmfs_error *err)
+{
+    fs_text x = {0};
+    text_fill(&x, images_fill, t->s);
+    return keep(f, &x, text_finish(&x), err);
+}
+
 /* Each open of clone makes one session; the open file reads its number. */
 static int open_clone(struct fs_file *f, const struct fs_target *t, llmfs_error *err)
 {
@@ -229,6 +242,7 @@ static const fs_filetab files[] = {
     {"ctl",         0666, ALL,          true,  open_ctl,        NULL,            write_ctl,    NULL},
     {"models",      0444, IN_ROOT,      false, open_models,     NULL,            NULL,         NULL},
     {"prompt",      0666, CONVERSATION, true,  open_prompt,     NULL,            prompt_write, prompt_flush},
+    {"image",       0666, CONVERSATION, true,  open_image,      NULL,            image_write,  image_flush},
     {"output",      0444, CONVERSATION, true,  open_output,     size_output,     NULL,         NULL},
     {"transcript",  0444, CONVERSATION, true,  open_transcript, size_transcript, NULL,         NULL},
     {"reasoning",   0444, CONVERSATION, true,  open_reasoning,  size_reasoning,  NULL,         NULL},

@@ -242,6 +242,7 @@ static int read_daemon_settings(llmfs_error *err)
         {"dir_mode", &fs_srv.dir_mode, NULL, 8},
         {"max_prompt_bytes", NULL, &fs_srv.max_prompt_bytes, 10},
         {"max_ctl_line", NULL, &fs_srv.max_ctl_line, 10},
+        {"max_image_bytes", NULL, &fs_srv.max_image_bytes, 10},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         if (llmfs_get(fs_srv.lf, want[i].key, v, sizeof v) < 0)

@@ -29,17 +29,17 @@ static int check_free(fs_file *f)
                 llmfs_errorf(&err, EBUSY, "a generation is running; write stop to ctl first"));
 }
 
-int prompt_write(fs_file *f, const char *buf, size_t size)
+/* Gathers one write of a file submitted at close, up to max bytes (what names the limit
+ * in the error). */
+static int gather(fs_file *f, const char *buf, size_t size, uint64_t max, const char *what, const char *limit)
 {
     llmfs_error err = {0};
     if (f->werr)
         return -f->werr;
-    if (f->w.len + size > fs_srv.max_prompt_bytes) {
+    if (f->w.len + size > max) {
         f->werr = EFBIG;
         f->w.len = 0;
-        return fail(f, &err,
-                    llmfs_errorf(&err, EFBIG, "prompt longer than max_prompt_bytes %llu",
-                                 (unsigned long long)fs_srv.max_prompt_bytes));
+        return fail(f, &err, llmfs_errorf(&err, EFBIG, "%s longer than %s %llu", what, limit, (unsigned long long)max));
     }
     if (f->w.len == 0) {
         int rc = check_free(f);
@@ -55,7 +55,18 @@ int prompt_write(fs_file *f, const char *buf, size_t size)
     return 0;
 }
 
-int prompt_flush(fs_file *f)
+int prompt_write(fs_file *f, const char *buf, size_t size)
+{
+    return gather(f, buf, size, fs_srv.max_prompt_bytes, "prompt", "max_prompt_bytes");
+}
+
+int image_write(fs_file *f, const char *buf, size_t size)
+{
+    return gather(f, buf, size, fs_srv.max_image_bytes, "image", "max_image_bytes");
+}
+
+/* Hands what was written to submit (the session's prompt or image call). */
+static int submit(fs_file *f, int (*fn)(llmfs_session *, const char *, size_t, llmfs_error *))
 {
     if (f->werr) {
         int rc = -f->werr;
@@ -71,7 +82,22 @@ int prompt_flush(fs_file *f)
     if (rc < 0)
         return rc;
     llmfs_error err = {0};
-    rc = llmfs_session_prompt(t.s, f->w.buf, len, &err);
+    rc = fn(t.s, f->w.buf, len, &err);
     fs_target_put(&t);
     return rc < 0 ? fail(f, &err, rc) : 0;
+}
+
+int prompt_flush(fs_file *f)
+{
+    return submit(f, llmfs_session_prompt);
+}
+
+static int add_image(llmfs_session *s, const char *buf, size_t len, llmfs_error *err)
+{
+    return llmfs_session_image(s, buf, len, err);
+}
+
+int image_flush(fs_file *f)
+{
+    return submit(f, add_image);
 }

@@ -13,4 +13,10 @@ int prompt_write(struct fs_file *f, const char *buf, size_t n);
 /* One close(2): submits what was written, or returns the error a write had. */
 int prompt_flush(struct fs_file *f);
 
+/* The same for a session's image file: the bytes of one PNG or JPEG, added to the
+ * session's images for its next prompt at close (EFBIG past max_image_bytes; EINVAL not
+ * an image or no projector). */
+int image_write(struct fs_file *f, const char *buf, size_t n);
+int image_flush(struct fs_file *f);
+
 #endif

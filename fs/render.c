@@ -204,6 +204,9 @@ int render_info(llmfs_model *m, fs_text *out)
                 in.n_ff, in.n_expert, in.n_expert_used, in.n_vocab, in.n_ctx_train,
                 (double)in.rope_freq_base, (double)in.rms_eps, in.tokenizer, in.file_type,
                 in.n_params, in.file_bytes, in.state, in.path, in.chat_template_name);
+    if (in.projector[0])
+        text_printf(out, "projector %s\nprojector_size %" PRIu64 "\nimage_size %d\nimage_tokens %d..%d\n",
+                    in.projector, in.projector_bytes, in.image_size, in.image_min_tokens, in.image_max_tokens);
     text_puts(out, "chat_template ");
     text_escaped(out, in.chat_template ? in.chat_template : "");
     text_puts(out, "\n");

@@ -28,7 +28,7 @@ typedef struct fs_server {
      * and the command line may change them). */
     int file_mode, dir_mode;
     bool allow_other;
-    uint64_t max_prompt_bytes, max_ctl_line;
+    uint64_t max_prompt_bytes, max_ctl_line, max_image_bytes;
 } fs_server;
 
 extern fs_server fs_srv;

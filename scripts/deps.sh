@@ -4,7 +4,7 @@
 # endpoint's test drives (into build-npm/, never at test time).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libfuse3-dev fuse3 libuv1-dev libinih-dev check
-      libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev)
+      libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libpng-dev libjpeg62-turbo-dev)
 [ "${1:-}" = "--test" ] && pkgs+=(clang prometheus procps curl)
 # Node.js for the HTTP endpoint's test with the official client: Debian's, unless a
 # node with its npm is there already (another vendor's nodejs package ships npm itself,

@@ -140,7 +140,8 @@ struct backend_ops {
     /* stores k, v [n][n_head_kv*head_dim] at the batch's (seq, pos) cells of layer il */
     void (*kv_store)(backend *be, kv_cache *kv, int il, const float *k, const float *v, int n);
     /* out[n][n_head*head_dim]: causal attention of q over the layer's cache, each token
-     * seeing its own sequence's cells 0..pos */
+     * seeing its own sequence's cells 0..pos (after non_causal: up to the last position
+     * of its sequence in the batch) */
     void (*attention)(backend *be, float *out, const float *q, const kv_cache *kv, int il, int n,
                       const attn_params *p);
     /* MoE: from router logits [n][n_expert] pick the top k after a softmax, renormalise
@@ -156,6 +157,12 @@ struct backend_ops {
                     const moe_extra *ex);
 
     /* ---- optional: NULL where a backend does without ---- */
+
+    /* For the batch begun last: its tokens of a sequence see each other whatever their
+     * order (an image's tokens; llama.cpp decodes an image with causal attention off);
+     * earlier cells are seen as before, the sliding window included. NULL: the backend
+     * only has causal attention (the model refuses such a batch on it). */
+    void (*non_causal)(backend *be);
 
     /* out[i] = x · w[i]ᵀ for i < count (count <= 4): weights that share an input (q, k, v;
      * gate, up) in one pass, x converted once per dot type. NULL: matmul per weight. */

@@ -182,6 +182,8 @@ static void model_destroy(llmfs_model *m)
     if (m->mdl)
         model_free(m->mdl);
     remote_free(m->remote);
+    clip_free(m->clip);
+    pthread_mutex_destroy(&m->clip_mu);
     for (int i = 0; i < m->n_slots; i++)
         free(m->slots[i].tokens);
     free(m->slots);
@@ -518,6 +520,30 @@ static int place_threads(llmfs_model *m, model *mdl, llmfs_error *err)
     return 0;
 }
 
+/* The projector of setting mmproj, checked against the text model it feeds: the same
+ * family (gemma3 with Gemma 3, gemma4v with Gemma 4) and its rows as wide as the model's
+ * embeddings. */
+static int load_projector(const model *mdl, const char *path, int n_threads, clip_model **out, llmfs_error *err)
+{
+    clip_model *c = clip_load(path, n_threads, err);
+    if (!c)
+        return err && err->code ? -err->code : -EINVAL;
+    const clip_hparams *hp = clip_hp(c);
+    const char *want = hp->projector == CLIP_GEMMA3 ? "gemma3" : "gemma4";
+    int rc = 0;
+    if (strcmp(mdl->hp.arch, want))
+        rc = llmfs_errorf(err, EINVAL, "mmproj: a %s projector does not fit a %s model", hp->type_name, mdl->hp.arch);
+    else if (hp->n_embd_out != mdl->hp.n_embd)
+        rc = llmfs_errorf(err, EINVAL, "mmproj: the projector writes rows of %d, the model's embeddings are %d wide",
+                          hp->n_embd_out, mdl->hp.n_embd);
+    if (rc) {
+        clip_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
 int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *const *settings,
                      int n_settings, llmfs_error *err)
 {
@@ -536,6 +562,7 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     atomic_init(&m->refs, 1);
     m->lf = lf;
     pthread_mutex_init(&m->mu, NULL);
+    pthread_mutex_init(&m->clip_mu, NULL);
     pthread_cond_init(&m->work_cv, NULL);
     snprintf(m->name, sizeof m->name, "%s", name);
     snprintf(m->path, sizeof m->path, "%s", path);
@@ -567,6 +594,8 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
         rc = llmfs_errorf(err, EACCES, "%s: the host is not in remote_hosts", path);
     else if (rc == 0 && !remote)
         rc = check_model_dirs(path, dirs, err);
+    if (rc == 0 && m->settings.mmproj && *m->settings.mmproj)
+        rc = check_model_dirs(m->settings.mmproj, dirs, err);
     free(dirs);
     if (rc == 0) {
         pthread_mutex_lock(&lf->mu);
@@ -663,6 +692,9 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
         goto failed;
     }
     rc = place_threads(m, mdl, &le);
+    clip_model *clip = NULL;
+    if (rc == 0 && s->mmproj && *s->mmproj)
+        rc = load_projector(mdl, s->mmproj, o.n_threads_batch, &clip, &le);
     if (rc < 0) {
         model_free(mdl);
         if (err)
@@ -671,6 +703,7 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     }
     pthread_mutex_lock(&m->mu);
     m->mdl = mdl;
+    m->clip = clip;
     m->n_vocab = mdl->hp.n_vocab;
     const char *tmpl = gguf_get_str(mdl->file, "tokenizer.chat_template", NULL);
     m->chat_template = tmpl && *tmpl ? tmpl : NULL;
@@ -999,6 +1032,21 @@ void llmfs_model_info_get(llmfs_model *m, llmfs_model_info *out)
         snprintf(out->chat_template_name, sizeof out->chat_template_name, "remote");
         out->n_ctx_train = remote_ctx_train(m->remote);
     }
+    if (m->clip) {
+        const clip_hparams *ch = clip_hp(m->clip);
+        snprintf(out->projector, sizeof out->projector, "%s", ch->type_name);
+        out->projector_bytes = clip_weight_bytes(m->clip);
+        if (ch->projector == CLIP_GEMMA3) {
+            out->image_size = ch->image_size;
+            out->image_min_tokens = out->image_max_tokens = clip_n_tokens(m->clip, ch->image_size, ch->image_size);
+        } else {
+            out->image_min_tokens = m->settings.image_min_tokens > 0 ? m->settings.image_min_tokens : ch->min_tokens;
+            out->image_max_tokens = m->settings.image_max_tokens > 0 ? m->settings.image_max_tokens : ch->max_tokens;
+            int w, h; /* a square picture at the most tokens */
+            clip_image_dims(m->clip, 4096, 4096, out->image_min_tokens, out->image_max_tokens, &w, &h);
+            out->image_size = w;
+        }
+    }
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -1082,6 +1130,33 @@ static int placement_rows(llmfs_model *m, place_acc **out)
         acc[k].row.bytes += b;
         if (t->type >= 0 && t->type < T_COUNT)
             acc[k].by_type[t->type] += b;
+    }
+    if (m->clip && n + 2 > cap) {
+        place_acc *p = realloc(acc, sizeof *acc * (size_t)(cap = n + 2));
+        if (!p) {
+            free(acc);
+            return -ENOMEM;
+        }
+        acc = p;
+    }
+    if (m->clip) {
+        /* the projector runs on the CPU: its weights, and the scratch of one image at the
+         * most tokens an image may become */
+        const int max_t = m->settings.image_max_tokens;
+        const struct {
+            const char *group;
+            uint64_t bytes;
+            int type;
+        } vrows[2] = {{"mmproj", clip_weight_bytes(m->clip), T_F16},
+                      {"mmproj_buffers", clip_buffer_bytes(m->clip, max_t), T_F32}};
+        for (int r = 0; r < 2; r++, n++) {
+            memset(&acc[n], 0, sizeof acc[n]);
+            snprintf(acc[n].row.group, sizeof acc[n].row.group, "%s", vrows[r].group);
+            snprintf(acc[n].row.device, sizeof acc[n].row.device, "CPU");
+            acc[n].row.bytes = vrows[r].bytes;
+            acc[n].by_type[vrows[r].type] = vrows[r].bytes;
+            acc[n].order = 2 + (long)mdl->hp.n_layer * 4 + r;
+        }
     }
     qsort(acc, (size_t)n, sizeof *acc, place_acc_cmp);
     /* totals per device, after the rows */

@@ -12,6 +12,7 @@
 #ifndef LLMFS_ENGINE_H
 #define LLMFS_ENGINE_H
 
+#include "clip.h"
 #include "cpuset.h"
 #include "llmfs.h"
 #include "reasoning.h"
@@ -21,6 +22,7 @@
 #include "spec.h"
 #include "stopstr.h"
 #include "tokenizer.h"
+#include "vision.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -60,6 +62,8 @@ struct llmfs_model {
     model *mdl;
     kv_cache *kv;
     struct remote_model *remote; /* a remote model (remote.h): no mdl, no kv */
+    clip_model *clip;          /* the vision projector (setting mmproj), NULL none */
+    pthread_mutex_t clip_mu;   /* one image through the projector at a time */
     int n_vocab;
     const char *chat_template; /* owned by the GGUF file; NULL if none */
     char bos_text[64], eos_text[64];
@@ -103,6 +107,8 @@ enum session_state { SS_IDLE, SS_QUEUED, SS_PREFILL, SS_GEN };
 typedef struct chat_turn {
     char *user;
     char *assistant; /* NULL until the reply is complete */
+    vision_embd *imgs; /* the turn's images, in the order of its markers */
+    int n_imgs;
 } chat_turn;
 
 struct llmfs_session {
@@ -123,8 +129,17 @@ struct llmfs_session {
     int n_conv, cap_conv;
     char *system_logged;       /* system text last written to the transcript */
 
-    /* the sequence being evaluated: prompt then generated tokens */
+    /* images written to the session for its next prompt (decoded, not yet encoded) */
+    image_rgb *pending;
+    int n_pending;
+    /* the sequence being evaluated: prompt then generated tokens; tokens -1 are image
+     * rows, spans say where (their rows belong to the conversation's turns, or to
+     * raw_imgs in raw mode) */
     int32_t *toks;
+    vision_span *spans;
+    int n_spans;
+    vision_embd *raw_imgs;
+    int n_raw_imgs;
     int n_toks, cap_toks;
     int slot;                  /* index into m->slots, -1 none */
     int n_predict;             /* of the running generation */

@@ -145,6 +145,11 @@ typedef struct llmfs_model_info {
     char tokenizer[16];  /* "spm", "bpe" */
     char chat_template_name[32]; /* "chatml", "llama3", ..., "jinja", "none" */
     const char *chat_template; /* the raw template text (valid while the reference is held) */
+    /* the vision projector (setting mmproj): projector[0] == 0 when none */
+    char projector[16];  /* "gemma3", "gemma4v" */
+    int image_size;      /* gemma3: the fixed input side; gemma4v: the largest side at image_max_tokens */
+    int image_min_tokens, image_max_tokens; /* tokens per image (gemma3: both the fixed count) */
+    uint64_t projector_bytes; /* its weights */
 } llmfs_model_info;
 void llmfs_model_info_get(llmfs_model *m, llmfs_model_info *out);
 
@@ -264,6 +269,16 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
  * -ENOMEM, -ENOENT closed. */
 int llmfs_session_set_history(llmfs_session *s, const char *system, const char *const *user,
                               const char *const *assistant, int n_turns, llmfs_error *err);
+/* Adds an image (the bytes of a PNG or JPEG file) for the session's next prompt: it is
+ * decoded now and encoded with that prompt. The prompt's media markers (setting
+ * media_marker) take the images in order; images left without a marker go before its
+ * text. -EINVAL no vision projector (setting mmproj) or not a readable image, -EFBIG over
+ * max_image_bytes or larger than 16384 pixels a side, -EBUSY while a reply runs,
+ * -ENOMEM. */
+int llmfs_session_image(llmfs_session *s, const void *buf, size_t len, llmfs_error *err);
+/* The images waiting for the next prompt, one "WIDTHxHEIGHT" line each. Returns the
+ * length like snprintf. */
+int llmfs_session_images_text(llmfs_session *s, char *buf, size_t cap);
 /* The last prompt written (malloc'd, NUL-terminated; NULL if none). */
 char *llmfs_session_last_prompt(llmfs_session *s);
 void llmfs_session_error(llmfs_session *s, char *buf, size_t cap);

@@ -1025,14 +1025,23 @@ static int32_t logits_argmax(const float *x, int n)
     return b;
 }
 
+/* What a batch may add to its token ids (model_forward_embd). */
+typedef struct fwd_input {
+    const float *embd;      /* [n][n_embd] rows for the tokens -1, or NULL */
+    const int32_t *orig;    /* the micro-batch's tokens as given (ub->token then has 0 in
+                             * place of each -1, so that the lookup reads a real row
+                             * before the input row replaces it) */
+    bool non_causal;
+} fwd_input;
+
 /* One micro-batch (n <= n_ubatch tokens): embeddings on the CPU, the layers wherever
  * they were placed, then the logits of the positions that asked for them, written to
  * logits [n_out][V] (host memory) — or, with ids set, their argmax to ids [n_out]
  * (picked by the output's backend when it can, so only the ids cross to the host;
  * logits is then host scratch, needed only when it cannot). stream: the host-resident
  * feed-forward weights go to the GPU for this batch. Returns n_out. */
-static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *logits, int32_t *ids,
-                          bool flash, bool stream, llmfs_error *err)
+static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, const fwd_input *in, float *logits,
+                          int32_t *ids, bool flash, bool stream, llmfs_error *err)
 {
     model_priv *P = m->scratch;
     const model_hparams *hp = &m->hp;
@@ -1043,6 +1052,11 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
         refused = m->cpu;
     else if (m->gpu && (rc = m->gpu->ops->begin(m->gpu, ub)))
         refused = m->gpu;
+    if (!refused && in->non_causal) { /* forward() checked that the layers' backends can */
+        m->cpu->ops->non_causal(m->cpu);
+        if (m->gpu && m->gpu->ops->non_causal)
+            m->gpu->ops->non_causal(m->gpu);
+    }
     if (refused) {
         /* the backend's own account (which also clears it, so the next batch is tried
          * afresh: memory may have come back) */
@@ -1062,6 +1076,10 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
     B->be->ops->get_rows(B->be, B->x, m->tok_embd, n);                  /* x [n][E] */
     if (m->family->embed)
         m->family->embed(m, B, n);
+    for (int i = 0; in->embd && i < n; i++) /* input rows as they are: no scale */
+        if (in->orig[i] < 0)
+            B->be->ops->upload(B->be, B->x + (size_t)i * hp->n_embd, in->embd + (size_t)i * hp->n_embd,
+                               sizeof(float) * (size_t)hp->n_embd);
     if (hp->n_embd_per_layer) /* per-layer inputs [n][n_layer][P], for layers on any backend */
         for (int i = 0; i < P->n_bufs; i++)
             if (&P->bufs[i] != B)
@@ -1108,7 +1126,7 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, float *lo
 /* Checks the whole batch before anything runs, so a refused batch leaves the cache as
  * it was: tokens in the vocabulary, sequences in the cache, positions inside the
  * context and without gaps (cell p of a sequence can only be written once 0..p-1 are). */
-static int check_batch(model *m, kv_cache *kv, const fwd_batch *b, llmfs_error *err)
+static int check_batch(model *m, kv_cache *kv, const fwd_batch *b, const float *embd, llmfs_error *err)
 {
     model_priv *P = m->scratch;
     bool same = kv->n_layer == m->hp.n_layer;
@@ -1129,7 +1147,9 @@ static int check_batch(model *m, kv_cache *kv, const fwd_batch *b, llmfs_error *
     memcpy(P->seq_len, kv->seq_len, sizeof(int) * (size_t)kv->n_seq);
     for (int i = 0; i < b->n; i++) {
         int t = b->token[i], s = b->seq[i], p = b->pos[i];
-        if (t < 0 || t >= m->hp.n_vocab)
+        if (t == -1 && embd)
+            ; /* an input row */
+        else if (t < 0 || t >= m->hp.n_vocab)
             return llmfs_errorf(err, EINVAL, "forward: token %d is outside the vocabulary (%d)", t,
                                 m->hp.n_vocab);
         if (s < 0 || s >= kv->n_seq)
@@ -1156,17 +1176,46 @@ static int check_batch(model *m, kv_cache *kv, const fwd_batch *b, llmfs_error *
     return 0;
 }
 
-static int forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, int32_t *ids_out,
-                   bool flash_attn, llmfs_error *err)
+static int forward_batches(model *m, kv_cache *kv, const fwd_batch *b, const int32_t *tok0, const float *embd,
+                           bool non_causal, float *logits_out, int32_t *ids_out, bool flash_attn,
+                           llmfs_error *err);
+
+static int forward(model *m, kv_cache *kv, const fwd_batch *b, const float *embd, bool non_causal,
+                   float *logits_out, int32_t *ids_out, bool flash_attn, llmfs_error *err)
 {
     if (b->n < 0 || !b->token || !b->pos || !b->seq)
         return llmfs_errorf(err, EINVAL, "forward: malformed batch");
     if (b->n == 0)
         return 0;
-    int rc = check_batch(m, kv, b, err);
+    int rc = check_batch(m, kv, b, embd, err);
     if (rc)
         return rc;
+    if (non_causal && b->n > m->n_ubatch)
+        return llmfs_errorf(err, E2BIG, "forward: %d non-causal tokens do not fit the micro-batch of %d",
+                            b->n, m->n_ubatch);
+    const char *missing = non_causal ? model_non_causal_missing(m) : NULL;
+    if (missing)
+        return llmfs_errorf(err, ENOTSUP, "forward: the %s backend has no non-causal attention (image tokens)",
+                            missing);
+    int32_t *tok0 = NULL; /* the tokens with 0 for each input row, for the lookup */
+    if (embd) {
+        tok0 = malloc(sizeof(int32_t) * (size_t)b->n);
+        if (!tok0)
+            return llmfs_errorf(err, ENOMEM, "forward: out of memory");
+        for (int i = 0; i < b->n; i++)
+            tok0[i] = b->token[i] < 0 ? 0 : b->token[i];
+    }
+    rc = forward_batches(m, kv, b, tok0, embd, non_causal, logits_out, ids_out, flash_attn, err);
+    free(tok0);
+    return rc;
+}
+
+static int forward_batches(model *m, kv_cache *kv, const fwd_batch *b, const int32_t *tok0, const float *embd,
+                           bool non_causal, float *logits_out, int32_t *ids_out, bool flash_attn,
+                           llmfs_error *err)
+{
     model_priv *P = m->scratch;
+    int rc;
     if (!logits_out && !ids_out) {
         bool any = false;
         for (int i = 0; b->logits && i < b->n; i++)
@@ -1175,11 +1224,16 @@ static int forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out
             return llmfs_errorf(err, EINVAL, "forward: logits requested without an output buffer");
     }
     size_t out_row = 0;
-    /* a ring of sliding-window cells takes at most its slack in one micro-batch */
+    /* a ring of sliding-window cells takes at most its slack in one micro-batch; an
+     * image (non-causal) must stay in one */
     const int n_ub = kv->swa_slack && kv->swa_slack < m->n_ubatch ? kv->swa_slack : m->n_ubatch;
+    if (non_causal && b->n > n_ub)
+        return llmfs_errorf(err, E2BIG, "forward: an image of %d tokens is larger than a micro-batch (%d)", b->n,
+                            n_ub);
     for (int i0 = 0; i0 < b->n; i0 += n_ub) {
         int n = b->n - i0 < n_ub ? b->n - i0 : n_ub;
-        fwd_batch ub = {n, b->token + i0, b->pos + i0, b->seq + i0, NULL};
+        fwd_batch ub = {n, (tok0 ? tok0 : b->token) + i0, b->pos + i0, b->seq + i0, NULL};
+        fwd_input in = {embd ? embd + (size_t)i0 * m->hp.n_embd : NULL, b->token + i0, non_causal};
         if (b->logits) {
             ub.logits = b->logits + i0;
         } else {
@@ -1208,10 +1262,10 @@ static int forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out
             lg = NULL; /* the output's backend picks the ids itself */
         }
         const bool stream = model_streams(m, n);
-        rc = forward_ubatch(m, kv, &ub, lg, ids_out ? ids_out + out_row : NULL, flash_attn, stream, err);
+        rc = forward_ubatch(m, kv, &ub, &in, lg, ids_out ? ids_out + out_row : NULL, flash_attn, stream, err);
         if (rc == -ENOMEM && stream) { /* the batch gets the room back, without streaming */
             model_stream_give_up(m, err);
-            rc = forward_ubatch(m, kv, &ub, lg, ids_out ? ids_out + out_row : NULL, flash_attn, false, err);
+            rc = forward_ubatch(m, kv, &ub, &in, lg, ids_out ? ids_out + out_row : NULL, flash_attn, false, err);
         }
         if (rc < 0)
             return rc;
@@ -1226,7 +1280,7 @@ static int forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out
 int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, bool flash_attn,
                   llmfs_error *err)
 {
-    return forward(m, kv, b, logits_out, NULL, flash_attn, err);
+    return forward(m, kv, b, NULL, false, logits_out, NULL, flash_attn, err);
 }
 
 int model_forward_ids(model *m, kv_cache *kv, const fwd_batch *b, int32_t *ids_out, bool flash_attn,
@@ -1234,5 +1288,19 @@ int model_forward_ids(model *m, kv_cache *kv, const fwd_batch *b, int32_t *ids_o
 {
     if (!ids_out)
         return llmfs_errorf(err, EINVAL, "forward: no buffer for the chosen ids");
-    return forward(m, kv, b, NULL, ids_out, flash_attn, err);
+    return forward(m, kv, b, NULL, false, NULL, ids_out, flash_attn, err);
+}
+
+int model_forward_embd(model *m, kv_cache *kv, const fwd_batch *b, const float *embd, bool non_causal,
+                       float *logits_out, bool flash_attn, llmfs_error *err)
+{
+    return forward(m, kv, b, embd, non_causal, logits_out, NULL, flash_attn, err);
+}
+
+const char *model_non_causal_missing(const model *m)
+{
+    for (int il = 0; il < m->hp.n_layer; il++)
+        if (!m->layers[il].be->ops->non_causal)
+            return m->layers[il].be->ops->name;
+    return NULL;
 }

@@ -177,6 +177,19 @@ int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out,
 int model_forward_ids(model *m, kv_cache *kv, const fwd_batch *b, int32_t *ids_out, bool flash_attn,
                       llmfs_error *err);
 
+/* As model_forward, with input rows: each token -1 of b takes its row of embd
+ * [b->n][n_embd] (host memory) as it is, without the family's embedding scale (image
+ * embeddings). non_causal: the batch's tokens of a sequence see each other whatever
+ * their order (an image: llama.cpp decodes it with causal attention off); such a batch
+ * must fit one micro-batch (-E2BIG) and every layer's backend must have non-causal
+ * attention (-ENOTSUP). */
+int model_forward_embd(model *m, kv_cache *kv, const fwd_batch *b, const float *embd, bool non_causal,
+                       float *logits_out, bool flash_attn, llmfs_error *err);
+
+/* Whether every layer's backend has non-causal attention (model_forward_embd's
+ * non_causal); NULL: the backend that lacks it, by name. */
+const char *model_non_causal_missing(const model *m);
+
 /* "Q4_K_M", "Q8_0", ... from general.file_type, or the dominant tensor type. */
 const char *model_file_type_name(const model *m);
 /* The name of a general.file_type value, NULL when it is not one llmfs knows. */

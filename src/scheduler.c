@@ -24,6 +24,7 @@ typedef struct plan_entry {
     int start, count;   /* tokens toks[start..start+count) at positions start.. */
     bool logits;        /* the last of them ends the known sequence: sample after it */
     bool was_prefill;
+    const vision_span *image; /* the range is this image's rows: evaluated alone, non-causal */
     int row;            /* logits row (the first of 1 + n_draft when speculating) */
     int n_new;          /* tokens sampled and kept this step */
     /* speculative decoding (spec.h): up to spec_max drafts verified after the last
@@ -70,12 +71,22 @@ static int grow(void **p, int *cap, int need, size_t elem)
     return 0;
 }
 
+/* Image positions (-1) never match: two images are not compared. */
 static int common_prefix(const int32_t *a, int na, const int32_t *b, int nb)
 {
     int n = na < nb ? na : nb, i = 0;
-    while (i < n && a[i] == b[i])
+    while (i < n && a[i] == b[i] && a[i] >= 0)
         i++;
     return i;
+}
+
+/* The session's first image span that ends after position p, NULL none. */
+static const vision_span *span_from(const llmfs_session *s, int p)
+{
+    for (int i = 0; i < s->n_spans; i++)
+        if (s->spans[i].start + s->spans[i].n > p)
+            return &s->spans[i];
+    return NULL;
 }
 
 static bool busy(const llmfs_session *s)
@@ -212,9 +223,17 @@ static int plan(sched *sc)
          * keeps it or a follow-up whose reply differs resumes */
         if (m->kv->n_recurrent && start < s->n_toks - 1 && take > s->n_toks - 1 - start)
             take = s->n_toks - 1 - start;
+        /* an image is evaluated whole and on its own (the prompt checked that it fits a
+         * micro-batch); text stops where one begins */
+        const vision_span *img = span_from(s, start);
+        if (img && img->start <= start)
+            take = img->start + img->n - start;
+        else if (img && img->start < start + take)
+            take = img->start - start;
         plan_entry *e = add_entry(sc, s);
         if (!e)
             break;
+        e->image = img && img->start <= start ? img : NULL;
         e->start = start;
         e->count = take;
         e->logits = take == pending;
@@ -435,9 +454,27 @@ static int run_step(sched *sc, int total, double *t_fwd)
     if (total > 0) {
         if (batch_reserve(sc, total) < 0)
             rc = llmfs_errorf(&err, ENOMEM, "out of memory for a batch of %d tokens", total);
+        /* images first, each in a forward call of its own: its tokens see each other */
         for (int i = 0; i < sc->n_e && !rc; i++) {
             plan_entry *e = &sc->e[i];
-            if (e->reason)
+            if (e->reason || !e->image)
+                continue;
+            const int skip = e->start - e->image->start; /* rows already in the cache */
+            for (int j = 0; j < e->count; j++) {
+                sc->tok[j] = -1;
+                sc->pos[j] = e->start + j;
+                sc->seq[j] = e->s->slot;
+                sc->lg[j] = 0;
+            }
+            fwd_batch b = {.n = e->count, .token = sc->tok, .pos = sc->pos, .seq = sc->seq, .logits = sc->lg};
+            double t0 = engine_now();
+            rc = model_forward_embd(m->mdl, m->kv, &b, e->image->rows + (size_t)skip * m->mdl->hp.n_embd, true,
+                                    NULL, m->settings.flash_attn, &err);
+            *t_fwd += engine_now() - t0;
+        }
+        for (int i = 0; i < sc->n_e && !rc; i++) {
+            plan_entry *e = &sc->e[i];
+            if (e->reason || e->image)
                 continue;
             for (int j = 0; j < e->count; j++, n++) {
                 sc->tok[n] = e->s->toks[e->start + j];
@@ -490,7 +527,7 @@ static int run_step(sched *sc, int total, double *t_fwd)
                 rc = model_forward_ids(m->mdl, m->kv, &b, sc->ids, m->settings.flash_attn, &err);
             else
                 rc = model_forward(m->mdl, m->kv, &b, sc->logits, m->settings.flash_attn, &err);
-            *t_fwd = engine_now() - t0;
+            *t_fwd += engine_now() - t0;
         }
     }
     double now = engine_now();

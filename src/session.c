@@ -82,11 +82,28 @@ void session_ref(llmfs_session *s)
     atomic_fetch_add(&s->refs, 1);
 }
 
+static void free_images(vision_embd *v, int n)
+{
+    for (int i = 0; i < n; i++)
+        vision_embd_free(&v[i]);
+    free(v);
+}
+
+static void free_pending(llmfs_session *s)
+{
+    for (int i = 0; i < s->n_pending; i++)
+        image_free(&s->pending[i]);
+    free(s->pending);
+    s->pending = NULL;
+    s->n_pending = 0;
+}
+
 static void clear_turns(llmfs_session *s)
 {
     for (int i = 0; i < s->n_conv; i++) {
         free(s->conv[i].user);
         free(s->conv[i].assistant);
+        free_images(s->conv[i].imgs, s->conv[i].n_imgs);
     }
     s->n_conv = 0;
 }
@@ -99,6 +116,9 @@ void llmfs_session_put(llmfs_session *s)
     clear_turns(s);
     free(s->conv);
     free(s->toks);
+    free(s->spans);
+    free_images(s->raw_imgs, s->n_raw_imgs);
+    free_pending(s);
     free(s->reply);
     free(s->last_prompt);
     free(s->system_logged);
@@ -254,6 +274,7 @@ enum { END_LOG_RESET = 1, END_CLOSED = 2, END_DROP_LIST_REF = 4 };
 static void reset_conversation(llmfs_session *s)
 {
     clear_turns(s);
+    free_pending(s);
     free(s->system_logged);
     s->system_logged = NULL;
 }
@@ -271,6 +292,7 @@ int session_end_turn_locked(llmfs_session *s, const char *reason, turn_streams *
         t->assistant = strndup(s->reply ? s->reply : "", s->reply_len);
         if (!t->assistant) { /* cannot keep the turn whole: drop it */
             free(t->user);
+            free_images(t->imgs, t->n_imgs);
             s->n_conv--;
         }
     }
@@ -470,12 +492,23 @@ typedef struct prompt_snapshot {
     bool log_system;
     char effort[8];
     char *stop_strings;
+    /* images: those written for this prompt (moved out of the session), the projector's
+     * limits and the marker; the turns' images are borrowed (they stay while the session
+     * prepares a prompt) */
+    image_rgb *pending;
+    int n_pending;
+    int min_tokens, max_tokens, n_ubatch;
+    char *marker;
 } prompt_snapshot;
 
 static void snapshot_free(prompt_snapshot *ps)
 {
     free(ps->system);
     free(ps->stop_strings);
+    free(ps->marker);
+    for (int i = 0; i < ps->n_pending; i++)
+        image_free(&ps->pending[i]);
+    free(ps->pending);
     for (int i = 0; i < ps->n_turns; i++) {
         free(ps->turns[i].user);
         free(ps->turns[i].assistant);
@@ -500,7 +533,15 @@ static int snapshot_take(llmfs_session *s, prompt_snapshot *ps)
     ps->log_system = ps->system && ps->system[0] &&
                      (!s->system_logged || strcmp(s->system_logged, ps->system) != 0);
     ps->stop_strings = strdup(st->stop_strings ? st->stop_strings : "");
-    if (!ps->system || !ps->stop_strings)
+    ps->marker = strdup(st->media_marker ? st->media_marker : "");
+    ps->min_tokens = s->m->settings.image_min_tokens;
+    ps->max_tokens = s->m->settings.image_max_tokens;
+    ps->n_ubatch = s->m->mdl ? s->m->mdl->n_ubatch : 0;
+    ps->pending = s->pending;
+    ps->n_pending = s->n_pending;
+    s->pending = NULL;
+    s->n_pending = 0;
+    if (!ps->system || !ps->stop_strings || !ps->marker)
         return -ENOMEM;
     if (ps->mode == MODE_CHAT && s->n_conv > 0) {
         ps->turns = calloc((size_t)s->n_conv, sizeof *ps->turns);
@@ -509,6 +550,8 @@ static int snapshot_take(llmfs_session *s, prompt_snapshot *ps)
         for (int i = 0; i < s->n_conv; i++, ps->n_turns++) {
             ps->turns[i].user = strdup(s->conv[i].user);
             ps->turns[i].assistant = strdup(s->conv[i].assistant ? s->conv[i].assistant : "");
+            ps->turns[i].imgs = s->conv[i].imgs; /* borrowed */
+            ps->turns[i].n_imgs = s->conv[i].n_imgs;
             if (!ps->turns[i].user || !ps->turns[i].assistant) {
                 ps->n_turns++;
                 return -ENOMEM;
@@ -518,8 +561,11 @@ static int snapshot_take(llmfs_session *s, prompt_snapshot *ps)
     return 0;
 }
 
-/* Tokens of the whole sequence to evaluate for this prompt. */
-static int build_tokens(llmfs_model *m, const prompt_snapshot *ps, const char *text, int32_t **out,
+/* Tokens of the whole sequence to evaluate for this prompt. With images (imgs: those of
+ * the conversation's turns, then this prompt's), each marker of the rendered text takes
+ * the next one: its positions are -1 in *out and *spans says where. */
+static int build_tokens(llmfs_model *m, const prompt_snapshot *ps, const char *text,
+                        const vision_embd *const *imgs, int n_imgs, int32_t **out, vision_span **spans,
                         llmfs_error *err)
 {
     const tokenizer *tok = m->mdl->tok;
@@ -546,6 +592,14 @@ static int build_tokens(llmfs_model *m, const prompt_snapshot *ps, const char *t
         src = rendered;
         /* templates usually write the BOS text themselves; it is added below only if not */
         add_special = false;
+    }
+    if (n_imgs > 0) {
+        const char *beg, *end;
+        vision_markers(m->clip, &beg, &end);
+        int n = vision_tokenize(tok, src, ps->marker, beg, end, imgs, n_imgs, tokenizer_add_bos(tok), out, spans,
+                                err);
+        free(rendered);
+        return n;
     }
     size_t len = strlen(src);
     int cap = (int)(len < 1000000 ? len : 1000000) + 8;
@@ -660,10 +714,58 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
     if (rc < 0)
         goto fail;
 
-    char *user = strndup(text, len);
+    /* images: markers for those the text does not place (they go first), then each
+     * through the projector */
+    char *user = NULL;
+    vision_embd *new_imgs = NULL;
+    const vision_embd **all_imgs = NULL;
+    vision_span *spans = NULL;
+    int n_all = 0, n = 0;
+    const int n_marks = m->clip ? vision_count_markers(text, ps.marker) : 0;
+    const char *no_nc = ps.n_pending ? model_non_causal_missing(m->mdl) : NULL;
+    if (ps.n_pending && !m->clip) {
+        n = llmfs_errorf(&e, EINVAL, "model %s has no vision projector (set mmproj)", m->name);
+    } else if (no_nc) {
+        n = llmfs_errorf(&e, EINVAL, "images need the text model's layers on the CPU (ngl 0): the %s backend has no non-causal attention yet",
+                         no_nc);
+    } else if (n_marks > ps.n_pending && (ps.mode == MODE_RAW || ps.n_pending)) {
+        n = llmfs_errorf(&e, EINVAL, "the prompt has %d image markers (%s) for %d image%s", n_marks, ps.marker,
+                         ps.n_pending, ps.n_pending == 1 ? "" : "s");
+    } else {
+        const int missing = ps.n_pending > n_marks ? ps.n_pending - n_marks : 0;
+        size_t ml = strlen(ps.marker), extra = (size_t)missing * ml;
+        user = malloc(len + extra + 1);
+        if (user) {
+            for (int i = 0; i < missing; i++)
+                memcpy(user + (size_t)i * ml, ps.marker, ml);
+            memcpy(user + extra, text, len);
+            user[len + extra] = 0;
+        }
+        int n_old = 0;
+        for (int i = 0; i < ps.n_turns; i++)
+            n_old += ps.turns[i].n_imgs;
+        new_imgs = ps.n_pending ? calloc((size_t)ps.n_pending, sizeof *new_imgs) : NULL;
+        all_imgs = n_old + ps.n_pending ? calloc((size_t)(n_old + ps.n_pending), sizeof *all_imgs) : NULL;
+        if (!user || (ps.n_pending && !new_imgs) || (n_old + ps.n_pending && !all_imgs))
+            n = llmfs_errorf(&e, ENOMEM, "out of memory");
+        for (int i = 0; i < ps.n_turns && n == 0; i++)
+            for (int k = 0; k < ps.turns[i].n_imgs; k++)
+                all_imgs[n_all++] = &ps.turns[i].imgs[k];
+        for (int i = 0; i < ps.n_pending && n == 0; i++) {
+            pthread_mutex_lock(&m->clip_mu);
+            n = vision_encode(m->clip, &ps.pending[i], ps.min_tokens, ps.max_tokens, &new_imgs[i], &e);
+            pthread_mutex_unlock(&m->clip_mu);
+            if (n == 0 && new_imgs[i].n_tok > ps.n_ubatch)
+                n = llmfs_errorf(&e, E2BIG, "image %d becomes %d tokens, more than the micro-batch of %d (raise ubatch, or lower image_max_tokens)",
+                                 i + 1, new_imgs[i].n_tok, ps.n_ubatch);
+            if (n == 0)
+                all_imgs[n_all++] = &new_imgs[i];
+        }
+    }
     int32_t *toks = NULL;
-    /* a remote model's server tokenizes and samples */
-    int n = !user ? llmfs_errorf(&e, ENOMEM, "out of memory") : m->remote ? 0 : build_tokens(m, &ps, user, &toks, &e);
+    if (n == 0 && !m->remote) /* a remote model's server tokenizes and samples */
+        n = build_tokens(m, &ps, user, all_imgs, n_all, &toks, &spans, &e);
+    free(all_imgs);
     sampler *smp = NULL;
     if (m->remote) {
         rc = n;
@@ -684,7 +786,7 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         rc = llmfs_errorf(&e, ENOMEM, "out of memory for the stop strings");
     bool begun = rc == 0;
     if (begun)
-        transcript_begin(s, &ps, user, len);
+        transcript_begin(s, &ps, user, strlen(user));
 
     /* swap counters before the generation, for the swap warning (read outside the lock) */
     int64_t swap_now = rc == 0 ? sysroot_swap_pages() : -1;
@@ -716,8 +818,19 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
             chat_turn *t = &s->conv[s->n_conv++];
             t->user = user;
             t->assistant = NULL;
+            t->imgs = new_imgs;
+            t->n_imgs = ps.n_pending;
             user = NULL;
+        } else {
+            free_images(s->raw_imgs, s->n_raw_imgs);
+            s->raw_imgs = new_imgs;
+            s->n_raw_imgs = ps.n_pending;
         }
+        new_imgs = NULL;
+        free(s->spans);
+        s->spans = spans;
+        s->n_spans = n_all;
+        spans = NULL;
         if (fresh) {
             old_out = s->out;
             s->out = fresh;
@@ -780,6 +893,8 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         llmfs_stream_put(fresh_reasoning);
     free(user);
     free(toks);
+    free(spans);
+    free_images(new_imgs, ps.n_pending);
     sampler_free(smp);
     stop_filter_free(&stops);
     snapshot_free(&ps);
@@ -845,6 +960,60 @@ int llmfs_session_set_history(llmfs_session *s, const char *system, const char *
     free(turns);
     free(sys);
     return rc;
+}
+
+int llmfs_session_image(llmfs_session *s, const void *buf, size_t len, llmfs_error *err)
+{
+    llmfs_model *m = s->m;
+    llmfs_error e = {0};
+    pthread_mutex_lock(&m->lf->mu);
+    size_t max = (size_t)m->lf->settings.max_image_bytes;
+    pthread_mutex_unlock(&m->lf->mu);
+    int rc = 0;
+    pthread_mutex_lock(&m->mu);
+    if (m->state != MS_READY)
+        rc = llmfs_errorf(&e, m->state == MS_LOADING ? EAGAIN : ENODEV, "model %s is not ready", m->name);
+    else if (!m->clip)
+        rc = llmfs_errorf(&e, EINVAL, "model %s has no vision projector (set mmproj)", m->name);
+    else if (s->state != SS_IDLE || s->preparing)
+        rc = llmfs_errorf(&e, EBUSY, "session %d is busy with a reply (write stop to its ctl to end it)", s->id);
+    pthread_mutex_unlock(&m->mu);
+    if (rc == 0 && len > max)
+        rc = llmfs_errorf(&e, EFBIG, "image is %zu bytes, the limit is %zu (max_image_bytes)", len, max);
+    image_rgb img = {0};
+    if (rc == 0)
+        rc = image_decode(buf, len, &img, &e); /* outside the lock: a large picture takes a while */
+    if (rc == 0) {
+        pthread_mutex_lock(&m->mu);
+        image_rgb *p = realloc(s->pending, sizeof *p * (size_t)(s->n_pending + 1));
+        if (p) {
+            s->pending = p;
+            s->pending[s->n_pending++] = img;
+        } else {
+            image_free(&img);
+            rc = llmfs_errorf(&e, ENOMEM, "out of memory");
+        }
+        pthread_mutex_unlock(&m->mu);
+    }
+    if (rc < 0) {
+        if (err)
+            *err = e;
+        return session_fail(s, rc, &e);
+    }
+    return 0;
+}
+
+int llmfs_session_images_text(llmfs_session *s, char *buf, size_t cap)
+{
+    size_t o = 0;
+    pthread_mutex_lock(&s->m->mu);
+    for (int i = 0; i < s->n_pending; i++) {
+        int k = o < cap ? snprintf(buf + o, cap - o, "%dx%d\n", s->pending[i].nx, s->pending[i].ny)
+                        : snprintf(NULL, 0, "%dx%d\n", s->pending[i].nx, s->pending[i].ny);
+        o += k > 0 ? (size_t)k : 0;
+    }
+    pthread_mutex_unlock(&s->m->mu);
+    return (int)o;
 }
 
 char *llmfs_session_last_prompt(llmfs_session *s)

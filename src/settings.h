@@ -73,6 +73,8 @@ enum setting_applies { A_NOW, A_KV, A_SCRATCH, A_LOAD };
       "how long a reasoning model (gpt-oss) thinks, passed to its chat template")            \
     X(spec, BOOL, S_S, A_NOW, 0, 0, "", "on",                                                        \
       "speculative decoding for this session where the model has it (spec_type); off decodes one token a step") \
+    X(media_marker, STRING, S_S, A_NOW, 0, 0, "", "<__media__>",                                     \
+      "text in a prompt that the next image replaces")                                        \
     /* model */                                                                               \
     X(profile, PROFILE, S_M, A_NOW, 0, 0, "", "", "apply a preset of model settings")                \
     X(ctx, INT, S_M, A_KV, 16, 16777216, "", "4096", "context length of each sequence, in tokens")  \
@@ -117,11 +119,18 @@ enum setting_applies { A_NOW, A_KV, A_SCRATCH, A_LOAD };
     X(spec_draft_ctv, ENUM, S_M, A_LOAD, 0, 0, "f16|q8_0|q4_0", "f16", "type of the draft model's V cache") \
     X(spec_ngram_n, INT, S_M, A_NOW, 1, 64, "", "3", "tokens of the n-gram looked up in the session's tokens") \
     X(spec_ngram_min_hits, INT, S_M, A_NOW, 1, 1000000, "", "1", "earlier occurrences the n-gram needs before it drafts") \
+    X(mmproj, STRING, S_M, A_LOAD, 0, 0, "", "",                                              \
+      "vision projector (mmproj GGUF) loaded with the model, under the model_dirs rules; empty none") \
+    X(image_min_tokens, INT, S_M, A_NOW, 0, 65536, "", "0",                                  \
+      "fewest tokens an image becomes (projectors of dynamic size, gemma4v); 0 the projector's default") \
+    X(image_max_tokens, INT, S_M, A_NOW, 0, 65536, "", "0",                                  \
+      "most tokens an image becomes (gemma4v); 0 the projector's default")                   \
     /* daemon */                                                                              \
     X(mountpoint, STRING, S_D, A_LOAD, 0, 0, "", "", "where the file system is mounted")              \
     X(model_dirs, STRING, S_D, A_NOW, 0, 0, "", "",                                                  \
       "colon-separated folders models may be loaded from; empty allows any path")             \
     X(max_prompt_bytes, INT, S_D, A_NOW, 1, 1073741824, "", "1048576", "largest prompt accepted, in bytes") \
+    X(max_image_bytes, INT, S_D, A_NOW, 1, 1073741824, "", "20971520", "largest image file accepted, in bytes") \
     X(max_sessions, INT, S_D, A_NOW, 1, 100000, "", "64", "most clone sessions per model")            \
     X(max_ctl_line, INT, S_D, A_NOW, 64, 16777216, "", "65536", "longest ctl line accepted, in bytes") \
     X(allow_other, BOOL, S_D, A_LOAD, 0, 0, "", "off", "let other users access the mount")            \

@@ -148,7 +148,7 @@ static void load_fixture(fixture *f, const char *dir, const char *name, int *n)
 
 int fixtures_load(fixture **out)
 {
-    int n = 0, cap = 0, left_out = 0, unsupported = 0;
+    int n = 0, cap = 0, left_out = 0, unsupported = 0, elsewhere = 0;
     fixture *cases = NULL;
     regex_t only;
     const char *pat = getenv("LLMFS_FIXTURES");
@@ -191,6 +191,10 @@ int fixtures_load(fixture **out)
                 fprintf(stderr, "fixture %s has no meta.txt model and arch\n", name);
                 exit(1);
             }
+            if (!strcmp(kind, "vision")) { /* image cases: tests/test_vision.c runs them */
+                elsewhere++;
+                continue;
+            }
             const char *why = fixture_unsupported(arch, wtype, kind);
             if (why) {
                 test_say_skip(name, why);
@@ -216,7 +220,8 @@ int fixtures_load(fixture **out)
     free(models);
     if (pat && *pat)
         regfree(&only);
-    fprintf(stderr, "\n*** fixtures: %d cases run, %d unsupported (tests/unsupported.c)", n, unsupported);
+    fprintf(stderr, "\n*** fixtures: %d cases run, %d unsupported (tests/unsupported.c), %d vision cases left to test_vision",
+            n, unsupported, elsewhere);
     if (pat && *pat)
         fprintf(stderr, ", %d left out by LLMFS_FIXTURES=%s", left_out, pat);
     if (n_shards > 1)

@@ -155,6 +155,8 @@ static int list_fixtures(cli_case **out)
                 continue;
             snprintf(f->name, sizeof f->name, "%s/%s", e->d_name, c->d_name);
             ck_assert(!fixture_describe(f->dir, f->name, arch, wtype, kind));
+            if (!strcmp(kind, "vision")) /* -1 for the image: tests/test_vision.c tokenizes these */
+                continue;
             const char *why = fixture_unsupported(arch, wtype, kind);
             if (why) {
                 test_say_skip(f->name, why);
@@ -785,6 +787,24 @@ static int count_fields(const char *line, char sep)
     return n;
 }
 
+/* the image test: one row, milliseconds per image of the projector's size */
+START_TEST(bench_image)
+{
+    char p[1024];
+    test_shared_path("models/gemma3-tiny-mmproj-f16.gguf", p, sizeof p);
+    cmd_out r = run(cmd_bench, "bench", "--mmproj", p, "-r", "2", "-t", "1", NULL);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    ck_assert_msg(strstr(r.out, "ms/image"), "%s", r.out);
+    ck_assert_msg(strstr(r.out, "| gemma3"), "%s", r.out);
+    ck_assert_msg(strstr(r.out, "image 112x112 (4 tokens)"), "%s", r.out);
+    double ms = -1;
+    const char *row = strstr(r.out, "(4 tokens) |");
+    ck_assert(row && sscanf(row + strlen("(4 tokens) |"), "%lf", &ms) == 1);
+    ck_assert_msg(ms > 0 && ms < 60000, "%g ms", ms);
+    out_free(&r);
+}
+END_TEST
+
 START_TEST(bench_formats)
 {
     char m[1024];
@@ -914,6 +934,9 @@ START_TEST(bad_arguments_fail_with_one_line)
         {cmd_bench, {"bench", "-m", m, "-r", "0", NULL}},
         {cmd_bench, {"bench", "-m", m, "-p", "0", "-n", "0", NULL}},
         {cmd_bench, {"bench", "-m", m, "-t", "-3", NULL}},
+        {cmd_bench, {"bench", "--mmproj", m, NULL}},
+        {cmd_bench, {"bench", "--mmproj-shape", "gemma3-1000b", NULL}},
+        {cmd_bench, {"bench", "--mmproj", m, "--mmproj-shape", "gemma3-12b", NULL}},
         {cmd_run, {"run", "-p", "hi", NULL}},
         {cmd_run, {"run", "-m", m, "-p", "hi", "--no-such-flag", "1", NULL}},
         {cmd_run, {"run", "-m", m, "-p", "hi", "--set", "nokey=1", NULL}},
@@ -980,6 +1003,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, mkmodel_bad_arguments);
     tcase_add_test(tc, bench_formats);
     tcase_add_test(tc, bench_and_run_with_a_draft);
+    tcase_add_test(tc, bench_image);
     tcase_add_test(tc, bad_arguments_fail_with_one_line);
     tcase_add_test(tc, info_describes_the_model);
     suite_add_tcase(s, tc);

@@ -524,7 +524,7 @@ START_TEST(warning_rules)
     f.vram_free = 1;
     ck_assert_int_eq(warnings(&f, NULL), 0);
 
-    /* a vision projector with a small fit target (facts only: no projector loads yet) */
+    /* a vision projector (setting mmproj) with a small fit target */
     f = healthy();
     f.vision = true;
     f.n_gpus = 1;

@@ -224,9 +224,9 @@ START_TEST(each_folder_holds_the_documented_files)
     names(DIR_ROOT, got, sizeof got);
     ck_assert_str_eq(got, "ctl models stats metrics diag available error");
     names(DIR_MODEL, got, sizeof got);
-    ck_assert_str_eq(got, "ctl prompt output transcript reasoning stats placement kv info error clone");
+    ck_assert_str_eq(got, "ctl prompt image output transcript reasoning stats placement kv info error clone");
     names(DIR_SESSION, got, sizeof got);
-    ck_assert_str_eq(got, "ctl prompt output transcript reasoning stats error");
+    ck_assert_str_eq(got, "ctl prompt image output transcript reasoning stats error");
     ck_assert_ptr_null(dirtab_row(K_DIR));
     ck_assert_ptr_null(dirtab_row(0));
     ck_assert_ptr_null(dirtab_row(NODE_KINDS));
@@ -251,10 +251,11 @@ START_TEST(rows_say_what_the_files_do)
 {
     for (int k = K_DIR + 1; dirtab_row(k); k++) {
         const fs_filetab *t = dirtab_row(k);
-        bool writable = strcmp(t->name, "ctl") == 0 || strcmp(t->name, "prompt") == 0;
+        bool submits = strcmp(t->name, "prompt") == 0 || strcmp(t->name, "image") == 0;
+        bool writable = strcmp(t->name, "ctl") == 0 || submits;
         ck_assert_msg((t->write != NULL) == writable, "%s: write", t->name);
         ck_assert_int_eq(t->perm, writable ? 0666 : 0444);
-        ck_assert_msg((t->flush != NULL) == (strcmp(t->name, "prompt") == 0), "%s: flush", t->name);
+        ck_assert_msg((t->flush != NULL) == submits, "%s: flush", t->name);
         ck_assert_ptr_nonnull(t->open);
         bool stream = strcmp(t->name, "output") == 0 || strcmp(t->name, "transcript") == 0 ||
                       strcmp(t->name, "reasoning") == 0;

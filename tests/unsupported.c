@@ -19,7 +19,6 @@ static const struct {
     const char *why;
 } unsupported[] = {
     {BY_KIND, "mtp", "MTP drafting cases (issue 20)"},
-    {BY_KIND, "vision", "vision cases (issue 21)"},
 };
 
 static const char *lookup(match_by by, const char *value)

@@ -7,6 +7,7 @@
  */
 #include "cmd.h"
 
+#include "clip.h"
 #include "kv.h"
 #include "model.h"
 #include "quant.h"
@@ -16,12 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static void usage(void)
 {
     printf("usage: llmfs bench -m MODEL [-p N] [-n N] [-r R] [-d DEPTH] [-t N] [-ctk T] [-ctv T]\n"
            "                   [--fa on|off] [-ub N] [-ngl N] [-ncmoe N] [-ot REGEX=DEV,...] [-ob N] [--no-mmap]\n"
            "                   [--seed S] [-o md|csv|json] [-md DRAFT] [-nd N] [--spec TYPE]\n"
+           "       llmfs bench --mmproj FILE | --mmproj-shape gemma3-4b|gemma3-12b|gemma3-27b [-r R] [-t N]\n"
            "  -p N   prompt tokens of the pp test, 0 to skip (default 512)\n"
            "  -n N   generated tokens of the tg test, 0 to skip (default 128)\n"
            "  -r R   repetitions after one warm-up (default 5)\n"
@@ -36,7 +39,11 @@ static void usage(void)
            "         reply of -n tokens through the engine, speculation off then on, -r times;\n"
            "         prints both speeds and the acceptance\n"
            "  -nd N  most tokens drafted per step (spec_draft_n_max, default 3)\n"
-           "  --spec TYPE  ngram, draft or draft+ngram (default draft with -md; ngram needs no -md)\n");
+           "  --spec TYPE  ngram, draft or draft+ngram (default draft with -md; ngram needs no -md)\n"
+           "  --mmproj FILE  measure a vision projector: milliseconds to encode one image of its\n"
+           "         largest size (preprocessing, tower, projection), on the CPU\n"
+           "  --mmproj-shape NAME  the same for a projector of a released model's shape with\n"
+           "         random weights, written to a temporary file first\n");
 }
 
 typedef struct bench_result {
@@ -178,6 +185,63 @@ static void json_str(const char *s)
     putchar('"');
 }
 
+/* The image test: one picture of the projector's largest size, preprocessed and
+ * encoded once to warm up (not with -r 1: a large tower takes minutes), then reps
+ * times; prints a table row (ms per image). */
+static int bench_image(const char *C, const char *path, const char *label, int reps, int threads)
+{
+    llmfs_error err = {0};
+    clip_model *c = clip_load(path, threads, &err);
+    if (!c)
+        return cmd_fail(C, "%s", err.msg);
+    const clip_hparams *hp = clip_hp(c);
+    int w, h;
+    clip_image_dims(c, 4096, 4096, 0, 0, &w, &h);
+    const int T = clip_n_tokens(c, w, h);
+    image_rgb img = {w, h, malloc((size_t)w * h * 3)};
+    float *out = malloc(sizeof(float) * (size_t)T * hp->n_embd_out);
+    double *ms = calloc((size_t)reps, sizeof *ms);
+    int rc = img.rgb && out && ms ? CMD_OK : cmd_fail(C, "out of memory");
+    for (int i = 0; img.rgb && i < w * h * 3; i++) /* a colour gradient */
+        img.rgb[i] = (uint8_t)((i / 3 % w) * 255 / w + (i % 3) * 60);
+    for (int r = reps > 1 ? -1 : 0; r < reps && rc == CMD_OK; r++) {
+        double t0 = now_s();
+        float *px;
+        int pw, ph;
+        if (clip_preprocess(c, &img, 0, 0, &px, &pw, &ph, &err) || clip_encode(c, px, pw, ph, out, &err))
+            rc = cmd_fail(C, "%s", err.msg);
+        else if (r >= 0)
+            ms[r] = (now_s() - t0) * 1e3;
+        if (!err.code)
+            free(px);
+    }
+    if (rc == CMD_OK) {
+        double sum = 0, ss = 0;
+        for (int r = 0; r < reps; r++)
+            sum += ms[r];
+        double mean = sum / reps;
+        for (int r = 0; r < reps; r++)
+            ss += (ms[r] - mean) * (ms[r] - mean);
+        char size_s[32], test[64], v[48];
+        fmt_size(clip_weight_bytes(c), size_s, sizeof size_s);
+        snprintf(test, sizeof test, "image %dx%d (%d tokens)", w, h, T);
+        snprintf(v, sizeof v, "%.1f ± %.1f", mean, reps > 1 ? sqrt(ss / (reps - 1)) : 0.0);
+        printf("| %-30s | %10s | %-10s | %7s | %24s | %16s |\n", "projector", "size", "backend", "threads", "test",
+               "ms/image");
+        printf("| ------------------------------ | ---------: | ---------- | ------: | -----------------------: | "
+               "---------------: |\n");
+        char name[64];
+        snprintf(name, sizeof name, "%s %s L%d", hp->type_name, label, hp->n_layer);
+        printf("| %-30s | %10s | %-10s | %7d | %24s | %17s |\n", name, size_s, "CPU", clip_threads(c), test,
+               v);
+    }
+    free(ms);
+    free(out);
+    free(img.rgb);
+    clip_free(c);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     const char *C = "bench";
@@ -191,6 +255,7 @@ int cmd_bench(int argc, char **argv)
     uint64_t seed = 42;
     const char *draft = NULL, *spec_type = NULL;
     int n_draft = 3;
+    const char *mmproj = NULL, *mmproj_shape = NULL;
     const cmd_opt opts[] = {
         {"-md|--model-draft", OPT_STR, &draft, 0, 0},
         {"-nd|--draft-max", OPT_INT, &n_draft, 1, 64},
@@ -212,6 +277,8 @@ int cmd_bench(int argc, char **argv)
         {"--no-mmap", OPT_FLAG, &no_mmap, 0, 0},
         {"--seed", OPT_U64, &seed, 0, 0},
         {"-o|--output", OPT_STR, &fmt, 0, 0},
+        {"--mmproj", OPT_STR, &mmproj, 0, 0},
+        {"--mmproj-shape", OPT_STR, &mmproj_shape, 0, 0},
     };
     char *pos[1];
     int np = cmd_parse(C, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), pos, 0);
@@ -221,6 +288,26 @@ int cmd_bench(int argc, char **argv)
     }
     if (np < 0)
         return CMD_USAGE;
+    if (mmproj && mmproj_shape)
+        return cmd_usage_error(C, "--mmproj and --mmproj-shape: one or the other");
+    if (mmproj)
+        return bench_image(C, mmproj, "", reps, threads);
+    if (mmproj_shape) {
+        clip_mk_shape shape;
+        if (!clip_mk_shape_find(mmproj_shape, &shape))
+            return cmd_usage_error(C, "--mmproj-shape wants gemma3-4b, gemma3-12b or gemma3-27b, not '%s'",
+                                   mmproj_shape);
+        const char *dir = getenv("TMPDIR");
+        char tmp[1024];
+        snprintf(tmp, sizeof tmp, "%s/llmfs-bench-mmproj-%d.gguf", dir && *dir ? dir : "/tmp", (int)getpid());
+        llmfs_error err = {0};
+        fprintf(stderr, "bench: writing a %s projector with random weights to %s\n", mmproj_shape, tmp);
+        if (clip_mk_write(tmp, &shape, seed, &err))
+            return cmd_fail(C, "%s", err.msg);
+        int rc = bench_image(C, tmp, mmproj_shape, reps, threads);
+        unlink(tmp);
+        return rc;
+    }
     if (!path)
         return cmd_usage_error(C, "missing -m MODEL");
     if (strcmp(fmt, "md") && strcmp(fmt, "csv") && strcmp(fmt, "json"))

@@ -65,6 +65,7 @@ typedef struct cpu_be {
     /* the current batch */
     int n;
     buf tok, pos, seq;
+    buf last;             /* [n] the last cell each token sees (its position unless non-causal) */
 
     buf act[MM_MAX_TASKS_]; /* activations in weights' dot types */
 
@@ -267,11 +268,26 @@ static int cpu_begin(backend *be, const fwd_batch *b)
     memcpy(c->tok.p, b->token, sizeof(int32_t) * (size_t)b->n);
     memcpy(c->pos.p, b->pos, sizeof(int32_t) * (size_t)b->n);
     memcpy(c->seq.p, b->seq, sizeof(int32_t) * (size_t)b->n);
+    if (!buf_reserve(&c->last, bytes))
+        return -ENOMEM;
+    memcpy(c->last.p, b->pos, sizeof(int32_t) * (size_t)b->n);
     c->n = b->n;
     c->nth = b->n == 1 ? c->n_threads : c->n_threads_batch;
     c->rope_valid = false;
     c->err = 0;
     return 0;
+}
+
+/* Each token then sees up to the last position of its sequence in the batch. */
+static void cpu_non_causal(backend *be)
+{
+    cpu_be *c = impl(be);
+    const int32_t *pos = c->pos.p, *seq = c->seq.p;
+    int32_t *last = c->last.p;
+    for (int i = 0; i < c->n; i++)
+        for (int j = 0; j < c->n; j++)
+            if (seq[j] == seq[i] && pos[j] > last[i])
+                last[i] = pos[j];
 }
 
 /* ---------------------------------------------------------------- get_rows */
@@ -1046,7 +1062,8 @@ static void attn_fn(void *v, int ith, int nth)
         int t = (int)(it / nkv), kvh = (int)(it % nkv);
         /* the cells this token sees: all before it, or its window */
         int first = A->p.n_swa > 0 && pos[t] >= A->p.n_swa ? pos[t] - A->p.n_swa + 1 : 0;
-        int n_cells = pos[t] + 1 - first;
+        /* ... up to itself, or to the last of its image (non-causal) */
+        int n_cells = ((const int32_t *)c->last.p)[t] + 1 - first;
         /* in a ring the run may wrap: its end first, then its start */
         int c0 = first % L->n_cells, tail = L->n_cells - c0 < n_cells ? L->n_cells - c0 : n_cells;
         size_t rows[2] = {kv_row(A->kv, A->il, seq[t], first), (size_t)seq[t] * L->n_cells};
@@ -1087,11 +1104,12 @@ static void cpu_attention(backend *be, float *out, const float *q, const kv_cach
     A.v_head = type_row_bytes(kv->type_v, p->head_dim);
 
     int max_cells = 1;
-    const int32_t *pos = c->pos.p;
-    for (int t = 0; t < c->n; t++)
-        max_cells = pos[t] + 1 > max_cells ? pos[t] + 1 : max_cells;
-    if (p->n_swa > 0 && p->n_swa < max_cells)
-        max_cells = p->n_swa;
+    const int32_t *last = c->last.p, *pos = c->pos.p;
+    for (int t = 0; t < c->n; t++) {
+        /* the cells a token sees: from its window's start (or 0) to its last */
+        int first = p->n_swa > 0 && pos[t] >= p->n_swa ? pos[t] - p->n_swa + 1 : 0;
+        max_cells = last[t] + 1 - first > max_cells ? last[t] + 1 - first : max_cells;
+    }
     size_t cells = p->flash ? FLASH_TILE : (size_t)max_cells;
     size_t gh = (size_t)A.group * p->head_dim;
     int nth = nth_for(c, (double)c->n * p->n_head * p->head_dim * max_cells * 2);
@@ -1847,6 +1865,7 @@ static const struct backend_ops cpu_ops = {
     .rope = cpu_rope,
     .kv_store = cpu_kv_store,
     .attention = cpu_attention,
+    .non_causal = cpu_non_causal,
     .topk_softmax = cpu_topk_softmax,
     .moe_ffn = cpu_moe_ffn,
     .hadamard = cpu_hadamard,
@@ -1912,7 +1931,7 @@ static void cpu_destroy(backend *be)
 {
     cpu_be *c = be->impl;
     threadpool_free(c->pool);
-    buf *bufs[] = {&c->tok, &c->pos, &c->seq, &c->act[0], &c->act[1], &c->act[2], &c->act[3],
+    buf *bufs[] = {&c->tok, &c->pos, &c->seq, &c->last, &c->act[0], &c->act[1], &c->act[2], &c->act[3],
                    &c->rope_cs, &c->moe_cnt, &c->moe_off,
                    &c->moe_slot, &c->moe_xq, &c->moe_g, &c->moe_u, &c->moe_hq, &c->moe_y,
                    &c->moe_items, &c->stage[0], &c->stage[1]};

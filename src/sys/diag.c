@@ -960,6 +960,7 @@ void diag_model_facts_get(llmfs_model *m, diag_model_facts *f)
     f->kv_bytes = m->kv ? kv_cache_bytes(m->kv) : 0;
     f->cpus = m->cpus;
     f->swap_gen_delta = m->swap_gen_delta;
+    f->vision = m->clip != NULL;
     pthread_mutex_unlock(&m->mu);
 
     /* The GPU only for a model that uses one: asking the runtime costs a device context

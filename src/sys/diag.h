@@ -35,7 +35,7 @@ typedef struct diag_model_facts {
     cpu_list e_cores;
     cpu_list cpus;                 /* where the threads run; empty: anywhere */
     int64_t swap_gen_delta;        /* pages during the last generation; -1 none yet */
-    bool vision;                   /* a vision projector is loaded (none can be yet) */
+    bool vision;                   /* a vision projector is loaded (setting mmproj) */
 } diag_model_facts;
 
 enum { DIAG_WARN_LEN = 320, DIAG_MAX_WARNINGS = 8 };
