@@ -431,7 +431,26 @@ char *chat_render_opts(const char *tmpl, const chat_msg *msgs, int n_msgs, bool 
             return NULL;
         }
     }
-    jinja_input in = {msgs, n_msgs, add_generation_prompt, bos_token, eos_token};
+    /* the template's options: the reasoning effort, and the day strftime_now gives */
+    struct tm day = {0};
+    jinja_input in = {msgs, n_msgs, add_generation_prompt, bos_token, eos_token, NULL, 0, NULL};
+    if (opts && opts->reasoning_effort)
+        in.reasoning_effort = opts->reasoning_effort;
+    if (opts && opts->date) {
+        int y, mo, d;
+        char tail;
+        if (sscanf(opts->date, "%d-%d-%d%c", &y, &mo, &d, &tail) != 3 || mo < 1 || mo > 12 || d < 1 || d > 31) {
+            llmfs_errorf(err, EINVAL, "chat template: bad date '%.32s' (YYYY-MM-DD)", opts->date);
+            return NULL;
+        }
+        day.tm_year = y - 1900;
+        day.tm_mon = mo - 1;
+        day.tm_mday = d;
+        day.tm_hour = 12; /* midday: the weekday and day of the year come out right in any zone */
+        day.tm_isdst = -1;
+        mktime(&day);
+        in.now = &day;
+    }
     char *text = NULL;
     llmfs_error jerr = {0};
     int rc = jinja_render(tmpl, &in, &text, &jerr);
