@@ -27,6 +27,7 @@ typedef struct jval {
     const struct jval *items; /* V_LIST; V_LOOP: the sequence looped over */
     jdict *d;                 /* V_DICT */
     const jstmt *fn;          /* V_MACRO */
+    bool tuple;               /* V_LIST: a pair from items(), printed as Python's tuple */
 } jval;
 
 typedef struct jkv {
@@ -287,13 +288,13 @@ static void repr(const jval *v, sbuf *b, bool quoted, int depth)
         repr_str(v->s, v->n, b, quoted);
         break;
     case V_LIST:
-        sb_add(b, "[", 1);
+        sb_add(b, v->tuple ? "(" : "[", 1);
         for (size_t i = 0; i < v->n && !b->full; i++) {
             if (i)
                 sb_add(b, ", ", 2);
             repr(&v->items[i], b, true, depth + 1);
         }
-        sb_add(b, "]", 1);
+        sb_add(b, v->tuple ? ")" : "]", 1);
         break;
     case V_DICT:
         sb_add(b, v->d->ns ? "<Namespace {" : "{", v->d->ns ? 12 : 1);
@@ -778,6 +779,7 @@ static int dict_items(ctx *c, const jdict *d, int what, int line, jval *out)
             ((jval *)pair.items)[1] = d->kv[i].val;
             if (seal_list(c, &pair, line))
                 return c->rc;
+            pair.tuple = true;
             items[i] = pair;
         }
     }

@@ -130,10 +130,12 @@ static bool is_ws(char c)
 }
 
 /* The end of a tag whose body starts at p: the closing delimiter outside string
- * literals, or NULL. */
+ * literals and brackets (as Jinja's lexer balances them, so that {{ {'a': {}} }} ends
+ * at the last }}), or NULL. */
 static const char *find_close(const char *p, const char *end, char close)
 {
     char quote = 0;
+    long depth = 0;
     for (; p + 1 < end; p++) {
         if (quote) {
             if (*p == '\\')
@@ -142,8 +144,12 @@ static const char *find_close(const char *p, const char *end, char close)
                 quote = 0;
         } else if (*p == '\'' || *p == '"') {
             quote = *p;
-        } else if (*p == close && p[1] == '}') {
+        } else if (*p == close && p[1] == '}' && depth <= 0) {
             return p;
+        } else if (*p == '{' || *p == '[' || *p == '(') {
+            depth++;
+        } else if (*p == '}' || *p == ']' || *p == ')') {
+            depth--;
         }
     }
     return NULL;
