@@ -1,9 +1,11 @@
 /* chat.c — rendering a conversation with the model's chat template.
  *
- * Every template goes through the Jinja-subset interpreter first, so simple templates
- * of any family work. When a template of a recognised family uses something outside
- * the subset, the family's built-in renderer produces the same layout instead. A
- * template that rejects the conversation (raise_exception) is never second-guessed. */
+ * Every template goes through the Jinja-subset interpreter first, with the options a
+ * template reads (reasoning_effort, the date of strftime_now), so the model's own
+ * template decides the layout, gpt-oss's and Gemma 4's included. When a template of a
+ * recognised family uses something outside the subset, the family's built-in renderer
+ * produces the same layout instead. A template that rejects the conversation
+ * (raise_exception) is never second-guessed. */
 #include "chat.h"
 
 #include "jinja.h"

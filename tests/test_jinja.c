@@ -445,6 +445,150 @@ START_TEST(test_qwen_templates)
 }
 END_TEST
 
+/* A template in the style of Qwen3's (ChatML with thinking): the last user query found
+ * by walking the messages backwards (a [::-1] slice and a namespace), the reasoning of
+ * earlier assistant turns cut out with split/rstrip/lstrip, the reasoning of turns after
+ * the last query kept, and enable_thinking=false closing an empty think block. The
+ * expected texts are Jinja2's. */
+static const char tmpl_qwen3[] =
+    "{%- if tools %}\n"
+    "    {{- '<|im_start|>system\\n' }}\n"
+    "    {%- if messages[0].role == 'system' %}\n"
+    "        {{- messages[0].content + '\\n\\n' }}\n"
+    "    {%- endif %}\n"
+    "    {{- \"# Tools\\n\\n<tools>\" }}\n"
+    "    {%- for tool in tools %}\n"
+    "        {{- \"\\n\" }}\n"
+    "        {{- tool | tojson }}\n"
+    "    {%- endfor %}\n"
+    "    {{- \"\\n</tools><|im_end|>\\n\" }}\n"
+    "{%- else %}\n"
+    "    {%- if messages[0].role == 'system' %}\n"
+    "        {{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}\n"
+    "    {%- endif %}\n"
+    "{%- endif %}\n"
+    "{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}\n"
+    "{%- for message in messages[::-1] %}\n"
+    "    {%- set index = (messages|length - 1) - loop.index0 %}\n"
+    "    {%- if ns.multi_step_tool and message.role == \"user\" and message.content is string and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}\n"
+    "        {%- set ns.multi_step_tool = false %}\n"
+    "        {%- set ns.last_query_index = index %}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n"
+    "{%- for message in messages %}\n"
+    "    {%- if message.content is string %}\n"
+    "        {%- set content = message.content %}\n"
+    "    {%- else %}\n"
+    "        {%- set content = '' %}\n"
+    "    {%- endif %}\n"
+    "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) %}\n"
+    "        {{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>' + '\\n' }}\n"
+    "    {%- elif message.role == \"assistant\" %}\n"
+    "        {%- set reasoning_content = '' %}\n"
+    "        {%- if message.reasoning_content is string %}\n"
+    "            {%- set reasoning_content = message.reasoning_content %}\n"
+    "        {%- else %}\n"
+    "            {%- if '</think>' in content %}\n"
+    "                {%- set reasoning_content = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}\n"
+    "                {%- set content = content.split('</think>')[-1].lstrip('\\n') %}\n"
+    "            {%- endif %}\n"
+    "        {%- endif %}\n"
+    "        {%- if loop.index0 > ns.last_query_index %}\n"
+    "            {%- if loop.last or (not loop.last and reasoning_content) %}\n"
+    "                {{- '<|im_start|>' + message.role + '\\n<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}\n"
+    "            {%- else %}\n"
+    "                {{- '<|im_start|>' + message.role + '\\n' + content }}\n"
+    "            {%- endif %}\n"
+    "        {%- else %}\n"
+    "            {{- '<|im_start|>' + message.role + '\\n' + content }}\n"
+    "        {%- endif %}\n"
+    "        {%- if message.tool_calls %}\n"
+    "            {%- for tool_call in message.tool_calls %}\n"
+    "                {%- if (loop.first and content) or (not loop.first) %}\n"
+    "                    {{- '\\n' }}\n"
+    "                {%- endif %}\n"
+    "                {%- if tool_call.function %}\n"
+    "                    {%- set tool_call = tool_call.function %}\n"
+    "                {%- endif %}\n"
+    "                {{- '<tool_call>\\n{\"name\": \"' }}\n"
+    "                {{- tool_call.name }}\n"
+    "                {{- '\", \"arguments\": ' }}\n"
+    "                {%- if tool_call.arguments is string %}\n"
+    "                    {{- tool_call.arguments }}\n"
+    "                {%- else %}\n"
+    "                    {{- tool_call.arguments | tojson }}\n"
+    "                {%- endif %}\n"
+    "                {{- '}\\n</tool_call>' }}\n"
+    "            {%- endfor %}\n"
+    "        {%- endif %}\n"
+    "        {{- '<|im_end|>\\n' }}\n"
+    "    {%- elif message.role == \"tool\" %}\n"
+    "        {%- if loop.first or (messages[loop.index0 - 1].role != \"tool\") %}\n"
+    "            {{- '<|im_start|>user' }}\n"
+    "        {%- endif %}\n"
+    "        {{- '\\n<tool_response>\\n' }}\n"
+    "        {{- content }}\n"
+    "        {{- '\\n</tool_response>' }}\n"
+    "        {%- if loop.last or (messages[loop.index0 + 1].role != \"tool\") %}\n"
+    "            {{- '<|im_end|>\\n' }}\n"
+    "        {%- endif %}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n"
+    "    {{- '<|im_start|>assistant\\n' }}\n"
+    "    {%- if enable_thinking is defined and enable_thinking is false %}\n"
+    "        {{- '<think>\\n\\n</think>\\n\\n' }}\n"
+    "    {%- endif %}\n"
+    "{%- endif %}\n"
+    ;
+
+START_TEST(test_qwen3_style_template)
+{
+    const chat_msg talk[] = {{"system", "Sys"}, {"user", "Hi"}, {"assistant", "<think>\nhmm\n</think>\n\nHello"},
+                             {"user", "Again"}};
+    jinja_input in = {talk, 4, true, "", "", NULL, -1, NULL};
+    expect_model(tmpl_qwen3, &in,
+                 "<|im_start|>system\n"
+        "Sys<|im_end|>\n"
+        "<|im_start|>user\n"
+        "Hi<|im_end|>\n"
+        "<|im_start|>assistant\n"
+        "Hello<|im_end|>\n"
+        "<|im_start|>user\n"
+        "Again<|im_end|>\n"
+        "<|im_start|>assistant\n"
+        "<think>\n"
+        "\n"
+        "</think>\n"
+        "\n",
+                 "qwen3 style, thinking off");
+    in.enable_thinking = 0;
+    expect_model(tmpl_qwen3, &in,
+                 "<|im_start|>system\n"
+        "Sys<|im_end|>\n"
+        "<|im_start|>user\n"
+        "Hi<|im_end|>\n"
+        "<|im_start|>assistant\n"
+        "Hello<|im_end|>\n"
+        "<|im_start|>user\n"
+        "Again<|im_end|>\n"
+        "<|im_start|>assistant\n",
+                 "qwen3 style, the template's default");
+    const chat_msg last[] = {{"user", "Hi"}, {"assistant", "<think>r</think>Ans"}};
+    in = (jinja_input){last, 2, false, "", "", NULL, 1, NULL};
+    expect_model(tmpl_qwen3, &in,
+                 "<|im_start|>user\n"
+        "Hi<|im_end|>\n"
+        "<|im_start|>assistant\n"
+        "<think>\n"
+        "r\n"
+        "</think>\n"
+        "\n"
+        "Ans<|im_end|>\n",
+                 "qwen3 style, closing assistant turn");
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("jinja");
@@ -459,6 +603,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_inputs);
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_macro_limits);
+    tcase_add_test(tc, test_qwen3_style_template);
     suite_add_tcase(s, tc);
     TCase *tm = tcase_create("model templates");
     tcase_add_test(tm, test_gptoss_template);
