@@ -527,6 +527,12 @@ static void slice_range(const jval *lo, const jval *hi, long long step, size_t l
 {
     long long n = (long long)len, a, b;
     bool has_lo = lo->k == V_INT, has_hi = hi->k == V_INT;
+    /* a step longer than the sequence takes one item at most: cut it there, so that the
+     * arithmetic below stays in range */
+    if (step > n + 1)
+        step = n + 1;
+    if (step < -(n + 1))
+        step = -(n + 1);
     if (step > 0) {
         a = has_lo ? lo->i : 0;
         b = has_hi ? hi->i : n;
@@ -891,8 +897,9 @@ static int range(ctx *c, const jargs *a, int line, jval *out)
         return fail(c, EINVAL, line, "range too long%s", "", 0);
     if (new_list(c, (size_t)n, line, out))
         return c->rc;
-    for (size_t i = 0; i < n; i++)
-        ((jval *)out->items)[i] = mk_int(lo + (long long)i * step);
+    for (size_t i = 0; i < n; i++) /* in unsigned arithmetic: i * step may pass the bounds on its way */
+        ((jval *)out->items)[i] =
+            mk_int((long long)((unsigned long long)lo + (unsigned long long)i * (unsigned long long)step));
     return 0;
 }
 
@@ -1455,9 +1462,11 @@ static int apply_filter(ctx *c, const char *name, size_t nn, jval v, const jargs
     if (charge(c, v.k == V_STR ? v.n : 0, line))
         return c->rc;
     if (IS("default") || IS("d")) {
-        if (need_args(c, a, 1, 2, "default_value,boolean", "default", line))
+        if (need_args(c, a, 0, 2, "default_value,boolean", "default", line))
             return c->rc;
         const jval *dv = arg(a, 0, "default_value"), *bo = arg(a, 1, "boolean");
+        if (!dv)
+            return fail(c, EINVAL, line, "default needs a value%s", "", 0);
         bool use = v.k == V_UNDEF || (bo && truthy(bo) && !truthy(&v));
         *out = use ? *dv : v;
         return 0;
