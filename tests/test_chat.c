@@ -328,6 +328,11 @@ START_TEST(test_harmony_from_model)
              "<|start|>user<|message|>Hi<|end|><|start|>assistant<|channel|>final<|message|>Hello.<|return|>");
     ck_assert_str_eq(p, want);
     free(p);
+    /* the date must be a day */
+    const chat_opts bad_day = {NULL, "06/12/2026"};
+    ck_assert_ptr_null(chat_render_opts(tmpl, hi, 1, true, "", "", &bad_day, &err));
+    ck_assert_int_eq(err.code, EINVAL);
+    ck_assert_msg(strstr(err.msg, "bad date"), "%s", err.msg);
     /* channel tags inside an assistant message are refused */
     const chat_msg bad[] = {{"user", "Hi"}, {"assistant", "<|channel|>final<|message|>x"}};
     ck_assert_ptr_null(chat_render_opts(tmpl, bad, 2, true, "", "", &high, &err));
