@@ -7,7 +7,8 @@
  * length, revindex, revindex0, previtem, nextitem), if/elif/else, set (also
  * "set ns.attr = ..." on a namespace), macro/endmacro with parameters and defaults
  * (called with positional and keyword arguments; a macro's text is its value; its
- * body sees its parameters and the top-level variables, as in Jinja).
+ * body sees its parameters and the top-level variables, as in Jinja, but unlike Jinja
+ * not the loop variables of a loop it is defined in).
  *
  * Expressions: literals (strings, integers, true/false/none, lists, dicts); == != < >
  * <= >=, and/or/not, in, not in (substrings, list items, mapping keys), is [not] with
