@@ -459,11 +459,14 @@ char *chat_render_opts(const char *tmpl, const chat_msg *msgs, int n_msgs, bool 
     if (rc == 0)
         return text;
     const char *family = chat_template_name(tmpl);
-    if (rc == -ENOTSUP && strcmp(family, "jinja") != 0)
+    /* outside the subset, or past the work budget (Gemma 4's template looks back over
+     * the conversation for every message): a family's built-in renderer lays the same
+     * conversation out in linear time */
+    if ((rc == -ENOTSUP || rc == -ETIME) && strcmp(family, "jinja") != 0)
         return render_builtin(family, msgs, n_msgs, add_generation_prompt, bos_token, eos_token, opts, err);
     if (err) {
         *err = jerr;
-        if (rc == -ENOTSUP) /* outside the subset, and no family to fall back on */
+        if (rc == -ENOTSUP || rc == -ETIME) /* and no family to fall back on */
             err->code = EINVAL;
     }
     return NULL;

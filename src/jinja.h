@@ -59,7 +59,8 @@ typedef struct jinja_input {
  * template uses something outside the subset (a statement, filter, test, method or
  * function it does not know); -EINVAL when it raises an exception (err->msg then holds
  * its message) or fails while rendering; -EFBIG when it would need too much memory or
- * render too much text. */
+ * render too much text; -ETIME when it runs past its work budget (a template whose
+ * cost grows with the square of the conversation meets it on very long chats). */
 int jinja_render(const char *tmpl, const jinja_input *in, char **out, llmfs_error *err);
 
 #endif

@@ -112,7 +112,7 @@ static int charge(ctx *c, size_t bytes, int line)
 {
     c->steps += (long)(bytes / 16);
     if (spent(c))
-        return fail(c, EINVAL, line, "the template runs too long%s", "", 0);
+        return fail(c, ETIME, line, "the template runs too long%s", "", 0);
     return 0;
 }
 
@@ -1721,7 +1721,7 @@ static int eval(ctx *c, const jexpr *e, jval *out)
         return fail(c, EINVAL, e->line, "expression nested too deeply%s", "", 0);
     c->steps++;
     if (spent(c))
-        return fail(c, EINVAL, e->line, "the template runs too long%s", "", 0);
+        return fail(c, ETIME, e->line, "the template runs too long%s", "", 0);
     c->depth++;
     int rc = eval_in(c, e, out);
     c->depth--;

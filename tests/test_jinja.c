@@ -248,10 +248,10 @@ START_TEST(test_errors)
     expect_err("{% macro m(a b) %}{% endmacro %}", -EINVAL, "expected");
     expect_err("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", -EINVAL, "nested too deeply");
     expect_err("{% macro f(n) %}{% if n < 40 %}{{ f(n + 1) }}{{ f(n + 1) }}{% endif %}{% endmacro %}{{ f(0) }}",
-               -EINVAL, "runs too long");
+               -ETIME, "runs too long");
     expect_err("{% macro f(n) %}{% if n < 30 %}{{ f(n + 1) ~ f(n + 1) }}{% else %}xxxxxxxxxxxxxxxx{% endif %}"
                "{% endmacro %}{{ f(0) }}",
-               -EINVAL, "runs too long");
+               -ETIME, "runs too long");
     expect_err("{% set ns = namespace(a=1) %}{% set ns.me = ns %}{{ ns }}", -EINVAL, "nested too deeply");
     expect_err("{% set ns = namespace(a=1) %}{% set ns.me = ns %}{{ ns == ns.me.me }}{{ ns.me == {} }}{{ ns | tojson }}",
                -EINVAL, "no JSON form");
@@ -417,6 +417,30 @@ START_TEST(test_gemma4_template)
                                   {"user", "Bye"}};
         for (int gen = 0; gen < 2; gen++)
             expect_like_builtin(tmpl, "gemma4", conv4, 5, gen, "<bos>", NULL, "gemma4, five messages");
+        if (k == 0) {
+            /* The template looks back over the conversation for every message: 400
+             * messages are rendered by it, 3000 run past the interpreter's work budget
+             * (-ETIME), and chat_render lays them out with the built-in renderer. */
+            enum { N_LONG = 3000 };
+            chat_msg *lc = malloc(sizeof *lc * N_LONG);
+            ck_assert_ptr_nonnull(lc);
+            for (int i = 0; i < N_LONG; i++)
+                lc[i] = (chat_msg){i % 2 ? "assistant" : "user", "Some words of a long conversation."};
+            expect_like_builtin(tmpl, "gemma4", lc, 400, true, "", NULL, "gemma4, 400 messages");
+            in = (jinja_input){lc, N_LONG, true, "", "", NULL, 0, NULL};
+            char *out = NULL;
+            llmfs_error err;
+            ck_assert_int_eq(render_in(tmpl, &in, &out, &err), -ETIME);
+            ck_assert_ptr_null(out);
+            char *p = chat_render(tmpl, lc, N_LONG, true, "", "", &err);
+            ck_assert_msg(p, "%s", err.msg);
+            char *b = chat_render_builtin("gemma4", lc, N_LONG, true, "", "", &err);
+            ck_assert_msg(b, "%s", err.msg);
+            ck_assert_str_eq(p, b);
+            free(p);
+            free(b);
+            free(lc);
+        }
         gguf_close(f);
     }
 }
