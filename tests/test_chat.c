@@ -5,12 +5,14 @@
  * templates and conversation. */
 #include "chat.h"
 #include "gguf.h"
+#include "jinja.h"
 #include "testutil.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const chat_msg conv[] = {
     {"system", "You are a helpful assistant."},
@@ -294,6 +296,13 @@ START_TEST(test_harmony_from_model)
     char *fixture = test_read_file(test_shared_path("fixtures/gptoss-tiny-mxfp4/chat/prompt.txt", buf, sizeof buf), &fl);
     ck_assert(fixture);
     ck_assert_str_eq(p, fixture);
+    free(p);
+    /* the interpreter renders the template itself: the built-in renderer is only a fallback */
+    struct tm d = {.tm_year = 126, .tm_mon = 11, .tm_mday = 6, .tm_hour = 12, .tm_isdst = -1};
+    mktime(&d);
+    const jinja_input in = {hi, 1, true, "<|startoftext|>", "<|return|>", NULL, 0, &d};
+    ck_assert_int_eq(jinja_render(tmpl, &in, &p, &err), 0);
+    ck_assert_str_eq(p, fixture);
     free(fixture);
     free(p);
 
@@ -319,6 +328,11 @@ START_TEST(test_harmony_from_model)
              "<|start|>user<|message|>Hi<|end|><|start|>assistant<|channel|>final<|message|>Hello.<|return|>");
     ck_assert_str_eq(p, want);
     free(p);
+    /* the date must be a day */
+    const chat_opts bad_day = {NULL, "06/12/2026"};
+    ck_assert_ptr_null(chat_render_opts(tmpl, hi, 1, true, "", "", &bad_day, &err));
+    ck_assert_int_eq(err.code, EINVAL);
+    ck_assert_msg(strstr(err.msg, "bad date"), "%s", err.msg);
     /* channel tags inside an assistant message are refused */
     const chat_msg bad[] = {{"user", "Hi"}, {"assistant", "<|channel|>final<|message|>x"}};
     ck_assert_ptr_null(chat_render_opts(tmpl, bad, 2, true, "", "", &high, &err));
@@ -353,6 +367,10 @@ START_TEST(test_chatml_from_model)
     char *fixture = test_read_file(test_shared_path("fixtures/qwen3-tiny-q4_k/chat/prompt.txt", buf, sizeof buf), &fl);
     ck_assert(fixture);
     ck_assert_str_eq(p, fixture);
+    free(p);
+    const jinja_input in = {hi, 1, true, "", "<|im_end|>", NULL, 0, NULL};
+    ck_assert_int_eq(jinja_render(tmpl, &in, &p, &err), 0);
+    ck_assert_str_eq(p, fixture);
     free(fixture);
     free(p);
     gguf_close(f);
@@ -384,6 +402,11 @@ START_TEST(test_gemma_templates_from_models)
         char *p = chat_render(tmpl, hi, 1, true, "", "", &err);
         ck_assert_msg(p, "%s: %s", cases[c].model, err.msg);
         ck_assert_msg(!strcmp(p, fixture), "%s:\n--- got ---\n%s\n--- want ---\n%s", cases[c].model, p, fixture);
+        free(p);
+        /* by the interpreter itself, not the built-in fallback */
+        const jinja_input in = {hi, 1, true, "", "", NULL, 0, NULL};
+        ck_assert_msg(jinja_render(tmpl, &in, &p, &err) == 0, "%s: %s", cases[c].model, err.msg);
+        ck_assert_str_eq(p, fixture);
         free(p);
         /* with the BOS: it leads */
         p = chat_render(tmpl, hi, 1, true, cases[c].bos, "", &err);
@@ -522,15 +545,18 @@ START_TEST(test_unsupported_and_malformed)
         const char *tmpl;
         const char *needle; /* in the error message */
     } cases[] = {
-        {"{% macro m() %}x{% endmacro %}{{ m() }}", "macro"},
-        {"{{ messages | tojson }}", "tojson"},
-        {"{% set ns = namespace(found=false) %}", "namespace"},
+        {"{% macro m() %}x{% endmacro %}{{ m(1) }}", "too many arguments"},
+        {"{{ m() }}{% macro m() %}x{% endmacro %}", "undefined"},
+        {"{{ frobnicate() }}", "function 'frobnicate'"},
+        {"{% macro m() %}x", "missing {% endmacro %}"},
+        {"{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "nested too deeply"},
+        {"{{ messages | wordwrap }}", "wordwrap"},
         {"{% set ns.found = true %}", "namespace"},
         {"{{ 7 / 2 }}", "division"},
-        {"{{ {'a': 1} }}", "dict"},
         {"{% for m in messages if m.role == 'user' %}{% endfor %}", "loop filters"},
-        {"{% for a, b in messages %}{% endfor %}", "unpacking"},
-        {"{{ messages[0].content.split(' ') }}", "split"},
+        {"{% for a, b in messages %}{% endfor %}", "unpack"},
+        {"{{ messages[0].content.zfill(3) }}", "zfill"},
+        {"{% call m() %}{% endcall %}", "call"},
         {"{{ 1.5 }}", "integers only"},
         {"{% include 'other.jinja' %}", "include"},
         {"{% for m in messages %}{{ m.content }}", "missing {% endfor %}"},
@@ -571,6 +597,9 @@ START_TEST(test_limits)
     n += (size_t)sprintf(deep + n, "{{ ");
     for (int i = 0; i < 5000; i++)
         deep[n++] = '(';
+    deep[n++] = '1';
+    for (int i = 0; i < 5000; i++) /* balanced: the tag ends at the last }} */
+        deep[n++] = ')';
     strcpy(deep + n, " }}");
     ck_assert_ptr_null(chat_render(deep, conv, N_CONV, true, "", "", &err));
     ck_assert_msg(strstr(err.msg, "nested too deeply"), "%s", err.msg);

@@ -1,9 +1,11 @@
 /* chat.c — rendering a conversation with the model's chat template.
  *
- * Every template goes through the Jinja-subset interpreter first, so simple templates
- * of any family work. When a template of a recognised family uses something outside
- * the subset, the family's built-in renderer produces the same layout instead. A
- * template that rejects the conversation (raise_exception) is never second-guessed. */
+ * Every template goes through the Jinja-subset interpreter first, with the options a
+ * template reads (reasoning_effort, the date of strftime_now), so the model's own
+ * template decides the layout, gpt-oss's and Gemma 4's included. When a template of a
+ * recognised family uses something outside the subset, the family's built-in renderer
+ * produces the same layout instead. A template that rejects the conversation
+ * (raise_exception) is never second-guessed. */
 #include "chat.h"
 
 #include "jinja.h"
@@ -431,18 +433,40 @@ char *chat_render_opts(const char *tmpl, const chat_msg *msgs, int n_msgs, bool 
             return NULL;
         }
     }
-    jinja_input in = {msgs, n_msgs, add_generation_prompt, bos_token, eos_token};
+    /* the template's options: the reasoning effort, and the day strftime_now gives */
+    struct tm day = {0};
+    jinja_input in = {msgs, n_msgs, add_generation_prompt, bos_token, eos_token, NULL, 0, NULL};
+    if (opts && opts->reasoning_effort)
+        in.reasoning_effort = opts->reasoning_effort;
+    if (opts && opts->date) {
+        int y, mo, d;
+        char tail;
+        if (sscanf(opts->date, "%d-%d-%d%c", &y, &mo, &d, &tail) != 3 || mo < 1 || mo > 12 || d < 1 || d > 31) {
+            llmfs_errorf(err, EINVAL, "chat template: bad date '%.32s' (YYYY-MM-DD)", opts->date);
+            return NULL;
+        }
+        day.tm_year = y - 1900;
+        day.tm_mon = mo - 1;
+        day.tm_mday = d;
+        day.tm_hour = 12; /* midday: the weekday and day of the year come out right in any zone */
+        day.tm_isdst = -1;
+        mktime(&day);
+        in.now = &day;
+    }
     char *text = NULL;
     llmfs_error jerr = {0};
     int rc = jinja_render(tmpl, &in, &text, &jerr);
     if (rc == 0)
         return text;
     const char *family = chat_template_name(tmpl);
-    if (rc == -ENOTSUP && strcmp(family, "jinja") != 0)
+    /* outside the subset, or past the work budget (Gemma 4's template looks back over
+     * the conversation for every message): a family's built-in renderer lays the same
+     * conversation out in linear time */
+    if ((rc == -ENOTSUP || rc == -ETIME) && strcmp(family, "jinja") != 0)
         return render_builtin(family, msgs, n_msgs, add_generation_prompt, bos_token, eos_token, opts, err);
     if (err) {
         *err = jerr;
-        if (rc == -ENOTSUP) /* outside the subset, and no family to fall back on */
+        if (rc == -ENOTSUP || rc == -ETIME) /* and no family to fall back on */
             err->code = EINVAL;
     }
     return NULL;

@@ -1,11 +1,11 @@
 /* chat.h — turning a conversation into prompt text with the model's chat template.
  *
- * The template in tokenizer.chat_template is interpreted with a small Jinja subset (for
- * loops over messages, if/elif/else, set, comparisons, string concatenation, filters,
- * loop.first/last, raise_exception, bos_token/eos_token, add_generation_prompt; see
- * jinja.h). The common families (ChatML/Qwen, Llama 3, Llama 2, Mistral, Gemma) are
- * also recognised by their distinctive markers and have built-in renderers for
- * templates that go beyond the subset.
+ * The template in tokenizer.chat_template is interpreted with a Jinja subset (loops,
+ * conditions, set, macros, namespaces, mappings, the usual filters and tests, tojson,
+ * strftime_now, raise_exception; see jinja.h) that covers the real templates of
+ * gpt-oss (harmony), Gemma 4 and Qwen. The common families (ChatML/Qwen, Llama 3,
+ * Llama 2, Mistral, Gemma, Gemma 4, harmony) are also recognised by their distinctive
+ * markers and have built-in renderers for templates that go beyond the subset.
  */
 #ifndef LLMFS_CHAT_H
 #define LLMFS_CHAT_H
@@ -20,7 +20,7 @@ typedef struct chat_msg {
 /* What a template may read besides the conversation. */
 typedef struct chat_opts {
     const char *reasoning_effort;  /* "low", "medium", "high"; NULL: the template's default */
-    const char *date;              /* strftime_now's date "YYYY-MM-DD"; NULL: today (local time) */
+    const char *date;              /* strftime_now's date "YYYY-MM-DD" (the time: midday); NULL: now */
 } chat_opts;
 
 /* Short name of the family a template belongs to: "chatml", "llama3", "llama2",

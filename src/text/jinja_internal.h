@@ -22,6 +22,8 @@ enum jexpr_kind {
     JE_STR, JE_INT, JE_TRUE, JE_FALSE, JE_NONE, JE_LIST,
     JE_NAME, JE_ATTR, JE_INDEX, JE_SLICE, JE_CALL, JE_FILTER, JE_TEST,
     JE_BIN, JE_NOT, JE_NEG, JE_COND,
+    JE_DICT,  /* args: key, value, key, value, ... (n_args counts both) */
+    JE_KWARG, /* a keyword argument of a call, filter or test: s = name, a = value */
 };
 
 enum jbin_op {
@@ -37,19 +39,27 @@ typedef struct jexpr {
     long long i;    /* JE_INT */
     int op;         /* JE_BIN: enum jbin_op; JE_TEST: 1 when negated */
     struct jexpr *a, *b, *c; /* operands: object/left/condition, index/right, slice end */
+    struct jexpr *d;          /* JE_SLICE step */
     struct jexpr **args;     /* JE_CALL, JE_FILTER arguments; JE_LIST items */
     int n_args;
 } jexpr;
 
-enum jstmt_kind { JS_TEXT, JS_OUT, JS_IF, JS_FOR, JS_SET };
+enum jstmt_kind { JS_TEXT, JS_OUT, JS_IF, JS_FOR, JS_SET, JS_MACRO };
 
 typedef struct jstmt {
     enum jstmt_kind kind;
     int line;
-    const char *s; /* JS_TEXT text; JS_SET, JS_FOR variable name */
+    const char *s; /* JS_TEXT text; JS_SET, JS_FOR variable name; JS_MACRO name */
     size_t n;
+    const char *s2; /* JS_FOR second variable (for k, v in ...); JS_SET attribute (set ns.x) */
+    size_t n2;
+    /* JS_MACRO parameters: names, and default values (NULL where none) */
+    const char **param_s;
+    size_t *param_n;
+    jexpr **param_default;
+    int n_params;
     jexpr *e;      /* JS_OUT value; JS_SET value; JS_FOR sequence */
-    struct jstmt *body; /* JS_FOR */
+    struct jstmt *body; /* JS_FOR, JS_MACRO */
     /* JS_IF: n_branches conditions with their bodies, then else_body */
     jexpr **conds;
     struct jstmt **bodies;

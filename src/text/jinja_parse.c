@@ -81,7 +81,28 @@ typedef struct parser {
     const char *p, *end;
     int line;
     int depth; /* nesting of expressions and blocks, bounded to keep the stack small */
+    /* Names called as functions and names of macros: a call of a name that is neither a
+     * built-in function nor a macro of this template is outside the subset, found once
+     * the whole template is read (a macro may be defined after its first caller). */
+    struct jname *called, *macros;
 } parser;
+
+typedef struct jname {
+    struct jname *next;
+    const char *s;
+    size_t n;
+    int line;
+} jname;
+
+static bool remember(parser *ps, jname **list, const char *s, size_t n)
+{
+    jname *x = jalloc(ps->a, sizeof *x);
+    if (!x)
+        return false;
+    *x = (jname){*list, s, n, ps->line};
+    *list = x;
+    return true;
+}
 
 #define MAX_DEPTH 200
 
@@ -109,10 +130,12 @@ static bool is_ws(char c)
 }
 
 /* The end of a tag whose body starts at p: the closing delimiter outside string
- * literals, or NULL. */
+ * literals and brackets (as Jinja's lexer balances them, so that {{ {'a': {}} }} ends
+ * at the last }}), or NULL. */
 static const char *find_close(const char *p, const char *end, char close)
 {
     char quote = 0;
+    long depth = 0;
     for (; p + 1 < end; p++) {
         if (quote) {
             if (*p == '\\')
@@ -121,8 +144,12 @@ static const char *find_close(const char *p, const char *end, char close)
                 quote = 0;
         } else if (*p == '\'' || *p == '"') {
             quote = *p;
-        } else if (*p == close && p[1] == '}') {
+        } else if (*p == close && p[1] == '}' && depth <= 0) {
             return p;
+        } else if (*p == '{' || *p == '[' || *p == '(') {
+            depth++;
+        } else if (*p == '}' || *p == ']' || *p == ')') {
+            depth--;
         }
     }
     return NULL;
@@ -404,12 +431,17 @@ static bool name_in(const char *s, size_t n, const char *const *list)
 }
 
 static const char *const filters[] = {"trim", "length", "count", "lower", "upper", "string", "first",
-                                      "last", "default", "d", NULL};
+                                      "last", "default", "d", "tojson", "join", "map", "selectattr",
+                                      "rejectattr", "items", "list", "int", "safe", "capitalize", "replace",
+                                      "title", "dictsort", "reverse", NULL};
 static const char *const tests[] = {"defined", "undefined", "none", "string", "number", "integer",
-                                    "iterable", "mapping", "sequence", "boolean", "even", "odd", NULL};
-static const char *const functions[] = {"raise_exception", "range", NULL};
+                                    "iterable", "mapping", "sequence", "boolean", "even", "odd", "true",
+                                    "false", "callable", "eq", "equalto", "ne", NULL};
+/* The built-in functions; jinja_eval.c's call() knows the same names. */
+static const char *const functions[] = {"raise_exception", "range", "namespace", "strftime_now", "dict", NULL};
 static const char *const methods[] = {"strip", "lstrip", "rstrip", "upper", "lower", "startswith",
-                                      "endswith", "replace", NULL};
+                                      "endswith", "replace", "split", "title", "capitalize", "items",
+                                      "keys", "values", "get", NULL};
 
 /* Comma-separated arguments up to ')', the '(' already read. */
 static int parse_args(parser *ps, jexpr *e)
@@ -423,10 +455,24 @@ static int parse_args(parser *ps, jexpr *e)
             next_tok(ps, &t, false);
             next_tok(ps, &t2, true);
             ps->p = save;
-            if (t.k == T_NAME && tok_is(&t2, T_OP, "="))
-                return fail(ps, ENOTSUP, "keyword argument '%s' is not supported", t.s, t.n);
             if (n == 16)
                 return fail(ps, EINVAL, "too many arguments%s", "", 0);
+            if (t.k == T_NAME && tok_is(&t2, T_OP, "=")) { /* name=value */
+                next_tok(ps, &t, false);
+                next_tok(ps, &t2, false);
+                jexpr *k = new_expr(ps, JE_KWARG);
+                if (!k)
+                    return ps->rc;
+                k->s = t.s;
+                k->n = t.n;
+                if (!(k->a = parse_expr(ps)))
+                    return ps->rc;
+                args[n++] = k;
+                continue;
+            }
+            for (int k = 0; k < n; k++)
+                if (args[k]->kind == JE_KWARG)
+                    return fail(ps, EINVAL, "a positional argument follows a keyword argument%s", "", 0);
             args[n] = parse_expr(ps);
             if (!args[n++])
                 return ps->rc;
@@ -510,10 +556,34 @@ static jexpr *parse_primary(parser *ps)
             e->n_args = n;
             return e;
         }
-        if (tok_is(&t, T_OP, "{"))
-            fail(ps, ENOTSUP, "dict literals are not supported%s", "", 0);
-        else
-            fail(ps, EINVAL, "unexpected '%s'", t.s, t.n);
+        if (tok_is(&t, T_OP, "{")) {
+            e = new_expr(ps, JE_DICT);
+            if (!e)
+                return NULL;
+            jexpr *kv[128];
+            int n = 0;
+            if (!accept(ps, T_OP, "}")) {
+                do {
+                    if (n == 128) {
+                        fail(ps, EINVAL, "dict literal too long%s", "", 0);
+                        return NULL;
+                    }
+                    if (!(kv[n++] = parse_expr(ps)) || expect(ps, T_OP, ":") || !(kv[n++] = parse_expr(ps)))
+                        return NULL;
+                } while (accept(ps, T_OP, ","));
+                if (expect(ps, T_OP, "}"))
+                    return NULL;
+            }
+            e->args = jalloc(ps->a, sizeof *e->args * (size_t)(n ? n : 1));
+            if (!e->args) {
+                fail(ps, ENOMEM, "out of memory%s", "", 0);
+                return NULL;
+            }
+            memcpy(e->args, kv, sizeof *kv * (size_t)n);
+            e->n_args = n;
+            return e;
+        }
+        fail(ps, EINVAL, "unexpected '%s'", t.s, t.n);
         return NULL;
     default:
         fail(ps, EINVAL, "expression expected%s", "", 0);
@@ -553,15 +623,18 @@ static jexpr *parse_postfix(parser *ps, jexpr *e)
             if (slice) {
                 tok t;
                 next_tok(ps, &t, true);
-                if (!tok_is(&t, T_OP, "]")) {
+                if (!tok_is(&t, T_OP, "]") && !tok_is(&t, T_OP, ":")) {
                     hi = parse_expr(ps);
                     if (!hi)
                         return NULL;
                 }
-                if (accept(ps, T_OP, ":")) {
-                    fail(ps, ENOTSUP, "slices with a step are not supported%s", "", 0);
+            }
+            jexpr *step = NULL;
+            if (slice && accept(ps, T_OP, ":")) {
+                tok t;
+                next_tok(ps, &t, true);
+                if (!tok_is(&t, T_OP, "]") && !(step = parse_expr(ps)))
                     return NULL;
-                }
             }
             if (expect(ps, T_OP, "]"))
                 return NULL;
@@ -571,10 +644,11 @@ static jexpr *parse_postfix(parser *ps, jexpr *e)
             x->a = e;
             x->b = lo;
             x->c = hi;
+            x->d = step;
             e = x;
         } else if (accept(ps, T_OP, "(")) {
-            if (e->kind == JE_NAME && !name_in(e->s, e->n, functions)) {
-                fail(ps, ENOTSUP, "function '%s' is not supported", e->s, e->n);
+            if (e->kind == JE_NAME && !name_in(e->s, e->n, functions) && !remember(ps, &ps->called, e->s, e->n)) {
+                fail(ps, ENOMEM, "out of memory%s", "", 0);
                 return NULL;
             }
             if (e->kind == JE_ATTR && !name_in(e->s, e->n, methods)) {
@@ -883,9 +957,19 @@ static jstmt *parse_for(parser *ps)
     }
     s->s = t.s;
     s->n = t.n;
-    if (accept(ps, T_OP, ",")) {
-        fail(ps, ENOTSUP, "unpacking in for loops is not supported%s", "", 0);
-        return NULL;
+    if (accept(ps, T_OP, ",")) { /* for key, value in ... */
+        if (next_tok(ps, &t, false))
+            return NULL;
+        if (t.k != T_NAME) {
+            fail(ps, EINVAL, "loop variable expected%s", "", 0);
+            return NULL;
+        }
+        s->s2 = t.s;
+        s->n2 = t.n;
+        if (accept(ps, T_OP, ",")) {
+            fail(ps, ENOTSUP, "unpacking into more than two loop variables is not supported%s", "", 0);
+            return NULL;
+        }
     }
     if (expect(ps, T_NAME, "in") || !(s->e = parse_or(ps)))
         return NULL;
@@ -925,9 +1009,15 @@ static jstmt *parse_set(parser *ps)
     }
     s->s = t.s;
     s->n = t.n;
-    if (accept(ps, T_OP, ".")) {
-        fail(ps, ENOTSUP, "assigning to attributes (namespaces) is not supported%s", "", 0);
-        return NULL;
+    if (accept(ps, T_OP, ".")) { /* set ns.attr = ... */
+        if (next_tok(ps, &t, false))
+            return NULL;
+        if (t.k != T_NAME) {
+            fail(ps, EINVAL, "attribute name expected after set%s", "", 0);
+            return NULL;
+        }
+        s->s2 = t.s;
+        s->n2 = t.n;
     }
     if (accept(ps, T_OP, ",")) {
         fail(ps, ENOTSUP, "unpacking assignments are not supported%s", "", 0);
@@ -946,6 +1036,64 @@ static jstmt *parse_set(parser *ps)
 }
 
 static jstmt *parse_body_in(parser *ps, const char *const *stop, tok *stopped);
+
+/* {% macro name(p1, p2=default, ...) %} body {% endmacro %} */
+static jstmt *parse_macro(parser *ps)
+{
+    jstmt *s = new_stmt(ps, JS_MACRO);
+    tok t;
+    if (!s || next_tok(ps, &t, false))
+        return NULL;
+    if (t.k != T_NAME) {
+        fail(ps, EINVAL, "macro name expected%s", "", 0);
+        return NULL;
+    }
+    s->s = t.s;
+    s->n = t.n;
+    if (!remember(ps, &ps->macros, t.s, t.n)) {
+        fail(ps, ENOMEM, "out of memory%s", "", 0);
+        return NULL;
+    }
+    enum { MAX_PARAMS = 16 };
+    s->param_s = jalloc(ps->a, sizeof *s->param_s * MAX_PARAMS);
+    s->param_n = jalloc(ps->a, sizeof *s->param_n * MAX_PARAMS);
+    s->param_default = jalloc(ps->a, sizeof *s->param_default * MAX_PARAMS);
+    if (!s->param_s || !s->param_n || !s->param_default) {
+        fail(ps, ENOMEM, "out of memory%s", "", 0);
+        return NULL;
+    }
+    if (expect(ps, T_OP, "("))
+        return NULL;
+    if (!accept(ps, T_OP, ")")) {
+        do {
+            if (next_tok(ps, &t, false))
+                return NULL;
+            if (t.k != T_NAME) {
+                fail(ps, EINVAL, "parameter name expected%s", "", 0);
+                return NULL;
+            }
+            if (s->n_params == MAX_PARAMS) {
+                fail(ps, EINVAL, "too many macro parameters%s", "", 0);
+                return NULL;
+            }
+            int k = s->n_params++;
+            s->param_s[k] = t.s;
+            s->param_n[k] = t.n;
+            if (accept(ps, T_OP, "=") && !(s->param_default[k] = parse_expr(ps)))
+                return NULL;
+        } while (accept(ps, T_OP, ","));
+        if (expect(ps, T_OP, ")"))
+            return NULL;
+    }
+    if (end_of_tag(ps))
+        return NULL;
+    static const char *const stop[] = {"endmacro", NULL};
+    tok kw;
+    s->body = parse_body(ps, stop, &kw);
+    if (ps->rc || end_of_tag(ps))
+        return NULL;
+    return s;
+}
 
 static jstmt *parse_body(parser *ps, const char *const *stop, tok *stopped)
 {
@@ -996,7 +1144,9 @@ static jstmt *parse_body_in(parser *ps, const char *const *stop, tok *stopped)
                 s = parse_for(ps);
             else if (tok_is(&kw, T_NAME, "set"))
                 s = parse_set(ps);
-            else if (name_in(kw.s, kw.n, (const char *const[]){"elif", "else", "endif", "endfor", NULL}))
+            else if (tok_is(&kw, T_NAME, "macro"))
+                s = parse_macro(ps);
+            else if (name_in(kw.s, kw.n, (const char *const[]){"elif", "else", "endif", "endfor", "endmacro", NULL}))
                 fail(ps, EINVAL, "'%s' without a matching opening tag", kw.s, kw.n);
             else
                 fail(ps, ENOTSUP, "'{%% %s %%}' is not supported", kw.s, kw.n);
@@ -1023,6 +1173,15 @@ jstmt *jinja_parse(const char *tmpl, jarena *a, llmfs_error *err, int *rc)
     if (segment(&ps) == 0) {
         tok stopped;
         body = parse_body(&ps, NULL, &stopped);
+    }
+    for (const jname *c = ps.called; c && !ps.rc; c = c->next) {
+        const jname *m = ps.macros;
+        while (m && !(m->n == c->n && memcmp(m->s, c->s, c->n) == 0))
+            m = m->next;
+        if (!m) {
+            ps.line = c->line;
+            fail(&ps, ENOTSUP, "function '%s' is not supported", c->s, c->n);
+        }
     }
     free(ps.segs);
     *rc = ps.rc;
