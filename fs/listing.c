@@ -4,6 +4,7 @@
 #include "models.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 typedef struct dir_listing {
     fs_handle h; /* first */
     size_t n, cap;
+    bool failed; /* an entry could not be added: the listing is refused, never cut short */
     struct {
         char name[NODE_NAME_MAX];
         fuse_ino_t ino;
@@ -25,8 +27,10 @@ static void listing_add(dir_listing *l, const char *name, fuse_ino_t ino, mode_t
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 32;
         void *e = realloc(l->e, cap * sizeof *l->e);
-        if (!e)
+        if (!e) {
+            l->failed = true;
             return;
+        }
         l->e = e;
         l->cap = cap;
     }
@@ -51,6 +55,8 @@ static void add_models(dir_listing *l)
         fs_dir *c = node_dir_get(DIR_MODEL, llmfs_model_name(models[i]), 0, 0);
         if (c)
             listing_add(l, llmfs_model_name(models[i]), node_ino(c, K_DIR), S_IFDIR);
+        else
+            l->failed = true;
     }
     models_put(models, n);
 }
@@ -58,8 +64,10 @@ static void add_models(dir_listing *l)
 static void add_sessions(dir_listing *l, fs_dir *d, llmfs_model *m)
 {
     int *ids = malloc(sizeof *ids * MAX_LISTED_SESSIONS);
-    if (!ids)
+    if (!ids) {
+        l->failed = true;
         return;
+    }
     int n = llmfs_session_ids(m, ids, MAX_LISTED_SESSIONS);
     for (int i = 0; i < n && i < MAX_LISTED_SESSIONS; i++) {
         char name[16];
@@ -67,6 +75,8 @@ static void add_sessions(dir_listing *l, fs_dir *d, llmfs_model *m)
         fs_dir *c = node_dir_get(DIR_SESSION, node_model(d), ids[i], 0);
         if (c)
             listing_add(l, name, node_ino(c, K_DIR), S_IFDIR);
+        else
+            l->failed = true;
     }
     free(ids);
 }
@@ -100,6 +110,11 @@ void listing_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     else if (type == DIR_MODEL)
         add_sessions(l, d, t.m);
     fs_target_put(&t);
+    if (l->failed) { /* out of memory: ENOMEM rather than a listing with holes */
+        free_listing(&l->h);
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
     fi->fh = (uintptr_t)l;
     fi->cache_readdir = 0;
     fs_handle_add(&l->h, free_listing);
