@@ -248,7 +248,8 @@ START_TEST(hybrid_placements)
         /* the last layer computes attention on the GPU (its feed-forward weights on the
          * CPU), or with ngl the first layer is on the CPU altogether */
         const model_layer *L = &m->layers[k == 2 ? 0 : nl - 1];
-        const tensor *ffn = moe ? L->up_exps : L->w_up;
+        /* Gemma 4's experts are one fused gate_up tensor (in gate_exps) */
+        const tensor *ffn = moe ? (L->up_exps ? L->up_exps : L->gate_exps) : L->w_up;
         ck_assert_msg(ffn && ffn->be == m->cpu, "%s: %s: the feed-forward is not on the CPU", f->name, cfg[k].what);
         /* a hybrid model's layer 0 is recurrent: its projection is attn_qkv or ssm_in */
         const tensor *proj = L->wq ? L->wq : L->wqkv ? L->wqkv : L->ssm_in;
