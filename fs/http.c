@@ -135,6 +135,20 @@ static void on_stream(void *arg)
     pthread_mutex_unlock(&g->mu);
 }
 
+/* The stream the prompt fills may be a fresh one: watch now (a reference) instead of *st
+ * when they differ. */
+static void rewatch(gen *g, llmfs_stream **st, int *watch, llmfs_stream *now)
+{
+    if (now == *st) {
+        llmfs_stream_put(now);
+        return;
+    }
+    llmfs_stream_unwatch(*st, *watch);
+    llmfs_stream_put(*st);
+    *st = now;
+    *watch = llmfs_stream_watch(now, on_stream, g);
+}
+
 /* Waits for the streams to grow, at most HTTP_POLL_MS. */
 static void gen_wait(gen *g)
 {
@@ -738,27 +752,9 @@ static enum MHD_Result completion(struct MHD_Connection *c, const fs_text *body,
         goto out;
     }
     /* the stream the prompt fills may be a fresh one: look again */
-    llmfs_stream *now = llmfs_session_output(g->s);
-    if (now != g->out) {
-        llmfs_stream_unwatch(g->out, g->watch_out);
-        llmfs_stream_put(g->out);
-        g->out = now;
-        g->watch_out = llmfs_stream_watch(g->out, on_stream, g);
-    } else {
-        llmfs_stream_put(now);
-    }
-    /* the same for the reply's reasoning (each reply has its own) */
-    if (g->reason) {
-        llmfs_stream *r_now = llmfs_session_reasoning(g->s);
-        if (r_now != g->reason) {
-            llmfs_stream_unwatch(g->reason, g->watch_reason);
-            llmfs_stream_put(g->reason);
-            g->reason = r_now;
-            g->watch_reason = llmfs_stream_watch(g->reason, on_stream, g);
-        } else {
-            llmfs_stream_put(r_now);
-        }
-    }
+    rewatch(g, &g->out, &g->watch_out, llmfs_session_output(g->s));
+    if (g->reason) /* each reply has its own reasoning too */
+        rewatch(g, &g->reason, &g->watch_reason, llmfs_session_reasoning(g->s));
     if (!g->stream) {
         ret = reply_whole(c, g);
         gen_free(g);

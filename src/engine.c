@@ -298,9 +298,7 @@ static int model_alloc_kv(llmfs_model *m, llmfs_error *err)
 {
     const llmfs_settings *s = &m->settings;
     llmfs_error e = {0};
-    /* sliding-window layers keep a ring of window + ubatch cells unless swa_full; at
-     * least 64, so speculative decoding can always take back a verified step's drafts */
-    const int slack = s->swa_full ? 0 : s->ubatch > 64 ? s->ubatch : 64;
+    const int slack = kv_swa_slack(s->ubatch, s->swa_full);
     kv_cache *kv = kv_cache_alloc_swa(m->mdl, s->ctx, s->parallel, cache_ggml_type(s->cache_type_k),
                                       cache_ggml_type(s->cache_type_v), slack, &e);
     if (!kv && e.code == ENOMEM && m->kv) {

@@ -1,5 +1,6 @@
 /* fit.c — the GPU fit before a model loads (see fit.h). */
 #include "fit.h"
+#include "kv.h"
 #include "gguf.h"
 #include "placement.h"
 #include "quant.h"
@@ -111,6 +112,9 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
         state_seq = 4ull * ((uint64_t)(kc - 1) * (uint64_t)(2 * nk * d_state + nv * d_state) +
                             (uint64_t)nv * d_state * d_state);
     }
+    /* K+V bytes of one cell of an average layer (hybrid models: their attention layers) */
+    const uint64_t cell_row =
+        kv_seq_bytes(f, arch, n_layer, n_head_kv, head_dim, in->type_k, in->type_v, 1, 0) / (uint64_t)n_layer;
     int floor_ctx = in->fit_ctx > 0 && in->fit_ctx < in->ctx ? in->fit_ctx : in->ctx;
     place_result best = {0};
     int best_ctx = in->ctx, rc = 0;
@@ -124,12 +128,10 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
             .fit = true,
             .vram_free = in->vram_free,
             .fit_target = in->fit_target,
-            .kv_bytes_per_layer = n_recr ? ((uint64_t)(n_trunk - n_recr) * ctx * in->parallel *
-                                                 (kv_seq_bytes(f, arch, n_layer, n_head_kv, head_dim, in->type_k,
-                                                               in->type_v, 1, 0) / (uint64_t)n_layer) +
+            .kv_bytes_per_layer = n_recr ? ((uint64_t)(n_trunk - n_recr) * ctx * in->parallel * cell_row +
                                              (uint64_t)n_recr * in->parallel * state_seq) / (uint64_t)n_layer
                                           : kv_seq_bytes(f, arch, n_layer, n_head_kv, head_dim, in->type_k,
-                                                         in->type_v, ctx, in->swa_full ? 0 : in->ubatch > 64 ? in->ubatch : 64) *
+                                                         in->type_v, ctx, kv_swa_slack(in->ubatch, in->swa_full)) *
                                                 (uint64_t)in->parallel / (uint64_t)n_layer,
             .stream = in->offload_batch != 0,
             .compute_bytes = place_compute_bytes(n_embd, ff, n_head, head_dim, n_vocab, in->ubatch, ctx,

@@ -80,6 +80,13 @@ kv_cache *kv_cache_alloc(const model *m, int n_ctx, int n_seq, int type_k, int t
  * (the largest micro-batch the forward pass will then make); 0: full layers everywhere. */
 kv_cache *kv_cache_alloc_swa(const model *m, int n_ctx, int n_seq, int type_k, int type_v, int swa_slack,
                              llmfs_error *err);
+/* The slack of a model's sliding-window rings for a micro-batch of ubatch tokens: the
+ * micro-batch, at least 64 so a speculative step's drafts can always be taken back; 0
+ * (no rings) with swa_full. The engine allocates by it and fit counts by it. */
+static inline int kv_swa_slack(int ubatch, bool swa_full)
+{
+    return swa_full ? 0 : ubatch > 64 ? ubatch : 64;
+}
 /* The row of cell (seq, pos) in layer il's K and V matrices. */
 static inline size_t kv_row(const kv_cache *kv, int il, int seq, int pos)
 {
