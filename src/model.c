@@ -912,14 +912,29 @@ void model_moe_experts(model *m, const model_layer *L, fwd_bufs *B, int n)
  * (*delivered). rows: rows of x computed (n, or n_out when the last block was pruned).
  * Returns the bufs the output ran on. */
 static fwd_bufs *output_head(model *m, const fwd_batch *ub, fwd_bufs *B, int rows, int n_out,
-                             float *logits, int32_t *ids, bool *delivered)
+                             float *logits, int32_t *ids, float *hidden, bool *delivered)
 {
     const model_hparams *hp = &m->hp;
     const int n = ub->n, E = hp->n_embd;
     B = model_move_to(m, B, m->output->be, rows);
     backend *be = B->be;
     const struct backend_ops *o = be->ops;
-    if (rows == n_out) {
+    *delivered = false;
+    if (hidden) {
+        /* every row normalised (none was pruned), to the host; then the rows with
+         * logits move up to the front, in order */
+        o->rmsnorm(be, B->xb, B->x, m->output_norm->data, n, E, hp->rms_eps); /* xb [n][E] */
+        o->download(be, hidden, B->xb, sizeof(float) * (size_t)n * E);
+        for (int i = 0, j = 0; i < n && n_out < n; i++)
+            if (ub->logits[i]) {
+                if (i != j)
+                    model_copy_between(m, be, B->xb + (size_t)j * E, be, B->xb + (size_t)i * E,
+                                       sizeof(float) * (size_t)E);
+                j++;
+            }
+        if (!n_out)
+            return B;
+    } else if (rows == n_out) {
         o->rmsnorm(be, B->xb, B->x, m->output_norm->data, n_out, E, hp->rms_eps); /* xb [n_out][E] */
     } else {
         for (int i = 0, j = 0; i < n;) {
@@ -936,7 +951,6 @@ static fwd_bufs *output_head(model *m, const fwd_batch *ub, fwd_bufs *B, int row
             j += run;
         }
     }
-    *delivered = false;
     const float cap = hp->logit_softcap;
     if (be == m->cpu || n_out <= OUT_CHUNK) {
         float *lg = be == m->cpu ? logits : B->logits;
@@ -966,8 +980,8 @@ static fwd_bufs *output_head(model *m, const fwd_batch *ub, fwd_bufs *B, int row
  * recorded step, whose ops must not copy through the host. Returns the bufs the output
  * ran on. */
 static fwd_bufs *run_blocks(model *m, kv_cache *kv, const fwd_batch *ub, fwd_bufs *B, bool flash,
-                            int n_out, float *logits, int32_t *ids, bool prune, stream_pass *sp,
-                            bool *delivered)
+                            int n_out, float *logits, int32_t *ids, float *hidden, bool prune,
+                            stream_pass *sp, bool *delivered)
 {
     const model_hparams *hp = &m->hp;
     const int n = ub->n, E = hp->n_embd;
@@ -976,7 +990,7 @@ static fwd_bufs *run_blocks(model *m, kv_cache *kv, const fwd_batch *ub, fwd_buf
     for (int il = 0; il < hp->n_layer; il++) {
         B = model_move_to(m, B, m->layers[il].be, rows);
         m->family->attention(m, kv, il, B, n, flash);
-        if (prune && il == hp->n_layer - 1 && n_out < n) {
+        if (prune && !hidden && il == hp->n_layer - 1 && n_out < n) {
             /* the last feed-forward block only matters for rows with logits: they move
              * up to the front of x (in order, so no row is overwritten before it moves) */
             const size_t PL = (size_t)hp->n_embd_per_layer * hp->n_layer; /* its inputs move too */
@@ -996,7 +1010,7 @@ static fwd_bufs *run_blocks(model *m, kv_cache *kv, const fwd_batch *ub, fwd_buf
             break;
         B = model_stream_ffn(m, sp, il, B, rows); /* where its weights are, or streamed */
     }
-    return n_out ? output_head(m, ub, B, rows, n_out, logits, ids, delivered) : B;
+    return n_out || hidden ? output_head(m, ub, B, rows, n_out, logits, ids, hidden, delivered) : B;
 }
 
 
@@ -1041,7 +1055,7 @@ typedef struct fwd_input {
  * logits is then host scratch, needed only when it cannot). stream: the host-resident
  * feed-forward weights go to the GPU for this batch. Returns n_out. */
 static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, const fwd_input *in, float *logits,
-                          int32_t *ids, bool flash, bool stream, llmfs_error *err)
+                          int32_t *ids, float *hidden, bool flash, bool stream, llmfs_error *err)
 {
     model_priv *P = m->scratch;
     const model_hparams *hp = &m->hp;
@@ -1088,18 +1102,18 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, const fwd
 
     backend *gpu = m->gpu;
     bool delivered = false;
-    if (P->all_on_gpu && gpu->ops->graph_begin && n <= 16) {
+    if (P->all_on_gpu && gpu->ops->graph_begin && n <= 16 && !hidden) {
         /* everything after the lookup runs on the GPU: a decode step can be a recorded
          * graph, replayed when the same shape comes again */
         B = model_move_to(m, B, gpu, n);
         int g = gpu->ops->graph_begin(gpu, graph_key(kv, ub, flash));
         if (g != 1) {
-            run_blocks(m, kv, ub, B, flash, n_out, logits, ids, false, &sp, &delivered);
+            run_blocks(m, kv, ub, B, flash, n_out, logits, ids, NULL, false, &sp, &delivered);
             if (gpu->ops->graph_end(gpu) < 0)
-                run_blocks(m, kv, ub, B, flash, n_out, logits, ids, false, &sp, &delivered);
+                run_blocks(m, kv, ub, B, flash, n_out, logits, ids, NULL, false, &sp, &delivered);
         }
     } else {
-        B = run_blocks(m, kv, ub, B, flash, n_out, logits, ids, true, &sp, &delivered);
+        B = run_blocks(m, kv, ub, B, flash, n_out, logits, ids, hidden, true, &sp, &delivered);
     }
     backend *ob = m->output->be;
     const bool device_ids = ids && ob != m->cpu && ob->ops->argmax;
@@ -1177,11 +1191,11 @@ static int check_batch(model *m, kv_cache *kv, const fwd_batch *b, const float *
 }
 
 static int forward_batches(model *m, kv_cache *kv, const fwd_batch *b, const int32_t *tok0, const float *embd,
-                           bool non_causal, float *logits_out, int32_t *ids_out, bool flash_attn,
-                           llmfs_error *err);
+                           bool non_causal, float *logits_out, int32_t *ids_out, float *hidden_out,
+                           bool flash_attn, llmfs_error *err);
 
 static int forward(model *m, kv_cache *kv, const fwd_batch *b, const float *embd, bool non_causal,
-                   float *logits_out, int32_t *ids_out, bool flash_attn, llmfs_error *err)
+                   float *logits_out, int32_t *ids_out, float *hidden_out, bool flash_attn, llmfs_error *err)
 {
     if (b->n < 0 || !b->token || !b->pos || !b->seq)
         return llmfs_errorf(err, EINVAL, "forward: malformed batch");
@@ -1205,14 +1219,14 @@ static int forward(model *m, kv_cache *kv, const fwd_batch *b, const float *embd
         for (int i = 0; i < b->n; i++)
             tok0[i] = b->token[i] < 0 ? 0 : b->token[i];
     }
-    rc = forward_batches(m, kv, b, tok0, embd, non_causal, logits_out, ids_out, flash_attn, err);
+    rc = forward_batches(m, kv, b, tok0, embd, non_causal, logits_out, ids_out, hidden_out, flash_attn, err);
     free(tok0);
     return rc;
 }
 
 static int forward_batches(model *m, kv_cache *kv, const fwd_batch *b, const int32_t *tok0, const float *embd,
-                           bool non_causal, float *logits_out, int32_t *ids_out, bool flash_attn,
-                           llmfs_error *err)
+                           bool non_causal, float *logits_out, int32_t *ids_out, float *hidden_out,
+                           bool flash_attn, llmfs_error *err)
 {
     model_priv *P = m->scratch;
     int rc;
@@ -1262,10 +1276,11 @@ static int forward_batches(model *m, kv_cache *kv, const fwd_batch *b, const int
             lg = NULL; /* the output's backend picks the ids itself */
         }
         const bool stream = model_streams(m, n);
-        rc = forward_ubatch(m, kv, &ub, &in, lg, ids_out ? ids_out + out_row : NULL, flash_attn, stream, err);
+        float *hid = hidden_out ? hidden_out + (size_t)i0 * m->hp.n_embd : NULL;
+        rc = forward_ubatch(m, kv, &ub, &in, lg, ids_out ? ids_out + out_row : NULL, hid, flash_attn, stream, err);
         if (rc == -ENOMEM && stream) { /* the batch gets the room back, without streaming */
             model_stream_give_up(m, err);
-            rc = forward_ubatch(m, kv, &ub, &in, lg, ids_out ? ids_out + out_row : NULL, flash_attn, false, err);
+            rc = forward_ubatch(m, kv, &ub, &in, lg, ids_out ? ids_out + out_row : NULL, hid, flash_attn, false, err);
         }
         if (rc < 0)
             return rc;
@@ -1280,7 +1295,15 @@ static int forward_batches(model *m, kv_cache *kv, const fwd_batch *b, const int
 int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, bool flash_attn,
                   llmfs_error *err)
 {
-    return forward(m, kv, b, NULL, false, logits_out, NULL, flash_attn, err);
+    return forward(m, kv, b, NULL, false, logits_out, NULL, NULL, flash_attn, err);
+}
+
+int model_forward_hidden(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, float *hidden_out,
+                         bool flash_attn, llmfs_error *err)
+{
+    if (!hidden_out)
+        return llmfs_errorf(err, EINVAL, "forward: no buffer for the hidden states");
+    return forward(m, kv, b, NULL, false, logits_out, NULL, hidden_out, flash_attn, err);
 }
 
 int model_forward_ids(model *m, kv_cache *kv, const fwd_batch *b, int32_t *ids_out, bool flash_attn,
@@ -1288,13 +1311,13 @@ int model_forward_ids(model *m, kv_cache *kv, const fwd_batch *b, int32_t *ids_o
 {
     if (!ids_out)
         return llmfs_errorf(err, EINVAL, "forward: no buffer for the chosen ids");
-    return forward(m, kv, b, NULL, false, NULL, ids_out, flash_attn, err);
+    return forward(m, kv, b, NULL, false, NULL, ids_out, NULL, flash_attn, err);
 }
 
 int model_forward_embd(model *m, kv_cache *kv, const fwd_batch *b, const float *embd, bool non_causal,
                        float *logits_out, bool flash_attn, llmfs_error *err)
 {
-    return forward(m, kv, b, embd, non_causal, logits_out, NULL, flash_attn, err);
+    return forward(m, kv, b, embd, non_causal, logits_out, NULL, NULL, flash_attn, err);
 }
 
 const char *model_non_causal_missing(const model *m)

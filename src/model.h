@@ -171,6 +171,12 @@ uint64_t model_vram_bytes(const model *m);
 int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, bool flash_attn,
                   llmfs_error *err);
 
+/* As model_forward, and also writes every position's final hidden state — after
+ * output_norm, the output head's input — to hidden_out [b->n][n_embd] (host memory), in
+ * batch order (MTP drafters read it). */
+int model_forward_hidden(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, float *hidden_out,
+                         bool flash_attn, llmfs_error *err);
+
 /* As model_forward, but writes the greedy choice (the largest logit's id, the lowest on
  * ties) of each position that asks for logits to ids_out [n_out] instead of its logits.
  * With the output on a GPU only these ids cross to the host. */

@@ -710,6 +710,54 @@ START_TEST(kv_per_layer_gemma)
 }
 END_TEST
 
+/* The final hidden states (model_forward_hidden, what MTP drafters read): the output
+ * head applied to them gives the logits of the same pass; every row is there whichever
+ * rows ask for logits (the last layer is not pruned), and a pass without logits gives
+ * them too. */
+START_TEST(hidden_states)
+{
+    static const char *const files[] = {"llama-tiny-f16.gguf", "qwen35moe-tiny-q8_0.gguf"};
+    char src[1024];
+    model *m = load(shared_model(files[_i], src, sizeof src), 0);
+    const int n = 12, E = m->hp.n_embd, V = m->hp.n_vocab;
+    int32_t tok[12], pos[12], seq[12];
+    int8_t all[12], last[12];
+    for (int i = 0; i < n; i++)
+        tok[i] = (i * 37 + 11) % V, pos[i] = i, seq[i] = 0, all[i] = 1, last[i] = i == n - 1;
+    float *lg = malloc(sizeof(float) * (size_t)n * V), *lg2 = malloc(sizeof(float) * (size_t)n * V);
+    float *h = malloc(sizeof(float) * (size_t)n * E), *h2 = malloc(sizeof(float) * (size_t)n * E);
+    kv_cache *kv = test_kv_cache(m, 64, 1, T_F16, T_F16);
+    llmfs_error err = {0};
+    const int8_t *flags[3] = {all, last, NULL};
+    for (int k = 0; k < 3; k++) {
+        kv_seq_keep(kv, 0, 0);
+        fwd_batch b = {n, tok, pos, seq, flags[k]};
+        float *hk = k ? h2 : h;
+        memset(hk, 0, sizeof(float) * (size_t)n * E);
+        ck_assert_msg(model_forward_hidden(m, kv, &b, k < 2 ? lg : NULL, hk, false, &err) == 0, "%s", err.msg);
+        if (k > 0)
+            for (size_t i = 0; i < (size_t)n * E; i++)
+                ck_assert_msg(fabsf(h2[i] - h[i]) <= 1e-5f * (1 + fabsf(h[i])), "%s: flags %d: hidden %zu: %g vs %g",
+                              files[_i], k, i, h2[i], h[i]);
+    }
+    /* the output head over the hidden rows: the logits of the all-rows pass */
+    kv_seq_keep(kv, 0, 0);
+    fwd_batch b = {n, tok, pos, seq, all};
+    ck_assert_int_eq(model_forward(m, kv, &b, lg, false, &err), 0);
+    ck_assert_ptr_eq(m->output->be, m->cpu);
+    m->cpu->ops->matmul(m->cpu, lg2, m->output, h, n);
+    for (int i = 0; i < n; i++) {
+        const double d = logits_rel_rms(lg2 + (size_t)i * V, lg + (size_t)i * V, V);
+        ck_assert_msg(d < 1e-5, "%s: row %d: output(hidden) off the logits by %.3g", files[_i], i, d);
+    }
+    /* and they are not something else: row 0's hidden against row 1's logits */
+    ck_assert(logits_rel_rms(lg2, lg + V, V) > 0.1);
+    free(lg), free(lg2), free(h), free(h2);
+    kv_cache_free(kv);
+    model_free(m);
+}
+END_TEST
+
 /* (6) Sliding-window rings (families with windows): a cache whose window layers keep
  * window + 4 cells, so micro-batches are 4 tokens and the rings wrap many times over a
  * case, gives the logits of a full cache evaluated in the same micro-batches, on both
@@ -1232,6 +1280,7 @@ static Suite *make_suite(void)
     tcase_add_test(e, malformed_hybrid);
     tcase_add_test(e, malformed_gemma);
     tcase_add_test(e, kv_per_layer_gemma);
+    tcase_add_loop_test(e, hidden_states, 0, 2);
     tcase_add_loop_test(e, mkmodel_gemma_shapes, 0, 3);
     tcase_add_test(e, malformed_gptoss);
     tcase_add_test(e, metadata);
