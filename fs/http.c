@@ -285,36 +285,58 @@ static int escape_stop(const char *s, size_t n, char *buf, size_t cap)
 
 /* ---- request parsing ---- */
 
-/* A message's content: a string, or an array of {"type":"text","text":...} parts. */
-static int content_text(json_t *content, fs_text *out)
+/* The bytes of a base64 text (padding optional, no whitespace); NULL when it is not
+ * base64 or memory runs out. */
+static unsigned char *base64_decode(const char *s, size_t n, size_t *out_len)
 {
-    if (json_is_string(content)) {
-        text_put(out, json_string_value(content), json_string_length(content));
-        return 0;
+    while (n > 0 && s[n - 1] == '=')
+        n--;
+    if (n % 4 == 1)
+        return NULL;
+    unsigned char *out = malloc(n / 4 * 3 + 3);
+    if (!out)
+        return NULL;
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char c = s[i];
+        int v = c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26 : c >= '0' && c <= '9' ? c - '0' + 52
+              : c == '+' || c == '-' ? 62 : c == '/' || c == '_' ? 63 : -1;
+        if (v < 0) {
+            free(out);
+            return NULL;
+        }
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
     }
-    if (json_is_null(content))
-        return 0;
-    if (!json_is_array(content))
-        return -1;
-    size_t i;
-    json_t *part;
-    json_array_foreach(content, i, part) {
-        json_t *t = json_object_get(part, "text");
-        const char *type = json_string_value(json_object_get(part, "type"));
-        if (!type || strcmp(type, "text") != 0 || !json_is_string(t))
-            return -1;
-        text_put(out, json_string_value(t), json_string_length(t));
-    }
-    return 0;
+    *out_len = o;
+    return out;
 }
 
+/* An image of a request (image_url content parts: data: URLs only — the daemon fetches
+ * nothing on a client's behalf). */
+typedef struct http_image {
+    unsigned char *buf;
+    size_t len;
+} http_image;
+
 /* The conversation of a chat request: system messages joined, then user/assistant turns
- * (consecutive messages of one role joined), ending with the user message to answer. */
+ * (consecutive messages of one role joined), ending with the user message to answer.
+ * Images may come with that last message only: earlier turns are history text, and the
+ * images of a prompt are what the session's next prompt takes. */
 typedef struct convo {
     fs_text system;
     fs_text *user, *assistant;
     int n;         /* turns; the last has no assistant part */
     bool has_system;
+    http_image *images;
+    int n_images, image_turn; /* the turn (0-based) of the first image's user message */
+    const char *marker;       /* the session's media marker: where each image goes */
 } convo;
 
 static void convo_free(convo *cv)
@@ -326,20 +348,83 @@ static void convo_free(convo *cv)
     }
     free(cv->user);
     free(cv->assistant);
+    for (int i = 0; i < cv->n_images; i++)
+        free(cv->images[i].buf);
+    free(cv->images);
 }
 
-static void join(fs_text *t, json_t *content, int *bad)
+/* One image_url part: its image kept, the media marker in the text where it was. 0, or
+ * -1 with the reason in why. */
+static int image_part(convo *cv, json_t *part, fs_text *out, char *why, size_t cap)
+{
+    json_t *iu = json_object_get(part, "image_url");
+    const char *url = json_string_value(json_is_object(iu) ? json_object_get(iu, "url") : iu);
+    if (!url)
+        return snprintf(why, cap, "an image_url part needs image_url.url"), -1;
+    const char *comma = strchr(url, ',');
+    if (strncmp(url, "data:", 5) != 0 || !comma)
+        return snprintf(why, cap, "image_url: only data: URLs are accepted (data:image/png;base64,...)"), -1;
+    if (comma - url < 7 || strncmp(comma - 7, ";base64", 7) != 0)
+        return snprintf(why, cap, "image_url: the data: URL is not base64"), -1;
+    http_image im = {0};
+    im.buf = base64_decode(comma + 1, strlen(comma + 1), &im.len);
+    if (!im.buf)
+        return snprintf(why, cap, "image_url: the data: URL's base64 is malformed"), -1;
+    http_image *grown = realloc(cv->images, sizeof *grown * (size_t)(cv->n_images + 1));
+    if (!grown) {
+        free(im.buf);
+        return snprintf(why, cap, "out of memory"), -1;
+    }
+    cv->images = grown;
+    if (cv->n_images == 0)
+        cv->image_turn = cv->n - 1;
+    cv->images[cv->n_images++] = im;
+    text_puts(out, cv->marker);
+    return 0;
+}
+
+/* A message's content: a string, or an array of parts: {"type":"text","text":...} and,
+ * in a user message, {"type":"image_url","image_url":{"url":"data:..."}}. 0, or -1 with
+ * the reason in why. */
+static int content_text(convo *cv, json_t *content, fs_text *out, bool user, char *why, size_t cap)
+{
+    if (json_is_string(content)) {
+        text_put(out, json_string_value(content), json_string_length(content));
+        return 0;
+    }
+    if (json_is_null(content))
+        return 0;
+    if (!json_is_array(content))
+        return snprintf(why, cap, "content must be a string or an array of parts"), -1;
+    size_t i;
+    json_t *part;
+    json_array_foreach(content, i, part) {
+        json_t *t = json_object_get(part, "text");
+        const char *type = json_string_value(json_object_get(part, "type"));
+        if (user && type && strcmp(type, "image_url") == 0) {
+            if (image_part(cv, part, out, why, cap) < 0)
+                return -1;
+            continue;
+        }
+        if (!type || strcmp(type, "text") != 0 || !json_is_string(t))
+            return snprintf(why, cap, "content parts must be text%s parts", user ? " or image_url" : ""), -1;
+        text_put(out, json_string_value(t), json_string_length(t));
+    }
+    return 0;
+}
+
+static int join(convo *cv, fs_text *t, json_t *content, bool user, char *why, size_t cap)
 {
     if (t->len)
         text_puts(t, "\n\n");
-    if (content_text(content, t) < 0)
-        *bad = 1;
+    return content_text(cv, content, t, user, why, cap);
 }
 
 /* 0, or -1 with the reason in why. */
-static int convo_parse(json_t *messages, convo *cv, char *why, size_t cap)
+static int convo_parse(json_t *messages, convo *cv, const char *marker, char *why, size_t cap)
 {
     memset(cv, 0, sizeof *cv);
+    cv->marker = marker;
     size_t n_msgs = json_array_size(messages);
     if (!json_is_array(messages) || n_msgs == 0) {
         snprintf(why, cap, "messages must be a non-empty array");
@@ -351,40 +436,45 @@ static int convo_parse(json_t *messages, convo *cv, char *why, size_t cap)
         snprintf(why, cap, "out of memory");
         return -1;
     }
-    int bad = 0;
     size_t i;
     json_t *msg;
+    char part_why[256];
     json_array_foreach(messages, i, msg) {
         const char *role = json_string_value(json_object_get(msg, "role"));
         json_t *content = json_object_get(msg, "content");
+        int rc = 0;
         if (!role) {
             snprintf(why, cap, "messages[%zu] has no role", i);
             return -1;
         }
         if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
-            join(&cv->system, content, &bad);
+            rc = join(cv, &cv->system, content, false, part_why, sizeof part_why);
             cv->has_system = true;
         } else if (strcmp(role, "user") == 0) {
             if (cv->n == 0 || cv->assistant[cv->n - 1].len)
                 cv->n++;
-            join(&cv->user[cv->n - 1], content, &bad);
+            rc = join(cv, &cv->user[cv->n - 1], content, true, part_why, sizeof part_why);
         } else if (strcmp(role, "assistant") == 0) {
             if (cv->n == 0) {
                 snprintf(why, cap, "messages[%zu]: an assistant message before any user message", i);
                 return -1;
             }
-            join(&cv->assistant[cv->n - 1], content, &bad);
+            rc = join(cv, &cv->assistant[cv->n - 1], content, false, part_why, sizeof part_why);
         } else {
             snprintf(why, cap, "messages[%zu]: role '%s' is not supported (system, user, assistant)", i, role);
             return -1;
         }
-        if (bad) {
-            snprintf(why, cap, "messages[%zu]: content must be a string or an array of text parts", i);
+        if (rc < 0) {
+            snprintf(why, cap, "messages[%zu]: %s", i, part_why);
             return -1;
         }
     }
     if (cv->n == 0 || cv->assistant[cv->n - 1].len) {
         snprintf(why, cap, "the last message must be a user message");
+        return -1;
+    }
+    if (cv->n_images && cv->image_turn != cv->n - 1) {
+        snprintf(why, cap, "images are accepted in the last user message only");
         return -1;
     }
     if (cv->system.oom)
@@ -666,8 +756,8 @@ static enum MHD_Result completion(struct MHD_Connection *c, const fs_text *body,
         goto out;
     }
     if (chat) {
-        if (convo_parse(json_object_get(req, "messages"), &cv, why, sizeof why) < 0) {
-            ret = send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", NULL, "%s", why);
+        if (!json_is_array(json_object_get(req, "messages"))) {
+            ret = send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", NULL, "messages must be a non-empty array");
             goto out;
         }
     } else {
@@ -717,6 +807,15 @@ static enum MHD_Result completion(struct MHD_Connection *c, const fs_text *body,
         goto out;
     }
     int rc = 0;
+    /* the messages once the session can say what its media marker is */
+    char marker[128] = "";
+    if (chat && (llmfs_session_setting(g->s, "media_marker", marker, sizeof marker) < 0 ||
+                 convo_parse(json_object_get(req, "messages"), &cv, marker, why, sizeof why) < 0)) {
+        gen_free(g);
+        ret = send_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", NULL, "%s",
+                         marker[0] ? why : "the session has no media_marker setting");
+        goto out;
+    }
     if (chat) {
         const char **users = calloc((size_t)cv.n, sizeof *users);
         const char **assistants = calloc((size_t)cv.n, sizeof *assistants);
@@ -734,6 +833,9 @@ static enum MHD_Result completion(struct MHD_Connection *c, const fs_text *body,
                                            cv.n - 1, &e);
         free(users);
         free(assistants);
+        /* the last message's images, for the prompt that follows (its markers take them) */
+        for (int i = 0; rc == 0 && i < cv.n_images; i++)
+            rc = llmfs_session_image(g->s, cv.images[i].buf, cv.images[i].len, &e);
     }
     /* the streams this prompt fills: taken before it is written, so no byte is missed */
     g->out = llmfs_session_output(g->s);

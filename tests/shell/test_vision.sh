@@ -120,4 +120,52 @@ wait_idle "$G"
 [ "$(stat_value "$G/stats" n_prompt)" = "$(stat_value "$CASE4/meta.txt" n_tokens)" ] ||
     fail "gemma4: n_prompt $(stat_value "$G/stats" n_prompt), wanted $(stat_value "$CASE4/meta.txt" n_tokens)"
 pass "gemma4: the image becomes the fixture's 6 tokens"
+
+# The HTTP endpoint: an image_url content part (a data: URL) in a chat request is the
+# image of the prompt, in the place of the part; the greedy reply is the fixture's.
+command -v curl >/dev/null && command -v node >/dev/null || {
+    echo "SKIP the HTTP part: curl and node are needed (scripts/deps.sh --test)"
+    exit 0
+}
+llmfs_unmount
+PORT=$((20000 + RANDOM % 30000))
+if ! out=$("$LLMFS" mount -c "$CONF" --http_listen "127.0.0.1:$PORT" "$MNT" 2>&1); then
+    case $out in
+    *"built without the HTTP endpoint"*) echo "SKIP the HTTP part: built without the endpoint"; exit 0 ;;
+    *) fail "mount with http_listen: $out" ;;
+    esac
+fi
+put "$MNT/ctl" "load v $MODELS/gemma3-tiny-q8_0.gguf mmproj=$MODELS/gemma3-tiny-mmproj-f16.gguf"
+chat() { # FILE-WITH-THE-MESSAGES-JSON -> reply in $T/r, status printed
+    curl -s -o "$T/r" -w '%{http_code}' "http://127.0.0.1:$PORT/v1/chat/completions" \
+        -H 'Content-Type: application/json' --data-binary @"$1"
+}
+image_request() { # URL TEXT [EARLIER-TURN-JSON]
+    printf '{"model":"v","temperature":0,"max_tokens":32,"messages":[%s{"role":"user","content":[{"type":"image_url","image_url":{"url":"%s"}},{"type":"text","text":"%s"}]}]}' \
+        "${3:-}" "$1" "$2" >"$T/req"
+}
+image_request "data:image/png;base64,$(base64 -w0 "$IMAGES/gradient.png")" "Describe the image."
+code=$(chat "$T/req")
+[ "$code" = 200 ] || fail "chat with an image_url part: $code $(cat "$T/r")"
+node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1])); process.stdout.write(r.choices[0].message.content + "\n" + r.usage.prompt_tokens)' "$T/r" >"$T/http" ||
+    fail "the reply is not a chat completion: $(cat "$T/r")"
+got=$(head -n -1 "$T/http"; echo .)
+got=${got%.}
+got=${got%$'\n'}
+got=${got//$'\xef\xbf\xbd'/}
+[ "${got:0:${#want}}" = "$want" ] || fail "http: reply '$got' does not start with '$want'"
+[ "$(tail -n 1 "$T/http")" = "$(stat_value "$CASE/meta.txt" n_tokens)" ] ||
+    fail "http: prompt_tokens $(tail -n 1 "$T/http"), wanted $(stat_value "$CASE/meta.txt" n_tokens)"
+pass "http: an image_url part gives llama.cpp's greedy reply (its first $k tokens)"
+# refused with a reason: a URL to fetch, bad base64, not an image, an image in an earlier turn
+image_request "https://example.com/a.png" "Describe the image."
+[ "$(chat "$T/req")" = 400 ] && grep -q 'only data: URLs' "$T/r" || fail "an https URL: $(cat "$T/r")"
+image_request "data:image/png;base64,@@@" "x"
+[ "$(chat "$T/req")" = 400 ] && grep -q 'base64 is malformed' "$T/r" || fail "bad base64: $(cat "$T/r")"
+image_request "data:text/plain;base64,$(base64 -w0 "$CASE/meta.txt")" "x"
+[ "$(chat "$T/req")" = 400 ] && grep -q 'not a PNG or JPEG' "$T/r" || fail "a text file: $(cat "$T/r")"
+image_request "data:image/png;base64,$(base64 -w0 "$IMAGES/gradient.png")" "x" \
+    "{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,$(base64 -w0 "$IMAGES/gradient.png")\"}}]},{\"role\":\"assistant\",\"content\":\"ok\"},"
+[ "$(chat "$T/req")" = 400 ] && grep -q 'last user message only' "$T/r" || fail "an image in an earlier turn: $(cat "$T/r")"
+pass "http: image URLs to fetch, bad base64, non-images and images in earlier turns are refused"
 exit 0
