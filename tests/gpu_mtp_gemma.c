@@ -29,8 +29,8 @@ START_TEST(rows_on_gpu)
     const mtp_case *k = &cases[_i];
     float *gpu, *cpu;
     int n_gpu, n_cpu;
-    mtp_gemma_check_rows(k, 99, &gpu, &n_gpu);
-    mtp_gemma_check_rows(k, 0, &cpu, &n_cpu);
+    mtp_gemma_check_rows(k, 99, T_F16, &gpu, &n_gpu);
+    mtp_gemma_check_rows(k, 0, T_F16, &cpu, &n_cpu);
     ck_assert_int_eq(n_gpu, n_cpu);
     char p[1700];
     snprintf(p, sizeof p, "%s/mtp_logits.f32", k->dir);

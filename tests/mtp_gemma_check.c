@@ -175,7 +175,7 @@ static void target_pass(model *m, kv_cache *kv, const int32_t *t, int n, int pos
 
 /* ---------------------------------------------------------------- rows */
 
-double mtp_gemma_check_rows(const mtp_case *k, int ngl, float **out, int *n_out)
+double mtp_gemma_check_rows(const mtp_case *k, int ngl, int type_kv, float **out, int *n_out)
 {
     model *t = mtp_gemma_load_target(k->target, ngl);
     gemma4_assistant *a = mtp_gemma_load_drafter(k->drafter, t, ngl);
@@ -185,7 +185,7 @@ double mtp_gemma_check_rows(const mtp_case *k, int ngl, float **out, int *n_out)
     int32_t *seq = case_sequence(k, &n_prompt, &n_greedy, &gmargin);
     /* one target pass over the prompt and greedy[:-1]: its cache and hidden rows */
     const int T = n_prompt + n_greedy - 1;
-    kv_cache *kv = test_kv_cache(t, 512, 1, T_F16, T_F16);
+    kv_cache *kv = test_kv_cache(t, 512, 1, type_kv, type_kv);
     float *h = malloc(sizeof(float) * (size_t)T * Et);
     ck_assert(h);
     target_pass(t, kv, seq, T, 0, NULL, false, h);
@@ -235,9 +235,9 @@ double mtp_gemma_check_rows(const mtp_case *k, int ngl, float **out, int *n_out)
         worst[step] = e > worst[step] ? e : worst[step];
         worst_all = e > worst_all ? e : worst_all;
     }
-    printf("%-28s %s %d draft rows: max rel err %.4f (steps %.4f / %.4f / %.4f), %d clear argmaxes equal, "
+    printf("%-28s %s KV %-4s %d draft rows: max rel err %.4f (steps %.4f / %.4f / %.4f), %d clear argmaxes equal, "
            "%d rows propose the target's token\n",
-           k->name, ngl ? "GPU" : "CPU", n_rows, worst_all, worst[0], worst[1], worst[2], clear, hits);
+           k->name, ngl ? "GPU" : "CPU", type_info(type_kv)->name, n_rows, worst_all, worst[0], worst[1], worst[2], clear, hits);
     free_lines(rows, n_rows);
     if (out) {
         *out = all;

@@ -27,9 +27,10 @@ gemma4_assistant *mtp_gemma_load_drafter(const char *path, const model *target, 
 /* The largest logit's id (lowest on ties). */
 int32_t mtp_gemma_argmax(const float *x, int n);
 
-/* The teacher-forced rows: returns the largest relative RMS error; out (NULL: not
- * wanted) gets the rows' logits [*n_out][n_vocab], malloc'd. */
-double mtp_gemma_check_rows(const mtp_case *k, int ngl, float **out, int *n_out);
+/* The teacher-forced rows with the target's K and V cached as type_kv (llama.cpp's are
+ * f16; a q8_0 cache stays within the same tolerance): returns the largest relative RMS
+ * error; out (NULL: not wanted) gets the rows' logits [*n_out][n_vocab], malloc'd. */
+double mtp_gemma_check_rows(const mtp_case *k, int ngl, int type_kv, float **out, int *n_out);
 /* The server flow, forced then free-running; rings: the target's sliding-window layers
  * in rings of 4 cells beyond the window (the prompt alone wraps them). */
 void mtp_gemma_check_flow(const mtp_case *k, int ngl, bool rings);

@@ -1,6 +1,6 @@
 /* test_mtp_gemma.c — Gemma 4's MTP drafter (gemma4-assistant) against llama.cpp, on the
- * CPU with every instruction set: the teacher-forced rows and the server flow of each
- * gemma4 mtp-* fixture case (tests/mtp_gemma_check.c), then the refusals: a drafter and
+ * CPU with every instruction set: the teacher-forced rows (f16 and q8_0 caches) and the
+ * server flow of each gemma4 mtp-* fixture case (tests/mtp_gemma_check.c), then the refusals: a drafter and
  * a target that do not belong together, a plain load of the drafter, a position the
  * cache does not hold.
  */
@@ -21,9 +21,10 @@
 static mtp_case cases[16];
 static int n_cases;
 
+/* _i: case * 2 + (odd: a q8_0 cache) */
 START_TEST(teacher_forced_rows)
 {
-    mtp_gemma_check_rows(&cases[_i], 0, NULL, NULL);
+    mtp_gemma_check_rows(&cases[_i / 2], 0, _i % 2 ? T_Q8_0 : T_F16, NULL, NULL);
 }
 END_TEST
 
@@ -180,7 +181,7 @@ static Suite *make_suite(void)
         printf("no gemma4 mtp-* fixture case names a drafter\n");
     TCase *c = tcase_create("fixtures");
     tcase_set_timeout(c, 600);
-    tcase_add_loop_test(c, teacher_forced_rows, 0, n_cases);
+    tcase_add_loop_test(c, teacher_forced_rows, 0, 2 * n_cases);
     tcase_add_loop_test(c, server_flow, 0, 2 * n_cases);
     tcase_add_test(c, refusals);
     suite_add_tcase(s, c);
