@@ -118,6 +118,16 @@ START_TEST(refusals)
         t = mtp_gemma_load_target(test_shared_path(rel, tp, sizeof tp), 0);
         gemma4_assistant *a = mtp_gemma_load_drafter(drafter, t, 0);
         ck_assert_int_eq(gemma4_assistant_model(a)->hp.n_embd_out, t->hp.n_embd);
+        /* what placement and kv show: its weights (the file's tensors), where they are,
+         * the target layers it reads */
+        char line[256];
+        gemma4_assistant_describe(a, t, line, sizeof line);
+        printf("beside %s: %s\n", good[i], line);
+        const uint64_t w = gemma4_assistant_weight_bytes(a);
+        ck_assert_msg(w > 800000 && w < 1313344, "%llu bytes of weights", (unsigned long long)w);
+        char want[64];
+        snprintf(want, sizeof want, "layers %d (sliding window) and %d (full)", t->hp.n_layer - 2, t->hp.n_layer - 1);
+        ck_assert_msg(strstr(line, want) && strstr(line, "on CPU"), "%s", line);
         gemma4_assistant_free(a);
     }
 

@@ -312,6 +312,32 @@ void gemma4_assistant_free(gemma4_assistant *a)
 
 const model *gemma4_assistant_model(const gemma4_assistant *a) { return a->m; }
 
+uint64_t gemma4_assistant_weight_bytes(const gemma4_assistant *a)
+{
+    uint64_t b = 0;
+    for (int i = 0; i < a->m->n_tensors; i++) /* a tied output copied to a GPU counts twice: it is there twice */
+        b += a->m->tensors[i].nb2 * (uint64_t)a->m->tensors[i].ne[2];
+    return b;
+}
+
+int gemma4_assistant_describe(const gemma4_assistant *a, const model *target, char *buf, size_t cap)
+{
+    const model *m = a->m;
+    int swa = -1, full = -1;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        const int tl = target->layers[target_layer(target, &m->layers[il])].kv_from;
+        *(m->layers[il].n_swa > 0 ? &swa : &full) = tl;
+    }
+    char reads[96] = "";
+    if (swa >= 0 && full >= 0)
+        snprintf(reads, sizeof reads, "layers %d (sliding window) and %d (full)", swa, full);
+    else
+        snprintf(reads, sizeof reads, "layer %d (%s)", swa >= 0 ? swa : full, swa >= 0 ? "sliding window" : "full");
+    return snprintf(buf, cap, "assistant %s: %d layers, %.1f MiB of weights on %s, no cache: reads the target's %s",
+                    model_file_type_name(m), m->hp.n_layer, (double)gemma4_assistant_weight_bytes(a) / (1 << 20),
+                    a->be->ops->name, reads);
+}
+
 /* ================================================================ one row */
 
 /* The batch every op refers to: the row's token at position pos. The drafter's own

@@ -35,6 +35,12 @@ void gemma4_assistant_free(gemma4_assistant *a);
 /* The drafter as a model (its hyperparameters, weights and placement). */
 const model *gemma4_assistant_model(const gemma4_assistant *a);
 
+/* Bytes of the drafter's weights (it keeps no cache of its own: it reads the target's). */
+uint64_t gemma4_assistant_weight_bytes(const gemma4_assistant *a);
+/* One line for placement and kv listings: the drafter's layers, weight bytes and device,
+ * and the target layers whose cache it reads. Returns the length snprintf would write. */
+int gemma4_assistant_describe(const gemma4_assistant *a, const model *target, char *buf, size_t cap);
+
 /* Whether drafter d (loaded as gemma4-assistant) fits target t: the vocabulary,
  * embedding_length_out = t's n_embd, and the head size, KV heads, rope and window of each
  * drafter layer equal to those of the target layer it reads. 0, or -EINVAL with the
