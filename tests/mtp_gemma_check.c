@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,12 +32,22 @@ static int by_name(const void *a, const void *b)
 
 int mtp_gemma_cases(mtp_case *cases, int cap)
 {
-    int n_cases = 0;
+    int n_cases = 0, left_out = 0;
+    /* $LLMFS_FIXTURES keeps the cases whose "model/case" name it matches, as fixture.c */
+    regex_t only;
+    const char *pat = getenv("LLMFS_FIXTURES");
+    if (pat && *pat && regcomp(&only, pat, REG_EXTENDED | REG_NOSUB) != 0) {
+        fprintf(stderr, "LLMFS_FIXTURES: not an extended regular expression: %s\n", pat);
+        pat = NULL;
+    }
     char root[1024];
     test_shared_path("fixtures", root, sizeof root);
     DIR *d = opendir(root);
-    if (!d)
+    if (!d) {
+        if (pat && *pat)
+            regfree(&only);
         return 0;
+    }
     struct dirent *e;
     while ((e = readdir(d)) && n_cases < cap) {
         if (e->d_name[0] == '.')
@@ -59,6 +70,10 @@ int mtp_gemma_cases(mtp_case *cases, int cap)
                 test_meta_get(meta, "spec_draft_model", draft, sizeof draft))
                 continue;
             snprintf(k->name, sizeof k->name, "%s/%s", e->d_name, c->d_name);
+            if (pat && *pat && regexec(&only, k->name, 0, NULL, 0) != 0) {
+                left_out++;
+                continue;
+            }
             char rel[600];
             snprintf(rel, sizeof rel, "models/%s", model);
             test_shared_path(rel, k->target, sizeof k->target);
@@ -69,6 +84,10 @@ int mtp_gemma_cases(mtp_case *cases, int cap)
         closedir(d2);
     }
     closedir(d);
+    if (pat && *pat) {
+        regfree(&only);
+        fprintf(stderr, "\n*** gemma4 mtp cases: %d left out by LLMFS_FIXTURES=%s ***\n\n", left_out, pat);
+    }
     /* in name order, whatever the directory's */
     qsort(cases, (size_t)n_cases, sizeof *cases, by_name);
     return n_cases;
