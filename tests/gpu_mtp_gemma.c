@@ -22,15 +22,16 @@
 static mtp_case cases[16];
 static int n_cases;
 
-/* the GPU's rows against llama.cpp, then against the CPU's: the devices round apart
+/* the GPU's rows against llama.cpp (both attention paths), then against the CPU's: the devices round apart
  * (0.025 on the simulated device), within the reference's tolerance of each other */
 START_TEST(rows_on_gpu)
 {
     const mtp_case *k = &cases[_i];
     float *gpu, *cpu;
     int n_gpu, n_cpu;
-    mtp_gemma_check_rows(k, 99, T_F16, &gpu, &n_gpu);
-    mtp_gemma_check_rows(k, 0, T_F16, &cpu, &n_cpu);
+    mtp_gemma_check_rows(k, 99, T_F16, false, &gpu, &n_gpu);
+    mtp_gemma_check_rows(k, 99, T_F16, true, NULL, NULL);
+    mtp_gemma_check_rows(k, 0, T_F16, false, &cpu, &n_cpu);
     ck_assert_int_eq(n_gpu, n_cpu);
     char p[1700];
     snprintf(p, sizeof p, "%s/mtp_logits.f32", k->dir);

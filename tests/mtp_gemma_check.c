@@ -179,7 +179,8 @@ static void free_lines(char **l, int n)
 
 /* Target pass over t[0..n) of sequence 0 from position pos0: the hidden rows to h
  * [n][E], and logits to lg (when not NULL): of every row, or of the last only. */
-static void target_pass(model *m, kv_cache *kv, const int32_t *t, int n, int pos0, float *lg, bool every, float *h)
+static void target_pass(model *m, kv_cache *kv, const int32_t *t, int n, int pos0, float *lg, bool every, float *h,
+                        bool flash)
 {
     int32_t *pos = malloc(sizeof(int32_t) * (size_t)n), *seq = calloc((size_t)n, sizeof(int32_t));
     int8_t *all = malloc((size_t)n);
@@ -188,13 +189,13 @@ static void target_pass(model *m, kv_cache *kv, const int32_t *t, int n, int pos
         pos[i] = pos0 + i, all[i] = 1;
     fwd_batch b = {n, t, pos, seq, every ? all : NULL};
     llmfs_error err = {0};
-    ck_assert_msg(model_forward_hidden(m, kv, &b, lg, h, false, &err) == 0, "%s", err.msg);
+    ck_assert_msg(model_forward_hidden(m, kv, &b, lg, h, flash, &err) == 0, "%s", err.msg);
     free(pos), free(seq), free(all);
 }
 
 /* ---------------------------------------------------------------- rows */
 
-double mtp_gemma_check_rows(const mtp_case *k, int ngl, int type_kv, float **out, int *n_out)
+double mtp_gemma_check_rows(const mtp_case *k, int ngl, int type_kv, bool flash, float **out, int *n_out)
 {
     model *t = mtp_gemma_load_target(k->target, ngl);
     gemma4_assistant *a = mtp_gemma_load_drafter(k->drafter, t, ngl);
@@ -207,7 +208,7 @@ double mtp_gemma_check_rows(const mtp_case *k, int ngl, int type_kv, float **out
     kv_cache *kv = test_kv_cache(t, 512, 1, type_kv, type_kv);
     float *h = malloc(sizeof(float) * (size_t)T * Et);
     ck_assert(h);
-    target_pass(t, kv, seq, T, 0, NULL, false, h);
+    target_pass(t, kv, seq, T, 0, NULL, false, h, flash);
 
     char p[1700];
     char **rows;
@@ -234,7 +235,7 @@ double mtp_gemma_check_rows(const mtp_case *k, int ngl, int type_kv, float **out
         /* step 0 reads the target's row of pos-1, the later steps the previous row's output */
         const float *hin = step == 0 ? h + (size_t)(pos - 1) * Et : hn + (size_t)((step + 1) % 2) * Et;
         int32_t id;
-        ck_assert_msg(gemma4_assistant_step(a, t, kv, 0, tok_in, pos, hin, false, lg, &id,
+        ck_assert_msg(gemma4_assistant_step(a, t, kv, 0, tok_in, pos, hin, flash, lg, &id,
                                             hn + (size_t)(step % 2) * Et, &err) == 0,
                       "%s row %d: %s", k->name, r, err.msg);
         ck_assert_int_eq(id, mtp_gemma_argmax(lg, V));
@@ -254,9 +255,9 @@ double mtp_gemma_check_rows(const mtp_case *k, int ngl, int type_kv, float **out
         worst[step] = e > worst[step] ? e : worst[step];
         worst_all = e > worst_all ? e : worst_all;
     }
-    printf("%-28s %s KV %-4s %d draft rows: max rel err %.4f (steps %.4f / %.4f / %.4f), %d clear argmaxes equal, "
+    printf("%-28s %s KV %-4s %-5s %d draft rows: max rel err %.4f (steps %.4f / %.4f / %.4f), %d clear argmaxes equal, "
            "%d rows propose the target's token\n",
-           k->name, ngl ? "GPU" : "CPU", type_info(type_kv)->name, n_rows, worst_all, worst[0], worst[1], worst[2], clear, hits);
+           k->name, ngl ? "GPU" : "CPU", type_info(type_kv)->name, flash ? "flash" : "plain", n_rows, worst_all, worst[0], worst[1], worst[2], clear, hits);
     free_lines(rows, n_rows);
     if (out) {
         *out = all;
@@ -356,7 +357,7 @@ static int run_flow(const mtp_case *k, model *t, gemma4_assistant *a, kv_cache *
                               gmargin[(q) - n_prompt]);                                                        \
         } while (0)
 
-    target_pass(t, kv, prompt, n_prompt, 0, lg, false, h);
+    target_pass(t, kv, prompt, n_prompt, 0, lg, false, h, false);
     ck_assert_int_eq(gemma4_mtp_process(&rows, h, n_prompt), 0);
     CHECK_OWN(0, n_prompt);
     int n_ids = 0, n_past = n_prompt, n_steps = 0;
@@ -396,7 +397,7 @@ static int run_flow(const mtp_case *k, model *t, gemma4_assistant *a, kv_cache *
                 hin = hn;
             }
         }
-        target_pass(t, kv, batch, n_draft + 1, n_past, lg, true, h);
+        target_pass(t, kv, batch, n_draft + 1, n_past, lg, true, h, false);
         ck_assert_int_eq(gemma4_mtp_process(&rows, h, n_draft + 1), 0);
         int acc = 0;
         while (acc < n_draft && CHOICE(acc, n_past + 1 + acc) == d[acc]) {

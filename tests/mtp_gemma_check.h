@@ -28,9 +28,10 @@ gemma4_assistant *mtp_gemma_load_drafter(const char *path, const model *target, 
 int32_t mtp_gemma_argmax(const float *x, int n);
 
 /* The teacher-forced rows with the target's K and V cached as type_kv (llama.cpp's are
- * f16; a q8_0 cache stays within the same tolerance): returns the largest relative RMS
- * error; out (NULL: not wanted) gets the rows' logits [*n_out][n_vocab], malloc'd. */
-double mtp_gemma_check_rows(const mtp_case *k, int ngl, int type_kv, float **out, int *n_out);
+ * f16; a q8_0 cache stays within the same tolerance), both models on the flash or the
+ * plain attention path (llama.cpp's: plain): returns the largest relative RMS error;
+ * out (NULL: not wanted) gets the rows' logits [*n_out][n_vocab], malloc'd. */
+double mtp_gemma_check_rows(const mtp_case *k, int ngl, int type_kv, bool flash, float **out, int *n_out);
 /* The server flow, forced then free-running; rings: the target's sliding-window layers
  * in rings of 4 cells beyond the window (the prompt alone wraps them). */
 void mtp_gemma_check_flow(const mtp_case *k, int ngl, bool rings);

@@ -1,5 +1,5 @@
 /* test_mtp_gemma.c — Gemma 4's MTP drafter (gemma4-assistant) against llama.cpp, on the
- * CPU with every instruction set: the teacher-forced rows (f16 and q8_0 caches) and the
+ * CPU with every instruction set: the teacher-forced rows (f16 and q8_0 caches, both attention paths) and the
  * server flow of each gemma4 mtp-* fixture case (tests/mtp_gemma_check.c), then the refusals: a drafter and
  * a target that do not belong together, a plain load of the drafter, a position the
  * cache does not hold.
@@ -21,10 +21,10 @@
 static mtp_case cases[16];
 static int n_cases;
 
-/* _i: case * 2 + (odd: a q8_0 cache) */
+/* _i: case * 3 + (0: as llama.cpp, 1: the flash attention path, 2: a q8_0 cache) */
 START_TEST(teacher_forced_rows)
 {
-    mtp_gemma_check_rows(&cases[_i / 2], 0, _i % 2 ? T_Q8_0 : T_F16, NULL, NULL);
+    mtp_gemma_check_rows(&cases[_i / 3], 0, _i % 3 == 2 ? T_Q8_0 : T_F16, _i % 3 == 1, NULL, NULL);
 }
 END_TEST
 
@@ -191,7 +191,7 @@ static Suite *make_suite(void)
         printf("no gemma4 mtp-* fixture case names a drafter\n");
     TCase *c = tcase_create("fixtures");
     tcase_set_timeout(c, 600);
-    tcase_add_loop_test(c, teacher_forced_rows, 0, 2 * n_cases);
+    tcase_add_loop_test(c, teacher_forced_rows, 0, 3 * n_cases);
     tcase_add_loop_test(c, server_flow, 0, 2 * n_cases);
     tcase_add_test(c, refusals);
     suite_add_tcase(s, c);
