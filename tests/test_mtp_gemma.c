@@ -125,6 +125,12 @@ START_TEST(refusals)
         printf("beside %s: %s\n", good[i], line);
         const uint64_t w = gemma4_assistant_weight_bytes(a);
         ck_assert_msg(w > 800000 && w < 1313344, "%llu bytes of weights", (unsigned long long)w);
+        /* what fit counts from the file alone: those weights and a row of scratch */
+        uint64_t plan;
+        ck_assert_int_eq(gemma4_assistant_plan(drafter, true, &plan, &err), 0);
+        ck_assert_msg(plan > w && plan < w + 64 * 1024, "plan %llu, weights %llu", (unsigned long long)plan,
+                      (unsigned long long)w);
+        ck_assert_int_eq(gemma4_assistant_plan("/nonexistent/drafter.gguf", true, &plan, &err), -ENOENT);
         char want[64];
         snprintf(want, sizeof want, "layers %d (sliding window) and %d (full)", t->hp.n_layer - 2, t->hp.n_layer - 1);
         ck_assert_msg(strstr(line, want) && strstr(line, "on CPU"), "%s", line);

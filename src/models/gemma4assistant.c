@@ -320,6 +320,40 @@ uint64_t gemma4_assistant_weight_bytes(const gemma4_assistant *a)
     return b;
 }
 
+int gemma4_assistant_plan(const char *path, bool gpu, uint64_t *bytes, llmfs_error *err)
+{
+    gguf_open_opts go = {0};
+    gguf_file *f = gguf_open(path, &go, err);
+    if (!f)
+        return err && err->code ? -err->code : -EINVAL;
+    /* the weights: every tensor but rope_freqs, read once at load into host memory. On
+     * the GPU the tied head is a copy of token_embd, which itself stays on the host:
+     * the same bytes either way. */
+    uint64_t w = 0, V = 0, E = 0, Et = 0, F = 0, QD = 0;
+    for (int i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        if (!strcmp(t->name, "rope_freqs.weight"))
+            continue;
+        w += t->size;
+        if (!strcmp(t->name, "token_embd.weight"))
+            E = (uint64_t)t->ne[0], V = (uint64_t)t->ne[1];
+        else if (!strcmp(t->name, "nextn.post_projection.weight"))
+            Et = (uint64_t)t->ne[1];
+        else if (!strncmp(t->name, "blk.", 4) && strstr(t->name, ".ffn_gate.weight") && (uint64_t)t->ne[1] > F)
+            F = (uint64_t)t->ne[1];
+        else if (!strncmp(t->name, "blk.", 4) && strstr(t->name, ".attn_q.weight") && (uint64_t)t->ne[1] > QD)
+            QD = (uint64_t)t->ne[1];
+    }
+    gguf_close(f);
+    if (!V || !Et)
+        return llmfs_errorf(err, EINVAL, "assistant: %s has no token_embd or nextn.post_projection", path);
+    /* one row of scratch (model.c's buffers): x xb xb2 [E], q k v att [H*D], hb hb2 [F],
+     * the row's input and output hidden rows [3*E_t], logits [V] off the host */
+    const uint64_t scratch = sizeof(float) * (3 * E + 4 * QD + 2 * F + 3 * Et + (gpu ? V : 0));
+    *bytes = w + scratch;
+    return 0;
+}
+
 int gemma4_assistant_describe(const gemma4_assistant *a, const model *target, char *buf, size_t cap)
 {
     const model *m = a->m;

@@ -41,6 +41,11 @@ uint64_t gemma4_assistant_weight_bytes(const gemma4_assistant *a);
  * and the target layers whose cache it reads. Returns the length snprintf would write. */
 int gemma4_assistant_describe(const gemma4_assistant *a, const model *target, char *buf, size_t cap);
 
+/* For fit, before loading: the bytes the drafter at path takes on the GPU (gpu) or in
+ * host memory (its weights, the tied output head included, and its scratch), from the
+ * file's tensor table. It keeps no cache. 0, or a negative errno with the reason. */
+int gemma4_assistant_plan(const char *path, bool gpu, uint64_t *bytes, llmfs_error *err);
+
 /* Whether drafter d (loaded as gemma4-assistant) fits target t: the vocabulary,
  * embedding_length_out = t's n_embd, and the head size, KV heads, rope and window of each
  * drafter layer equal to those of the target layer it reads. 0, or -EINVAL with the
