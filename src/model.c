@@ -118,7 +118,21 @@ static int layer_u32s(const gguf_file *f, const char *arch, const char *key, int
     return v;
 }
 
-static int load_hparams(model *m, llmfs_error *err)
+/* Drafters run beside a target only: model_load names them instead of listing them. */
+static const model_family *const drafters[] = {
+    &family_gemma4_assistant,
+};
+
+static bool family_has(const model_family *fam, const char *arch)
+{
+    for (const char *const *a = fam->archs; *a; a++)
+        if (!strcmp(*a, arch))
+            return true;
+    return false;
+}
+
+/* fam: the family the caller expects (model_load_family), NULL: any of the table's. */
+static int load_hparams(model *m, const model_family *fam, llmfs_error *err)
 {
     const gguf_file *f = m->file;
     model_hparams *hp = &m->hp;
@@ -126,7 +140,14 @@ static int load_hparams(model *m, llmfs_error *err)
     const char *arch = gguf_get_str(f, "general.architecture", &len);
     if (!arch)
         return llmfs_errorf(err, EINVAL, "model: no general.architecture");
-    m->family = family_of(arch);
+    if (fam && !family_has(fam, arch))
+        return llmfs_errorf(err, EINVAL, "model: architecture '%.40s' where %s was expected", arch, fam->archs[0]);
+    m->family = fam ? fam : family_of(arch);
+    for (size_t i = 0; !m->family && i < sizeof drafters / sizeof drafters[0]; i++)
+        if (family_has(drafters[i], arch))
+            return llmfs_errorf(err, EINVAL,
+                                "model: '%.40s' is a draft model: it runs beside its target (spec_draft_model)",
+                                arch);
     if (!m->family) {
         char known[256];
         family_names(known, sizeof known);
@@ -557,8 +578,8 @@ static int place_weights(model *m, const model_opts *o, llmfs_error *err)
             snprintf(t->name, sizeof t->name, "output.weight");
             m->output = t;
         }
-        tensor *out[] = {m->output_norm, m->output};
-        rc = place_all(out, 2, m->gpu, err);
+        tensor *out[] = {m->output_norm, m->output, m->nextn_pre_proj, m->nextn_post_proj};
+        rc = place_all(out, 4, m->gpu, err);
     }
 #undef DEV
     free(dev);
@@ -708,7 +729,19 @@ fwd_bufs *model_bufs_of(model *m, backend *be)
 
 /* ---------------------------------------------------------------- load / free */
 
+static model *load_model(const char *path, const model_opts *opts, const model_family *fam, llmfs_error *err);
+
 model *model_load(const char *path, const model_opts *opts, llmfs_error *err)
+{
+    return load_model(path, opts, NULL, err);
+}
+
+model *model_load_family(const char *path, const model_opts *opts, const model_family *fam, llmfs_error *err)
+{
+    return load_model(path, opts, fam, err);
+}
+
+static model *load_model(const char *path, const model_opts *opts, const model_family *fam, llmfs_error *err)
 {
     model_opts def = {0};
     const model_opts *o = opts ? opts : &def;
@@ -729,7 +762,7 @@ model *model_load(const char *path, const model_opts *opts, llmfs_error *err)
     m->scratch = P;
     m->n_ubatch = o->n_ubatch > 0 ? o->n_ubatch : 512;
     int rc;
-    if ((rc = load_hparams(m, err)))
+    if ((rc = load_hparams(m, fam, err)))
         goto fail;
     m->tensors = calloc((size_t)gguf_n_tensors(f) + 1, sizeof *m->tensors);
     m->cpu = backend_cpu_new(o->n_threads, o->n_threads_batch);
@@ -927,8 +960,8 @@ static fwd_bufs *output_head(model *m, const fwd_batch *ub, fwd_bufs *B, int row
         o->download(be, hidden, B->xb, sizeof(float) * (size_t)n * E);
         for (int i = 0, j = 0; i < n && n_out < n; i++)
             if (ub->logits[i]) {
-                if (i != j)
-                    model_copy_between(m, be, B->xb + (size_t)j * E, be, B->xb + (size_t)i * E,
+                if (i != j) /* row i to row j */
+                    model_copy_between(m, be, B->xb + (size_t)i * E, be, B->xb + (size_t)j * E,
                                        sizeof(float) * (size_t)E);
                 j++;
             }
@@ -1199,6 +1232,8 @@ static int forward(model *m, kv_cache *kv, const fwd_batch *b, const float *embd
 {
     if (b->n < 0 || !b->token || !b->pos || !b->seq)
         return llmfs_errorf(err, EINVAL, "forward: malformed batch");
+    if (!m->family->attention)
+        return llmfs_errorf(err, EINVAL, "forward: %s is a draft model, run only beside its target", m->hp.arch);
     if (b->n == 0)
         return 0;
     int rc = check_batch(m, kv, b, embd, err);

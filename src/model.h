@@ -41,6 +41,8 @@ typedef struct model_hparams {
     float embd_scale;        /* token embeddings are multiplied by this (Gemma: sqrt(n_embd)); 0 = 1 */
     float logit_softcap;     /* logits = c * tanh(logits / c) (Gemma); 0 = none */
     int n_embd_per_layer;    /* Gemma 4 E models: per-layer input embedding width, 0 none */
+    int n_embd_out;          /* an MTP drafter (gemma4-assistant): the width of the hidden rows it
+                              * reads and writes, its target's n_embd; 0 for a model of its own */
 } model_hparams;
 
 typedef struct model_layer {
@@ -135,6 +137,10 @@ struct model {
     /* Gemma 4 E models' per-layer inputs (on the CPU, with tok_embd), else NULL:
      * [n_vocab][n_layer*P], [n_layer*P][n_embd], [P] */
     tensor *pl_embd, *pl_model_proj, *pl_proj_norm;
+    /* An MTP drafter's projections (gemma4-assistant), else NULL: [E][2*n_embd_out] from
+     * [target embedding; target hidden] into its layers, [n_embd_out][E] from its output
+     * back to a hidden row. Placed with the output. */
+    tensor *nextn_pre_proj, *nextn_post_proj;
     model_layer *layers;
     backend *cpu;                       /* always present */
     backend *gpu;                       /* NULL without CUDA or with ngl 0 */
@@ -150,7 +156,9 @@ struct model {
     const struct model_family *family;  /* the architecture's blocks (src/models/) */
 };
 
-/* -ENOENT no such file, -EINVAL malformed or unsupported (reason in err), -ENOMEM. */
+/* -ENOENT no such file, -EINVAL malformed or unsupported (reason in err), -ENOMEM.
+ * Drafter-only architectures (gemma4-assistant) are refused here: they load through
+ * their own module (src/models/gemma4assistant.h) beside a target. */
 model *model_load(const char *path, const model_opts *opts, llmfs_error *err);
 void model_free(model *m);
 /* Sizes the forward pass's micro-batch buffers for n_ubatch tokens (a forward call never

@@ -79,7 +79,9 @@ typedef struct model_family {
     int (*read_hparams)(model *m, llmfs_error *err);
     /* Binds layer il's weights (model_bind_blk) into m->layers[il]. */
     int (*bind_layer)(model *m, int il, llmfs_error *err);
-    /* x += mixer(norm(x)) of layer il (attention), on B's backend, storing K/V in kv. */
+    /* x += mixer(norm(x)) of layer il (attention), on B's backend, storing K/V in kv.
+     * NULL for a drafter whose layers run only inside its own step (model_forward
+     * refuses it). */
     void (*attention)(model *m, kv_cache *kv, int il, fwd_bufs *B, int n, bool flash);
     /* x += ffn(norm(x)) of layer L (m->layers[il], or a copy whose feed-forward weights
      * were streamed to the GPU), on B's backend, where L->ffn_norm is. */
@@ -93,6 +95,11 @@ extern const model_family family_llama;
 extern const model_family family_qwenhybrid;
 extern const model_family family_gemma;
 extern const model_family family_gptoss;
+/* Drafters: not in model.c's table (model_load refuses them), loaded with model_load_family. */
+extern const model_family family_gemma4_assistant;
+
+/* model_load for a file of one of fam's architectures (-EINVAL for any other). */
+model *model_load_family(const char *path, const model_opts *opts, const model_family *fam, llmfs_error *err);
 
 /* ---- reading hyperparameters: {arch}.key of the model's file ---- */
 

@@ -734,7 +734,11 @@ START_TEST(hidden_states)
         fwd_batch b = {n, tok, pos, seq, flags[k]};
         float *hk = k ? h2 : h;
         memset(hk, 0, sizeof(float) * (size_t)n * E);
-        ck_assert_msg(model_forward_hidden(m, kv, &b, k < 2 ? lg : NULL, hk, false, &err) == 0, "%s", err.msg);
+        ck_assert_msg(model_forward_hidden(m, kv, &b, k == 0 ? lg : k == 1 ? lg2 : NULL, hk, false, &err) == 0, "%s",
+                      err.msg);
+        /* the last row's logits alone are the all-rows pass's last row */
+        if (k == 1)
+            ck_assert_msg(logits_rel_rms(lg2, lg + (size_t)(n - 1) * V, V) < 1e-6, "%s: last-row logits", files[_i]);
         if (k > 0)
             for (size_t i = 0; i < (size_t)n * E; i++)
                 ck_assert_msg(fabsf(h2[i] - h[i]) <= 1e-5f * (1 + fabsf(h[i])), "%s: flags %d: hidden %zu: %g vs %g",
