@@ -735,6 +735,12 @@ START_TEST(hidden_states)
         float *hk = k ? h2 : h;
         memset(hk, 0, sizeof(float) * (size_t)n * E);
         ck_assert_msg(model_forward_hidden(m, kv, &b, k < 2 ? lg : NULL, hk, false, &err) == 0, "%s", err.msg);
+        if (k == 0) /* the last row's logits, for the pass that asks for that row only */
+            memcpy(lg2, lg + (size_t)(n - 1) * V, sizeof(float) * (size_t)V);
+        if (k == 1) {
+            const double d = logits_rel_rms(lg, lg2, V);
+            ck_assert_msg(d < 1e-5, "%s: the last row's logits alone are off by %.3g", files[_i], d);
+        }
         if (k > 0)
             for (size_t i = 0; i < (size_t)n * E; i++)
                 ck_assert_msg(fabsf(h2[i] - h[i]) <= 1e-5f * (1 + fabsf(h[i])), "%s: flags %d: hidden %zu: %g vs %g",
