@@ -177,6 +177,7 @@ void model_set_error(llmfs_model *m, const char *msg)
 static void model_destroy(llmfs_model *m)
 {
     spec_drafter_free(m->drafter);
+    mtp_free(m->mtp);
     if (m->kv)
         kv_cache_free(m->kv);
     if (m->mdl)
@@ -357,7 +358,41 @@ static int model_alloc_kv(llmfs_model *m, llmfs_error *err)
             snprintf(m->error, sizeof m->error, "draft model dropped: %.200s", de.msg);
         }
     }
+    if (m->mtp) {
+        llmfs_error de = {0};
+        if (mtp_resize(m->mtp, s->ctx, s->parallel, &de) < 0) {
+            mtp_free(m->mtp);
+            m->mtp = NULL;
+            m->spec_mask &= ~SPEC_MTP;
+            snprintf(m->error, sizeof m->error, "MTP head dropped: %.200s", de.msg);
+        }
+    }
     return 0;
+}
+
+/* spec_type mtp: the MTP head of the target's file, or of the MTP file spec_draft_model
+ * names (path, "" none); one that cannot be used (no head, another model's file) is
+ * refused with its reason in the model's error, and the target is served without it. */
+static void load_mtp(llmfs_model *m, const model *target, const char *path, const spec_drafter_opts *o)
+{
+    llmfs_error e = {0};
+    int rc = path ? 0 : llmfs_errorf(&e, ENOMEM, "out of memory");
+    if (rc == 0 && *path) {
+        pthread_mutex_lock(&m->lf->mu);
+        char *dirs = strdup(m->lf->settings.model_dirs ? m->lf->settings.model_dirs : "");
+        pthread_mutex_unlock(&m->lf->mu);
+        rc = dirs ? check_model_dirs(path, dirs, &e) : llmfs_errorf(&e, ENOMEM, "out of memory");
+        free(dirs);
+    }
+    mtp_drafter *d = rc == 0 ? mtp_load(path, m->path, target, o, &e) : NULL;
+    pthread_mutex_lock(&m->mu);
+    if (d) {
+        m->mtp = d;
+        m->spec_mask |= SPEC_MTP;
+    } else {
+        snprintf(m->error, sizeof m->error, "MTP head refused: %.200s", e.msg[0] ? e.msg : "load failed");
+    }
+    pthread_mutex_unlock(&m->mu);
 }
 
 /* The drafters of spec_type; a draft model that cannot be used is refused with its reason
@@ -378,8 +413,13 @@ static void load_drafter(llmfs_model *m, const model *target)
         .n_seq = m->kv->n_seq,
         .n_ubatch = s->ubatch,
     };
-    m->spec_mask = mask & ~SPEC_DRAFT;
+    m->spec_mask = mask & ~(SPEC_DRAFT | SPEC_MTP);
     pthread_mutex_unlock(&m->mu);
+    if (mask & SPEC_MTP) {
+        load_mtp(m, target, path, &o);
+        free(path);
+        return;
+    }
     if (!(mask & SPEC_DRAFT)) {
         free(path);
         return;
@@ -717,7 +757,8 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
         load_drafter(m, mdl);
         pthread_mutex_lock(&m->mu);
     }
-    m->vram_load = m->vram_now = model_vram_bytes(mdl) + model_vram_bytes_or0(spec_drafter_model(m->drafter));
+    m->vram_load = m->vram_now = model_vram_bytes(mdl) + model_vram_bytes_or0(spec_drafter_model(m->drafter)) +
+                                 model_vram_bytes_or0(mtp_model(m->mtp));
     if (rc == 0 && pthread_create(&m->thread, NULL, scheduler_main, m) != 0)
         rc = llmfs_errorf(&le, EAGAIN, "cannot start the scheduler thread");
     if (rc == 0) {
@@ -1352,6 +1393,12 @@ void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out)
     draft = draft ? draft + 1 : m->drafter ? m->settings.spec_draft_model : NULL;
     snprintf(out->spec, sizeof out->spec, "%s%s%s%s", m->spec_mask & SPEC_NGRAM ? "ngram" : "",
              m->spec_mask == 3 ? " " : "", draft ? "draft " : "", draft ? draft : "");
+    if (m->mtp) { /* "mtp" and where the head came from */
+        const char *side = m->settings.spec_draft_model && *m->settings.spec_draft_model
+                               ? strrchr(m->settings.spec_draft_model, '/') : NULL;
+        side = side ? side + 1 : m->settings.spec_draft_model;
+        snprintf(out->spec, sizeof out->spec, "mtp %s", side && *side ? side : "(in the model file)");
+    }
     if (!m->spec_mask)
         snprintf(out->spec, sizeof out->spec, "none");
     pthread_mutex_unlock(&m->mu);

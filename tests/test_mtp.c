@@ -20,6 +20,7 @@
 
 #include "fixture.h"
 #include "kv.h"
+#include "llmfs.h"
 #include "model.h"
 #include "mtp.h"
 #include "quant.h"
@@ -680,6 +681,167 @@ START_TEST(draft_loop_free)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- (4) the engine */
+
+static llmfs *lf;
+
+static void engine_setup(void)
+{
+    llmfs_error e = {0};
+    lf = llmfs_new(&e);
+    ck_assert_ptr_nonnull(lf);
+}
+
+static void engine_teardown(void)
+{
+    llmfs_free(lf);
+    lf = NULL;
+}
+
+static char *read_stream(llmfs_stream *st)
+{
+    size_t cap = 1024, off = 0;
+    char *buf = malloc(cap);
+    for (int spins = 0;; spins++) {
+        ck_assert_msg(spins < 1200, "stream did not end");
+        if (!llmfs_stream_wait(st, off, 100))
+            continue;
+        if (off + 512 > cap)
+            buf = realloc(buf, cap *= 2);
+        size_t n = llmfs_stream_read(st, buf + off, cap - off - 1, off);
+        if (n == 0) {
+            bool done;
+            if (llmfs_stream_size(st, &done) == off && done)
+                break;
+            continue;
+        }
+        off += n;
+        spins = 0;
+    }
+    buf[off] = 0;
+    return buf;
+}
+
+/* The reply to the case's prompt from its model loaded with settings extra (raw, greedy,
+ * n_greedy tokens); the model's error line into merr, the stats into st and ms. */
+static char *engine_reply(const mcase *c, const cdata *d, const char *const *extra, char *merr, size_t cap,
+                          llmfs_session_stats *st, llmfs_model_stats *ms)
+{
+    char np[32];
+    snprintf(np, sizeof np, "n_predict=%d", d->n_greedy);
+    const char *opts[16] = {"mode=raw", "temp=0", np, "ctx=512", "threads=2"};
+    int n = 5;
+    for (int i = 0; extra[i]; i++)
+        opts[n++] = extra[i];
+    llmfs_error e = {0};
+    int rc = llmfs_model_load(lf, "t", c->model, opts, n, &e);
+    ck_assert_msg(rc == 0, "loading %s: %d %s", c->model, rc, e.msg);
+    llmfs_model *m = llmfs_model_get(lf, "t");
+    llmfs_model_error(m, merr, cap);
+    llmfs_session *s = llmfs_session_default(m);
+    char p[2000];
+    snprintf(p, sizeof p, "%s/prompt.txt", c->dir);
+    size_t len = 0;
+    char *prompt = test_read_file(p, &len);
+    ck_assert_ptr_nonnull(prompt);
+    rc = llmfs_session_prompt(s, prompt, len, &e);
+    ck_assert_msg(rc == 0, "prompt: %d %s", rc, e.msg);
+    llmfs_stream *os = llmfs_session_output(s);
+    char *out = read_stream(os);
+    llmfs_stream_put(os);
+    test_wait_idle(s, 120);
+    llmfs_session_stats_get(s, st);
+    llmfs_model_stats_get(m, ms);
+    free(prompt);
+    llmfs_session_put(s);
+    llmfs_model_put(m);
+    ck_assert_int_eq(llmfs_model_unload(lf, "t", NULL), 0);
+    return out;
+}
+
+/* spec_type mtp through the scheduler: the reply is byte for byte the plain one, the
+ * stats count the drafts, and on the calibrated head the acceptance is the reference's. */
+START_TEST(engine_mtp_replies)
+{
+    const mcase *c = &cases[_i];
+    cdata d;
+    cdata_load(c, &d);
+    char side[1100], merr[256];
+    snprintf(side, sizeof side, "spec_draft_model=%s", c->sidecar);
+    const char *plain[] = {NULL};
+    const char *with[] = {"spec_type=mtp", "spec_draft_n_max=3", c->sidecar[0] ? side : NULL, NULL};
+    llmfs_session_stats s0, s1;
+    llmfs_model_stats m0, m1;
+    char *a = engine_reply(c, &d, plain, merr, sizeof merr, &s0, &m0);
+    char *b = engine_reply(c, &d, with, merr, sizeof merr, &s1, &m1);
+    ck_assert_msg(merr[0] == 0, "%s: %s", c->name, merr);
+    ck_assert_msg(!strcmp(a, b), "%s: replies differ:\n%s\n---\n%s", c->name, a, b);
+    ck_assert_int_eq(s1.n_gen, d.n_greedy);
+    ck_assert_int_eq(s0.draft_n, 0);
+    ck_assert_msg(s1.draft_n > 0 && s1.spec_steps > 0, "%s: nothing drafted", c->name);
+    ck_assert_int_eq((int)m1.spec_drafted, s1.draft_n);
+    ck_assert_int_eq((int)m1.spec_accepted, s1.draft_accepted);
+    ck_assert_msg(!strncmp(m1.spec, "mtp", 3), "%s: spec '%s'", c->name, m1.spec);
+    rstep *ref;
+    int rd, ra;
+    free(ref = (load_ref(c, &ref, &rd, &ra), ref));
+    double acc = 100.0 * s1.draft_accepted / s1.draft_n, racc = rd ? 100.0 * ra / rd : 0;
+    fprintf(stderr, "%-56s engine: drafted %d, accepted %d (%.1f%%, reference %.1f%%) in %d steps\n", c->name,
+            s1.draft_n, s1.draft_accepted, acc, racc, s1.spec_steps);
+    if (!c->random_head && !c->next && !strstr(c->name, "long")) /* fox: the engine stays on greedy.txt */
+        ck_assert_msg(fabs(acc - racc) <= 5.0, "%s: acceptance %.1f%%, reference %.1f%%", c->name, acc, racc);
+    if (c->random_head)
+        ck_assert_int_eq(s1.draft_accepted, 0);
+    free(a);
+    free(b);
+    cdata_free(&d);
+}
+END_TEST
+
+/* A model without an MTP head, and an MTP file of another model, are refused with their
+ * reason; the target serves without them. */
+START_TEST(engine_mtp_refused)
+{
+    char models[1024], side[1200], np[2048];
+    test_shared_path("models", models, sizeof models);
+    struct {
+        const char *file, *side, *why;
+    } t[] = {
+        {"llama-tiny-f16.gguf", NULL, "no MTP"},
+        {"qwen35moe-mtp-tiny-q8_0.gguf", "mtp-qwen3next-mtp-tiny-q8_0.gguf", "MTP file is qwen3next"},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        snprintf(np, sizeof np, "%s/%s", models, t[i].file);
+        snprintf(side, sizeof side, "spec_draft_model=%s/%s", models, t[i].side ? t[i].side : "");
+        const char *opts[] = {"mode=raw", "temp=0", "n_predict=4", "ctx=256", "threads=2", "spec_type=mtp", side};
+        llmfs_error e = {0};
+        int rc = llmfs_model_load(lf, "t", np, opts, t[i].side ? 7 : 6, &e);
+        ck_assert_msg(rc == 0, "%s: %s", t[i].file, e.msg);
+        llmfs_model *m = llmfs_model_get(lf, "t");
+        char merr[256];
+        llmfs_model_error(m, merr, sizeof merr);
+        ck_assert_msg(strstr(merr, "MTP head refused") && strstr(merr, t[i].why) && !strchr(merr, '\n'),
+                      "%s: '%s'", t[i].file, merr);
+        llmfs_model_stats ms;
+        llmfs_model_stats_get(m, &ms);
+        ck_assert_str_eq(ms.spec, "none");
+        llmfs_session *s = llmfs_session_default(m);
+        ck_assert_int_eq(llmfs_session_prompt(s, "Hello", 5, &e), 0);
+        llmfs_stream *os = llmfs_session_output(s);
+        free(read_stream(os));
+        llmfs_stream_put(os);
+        test_wait_idle(s, 120);
+        llmfs_session_stats st;
+        llmfs_session_stats_get(s, &st);
+        ck_assert_int_eq(st.n_gen, 4);
+        ck_assert_int_eq(st.draft_n, 0);
+        llmfs_session_put(s);
+        llmfs_model_put(m);
+        ck_assert_int_eq(llmfs_model_unload(lf, "t", NULL), 0);
+    }
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("mtp");
@@ -694,6 +856,12 @@ static Suite *make_suite(void)
     if (n_cases)
         tcase_add_test(f, forward_contracts);
     suite_add_tcase(s, f);
+    TCase *e = tcase_create("engine");
+    tcase_set_timeout(e, 600);
+    tcase_add_checked_fixture(e, engine_setup, engine_teardown);
+    tcase_add_loop_test(e, engine_mtp_replies, 0, n_cases);
+    tcase_add_test(e, engine_mtp_refused);
+    suite_add_tcase(s, e);
     return s;
 }
 
