@@ -332,6 +332,15 @@ static int model_alloc_kv(llmfs_model *m, llmfs_error *err)
             *err = e;
         return e.code ? -e.code : -ENOMEM;
     }
+    if (kv->n_recurrent && s->spec_type) {
+        /* speculation on a hybrid model: the state after each token of a verification
+         * batch, so rejected drafts are taken back without decoding the kept ones again;
+         * where they cannot be kept (a device without them, no memory) a checkpoint before
+         * the drafts does it, at that cost */
+        llmfs_error se = {0};
+        if (kv_snapshots_alloc(kv, s->spec_draft_n_max + 1, &se) < 0)
+            kv_snapshots_alloc(kv, 0, &se);
+    }
     kv_slot *slots = calloc((size_t)s->parallel, sizeof *slots);
     if (!slots) {
         kv_cache_free(kv);

@@ -531,9 +531,12 @@ static int run_step(sched *sc, int total, double *t_fwd)
                 e->row = rows, rows += 1 + e->n_draft;
             if (e->n_draft > 0) {
                 sampled_drafts |= !sampler_is_argmax(e->s->smp);
-                /* a recurrent state cannot be cut back: keep it as it is before the
-                 * drafts, for when some are rejected (commit) */
-                if (m->kv->n_recurrent)
+                /* a recurrent state cannot be cut back: the state after each token of
+                 * the batch is kept (snapshots, kv.h) so commit returns to the last kept
+                 * one; without room for them, the state as it is before the drafts
+                 * (a checkpoint), from which the kept tokens are decoded again */
+                if (m->kv->n_recurrent && !(m->kv->n_snap >= e->count + e->n_draft &&
+                                            kv_snap_arm(m->kv, e->s->slot, e->start)))
                     kv_checkpoint_save(m->kv, e->s->slot);
             }
         }
@@ -642,8 +645,9 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
                 sl->n = 0;
             } else if (grow((void **)&sl->tokens, &sl->cap, e->start + e->count + e->n_kept, sizeof *sl->tokens) == 0) {
                 /* the cache holds the evaluated tokens and the drafts that were kept;
-                 * rejected drafts' cells go (a recurrent state returns to the checkpoint
-                 * taken before them, which may be fewer cells) */
+                 * rejected drafts' cells go (a recurrent state returns to its snapshot
+                 * after the last kept token, or to the checkpoint taken before the
+                 * drafts, which may be fewer cells) */
                 int end = e->start + e->count + e->n_kept;
                 if (e->n_draft > e->n_kept)
                     end = kv_seq_keep(m->kv, s->slot, end);

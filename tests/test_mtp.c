@@ -461,7 +461,7 @@ static int check_chain(const mcase *c, int pos, const int32_t *own, int made, co
 }
 
 typedef struct run_out {
-    int steps, drafted, accepted, agreed, chained;
+    int steps, drafted, accepted, agreed, chained, replays;
     int n_gen;
     int32_t gen[128];
 } run_out;
@@ -502,16 +502,18 @@ static void target_batch(model *m, kv_cache *kv, const int32_t *tok, int n, int 
  * row is S's (its own argmax is checked where greedy.txt's margin is clear) and the
  * batch verifies the reference's drafts; else its own argmax and our drafts. ref: the
  * reference steps to compare with (NULL none). */
-static void run_loop(const mcase *c, const cdata *d, model *m, mtp_drafter *dr, bool forced, const rstep *ref,
-                     int n_ref, run_out *o)
+static void run_loop(const mcase *c, const cdata *d, model *m, mtp_drafter *dr, bool forced, bool snapshots,
+                     const rstep *ref, int n_ref, run_out *o)
 {
     const int N = d->n_tok, V = d->V, E = d->E;
     memset(o, 0, sizeof *o);
     kv_cache *kv = test_kv_cache(m, N_CTX, 1, T_F16, T_F16);
+    llmfs_error err = {0};
+    if (snapshots) /* the state after each token of a verification batch */
+        ck_assert_msg(kv_snapshots_alloc(kv, N_MAX + 1, &err) == 0, "%s", err.msg);
     float *lg = malloc(sizeof(float) * (N_MAX + 1) * (size_t)V);
     float *H = malloc(sizeof(float) * (size_t)(N > N_MAX + 1 ? N : N_MAX + 1) * E);
     ck_assert(lg && H);
-    llmfs_error err = {0};
     /* the prompt, then process() */
     target_batch(m, kv, d->S, N, 0, false, lg, H);
     ck_assert_msg(mtp_process(dr, 0, d->S, 0, N, H, false, &err) == 0, "%s", err.msg);
@@ -553,7 +555,9 @@ static void run_loop(const mcase *c, const cdata *d, model *m, mtp_drafter *dr, 
                 memcpy(batch + 1, r->d, sizeof(int32_t) * (size_t)k);
             }
         }
-        if (k > 0)
+        if (k > 0 && snapshots)
+            ck_assert(kv_snap_arm(kv, 0, n_past));
+        else if (k > 0)
             ck_assert_int_eq(kv_checkpoint_save(kv, 0), 0); /* the state before the drafts */
         target_batch(m, kv, batch, k + 1, n_past, true, lg, H);
         ck_assert_msg(mtp_process(dr, 0, batch, n_past, k + 1, H, false, &err) == 0, "%s", err.msg);
@@ -584,6 +588,9 @@ static void run_loop(const mcase *c, const cdata *d, model *m, mtp_drafter *dr, 
         if (acc < k) {
             int want = n_past + acc + 1, kept = kv_seq_keep(kv, 0, want);
             ck_assert(kept >= n_past && kept <= want);
+            if (snapshots) /* exactly there: nothing decoded again */
+                ck_assert_int_eq(kept, want);
+            o->replays += kept < want;
             if (kept < want)
                 target_batch(m, kv, batch + (kept - n_past), want - kept, kept, false, lg, NULL);
         }
@@ -627,7 +634,7 @@ START_TEST(draft_loop_forced)
     rstep *ref;
     int rd, ra, n_ref = load_ref(c, &ref, &rd, &ra);
     run_out o;
-    run_loop(c, &d, m, dr, true, ref, n_ref, &o);
+    run_loop(c, &d, m, dr, true, true, ref, n_ref, &o);
     ck_assert_int_eq(o.steps, n_ref);
     ck_assert_int_eq(o.n_gen, d.n_greedy);
     for (int i = 0; i < d.n_greedy; i++)
@@ -637,6 +644,15 @@ START_TEST(draft_loop_forced)
     ck_assert_int_eq(o.accepted, ra);
     fprintf(stderr, "%-56s forced: %d steps, accepted %d of %d (reference %d of %d), drafted ids agreeing %d of %d\n",
             c->name, o.steps, o.accepted, o.drafted, ra, rd, o.agreed, o.chained);
+    /* the same with the checkpoint taken before each batch (a backend without snapshots):
+     * the same steps, the accepted tokens decoded again after a partial acceptance */
+    mtp_free(dr);
+    dr = load_drafter(c, m);
+    run_out o2;
+    run_loop(c, &d, m, dr, true, false, ref, n_ref, &o2);
+    ck_assert_int_eq(o2.accepted, o.accepted);
+    if (o.accepted < o.drafted)
+        ck_assert(o2.replays > 0);
     free(ref);
     mtp_free(dr);
     model_free(m);
@@ -655,9 +671,15 @@ START_TEST(draft_loop_free)
     float mg[128];
     ck_assert(d.n_greedy <= 128);
     plain_greedy(m, &d, plain, mg);
-    run_out o;
-    run_loop(c, &d, m, dr, false, NULL, 0, &o);
+    run_out o, o2;
+    run_loop(c, &d, m, dr, false, true, NULL, 0, &o);
     ck_assert_int_eq(o.n_gen, d.n_greedy);
+    mtp_free(dr);
+    dr = load_drafter(c, m);
+    run_loop(c, &d, m, dr, false, false, NULL, 0, &o2);
+    for (int i = 0; i < d.n_greedy; i++)
+        ck_assert_msg(o2.gen[i] == plain[i], "%s: with checkpoints: generated %d: %d, plain greedy %d", c->name, i,
+                      o2.gen[i], plain[i]);
     int same_as_ref = 1;
     for (int i = 0; i < d.n_greedy; i++) {
         ck_assert_msg(o.gen[i] == plain[i], "%s: generated %d: %d, plain greedy %d", c->name, i, o.gen[i], plain[i]);
@@ -676,6 +698,50 @@ START_TEST(draft_loop_free)
         ck_assert_msg(fabs(100.0 * o.accepted / o.drafted - 100.0 * ra / rd) <= 5.0, "%s: acceptance %d/%d, reference %d/%d",
                       c->name, o.accepted, o.drafted, ra, rd);
     mtp_free(dr);
+    model_free(m);
+    cdata_free(&d);
+}
+END_TEST
+
+/* A verification batch armed for snapshots, cut back to each of its positions, holds
+ * bit for bit the recurrent state of decoding up to there one token at a time. */
+START_TEST(snapshot_rollback_exact)
+{
+    const mcase *c = &cases[_i];
+    cdata d;
+    cdata_load(c, &d);
+    model *m = load_target(c);
+    const int N = d.n_tok, K = N_MAX + 1;
+    float *lg = malloc(sizeof(float) * (size_t)K * d.V);
+    for (int cut = 1; cut <= K; cut++) {
+        kv_cache *a = test_kv_cache(m, N_CTX, 1, T_F16, T_F16), *b = test_kv_cache(m, N_CTX, 1, T_F16, T_F16);
+        llmfs_error err = {0};
+        ck_assert_int_eq(kv_snapshots_alloc(a, K, &err), 0);
+        target_batch(m, a, d.S, N, 0, false, lg, NULL);
+        target_batch(m, b, d.S, N, 0, false, lg, NULL);
+        ck_assert(kv_snap_arm(a, 0, N));
+        target_batch(m, a, d.S + N, K, N, true, lg, NULL);  /* K tokens at once */
+        ck_assert_int_eq(kv_seq_keep(a, 0, N + cut), N + cut); /* back to after cut of them */
+        for (int j = 0; j < cut; j++)
+            target_batch(m, b, d.S + N + j, 1, N + j, false, lg, NULL);
+        ck_assert_int_eq(a->seq_len[0], b->seq_len[0]);
+        for (int il = 0; il < m->hp.n_layer; il++) {
+            if (!a->state[il].be)
+                continue;
+            ck_assert_msg(!memcmp(a->state[il].conv, b->state[il].conv, sizeof(float) * a->conv_floats) &&
+                              !memcmp(a->state[il].ssm, b->state[il].ssm, sizeof(float) * a->ssm_floats),
+                          "%s: layer %d: the state after %d of %d tokens differs", c->name, il, cut, K);
+        }
+        /* the next token decodes alike from both */
+        float la[8224], lb[8224];
+        ck_assert(d.V <= 8224);
+        target_batch(m, a, d.S + N + cut, 1, N + cut, false, la, NULL);
+        target_batch(m, b, d.S + N + cut, 1, N + cut, false, lb, NULL);
+        ck_assert(!memcmp(la, lb, sizeof(float) * (size_t)d.V));
+        kv_cache_free(a);
+        kv_cache_free(b);
+    }
+    free(lg);
     model_free(m);
     cdata_free(&d);
 }
@@ -853,6 +919,7 @@ static Suite *make_suite(void)
     tcase_add_loop_test(f, teacher_forced_logits, 0, n_cases);
     tcase_add_loop_test(f, draft_loop_forced, 0, n_cases);
     tcase_add_loop_test(f, draft_loop_free, 0, n_cases);
+    tcase_add_loop_test(f, snapshot_rollback_exact, 0, n_cases);
     if (n_cases)
         tcase_add_test(f, forward_contracts);
     suite_add_tcase(s, f);
