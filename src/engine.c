@@ -495,6 +495,18 @@ static void unlist_model(llmfs *lf, llmfs_model *m)
     pthread_mutex_unlock(&lf->mu);
 }
 
+/* The MTP head's cache, before the model is open: one attention layer of K and V at the
+ * draft cache types for ctx x parallel cells; the head size is not known yet, so 8 KV
+ * heads of 256 (the largest of the hybrid Qwen files) bound it. */
+static uint64_t mtp_cache_guess(const llmfs_settings *s)
+{
+    const int kinds[2] = {cache_ggml_type(s->spec_draft_ctk), cache_ggml_type(s->spec_draft_ctv)};
+    uint64_t row = 0;
+    for (int i = 0; i < 2; i++)
+        row += type_row_bytes(kinds[i], 8 * 256);
+    return row * (uint64_t)s->ctx * (uint64_t)s->parallel;
+}
+
 /* With fit on, ngl left to llmfs (-1) and a GPU: the layers, experts and context that
  * fit (fit.h). The context it settles on replaces the setting. */
 static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmfs_error *err)
@@ -513,6 +525,22 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
     if ((s->spec_type & SPEC_DRAFT) && s->spec_draft_ngl != 0 && s->spec_draft_model && *s->spec_draft_model &&
         stat(s->spec_draft_model, &st) == 0)
         draft = (uint64_t)st.st_size;
+    /* the MTP head: its separate file, or the target's output head again beside its
+     * block (counted with the trunk's layers), and its one layer's cache */
+    if ((s->spec_type & SPEC_MTP) && s->spec_draft_ngl != 0) {
+        if (s->spec_draft_model && *s->spec_draft_model && stat(s->spec_draft_model, &st) == 0) {
+            draft = (uint64_t)st.st_size;
+        } else {
+            llmfs_error ge = {0};
+            gguf_file *gf = gguf_open(path, NULL, &ge);
+            const gguf_tensor *out = gf ? gguf_find_tensor(gf, "output.weight") : NULL;
+            if (gf && !out)
+                out = gguf_find_tensor(gf, "token_embd.weight");
+            draft = out ? out->size : 0;
+            gguf_close(gf);
+        }
+        draft += mtp_cache_guess(s);
+    }
     vram = vram > draft ? vram - draft : 0;
     fit_input fi = {
         .path = path,
@@ -529,6 +557,7 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
         .override_tensor = o->override_tensor,
         .vram_free = vram,
         .fit_target = (uint64_t)s->fit_target * 1048576,
+        .n_snap = s->spec_type ? s->spec_draft_n_max + 1 : 0,
     };
     fit_output fo;
     int rc = fit_plan(&fi, &fo, err);
@@ -1231,13 +1260,16 @@ static int placement_rows(llmfs_model *m, place_acc **out)
         for (int t = 0; t < T_COUNT; t++)
             acc[k].by_type[t] += acc[i].by_type[t];
     }
-    /* the draft model of speculative decoding: one row per device, after the totals */
-    const model *dm = spec_drafter_model(m->drafter);
+    /* the draft model of speculative decoding, or the MTP head (a model of its own, whose
+     * output head is a copy of the target's where it sits on another device): one row
+     * per device, after the totals */
+    const model *dm = m->mtp ? mtp_model(m->mtp) : spec_drafter_model(m->drafter);
+    const char *dgroup = m->mtp ? "mtp" : "draft";
     for (int i = 0; dm && i < dm->n_tensors; i++) {
         const tensor *t = &dm->tensors[i];
         const char *dev = device_name(dm, t);
         int k = rows;
-        while (k < n && (strcmp(acc[k].row.group, "draft") != 0 || strcmp(acc[k].row.device, dev) != 0))
+        while (k < n && (strcmp(acc[k].row.group, dgroup) != 0 || strcmp(acc[k].row.device, dev) != 0))
             k++;
         if (k == n) {
             if (n == cap) {
@@ -1249,7 +1281,7 @@ static int placement_rows(llmfs_model *m, place_acc **out)
                 acc = p;
             }
             memset(&acc[n], 0, sizeof acc[n]);
-            snprintf(acc[n].row.group, sizeof acc[n].row.group, "draft");
+            snprintf(acc[n].row.group, sizeof acc[n].row.group, "%s", dgroup);
             snprintf(acc[n].row.device, sizeof acc[n].row.device, "%s", dev);
             n++;
         }
@@ -1457,8 +1489,11 @@ void llmfs_model_kv_info(llmfs_model *m, llmfs_kv_info *out)
         }
         out->kinds[k].n_layers++;
     }
-    const kv_cache *dkv = spec_drafter_kv(m->drafter);
+    const kv_cache *dkv = spec_drafter_kv(m->drafter), *mkv = mtp_kv(m->mtp);
     out->draft_bytes = dkv ? kv_cache_bytes(dkv) : 0;
+    out->mtp_bytes = mkv ? kv_cache_bytes(mkv) : 0;
+    out->snapshots = m->kv ? m->kv->n_snap : 0;
+    out->snapshot_bytes = m->kv ? kv_snap_bytes(m->kv) * (uint64_t)m->kv->n_seq : 0;
     pthread_mutex_unlock(&m->mu);
 }
 

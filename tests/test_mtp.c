@@ -864,6 +864,47 @@ START_TEST(engine_mtp_replies)
 }
 END_TEST
 
+/* kv and placement show the MTP head, its cache and the recurrent snapshots. */
+START_TEST(engine_mtp_accounting)
+{
+    char path[1024];
+    test_shared_path("models/qwen35moe-mtp-tiny-q8_0.gguf", path, sizeof path);
+    const char *opts[] = {"mode=raw", "temp=0", "ctx=256", "parallel=2", "threads=2", "spec_type=mtp",
+                          "spec_draft_n_max=3"};
+    llmfs_error e = {0};
+    ck_assert_msg(llmfs_model_load(lf, "t", path, opts, 7, &e) == 0, "%s", e.msg);
+    llmfs_model *m = llmfs_model_get(lf, "t");
+    llmfs_kv_info kv;
+    llmfs_model_kv_info(m, &kv);
+    /* one attention layer of 2 KV heads of 64 (f16 K and V) for 256 cells x 2 sequences */
+    ck_assert_uint_eq(kv.mtp_bytes, 2ull * 2 * 64 * 2 * 256 * 2);
+    ck_assert_int_eq(kv.snapshots, 4);
+    ck_assert_uint_eq(kv.snapshot_bytes, 4ull * kv.state_bytes * 2);
+    llmfs_placement_row rows[64];
+    int n = llmfs_model_placement(m, rows, 64);
+    ck_assert_int_gt(n, 0);
+    uint64_t mtp = 0;
+    for (int i = 0; i < n && i < 64; i++)
+        if (!strcmp(rows[i].group, "mtp"))
+            mtp += rows[i].bytes;
+    /* its block, and the output head it shares with the target (read in place on the CPU) */
+    ck_assert_msg(mtp > 0, "no mtp placement row");
+    llmfs_model_put(m);
+    ck_assert_int_eq(llmfs_model_unload(lf, "t", NULL), 0);
+    /* without speculation: neither */
+    ck_assert(llmfs_model_load(lf, "t", path, opts, 5, &e) == 0);
+    m = llmfs_model_get(lf, "t");
+    llmfs_model_kv_info(m, &kv);
+    ck_assert_uint_eq(kv.mtp_bytes, 0);
+    ck_assert_int_eq(kv.snapshots, 0);
+    n = llmfs_model_placement(m, rows, 64);
+    for (int i = 0; i < n && i < 64; i++)
+        ck_assert_str_ne(rows[i].group, "mtp");
+    llmfs_model_put(m);
+    ck_assert_int_eq(llmfs_model_unload(lf, "t", NULL), 0);
+}
+END_TEST
+
 /* A model without an MTP head, and an MTP file of another model, are refused with their
  * reason; the target serves without them. */
 START_TEST(engine_mtp_refused)
@@ -928,6 +969,7 @@ static Suite *make_suite(void)
     tcase_add_checked_fixture(e, engine_setup, engine_teardown);
     tcase_add_loop_test(e, engine_mtp_replies, 0, n_cases);
     tcase_add_test(e, engine_mtp_refused);
+    tcase_add_test(e, engine_mtp_accounting);
     suite_add_tcase(s, e);
     return s;
 }
