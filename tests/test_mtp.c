@@ -891,12 +891,24 @@ START_TEST(engine_mtp_accounting)
     ck_assert_msg(mtp > 0, "no mtp placement row");
     llmfs_model_put(m);
     ck_assert_int_eq(llmfs_model_unload(lf, "t", NULL), 0);
+    /* a quantized cache: the warning of the diagnostics */
+    const char *q8[] = {"mode=raw", "ctx=256", "threads=2", "spec_type=mtp", "cache_type_k=q8_0"};
+    ck_assert_msg(llmfs_model_load(lf, "t", path, q8, 5, &e) == 0, "%s", e.msg);
+    m = llmfs_model_get(lf, "t");
+    llmfs_model_stats ms;
+    llmfs_model_stats_get(m, &ms);
+    ck_assert_msg(strstr(ms.warning, "KV cache quantized") && strstr(ms.warning, "spec_type mtp"), "warning '%s'",
+                  ms.warning);
+    llmfs_model_put(m);
+    ck_assert_int_eq(llmfs_model_unload(lf, "t", NULL), 0);
     /* without speculation: neither */
     ck_assert(llmfs_model_load(lf, "t", path, opts, 5, &e) == 0);
     m = llmfs_model_get(lf, "t");
     llmfs_model_kv_info(m, &kv);
     ck_assert_uint_eq(kv.mtp_bytes, 0);
     ck_assert_int_eq(kv.snapshots, 0);
+    llmfs_model_stats_get(m, &ms);
+    ck_assert_str_eq(ms.warning, "");
     n = llmfs_model_placement(m, rows, 64);
     for (int i = 0; i < n && i < 64; i++)
         ck_assert_str_ne(rows[i].group, "mtp");
