@@ -179,6 +179,8 @@ void kv_cache_free(kv_cache *kv)
             if (S->ssm_snap)
                 S->be->ops->free(S->be, S->ssm_snap);
         }
+    for (int i = 0; i < kv->n_snap_dev; i++)
+        kv->snap_dev[i].be->ops->free(kv->snap_dev[i].be, kv->snap_dev[i].p);
     free(kv->snap_from);
     free(kv->snap_top);
     for (int i = 0; kv->ckpt && i < kv->max_ckpt; i++)
@@ -265,6 +267,23 @@ int kv_seq_can_keep(const kv_cache *kv, int seq, int n)
     return c ? c->n_tokens : 0;
 }
 
+/* snap_from to the backends' copies (after it changed). */
+static void snap_sync(kv_cache *kv)
+{
+    for (int i = 0; i < kv->n_snap_dev; i++)
+        kv->snap_dev[i].be->ops->upload(kv->snap_dev[i].be, kv->snap_dev[i].p, kv->snap_from,
+                                        sizeof(int32_t) * (size_t)kv->n_seq);
+}
+
+/* Disarms seq (its snapshots are no longer of its lineage). */
+static void snap_disarm(kv_cache *kv, int seq)
+{
+    if (kv->n_snap && kv->snap_from[seq] >= 0) {
+        kv->snap_from[seq] = -1;
+        snap_sync(kv);
+    }
+}
+
 /* Whether a snapshot holds the state after position n - 1 of seq. */
 static bool snap_holds(const kv_cache *kv, int seq, int n)
 {
@@ -303,14 +322,13 @@ int kv_seq_keep(kv_cache *kv, int seq, int n)
     if (kv->n_recurrent && snap_holds(kv, seq, n)) {
         snap_restore(kv, seq, n);
         kv->seq_len[seq] = n;
-        kv->snap_from[seq] = -1;
+        snap_disarm(kv, seq);
         for (int i = 0; i < kv->max_ckpt; i++)
             if (kv->ckpt[i].seq == seq && kv->ckpt[i].n_tokens > n)
                 kv->ckpt[i].n_tokens = 0;
         return n;
     }
-    if (kv->n_snap)
-        kv->snap_from[seq] = -1;
+    snap_disarm(kv, seq);
     int keep = kv_seq_can_keep(kv, seq, n);
     if (kv->n_recurrent && keep > 0 && keep < kv->seq_len[seq]) {
         kv_checkpoint *c = (kv_checkpoint *)best_checkpoint(kv, seq, keep);
@@ -387,12 +405,19 @@ int kv_snapshots_alloc(kv_cache *kv, int n_snap, llmfs_error *err)
         struct kv_state_layer *S = &kv->state[il];
         if (!S->be)
             continue;
+        /* recorded decode steps point at the old buffers */
+        if (S->be->ops->graph_reset)
+            S->be->ops->graph_reset(S->be);
         if (S->conv_snap)
             S->be->ops->free(S->be, S->conv_snap);
         if (S->ssm_snap)
             S->be->ops->free(S->be, S->ssm_snap);
         S->conv_snap = S->ssm_snap = NULL;
+        S->snap_from_be = NULL;
     }
+    for (int i = 0; i < kv->n_snap_dev; i++)
+        kv->snap_dev[i].be->ops->free(kv->snap_dev[i].be, kv->snap_dev[i].p);
+    kv->n_snap_dev = 0;
     kv->n_snap = 0;
     if (n_snap == 0)
         return 0;
@@ -400,6 +425,19 @@ int kv_snapshots_alloc(kv_cache *kv, int n_snap, llmfs_error *err)
         struct kv_state_layer *S = &kv->state[il];
         if (!S->be)
             continue;
+        int d = 0;
+        while (d < kv->n_snap_dev && kv->snap_dev[d].be != S->be)
+            d++;
+        if (d == kv->n_snap_dev) {
+            if (d == (int)(sizeof kv->snap_dev / sizeof kv->snap_dev[0]))
+                return llmfs_errorf(err, ENOTSUP, "KV cache: recurrent layers on too many devices");
+            kv->snap_dev[d].be = S->be;
+            kv->snap_dev[d].p = S->be->ops->alloc(S->be, sizeof(int32_t) * (size_t)kv->n_seq);
+            if (!kv->snap_dev[d].p)
+                return llmfs_errorf(err, ENOMEM, "KV cache: out of memory on %s", S->be->ops->name);
+            kv->n_snap_dev++;
+        }
+        S->snap_from_be = kv->snap_dev[d].p;
         size_t cb = sizeof(float) * kv->conv_floats * (size_t)kv->n_seq * (size_t)n_snap;
         size_t sb = sizeof(float) * kv->ssm_floats * (size_t)kv->n_seq * (size_t)n_snap;
         S->conv_snap = S->be->ops->alloc(S->be, cb);
@@ -409,6 +447,7 @@ int kv_snapshots_alloc(kv_cache *kv, int n_snap, llmfs_error *err)
                                 cb + sb, il, S->be->ops->name);
     }
     kv->n_snap = n_snap;
+    snap_sync(kv);
     return 0;
 }
 
@@ -418,6 +457,7 @@ bool kv_snap_arm(kv_cache *kv, int seq, int pos)
         return false;
     kv->snap_from[seq] = pos;
     kv->snap_top[seq] = pos;
+    snap_sync(kv);
     return true;
 }
 

@@ -36,6 +36,7 @@ struct kv_state_layer {
     backend *be;       /* NULL for an attention layer */
     /* per-token snapshots (kv_snapshots_alloc): [n_seq][n_snap] states as above, NULL none */
     float *conv_snap, *ssm_snap;
+    const int32_t *snap_from_be; /* [n_seq] the cache's snap_from in be's memory (a device's ops read it there) */
 };
 
 /* A copy of one sequence's recurrent state (every recurrent layer) in host memory, taken
@@ -79,7 +80,12 @@ struct kv_cache {
      * pos - snap_from; snap_top[seq] is one past the last position written. kv_seq_keep
      * can then cut the sequence back to any of those positions exactly, and disarms it. */
     int n_snap;
-    int *snap_from, *snap_top;
+    int32_t *snap_from, *snap_top;
+    struct {
+        backend *be;
+        int32_t *p;    /* [n_seq] snap_from, in be's memory */
+    } snap_dev[4];     /* one copy per backend holding recurrent layers */
+    int n_snap_dev;
 };
 
 /* -ENOMEM with the size that failed; -EINVAL for an unsupported type or a row length
