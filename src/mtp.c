@@ -8,6 +8,11 @@
  * target's verified states, never its own drafts: a draft chain's rows are removed once
  * the chain is drafted, and the verification batch's rows past the accepted ones when
  * the target has decided.
+ *
+ * A batch given to process is not decoded at once: its rows wait (up to PEND_ROWS per
+ * sequence) until the next draft, which decodes the ones the target kept together with
+ * the chain's first row in one forward pass — llama.cpp's process decode and first draft
+ * decode as one, and the rejected rows never decoded. The cache holds the same rows.
  */
 #include "mtp.h"
 
@@ -19,6 +24,9 @@
 /* Target hidden rows kept per sequence, by position (ring): the row of the position
  * before the next batch or draft is always among the last few written. */
 #define HIST_ROWS 64
+/* Rows a sequence may hold back for its next draft; a longer batch (a prompt) is decoded
+ * when it comes. */
+#define PEND_ROWS 32
 
 typedef struct nextn {
     mtp_drafter base;
@@ -29,9 +37,15 @@ typedef struct nextn {
     int E;
     float *hist;          /* [n_seq][HIST_ROWS][E] target hidden rows */
     int *hist_pos;        /* [n_seq][HIST_ROWS] the position of each, -1 none */
+    /* rows waiting for the next draft: positions pend_pos0[s] .. + pend_n[s] - 1, right
+     * after the cache's rows (pend_pos0 = the cache's length) */
+    int32_t *pend_tok;    /* [n_seq][PEND_ROWS] */
+    float *pend_h;        /* [n_seq][PEND_ROWS][E] their hidden inputs (the state before) */
+    int *pend_pos0, *pend_n;
     /* scratch */
     float *h_in;          /* [cap][E] input hidden rows of a batch */
-    int32_t *pos, *seq;
+    float *h_all;         /* [cap][E] output hidden rows of a batch */
+    int32_t *tok, *pos, *seq;
     int8_t *lg;
     int cap;
     float *logits;        /* [V] */
@@ -78,6 +92,12 @@ static int room(nextn *x, int n)
     float *h = realloc(x->h_in, sizeof(float) * (size_t)c * (size_t)x->E);
     if (h)
         x->h_in = h;
+    float *ha = realloc(x->h_all, sizeof(float) * (size_t)c * (size_t)x->E);
+    if (ha)
+        x->h_all = ha;
+    int32_t *tk = realloc(x->tok, sizeof(int32_t) * (size_t)c);
+    if (tk)
+        x->tok = tk;
     int32_t *p = realloc(x->pos, sizeof(int32_t) * (size_t)c);
     if (p)
         x->pos = p;
@@ -87,7 +107,7 @@ static int room(nextn *x, int n)
     int8_t *l = realloc(x->lg, (size_t)c);
     if (l)
         x->lg = l;
-    if (!h || !p || !s || !l)
+    if (!h || !ha || !tk || !p || !s || !l)
         return -ENOMEM;
     x->cap = c;
     return 0;
@@ -102,7 +122,13 @@ static void nextn_free(mtp_drafter *d)
         model_free(x->mdl);
     free(x->hist);
     free(x->hist_pos);
+    free(x->pend_tok);
+    free(x->pend_h);
+    free(x->pend_pos0);
+    free(x->pend_n);
     free(x->h_in);
+    free(x->h_all);
+    free(x->tok);
     free(x->pos);
     free(x->seq);
     free(x->lg);
@@ -119,9 +145,11 @@ static int nextn_resize(mtp_drafter *d, int n_ctx, int n_seq, llmfs_error *err)
         return err && err->code ? -err->code : -ENOMEM;
     float *hist = malloc(sizeof(float) * (size_t)n_seq * HIST_ROWS * (size_t)x->E);
     int *hp = malloc(sizeof(int) * (size_t)n_seq * HIST_ROWS);
-    if (!hist || !hp) {
-        free(hist);
-        free(hp);
+    int32_t *pt = malloc(sizeof(int32_t) * (size_t)n_seq * PEND_ROWS);
+    float *ph = malloc(sizeof(float) * (size_t)n_seq * PEND_ROWS * (size_t)x->E);
+    int *p0 = calloc((size_t)n_seq, sizeof(int)), *pn = calloc((size_t)n_seq, sizeof(int));
+    if (!hist || !hp || !pt || !ph || !p0 || !pn) {
+        free(hist), free(hp), free(pt), free(ph), free(p0), free(pn);
         kv_cache_free(kv);
         return llmfs_errorf(err, ENOMEM, "MTP: out of memory");
     }
@@ -129,12 +157,61 @@ static int nextn_resize(mtp_drafter *d, int n_ctx, int n_seq, llmfs_error *err)
         hp[i] = -1;
     if (x->kv)
         kv_cache_free(x->kv);
-    free(x->hist);
-    free(x->hist_pos);
+    free(x->hist), free(x->hist_pos), free(x->pend_tok), free(x->pend_h), free(x->pend_pos0), free(x->pend_n);
     x->kv = kv;
     x->hist = hist;
     x->hist_pos = hp;
+    x->pend_tok = pt;
+    x->pend_h = ph;
+    x->pend_pos0 = p0;
+    x->pend_n = pn;
     return 0;
+}
+
+/* Forgets positions >= n of seq: the waiting rows and the cache. */
+static void cut(nextn *x, int seq, int n)
+{
+    if (x->pend_n[seq] && n < x->pend_pos0[seq] + x->pend_n[seq])
+        x->pend_n[seq] = n > x->pend_pos0[seq] ? n - x->pend_pos0[seq] : 0;
+    if (x->kv->seq_len[seq] > n)
+        kv_seq_keep(x->kv, seq, n);
+    if (!x->pend_n[seq])
+        x->pend_pos0[seq] = x->kv->seq_len[seq];
+}
+
+/* Decodes rows of seq at pos0..pos0+n-1 (tokens tok, hidden inputs h [n][E]); logits and
+ * h_out of the last row when logits is set. */
+static int decode(nextn *x, int seq, const int32_t *tok, int pos0, int n, const float *h, float *logits,
+                  float *h_out, bool flash, llmfs_error *err)
+{
+    if (room(x, n) < 0)
+        return llmfs_errorf(err, ENOMEM, "MTP: out of memory for a batch of %d", n);
+    for (int i = 0; i < n; i++) {
+        x->pos[i] = pos0 + i;
+        x->seq[i] = seq;
+        x->lg[i] = logits && i == n - 1;
+    }
+    fwd_batch b = {.n = n, .token = tok, .pos = x->pos, .seq = x->seq, .logits = x->lg};
+    float *hid = h_out && n > 1 ? x->h_all : h_out; /* every row's: the last one is wanted */
+    int rc = model_forward_mtp(x->mdl, x->kv, &b, h, logits, hid, flash, err);
+    if (rc == 0 && hid != h_out)
+        memcpy(h_out, hid + (size_t)(n - 1) * x->E, sizeof(float) * (size_t)x->E);
+    if (rc < 0)
+        kv_seq_keep(x->kv, seq, pos0);
+    return rc;
+}
+
+/* The waiting rows of seq into the cache. */
+static int flush(nextn *x, int seq, bool flash, llmfs_error *err)
+{
+    const int n = x->pend_n[seq];
+    if (!n)
+        return 0;
+    x->pend_n[seq] = 0;
+    int rc = decode(x, seq, x->pend_tok + (size_t)seq * PEND_ROWS, x->pend_pos0[seq], n,
+                    x->pend_h + (size_t)seq * PEND_ROWS * x->E, NULL, NULL, flash, err);
+    x->pend_pos0[seq] = x->kv->seq_len[seq];
+    return rc;
 }
 
 static int nextn_process(mtp_drafter *d, int seq, const int32_t *tok, int pos0, int n, const float *hidden,
@@ -153,20 +230,24 @@ static int nextn_process(mtp_drafter *d, int seq, const int32_t *tok, int pos0, 
     memcpy(x->h_in + E, hidden, sizeof(float) * E * (size_t)(n - 1));
     for (int i = 0; i < n; i++)
         hist_put(x, seq, pos0 + i, hidden + (size_t)i * E);
-    if (x->kv->seq_len[seq] > pos0)
-        kv_seq_keep(x->kv, seq, pos0);
-    if (x->kv->seq_len[seq] < pos0 || !have)
+    cut(x, seq, pos0);
+    if (x->pend_pos0[seq] + x->pend_n[seq] < pos0 || !have)
         return 0; /* a gap before pos0: this sequence drafts nothing until it restarts */
-    for (int i = 0; i < n; i++) {
-        x->pos[i] = pos0 + i;
-        x->seq[i] = seq;
-        x->lg[i] = 0;
+    if (x->pend_n[seq] + n > PEND_ROWS) {
+        int rc = flush(x, seq, flash, err);
+        if (rc < 0)
+            return rc;
+        if (n > PEND_ROWS) {
+            rc = decode(x, seq, tok, pos0, n, x->h_in, NULL, NULL, flash, err);
+            x->pend_pos0[seq] = x->kv->seq_len[seq];
+            return rc;
+        }
     }
-    fwd_batch b = {.n = n, .token = tok, .pos = x->pos, .seq = x->seq, .logits = x->lg};
-    int rc = model_forward_mtp(x->mdl, x->kv, &b, x->h_in, NULL, NULL, flash, err);
-    if (rc < 0)
-        kv_seq_keep(x->kv, seq, pos0);
-    return rc;
+    const int k = x->pend_n[seq];
+    memcpy(x->pend_tok + (size_t)seq * PEND_ROWS + k, tok, sizeof(int32_t) * (size_t)n);
+    memcpy(x->pend_h + ((size_t)seq * PEND_ROWS + k) * E, x->h_in, sizeof(float) * E * (size_t)n);
+    x->pend_n[seq] += n;
+    return 0;
 }
 
 /* The largest logit's id (the lowest on ties) and its lead over the second. */
@@ -189,27 +270,34 @@ static int nextn_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max
                        bool flash, llmfs_error *err)
 {
     nextn *x = impl(d);
+    const size_t E = (size_t)x->E;
     if (seq < 0 || seq >= x->kv->n_seq || n_max < 1 || pos < 0)
         return 0;
-    if (x->kv->seq_len[seq] > pos)
-        kv_seq_keep(x->kv, seq, pos);
-    if (x->kv->seq_len[seq] < pos || pos + n_max > x->kv->n_ctx)
+    cut(x, seq, pos);
+    if (x->pend_pos0[seq] + x->pend_n[seq] < pos || pos + n_max > x->kv->n_ctx)
         return 0;
-    if (room(x, 1) < 0)
-        return llmfs_errorf(err, ENOMEM, "MTP: out of memory");
     /* the first row reads the target's state of pos - 1; each chained row the MTP's own
-     * final state of the row before (after its output norm), at the next position */
-    if (!hist_get(x, seq, pos - 1, x->h_in))
+     * final state of the row before (after its output norm), at the next position. The
+     * rows waiting since the last batch go in the first row's pass. */
+    const int w = x->pend_n[seq];
+    if (room(x, w + 1) < 0)
+        return llmfs_errorf(err, ENOMEM, "MTP: out of memory");
+    if (!hist_get(x, seq, pos - 1, x->h_in + (size_t)w * E))
         return 0;
+    memcpy(x->h_in, x->pend_h + (size_t)seq * PEND_ROWS * E, sizeof(float) * E * (size_t)w);
+    memcpy(x->tok, x->pend_tok + (size_t)seq * PEND_ROWS, sizeof(int32_t) * (size_t)w);
+    x->tok[w] = last;
+    const int p0 = pos - w;
+    x->pend_n[seq] = 0;
     const int V = x->mdl->hp.n_vocab;
     int made = 0, rc = 0;
     int32_t t = last;
     for (int i = 0; i < n_max; i++) {
-        x->pos[0] = pos + i;
-        x->seq[0] = seq;
-        x->lg[0] = 1;
-        fwd_batch b = {.n = 1, .token = &t, .pos = x->pos, .seq = x->seq, .logits = x->lg};
-        rc = model_forward_mtp(x->mdl, x->kv, &b, x->h_in, x->logits, x->h_out, flash, err); /* logits [V], h_out [E] */
+        /* logits [V], h_out [E] of the last row */
+        if (i == 0)
+            rc = decode(x, seq, x->tok, p0, w + 1, x->h_in, x->logits, x->h_out, flash, err);
+        else
+            rc = decode(x, seq, &t, pos + i, 1, x->h_in, x->logits, x->h_out, flash, err);
         if (rc < 0)
             break;
         float mg;
@@ -223,21 +311,22 @@ static int nextn_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max
         memcpy(x->h_in, x->h_out, sizeof(float) * (size_t)x->E);
     }
     kv_seq_keep(x->kv, seq, pos); /* the chain's rows go: the verified ones replace them */
+    x->pend_pos0[seq] = x->kv->seq_len[seq];
     return rc < 0 ? rc : made;
 }
 
 static void nextn_accept(mtp_drafter *d, int seq, int pos0, int n_accepted)
 {
     nextn *x = impl(d);
-    if (seq >= 0 && seq < x->kv->n_seq && x->kv->seq_len[seq] > pos0 + n_accepted + 1)
-        kv_seq_keep(x->kv, seq, pos0 + n_accepted + 1);
+    if (seq >= 0 && seq < x->kv->n_seq)
+        cut(x, seq, pos0 + n_accepted + 1);
 }
 
 static void nextn_keep(mtp_drafter *d, int seq, int n)
 {
     nextn *x = impl(d);
-    if (seq >= 0 && seq < x->kv->n_seq && x->kv->seq_len[seq] > n)
-        kv_seq_keep(x->kv, seq, n);
+    if (seq >= 0 && seq < x->kv->n_seq)
+        cut(x, seq, n);
 }
 
 static const model *nextn_model(const mtp_drafter *d) { return cimpl(d)->mdl; }
