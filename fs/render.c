@@ -161,6 +161,8 @@ int render_kv(llmfs_model *m, fs_text *out)
                 kv.type_k, kv.type_v, kv.n_ctx, kv.n_slots, kv.bytes, kv.flash_attn ? "on" : "off");
     if (kv.draft_bytes) /* the draft model's cache, same sequences and context */
         text_printf(out, "draft_bytes %" PRIu64 "\n", kv.draft_bytes);
+    if (kv.mtp_bytes) /* the MTP head's cache: one layer, same sequences and context */
+        text_printf(out, "mtp_bytes %" PRIu64 "\n", kv.mtp_bytes);
     text_printf(out, "swa_full %s\n", kv.swa_full ? "on" : "off");
     for (int k = 0; k < kv.n_kinds; k++)
         text_printf(out, "layers %s %d cells %d bytes_each %" PRIu64 "\n", kv.kinds[k].kind, kv.kinds[k].n_layers,
@@ -171,6 +173,8 @@ int render_kv(llmfs_model *m, fs_text *out)
                     "recurrent_layers %d\nstate_conv_bytes %" PRIu64 "\nstate_ssm_bytes %" PRIu64
                     "\nstate_bytes %" PRIu64 "\ncheckpoints %d\n",
                     kv.n_recurrent_layers, kv.conv_bytes, kv.ssm_bytes, kv.state_bytes, kv.checkpoints);
+    if (kv.snapshots) /* speculation: the state after each token of a verification batch */
+        text_printf(out, "state_snapshots %d\nstate_snapshot_bytes %" PRIu64 "\n", kv.snapshots, kv.snapshot_bytes);
     int ids[1024];
     int n = llmfs_session_ids(m, ids + 1, 1023);
     if (n > 1023)

@@ -654,6 +654,7 @@ static void cuda_ops_init(void)
     o.l2norm = cuda_op_l2norm;
     o.delta_gates = cuda_op_delta_gates;
     o.gated_delta = cuda_op_gated_delta;
+    o.recurrent_snapshots = true;
     o.gated_rmsnorm = cuda_op_gated_rmsnorm;
     o.sigmoid_mul = cuda_op_sigmoid_mul;
     o.destroy = op_destroy;

@@ -10,7 +10,10 @@
  *                              d key-dim entries S[.][jv]
  * Both kernels that touch state walk the batch in order, so a batch may interleave any
  * number of sequences; a token at position 0 starts its sequence from zeros (a cleared
- * sequence needs no reset call). Every kernel here has a plain reference: the CPU
+ * sequence needs no reset call). With per-token snapshots (kv.h, kv_snap_arm) they also
+ * write the state after each token of an armed sequence's window to its slot
+ *   snap [n_seq][n_snap][...]  slot pos - snap_from[seq], snap_from read on the device
+ * so that a rejected draft is taken back without decoding again. Every kernel here has a plain reference: the CPU
  * backend's op of the same name, against which tests/gpu_ops.c checks it.
  */
 #include <errno.h>
@@ -56,9 +59,17 @@ __device__ __forceinline__ float rec_block_sum(float v, float *red)
  * window moves on by x_t[c]: the CPU's order of additions. KT > 0: K = KT known here, so
  * the loops unroll and taps and window stay in registers (the models' 4 taps); KT == 0:
  * any K up to CONV_MAX_TAPS, the arrays indexed at run time. */
+/* The snapshot slot of token (s, p): -1 none. */
+__device__ __forceinline__ int snap_slot_d(const int32_t *snap_from, int n_snap, int s, int p)
+{
+    const int f = snap_from[s];
+    return f >= 0 && p >= f && p - f < n_snap ? p - f : -1;
+}
+
 template <int KT>
 __global__ void k_ssm_conv(float *out, const float *x, int64_t xs, const float *w, float *state,
-                           int64_t seq_floats, const int32_t *pos, const int32_t *seq, int n, int C, int K_)
+                           int64_t seq_floats, const int32_t *pos, const int32_t *seq, int n, int C, int K_,
+                           float *snap, const int32_t *snap_from, int n_snap)
 {
     const int K = KT > 0 ? KT : K_;
     constexpr int KA = KT > 0 ? KT : CONV_MAX_TAPS;
@@ -103,6 +114,14 @@ __global__ void k_ssm_conv(float *out, const float *x, int64_t xs, const float *
         if (K > 1)
             hist[K - 2] = xv;
         out[(int64_t)t * C + c] = silu_d(acc);
+        const int sl = snap ? snap_slot_d(snap_from, n_snap, s, pos[t]) : -1;
+        if (sl >= 0) { /* the window after this token */
+            float *dst = snap + ((int64_t)s * n_snap + sl) * seq_floats;
+#pragma unroll
+            for (int r = 0; r < KA - 1; r++)
+                if (r < K - 1)
+                    dst[(int64_t)r * C + c] = hist[r];
+        }
     }
     if (cur >= 0) {
 #pragma unroll
@@ -134,7 +153,9 @@ void cuda_op_ssm_conv(backend *be, float *out, const float *x, int64_t x_stride,
                   channels);
         return;
     }
-#define CONV_ARGS out, x, x_stride, w, kv->state[il].conv, (int64_t)kv->conv_floats, cb->d_pos, cb->d_seq, n, channels, d_conv
+    float *snap = kv->n_snap ? kv->state[il].conv_snap : NULL;
+#define CONV_ARGS out, x, x_stride, w, kv->state[il].conv, (int64_t)kv->conv_floats, cb->d_pos, cb->d_seq, n, channels, \
+                  d_conv, snap, kv->state[il].snap_from_be, kv->n_snap
     if (d_conv == 4)
         LAUNCH(grid_of(channels, 128), 128, 0, cb->stream, k_ssm_conv<4>)(CONV_ARGS);
     else
@@ -220,7 +241,8 @@ void cuda_op_delta_gates(backend *be, float *g, float *beta, const float *dt_bia
 template <int D, int P>
 __global__ void k_gated_delta(float *out, const float *qkv, int64_t stride, const float *g, const float *beta,
                               float *ssm, int64_t seq_floats, const int32_t *pos, const int32_t *seq, int n, int n_k,
-                              int n_v, int d, bool tiled, float scale)
+                              int n_v, int d, bool tiled, float scale, float *snap, const int32_t *snap_from,
+                              int n_snap)
 {
     static_assert(P == 1 || (P == 2 && D > 0 && D % 2 == 0), "a row is split over two threads at most");
     constexpr int R = D > 0 ? D / P : 1; /* entries of the row this thread holds */
@@ -300,6 +322,18 @@ __global__ void k_gated_delta(float *out, const float *qkv, int64_t stride, cons
         }
         if (part == 0)
             out[(int64_t)t * n_v * d + (int64_t)j * d + jv] = acc * scale;
+        const int sl = snap ? snap_slot_d(snap_from, n_snap, sq, pos[t]) : -1;
+        if (sl >= 0) { /* this thread's part of the row after this token */
+            float *dst = snap + ((int64_t)sq * n_snap + sl) * seq_floats + row_off;
+            if (D > 0) {
+#pragma unroll
+                for (int x = 0; x < R; x++)
+                    dst[x] = reg[x];
+            } else {
+                for (int x = 0; x < d; x++)
+                    dst[x] = s[x];
+            }
+        }
     }
     if (D > 0 && cur >= 0) {
         float *dst = ssm + cur * seq_floats + row_off;
@@ -330,7 +364,9 @@ void cuda_op_gated_delta(backend *be, float *out, const float *qkv, int64_t stri
     const size_t smem = sizeof(float) * 4 * (size_t)p->d;
     float *ssm = kv->state[il].ssm;
     const int64_t sf = (int64_t)kv->ssm_floats;
-#define GD_ARGS out, qkv, stride, g, beta, ssm, sf, cb->d_pos, cb->d_seq, n, p->n_k, p->n_v, p->d, p->tiled, scale
+    float *snap = kv->n_snap ? kv->state[il].ssm_snap : NULL;
+#define GD_ARGS out, qkv, stride, g, beta, ssm, sf, cb->d_pos, cb->d_seq, n, p->n_k, p->n_v, p->d, p->tiled, scale, \
+                snap, kv->state[il].snap_from_be, kv->n_snap
     switch (p->d) {
     case 64:
         LAUNCH(p->n_v, 64, smem, cb->stream, k_gated_delta<64, 1>)(GD_ARGS);

@@ -204,6 +204,9 @@ struct backend_ops {
      * k [n_k][d], v [n_v][d]; g, beta [n][n_v]; out [n][n_v*d]. */
     void (*gated_delta)(backend *be, float *out, const float *qkv, int64_t stride, const float *g,
                         const float *beta, kv_cache *kv, int il, int n, const struct delta_params *p);
+    /* ssm_conv and gated_delta also write per-token snapshots of the state (kv.h,
+     * kv_snap_arm) */
+    bool recurrent_snapshots;
     /* out[r] = x[r] / rms(x[r]) * w * silu(z[r]), rows of d (x, z, out [rows][d]) */
     void (*gated_rmsnorm)(backend *be, float *out, const float *x, const float *w, const float *z,
                           int rows, int d, float eps);

@@ -177,6 +177,7 @@ void model_set_error(llmfs_model *m, const char *msg)
 static void model_destroy(llmfs_model *m)
 {
     spec_drafter_free(m->drafter);
+    mtp_free(m->mtp);
     if (m->kv)
         kv_cache_free(m->kv);
     if (m->mdl)
@@ -331,6 +332,15 @@ static int model_alloc_kv(llmfs_model *m, llmfs_error *err)
             *err = e;
         return e.code ? -e.code : -ENOMEM;
     }
+    if (kv->n_recurrent && s->spec_type) {
+        /* speculation on a hybrid model: the state after each token of a verification
+         * batch, so rejected drafts are taken back without decoding the kept ones again;
+         * where they cannot be kept (a device without them, no memory) a checkpoint before
+         * the drafts does it, at that cost */
+        llmfs_error se = {0};
+        if (kv_snapshots_alloc(kv, s->spec_draft_n_max + 1, &se) < 0)
+            kv_snapshots_alloc(kv, 0, &se);
+    }
     kv_slot *slots = calloc((size_t)s->parallel, sizeof *slots);
     if (!slots) {
         kv_cache_free(kv);
@@ -357,7 +367,46 @@ static int model_alloc_kv(llmfs_model *m, llmfs_error *err)
             snprintf(m->error, sizeof m->error, "draft model dropped: %.200s", de.msg);
         }
     }
+    if (m->mtp) {
+        llmfs_error de = {0};
+        if (mtp_resize(m->mtp, s->ctx, s->parallel, &de) < 0) {
+            mtp_free(m->mtp);
+            m->mtp = NULL;
+            m->spec_mask &= ~SPEC_MTP;
+            snprintf(m->error, sizeof m->error, "MTP head dropped: %.200s", de.msg);
+        }
+    }
     return 0;
+}
+
+/* spec_type mtp: the MTP head of the target's file, or of the MTP file spec_draft_model
+ * names (path, "" none); one that cannot be used (no head, another model's file) is
+ * refused with its reason in the model's error, and the target is served without it. */
+static void load_mtp(llmfs_model *m, const model *target, const char *path, const spec_drafter_opts *o)
+{
+    llmfs_error e = {0};
+    int rc = path ? 0 : llmfs_errorf(&e, ENOMEM, "out of memory");
+    if (rc == 0 && *path) {
+        pthread_mutex_lock(&m->lf->mu);
+        char *dirs = strdup(m->lf->settings.model_dirs ? m->lf->settings.model_dirs : "");
+        pthread_mutex_unlock(&m->lf->mu);
+        rc = dirs ? check_model_dirs(path, dirs, &e) : llmfs_errorf(&e, ENOMEM, "out of memory");
+        free(dirs);
+    }
+    /* Gemma 4 drafts with a separate assistant model that reads its cache; the hybrid
+     * Qwen files carry a nextn head */
+    const bool assistant = strcmp(target->hp.arch, "gemma4") == 0;
+    mtp_drafter *d = rc != 0       ? NULL
+                     : assistant ? mtp_assistant_load(path, target, &m->kv, o, &e)
+                                 : mtp_load(path, m->path, target, o, &e);
+    pthread_mutex_lock(&m->mu);
+    if (d) {
+        m->mtp = d;
+        m->spec_mask |= SPEC_MTP;
+    } else {
+        snprintf(m->error, sizeof m->error, "MTP head refused: %.200s", e.msg[0] ? e.msg : "load failed");
+    }
+    pthread_mutex_unlock(&m->mu);
 }
 
 /* The drafters of spec_type; a draft model that cannot be used is refused with its reason
@@ -378,8 +427,13 @@ static void load_drafter(llmfs_model *m, const model *target)
         .n_seq = m->kv->n_seq,
         .n_ubatch = s->ubatch,
     };
-    m->spec_mask = mask & ~SPEC_DRAFT;
+    m->spec_mask = mask & ~(SPEC_DRAFT | SPEC_MTP);
     pthread_mutex_unlock(&m->mu);
+    if (mask & SPEC_MTP) {
+        load_mtp(m, target, path, &o);
+        free(path);
+        return;
+    }
     if (!(mask & SPEC_DRAFT)) {
         free(path);
         return;
@@ -446,6 +500,18 @@ static void unlist_model(llmfs *lf, llmfs_model *m)
     pthread_mutex_unlock(&lf->mu);
 }
 
+/* The MTP head's cache, before the model is open: one attention layer of K and V at the
+ * draft cache types for ctx x parallel cells; the head size is not known yet, so 8 KV
+ * heads of 256 (the largest of the hybrid Qwen files) bound it. */
+static uint64_t mtp_cache_guess(const llmfs_settings *s)
+{
+    const int kinds[2] = {cache_ggml_type(s->spec_draft_ctk), cache_ggml_type(s->spec_draft_ctv)};
+    uint64_t row = 0;
+    for (int i = 0; i < 2; i++)
+        row += type_row_bytes(kinds[i], 8 * 256);
+    return row * (uint64_t)s->ctx * (uint64_t)s->parallel;
+}
+
 /* With fit on, ngl left to llmfs (-1) and a GPU: the layers, experts and context that
  * fit (fit.h). The context it settles on replaces the setting. */
 static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmfs_error *err)
@@ -464,6 +530,22 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
     if ((s->spec_type & SPEC_DRAFT) && s->spec_draft_ngl != 0 && s->spec_draft_model && *s->spec_draft_model &&
         stat(s->spec_draft_model, &st) == 0)
         draft = (uint64_t)st.st_size;
+    /* the MTP head: its separate file, or the target's output head again beside its
+     * block (counted with the trunk's layers), and its one layer's cache */
+    if ((s->spec_type & SPEC_MTP) && s->spec_draft_ngl != 0) {
+        if (s->spec_draft_model && *s->spec_draft_model && stat(s->spec_draft_model, &st) == 0) {
+            draft = (uint64_t)st.st_size;
+        } else {
+            llmfs_error ge = {0};
+            gguf_file *gf = gguf_open(path, NULL, &ge);
+            const gguf_tensor *out = gf ? gguf_find_tensor(gf, "output.weight") : NULL;
+            if (gf && !out)
+                out = gguf_find_tensor(gf, "token_embd.weight");
+            draft = out ? out->size : 0;
+            gguf_close(gf);
+        }
+        draft += mtp_cache_guess(s);
+    }
     vram = vram > draft ? vram - draft : 0;
     fit_input fi = {
         .path = path,
@@ -480,6 +562,7 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
         .override_tensor = o->override_tensor,
         .vram_free = vram,
         .fit_target = (uint64_t)s->fit_target * 1048576,
+        .n_snap = s->spec_type ? s->spec_draft_n_max + 1 : 0,
     };
     fit_output fo;
     int rc = fit_plan(&fi, &fo, err);
@@ -717,7 +800,8 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
         load_drafter(m, mdl);
         pthread_mutex_lock(&m->mu);
     }
-    m->vram_load = m->vram_now = model_vram_bytes(mdl) + model_vram_bytes_or0(spec_drafter_model(m->drafter));
+    m->vram_load = m->vram_now = model_vram_bytes(mdl) + model_vram_bytes_or0(spec_drafter_model(m->drafter)) +
+                                 model_vram_bytes_or0(mtp_model(m->mtp));
     if (rc == 0 && pthread_create(&m->thread, NULL, scheduler_main, m) != 0)
         rc = llmfs_errorf(&le, EAGAIN, "cannot start the scheduler thread");
     if (rc == 0) {
@@ -1181,13 +1265,16 @@ static int placement_rows(llmfs_model *m, place_acc **out)
         for (int t = 0; t < T_COUNT; t++)
             acc[k].by_type[t] += acc[i].by_type[t];
     }
-    /* the draft model of speculative decoding: one row per device, after the totals */
-    const model *dm = spec_drafter_model(m->drafter);
+    /* the draft model of speculative decoding, or the MTP head (a model of its own, whose
+     * output head is a copy of the target's where it sits on another device): one row
+     * per device, after the totals */
+    const model *dm = m->mtp ? mtp_model(m->mtp) : spec_drafter_model(m->drafter);
+    const char *dgroup = m->mtp ? "mtp" : "draft";
     for (int i = 0; dm && i < dm->n_tensors; i++) {
         const tensor *t = &dm->tensors[i];
         const char *dev = device_name(dm, t);
         int k = rows;
-        while (k < n && (strcmp(acc[k].row.group, "draft") != 0 || strcmp(acc[k].row.device, dev) != 0))
+        while (k < n && (strcmp(acc[k].row.group, dgroup) != 0 || strcmp(acc[k].row.device, dev) != 0))
             k++;
         if (k == n) {
             if (n == cap) {
@@ -1199,7 +1286,7 @@ static int placement_rows(llmfs_model *m, place_acc **out)
                 acc = p;
             }
             memset(&acc[n], 0, sizeof acc[n]);
-            snprintf(acc[n].row.group, sizeof acc[n].row.group, "draft");
+            snprintf(acc[n].row.group, sizeof acc[n].row.group, "%s", dgroup);
             snprintf(acc[n].row.device, sizeof acc[n].row.device, "%s", dev);
             n++;
         }
@@ -1352,6 +1439,12 @@ void llmfs_model_stats_get(llmfs_model *m, llmfs_model_stats *out)
     draft = draft ? draft + 1 : m->drafter ? m->settings.spec_draft_model : NULL;
     snprintf(out->spec, sizeof out->spec, "%s%s%s%s", m->spec_mask & SPEC_NGRAM ? "ngram" : "",
              m->spec_mask == 3 ? " " : "", draft ? "draft " : "", draft ? draft : "");
+    if (m->mtp) { /* "mtp" and where the head came from */
+        const char *side = m->settings.spec_draft_model && *m->settings.spec_draft_model
+                               ? strrchr(m->settings.spec_draft_model, '/') : NULL;
+        side = side ? side + 1 : m->settings.spec_draft_model;
+        snprintf(out->spec, sizeof out->spec, "mtp %s", side && *side ? side : "(in the model file)");
+    }
     if (!m->spec_mask)
         snprintf(out->spec, sizeof out->spec, "none");
     pthread_mutex_unlock(&m->mu);
@@ -1401,8 +1494,11 @@ void llmfs_model_kv_info(llmfs_model *m, llmfs_kv_info *out)
         }
         out->kinds[k].n_layers++;
     }
-    const kv_cache *dkv = spec_drafter_kv(m->drafter);
+    const kv_cache *dkv = spec_drafter_kv(m->drafter), *mkv = mtp_kv(m->mtp);
     out->draft_bytes = dkv ? kv_cache_bytes(dkv) : 0;
+    out->mtp_bytes = mkv ? kv_cache_bytes(mkv) : 0;
+    out->snapshots = m->kv ? m->kv->n_snap : 0;
+    out->snapshot_bytes = m->kv ? kv_snap_bytes(m->kv) * (uint64_t)m->kv->n_seq : 0;
     pthread_mutex_unlock(&m->mu);
 }
 

@@ -20,6 +20,7 @@
 #include "sampler.h"
 #include "settings.h"
 #include "spec.h"
+#include "mtp.h"
 #include "stopstr.h"
 #include "tokenizer.h"
 #include "vision.h"
@@ -99,6 +100,7 @@ struct llmfs_model {
      * sequence per slot; totals since load */
     int spec_mask;
     spec_drafter *drafter;
+    mtp_drafter *mtp;          /* spec_type mtp: the model's MTP head with its own cache */
     uint64_t spec_drafted, spec_accepted, spec_steps;
 };
 

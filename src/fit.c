@@ -129,7 +129,8 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
             .vram_free = in->vram_free,
             .fit_target = in->fit_target,
             .kv_bytes_per_layer = n_recr ? ((uint64_t)(n_trunk - n_recr) * ctx * in->parallel * cell_row +
-                                             (uint64_t)n_recr * in->parallel * state_seq) / (uint64_t)n_layer
+                                             (uint64_t)n_recr * in->parallel * state_seq * (uint64_t)(1 + in->n_snap)) /
+                                                (uint64_t)n_layer
                                           : kv_seq_bytes(f, arch, n_layer, n_head_kv, head_dim, in->type_k,
                                                          in->type_v, ctx, kv_swa_slack(in->ubatch, in->swa_full)) *
                                                 (uint64_t)in->parallel / (uint64_t)n_layer,

@@ -21,6 +21,8 @@ typedef struct fit_input {
     const char *override_tensor;  /* or NULL */
     uint64_t vram_free;           /* bytes the GPU may use */
     uint64_t fit_target;          /* bytes to leave free */
+    int n_snap;                   /* speculation on a hybrid model: recurrent states kept per
+                                   * sequence beside the live one (kv_snapshots_alloc), 0 none */
 } fit_input;
 
 typedef struct fit_output {

@@ -174,7 +174,15 @@ void kv_cache_free(kv_cache *kv)
                 S->be->ops->free(S->be, S->conv);
             if (S->ssm)
                 S->be->ops->free(S->be, S->ssm);
+            if (S->conv_snap)
+                S->be->ops->free(S->be, S->conv_snap);
+            if (S->ssm_snap)
+                S->be->ops->free(S->be, S->ssm_snap);
         }
+    for (int i = 0; i < kv->n_snap_dev; i++)
+        kv->snap_dev[i].be->ops->free(kv->snap_dev[i].be, kv->snap_dev[i].p);
+    free(kv->snap_from);
+    free(kv->snap_top);
     for (int i = 0; kv->ckpt && i < kv->max_ckpt; i++)
         free(kv->ckpt[i].data);
     free(kv->ckpt);
@@ -190,7 +198,7 @@ size_t kv_cache_bytes(const kv_cache *kv)
     size_t n = 0;
     for (int il = 0; il < kv->n_layer; il++)
         n += kv_layer_bytes(kv, il);
-    return n + kv_state_bytes(kv) * (size_t)kv->n_seq;
+    return n + (kv_state_bytes(kv) + kv_snap_bytes(kv)) * (size_t)kv->n_seq;
 }
 
 size_t kv_layer_bytes(const kv_cache *kv, int il)
@@ -204,6 +212,11 @@ size_t kv_layer_bytes(const kv_cache *kv, int il)
 size_t kv_state_bytes(const kv_cache *kv)
 {
     return sizeof(float) * (kv->conv_floats + kv->ssm_floats) * (size_t)kv->n_recurrent;
+}
+
+size_t kv_snap_bytes(const kv_cache *kv)
+{
+    return kv_state_bytes(kv) * (size_t)kv->n_snap;
 }
 
 /* Copies sequence seq's state between the layers' memory and host buffer h. */
@@ -254,10 +267,68 @@ int kv_seq_can_keep(const kv_cache *kv, int seq, int n)
     return c ? c->n_tokens : 0;
 }
 
+/* snap_from to the backends' copies (after it changed). */
+static void snap_sync(kv_cache *kv)
+{
+    for (int i = 0; i < kv->n_snap_dev; i++)
+        kv->snap_dev[i].be->ops->upload(kv->snap_dev[i].be, kv->snap_dev[i].p, kv->snap_from,
+                                        sizeof(int32_t) * (size_t)kv->n_seq);
+}
+
+/* Disarms seq (its snapshots are no longer of its lineage). */
+static void snap_disarm(kv_cache *kv, int seq)
+{
+    if (kv->n_snap && kv->snap_from[seq] >= 0) {
+        kv->snap_from[seq] = -1;
+        snap_sync(kv);
+    }
+}
+
+/* Whether a snapshot holds the state after position n - 1 of seq. */
+static bool snap_holds(const kv_cache *kv, int seq, int n)
+{
+    return n > 0 && n < kv->seq_len[seq] && kv_snap_slot(kv, seq, n - 1) >= 0 && n <= kv->snap_top[seq];
+}
+
+/* n floats from src to dst in be's memory: copy_rows of a row length that divides n, so
+ * a device splits the copy over many rows. */
+static void copy_floats(backend *be, float *dst, const float *src, size_t n)
+{
+    int d = 4096;
+    while (d > 1 && n % (size_t)d)
+        d /= 2;
+    be->ops->copy_rows(be, dst, d, src, d, (int)(n / (size_t)d), d);
+}
+
+/* The state after position n - 1 back from its snapshot (on the layers' own memory). */
+static void snap_restore(kv_cache *kv, int seq, int n)
+{
+    const size_t slot = (size_t)seq * (size_t)kv->n_snap + (size_t)kv_snap_slot(kv, seq, n - 1);
+    for (int il = 0; il < kv->n_layer; il++) {
+        struct kv_state_layer *S = &kv->state[il];
+        if (!S->be)
+            continue;
+        copy_floats(S->be, S->conv + kv->conv_floats * (size_t)seq, S->conv_snap + kv->conv_floats * slot,
+                    kv->conv_floats);
+        copy_floats(S->be, S->ssm + kv->ssm_floats * (size_t)seq, S->ssm_snap + kv->ssm_floats * slot,
+                    kv->ssm_floats);
+    }
+}
+
 int kv_seq_keep(kv_cache *kv, int seq, int n)
 {
     if (seq < 0 || seq >= kv->n_seq)
         return 0;
+    if (kv->n_recurrent && snap_holds(kv, seq, n)) {
+        snap_restore(kv, seq, n);
+        kv->seq_len[seq] = n;
+        snap_disarm(kv, seq);
+        for (int i = 0; i < kv->max_ckpt; i++)
+            if (kv->ckpt[i].seq == seq && kv->ckpt[i].n_tokens > n)
+                kv->ckpt[i].n_tokens = 0;
+        return n;
+    }
+    snap_disarm(kv, seq);
     int keep = kv_seq_can_keep(kv, seq, n);
     if (kv->n_recurrent && keep > 0 && keep < kv->seq_len[seq]) {
         kv_checkpoint *c = (kv_checkpoint *)best_checkpoint(kv, seq, keep);
@@ -276,6 +347,8 @@ int kv_seq_keep(kv_cache *kv, int seq, int n)
 
 void kv_seq_wrote(kv_cache *kv, int seq, int pos)
 {
+    if (kv_snap_slot(kv, seq, pos) >= 0 && pos + 1 > kv->snap_top[seq])
+        kv->snap_top[seq] = pos + 1;
     if (pos + 1 > kv->seq_len[seq])
         kv->seq_len[seq] = pos + 1;
     if (pos + 1 > kv->seq_top[seq])
@@ -310,6 +383,82 @@ int kv_checkpoint_save(kv_cache *kv, int seq)
     slot->n_tokens = n;
     slot->used = ++kv->ckpt_clock;
     return 0;
+}
+
+int kv_snapshots_alloc(kv_cache *kv, int n_snap, llmfs_error *err)
+{
+    if (!kv->n_recurrent || n_snap < 0)
+        return 0;
+    for (int il = 0; il < kv->n_layer; il++)
+        if (kv->state[il].be && !kv->state[il].be->ops->recurrent_snapshots)
+            return llmfs_errorf(err, ENOTSUP, "KV cache: the %s backend keeps no per-token recurrent states",
+                                kv->state[il].be->ops->name);
+    if (!kv->snap_from) {
+        kv->snap_from = malloc(sizeof(int) * (size_t)kv->n_seq);
+        kv->snap_top = malloc(sizeof(int) * (size_t)kv->n_seq);
+        if (!kv->snap_from || !kv->snap_top)
+            return llmfs_errorf(err, ENOMEM, "KV cache: out of memory");
+    }
+    for (int s = 0; s < kv->n_seq; s++)
+        kv->snap_from[s] = -1, kv->snap_top[s] = 0;
+    for (int il = 0; il < kv->n_layer; il++) {
+        struct kv_state_layer *S = &kv->state[il];
+        if (!S->be)
+            continue;
+        /* recorded decode steps point at the old buffers */
+        if (S->be->ops->graph_reset)
+            S->be->ops->graph_reset(S->be);
+        if (S->conv_snap)
+            S->be->ops->free(S->be, S->conv_snap);
+        if (S->ssm_snap)
+            S->be->ops->free(S->be, S->ssm_snap);
+        S->conv_snap = S->ssm_snap = NULL;
+        S->snap_from_be = NULL;
+    }
+    for (int i = 0; i < kv->n_snap_dev; i++)
+        kv->snap_dev[i].be->ops->free(kv->snap_dev[i].be, kv->snap_dev[i].p);
+    kv->n_snap_dev = 0;
+    kv->n_snap = 0;
+    if (n_snap == 0)
+        return 0;
+    for (int il = 0; il < kv->n_layer; il++) {
+        struct kv_state_layer *S = &kv->state[il];
+        if (!S->be)
+            continue;
+        int d = 0;
+        while (d < kv->n_snap_dev && kv->snap_dev[d].be != S->be)
+            d++;
+        if (d == kv->n_snap_dev) {
+            if (d == (int)(sizeof kv->snap_dev / sizeof kv->snap_dev[0]))
+                return llmfs_errorf(err, ENOTSUP, "KV cache: recurrent layers on too many devices");
+            kv->snap_dev[d].be = S->be;
+            kv->snap_dev[d].p = S->be->ops->alloc(S->be, sizeof(int32_t) * (size_t)kv->n_seq);
+            if (!kv->snap_dev[d].p)
+                return llmfs_errorf(err, ENOMEM, "KV cache: out of memory on %s", S->be->ops->name);
+            kv->n_snap_dev++;
+        }
+        S->snap_from_be = kv->snap_dev[d].p;
+        size_t cb = sizeof(float) * kv->conv_floats * (size_t)kv->n_seq * (size_t)n_snap;
+        size_t sb = sizeof(float) * kv->ssm_floats * (size_t)kv->n_seq * (size_t)n_snap;
+        S->conv_snap = S->be->ops->alloc(S->be, cb);
+        S->ssm_snap = S->be->ops->alloc(S->be, sb);
+        if (!S->conv_snap || !S->ssm_snap)
+            return llmfs_errorf(err, ENOMEM, "KV cache: cannot allocate %zu bytes of state snapshots for layer %d on %s",
+                                cb + sb, il, S->be->ops->name);
+    }
+    kv->n_snap = n_snap;
+    snap_sync(kv);
+    return 0;
+}
+
+bool kv_snap_arm(kv_cache *kv, int seq, int pos)
+{
+    if (!kv->n_snap || seq < 0 || seq >= kv->n_seq)
+        return false;
+    kv->snap_from[seq] = pos;
+    kv->snap_top[seq] = pos;
+    snap_sync(kv);
+    return true;
 }
 
 int kv_checkpoint_count(const kv_cache *kv, int seq)

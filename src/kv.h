@@ -34,6 +34,9 @@ struct kv_state_layer {
     float *conv;       /* [n_seq][d_conv-1][conv_dim] the last inputs of the conv, oldest first */
     float *ssm;        /* [n_seq][n_v][d][d] delta state, S_j stored transposed (row = value dim) */
     backend *be;       /* NULL for an attention layer */
+    /* per-token snapshots (kv_snapshots_alloc): [n_seq][n_snap] states as above, NULL none */
+    float *conv_snap, *ssm_snap;
+    const int32_t *snap_from_be; /* [n_seq] the cache's snap_from in be's memory (a device's ops read it there) */
 };
 
 /* A copy of one sequence's recurrent state (every recurrent layer) in host memory, taken
@@ -70,6 +73,19 @@ struct kv_cache {
     kv_checkpoint *ckpt;              /* [max_ckpt] host copies; n_tokens 0 = free */
     int max_ckpt;
     uint64_t ckpt_clock;
+    /* Per-token snapshots of the recurrent state, for speculative verification: n_snap
+     * states per sequence and recurrent layer (0: none). A sequence armed at position
+     * snap_from[seq] (-1: not armed) has ssm_conv and gated_delta write the state after
+     * each of its tokens at positions snap_from .. snap_from + n_snap - 1 to slot
+     * pos - snap_from; snap_top[seq] is one past the last position written. kv_seq_keep
+     * can then cut the sequence back to any of those positions exactly, and disarms it. */
+    int n_snap;
+    int32_t *snap_from, *snap_top;
+    struct {
+        backend *be;
+        int32_t *p;    /* [n_seq] snap_from, in be's memory */
+    } snap_dev[4];     /* one copy per backend holding recurrent layers */
+    int n_snap_dev;
 };
 
 /* -ENOMEM with the size that failed; -EINVAL for an unsupported type or a row length
@@ -114,6 +130,8 @@ int kv_seq_can_keep(const kv_cache *kv, int seq, int n);
 
 /* Bytes of recurrent state per sequence (0 without recurrent layers). */
 size_t kv_state_bytes(const kv_cache *kv);
+/* Bytes of per-token snapshots of it per sequence (kv_snapshots_alloc; 0 none). */
+size_t kv_snap_bytes(const kv_cache *kv);
 /* Saves sequence seq's recurrent state as it is now (at seq_len[seq] cells) as a
  * checkpoint, replacing one at the same length or the least recently used. 0, or
  * -ENOMEM; nothing to do without recurrent layers. */
@@ -122,5 +140,21 @@ int kv_checkpoint_save(kv_cache *kv, int seq);
 int kv_checkpoint_count(const kv_cache *kv, int seq);
 /* Forgets sequence seq's checkpoints (-1: all). */
 void kv_checkpoint_drop(kv_cache *kv, int seq);
+
+/* Room for n_snap per-token snapshots per sequence on every recurrent layer (replacing
+ * any earlier ones). 0; -ENOTSUP when a recurrent layer's backend cannot write them;
+ * -ENOMEM. Nothing to do without recurrent layers. */
+int kv_snapshots_alloc(kv_cache *kv, int n_snap, llmfs_error *err);
+/* Arms sequence seq: its next tokens at positions pos .. pos + n_snap - 1 keep their
+ * states, so that kv_seq_keep can return to any of them. false without snapshots. */
+bool kv_snap_arm(kv_cache *kv, int seq, int pos);
+/* The snapshot slot of a token of seq at pos, -1 none (what the ops write). */
+static inline int kv_snap_slot(const kv_cache *kv, int seq, int pos)
+{
+    if (!kv->n_snap || kv->snap_from[seq] < 0)
+        return -1;
+    int s = pos - kv->snap_from[seq];
+    return s >= 0 && s < kv->n_snap ? s : -1;
+}
 
 #endif

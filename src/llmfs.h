@@ -219,6 +219,9 @@ typedef struct llmfs_kv_info {
     int n_recurrent_layers;
     int checkpoints;            /* held, all sequences */
     uint64_t draft_bytes;       /* the draft model's cache (speculative decoding), 0 none */
+    uint64_t mtp_bytes;         /* the MTP head's cache (spec_type mtp), 0 none */
+    int snapshots;              /* recurrent states kept per sequence for rolling drafts back, 0 none */
+    uint64_t snapshot_bytes;    /* their bytes, all sequences */
     /* The layers by kind ("full", "swa": a sliding window's ring, "shared": reads an
      * earlier layer's cache, "recurrent": state only) and size: how many, the cells each
      * keeps per sequence, and the K+V bytes of each (all sequences). */

@@ -29,6 +29,22 @@ static const model_family *const families[] = {
     &family_gptoss,
 };
 
+/* The families with MTP heads, and their MTP models' input steps. */
+static const struct {
+    const model_family *family;
+    model_mtp_input_fn input;
+} mtp_families[] = {
+    {&family_qwenhybrid, qwenhybrid_mtp_input},
+};
+
+static model_mtp_input_fn mtp_input_of(const model_family *f)
+{
+    for (size_t i = 0; i < sizeof mtp_families / sizeof mtp_families[0]; i++)
+        if (mtp_families[i].family == f)
+            return mtp_families[i].input;
+    return NULL;
+}
+
 static const model_family *family_of(const char *arch)
 {
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
@@ -511,7 +527,8 @@ static int place_weights(model *m, const model_opts *o, llmfs_error *err)
         pt[i].name = m->tensors[i].name;
         pt[i].bytes = m->tensors[i].nb2 * (uint64_t)m->tensors[i].ne[2];
     }
-    place_opts po = {.n_layer = hp->n_layer, .ngl = o->ngl, .n_cpu_moe = o->n_cpu_moe,
+    /* an MTP model's one layer is its file's block mtp_block: ngl counts it there */
+    place_opts po = {.n_layer = hp->mtp_block >= 0 ? hp->mtp_block + 1 : hp->n_layer, .ngl = o->ngl, .n_cpu_moe = o->n_cpu_moe,
                      .override_tensor = o->override_tensor};
     place_result res;
     rc = place_decide(pt, m->n_tensors, &po, &res, err);
@@ -552,7 +569,8 @@ static int place_weights(model *m, const model_opts *o, llmfs_error *err)
         }
         tensor *attn[] = {L->attn_norm, L->wq, L->wk, L->wv, L->wo, L->bq, L->bk, L->bv, L->q_norm, L->k_norm,
                           L->post_attn_norm, L->ssm_in, L->wqkv, L->wz, L->ssm_ba, L->ssm_beta, L->ssm_alpha,
-                          L->ssm_conv, L->ssm_dt, L->ssm_a, L->ssm_norm, L->ssm_out, L->bo, L->sinks};
+                          L->ssm_conv, L->ssm_dt, L->ssm_a, L->ssm_norm, L->ssm_out, L->bo, L->sinks,
+                          L->eh_proj, L->enorm, L->hnorm};
         tensor **ffn[] = FFN_TENSORS(L);
         /* the routed experts and their biases: where ffn_gate_exps goes */
         tensor *exps[] = {L->gate_exps, L->up_exps, L->down_exps, L->gate_exps_b, L->up_exps_b, L->down_exps_b};
@@ -761,9 +779,16 @@ static model *load_model(const char *path, const model_opts *opts, const model_f
     m->file = f;
     m->scratch = P;
     m->n_ubatch = o->n_ubatch > 0 ? o->n_ubatch : 512;
+    /* 0: asks the family for the MTP block, which it replaces by the block's index (the
+     * trunk's layer count, >= 1); a family without MTP blocks leaves it */
+    m->hp.mtp_block = o->mtp ? 0 : -1;
     int rc;
     if ((rc = load_hparams(m, fam, err)))
         goto fail;
+    if (o->mtp && (m->hp.mtp_block < 1 || !mtp_input_of(m->family))) {
+        rc = llmfs_errorf(err, EINVAL, "model: %s has no MTP (nextn) head", m->hp.arch);
+        goto fail;
+    }
     m->tensors = calloc((size_t)gguf_n_tensors(f) + 1, sizeof *m->tensors);
     m->cpu = backend_cpu_new(o->n_threads, o->n_threads_batch);
     if (!m->tensors || !m->cpu) {
@@ -783,10 +808,12 @@ static model *load_model(const char *path, const model_opts *opts, const model_f
     m->offload_batch = -1;
     if ((rc = model_stream_plan(m, err)))
         goto fail;
-    for (int i = 0; i < gguf_n_tensors(f); i++) {
+    for (int i = 0; i < gguf_n_tensors(f) && m->hp.mtp_block < 0; i++) {
         const gguf_tensor *g = gguf_tensor_at(f, i);
         m->n_params += (uint64_t)(g->ne[0] * g->ne[1] * g->ne[2] * g->ne[3]);
     }
+    for (int i = 0; i < m->n_tensors && m->hp.mtp_block >= 0; i++) /* what it binds of the file */
+        m->n_params += (uint64_t)(m->tensors[i].ne[0] * m->tensors[i].ne[1] * m->tensors[i].ne[2]);
     m->tok = tokenizer_load(f, err);
     if (!m->tok) {
         rc = err ? -err->code : -EINVAL;
@@ -960,7 +987,7 @@ static fwd_bufs *output_head(model *m, const fwd_batch *ub, fwd_bufs *B, int row
         o->download(be, hidden, B->xb, sizeof(float) * (size_t)n * E);
         for (int i = 0, j = 0; i < n && n_out < n; i++)
             if (ub->logits[i]) {
-                if (i != j) /* row i to row j */
+                if (i != j) /* row i to row j < i */
                     model_copy_between(m, be, B->xb + (size_t)i * E, be, B->xb + (size_t)j * E,
                                        sizeof(float) * (size_t)E);
                 j++;
@@ -1075,6 +1102,7 @@ static int32_t logits_argmax(const float *x, int n)
 /* What a batch may add to its token ids (model_forward_embd). */
 typedef struct fwd_input {
     const float *embd;      /* [n][n_embd] rows for the tokens -1, or NULL */
+    const float *hidden;    /* an MTP model's [n][n_embd] hidden input rows, else NULL */
     const int32_t *orig;    /* the micro-batch's tokens as given (ub->token then has 0 in
                              * place of each -1, so that the lookup reads a real row
                              * before the input row replaces it) */
@@ -1127,6 +1155,13 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, const fwd
         if (in->orig[i] < 0)
             B->be->ops->upload(B->be, B->x + (size_t)i * hp->n_embd, in->embd + (size_t)i * hp->n_embd,
                                sizeof(float) * (size_t)hp->n_embd);
+    if (in->hidden) {
+        /* an MTP model's input step, where its layer computes: x [n][E] from the token
+         * embeddings and the hidden rows (xb [n][E], free until the layer) */
+        B = model_move_to(m, B, m->layers[0].be, n);
+        B->be->ops->upload(B->be, B->xb, in->hidden, sizeof(float) * (size_t)n * hp->n_embd);
+        mtp_input_of(m->family)(m, B, n);
+    }
     if (hp->n_embd_per_layer) /* per-layer inputs [n][n_layer][P], for layers on any backend */
         for (int i = 0; i < P->n_bufs; i++)
             if (&P->bufs[i] != B)
@@ -1135,7 +1170,7 @@ static int forward_ubatch(model *m, kv_cache *kv, const fwd_batch *ub, const fwd
 
     backend *gpu = m->gpu;
     bool delivered = false;
-    if (P->all_on_gpu && gpu->ops->graph_begin && n <= 16 && !hidden) {
+    if (P->all_on_gpu && gpu->ops->graph_begin && n <= 16 && !hidden && !in->hidden) {
         /* everything after the lookup runs on the GPU: a decode step can be a recorded
          * graph, replayed when the same shape comes again */
         B = model_move_to(m, B, gpu, n);
@@ -1224,16 +1259,22 @@ static int check_batch(model *m, kv_cache *kv, const fwd_batch *b, const float *
 }
 
 static int forward_batches(model *m, kv_cache *kv, const fwd_batch *b, const int32_t *tok0, const float *embd,
-                           bool non_causal, float *logits_out, int32_t *ids_out, float *hidden_out,
-                           bool flash_attn, llmfs_error *err);
+                           const float *h_in, bool non_causal, float *logits_out, int32_t *ids_out,
+                           float *hidden_out, bool flash_attn, llmfs_error *err);
 
-static int forward(model *m, kv_cache *kv, const fwd_batch *b, const float *embd, bool non_causal,
-                   float *logits_out, int32_t *ids_out, float *hidden_out, bool flash_attn, llmfs_error *err)
+static int forward(model *m, kv_cache *kv, const fwd_batch *b, const float *embd, const float *h_in,
+                   bool non_causal, float *logits_out, int32_t *ids_out, float *hidden_out, bool flash_attn,
+                   llmfs_error *err)
 {
     if (b->n < 0 || !b->token || !b->pos || !b->seq)
         return llmfs_errorf(err, EINVAL, "forward: malformed batch");
     if (!m->family->attention)
         return llmfs_errorf(err, EINVAL, "forward: %s is a draft model, run only beside its target", m->hp.arch);
+    if ((m->hp.mtp_block >= 0) != (h_in != NULL))
+        return llmfs_errorf(err, EINVAL, m->hp.mtp_block >= 0 ? "forward: an MTP model needs hidden input rows"
+                                                               : "forward: hidden input rows need an MTP model");
+    if (h_in && embd)
+        return llmfs_errorf(err, EINVAL, "forward: an MTP model takes no input embeddings");
     if (b->n == 0)
         return 0;
     int rc = check_batch(m, kv, b, embd, err);
@@ -1254,14 +1295,14 @@ static int forward(model *m, kv_cache *kv, const fwd_batch *b, const float *embd
         for (int i = 0; i < b->n; i++)
             tok0[i] = b->token[i] < 0 ? 0 : b->token[i];
     }
-    rc = forward_batches(m, kv, b, tok0, embd, non_causal, logits_out, ids_out, hidden_out, flash_attn, err);
+    rc = forward_batches(m, kv, b, tok0, embd, h_in, non_causal, logits_out, ids_out, hidden_out, flash_attn, err);
     free(tok0);
     return rc;
 }
 
 static int forward_batches(model *m, kv_cache *kv, const fwd_batch *b, const int32_t *tok0, const float *embd,
-                           bool non_causal, float *logits_out, int32_t *ids_out, float *hidden_out,
-                           bool flash_attn, llmfs_error *err)
+                           const float *h_in, bool non_causal, float *logits_out, int32_t *ids_out,
+                           float *hidden_out, bool flash_attn, llmfs_error *err)
 {
     model_priv *P = m->scratch;
     int rc;
@@ -1282,7 +1323,8 @@ static int forward_batches(model *m, kv_cache *kv, const fwd_batch *b, const int
     for (int i0 = 0; i0 < b->n; i0 += n_ub) {
         int n = b->n - i0 < n_ub ? b->n - i0 : n_ub;
         fwd_batch ub = {n, (tok0 ? tok0 : b->token) + i0, b->pos + i0, b->seq + i0, NULL};
-        fwd_input in = {embd ? embd + (size_t)i0 * m->hp.n_embd : NULL, b->token + i0, non_causal};
+        fwd_input in = {embd ? embd + (size_t)i0 * m->hp.n_embd : NULL, h_in ? h_in + (size_t)i0 * m->hp.n_embd : NULL,
+                        b->token + i0, non_causal};
         if (b->logits) {
             ub.logits = b->logits + i0;
         } else {
@@ -1330,7 +1372,15 @@ static int forward_batches(model *m, kv_cache *kv, const fwd_batch *b, const int
 int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, bool flash_attn,
                   llmfs_error *err)
 {
-    return forward(m, kv, b, NULL, false, logits_out, NULL, NULL, flash_attn, err);
+    return forward(m, kv, b, NULL, NULL, false, logits_out, NULL, NULL, flash_attn, err);
+}
+
+int model_forward_mtp(model *m, kv_cache *kv, const fwd_batch *b, const float *hidden_in, float *logits_out,
+                      float *hidden_out, bool flash_attn, llmfs_error *err)
+{
+    if (m->hp.mtp_block < 0 || !hidden_in)
+        return llmfs_errorf(err, EINVAL, "forward: not an MTP model, or no hidden input rows");
+    return forward(m, kv, b, NULL, hidden_in, false, logits_out, NULL, hidden_out, flash_attn, err);
 }
 
 int model_forward_hidden(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, float *hidden_out,
@@ -1338,7 +1388,7 @@ int model_forward_hidden(model *m, kv_cache *kv, const fwd_batch *b, float *logi
 {
     if (!hidden_out)
         return llmfs_errorf(err, EINVAL, "forward: no buffer for the hidden states");
-    return forward(m, kv, b, NULL, false, logits_out, NULL, hidden_out, flash_attn, err);
+    return forward(m, kv, b, NULL, NULL, false, logits_out, NULL, hidden_out, flash_attn, err);
 }
 
 int model_forward_ids(model *m, kv_cache *kv, const fwd_batch *b, int32_t *ids_out, bool flash_attn,
@@ -1346,13 +1396,13 @@ int model_forward_ids(model *m, kv_cache *kv, const fwd_batch *b, int32_t *ids_o
 {
     if (!ids_out)
         return llmfs_errorf(err, EINVAL, "forward: no buffer for the chosen ids");
-    return forward(m, kv, b, NULL, false, NULL, ids_out, NULL, flash_attn, err);
+    return forward(m, kv, b, NULL, NULL, false, NULL, ids_out, NULL, flash_attn, err);
 }
 
 int model_forward_embd(model *m, kv_cache *kv, const fwd_batch *b, const float *embd, bool non_causal,
                        float *logits_out, bool flash_attn, llmfs_error *err)
 {
-    return forward(m, kv, b, embd, non_causal, logits_out, NULL, NULL, flash_attn, err);
+    return forward(m, kv, b, embd, NULL, non_causal, logits_out, NULL, NULL, flash_attn, err);
 }
 
 const char *model_non_causal_missing(const model *m)

@@ -33,6 +33,9 @@ typedef struct model_hparams {
     int n_recurrent;         /* layers with model_layer.recurrent set */
     int ssm_d_conv, ssm_d_state, ssm_n_k, ssm_n_v, ssm_conv_dim;
     int n_layer_mtp;         /* nextn blocks after the trunk (bound, not run) */
+    /* An MTP model (model_opts.mtp): the file's block (blk.<mtp_block>) that runs as its
+     * one layer; -1 for a trunk model. */
+    int mtp_block;
     int n_ff_shexp;          /* shared expert's ff size, 0 none */
     int n_extra;             /* floats per token of family scratch (fwd_bufs.extra) */
     /* n_head_kv, head_dim and n_ff above are the largest over the layers (scratch sizes);
@@ -87,6 +90,8 @@ typedef struct model_layer {
     tensor *gate_inp_b;                 /* router bias [n_expert] (gpt-oss), else NULL */
     tensor *gate_exps_b, *up_exps_b, *down_exps_b; /* [n_expert][n_ff_exp] x2, [n_expert][n_embd], else NULL */
     backend *be;                        /* where this layer computes */
+    /* an MTP model's input step (nextn): [n_embd][2*n_embd], [n_embd], [n_embd] */
+    tensor *eh_proj, *enorm, *hnorm;
 } model_layer;
 
 /* Whether layer il attends over a sliding window of hp->n_swa cells. */
@@ -102,6 +107,10 @@ typedef struct model_opts {
     int ngl;                            /* layers on the GPU (0: CPU only) */
     const char *override_tensor;        /* "REGEX=DEVICE,..." or NULL */
     int n_cpu_moe;                      /* first N layers keep their experts on the CPU */
+    /* Load only the file's MTP (nextn) block, as a one-layer model whose input rows pair
+     * a token with the target's final hidden state (model_forward_mtp). Its output norm
+     * is the block's shared_head_norm, its output head the file's output. */
+    bool mtp;
 } model_opts;
 
 /* Feed-forward weights in host memory streamed to the GPU for large micro-batches: a
@@ -184,6 +193,15 @@ int model_forward(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out,
  * batch order (MTP drafters read it). */
 int model_forward_hidden(model *m, kv_cache *kv, const fwd_batch *b, float *logits_out, float *hidden_out,
                          bool flash_attn, llmfs_error *err);
+
+/* An MTP model's forward pass: input row i is token b->token[i] with the target's final
+ * hidden state hidden_in [b->n][n_embd] (host memory) of the position before it (zeros
+ * at position 0); logits as model_forward, and hidden_out (NULL: none) every row's
+ * final hidden state, after the block's output norm, which a chained draft takes as its
+ * next hidden input. -EINVAL on a model that is not an MTP model (and model_forward
+ * refuses an MTP model). */
+int model_forward_mtp(model *m, kv_cache *kv, const fwd_batch *b, const float *hidden_in, float *logits_out,
+                      float *hidden_out, bool flash_attn, llmfs_error *err);
 
 /* As model_forward, but writes the greedy choice (the largest logit's id, the lowest on
  * ties) of each position that asks for logits to ids_out [n_out] instead of its logits.

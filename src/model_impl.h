@@ -91,6 +91,13 @@ typedef struct model_family {
     void (*embed)(model *m, fwd_bufs *B, int n);
 } model_family;
 
+/* The families with MTP (nextn) blocks also have an MTP model's input step (model.c's
+ * table of them): on B's backend (layer 0's), B->x [n][E] the token embeddings, B->xb
+ * [n][E] the target's hidden rows; leaves the block's input in B->x. A family without
+ * one refuses model_opts.mtp. */
+typedef void (*model_mtp_input_fn)(model *m, fwd_bufs *B, int n);
+void qwenhybrid_mtp_input(model *m, fwd_bufs *B, int n);
+
 extern const model_family family_llama;
 extern const model_family family_qwenhybrid;
 extern const model_family family_gemma;

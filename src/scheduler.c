@@ -32,6 +32,7 @@ typedef struct plan_entry {
      * the end of generation is taken but not kept) */
     int spec_max, n_draft, n_accepted, n_kept;
     int draft_off;      /* the drafts: sc->drafts + draft_off */
+    int b_off;          /* where its tokens start in the batch (its hidden rows with MTP) */
     const char *reason; /* set when the turn ends this step */
     char why[256];
     turn_streams ended; /* the ended turn's streams (session_end_turn_locked) */
@@ -53,6 +54,8 @@ typedef struct sched {
     spec_draft_req *reqs; /* sequences the draft model drafts for */
     int cap_reqs;
     float *probs;      /* [n_vocab] a row's distribution (speculative sampling) */
+    float *hidden;     /* [n][n_embd] the batch's final hidden states, for the MTP head */
+    int cap_hidden;
     double t_draft;    /* seconds spent drafting this step */
 } sched;
 
@@ -139,6 +142,8 @@ static void assign_slots(llmfs_model *m)
         if (keep > s->n_toks - 1)
             keep = s->n_toks - 1; /* the last token is evaluated again for its logits */
         keep = kv_seq_keep(m->kv, best, keep); /* less where a recurrent state cannot be cut back */
+        if (m->mtp)
+            mtp_keep(m->mtp, best, keep);
         sl->n = keep;
         sl->last_used = engine_now();
         s->n_cached = keep;
@@ -161,10 +166,13 @@ static plan_entry *add_entry(sched *sc, llmfs_session *s)
 
 /* How many drafts a generating session may have verified this step (m->mu held): the
  * model's n_max, less where the context or n_predict ends sooner (the last draft sits at
- * position n_toks - 1 + k and every accepted one is a generated token). */
-static int spec_room(llmfs_model *m, const llmfs_session *s)
+ * position n_toks - 1 + k and every accepted one is a generated token). An MTP head
+ * drafts from the target's hidden state of the token before, so not with the prompt's
+ * last chunk (prefill): its first drafts follow the first generated token, as in
+ * llama.cpp's server. */
+static int spec_room(llmfs_model *m, const llmfs_session *s, bool prefill)
 {
-    if (!m->spec_mask || !s->settings.spec || !m->kv)
+    if (!m->spec_mask || !s->settings.spec || !m->kv || (prefill && (m->spec_mask & SPEC_MTP)))
         return 0;
     int k = m->settings.spec_draft_n_max;
     if (k > m->kv->n_ctx - s->n_toks)
@@ -200,7 +208,7 @@ static int plan(sched *sc)
         e->start = m->slots[s->slot].n;
         e->count = s->n_toks - e->start;
         e->logits = true;
-        e->spec_max = spec_room(m, s);
+        e->spec_max = spec_room(m, s, false);
         total += e->count + e->spec_max;
     }
     budget -= total;
@@ -240,7 +248,7 @@ static int plan(sched *sc)
         e->was_prefill = true;
         /* the prompt's last chunk verifies drafts too: the first token is speculated */
         if (e->logits) {
-            e->spec_max = spec_room(m, s);
+            e->spec_max = spec_room(m, s, true);
             total += e->spec_max;
         }
         budget -= take;
@@ -366,6 +374,15 @@ static void draft_step(sched *sc)
             continue;
         llmfs_session *s = e->s;
         int32_t *out = sc->drafts + e->draft_off;
+        if ((m->spec_mask & SPEC_MTP) && m->mtp) {
+            /* the chain from the last token, at its position (the MTP cache holds the
+             * ones before it); a failure only costs this step's drafts */
+            llmfs_error err = {0};
+            int k = mtp_draft(m->mtp, s->slot, s->toks[s->n_toks - 1], s->n_toks - 1, e->spec_max, out, NULL,
+                              ms->flash_attn, &err);
+            e->n_draft = k > 0 ? k : 0;
+            continue;
+        }
         if (m->spec_mask & SPEC_NGRAM)
             e->n_draft = spec_ngram_draft(s->toks, s->n_toks, ms->spec_ngram_n, ms->spec_ngram_min_hits,
                                           e->spec_max, out);
@@ -386,6 +403,26 @@ static void draft_step(sched *sc)
         if (sc->e[i].n_draft < ms->spec_draft_n_min)
             sc->e[i].n_draft = 0;
     sc->t_draft = engine_now() - t0;
+}
+
+/* After the target's forward pass: the MTP head gets every text entry's tokens (drafts
+ * included) with their hidden rows, so its cache follows the target's. A failure only
+ * costs that sequence's drafts. Counts as drafting time. */
+static void mtp_step(sched *sc, int n)
+{
+    llmfs_model *m = sc->m;
+    const int E = m->mdl->hp.n_embd;
+    double t0 = engine_now();
+    for (int i = 0; i < sc->n_e; i++) {
+        plan_entry *e = &sc->e[i];
+        if (e->reason || e->image || e->b_off + e->count + e->n_draft > n)
+            continue;
+        llmfs_error err = {0};
+        if (mtp_process(m->mtp, e->s->slot, sc->tok + e->b_off, e->start, e->count + e->n_draft,
+                        sc->hidden + (size_t)e->b_off * E, m->settings.flash_attn, &err) < 0)
+            mtp_keep(m->mtp, e->s->slot, 0);
+    }
+    sc->t_draft += engine_now() - t0;
 }
 
 /* Appends a sampled token to the session (its text to the reply); sets e->reason when
@@ -476,6 +513,7 @@ static int run_step(sched *sc, int total, double *t_fwd)
             plan_entry *e = &sc->e[i];
             if (e->reason || e->image)
                 continue;
+            e->b_off = n;
             for (int j = 0; j < e->count; j++, n++) {
                 sc->tok[n] = e->s->toks[e->start + j];
                 sc->pos[n] = e->start + j;
@@ -493,9 +531,12 @@ static int run_step(sched *sc, int total, double *t_fwd)
                 e->row = rows, rows += 1 + e->n_draft;
             if (e->n_draft > 0) {
                 sampled_drafts |= !sampler_is_argmax(e->s->smp);
-                /* a recurrent state cannot be cut back: keep it as it is before the
-                 * drafts, for when some are rejected (commit) */
-                if (m->kv->n_recurrent)
+                /* a recurrent state cannot be cut back: the state after each token of
+                 * the batch is kept (snapshots, kv.h) so commit returns to the last kept
+                 * one; without room for them, the state as it is before the drafts
+                 * (a checkpoint), from which the kept tokens are decoded again */
+                if (m->kv->n_recurrent && !(m->kv->n_snap >= e->count + e->n_draft &&
+                                            kv_snap_arm(m->kv, e->s->slot, e->start)))
                     kv_checkpoint_save(m->kv, e->s->slot);
             }
         }
@@ -514,9 +555,13 @@ static int run_step(sched *sc, int total, double *t_fwd)
             if (!sc->probs)
                 rc = llmfs_errorf(&err, ENOMEM, "out of memory for a distribution");
         }
+        /* the MTP head reads every row's final hidden state */
+        const bool mtp = m->mtp && n > 0;
+        if (!rc && mtp && grow((void **)&sc->hidden, &sc->cap_hidden, n * m->mdl->hp.n_embd, sizeof *sc->hidden) < 0)
+            rc = llmfs_errorf(&err, ENOMEM, "out of memory for hidden states");
         /* greedy rows only: the choice is made where the logits are (on a GPU only the
          * ids cross to the host) */
-        ids_only = rows > 0;
+        ids_only = rows > 0 && !mtp;
         for (int i = 0; i < sc->n_e && ids_only; i++)
             if (!sc->e[i].reason && sc->e[i].logits && !sampler_is_argmax(sc->e[i].s->smp))
                 ids_only = false;
@@ -525,10 +570,14 @@ static int run_step(sched *sc, int total, double *t_fwd)
             double t0 = engine_now();
             if (ids_only)
                 rc = model_forward_ids(m->mdl, m->kv, &b, sc->ids, m->settings.flash_attn, &err);
+            else if (mtp)
+                rc = model_forward_hidden(m->mdl, m->kv, &b, sc->logits, sc->hidden, m->settings.flash_attn, &err);
             else
                 rc = model_forward(m->mdl, m->kv, &b, sc->logits, m->settings.flash_attn, &err);
             *t_fwd += engine_now() - t0;
         }
+        if (!rc && mtp)
+            mtp_step(sc, n);
     }
     double now = engine_now();
     int n_ctx = m->kv ? m->kv->n_ctx : 0;
@@ -557,6 +606,9 @@ static int run_step(sched *sc, int total, double *t_fwd)
                     e->n_accepted++;
                     e->n_kept += kept;
                 }
+                /* the MTP head forgets the rejected drafts and reads the last kept row next */
+                if (m->mtp && e->n_draft > 0)
+                    mtp_accept(m->mtp, s->slot, e->start + e->count - 1, e->n_accepted);
             }
         }
         if (e->reason) {
@@ -588,11 +640,14 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
             kv_slot *sl = &m->slots[s->slot];
             if (failed) {
                 kv_seq_keep(m->kv, s->slot, 0);
+                if (m->mtp)
+                    mtp_keep(m->mtp, s->slot, 0);
                 sl->n = 0;
             } else if (grow((void **)&sl->tokens, &sl->cap, e->start + e->count + e->n_kept, sizeof *sl->tokens) == 0) {
                 /* the cache holds the evaluated tokens and the drafts that were kept;
-                 * rejected drafts' cells go (a recurrent state returns to the checkpoint
-                 * taken before them, which may be fewer cells) */
+                 * rejected drafts' cells go (a recurrent state returns to its snapshot
+                 * after the last kept token, or to the checkpoint taken before the
+                 * drafts, which may be fewer cells) */
                 int end = e->start + e->count + e->n_kept;
                 if (e->n_draft > e->n_kept)
                     end = kv_seq_keep(m->kv, s->slot, end);
@@ -651,7 +706,8 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
     }
     m->gen_seconds += sc->t_draft;
     /* scratch grows with the batches (the draft model's too) */
-    m->vram_now = model_vram_bytes(m->mdl) + model_vram_bytes_or0(spec_drafter_model(m->drafter));
+    m->vram_now = model_vram_bytes(m->mdl) + model_vram_bytes_or0(spec_drafter_model(m->drafter)) +
+                  model_vram_bytes_or0(mtp_model(m->mtp));
     m->stream = m->mdl->stream;
 }
 
@@ -739,5 +795,6 @@ void *scheduler_main(void *arg)
     free(sc.drafts);
     free(sc.reqs);
     free(sc.probs);
+    free(sc.hidden);
     return NULL;
 }

@@ -105,10 +105,10 @@ enum setting_applies { A_NOW, A_KV, A_SCRATCH, A_LOAD };
     X(mlock, BOOL, S_M, A_LOAD, 0, 0, "", "off", "lock the model's pages in RAM")                     \
     X(idle_unload, INT, S_M, A_NOW, 0, 100000000, "", "0", "unload the model after this many idle seconds; 0 never") \
     X(session_idle, INT, S_M, A_NOW, 0, 100000000, "", "0", "close clone sessions idle this many seconds; 0 never") \
-    X(spec_type, ENUM, S_M, A_LOAD, 0, 0, "none|ngram|draft|draft+ngram", "none",                  \
-      "speculative decoding: drafts from n-gram lookup, a draft model, or both (n-gram first)") \
+    X(spec_type, ENUM, S_M, A_LOAD, 0, 0, "none|ngram|draft|draft+ngram|mtp", "none",              \
+      "speculative decoding: drafts from n-gram lookup, a draft model, both (n-gram first), or the model's MTP head") \
     X(spec_draft_model, STRING, S_M, A_LOAD, 0, 0, "", "",                                           \
-      "GGUF of the draft model (same vocabulary as the target; model_dirs apply)")            \
+      "GGUF of the draft model (same vocabulary as the target; model_dirs apply); with spec_type mtp an MTP file (mtp-*.gguf) of the target, empty: the head in the target's file") \
     X(spec_draft_n_max, INT, S_M, A_NOW, 0, 64, "", "3", "most tokens drafted per step")           \
     X(spec_draft_n_min, INT, S_M, A_NOW, 0, 64, "", "0", "fewer drafts than this are not verified (the step decodes one token)") \
     X(spec_draft_p_min, FLOAT, S_M, A_NOW, 0, 1, "", "0",                                            \
@@ -150,7 +150,7 @@ enum { SETTINGS_N = 0 SETTINGS_LIST(SETTINGS_COUNT_) };
 /* Enum values. */
 enum { MODE_CHAT = 0, MODE_RAW = 1 };
 enum { CACHE_F16 = 0, CACHE_Q8_0 = 1, CACHE_Q4_0 = 2 };
-/* spec_type's values are spec.h's bit masks: none 0, ngram 1, draft 2, draft+ngram 3 */
+/* spec_type's values are spec.h's bit masks: none 0, ngram 1, draft 2, draft+ngram 3, mtp 4 */
 
 typedef struct llmfs_settings {
     SETTINGS_LIST(SETTINGS_FIELD_)

@@ -31,8 +31,8 @@
 #include <stdint.h>
 
 /* spec_type: which drafters a model uses (bit mask; both: n-gram first, the draft model
- * when the n-gram finds nothing). */
-enum { SPEC_NGRAM = 1, SPEC_DRAFT = 2 };
+ * when the n-gram finds nothing). SPEC_MTP: the model's MTP head (mtp.h), alone. */
+enum { SPEC_NGRAM = 1, SPEC_DRAFT = 2, SPEC_MTP = 4 };
 
 /* ---- n-gram drafting ---- */
 

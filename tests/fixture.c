@@ -191,7 +191,8 @@ int fixtures_load(fixture **out)
                 fprintf(stderr, "fixture %s has no meta.txt model and arch\n", name);
                 exit(1);
             }
-            if (!strcmp(kind, "vision")) { /* image cases: tests/test_vision.c runs them */
+            if (!strcmp(kind, "vision") || !strcmp(kind, "mtp")) {
+                /* image cases: tests/test_vision.c runs them; MTP cases: tests/test_mtp.c */
                 elsewhere++;
                 continue;
             }
@@ -220,7 +221,7 @@ int fixtures_load(fixture **out)
     free(models);
     if (pat && *pat)
         regfree(&only);
-    fprintf(stderr, "\n*** fixtures: %d cases run, %d unsupported (tests/unsupported.c), %d vision cases left to test_vision",
+    fprintf(stderr, "\n*** fixtures: %d cases run, %d unsupported (tests/unsupported.c), %d vision and MTP cases left to test_vision and test_mtp",
             n, unsupported, elsewhere);
     if (pat && *pat)
         fprintf(stderr, ", %d left out by LLMFS_FIXTURES=%s", left_out, pat);

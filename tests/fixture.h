@@ -27,7 +27,7 @@ typedef struct fixture {
 /* Every case under <shared>/fixtures that llmfs runs, sorted by model then case, into
  * *cases (malloc'd); returns the count. Cases that tests/unsupported.c names are left
  * out, each said loudly with its reason; vision-* cases too (tests/test_vision.c runs
- * them: they need an image and a projector). Exits with a message if a case is incomplete.
+ * them: they need an image and a projector), and mtp-* cases (tests/test_mtp.c). Exits with a message if a case is incomplete.
  * $LLMFS_FIXTURES, an extended regular expression, keeps only the cases whose
  * "model/case" name matches (said loudly). */
 int fixtures_load(fixture **cases);

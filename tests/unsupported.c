@@ -11,14 +11,15 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef enum { BY_ARCH, BY_TYPE, BY_KIND, BY_VOCAB } match_by;
+/* BY_ARCH_KIND: "arch/kind", the cases of one kind for one architecture */
+typedef enum { BY_ARCH, BY_TYPE, BY_KIND, BY_ARCH_KIND, BY_VOCAB } match_by;
 
 static const struct {
     match_by by;
     const char *value;  /* meta.txt arch / the model file's weight type / case kind / vector file */
     const char *why;
 } unsupported[] = {
-    {BY_KIND, "mtp", "MTP drafting cases (issue 20)"},
+    {BY_ARCH_KIND, "gemma4/mtp", "Gemma 4's assistant drafter (gemma4-assistant GGUF, issue 20)"},
 };
 
 static const char *lookup(match_by by, const char *value)
@@ -36,6 +37,11 @@ const char *fixture_unsupported(const char *arch, const char *wtype, const char 
         why = lookup(BY_TYPE, wtype);
     if (!why)
         why = lookup(BY_KIND, kind);
+    if (!why) {
+        char ak[64];
+        snprintf(ak, sizeof ak, "%s/%s", arch, kind);
+        why = lookup(BY_ARCH_KIND, ak);
+    }
     return why;
 }
 

@@ -39,7 +39,9 @@ static void usage(void)
            "         reply of -n tokens through the engine, speculation off then on, -r times;\n"
            "         prints both speeds and the acceptance\n"
            "  -nd N  most tokens drafted per step (spec_draft_n_max, default 3)\n"
-           "  --spec TYPE  ngram, draft or draft+ngram (default draft with -md; ngram needs no -md)\n"
+           "  --spec TYPE  ngram, draft, draft+ngram or mtp (default draft with -md; ngram needs no -md;\n"
+           "         mtp drafts with the model's MTP head, or that of the MTP file -md names)\n"
+           "  --spec-prompt FILE  the reply's prompt (default: a fixed paragraph)\n"
            "  --mmproj FILE  measure a vision projector: milliseconds to encode one image of its\n"
            "         largest size (preprocessing, tower, projection), on the CPU\n"
            "  --mmproj-shape NAME  the same for a projector of a released model's shape with\n"
@@ -253,13 +255,14 @@ int cmd_bench(int argc, char **argv)
     int ngl = llmfs_gpus(&gpu0, 1) > 0 ? 999 : 0;
     bool fa = false, no_mmap = false;
     uint64_t seed = 42;
-    const char *draft = NULL, *spec_type = NULL;
+    const char *draft = NULL, *spec_type = NULL, *spec_prompt = NULL;
     int n_draft = 3;
     const char *mmproj = NULL, *mmproj_shape = NULL;
     const cmd_opt opts[] = {
         {"-md|--model-draft", OPT_STR, &draft, 0, 0},
         {"-nd|--draft-max", OPT_INT, &n_draft, 1, 64},
-        {"--spec", OPT_STR, &spec_type, 0, 0},
+        {"--spec|--spec-type", OPT_STR, &spec_type, 0, 0},
+        {"--spec-prompt", OPT_STR, &spec_prompt, 0, 0},
         {"-m|--model", OPT_STR, &path, 0, 0},
         {"-p|--n-prompt", OPT_INT, &n_prompt, 0, 1 << 20},
         {"-n|--n-gen", OPT_INT, &n_gen, 0, 1 << 20},
@@ -320,13 +323,14 @@ int cmd_bench(int argc, char **argv)
     if (draft || spec_type) {
         if (!spec_type)
             spec_type = "draft";
-        if (strcmp(spec_type, "ngram") && strcmp(spec_type, "draft") && strcmp(spec_type, "draft+ngram"))
-            return cmd_usage_error(C, "--spec wants ngram, draft or draft+ngram, not '%s'", spec_type);
-        if (strcmp(spec_type, "ngram") && !draft)
+        if (strcmp(spec_type, "ngram") && strcmp(spec_type, "draft") && strcmp(spec_type, "draft+ngram") &&
+            strcmp(spec_type, "mtp"))
+            return cmd_usage_error(C, "--spec wants ngram, draft, draft+ngram or mtp, not '%s'", spec_type);
+        if (strcmp(spec_type, "ngram") && strcmp(spec_type, "mtp") && !draft)
             return cmd_usage_error(C, "--spec %s needs -md DRAFT", spec_type);
         if (n_gen < 2)
             return cmd_usage_error(C, "speculation is measured on generation: -n must be 2 or more");
-        return bench_spec(path, draft, spec_type, n_draft, n_gen, reps, threads, ngl, ctk, ctv, fa);
+        return bench_spec(path, draft, spec_type, spec_prompt, n_draft, n_gen, reps, threads, ngl, ctk, ctv, fa);
     }
 
     bench_ctx b = {.fa = fa, .rng = seed * 0x9e3779b97f4a7c15ull + 1};

@@ -1,5 +1,5 @@
-/* cmd_bench_spec.c — `llmfs bench -md DRAFT` / `--spec ngram`: generation speed with and
- * without speculative decoding.
+/* cmd_bench_spec.c — `llmfs bench -md DRAFT` / `--spec ngram` / `--spec mtp`: generation
+ * speed with and without speculative decoding.
  *
  * Unlike the pp/tg tests (random tokens straight through the forward pass), drafts are
  * only worth measuring on real generation: the model is loaded through the engine, as
@@ -30,10 +30,11 @@ typedef struct spec_sample {
 } spec_sample;
 
 /* Writes the prompt, waits for the reply to end, returns its stats; -1 on failure. */
-static int generate(llmfs_session *s, llmfs_session_stats *st, char *why, size_t cap)
+static int generate(llmfs_session *s, const char *prompt, size_t len, llmfs_session_stats *st, char *why,
+                    size_t cap)
 {
     llmfs_error err = {0};
-    if (llmfs_session_prompt(s, bench_prompt, sizeof bench_prompt - 1, &err) < 0) {
+    if (llmfs_session_prompt(s, prompt, len, &err) < 0) {
         snprintf(why, cap, "%s", err.msg);
         return -1;
     }
@@ -71,7 +72,8 @@ static void mean_sd(const spec_sample *x, int n, double *mean, double *sd)
     *sd = n > 1 ? sqrt(ss / (n - 1)) : 0;
 }
 
-int bench_spec(const char *path, const char *draft, const char *spec_type, int n_max, int n_gen, int reps,
+int bench_spec(const char *path, const char *draft, const char *spec_type, const char *prompt_file, int n_max,
+               int n_gen, int reps,
                int threads, int ngl, const char *ctk, const char *ctv, bool fa)
 {
     const char *C = "bench";
@@ -94,10 +96,29 @@ int bench_spec(const char *path, const char *draft, const char *spec_type, int n
     for (int i = 0; i < n; i++)
         argv_set[i] = set[i];
 
+    /* the prompt: a file's text (an MTP head fitted to some prompts drafts well on those
+     * only), else the fixed paragraph */
+    char *text = NULL;
+    size_t len = sizeof bench_prompt - 1;
+    if (prompt_file) {
+        FILE *f = fopen(prompt_file, "rb");
+        if (!f)
+            return cmd_fail(C, "%s: %s", prompt_file, strerror(errno));
+        text = malloc(1 << 20);
+        len = text ? fread(text, 1, 1 << 20, f) : 0;
+        fclose(f);
+        if (!text || len == 0) {
+            free(text);
+            return cmd_fail(C, "%s: empty or unreadable", prompt_file);
+        }
+    }
+    const char *prompt = text ? text : bench_prompt;
     llmfs_error err = {0};
     llmfs *lf = llmfs_new(&err);
-    if (!lf)
+    if (!lf) {
+        free(text);
         return cmd_fail(C, "%s", err.msg);
+    }
     int rc = CMD_FAIL;
     spec_sample *on = calloc((size_t)reps, sizeof *on), *off = calloc((size_t)reps, sizeof *off);
     llmfs_model *m = NULL;
@@ -120,7 +141,7 @@ int bench_spec(const char *path, const char *draft, const char *spec_type, int n
     s = llmfs_session_default(m);
     llmfs_session_stats st;
     /* one warm-up reply (page cache, scratch buffers) */
-    if (generate(s, &st, why, sizeof why) < 0) {
+    if (generate(s, prompt, len, &st, why, sizeof why) < 0) {
         cmd_fail(C, "%s", why);
         goto done;
     }
@@ -130,7 +151,7 @@ int bench_spec(const char *path, const char *draft, const char *spec_type, int n
                 cmd_fail(C, "%s", err.msg);
                 goto done;
             }
-            if (generate(s, &st, why, sizeof why) < 0) {
+            if (generate(s, prompt, len, &st, why, sizeof why) < 0) {
                 cmd_fail(C, "%s", why);
                 goto done;
             }
@@ -147,7 +168,7 @@ int bench_spec(const char *path, const char *draft, const char *spec_type, int n
     for (int r = 0; r < reps; r++)
         drafted += on[r].drafted, accepted += on[r].accepted, steps += on[r].steps;
     const char *dname = draft ? strrchr(draft, '/') : NULL;
-    dname = dname ? dname + 1 : draft ? draft : "-";
+    dname = dname ? dname + 1 : draft ? draft : strcmp(spec_type, "mtp") ? "-" : "(its MTP head)";
     printf("| %-24s | %-24s | %-11s | %5s | %10s | %20s | %10s | %17s |\n", "model", "draft", "spec", "n_max",
            "test", "t/s", "acceptance", "accepted per step");
     printf("| ------------------------ | ------------------------ | ----------- | ----: | ---------: | "
@@ -175,6 +196,7 @@ done:
         llmfs_model_put(m);
     free(on);
     free(off);
+    free(text);
     llmfs_free(lf);
     return rc;
 }

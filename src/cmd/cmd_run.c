@@ -25,6 +25,7 @@ static void usage(void)
            "  the prompt is read from stdin. --chat sends it as a user turn through the model's\n"
            "  chat template instead of completing it as raw text. --stats prints speeds on stderr.\n"
            "  -md DRAFT drafts with a draft model (speculative decoding; -nd N tokens a step);\n"
+           "  --spec-type mtp drafts with the model's own MTP head (-md then names an MTP file);\n"
            "  with --stats the reply is generated again without it, for the speed to compare.\n"
            "  Every setting can be given as --set KEY=VALUE or --KEY VALUE:\n");
     const llmfs_setting_info *t;
@@ -58,6 +59,7 @@ static const struct {
     {"-sys|--system", "system", NULL},
     {"-md|--model-draft", "spec_draft_model", NULL},
     {"-nd|--draft-max", "spec_draft_n_max", NULL},
+    {"--spec-type", "spec_type", NULL},
     {"--no-mmap", "mmap", "off"},
     {"--mlock", "mlock", "on"},
     {"--chat", "mode", "chat"},

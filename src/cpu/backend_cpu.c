@@ -1488,6 +1488,8 @@ typedef struct conv_ctx {
     float *state;       /* [n_seq][K-1][channels] */
     size_t seq_floats;
     int channels, K;
+    const kv_cache *kv; /* its per-token snapshots (kv_snap_slot) */
+    float *snap;        /* [n_seq][n_snap][K-1][channels], NULL none */
 } conv_ctx;
 
 /* Channels are independent: each thread walks all tokens for its channels, in order, so
@@ -1517,6 +1519,12 @@ static void conv_fn(void *p, int ith, int nth)
                 st[(size_t)(K - 2) * C + ch] = x[ch];
             o[ch] = silu_f(acc);
         }
+        const int sl = k->snap ? kv_snap_slot(k->kv, seq[t], pos[t]) : -1;
+        if (sl >= 0) { /* the state after this token, for a rollback to it */
+            float *dst = k->snap + ((size_t)seq[t] * k->kv->n_snap + (size_t)sl) * k->seq_floats;
+            for (int r = 0; r < K - 1; r++)
+                memcpy(dst + (size_t)r * C + a, st + (size_t)r * C + a, sizeof(float) * (size_t)(b - a));
+        }
     }
 }
 
@@ -1529,7 +1537,8 @@ static void cpu_ssm_conv(backend *be, float *out, const float *x, int64_t x_stri
         fail(c, EINVAL);
         return;
     }
-    conv_ctx k = {c, out, x, w, x_stride, kv->state[il].conv, kv->conv_floats, channels, d_conv};
+    conv_ctx k = {c, out, x, w, x_stride, kv->state[il].conv, kv->conv_floats, channels, d_conv, kv,
+                  kv->n_snap ? kv->state[il].conv_snap : NULL};
     par(c, nth_for(c, (double)c->n * channels * d_conv), conv_fn, &k);
 }
 
@@ -1585,6 +1594,8 @@ typedef struct delta_ctx {
     float *ssm;         /* [n_seq][n_v][d][d] */
     size_t seq_floats;
     const delta_params *p;
+    const kv_cache *kv; /* its per-token snapshots (kv_snap_slot) */
+    float *snap;        /* [n_seq][n_snap][n_v][d][d], NULL none */
 } delta_ctx;
 
 /* Row jv of S_j (S stored transposed: one row per value dim) evolves on its own:
@@ -1613,6 +1624,10 @@ static void delta_fn(void *v, int ith, int nth)
             float eg = expf(k->g[t * nv + j]), bt = k->beta[t * nv + j];
             o[i] = kern()->delta_row(s, kk, q, d, eg, bt, vv) * scale;
         }
+        const int sl = k->snap ? kv_snap_slot(k->kv, seq[t], pos[t]) : -1;
+        if (sl >= 0) /* this thread's rows of the state after this token */
+            memcpy(k->snap + ((size_t)seq[t] * k->kv->n_snap + (size_t)sl) * k->seq_floats + (size_t)a * d,
+                   k->ssm + (size_t)seq[t] * k->seq_floats + (size_t)a * d, sizeof(float) * (size_t)(b - a) * d);
     }
 }
 
@@ -1791,8 +1806,11 @@ static void cpu_gated_delta(backend *be, float *out, const float *qkv, int64_t s
         fail(c, EINVAL);
         return;
     }
-    delta_ctx k = {c, out, qkv, g, beta, stride, kv->state[il].ssm, kv->ssm_floats, p};
-    if (p->chunk > 1 && p->chunk <= 256 && c->n > 1)
+    delta_ctx k = {c, out, qkv, g, beta, stride, kv->state[il].ssm, kv->ssm_floats, p, kv,
+                   kv->n_snap ? kv->state[il].ssm_snap : NULL};
+    /* the chunked form keeps no per-token states: snapshots take the sequential one (the
+     * same math) */
+    if (p->chunk > 1 && p->chunk <= 256 && c->n > 1 && !k.snap)
         par(c, p->n_v < c->nth ? p->n_v : c->nth, delta_chunked_fn, &k);
     else
         par(c, nth_for(c, (double)c->n * p->n_v * p->d * p->d * 4), delta_fn, &k);
@@ -1874,6 +1892,7 @@ static const struct backend_ops cpu_ops = {
     .l2norm = cpu_l2norm,
     .delta_gates = cpu_delta_gates,
     .gated_delta = cpu_gated_delta,
+    .recurrent_snapshots = true,
     .gated_rmsnorm = cpu_gated_rmsnorm,
     .sigmoid_mul = cpu_sigmoid_mul,
     .check = cpu_check,

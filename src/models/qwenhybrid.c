@@ -15,7 +15,13 @@
  * channels, Kc conv taps; X experts, K used, Fe expert ff, Fs shared-expert ff.
  *
  * The MTP (nextn) block that Qwen3.5 files append after the trunk is bound (checked and
- * kept with the model's tensors) but a plain forward pass never runs it.
+ * kept with the model's tensors) but a plain forward pass never runs it. Loaded as an
+ * MTP model (model_opts.mtp) the file is that block alone: one gated attention layer
+ * with the block's FFN, fed u = eh_proj [rmsnorm(e) * enorm ; rmsnorm(h) * hnorm] of
+ * the token's embedding e and the target's final hidden state h of the position before
+ * (mtp_input), its output norm nextn.shared_head_norm. A separate MTP file (mtp-*.gguf:
+ * the full model's keys, only token_embd, output_norm, output and the MTP block's
+ * tensors) loads the same way.
  */
 #include "model_impl.h"
 
@@ -105,6 +111,18 @@ static int read_hparams(model *m, llmfs_error *err)
         return llmfs_errorf(err, EINVAL, "model: %d nextn layers of %d blocks", nextn, hp->n_layer);
     hp->n_layer_mtp = nextn;
     hp->n_layer -= nextn; /* block_count counts the MTP blocks after the trunk */
+    if (hp->mtp_block >= 0) {
+        /* an MTP model: the first MTP block as layer 0 (llama.cpp runs exactly one) */
+        if (!nextn)
+            return llmfs_errorf(err, EINVAL, "model: %s has no MTP (nextn) head (%s.nextn_predict_layers is 0)",
+                                hp->name[0] ? hp->name : hp->arch, hp->arch);
+        hp->mtp_block = hp->n_layer;
+        model_layer L0 = m->layers[hp->mtp_block];
+        L0.il = 0;
+        L0.kv_from = 0;
+        m->layers[0] = L0;
+        hp->n_layer = 1;
+    }
     if ((rc = model_need_u32(m, "ssm.conv_kernel", &hp->ssm_d_conv, err)) ||
         (rc = model_need_u32(m, "ssm.state_size", &hp->ssm_d_state, err)) ||
         (rc = model_need_u32(m, "ssm.group_count", &hp->ssm_n_k, err)) ||
@@ -142,7 +160,7 @@ static int read_hparams(model *m, llmfs_error *err)
     if (interval < 1)
         return llmfs_errorf(err, EINVAL, "model: full_attention_interval %d", interval);
     hp->n_recurrent = 0;
-    for (int il = 0; il < hp->n_layer; il++) {
+    for (int il = 0; il < hp->n_layer && hp->mtp_block < 0; il++) {
         int r = layer_recurrent(m, il, interval);
         if (r < 0)
             return llmfs_errorf(err, EINVAL, "model: %s.attention.recurrent_layers has no entry for layer %d",
@@ -156,6 +174,8 @@ static int read_hparams(model *m, llmfs_error *err)
     size_t wf = 2 * (size_t)hp->n_ff_shexp + hp->n_embd + 1;    /* hs, hs2, sh, gate logit */
     w = w > wa ? w : wa;
     w = w > wf ? w : wf;
+    if (hp->mtp_block >= 0) /* the input step's [e ; h] */
+        w = w > 2 * (size_t)hp->n_embd ? w : 2 * (size_t)hp->n_embd;
     hp->n_extra = (int)w;
     return 0;
 }
@@ -229,6 +249,34 @@ static int bind_mtp(model *m, llmfs_error *err)
     return 0;
 }
 
+/* An MTP model's layer 0: the MTP block blk.<mtp_block> with its input step; its final
+ * norm and, where the file has them, its own embeddings and output head replace the
+ * trunk's. */
+static int bind_mtp_model(model *m, llmfs_error *err)
+{
+    const int E = m->hp.n_embd, V = m->hp.n_vocab, b = m->hp.mtp_block;
+    model_layer *L = &m->layers[0];
+    tensor *shn, *emb, *head;
+    int rc;
+    L->recurrent = false;
+    if ((rc = model_bind_blk(m, b, "attn_norm.weight", E, 0, 0, false, false, &L->attn_norm, err)) ||
+        (rc = bind_attention(m, b, L, err)) || (rc = bind_ffn(m, b, L, err)) ||
+        (rc = model_bind_blk(m, b, "nextn.eh_proj.weight", 2 * E, E, 0, true, false, &L->eh_proj, err)) ||
+        (rc = model_bind_blk(m, b, "nextn.enorm.weight", E, 0, 0, false, false, &L->enorm, err)) ||
+        (rc = model_bind_blk(m, b, "nextn.hnorm.weight", E, 0, 0, false, false, &L->hnorm, err)) ||
+        (rc = model_bind_blk(m, b, "nextn.shared_head_norm.weight", E, 0, 0, false, true, &shn, err)) ||
+        (rc = model_bind_blk(m, b, "nextn.embed_tokens.weight", E, V, 0, true, true, &emb, err)) ||
+        (rc = model_bind_blk(m, b, "nextn.shared_head_head.weight", E, V, 0, true, true, &head, err)))
+        return rc;
+    if (shn)
+        m->output_norm = shn;
+    if (emb)
+        m->tok_embd = emb;
+    if (head)
+        m->output = head;
+    return 0;
+}
+
 static int bind_layer(model *m, int il, llmfs_error *err)
 {
     const model_hparams *hp = &m->hp;
@@ -236,6 +284,8 @@ static int bind_layer(model *m, int il, llmfs_error *err)
     const int kd = Nk * d, vd = Nv * d, C = hp->ssm_conv_dim;
     model_layer *L = &m->layers[il];
     int interval = 4, rc;
+    if (hp->mtp_block >= 0)
+        return bind_mtp_model(m, err);
     model_opt_u32(m, "full_attention_interval", 4, &interval, NULL);
     L->recurrent = layer_recurrent(m, il, interval) > 0;
     if ((rc = model_bind_blk(m, il, "attn_norm.weight", E, 0, 0, false, false, &L->attn_norm, err)))
@@ -401,6 +451,24 @@ static void ffn(model *m, const model_layer *L, fwd_bufs *B, int n)
         o->add(be, B->xb2, sh, (int64_t)n * E);
     }
     o->add(be, B->x, B->xb2, (int64_t)n * E);                           /* x += xb2 */
+}
+
+/* x = eh_proj [rmsnorm(x) * enorm ; rmsnorm(xb) * hnorm]: the token's embedding and the
+ * target's hidden state, e first (llama.cpp's concat order); a zero hidden row (position
+ * 0) stays zero through its norm. */
+void qwenhybrid_mtp_input(model *m, fwd_bufs *B, int n)
+{
+    const model_hparams *hp = &m->hp;
+    const model_layer *L = &m->layers[0];
+    const int E = hp->n_embd;
+    backend *be = B->be;
+    const struct backend_ops *o = be->ops;
+    float *eh = B->extra;                                               /* [n][2E] */
+    o->rmsnorm(be, B->x, B->x, L->enorm->data, n, E, hp->rms_eps);     /* e [n][E] */
+    o->rmsnorm(be, B->xb, B->xb, L->hnorm->data, n, E, hp->rms_eps);   /* g [n][E] */
+    o->copy_rows(be, eh, 2 * E, B->x, E, n, E);
+    o->copy_rows(be, eh + E, 2 * E, B->xb, E, n, E);
+    o->matmul(be, B->x, L->eh_proj, eh, n);                             /* x [n][E] */
 }
 
 const model_family family_qwenhybrid = {archs, read_hparams, bind_layer, attention, ffn, NULL};

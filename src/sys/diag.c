@@ -876,12 +876,13 @@ int diag_model_warnings(const diag_model_facts *f, char (*out)[DIAG_WARN_LEN], i
     if (f->n_ctx_train > 0 && f->ctx > f->n_ctx_train)
         WARNF("ctx %d exceeds the %d tokens the model was trained on: set ctx %d or less", f->ctx, f->n_ctx_train,
               f->n_ctx_train);
-    /* speculative decoding (the mtp preset) compares draft and target logits; a
-     * quantized cache shifts them enough to reject most drafts */
-    if (strcmp(f->profile, "mtp") == 0 && (strcmp(f->cache_k, "f16") != 0 || strcmp(f->cache_v, "f16") != 0))
-        WARNF("KV cache quantized (cache_type_k %s, cache_type_v %s) while speculative decoding (profile mtp) is "
+    /* speculative decoding (the mtp preset, or spec_type mtp) compares draft and target
+     * logits; a quantized cache shifts them enough to reject most drafts */
+    if ((strcmp(f->profile, "mtp") == 0 || f->spec_mtp) &&
+        (strcmp(f->cache_k, "f16") != 0 || strcmp(f->cache_v, "f16") != 0))
+        WARNF("KV cache quantized (cache_type_k %s, cache_type_v %s) while speculative decoding (%s) is "
               "on: drafts are rejected more often; set cache_type_k f16 and cache_type_v f16",
-              f->cache_k, f->cache_v);
+              f->cache_k, f->cache_v, f->spec_mtp ? "spec_type mtp" : "profile mtp");
     if (f->weights_gpu > 0 && f->n_gpus > 0 &&
         ((f->fit && f->fit_target < DIAG_HEADROOM_MIB) || f->vram_free < (uint64_t)DIAG_HEADROOM_MIB * 1048576))
         WARNF("the GPU keeps %.0f MiB free (fit_target %d) with the model loaded, under %d MiB: a long prompt or "
@@ -955,6 +956,7 @@ void diag_model_facts_get(llmfs_model *m, diag_model_facts *f)
     settings_get(s, "cache_type_v", f->cache_v, sizeof f->cache_v);
     f->fit = s->fit;
     f->mmap = s->mmap;
+    f->spec_mtp = (s->spec_type & SPEC_MTP) != 0;
     f->fit_target = s->fit_target;
     engine_weight_bytes(m, &f->weights_cpu, &f->weights_gpu);
     f->kv_bytes = m->kv ? kv_cache_bytes(m->kv) : 0;

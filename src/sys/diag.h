@@ -36,6 +36,7 @@ typedef struct diag_model_facts {
     cpu_list cpus;                 /* where the threads run; empty: anywhere */
     int64_t swap_gen_delta;        /* pages during the last generation; -1 none yet */
     bool vision;                   /* a vision projector is loaded (setting mmproj) */
+    bool spec_mtp;                 /* speculative decoding with the model's MTP head (spec_type mtp) */
 } diag_model_facts;
 
 enum { DIAG_WARN_LEN = 320, DIAG_MAX_WARNINGS = 8 };
