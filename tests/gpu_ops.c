@@ -647,6 +647,8 @@ typedef struct attn_cfg {
  * but in attention_window_sinks. */
 static int attn_swa;
 static const float *attn_sinks;
+/* store_attend's batches are non-causal (an image's tokens see each other) */
+static bool attn_nc;
 
 /* Stores k, v (and attends with q) for the batch on both backends; returns the worst
  * per-token relative error of the GPU's output. */
@@ -656,6 +658,11 @@ static double store_attend(kvpair *kv, const attn_cfg *a, int n, const int32_t *
     int32_t *tok = calloc((size_t)n, sizeof(int32_t));
     begin_both(n, tok, pos, seq);
     free(tok);
+    if (attn_nc) {
+        cpu->ops->non_causal(cpu);
+        ck_assert_ptr_nonnull(gpu->ops->non_causal);
+        gpu->ops->non_causal(gpu);
+    }
     const int64_t nq = (int64_t)n * a->H * a->hd, nk = (int64_t)n * a->Hk * a->hd;
     cpu->ops->kv_store(cpu, &kv->c, 0, k, v, n);
     float *dk = dev_from(k, sizeof(float) * nk), *dv = dev_from(v, sizeof(float) * nk);
@@ -877,6 +884,91 @@ START_TEST(attention_ring)
             ck_assert_int_gt(len[0], 5 * kv_ring_cells);
             kv_drop(&kv);
         }
+    attn_swa = 0;
+    kv_ring_cells = 0;
+}
+END_TEST
+
+/* Images in prompts: each sequence's text (causal), then a non-causal batch holding an
+ * image span of every sequence (odd lengths, spans in the middle of their sequences),
+ * then text after the images that sees them, then a rewind over poisoned cells that
+ * the next image span must not see. Short batches take the one-token kernel, long ones
+ * the flash kernel; full caches, windows and rings. Where the GPU ignored the op, the
+ * image tokens would miss their later neighbours the CPU's see. */
+START_TEST(attention_non_causal)
+{
+    const attn_cfg cfgs[] = {{64, 8, 2, T_F16, T_F16}, {128, 4, 1, T_Q8_0, T_Q8_0}, {40, 6, 3, T_F32, T_F32},
+                             {256, 4, 2, T_F16, T_F16}};
+    /* text before, image, text after, per sequence; three layouts */
+    const int layouts[3][3][3] = {
+        {{5, 3, 2}, {17, 5, 1}, {2, 7, 3}},       /* 15 image tokens: the one-token kernel */
+        {{5, 33, 2}, {17, 71, 1}, {40, 9, 6}},    /* 113: flash tiles */
+        {{1, 1, 1}, {3, 2, 1}, {0, 13, 1}},       /* a one-token image, an image first */
+    };
+    const int swas[][2] = {{0, 0}, {8, 0}, {100, 0}, {8, 8 + 128}}; /* window, ring cells */
+    int cases = 0;
+    for (int c = 0; c < 4; c++)
+        for (int w = 0; w < 4; w++)
+            for (int l = 0; l < 3; l++) {
+                if (c == 3 && w) /* head_dim 256: full caches only */
+                    continue;
+                const attn_cfg *a = &cfgs[c];
+                attn_swa = swas[w][0];
+                kv_ring_cells = swas[w][1];
+                kvpair kv;
+                kv_make(&kv, 512, 3, a->Hk, a->hd, a->tk, a->tv);
+                const int64_t qd = (int64_t)a->H * a->hd, kd = (int64_t)a->Hk * a->hd;
+                int32_t pos[256], seq[256];
+                int len[3] = {0, 0, 0};
+                for (int part = 0; part < 4; part++) {
+                    /* 0 text, 1 image (non-causal), 2 text, 3 poison then an image over it */
+                    const int pi = part == 3 ? 1 : part;
+                    int n = 0;
+                    if (part == 3) {
+                        /* sequence 1 rewound by 4: cells past its image-to-be hold keys along
+                         * the queries and huge values */
+                        len[1] -= 4;
+                        for (int j = 0; j < 12; j++, n++) {
+                            pos[n] = len[1] + layouts[l][1][1] + j;
+                            seq[n] = 1;
+                        }
+                        float *pq = randn(n * qd, 1), *pk = randn(n * kd, 3), *pv = malloc(sizeof(float) * n * kd);
+                        for (int64_t i = 0; i < n * kd; i++)
+                            pv[i] = 50.0f;
+                        attn_nc = false;
+                        store_attend(&kv, a, n, pos, seq, pq, pk, pv, false, NULL);
+                        free(pq);
+                        free(pk);
+                        free(pv);
+                        n = 0;
+                    }
+                    for (int s = 0; s < 3; s++)
+                        for (int j = 0; j < layouts[l][s][pi]; j++, n++) {
+                            pos[n] = len[s] + j;
+                            seq[n] = s;
+                        }
+                    if (!n)
+                        continue;
+                    attn_nc = pi == 1;
+                    float *q = randn(n * qd, 1.5f), *k = randn(n * kd, 1), *v = randn(n * kd, 1), *got = NULL;
+                    double e = store_attend(&kv, a, n, pos, seq, q, k, v, false, &got);
+                    ck_assert_msg(e < attn_tol(a), "hd %d K %s window %d ring %d layout %d part %d (%d tokens): %.3g",
+                                  a->hd, type_info(a->tk)->name, attn_swa, kv_ring_cells, l, part, n, e);
+                    for (int64_t i = 0; i < n * qd; i++)
+                        ck_assert_msg(fabsf(got[i]) < 20.0f, "layout %d part %d: a stale cell was seen (%g)", l, part,
+                                      got[i]);
+                    free(got);
+                    free(q);
+                    free(k);
+                    free(v);
+                    for (int s = 0; s < 3; s++)
+                        len[s] += layouts[l][s][pi];
+                    cases++;
+                }
+                attn_nc = false;
+                kv_drop(&kv);
+            }
+    ck_assert_int_gt(cases, 100);
     attn_swa = 0;
     kv_ring_cells = 0;
 }
@@ -1566,6 +1658,8 @@ static Suite *make_suite(void)
     tc = area(s, "gptoss"); /* sliding window, sinks, the experts' biases and clamp */
     tcase_add_test(tc, attention_window_sinks);
     tcase_add_test(tc, attention_ring);
+    tc = area(s, "vision"); /* images: non-causal attention */
+    tcase_add_test(tc, attention_non_causal);
     tcase_add_test(tc, moe_experts_extra);
     tc = area(s, "recurrent"); /* Gated DeltaNet layers (hybrid Qwen) */
     tcase_add_test(tc, recurrent_elementwise);
