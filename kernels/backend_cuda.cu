@@ -661,6 +661,10 @@ static void cuda_ops_init(void)
     o.gated_delta = cuda_op_gated_delta;
     o.gated_rmsnorm = cuda_op_gated_rmsnorm;
     o.sigmoid_mul = cuda_op_sigmoid_mul;
+    o.layer_norm = cuda_op_layer_norm;
+    o.gelu = cuda_op_gelu;
+    o.clamp = cuda_op_clamp;
+    o.avg_pool = cuda_op_avg_pool;
     o.destroy = op_destroy;
     o.load_weight = cuda_op_load_weight;
     o.stage_copy = cuda_op_stage_copy;

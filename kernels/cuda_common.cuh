@@ -210,6 +210,11 @@ void cuda_op_gated_delta(backend *be, float *out, const float *qkv, int64_t stri
 void cuda_op_gated_rmsnorm(backend *be, float *out, const float *x, const float *w, const float *z, int rows, int d,
                            float eps);
 void cuda_op_sigmoid_mul(backend *be, float *x, const float *g, int rows, int d, bool per_row);
+void cuda_op_layer_norm(backend *be, float *out, const float *x, const float *w, const float *b, int rows, int d,
+                        float eps);
+void cuda_op_gelu(backend *be, float *out, const float *x, const float *up, int64_t n, int kind);
+void cuda_op_clamp(backend *be, float *x, int64_t n, float lo, float hi);
+void cuda_op_avg_pool(backend *be, float *out, const float *x, int cols, int rows, int k, int d);
 void cuda_op_argmax(backend *be, int32_t *out, const float *x, int rows, int d);
 void cuda_op_topk(backend *be, int32_t *ids, float *vals, const float *x, int rows, int d, int k);
 int cuda_op_load_weight(backend *be, tensor *t, const void *src, struct llmfs_error *err);

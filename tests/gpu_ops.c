@@ -974,6 +974,107 @@ START_TEST(attention_non_causal)
 }
 END_TEST
 
+/* The vision tower's ops against the CPU's plain loops: LayerNorm (with and without a
+ * bias, rows far from zero mean), the three GELUs alone and gated, the clamp, average
+ * pooling of odd grids and widths. */
+START_TEST(vision_ops)
+{
+    const int shapes[][2] = {{1, 64}, {7, 37}, {5, 1152}, {33, 200}};
+    for (int s = 0; s < 4; s++) {
+        const int rows = shapes[s][0], d = shapes[s][1];
+        const int64_t n = (int64_t)rows * d;
+        float *x = randn(n, 2), *w = randn(d, 1), *b = randn(d, 1), *ref = malloc(sizeof(float) * n);
+        for (int64_t i = 0; i < n; i++)
+            x[i] += 5.0f; /* a mean the norm must take out */
+        float *dx = dev_from(x, sizeof(float) * n), *dw = dev_from(w, sizeof(float) * d);
+        float *db = dev_from(b, sizeof(float) * d), *dout = dev_alloc(sizeof(float) * n);
+        for (int with_b = 0; with_b < 2; with_b++) {
+            cpu->ops->layer_norm(cpu, ref, x, w, with_b ? b : NULL, rows, d, 1e-6f);
+            gpu->ops->layer_norm(gpu, dout, dx, dw, with_b ? db : NULL, rows, d, 1e-6f);
+            float *got = host_from(dout, sizeof(float) * n);
+            gpu_ok("layer_norm");
+            int wr = 0;
+            double e = worst_row(got, ref, rows, d, &wr);
+            ck_assert_msg(e < 1e-5, "layer_norm %dx%d bias %d: row %d off by %g", rows, d, with_b, wr, e);
+            free(got);
+        }
+        /* in place */
+        cpu->ops->layer_norm(cpu, ref, x, w, b, rows, d, 1e-5f);
+        gpu->ops->layer_norm(gpu, dx, dx, dw, db, rows, d, 1e-5f);
+        float *got = host_from(dx, sizeof(float) * n);
+        ck_assert(rel_rms(got, ref, n) < 1e-5);
+        free(got);
+        free(x), free(w), free(b), free(ref);
+        dev_free(dx), dev_free(dw), dev_free(db), dev_free(dout);
+    }
+
+    const int64_t n = 1001;
+    float *x = randn(n, 4), *up = randn(n, 1), *ref = malloc(sizeof(float) * n);
+    x[0] = -12.0f, x[1] = 12.0f, x[2] = 0.0f; /* the tails and zero */
+    float *dx = dev_from(x, sizeof(float) * n), *dup = dev_from(up, sizeof(float) * n), *dout = dev_alloc(sizeof(float) * n);
+    for (int kind = GELU_TANH; kind <= GELU_QUICK; kind++)
+        for (int gated = 0; gated < 2; gated++) {
+            cpu->ops->gelu(cpu, ref, x, gated ? up : NULL, n, kind);
+            gpu->ops->gelu(gpu, dout, dx, gated ? dup : NULL, n, kind);
+            float *got = host_from(dout, sizeof(float) * n);
+            gpu_ok("gelu");
+            for (int64_t i = 0; i < n; i++)
+                ck_assert_msg(fabsf(got[i] - ref[i]) <= 1e-5f * (1.0f + fabsf(ref[i])), "gelu kind %d gated %d: x %g: %g, CPU %g",
+                              kind, gated, x[i], got[i], ref[i]);
+            free(got);
+        }
+    /* the kinds differ: a kernel computing one for all would fail above */
+    float a[3], xs[1] = {1.0f};
+    for (int kind = 0; kind < 3; kind++)
+        cpu->ops->gelu(cpu, &a[kind], xs, NULL, 1, kind);
+    ck_assert(fabsf(a[0] - a[1]) > 1e-4f && fabsf(a[1] - a[2]) > 1e-4f);
+    /* in place */
+    cpu->ops->gelu(cpu, ref, x, up, n, GELU_QUICK);
+    gpu->ops->gelu(gpu, dx, dx, dup, n, GELU_QUICK);
+    float *got = host_from(dx, sizeof(float) * n);
+    ck_assert(rel_rms(got, ref, n) < 1e-6);
+    free(got);
+    /* clamp */
+    gpu->ops->upload(gpu, dx, x, sizeof(float) * n);
+    memcpy(ref, x, sizeof(float) * n);
+    cpu->ops->clamp(cpu, ref, n, -1.5f, 2.25f);
+    gpu->ops->clamp(gpu, dx, n, -1.5f, 2.25f);
+    got = host_from(dx, sizeof(float) * n);
+    gpu_ok("clamp");
+    int clamped = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ck_assert_float_eq(got[i], ref[i]);
+        clamped += ref[i] == -1.5f || ref[i] == 2.25f;
+    }
+    ck_assert_int_gt(clamped, 100);
+    free(got), free(x), free(up), free(ref);
+    dev_free(dx), dev_free(dup), dev_free(dout);
+
+    /* average pooling: cols, rows, k, width */
+    const int pools[][4] = {{8, 8, 4, 64}, {12, 8, 4, 19}, {9, 6, 3, 37}, {3, 3, 3, 5}, {64, 64, 4, 33}};
+    for (int p = 0; p < 5; p++) {
+        const int cols = pools[p][0], rows = pools[p][1], k = pools[p][2], d = pools[p][3];
+        const int64_t nin = (int64_t)cols * rows * d, nout = (int64_t)(cols / k) * (rows / k) * d;
+        float *px = randn(nin, 1), *pref = malloc(sizeof(float) * nout);
+        float *dpx = dev_from(px, sizeof(float) * nin), *dpo = dev_alloc(sizeof(float) * nout);
+        cpu->ops->avg_pool(cpu, pref, px, cols, rows, k, d);
+        gpu->ops->avg_pool(gpu, dpo, dpx, cols, rows, k, d);
+        float *pg = host_from(dpo, sizeof(float) * nout);
+        gpu_ok("avg_pool");
+        ck_assert_msg(rel_rms(pg, pref, nout) < 1e-6, "avg_pool %dx%d by %d, width %d: %g", cols, rows, k, d,
+                      rel_rms(pg, pref, nout));
+        /* the plain reference itself: the first token's first column by hand */
+        double s0 = 0;
+        for (int dy = 0; dy < k; dy++)
+            for (int dx0 = 0; dx0 < k; dx0++)
+                s0 += px[((int64_t)dy * cols + dx0) * d];
+        ck_assert(fabs(pref[0] - s0 / (k * k)) < 1e-5);
+        free(px), free(pref), free(pg);
+        dev_free(dpx), dev_free(dpo);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- MoE */
 
 START_TEST(topk_softmax_routes)
@@ -1660,6 +1761,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, attention_ring);
     tc = area(s, "vision"); /* images: non-causal attention */
     tcase_add_test(tc, attention_non_causal);
+    tcase_add_test(tc, vision_ops);
     tcase_add_test(tc, moe_experts_extra);
     tc = area(s, "recurrent"); /* Gated DeltaNet layers (hybrid Qwen) */
     tcase_add_test(tc, recurrent_elementwise);

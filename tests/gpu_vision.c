@@ -1,15 +1,18 @@
 /* gpu_vision.c — images with the text model on a GPU (a real one, or the simulated
  * device of tests/cudasim), against llama.cpp's vision fixtures: every vision-* case's
  * stored logits and greedy continuation with all text layers on the device, the image
- * batch attending non-causally there. $LLMFS_FIXTURES (an extended regular expression
+ * batch attending non-causally there; the tower and projector on the device
+ * (image_embd.f32), and the text model fed those rows. $LLMFS_FIXTURES (an extended regular expression
  * over "<model>/<case>") keeps only the matching cases. Exits 77 (skip) without a
  * usable GPU or without the test assets. */
 #include "testutil.h"
 
 #include "backend.h"
 #include "clip.h"
+#include "fixture.h"
 #include "vision_cases.h"
 
+#include <math.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +27,56 @@ START_TEST(text_logits_gpu)
     clip_free(cm);
     vcase_check_text(c, embd, 99);
     free(embd);
+}
+END_TEST
+
+static backend *gpu;
+
+/* (2) the tower and projector on the GPU: image_embd.f32 per row, then the text model on
+ * the GPU fed those rows */
+START_TEST(embeddings_gpu)
+{
+    const vcase *c = &vcases[_i];
+    clip_model *cm = vcase_clip(c->mmproj, gpu);
+    ck_assert_str_eq(clip_device(cm), gpu->ops->name);
+    ck_assert_uint_ge(clip_device_bytes(cm), clip_weight_bytes(cm));
+    float *embd = vcase_encode(c, cm);
+    clip_free(cm);
+    vcase_check_embd(c, embd);
+    vcase_check_text(c, embd, 99);
+    free(embd);
+}
+END_TEST
+
+/* (3) the gemma4v tower on the GPU against the CPU's at sizes the fixtures lack: several
+ * rows and columns of patches, grids that are not square */
+START_TEST(tower_sizes_gpu)
+{
+    static const int sizes[][2] = {{24, 24}, {96, 72}, {48, 120}};
+    char p[1024];
+    test_shared_path("models/gemma4-tiny-mmproj-f16.gguf", p, sizeof p);
+    clip_model *on_cpu = vcase_clip(p, NULL), *on_gpu = vcase_clip(p, gpu);
+    ck_assert_str_eq(clip_device(on_cpu), "CPU");
+    ck_assert_str_eq(clip_device(on_gpu), gpu->ops->name);
+    const int w = sizes[_i][0], h = sizes[_i][1], T = clip_n_tokens(on_cpu, w, h), O = clip_hp(on_cpu)->n_embd_out;
+    float *px = malloc(sizeof(float) * 3 * (size_t)w * h), *a = malloc(sizeof(float) * (size_t)T * O),
+          *b = malloc(sizeof(float) * (size_t)T * O);
+    ck_assert(px && a && b);
+    test_rand_seed(99 + (uint64_t)_i);
+    for (int i = 0; i < 3 * w * h; i++)
+        px[i] = test_uniform() * 2.0f - 1.0f;
+    llmfs_error err = {0};
+    ck_assert_msg(clip_encode(on_cpu, px, w, h, a, &err) == 0, "%s", err.msg);
+    ck_assert_msg(clip_encode(on_gpu, px, w, h, b, &err) == 0, "%s", err.msg);
+    double worst = 0;
+    for (int t = 0; t < T; t++)
+        worst = fmax(worst, logits_rel_rms(b + (size_t)t * O, a + (size_t)t * O, O));
+    fprintf(stderr, "gemma4v %dx%d (%d tokens) on the GPU: largest relative RMS error against the CPU %.3g\n", w, h,
+            T, worst);
+    ck_assert_msg(worst <= 5e-3, "%dx%d: off by %g", w, h, worst);
+    free(px), free(a), free(b);
+    clip_free(on_cpu);
+    clip_free(on_gpu);
 }
 END_TEST
 
@@ -63,7 +116,7 @@ int main(void)
         fprintf(stderr, "\n*** SKIPPED gpu_vision: no usable GPU (%s) ***\n\n", err);
         return test_skip_code();
     }
-    backend_free(probe);
+    gpu = probe;
     vcase_find();
     select_cases();
     if (n_vcases == 0) {
@@ -77,6 +130,10 @@ int main(void)
     TCase *tc = tcase_create("gpu_vision");
     tcase_set_timeout(tc, 900);
     tcase_add_loop_test(tc, text_logits_gpu, 0, n_vcases);
+    tcase_add_loop_test(tc, embeddings_gpu, 0, n_vcases);
+    tcase_add_loop_test(tc, tower_sizes_gpu, 0, 3);
     suite_add_tcase(s, tc);
-    return test_run_suite(s);
+    int rc = test_run_suite(s);
+    backend_free(gpu);
+    return rc;
 }

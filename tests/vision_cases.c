@@ -94,8 +94,7 @@ void *vcase_file(const vcase *c, const char *file, size_t *len)
 clip_model *vcase_clip(const char *path, backend *be)
 {
     llmfs_error err = {0};
-    (void)be; /* the CPU's */
-    clip_model *cm = clip_load(path, 2, &err);
+    clip_model *cm = clip_load_on(path, 2, be, &err);
     ck_assert_msg(cm, "mmproj %s: %s", path, err.msg);
     return cm;
 }
