@@ -9,6 +9,12 @@
 
 #include "backend.h"
 #include "clip.h"
+#include "fit.h"
+#include "image.h"
+#include "kv.h"
+#include "model.h"
+#include "quant.h"
+#include "vision.h"
 #include "fixture.h"
 #include "vision_cases.h"
 
@@ -39,7 +45,8 @@ START_TEST(embeddings_gpu)
     const vcase *c = &vcases[_i];
     clip_model *cm = vcase_clip(c->mmproj, gpu);
     ck_assert_str_eq(clip_device(cm), gpu->ops->name);
-    ck_assert_uint_ge(clip_device_bytes(cm), clip_weight_bytes(cm));
+    ck_assert_uint_gt(clip_device_bytes(cm), 0);
+    ck_assert_uint_le(clip_device_bytes(cm), clip_weight_bytes(cm));
     float *embd = vcase_encode(c, cm);
     clip_free(cm);
     vcase_check_embd(c, embd);
@@ -77,6 +84,71 @@ START_TEST(tower_sizes_gpu)
     free(px), free(a), free(b);
     clip_free(on_cpu);
     clip_free(on_gpu);
+}
+END_TEST
+
+/* (4) fit with a projector (vision-12gb's Gemma 3 under a vram_limit): the plan keeps
+ * room for the projector's weights and one image's buffers, and the text model with the
+ * planned layers, its cache and a full micro-batch's scratch, and the projector on the
+ * same device encoding an image, stay inside what fit planned and the budget. */
+START_TEST(projector_inside_the_budget)
+{
+    char path[1024], proj[1024], img_path[1024];
+    test_shared_path("models/gemma3-tiny-q8_0.gguf", path, sizeof path);
+    test_shared_path("models/gemma3-tiny-mmproj-f16.gguf", proj, sizeof proj);
+    test_shared_path("images/checker.png", img_path, sizeof img_path);
+    const uint64_t budget = 256ull << 20; /* vram_limit 256 */
+    fit_input in = {.path = path, .ctx = 512, .parallel = 1, .fit_ctx = 256, .ubatch = 512, .type_k = T_F16,
+                    .type_v = T_F16, .flash = true, .vram_free = budget, .mmproj = proj};
+    fit_output fo;
+    llmfs_error err = {0};
+    ck_assert_msg(fit_plan(&in, &fo, &err) == 0, "%s", err.msg);
+    fprintf(stderr, "fit: %s\n", fo.text);
+    ck_assert_int_gt(fo.ngl, 0);
+    ck_assert_uint_gt(fo.projector_bytes, 0);
+    ck_assert_uint_le(fo.gpu_bytes, budget);
+
+    model_opts o = {.n_threads = 2, .n_threads_batch = 2, .ngl = fo.ngl};
+    model *m = model_load(path, &o, &err);
+    ck_assert_msg(m && m->gpu, "%s", err.msg);
+    kv_cache *kv = test_kv_cache(m, fo.ctx, 1, T_F16, T_F16);
+    /* a full micro-batch: the text model's scratch at its largest */
+    const int n = in.ubatch;
+    int32_t *tok = malloc(sizeof(int32_t) * n), *pos = malloc(sizeof(int32_t) * n), *seq = calloc(n, sizeof(int32_t));
+    int8_t *lg = calloc(n, 1);
+    float *logits = malloc(sizeof(float) * (size_t)m->hp.n_vocab);
+    for (int i = 0; i < n; i++) {
+        tok[i] = 2 + i % 100;
+        pos[i] = i;
+    }
+    lg[n - 1] = 1;
+    fwd_batch b = {n, tok, pos, seq, lg};
+    ck_assert_msg(model_forward(m, kv, &b, logits, true, &err) == 0, "%s", err.msg);
+
+    clip_model *cm = clip_load_on(proj, 2, m->gpu, &err);
+    ck_assert_msg(cm, "%s", err.msg);
+    ck_assert_str_eq(clip_device(cm), m->gpu->ops->name);
+    size_t len;
+    char *file = test_read_file(img_path, &len);
+    ck_assert(file);
+    image_rgb img;
+    ck_assert(image_decode(file, len, &img, &err) == 0);
+    vision_embd ve;
+    ck_assert_msg(vision_encode(cm, &img, 0, 0, &ve, &err) == 0, "%s", err.msg);
+    const uint64_t used = m->gpu->ops->mem_used(m->gpu);
+    const uint64_t peak = used + clip_buffer_bytes(cm, 0);
+    fprintf(stderr, "GPU: %.2f MiB held (text model, cache, scratch, projector), %.2f MiB with one image's buffers; "
+            "planned %.2f MiB of %.0f MiB\n", used / 1048576.0, peak / 1048576.0, fo.gpu_bytes / 1048576.0,
+            budget / 1048576.0);
+    ck_assert_uint_le(clip_device_bytes(cm) + clip_buffer_bytes(cm, 0), fo.projector_bytes);
+    ck_assert_uint_le(peak, fo.gpu_bytes);
+    vision_embd_free(&ve);
+    image_free(&img);
+    free(file);
+    clip_free(cm);
+    free(tok), free(pos), free(seq), free(lg), free(logits);
+    kv_cache_free(kv);
+    model_free(m);
 }
 END_TEST
 
@@ -132,6 +204,7 @@ int main(void)
     tcase_add_loop_test(tc, text_logits_gpu, 0, n_vcases);
     tcase_add_loop_test(tc, embeddings_gpu, 0, n_vcases);
     tcase_add_loop_test(tc, tower_sizes_gpu, 0, 3);
+    tcase_add_test(tc, projector_inside_the_budget);
     suite_add_tcase(s, tc);
     int rc = test_run_suite(s);
     backend_free(gpu);

@@ -45,6 +45,7 @@ struct clip_model {
     tensor tensors[512];
     int n_tensors;
     bool is_mat[512];           /* tensors[i] is a matmul weight */
+    bool host_only[512];        /* read at load only (converted, or a scalar) */
     /* The forward on a GPU backend (clip_load_on): a copy of every tensor there, in
      * the backend's own layout for matrices and as plain floats for vectors; NULL dev:
      * the CPU forward. The backend is the caller's. */
@@ -290,12 +291,14 @@ static int bind_weights(clip_model *c, llmfs_error *err)
     c->is_mat[conv - c->tensors] = true;
     if ((rc = own_f16(c, 0, pw, E, K, false, conv, err)))
         return rc;
+    c->host_only[pw - c->tensors] = true;
     c->patch_w = conv;
     if (g3) {
         tensor *pt = &c->tensors[c->n_tensors++];
         c->is_mat[pt - c->tensors] = true;
         if ((rc = own_f16(c, 1, proj, hp->n_embd_out, E, true, pt, err)))
             return rc;
+        c->host_only[proj - c->tensors] = true;
         c->proj = pt;
     }
 
@@ -376,6 +379,8 @@ static int dev_upload(clip_model *c, llmfs_error *err)
         tensor *dt = &c->dtensors[i];
         *dt = *t;
         dt->data = NULL;
+        if (c->host_only[i] || (t->ne[0] == 1 && t->ne[1] == 1))
+            continue;
         const size_t bytes = t->nb2 * (size_t)(t->ne[2] > 0 ? t->ne[2] : 1);
         if (c->is_mat[i] && d->ops->load_weight) {
             int rc = d->ops->load_weight(d, dt, t->data, err);
@@ -518,8 +523,13 @@ uint64_t clip_buffer_bytes(const clip_model *c, int max_tokens)
     uint64_t P = (uint64_t)T * hp->pool * hp->pool, E = hp->n_embd, F = hp->n_ff;
     uint64_t K = 3ull * hp->patch * hp->patch;
     /* patches, x h q k v att, two MLP rows, one head's scores and slices, output */
-    return sizeof(float) * (P * K + 6 * P * E + 2 * P * F + P * P + 3 * P * hp->head_dim +
-                            (uint64_t)T * (E + hp->n_embd_out) + 3 * P * hp->patch * hp->patch);
+    const uint64_t cpu = sizeof(float) * (P * K + 6 * P * E + 2 * P * F + P * P + 3 * P * hp->head_dim +
+                                          (uint64_t)T * (E + hp->n_embd_out) + 3 * P * hp->patch * hp->patch);
+    /* on a GPU: x h q k v att, the MLP rows, the cache's K and V, patches, pooled, output,
+     * and the one-token attention kernel's partial results for images of up to 16 patches */
+    const uint64_t dev = sizeof(float) * (8 * P * E + 2 * P * F + P * K + (uint64_t)T * (E + hp->n_embd_out) +
+                                          16 * (uint64_t)hp->n_head * 16 * (hp->head_dim + 2));
+    return cpu > dev ? cpu : dev;
 }
 
 int clip_preprocess(const clip_model *c, const image_rgb *img, int min_tokens, int max_tokens, float **pixels,

@@ -56,8 +56,9 @@ uint64_t clip_device_bytes(const clip_model *c);
 const clip_hparams *clip_hp(const clip_model *c);
 /* The CPU threads its forward runs on. */
 int clip_threads(const clip_model *c);
-/* Bytes of the projector's weights (what the file maps), and of the scratch an image of
- * the largest size the limits allow needs. */
+/* Bytes of the projector's weights (what the file maps; its copy on a GPU takes no
+ * more), and of the scratch an image of the largest size the limits allow needs (on the
+ * CPU or on a GPU, whichever is more). */
 uint64_t clip_weight_bytes(const clip_model *c);
 uint64_t clip_buffer_bytes(const clip_model *c, int max_tokens);
 
