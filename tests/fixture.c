@@ -191,7 +191,7 @@ int fixtures_load(fixture **out)
                 fprintf(stderr, "fixture %s has no meta.txt model and arch\n", name);
                 exit(1);
             }
-            if (!strcmp(kind, "vision")) { /* image cases: tests/test_vision.c runs them */
+            if (!strcmp(kind, "vision")) { /* image cases: test_vision and gpu_vision run them */
                 elsewhere++;
                 continue;
             }
