@@ -2,7 +2,8 @@
  * every weight type through both matmul paths (matrix-vector and dequantize + cuBLAS),
  * odd shapes, 1..512 tokens; get_rows; norms, adds, rope, Hadamard; the KV cache in
  * every type with both attention kernels, several sequences, GQA ratios, stale and
- * poisoned cells; MoE routing and experts; the recurrent (Gated DeltaNet) ops with their
+ * poisoned cells, non-causal batches (images); the vision tower's LayerNorm, GELUs,
+ * clamp and pooling; MoE routing and experts; the recurrent (Gated DeltaNet) ops with their
  * state and checkpoints on the device; argmax/top-k; recorded decode steps; error
  * reporting. Exits 77 (skip) when no GPU is usable.
  */
@@ -1759,10 +1760,10 @@ static Suite *make_suite(void)
     tc = area(s, "gptoss"); /* sliding window, sinks, the experts' biases and clamp */
     tcase_add_test(tc, attention_window_sinks);
     tcase_add_test(tc, attention_ring);
-    tc = area(s, "vision"); /* images: non-causal attention */
+    tcase_add_test(tc, moe_experts_extra);
+    tc = area(s, "vision"); /* images: non-causal attention, the tower's ops */
     tcase_add_test(tc, attention_non_causal);
     tcase_add_test(tc, vision_ops);
-    tcase_add_test(tc, moe_experts_extra);
     tc = area(s, "recurrent"); /* Gated DeltaNet layers (hybrid Qwen) */
     tcase_add_test(tc, recurrent_elementwise);
     tcase_add_loop_test(tc, recurrent_layer, 0, N_REC);

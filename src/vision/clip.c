@@ -45,7 +45,7 @@ struct clip_model {
     tensor tensors[512];
     int n_tensors;
     bool is_mat[512];           /* tensors[i] is a matmul weight */
-    bool host_only[512];        /* read at load only (converted, or a scalar) */
+    bool host_only[512];        /* not copied to a GPU: read at load, or on the host */
     /* The forward on a GPU backend (clip_load_on): a copy of every tensor there, in
      * the backend's own layout for matrices and as plain floats for vectors; NULL dev:
      * the CPU forward. The backend is the caller's. */
@@ -281,6 +281,11 @@ static int bind_weights(clip_model *c, llmfs_error *err)
             (rc = bind(c, "v.std_scale", E, 0, false, false, &c->std_scale, err)) ||
             (rc = bind(c, "mm.input_projection.weight", E, hp->n_embd_out, true, false, &c->proj, err)))
             return rc;
+        /* the forward on a GPU reads these on the host (the position rows are summed
+         * there, the few pooled rows standardised there) */
+        c->host_only[c->pos_embd - c->tensors] = true;
+        c->host_only[c->std_bias - c->tensors] = true;
+        c->host_only[c->std_scale - c->tensors] = true;
     }
     if (hp->n_embd_out <= 0 || hp->n_embd_out > 65536)
         return llmfs_errorf(err, EINVAL, "mmproj: bad projection width %d", hp->n_embd_out);
@@ -363,7 +368,7 @@ static bool dev_capable(const backend *be)
     const struct backend_ops *o = be->ops;
     return o->begin && o->matmul && o->rmsnorm && o->add && o->add_bias && o->scale && o->copy2d && o->rope &&
            o->kv_store && o->attention && o->non_causal && o->layer_norm && o->gelu && o->clamp && o->avg_pool &&
-           o->upload && o->download && o->alloc && o->free;
+           o->upload && o->download && o->sync && o->alloc && o->free;
 }
 
 /* Copies every tensor to c->dev: matrices as the backend stores weights, vectors (norms,
