@@ -2,6 +2,8 @@
  *
  * Each token t sees cells 0..pos[t] of its sequence seq[t] (row seq*n_cells + cell %
  * n_cells: n_cells is n_ctx, or a sliding-window layer's ring, kv.h), or its window.
+ * After non_causal the upper end is last[t], the last position of its sequence in the
+ * batch (an image's tokens see each other); the window still starts from pos[t].
  * Cache types f32, f16, q8_0, q4_0 for K and V independently.
  * Two kernels, one answer:
  *  - split-K decode: a CTA takes one token, one KV head with the query heads sharing it,
@@ -123,6 +125,7 @@ struct attn_args {
     int n_ctx, n_seq;
     int n_cells;          /* rows per sequence: n_ctx, or a sliding-window ring (cell % n_cells) */
     const int32_t *pos, *seq;
+    const int32_t *last;  /* the last cell each token sees: pos, or non_causal's */
     int n_head, n_head_kv, hd, G;
     float scale_log2;     /* scale * log2(e) */
     int n_swa;            /* sliding window: cells p - n_swa < c <= p; 0 all */
@@ -155,7 +158,7 @@ template <int HDMAX> __global__ void __launch_bounds__(DEC_WARPS * 32) k_attn_de
     const int hd = a.hd;
     const int p = a.pos[t], s = a.seq[t];
     const bool ok = p >= 0 && p < a.n_ctx && s >= 0 && s < a.n_seq;
-    const int L = ok ? p + 1 : 0;
+    const int L = ok ? a.last[t] + 1 : 0;
     /* the window moves the first visible cell; splits past the last one stay empty */
     const int first = a.n_swa > 0 && p >= a.n_swa ? p - a.n_swa + 1 : 0;
     const int c0 = first + z * a.chunk, c1 = min(c0 + a.chunk, L);
@@ -328,7 +331,7 @@ __global__ void k_attn_merge(const attn_args a)
 
 template <int HDP> struct fa_cfg {
     enum { BQ = HDP == 256 ? 32 : 64, BK = BQ, LD = HDP + 4, LDP = BK + 1, RT = BQ / 16, CT = BK / 8, DT = HDP / 8 };
-    static constexpr size_t smem = sizeof(float) * ((size_t)BQ * LD + (size_t)BK * LD + (size_t)BQ * LDP + 4 * BQ);
+    static constexpr size_t smem = sizeof(float) * ((size_t)BQ * LD + (size_t)BK * LD + (size_t)BQ * LDP + 5 * BQ);
 };
 
 /* cells [kt, kt+BK) of a KV head into dst[BK][LD] as f32; past last: zeros */
@@ -361,7 +364,7 @@ template <int HDP> __global__ void __launch_bounds__(FA_THREADS) k_attn_flash(co
     float *KVs = Qs + C::BQ * C::LD;
     float *Ps = KVs + C::BK * C::LD;
     float *row_m = Ps + C::BQ * C::LDP, *row_l = row_m + C::BQ, *row_c = row_l + C::BQ;
-    int *row_pos = (int *)(row_c + C::BQ);
+    int *row_pos = (int *)(row_c + C::BQ), *row_last = row_pos + C::BQ;
 
     const int4 tile = a.tiles[blockIdx.x];
     const int t0 = tile.x, cnt = tile.y, s = tile.z, last = tile.w;
@@ -377,6 +380,7 @@ template <int HDP> __global__ void __launch_bounds__(FA_THREADS) k_attn_flash(co
         row_m[r] = -INFINITY;
         row_l[r] = 0.0f;
         row_pos[r] = r < cnt ? a.pos[t0 + r] : -1;
+        row_last[r] = r < cnt ? a.last[t0 + r] : -1;
     }
     float o[C::RT][C::DT];
 #pragma unroll
@@ -429,7 +433,7 @@ template <int HDP> __global__ void __launch_bounds__(FA_THREADS) k_attn_flash(co
 #pragma unroll
                 for (int c = 0; c < C::CT; c++) {
                     const int cell = kt + tx + 8 * c;
-                    const bool vis = cell <= row_pos[r] && (a.n_swa <= 0 || cell > row_pos[r] - a.n_swa);
+                    const bool vis = cell <= row_last[r] && (a.n_swa <= 0 || cell > row_pos[r] - a.n_swa);
                     Ps[r * C::LDP + tx + 8 * c] = vis ? sacc[i][c] : -INFINITY;
                 }
             }
@@ -520,6 +524,49 @@ template <int HDP> __global__ void __launch_bounds__(FA_THREADS) k_attn_flash(co
 
 /* ---- the op ---- */
 
+/* Each token of the batch then sees up to the last position of its sequence in the
+ * batch: the host computes those and uploads them beside the positions. */
+void cuda_op_non_causal(backend *be)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || cb->n <= 0)
+        return;
+    if (cb->capturing) {
+        cuda_fail(cb, EINVAL, "non_causal: inside a recorded step");
+        return;
+    }
+    const int n = cb->n;
+    if (n > cb->h_last_cap) {
+        int32_t *h = (int32_t *)realloc(cb->h_last, sizeof(int32_t) * (size_t)n);
+        if (!h) {
+            cuda_fail(cb, ENOMEM, "non_causal: out of memory for %d tokens", n);
+            return;
+        }
+        cb->h_last = h;
+        cb->h_last_cap = n;
+    }
+    /* tokens of one sequence usually lie together: one scan per run of a sequence */
+    for (int i = 0; i < n; i++)
+        cb->h_last[i] = cb->h_pos[i];
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && cb->h_seq[i] == cb->h_seq[i - 1])
+            continue;
+        int mx = -1;
+        for (int j = 0; j < n; j++)
+            if (cb->h_seq[j] == cb->h_seq[i] && cb->h_pos[j] > mx)
+                mx = cb->h_pos[j];
+        for (int j = 0; j < n; j++)
+            if (cb->h_seq[j] == cb->h_seq[i])
+                cb->h_last[j] = mx;
+    }
+    void *d = cuda_ws(cb, WS_LAST, sizeof(int32_t) * (size_t)n);
+    if (!d || !cuda_upload_small(cb, d, cb->h_last, sizeof(int32_t) * (size_t)n))
+        return;
+    cb->d_last = (const int32_t *)d;
+    cb->nc = true;
+    cb->tiles_bq = 0; /* the tiles' last cells change */
+}
+
 template <int HDP> static bool fa_ready(cuda_backend *cb)
 {
     static int state[64]; /* per device: 0 unknown, 1 ready, -1 unavailable */
@@ -537,7 +584,8 @@ template <int HDP> static bool fa_ready(cuda_backend *cb)
     return *st == 1;
 }
 
-/* Query tiles of at most bq consecutive tokens of one sequence, uploaded once per batch. */
+/* Query tiles of at most bq consecutive tokens of one sequence, uploaded once per batch;
+ * each with the last cell any of its tokens sees. */
 static bool fa_tiles(cuda_backend *cb, int n, int bq)
 {
     if (cb->tiles_bq == bq)
@@ -547,10 +595,11 @@ static bool fa_tiles(cuda_backend *cb, int n, int bq)
         return cuda_fail(cb, ENOMEM, "attention: out of memory for %d tiles", n);
     int nt = 0;
     for (int i = 0; i < n;) {
-        int j = i, mx = cb->h_pos[i];
+        const int32_t *last = cb->nc ? cb->h_last : cb->h_pos;
+        int j = i, mx = last[i];
         while (j < n && j - i < bq && cb->h_seq[j] == cb->h_seq[i]) {
-            if (cb->h_pos[j] > mx)
-                mx = cb->h_pos[j];
+            if (last[j] > mx)
+                mx = last[j];
             j++;
         }
         h[nt++] = make_int4(i, j - i, cb->h_seq[i], mx);
@@ -598,6 +647,7 @@ void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *
     a.n_seq = kv->n_seq;
     a.pos = cb->d_pos;
     a.seq = cb->d_seq;
+    a.last = cb->nc ? cb->d_last : cb->d_pos;
     a.n_head = p->n_head;
     a.n_head_kv = p->n_head_kv;
     a.hd = hd;

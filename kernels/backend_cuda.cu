@@ -347,6 +347,8 @@ static int op_begin(backend *be, const fwd_batch *b)
     cb->kv_bucket = bucket;
     cb->tiles_bq = 0;
     cb->n_tiles = 0;
+    cb->nc = false;
+    cb->d_last = NULL;
 
     int32_t *d;
     int cap;
@@ -427,7 +429,8 @@ static uint64_t mix64(uint64_t h, uint64_t v)
 static int op_graph_begin(backend *be, uint64_t key)
 {
     cuda_backend *cb = CB(be);
-    if (cuda_dead(cb) || cb->capturing || cb->graphs_off)
+    /* a non-causal batch (an image) runs directly: its visibility is not in the key */
+    if (cuda_dead(cb) || cb->capturing || cb->graphs_off || cb->nc)
         return 0;
     /* launch sizes depend on the batch size and the KV bucket: part of the key */
     const uint64_t full = mix64(mix64(mix64(key, (uint64_t)cb->n), (uint64_t)cb->kv_bucket), 1);
@@ -612,6 +615,7 @@ static void op_destroy(backend *be)
         TEARDOWN(cudaStreamDestroy(cb->stream));
     TEARDOWN(cudaGetLastError());
     free(cb->h_tok);
+    free(cb->h_last);
     free(cb->held);
     free(cb);
 }
@@ -644,6 +648,7 @@ static void cuda_ops_init(void)
     o.rope = cuda_op_rope;
     o.kv_store = cuda_op_kv_store;
     o.attention = cuda_op_attention;
+    o.non_causal = cuda_op_non_causal;
     o.topk_softmax = cuda_op_topk_softmax;
     o.moe_ffn = cuda_op_moe_ffn;
     o.matmul_multi = cuda_op_matmul_multi;
@@ -657,6 +662,10 @@ static void cuda_ops_init(void)
     o.recurrent_snapshots = true;
     o.gated_rmsnorm = cuda_op_gated_rmsnorm;
     o.sigmoid_mul = cuda_op_sigmoid_mul;
+    o.layer_norm = cuda_op_layer_norm;
+    o.gelu = cuda_op_gelu;
+    o.clamp = cuda_op_clamp;
+    o.avg_pool = cuda_op_avg_pool;
     o.destroy = op_destroy;
     o.load_weight = cuda_op_load_weight;
     o.stage_copy = cuda_op_stage_copy;

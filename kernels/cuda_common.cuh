@@ -38,6 +38,7 @@ enum cuda_ws {
     WS_MOE_Y,      /* per-pair expert outputs */
     WS_MOE_U,      /* expert up products when the activation is not fused (moe_extra) */
     WS_SAMPLE,     /* argmax/top-k results */
+    WS_LAST,       /* non-causal batches: the last position each token sees */
     WS_COUNT
 };
 
@@ -91,6 +92,12 @@ struct cuda_backend {
     int max_pos;
     int kv_bucket;       /* decode launch sizes depend on this, not on max_pos */
     int tiles_bq;        /* query tile size the uploaded tile list was built for (0: none) */
+    /* non_causal since begin: each token sees up to h_last/d_last (the last position of
+     * its sequence in the batch) instead of its own position */
+    bool nc;
+    int32_t *h_last;
+    int h_last_cap;
+    const int32_t *d_last;
     int n_tiles;
 
     void *ws[WS_COUNT];
@@ -185,6 +192,7 @@ void cuda_op_copy2d(backend *be, float *dst, int64_t dst_stride, const float *sr
 void cuda_op_rope(backend *be, float *x, int n, int n_head, int head_dim, const rope_params *p);
 void cuda_op_hadamard(backend *be, float *x, int64_t n, int block);
 void cuda_op_kv_store(backend *be, kv_cache *kv, int il, const float *k, const float *v, int n);
+void cuda_op_non_causal(backend *be);
 void cuda_op_attention(backend *be, float *out, const float *q, const kv_cache *kv, int il, int n,
                        const attn_params *p);
 void cuda_op_topk_softmax(backend *be, int32_t *ids, float *weights, const float *logits, int n,
@@ -202,6 +210,11 @@ void cuda_op_gated_delta(backend *be, float *out, const float *qkv, int64_t stri
 void cuda_op_gated_rmsnorm(backend *be, float *out, const float *x, const float *w, const float *z, int rows, int d,
                            float eps);
 void cuda_op_sigmoid_mul(backend *be, float *x, const float *g, int rows, int d, bool per_row);
+void cuda_op_layer_norm(backend *be, float *out, const float *x, const float *w, const float *b, int rows, int d,
+                        float eps);
+void cuda_op_gelu(backend *be, float *out, const float *x, const float *up, int64_t n, int kind);
+void cuda_op_clamp(backend *be, float *x, int64_t n, float lo, float hi);
+void cuda_op_avg_pool(backend *be, float *out, const float *x, int cols, int rows, int k, int d);
 void cuda_op_argmax(backend *be, int32_t *out, const float *x, int rows, int d);
 void cuda_op_topk(backend *be, int32_t *ids, float *vals, const float *x, int rows, int d, int k);
 int cuda_op_load_weight(backend *be, tensor *t, const void *src, struct llmfs_error *err);

@@ -1,4 +1,5 @@
-/* elementwise.cu — RMSNorm, residual and bias adds, SwiGLU, rotary embeddings. */
+/* elementwise.cu — RMSNorm, residual and bias adds, SwiGLU, rotary embeddings; the vision
+ * tower's LayerNorm, GELUs, clamp and average pooling. */
 #include <errno.h>
 #include <math.h>
 
@@ -43,6 +44,38 @@ void cuda_op_rmsnorm(backend *be, float *out, const float *x, const float *w, in
     const int threads = d >= 1024 ? 1024 : d >= 256 ? 256 : 64;
     LAUNCH(rows, threads, 0, cb->stream, k_rmsnorm)(out, x, w, d, eps);
     CUDA_LAUNCHED(cb, "rmsnorm");
+}
+
+/* two passes over the row: the mean, then the variance around it */
+__global__ void k_layer_norm(float *out, const float *x, const float *w, const float *b, int d, float eps)
+{
+    __shared__ float red[32];
+    const float *xr = x + (int64_t)blockIdx.x * d;
+    float *o = out + (int64_t)blockIdx.x * d;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x)
+        s += xr[i];
+    s = block_sum(s, red);
+    const float mean = s / (float)d;
+    __syncthreads(); /* red is reused */
+    float q = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x)
+        q += (xr[i] - mean) * (xr[i] - mean);
+    q = block_sum(q, red);
+    const float scale = rsqrtf(q / (float)d + eps);
+    for (int i = threadIdx.x; i < d; i += blockDim.x)
+        o[i] = (xr[i] - mean) * scale * w[i] + (b ? b[i] : 0.0f);
+}
+
+void cuda_op_layer_norm(backend *be, float *out, const float *x, const float *w, const float *b, int rows, int d,
+                        float eps)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || rows <= 0 || d <= 0)
+        return;
+    const int threads = d >= 1024 ? 1024 : d >= 256 ? 256 : 64;
+    LAUNCH(rows, threads, 0, cb->stream, k_layer_norm)(out, x, w, b, d, eps);
+    CUDA_LAUNCHED(cb, "layer_norm");
 }
 
 __global__ void k_add(float *x, const float *y, int64_t n)
@@ -111,6 +144,80 @@ void cuda_op_geglu(backend *be, float *out, const float *gate, const float *up, 
         return;
     LAUNCH(grid_for(n), 256, 0, cb->stream, k_geglu)(out, gate, up, n);
     CUDA_LAUNCHED(cb, "geglu");
+}
+
+/* out = act(x) * up, act an enum gelu_kind */
+__global__ void k_gelu(float *out, const float *x, const float *up, int64_t n, int kind)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const float v = x[i];
+        float a;
+        if (kind == GELU_ERF)
+            a = 0.5f * v * (1.0f + erff(v * 0.7071067811865475f));
+        else if (kind == GELU_QUICK)
+            a = v / (1.0f + expf(-1.702f * v));
+        else
+            a = 0.5f * v * (1.0f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v)));
+        out[i] = up ? a * up[i] : a;
+    }
+}
+
+void cuda_op_gelu(backend *be, float *out, const float *x, const float *up, int64_t n, int kind)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || n <= 0)
+        return;
+    if (kind != GELU_TANH && kind != GELU_ERF && kind != GELU_QUICK) {
+        cuda_fail(cb, EINVAL, "gelu: unknown kind %d", kind);
+        return;
+    }
+    LAUNCH(grid_for(n), 256, 0, cb->stream, k_gelu)(out, x, up, n, kind);
+    CUDA_LAUNCHED(cb, "gelu");
+}
+
+__global__ void k_clamp(float *x, int64_t n, float lo, float hi)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] = fminf(fmaxf(x[i], lo), hi);
+}
+
+void cuda_op_clamp(backend *be, float *x, int64_t n, float lo, float hi)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || n <= 0)
+        return;
+    LAUNCH(grid_for(n), 256, 0, cb->stream, k_clamp)(x, n, lo, hi);
+    CUDA_LAUNCHED(cb, "clamp");
+}
+
+/* one thread per output element (token, column): its k x k inputs summed in order */
+__global__ void k_avg_pool(float *out, const float *x, int cols, int rows, int k, int d)
+{
+    const int tc = cols / k, tr = rows / k;
+    const int64_t n = (int64_t)tc * tr * d;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t t = i / d;
+        const int e = (int)(i % d), tx = (int)(t % tc), ty = (int)(t / tc);
+        float s = 0.0f;
+        for (int dy = 0; dy < k; dy++)
+            for (int dx = 0; dx < k; dx++)
+                s += x[((int64_t)(ty * k + dy) * cols + tx * k + dx) * d + e];
+        out[i] = s / (float)(k * k);
+    }
+}
+
+void cuda_op_avg_pool(backend *be, float *out, const float *x, int cols, int rows, int k, int d)
+{
+    cuda_backend *cb = CB(be);
+    if (cuda_dead(cb) || cols <= 0 || rows <= 0 || d <= 0)
+        return;
+    if (k <= 0 || cols % k || rows % k) {
+        cuda_fail(cb, EINVAL, "avg_pool: a %dx%d grid in blocks of %d", cols, rows, k);
+        return;
+    }
+    const int64_t n = (int64_t)(cols / k) * (rows / k) * d;
+    LAUNCH(grid_for(n), 256, 0, cb->stream, k_avg_pool)(out, x, cols, rows, k, d);
+    CUDA_LAUNCHED(cb, "avg_pool");
 }
 
 /* x *= s, or x = s * tanh(x / s) (cap) */

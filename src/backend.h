@@ -86,6 +86,12 @@ enum ffn_act {
     FFN_SILU, /* SwiGLU: silu(g) = g / (1 + e^-g) */
     FFN_GELU, /* GeGLU: the tanh approximation of GELU, 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) */
 };
+/* The activations of the vision towers (backend op gelu). */
+enum gelu_kind {
+    GELU_TANH,  /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    GELU_ERF,   /* 0.5 x (1 + erf(x / sqrt(2))) */
+    GELU_QUICK, /* x sigmoid(1.702 x) */
+};
 /* What a family's routed experts add to the plain SwiGLU experts of moe_ffn (gpt-oss). */
 typedef struct moe_extra {
     /* per-expert biases, F32 in the experts' backend: gate_b and up_b [n_expert][ff],
@@ -212,6 +218,21 @@ struct backend_ops {
                           int rows, int d, float eps);
     /* x[r][i] *= sigmoid(g[r][i]) (g [rows][d]) or, per_row, sigmoid(g[r]) (g [rows]) */
     void (*sigmoid_mul)(backend *be, float *x, const float *g, int rows, int d, bool per_row);
+
+    /* ---- the vision tower and projector (clip.c): NULL where a backend does without
+     * (the tower then runs on the CPU) ---- */
+
+    /* out[r] = (x[r] - mean) / sqrt(var + eps) * w + b, the mean and the (biased)
+     * variance of x[r], r < rows, rows of d; b may be NULL */
+    void (*layer_norm)(backend *be, float *out, const float *x, const float *w, const float *b, int rows,
+                       int d, float eps);
+    /* out = act(x) * up (up NULL: act(x)), n floats, act an enum gelu_kind; out may be x */
+    void (*gelu)(backend *be, float *out, const float *x, const float *up, int64_t n, int kind);
+    /* x = min(max(x, lo), hi), n floats */
+    void (*clamp)(backend *be, float *x, int64_t n, float lo, float hi);
+    /* out[(ty*(cols/k) + tx)][d] = the mean of the k x k block (tx, ty) of the grid x
+     * [rows][cols][d] (cols, rows multiples of k): average pooling of patches */
+    void (*avg_pool)(backend *be, float *out, const float *x, int cols, int rows, int k, int d);
 
     /* Releases everything the backend holds; backend_free calls it when set. */
     void (*destroy)(backend *be);

@@ -1,5 +1,6 @@
 /* fit.c — the GPU fit before a model loads (see fit.h). */
 #include "fit.h"
+#include "clip.h"
 #include "kv.h"
 #include "gguf.h"
 #include "placement.h"
@@ -63,9 +64,30 @@ static uint64_t kv_seq_bytes(const gguf_file *f, const char *arch, int n_layer, 
     return sum;
 }
 
+/* The GPU bytes a projector takes beside the text layers: its weights, and the scratch
+ * of one image at the most tokens (clip.h). 0, or a negative errno with err filled. */
+static int projector_bytes(const fit_input *in, uint64_t *bytes, llmfs_error *err)
+{
+    *bytes = 0;
+    if (!in->mmproj || !*in->mmproj)
+        return 0;
+    clip_model *c = clip_load(in->mmproj, 1, err);
+    if (!c)
+        return err && err->code ? -err->code : -EINVAL;
+    *bytes = clip_weight_bytes(c) + clip_buffer_bytes(c, in->image_max_tokens);
+    clip_free(c);
+    return 0;
+}
+
 int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
 {
     memset(out, 0, sizeof *out);
+    uint64_t proj = 0;
+    int prc = projector_bytes(in, &proj, err);
+    if (prc < 0)
+        return prc;
+    /* the projector's room first: what the layers may take is what it leaves */
+    const uint64_t vram_free = in->vram_free > proj ? in->vram_free - proj : 0;
     gguf_open_opts oo = {0};
     gguf_file *f = gguf_open(in->path, &oo, err);
     if (!f)
@@ -126,7 +148,7 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
             .n_cpu_moe = in->n_cpu_moe,
             .override_tensor = in->override_tensor,
             .fit = true,
-            .vram_free = in->vram_free,
+            .vram_free = vram_free,
             .fit_target = in->fit_target,
             .kv_bytes_per_layer = n_recr ? ((uint64_t)(n_trunk - n_recr) * ctx * in->parallel * cell_row +
                                              (uint64_t)n_recr * in->parallel * state_seq * (uint64_t)(1 + in->n_snap)) /
@@ -165,8 +187,13 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
     out->ngl = best.ngl;
     out->n_cpu_moe = best.n_cpu_moe;
     out->ctx = best_ctx;
-    snprintf(out->text, sizeof out->text, "%s; ctx %d%s; weights GPU %.0f MiB, CPU %.0f MiB; headroom %.0f MiB",
-             best.text[0] ? best.text : "fit", best_ctx, best_ctx < in->ctx ? " (shrunk to fit)" : "",
-             best.bytes_gpu / 1048576.0, best.bytes_cpu / 1048576.0, best.headroom / 1048576.0);
+    out->projector_bytes = proj;
+    out->gpu_bytes = best.gpu_total + proj;
+    int len = snprintf(out->text, sizeof out->text, "%s; ctx %d%s; weights GPU %.0f MiB, CPU %.0f MiB; headroom %.0f MiB",
+                       best.text[0] ? best.text : "fit", best_ctx, best_ctx < in->ctx ? " (shrunk to fit)" : "",
+                       best.bytes_gpu / 1048576.0, best.bytes_cpu / 1048576.0, best.headroom / 1048576.0);
+    if (proj && len > 0 && (size_t)len < sizeof out->text)
+        snprintf(out->text + len, sizeof out->text - (size_t)len,
+                 "; projector %.1f MiB (weights and one image's buffers) kept beside the layers", proj / 1048576.0);
     return 0;
 }

@@ -23,10 +23,17 @@ typedef struct fit_input {
     uint64_t fit_target;          /* bytes to leave free */
     int n_snap;                   /* speculation on a hybrid model: recurrent states kept per
                                    * sequence beside the live one (kv_snapshots_alloc), 0 none */
+    /* A vision projector (an mmproj file, or NULL) to run where the text layers run: its
+     * weights and the buffers of one image of image_max_tokens (<= 0: the file's limit)
+     * are kept out of vram_free before the layers are placed. */
+    const char *mmproj;
+    int image_max_tokens;
 } fit_input;
 
 typedef struct fit_output {
     int ngl, n_cpu_moe, ctx;
+    uint64_t projector_bytes;     /* kept for the projector (weights + buffers), 0 without */
+    uint64_t gpu_bytes;           /* the GPU memory planned: layers, KV, scratch, projector */
     char text[768];               /* the decision in words */
 } fit_output;
 

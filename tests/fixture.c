@@ -192,7 +192,8 @@ int fixtures_load(fixture **out)
                 exit(1);
             }
             if (!strcmp(kind, "vision") || !strcmp(kind, "mtp")) {
-                /* image cases: tests/test_vision.c runs them; MTP cases: tests/test_mtp.c */
+                /* image cases: test_vision and gpu_vision run them; MTP cases: test_mtp and
+                 * test_mtp_gemma */
                 elsewhere++;
                 continue;
             }

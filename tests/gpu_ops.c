@@ -2,7 +2,8 @@
  * every weight type through both matmul paths (matrix-vector and dequantize + cuBLAS),
  * odd shapes, 1..512 tokens; get_rows; norms, adds, rope, Hadamard; the KV cache in
  * every type with both attention kernels, several sequences, GQA ratios, stale and
- * poisoned cells; MoE routing and experts; the recurrent (Gated DeltaNet) ops with their
+ * poisoned cells, non-causal batches (images); the vision tower's LayerNorm, GELUs,
+ * clamp and pooling; MoE routing and experts; the recurrent (Gated DeltaNet) ops with their
  * state and checkpoints on the device; argmax/top-k; recorded decode steps; error
  * reporting. Exits 77 (skip) when no GPU is usable.
  */
@@ -647,6 +648,8 @@ typedef struct attn_cfg {
  * but in attention_window_sinks. */
 static int attn_swa;
 static const float *attn_sinks;
+/* store_attend's batches are non-causal (an image's tokens see each other) */
+static bool attn_nc;
 
 /* Stores k, v (and attends with q) for the batch on both backends; returns the worst
  * per-token relative error of the GPU's output. */
@@ -656,6 +659,11 @@ static double store_attend(kvpair *kv, const attn_cfg *a, int n, const int32_t *
     int32_t *tok = calloc((size_t)n, sizeof(int32_t));
     begin_both(n, tok, pos, seq);
     free(tok);
+    if (attn_nc) {
+        cpu->ops->non_causal(cpu);
+        ck_assert_ptr_nonnull(gpu->ops->non_causal);
+        gpu->ops->non_causal(gpu);
+    }
     const int64_t nq = (int64_t)n * a->H * a->hd, nk = (int64_t)n * a->Hk * a->hd;
     cpu->ops->kv_store(cpu, &kv->c, 0, k, v, n);
     float *dk = dev_from(k, sizeof(float) * nk), *dv = dev_from(v, sizeof(float) * nk);
@@ -879,6 +887,192 @@ START_TEST(attention_ring)
         }
     attn_swa = 0;
     kv_ring_cells = 0;
+}
+END_TEST
+
+/* Images in prompts: each sequence's text (causal), then a non-causal batch holding an
+ * image span of every sequence (odd lengths, spans in the middle of their sequences),
+ * then text after the images that sees them, then a rewind over poisoned cells that
+ * the next image span must not see. Short batches take the one-token kernel, long ones
+ * the flash kernel; full caches, windows and rings. Where the GPU ignored the op, the
+ * image tokens would miss their later neighbours the CPU's see. */
+START_TEST(attention_non_causal)
+{
+    const attn_cfg cfgs[] = {{64, 8, 2, T_F16, T_F16}, {128, 4, 1, T_Q8_0, T_Q8_0}, {40, 6, 3, T_F32, T_F32},
+                             {256, 4, 2, T_F16, T_F16}};
+    /* text before, image, text after, per sequence; three layouts */
+    const int layouts[3][3][3] = {
+        {{5, 3, 2}, {17, 5, 1}, {2, 7, 3}},       /* 15 image tokens: the one-token kernel */
+        {{5, 33, 2}, {17, 71, 1}, {40, 9, 6}},    /* 113: flash tiles */
+        {{1, 1, 1}, {3, 2, 1}, {0, 13, 1}},       /* a one-token image, an image first */
+    };
+    const int swas[][2] = {{0, 0}, {8, 0}, {100, 0}, {8, 8 + 128}}; /* window, ring cells */
+    int cases = 0;
+    for (int c = 0; c < 4; c++)
+        for (int w = 0; w < 4; w++)
+            for (int l = 0; l < 3; l++) {
+                if (c == 3 && w) /* head_dim 256: full caches only */
+                    continue;
+                const attn_cfg *a = &cfgs[c];
+                attn_swa = swas[w][0];
+                kv_ring_cells = swas[w][1];
+                kvpair kv;
+                kv_make(&kv, 512, 3, a->Hk, a->hd, a->tk, a->tv);
+                const int64_t qd = (int64_t)a->H * a->hd, kd = (int64_t)a->Hk * a->hd;
+                int32_t pos[256], seq[256];
+                int len[3] = {0, 0, 0};
+                for (int part = 0; part < 4; part++) {
+                    /* 0 text, 1 image (non-causal), 2 text, 3 poison then an image over it */
+                    const int pi = part == 3 ? 1 : part;
+                    int n = 0;
+                    if (part == 3) {
+                        /* sequence 1 rewound by 4: cells past its image-to-be hold keys along
+                         * the queries and huge values */
+                        len[1] -= 4;
+                        for (int j = 0; j < 12; j++, n++) {
+                            pos[n] = len[1] + layouts[l][1][1] + j;
+                            seq[n] = 1;
+                        }
+                        float *pq = randn(n * qd, 1), *pk = randn(n * kd, 3), *pv = malloc(sizeof(float) * n * kd);
+                        for (int64_t i = 0; i < n * kd; i++)
+                            pv[i] = 50.0f;
+                        attn_nc = false;
+                        store_attend(&kv, a, n, pos, seq, pq, pk, pv, false, NULL);
+                        free(pq);
+                        free(pk);
+                        free(pv);
+                        n = 0;
+                    }
+                    for (int s = 0; s < 3; s++)
+                        for (int j = 0; j < layouts[l][s][pi]; j++, n++) {
+                            pos[n] = len[s] + j;
+                            seq[n] = s;
+                        }
+                    if (!n)
+                        continue;
+                    attn_nc = pi == 1;
+                    float *q = randn(n * qd, 1.5f), *k = randn(n * kd, 1), *v = randn(n * kd, 1), *got = NULL;
+                    double e = store_attend(&kv, a, n, pos, seq, q, k, v, false, &got);
+                    ck_assert_msg(e < attn_tol(a), "hd %d K %s window %d ring %d layout %d part %d (%d tokens): %.3g",
+                                  a->hd, type_info(a->tk)->name, attn_swa, kv_ring_cells, l, part, n, e);
+                    for (int64_t i = 0; i < n * qd; i++)
+                        ck_assert_msg(fabsf(got[i]) < 20.0f, "layout %d part %d: a stale cell was seen (%g)", l, part,
+                                      got[i]);
+                    free(got);
+                    free(q);
+                    free(k);
+                    free(v);
+                    for (int s = 0; s < 3; s++)
+                        len[s] += layouts[l][s][pi];
+                    cases++;
+                }
+                attn_nc = false;
+                kv_drop(&kv);
+            }
+    ck_assert_int_gt(cases, 100);
+    attn_swa = 0;
+    kv_ring_cells = 0;
+}
+END_TEST
+
+/* The vision tower's ops against the CPU's plain loops: LayerNorm (with and without a
+ * bias, rows far from zero mean), the three GELUs alone and gated, the clamp, average
+ * pooling of odd grids and widths. */
+START_TEST(vision_ops)
+{
+    const int shapes[][2] = {{1, 64}, {7, 37}, {5, 1152}, {33, 200}};
+    for (int s = 0; s < 4; s++) {
+        const int rows = shapes[s][0], d = shapes[s][1];
+        const int64_t n = (int64_t)rows * d;
+        float *x = randn(n, 2), *w = randn(d, 1), *b = randn(d, 1), *ref = malloc(sizeof(float) * n);
+        for (int64_t i = 0; i < n; i++)
+            x[i] += 5.0f; /* a mean the norm must take out */
+        float *dx = dev_from(x, sizeof(float) * n), *dw = dev_from(w, sizeof(float) * d);
+        float *db = dev_from(b, sizeof(float) * d), *dout = dev_alloc(sizeof(float) * n);
+        for (int with_b = 0; with_b < 2; with_b++) {
+            cpu->ops->layer_norm(cpu, ref, x, w, with_b ? b : NULL, rows, d, 1e-6f);
+            gpu->ops->layer_norm(gpu, dout, dx, dw, with_b ? db : NULL, rows, d, 1e-6f);
+            float *got = host_from(dout, sizeof(float) * n);
+            gpu_ok("layer_norm");
+            int wr = 0;
+            double e = worst_row(got, ref, rows, d, &wr);
+            ck_assert_msg(e < 1e-5, "layer_norm %dx%d bias %d: row %d off by %g", rows, d, with_b, wr, e);
+            free(got);
+        }
+        /* in place */
+        cpu->ops->layer_norm(cpu, ref, x, w, b, rows, d, 1e-5f);
+        gpu->ops->layer_norm(gpu, dx, dx, dw, db, rows, d, 1e-5f);
+        float *got = host_from(dx, sizeof(float) * n);
+        ck_assert(rel_rms(got, ref, n) < 1e-5);
+        free(got);
+        free(x), free(w), free(b), free(ref);
+        dev_free(dx), dev_free(dw), dev_free(db), dev_free(dout);
+    }
+
+    const int64_t n = 1001;
+    float *x = randn(n, 4), *up = randn(n, 1), *ref = malloc(sizeof(float) * n);
+    x[0] = -12.0f, x[1] = 12.0f, x[2] = 0.0f; /* the tails and zero */
+    float *dx = dev_from(x, sizeof(float) * n), *dup = dev_from(up, sizeof(float) * n), *dout = dev_alloc(sizeof(float) * n);
+    for (int kind = GELU_TANH; kind <= GELU_QUICK; kind++)
+        for (int gated = 0; gated < 2; gated++) {
+            cpu->ops->gelu(cpu, ref, x, gated ? up : NULL, n, kind);
+            gpu->ops->gelu(gpu, dout, dx, gated ? dup : NULL, n, kind);
+            float *got = host_from(dout, sizeof(float) * n);
+            gpu_ok("gelu");
+            for (int64_t i = 0; i < n; i++)
+                ck_assert_msg(fabsf(got[i] - ref[i]) <= 1e-5f * (1.0f + fabsf(ref[i])), "gelu kind %d gated %d: x %g: %g, CPU %g",
+                              kind, gated, x[i], got[i], ref[i]);
+            free(got);
+        }
+    /* the kinds differ: a kernel computing one for all would fail above */
+    float a[3], xs[1] = {1.0f};
+    for (int kind = 0; kind < 3; kind++)
+        cpu->ops->gelu(cpu, &a[kind], xs, NULL, 1, kind);
+    ck_assert(fabsf(a[0] - a[1]) > 1e-4f && fabsf(a[1] - a[2]) > 1e-4f);
+    /* in place */
+    cpu->ops->gelu(cpu, ref, x, up, n, GELU_QUICK);
+    gpu->ops->gelu(gpu, dx, dx, dup, n, GELU_QUICK);
+    float *got = host_from(dx, sizeof(float) * n);
+    ck_assert(rel_rms(got, ref, n) < 1e-6);
+    free(got);
+    /* clamp */
+    gpu->ops->upload(gpu, dx, x, sizeof(float) * n);
+    memcpy(ref, x, sizeof(float) * n);
+    cpu->ops->clamp(cpu, ref, n, -1.5f, 2.25f);
+    gpu->ops->clamp(gpu, dx, n, -1.5f, 2.25f);
+    got = host_from(dx, sizeof(float) * n);
+    gpu_ok("clamp");
+    int clamped = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ck_assert_float_eq(got[i], ref[i]);
+        clamped += ref[i] == -1.5f || ref[i] == 2.25f;
+    }
+    ck_assert_int_gt(clamped, 100);
+    free(got), free(x), free(up), free(ref);
+    dev_free(dx), dev_free(dup), dev_free(dout);
+
+    /* average pooling: cols, rows, k, width */
+    const int pools[][4] = {{8, 8, 4, 64}, {12, 8, 4, 19}, {9, 6, 3, 37}, {3, 3, 3, 5}, {64, 64, 4, 33}};
+    for (int p = 0; p < 5; p++) {
+        const int cols = pools[p][0], rows = pools[p][1], k = pools[p][2], d = pools[p][3];
+        const int64_t nin = (int64_t)cols * rows * d, nout = (int64_t)(cols / k) * (rows / k) * d;
+        float *px = randn(nin, 1), *pref = malloc(sizeof(float) * nout);
+        float *dpx = dev_from(px, sizeof(float) * nin), *dpo = dev_alloc(sizeof(float) * nout);
+        cpu->ops->avg_pool(cpu, pref, px, cols, rows, k, d);
+        gpu->ops->avg_pool(gpu, dpo, dpx, cols, rows, k, d);
+        float *pg = host_from(dpo, sizeof(float) * nout);
+        gpu_ok("avg_pool");
+        ck_assert_msg(rel_rms(pg, pref, nout) < 1e-6, "avg_pool %dx%d by %d, width %d: %g", cols, rows, k, d,
+                      rel_rms(pg, pref, nout));
+        /* the plain reference itself: the first token's first column by hand */
+        double s0 = 0;
+        for (int dy = 0; dy < k; dy++)
+            for (int dx0 = 0; dx0 < k; dx0++)
+                s0 += px[((int64_t)dy * cols + dx0) * d];
+        ck_assert(fabs(pref[0] - s0 / (k * k)) < 1e-5);
+        free(px), free(pref), free(pg);
+        dev_free(dpx), dev_free(dpo);
+    }
 }
 END_TEST
 
@@ -1567,6 +1761,9 @@ static Suite *make_suite(void)
     tcase_add_test(tc, attention_window_sinks);
     tcase_add_test(tc, attention_ring);
     tcase_add_test(tc, moe_experts_extra);
+    tc = area(s, "vision"); /* images: non-causal attention, the tower's ops */
+    tcase_add_test(tc, attention_non_causal);
+    tcase_add_test(tc, vision_ops);
     tc = area(s, "recurrent"); /* Gated DeltaNet layers (hybrid Qwen) */
     tcase_add_test(tc, recurrent_elementwise);
     tcase_add_loop_test(tc, recurrent_layer, 0, N_REC);

@@ -107,6 +107,52 @@ START_TEST(bad_inputs)
 }
 END_TEST
 
+/* A vision projector takes its room first (vision-12gb's Gemma 3): at the smallest
+ * budget that holds every layer and the whole context, the projector pushes the plan
+ * down; that budget plus the projector's bytes gives the first plan back, and those
+ * bytes cover the file's weights and one image's buffers. */
+START_TEST(the_projector_takes_its_room)
+{
+    char path[4096], proj[4096];
+    test_shared_path("models/gemma3-tiny-q8_0.gguf", path, sizeof path);
+    test_shared_path("models/gemma3-tiny-mmproj-f16.gguf", proj, sizeof proj);
+    fit_output out, with;
+    llmfs_error e = {0};
+    /* the smallest budget (to 4 KiB) with every layer and the output at the whole context */
+    fit_input all = input(path, 1ull << 34);
+    ck_assert_int_eq(fit_plan(&all, &out, &e), 0);
+    const int every = out.ngl;
+    uint64_t lo = 0, hi = 1ull << 30;
+    while (hi - lo > 4096) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        fit_input in = input(path, mid);
+        ck_assert_int_eq(fit_plan(&in, &out, &e), 0);
+        if (out.ngl == every && out.ctx == in.ctx)
+            hi = mid;
+        else
+            lo = mid;
+    }
+    fit_input in = input(path, hi);
+    ck_assert_int_eq(fit_plan(&in, &out, &e), 0);
+    ck_assert_uint_eq(out.projector_bytes, 0);
+    in.mmproj = proj;
+    ck_assert_int_eq(fit_plan(&in, &with, &e), 0);
+    const uint64_t pb = with.projector_bytes;
+    ck_assert_uint_gt(pb, 1000000); /* the 1.1 MB file's weights at least */
+    ck_assert_msg(with.ngl < out.ngl || with.ctx < out.ctx, "ngl %d ctx %d with the projector: %s", with.ngl,
+                  with.ctx, with.text);
+    ck_assert_ptr_nonnull(strstr(with.text, "projector"));
+    in.vram_free = hi + pb;
+    ck_assert_int_eq(fit_plan(&in, &with, &e), 0);
+    ck_assert_int_eq(with.ngl, out.ngl);
+    ck_assert_int_eq(with.ctx, out.ctx);
+    /* a projector that is not one */
+    in.mmproj = path;
+    ck_assert_int_eq(fit_plan(&in, &with, &e), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(e.msg, "mmproj"));
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("fit");
@@ -116,6 +162,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, the_context_shrinks_to_fit_every_layer);
     tcase_add_test(tc, no_room_keeps_the_context_and_the_cpu);
     tcase_add_test(tc, bad_inputs);
+    tcase_add_test(tc, the_projector_takes_its_room);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -19,6 +19,7 @@
 #include "model.h"
 #include "quant.h"
 #include "vision.h"
+#include "vision_cases.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -26,106 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct vcase {
-    char dir[1024], name[300];
-    char model[1024], mmproj[1024], image[1024];
-    int nx, ny, n_img, img_pos, n_embd, min_tok, max_tok, ph, pw;
-} vcase;
-
-static vcase vcases[16];
-static int n_vcases;
-
-/* The cases are found before any test runs: a broken one ends the program. */
-static void need(bool ok, const char *what)
-{
-    if (!ok) {
-        fprintf(stderr, "vision fixture %s is incomplete\n", what);
-        exit(1);
-    }
-}
-
-static int meta_int(const char *meta, const char *key)
-{
-    char v[64];
-    if (test_meta_get(meta, key, v, sizeof v)) {
-        fprintf(stderr, "%s: no %s\n", meta, key);
-        exit(1);
-    }
-    return atoi(v);
-}
-
-static void find_cases(void)
-{
-    char root[1024];
-    test_shared_path("fixtures", root, sizeof root);
-    static const char *const models[] = {"gemma3-tiny-q8_0", "gemma4-tiny-q8_0"};
-    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
-        char mdir[1200];
-        snprintf(mdir, sizeof mdir, "%.1000s/%s", root, models[i]);
-        DIR *d = opendir(mdir);
-        if (!d)
-            continue;
-        struct dirent *e;
-        while ((e = readdir(d)) && n_vcases < 16) {
-            if (strncmp(e->d_name, "vision-", 7))
-                continue;
-            vcase *c = &vcases[n_vcases++];
-            snprintf(c->dir, sizeof c->dir, "%.900s/%.100s", mdir, e->d_name);
-            snprintf(c->name, sizeof c->name, "%s/%s", models[i], e->d_name);
-        }
-        closedir(d);
-    }
-    for (int i = 0; i < n_vcases; i++) {
-        vcase *c = &vcases[i];
-        char meta[1100], v[256], rel[300];
-        /* paths stay far below these sizes; the precisions say so to the compiler */
-        snprintf(meta, sizeof meta, "%.1000s/meta.txt", c->dir);
-        need(!test_meta_get(meta, "model", v, sizeof v), meta);
-        snprintf(rel, sizeof rel, "models/%.250s", v);
-        test_shared_path(rel, c->model, sizeof c->model);
-        need(!test_meta_get(meta, "mmproj", v, sizeof v), meta);
-        snprintf(rel, sizeof rel, "models/%.250s", v);
-        test_shared_path(rel, c->mmproj, sizeof c->mmproj);
-        need(!test_meta_get(meta, "image", v, sizeof v), meta);
-        snprintf(rel, sizeof rel, "images/%.250s", v);
-        test_shared_path(rel, c->image, sizeof c->image);
-        c->nx = meta_int(meta, "image_nx");
-        c->ny = meta_int(meta, "image_ny");
-        c->n_img = meta_int(meta, "n_image_tokens");
-        c->img_pos = meta_int(meta, "image_pos");
-        c->n_embd = meta_int(meta, "n_embd");
-        c->min_tok = meta_int(meta, "image_min_tokens");
-        c->max_tok = meta_int(meta, "image_max_tokens");
-        need(!test_meta_get(meta, "pixels_shape", v, sizeof v) && sscanf(v, "3 %d %d", &c->ph, &c->pw) == 2, meta);
-    }
-}
-
-static void *read_case_file(const vcase *c, const char *file, size_t *len)
-{
-    char p[1200];
-    snprintf(p, sizeof p, "%.1000s/%.100s", c->dir, file);
-    void *b = test_read_file(p, len);
-    ck_assert_msg(b, "cannot read %s", p);
-    return b;
-}
-
-static clip_model *load_clip(const char *path)
-{
-    llmfs_error err = {0};
-    clip_model *cm = clip_load(path, 2, &err);
-    ck_assert_msg(cm, "mmproj %s: %s", path, err.msg);
-    return cm;
-}
-
-/* The stored decoded image as an image_rgb (malloc'd pixels) */
-static image_rgb stored_rgb(const vcase *c)
-{
-    size_t len;
-    uint8_t *rgb = read_case_file(c, "image_rgb.u8", &len);
-    ck_assert_uint_eq(len, (size_t)c->nx * c->ny * 3);
-    return (image_rgb){c->nx, c->ny, rgb};
-}
 
 /* (1) the image file decodes to image_rgb.u8: PNG exactly, JPEG within one step */
 START_TEST(decode)
@@ -137,7 +38,7 @@ START_TEST(decode)
     image_rgb img;
     llmfs_error err = {0};
     ck_assert_msg(image_decode(file, len, &img, &err) == 0, "%s: %s", c->image, err.msg);
-    image_rgb ref = stored_rgb(c);
+    image_rgb ref = vcase_stored_rgb(c);
     ck_assert_int_eq(img.nx, ref.nx);
     ck_assert_int_eq(img.ny, ref.ny);
     bool jpeg = strstr(c->image, ".jpg") != NULL;
@@ -166,8 +67,8 @@ END_TEST
 START_TEST(preprocess)
 {
     const vcase *c = &vcases[_i];
-    clip_model *cm = load_clip(c->mmproj);
-    image_rgb img = stored_rgb(c);
+    clip_model *cm = vcase_clip(c->mmproj, NULL);
+    image_rgb img = vcase_stored_rgb(c);
     float *px;
     int w, h;
     llmfs_error err = {0};
@@ -176,7 +77,7 @@ START_TEST(preprocess)
     ck_assert_int_eq(h, c->ph);
     ck_assert_int_eq(clip_n_tokens(cm, w, h), c->n_img);
     size_t len;
-    float *ref = read_case_file(c, "pixels.f32", &len);
+    float *ref = vcase_file(c, "pixels.f32", &len);
     ck_assert_uint_eq(len, sizeof(float) * 3 * (size_t)w * h);
     double worst = 0;
     for (size_t i = 0; i < (size_t)3 * w * h; i++)
@@ -190,90 +91,42 @@ START_TEST(preprocess)
 }
 END_TEST
 
-/* The image rows from the image file through our whole path (decode, preprocess, tower) */
-static float *encode_case(const vcase *c, clip_model *cm)
-{
-    size_t len;
-    char *file = test_read_file(c->image, &len);
-    ck_assert(file);
-    image_rgb img;
-    llmfs_error err = {0};
-    ck_assert_msg(image_decode(file, len, &img, &err) == 0, "%s", err.msg);
-    free(file);
-    float *px;
-    int w, h;
-    ck_assert(clip_preprocess(cm, &img, c->min_tok, c->max_tok, &px, &w, &h, &err) == 0);
-    image_free(&img);
-    const int T = clip_n_tokens(cm, w, h);
-    ck_assert_int_eq(T, c->n_img);
-    float *out = malloc(sizeof(float) * (size_t)T * clip_hp(cm)->n_embd_out);
-    ck_assert(out);
-    ck_assert_msg(clip_encode(cm, px, w, h, out, &err) == 0, "encode: %s", err.msg);
-    free(px);
-    return out;
-}
-
 /* (3) tower + projector: image_embd.f32 */
 START_TEST(embeddings)
 {
     const vcase *c = &vcases[_i];
-    clip_model *cm = load_clip(c->mmproj);
+    clip_model *cm = vcase_clip(c->mmproj, NULL);
     ck_assert_int_eq(clip_hp(cm)->n_embd_out, c->n_embd);
-    float *out = encode_case(c, cm);
-    size_t len;
-    float *ref = read_case_file(c, "image_embd.f32", &len);
-    ck_assert_uint_eq(len, sizeof(float) * (size_t)c->n_img * c->n_embd);
-    double worst = 0;
-    for (int t = 0; t < c->n_img; t++)
-        worst = fmax(worst, logits_rel_rms(out + (size_t)t * c->n_embd, ref + (size_t)t * c->n_embd, c->n_embd));
-    fprintf(stderr, "%s: image_embd %d rows, largest relative RMS error %.3g\n", c->name, c->n_img, worst);
-    ck_assert_msg(worst <= 5e-3, "%s: image_embd off by %g", c->name, worst);
-    free(ref);
+    float *out = vcase_encode(c, cm);
+    vcase_check_embd(c, out);
     free(out);
     clip_free(cm);
 }
 END_TEST
 
-/* (4) the text model with our image rows: stored logits and the greedy continuation */
+/* (4) the text model with our image rows: stored logits and the greedy continuation;
+ * first, prompt.txt with its marker gives tokens.txt */
 START_TEST(text_logits)
 {
     const vcase *c = &vcases[_i];
-    clip_model *cm = load_clip(c->mmproj);
-    float *embd = encode_case(c, cm);
+    clip_model *cm = vcase_clip(c->mmproj, NULL);
+    float *embd = vcase_encode(c, cm);
     clip_free(cm);
-
     model_opts o = {.n_threads = 2, .n_threads_batch = 2};
     llmfs_error err = {0};
     model *m = model_load(c->model, &o, &err);
     ck_assert_msg(m, "%s: %s", c->model, err.msg);
-    ck_assert_int_eq(m->hp.n_embd, c->n_embd);
-    kv_cache *kv = test_kv_cache(m, 512, 1, T_F16, T_F16);
-    const int V = m->hp.n_vocab;
-
     char p[1200];
-    int32_t *tok, *greedy, *rows;
-    float *margin;
+    int32_t *tok;
     snprintf(p, sizeof p, "%.1000s/tokens.txt", c->dir);
     int n_tok = test_read_ints(p, &tok);
-    snprintf(p, sizeof p, "%.1000s/greedy.txt", c->dir);
-    int n_greedy = test_read_ints(p, &greedy);
-    snprintf(p, sizeof p, "%.1000s/greedy_margin.txt", c->dir);
-    ck_assert_int_eq(test_read_floats(p, &margin), n_greedy);
-    snprintf(p, sizeof p, "%.1000s/logits_pos.txt", c->dir);
-    int n_rows = test_read_ints(p, &rows);
-    size_t len;
-    float *ref = read_case_file(c, "logits.f32", &len);
-    ck_assert_uint_eq(len, sizeof(float) * (size_t)n_rows * V);
-    for (int i = 0; i < n_tok; i++)
-        ck_assert_msg((tok[i] < 0) == (i >= c->img_pos && i < c->img_pos + c->n_img), "image positions");
-
     /* prompt.txt with its marker gives tokens.txt: the text around the image, the
      * projector's begin/end strings, one -1 per image row */
     {
         size_t plen;
-        char *prompt = read_case_file(c, "prompt.txt", &plen);
+        char *prompt = vcase_file(c, "prompt.txt", &plen);
         char *text = strndup(prompt, plen);
-        clip_model *cm2 = load_clip(c->mmproj);
+        clip_model *cm2 = vcase_clip(c->mmproj, NULL);
         const char *beg, *end;
         vision_markers(cm2, &beg, &end);
         vision_embd ve = {c->n_img, c->n_embd, c->nx, c->ny, embd};
@@ -297,73 +150,10 @@ START_TEST(text_logits)
         free(prompt);
     }
 
-    /* the prompt then greedy[:-1], as llama.cpp's chunks: text, the image, text */
-    const int n_all = n_tok + n_greedy - 1;
-    int32_t *all = malloc(sizeof(int32_t) * (size_t)n_all), *pos = malloc(sizeof(int32_t) * (size_t)n_all);
-    int32_t *seq = calloc((size_t)n_all, sizeof(int32_t));
-    int8_t *lg = malloc((size_t)n_all);
-    float *out = malloc(sizeof(float) * (size_t)n_all * V);
-    float *in = calloc((size_t)c->n_img * c->n_embd, sizeof(float));
-    ck_assert(all && pos && seq && lg && out && in);
-    memcpy(all, tok, sizeof(int32_t) * (size_t)n_tok);
-    memcpy(all + n_tok, greedy, sizeof(int32_t) * (size_t)(n_greedy - 1));
-    for (int i = 0; i < n_all; i++) {
-        pos[i] = i;
-        lg[i] = 1;
-    }
-    const int a = c->img_pos, b = c->img_pos + c->n_img;
-    fwd_batch text1 = {a, all, pos, seq, lg};
-    fwd_batch img = {c->n_img, all + a, pos + a, seq, lg};
-    fwd_batch text2 = {n_all - b, all + b, pos + b, seq, lg};
-    ck_assert_msg(model_forward(m, kv, &text1, out, false, &err) == 0, "%s", err.msg);
-    ck_assert_msg(model_forward_embd(m, kv, &img, embd, true, out + (size_t)a * V, false, &err) == 0, "%s", err.msg);
-    ck_assert_msg(model_forward(m, kv, &text2, out + (size_t)b * V, false, &err) == 0, "%s", err.msg);
-
-    const char *slash = strrchr(c->model, '/');
-    const double tol = fixture_tolerance(slash ? slash + 1 : c->model, "f16");
-    double worst = 0;
-    for (int r = 0; r < n_rows; r++) {
-        const float *x = out + (size_t)rows[r] * V, *y = ref + (size_t)r * V;
-        double e = logits_rel_rms(x, y, V);
-        worst = fmax(worst, e);
-        ck_assert_msg(e <= tol, "%s: position %d off by %g (tolerance %g)", c->name, rows[r], e, tol);
-        int ax = 0, ay = 0;
-        for (int v = 1; v < V; v++) {
-            ax = x[v] > x[ax] ? v : ax;
-            ay = y[v] > y[ay] ? v : ay;
-        }
-        if (logits_top2_margin(y, V) > 0.5f)
-            ck_assert_msg(ax == ay, "%s: position %d argmax %d, llama.cpp %d", c->name, rows[r], ax, ay);
-    }
-    int checked = 0;
-    for (int j = 0; j < n_greedy; j++) {
-        const float *x = out + (size_t)(n_tok - 1 + j) * V;
-        int ax = 0;
-        for (int v = 1; v < V; v++)
-            ax = x[v] > x[ax] ? v : ax;
-        if (margin[j] > 0.5f) {
-            ck_assert_msg(ax == greedy[j], "%s: greedy step %d chose %d, llama.cpp %d (margin %.2f)", c->name, j,
-                          ax, greedy[j], margin[j]);
-            checked++;
-        }
-    }
-    fprintf(stderr, "%s: logits at %d positions, largest relative RMS error %.3g (tolerance %g); %d greedy steps checked\n",
-            c->name, n_rows, worst, tol, checked);
-    ck_assert_int_gt(checked, n_greedy / 2);
-    free(all);
-    free(pos);
-    free(seq);
-    free(lg);
-    free(out);
-    free(in);
-    free(ref);
-    free(rows);
-    free(margin);
-    free(greedy);
     free(tok);
-    free(embd);
-    kv_cache_free(kv);
     model_free(m);
+    vcase_check_text(c, embd, 0);
+    free(embd);
 }
 END_TEST
 
@@ -413,7 +203,7 @@ START_TEST(gemma4_sizes)
 {
     char p[1024];
     test_shared_path("models/gemma4-tiny-mmproj-f16.gguf", p, sizeof p);
-    clip_model *cm = load_clip(p);
+    clip_model *cm = vcase_clip(p, NULL);
     int w, h;
     clip_image_dims(cm, 160, 120, 4, 8, &w, &h); /* the fixture */
     ck_assert_int_eq(w, 72);
@@ -634,7 +424,7 @@ START_TEST(tower_plain_reference)
     static const int sizes[][2] = {{24, 24}, {96, 72}, {48, 120}};
     char p[1024];
     test_shared_path("models/gemma4-tiny-mmproj-f16.gguf", p, sizeof p);
-    clip_model *cm = load_clip(p);
+    clip_model *cm = vcase_clip(p, NULL);
     const clip_hparams *hp = clip_hp(cm);
     llmfs_error err = {0};
     gguf_file *f = gguf_open(p, &(gguf_open_opts){0}, &err);
@@ -666,9 +456,10 @@ START_TEST(tower_plain_reference)
 }
 END_TEST
 
-/* (8) a text model with layers on a GPU: that backend has no non-causal attention yet,
- * so an image batch is refused with a reason (the session path refuses the prompt before
- * it runs) rather than computed with the wrong mask */
+/* (8) a text model with layers on a backend without non-causal attention: an image
+ * batch is refused with a reason (the session path refuses the prompt before it runs)
+ * rather than computed with the wrong mask. The GPU backend has the op (gpu_vision runs
+ * the fixtures there); here it is taken away from it. */
 START_TEST(gpu_layers_refuse_images)
 {
     if (backend_gpu_count() <= 0) {
@@ -681,13 +472,19 @@ START_TEST(gpu_layers_refuse_images)
     llmfs_error err = {0};
     model *m = model_load(p, &o, &err);
     ck_assert_msg(m, "%s", err.msg);
-    ck_assert_str_eq(model_non_causal_missing(m), "CUDA");
+    ck_assert_ptr_null(model_non_causal_missing(m));
+    const struct backend_ops *had = m->gpu->ops;
+    struct backend_ops without = *had;
+    without.non_causal = NULL;
+    m->gpu->ops = &without;
+    ck_assert_str_eq(model_non_causal_missing(m), had->name);
     kv_cache *kv = test_kv_cache(m, 64, 1, T_F16, T_F16);
     int32_t tok[4] = {-1, -1, -1, -1}, pos[4] = {0, 1, 2, 3}, seq[4] = {0};
     float *rows = calloc((size_t)4 * m->hp.n_embd, sizeof(float));
     fwd_batch b = {4, tok, pos, seq, NULL};
     ck_assert_int_eq(model_forward_embd(m, kv, &b, rows, true, NULL, false, &err), -ENOTSUP);
     ck_assert_ptr_nonnull(strstr(err.msg, "non-causal"));
+    m->gpu->ops = had;
     free(rows);
     kv_cache_free(kv);
     model_free(m);
@@ -698,7 +495,7 @@ int main(void)
 {
     if (!test_shared_dir())
         test_skip_no_shared("test_vision");
-    find_cases();
+    vcase_find();
     fprintf(stderr, "*** vision: %d fixture cases\n", n_vcases);
     Suite *s = suite_create("vision");
     TCase *tc = tcase_create("vision");

@@ -1856,6 +1856,67 @@ static void cpu_sigmoid_mul(backend *be, float *x, const float *g, int rows, int
             x[r * d + i] *= sigmoid_f(per_row ? g[r] : g[r * d + i]);
 }
 
+/* ---------------------------------------------------------------- vision tower ops
+ * Plain loops: the CPU tower (clip.c) has its own; these are what the GPU's kernels are
+ * tested against. */
+
+static void cpu_layer_norm(backend *be, float *out, const float *x, const float *w, const float *b, int rows, int d,
+                           float eps)
+{
+    (void)be;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * d;
+        float *o = out + (size_t)r * d;
+        double sum = 0, sq = 0;
+        for (int i = 0; i < d; i++)
+            sum += xr[i];
+        const double mean = sum / d;
+        for (int i = 0; i < d; i++)
+            sq += (xr[i] - mean) * (xr[i] - mean);
+        const float scale = (float)(1.0 / sqrt(sq / d + eps));
+        for (int i = 0; i < d; i++)
+            o[i] = (float)(xr[i] - mean) * scale * w[i] + (b ? b[i] : 0.0f);
+    }
+}
+
+static void cpu_gelu(backend *be, float *out, const float *x, const float *up, int64_t n, int kind)
+{
+    (void)be;
+    for (int64_t i = 0; i < n; i++) {
+        const double v = x[i];
+        double a;
+        if (kind == GELU_ERF)
+            a = 0.5 * v * (1.0 + erf(v * 0.70710678118654752440));
+        else if (kind == GELU_QUICK)
+            a = v / (1.0 + exp(-1.702 * v));
+        else
+            a = 0.5 * v * (1.0 + tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v)));
+        out[i] = (float)a * (up ? up[i] : 1.0f);
+    }
+}
+
+static void cpu_clamp(backend *be, float *x, int64_t n, float lo, float hi)
+{
+    (void)be;
+    for (int64_t i = 0; i < n; i++)
+        x[i] = x[i] < lo ? lo : x[i] > hi ? hi : x[i];
+}
+
+static void cpu_avg_pool(backend *be, float *out, const float *x, int cols, int rows, int k, int d)
+{
+    (void)be;
+    const int tc = cols / k, tr = rows / k;
+    for (int ty = 0; ty < tr; ty++)
+        for (int tx = 0; tx < tc; tx++)
+            for (int i = 0; i < d; i++) {
+                double s = 0;
+                for (int dy = 0; dy < k; dy++)
+                    for (int dx = 0; dx < k; dx++)
+                        s += x[((size_t)(ty * k + dy) * cols + tx * k + dx) * d + i];
+                out[((size_t)ty * tc + tx) * d + i] = (float)(s / (k * k));
+            }
+}
+
 /* ---------------------------------------------------------------- setup */
 
 static void cpu_destroy(backend *be);
@@ -1895,6 +1956,10 @@ static const struct backend_ops cpu_ops = {
     .recurrent_snapshots = true,
     .gated_rmsnorm = cpu_gated_rmsnorm,
     .sigmoid_mul = cpu_sigmoid_mul,
+    .layer_norm = cpu_layer_norm,
+    .gelu = cpu_gelu,
+    .clamp = cpu_clamp,
+    .avg_pool = cpu_avg_pool,
     .check = cpu_check,
     .destroy = cpu_destroy,
     .stage_copy = cpu_stage_copy,

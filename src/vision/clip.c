@@ -7,6 +7,7 @@
 
 #include "backend.h"
 #include "gguf.h"
+#include "kv.h"
 #include "quant.h"
 
 #include <errno.h>
@@ -43,6 +44,14 @@ struct clip_model {
     backend *be;                /* a CPU backend of its own: its threads, its scratch */
     tensor tensors[512];
     int n_tensors;
+    bool is_mat[512];           /* tensors[i] is a matmul weight */
+    bool host_only[512];        /* not copied to a GPU: read at load, or on the host */
+    /* The forward on a GPU backend (clip_load_on): a copy of every tensor there, in
+     * the backend's own layout for matrices and as plain floats for vectors; NULL dev:
+     * the CPU forward. The backend is the caller's. */
+    backend *dev;
+    tensor *dtensors;           /* [n_tensors] */
+    uint64_t dev_bytes;
     tensor *patch_w;            /* [E][C*p*p] conv kernel as a matrix (F16: llama.cpp's im2col rounds to f16) */
     tensor *patch_b;            /* [E] gemma3 */
     tensor *pos_embd;           /* gemma3 [P][E]; gemma4v [2][n_pos][E] (column table, row table) */
@@ -102,6 +111,7 @@ static int bind(clip_model *c, const char *name, int64_t ne0, int64_t ne1, bool 
     t->nb2 = row * (size_t)rows;
     t->data = (void *)g->data;
     t->be = c->be;
+    c->is_mat[t - c->tensors] = matmul;
     c->weight_bytes += g->size;
     *out = t;
     return 0;
@@ -271,6 +281,11 @@ static int bind_weights(clip_model *c, llmfs_error *err)
             (rc = bind(c, "v.std_scale", E, 0, false, false, &c->std_scale, err)) ||
             (rc = bind(c, "mm.input_projection.weight", E, hp->n_embd_out, true, false, &c->proj, err)))
             return rc;
+        /* the forward on a GPU reads these on the host (the position rows are summed
+         * there, the few pooled rows standardised there) */
+        c->host_only[c->pos_embd - c->tensors] = true;
+        c->host_only[c->std_bias - c->tensors] = true;
+        c->host_only[c->std_scale - c->tensors] = true;
     }
     if (hp->n_embd_out <= 0 || hp->n_embd_out > 65536)
         return llmfs_errorf(err, EINVAL, "mmproj: bad projection width %d", hp->n_embd_out);
@@ -278,13 +293,17 @@ static int bind_weights(clip_model *c, llmfs_error *err)
     if (c->n_tensors + 2 > (int)(sizeof c->tensors / sizeof c->tensors[0]))
         return llmfs_errorf(err, EINVAL, "mmproj: too many tensors");
     tensor *conv = &c->tensors[c->n_tensors++];
+    c->is_mat[conv - c->tensors] = true;
     if ((rc = own_f16(c, 0, pw, E, K, false, conv, err)))
         return rc;
+    c->host_only[pw - c->tensors] = true;
     c->patch_w = conv;
     if (g3) {
         tensor *pt = &c->tensors[c->n_tensors++];
+        c->is_mat[pt - c->tensors] = true;
         if ((rc = own_f16(c, 1, proj, hp->n_embd_out, E, true, pt, err)))
             return rc;
+        c->host_only[proj - c->tensors] = true;
         c->proj = pt;
     }
 
@@ -343,7 +362,56 @@ static int bind_weights(clip_model *c, llmfs_error *err)
     return 0;
 }
 
+/* The ops the forward on a GPU backend uses. */
+static bool dev_capable(const backend *be)
+{
+    const struct backend_ops *o = be->ops;
+    return o->begin && o->matmul && o->rmsnorm && o->add && o->add_bias && o->scale && o->copy2d && o->rope &&
+           o->kv_store && o->attention && o->non_causal && o->layer_norm && o->gelu && o->clamp && o->avg_pool &&
+           o->upload && o->download && o->sync && o->alloc && o->free;
+}
+
+/* Copies every tensor to c->dev: matrices as the backend stores weights, vectors (norms,
+ * biases, tables) as plain floats its ops read. */
+static int dev_upload(clip_model *c, llmfs_error *err)
+{
+    backend *d = c->dev;
+    c->dtensors = calloc((size_t)c->n_tensors, sizeof *c->dtensors);
+    if (!c->dtensors)
+        return llmfs_errorf(err, ENOMEM, "mmproj: out of memory");
+    for (int i = 0; i < c->n_tensors; i++) {
+        const tensor *t = &c->tensors[i];
+        tensor *dt = &c->dtensors[i];
+        *dt = *t;
+        dt->data = NULL;
+        if (c->host_only[i] || (t->ne[0] == 1 && t->ne[1] == 1))
+            continue;
+        const size_t bytes = t->nb2 * (size_t)(t->ne[2] > 0 ? t->ne[2] : 1);
+        if (c->is_mat[i] && d->ops->load_weight) {
+            int rc = d->ops->load_weight(d, dt, t->data, err);
+            if (rc) {
+                dt->data = NULL;
+                return rc;
+            }
+        } else {
+            dt->data = d->ops->alloc(d, bytes);
+            if (!dt->data)
+                return llmfs_errorf(err, ENOMEM, "mmproj: no room on %s for %s (%zu bytes)", d->ops->name, t->name,
+                                    bytes);
+            d->ops->upload(d, dt->data, t->data, bytes);
+            dt->be = d;
+        }
+        c->dev_bytes += bytes;
+    }
+    return d->ops->check ? d->ops->check(d, err) : 0;
+}
+
 clip_model *clip_load(const char *path, int n_threads, llmfs_error *err)
+{
+    return clip_load_on(path, n_threads, NULL, err);
+}
+
+clip_model *clip_load_on(const char *path, int n_threads, backend *dev, llmfs_error *err)
 {
     clip_model *c = calloc(1, sizeof *c);
     if (!c) {
@@ -373,13 +441,37 @@ clip_model *clip_load(const char *path, int n_threads, llmfs_error *err)
         float y = c->hp.gelu_tanh ? gelu_tanh_f32(x) : gelu_quick_f32(x);
         c->act_table[i] = f16_to_f32(f32_to_f16(y));
     }
+    /* the attention kernels take heads of a multiple of 8 dims up to 256 */
+    if (dev && dev_capable(dev) && c->hp.head_dim % 8 == 0 && c->hp.head_dim <= 256) {
+        c->dev = dev;
+        if (dev_upload(c, err)) {
+            clip_free(c);
+            return NULL;
+        }
+    }
     return c;
+}
+
+const char *clip_device(const clip_model *c)
+{
+    return c->dev ? c->dev->ops->name : "CPU";
+}
+
+uint64_t clip_device_bytes(const clip_model *c)
+{
+    return c->dev ? c->dev_bytes : 0;
 }
 
 void clip_free(clip_model *c)
 {
     if (!c)
         return;
+    if (c->dtensors) {
+        for (int i = 0; i < c->n_tensors; i++)
+            if (c->dtensors[i].data)
+                c->dev->ops->free(c->dev, c->dtensors[i].data);
+        free(c->dtensors);
+    }
     free(c->layers);
     free(c->owned_f16[0]);
     free(c->owned_f16[1]);
@@ -436,8 +528,13 @@ uint64_t clip_buffer_bytes(const clip_model *c, int max_tokens)
     uint64_t P = (uint64_t)T * hp->pool * hp->pool, E = hp->n_embd, F = hp->n_ff;
     uint64_t K = 3ull * hp->patch * hp->patch;
     /* patches, x h q k v att, two MLP rows, one head's scores and slices, output */
-    return sizeof(float) * (P * K + 6 * P * E + 2 * P * F + P * P + 3 * P * hp->head_dim +
-                            (uint64_t)T * (E + hp->n_embd_out) + 3 * P * hp->patch * hp->patch);
+    const uint64_t cpu = sizeof(float) * (P * K + 6 * P * E + 2 * P * F + P * P + 3 * P * hp->head_dim +
+                                          (uint64_t)T * (E + hp->n_embd_out) + 3 * P * hp->patch * hp->patch);
+    /* on a GPU: x h q k v att, the MLP rows, the cache's K and V, patches, pooled, output,
+     * and the one-token attention kernel's partial results for images of up to 16 patches */
+    const uint64_t dev = sizeof(float) * (8 * P * E + 2 * P * F + P * K + (uint64_t)T * (E + hp->n_embd_out) +
+                                          16 * (uint64_t)hp->n_head * 16 * (hp->head_dim + 2));
+    return cpu > dev ? cpu : dev;
 }
 
 int clip_preprocess(const clip_model *c, const image_rgb *img, int min_tokens, int max_tokens, float **pixels,
@@ -694,6 +791,272 @@ static void avg_pool(const float *x, float *pooled, int cols, int rows, int k, i
         }
 }
 
+/* ---------------------------------------------------------------- forward on a GPU
+ *
+ * The same steps with the backend's ops on its memory. The patches are cut on the host
+ * (a copy, no arithmetic) and uploaded; attention is the backend's own over a one-layer
+ * F32 cache of the image's P cells, non-causal, so every patch sees every patch. */
+
+typedef struct dev_bufs {
+    backend *be;
+    int P, cols, rows;
+    float *x, *h, *q, *k, *v, *att, *f1, *f2;   /* [P][E] x6, [P][F] x2 */
+    kv_cache kv;                                 /* one layer of P cells */
+    struct kv_layer layer;
+    int seq_len, seq_top;
+    int32_t *pos_seq, *pos_col, *pos_row, *zeros; /* [P] each */
+    int8_t *flags;
+} dev_bufs;
+
+static const tensor *DT(const clip_model *c, const tensor *t)
+{
+    return &c->dtensors[t - c->tensors];
+}
+
+static const float *DV(const clip_model *c, const tensor *t)
+{
+    return t ? (const float *)c->dtensors[t - c->tensors].data : NULL;
+}
+
+/* The batch of the image's P patches at positions pos (rope) or 0..P-1 (attention). */
+static int dev_begin(dev_bufs *B, const int32_t *pos)
+{
+    fwd_batch fb = {B->P, B->zeros, pos, B->zeros, B->flags};
+    return B->be->ops->begin(B->be, &fb);
+}
+
+static void dev_linear(const clip_model *c, dev_bufs *B, float *out, const tensor *w, float *x, const clamp4 *cl)
+{
+    const struct backend_ops *o = B->be->ops;
+    const int64_t in = (int64_t)B->P * w->ne[0], outn = (int64_t)B->P * w->ne[1];
+    if (cl && (cl->in_min != -FLT_MAX || cl->in_max != FLT_MAX))
+        o->clamp(B->be, x, in, cl->in_min, cl->in_max);
+    o->matmul(B->be, out, DT(c, w), x, B->P);
+    if (cl && (cl->out_min != -FLT_MAX || cl->out_max != FLT_MAX))
+        o->clamp(B->be, out, outn, cl->out_min, cl->out_max);
+}
+
+/* att = softmax(q kᵀ scale) v over all patches, per head */
+static int dev_attention(const clip_model *c, dev_bufs *B, float scale)
+{
+    const clip_hparams *hp = &c->hp;
+    const struct backend_ops *o = B->be->ops;
+    int rc = dev_begin(B, B->pos_seq);
+    if (rc)
+        return rc;
+    o->non_causal(B->be);
+    o->kv_store(B->be, &B->kv, 0, B->k, B->v, B->P);
+    attn_params ap = {.n_head = hp->n_head, .n_head_kv = hp->n_head, .head_dim = hp->head_dim, .scale = scale,
+                      .flash = true};
+    o->attention(B->be, B->att, B->q, &B->kv, 0, B->P, &ap);
+    return 0;
+}
+
+static int dev_layer_gemma3(const clip_model *c, const clip_layer *L, dev_bufs *B)
+{
+    const clip_hparams *hp = &c->hp;
+    const struct backend_ops *o = B->be->ops;
+    backend *be = B->be;
+    const int P = B->P, E = hp->n_embd, F = hp->n_ff;
+    const int64_t PE = (int64_t)P * E;
+    const int act = hp->gelu_tanh ? GELU_TANH : GELU_QUICK;
+    o->layer_norm(be, B->h, B->x, DV(c, L->ln1_w), DV(c, L->ln1_b), P, E, hp->eps);
+    o->matmul(be, B->q, DT(c, L->wq), B->h, P);
+    o->matmul(be, B->k, DT(c, L->wk), B->h, P);
+    o->matmul(be, B->v, DT(c, L->wv), B->h, P);
+    o->add_bias(be, B->q, DV(c, L->bq), P, E);
+    o->add_bias(be, B->k, DV(c, L->bk), P, E);
+    o->add_bias(be, B->v, DV(c, L->bv), P, E);
+    int rc = dev_attention(c, B, 1.0f / sqrtf((float)hp->head_dim));
+    if (rc)
+        return rc;
+    o->matmul(be, B->h, DT(c, L->wo), B->att, P);
+    o->add_bias(be, B->h, DV(c, L->bo), P, E);
+    o->add(be, B->x, B->h, PE);
+    o->layer_norm(be, B->h, B->x, DV(c, L->ln2_w), DV(c, L->ln2_b), P, E, hp->eps);
+    o->matmul(be, B->f1, DT(c, L->w_up), B->h, P);
+    o->add_bias(be, B->f1, DV(c, L->b_up), P, F);
+    o->gelu(be, B->f1, B->f1, NULL, (int64_t)P * F, act);
+    o->matmul(be, B->h, DT(c, L->w_down), B->f1, P);
+    o->add_bias(be, B->h, DV(c, L->b_down), P, E);
+    o->add(be, B->x, B->h, PE);
+    return 0;
+}
+
+static int dev_layer_gemma4v(const clip_model *c, const clip_layer *L, dev_bufs *B)
+{
+    const clip_hparams *hp = &c->hp;
+    const struct backend_ops *o = B->be->ops;
+    backend *be = B->be;
+    const int P = B->P, E = hp->n_embd, F = hp->n_ff, H = hp->n_head, D = hp->head_dim;
+    const int64_t PE = (int64_t)P * E;
+    const float eps = hp->eps;
+    o->rmsnorm(be, B->h, B->x, DV(c, L->ln1_w), P, E, eps);
+    /* each linear clamps its own input: copies of h */
+    o->copy2d(be, B->att, E, B->h, E, P, E);
+    dev_linear(c, B, B->q, L->wq, B->att, &L->clamp[LIN_Q]);
+    o->copy2d(be, B->att, E, B->h, E, P, E);
+    dev_linear(c, B, B->k, L->wk, B->att, &L->clamp[LIN_K]);
+    dev_linear(c, B, B->v, L->wv, B->h, &L->clamp[LIN_V]);
+    o->rmsnorm(be, B->q, B->q, DV(c, L->q_norm), P * H, D, eps);
+    o->rmsnorm(be, B->k, B->k, DV(c, L->k_norm), P * H, D, eps);
+    o->rmsnorm(be, B->v, B->v, NULL, P * H, D, eps);
+    /* 2-D rope: the first half of each head at the patch's column, the second at its row */
+    rope_params rp = {.n_rot = D / 2, .neox = true, .freq_base = 100.0f, .freq_scale = 1.0f};
+    int rc = dev_begin(B, B->pos_col);
+    if (rc)
+        return rc;
+    o->rope(be, B->q, P, H, D, &rp);
+    o->rope(be, B->k, P, H, D, &rp);
+    if ((rc = dev_begin(B, B->pos_row)))
+        return rc;
+    o->rope(be, B->q + D / 2, P, H, D, &rp);
+    o->rope(be, B->k + D / 2, P, H, D, &rp);
+    if ((rc = dev_attention(c, B, 1.0f)))
+        return rc;
+    dev_linear(c, B, B->h, L->wo, B->att, &L->clamp[LIN_O]);
+    o->rmsnorm(be, B->h, B->h, DV(c, L->attn_post_norm), P, E, eps);
+    o->add(be, B->x, B->h, PE);
+    o->rmsnorm(be, B->h, B->x, DV(c, L->ln2_w), P, E, eps);
+    o->copy2d(be, B->att, E, B->h, E, P, E);
+    dev_linear(c, B, B->f1, L->w_gate, B->att, &L->clamp[LIN_GATE]);
+    dev_linear(c, B, B->f2, L->w_up, B->h, &L->clamp[LIN_UP]);
+    o->gelu(be, B->f1, B->f1, B->f2, (int64_t)P * F, hp->gelu_tanh ? GELU_TANH : GELU_QUICK);
+    dev_linear(c, B, B->h, L->w_down, B->f1, &L->clamp[LIN_DOWN]);
+    o->rmsnorm(be, B->h, B->h, DV(c, L->ffn_post_norm), P, E, eps);
+    o->add(be, B->x, B->h, PE);
+    if (L->out_scale != 1.0f)
+        o->scale(be, B->x, L->out_scale, PE);
+    return 0;
+}
+
+static int encode_dev(clip_model *c, const float *pixels, int w, int h, float *out, llmfs_error *err)
+{
+    const clip_hparams *hp = &c->hp;
+    backend *be = c->dev;
+    const struct backend_ops *o = be->ops;
+    const int ps = hp->patch, E = hp->n_embd, F = hp->n_ff, K = 3 * ps * ps, O = hp->n_embd_out;
+    const bool g3 = hp->projector == CLIP_GEMMA3;
+    dev_bufs B = {.be = be, .cols = w / ps, .rows = h / ps};
+    const int P = B.P = B.cols * B.rows, T = clip_n_tokens(c, w, h);
+    const size_t PE = (size_t)P * E;
+
+    /* host: the patches [P][K], the position rows [P][E] (gemma4v), the batch arrays */
+    float *patches = malloc(sizeof(float) * (size_t)P * (K > E ? K : E));
+    float *pooled = malloc(sizeof(float) * (size_t)T * E);
+    int32_t *ints = malloc(sizeof(int32_t) * 4 * (size_t)P);
+    B.flags = calloc((size_t)P, 1);
+    /* device: x h q k v att, f1 f2, the cache's K and V, the patches, pooled, out */
+    float *mem = o->alloc(be, sizeof(float) * (6 * PE + 2 * (size_t)P * F + 2 * PE + (size_t)P * K +
+                                              (size_t)T * E + (size_t)T * O));
+    int rc = 0;
+    if (!patches || !pooled || !ints || !B.flags || !mem) {
+        rc = llmfs_errorf(err, ENOMEM, "mmproj: out of memory for a %dx%d image on %s", w, h, o->name);
+        goto done;
+    }
+    float *m = mem;
+    B.x = m, m += PE;
+    B.h = m, m += PE;
+    B.q = m, m += PE;
+    B.k = m, m += PE;
+    B.v = m, m += PE;
+    B.att = m, m += PE;
+    B.f1 = m, m += (size_t)P * F;
+    B.f2 = m, m += (size_t)P * F;
+    float *kc = m, *vc = m + PE;
+    m += 2 * PE;
+    float *dpatches = m;
+    m += (size_t)P * K;
+    float *dpooled = m;
+    m += (size_t)T * E;
+    float *dout = m;
+    B.pos_seq = ints, B.pos_col = ints + P, B.pos_row = ints + 2 * P, B.zeros = ints + 3 * P;
+    for (int p = 0; p < P; p++) {
+        B.pos_seq[p] = p;
+        B.pos_col[p] = p % B.cols;
+        B.pos_row[p] = p / B.cols;
+        B.zeros[p] = 0;
+    }
+    B.kv = (kv_cache){.n_layer = 1, .n_ctx = P, .n_seq = 1, .n_embd_kv = E, .head_dim = hp->head_dim,
+                      .type_k = T_F32, .type_v = T_F32, .layer = &B.layer, .seq_len = &B.seq_len,
+                      .seq_top = &B.seq_top};
+    B.layer = (struct kv_layer){.k = kc, .v = vc, .be = be, .k_row = sizeof(float) * (size_t)E,
+                                .v_row = sizeof(float) * (size_t)E, .n_embd_kv = E, .head_dim = hp->head_dim,
+                                .n_cells = P};
+    if ((rc = dev_begin(&B, B.pos_seq))) {
+        rc = llmfs_errorf(err, -rc, "mmproj: %s refused the image", o->name);
+        goto done;
+    }
+
+    /* patch embedding: the (c, ky, kx) block of each patch times the kernel */
+    const size_t plane = (size_t)w * h;
+    for (int p = 0; p < P; p++) {
+        int px = p % B.cols, py = p / B.cols;
+        float *q = patches + (size_t)p * K;
+        for (int ch = 0; ch < 3; ch++)
+            for (int ky = 0; ky < ps; ky++)
+                for (int kx = 0; kx < ps; kx++) {
+                    float v = pixels[ch * plane + (size_t)(py * ps + ky) * w + px * ps + kx];
+                    *q++ = g3 ? v : v * 2.0f - 1.0f;
+                }
+    }
+    o->upload(be, dpatches, patches, sizeof(float) * (size_t)P * K);
+    o->matmul(be, B.x, DT(c, c->patch_w), dpatches, P);
+    if (g3) {
+        o->add_bias(be, B.x, DV(c, c->patch_b), P, E);
+        o->add(be, B.x, DV(c, c->pos_embd), (int64_t)PE);
+    } else {
+        /* the column and row tables' rows of each patch, summed on the host */
+        const float *tcol = c->pos_embd->data, *trow = tcol + (size_t)c->n_pos * E;
+        o->sync(be); /* the patches' host buffer is reused */
+        for (int p = 0; p < P; p++) {
+            int col = p % B.cols, row = p / B.cols;
+            for (int i = 0; i < E; i++)
+                patches[(size_t)p * E + i] = tcol[(size_t)col * E + i] + trow[(size_t)row * E + i];
+        }
+        o->upload(be, B.h, patches, sizeof(float) * PE);
+        o->add(be, B.x, B.h, (int64_t)PE);
+    }
+
+    for (int il = 0; il < hp->n_layer && !rc; il++)
+        rc = g3 ? dev_layer_gemma3(c, &c->layers[il], &B) : dev_layer_gemma4v(c, &c->layers[il], &B);
+    if (rc) {
+        rc = llmfs_errorf(err, -rc, "mmproj: %s refused the image", o->name);
+        goto done;
+    }
+
+    if (g3) {
+        o->layer_norm(be, B.x, B.x, DV(c, c->post_ln_w), DV(c, c->post_ln_b), P, E, hp->eps);
+        o->avg_pool(be, dpooled, B.x, B.cols, B.rows, hp->pool, E);
+        o->rmsnorm(be, dpooled, dpooled, DV(c, c->soft_emb_norm), T, E, hp->eps);
+    } else {
+        /* the standardisation and its norm on the host: T rows */
+        o->avg_pool(be, dpooled, B.x, B.cols, B.rows, hp->pool, E);
+        o->download(be, pooled, dpooled, sizeof(float) * (size_t)T * E);
+        const float s = sqrtf((float)E), *sb = c->std_bias->data, *ss = c->std_scale->data;
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < E; i++) {
+                float *v = &pooled[(size_t)t * E + i];
+                *v = (*v * s - sb[i]) * ss[i];
+            }
+        rms_norm(pooled, pooled, NULL, T, E, hp->eps);
+        o->upload(be, dpooled, pooled, sizeof(float) * (size_t)T * E);
+    }
+    o->matmul(be, dout, DT(c, c->proj), dpooled, T);
+    o->download(be, out, dout, sizeof(float) * (size_t)T * O);
+    rc = o->check ? o->check(be, err) : 0;
+done:
+    if (mem) {
+        o->sync(be);
+        o->free(be, mem);
+    }
+    free(patches);
+    free(pooled);
+    free(ints);
+    free(B.flags);
+    return rc;
+}
+
 int clip_encode(clip_model *c, const float *pixels, int w, int h, float *out, llmfs_error *err)
 {
     const clip_hparams *hp = &c->hp;
@@ -703,6 +1066,8 @@ int clip_encode(clip_model *c, const float *pixels, int w, int h, float *out, ll
         (g3 && (w != hp->image_size || h != hp->image_size)) ||
         (!g3 && (w / ps > c->n_pos || h / ps > c->n_pos)))
         return llmfs_errorf(err, EINVAL, "mmproj: the tower cannot take a %dx%d image", w, h);
+    if (c->dev)
+        return encode_dev(c, pixels, w, h, out, err);
     clip_bufs B = {.cols = w / ps, .rows = h / ps};
     const int P = B.P = B.cols * B.rows, T = clip_n_tokens(c, w, h);
     const size_t PE = (size_t)P * E;

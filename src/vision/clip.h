@@ -7,13 +7,14 @@
  *   gemma4v  dynamic input size (aspect ratio kept, token count between a minimum and a
  *            maximum), RMS-norm tower with q/k/v norms, 2-D rope, clamped linears,
  *            gelu_quick gated MLP, layer scalars, 3x3 pooling, standardisation.
- * The forward runs on the CPU (its own backend instance and threads); matrices go
- * through the backend's matmul, which rounds activations to the weight's dot type as
- * llama.cpp does (f16 for F16 weights).
+ * The forward runs on the CPU (its own backend instance and threads), or on a GPU
+ * backend (clip_load_on); matrices go through the backend's matmul, which rounds
+ * activations to the weight's dot type as llama.cpp does (f16 for F16 weights).
  */
 #ifndef LLMFS_CLIP_H
 #define LLMFS_CLIP_H
 
+#include "backend.h"
 #include "image.h"
 #include "llmfs.h"
 
@@ -41,12 +42,23 @@ typedef struct clip_model clip_model;
 /* Loads an mmproj file; n_threads <= 0: the machine's cores. -ENOENT, -EINVAL (not a
  * projector llmfs runs, reason in err), -ENOMEM. */
 clip_model *clip_load(const char *path, int n_threads, llmfs_error *err);
+/* The same with the forward on backend dev (a GPU: the text model's, so the tower runs
+ * where its layers do), its weights copied there; NULL, or a backend without the ops
+ * the tower needs (backend.h: layer_norm, gelu, clamp, avg_pool, non_causal, ...): the
+ * CPU as clip_load. dev must outlive the projector, and an encode uses it as a forward
+ * call does: not at the same time as another. */
+clip_model *clip_load_on(const char *path, int n_threads, backend *dev, llmfs_error *err);
 void clip_free(clip_model *c);
+/* Where the forward runs ("CPU", "CUDA"), and the bytes of weights it placed there (0
+ * on the CPU, which reads the mapped file). */
+const char *clip_device(const clip_model *c);
+uint64_t clip_device_bytes(const clip_model *c);
 const clip_hparams *clip_hp(const clip_model *c);
 /* The CPU threads its forward runs on. */
 int clip_threads(const clip_model *c);
-/* Bytes of the projector's weights (what the file maps), and of the scratch an image of
- * the largest size the limits allow needs. */
+/* Bytes of the projector's weights (what the file maps; its copy on a GPU takes no
+ * more), and of the scratch an image of the largest size the limits allow needs (on the
+ * CPU or on a GPU, whichever is more). */
 uint64_t clip_weight_bytes(const clip_model *c);
 uint64_t clip_buffer_bytes(const clip_model *c, int max_tokens);
 
