@@ -457,14 +457,11 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
     uint64_t vram = g.vram_free, limit = (uint64_t)s->vram_limit * 1048576;
     if (limit && limit < vram)
         vram = limit;
-    /* a draft model bound for the GPU takes its weights' room first (its file's size: an
-     * upper bound of what it uploads; its cache is small beside the target's) */
-    uint64_t draft = 0;
-    struct stat st;
-    if ((s->spec_type & SPEC_DRAFT) && s->spec_draft_ngl != 0 && s->spec_draft_model && *s->spec_draft_model &&
-        stat(s->spec_draft_model, &st) == 0)
-        draft = (uint64_t)st.st_size;
-    vram = vram > draft ? vram - draft : 0;
+    /* a draft model bound for the GPU takes the room of its weights and KV cache first */
+    const char *draft = (s->spec_type & SPEC_DRAFT) && s->spec_draft_ngl != 0 && s->spec_draft_model &&
+                                *s->spec_draft_model
+                            ? s->spec_draft_model
+                            : NULL;
     fit_input fi = {
         .path = path,
         .ctx = s->ctx,
@@ -480,6 +477,9 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
         .override_tensor = o->override_tensor,
         .vram_free = vram,
         .fit_target = (uint64_t)s->fit_target * 1048576,
+        .draft_path = draft,
+        .draft_type_k = cache_ggml_type(s->spec_draft_ctk),
+        .draft_type_v = cache_ggml_type(s->spec_draft_ctv),
     };
     fit_output fo;
     int rc = fit_plan(&fi, &fo, err);
@@ -493,11 +493,7 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
         snprintf(v, sizeof v, "%d", fo.ctx);
         settings_set_default(&m->settings, "ctx", v);
     }
-    if (draft)
-        snprintf(m->fit_text, sizeof m->fit_text, "%.600s\ndraft model: %.1f MiB of GPU memory kept for its weights",
-                 fo.text, (double)draft / 1048576.0);
-    else
-        snprintf(m->fit_text, sizeof m->fit_text, "%s", fo.text);
+    snprintf(m->fit_text, sizeof m->fit_text, "%s", fo.text); /* with the draft model's share */
     pthread_mutex_unlock(&m->mu);
     return 0;
 }
