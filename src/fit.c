@@ -215,7 +215,8 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
     out->n_cpu_moe = best.n_cpu_moe;
     out->ctx = best_ctx;
     out->draft_bytes = best_draft;
-    int len = snprintf(out->text, sizeof out->text, "%s; ctx %d%s; weights GPU %.0f MiB, CPU %.0f MiB; headroom %.0f MiB",
+    int len = snprintf(out->text, sizeof out->text,
+                       "%s; ctx %d%s; weights GPU %.0f MiB, CPU %.0f MiB; headroom %.0f MiB",
                        best.text[0] ? best.text : "fit", best_ctx, best_ctx < in->ctx ? " (shrunk to fit)" : "",
                        best.bytes_gpu / 1048576.0, best.bytes_cpu / 1048576.0, best.headroom / 1048576.0);
     if (best_draft && len > 0 && (size_t)len < sizeof out->text)

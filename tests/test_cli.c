@@ -751,7 +751,8 @@ static double greedy_agreement(const char *pa, const char *pb, int *n_distinct)
     model *b = model_load(pb, &mo, &err);
     ck_assert_msg(b != NULL, "%s: %s", pb, err.msg);
     enum { N = AGREE_PROMPT + AGREE_GEN };
-    kv_cache *ka = kv_cache_alloc(a, N + 1, 1, T_F16, T_F16, &err), *kb = kv_cache_alloc(b, N + 1, 1, T_F16, T_F16, &err);
+    kv_cache *ka = kv_cache_alloc(a, N + 1, 1, T_F16, T_F16, &err);
+    kv_cache *kb = kv_cache_alloc(b, N + 1, 1, T_F16, T_F16, &err);
     ck_assert(ka && kb);
     int32_t tok[N + 1], pos[N + 1], seq[N + 1] = {0}, ids[N + 1];
     int8_t want[N + 1];
