@@ -523,30 +523,31 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
     uint64_t vram = g.vram_free, limit = (uint64_t)s->vram_limit * 1048576;
     if (limit && limit < vram)
         vram = limit;
-    /* a draft model bound for the GPU takes its weights' room first (its file's size: an
-     * upper bound of what it uploads; its cache is small beside the target's) */
-    uint64_t draft = 0;
-    struct stat st;
-    if ((s->spec_type & SPEC_DRAFT) && s->spec_draft_ngl != 0 && s->spec_draft_model && *s->spec_draft_model &&
-        stat(s->spec_draft_model, &st) == 0)
-        draft = (uint64_t)st.st_size;
+    /* a draft model bound for the GPU: fit takes the room of its weights and KV cache
+     * first */
+    const char *draft = (s->spec_type & SPEC_DRAFT) && s->spec_draft_ngl != 0 && s->spec_draft_model &&
+                                *s->spec_draft_model
+                            ? s->spec_draft_model
+                            : NULL;
     /* the MTP head: its separate file, or the target's output head again beside its
      * block (counted with the trunk's layers), and its one layer's cache */
+    uint64_t mtp_room = 0;
+    struct stat st;
     if ((s->spec_type & SPEC_MTP) && s->spec_draft_ngl != 0) {
         if (s->spec_draft_model && *s->spec_draft_model && stat(s->spec_draft_model, &st) == 0) {
-            draft = (uint64_t)st.st_size;
+            mtp_room = (uint64_t)st.st_size;
         } else {
             llmfs_error ge = {0};
             gguf_file *gf = gguf_open(path, NULL, &ge);
             const gguf_tensor *out = gf ? gguf_find_tensor(gf, "output.weight") : NULL;
             if (gf && !out)
                 out = gguf_find_tensor(gf, "token_embd.weight");
-            draft = out ? out->size : 0;
+            mtp_room = out ? out->size : 0;
             gguf_close(gf);
         }
-        draft += mtp_cache_guess(s);
+        mtp_room += mtp_cache_guess(s);
     }
-    vram = vram > draft ? vram - draft : 0;
+    vram = vram > mtp_room ? vram - mtp_room : 0;
     fit_input fi = {
         .path = path,
         .ctx = s->ctx,
@@ -563,6 +564,9 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
         .vram_free = vram,
         .fit_target = (uint64_t)s->fit_target * 1048576,
         .n_snap = s->spec_type ? s->spec_draft_n_max + 1 : 0,
+        .draft_path = draft,
+        .draft_type_k = cache_ggml_type(s->spec_draft_ctk),
+        .draft_type_v = cache_ggml_type(s->spec_draft_ctv),
     };
     fit_output fo;
     int rc = fit_plan(&fi, &fo, err);
@@ -576,11 +580,7 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
         snprintf(v, sizeof v, "%d", fo.ctx);
         settings_set_default(&m->settings, "ctx", v);
     }
-    if (draft)
-        snprintf(m->fit_text, sizeof m->fit_text, "%.600s\ndraft model: %.1f MiB of GPU memory kept for its weights",
-                 fo.text, (double)draft / 1048576.0);
-    else
-        snprintf(m->fit_text, sizeof m->fit_text, "%s", fo.text);
+    snprintf(m->fit_text, sizeof m->fit_text, "%s", fo.text); /* with the draft model's share */
     pthread_mutex_unlock(&m->mu);
     return 0;
 }

@@ -79,6 +79,48 @@ static int projector_bytes(const fit_input *in, uint64_t *bytes, llmfs_error *er
     return 0;
 }
 
+/* A draft model's share of the GPU: its tensors (all of them: an upper bound of what it
+ * uploads, as a draft is small beside its target) and the dimensions of its KV cache. */
+typedef struct draft_info {
+    gguf_file *f;  /* NULL: no draft, or one that cannot be read (it counts nothing) */
+    const char *arch;
+    int n_layer, n_head_kv, head_dim;
+    uint64_t weights;
+} draft_info;
+
+static void draft_open(const char *path, draft_info *d)
+{
+    memset(d, 0, sizeof *d);
+    gguf_open_opts oo = {0};
+    llmfs_error e = {0};
+    if (!path || !*path || !(d->f = gguf_open(path, &oo, &e)))
+        return;
+    d->arch = gguf_get_str(d->f, "general.architecture", NULL);
+    d->n_layer = d->arch ? (int)arch_u32(d->f, d->arch, "block_count", 0) : 0;
+    int n_embd = d->arch ? (int)arch_u32(d->f, d->arch, "embedding_length", 0) : 0;
+    if (d->n_layer <= 0 || n_embd <= 0) {
+        gguf_close(d->f);
+        d->f = NULL;
+        return;
+    }
+    int n_head = (int)arch_u32(d->f, d->arch, "attention.head_count", 1);
+    d->n_head_kv = (int)arch_u32(d->f, d->arch, "attention.head_count_kv", (uint32_t)n_head);
+    d->head_dim = (int)arch_u32(d->f, d->arch, "attention.key_length", (uint32_t)(n_embd / (n_head ? n_head : 1)));
+    for (int i = 0; i < gguf_n_tensors(d->f); i++)
+        d->weights += gguf_tensor_at(d->f, i)->size;
+}
+
+/* Its bytes at ctx cells per sequence: the engine sizes its cache as the target's,
+ * ctx x parallel, and keeps every cell (no sliding-window rings). */
+static uint64_t draft_kv_bytes(const draft_info *d, const fit_input *in, int ctx)
+{
+    if (!d->f)
+        return 0;
+    return kv_seq_bytes(d->f, d->arch, d->n_layer, d->n_head_kv, d->head_dim, in->draft_type_k, in->draft_type_v,
+                        ctx, 0) *
+           (uint64_t)in->parallel;
+}
+
 int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -138,17 +180,21 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
     const uint64_t cell_row =
         kv_seq_bytes(f, arch, n_layer, n_head_kv, head_dim, in->type_k, in->type_v, 1, 0) / (uint64_t)n_layer;
     int floor_ctx = in->fit_ctx > 0 && in->fit_ctx < in->ctx ? in->fit_ctx : in->ctx;
+    draft_info draft;
+    draft_open(in->draft_path, &draft);
     place_result best = {0};
     int best_ctx = in->ctx, rc = 0;
+    uint64_t best_draft = 0;
     bool have = false;
     for (int ctx = in->ctx;; ctx = ctx / 2 > floor_ctx ? ctx / 2 : floor_ctx) {
+        uint64_t dneed = draft.f ? draft.weights + draft_kv_bytes(&draft, in, ctx) : 0;
         place_opts po = {
             .n_layer = n_layer,
             .ngl = -1,
             .n_cpu_moe = in->n_cpu_moe,
             .override_tensor = in->override_tensor,
             .fit = true,
-            .vram_free = vram_free,
+            .vram_free = vram_free > dneed ? vram_free - dneed : 0,
             .fit_target = in->fit_target,
             .kv_bytes_per_layer = n_recr ? ((uint64_t)(n_trunk - n_recr) * ctx * in->parallel * cell_row +
                                              (uint64_t)n_recr * in->parallel * state_seq * (uint64_t)(1 + in->n_snap)) /
@@ -175,6 +221,7 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
             (gpu_layers(&r, n_layer) == gpu_layers(&best, n_layer) && r.n_cpu_moe < best.n_cpu_moe)) {
             best = r;
             best_ctx = ctx;
+            best_draft = dneed;
             have = true;
         }
         if ((r.ngl > n_layer && r.n_cpu_moe == 0) || ctx <= floor_ctx)
@@ -182,6 +229,9 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
     }
     free(t);
     gguf_close(f);
+    uint64_t draft_w = draft.weights;
+    if (draft.f)
+        gguf_close(draft.f);
     if (!have)
         return rc < 0 ? rc : llmfs_errorf(err, ENOMEM, "fit: no placement fits");
     out->ngl = best.ngl;
@@ -189,11 +239,16 @@ int fit_plan(const fit_input *in, fit_output *out, llmfs_error *err)
     out->ctx = best_ctx;
     out->projector_bytes = proj;
     out->gpu_bytes = best.gpu_total + proj;
+    out->draft_bytes = best_draft;
     int len = snprintf(out->text, sizeof out->text, "%s; ctx %d%s; weights GPU %.0f MiB, CPU %.0f MiB; headroom %.0f MiB",
                        best.text[0] ? best.text : "fit", best_ctx, best_ctx < in->ctx ? " (shrunk to fit)" : "",
                        best.bytes_gpu / 1048576.0, best.bytes_cpu / 1048576.0, best.headroom / 1048576.0);
     if (proj && len > 0 && (size_t)len < sizeof out->text)
-        snprintf(out->text + len, sizeof out->text - (size_t)len,
-                 "; projector %.1f MiB (weights and one image's buffers) kept beside the layers", proj / 1048576.0);
+        len += snprintf(out->text + len, sizeof out->text - (size_t)len,
+                        "; projector %.1f MiB (weights and one image's buffers) kept beside the layers",
+                        proj / 1048576.0);
+    if (best_draft && len > 0 && (size_t)len < sizeof out->text)
+        snprintf(out->text + len, sizeof out->text - (size_t)len, "; draft model GPU %.1f MiB (weights %.1f, KV %.1f)",
+                 best_draft / 1048576.0, draft_w / 1048576.0, (best_draft - draft_w) / 1048576.0);
     return 0;
 }

@@ -4,6 +4,8 @@
  * Works from the GGUF header and tensor table alone (placement.h decides per tensor).
  * The KV cache is sized for ctx x parallel cells; when that leaves layers on the CPU,
  * the context is halved (not below fit_ctx) while that brings more layers onto the GPU.
+ * A draft model for speculative decoding takes its weights and its own KV cache (for the
+ * same context and sequences) off the GPU memory first.
  */
 #ifndef LLMFS_FIT_H
 #define LLMFS_FIT_H
@@ -28,12 +30,20 @@ typedef struct fit_input {
      * are kept out of vram_free before the layers are placed. */
     const char *mmproj;
     int image_max_tokens;
+    /* A draft model bound for the GPU (spec_draft_model with spec_draft_ngl not 0), or
+     * NULL: its weights and its KV cache (ctx x parallel cells of draft_type_k/v, as the
+     * engine sizes it) come off vram_free before the target is placed. A draft that
+     * cannot be opened counts nothing (it will be refused at load; the target serves
+     * without it). */
+    const char *draft_path;
+    int draft_type_k, draft_type_v;
 } fit_input;
 
 typedef struct fit_output {
     int ngl, n_cpu_moe, ctx;
     uint64_t projector_bytes;     /* kept for the projector (weights + buffers), 0 without */
     uint64_t gpu_bytes;           /* the GPU memory planned: layers, KV, scratch, projector */
+    uint64_t draft_bytes;         /* the draft model's share at ctx: weights and KV cache */
     char text[768];               /* the decision in words */
 } fit_output;
 

@@ -310,7 +310,28 @@ static inline float uniform01(uint64_t u)
 
 /* ---- tensors ---- */
 
-enum init_kind { INIT_NORMAL, INIT_ROWLEN, INIT_UNIFORM, INIT_ROPE_L3, INIT_ROPE_PART };
+/* The built-in vocab (put_builtin_vocab): 256 byte tokens, then its special tokens. */
+enum { BUILTIN_N_SPECIAL = 5, BUILTIN_MIN_VOCAB = 256 + BUILTIN_N_SPECIAL };
+
+enum init_kind {
+    INIT_NORMAL, INIT_ROWLEN, INIT_UNIFORM, INIT_ROPE_L3, INIT_ROPE_PART,
+    /* calibrated weights (see "calibrated weights" below) */
+    INIT_CAL_EMBD, INIT_CAL_OUT_NORM, INIT_CAL_GATE, INIT_CAL_UP, INIT_CAL_DOWN, INIT_CAL_WRITE,
+};
+
+/* The layout and scales of calibrated weights, derived from the shape once. */
+typedef struct calib {
+    int32_t *succ;       /* succ[t]: the token a calibrated model predicts after t */
+    int64_t n_embd;
+    int64_t a0, b0, d;   /* the readout subspace [a0, a0+d) and the successor subspace [b0, b0+d) */
+    int64_t n_copy;      /* copy neurons per layer: ffn rows [0, n_copy) */
+    float c;             /* value of the constant dimensions [0, 32) */
+    float eps;           /* length of a token's own code in the readout subspace */
+    float g_read;        /* output_norm weight on the readout subspace */
+    float gate_c;        /* copy neurons' gate weight on each constant dimension */
+    float gate_sd;       /* copy neurons' gate noise */
+    float beta;          /* copy neurons' down weight scale */
+} calib;
 
 typedef struct tspec {
     char name[64];
@@ -320,11 +341,13 @@ typedef struct tspec {
     enum init_kind init;
     float a, b;          /* std; row length; [a, b); llama3 factor, rope base */
     uint64_t stream;     /* the tensor's index, part of every row's seed */
+    int il;              /* layer, for calibrated weights shared between tensors */
     struct gen *gen;
 } tspec;
 
 typedef struct gen {
     const mkmodel_opts *o;
+    const calib *cal;    /* calibrated weights, or NULL */
     threadpool *pool;
     int n_threads;
     float **scratch;     /* one row of floats per thread */
@@ -344,11 +367,87 @@ typedef struct chunk_job {
     uint8_t *out;
 } chunk_job;
 
+/* Streams of the calibrated weights' shared parts, apart from the tensors' (1, 2, ...). */
+#define CAL_STREAM_CODE ((uint64_t)1 << 40)
+#define CAL_STREAM_PERM (((uint64_t)1 << 40) + 1)
+#define CAL_STREAM_COPY (((uint64_t)1 << 41))
+
+/* Token j's code: a unit vector of d dimensions, the same in every file of a seed. */
+static void cal_code(uint64_t seed, int64_t j, float *x, int64_t d)
+{
+    rng r;
+    rng_seed(&r, seed, CAL_STREAM_CODE, (uint64_t)j);
+    double ss = 0;
+    for (int64_t i = 0; i < d; i++) {
+        x[i] = approx_normal(rng_next(&r));
+        ss += (double)x[i] * x[i];
+    }
+    float k = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+    for (int64_t i = 0; i < d; i++)
+        x[i] *= k;
+}
+
+/* Element (k, m) of layer il's copy matrix, a standard normal: copy neuron k's weight on
+ * dimension m of the successor subspace (ffn_up) and on dimension m of the readout
+ * subspace (ffn_down). Both tensors need it by element, hence a hash, not a row stream. */
+static float cal_copy(uint64_t seed, int il, int64_t k, int64_t m)
+{
+    uint64_t x = seed ^ ((CAL_STREAM_COPY + (uint64_t)il) * 0xd1342543de82ef95ull) ^
+                 ((uint64_t)k * 0x2545f4914f6cdd1dull);
+    x = splitmix64(&x) ^ ((uint64_t)m * 0x9e3779b97f4a7c15ull);
+    return approx_normal(splitmix64(&x));
+}
+
 static void fill_row(const tspec *ts, float *x, int64_t n, uint64_t row, uint64_t seed)
 {
     rng r;
     rng_seed(&r, seed, ts->stream, row);
+    const calib *c = ts->gen ? ts->gen->cal : NULL;
+    /* calibrated rows: is this row (an output dimension) in the readout subspace? */
+    bool in_a = c && (int64_t)row >= c->a0 && (int64_t)row < c->a0 + c->d;
     switch (ts->init) {
+    case INIT_CAL_EMBD:
+        memset(x, 0, sizeof *x * (size_t)n);
+        for (int64_t i = 0; i < 32; i++)
+            x[i] = c->c;
+        cal_code(seed, (int64_t)row, x + c->a0, c->d);
+        for (int64_t i = 0; i < c->d; i++)
+            x[c->a0 + i] *= c->eps;
+        cal_code(seed, c->succ[row], x + c->b0, c->d);
+        break;
+    case INIT_CAL_OUT_NORM:
+        for (int64_t i = 0; i < n; i++)
+            x[i] = i >= c->a0 && i < c->a0 + c->d ? c->g_read : i >= c->b0 && i < c->b0 + c->d ? 0.0f : 1.0f;
+        break;
+    case INIT_CAL_GATE:
+        for (int64_t i = 0; i < n; i++) {
+            float z = approx_normal(rng_next(&r));
+            x[i] = (int64_t)row < c->n_copy ? z * c->gate_sd + (i < 32 ? c->gate_c : 0.0f) : z * ts->a;
+        }
+        break;
+    case INIT_CAL_UP:
+        if ((int64_t)row < c->n_copy) {
+            memset(x, 0, sizeof *x * (size_t)n);
+            float k = 1.0f / sqrtf((float)c->d);
+            for (int64_t m = 0; m < c->d; m++)
+                x[c->b0 + m] = cal_copy(seed, ts->il, (int64_t)row, m) * k;
+        } else {
+            for (int64_t i = 0; i < n; i++)
+                x[i] = approx_normal(rng_next(&r)) * ts->a;
+        }
+        break;
+    case INIT_CAL_DOWN: {
+        float k = c->beta / sqrtf((float)c->d);
+        for (int64_t i = 0; i < c->n_copy; i++)
+            x[i] = in_a ? cal_copy(seed, ts->il, i, (int64_t)row - c->a0) * k : 0.0f;
+        for (int64_t i = c->n_copy; i < n; i++)
+            x[i] = in_a ? 0.0f : approx_normal(rng_next(&r)) * ts->a;
+        break;
+    }
+    case INIT_CAL_WRITE:
+        for (int64_t i = 0; i < n; i++)
+            x[i] = in_a ? 0.0f : approx_normal(rng_next(&r)) * ts->a;
+        break;
     case INIT_NORMAL:
         for (int64_t i = 0; i < n; i++)
             x[i] = approx_normal(rng_next(&r)) * ts->a;
@@ -781,6 +880,190 @@ static int build_tensors(const mkmodel_shape *s, int ftype, tlist *l)
     return 0;
 }
 
+/* ---- calibrated weights ----
+ *
+ * Random normal weights make a network whose next token hangs on differences far smaller
+ * than 4-bit rounding: 28 layers of full-size random blocks amplify the rounding of every
+ * weight, so a Q4_0 file and an F16 file of the same seed soon predict different tokens
+ * (acceptance 0.1 in speculative decoding). Training shapes weights otherwise: a trained
+ * model predicts most tokens with a clear margin, its residual stream carries the current
+ * token's identity, each block adds a bounded update to it, and so its quantized copies
+ * agree with it on most tokens. Calibrated weights are built to have those properties,
+ * with a known answer: after token t the model predicts succ(t), a seeded cyclic order
+ * of the ordinary tokens (one long cycle: greedy text never repeats itself early, so
+ * n-gram lookup finds nothing and a draft model must compute).
+ *
+ * The residual stream has four parts, each made of whole 32-element blocks so that a
+ * quantization block never mixes them: 32 constant dimensions (value c, the bias that
+ * trained models keep in a few large dimensions), the readout subspace A and the
+ * successor subspace B of d dimensions each, and what is left (0 or 32 dimensions).
+ * Every token j has a code x_j, a random unit vector of d dimensions (well spread: two
+ * codes' cosine is about 1/sqrt(d)). Token t's embedding is c in the constant
+ * dimensions, eps * x_t in A and x_succ(t) in B. The output head (the same matrix, tied
+ * or not) reads only A: output_norm weighs A by g_read, B by 0 (so the logits depend on
+ * what the blocks put in A, not on the input token's successor code directly).
+ *
+ * Each layer's feed-forward carries two kinds of neurons. Copy neurons (the first n_copy)
+ * gate on the constant dimensions (silu of about 3, so they act almost linearly), read B
+ * through a random matrix U and write A through U's transpose: over the layers A gains
+ * about gamma * x_succ(t), so logit(succ(t)) ~ eps*gamma against eps*eps for t itself and
+ * about eps*(gamma+eps)/sqrt(d) for any other token, times g_read over the residual's RMS
+ * (a margin of about 11 logits at the nominal scale; 8.5 to 10 measured on the
+ * qwen3-0.6b shape, and Q4_0 picks the same tokens). The other neurons and attention
+ * (random q, k, v: content-dependent attention patterns) write random updates of about
+ * kappa = 10% of the initial residual's RMS each, everywhere except A: they perturb B
+ * (which the copy reads: the layers' arithmetic reaches the logits) and the norms, but
+ * cannot swamp the readout. Both files of a seed hold the same float weights; only the
+ * rounding differs, and every margin above is large against 4-bit rounding. */
+
+#define CAL_EPS 0.15f    /* a token's own code in A */
+#define CAL_GAMMA 0.5f   /* the successor's code the copy neurons add to A, over all layers */
+#define CAL_KAPPA 0.1f   /* each block's other updates, relative to the residual's RMS */
+#define CAL_CONST 0.1f   /* the constant dimensions' value */
+#define CAL_GATE 3.0f    /* copy neurons' gate pre-activation */
+#define CAL_LOGIT 16.0f  /* the successor's nominal logit */
+
+static bool cal_supported(const mkmodel_shape *s)
+{
+    return (!strcmp(s->arch, "llama") || !strcmp(s->arch, "qwen2") || !strcmp(s->arch, "qwen3")) &&
+           !s->ssm_state && !s->n_expert;
+}
+
+/* The layout and scales for shape s, and the successor of every token: one seeded cycle
+ * through the tokens of types normal, unused and byte (token_type NULL: the built-in
+ * vocab's types); control and user-defined tokens (end of text, chat markers, think
+ * tags) are never predicted, and are followed by a token of the cycle. */
+static int cal_init(const mkmodel_shape *s, uint64_t seed, const int32_t *token_type, calib *c, llmfs_error *err)
+{
+    if (!cal_supported(s))
+        return llmfs_errorf(err, EINVAL, "calibrated weights: dense llama, qwen2 and qwen3 only, not %s", s->arch);
+    const int64_t E = s->n_embd, L = s->n_layer, F = s->n_ff, V = s->n_vocab;
+    memset(c, 0, sizeof *c);
+    c->n_embd = E;
+    c->d = 32 * ((E / 32 - 1) / 2);
+    c->n_copy = (F / 2 < 2 * c->d ? F / 2 : 2 * c->d) / 32 * 32;
+    if (c->d < 32 || c->n_copy < 32)
+        return llmfs_errorf(err, EINVAL, "calibrated weights need n_embd >= 96 and n_ff >= 64");
+    c->a0 = 32;
+    c->b0 = 32 + c->d;
+    c->c = CAL_CONST;
+    c->eps = CAL_EPS;
+    double h2 = 32.0 * CAL_CONST * CAL_CONST + (double)CAL_EPS * CAL_EPS + 1.0; /* |embedding|^2 */
+    double r0 = sqrt(h2 / (double)E);                                           /* its RMS */
+    /* the last layer's residual: the copies' gamma, 2L random updates outside A */
+    double rf = sqrt((h2 + (double)CAL_GAMMA * CAL_GAMMA +
+                      2.0 * (double)L * CAL_KAPPA * CAL_KAPPA * r0 * r0 * (double)(E - c->d)) /
+                     (double)E);
+    c->g_read = (float)(CAL_LOGIT * rf / ((double)CAL_EPS * CAL_GAMMA));
+    /* the normalized constant dimensions are about c / r0 each */
+    c->gate_c = (float)(CAL_GATE * r0 / (32.0 * CAL_CONST));
+    c->gate_sd = (float)(0.5 / sqrt((double)E));
+    /* per layer A += (gamma / L) * B: silu(g) * (n_copy / d) * B / r0 * beta */
+    double silu_g = CAL_GATE / (1.0 + exp(-(double)CAL_GATE));
+    c->beta = (float)((double)CAL_GAMMA / (double)L * r0 * (double)c->d / (silu_g * (double)c->n_copy));
+
+    if (!(c->succ = malloc(sizeof *c->succ * (size_t)V)))
+        return llmfs_errorf(err, ENOMEM, "out of memory");
+    int32_t *cyc = malloc(sizeof *cyc * (size_t)V);
+    if (!cyc)
+        return llmfs_errorf(err, ENOMEM, "out of memory");
+    int64_t n = 0;
+    for (int64_t t = 0; t < V; t++) {
+        int ty = token_type ? token_type[t] : t >= 256 && t < BUILTIN_MIN_VOCAB ? 3 : 1;
+        if (ty == 1 || ty == 5 || ty == 6)
+            cyc[n++] = (int32_t)t;
+    }
+    if (n < 2) {
+        free(cyc);
+        return llmfs_errorf(err, EINVAL, "calibrated weights need two ordinary tokens");
+    }
+    rng r;
+    rng_seed(&r, seed, CAL_STREAM_PERM, 0);
+    for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
+        int64_t j = (int64_t)(rng_next(&r) % (uint64_t)(i + 1));
+        int32_t x = cyc[i];
+        cyc[i] = cyc[j];
+        cyc[j] = x;
+    }
+    for (int64_t t = 0; t < V; t++)
+        c->succ[t] = cyc[rng_next(&r) % (uint64_t)n];
+    for (int64_t i = 0; i < n; i++)
+        c->succ[cyc[i]] = cyc[(i + 1) % n];
+    free(cyc);
+    return 0;
+}
+
+/* The tensors of a dense llama, qwen2 or qwen3 model with calibrated weights (the names,
+ * shapes and types of build_tensors'). */
+static int build_calibrated(const mkmodel_shape *s, int ftype, tlist *l, const calib *c)
+{
+    const bool qk_norm = strcmp(s->arch, "qwen3") == 0, qkv_bias = strcmp(s->arch, "qwen2") == 0;
+    const int64_t E = s->n_embd, V = s->n_vocab, hd = s->head_dim, F = s->n_ff;
+    const int64_t q_dim = (int64_t)s->n_head * hd, kv_dim = (int64_t)s->n_head_kv * hd;
+    const double r0 = sqrt((32.0 * c->c * c->c + (double)c->eps * c->eps + 1.0) / (double)E);
+    /* attention: the heads' mixed values have an RMS of 1 at most; the other neurons:
+     * silu(z) * u with z, u standard normal has an RMS of 0.6 */
+    const float attn_out_sd = (float)(CAL_KAPPA * r0 / sqrt((double)q_dim));
+    const float down_sd = (float)(CAL_KAPPA * r0 / sqrt(0.356 * (double)(F - c->n_copy)));
+    const float se = 1.0f / sqrtf((float)E);
+    char nm[64];
+    tspec *t;
+#define W2(name_, ne0_, ne1_, il_, kind_, a_)                                            \
+    do {                                                                              \
+        if (!(t = add(l, name_, 2, ne0_, ne1_, 1)))                                   \
+            return -ENOMEM;                                                           \
+        t->type = mkmodel_tensor_type(ftype, t->name, ne0_, il_, s);                  \
+        t->init = kind_;                                                              \
+        t->a = a_;                                                                    \
+        t->il = il_;                                                                  \
+    } while (0)
+#define F1(name_, ne0_, kind_, a_, b_)                                                   \
+    do {                                                                              \
+        if (!(t = add(l, name_, 1, ne0_, 1, 1)))                                      \
+            return -ENOMEM;                                                           \
+        t->type = T_F32;                                                              \
+        t->init = kind_;                                                              \
+        t->a = a_;                                                                    \
+        t->b = b_;                                                                    \
+    } while (0)
+    W2("token_embd.weight", E, V, 0, INIT_CAL_EMBD, 0);
+    F1("output_norm.weight", E, INIT_CAL_OUT_NORM, 0, 0);
+    if (!s->tied)
+        W2("output.weight", E, V, 0, INIT_CAL_EMBD, 0);
+    if (s->rope_l3_factor > 0)
+        F1("rope_freqs.weight", hd / 2, INIT_ROPE_L3, s->rope_l3_factor, s->rope_base);
+    for (int il = 0; il < s->n_layer; il++) {
+#define N(suffix) (snprintf(nm, sizeof nm, "blk.%d." suffix, il), nm)
+        F1(N("attn_norm.weight"), E, INIT_UNIFORM, 0.8f, 1.2f);
+        W2(N("attn_q.weight"), E, q_dim, il, INIT_NORMAL, se);
+        W2(N("attn_k.weight"), E, kv_dim, il, INIT_NORMAL, se);
+        W2(N("attn_v.weight"), E, kv_dim, il, INIT_NORMAL, se);
+        if (qkv_bias) {
+            F1(N("attn_q.bias"), q_dim, INIT_NORMAL, 0.1f, 0);
+            F1(N("attn_k.bias"), kv_dim, INIT_NORMAL, 0.1f, 0);
+            F1(N("attn_v.bias"), kv_dim, INIT_NORMAL, 0.1f, 0);
+        }
+        W2(N("attn_output.weight"), q_dim, E, il, INIT_CAL_WRITE, attn_out_sd);
+        if (qk_norm) {
+            F1(N("attn_q_norm.weight"), hd, INIT_UNIFORM, 0.5f, 1.5f);
+            F1(N("attn_k_norm.weight"), hd, INIT_UNIFORM, 0.5f, 1.5f);
+        }
+        F1(N("ffn_norm.weight"), E, INIT_UNIFORM, 0.8f, 1.2f);
+        W2(N("ffn_gate.weight"), E, F, il, INIT_CAL_GATE, se);
+        W2(N("ffn_up.weight"), E, F, il, INIT_CAL_UP, se);
+        W2(N("ffn_down.weight"), F, E, il, INIT_CAL_DOWN, down_sd);
+#undef N
+    }
+#undef W2
+#undef F1
+    for (int i = 0; i < l->n; i++) {
+        if (l->v[i].type < 0)
+            return -EINVAL;
+        l->v[i].stream = (uint64_t)i + 1;
+    }
+    return 0;
+}
+
 /* ---- metadata ---- */
 
 static void put_arch_kv(gguf_writer *w, const mkmodel_shape *s, int ftype, int n_vocab)
@@ -906,7 +1189,6 @@ static void byte_symbol(int b, char out[4])
 
 /* A byte-level BPE vocab with no merges: the 256 byte tokens, ChatML's specials and
  * Qwen3's think tags, padded with unused tokens up to n_vocab. */
-enum { BUILTIN_N_SPECIAL = 5, BUILTIN_MIN_VOCAB = 256 + BUILTIN_N_SPECIAL };
 
 static int put_builtin_vocab(gguf_writer *w, int n_vocab)
 {
@@ -985,6 +1267,7 @@ int mkmodel_write(const mkmodel_shape *shape, int ftype, const mkmodel_opts *o, 
     gguf_writer *w = NULL;
     tlist l = {0};
     gen g = {0};
+    calib cal = {0};
     int rc;
 
     if (ftype_base_type(ftype) < 0)
@@ -1015,7 +1298,34 @@ int mkmodel_write(const mkmodel_shape *shape, int ftype, const mkmodel_opts *o, 
         goto out;
     }
 
-    if ((rc = build_tensors(&s, ftype, &l)) < 0) {
+    if (o->calibrated) {
+        const int32_t *types = NULL;
+        int32_t *ordinary = NULL; /* a vocab file without token types: every token ordinary */
+        if (vf) {
+            enum gguf_vtype vt;
+            uint64_t nt = 0;
+            const void *d = gguf_get_arr_data(vf, "tokenizer.ggml.token_type", &vt, &nt);
+            if (d && vt == GGUF_T_I32 && nt == (uint64_t)s.n_vocab) {
+                types = d;
+            } else if ((ordinary = malloc(sizeof *ordinary * (size_t)s.n_vocab))) {
+                for (int i = 0; i < s.n_vocab; i++)
+                    ordinary[i] = 1;
+                types = ordinary;
+            } else {
+                rc = llmfs_errorf(err, ENOMEM, "out of memory");
+                goto out;
+            }
+        }
+        rc = cal_init(&s, o->seed, types, &cal, err);
+        free(ordinary);
+        if (rc < 0)
+            goto out;
+        g.cal = &cal;
+        rc = build_calibrated(&s, ftype, &l, &cal);
+    } else {
+        rc = build_tensors(&s, ftype, &l);
+    }
+    if (rc < 0) {
         llmfs_errorf(err, -rc, "cannot build the tensor table");
         goto out;
     }
@@ -1069,6 +1379,7 @@ out:
     if (g.pool)
         threadpool_free(g.pool);
     free(l.v);
+    free(cal.succ);
     gguf_writer_free(w);
     if (vf)
         gguf_close(vf);

@@ -75,6 +75,11 @@ typedef struct mkmodel_opts {
     uint64_t seed;
     int n_threads;           /* <= 0: every online CPU */
     bool quiet;              /* no progress on stderr */
+    /* Weights built like a trained model's instead of random ones (dense llama, qwen2 and
+     * qwen3): after token t the model predicts a seeded successor of t with a margin of
+     * several logits that 4-bit rounding keeps, so the files of one seed at any precision
+     * agree on most greedy tokens (a meaningful draft model). See mkmodel.c. */
+    bool calibrated;
 } mkmodel_opts;
 
 /* Writes the model to path. 0 or a negative errno with the reason in err. */

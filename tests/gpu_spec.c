@@ -264,7 +264,8 @@ START_TEST(gpu_mtp_head_and_snapshots)
 }
 END_TEST
 
-/* fit keeps room for the draft model's weights and says so */
+/* fit keeps room for the draft model's weights and KV cache and says so: 1.0 MiB of
+ * weights, 2 layers x 4096 cells x 1 KiB of f16 K and V */
 START_TEST(fit_counts_the_draft)
 {
     char path[4096], dp[4096], draft[4200];
@@ -277,7 +278,7 @@ START_TEST(fit_counts_the_draft)
     llmfs_model *m = llmfs_model_get(lf, "g");
     char fit[1024];
     llmfs_model_fit_text(m, fit, sizeof fit);
-    ck_assert_msg(strstr(fit, "draft model: 1.0 MiB of GPU memory kept"), "fit: %s", fit);
+    ck_assert_msg(strstr(fit, "draft model GPU 5.0 MiB (weights 1.0, KV 4.0)"), "fit: %s", fit);
     llmfs_model_put(m);
     ck_assert_int_eq(llmfs_model_unload(lf, "g", NULL), 0);
 }

@@ -737,6 +737,109 @@ START_TEST(mkmodel_builtin_vocab)
 }
 END_TEST
 
+/* Greedy continuation of a few prompt tokens with model a (one token a step), then the
+ * fraction of its steps on which model b, given the same context (the whole sequence in
+ * one batch), picks the same token. Also counts a's distinct generated tokens. */
+enum { AGREE_PROMPT = 4, AGREE_GEN = 48 };
+
+static double greedy_agreement(const char *pa, const char *pb, int *n_distinct)
+{
+    llmfs_error err = {0};
+    model_opts mo = {.n_threads = 2, .n_threads_batch = 2, .n_ubatch = 512};
+    model *a = model_load(pa, &mo, &err);
+    ck_assert_msg(a != NULL, "%s: %s", pa, err.msg);
+    model *b = model_load(pb, &mo, &err);
+    ck_assert_msg(b != NULL, "%s: %s", pb, err.msg);
+    enum { N = AGREE_PROMPT + AGREE_GEN };
+    kv_cache *ka = kv_cache_alloc(a, N + 1, 1, T_F16, T_F16, &err);
+    kv_cache *kb = kv_cache_alloc(b, N + 1, 1, T_F16, T_F16, &err);
+    ck_assert(ka && kb);
+    int32_t tok[N + 1], pos[N + 1], seq[N + 1] = {0}, ids[N + 1];
+    int8_t want[N + 1];
+    for (int i = 0; i <= N; i++)
+        pos[i] = i, want[i] = 1;
+    static const int32_t prompt[AGREE_PROMPT] = {72, 101, 108, 108}; /* "Hell" */
+    memcpy(tok, prompt, sizeof prompt);
+    /* the prompt in one batch, then one token a step */
+    fwd_batch fb = {.n = AGREE_PROMPT, .token = tok, .pos = pos, .seq = seq, .logits = NULL};
+    ck_assert_msg(model_forward_ids(a, ka, &fb, &tok[AGREE_PROMPT], false, &err) == 0, "%s", err.msg);
+    for (int i = AGREE_PROMPT; i < N; i++) {
+        fwd_batch one = {.n = 1, .token = &tok[i], .pos = &pos[i], .seq = seq, .logits = NULL};
+        ck_assert_msg(model_forward_ids(a, ka, &one, &tok[i + 1], false, &err) == 0, "%s", err.msg);
+    }
+    fwd_batch all = {.n = N, .token = tok, .pos = pos, .seq = seq, .logits = want};
+    ck_assert_msg(model_forward_ids(b, kb, &all, ids, false, &err) == 0, "%s", err.msg);
+    int same = 0;
+    for (int i = AGREE_PROMPT - 1; i < N; i++)
+        same += ids[i] == tok[i + 1];
+    *n_distinct = 0;
+    for (int i = AGREE_PROMPT; i <= N; i++) {
+        bool seen = false;
+        for (int j = AGREE_PROMPT; j < i && !seen; j++)
+            seen = tok[j] == tok[i];
+        *n_distinct += !seen;
+    }
+    kv_cache_free(ka);
+    kv_cache_free(kb);
+    model_free(a);
+    model_free(b);
+    return (double)same / (AGREE_GEN + 1);
+}
+
+/* Calibrated weights do what they are for: the F16 and Q4_0 files of one seed agree on
+ * nearly every greedy token (a draft model worth its cost), where the random-weight
+ * pair of the same shape and seed does not; and the greedy text moves on from token to
+ * token (the successor cycle), not repeating one token or a short loop. */
+START_TEST(mkmodel_calibrated_pair_agrees)
+{
+    char cf[600], cq[600], rf[600], rq[600];
+#define SHAPE "--arch", "qwen3", "--n-embd", "256", "--n-layer", "8", "--n-head", "4", "--n-head-kv", "2", \
+              "--head-dim", "64", "--n-ff", "768", "--n-vocab", "1024", "--seed", "11"
+    mk("cal-f16.gguf", cf, sizeof cf, SHAPE, "--calibrated", "--type", "f16", NULL);
+    mk("cal-q4_0.gguf", cq, sizeof cq, SHAPE, "--calibrated", "--type", "q4_0", NULL);
+    mk("rnd-f16.gguf", rf, sizeof rf, SHAPE, "--type", "f16", NULL);
+    mk("rnd-q4_0.gguf", rq, sizeof rq, SHAPE, "--type", "q4_0", NULL);
+#undef SHAPE
+    int distinct_c, distinct_r;
+    double cal = greedy_agreement(cf, cq, &distinct_c), rnd = greedy_agreement(rf, rq, &distinct_r);
+    ck_assert_msg(cal >= 0.9, "calibrated F16/Q4_0 agree on %.2f of greedy tokens", cal);
+    ck_assert_msg(rnd < cal - 0.2, "random F16/Q4_0 agree on %.2f, calibrated on %.2f", rnd, cal);
+    ck_assert_msg(distinct_c >= AGREE_GEN - 2, "calibrated greedy text has %d distinct tokens of %d", distinct_c,
+                  AGREE_GEN + 1);
+    /* the same float weights before rounding: each Q4_0 weight within one step (a
+     * thirty-second of its block's range) of the F16 file's */
+    llmfs_error err = {0};
+    gguf_open_opts go = {0};
+    gguf_file *f = gguf_open(cf, &go, &err), *q = gguf_open(cq, &go, &err);
+    ck_assert(f && q);
+    const char *names[] = {"token_embd.weight", "blk.3.ffn_down.weight", "blk.5.attn_output.weight",
+                           "blk.7.ffn_gate.weight"};
+    for (int k = 0; k < 4; k++) {
+        const gguf_tensor *tf = gguf_find_tensor(f, names[k]), *tq = gguf_find_tensor(q, names[k]);
+        ck_assert(tf && tq && tf->type == T_F16 && tq->type == T_Q4_0);
+        int64_t n = tf->ne[0];
+        float *x = malloc(sizeof *x * (size_t)n), *y = malloc(sizeof *y * (size_t)n);
+        ck_assert(x && y);
+        for (int64_t row = 0; row < tf->ne[1]; row += 37) {
+            dequantize_row(T_F16, (const uint8_t *)tf->data + type_row_bytes(T_F16, n) * (size_t)row, x, n);
+            dequantize_row(T_Q4_0, (const uint8_t *)tq->data + type_row_bytes(T_Q4_0, n) * (size_t)row, y, n);
+            for (int64_t b0 = 0; b0 < n; b0 += 32) {
+                float amax = 0;
+                for (int i = 0; i < 32; i++)
+                    amax = fmaxf(amax, fabsf(x[b0 + i]));
+                for (int i = 0; i < 32; i++)
+                    ck_assert_msg(fabsf(x[b0 + i] - y[b0 + i]) <= amax / 8 * 1.01f + 1e-7f, "%s row %lld: %g vs %g",
+                                  names[k], (long long)row, x[b0 + i], y[b0 + i]);
+            }
+        }
+        free(x);
+        free(y);
+    }
+    gguf_close(f);
+    gguf_close(q);
+}
+END_TEST
+
 START_TEST(mkmodel_bad_arguments)
 {
     char p[600];
@@ -753,6 +856,8 @@ START_TEST(mkmodel_bad_arguments)
         {"--arch", "llama", "--n-expert", "4", "-o", NULL},
         {"--shape", "llama-tiny", NULL},
         {"--shape", "llama-tiny", "--bogus", "-o", NULL},
+        {"--arch", "qwen3moe", "--calibrated", "-o", NULL},
+        {"--arch", "llama", "--n-embd", "64", "--calibrated", "-o", NULL},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *argv[16];
@@ -1000,6 +1105,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, mkmodel_is_deterministic);
     tcase_add_test(tc, mkmodel_copies_vocab);
     tcase_add_test(tc, mkmodel_builtin_vocab);
+    tcase_add_test(tc, mkmodel_calibrated_pair_agrees);
     tcase_add_test(tc, mkmodel_bad_arguments);
     tcase_add_test(tc, bench_formats);
     tcase_add_test(tc, bench_and_run_with_a_draft);

@@ -1,5 +1,6 @@
 /* fit before load: ngl and context chosen for a given amount of GPU memory. */
 #include "fit.h"
+#include "gguf.h"
 #include "placement.h"
 #include "quant.h"
 #include "testutil.h"
@@ -94,6 +95,65 @@ START_TEST(no_room_keeps_the_context_and_the_cpu)
 }
 END_TEST
 
+static uint64_t tensor_bytes(const char *path)
+{
+    gguf_open_opts oo = {0};
+    llmfs_error e = {0};
+    gguf_file *f = gguf_open(path, &oo, &e);
+    ck_assert_msg(f != NULL, "%s", e.msg);
+    uint64_t sum = 0;
+    for (int i = 0; i < gguf_n_tensors(f); i++)
+        sum += gguf_tensor_at(f, i)->size;
+    gguf_close(f);
+    return sum;
+}
+
+/* A draft model takes its weights and its KV cache (the target's context, f16 K and V:
+ * 1 KiB a cell for llama-tiny) off the GPU memory before the target is placed: with the
+ * room for 1024 target cells and the draft's weights, the draft's cache of 1024 cells
+ * (1 MiB) does not fit beside them, so the context halves to 512 (counting its weights
+ * alone would have kept 1024); without the draft the same memory holds 1024 cells; a
+ * draft that cannot be read counts nothing. */
+START_TEST(the_draft_model_is_counted)
+{
+    char path[4096], dpath[4096];
+    test_shared_path("models/llama-tiny-q8_0.gguf", path, sizeof path);
+    test_shared_path("models/llama-tiny-q4_0.gguf", dpath, sizeof dpath);
+    uint64_t dw = tensor_bytes(dpath);
+    uint64_t vram = 1967552 + need(1024) + dw;
+    fit_output out;
+    llmfs_error e = {0};
+    fit_input in = input(path, vram);
+    in.draft_path = dpath;
+    in.draft_type_k = in.draft_type_v = T_F16;
+    ck_assert_int_eq(fit_plan(&in, &out, &e), 0);
+    ck_assert_int_eq(out.ngl, 3);
+    ck_assert_int_eq(out.ctx, 512);
+    ck_assert_uint_eq(out.draft_bytes, dw + 512 * 1024);
+    ck_assert_msg(strstr(out.text, "draft model GPU"), "%s", out.text);
+    /* room for the draft's cache of 1024 cells too */
+    in.vram_free = vram + 1024 * 1024;
+    ck_assert_int_eq(fit_plan(&in, &out, &e), 0);
+    ck_assert_int_eq(out.ctx, 1024);
+    ck_assert_uint_eq(out.draft_bytes, dw + 1024 * 1024);
+    /* two sequences: the draft's cache doubles with the target's */
+    in.parallel = 2;
+    in.ctx = in.fit_ctx = 256;
+    ck_assert_int_eq(fit_plan(&in, &out, &e), 0);
+    ck_assert_uint_eq(out.draft_bytes, dw + 2 * 256 * 1024);
+    /* no draft, or one that cannot be read: all of it for the target */
+    in = input(path, vram);
+    ck_assert_int_eq(fit_plan(&in, &out, &e), 0);
+    ck_assert_int_eq(out.ctx, 1024);
+    ck_assert_uint_eq(out.draft_bytes, 0);
+    ck_assert_ptr_null(strstr(out.text, "draft"));
+    in.draft_path = "/nonexistent/draft.gguf";
+    ck_assert_int_eq(fit_plan(&in, &out, &e), 0);
+    ck_assert_int_eq(out.ctx, 1024);
+    ck_assert_uint_eq(out.draft_bytes, 0);
+}
+END_TEST
+
 START_TEST(bad_inputs)
 {
     fit_input in = input("/nonexistent.gguf", 1 << 30);
@@ -161,6 +221,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, gemma_kv_per_layer_kind);
     tcase_add_test(tc, the_context_shrinks_to_fit_every_layer);
     tcase_add_test(tc, no_room_keeps_the_context_and_the_cpu);
+    tcase_add_test(tc, the_draft_model_is_counted);
     tcase_add_test(tc, bad_inputs);
     tcase_add_test(tc, the_projector_takes_its_room);
     suite_add_tcase(s, tc);

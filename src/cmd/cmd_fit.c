@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MiB (1024.0 * 1024.0)
 
@@ -16,7 +17,9 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: llmfs fit -m MODEL [--fit-ctx N] [--fit-target MiB] [--vram-limit MiB]\n"
                "                 [-ctk TYPE] [-ctv TYPE] [-ub N] [--fa on|off] [--override-tensor SPEC]\n"
-               "                 [--offload-batch N]\n");
+               "                 [--offload-batch N] [-md DRAFT [-ctkd TYPE] [-ctvd TYPE]]\n"
+               "  -md DRAFT  a draft model for speculative decoding, on the GPU with the target:\n"
+               "             its weights and its KV cache (-ctkd/-ctvd, default f16) are counted first\n");
 }
 
 static int parse_long(const char *s, long lo, long hi, long *out)
@@ -32,7 +35,7 @@ static int parse_long(const char *s, long lo, long hi, long *out)
 
 int cmd_fit(int argc, char **argv)
 {
-    const char *path = NULL, *ovr = NULL, *ctk = "f16", *ctv = "f16";
+    const char *path = NULL, *ovr = NULL, *ctk = "f16", *ctv = "f16", *draft = NULL, *ctkd = "f16", *ctvd = "f16";
     long fit_ctx = 4096, target = 1024, vram_limit = -1, ubatch = 512, offload_batch = -1;
     bool flash = true;
     for (int i = 1; i < argc; i += 2) {
@@ -59,6 +62,12 @@ int cmd_fit(int argc, char **argv)
             num = &ubatch, lo = 1, hi = 1 << 16;
         else if (strcmp(a, "-ob") == 0 || strcmp(a, "--offload-batch") == 0)
             num = &offload_batch, lo = -1, hi = 1 << 20;
+        else if (strcmp(a, "-md") == 0 || strcmp(a, "--model-draft") == 0)
+            draft = v;
+        else if (strcmp(a, "-ctkd") == 0)
+            ctkd = v;
+        else if (strcmp(a, "-ctvd") == 0)
+            ctvd = v;
         else if (strcmp(a, "-ctk") == 0)
             ctk = v;
         else if (strcmp(a, "-ctv") == 0)
@@ -85,16 +94,26 @@ int cmd_fit(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    int tk = type_from_name(ctk), tv = type_from_name(ctv);
-    if (tk < 0 || tv < 0 || !type_info(tk) || !type_info(tv)) {
-        fprintf(stderr, "llmfs fit: unknown KV cache type '%s'\n", tk < 0 ? ctk : ctv);
-        return 2;
+    if (draft && access(draft, R_OK) != 0) {
+        fprintf(stderr, "llmfs fit: %s: %s\n", draft, strerror(errno));
+        return 1;
     }
+    const char *names[4] = {ctk, ctv, ctkd, ctvd};
+    int types[4];
+    for (int i = 0; i < 4; i++) {
+        types[i] = type_from_name(names[i]);
+        if (types[i] < 0 || !type_info(types[i])) {
+            fprintf(stderr, "llmfs fit: unknown KV cache type '%s'\n", names[i]);
+            return 2;
+        }
+    }
+    int tk = types[0], tv = types[1];
 
     fit_input in = {
         .path = path, .ctx = (int)fit_ctx, .parallel = 1, .fit_ctx = (int)fit_ctx, .ubatch = (int)ubatch,
         .type_k = tk, .type_v = tv, .flash = flash, .override_tensor = ovr, .offload_batch = (int)offload_batch,
         .fit_target = (uint64_t)target * 1024 * 1024,
+        .draft_path = draft, .draft_type_k = types[2], .draft_type_v = types[3],
     };
     const char *vram_src = "limit";
     if (vram_limit >= 0) {
@@ -114,6 +133,8 @@ int cmd_fit(int argc, char **argv)
     printf("vram       %.0f MiB (%s)\n", in.vram_free / MiB, vram_src);
     printf("kv         %ld cells, %s/%s; ubatch %ld, flash attention %s\n", fit_ctx, ctk, ctv, ubatch,
            flash ? "on" : "off");
+    if (draft)
+        printf("draft      %s, KV %s/%s\n", draft, ctkd, ctvd);
     printf("%s\n", out.text);
     printf("settings   ngl=%d n_cpu_moe=%d ctx=%d%s%s\n", out.ngl, out.n_cpu_moe, out.ctx,
            ovr ? " override_tensor=" : "", ovr ? ovr : "");

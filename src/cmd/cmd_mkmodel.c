@@ -1,4 +1,4 @@
-/* cmd_mkmodel.c — `llmfs mkmodel`: a random-weight GGUF of a real model's shape. */
+/* cmd_mkmodel.c — `llmfs mkmodel`: a random-weight (or calibrated) GGUF of a real model's shape. */
 #include "cmd.h"
 #include "mkmodel.h"
 
@@ -10,7 +10,7 @@
 static void usage(void)
 {
     printf("usage: llmfs mkmodel (--shape NAME | --arch ARCH [DIMS]) [--type TYPE] [--vocab FILE]\n"
-           "                     [--seed S] [-t N] [-q] -o FILE\n"
+           "                     [--seed S] [--calibrated] [-t N] [-q] -o FILE\n"
            "  --shape NAME    a real model's shape (dims below override it):\n"
            "                 ");
     for (int i = 0; mkmodel_shape_name(i); i++)
@@ -30,6 +30,9 @@ static void usage(void)
            "                  --rope-llama3 FACTOR (0 off)\n"
            "                  --tied | --untied, --name NAME\n"
            "  --seed S        weights are a function of the seed alone (default 1)\n"
+           "  --calibrated    weights shaped like a trained model's (dense llama, qwen2, qwen3):\n"
+           "                  each token predicts a seeded successor with a clear margin, so the\n"
+           "                  files of one seed at any precision agree (draft models)\n"
            "  -t N            threads (default: every CPU)\n");
 }
 
@@ -40,7 +43,7 @@ int cmd_mkmodel(int argc, char **argv)
     int n_embd = -1, n_layer = -1, n_head = -1, n_head_kv = -1, head_dim = -1, n_ff = -1;
     int n_expert = -1, n_expert_used = -1, n_ff_exp = -1, n_vocab = -1, n_ctx = -1, threads = 0;
     double rope_base = -1, rms_eps = -1, rope_l3 = -1;
-    bool tied = false, untied = false, quiet = false;
+    bool tied = false, untied = false, quiet = false, calibrated = false;
     uint64_t seed = 1;
     const double BIG = 1 << 24;
     const cmd_opt opts[] = {
@@ -53,6 +56,7 @@ int cmd_mkmodel(int argc, char **argv)
         {"--seed", OPT_U64, &seed, 0, 0},
         {"-t|--threads", OPT_INT, &threads, 0, 4096},
         {"-q|--quiet", OPT_FLAG, &quiet, 0, 0},
+        {"--calibrated", OPT_FLAG, &calibrated, 0, 0},
         {"--n-embd", OPT_INT, &n_embd, 1, BIG},
         {"--n-layer", OPT_INT, &n_layer, 1, 4096},
         {"--n-head", OPT_INT, &n_head, 1, 4096},
@@ -140,7 +144,8 @@ int cmd_mkmodel(int argc, char **argv)
     if (mkmodel_shape_check(&s, &err) < 0)
         return cmd_usage_error(C, "%s", err.msg);
 
-    mkmodel_opts o = {.vocab_path = vocab, .seed = seed, .n_threads = threads, .quiet = quiet};
+    mkmodel_opts o = {.vocab_path = vocab, .seed = seed, .n_threads = threads, .quiet = quiet,
+                      .calibrated = calibrated};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (mkmodel_write(&s, ftype, &o, out, &err) < 0)

@@ -45,7 +45,20 @@ grep -q 'stream [1-9][0-9]*)' out.ot || fail "experts on the CPU: no room kept f
 "$LLMFS" fit -m "$MODEL" --fit-ctx 512 --fit-target 0 --vram-limit 1 >out.none 2>&1 || fail "fit exited $?"
 [ "$(setting ngl out.none)" = 0 ] || fail "tiny budget: ngl $(setting ngl out.none), want 0"
 
+# a draft model: its weights and its KV cache (512 cells of f16 K and V per layer) are
+# counted and shown; q8_0 K/V make its cache smaller
+DRAFT=$SHARED/models/llama-tiny-q4_0.gguf
+"$LLMFS" fit -m "$MODEL" --fit-ctx 512 --fit-target 0 --vram-limit 1000 -md "$DRAFT" >out.draft 2>&1 ||
+    fail "fit -md exited $?"
+grep -q 'draft model GPU 1.5 MiB (weights 1.0, KV 0.5)' out.draft || fail "draft not counted: $(cat out.draft)"
+"$LLMFS" fit -m "$MODEL" --fit-ctx 512 --fit-target 0 --vram-limit 1000 -md "$DRAFT" -ctkd q8_0 -ctvd q8_0 \
+    >out.draftq 2>&1 ||
+    fail "fit -md -ctkd exited $?"
+grep -q 'KV 0.3)' out.draftq || fail "draft KV as q8_0: $(cat out.draftq)"
+
 # errors: one line on stderr, non-zero exit
+"$LLMFS" fit -m "$MODEL" -md /nonexistent-draft.gguf >/dev/null 2>err && fail "missing draft accepted"
+[ "$(wc -l <err)" = 1 ] || fail "missing draft: not one line: $(cat err)"
 "$LLMFS" fit -m "$MODEL" --vram-limit 100 --override-tensor 'exps=TPU' >/dev/null 2>err && fail "bad device accepted"
 grep -q "unknown device 'TPU'" err || fail "bad device: $(cat err)"
 "$LLMFS" fit -m /nonexistent.gguf >/dev/null 2>err && fail "missing model accepted"
