@@ -884,6 +884,59 @@ START_TEST(engine_mtp_replies)
 }
 END_TEST
 
+/* Several sessions drafting at once (one batch, one MTP cache sequence and one set of
+ * snapshots each): every reply is the one it gets without speculation. */
+START_TEST(engine_mtp_parallel)
+{
+    char path[1024], p[1200];
+    test_shared_path("models/qwen3next-mtp-tiny-q8_0.gguf", path, sizeof path);
+    static const char *const cases_[] = {"mtp-hi", "mtp-fox", "mtp-chat", "mtp-hi"};
+    enum { NS = 4 };
+    char *want[NS];
+    llmfs_error e = {0};
+    for (int with = 0; with < 2; with++) {
+        const char *opts[] = {"mode=raw", "temp=0", "n_predict=24", "ctx=256", "parallel=4", "threads=2",
+                              with ? "spec_type=mtp" : "spec_type=none"};
+        ck_assert_msg(llmfs_model_load(lf, "t", path, opts, 7, &e) == 0, "%s", e.msg);
+        llmfs_model *m = llmfs_model_get(lf, "t");
+        llmfs_session *s[NS];
+        for (int i = 0; i < NS; i++) {
+            s[i] = llmfs_session_new(m, &e);
+            ck_assert_ptr_nonnull(s[i]);
+            snprintf(p, sizeof p, "fixtures/qwen3next-mtp-tiny-q8_0/%s/prompt.txt", cases_[i]);
+            char pp[1300];
+            size_t len = 0;
+            char *prompt = test_read_file(test_shared_path(p, pp, sizeof pp), &len);
+            ck_assert_ptr_nonnull(prompt);
+            ck_assert_int_eq(llmfs_session_prompt(s[i], prompt, len, &e), 0);
+            free(prompt);
+        }
+        int drafted = 0;
+        for (int i = 0; i < NS; i++) {
+            llmfs_stream *os = llmfs_session_output(s[i]);
+            char *o = read_stream(os);
+            llmfs_stream_put(os);
+            test_wait_idle(s[i], 120);
+            llmfs_session_stats st;
+            llmfs_session_stats_get(s[i], &st);
+            drafted += st.draft_n;
+            if (!with) {
+                want[i] = o;
+            } else {
+                ck_assert_msg(!strcmp(o, want[i]), "session %d: '%s', without MTP '%s'", i, o, want[i]);
+                free(o);
+                free(want[i]);
+            }
+            llmfs_session_put(s[i]);
+        }
+        if (with)
+            ck_assert_int_gt(drafted, 0);
+        llmfs_model_put(m);
+        ck_assert_int_eq(llmfs_model_unload(lf, "t", NULL), 0);
+    }
+}
+END_TEST
+
 /* kv and placement show the MTP head, its cache and the recurrent snapshots. */
 START_TEST(engine_mtp_accounting)
 {
@@ -1002,6 +1055,7 @@ static Suite *make_suite(void)
     tcase_add_loop_test(e, engine_mtp_replies, 0, n_cases);
     tcase_add_test(e, engine_mtp_refused);
     tcase_add_test(e, engine_mtp_accounting);
+    tcase_add_test(e, engine_mtp_parallel);
     suite_add_tcase(s, e);
     return s;
 }
