@@ -358,8 +358,8 @@ static int check_match(const model *mtp, const model *target, llmfs_error *err)
     return spec_vocab_check(target->tok, mtp->tok, err);
 }
 
-mtp_drafter *mtp_load(const char *path, const char *target_path, const model *target, const spec_drafter_opts *o,
-                      llmfs_error *err)
+static mtp_drafter *nextn_load(const char *path, const char *target_path, const model *target,
+                               const spec_drafter_opts *o, llmfs_error *err)
 {
     nextn *x = calloc(1, sizeof *x);
     if (!x) {
@@ -396,6 +396,28 @@ mtp_drafter *mtp_load(const char *path, const char *target_path, const model *ta
         return NULL;
     }
     return &x->base;
+}
+
+/* The kinds of MTP drafter: the first that takes the target (and the MTP file, when one
+ * is named) loads. A kind for another family's drafter (an assistant model reading the
+ * target's cache) goes before the nextn one. */
+static const struct {
+    const char *kind;
+    bool (*takes)(const char *path, const model *target);
+    mtp_drafter *(*load)(const char *path, const char *target_path, const model *target, const spec_drafter_opts *o,
+                         llmfs_error *err);
+} kinds[] = {
+    {"nextn", NULL, nextn_load}, /* the hybrid Qwen heads; it refuses any other model with its reason */
+};
+
+mtp_drafter *mtp_load(const char *path, const char *target_path, const model *target, const spec_drafter_opts *o,
+                      llmfs_error *err)
+{
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (!kinds[i].takes || kinds[i].takes(path, target))
+            return kinds[i].load(path, target_path, target, o, err);
+    llmfs_errorf(err, EINVAL, "no MTP drafter for %s", target->hp.arch);
+    return NULL;
 }
 
 void mtp_free(mtp_drafter *d)

@@ -1013,6 +1013,36 @@ START_TEST(bench_and_run_with_a_draft)
 }
 END_TEST
 
+/* bench --spec mtp and run --spec-type mtp: the model's own MTP head, on the prompt it
+ * was fitted to (acceptance 19/35 in llama.cpp); a model without a head is refused */
+START_TEST(bench_and_run_with_mtp)
+{
+    char m[1024], p[1024], l[1024];
+    test_shared_path("models/qwen35moe-mtp-tiny-q8_0.gguf", m, sizeof m);
+    test_shared_path("fixtures/qwen35moe-mtp-tiny-q8_0/mtp-fox/prompt.txt", p, sizeof p);
+    test_shared_path("models/llama-tiny-f16.gguf", l, sizeof l);
+    cmd_out r = run(cmd_bench, "bench", "-m", m, "--spec", "mtp", "--spec-prompt", p, "-n", "32", "-r", "1", "-t",
+                    "2", NULL);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    ck_assert_msg(strstr(r.out, "| mtp ") && strstr(r.out, "(its MTP head)") && strstr(r.out, " 0.543 |"), "%s",
+                  r.out);
+    out_free(&r);
+    r = run(cmd_bench, "bench", "-m", l, "--spec", "mtp", "-n", "8", "-r", "1", NULL);
+    ck_assert_int_eq(r.rc, CMD_FAIL);
+    ck_assert_msg(strstr(r.err, "has no MTP (nextn) head"), "%s", r.err);
+    out_free(&r);
+    r = run(cmd_run, "run", "-m", m, "--spec-type", "mtp", "-f", p, "--raw", "-n", "32", "--temp", "0", "-t", "2",
+            "--stats", NULL);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    ck_assert_msg(strstr(r.err, "speculation: drafted 35, accepted 19"), "%s", r.err);
+    cmd_out plain = run(cmd_run, "run", "-m", m, "-f", p, "--raw", "-n", "32", "--temp", "0", "-t", "2", NULL);
+    ck_assert_int_eq(plain.rc, 0);
+    ck_assert_str_eq(r.out, plain.out);
+    out_free(&plain);
+    out_free(&r);
+}
+END_TEST
+
 /* ---- errors ---- */
 
 START_TEST(bad_arguments_fail_with_one_line)
@@ -1109,6 +1139,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, mkmodel_bad_arguments);
     tcase_add_test(tc, bench_formats);
     tcase_add_test(tc, bench_and_run_with_a_draft);
+    tcase_add_test(tc, bench_and_run_with_mtp);
     tcase_add_test(tc, bench_image);
     tcase_add_test(tc, bad_arguments_fail_with_one_line);
     tcase_add_test(tc, info_describes_the_model);

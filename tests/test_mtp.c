@@ -810,13 +810,33 @@ static char *engine_reply(const mcase *c, const cdata *d, const char *const *ext
     size_t len = 0;
     char *prompt = test_read_file(p, &len);
     ck_assert_ptr_nonnull(prompt);
-    rc = llmfs_session_prompt(s, prompt, len, &e);
-    ck_assert_msg(rc == 0, "prompt: %d %s", rc, e.msg);
-    llmfs_stream *os = llmfs_session_output(s);
-    char *out = read_stream(os);
-    llmfs_stream_put(os);
-    test_wait_idle(s, 120);
-    llmfs_session_stats_get(s, st);
+    char *out = NULL;
+    llmfs_session_stats first = {0};
+    for (int round = 0; round < 4; round++) {
+        /* again, with speculation on, off, on: each reuses the slot's prefix (cache,
+         * recurrent checkpoint, MTP cache) and must reply (and draft) as the first did */
+        ck_assert_int_eq(llmfs_session_ctl(s, round == 2 ? "spec off" : "spec on", &e), 0);
+        rc = llmfs_session_prompt(s, prompt, len, &e);
+        ck_assert_msg(rc == 0, "prompt: %d %s", rc, e.msg);
+        llmfs_stream *os = llmfs_session_output(s);
+        char *o = read_stream(os);
+        llmfs_stream_put(os);
+        test_wait_idle(s, 120);
+        llmfs_session_stats_get(s, st);
+        if (round == 0) {
+            out = o;
+            first = *st;
+            continue;
+        }
+        ck_assert_msg(!strcmp(o, out), "%s: the same prompt again: '%s', first '%s'", c->name, o, out);
+        if (round == 2)
+            ck_assert_int_eq(st->draft_n, 0);
+        else
+            ck_assert_msg(st->draft_n == first.draft_n && st->draft_accepted == first.draft_accepted,
+                      "%s: the same prompt again: drafted %d accepted %d, first %d %d", c->name, st->draft_n,
+                      st->draft_accepted, first.draft_n, first.draft_accepted);
+        free(o);
+    }
     llmfs_model_stats_get(m, ms);
     free(prompt);
     llmfs_session_put(s);
@@ -845,8 +865,8 @@ START_TEST(engine_mtp_replies)
     ck_assert_int_eq(s1.n_gen, d.n_greedy);
     ck_assert_int_eq(s0.draft_n, 0);
     ck_assert_msg(s1.draft_n > 0 && s1.spec_steps > 0, "%s: nothing drafted", c->name);
-    ck_assert_int_eq((int)m1.spec_drafted, s1.draft_n);
-    ck_assert_int_eq((int)m1.spec_accepted, s1.draft_accepted);
+    ck_assert_int_eq((int)m1.spec_drafted, 3 * s1.draft_n); /* three replies drafted */
+    ck_assert_int_eq((int)m1.spec_accepted, 3 * s1.draft_accepted);
     ck_assert_msg(!strncmp(m1.spec, "mtp", 3), "%s: spec '%s'", c->name, m1.spec);
     rstep *ref;
     int rd, ra;
@@ -861,6 +881,59 @@ START_TEST(engine_mtp_replies)
     free(a);
     free(b);
     cdata_free(&d);
+}
+END_TEST
+
+/* Several sessions drafting at once (one batch, one MTP cache sequence and one set of
+ * snapshots each): every reply is the one it gets without speculation. */
+START_TEST(engine_mtp_parallel)
+{
+    char path[1024], p[1200];
+    test_shared_path("models/qwen3next-mtp-tiny-q8_0.gguf", path, sizeof path);
+    static const char *const cases_[] = {"mtp-hi", "mtp-fox", "mtp-chat", "mtp-hi"};
+    enum { NS = 4 };
+    char *want[NS];
+    llmfs_error e = {0};
+    for (int with = 0; with < 2; with++) {
+        const char *opts[] = {"mode=raw", "temp=0", "n_predict=24", "ctx=256", "parallel=4", "threads=2",
+                              with ? "spec_type=mtp" : "spec_type=none"};
+        ck_assert_msg(llmfs_model_load(lf, "t", path, opts, 7, &e) == 0, "%s", e.msg);
+        llmfs_model *m = llmfs_model_get(lf, "t");
+        llmfs_session *s[NS];
+        for (int i = 0; i < NS; i++) {
+            s[i] = llmfs_session_new(m, &e);
+            ck_assert_ptr_nonnull(s[i]);
+            snprintf(p, sizeof p, "fixtures/qwen3next-mtp-tiny-q8_0/%s/prompt.txt", cases_[i]);
+            char pp[1300];
+            size_t len = 0;
+            char *prompt = test_read_file(test_shared_path(p, pp, sizeof pp), &len);
+            ck_assert_ptr_nonnull(prompt);
+            ck_assert_int_eq(llmfs_session_prompt(s[i], prompt, len, &e), 0);
+            free(prompt);
+        }
+        int drafted = 0;
+        for (int i = 0; i < NS; i++) {
+            llmfs_stream *os = llmfs_session_output(s[i]);
+            char *o = read_stream(os);
+            llmfs_stream_put(os);
+            test_wait_idle(s[i], 120);
+            llmfs_session_stats st;
+            llmfs_session_stats_get(s[i], &st);
+            drafted += st.draft_n;
+            if (!with) {
+                want[i] = o;
+            } else {
+                ck_assert_msg(!strcmp(o, want[i]), "session %d: '%s', without MTP '%s'", i, o, want[i]);
+                free(o);
+                free(want[i]);
+            }
+            llmfs_session_put(s[i]);
+        }
+        if (with)
+            ck_assert_int_gt(drafted, 0);
+        llmfs_model_put(m);
+        ck_assert_int_eq(llmfs_model_unload(lf, "t", NULL), 0);
+    }
 }
 END_TEST
 
@@ -982,6 +1055,7 @@ static Suite *make_suite(void)
     tcase_add_loop_test(e, engine_mtp_replies, 0, n_cases);
     tcase_add_test(e, engine_mtp_refused);
     tcase_add_test(e, engine_mtp_accounting);
+    tcase_add_test(e, engine_mtp_parallel);
     suite_add_tcase(s, e);
     return s;
 }
