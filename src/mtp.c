@@ -24,6 +24,10 @@
 /* Target hidden rows kept per sequence, by position (ring): the row of the position
  * before the next batch or draft is always among the last few written. */
 #define HIST_ROWS 64
+/* Rows kept per sequence beyond the ring: those of the positions where the target's
+ * recurrent state can resume (a checkpoint at the end of a prompt, mtp_pin), which a long
+ * reply pushes out of the ring before the next prompt returns there. */
+#define PIN_ROWS 4
 /* Rows a sequence may hold back for its next draft; a longer batch (a prompt) is decoded
  * when it comes. */
 #define PEND_ROWS 32
@@ -37,6 +41,9 @@ typedef struct nextn {
     int E;
     float *hist;          /* [n_seq][HIST_ROWS][E] target hidden rows */
     int *hist_pos;        /* [n_seq][HIST_ROWS] the position of each, -1 none */
+    float *pin;           /* [n_seq][PIN_ROWS][E] pinned rows (mtp_pin) */
+    int *pin_pos;         /* [n_seq][PIN_ROWS] their positions, -1 none */
+    int *pin_next;        /* [n_seq] the slot the next pin takes (oldest first) */
     /* rows waiting for the next draft: positions pend_pos0[s] .. + pend_n[s] - 1, right
      * after the cache's rows (pend_pos0 = the cache's length) */
     int32_t *pend_tok;    /* [n_seq][PEND_ROWS] */
@@ -76,6 +83,11 @@ static bool hist_get(nextn *x, int seq, int pos, float *out)
         memcpy(out, hist_row(x, seq, pos), sizeof(float) * (size_t)x->E);
         return true;
     }
+    for (int k = 0; pos >= 0 && k < PIN_ROWS; k++)
+        if (x->pin_pos[seq * PIN_ROWS + k] == pos) {
+            memcpy(out, x->pin + ((size_t)seq * PIN_ROWS + (size_t)k) * (size_t)x->E, sizeof(float) * (size_t)x->E);
+            return true;
+        }
     memset(out, 0, sizeof(float) * (size_t)x->E);
     return pos < 0;
 }
@@ -122,6 +134,7 @@ static void nextn_free(mtp_drafter *d)
         model_free(x->mdl);
     free(x->hist);
     free(x->hist_pos);
+    free(x->pin), free(x->pin_pos), free(x->pin_next);
     free(x->pend_tok);
     free(x->pend_h);
     free(x->pend_pos0);
@@ -148,13 +161,21 @@ static int nextn_resize(mtp_drafter *d, int n_ctx, int n_seq, llmfs_error *err)
     int32_t *pt = malloc(sizeof(int32_t) * (size_t)n_seq * PEND_ROWS);
     float *ph = malloc(sizeof(float) * (size_t)n_seq * PEND_ROWS * (size_t)x->E);
     int *p0 = calloc((size_t)n_seq, sizeof(int)), *pn = calloc((size_t)n_seq, sizeof(int));
-    if (!hist || !hp || !pt || !ph || !p0 || !pn) {
-        free(hist), free(hp), free(pt), free(ph), free(p0), free(pn);
+    float *pin = malloc(sizeof(float) * (size_t)n_seq * PIN_ROWS * (size_t)x->E);
+    int *pin_pos = malloc(sizeof(int) * (size_t)n_seq * PIN_ROWS), *pin_next = calloc((size_t)n_seq, sizeof(int));
+    if (!hist || !hp || !pt || !ph || !p0 || !pn || !pin || !pin_pos || !pin_next) {
+        free(hist), free(hp), free(pt), free(ph), free(p0), free(pn), free(pin), free(pin_pos), free(pin_next);
         kv_cache_free(kv);
         return llmfs_errorf(err, ENOMEM, "MTP: out of memory");
     }
     for (size_t i = 0; i < (size_t)n_seq * HIST_ROWS; i++)
         hp[i] = -1;
+    for (size_t i = 0; i < (size_t)n_seq * PIN_ROWS; i++)
+        pin_pos[i] = -1;
+    free(x->pin), free(x->pin_pos), free(x->pin_next);
+    x->pin = pin;
+    x->pin_pos = pin_pos;
+    x->pin_next = pin_next;
     if (x->kv)
         kv_cache_free(x->kv);
     free(x->hist), free(x->hist_pos), free(x->pend_tok), free(x->pend_h), free(x->pend_pos0), free(x->pend_n);
@@ -168,9 +189,12 @@ static int nextn_resize(mtp_drafter *d, int n_ctx, int n_seq, llmfs_error *err)
     return 0;
 }
 
-/* Forgets positions >= n of seq: the waiting rows and the cache. */
+/* Forgets positions >= n of seq: the waiting rows, the pinned rows and the cache. */
 static void cut(nextn *x, int seq, int n)
 {
+    for (int k = 0; k < PIN_ROWS; k++)
+        if (x->pin_pos[seq * PIN_ROWS + k] >= n)
+            x->pin_pos[seq * PIN_ROWS + k] = -1;
     if (x->pend_n[seq] && n < x->pend_pos0[seq] + x->pend_n[seq])
         x->pend_n[seq] = n > x->pend_pos0[seq] ? n - x->pend_pos0[seq] : 0;
     if (x->kv->seq_len[seq] > n)
@@ -329,6 +353,22 @@ static void nextn_keep(mtp_drafter *d, int seq, int n)
         cut(x, seq, n);
 }
 
+static void nextn_pin(mtp_drafter *d, int seq, int pos)
+{
+    nextn *x = impl(d);
+    if (seq < 0 || seq >= x->kv->n_seq || pos < 0 ||
+        x->hist_pos[(size_t)seq * HIST_ROWS + (size_t)(pos % HIST_ROWS)] != pos)
+        return;
+    int k = 0;
+    while (k < PIN_ROWS && x->pin_pos[seq * PIN_ROWS + k] != pos)
+        k++;
+    if (k == PIN_ROWS) /* not pinned yet: the oldest pin's slot */
+        k = x->pin_next[seq], x->pin_next[seq] = (k + 1) % PIN_ROWS;
+    memcpy(x->pin + ((size_t)seq * PIN_ROWS + (size_t)k) * (size_t)x->E, hist_row(x, seq, pos),
+           sizeof(float) * (size_t)x->E);
+    x->pin_pos[seq * PIN_ROWS + k] = pos;
+}
+
 static const model *nextn_model(const mtp_drafter *d) { return cimpl(d)->mdl; }
 static const kv_cache *nextn_kv(const mtp_drafter *d) { return cimpl(d)->kv; }
 
@@ -340,6 +380,7 @@ static const mtp_ops nextn_ops = {
     .draft = nextn_draft,
     .accept = nextn_accept,
     .keep = nextn_keep,
+    .pin = nextn_pin,
     .model = nextn_model,
     .kv = nextn_kv,
 };
@@ -398,9 +439,9 @@ static mtp_drafter *nextn_load(const char *path, const char *target_path, const 
     return &x->base;
 }
 
-/* The kinds of MTP drafter: the first that takes the target (and the MTP file, when one
- * is named) loads. A kind for another family's drafter (an assistant model reading the
- * target's cache) goes before the nextn one. */
+/* The kinds of MTP drafter that work from the target model alone: the first that takes
+ * the target (and the MTP file, when one is named) loads. Gemma 4's assistant, which
+ * reads the target's cache, loads through mtp_assistant_load (mtp_gemma.c). */
 static const struct {
     const char *kind;
     bool (*takes)(const char *path, const model *target);
@@ -451,6 +492,12 @@ void mtp_accept(mtp_drafter *d, int seq, int pos0, int n_accepted)
 void mtp_keep(mtp_drafter *d, int seq, int n)
 {
     d->ops->keep(d, seq, n);
+}
+
+void mtp_pin(mtp_drafter *d, int seq, int pos)
+{
+    if (d->ops->pin)
+        d->ops->pin(d, seq, pos);
 }
 
 const model *mtp_model(const mtp_drafter *d)

@@ -41,6 +41,7 @@ typedef struct mtp_ops {
                  bool flash, llmfs_error *err);
     void (*accept)(mtp_drafter *d, int seq, int pos0, int n_accepted);
     void (*keep)(mtp_drafter *d, int seq, int n);
+    void (*pin)(mtp_drafter *d, int seq, int pos); /* NULL: nothing to keep */
     const model *(*model)(const mtp_drafter *d);
     const kv_cache *(*kv)(const mtp_drafter *d);
 } mtp_ops;
@@ -82,6 +83,10 @@ int mtp_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max, int32_t
 void mtp_accept(mtp_drafter *d, int seq, int pos0, int n_accepted);
 /* Keeps positions 0..n-1 of sequence seq (0 forgets it): the target's slot was cut back. */
 void mtp_keep(mtp_drafter *d, int seq, int n);
+/* The target can resume sequence seq after position pos (a checkpoint of its state at
+ * pos + 1 cells): the drafter keeps what it needs of that position (the hidden row) even
+ * when a long reply follows, so the next prompt from there drafts again. */
+void mtp_pin(mtp_drafter *d, int seq, int pos);
 /* The drafter's model and cache (placement, kv and stats). */
 const model *mtp_model(const mtp_drafter *d);
 const kv_cache *mtp_kv(const mtp_drafter *d);

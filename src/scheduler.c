@@ -654,8 +654,11 @@ static void commit(sched *sc, int total, double t_fwd, double t_end, bool failed
                 if (end > e->start)
                     memcpy(sl->tokens + e->start, s->toks + e->start, sizeof *sl->tokens * (size_t)(end - e->start));
                 sl->n = end;
-                if (e->was_prefill && sl->n == s->n_toks - 1)
+                if (e->was_prefill && sl->n == s->n_toks - 1) {
                     kv_checkpoint_save(m->kv, s->slot); /* a failure only costs reuse */
+                    if (m->mtp)
+                        mtp_pin(m->mtp, s->slot, sl->n - 1);
+                }
             } else {
                 /* cannot record what the slot holds: forget it rather than trust it */
                 kv_seq_keep(m->kv, s->slot, 0);

@@ -19,12 +19,14 @@ static const struct {
     const char *value;  /* meta.txt arch / the model file's weight type / case kind / vector file */
     const char *why;
 } unsupported[] = {
-    {BY_ARCH_KIND, "gemma4/mtp", "Gemma 4's assistant drafter (gemma4-assistant GGUF, issue 20)"},
+    /* every family, type, case kind and vocabulary of the test assets runs today; the
+     * row without a value ends the table */
+    {BY_ARCH, NULL, NULL},
 };
 
 static const char *lookup(match_by by, const char *value)
 {
-    for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++)
+    for (size_t i = 0; unsupported[i].value; i++)
         if (unsupported[i].by == by && !strcmp(unsupported[i].value, value))
             return unsupported[i].why;
     return NULL;
