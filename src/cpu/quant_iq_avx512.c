@@ -117,6 +117,101 @@ INLINE void mxfp4_kernel(int64_t n, const int R, const int C, const char *w, siz
 DEFINE_TILE_AND_DOT(iq4_nl, iq4_nl_kernel)
 DEFINE_TILE_AND_DOT(mxfp4, mxfp4_kernel)
 
+/* ================= IQ4_XS against Q8_K ================= */
+
+/* Q4_K's plan with a codebook: decode streams the weights, so nothing is decoded to
+ * memory and the per-block work that is not a multiply is shared by the rows.
+ * - The R rows' 8-byte heads (d, scales_h, scales_l) sit in 128-bit lane r of one
+ *   register: the 6-bit scales of all rows are unpacked there at once (word k of lane r
+ *   = ls_k - 32 of row r) and the four d converted together.
+ * - qs is read 64 bytes at a time: lane L holds sub-block 4j + L, its low nibbles
+ *   elements 0..15 and its high ones 16..31, so the activation is regrouped to match
+ *   once per block for all rows and every lane of a product takes one sub-block's scale.
+ * - The codes index |value| with one vpshufb; a value is negative exactly when bit 3 of
+ *   its code is clear (the codebook is sorted), which masks the activation's negation.
+ * - vpmaddubsw's pair sums (at most 2 * 127 * 127, no saturation) meet the scales in
+ *   vpdpwssd, so a row's block is one int32 vector, one convert and one FMA. */
+INLINE void iq4_xs_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                          const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    const __m512i low4 = _mm512_set1_epi8(0x0F), bit3 = _mm512_set1_epi8(0x08);
+    const __m512i tab = _mm512_broadcast_i32x4(iq4_abs_table());
+    const __m512i pick_l = _mm512_broadcast_i32x4(IQ4_PICK_SCALES_L), pick_h = _mm512_broadcast_i32x4(IQ4_PICK_SCALES_H);
+    /* low nibble for even k, high for odd; scales_h bits 2k, 2k+1 to the top of word k */
+    const __m512i shr_l = _mm512_broadcast_i32x4(_mm_setr_epi16(0, 4, 0, 4, 0, 4, 0, 4));
+    const __m512i shl_h = _mm512_broadcast_i32x4(_mm_setr_epi16(14, 12, 10, 8, 6, 4, 2, 0));
+    /* the scale of sub-block 4j + L across 128-bit lane L */
+    __m512i pick_sc[2];
+    UNROLL for (int j = 0; j < 2; j++) {
+        int8_t idx[64];
+        for (int i = 0; i < 64; i++)
+            idx[i] = (int8_t)(2 * (4 * j + i / 16) + (i & 1));
+        pick_sc[j] = _mm512_loadu_si512(idx);
+    }
+    const __m512i pick_d = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                            0, 0, 0, 0, 0, 0, 24, 16, 8, 0);
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        const char *blk[4];
+        __m512i head = _mm512_setzero_si512();
+        UNROLL for (int r = 0; r < R; r++) {
+            blk[r] = w + (size_t)r * ws + (size_t)b * sizeof(block_iq4_xs);
+            prefetch_ahead(C, blk[r], sizeof(block_iq4_xs));
+            head = _mm512_mask_broadcast_i32x4(head, (__mmask16)(0xF << (4 * r)),
+                                               _mm_loadu_si128((const __m128i *)blk[r]));
+        }
+        __m512i lo = _mm512_srlv_epi16(_mm512_shuffle_epi8(head, pick_l), shr_l);
+        __m512i hi = _mm512_srli_epi16(_mm512_sllv_epi16(_mm512_shuffle_epi8(head, pick_h), shl_h), 10);
+        /* low nibble from lo, bits 4-5 from hi (whose bits above 5 are clear) */
+        __m512i ls = _mm512_sub_epi16(_mm512_ternarylogic_epi32(_mm512_set1_epi16(0x0F), lo, hi, 0xCA),
+                                      _mm512_set1_epi16(32));
+        __m128 d = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(pick_d, head)));
+
+        float dda[4][4];
+        __m512i al[4][2], ah[4][2];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            _mm_storeu_ps(dda[c], _mm_mul_ps(d, _mm_set1_ps(y->d)));
+            UNROLL for (int j = 0; j < 2; j++) {
+                __m512i x0 = _mm512_loadu_si512(y->qs + 128 * j), x1 = _mm512_loadu_si512(y->qs + 128 * j + 64);
+                al[c][j] = _mm512_shuffle_i64x2(x0, x1, 0x88); /* 16-byte pieces 0, 2 of each */
+                ah[c][j] = _mm512_shuffle_i64x2(x0, x1, 0xDD); /* pieces 1, 3 */
+            }
+        }
+        /* through memory, to be broadcast straight into the FMAs */
+        __asm__("" : "+m"(dda));
+
+        UNROLL for (int r = 0; r < R; r++) {
+            const uint8_t *qs = (const uint8_t *)blk[r] + 8;
+            __m512i smr = _mm512_permutexvar_epi32(_mm512_set4_epi32(4 * r + 3, 4 * r + 2, 4 * r + 1, 4 * r), ls);
+            __m512i wl[2], wh[2], sc[2];
+            __mmask64 nl[2], nh[2];
+            UNROLL for (int j = 0; j < 2; j++) {
+                __m512i q = _mm512_loadu_si512(qs + 64 * j);
+                __m512i cl = _mm512_and_si512(q, low4), ch = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+                wl[j] = _mm512_shuffle_epi8(tab, cl);
+                wh[j] = _mm512_shuffle_epi8(tab, ch);
+                nl[j] = _mm512_testn_epi8_mask(cl, bit3);
+                nh[j] = _mm512_testn_epi8_mask(ch, bit3);
+                sc[j] = _mm512_shuffle_epi8(smr, pick_sc[j]);
+            }
+            UNROLL for (int c = 0; c < C; c++) {
+                __m512i isum = _mm512_setzero_si512();
+                UNROLL for (int j = 0; j < 2; j++) {
+                    __m512i sl = _mm512_mask_sub_epi8(al[c][j], nl[j], _mm512_setzero_si512(), al[c][j]);
+                    __m512i sh = _mm512_mask_sub_epi8(ah[c][j], nh[j], _mm512_setzero_si512(), ah[c][j]);
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wl[j], sl), sc[j]);
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wh[j], sh), sc[j]);
+                }
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(dda[c][r]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(iq4_xs, iq4_xs_kernel)
+
 /* ================= the quant_sblock types against Q8_K ================= */
 
 INLINE void sb_kernel(const int kind, quant_sdecode_fn f, const size_t bb, int64_t n, const int R,
@@ -176,7 +271,6 @@ INLINE void sb_kernel(const int kind, quant_sdecode_fn f, const size_t bb, int64
     }                                                                                    \
     DEFINE_TILE_AND_DOT(name, name##_kernel)
 
-SB_TYPE(iq4_xs, T_IQ4_XS, DEC_IQ4_XS, block_iq4_xs)
 SB_TYPE(tq2_0, T_TQ2_0, DEC_TQ2_0, block_tq2_0)
 SB_TYPE(iq2_xxs, T_IQ2_XXS, DEC_IQ2_XXS, block_iq2_xxs)
 SB_TYPE(iq3_xxs, T_IQ3_XXS, DEC_IQ3_XXS, block_iq3_xxs)

@@ -17,6 +17,21 @@ INLINE __m256i table16(const int8_t *t)
     return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t));
 }
 
+/* ---- IQ4_XS in registers (the dedicated kernels of both files) ---- */
+
+/* |value| of each IQ4_NL code. The codebook is sorted with codes 0..7 negative, so a
+ * value's sign is bit 3 of its code and the kernels need no signed lookup. */
+INLINE __m128i iq4_abs_table(void)
+{
+    return _mm_abs_epi8(_mm_loadu_si128((const __m128i *)quant_iq4nl_values));
+}
+
+/* In a lane holding an IQ4_XS block's first 16 bytes (d, scales_h, scales_l[4]), word k
+ * of the result gets scales_l[k / 2] (IQ4_PICK_SCALES_L) or scales_h (..._H), from
+ * which the 6-bit scale k is cut with per-word shifts. */
+#define IQ4_PICK_SCALES_L _mm_setr_epi8(4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1)
+#define IQ4_PICK_SCALES_H _mm_setr_epi8(2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3)
+
 typedef struct {
     _Alignas(64) int8_t q[QK_K];
     _Alignas(64) int16_t sc[QK_K / 16];
