@@ -212,6 +212,103 @@ INLINE void iq4_xs_kernel(int64_t n, const int R, const int C, const char *w, si
 }
 DEFINE_TILE_AND_DOT(iq4_xs, iq4_xs_kernel)
 
+/* ================= IQ2_XXS against Q8_K ================= */
+
+/* The 32 sign bytes of an IQ2_XXS/IQ3_XXS block, byte 4ib + l for group l of sub-block
+ * ib, from the eight words that hold four 7-bit sign indices each (bits 7l..7l+6, a
+ * scale in bits 28-31): a field moves up by l bits to its byte, and the eighth sign
+ * is the parity of the other seven (the grids' sign sets have an even count of minus
+ * signs), looked up by nibble after folding the byte's halves together. */
+INLINE __m256i xxs_sign_bytes(__m256i ss)
+{
+    const __m256i parity = _mm256_broadcastsi128_si256(
+        _mm_setr_epi8(0, -128, -128, 0, -128, 0, 0, -128, -128, 0, 0, -128, 0, -128, -128, 0));
+    __m256i t = _mm256_ternarylogic_epi32(_mm256_set1_epi32(0xFF), ss, _mm256_slli_epi32(ss, 1), 0xCA);
+    t = _mm256_ternarylogic_epi32(_mm256_set1_epi32(0xFFFF), t, _mm256_slli_epi32(ss, 2), 0xCA);
+    t = _mm256_ternarylogic_epi32(_mm256_set1_epi32(0xFFFFFF), t, _mm256_slli_epi32(ss, 3), 0xCA);
+    t = _mm256_and_si256(t, _mm256_set1_epi8(0x7F));
+    /* bits 0-3 of a byte: b_i ^ b_(i+4) (what srli brings from the next byte lands in
+     * bits 4-7 and is masked off) */
+    __m256i f = _mm256_ternarylogic_epi32(t, _mm256_srli_epi16(t, 4), _mm256_set1_epi8(0x0F), 0x28);
+    return _mm256_or_si256(t, _mm256_shuffle_epi8(parity, f));
+}
+
+/* Grid types in Q4_K's mould: per 64 weights (two sub-blocks) the eight grid rows go
+ * straight into a register, the signs become a 64-bit mask that negates the activation,
+ * and vpdpbusd sums each 4 products of magnitude times signed activation (at most
+ * 4 * 43 * 127, or 4 * 62 * 127 for IQ3_XXS: both fit int16), so two such vectors
+ * packed to int16 take their sub-block scales 2s + 1 in one vpdpwssd, as Q4_K does. */
+INLINE __m512i iq2xxs_grid64(const uint8_t *qs, int g)
+{
+    uint32_t i0 = ld32(qs + 16 * g), i1 = ld32(qs + 16 * g + 8);
+#ifdef IQ2_GATHER
+    __m512i idx = _mm512_cvtepu8_epi64(_mm_set_epi32(0, 0, (int)i1, (int)i0));
+    return _mm512_i64gather_epi64(idx, (const void *)quant_grid_iq2xxs, 8);
+#else
+    return _mm512_set_epi64((long long)ld64(quant_grid_iq2xxs[i1 >> 24]), (long long)ld64(quant_grid_iq2xxs[(i1 >> 16) & 255]),
+                            (long long)ld64(quant_grid_iq2xxs[(i1 >> 8) & 255]), (long long)ld64(quant_grid_iq2xxs[i1 & 255]),
+                            (long long)ld64(quant_grid_iq2xxs[i0 >> 24]), (long long)ld64(quant_grid_iq2xxs[(i0 >> 16) & 255]),
+                            (long long)ld64(quant_grid_iq2xxs[(i0 >> 8) & 255]), (long long)ld64(quant_grid_iq2xxs[i0 & 255]));
+#endif
+}
+
+INLINE void iq2_xxs_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                           const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    /* after vpackssdw of 64-weight groups 2h and 2h + 1, lanes 0-1 hold sub-blocks 4h
+     * (words 0-3) and 4h + 2 (4-7), lanes 2-3 sub-blocks 4h + 1 and 4h + 3; the scale of
+     * sub-block ib is word 2ib of the scale vector */
+    __m512i pick_sc[2];
+    UNROLL for (int h = 0; h < 2; h++) {
+        int16_t idx[32];
+        for (int i = 0; i < 32; i++)
+            idx[i] = (int16_t)(2 * (4 * h + (i / 16) + 2 * ((i % 8) / 4)));
+        pick_sc[h] = _mm512_loadu_si512(idx);
+    }
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        float yd[4];
+        UNROLL for (int c = 0; c < C; c++)
+            yd[c] = ((const block_q8_K *)(a + (size_t)c * as) + b)->d;
+        UNROLL for (int r = 0; r < R; r++) {
+            const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * sizeof(block_iq2_xxs);
+            prefetch_ahead(C, x, sizeof(block_iq2_xxs));
+            const uint8_t *qs = x + 2;
+            /* the odd words (sign indices and scale) of qs */
+            __m256i ss = _mm512_cvtepi64_epi32(_mm512_srli_epi64(_mm512_loadu_si512(qs), 32));
+            uint64_t sg[4];
+            _mm256_storeu_si256((__m256i *)sg, xxs_sign_bytes(ss));
+            __m512i sc16 = _mm512_castsi256_si512(
+                _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(ss, 28), 1), _mm256_set1_epi32(1)));
+            __m512i sc[2] = {_mm512_permutexvar_epi16(pick_sc[0], sc16), _mm512_permutexvar_epi16(pick_sc[1], sc16)};
+            __m512i grid[4];
+            UNROLL for (int g = 0; g < 4; g++)
+                grid[g] = iq2xxs_grid64(qs, g);
+            uint16_t dh;
+            memcpy(&dh, x, 2);
+            const float d = _cvtsh_ss(dh) * 0.125f;
+            UNROLL for (int c = 0; c < C; c++) {
+                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                __m512i isum = _mm512_setzero_si512();
+                UNROLL for (int h = 0; h < 2; h++) {
+                    __m512i p[2];
+                    UNROLL for (int e = 0; e < 2; e++) {
+                        const int g = 2 * h + e;
+                        __m512i av = _mm512_loadu_si512(aq + 64 * g);
+                        av = _mm512_mask_sub_epi8(av, _cvtu64_mask64(sg[g]), _mm512_setzero_si512(), av);
+                        p[e] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), grid[g], av);
+                    }
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_packs_epi32(p[0], p[1]), sc[h]);
+                }
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * yd[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(iq2_xxs, iq2_xxs_kernel)
+
 /* ================= the quant_sblock types against Q8_K ================= */
 
 INLINE void sb_kernel(const int kind, quant_sdecode_fn f, const size_t bb, int64_t n, const int R,
@@ -272,7 +369,6 @@ INLINE void sb_kernel(const int kind, quant_sdecode_fn f, const size_t bb, int64
     DEFINE_TILE_AND_DOT(name, name##_kernel)
 
 SB_TYPE(tq2_0, T_TQ2_0, DEC_TQ2_0, block_tq2_0)
-SB_TYPE(iq2_xxs, T_IQ2_XXS, DEC_IQ2_XXS, block_iq2_xxs)
 SB_TYPE(iq3_xxs, T_IQ3_XXS, DEC_IQ3_XXS, block_iq3_xxs)
 SB_TYPE(tq1_0, T_TQ1_0, DEC_SCALAR, block_tq1_0)
 SB_TYPE(iq3_s, T_IQ3_S, DEC_SCALAR, block_iq3_s)
