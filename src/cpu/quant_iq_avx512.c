@@ -212,7 +212,7 @@ INLINE void iq4_xs_kernel(int64_t n, const int R, const int C, const char *w, si
 }
 DEFINE_TILE_AND_DOT(iq4_xs, iq4_xs_kernel)
 
-/* ================= IQ2_XXS against Q8_K ================= */
+/* ================= IQ2_XXS, IQ3_XXS against Q8_K ================= */
 
 /* The 32 sign bytes of an IQ2_XXS/IQ3_XXS block, byte 4ib + l for group l of sub-block
  * ib, from the eight words that hold four 7-bit sign indices each (bits 7l..7l+6, a
@@ -238,24 +238,28 @@ INLINE __m256i xxs_sign_bytes(__m256i ss)
  * and vpdpbusd sums each 4 products of magnitude times signed activation (at most
  * 4 * 43 * 127, or 4 * 62 * 127 for IQ3_XXS: both fit int16), so two such vectors
  * packed to int16 take their sub-block scales 2s + 1 in one vpdpwssd, as Q4_K does. */
-INLINE __m512i iq2xxs_grid64(const uint8_t *qs, int g)
+INLINE __m512i xxs_grid64(const int three, const uint8_t *qs, int g)
 {
+    if (three) {
+        /* sixteen 4-byte rows: one gather beats sixteen inserts */
+        __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qs + 16 * g)));
+        return _mm512_i32gather_epi32(idx, (const void *)quant_grid_iq3xxs, 4);
+    }
+    /* eight 8-byte rows: scalar loads into the register measured no slower than a gather */
     uint32_t i0 = ld32(qs + 16 * g), i1 = ld32(qs + 16 * g + 8);
-#ifdef IQ2_GATHER
-    __m512i idx = _mm512_cvtepu8_epi64(_mm_set_epi32(0, 0, (int)i1, (int)i0));
-    return _mm512_i64gather_epi64(idx, (const void *)quant_grid_iq2xxs, 8);
-#else
     return _mm512_set_epi64((long long)ld64(quant_grid_iq2xxs[i1 >> 24]), (long long)ld64(quant_grid_iq2xxs[(i1 >> 16) & 255]),
                             (long long)ld64(quant_grid_iq2xxs[(i1 >> 8) & 255]), (long long)ld64(quant_grid_iq2xxs[i1 & 255]),
                             (long long)ld64(quant_grid_iq2xxs[i0 >> 24]), (long long)ld64(quant_grid_iq2xxs[(i0 >> 16) & 255]),
                             (long long)ld64(quant_grid_iq2xxs[(i0 >> 8) & 255]), (long long)ld64(quant_grid_iq2xxs[i0 & 255]));
-#endif
 }
 
-INLINE void iq2_xxs_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
-                           const char *a, size_t as, float *out, size_t os)
+/* IQ2_XXS (three = 0): qs is 8 words [4 grid indices][signs, scale] per sub-block;
+ * IQ3_XXS (three = 1): 64 grid index bytes, then the 8 [signs, scale] words. */
+INLINE void xxs_kernel(const int three, int64_t n, const int R, const int C, const char *w, size_t ws,
+                       const char *a, size_t as, float *out, size_t os)
 {
     const int64_t nb = n / QK_K;
+    const size_t bb = three ? sizeof(block_iq3_xxs) : sizeof(block_iq2_xxs);
     /* after vpackssdw of 64-weight groups 2h and 2h + 1, lanes 0-1 hold sub-blocks 4h
      * (words 0-3) and 4h + 2 (4-7), lanes 2-3 sub-blocks 4h + 1 and 4h + 3; the scale of
      * sub-block ib is word 2ib of the scale vector */
@@ -272,11 +276,11 @@ INLINE void iq2_xxs_kernel(int64_t n, const int R, const int C, const char *w, s
         UNROLL for (int c = 0; c < C; c++)
             yd[c] = ((const block_q8_K *)(a + (size_t)c * as) + b)->d;
         UNROLL for (int r = 0; r < R; r++) {
-            const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * sizeof(block_iq2_xxs);
-            prefetch_ahead(C, x, sizeof(block_iq2_xxs));
+            const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * bb;
+            prefetch_ahead(C, x, (int)bb);
             const uint8_t *qs = x + 2;
-            /* the odd words (sign indices and scale) of qs */
-            __m256i ss = _mm512_cvtepi64_epi32(_mm512_srli_epi64(_mm512_loadu_si512(qs), 32));
+            __m256i ss = three ? _mm256_loadu_si256((const __m256i *)(qs + 64))
+                               : _mm512_cvtepi64_epi32(_mm512_srli_epi64(_mm512_loadu_si512(qs), 32));
             uint64_t sg[4];
             _mm256_storeu_si256((__m256i *)sg, xxs_sign_bytes(ss));
             __m512i sc16 = _mm512_castsi256_si512(
@@ -284,10 +288,11 @@ INLINE void iq2_xxs_kernel(int64_t n, const int R, const int C, const char *w, s
             __m512i sc[2] = {_mm512_permutexvar_epi16(pick_sc[0], sc16), _mm512_permutexvar_epi16(pick_sc[1], sc16)};
             __m512i grid[4];
             UNROLL for (int g = 0; g < 4; g++)
-                grid[g] = iq2xxs_grid64(qs, g);
+                grid[g] = xxs_grid64(three, qs, g);
             uint16_t dh;
             memcpy(&dh, x, 2);
-            const float d = _cvtsh_ss(dh) * 0.125f;
+            /* the scalar decoders' d: (0.5 + s) / 4 = (2s + 1) / 8, and / 4 for IQ3 */
+            const float d = _cvtsh_ss(dh) * (three ? 0.25f : 0.125f);
             UNROLL for (int c = 0; c < C; c++) {
                 const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
                 __m512i isum = _mm512_setzero_si512();
@@ -307,7 +312,19 @@ INLINE void iq2_xxs_kernel(int64_t n, const int R, const int C, const char *w, s
     }
     store_tile(R, C, acc, out, os);
 }
+
+INLINE void iq2_xxs_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                           const char *a, size_t as, float *out, size_t os)
+{
+    xxs_kernel(0, n, R, C, w, ws, a, as, out, os);
+}
+INLINE void iq3_xxs_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                           const char *a, size_t as, float *out, size_t os)
+{
+    xxs_kernel(1, n, R, C, w, ws, a, as, out, os);
+}
 DEFINE_TILE_AND_DOT(iq2_xxs, iq2_xxs_kernel)
+DEFINE_TILE_AND_DOT(iq3_xxs, iq3_xxs_kernel)
 
 /* ================= the quant_sblock types against Q8_K ================= */
 
@@ -369,7 +386,6 @@ INLINE void sb_kernel(const int kind, quant_sdecode_fn f, const size_t bb, int64
     DEFINE_TILE_AND_DOT(name, name##_kernel)
 
 SB_TYPE(tq2_0, T_TQ2_0, DEC_TQ2_0, block_tq2_0)
-SB_TYPE(iq3_xxs, T_IQ3_XXS, DEC_IQ3_XXS, block_iq3_xxs)
 SB_TYPE(tq1_0, T_TQ1_0, DEC_SCALAR, block_tq1_0)
 SB_TYPE(iq3_s, T_IQ3_S, DEC_SCALAR, block_iq3_s)
 SB_TYPE(iq2_xs, T_IQ2_XS, DEC_SCALAR, block_iq2_xs)
