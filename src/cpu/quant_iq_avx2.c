@@ -3,11 +3,13 @@
  * IQ4_NL and MXFP4 (against Q8_0) look their 4-bit codes up with one vpshufb and then
  * go the way of Q8_0: |w| times sign(a, w) through vpmaddubsw.
  *
- * The Q8_K types share one kernel: a weight block is decoded to the integer form of
- * quant_impl.h (quant_sblock: 256 int8 quants, a scale per 16, one float) and then
- * multiplied the same way for every type, so a type only brings a decoder. IQ4_XS,
- * TQ2_0, IQ2_XXS and IQ3_XXS have vector decoders (quant_iq_dec.h); the others (IQ3_S, IQ2_XS,
- * IQ2_S, IQ1_S, IQ1_M, TQ1_0) use the scalar decoder and still get the vector product.
+ * IQ4_XS has its own kernel in Q4_K's mould (codes looked up in registers, nothing
+ * decoded to memory). The other Q8_K types share one kernel: a weight block is decoded
+ * to the integer form of quant_impl.h (quant_sblock: 256 int8 quants, a scale per 16,
+ * one float) and then multiplied the same way for every type, so a type only brings a
+ * decoder. TQ2_0, IQ2_XXS and IQ3_XXS have vector decoders (quant_iq_dec.h); the others
+ * (IQ3_S, IQ2_XS, IQ2_S, IQ1_S, IQ1_M, TQ1_0) use the scalar decoder and still get the
+ * vector product.
  * In a tile each row's block is decoded once for all C activation rows, which is what
  * makes prefill cheaper than C separate dot products.
  *
@@ -47,7 +49,7 @@ INLINE void nl4_kernel(const int mx, int64_t n, const int R, const int C, const 
     const int64_t nb = n / 32;
     const size_t bb = mx ? sizeof(block_mxfp4) : sizeof(block_iq4_nl);
     const __m256i tab = table16(mx ? quant_mxfp4_values : quant_iq4nl_values);
-    const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1);
     ZERO_ACC(acc)
     for (int64_t b = 0; b < nb; b++) {
         __m256i aq[4];
@@ -60,18 +62,8 @@ INLINE void nl4_kernel(const int mx, int64_t n, const int R, const int C, const 
         UNROLL for (int r = 0; r < R; r++) {
             const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * bb;
             prefetch_ahead(C, x, 64);
-            float wd;
-            if (mx) {
-                wd = quant_e8m0_half(x[0]);
-            } else {
-                uint16_t h;
-                memcpy(&h, x, 2);
-                wd = _cvtsh_ss(h);
-            }
-            __m128i q = _mm_loadu_si128((const __m128i *)(x + (mx ? 1 : 2)));
-            __m256i codes = _mm256_and_si256(
-                _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1), low4);
-            __m256i wq = _mm256_shuffle_epi8(tab, codes);
+            const float wd = nl4_scale(mx, x);
+            __m256i wq = _mm256_shuffle_epi8(tab, nl4_codes(mx, x));
             __m256i wabs = _mm256_sign_epi8(wq, wq);
             UNROLL for (int c = 0; c < C; c++) {
                 __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(aq[c], wq)), ones);
@@ -102,19 +94,8 @@ INLINE void nl4_dequant(const int mx, const void *src, float *dst, int64_t n)
     const __m256i tab = table16(mx ? quant_mxfp4_values : quant_iq4nl_values);
     for (int64_t b = 0; b < n / 32; b++, dst += 32) {
         const uint8_t *x = (const uint8_t *)src + (size_t)b * bb;
-        float d;
-        if (mx) {
-            d = quant_e8m0_half(x[0]);
-        } else {
-            uint16_t h;
-            memcpy(&h, x, 2);
-            d = _cvtsh_ss(h);
-        }
-        __m128i q = _mm_loadu_si128((const __m128i *)(x + (mx ? 1 : 2)));
-        __m256i codes = _mm256_and_si256(
-            _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1), _mm256_set1_epi8(0x0F));
-        __m256i v = _mm256_shuffle_epi8(tab, codes);
-        __m256 dv = _mm256_set1_ps(d);
+        __m256i v = _mm256_shuffle_epi8(tab, nl4_codes(mx, x));
+        __m256 dv = _mm256_set1_ps(nl4_scale(mx, x));
         UNROLL for (int k = 0; k < 4; k++) {
             __m128i part = k < 2 ? _mm256_castsi256_si128(v) : _mm256_extracti128_si256(v, 1);
             if (k & 1)
@@ -317,12 +298,8 @@ static void dequant_iq4_xs(const void *src, float *dst, int64_t n)
 SB_TYPE(tq2_0, T_TQ2_0, DEC_TQ2_0, block_tq2_0)
 SB_TYPE(iq2_xxs, T_IQ2_XXS, DEC_IQ2_XXS, block_iq2_xxs)
 SB_TYPE(iq3_xxs, T_IQ3_XXS, DEC_IQ3_XXS, block_iq3_xxs)
-SB_TYPE(tq1_0, T_TQ1_0, DEC_SCALAR, block_tq1_0)
-SB_TYPE(iq3_s, T_IQ3_S, DEC_SCALAR, block_iq3_s)
-SB_TYPE(iq2_xs, T_IQ2_XS, DEC_SCALAR, block_iq2_xs)
-SB_TYPE(iq2_s, T_IQ2_S, DEC_SCALAR, block_iq2_s)
-SB_TYPE(iq1_s, T_IQ1_S, DEC_SCALAR, block_iq1_s)
-SB_TYPE(iq1_m, T_IQ1_M, DEC_SCALAR, block_iq1_m)
+#define SB_SCALAR(name, T, block) SB_TYPE(name, T, DEC_SCALAR, block)
+SB_SCALAR_TYPES(SB_SCALAR)
 
 void quant_iq_avx2_fill(quant_kernels *k)
 {
@@ -336,11 +313,8 @@ void quant_iq_avx2_fill(quant_kernels *k)
     SET(T_TQ2_0, tq2_0)
     SET(T_IQ2_XXS, iq2_xxs)
     SET(T_IQ3_XXS, iq3_xxs)
-    SET(T_TQ1_0, tq1_0)
-    SET(T_IQ3_S, iq3_s)
-    SET(T_IQ2_XS, iq2_xs)
-    SET(T_IQ2_S, iq2_s)
-    SET(T_IQ1_S, iq1_s)
-    SET(T_IQ1_M, iq1_m)
+#define SET_SB(name, T, block) SET(T, name)
+    SB_SCALAR_TYPES(SET_SB)
+#undef SET_SB
 #undef SET
 }

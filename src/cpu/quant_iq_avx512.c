@@ -5,8 +5,11 @@
  *   through the 256-bit form of the same arithmetic); the codes are looked up with one
  *   vpshufb, and vpdpbusd multiplies |w| by the activations carrying w's sign and sums
  *   each 4 products, so a block's 8 partial sums need no separate widening step.
- * - The Q8_K types decode a block to quant_sblock (quant_iq_dec.h) and multiply 64
- *   elements per instruction; the scale of each 16 reaches its lanes through one
+ * - IQ4_XS, IQ2_XXS and IQ3_XXS have kernels in Q4_K's mould: nothing is decoded to
+ *   memory, codes and grid rows go straight into registers and the scales of a block
+ *   are unpacked in registers.
+ * - The other Q8_K types decode a block to quant_sblock (quant_iq_dec.h) and multiply
+ *   64 elements per instruction; the scale of each 16 reaches its lanes through one
  *   vpermw per 64 elements, shared by every activation row of the tile.
  * AVX-512 has no vpsignb: the activations are negated under the mask of w's sign bits.
  */
@@ -28,23 +31,6 @@ INLINE void store_tile(const int R, const int C, __m512 acc[4][4], float *out, s
 }
 
 /* ================= IQ4_NL, MXFP4 against Q8_0 ================= */
-
-INLINE float nl4_scale(const int mx, const uint8_t *x)
-{
-    if (mx)
-        return quant_e8m0_half(x[0]);
-    uint16_t h;
-    memcpy(&h, x, 2);
-    return _cvtsh_ss(h);
-}
-
-/* the 32 codes of a block as bytes: elements 0..15 low nibbles, 16..31 high */
-INLINE __m256i nl4_codes(const int mx, const uint8_t *x)
-{
-    __m128i q = _mm_loadu_si128((const __m128i *)(x + (mx ? 1 : 2)));
-    return _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1),
-                            _mm256_set1_epi8(0x0F));
-}
 
 INLINE void nl4_kernel(const int mx, int64_t n, const int R, const int C, const char *w, size_t ws,
                        const char *a, size_t as, float *out, size_t os)
@@ -386,12 +372,8 @@ INLINE void sb_kernel(const int kind, quant_sdecode_fn f, const size_t bb, int64
     DEFINE_TILE_AND_DOT(name, name##_kernel)
 
 SB_TYPE(tq2_0, T_TQ2_0, DEC_TQ2_0, block_tq2_0)
-SB_TYPE(tq1_0, T_TQ1_0, DEC_SCALAR, block_tq1_0)
-SB_TYPE(iq3_s, T_IQ3_S, DEC_SCALAR, block_iq3_s)
-SB_TYPE(iq2_xs, T_IQ2_XS, DEC_SCALAR, block_iq2_xs)
-SB_TYPE(iq2_s, T_IQ2_S, DEC_SCALAR, block_iq2_s)
-SB_TYPE(iq1_s, T_IQ1_S, DEC_SCALAR, block_iq1_s)
-SB_TYPE(iq1_m, T_IQ1_M, DEC_SCALAR, block_iq1_m)
+#define SB_SCALAR(name, T, block) SB_TYPE(name, T, DEC_SCALAR, block)
+SB_SCALAR_TYPES(SB_SCALAR)
 
 /* Dequantization stays with the AVX2 entries (it is the embedding lookup, one row a
  * token, and bit-exact there). */
@@ -406,11 +388,8 @@ void quant_iq_avx512_fill(quant_kernels *k)
     SET(T_TQ2_0, tq2_0)
     SET(T_IQ2_XXS, iq2_xxs)
     SET(T_IQ3_XXS, iq3_xxs)
-    SET(T_TQ1_0, tq1_0)
-    SET(T_IQ3_S, iq3_s)
-    SET(T_IQ2_XS, iq2_xs)
-    SET(T_IQ2_S, iq2_s)
-    SET(T_IQ1_S, iq1_s)
-    SET(T_IQ1_M, iq1_m)
+#define SET_SB(name, T, block) SET(T, name)
+    SB_SCALAR_TYPES(SET_SB)
+#undef SET_SB
 #undef SET
 }

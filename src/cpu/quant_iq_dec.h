@@ -1,6 +1,7 @@
-/* quant_iq_dec.h — vector decoders of the quant_sblock types (quant_impl.h) for the AVX2
- * and AVX-512 kernel files, which include it under their own compiler flags. A type
- * without a vector decoder here goes through its scalar one. */
+/* quant_iq_dec.h — what the AVX2 and AVX-512 IQ kernel files share, included under
+ * each file's own compiler flags: vector decoders of the quant_sblock types (quant_impl.h;
+ * a type without one here goes through its scalar decoder), the IQ4_NL/MXFP4 block
+ * reads, IQ4_XS's scale layout and the list of scalar-decoded types. */
 #ifndef LLMFS_QUANT_IQ_DEC_H
 #define LLMFS_QUANT_IQ_DEC_H
 
@@ -16,6 +17,35 @@ INLINE __m256i table16(const int8_t *t)
 {
     return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t));
 }
+
+/* ---- IQ4_NL and MXFP4: a 32-block's scale and codes, for both files ---- */
+
+INLINE float nl4_scale(const int mx, const uint8_t *x)
+{
+    if (mx)
+        return quant_e8m0_half(x[0]);
+    uint16_t h;
+    memcpy(&h, x, 2);
+    return _cvtsh_ss(h);
+}
+
+/* the 32 codes of a block as bytes: elements 0..15 low nibbles, 16..31 high */
+INLINE __m256i nl4_codes(const int mx, const uint8_t *x)
+{
+    __m128i q = _mm_loadu_si128((const __m128i *)(x + (mx ? 1 : 2)));
+    return _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1),
+                            _mm256_set1_epi8(0x0F));
+}
+
+/* The types that go through their scalar decoder into quant_sblock in both files:
+ * X(name, type id, block struct). */
+#define SB_SCALAR_TYPES(X)                  \
+    X(tq1_0, T_TQ1_0, block_tq1_0)          \
+    X(iq3_s, T_IQ3_S, block_iq3_s)          \
+    X(iq2_xs, T_IQ2_XS, block_iq2_xs)       \
+    X(iq2_s, T_IQ2_S, block_iq2_s)          \
+    X(iq1_s, T_IQ1_S, block_iq1_s)          \
+    X(iq1_m, T_IQ1_M, block_iq1_m)
 
 /* ---- IQ4_XS in registers (the dedicated kernels of both files) ---- */
 
