@@ -3,11 +3,12 @@
  * IQ4_NL and MXFP4 (against Q8_0) look their 4-bit codes up with one vpshufb and then
  * go the way of Q8_0: |w| times sign(a, w) through vpmaddubsw.
  *
- * IQ4_XS has its own kernel in Q4_K's mould (codes looked up in registers, nothing
- * decoded to memory). The other Q8_K types share one kernel: a weight block is decoded
- * to the integer form of quant_impl.h (quant_sblock: 256 int8 quants, a scale per 16,
- * one float) and then multiplied the same way for every type, so a type only brings a
- * decoder. TQ2_0, IQ2_XXS and IQ3_XXS have vector decoders (quant_iq_dec.h); the others
+ * IQ4_XS and IQ2_XXS have their own kernels in Q4_K's mould (codes and grid rows go
+ * straight into registers, nothing is decoded to memory). The other Q8_K types share
+ * one kernel: a weight block is decoded to the integer form of quant_impl.h
+ * (quant_sblock: 256 int8 quants, a scale per 16, one float) and then multiplied the
+ * same way for every type, so a type only brings a decoder. TQ2_0 and IQ3_XXS have
+ * vector decoders (quant_iq_dec.h; IQ4_XS's and IQ2_XXS's serve dequantization); the others
  * (IQ3_S, IQ2_XS, IQ2_S, IQ1_S, IQ1_M, TQ1_0) use the scalar decoder and still get the
  * vector product.
  * In a tile each row's block is decoded once for all C activation rows, which is what
@@ -212,6 +213,59 @@ INLINE void iq4_xs_kernel(int64_t n, const int R, const int C, const char *w, si
 }
 DEFINE_TILE_AND_DOT(iq4_xs, iq4_xs_kernel)
 
+/* ================= IQ2_XXS against Q8_K ================= */
+
+/* Four 8-byte table rows (grid entries or sign masks) in one register, loaded straight
+ * into vector registers two to 128 bits (through general registers each row would
+ * cost a transfer). */
+INLINE __m256i rows4(const uint8_t (*t)[8], unsigned i0, unsigned i1, unsigned i2, unsigned i3)
+{
+    __m128i lo = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i *)t[i0])), (const double *)t[i1]));
+    __m128i hi = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i *)t[i2])), (const double *)t[i3]));
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+}
+
+/* Per sub-block of 32 the grid rows and the sign masks of its four groups go straight
+ * into registers, the signs move to the activation, and vpmaddubsw's pair sums (at most
+ * 2 * 43 * 127) take the sub-block's scale 2s + 1 in vpmaddwd. */
+INLINE void iq2_xxs_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                           const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        float yd[4];
+        UNROLL for (int c = 0; c < C; c++)
+            yd[c] = ((const block_q8_K *)(a + (size_t)c * as) + b)->d;
+        UNROLL for (int r = 0; r < R; r++) {
+            const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * sizeof(block_iq2_xxs);
+            prefetch_ahead(C, x, sizeof(block_iq2_xxs));
+            const uint8_t *qs = x + 2;
+            __m256i s[4];
+            UNROLL8 for (int ib = 0; ib < 8; ib++) {
+                uint32_t idx = ld32(qs + 8 * ib), ss = ld32(qs + 8 * ib + 4);
+                __m256i g = rows4((const uint8_t(*)[8])quant_grid_iq2xxs, idx & 255, (idx >> 8) & 255, (idx >> 16) & 255, idx >> 24);
+                __m256i sm = rows4((const uint8_t(*)[8])quant_sign_bytes, ss & 127, (ss >> 7) & 127,
+                                   (ss >> 14) & 127, (ss >> 21) & 127);
+                __m256i sc = _mm256_set1_epi16((short)(2 * (ss >> 28) + 1));
+                UNROLL for (int c = 0; c < C; c++) {
+                    const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                    __m256i av = _mm256_loadu_si256((const __m256i *)(aq + 32 * ib));
+                    __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(g, apply_signs(av, sm)), sc);
+                    s[c] = ib ? _mm256_add_epi32(s[c], p) : p;
+                }
+            }
+            uint16_t dh;
+            memcpy(&dh, x, 2);
+            const float d = _cvtsh_ss(dh) * 0.125f;
+            UNROLL for (int c = 0; c < C; c++)
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[c]), _mm256_set1_ps(d * yd[c]), acc[r][c]);
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(iq2_xxs, iq2_xxs_kernel)
+
 /* ================= the quant_sblock types against Q8_K ================= */
 
 /* Sub-blocks 2k (elements 0..15 of run k) and 2k+1 (16..31) as int16 in the lanes their
@@ -296,7 +350,10 @@ static void dequant_iq4_xs(const void *src, float *dst, int64_t n)
     sb_dequant(DEC_IQ4_XS, NULL, sizeof(block_iq4_xs), src, dst, n);
 }
 SB_TYPE(tq2_0, T_TQ2_0, DEC_TQ2_0, block_tq2_0)
-SB_TYPE(iq2_xxs, T_IQ2_XXS, DEC_IQ2_XXS, block_iq2_xxs)
+static void dequant_iq2_xxs(const void *src, float *dst, int64_t n)
+{
+    sb_dequant(DEC_IQ2_XXS, NULL, sizeof(block_iq2_xxs), src, dst, n);
+}
 SB_TYPE(iq3_xxs, T_IQ3_XXS, DEC_IQ3_XXS, block_iq3_xxs)
 #define SB_SCALAR(name, T, block) SB_TYPE(name, T, DEC_SCALAR, block)
 SB_SCALAR_TYPES(SB_SCALAR)
