@@ -215,16 +215,6 @@ DEFINE_TILE_AND_DOT(iq4_xs, iq4_xs_kernel)
 
 /* ================= IQ2_XXS against Q8_K ================= */
 
-/* Four 8-byte table rows (grid entries or sign masks) in one register, loaded straight
- * into vector registers two to 128 bits (through general registers each row would
- * cost a transfer). */
-INLINE __m256i rows4(const uint8_t (*t)[8], unsigned i0, unsigned i1, unsigned i2, unsigned i3)
-{
-    __m128i lo = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i *)t[i0])), (const double *)t[i1]));
-    __m128i hi = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i *)t[i2])), (const double *)t[i3]));
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
-}
-
 /* Per sub-block of 32 the grid rows and the sign masks of its four groups go straight
  * into registers, the signs move to the activation, and vpmaddubsw's pair sums (at most
  * 2 * 43 * 127) take the sub-block's scale 2s + 1 in vpmaddwd. */
@@ -244,9 +234,8 @@ INLINE void iq2_xxs_kernel(int64_t n, const int R, const int C, const char *w, s
             __m256i s[4];
             UNROLL8 for (int ib = 0; ib < 8; ib++) {
                 uint32_t idx = ld32(qs + 8 * ib), ss = ld32(qs + 8 * ib + 4);
-                __m256i g = rows4((const uint8_t(*)[8])quant_grid_iq2xxs, idx & 255, (idx >> 8) & 255, (idx >> 16) & 255, idx >> 24);
-                __m256i sm = rows4((const uint8_t(*)[8])quant_sign_bytes, ss & 127, (ss >> 7) & 127,
-                                   (ss >> 14) & 127, (ss >> 21) & 127);
+                __m256i g = grid_rows4(idx);
+                __m256i sm = sign_rows4(ss);
                 __m256i sc = _mm256_set1_epi16((short)(2 * (ss >> 28) + 1));
                 UNROLL for (int c = 0; c < C; c++) {
                     const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;

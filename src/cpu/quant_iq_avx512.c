@@ -231,17 +231,9 @@ INLINE __m512i xxs_grid64(const int three, const uint8_t *qs, int g)
         __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qs + 16 * g)));
         return _mm512_i32gather_epi32(idx, (const void *)quant_grid_iq3xxs, 4);
     }
-    /* eight 8-byte rows, two to a 128-bit register by vmovq and vmovhpd straight from the
-     * grid (through general registers they cost a transfer each): measured no slower
-     * than a gather */
-    __m128i p[4];
-    UNROLL for (int k = 0; k < 4; k++) {
-        uint32_t i = ld32(qs + 16 * g + 8 * (k / 2));
-        const int sh = 16 * (k % 2);
-        __m128i v = _mm_loadl_epi64((const __m128i *)quant_grid_iq2xxs[(i >> sh) & 255]);
-        p[k] = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(v), (const double *)quant_grid_iq2xxs[(i >> (sh + 8)) & 255]));
-    }
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(p[1], p[0])), _mm256_set_m128i(p[3], p[2]), 1);
+    /* eight 8-byte rows loaded straight into vector registers (rows4): measured no
+     * slower than a gather */
+    return _mm512_inserti64x4(_mm512_castsi256_si512(grid_rows4(ld32(qs + 16 * g))), grid_rows4(ld32(qs + 16 * g + 8)), 1);
 }
 
 /* IQ2_XXS (three = 0): qs is 8 words [4 grid indices][signs, scale] per sub-block;

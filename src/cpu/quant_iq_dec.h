@@ -123,6 +123,27 @@ INLINE __m256i apply_signs(__m256i g, __m256i s)
     return _mm256_sub_epi8(_mm256_xor_si256(g, s), s);
 }
 
+/* Four 8-byte table rows (grid entries or sign masks) in one register, loaded straight
+ * into vector registers two to 128 bits (through general registers each row would
+ * cost a transfer). */
+INLINE __m256i rows4(const uint8_t (*t)[8], unsigned i0, unsigned i1, unsigned i2, unsigned i3)
+{
+    __m128i lo = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i *)t[i0])), (const double *)t[i1]));
+    __m128i hi = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i *)t[i2])), (const double *)t[i3]));
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+}
+
+/* the grid rows of the four index bytes of idx, and the sign masks of the four 7-bit
+ * fields of ss */
+INLINE __m256i grid_rows4(uint32_t idx)
+{
+    return rows4((const uint8_t(*)[8])quant_grid_iq2xxs, idx & 255, (idx >> 8) & 255, (idx >> 16) & 255, idx >> 24);
+}
+INLINE __m256i sign_rows4(uint32_t ss)
+{
+    return rows4((const uint8_t(*)[8])quant_sign_bytes, ss & 127, (ss >> 7) & 127, (ss >> 14) & 127, (ss >> 21) & 127);
+}
+
 INLINE void dec_iq2_xxs(const void *blk, sblock32 *o)
 {
     const block_iq2_xxs *x = blk;
@@ -130,15 +151,7 @@ INLINE void dec_iq2_xxs(const void *blk, sblock32 *o)
     o->d = _cvtsh_ss(x->d) * 0.125f;
     UNROLL8 for (int ib = 0; ib < 8; ib++) {
         uint32_t idx = ld32(qs + 8 * ib), ss = ld32(qs + 8 * ib + 4);
-        __m256i g = _mm256_setr_epi64x((long long)ld64(quant_grid_iq2xxs[idx & 255]),
-                                       (long long)ld64(quant_grid_iq2xxs[(idx >> 8) & 255]),
-                                       (long long)ld64(quant_grid_iq2xxs[(idx >> 16) & 255]),
-                                       (long long)ld64(quant_grid_iq2xxs[idx >> 24]));
-        __m256i s = _mm256_setr_epi64x((long long)ld64(quant_sign_bytes[ss & 127]),
-                                       (long long)ld64(quant_sign_bytes[(ss >> 7) & 127]),
-                                       (long long)ld64(quant_sign_bytes[(ss >> 14) & 127]),
-                                       (long long)ld64(quant_sign_bytes[(ss >> 21) & 127]));
-        _mm256_store_si256((__m256i *)(o->q + 32 * ib), apply_signs(g, s));
+        _mm256_store_si256((__m256i *)(o->q + 32 * ib), apply_signs(grid_rows4(idx), sign_rows4(ss)));
         o->sc[2 * ib] = o->sc[2 * ib + 1] = (int16_t)(2 * (ss >> 28) + 1);
     }
 }
