@@ -5,8 +5,11 @@
  *   through the 256-bit form of the same arithmetic); the codes are looked up with one
  *   vpshufb, and vpdpbusd multiplies |w| by the activations carrying w's sign and sums
  *   each 4 products, so a block's 8 partial sums need no separate widening step.
- * - The Q8_K types decode a block to quant_sblock (quant_iq_dec.h) and multiply 64
- *   elements per instruction; the scale of each 16 reaches its lanes through one
+ * - IQ4_XS, IQ2_XXS and IQ3_XXS have kernels in Q4_K's mould: nothing is decoded to
+ *   memory, codes and grid rows go straight into registers and the scales of a block
+ *   are unpacked in registers.
+ * - The other Q8_K types decode a block to quant_sblock (quant_iq_dec.h) and multiply
+ *   64 elements per instruction; the scale of each 16 reaches its lanes through one
  *   vpermw per 64 elements, shared by every activation row of the tile.
  * AVX-512 has no vpsignb: the activations are negated under the mask of w's sign bits.
  */
@@ -28,23 +31,6 @@ INLINE void store_tile(const int R, const int C, __m512 acc[4][4], float *out, s
 }
 
 /* ================= IQ4_NL, MXFP4 against Q8_0 ================= */
-
-INLINE float nl4_scale(const int mx, const uint8_t *x)
-{
-    if (mx)
-        return quant_e8m0_half(x[0]);
-    uint16_t h;
-    memcpy(&h, x, 2);
-    return _cvtsh_ss(h);
-}
-
-/* the 32 codes of a block as bytes: elements 0..15 low nibbles, 16..31 high */
-INLINE __m256i nl4_codes(const int mx, const uint8_t *x)
-{
-    __m128i q = _mm_loadu_si128((const __m128i *)(x + (mx ? 1 : 2)));
-    return _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1),
-                            _mm256_set1_epi8(0x0F));
-}
 
 INLINE void nl4_kernel(const int mx, int64_t n, const int R, const int C, const char *w, size_t ws,
                        const char *a, size_t as, float *out, size_t os)
@@ -117,6 +103,212 @@ INLINE void mxfp4_kernel(int64_t n, const int R, const int C, const char *w, siz
 DEFINE_TILE_AND_DOT(iq4_nl, iq4_nl_kernel)
 DEFINE_TILE_AND_DOT(mxfp4, mxfp4_kernel)
 
+/* ================= IQ4_XS against Q8_K ================= */
+
+/* Q4_K's plan with a codebook: decode streams the weights, so nothing is decoded to
+ * memory and the per-block work that is not a multiply is shared by the rows.
+ * - The R rows' 8-byte heads (d, scales_h, scales_l) sit in 128-bit lane r of one
+ *   register: the 6-bit scales of all rows are unpacked there at once (word k of lane r
+ *   = ls_k - 32 of row r) and the four d converted together.
+ * - qs is read 64 bytes at a time: lane L holds sub-block 4j + L, its low nibbles
+ *   elements 0..15 and its high ones 16..31, so the activation is regrouped to match
+ *   once per block for all rows and every lane of a product takes one sub-block's scale.
+ * - The codes index |value| with one vpshufb; a value is negative exactly when bit 3 of
+ *   its code is clear (the codebook is sorted), which masks the activation's negation.
+ * - vpmaddubsw's pair sums (at most 2 * 127 * 127, no saturation) meet the scales in
+ *   vpdpwssd, so a row's block is one int32 vector, one convert and one FMA. */
+INLINE void iq4_xs_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                          const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    const __m512i low4 = _mm512_set1_epi8(0x0F), bit3 = _mm512_set1_epi8(0x08);
+    const __m512i tab = _mm512_broadcast_i32x4(iq4_abs_table());
+    const __m512i pick_l = _mm512_broadcast_i32x4(IQ4_PICK_SCALES_L), pick_h = _mm512_broadcast_i32x4(IQ4_PICK_SCALES_H);
+    /* low nibble for even k, high for odd; scales_h bits 2k, 2k+1 to the top of word k */
+    const __m512i shr_l = _mm512_broadcast_i32x4(_mm_setr_epi16(0, 4, 0, 4, 0, 4, 0, 4));
+    const __m512i shl_h = _mm512_broadcast_i32x4(_mm_setr_epi16(14, 12, 10, 8, 6, 4, 2, 0));
+    /* the scale of sub-block 4j + L across 128-bit lane L */
+    __m512i pick_sc[2];
+    UNROLL for (int j = 0; j < 2; j++) {
+        int8_t idx[64];
+        for (int i = 0; i < 64; i++)
+            idx[i] = (int8_t)(2 * (4 * j + i / 16) + (i & 1));
+        pick_sc[j] = _mm512_loadu_si512(idx);
+    }
+    const __m512i pick_d = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                            0, 0, 0, 0, 0, 0, 24, 16, 8, 0);
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        const char *blk[4];
+        __m512i head = _mm512_setzero_si512();
+        UNROLL for (int r = 0; r < R; r++) {
+            blk[r] = w + (size_t)r * ws + (size_t)b * sizeof(block_iq4_xs);
+            prefetch_ahead(C, blk[r], sizeof(block_iq4_xs));
+            head = _mm512_mask_broadcast_i32x4(head, (__mmask16)(0xF << (4 * r)),
+                                               _mm_loadu_si128((const __m128i *)blk[r]));
+        }
+        __m512i lo = _mm512_srlv_epi16(_mm512_shuffle_epi8(head, pick_l), shr_l);
+        __m512i hi = _mm512_srli_epi16(_mm512_sllv_epi16(_mm512_shuffle_epi8(head, pick_h), shl_h), 10);
+        /* low nibble from lo, bits 4-5 from hi (whose bits above 5 are clear) */
+        __m512i ls = _mm512_sub_epi16(_mm512_ternarylogic_epi32(_mm512_set1_epi16(0x0F), lo, hi, 0xCA),
+                                      _mm512_set1_epi16(32));
+        __m128 d = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(pick_d, head)));
+
+        float dda[4][4];
+        __m512i al[4][2], ah[4][2];
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            _mm_storeu_ps(dda[c], _mm_mul_ps(d, _mm_set1_ps(y->d)));
+            UNROLL for (int j = 0; j < 2; j++) {
+                __m512i x0 = _mm512_loadu_si512(y->qs + 128 * j), x1 = _mm512_loadu_si512(y->qs + 128 * j + 64);
+                al[c][j] = _mm512_shuffle_i64x2(x0, x1, 0x88); /* 16-byte pieces 0, 2 of each */
+                ah[c][j] = _mm512_shuffle_i64x2(x0, x1, 0xDD); /* pieces 1, 3 */
+            }
+        }
+        /* through memory, to be broadcast straight into the FMAs */
+        __asm__("" : "+m"(dda));
+
+        UNROLL for (int r = 0; r < R; r++) {
+            const uint8_t *qs = (const uint8_t *)blk[r] + 8;
+            __m512i smr = _mm512_permutexvar_epi32(_mm512_set4_epi32(4 * r + 3, 4 * r + 2, 4 * r + 1, 4 * r), ls);
+            __m512i wl[2], wh[2], sc[2];
+            __mmask64 nl[2], nh[2];
+            UNROLL for (int j = 0; j < 2; j++) {
+                __m512i q = _mm512_loadu_si512(qs + 64 * j);
+                __m512i cl = _mm512_and_si512(q, low4), ch = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+                wl[j] = _mm512_shuffle_epi8(tab, cl);
+                wh[j] = _mm512_shuffle_epi8(tab, ch);
+                nl[j] = _mm512_testn_epi8_mask(cl, bit3);
+                nh[j] = _mm512_testn_epi8_mask(ch, bit3);
+                sc[j] = _mm512_shuffle_epi8(smr, pick_sc[j]);
+            }
+            UNROLL for (int c = 0; c < C; c++) {
+                __m512i isum = _mm512_setzero_si512();
+                UNROLL for (int j = 0; j < 2; j++) {
+                    __m512i sl = _mm512_mask_sub_epi8(al[c][j], nl[j], _mm512_setzero_si512(), al[c][j]);
+                    __m512i sh = _mm512_mask_sub_epi8(ah[c][j], nh[j], _mm512_setzero_si512(), ah[c][j]);
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wl[j], sl), sc[j]);
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wh[j], sh), sc[j]);
+                }
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(dda[c][r]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(iq4_xs, iq4_xs_kernel)
+
+/* ================= IQ2_XXS, IQ3_XXS against Q8_K ================= */
+
+/* The 32 sign bytes of an IQ2_XXS/IQ3_XXS block, byte 4ib + l for group l of sub-block
+ * ib, from the eight words that hold four 7-bit sign indices each (bits 7l..7l+6, a
+ * scale in bits 28-31): a field moves up by l bits to its byte, and the eighth sign
+ * is the parity of the other seven (the grids' sign sets have an even count of minus
+ * signs), looked up by nibble after folding the byte's halves together. */
+INLINE __m256i xxs_sign_bytes(__m256i ss)
+{
+    const __m256i parity = _mm256_broadcastsi128_si256(
+        _mm_setr_epi8(0, -128, -128, 0, -128, 0, 0, -128, -128, 0, 0, -128, 0, -128, -128, 0));
+    __m256i t = _mm256_ternarylogic_epi32(_mm256_set1_epi32(0xFF), ss, _mm256_slli_epi32(ss, 1), 0xCA);
+    t = _mm256_ternarylogic_epi32(_mm256_set1_epi32(0xFFFF), t, _mm256_slli_epi32(ss, 2), 0xCA);
+    t = _mm256_ternarylogic_epi32(_mm256_set1_epi32(0xFFFFFF), t, _mm256_slli_epi32(ss, 3), 0xCA);
+    t = _mm256_and_si256(t, _mm256_set1_epi8(0x7F));
+    /* bits 0-3 of a byte: b_i ^ b_(i+4) (what srli brings from the next byte lands in
+     * bits 4-7 and is masked off) */
+    __m256i f = _mm256_ternarylogic_epi32(t, _mm256_srli_epi16(t, 4), _mm256_set1_epi8(0x0F), 0x28);
+    return _mm256_or_si256(t, _mm256_shuffle_epi8(parity, f));
+}
+
+/* Grid types in Q4_K's mould: per 64 weights (two sub-blocks) the eight grid rows go
+ * straight into a register, the signs become a 64-bit mask that negates the activation,
+ * and vpdpbusd sums each 4 products of magnitude times signed activation (at most
+ * 4 * 43 * 127, or 4 * 62 * 127 for IQ3_XXS: both fit int16), so two such vectors
+ * packed to int16 take their sub-block scales 2s + 1 in one vpdpwssd, as Q4_K does. */
+INLINE __m512i xxs_grid64(const int three, const uint8_t *qs, int g)
+{
+    if (three) {
+        /* sixteen 4-byte rows: one gather beats sixteen inserts */
+        __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qs + 16 * g)));
+        return _mm512_i32gather_epi32(idx, (const void *)quant_grid_iq3xxs, 4);
+    }
+    /* eight 8-byte rows loaded straight into vector registers (rows4): measured no
+     * slower than a gather */
+    return _mm512_inserti64x4(_mm512_castsi256_si512(grid_rows4(ld32(qs + 16 * g))), grid_rows4(ld32(qs + 16 * g + 8)), 1);
+}
+
+/* IQ2_XXS (three = 0): qs is 8 words [4 grid indices][signs, scale] per sub-block;
+ * IQ3_XXS (three = 1): 64 grid index bytes, then the 8 [signs, scale] words. */
+INLINE void xxs_kernel(const int three, int64_t n, const int R, const int C, const char *w, size_t ws,
+                       const char *a, size_t as, float *out, size_t os)
+{
+    const int64_t nb = n / QK_K;
+    const size_t bb = three ? sizeof(block_iq3_xxs) : sizeof(block_iq2_xxs);
+    /* after vpackssdw of 64-weight groups 2h and 2h + 1, lanes 0-1 hold sub-blocks 4h
+     * (words 0-3) and 4h + 2 (4-7), lanes 2-3 sub-blocks 4h + 1 and 4h + 3; the scale of
+     * sub-block ib is word 2ib of the scale vector */
+    __m512i pick_sc[2];
+    UNROLL for (int h = 0; h < 2; h++) {
+        int16_t idx[32];
+        for (int i = 0; i < 32; i++)
+            idx[i] = (int16_t)(2 * (4 * h + (i / 16) + 2 * ((i % 8) / 4)));
+        pick_sc[h] = _mm512_loadu_si512(idx);
+    }
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        float yd[4];
+        UNROLL for (int c = 0; c < C; c++)
+            yd[c] = ((const block_q8_K *)(a + (size_t)c * as) + b)->d;
+        UNROLL for (int r = 0; r < R; r++) {
+            const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * bb;
+            prefetch_ahead(C, x, (int)bb);
+            const uint8_t *qs = x + 2;
+            __m256i ss = three ? _mm256_loadu_si256((const __m256i *)(qs + 64))
+                               : _mm512_cvtepi64_epi32(_mm512_srli_epi64(_mm512_loadu_si512(qs), 32));
+            uint64_t sg[4];
+            _mm256_storeu_si256((__m256i *)sg, xxs_sign_bytes(ss));
+            __m512i sc16 = _mm512_castsi256_si512(
+                _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(ss, 28), 1), _mm256_set1_epi32(1)));
+            __m512i sc[2] = {_mm512_permutexvar_epi16(pick_sc[0], sc16), _mm512_permutexvar_epi16(pick_sc[1], sc16)};
+            __m512i grid[4];
+            UNROLL for (int g = 0; g < 4; g++)
+                grid[g] = xxs_grid64(three, qs, g);
+            uint16_t dh;
+            memcpy(&dh, x, 2);
+            /* the scalar decoders' d: (0.5 + s) / 4 = (2s + 1) / 8, and / 4 for IQ3 */
+            const float d = _cvtsh_ss(dh) * (three ? 0.25f : 0.125f);
+            UNROLL for (int c = 0; c < C; c++) {
+                const int8_t *aq = ((const block_q8_K *)(a + (size_t)c * as) + b)->qs;
+                __m512i isum = _mm512_setzero_si512();
+                UNROLL for (int h = 0; h < 2; h++) {
+                    __m512i p[2];
+                    UNROLL for (int e = 0; e < 2; e++) {
+                        const int g = 2 * h + e;
+                        __m512i av = _mm512_loadu_si512(aq + 64 * g);
+                        av = _mm512_mask_sub_epi8(av, _cvtu64_mask64(sg[g]), _mm512_setzero_si512(), av);
+                        p[e] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), grid[g], av);
+                    }
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_packs_epi32(p[0], p[1]), sc[h]);
+                }
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * yd[c]), acc[r][c]);
+            }
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+
+INLINE void iq2_xxs_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                           const char *a, size_t as, float *out, size_t os)
+{
+    xxs_kernel(0, n, R, C, w, ws, a, as, out, os);
+}
+INLINE void iq3_xxs_kernel(int64_t n, const int R, const int C, const char *w, size_t ws,
+                           const char *a, size_t as, float *out, size_t os)
+{
+    xxs_kernel(1, n, R, C, w, ws, a, as, out, os);
+}
+DEFINE_TILE_AND_DOT(iq2_xxs, iq2_xxs_kernel)
+DEFINE_TILE_AND_DOT(iq3_xxs, iq3_xxs_kernel)
+
 /* ================= the quant_sblock types against Q8_K ================= */
 
 INLINE void sb_kernel(const int kind, quant_sdecode_fn f, const size_t bb, int64_t n, const int R,
@@ -176,16 +368,9 @@ INLINE void sb_kernel(const int kind, quant_sdecode_fn f, const size_t bb, int64
     }                                                                                    \
     DEFINE_TILE_AND_DOT(name, name##_kernel)
 
-SB_TYPE(iq4_xs, T_IQ4_XS, DEC_IQ4_XS, block_iq4_xs)
 SB_TYPE(tq2_0, T_TQ2_0, DEC_TQ2_0, block_tq2_0)
-SB_TYPE(iq2_xxs, T_IQ2_XXS, DEC_IQ2_XXS, block_iq2_xxs)
-SB_TYPE(iq3_xxs, T_IQ3_XXS, DEC_IQ3_XXS, block_iq3_xxs)
-SB_TYPE(tq1_0, T_TQ1_0, DEC_SCALAR, block_tq1_0)
-SB_TYPE(iq3_s, T_IQ3_S, DEC_SCALAR, block_iq3_s)
-SB_TYPE(iq2_xs, T_IQ2_XS, DEC_SCALAR, block_iq2_xs)
-SB_TYPE(iq2_s, T_IQ2_S, DEC_SCALAR, block_iq2_s)
-SB_TYPE(iq1_s, T_IQ1_S, DEC_SCALAR, block_iq1_s)
-SB_TYPE(iq1_m, T_IQ1_M, DEC_SCALAR, block_iq1_m)
+#define SB_SCALAR(name, T, block) SB_TYPE(name, T, DEC_SCALAR, block)
+SB_SCALAR_TYPES(SB_SCALAR)
 
 /* Dequantization stays with the AVX2 entries (it is the embedding lookup, one row a
  * token, and bit-exact there). */
@@ -200,11 +385,8 @@ void quant_iq_avx512_fill(quant_kernels *k)
     SET(T_TQ2_0, tq2_0)
     SET(T_IQ2_XXS, iq2_xxs)
     SET(T_IQ3_XXS, iq3_xxs)
-    SET(T_TQ1_0, tq1_0)
-    SET(T_IQ3_S, iq3_s)
-    SET(T_IQ2_XS, iq2_xs)
-    SET(T_IQ2_S, iq2_s)
-    SET(T_IQ1_S, iq1_s)
-    SET(T_IQ1_M, iq1_m)
+#define SET_SB(name, T, block) SET(T, name)
+    SB_SCALAR_TYPES(SET_SB)
+#undef SET_SB
 #undef SET
 }

@@ -1,6 +1,7 @@
-/* quant_iq_dec.h — vector decoders of the quant_sblock types (quant_impl.h) for the AVX2
- * and AVX-512 kernel files, which include it under their own compiler flags. A type
- * without a vector decoder here goes through its scalar one. */
+/* quant_iq_dec.h — what the AVX2 and AVX-512 IQ kernel files share, included under
+ * each file's own compiler flags: vector decoders of the quant_sblock types (quant_impl.h;
+ * a type without one here goes through its scalar decoder), the IQ4_NL/MXFP4 block
+ * reads, IQ4_XS's scale layout and the list of scalar-decoded types. */
 #ifndef LLMFS_QUANT_IQ_DEC_H
 #define LLMFS_QUANT_IQ_DEC_H
 
@@ -16,6 +17,50 @@ INLINE __m256i table16(const int8_t *t)
 {
     return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t));
 }
+
+/* ---- IQ4_NL and MXFP4: a 32-block's scale and codes, for both files ---- */
+
+INLINE float nl4_scale(const int mx, const uint8_t *x)
+{
+    if (mx)
+        return quant_e8m0_half(x[0]);
+    uint16_t h;
+    memcpy(&h, x, 2);
+    return _cvtsh_ss(h);
+}
+
+/* the 32 codes of a block as bytes: elements 0..15 low nibbles, 16..31 high */
+INLINE __m256i nl4_codes(const int mx, const uint8_t *x)
+{
+    __m128i q = _mm_loadu_si128((const __m128i *)(x + (mx ? 1 : 2)));
+    return _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1),
+                            _mm256_set1_epi8(0x0F));
+}
+
+/* The types that go through their scalar decoder into quant_sblock in both files:
+ * X(name, type id, block struct). */
+#define SB_SCALAR_TYPES(X)                  \
+    X(tq1_0, T_TQ1_0, block_tq1_0)          \
+    X(iq3_s, T_IQ3_S, block_iq3_s)          \
+    X(iq2_xs, T_IQ2_XS, block_iq2_xs)       \
+    X(iq2_s, T_IQ2_S, block_iq2_s)          \
+    X(iq1_s, T_IQ1_S, block_iq1_s)          \
+    X(iq1_m, T_IQ1_M, block_iq1_m)
+
+/* ---- IQ4_XS in registers (the dedicated kernels of both files) ---- */
+
+/* |value| of each IQ4_NL code. The codebook is sorted with codes 0..7 negative, so a
+ * value's sign is bit 3 of its code and the kernels need no signed lookup. */
+INLINE __m128i iq4_abs_table(void)
+{
+    return _mm_abs_epi8(_mm_loadu_si128((const __m128i *)quant_iq4nl_values));
+}
+
+/* In a lane holding an IQ4_XS block's first 16 bytes (d, scales_h, scales_l[4]), word k
+ * of the result gets scales_l[k / 2] (IQ4_PICK_SCALES_L) or scales_h (..._H), from
+ * which the 6-bit scale k is cut with per-word shifts. */
+#define IQ4_PICK_SCALES_L _mm_setr_epi8(4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1)
+#define IQ4_PICK_SCALES_H _mm_setr_epi8(2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3)
 
 typedef struct {
     _Alignas(64) int8_t q[QK_K];
@@ -78,6 +123,27 @@ INLINE __m256i apply_signs(__m256i g, __m256i s)
     return _mm256_sub_epi8(_mm256_xor_si256(g, s), s);
 }
 
+/* Four 8-byte table rows (grid entries or sign masks) in one register, loaded straight
+ * into vector registers two to 128 bits (through general registers each row would
+ * cost a transfer). */
+INLINE __m256i rows4(const uint8_t (*t)[8], unsigned i0, unsigned i1, unsigned i2, unsigned i3)
+{
+    __m128i lo = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i *)t[i0])), (const double *)t[i1]));
+    __m128i hi = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i *)t[i2])), (const double *)t[i3]));
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+}
+
+/* the grid rows of the four index bytes of idx, and the sign masks of the four 7-bit
+ * fields of ss */
+INLINE __m256i grid_rows4(uint32_t idx)
+{
+    return rows4((const uint8_t(*)[8])quant_grid_iq2xxs, idx & 255, (idx >> 8) & 255, (idx >> 16) & 255, idx >> 24);
+}
+INLINE __m256i sign_rows4(uint32_t ss)
+{
+    return rows4((const uint8_t(*)[8])quant_sign_bytes, ss & 127, (ss >> 7) & 127, (ss >> 14) & 127, (ss >> 21) & 127);
+}
+
 INLINE void dec_iq2_xxs(const void *blk, sblock32 *o)
 {
     const block_iq2_xxs *x = blk;
@@ -85,15 +151,7 @@ INLINE void dec_iq2_xxs(const void *blk, sblock32 *o)
     o->d = _cvtsh_ss(x->d) * 0.125f;
     UNROLL8 for (int ib = 0; ib < 8; ib++) {
         uint32_t idx = ld32(qs + 8 * ib), ss = ld32(qs + 8 * ib + 4);
-        __m256i g = _mm256_setr_epi64x((long long)ld64(quant_grid_iq2xxs[idx & 255]),
-                                       (long long)ld64(quant_grid_iq2xxs[(idx >> 8) & 255]),
-                                       (long long)ld64(quant_grid_iq2xxs[(idx >> 16) & 255]),
-                                       (long long)ld64(quant_grid_iq2xxs[idx >> 24]));
-        __m256i s = _mm256_setr_epi64x((long long)ld64(quant_sign_bytes[ss & 127]),
-                                       (long long)ld64(quant_sign_bytes[(ss >> 7) & 127]),
-                                       (long long)ld64(quant_sign_bytes[(ss >> 14) & 127]),
-                                       (long long)ld64(quant_sign_bytes[(ss >> 21) & 127]));
-        _mm256_store_si256((__m256i *)(o->q + 32 * ib), apply_signs(g, s));
+        _mm256_store_si256((__m256i *)(o->q + 32 * ib), apply_signs(grid_rows4(idx), sign_rows4(ss)));
         o->sc[2 * ib] = o->sc[2 * ib + 1] = (int16_t)(2 * (ss >> 28) + 1);
     }
 }
