@@ -1303,21 +1303,5 @@ int main(void)
         fprintf(stderr, "no fixtures found\n");
         return 1;
     }
-    /* the default kernels, then each other instruction set this CPU has
-     * (LLMFS_TEST_ISA=default|scalar|avx2|avx512 runs one only) */
-    const char *only = getenv("LLMFS_TEST_ISA");
-    const char *def = quant_isa();
-    const char *isas[] = {"default", "scalar", "avx2", "avx512"};
-    int rc = EXIT_SUCCESS;
-    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
-        if (only && strcmp(only, isas[i]))
-            continue;
-        if (i && (!quant_force_isa(isas[i]) || (!only && !strcmp(isas[i], def))))
-            continue;
-        printf("==== kernels: %s\n", quant_isa());
-        if (test_run_suite(make_suite()) != EXIT_SUCCESS)
-            rc = EXIT_FAILURE;
-    }
-    quant_force_isa(NULL);
-    return rc;
+    return test_run_suite_each_isa(make_suite);
 }

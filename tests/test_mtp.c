@@ -1064,5 +1064,6 @@ int main(void)
 {
     if (!test_shared_dir())
         test_skip_no_shared("test_mtp");
-    return test_run_suite(make_suite());
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    return test_run_suite_each_isa(make_suite);
 }

@@ -1,5 +1,6 @@
 #include "testutil.h"
 #include "llmfs.h"
+#include "quant.h"
 
 #include <math.h>
 
@@ -183,4 +184,23 @@ void test_wait_idle(llmfs_session *s, int seconds)
         nanosleep(&ts, NULL);
     }
     ck_abort_msg("session did not become idle in %d s", seconds);
+}
+
+int test_run_suite_each_isa(Suite *(*make)(void))
+{
+    const char *only = getenv("LLMFS_TEST_ISA");
+    const char *def = quant_isa();
+    const char *isas[] = {"default", "scalar", "avx2", "avx512"};
+    int rc = EXIT_SUCCESS;
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (only && strcmp(only, isas[i]))
+            continue;
+        if (i && (!quant_force_isa(isas[i]) || (!only && !strcmp(isas[i], def))))
+            continue;
+        printf("==== kernels: %s\n", quant_isa());
+        if (test_run_suite(make()) != EXIT_SUCCESS)
+            rc = EXIT_FAILURE;
+    }
+    quant_force_isa(NULL);
+    return rc;
 }

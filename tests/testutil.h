@@ -41,5 +41,9 @@ void test_wait_idle(struct llmfs_session *s, int seconds);
 
 /* Runs a suite built by make_suite with Check; returns the process exit code. */
 int test_run_suite(Suite *s);
+/* Runs the suite make() builds with the default kernels, then again with each other
+ * instruction set this CPU has (LLMFS_TEST_ISA=default|scalar|avx2|avx512 runs one
+ * only). EXIT_SUCCESS when every run passed. */
+int test_run_suite_each_isa(Suite *(*make)(void));
 
 #endif
