@@ -8,7 +8,7 @@
 # TOKENS tokens at once (raw mode, temp 0) two ways, alternating run by run so that drift
 # in the machine's speed hits both alike:
 #   files  STREAMS clone sessions, `echo > prompt` then `cat output` in each
-#   http   STREAMS streaming POSTs to /v1/completions with curl
+#   http   STREAMS streaming POSTs to /v1/completions from one curl process (--parallel)
 # Throughput is the model's generated tokens (gen_tokens_total in its stats, before and
 # after) over the wall time from the first request to the last reply's end; on a busy
 # machine wall time swings by more than the effect, so each run also counts the daemon's
@@ -100,15 +100,20 @@ files_run() {
 }
 
 http_run() {
-    local g0 t0 i c0
+    # One client process holds the STREAMS connections (curl --parallel), as a front end
+    # serving several users does: STREAMS separate curl processes would spend about a
+    # tenth of these two cores starting up beside the daemon, which the files way does
+    # not pay (its clients are a subshell and cat each).
+    local g0 t0 i c0 args=()
+    for i in $(seq "$STREAMS"); do
+        [ "$i" -gt 1 ] && args+=(--next)
+        args+=(-sS -N -o /dev/null "http://127.0.0.1:$PORT/v1/completions"
+            -d "{\"model\":\"b\",\"prompt\":\"$(prompt_of "$i")\",\"max_tokens\":$N,\"temperature\":0,\"stream\":true}")
+    done
     g0=$(gen_total)
     c0=$(cpu_ticks)
     t0=$(now)
-    for i in $(seq "$STREAMS"); do
-        curl -sS -N -o /dev/null "http://127.0.0.1:$PORT/v1/completions" \
-            -d "{\"model\":\"b\",\"prompt\":\"$(prompt_of "$i")\",\"max_tokens\":$N,\"temperature\":0,\"stream\":true}" &
-    done
-    wait
+    curl -s --no-progress-meter --parallel --parallel-immediate --parallel-max "$STREAMS" "${args[@]}"
     local t1
     t1=$(now)
     echo "$(( $(gen_total) - g0 )) $t0 $t1 $(( $(cpu_ticks) - c0 ))"
