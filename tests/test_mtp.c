@@ -15,6 +15,9 @@
  * (3) The same loop free-running (the target's own choices, our own drafts) gives
  * exactly the ids of plain one-token-a-time greedy decoding.
  * (4) Refusals: a model without an MTP head, an MTP file of another model.
+ *
+ * Built a second time as gpu_mtp (MTP_ON_GPU): (1)-(3) with the target, its caches and
+ * the MTP head on the GPU (a real one, or the simulated device of tests/cudasim).
  */
 #include "testutil.h"
 
@@ -28,12 +31,19 @@
 
 #include <errno.h>
 #include <math.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define N_CTX 512
 #define N_MAX 3
+
+#ifdef MTP_ON_GPU
+#define NGL 99 /* every layer, and the head, on the device */
+#else
+#define NGL 0
+#endif
 
 /* One case as run: a fixture folder and the MTP head's file (NULL: the model's own). */
 typedef struct mcase {
@@ -59,6 +69,23 @@ static const char *base_name(const char *p)
 
 static void add_case(const char *dir, const char *name, const char *model, const char *arch, const char *sidecar)
 {
+    /* $LLMFS_MTP_CASES (an extended regular expression) keeps the cases whose name matches */
+    const char *pat = getenv("LLMFS_MTP_CASES");
+    if (pat && *pat) {
+        char full[1500];
+        snprintf(full, sizeof full, "%s%s%s", name, sidecar ? " + " : "", sidecar ? base_name(sidecar) : "");
+        regex_t re;
+        if (regcomp(&re, pat, REG_EXTENDED | REG_NOSUB)) {
+            fprintf(stderr, "LLMFS_MTP_CASES: not an extended regular expression: %s\n", pat);
+            exit(1);
+        }
+        int no = regexec(&re, full, 0, NULL, 0);
+        regfree(&re);
+        if (no) {
+            fprintf(stderr, "*** %s: left out by LLMFS_MTP_CASES=%s\n", full, pat);
+            return;
+        }
+    }
     cases = realloc(cases, sizeof *cases * (size_t)(n_cases + 1));
     if (!cases) {
         fprintf(stderr, "out of memory\n");
@@ -181,16 +208,18 @@ static void cdata_free(cdata *d)
 static model *load_target(const mcase *c)
 {
     llmfs_error err = {0};
-    model_opts o = {.n_threads = 2};
+    model_opts o = {.n_threads = 2, .ngl = NGL};
     model *m = model_load(c->model, &o, &err);
     ck_assert_msg(m, "%s: %s", c->model, err.msg);
+    if (NGL)
+        ck_assert_msg(m->gpu && m->layers[0].be == m->gpu, "%s: not on the GPU: %s", c->name, m->note);
     return m;
 }
 
 static model *load_head(const mcase *c)
 {
     llmfs_error err = {0};
-    model_opts o = {.n_threads = 2, .mtp = true};
+    model_opts o = {.n_threads = 2, .mtp = true, .ngl = NGL};
     model *h = model_load(c->sidecar[0] ? c->sidecar : c->model, &o, &err);
     ck_assert_msg(h, "%s: MTP head: %s", c->name, err.msg);
     ck_assert_int_eq(h->hp.n_layer, 1);
@@ -314,6 +343,7 @@ START_TEST(teacher_forced_logits)
 }
 END_TEST
 
+#ifndef MTP_ON_GPU
 /* The MTP model refuses what is not its input, and a plain model refuses hidden rows. */
 START_TEST(forward_contracts)
 {
@@ -337,6 +367,7 @@ START_TEST(forward_contracts)
     model_free(m);
 }
 END_TEST
+#endif
 
 /* ---------------------------------------------------------------- (2), (3) the loop */
 
@@ -468,7 +499,7 @@ typedef struct run_out {
 
 static spec_drafter_opts head_opts(void)
 {
-    return (spec_drafter_opts){.ngl = 0, .n_threads = 2, .type_k = T_F16, .type_v = T_F16, .n_ctx = N_CTX,
+    return (spec_drafter_opts){.ngl = NGL, .n_threads = 2, .type_k = T_F16, .type_v = T_F16, .n_ctx = N_CTX,
                                .n_seq = 1, .n_ubatch = 512};
 }
 
@@ -644,6 +675,7 @@ START_TEST(draft_loop_forced)
     ck_assert_int_eq(o.accepted, ra);
     fprintf(stderr, "%-56s forced: %d steps, accepted %d of %d (reference %d of %d), drafted ids agreeing %d of %d\n",
             c->name, o.steps, o.accepted, o.drafted, ra, rd, o.agreed, o.chained);
+#ifndef MTP_ON_GPU /* the device has snapshots; the fallback's machinery is the CPU's */
     /* the same with the checkpoint taken before each batch (a backend without snapshots):
      * the same steps, the accepted tokens decoded again after a partial acceptance */
     mtp_free(dr);
@@ -653,6 +685,7 @@ START_TEST(draft_loop_forced)
     ck_assert_int_eq(o2.accepted, o.accepted);
     if (o.accepted < o.drafted)
         ck_assert(o2.replays > 0);
+#endif
     free(ref);
     mtp_free(dr);
     model_free(m);
@@ -674,12 +707,16 @@ START_TEST(draft_loop_free)
     run_out o, o2;
     run_loop(c, &d, m, dr, false, true, NULL, 0, &o);
     ck_assert_int_eq(o.n_gen, d.n_greedy);
+#ifndef MTP_ON_GPU
     mtp_free(dr);
     dr = load_drafter(c, m);
     run_loop(c, &d, m, dr, false, false, NULL, 0, &o2);
     for (int i = 0; i < d.n_greedy; i++)
         ck_assert_msg(o2.gen[i] == plain[i], "%s: with checkpoints: generated %d: %d, plain greedy %d", c->name, i,
                       o2.gen[i], plain[i]);
+#else
+    (void)o2;
+#endif
     int same_as_ref = 1;
     for (int i = 0; i < d.n_greedy; i++) {
         ck_assert_msg(o.gen[i] == plain[i], "%s: generated %d: %d, plain greedy %d", c->name, i, o.gen[i], plain[i]);
@@ -703,6 +740,7 @@ START_TEST(draft_loop_free)
 }
 END_TEST
 
+#ifndef MTP_ON_GPU
 /* A verification batch armed for snapshots, cut back to each of its positions, holds
  * bit for bit the recurrent state of decoding up to there one token at a time. */
 START_TEST(snapshot_rollback_exact)
@@ -1034,6 +1072,9 @@ START_TEST(engine_mtp_refused)
 }
 END_TEST
 
+#endif
+
+#ifndef MTP_ON_GPU
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("mtp");
@@ -1067,3 +1108,40 @@ int main(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     return test_run_suite_each_isa(make_suite);
 }
+#else
+/* On the device: the fixture checks (1)-(3); the states the snapshots keep live there, so
+ * gpu_spec compares them through checkpoints, and the engine's MTP replies are gpu_spec's. */
+int main(void)
+{
+    if (!test_shared_dir())
+        test_skip_no_shared("gpu_mtp");
+    llmfs_gpu_info g;
+    if (llmfs_gpus(&g, 1) < 1) {
+        fprintf(stderr, "\n*** SKIPPED gpu_mtp: no usable GPU ***\n\n");
+        return test_skip_code();
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    setenv("CK_FORK", "no", 1); /* CUDA state does not survive fork */
+    find_cases();
+    Suite *s = suite_create("gpu_mtp");
+    /* $LLMFS_MTP_PART: "head" (every head's logits, then the forced loops) or "free" (the
+     * free-running loops), two halves for two cores; unset, both */
+    const char *part = getenv("LLMFS_MTP_PART");
+    const bool head = !part || strcmp(part, "free"), free_run = !part || !strcmp(part, "free");
+    TCase *f = tcase_create("fixtures");
+    tcase_set_timeout(f, 900);
+    for (int i = 0; i < n_cases; i++) {
+        if (head)
+            tcase_add_loop_test(f, teacher_forced_logits, i, i + 1);
+        /* a separate MTP file's head is the same head: its rows above are the check */
+        if (head && !cases[i].sidecar[0])
+            tcase_add_loop_test(f, draft_loop_forced, i, i + 1);
+        /* a random head drafts almost nothing to accept (the forced loop checks its steps):
+         * free running is the calibrated heads' */
+        if (free_run && !cases[i].sidecar[0] && !cases[i].random_head)
+            tcase_add_loop_test(f, draft_loop_free, i, i + 1);
+    }
+    suite_add_tcase(s, f);
+    return test_run_suite(s);
+}
+#endif
