@@ -180,11 +180,13 @@ static void model_destroy(llmfs_model *m)
     mtp_free(m->mtp);
     if (m->kv)
         kv_cache_free(m->kv);
+    /* before the text model: a projector on its GPU frees its weights through that backend */
+    clip_free(m->clip);
     if (m->mdl)
         model_free(m->mdl);
     remote_free(m->remote);
-    clip_free(m->clip);
     pthread_mutex_destroy(&m->clip_mu);
+    pthread_mutex_destroy(&m->dev_mu);
     for (int i = 0; i < m->n_slots; i++)
         free(m->slots[i].tokens);
     free(m->slots);
@@ -567,6 +569,9 @@ static int fit_before_load(llmfs_model *m, const char *path, model_opts *o, llmf
         .draft_path = draft,
         .draft_type_k = cache_ggml_type(s->spec_draft_ctk),
         .draft_type_v = cache_ggml_type(s->spec_draft_ctv),
+        /* the projector goes where the layers go (load_projector): its room first */
+        .mmproj = s->mmproj_offload && s->mmproj && *s->mmproj ? s->mmproj : NULL,
+        .image_max_tokens = s->image_max_tokens,
     };
     fit_output fo;
     int rc = fit_plan(&fi, &fo, err);
@@ -601,12 +606,35 @@ static int place_threads(llmfs_model *m, model *mdl, llmfs_error *err)
     return 0;
 }
 
+/* The GPU the text model's layers use, or NULL when they all run on the CPU. */
+static backend *layers_gpu(const model *mdl)
+{
+    for (int il = 0; mdl->gpu && il < mdl->hp.n_layer; il++)
+        if (mdl->layers[il].be == mdl->gpu)
+            return mdl->gpu;
+    return NULL;
+}
+
 /* The projector of setting mmproj, checked against the text model it feeds: the same
  * family (gemma3 with Gemma 3, gemma4v with Gemma 4) and its rows as wide as the model's
- * embeddings. */
-static int load_projector(const model *mdl, const char *path, int n_threads, clip_model **out, llmfs_error *err)
+ * embeddings. With offload on and layers on a GPU the tower runs there (llama.cpp's
+ * --mmproj-offload, on by default); where its weights do not fit there, or the device
+ * fails them, it runs on the CPU instead, the reason in note (a model warning), rather
+ * than the load failing: the text model is loaded by then, and images still work, only
+ * slower. llama.cpp fails the load there; a daemon that keeps serving text and images
+ * is the more useful answer. */
+static int load_projector(const model *mdl, const char *path, int n_threads, bool offload, clip_model **out,
+                          char *note, size_t note_cap, llmfs_error *err)
 {
-    clip_model *c = clip_load(path, n_threads, err);
+    backend *dev = offload ? layers_gpu(mdl) : NULL;
+    llmfs_error dev_err = {0};
+    clip_model *c = clip_load_on(path, n_threads, dev, dev ? &dev_err : err);
+    if (!c && dev) {
+        /* a file at fault fails here too, with the CPU load's reason */
+        c = clip_load(path, n_threads, err);
+        if (c)
+            snprintf(note, note_cap, "%.180s", dev_err.msg[0] ? dev_err.msg : "the device refused its weights");
+    }
     if (!c)
         return err && err->code ? -err->code : -EINVAL;
     const clip_hparams *hp = clip_hp(c);
@@ -644,6 +672,7 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     m->lf = lf;
     pthread_mutex_init(&m->mu, NULL);
     pthread_mutex_init(&m->clip_mu, NULL);
+    pthread_mutex_init(&m->dev_mu, NULL);
     pthread_cond_init(&m->work_cv, NULL);
     snprintf(m->name, sizeof m->name, "%s", name);
     snprintf(m->path, sizeof m->path, "%s", path);
@@ -774,8 +803,10 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     }
     rc = place_threads(m, mdl, &le);
     clip_model *clip = NULL;
+    char clip_note[sizeof m->clip_note] = "";
     if (rc == 0 && s->mmproj && *s->mmproj)
-        rc = load_projector(mdl, s->mmproj, o.n_threads_batch, &clip, &le);
+        rc = load_projector(mdl, s->mmproj, o.n_threads_batch, s->mmproj_offload, &clip, clip_note,
+                            sizeof clip_note, &le);
     if (rc < 0) {
         model_free(mdl);
         if (err)
@@ -785,6 +816,7 @@ int llmfs_model_load(llmfs *lf, const char *name, const char *path, const char *
     pthread_mutex_lock(&m->mu);
     m->mdl = mdl;
     m->clip = clip;
+    memcpy(m->clip_note, clip_note, sizeof clip_note);
     m->n_vocab = mdl->hp.n_vocab;
     const char *tmpl = gguf_get_str(mdl->file, "tokenizer.chat_template", NULL);
     m->chat_template = tmpl && *tmpl ? tmpl : NULL;
@@ -1222,19 +1254,21 @@ static int placement_rows(llmfs_model *m, place_acc **out)
         acc = p;
     }
     if (m->clip) {
-        /* the projector runs on the CPU: its weights, and the scratch of one image at the
-         * most tokens an image may become */
+        /* where the projector runs (the text model's GPU, or the CPU): its weights (on a
+         * GPU the copy there), and the scratch of one image at the most tokens an image
+         * may become */
         const int max_t = m->settings.image_max_tokens;
+        const bool on_gpu = clip_device_bytes(m->clip) > 0;
         const struct {
             const char *group;
             uint64_t bytes;
             int type;
-        } vrows[2] = {{"mmproj", clip_weight_bytes(m->clip), T_F16},
+        } vrows[2] = {{"mmproj", on_gpu ? clip_device_bytes(m->clip) : clip_weight_bytes(m->clip), T_F16},
                       {"mmproj_buffers", clip_buffer_bytes(m->clip, max_t), T_F32}};
         for (int r = 0; r < 2; r++, n++) {
             memset(&acc[n], 0, sizeof acc[n]);
             snprintf(acc[n].row.group, sizeof acc[n].row.group, "%s", vrows[r].group);
-            snprintf(acc[n].row.device, sizeof acc[n].row.device, "CPU");
+            snprintf(acc[n].row.device, sizeof acc[n].row.device, "%s", on_gpu ? "CUDA0" : "CPU");
             acc[n].row.bytes = vrows[r].bytes;
             acc[n].by_type[vrows[r].type] = vrows[r].bytes;
             acc[n].order = 2 + (long)mdl->hp.n_layer * 4 + r;

@@ -1,6 +1,7 @@
 /* engine.h — the objects behind llmfs.h: daemon, models, sessions, KV slots.
  *
  * Locks, in the order they may be taken: llmfs.mu (model list, daemon settings), then
+ * llmfs_model.clip_mu and dev_mu (the projector, the model's GPU backend), then
  * llmfs_model.mu (everything of one model and its sessions: states, slots, settings,
  * conversations). Stream locks are leaves. No stream is appended to or finished while
  * llmfs_model.mu is held, because stream watchers run on the appending thread and may
@@ -65,6 +66,13 @@ struct llmfs_model {
     struct remote_model *remote; /* a remote model (remote.h): no mdl, no kv */
     clip_model *clip;          /* the vision projector (setting mmproj), NULL none */
     pthread_mutex_t clip_mu;   /* one image through the projector at a time */
+    /* The text model's GPU backend (one stream, one set of scratch buffers) is used by
+     * one thread at a time: the scheduler holds dev_mu from planning a step to
+     * committing it (the cache's recurrent states move on the device there too), an
+     * image encode on that device holds it for the encode (after clip_mu). Taken before
+     * mu, never while holding it. */
+    pthread_mutex_t dev_mu;
+    char clip_note[192];       /* why the projector runs on the CPU though asked onto the GPU, "" */
     int n_vocab;
     const char *chat_template; /* owned by the GGUF file; NULL if none */
     char bos_text[64], eos_text[64];

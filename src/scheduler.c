@@ -766,8 +766,19 @@ void *scheduler_main(void *arg)
     cpu_place_thread(0, &m->cpus, m->priority, NULL);
     pthread_mutex_lock(&m->mu);
     while (!m->stopping) {
+        /* the device is this thread's from planning (slots may move cache state there)
+         * to the commit; an image encode on it waits in between (engine.h: dev_mu
+         * before mu) */
+        pthread_mutex_unlock(&m->mu);
+        pthread_mutex_lock(&m->dev_mu);
+        pthread_mutex_lock(&m->mu);
+        if (m->stopping) {
+            pthread_mutex_unlock(&m->dev_mu);
+            break;
+        }
         int total = plan(&sc);
         if (sc.n_e == 0) {
+            pthread_mutex_unlock(&m->dev_mu);
             pthread_cond_wait(&m->work_cv, &m->mu);
             continue;
         }
@@ -781,6 +792,7 @@ void *scheduler_main(void *arg)
         double t_end = engine_now();
         pthread_mutex_lock(&m->mu);
         commit(&sc, total, t_fwd, t_end, rc < 0);
+        pthread_mutex_unlock(&m->dev_mu);
         pthread_mutex_unlock(&m->mu);
         finish_entries(&sc);
         pthread_mutex_lock(&m->mu);

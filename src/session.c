@@ -752,8 +752,15 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
             for (int k = 0; k < ps.turns[i].n_imgs; k++)
                 all_imgs[n_all++] = &ps.turns[i].imgs[k];
         for (int i = 0; i < ps.n_pending && n == 0; i++) {
+            /* a projector on the text model's GPU shares its backend with the scheduler's
+             * steps: the encode waits for the step in flight (engine.h, dev_mu) */
+            const bool on_dev = clip_device_bytes(m->clip) > 0;
             pthread_mutex_lock(&m->clip_mu);
+            if (on_dev)
+                pthread_mutex_lock(&m->dev_mu);
             n = vision_encode(m->clip, &ps.pending[i], ps.min_tokens, ps.max_tokens, &new_imgs[i], &e);
+            if (on_dev)
+                pthread_mutex_unlock(&m->dev_mu);
             pthread_mutex_unlock(&m->clip_mu);
             if (n == 0 && new_imgs[i].n_tok > ps.n_ubatch)
                 n = llmfs_errorf(&e, E2BIG, "image %d becomes %d tokens, more than the micro-batch of %d (raise ubatch, or lower image_max_tokens)",

@@ -121,6 +121,8 @@ enum setting_applies { A_NOW, A_KV, A_SCRATCH, A_LOAD };
     X(spec_ngram_min_hits, INT, S_M, A_NOW, 1, 1000000, "", "1", "earlier occurrences the n-gram needs before it drafts") \
     X(mmproj, STRING, S_M, A_LOAD, 0, 0, "", "",                                              \
       "vision projector (mmproj GGUF) loaded with the model, under the model_dirs rules; empty none") \
+    X(mmproj_offload, BOOL, S_M, A_LOAD, 0, 0, "", "on",                                      \
+      "run the vision projector on the GPU that holds the model's layers; off: on the CPU")   \
     X(image_min_tokens, INT, S_M, A_NOW, 0, 65536, "", "0",                                  \
       "fewest tokens an image becomes (projectors of dynamic size, gemma4v); 0 the projector's default") \
     X(image_max_tokens, INT, S_M, A_NOW, 0, 65536, "", "0",                                  \

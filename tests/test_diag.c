@@ -524,7 +524,7 @@ START_TEST(warning_rules)
     f.vram_free = 1;
     ck_assert_int_eq(warnings(&f, NULL), 0);
 
-    /* a vision projector (setting mmproj) with a small fit target */
+    /* a vision projector on the GPU (mmproj, mmproj_offload) with a small fit target */
     f = healthy();
     f.vision = true;
     f.n_gpus = 1;
@@ -533,6 +533,11 @@ START_TEST(warning_rules)
     ck_assert_int_eq(warnings(&f, "set fit_target 2048 or more"), 1);
     f.fit_target = 2048;
     ck_assert_int_eq(warnings(&f, NULL), 0);
+    /* one meant for the GPU that runs on the CPU: the reason, and what to set */
+    f.vision = false;
+    snprintf(f.projector_cpu, sizeof f.projector_cpu, "mmproj: no room on CUDA for v.blk.0.ln1.weight (512 bytes)");
+    ck_assert_int_eq(warnings(&f, "no room on CUDA for v.blk.0.ln1.weight"), 1);
+    ck_assert_int_eq(warnings(&f, "set mmproj_offload off"), 1);
 
     /* threads on E-cores */
     f = healthy();

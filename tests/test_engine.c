@@ -927,7 +927,8 @@ START_TEST(every_model_setting_on_a_live_model)
         {"spec_draft_n_min", "1"}, {"spec_draft_p_min", "0.5"}, {"spec_draft_ngl", "0"},
         {"spec_draft_threads", "1"}, {"spec_draft_ctk", "q8_0"}, {"spec_draft_ctv", "q8_0"},
         {"spec_ngram_n", "2"}, {"spec_ngram_min_hits", "2"}, {"swa_full", "on"},
-        {"mmproj", "/nonexistent-mmproj.gguf"}, {"image_min_tokens", "4"}, {"image_max_tokens", "8"},
+        {"mmproj", "/nonexistent-mmproj.gguf"}, {"mmproj_offload", "off"}, {"image_min_tokens", "4"},
+        {"image_max_tokens", "8"},
     };
     const llmfs_setting_info *t;
     int n = llmfs_settings_table(&t), seen = 0;

@@ -53,10 +53,15 @@ START_TEST(decode)
     fprintf(stderr, "%s: decoded %dx%d, %zu bytes differ from stb_image's, %zu by more than 1, at most %d\n",
             c->name, img.nx, img.ny, off, far, worst);
     /* JPEG: libjpeg's IDCT is one step from stb_image's per Y/Cb/Cr sample, which the
-     * colour conversion scales by up to 1.77 (image.h); the image_embd test decodes the
-     * JPEG itself, so what this costs downstream is checked there */
+     * colour conversion scales by up to 1.77 (image.h): on checker.jpg 777 of 27648
+     * bytes differ, 21 of them by 2 or 3, none by more. Held to that (a few bytes of
+     * slack for another libjpeg build), not to one step: that needs stb_image's own
+     * IDCT. The image_embd test decodes the JPEG itself, so what this costs downstream
+     * (relative RMS 1.6e-3 for Gemma 3, 3.1e-3 for Gemma 4, tolerance 5e-3) is checked
+     * there. */
     ck_assert_msg(worst <= (jpeg ? 3 : 0), "%s: decoded bytes differ by %d", c->name, worst);
-    ck_assert_msg(far * 200 <= (jpeg ? n : 0), "%s: %zu bytes differ by more than 1", c->name, far);
+    ck_assert_msg(far <= (jpeg ? 24u : 0u), "%s: %zu bytes differ by more than 1", c->name, far);
+    ck_assert_msg(off * 32 <= (jpeg ? n : 0), "%s: %zu bytes differ", c->name, off);
     image_free(&img);
     image_free(&ref);
     free(file);

@@ -888,10 +888,13 @@ int diag_model_warnings(const diag_model_facts *f, char (*out)[DIAG_WARN_LEN], i
         WARNF("the GPU keeps %.0f MiB free (fit_target %d) with the model loaded, under %d MiB: a long prompt or "
               "another program can run it out of memory; set fit_target %d or more, or lower ngl or ctx",
               f->vram_free / MIB, f->fit_target, DIAG_HEADROOM_MIB, DIAG_HEADROOM_MIB);
-    /* encoding an image takes a burst of GPU memory the text path never needs */
+    /* encoding an image on the GPU takes a burst of memory the text path never needs */
     if (f->vision && f->weights_gpu > 0 && f->fit && f->fit_target < DIAG_VISION_TARGET_MIB)
         WARNF("fit_target %d MiB leaves too little GPU memory for the vision projector's image batches: set "
               "fit_target %d or more (profile vision-12gb)", f->fit_target, DIAG_VISION_TARGET_MIB);
+    if (f->projector_cpu[0])
+        WARNF("the vision projector runs on the CPU, not the GPU (%.150s): images encode slower; lower ngl or ctx, "
+              "or set mmproj_offload off to keep it on the CPU without this warning", f->projector_cpu);
     if (f->hybrid) {
         cpu_list all, on_e;
         cpu_allowed(&all);
@@ -962,7 +965,8 @@ void diag_model_facts_get(llmfs_model *m, diag_model_facts *f)
     f->kv_bytes = m->kv ? kv_cache_bytes(m->kv) : 0;
     f->cpus = m->cpus;
     f->swap_gen_delta = m->swap_gen_delta;
-    f->vision = m->clip != NULL;
+    f->vision = m->clip && clip_device_bytes(m->clip) > 0;
+    snprintf(f->projector_cpu, sizeof f->projector_cpu, "%s", m->clip_note);
     pthread_mutex_unlock(&m->mu);
 
     /* The GPU only for a model that uses one: asking the runtime costs a device context

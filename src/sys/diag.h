@@ -35,7 +35,8 @@ typedef struct diag_model_facts {
     cpu_list e_cores;
     cpu_list cpus;                 /* where the threads run; empty: anywhere */
     int64_t swap_gen_delta;        /* pages during the last generation; -1 none yet */
-    bool vision;                   /* a vision projector is loaded (setting mmproj) */
+    bool vision;                   /* a vision projector runs on the GPU (mmproj, mmproj_offload) */
+    char projector_cpu[192];       /* why a projector meant for the GPU runs on the CPU; "" */
     bool spec_mtp;                 /* speculative decoding with the model's MTP head (spec_type mtp) */
 } diag_model_facts;
 
