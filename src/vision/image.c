@@ -137,26 +137,110 @@ static int fixed20(float x)
     return (int)(x * 4096.0f + 0.5f) * 256;
 }
 
+static uint8_t clamp_byte(long long x)
+{
+    return (uint8_t)(x < 0 ? 0 : x > 255 ? 255 : x);
+}
+
 /* In place: JFIF YCbCr to RGB, R = Y + 1.402 Cr, G = Y - 0.71414 Cr - 0.34414 Cb,
- * B = Y + 1.772 Cb (Cb, Cr centred on 128), with 20 fraction bits and round-half-up */
+ * B = Y + 1.772 Cb (Cb, Cr centred on 128), with 20 fraction bits and round-half-up.
+ * This is stb_image's scalar conversion; its SSE2 one (different rounding) only runs
+ * for 4-channel output, and llama.cpp asks for 3. */
 static void ycc_to_rgb(uint8_t *p, size_t n)
 {
     const int kr = fixed20(1.40200f), kgr = -fixed20(0.71414f), kgb = -fixed20(0.34414f), kb = fixed20(1.77200f);
     for (size_t i = 0; i < n; i++, p += 3) {
         int y = (p[0] << 20) + (1 << 19), cb = p[1] - 128, cr = p[2] - 128;
         int v[3] = {y + cr * kr, y + cr * kgr + (int)((unsigned)(cb * kgb) & 0xffff0000u), y + cb * kb};
-        for (int c = 0; c < 3; c++) {
-            int x = v[c] >> 20;
-            p[c] = (uint8_t)(x < 0 ? 0 : x > 255 ? 255 : x);
-        }
+        for (int c = 0; c < 3; c++)
+            p[c] = clamp_byte(v[c] >> 20);
     }
+}
+
+/* The inverse DCT stb_image applies, which differs from libjpeg's JDCT_ISLOW in its
+ * constants (12 fraction bits, not 13) and in where it rounds; it reproduces stb_image's
+ * bytes exactly on the test picture. Both are the Loeffler-Ligtenberg-Moschytz
+ * factorisation below; the constants are cos/sin products of the 8-point DCT, scaled
+ * by 4096 and rounded as stb_image does (+0.5, then toward zero, so the negative ones
+ * come out one less in magnitude than rounding to nearest would give). */
+#define IDCT_C(x) ((long long)((x) * 4096.0 + 0.5))
+
+/* One 8-point pass over in[0], in[step], ..., in[7 * step] into out likewise; bias is
+ * added before the final shift (rounding, and in the second pass also the +128 level
+ * shift). 64-bit so that a corrupt file's huge coefficients cannot overflow. */
+static void idct_pass(const long long *in, int step, long long *out, long long bias, int shift)
+{
+    /* even part: inputs 0, 2, 4, 6 */
+    long long r = (in[2 * step] + in[6 * step]) * IDCT_C(0.5411961);
+    long long e2 = r + in[6 * step] * IDCT_C(-1.847759065);
+    long long e3 = r + in[2 * step] * IDCT_C(0.765366865);
+    long long e0 = (in[0] + in[4 * step]) * 4096, e1 = (in[0] - in[4 * step]) * 4096;
+    long long x0 = e0 + e3 + bias, x3 = e0 - e3 + bias, x1 = e1 + e2 + bias, x2 = e1 - e2 + bias;
+    /* odd part: inputs 1, 3, 5, 7 */
+    long long o0 = in[7 * step], o1 = in[5 * step], o2 = in[3 * step], o3 = in[step];
+    long long s70 = o0 + o2, s53 = o1 + o3, s73 = o0 + o3, s51 = o1 + o2;
+    long long z = (s70 + s53) * IDCT_C(1.175875602);
+    long long a = z + s73 * IDCT_C(-0.899976223), b = z + s51 * IDCT_C(-2.562915447);
+    long long c = s70 * IDCT_C(-1.961570560), d = s53 * IDCT_C(-0.390180644);
+    long long t0 = o0 * IDCT_C(0.298631336) + a + c;
+    long long t1 = o1 * IDCT_C(2.053119869) + b + d;
+    long long t2 = o2 * IDCT_C(3.072711026) + b + c;
+    long long t3 = o3 * IDCT_C(1.501321110) + a + d;
+    out[0] = (x0 + t3) >> shift;
+    out[7 * step] = (x0 - t3) >> shift;
+    out[1 * step] = (x1 + t2) >> shift;
+    out[6 * step] = (x1 - t2) >> shift;
+    out[2 * step] = (x2 + t1) >> shift;
+    out[5 * step] = (x2 - t1) >> shift;
+    out[3 * step] = (x3 + t0) >> shift;
+    out[4 * step] = (x3 - t0) >> shift;
+}
+
+/* One block of quantised coefficients (natural order, as libjpeg keeps them) to 8x8
+ * samples at out (rows stride bytes apart). */
+static void idct_block(const JCOEF *coef, const JQUANT_TBL *qt, uint8_t *out, size_t stride)
+{
+    long long v[64], t[64], row[8];
+    for (int i = 0; i < 64; i++) {
+        /* stb_image keeps the dequantised coefficient in a 16-bit short: wrap as it does.
+         * No table: a component no scan reached (a cut-off progressive file), whose
+         * coefficients are all zero anyway. */
+        long long x = (long long)coef[i] * (qt ? qt->quantval[i] : 0);
+        x &= 0xffff;
+        v[i] = x >= 0x8000 ? x - 0x10000 : x;
+    }
+    /* columns first, keeping 2 more bits than the input (rounded at bit 9) */
+    for (int i = 0; i < 8; i++)
+        idct_pass(v + i, 8, t + i, 1 << 9, 10);
+    /* then rows: 17 bits of scale off, rounded, +128 level shift, clamped to a byte */
+    for (int i = 0; i < 8; i++) {
+        idct_pass(t + 8 * i, 1, row, (1 << 16) + (128LL << 17), 17);
+        for (int j = 0; j < 8; j++)
+            out[(size_t)i * stride + j] = clamp_byte(row[j]);
+    }
+}
+
+/* Full-resolution JPEGs (every component sampled alike: grey, or YCbCr 4:4:4) take
+ * libjpeg's coefficients and do the IDCT above, so they come out byte for byte as
+ * stb_image's. Subsampled ones keep libjpeg's own IDCT and upsampling, which stb_image
+ * does differently (within a few steps). */
+static bool jpeg_own_idct(const struct jpeg_decompress_struct *cinfo)
+{
+    if (!(cinfo->num_components == 1 && cinfo->jpeg_color_space == JCS_GRAYSCALE) &&
+        !(cinfo->num_components == 3 && cinfo->jpeg_color_space == JCS_YCbCr))
+        return false;
+    for (int k = 1; k < cinfo->num_components; k++)
+        if (cinfo->comp_info[k].h_samp_factor != cinfo->comp_info[0].h_samp_factor ||
+            cinfo->comp_info[k].v_samp_factor != cinfo->comp_info[0].v_samp_factor)
+            return false;
+    return true;
 }
 
 static int decode_jpeg(const uint8_t *buf, size_t len, image_rgb *out, llmfs_error *err)
 {
     struct jpeg_decompress_struct cinfo;
     jpeg_fail_mgr jerr;
-    uint8_t *volatile rgb = NULL;
+    uint8_t *volatile rgb = NULL, *volatile band = NULL;
     volatile int code = EINVAL;
     cinfo.err = jpeg_std_error(&jerr.pub);
     jerr.pub.error_exit = jpeg_fail;
@@ -167,6 +251,7 @@ static int decode_jpeg(const uint8_t *buf, size_t len, image_rgb *out, llmfs_err
             jerr.pub.format_message((j_common_ptr)&cinfo, why);
         jpeg_destroy_decompress(&cinfo);
         free(rgb);
+        free(band);
         if (code == EFBIG)
             return llmfs_errorf(err, EFBIG, "image: JPEG larger than %d pixels a side", IMAGE_MAX_SIDE);
         if (code == ENOMEM)
@@ -180,29 +265,64 @@ static int decode_jpeg(const uint8_t *buf, size_t len, image_rgb *out, llmfs_err
         code = EFBIG;
         longjmp(jerr.jump, 1);
     }
-    /* YCbCr pictures come out as YCbCr and are converted here, in stb_image's fixed
-     * point (12-bit constants, the green's Cb term cut to 16 fraction bits), which is
-     * where most of its difference from libjpeg's own conversion lies; grey and RGB
-     * pictures come out as RGB */
-    const bool ycc = cinfo.jpeg_color_space == JCS_YCbCr && cinfo.num_components == 3;
-    cinfo.out_color_space = ycc ? JCS_YCbCr : JCS_RGB;
-    cinfo.dct_method = JDCT_ISLOW;
-    jpeg_start_decompress(&cinfo);
-    if (cinfo.output_components != 3) {
-        longjmp(jerr.jump, 1);
+    size_t w = cinfo.image_width, h = cinfo.image_height;
+    bool ycc = cinfo.jpeg_color_space == JCS_YCbCr && cinfo.num_components == 3;
+    if (jpeg_own_idct(&cinfo)) {
+        jvirt_barray_ptr *coefs = jpeg_read_coefficients(&cinfo);
+        const int nc = cinfo.num_components;
+        /* one row of blocks per component, 8 sample rows; every component has as many
+         * blocks as the picture needs, plus whatever the last MCU pads */
+        size_t bw = cinfo.comp_info[0].width_in_blocks, stride = bw * 8;
+        rgb = malloc(w * h * 3);
+        band = malloc((size_t)nc * 8 * stride);
+        if (!rgb || !band) {
+            code = ENOMEM;
+            longjmp(jerr.jump, 1);
+        }
+        for (size_t by = 0; by * 8 < h; by++) {
+            for (int k = 0; k < nc; k++) {
+                jpeg_component_info *comp = &cinfo.comp_info[k];
+                JBLOCKARRAY blocks = cinfo.mem->access_virt_barray((j_common_ptr)&cinfo, coefs[k],
+                                                                   (JDIMENSION)by, 1, FALSE);
+                for (size_t bx = 0; bx < bw; bx++)
+                    idct_block(blocks[0][bx], comp->quant_table, band + ((size_t)k * 8 * stride) + bx * 8, stride);
+            }
+            for (size_t y = by * 8; y < h && y < by * 8 + 8; y++) {
+                uint8_t *o = rgb + y * w * 3;
+                const uint8_t *s = band + (y - by * 8) * stride;
+                for (size_t x = 0; x < w; x++, o += 3)
+                    for (int c = 0; c < 3; c++)
+                        o[c] = s[(size_t)(nc == 3 ? c : 0) * 8 * stride + x];
+            }
+        }
+        jpeg_finish_decompress(&cinfo);
+        jpeg_destroy_decompress(&cinfo);
+        free(band);
+        band = NULL;
+    } else {
+        /* Subsampled YCbCr pictures come out of libjpeg as YCbCr and are converted
+         * below in stb_image's fixed point, which is where most of its difference from
+         * libjpeg's own conversion lies; RGB-component pictures come out as RGB */
+        cinfo.out_color_space = ycc ? JCS_YCbCr : JCS_RGB;
+        cinfo.dct_method = JDCT_ISLOW;
+        jpeg_start_decompress(&cinfo);
+        if (cinfo.output_components != 3) {
+            longjmp(jerr.jump, 1);
+        }
+        w = cinfo.output_width;
+        h = cinfo.output_height;
+        rgb = malloc(w * h * 3);
+        if (!rgb) {
+            code = ENOMEM;
+            longjmp(jerr.jump, 1);
+        }
+        while (cinfo.output_scanline < cinfo.output_height) {
+            JSAMPROW row = rgb + (size_t)cinfo.output_scanline * w * 3;
+            jpeg_read_scanlines(&cinfo, &row, 1);
+        }
+        jpeg_finish_decompress(&cinfo);
+        jpeg_destroy_decompress(&cinfo);
     }
-    size_t w = cinfo.output_width, h = cinfo.output_height;
-    rgb = malloc(w * h * 3);
-    if (!rgb) {
-        code = ENOMEM;
-        longjmp(jerr.jump, 1);
-    }
-    while (cinfo.output_scanline < cinfo.output_height) {
-        JSAMPROW row = rgb + (size_t)cinfo.output_scanline * w * 3;
-        jpeg_read_scanlines(&cinfo, &row, 1);
-    }
-    jpeg_finish_decompress(&cinfo);
-    jpeg_destroy_decompress(&cinfo);
     if (ycc)
         ycc_to_rgb(rgb, w * h);
     out->nx = (int)w;
