@@ -4,10 +4,10 @@
  * Decoding goes through libpng and libjpeg. What comes out matches what llama.cpp's
  * stb_image gives for the same file: three channels, alpha dropped, grey expanded,
  * 16-bit samples reduced to their high byte, palettes expanded. PNG bytes are exactly
- * stb_image's. JPEG decodes through libjpeg's accurate integer IDCT, one step at most
- * from stb_image's per Y, Cb, Cr sample; the colour conversion (done here in stb_image's
- * fixed point) scales such a step by up to 1.77, so a few RGB bytes differ by 2 or 3
- * (21 of 27648 on the test picture, 756 by 1).
+ * stb_image's. Grey and 4:4:4 JPEGs take libjpeg's coefficients (its Huffman decoding
+ * and markers) through an integer IDCT and colour conversion with stb_image's constants
+ * and rounding, so they match it byte for byte; chroma-subsampled ones use libjpeg's own
+ * IDCT and upsampling, a few steps from stb_image's.
  *
  * The resize is llama.cpp's (mtmd-image.cpp img_tool::resize with RESIZE_ALGO_BILINEAR,
  * PAD_CEIL): the picture keeps its aspect ratio, scaled to fit the target and centred on
