@@ -1133,12 +1133,14 @@ int main(void)
     for (int i = 0; i < n_cases; i++) {
         if (head)
             tcase_add_loop_test(f, teacher_forced_logits, i, i + 1);
-        /* a separate MTP file's head is the same head: its rows above are the check */
-        if (head && !cases[i].sidecar[0])
+        /* the loops run the calibrated heads (fitted to these prompts, so their drafts are
+         * accepted and rejected both); a random head's drafts are almost all rejected, its
+         * loops run on the CPU, and a separate MTP file's head is the same head: the rows
+         * above are their check here */
+        const bool loops = !cases[i].sidecar[0] && !cases[i].random_head;
+        if (head && loops)
             tcase_add_loop_test(f, draft_loop_forced, i, i + 1);
-        /* a random head drafts almost nothing to accept (the forced loop checks its steps):
-         * free running is the calibrated heads' */
-        if (free_run && !cases[i].sidecar[0] && !cases[i].random_head)
+        if (free_run && loops)
             tcase_add_loop_test(f, draft_loop_free, i, i + 1);
     }
     suite_add_tcase(s, f);
