@@ -20,30 +20,6 @@
 static llmfs *lf;
 static int last_accepted, last_snapshots; /* of the last reply: drafts accepted, kv snapshots */
 
-static char *read_stream(llmfs_stream *st)
-{
-    size_t cap = 1024, off = 0;
-    char *buf = malloc(cap);
-    for (int spins = 0;; spins++) {
-        ck_assert_msg(spins < 6000, "stream did not end");
-        if (!llmfs_stream_wait(st, off, 100))
-            continue;
-        if (off + 512 > cap)
-            buf = realloc(buf, cap *= 2);
-        size_t n = llmfs_stream_read(st, buf + off, cap - off - 1, off);
-        if (n == 0) {
-            bool done;
-            if (llmfs_stream_size(st, &done) == off && done)
-                break;
-            continue;
-        }
-        off += n;
-        spins = 0;
-    }
-    buf[off] = 0;
-    return buf;
-}
-
 /* The reply to a fixture prompt from models/<file> on the GPU, with extra settings
  * (NULL-terminated); *drafted gets the session's draft count. */
 static char *reply(const char *file, const char *stem, const char *cas, const char *const *extra, int *drafted)
@@ -67,7 +43,7 @@ static char *reply(const char *file, const char *stem, const char *cas, const ch
     ck_assert_ptr_nonnull(prompt);
     ck_assert_int_eq(llmfs_session_prompt(s, prompt, strlen(prompt), &e), 0);
     llmfs_stream *st = llmfs_session_output(s);
-    char *out = read_stream(st);
+    char *out = test_stream_text(st, NULL);
     llmfs_stream_put(st);
     test_wait_idle(s, 600);
     llmfs_session_stats ss;

@@ -158,31 +158,6 @@ END_TEST
 
 /* ---- the daemon ---- */
 
-static char *read_stream(llmfs_stream *st)
-{
-    size_t cap = 1024, off = 0;
-    char *buf = malloc(cap);
-    ck_assert_ptr_nonnull(buf);
-    for (int idle = 0;; idle++) {
-        ck_assert_msg(idle < 6000, "the reply did not end in 10 minutes");
-        if (!llmfs_stream_wait(st, off, 100))
-            continue;
-        if (off + 512 > cap)
-            ck_assert_ptr_nonnull(buf = realloc(buf, cap *= 2));
-        size_t n = llmfs_stream_read(st, buf + off, cap - off - 1, off);
-        if (n == 0) {
-            bool done;
-            if (llmfs_stream_size(st, &done) == off && done)
-                break;
-            continue;
-        }
-        off += n;
-        idle = 0;
-    }
-    buf[off] = 0;
-    return buf;
-}
-
 /* The case's greedy continuation as the output stream shows it, up to the first step
  * whose llama.cpp top-2 margin is under 0.5 (where rounding may pick the other token);
  * *n_clear gets the steps it holds. */
@@ -319,7 +294,7 @@ START_TEST(daemon_projector_on_the_device)
     memcpy(prompt + plen, "\n", 2);
     ck_assert_msg(llmfs_session_prompt(s, prompt, plen + 1, &e) == 0, "prompt: %s", e.msg);
     llmfs_stream *st = llmfs_session_output(s);
-    char *out = read_stream(st);
+    char *out = test_stream_text(st, NULL);
     llmfs_stream_put(st);
     test_wait_idle(s, 600);
     llmfs_session_stats ss;
@@ -380,7 +355,7 @@ START_TEST(daemon_projector_kept_on_the_cpu)
     static const char prompt[] = "<__media__>Describe the image.";
     ck_assert_msg(llmfs_session_prompt(s, prompt, strlen(prompt), &e) == 0, "prompt: %s", e.msg);
     llmfs_stream *st = llmfs_session_output(s);
-    free(read_stream(st));
+    free(test_stream_text(st, NULL));
     llmfs_stream_put(st);
     test_wait_idle(s, 600);
     llmfs_session_stats ss;

@@ -44,41 +44,13 @@ static void load(const char *name, const char *file, const char *const *settings
     ck_assert_msg(rc == 0, "loading %s: %d %s", file, rc, e.msg);
 }
 
-/* Reads a stream to its end (fails after 120 s). */
-static char *read_all(llmfs_stream *st, size_t *len)
-{
-    size_t cap = 1024, off = 0;
-    char *buf = malloc(cap);
-    for (int spins = 0;; spins++) {
-        ck_assert_msg(spins < 1200, "stream did not end");
-        int r = llmfs_stream_wait(st, off, 100);
-        if (!r)
-            continue;
-        if (off + 512 > cap)
-            buf = realloc(buf, cap *= 2);
-        size_t n = llmfs_stream_read(st, buf + off, cap - off - 1, off);
-        if (n == 0) {
-            bool done;
-            if (llmfs_stream_size(st, &done) == off && done)
-                break;
-            continue;
-        }
-        off += n;
-        spins = 0;
-    }
-    buf[off] = 0;
-    if (len)
-        *len = off;
-    return buf;
-}
-
 static char *prompt_and_read(llmfs_session *s, const char *text)
 {
     llmfs_error e = {0};
     int rc = llmfs_session_prompt(s, text, strlen(text), &e);
     ck_assert_msg(rc == 0, "prompt: %d %s", rc, e.msg);
     llmfs_stream *st = llmfs_session_output(s);
-    char *out = read_all(st, NULL);
+    char *out = test_stream_text(st, NULL);
     llmfs_stream_put(st);
     return out;
 }
@@ -361,7 +333,7 @@ START_TEST(hybrid_eight_sessions)
     }
     for (int i = 0; i < 8; i++) {
         llmfs_stream *st = llmfs_session_output(s[i]);
-        char *out = read_all(st, NULL);
+        char *out = test_stream_text(st, NULL);
         char what[32];
         snprintf(what, sizeof what, "session %d", i + 1);
         assert_starts_with(out, &f[i % 2], what);
@@ -409,7 +381,7 @@ static void check_concurrent(int parallel, int n_sessions)
     ck_assert_int_eq(ms.n_slots, parallel);
     for (int i = 0; i < n_sessions; i++) {
         llmfs_stream *st = llmfs_session_output(s[i]);
-        char *out = read_all(st, NULL);
+        char *out = test_stream_text(st, NULL);
         char what[32];
         snprintf(what, sizeof what, "session %d", i + 1);
         assert_starts_with(out, &f[i % 2], what);
@@ -603,7 +575,7 @@ START_TEST(stop_ends_the_reply)
     llmfs_stream *st = llmfs_session_output(s);
     ck_assert_int_eq(llmfs_stream_wait(st, 20, 60000), 1);
     ctl(s, "stop");
-    char *out = read_all(st, NULL);
+    char *out = test_stream_text(st, NULL);
     ck_assert_uint_ge(strlen(out), 1);
     llmfs_session_stats ss;
     llmfs_session_stats_get(s, &ss);
@@ -615,7 +587,7 @@ START_TEST(stop_ends_the_reply)
     llmfs_stream *st2 = llmfs_session_output(s);
     ck_assert_ptr_ne(st, st2);
     ctl(s, "stop");
-    free(read_all(st2, NULL));
+    free(test_stream_text(st2, NULL));
     /* the old stream still holds the old reply */
     char buf[64];
     ck_assert_uint_eq(llmfs_stream_read(st, buf, 4, 0), strlen(out) < 4 ? strlen(out) : 4);
@@ -885,7 +857,7 @@ START_TEST(ubatch_change_on_a_live_model)
     llmfs_model_setting(m, "ubatch", v, sizeof v);
     ck_assert_str_eq(v, "1024");
     ctl(s, "stop");
-    free(read_all(st, NULL));
+    free(test_stream_text(st, NULL));
     llmfs_stream_put(st);
     test_wait_idle(s, 60);
     /* idle again: taken, and the next long prompt still matches */

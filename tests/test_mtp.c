@@ -802,30 +802,6 @@ static void engine_teardown(void)
     lf = NULL;
 }
 
-static char *read_stream(llmfs_stream *st)
-{
-    size_t cap = 1024, off = 0;
-    char *buf = malloc(cap);
-    for (int spins = 0;; spins++) {
-        ck_assert_msg(spins < 1200, "stream did not end");
-        if (!llmfs_stream_wait(st, off, 100))
-            continue;
-        if (off + 512 > cap)
-            buf = realloc(buf, cap *= 2);
-        size_t n = llmfs_stream_read(st, buf + off, cap - off - 1, off);
-        if (n == 0) {
-            bool done;
-            if (llmfs_stream_size(st, &done) == off && done)
-                break;
-            continue;
-        }
-        off += n;
-        spins = 0;
-    }
-    buf[off] = 0;
-    return buf;
-}
-
 /* The reply to the case's prompt from its model loaded with settings extra (raw, greedy,
  * n_greedy tokens); the model's error line into merr, the stats into st and ms. */
 static char *engine_reply(const mcase *c, const cdata *d, const char *const *extra, char *merr, size_t cap,
@@ -857,7 +833,7 @@ static char *engine_reply(const mcase *c, const cdata *d, const char *const *ext
         rc = llmfs_session_prompt(s, prompt, len, &e);
         ck_assert_msg(rc == 0, "prompt: %d %s", rc, e.msg);
         llmfs_stream *os = llmfs_session_output(s);
-        char *o = read_stream(os);
+        char *o = test_stream_text(os, NULL);
         llmfs_stream_put(os);
         test_wait_idle(s, 120);
         llmfs_session_stats_get(s, st);
@@ -952,7 +928,7 @@ START_TEST(engine_mtp_parallel)
         int drafted = 0;
         for (int i = 0; i < NS; i++) {
             llmfs_stream *os = llmfs_session_output(s[i]);
-            char *o = read_stream(os);
+            char *o = test_stream_text(os, NULL);
             llmfs_stream_put(os);
             test_wait_idle(s[i], 120);
             llmfs_session_stats st;
@@ -1058,7 +1034,7 @@ START_TEST(engine_mtp_refused)
         llmfs_session *s = llmfs_session_default(m);
         ck_assert_int_eq(llmfs_session_prompt(s, "Hello", 5, &e), 0);
         llmfs_stream *os = llmfs_session_output(s);
-        free(read_stream(os));
+        free(test_stream_text(os, NULL));
         llmfs_stream_put(os);
         test_wait_idle(s, 120);
         llmfs_session_stats st;

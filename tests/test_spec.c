@@ -381,30 +381,6 @@ static void unload(llmfs_model *m, const char *name)
     ck_assert_int_eq(llmfs_model_unload(lf, name, NULL), 0);
 }
 
-static char *read_stream(llmfs_stream *st)
-{
-    size_t cap = 1024, off = 0;
-    char *buf = malloc(cap);
-    for (int spins = 0;; spins++) {
-        ck_assert_msg(spins < 1200, "stream did not end");
-        if (!llmfs_stream_wait(st, off, 100))
-            continue;
-        if (off + 512 > cap)
-            buf = realloc(buf, cap *= 2);
-        size_t n = llmfs_stream_read(st, buf + off, cap - off - 1, off);
-        if (n == 0) {
-            bool done;
-            if (llmfs_stream_size(st, &done) == off && done)
-                break;
-            continue;
-        }
-        off += n;
-        spins = 0;
-    }
-    buf[off] = 0;
-    return buf;
-}
-
 static void start(llmfs_session *s, const char *text)
 {
     llmfs_error e = {0};
@@ -415,7 +391,7 @@ static void start(llmfs_session *s, const char *text)
 static char *finish(llmfs_session *s)
 {
     llmfs_stream *st = llmfs_session_output(s);
-    char *out = read_stream(st);
+    char *out = test_stream_text(st, NULL);
     llmfs_stream_put(st);
     test_wait_idle(s, 120);
     return out;

@@ -173,6 +173,33 @@ float test_normal(void)
     return sqrtf(-2 * logf(u)) * cosf(6.2831853f * v);
 }
 
+char *test_stream_text(llmfs_stream *st, size_t *len)
+{
+    size_t cap = 1024, off = 0;
+    char *buf = malloc(cap);
+    ck_assert_ptr_nonnull(buf);
+    for (int idle = 0;; idle++) {
+        ck_assert_msg(idle < 6000, "the stream did not end in 10 minutes");
+        if (!llmfs_stream_wait(st, off, 100))
+            continue;
+        if (off + 512 > cap)
+            ck_assert_ptr_nonnull(buf = realloc(buf, cap *= 2));
+        size_t n = llmfs_stream_read(st, buf + off, cap - off - 1, off);
+        if (n == 0) {
+            bool done;
+            if (llmfs_stream_size(st, &done) == off && done)
+                break;
+            continue;
+        }
+        off += n;
+        idle = 0;
+    }
+    buf[off] = 0;
+    if (len)
+        *len = off;
+    return buf;
+}
+
 void test_wait_idle(llmfs_session *s, int seconds)
 {
     for (int i = 0; i < seconds * 100; i++) {

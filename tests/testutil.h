@@ -39,6 +39,12 @@ float test_normal(void);  /* mean 0, deviation 1 */
 struct llmfs_session;
 void test_wait_idle(struct llmfs_session *s, int seconds);
 
+/* The whole text of an engine stream (a reply's output or reasoning), read as it grows
+ * until it ends; NUL-terminated, malloc'd, its length into *len unless NULL. Fails the
+ * running test when nothing comes for ten minutes. */
+struct llmfs_stream;
+char *test_stream_text(struct llmfs_stream *st, size_t *len);
+
 /* Runs a suite built by make_suite with Check; returns the process exit code. */
 int test_run_suite(Suite *s);
 /* Runs the suite make() builds with the default kernels, then again with each other
