@@ -275,19 +275,21 @@ static int nextn_process(mtp_drafter *d, int seq, const int32_t *tok, int pos0, 
     return 0;
 }
 
-/* The largest logit's id (the lowest on ties) and its lead over the second. */
+/* The largest logit's id (the lowest on ties) and, when margin is set, its lead over
+ * the second (a second pass over the vocabulary, skipped when nobody asks). */
 static int32_t top1(const float *l, int n, float *margin)
 {
     int32_t b = 0;
     for (int i = 1; i < n; i++)
         if (l[i] > l[b])
             b = i;
+    if (!margin)
+        return b;
     float second = -3.4e38f;
     for (int i = 0; i < n; i++)
         if (i != b && l[i] > second)
             second = l[i];
-    if (margin)
-        *margin = l[b] - second;
+    *margin = l[b] - second;
     return b;
 }
 
@@ -347,8 +349,8 @@ static int nextn_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max
             rc = decode(x, seq, &t, pos + i, 1, x->h_in, x->logits, x->h_out, flash, err);
         if (rc < 0)
             break;
-        float mg;
-        t = top1(x->logits, V, &mg);
+        float mg = 0;
+        t = top1(x->logits, V, margin ? &mg : NULL);
         if (t >= x->n_vocab_target || tokenizer_is_eog(x->mdl->tok, t) ||
             (d->p_min > 0 && top10_p(x->logits, V, t) < d->p_min))
             break;
