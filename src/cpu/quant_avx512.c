@@ -183,10 +183,11 @@ INLINE __m512 q8_0_pair_scales(const block_q8_0 *x, int two)
     return two_scales(win, scale_index(17));
 }
 
-/* One block pair (or a lone last block) of a Q8_0 tile. With one activation row the
- * sign flip goes on the weights and the -128*sum(a) correction is shared by the rows;
- * with several, the flip goes on the activations and each weight row carries its own
- * -128*sum(w), which keeps fewer vectors live across the tile. */
+/* One block pair (or a lone last block) of a Q8_0 tile. With up to three activation
+ * rows the sign flip goes on the weights (one xor per weight pair) and each activation
+ * row's -128*sum(a) correction is shared by the weight rows; with four, the flip goes on
+ * the activations and each weight row carries its own -128*sum(w), which keeps fewer
+ * vectors live across the tile. The integer sums are the same either way. */
 INLINE void q8_0_step(const int two, int64_t b, const int R, const int C, const char *w,
                       size_t ws, const char *a, size_t as, __m512 acc[4][4])
 {
@@ -197,7 +198,7 @@ INLINE void q8_0_step(const int two, int64_t b, const int R, const int C, const 
         const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)c * as) + b;
         aq[c] = q8_0_pair_quants(y, two);
         ad[c] = q8_0_pair_scales(y, two);
-        if (C == 1)
+        if (C < 4)
             corr[c] = _mm512_sub_epi32(_mm512_setzero_si512(),
                                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, aq[c]));
         else
@@ -208,9 +209,12 @@ INLINE void q8_0_step(const int two, int64_t b, const int R, const int C, const 
         prefetch_ahead(C, x, 128);
         __m512i wq = q8_0_pair_quants(x, two);
         __m512 wd = q8_0_pair_scales(x, two);
-        if (C == 1) {
-            __m512i p = _mm512_dpbusd_epi32(corr[0], _mm512_xor_si512(wq, flip), aq[0]);
-            acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ad[0]), acc[r][0]);
+        if (C < 4) {
+            const __m512i wf = _mm512_xor_si512(wq, flip);
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+                __m512i p = _mm512_dpbusd_epi32(corr[c], wf, aq[c]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ad[c]), acc[r][c]);
+            }
         } else {
             __m512i wcorr = _mm512_sub_epi32(_mm512_setzero_si512(),
                                              _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, wq));
