@@ -72,8 +72,8 @@ static void mean_sd(const spec_sample *x, int n, double *mean, double *sd)
     *sd = n > 1 ? sqrt(ss / (n - 1)) : 0;
 }
 
-int bench_spec(const char *path, const char *draft, const char *spec_type, const char *prompt_file, int n_max, double p_min,
-               int n_gen, int reps,
+int bench_spec(const char *path, const char *draft, const char *spec_type, const char *prompt_file, int n_max,
+               double p_min, int n_gen, int reps,
                int threads, int ngl, const char *ctk, const char *ctv, bool fa)
 {
     const char *C = "bench";
@@ -187,8 +187,8 @@ int bench_spec(const char *path, const char *draft, const char *spec_type, const
     snprintf(nm, sizeof nm, "%d", n_max);
     printf("| %-24.24s | %-24.24s | %-11s | %5s | %10s | %21s | %10s | %17s |\n", mname, dname, spec_type, nm, test,
            ts, acc, per);
-    printf("\nspeedup %.2fx (tg with speculation / without); drafted %d, accepted %d in %d steps", m_off > 0 ? m_on / m_off : 0.0,
-           drafted, accepted, steps);
+    printf("\nspeedup %.2fx (tg with speculation / without); drafted %d, accepted %d in %d steps",
+           m_off > 0 ? m_on / m_off : 0.0, drafted, accepted, steps);
     if (p_min > 0)
         printf("; drafting stops below p %g", p_min);
     printf("\n");
