@@ -17,6 +17,7 @@
 #include "mtp.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,20 +275,44 @@ static int nextn_process(mtp_drafter *d, int seq, const int32_t *tok, int pos0, 
     return 0;
 }
 
-/* The largest logit's id (the lowest on ties) and its lead over the second. */
+/* The largest logit's id (the lowest on ties) and, when margin is set, its lead over
+ * the second (a second pass over the vocabulary, skipped when nobody asks). */
 static int32_t top1(const float *l, int n, float *margin)
 {
     int32_t b = 0;
     for (int i = 1; i < n; i++)
         if (l[i] > l[b])
             b = i;
+    if (!margin)
+        return b;
     float second = -3.4e38f;
     for (int i = 0; i < n; i++)
         if (i != b && l[i] > second)
             second = l[i];
-    if (margin)
-        *margin = l[b] - second;
+    *margin = l[b] - second;
     return b;
+}
+
+/* The probability of the best of l's n logits (best: its id) among the 10 largest:
+ * llama.cpp's draft sampler keeps the top 10 candidates and takes their softmax. */
+static double top10_p(const float *l, int n, int32_t best)
+{
+    float top[10];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (k == 10 && l[i] <= top[9])
+            continue;
+        int j = k < 10 ? k++ : 9; /* insertion into the descending list */
+        while (j > 0 && top[j - 1] < l[i]) {
+            top[j] = top[j - 1];
+            j--;
+        }
+        top[j] = l[i];
+    }
+    double z = 0;
+    for (int j = 0; j < k; j++)
+        z += exp((double)top[j] - (double)l[best]);
+    return 1.0 / z;
 }
 
 static int nextn_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max, int32_t *out, float *margin,
@@ -324,9 +349,10 @@ static int nextn_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max
             rc = decode(x, seq, &t, pos + i, 1, x->h_in, x->logits, x->h_out, flash, err);
         if (rc < 0)
             break;
-        float mg;
-        t = top1(x->logits, V, &mg);
-        if (t >= x->n_vocab_target || tokenizer_is_eog(x->mdl->tok, t))
+        float mg = 0;
+        t = top1(x->logits, V, margin ? &mg : NULL);
+        if (t >= x->n_vocab_target || tokenizer_is_eog(x->mdl->tok, t) ||
+            (d->p_min > 0 && top10_p(x->logits, V, t) < d->p_min))
             break;
         out[made] = t;
         if (margin)
@@ -482,6 +508,11 @@ int mtp_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max, int32_t
               llmfs_error *err)
 {
     return d->ops->draft(d, seq, last, pos, n_max, out, margin, flash, err);
+}
+
+void mtp_set_p_min(mtp_drafter *d, float p_min)
+{
+    d->p_min = p_min;
 }
 
 void mtp_accept(mtp_drafter *d, int seq, int pos0, int n_accepted)

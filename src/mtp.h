@@ -48,6 +48,7 @@ typedef struct mtp_ops {
 
 struct mtp_drafter {
     const mtp_ops *ops;
+    float p_min; /* mtp_set_p_min */
 };
 
 /* The nextn head of the target (loaded from target_path, the target's own file, when
@@ -78,6 +79,10 @@ int mtp_process(mtp_drafter *d, int seq, const int32_t *tok, int pos0, int n, co
  * not hold positions 0..pos-1), or a negative errno. */
 int mtp_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max, int32_t *out, float *margin, bool flash,
               llmfs_error *err);
+/* Drafting stops before a draft whose probability is below p_min (0: never, the
+ * default): llama.cpp's draft-mtp rule, the probability among the head's 10 best
+ * candidates (its top-k 10 sampler). Kinds without a probability ignore it. */
+void mtp_set_p_min(mtp_drafter *d, float p_min);
 /* The target kept n_accepted drafts of the batch processed from pos0: positions after
  * pos0 + n_accepted are forgotten, and the next draft reads the hidden state of that one. */
 void mtp_accept(mtp_drafter *d, int seq, int pos0, int n_accepted);

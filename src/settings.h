@@ -112,7 +112,7 @@ enum setting_applies { A_NOW, A_KV, A_SCRATCH, A_LOAD };
     X(spec_draft_n_max, INT, S_M, A_NOW, 0, 64, "", "3", "most tokens drafted per step")           \
     X(spec_draft_n_min, INT, S_M, A_NOW, 0, 64, "", "0", "fewer drafts than this are not verified (the step decodes one token)") \
     X(spec_draft_p_min, FLOAT, S_M, A_NOW, 0, 1, "", "0",                                            \
-      "stop drafting where the draft model's top probability is below this; 0 never")          \
+      "stop drafting where the draft model's (or MTP head's, among its 10 best) top probability is below this; 0 never") \
     X(spec_draft_ngl, INT, S_M, A_LOAD, -1, 100000, "", "-1", "draft model layers on the GPU; -1 all, 0 none") \
     X(spec_draft_threads, INT, S_M, A_LOAD, 0, 1024, "", "0", "CPU threads of the draft model; 0 as threads") \
     X(spec_draft_ctk, ENUM, S_M, A_LOAD, 0, 0, "f16|q8_0|q4_0", "f16", "type of the draft model's K cache") \

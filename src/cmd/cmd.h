@@ -28,7 +28,7 @@ int cmd_diag(int argc, char **argv);
 /* cmd_bench_spec.c: `bench -md DRAFT` / `--spec TYPE`: greedy generation of n_gen tokens
  * through the engine with speculation off and on, reps times; prints the table. */
 int bench_spec(const char *path, const char *draft, const char *spec_type, const char *prompt_file, int n_max,
-               int n_gen, int reps,
+               double p_min, int n_gen, int reps,
                int threads, int ngl, const char *ctk, const char *ctv, bool fa);
 
 /* ---- helpers (cmdline.c) ---- */

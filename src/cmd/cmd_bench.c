@@ -257,10 +257,12 @@ int cmd_bench(int argc, char **argv)
     uint64_t seed = 42;
     const char *draft = NULL, *spec_type = NULL, *spec_prompt = NULL;
     int n_draft = 3;
+    double p_min = 0;
     const char *mmproj = NULL, *mmproj_shape = NULL;
     const cmd_opt opts[] = {
         {"-md|--model-draft", OPT_STR, &draft, 0, 0},
         {"-nd|--draft-max", OPT_INT, &n_draft, 1, 64},
+        {"--draft-p-min", OPT_FLOAT, &p_min, 0, 1},
         {"--spec|--spec-type", OPT_STR, &spec_type, 0, 0},
         {"--spec-prompt", OPT_STR, &spec_prompt, 0, 0},
         {"-m|--model", OPT_STR, &path, 0, 0},
@@ -330,7 +332,7 @@ int cmd_bench(int argc, char **argv)
             return cmd_usage_error(C, "--spec %s needs -md DRAFT", spec_type);
         if (n_gen < 2)
             return cmd_usage_error(C, "speculation is measured on generation: -n must be 2 or more");
-        return bench_spec(path, draft, spec_type, spec_prompt, n_draft, n_gen, reps, threads, ngl, ctk, ctv, fa);
+        return bench_spec(path, draft, spec_type, spec_prompt, n_draft, p_min, n_gen, reps, threads, ngl, ctk, ctv, fa);
     }
 
     bench_ctx b = {.fa = fa, .rng = seed * 0x9e3779b97f4a7c15ull + 1};

@@ -73,11 +73,11 @@ static void mean_sd(const spec_sample *x, int n, double *mean, double *sd)
 }
 
 int bench_spec(const char *path, const char *draft, const char *spec_type, const char *prompt_file, int n_max,
-               int n_gen, int reps,
+               double p_min, int n_gen, int reps,
                int threads, int ngl, const char *ctk, const char *ctv, bool fa)
 {
     const char *C = "bench";
-    char set[12][1100];
+    char set[13][1100];
     int n = 0;
     snprintf(set[n++], sizeof set[0], "mode=raw");
     snprintf(set[n++], sizeof set[0], "temp=0");
@@ -90,9 +90,10 @@ int bench_spec(const char *path, const char *draft, const char *spec_type, const
     snprintf(set[n++], sizeof set[0], "flash_attn=%s", fa ? "on" : "off");
     snprintf(set[n++], sizeof set[0], "spec_type=%s", spec_type);
     snprintf(set[n++], sizeof set[0], "spec_draft_n_max=%d", n_max);
+    snprintf(set[n++], sizeof set[0], "spec_draft_p_min=%g", p_min);
     if (draft)
         snprintf(set[n++], sizeof set[0], "spec_draft_model=%.1060s", draft);
-    const char *argv_set[12];
+    const char *argv_set[13];
     for (int i = 0; i < n; i++)
         argv_set[i] = set[i];
 
@@ -186,8 +187,11 @@ int bench_spec(const char *path, const char *draft, const char *spec_type, const
     snprintf(nm, sizeof nm, "%d", n_max);
     printf("| %-24.24s | %-24.24s | %-11s | %5s | %10s | %21s | %10s | %17s |\n", mname, dname, spec_type, nm, test,
            ts, acc, per);
-    printf("\nspeedup %.2fx (tg with speculation / without); drafted %d, accepted %d in %d steps\n",
+    printf("\nspeedup %.2fx (tg with speculation / without); drafted %d, accepted %d in %d steps",
            m_off > 0 ? m_on / m_off : 0.0, drafted, accepted, steps);
+    if (p_min > 0)
+        printf("; drafting stops below p %g", p_min);
+    printf("\n");
     rc = fflush(stdout) ? cmd_fail(C, "cannot write: %s", strerror(errno)) : CMD_OK;
 done:
     if (s)

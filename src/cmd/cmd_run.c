@@ -59,6 +59,7 @@ static const struct {
     {"-sys|--system", "system", NULL},
     {"-md|--model-draft", "spec_draft_model", NULL},
     {"-nd|--draft-max", "spec_draft_n_max", NULL},
+    {"--draft-p-min", "spec_draft_p_min", NULL},
     {"--spec-type", "spec_type", NULL},
     {"--no-mmap", "mmap", "off"},
     {"--mlock", "mlock", "on"},

@@ -28,13 +28,38 @@ INLINE float hsum512(__m512 v)
     return _mm_cvtss_f32(q);
 }
 
+/* hsum512 of four vectors at once, into out[0..3]: the same additions of the same lanes
+ * in the same order (halves, quarters, then lanes 0+2, 1+3 and their sum), so each sum
+ * is bit for bit hsum512's, but the four share their shuffles. With rows of 256 (a
+ * small model's hidden size) the sums are a third of a decode tile's work. */
+INLINE void hsum512x4(__m512 a, __m512 b, __m512 c, __m512 d, float *out)
+{
+    /* [a.q0+a.q2, a.q1+a.q3, b.q0+b.q2, b.q1+b.q3] (q: 128-bit quarters), likewise c, d */
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)));
+    /* quarter k: vector k's four partial sums */
+    __m512 q = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+    q = _mm512_add_ps(q, _mm512_permute_ps(q, _MM_SHUFFLE(1, 0, 3, 2)));
+    q = _mm512_add_ps(q, _mm512_permute_ps(q, _MM_SHUFFLE(2, 3, 0, 1)));
+    const __m512i first = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
+    _mm_storeu_ps(out, _mm512_castps512_ps128(_mm512_permutexvar_ps(first, q)));
+}
+
 INLINE void store_tile(const int R, const int C, __m512 acc[4][4], float *out, size_t os)
 {
     _Pragma("GCC unroll 4")
-    for (int c = 0; c < C; c++)
+    for (int c = 0; c < C; c++) {
+        if (R == 4) {
+            hsum512x4(acc[0][c], acc[1][c], acc[2][c], acc[3][c], out + (size_t)c * os);
+            continue;
+        }
         _Pragma("GCC unroll 4")
         for (int r = 0; r < R; r++)
             out[(size_t)c * os + r] = hsum512(acc[r][c]);
+    }
 }
 
 /* Two f16 scales, halves 0 and `second` of a 64-byte window, as [d0 x8, d1 x8]. */
@@ -158,10 +183,11 @@ INLINE __m512 q8_0_pair_scales(const block_q8_0 *x, int two)
     return two_scales(win, scale_index(17));
 }
 
-/* One block pair (or a lone last block) of a Q8_0 tile. With one activation row the
- * sign flip goes on the weights and the -128*sum(a) correction is shared by the rows;
- * with several, the flip goes on the activations and each weight row carries its own
- * -128*sum(w), which keeps fewer vectors live across the tile. */
+/* One block pair (or a lone last block) of a Q8_0 tile. With up to three activation
+ * rows the sign flip goes on the weights (one xor per weight pair) and each activation
+ * row's -128*sum(a) correction is shared by the weight rows; with four, the flip goes on
+ * the activations and each weight row carries its own -128*sum(w), which keeps fewer
+ * vectors live across the tile. The integer sums are the same either way. */
 INLINE void q8_0_step(const int two, int64_t b, const int R, const int C, const char *w,
                       size_t ws, const char *a, size_t as, __m512 acc[4][4])
 {
@@ -172,7 +198,7 @@ INLINE void q8_0_step(const int two, int64_t b, const int R, const int C, const 
         const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)c * as) + b;
         aq[c] = q8_0_pair_quants(y, two);
         ad[c] = q8_0_pair_scales(y, two);
-        if (C == 1)
+        if (C < 4)
             corr[c] = _mm512_sub_epi32(_mm512_setzero_si512(),
                                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, aq[c]));
         else
@@ -183,9 +209,12 @@ INLINE void q8_0_step(const int two, int64_t b, const int R, const int C, const 
         prefetch_ahead(C, x, 128);
         __m512i wq = q8_0_pair_quants(x, two);
         __m512 wd = q8_0_pair_scales(x, two);
-        if (C == 1) {
-            __m512i p = _mm512_dpbusd_epi32(corr[0], _mm512_xor_si512(wq, flip), aq[0]);
-            acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ad[0]), acc[r][0]);
+        if (C < 4) {
+            const __m512i wf = _mm512_xor_si512(wq, flip);
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+                __m512i p = _mm512_dpbusd_epi32(corr[c], wf, aq[c]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd, ad[c]), acc[r][c]);
+            }
         } else {
             __m512i wcorr = _mm512_sub_epi32(_mm512_setzero_si512(),
                                              _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, wq));

@@ -1,8 +1,10 @@
 /* quant_tile.h — the tile driver every SIMD kernel file shares: a kernel written for
  * R x C tiles (R weight rows by C activation rows, both constants) is instantiated as 4x4,
- * 4x1, 1x4 and 1x1 only, other shapes split into those (decode runs 4x1, prefill 4x4),
- * and gives both the tile and the single dot product. Decode tiles (C == 1) stream the
- * weights: they fetch them PF_DIST_L2 bytes ahead into L2 and PF_DIST_L1 into L1.
+ * 4x3, 4x2, 4x1, 1x4 and 1x1 only, other shapes split into those (decode runs 4x1,
+ * prefill 4x4). The 4x2 and 4x3 tiles are for speculative verification and MTP heads,
+ * whose batches of 2-3 rows would otherwise read and unpack every weight block once per
+ * row. Decode tiles (C == 1) stream the weights: they fetch them PF_DIST_L2 bytes ahead
+ * into L2 and PF_DIST_L1 into L1.
  * Included by the ISA files after their INLINE definition and <immintrin.h>. */
 #ifndef LLMFS_QUANT_TILE_H
 #define LLMFS_QUANT_TILE_H
@@ -10,6 +12,10 @@
 #define TILE_SWITCH(kernel, n, nr, nc, w, ws, a, as, out, os)                      \
     if ((nr) == 4 && (nc) == 4) {                                                 \
         kernel(n, 4, 4, w, ws, a, as, out, os);                                   \
+    } else if ((nr) == 4 && (nc) == 3) {                                          \
+        kernel(n, 4, 3, w, ws, a, as, out, os);                                   \
+    } else if ((nr) == 4 && (nc) == 2) {                                          \
+        kernel(n, 4, 2, w, ws, a, as, out, os);                                   \
     } else if ((nr) == 4) {                                                       \
         for (int c_ = 0; c_ < (nc); c_++)                                         \
             kernel(n, 4, 1, w, ws, (a) + (size_t)c_ * (as), 0, (out) + (size_t)c_ * (os), 0); \
