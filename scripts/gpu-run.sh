@@ -13,6 +13,7 @@
 #            and qwen3-30b-a3b with every expert on the CPU (-ncmoe 48 -t 16, tg64; pp512
 #            with the experts streamed to the GPU, as measured, and computed on the CPU, -ob 0)
 #   report   a markdown table: t/s and the share of 4.28 TB/s the weights read per token take
+#   spec     speculative decoding with MTP on the GPU: tg with and without, acceptance
 # Usage: scripts/gpu-run.sh [STAGE...]  (default: build test bench report)
 # Environment:
 #   OUT      results folder (default ./gpu-out)
@@ -205,6 +206,35 @@ stage_bench() {
     done
 }
 
+# Speculative decoding on the GPU (issue: MTP must beat plain decoding where acceptance is
+# above 50%): each calibrated MTP model on the prompt its head was fitted to, every layer
+# and the head on the GPU, n_max 1 to 3; the Gemma 4 target with its assistant; the
+# calibrated draft-model pair is CPU-made (mkmodel --calibrated) and skipped here.
+# spec-MODEL-N.txt holds each run's table (speeds, acceptance); run.log its speedup line.
+stage_spec() {
+    log "spec (llmfs bench --spec mtp, all on the GPU)"
+    local fx=$LLMFS_SHARED/fixtures md=$LLMFS_SHARED/models
+    local runs=(
+        "qwen35moe-mtp-tiny-q8_0.gguf|$fx/qwen35moe-mtp-tiny-q8_0/mtp-fox/prompt.txt|"
+        "qwen3next-mtp-tiny-q8_0.gguf|$fx/qwen3next-mtp-tiny-q8_0/mtp-hi/prompt.txt|"
+        "gemma4-tiny-q8_0.gguf|$fx/gemma4-tiny-q8_0/mtp-story/prompt.txt|-md $md/gemma4-tiny-mtp-q8_0.gguf"
+    )
+    for r in "${runs[@]}"; do
+        IFS='|' read -r model prompt extra <<<"$r"
+        [ -f "$md/$model" ] || { note "spec: no $model"; continue; }
+        for nd in 1 2 3; do
+            # shellcheck disable=SC2086  # extra is two words or none
+            if bounded 20 "$LLMFS" bench -m "$md/$model" --spec mtp $extra --spec-prompt "$prompt" -nd "$nd" \
+                -n 32 -r 10 -ngl 99 >"$OUT/spec-$model-$nd.txt" 2>&1; then
+                note "spec $model n_max $nd: $(grep -E "^speedup" "$OUT/spec-$model-$nd.txt")"
+            else
+                note "spec $model n_max $nd failed: $(tail -1 "$OUT/spec-$model-$nd.txt")"
+                status=1
+            fi
+        done
+    done
+}
+
 # Weight bytes a generated token reads: every tensor once, except the embedding table
 # (one row; but it is read whole when it doubles as the output), and for MoE only the
 # used share of the experts.
@@ -281,7 +311,7 @@ EOF
 
 for s in $STAGES; do
     if ! declare -F "stage_$s" >/dev/null; then
-        note "no stage '$s' (build test isolate models bench report)"
+        note "no stage '$s' (build test isolate models bench report spec)"
         exit 2
     fi
 done

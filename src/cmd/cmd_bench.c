@@ -23,7 +23,8 @@ static void usage(void)
 {
     printf("usage: llmfs bench -m MODEL [-p N] [-n N] [-r R] [-d DEPTH] [-t N] [-ctk T] [-ctv T]\n"
            "                   [--fa on|off] [-ub N] [-ngl N] [-ncmoe N] [-ot REGEX=DEV,...] [-ob N] [--no-mmap]\n"
-           "                   [--seed S] [-o md|csv|json] [-md DRAFT] [-nd N] [--spec TYPE]\n"
+           "                   [--seed S] [-o md|csv|json] [-md DRAFT] [-nd N] [--draft-p-min P]\n"
+           "                   [--spec TYPE] [--spec-prompt FILE]\n"
            "       llmfs bench --mmproj FILE | --mmproj-shape gemma3-4b|gemma3-12b|gemma3-27b [-r R] [-t N]\n"
            "  -p N   prompt tokens of the pp test, 0 to skip (default 512)\n"
            "  -n N   generated tokens of the tg test, 0 to skip (default 128)\n"
@@ -39,6 +40,7 @@ static void usage(void)
            "         reply of -n tokens through the engine, speculation off then on, -r times;\n"
            "         prints both speeds and the acceptance\n"
            "  -nd N  most tokens drafted per step (spec_draft_n_max, default 3)\n"
+           "  --draft-p-min P  a draft below probability P ends the step's chain (spec_draft_p_min)\n"
            "  --spec TYPE  ngram, draft, draft+ngram or mtp (default draft with -md; ngram needs no -md;\n"
            "         mtp drafts with the model's MTP head, or that of the MTP file -md names)\n"
            "  --spec-prompt FILE  the reply's prompt (default: a fixed paragraph)\n"
