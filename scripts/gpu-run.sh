@@ -14,7 +14,7 @@
 #            with the experts streamed to the GPU, as measured, and computed on the CPU, -ob 0)
 #   report   a markdown table: t/s and the share of 4.28 TB/s the weights read per token take
 #   spec     speculative decoding with MTP on the GPU: tg with and without, acceptance
-# Usage: scripts/gpu-run.sh [STAGE...]  (default: build test bench report)
+# Usage: scripts/gpu-run.sh [STAGE...]  (default: build test spec bench report)
 # Environment:
 #   OUT      results folder (default ./gpu-out)
 #   PACK     a file that gets OUT as a .tar.gz after every stage and at exit, so that a
@@ -45,7 +45,7 @@ if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
     export PATH=/usr/local/cuda/bin:$PATH
 fi
 mkdir -p "$OUT" "$MODELS"
-STAGES=${*:-build test bench report}
+STAGES=${*:-build test spec bench report}
 LLMFS=$BUILD/llmfs
 status=0
 tests_ran=0 tests_failed=0
