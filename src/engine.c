@@ -1258,7 +1258,7 @@ static int placement_rows(llmfs_model *m, place_acc **out)
          * GPU the copy there), and the scratch of one image at the most tokens an image
          * may become */
         const int max_t = m->settings.image_max_tokens;
-        const bool on_gpu = clip_device_bytes(m->clip) > 0;
+        const bool on_gpu = clip_on_device(m->clip);
         const struct {
             const char *group;
             uint64_t bytes;

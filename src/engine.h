@@ -67,10 +67,10 @@ struct llmfs_model {
     clip_model *clip;          /* the vision projector (setting mmproj), NULL none */
     pthread_mutex_t clip_mu;   /* one image through the projector at a time */
     /* The text model's GPU backend (one stream, one set of scratch buffers) is used by
-     * one thread at a time: the scheduler holds dev_mu from planning a step to
-     * committing it (the cache's recurrent states move on the device there too), an
-     * image encode on that device holds it for the encode (after clip_mu). Taken before
-     * mu, never while holding it. */
+     * one thread at a time: while the projector runs on it (clip_on_device), the
+     * scheduler holds dev_mu from planning a step to committing it (the cache's
+     * recurrent states move on the device there too) and an image encode holds it for
+     * the encode (after clip_mu). Taken before mu, never while holding it. */
     pthread_mutex_t dev_mu;
     char clip_note[192];       /* why the projector runs on the CPU though asked onto the GPU, "" */
     int n_vocab;

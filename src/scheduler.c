@@ -767,19 +767,23 @@ void *scheduler_main(void *arg)
     cpu_place_thread(0, &m->cpus, m->priority, NULL);
     pthread_mutex_lock(&m->mu);
     while (!m->stopping) {
-        /* the device is this thread's from planning (slots may move cache state there)
-         * to the commit; an image encode on it waits in between (engine.h: dev_mu
-         * before mu) */
-        pthread_mutex_unlock(&m->mu);
-        pthread_mutex_lock(&m->dev_mu);
-        pthread_mutex_lock(&m->mu);
-        if (m->stopping) {
-            pthread_mutex_unlock(&m->dev_mu);
-            break;
+        /* with the projector on the model's GPU, the device is this thread's from planning
+         * (slots may move cache state there) to the commit, and an image encode on it
+         * waits in between (engine.h: dev_mu before mu); without, no step pays for it */
+        const bool share_dev = clip_on_device(m->clip);
+        if (share_dev) {
+            pthread_mutex_unlock(&m->mu);
+            pthread_mutex_lock(&m->dev_mu);
+            pthread_mutex_lock(&m->mu);
+            if (m->stopping) {
+                pthread_mutex_unlock(&m->dev_mu);
+                break;
+            }
         }
         int total = plan(&sc);
         if (sc.n_e == 0) {
-            pthread_mutex_unlock(&m->dev_mu);
+            if (share_dev)
+                pthread_mutex_unlock(&m->dev_mu);
             pthread_cond_wait(&m->work_cv, &m->mu);
             continue;
         }
@@ -793,7 +797,8 @@ void *scheduler_main(void *arg)
         double t_end = engine_now();
         pthread_mutex_lock(&m->mu);
         commit(&sc, total, t_fwd, t_end, rc < 0);
-        pthread_mutex_unlock(&m->dev_mu);
+        if (share_dev)
+            pthread_mutex_unlock(&m->dev_mu);
         pthread_mutex_unlock(&m->mu);
         finish_entries(&sc);
         pthread_mutex_lock(&m->mu);

@@ -754,7 +754,7 @@ int llmfs_session_prompt(llmfs_session *s, const char *text, size_t len, llmfs_e
         for (int i = 0; i < ps.n_pending && n == 0; i++) {
             /* a projector on the text model's GPU shares its backend with the scheduler's
              * steps: the encode waits for the step in flight (engine.h, dev_mu) */
-            const bool on_dev = clip_device_bytes(m->clip) > 0;
+            const bool on_dev = clip_on_device(m->clip);
             pthread_mutex_lock(&m->clip_mu);
             if (on_dev)
                 pthread_mutex_lock(&m->dev_mu);

@@ -965,7 +965,7 @@ void diag_model_facts_get(llmfs_model *m, diag_model_facts *f)
     f->kv_bytes = m->kv ? kv_cache_bytes(m->kv) : 0;
     f->cpus = m->cpus;
     f->swap_gen_delta = m->swap_gen_delta;
-    f->vision = m->clip && clip_device_bytes(m->clip) > 0;
+    f->vision = clip_on_device(m->clip);
     snprintf(f->projector_cpu, sizeof f->projector_cpu, "%s", m->clip_note);
     pthread_mutex_unlock(&m->mu);
 

@@ -462,6 +462,11 @@ uint64_t clip_device_bytes(const clip_model *c)
     return c->dev ? c->dev_bytes : 0;
 }
 
+bool clip_on_device(const clip_model *c)
+{
+    return c && c->dev;
+}
+
 void clip_free(clip_model *c)
 {
     if (!c)

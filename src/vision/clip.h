@@ -53,6 +53,8 @@ void clip_free(clip_model *c);
  * on the CPU, which reads the mapped file). */
 const char *clip_device(const clip_model *c);
 uint64_t clip_device_bytes(const clip_model *c);
+/* Whether c (NULL: none) runs on a GPU backend, which it then shares with the text model. */
+bool clip_on_device(const clip_model *c);
 const clip_hparams *clip_hp(const clip_model *c);
 /* The CPU threads its forward runs on. */
 int clip_threads(const clip_model *c);
