@@ -315,8 +315,8 @@ static double top10_p(const float *l, int n, int32_t best)
     return 1.0 / z;
 }
 
-static int nextn_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max, int32_t *out, float *margin,
-                       bool flash, llmfs_error *err)
+static int nextn_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max, float p_min, int32_t *out,
+                       float *margin, bool flash, llmfs_error *err)
 {
     nextn *x = impl(d);
     const size_t E = (size_t)x->E;
@@ -352,7 +352,7 @@ static int nextn_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max
         float mg = 0;
         t = top1(x->logits, V, margin ? &mg : NULL);
         if (t >= x->n_vocab_target || tokenizer_is_eog(x->mdl->tok, t) ||
-            (d->p_min > 0 && top10_p(x->logits, V, t) < d->p_min))
+            (p_min > 0 && top10_p(x->logits, V, t) < p_min))
             break;
         out[made] = t;
         if (margin)
@@ -504,15 +504,10 @@ int mtp_process(mtp_drafter *d, int seq, const int32_t *tok, int pos0, int n, co
     return d->ops->process(d, seq, tok, pos0, n, hidden, flash, err);
 }
 
-int mtp_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max, int32_t *out, float *margin, bool flash,
-              llmfs_error *err)
+int mtp_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max, float p_min, int32_t *out, float *margin,
+              bool flash, llmfs_error *err)
 {
-    return d->ops->draft(d, seq, last, pos, n_max, out, margin, flash, err);
-}
-
-void mtp_set_p_min(mtp_drafter *d, float p_min)
-{
-    d->p_min = p_min;
+    return d->ops->draft(d, seq, last, pos, n_max, p_min, out, margin, flash, err);
 }
 
 void mtp_accept(mtp_drafter *d, int seq, int pos0, int n_accepted)

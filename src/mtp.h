@@ -37,8 +37,8 @@ typedef struct mtp_ops {
     int (*resize)(mtp_drafter *d, int n_ctx, int n_seq, llmfs_error *err);
     int (*process)(mtp_drafter *d, int seq, const int32_t *tok, int pos0, int n, const float *hidden,
                    bool flash, llmfs_error *err);
-    int (*draft)(mtp_drafter *d, int seq, int32_t last, int pos, int n_max, int32_t *out, float *margin,
-                 bool flash, llmfs_error *err);
+    int (*draft)(mtp_drafter *d, int seq, int32_t last, int pos, int n_max, float p_min, int32_t *out,
+                 float *margin, bool flash, llmfs_error *err);
     void (*accept)(mtp_drafter *d, int seq, int pos0, int n_accepted);
     void (*keep)(mtp_drafter *d, int seq, int n);
     void (*pin)(mtp_drafter *d, int seq, int pos); /* NULL: nothing to keep */
@@ -48,7 +48,6 @@ typedef struct mtp_ops {
 
 struct mtp_drafter {
     const mtp_ops *ops;
-    float p_min; /* mtp_set_p_min */
 };
 
 /* The nextn head of the target (loaded from target_path, the target's own file, when
@@ -75,14 +74,13 @@ int mtp_process(mtp_drafter *d, int seq, const int32_t *tok, int pos0, int n, co
                 llmfs_error *err);
 /* Up to n_max drafts for the positions after `last` (the token at pos, not yet given to
  * process) into out, and the top-1 minus top-2 logit of each into margin (NULL: not
- * wanted). The chain leaves no trace. Returns the drafts made (0 when the sequence does
- * not hold positions 0..pos-1), or a negative errno. */
-int mtp_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max, int32_t *out, float *margin, bool flash,
-              llmfs_error *err);
-/* Drafting stops before a draft whose probability is below p_min (0: never, the
- * default): llama.cpp's draft-mtp rule, the probability among the head's 10 best
- * candidates (its top-k 10 sampler). Kinds without a probability ignore it. */
-void mtp_set_p_min(mtp_drafter *d, float p_min);
+ * wanted). The chain stops before a draft whose probability is below p_min (0: never;
+ * llama.cpp's draft-mtp rule, the probability among the head's 10 best candidates, its
+ * top-k 10 sampler; kinds without a probability ignore it). The chain leaves no trace.
+ * Returns the drafts made (0 when the sequence does not hold positions 0..pos-1), or a
+ * negative errno. */
+int mtp_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max, float p_min, int32_t *out, float *margin,
+              bool flash, llmfs_error *err);
 /* The target kept n_accepted drafts of the batch processed from pos0: positions after
  * pos0 + n_accepted are forgotten, and the next draft reads the hidden state of that one. */
 void mtp_accept(mtp_drafter *d, int seq, int pos0, int n_accepted);

@@ -378,8 +378,8 @@ static void draft_step(sched *sc)
             /* the chain from the last token, at its position (the MTP cache holds the
              * ones before it); a failure only costs this step's drafts */
             llmfs_error err = {0};
-            mtp_set_p_min(m->mtp, ms->spec_draft_p_min);
-            int k = mtp_draft(m->mtp, s->slot, s->toks[s->n_toks - 1], s->n_toks - 1, e->spec_max, out, NULL,
+            int k = mtp_draft(m->mtp, s->slot, s->toks[s->n_toks - 1], s->n_toks - 1, e->spec_max,
+                              ms->spec_draft_p_min, out, NULL,
                               ms->flash_attn, &err);
             e->n_draft = k > 0 ? k : 0;
             continue;

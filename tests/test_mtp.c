@@ -572,7 +572,7 @@ static void run_loop(const mcase *c, const cdata *d, model *m, mtp_drafter *dr, 
         int k = 0;
         batch[0] = last;
         if (ndm > 0) {
-            int made = mtp_draft(dr, 0, last, n_past, N_MAX, own, mg, false, &err);
+            int made = mtp_draft(dr, 0, last, n_past, N_MAX, 0, own, mg, false, &err);
             ck_assert_msg(made >= 0, "%s: draft: %s", c->name, err.msg);
             if (r) {
                 o->agreed += check_chain(c, n_past, own, made, r);

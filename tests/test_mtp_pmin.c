@@ -1,4 +1,4 @@
-/* test_mtp_pmin.c — spec_draft_p_min with the nextn MTP head (mtp_set_p_min): drafting
+/* test_mtp_pmin.c — spec_draft_p_min with the nextn MTP head (the p_min of mtp_draft): drafting
  * stops before a draft whose probability, among the head's 10 best candidates (llama.cpp's
  * draft-mtp sampler), is below p_min.
  *
@@ -106,18 +106,14 @@ START_TEST(p_min_stops_drafting)
 
     /* each call drafts from the same point: the chain leaves no trace */
     int32_t ref[3], out[3];
-    mtp_set_p_min(dr, 0);
-    int n_ref = mtp_draft(dr, 0, gr[0], N, 3, ref, NULL, false, &err);
+    int n_ref = mtp_draft(dr, 0, gr[0], N, 3, 0, ref, NULL, false, &err);
     ck_assert_int_eq(n_ref, 3);
     ck_assert_int_eq(ref[0], best);
 
-    mtp_set_p_min(dr, (float)(p10 + 0.01));
-    ck_assert_int_eq(mtp_draft(dr, 0, gr[0], N, 3, out, NULL, false, &err), 0);
-    mtp_set_p_min(dr, 1);
-    ck_assert_int_eq(mtp_draft(dr, 0, gr[0], N, 3, out, NULL, false, &err), 0);
+    ck_assert_int_eq(mtp_draft(dr, 0, gr[0], N, 3, (float)(p10 + 0.01), out, NULL, false, &err), 0);
+    ck_assert_int_eq(mtp_draft(dr, 0, gr[0], N, 3, 1, out, NULL, false, &err), 0);
 
-    mtp_set_p_min(dr, (float)(p10 - 0.01));
-    int n = mtp_draft(dr, 0, gr[0], N, 3, out, NULL, false, &err);
+    int n = mtp_draft(dr, 0, gr[0], N, 3, (float)(p10 - 0.01), out, NULL, false, &err);
     ck_assert(n >= 1 && n <= 3);
     for (int i = 0; i < n; i++)
         ck_assert_int_eq(out[i], ref[i]);
@@ -125,8 +121,7 @@ START_TEST(p_min_stops_drafting)
     /* between the whole vocabulary's probability and the top 10's: drafting goes on (the
      * rule is the sampler's, not the softmax of every logit) */
     if (p10 - pall > 0.004) {
-        mtp_set_p_min(dr, (float)((p10 + pall) / 2));
-        n = mtp_draft(dr, 0, gr[0], N, 3, out, NULL, false, &err);
+        n = mtp_draft(dr, 0, gr[0], N, 3, (float)((p10 + pall) / 2), out, NULL, false, &err);
         ck_assert_int_ge(n, 1);
         ck_assert_int_eq(out[0], ref[0]);
     }
