@@ -1,4 +1,4 @@
-/* quant_iq_avx512.c — AVX-512 (BW, VL, VNNI) kernels for the IQ, TQ and MXFP4 types.
+/* quant_iq_avx512.c — AVX-512 (BW, VL, VNNI, VBMI) kernels for the IQ, TQ and MXFP4 types.
  *
  * The same plan as the AVX2 file, twice as wide:
  * - IQ4_NL and MXFP4 take two 32-blocks per 512-bit register (a last odd block goes
@@ -200,40 +200,133 @@ DEFINE_TILE_AND_DOT(iq4_xs, iq4_xs_kernel)
 
 /* ================= IQ2_XXS, IQ3_XXS against Q8_K ================= */
 
+/* Byte k: the 8 signs of a group whose 7-bit sign index is k (bit j set: element j
+ * negative), the eighth being the parity of the other seven (the grids' sign sets have
+ * an even count of minus signs). */
+static const uint8_t xxs_sign_mask[128] __attribute__((aligned(64))) = {
+    0, 129, 130, 3, 132, 5, 6, 135, 136, 9, 10, 139, 12, 141, 142, 15,
+    144, 17, 18, 147, 20, 149, 150, 23, 24, 153, 154, 27, 156, 29, 30, 159,
+    160, 33, 34, 163, 36, 165, 166, 39, 40, 169, 170, 43, 172, 45, 46, 175,
+    48, 177, 178, 51, 180, 53, 54, 183, 184, 57, 58, 187, 60, 189, 190, 63,
+    192, 65, 66, 195, 68, 197, 198, 71, 72, 201, 202, 75, 204, 77, 78, 207,
+    80, 209, 210, 83, 212, 85, 86, 215, 216, 89, 90, 219, 92, 221, 222, 95,
+    96, 225, 226, 99, 228, 101, 102, 231, 232, 105, 106, 235, 108, 237, 238, 111,
+    240, 113, 114, 243, 116, 245, 246, 119, 120, 249, 250, 123, 252, 125, 126, 255};
+
 /* The 32 sign bytes of an IQ2_XXS/IQ3_XXS block, byte 4ib + l for group l of sub-block
  * ib, from the eight words that hold four 7-bit sign indices each (bits 7l..7l+6, a
- * scale in bits 28-31): a field moves up by l bits to its byte, and the eighth sign
- * is the parity of the other seven (the grids' sign sets have an even count of minus
- * signs), looked up by nibble after folding the byte's halves together. */
-INLINE __m256i xxs_sign_bytes(__m256i ss)
+ * scale in bits 28-31): vpmultishiftqb brings each field to the bottom of its byte and
+ * vpermi2b looks the 128-entry table up (it reads only the low 7 bits). */
+INLINE __m256i xxs_sign_bytes(__m256i ss, const __m512i tab[2])
 {
-    const __m256i parity = _mm256_broadcastsi128_si256(
-        _mm_setr_epi8(0, -128, -128, 0, -128, 0, 0, -128, -128, 0, 0, -128, 0, -128, -128, 0));
-    __m256i t = _mm256_ternarylogic_epi32(_mm256_set1_epi32(0xFF), ss, _mm256_slli_epi32(ss, 1), 0xCA);
-    t = _mm256_ternarylogic_epi32(_mm256_set1_epi32(0xFFFF), t, _mm256_slli_epi32(ss, 2), 0xCA);
-    t = _mm256_ternarylogic_epi32(_mm256_set1_epi32(0xFFFFFF), t, _mm256_slli_epi32(ss, 3), 0xCA);
-    t = _mm256_and_si256(t, _mm256_set1_epi8(0x7F));
-    /* bits 0-3 of a byte: b_i ^ b_(i+4) (what srli brings from the next byte lands in
-     * bits 4-7 and is masked off) */
-    __m256i f = _mm256_ternarylogic_epi32(t, _mm256_srli_epi16(t, 4), _mm256_set1_epi8(0x0F), 0x28);
-    return _mm256_or_si256(t, _mm256_shuffle_epi8(parity, f));
+    const __m512i fields = _mm512_set1_epi64(0x352E2720150E0700ll); /* bits 0 7 14 21 32 39 46 53 */
+    const __m512i f = _mm512_multishift_epi64_epi8(fields, _mm512_castsi256_si512(ss));
+    return _mm512_castsi512_si256(_mm512_permutex2var_epi8(tab[0], f, tab[1]));
 }
 
 /* Grid types in Q4_K's mould: per 64 weights (two sub-blocks) the eight grid rows go
  * straight into a register, the signs become a 64-bit mask that negates the activation,
  * and vpdpbusd sums each 4 products of magnitude times signed activation (at most
  * 4 * 43 * 127, or 4 * 62 * 127 for IQ3_XXS: both fit int16), so two such vectors
- * packed to int16 take their sub-block scales 2s + 1 in one vpdpwssd, as Q4_K does. */
-INLINE __m512i xxs_grid64(const int three, const uint8_t *qs, int g)
+ * packed to int16 take their sub-block scales 2s + 1 in one vpdpwssd, as Q4_K does.
+ *
+ * The grid rows come from the packed grid (quant_grids.h: an entry is one 16-bit word,
+ * a 2-bit level index per element for IQ2_XXS, 3-bit for IQ3_XXS), whose 256 words
+ * fit eight registers: vpermi2w looks 32 indices up in each pair of 64 entries and two
+ * blends by index bits 6 and 7 pick the pair, then vpmultishiftqb moves every element's
+ * bits to the bottom of its byte and vpermb turns them into the level. Per 64 weights
+ * that is about 4 instructions where eight scalar loads and inserts were (a gather is
+ * slower than either on AMD Zen 5). */
+typedef struct xxs_grid {
+    __m512i tab[8];  /* the 256 packed entries, 32 words per register */
+    __m512i spread;  /* vpmultishiftqb control: element j of an entry to byte j */
+    __m512i level;   /* byte k: the magnitude of level index k mod 4 or mod 8 */
+    __m512i sign[2]; /* xxs_sign_mask, 64 bytes per register */
+} xxs_grid;
+
+/* vpmultishiftqb controls: IQ2_XXS has one entry of 8 2-bit elements per qword,
+ * IQ3_XXS one of 4 3-bit elements per dword; byte j of a group takes element j. */
+static const uint8_t xxs_spread[2][64] __attribute__((aligned(64))) = {
+    {0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14,
+     0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14},
+    {0, 3, 6, 9, 32, 35, 38, 41, 0, 3, 6, 9, 32, 35, 38, 41, 0, 3, 6, 9, 32, 35, 38, 41, 0, 3, 6, 9, 32, 35, 38, 41,
+     0, 3, 6, 9, 32, 35, 38, 41, 0, 3, 6, 9, 32, 35, 38, 41, 0, 3, 6, 9, 32, 35, 38, 41, 0, 3, 6, 9, 32, 35, 38, 41},
+};
+/* vpermb tables: byte k is the magnitude of level index k mod 4 (IQ2) or mod 8 (IQ3),
+ * as QUANT_IQ2_LEVELS and QUANT_IQ3XXS_LEVELS list them (test_quant checks the kernels
+ * against the scalar decoders, which read those macros). */
+static const uint8_t xxs_level[2][64] __attribute__((aligned(64))) = {
+    {8, 25, 43, 0, 8, 25, 43, 0, 8, 25, 43, 0, 8, 25, 43, 0, 8, 25, 43, 0, 8, 25, 43, 0, 8, 25, 43, 0, 8, 25, 43, 0,
+     8, 25, 43, 0, 8, 25, 43, 0, 8, 25, 43, 0, 8, 25, 43, 0, 8, 25, 43, 0, 8, 25, 43, 0, 8, 25, 43, 0, 8, 25, 43, 0},
+    {4, 12, 20, 28, 36, 44, 52, 62, 4, 12, 20, 28, 36, 44, 52, 62, 4, 12, 20, 28, 36, 44, 52, 62, 4, 12, 20, 28,
+     36, 44, 52, 62, 4, 12, 20, 28, 36, 44, 52, 62, 4, 12, 20, 28, 36, 44, 52, 62, 4, 12, 20, 28, 36, 44, 52, 62,
+     4, 12, 20, 28, 36, 44, 52, 62},
+};
+
+INLINE xxs_grid xxs_grid_new(const int three)
+{
+    xxs_grid G;
+    const uint16_t *packed = three ? quant_grid_iq3xxs_packed : quant_grid_iq2xxs_packed;
+    UNROLL8 for (int k = 0; k < 8; k++)
+        G.tab[k] = _mm512_loadu_si512(packed + 32 * k);
+    G.spread = _mm512_load_si512(xxs_spread[three]);
+    G.level = _mm512_load_si512(xxs_level[three]);
+    G.sign[0] = _mm512_load_si512(xxs_sign_mask);
+    G.sign[1] = _mm512_load_si512(xxs_sign_mask + 64);
+    return G;
+}
+
+/* The packed entries of 32 indices (one per 16-bit word, 0..255). */
+INLINE __m512i xxs_lookup(const xxs_grid *G, __m512i idx)
+{
+    const __m512i r0 = _mm512_permutex2var_epi16(G->tab[0], idx, G->tab[1]);
+    const __m512i r1 = _mm512_permutex2var_epi16(G->tab[2], idx, G->tab[3]);
+    const __m512i r2 = _mm512_permutex2var_epi16(G->tab[4], idx, G->tab[5]);
+    const __m512i r3 = _mm512_permutex2var_epi16(G->tab[6], idx, G->tab[7]);
+    const __mmask32 b6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x40));
+    const __mmask32 b7 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x80));
+    return _mm512_mask_blend_epi16(b7, _mm512_mask_blend_epi16(b6, r0, r1), _mm512_mask_blend_epi16(b6, r2, r3));
+}
+
+/* vpermw indices that put each packed entry at the bottom of the qword (IQ2_XXS: group
+ * g of 64 weights is entries 8g..8g+7) or dword (IQ3_XXS: entries 16g..16g+15 of a
+ * half's 32) that vpmultishiftqb spreads to its weights' bytes; the other words are
+ * don't-cares, as are the bits above an entry (the level tables read the low 2 or 3). */
+static const int16_t xxs_place2[4][32] __attribute__((aligned(64))) = {
+    {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
+    {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11, 12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15},
+    {16, 16, 16, 16, 17, 17, 17, 17, 18, 18, 18, 18, 19, 19, 19, 19, 20, 20, 20, 20, 21, 21, 21, 21, 22, 22, 22, 22, 23, 23, 23, 23},
+    {24, 24, 24, 24, 25, 25, 25, 25, 26, 26, 26, 26, 27, 27, 27, 27, 28, 28, 28, 28, 29, 29, 29, 29, 30, 30, 30, 30, 31, 31, 31, 31}};
+static const int16_t xxs_place3[2][32] __attribute__((aligned(64))) = {
+    {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15},
+    {16, 16, 17, 17, 18, 18, 19, 19, 20, 20, 21, 21, 22, 22, 23, 23, 24, 24, 25, 25, 26, 26, 27, 27, 28, 28, 29, 29, 30, 30, 31, 31}};
+
+/* The magnitudes of a 256-block's weights, 64 per register, in weight order; q is the
+ * block's first 64 bytes of qs. */
+INLINE void xxs_grid_block(const int three, const xxs_grid *G, __m512i q, __m512i grid[4])
 {
     if (three) {
-        /* sixteen 4-byte rows: one gather beats sixteen inserts */
-        __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qs + 16 * g)));
-        return _mm512_i32gather_epi32(idx, (const void *)quant_grid_iq3xxs, 4);
+        /* 64 index bytes: entry k covers weights 4k..4k+3 */
+        UNROLL for (int h = 0; h < 2; h++) {
+            const __m512i ent = xxs_lookup(G, _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(q, h)));
+            UNROLL for (int e = 0; e < 2; e++)
+                grid[2 * h + e] = _mm512_permutexvar_epi8(
+                    _mm512_multishift_epi64_epi8(
+                        G->spread, _mm512_permutexvar_epi16(_mm512_load_si512(xxs_place3[e]), ent)),
+                    G->level);
+        }
+        return;
     }
-    /* eight 8-byte rows loaded straight into vector registers (rows4): measured no
-     * slower than a gather */
-    return _mm512_inserti64x4(_mm512_castsi256_si512(grid_rows4(ld32(qs + 16 * g))), grid_rows4(ld32(qs + 16 * g + 8)), 1);
+    /* sub-block ib is 8 bytes: 4 index bytes, then its signs and scale; word 4ib + l of
+     * the index vector is index byte l of sub-block ib (entry covers weights 8(4ib+l)..) */
+    const __m512i pick = _mm512_set_epi8(0, 59, 0, 58, 0, 57, 0, 56, 0, 51, 0, 50, 0, 49, 0, 48, 0, 43, 0, 42, 0, 41,
+                                         0, 40, 0, 35, 0, 34, 0, 33, 0, 32, 0, 27, 0, 26, 0, 25, 0, 24, 0, 19, 0, 18,
+                                         0, 17, 0, 16, 0, 11, 0, 10, 0, 9, 0, 8, 0, 3, 0, 2, 0, 1, 0, 0);
+    const __m512i ent = xxs_lookup(G, _mm512_maskz_permutexvar_epi8(0x5555555555555555ull, pick, q));
+    UNROLL for (int g = 0; g < 4; g++)
+        grid[g] = _mm512_permutexvar_epi8(
+            _mm512_multishift_epi64_epi8(G->spread, _mm512_permutexvar_epi16(_mm512_load_si512(xxs_place2[g]), ent)),
+            G->level);
 }
 
 /* IQ2_XXS (three = 0): qs is 8 words [4 grid indices][signs, scale] per sub-block;
@@ -241,18 +334,23 @@ INLINE __m512i xxs_grid64(const int three, const uint8_t *qs, int g)
 INLINE void xxs_kernel(const int three, int64_t n, const int R, const int C, const char *w, size_t ws,
                        const char *a, size_t as, float *out, size_t os)
 {
+    if (C == 1 && R > 1) {
+        /* a decode tile shares nothing between its rows (each negates the activations
+         * under its own signs), and the grid's tables leave too few registers for four
+         * accumulators: one row at a time keeps them all in registers */
+        UNROLL for (int r = 0; r < R; r++)
+            xxs_kernel(three, n, 1, 1, w + (size_t)r * ws, 0, a, 0, out + r, 0);
+        return;
+    }
     const int64_t nb = n / QK_K;
     const size_t bb = three ? sizeof(block_iq3_xxs) : sizeof(block_iq2_xxs);
     /* after vpackssdw of 64-weight groups 2h and 2h + 1, lanes 0-1 hold sub-blocks 4h
      * (words 0-3) and 4h + 2 (4-7), lanes 2-3 sub-blocks 4h + 1 and 4h + 3; the scale of
      * sub-block ib is word 2ib of the scale vector */
-    __m512i pick_sc[2];
-    UNROLL for (int h = 0; h < 2; h++) {
-        int16_t idx[32];
-        for (int i = 0; i < 32; i++)
-            idx[i] = (int16_t)(2 * (4 * h + (i / 16) + 2 * ((i % 8) / 4)));
-        pick_sc[h] = _mm512_loadu_si512(idx);
-    }
+    static const int16_t pick_sc[2][32] __attribute__((aligned(64))) = {
+        {0, 0, 0, 0, 4, 4, 4, 4, 0, 0, 0, 0, 4, 4, 4, 4, 2, 2, 2, 2, 6, 6, 6, 6, 2, 2, 2, 2, 6, 6, 6, 6},
+        {8, 8, 8, 8, 12, 12, 12, 12, 8, 8, 8, 8, 12, 12, 12, 12, 10, 10, 10, 10, 14, 14, 14, 14, 10, 10, 10, 10, 14, 14, 14, 14}};
+    const xxs_grid G = xxs_grid_new(three);
     ZERO_ACC(acc)
     for (int64_t b = 0; b < nb; b++) {
         float yd[4];
@@ -262,16 +360,19 @@ INLINE void xxs_kernel(const int three, int64_t n, const int R, const int C, con
             const uint8_t *x = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * bb;
             prefetch_ahead(C, x, (int)bb);
             const uint8_t *qs = x + 2;
-            __m256i ss = three ? _mm256_loadu_si256((const __m256i *)(qs + 64))
-                               : _mm512_cvtepi64_epi32(_mm512_srli_epi64(_mm512_loadu_si512(qs), 32));
+            const __m512i q = _mm512_loadu_si512(qs);
+            /* the eight [signs, scale] words: IQ2_XXS has them in the odd dwords */
+            const __m256i ss = three ? _mm256_loadu_si256((const __m256i *)(qs + 64))
+                                     : _mm512_castsi512_si256(_mm512_permutexvar_epi32(
+                                           _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15), q));
             uint64_t sg[4];
-            _mm256_storeu_si256((__m256i *)sg, xxs_sign_bytes(ss));
+            _mm256_storeu_si256((__m256i *)sg, xxs_sign_bytes(ss, G.sign));
             __m512i sc16 = _mm512_castsi256_si512(
                 _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(ss, 28), 1), _mm256_set1_epi32(1)));
-            __m512i sc[2] = {_mm512_permutexvar_epi16(pick_sc[0], sc16), _mm512_permutexvar_epi16(pick_sc[1], sc16)};
+            __m512i sc[2] = {_mm512_permutexvar_epi16(_mm512_load_si512(pick_sc[0]), sc16),
+                             _mm512_permutexvar_epi16(_mm512_load_si512(pick_sc[1]), sc16)};
             __m512i grid[4];
-            UNROLL for (int g = 0; g < 4; g++)
-                grid[g] = xxs_grid64(three, qs, g);
+            xxs_grid_block(three, &G, q, grid);
             uint16_t dh;
             memcpy(&dh, x, 2);
             /* the scalar decoders' d: (0.5 + s) / 4 = (2s + 1) / 8, and / 4 for IQ3 */

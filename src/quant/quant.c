@@ -2,7 +2,9 @@
  *
  * Three kernel tables are built once: scalar, AVX2 (scalar entries overlaid with the
  * AVX2 ones) and AVX-512 (AVX2 overlaid with AVX-512). The best the CPU supports is
- * used unless LLMFS_ISA=scalar|avx2|avx512 or quant_force_isa says otherwise.
+ * used unless LLMFS_ISA=scalar|avx2|avx512 or quant_force_isa says otherwise. The
+ * AVX-512 table needs F, BW, VL, DQ, VNNI, BF16 and VBMI: Sapphire Rapids and later,
+ * AMD Zen 4 and later (Cooper Lake, which lacks VBMI, runs the AVX2 table).
  */
 #include "quant_impl.h"
 
@@ -119,7 +121,7 @@ static void quant_init(void)
                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                          __builtin_cpu_supports("avx512dq") &&
                          __builtin_cpu_supports("avx512vnni") &&
-                         __builtin_cpu_supports("avx512bf16");
+                         __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vbmi");
     active_isa = isa_ok[ISA_AVX512] ? ISA_AVX512 : isa_ok[ISA_AVX2] ? ISA_AVX2 : ISA_SCALAR;
 
     const char *env = getenv("LLMFS_ISA");

@@ -6,10 +6,10 @@
 #include "quant_grids.h"
 #include "quant_impl.h"
 
-static const uint16_t packed_iq2xxs[QUANT_GRID_IQ2XXS_N] = {QUANT_GRID_IQ2XXS};
+const uint16_t quant_grid_iq2xxs_packed[QUANT_GRID_IQ2XXS_N] = {QUANT_GRID_IQ2XXS};
 static const uint16_t packed_iq2xs[QUANT_GRID_IQ2XS_N] = {QUANT_GRID_IQ2XS};
 static const uint16_t packed_iq2s[QUANT_GRID_IQ2S_N] = {QUANT_GRID_IQ2S};
-static const uint16_t packed_iq3xxs[QUANT_GRID_IQ3XXS_N] = {QUANT_GRID_IQ3XXS};
+const uint16_t quant_grid_iq3xxs_packed[QUANT_GRID_IQ3XXS_N] = {QUANT_GRID_IQ3XXS};
 static const uint16_t packed_iq3s[QUANT_GRID_IQ3S_N] = {QUANT_GRID_IQ3S};
 static const uint16_t packed_iq1s[QUANT_GRID_IQ1S_N] = {QUANT_GRID_IQ1S};
 
@@ -38,13 +38,13 @@ void quant_grids_init(void)
 {
     static const int iq2[3] = QUANT_IQ2_LEVELS, iq3xxs[8] = QUANT_IQ3XXS_LEVELS;
     static const int iq1[3] = {-1, 0, 1};
-    expand8(packed_iq2xxs, 256, iq2, quant_grid_iq2xxs);
+    expand8(quant_grid_iq2xxs_packed, 256, iq2, quant_grid_iq2xxs);
     expand8(packed_iq2xs, 512, iq2, quant_grid_iq2xs);
     expand8(packed_iq2s, 1024, iq2, quant_grid_iq2s);
     expand8(packed_iq1s, 2048, iq1, (uint8_t (*)[8])quant_grid_iq1s);
     for (int i = 0; i < 256; i++)
         for (int j = 0; j < 4; j++)
-            quant_grid_iq3xxs[i][j] = (uint8_t)iq3xxs[(packed_iq3xxs[i] >> (3 * j)) & 7];
+            quant_grid_iq3xxs[i][j] = (uint8_t)iq3xxs[(quant_grid_iq3xxs_packed[i] >> (3 * j)) & 7];
     for (int i = 0; i < 512; i++)
         for (int j = 0; j < 4; j++)
             quant_grid_iq3s[i][j] = (uint8_t)(2 * ((packed_iq3s[i] >> (3 * j)) & 7) + 1);
