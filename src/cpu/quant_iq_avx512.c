@@ -231,27 +231,57 @@ INLINE __m256i xxs_sign_bytes(__m256i ss, const __m512i tab[2])
  * packed to int16 take their sub-block scales 2s + 1 in one vpdpwssd, as Q4_K does.
  *
  * The grid rows come from the packed grid (quant_grids.h: an entry is one 16-bit word,
- * a 2-bit level index per element for IQ2_XXS, 3-bit for IQ3_XXS), whose 256 words
- * fit eight registers: vpermi2w looks 32 indices up in each pair of 64 entries and two
- * blends by index bits 6 and 7 pick the pair, then vpmultishiftqb moves every element's
- * bits to the bottom of its byte and vpermb turns them into the level. Per 64 weights
- * that is about 4 instructions where eight scalar loads and inserts were (a gather is
- * slower than either on AMD Zen 5). */
+ * a 2-bit level index per element for IQ2_XXS, 3-bit for IQ3_XXS), whose 256 words fit
+ * eight registers: vpermi2w looks 32 indices up in each pair of 64 entries and two
+ * blends by index bits 6 and 7 pick the pair. The indices are put in an order where
+ * every qword of the result holds the entries that one qword of each 64 weights needs
+ * (IQ2_XXS: entry 8g + j in word g of qword j; IQ3_XXS: entries 16e + 2q, 16e + 2q + 1
+ * in words 2e, 2e + 1 of qword q), so one vpmultishiftqb per 64 weights moves every
+ * element's bits to the bottom of its byte, and vpermb turns them into levels. This
+ * kernel is bound by its shuffles (about 20 per 256 weights); eight scalar grid loads
+ * and inserts per 64 weights were slower, a gather slower still on AMD Zen 5. */
 typedef struct xxs_grid {
     __m512i tab[8];  /* the 256 packed entries, 32 words per register */
-    __m512i spread;  /* vpmultishiftqb control: element j of an entry to byte j */
     __m512i level;   /* byte k: the magnitude of level index k mod 4 or mod 8 */
     __m512i sign[2]; /* xxs_sign_mask, 64 bytes per register */
 } xxs_grid;
 
-/* vpmultishiftqb controls: IQ2_XXS has one entry of 8 2-bit elements per qword,
- * IQ3_XXS one of 4 3-bit elements per dword; byte j of a group takes element j. */
-static const uint8_t xxs_spread[2][64] __attribute__((aligned(64))) = {
-    {0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14,
-     0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14},
-    {0, 3, 6, 9, 32, 35, 38, 41, 0, 3, 6, 9, 32, 35, 38, 41, 0, 3, 6, 9, 32, 35, 38, 41, 0, 3, 6, 9, 32, 35, 38, 41,
-     0, 3, 6, 9, 32, 35, 38, 41, 0, 3, 6, 9, 32, 35, 38, 41, 0, 3, 6, 9, 32, 35, 38, 41, 0, 3, 6, 9, 32, 35, 38, 41},
-};
+/* vpermb: the index bytes of a block in the order above, one per word (IQ2_XXS: from its
+ * 8-byte sub-blocks; IQ3_XXS: each half of its 64 index bytes). */
+static const uint8_t xxs_order2[64] __attribute__((aligned(64))) =
+    {0, 0, 16, 0, 32, 0, 48, 0, 1, 0, 17, 0, 33, 0, 49, 0, 2, 0, 18, 0, 34, 0, 50, 0, 3, 0, 19, 0, 35, 0, 51,
+     0, 8, 0, 24, 0, 40, 0, 56, 0, 9, 0, 25, 0, 41, 0, 57, 0, 10, 0, 26, 0, 42, 0, 58, 0, 11, 0, 27, 0, 43,
+     0, 59, 0};
+static const uint8_t xxs_order3[2][64] __attribute__((aligned(64))) = {
+    {0, 0, 1, 0, 16, 0, 17, 0, 2, 0, 3, 0, 18, 0, 19, 0, 4, 0, 5, 0, 20, 0, 21, 0, 6, 0, 7, 0, 22, 0, 23, 0,
+     8, 0, 9, 0, 24, 0, 25, 0, 10, 0, 11, 0, 26, 0, 27, 0, 12, 0, 13, 0, 28, 0, 29, 0, 14, 0, 15, 0, 30, 0,
+     31, 0},
+    {32, 0, 33, 0, 48, 0, 49, 0, 34, 0, 35, 0, 50, 0, 51, 0, 36, 0, 37, 0, 52, 0, 53, 0, 38, 0, 39, 0, 54, 0,
+     55, 0, 40, 0, 41, 0, 56, 0, 57, 0, 42, 0, 43, 0, 58, 0, 59, 0, 44, 0, 45, 0, 60, 0, 61, 0, 46, 0, 47, 0,
+     62, 0, 63, 0}};
+/* vpmultishiftqb controls per 64 weights: byte i of qword j takes element i of its entry
+ * (IQ2_XXS group g: bits 16g + 2i; IQ3_XXS group e of a half: the entry in word 2e for
+ * bytes 0-3, 2e + 1 for bytes 4-7, 3 bits each). */
+static const uint8_t xxs_spread2[4][64] __attribute__((aligned(64))) = {
+    {0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12,
+     14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10,
+     12, 14},
+    {16, 18, 20, 22, 24, 26, 28, 30, 16, 18, 20, 22, 24, 26, 28, 30, 16, 18, 20, 22, 24, 26, 28, 30, 16, 18,
+     20, 22, 24, 26, 28, 30, 16, 18, 20, 22, 24, 26, 28, 30, 16, 18, 20, 22, 24, 26, 28, 30, 16, 18, 20, 22,
+     24, 26, 28, 30, 16, 18, 20, 22, 24, 26, 28, 30},
+    {32, 34, 36, 38, 40, 42, 44, 46, 32, 34, 36, 38, 40, 42, 44, 46, 32, 34, 36, 38, 40, 42, 44, 46, 32, 34,
+     36, 38, 40, 42, 44, 46, 32, 34, 36, 38, 40, 42, 44, 46, 32, 34, 36, 38, 40, 42, 44, 46, 32, 34, 36, 38,
+     40, 42, 44, 46, 32, 34, 36, 38, 40, 42, 44, 46},
+    {48, 50, 52, 54, 56, 58, 60, 62, 48, 50, 52, 54, 56, 58, 60, 62, 48, 50, 52, 54, 56, 58, 60, 62, 48, 50,
+     52, 54, 56, 58, 60, 62, 48, 50, 52, 54, 56, 58, 60, 62, 48, 50, 52, 54, 56, 58, 60, 62, 48, 50, 52, 54,
+     56, 58, 60, 62, 48, 50, 52, 54, 56, 58, 60, 62}};
+static const uint8_t xxs_spread3[2][64] __attribute__((aligned(64))) = {
+    {0, 3, 6, 9, 16, 19, 22, 25, 0, 3, 6, 9, 16, 19, 22, 25, 0, 3, 6, 9, 16, 19, 22, 25, 0, 3, 6, 9, 16, 19,
+     22, 25, 0, 3, 6, 9, 16, 19, 22, 25, 0, 3, 6, 9, 16, 19, 22, 25, 0, 3, 6, 9, 16, 19, 22, 25, 0, 3, 6, 9,
+     16, 19, 22, 25},
+    {32, 35, 38, 41, 48, 51, 54, 57, 32, 35, 38, 41, 48, 51, 54, 57, 32, 35, 38, 41, 48, 51, 54, 57, 32, 35,
+     38, 41, 48, 51, 54, 57, 32, 35, 38, 41, 48, 51, 54, 57, 32, 35, 38, 41, 48, 51, 54, 57, 32, 35, 38, 41,
+     48, 51, 54, 57, 32, 35, 38, 41, 48, 51, 54, 57}};
 /* vpermb tables: byte k is the magnitude of level index k mod 4 (IQ2) or mod 8 (IQ3),
  * as QUANT_IQ2_LEVELS and QUANT_IQ3XXS_LEVELS list them (test_quant checks the kernels
  * against the scalar decoders, which read those macros). */
@@ -269,7 +299,6 @@ INLINE xxs_grid xxs_grid_new(const int three)
     const uint16_t *packed = three ? quant_grid_iq3xxs_packed : quant_grid_iq2xxs_packed;
     UNROLL8 for (int k = 0; k < 8; k++)
         G.tab[k] = _mm512_loadu_si512(packed + 32 * k);
-    G.spread = _mm512_load_si512(xxs_spread[three]);
     G.level = _mm512_load_si512(xxs_level[three]);
     G.sign[0] = _mm512_load_si512(xxs_sign_mask);
     G.sign[1] = _mm512_load_si512(xxs_sign_mask + 64);
@@ -288,45 +317,25 @@ INLINE __m512i xxs_lookup(const xxs_grid *G, __m512i idx)
     return _mm512_mask_blend_epi16(b7, _mm512_mask_blend_epi16(b6, r0, r1), _mm512_mask_blend_epi16(b6, r2, r3));
 }
 
-/* vpermw indices that put each packed entry at the bottom of the qword (IQ2_XXS: group
- * g of 64 weights is entries 8g..8g+7) or dword (IQ3_XXS: entries 16g..16g+15 of a
- * half's 32) that vpmultishiftqb spreads to its weights' bytes; the other words are
- * don't-cares, as are the bits above an entry (the level tables read the low 2 or 3). */
-static const int16_t xxs_place2[4][32] __attribute__((aligned(64))) = {
-    {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
-    {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11, 12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15},
-    {16, 16, 16, 16, 17, 17, 17, 17, 18, 18, 18, 18, 19, 19, 19, 19, 20, 20, 20, 20, 21, 21, 21, 21, 22, 22, 22, 22, 23, 23, 23, 23},
-    {24, 24, 24, 24, 25, 25, 25, 25, 26, 26, 26, 26, 27, 27, 27, 27, 28, 28, 28, 28, 29, 29, 29, 29, 30, 30, 30, 30, 31, 31, 31, 31}};
-static const int16_t xxs_place3[2][32] __attribute__((aligned(64))) = {
-    {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15},
-    {16, 16, 17, 17, 18, 18, 19, 19, 20, 20, 21, 21, 22, 22, 23, 23, 24, 24, 25, 25, 26, 26, 27, 27, 28, 28, 29, 29, 30, 30, 31, 31}};
-
 /* The magnitudes of a 256-block's weights, 64 per register, in weight order; q is the
  * block's first 64 bytes of qs. */
 INLINE void xxs_grid_block(const int three, const xxs_grid *G, __m512i q, __m512i grid[4])
 {
+    const __mmask64 low_bytes = 0x5555555555555555ull;
     if (three) {
-        /* 64 index bytes: entry k covers weights 4k..4k+3 */
         UNROLL for (int h = 0; h < 2; h++) {
-            const __m512i ent = xxs_lookup(G, _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(q, h)));
+            const __m512i ent =
+                xxs_lookup(G, _mm512_maskz_permutexvar_epi8(low_bytes, _mm512_load_si512(xxs_order3[h]), q));
             UNROLL for (int e = 0; e < 2; e++)
                 grid[2 * h + e] = _mm512_permutexvar_epi8(
-                    _mm512_multishift_epi64_epi8(
-                        G->spread, _mm512_permutexvar_epi16(_mm512_load_si512(xxs_place3[e]), ent)),
-                    G->level);
+                    _mm512_multishift_epi64_epi8(_mm512_load_si512(xxs_spread3[e]), ent), G->level);
         }
         return;
     }
-    /* sub-block ib is 8 bytes: 4 index bytes, then its signs and scale; word 4ib + l of
-     * the index vector is index byte l of sub-block ib (entry covers weights 8(4ib+l)..) */
-    const __m512i pick = _mm512_set_epi8(0, 59, 0, 58, 0, 57, 0, 56, 0, 51, 0, 50, 0, 49, 0, 48, 0, 43, 0, 42, 0, 41,
-                                         0, 40, 0, 35, 0, 34, 0, 33, 0, 32, 0, 27, 0, 26, 0, 25, 0, 24, 0, 19, 0, 18,
-                                         0, 17, 0, 16, 0, 11, 0, 10, 0, 9, 0, 8, 0, 3, 0, 2, 0, 1, 0, 0);
-    const __m512i ent = xxs_lookup(G, _mm512_maskz_permutexvar_epi8(0x5555555555555555ull, pick, q));
+    const __m512i ent = xxs_lookup(G, _mm512_maskz_permutexvar_epi8(low_bytes, _mm512_load_si512(xxs_order2), q));
     UNROLL for (int g = 0; g < 4; g++)
-        grid[g] = _mm512_permutexvar_epi8(
-            _mm512_multishift_epi64_epi8(G->spread, _mm512_permutexvar_epi16(_mm512_load_si512(xxs_place2[g]), ent)),
-            G->level);
+        grid[g] = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(_mm512_load_si512(xxs_spread2[g]), ent),
+                                          G->level);
 }
 
 /* IQ2_XXS (three = 0): qs is 8 words [4 grid indices][signs, scale] per sub-block;
