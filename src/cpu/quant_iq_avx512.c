@@ -343,12 +343,12 @@ INLINE void xxs_grid_block(const int three, const xxs_grid *G, __m512i q, __m512
 INLINE void xxs_kernel(const int three, int64_t n, const int R, const int C, const char *w, size_t ws,
                        const char *a, size_t as, float *out, size_t os)
 {
-    if (C == 1 && R > 1) {
-        /* a decode tile shares nothing between its rows (each negates the activations
-         * under its own signs), and the grid's tables leave too few registers for four
-         * accumulators: one row at a time keeps them all in registers */
+    if (R > 1) {
+        /* the rows of a tile share nothing (each decodes its own grid rows and negates the
+         * activations under its own signs), and the grid's tables leave too few
+         * registers for R x C accumulators: one row at a time keeps them in registers */
         UNROLL for (int r = 0; r < R; r++)
-            xxs_kernel(three, n, 1, 1, w + (size_t)r * ws, 0, a, 0, out + r, 0);
+            xxs_kernel(three, n, 1, C, w + (size_t)r * ws, 0, a, as, out + r, os);
         return;
     }
     const int64_t nb = n / QK_K;
