@@ -344,8 +344,7 @@ static void dequant_iq2_xxs(const void *src, float *dst, int64_t n)
     sb_dequant(DEC_IQ2_XXS, NULL, sizeof(block_iq2_xxs), src, dst, n);
 }
 SB_TYPE(iq3_xxs, T_IQ3_XXS, DEC_IQ3_XXS, block_iq3_xxs)
-#define SB_SCALAR(name, T, block) SB_TYPE(name, T, DEC_SCALAR, block)
-SB_SCALAR_TYPES(SB_SCALAR)
+SB_DECODED_TYPES(SB_TYPE)
 
 void quant_iq_avx2_fill(quant_kernels *k)
 {
@@ -359,8 +358,8 @@ void quant_iq_avx2_fill(quant_kernels *k)
     SET(T_TQ2_0, tq2_0)
     SET(T_IQ2_XXS, iq2_xxs)
     SET(T_IQ3_XXS, iq3_xxs)
-#define SET_SB(name, T, block) SET(T, name)
-    SB_SCALAR_TYPES(SET_SB)
+#define SET_SB(name, T, kind, block) SET(T, name)
+    SB_DECODED_TYPES(SET_SB)
 #undef SET_SB
 #undef SET
 }

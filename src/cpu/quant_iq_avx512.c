@@ -479,8 +479,7 @@ INLINE void sb_kernel(const int kind, quant_sdecode_fn f, const size_t bb, int64
     DEFINE_TILE_AND_DOT(name, name##_kernel)
 
 SB_TYPE(tq2_0, T_TQ2_0, DEC_TQ2_0, block_tq2_0)
-#define SB_SCALAR(name, T, block) SB_TYPE(name, T, DEC_SCALAR, block)
-SB_SCALAR_TYPES(SB_SCALAR)
+SB_DECODED_TYPES(SB_TYPE)
 
 /* Dequantization stays with the AVX2 entries (it is the embedding lookup, one row a
  * token, and bit-exact there). */
@@ -495,8 +494,8 @@ void quant_iq_avx512_fill(quant_kernels *k)
     SET(T_TQ2_0, tq2_0)
     SET(T_IQ2_XXS, iq2_xxs)
     SET(T_IQ3_XXS, iq3_xxs)
-#define SET_SB(name, T, block) SET(T, name)
-    SB_SCALAR_TYPES(SET_SB)
+#define SET_SB(name, T, kind, block) SET(T, name)
+    SB_DECODED_TYPES(SET_SB)
 #undef SET_SB
 #undef SET
 }

@@ -37,15 +37,15 @@ INLINE __m256i nl4_codes(const int mx, const uint8_t *x)
                             _mm256_set1_epi8(0x0F));
 }
 
-/* The types that go through their scalar decoder into quant_sblock in both files:
- * X(name, type id, block struct). */
-#define SB_SCALAR_TYPES(X)                  \
-    X(tq1_0, T_TQ1_0, block_tq1_0)          \
-    X(iq3_s, T_IQ3_S, block_iq3_s)          \
-    X(iq2_xs, T_IQ2_XS, block_iq2_xs)       \
-    X(iq2_s, T_IQ2_S, block_iq2_s)          \
-    X(iq1_s, T_IQ1_S, block_iq1_s)          \
-    X(iq1_m, T_IQ1_M, block_iq1_m)
+/* The types that decode a block into quant_sblock and multiply that, in both files:
+ * X(name, type id, decoder kind, block struct). */
+#define SB_DECODED_TYPES(X)                          \
+    X(tq1_0, T_TQ1_0, DEC_SCALAR, block_tq1_0)       \
+    X(iq3_s, T_IQ3_S, DEC_IQ3_S, block_iq3_s)        \
+    X(iq2_xs, T_IQ2_XS, DEC_IQ2_XS, block_iq2_xs)    \
+    X(iq2_s, T_IQ2_S, DEC_IQ2_S, block_iq2_s)        \
+    X(iq1_s, T_IQ1_S, DEC_IQ1_S, block_iq1_s)        \
+    X(iq1_m, T_IQ1_M, DEC_IQ1_M, block_iq1_m)
 
 /* ---- IQ4_XS in registers (the dedicated kernels of both files) ---- */
 
@@ -176,6 +176,120 @@ INLINE void dec_iq3_xxs(const void *blk, sblock32 *o)
     }
 }
 
+/* The 32 sign masks of four sign bytes (bit j of byte l: element 8l + j negative), for
+ * the types that store their signs explicitly (IQ2_S, IQ3_S). */
+INLINE __m256i sign_bits4(uint32_t b4)
+{
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2,
+                                            3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i t = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)b4), spread), bit);
+    return _mm256_cmpeq_epi8(t, bit);
+}
+
+/* IQ2_XS: per 8 elements a 16-bit word of a 9-bit grid index and a 7-bit sign index;
+ * two 4-bit scales per 32. */
+INLINE void dec_iq2_xs(const void *blk, sblock32 *o)
+{
+    const block_iq2_xs *x = blk;
+    o->d = _cvtsh_ss(x->d) * 0.125f;
+    const uint8_t (*grid)[8] = (const uint8_t(*)[8])quant_grid_iq2xs;
+    const uint8_t (*sign)[8] = (const uint8_t(*)[8])quant_sign_bytes;
+    UNROLL8 for (int ib = 0; ib < 8; ib++) {
+        const uint16_t *v = x->qs + 4 * ib;
+        __m256i g = rows4(grid, v[0] & 511u, v[1] & 511u, v[2] & 511u, v[3] & 511u);
+        __m256i sg = rows4(sign, v[0] >> 9, v[1] >> 9, v[2] >> 9, v[3] >> 9);
+        _mm256_store_si256((__m256i *)(o->q + 32 * ib), apply_signs(g, sg));
+        o->sc[2 * ib] = (int16_t)(2 * (x->scales[ib] & 15) + 1);
+        o->sc[2 * ib + 1] = (int16_t)(2 * (x->scales[ib] >> 4) + 1);
+    }
+}
+
+/* IQ2_S: 10-bit grid indices (a byte of qs and two bits of qh per 8 elements), the sign
+ * bytes after the 32 index bytes, two 4-bit scales per 32. */
+INLINE void dec_iq2_s(const void *blk, sblock32 *o)
+{
+    const block_iq2_s *x = blk;
+    o->d = _cvtsh_ss(x->d) * 0.125f;
+    const uint8_t (*grid)[8] = (const uint8_t(*)[8])quant_grid_iq2s;
+    UNROLL8 for (int ib = 0; ib < 8; ib++) {
+        const uint8_t *qs = x->qs + 4 * ib;
+        const unsigned qh = x->qh[ib];
+        __m256i g = rows4(grid, qs[0] | ((qh << 8) & 0x300), qs[1] | ((qh << 6) & 0x300), qs[2] | ((qh << 4) & 0x300),
+                          qs[3] | ((qh << 2) & 0x300));
+        _mm256_store_si256((__m256i *)(o->q + 32 * ib), apply_signs(g, sign_bits4(ld32(x->qs + 32 + 4 * ib))));
+        o->sc[2 * ib] = (int16_t)(2 * (x->scales[ib] & 15) + 1);
+        o->sc[2 * ib + 1] = (int16_t)(2 * (x->scales[ib] >> 4) + 1);
+    }
+}
+
+/* IQ3_S: 9-bit indices into a grid of 4-element rows (a byte of qs, a bit of qh each),
+ * explicit sign bytes, one 4-bit scale per 32. */
+INLINE void dec_iq3_s(const void *blk, sblock32 *o)
+{
+    const block_iq3_s *x = blk;
+    o->d = _cvtsh_ss(x->d);
+    UNROLL8 for (int ib = 0; ib < 8; ib++) {
+        const uint8_t *qs = x->qs + 8 * ib;
+        const unsigned qh = x->qh[ib];
+#define IQ3S_ROW(k) (int)ld32(quant_grid_iq3s[qs[k] | (((qh >> (k)) & 1) << 8)])
+        __m256i g = _mm256_setr_epi32(IQ3S_ROW(0), IQ3S_ROW(1), IQ3S_ROW(2), IQ3S_ROW(3), IQ3S_ROW(4), IQ3S_ROW(5),
+                                      IQ3S_ROW(6), IQ3S_ROW(7));
+#undef IQ3S_ROW
+        _mm256_store_si256((__m256i *)(o->q + 32 * ib), apply_signs(g, sign_bits4(ld32(x->signs + 4 * ib))));
+        o->sc[2 * ib] = o->sc[2 * ib + 1] = (int16_t)(2 * ((x->scales[ib / 2] >> (4 * (ib % 2))) & 15) + 1);
+    }
+}
+
+/* IQ1_S / IQ1_M values 8 g + delta: g from the signed grid (-1, 0, 1), delta = -1 or +1
+ * per 8 elements (a byte of 0xFF or 0x01 in each lane of delta). */
+INLINE __m256i iq1_values(__m256i g, __m256i delta)
+{
+    return _mm256_add_epi8(_mm256_sign_epi8(_mm256_set1_epi8(8), g), delta);
+}
+
+/* IQ1_S: per 32, four index bytes and a 16-bit word of four 3-bit index highs, a 3-bit
+ * scale and the sign of the offset. */
+INLINE void dec_iq1_s(const void *blk, sblock32 *o)
+{
+    const block_iq1_s *x = blk;
+    o->d = _cvtsh_ss(x->d) * 0.125f;
+    const uint8_t (*grid)[8] = (const uint8_t(*)[8])quant_grid_iq1s;
+    UNROLL8 for (int ib = 0; ib < 8; ib++) {
+        const uint8_t *qs = x->qs + 4 * ib;
+        const unsigned qh = x->qh[ib];
+        __m256i g = rows4(grid, qs[0] | ((qh & 7) << 8), qs[1] | (((qh >> 3) & 7) << 8),
+                          qs[2] | (((qh >> 6) & 7) << 8), qs[3] | (((qh >> 9) & 7) << 8));
+        __m256i delta = _mm256_set1_epi8(qh & 0x8000 ? -1 : 1);
+        _mm256_store_si256((__m256i *)(o->q + 32 * ib), iq1_values(g, delta));
+        o->sc[2 * ib] = o->sc[2 * ib + 1] = (int16_t)(2 * ((qh >> 12) & 7) + 1);
+    }
+}
+
+/* IQ1_M: a qh nibble per 8 elements (three index-high bits, the offset's sign in bit
+ * 3), 3-bit scales per 16 in four 16-bit words whose top nibbles make the f16 d. */
+INLINE void dec_iq1_m(const void *blk, sblock32 *o)
+{
+    const block_iq1_m *x = blk;
+    uint16_t sc[4];
+    memcpy(sc, x->scales, 8);
+    const uint16_t dh = (uint16_t)((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000));
+    o->d = _cvtsh_ss(dh) * 0.125f;
+    const uint8_t (*grid)[8] = (const uint8_t(*)[8])quant_grid_iq1s;
+    UNROLL8 for (int ib = 0; ib < 8; ib++) {
+        const uint8_t *qs = x->qs + 4 * ib;
+        const unsigned h0 = x->qh[2 * ib], h1 = x->qh[2 * ib + 1];
+        __m256i g = rows4(grid, qs[0] | ((h0 & 7) << 8), qs[1] | (((h0 >> 4) & 7) << 8), qs[2] | ((h1 & 7) << 8),
+                          qs[3] | (((h1 >> 4) & 7) << 8));
+        __m256i delta = _mm256_setr_epi64x(h0 & 0x08 ? -1ll : 0x0101010101010101ll, h0 & 0x80 ? -1ll : 0x0101010101010101ll,
+                                           h1 & 0x08 ? -1ll : 0x0101010101010101ll, h1 & 0x80 ? -1ll : 0x0101010101010101ll);
+        _mm256_store_si256((__m256i *)(o->q + 32 * ib), iq1_values(g, delta));
+        const unsigned w = sc[ib / 2] >> (6 * (ib % 2));
+        o->sc[2 * ib] = (int16_t)(2 * (w & 7) + 1);
+        o->sc[2 * ib + 1] = (int16_t)(2 * ((w >> 3) & 7) + 1);
+    }
+}
+
 /* The scalar decoders for the rest, through a copy into the aligned form. */
 INLINE void dec_scalar(quant_sdecode_fn f, const void *blk, sblock32 *o)
 {
@@ -186,7 +300,7 @@ INLINE void dec_scalar(quant_sdecode_fn f, const void *blk, sblock32 *o)
     o->d = s.d;
 }
 
-enum { DEC_IQ4_XS, DEC_TQ2_0, DEC_IQ2_XXS, DEC_IQ3_XXS, DEC_SCALAR };
+enum { DEC_IQ4_XS, DEC_TQ2_0, DEC_IQ2_XXS, DEC_IQ3_XXS, DEC_IQ2_XS, DEC_IQ2_S, DEC_IQ3_S, DEC_IQ1_S, DEC_IQ1_M, DEC_SCALAR };
 
 INLINE void decode(const int kind, quant_sdecode_fn f, const void *blk, sblock32 *o)
 {
@@ -195,6 +309,11 @@ INLINE void decode(const int kind, quant_sdecode_fn f, const void *blk, sblock32
     case DEC_TQ2_0: dec_tq2_0(blk, o); break;
     case DEC_IQ2_XXS: dec_iq2_xxs(blk, o); break;
     case DEC_IQ3_XXS: dec_iq3_xxs(blk, o); break;
+    case DEC_IQ2_XS: dec_iq2_xs(blk, o); break;
+    case DEC_IQ2_S: dec_iq2_s(blk, o); break;
+    case DEC_IQ3_S: dec_iq3_s(blk, o); break;
+    case DEC_IQ1_S: dec_iq1_s(blk, o); break;
+    case DEC_IQ1_M: dec_iq1_m(blk, o); break;
     default: dec_scalar(f, blk, o); break;
     }
 }
