@@ -419,6 +419,97 @@ INLINE void iq3_xxs_kernel(int64_t n, const int R, const int C, const char *w, s
 DEFINE_TILE_AND_DOT(iq2_xxs, iq2_xxs_kernel)
 DEFINE_TILE_AND_DOT(iq3_xxs, iq3_xxs_kernel)
 
+/* ================= IQ2_XS against Q8_K ================= */
+
+/* IQ2_XS: per 8 weights a 16-bit word of a 9-bit grid index and a 7-bit sign index, two
+ * 4-bit scales per 32. The IQ2_XXS kernel's plan with a 512-entry grid: the words are
+ * put in the order the field spread wants (word 4j + g: group 8g + j) and looked up in
+ * eight pairs of 64 entries, the pair chosen by three blends on index bits 6-8; the
+ * grid's fields are IQ2_XXS's (levels 8, 25, 43). Each 64 weights' 16 lanes of 4-sums
+ * take the scales of their 16-weight runs through vpdpwssd on the sums themselves (an
+ * int32 sum of at most 4 * 43 * 127 is its own low int16 word; the scale's high word is
+ * zero). */
+static const int16_t xs_order[32] __attribute__((aligned(64))) = {
+    0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27, 4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31};
+/* the sign-mask bytes, found at byte 8m + l (group 4m + l), to byte 4m + l */
+static const uint8_t xs_signs_compact[64] __attribute__((aligned(64))) = {
+    0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27, 32, 33, 34, 35, 40, 41, 42, 43, 48, 49, 50, 51, 56, 57, 58, 59, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+
+INLINE void iq2_xs_grid_kernel(int64_t n, const int R, const int C, const char *w, size_t ws, const char *a, size_t as,
+                          float *out, size_t os)
+{
+    if (R > 1) { /* as xxs_kernel: one weight row at a time keeps the accumulators in registers */
+        UNROLL for (int r = 0; r < R; r++)
+            iq2_xs_grid_kernel(n, 1, C, w + (size_t)r * ws, 0, a, as, out + r, os);
+        return;
+    }
+    const int64_t nb = n / QK_K;
+    const __m512i level = _mm512_load_si512(xxs_level[0]);
+    const __m512i sign_lo = _mm512_load_si512(xxs_sign_mask), sign_hi = _mm512_load_si512(xxs_sign_mask + 64);
+    /* byte 0 of a qword: bits 9, 25, 41, 57 (the sign fields of its four words) */
+    const __m512i sign_fields = _mm512_set1_epi64(0x3929190939291909ll);
+    ZERO_ACC(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        const block_iq2_xs *x = (const block_iq2_xs *)w + b;
+        prefetch_ahead(C, x, (int)sizeof *x);
+        const __m512i q = _mm512_loadu_si512(x->qs);
+        /* grid entries */
+        const __m512i idx = _mm512_permutexvar_epi16(_mm512_load_si512(xs_order), q);
+        const uint16_t *T = quant_grid_iq2xs_packed;
+        __m512i r[8];
+        UNROLL8 for (int p = 0; p < 8; p++)
+            r[p] = _mm512_permutex2var_epi16(_mm512_loadu_si512(T + 64 * p), idx, _mm512_loadu_si512(T + 64 * p + 32));
+        const __mmask32 b6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x40));
+        const __mmask32 b7 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x80));
+        const __mmask32 b8 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x100));
+        const __m512i lo = _mm512_mask_blend_epi16(b7, _mm512_mask_blend_epi16(b6, r[0], r[1]),
+                                                   _mm512_mask_blend_epi16(b6, r[2], r[3]));
+        const __m512i hi = _mm512_mask_blend_epi16(b7, _mm512_mask_blend_epi16(b6, r[4], r[5]),
+                                                   _mm512_mask_blend_epi16(b6, r[6], r[7]));
+        const __m512i ent = _mm512_mask_blend_epi16(b8, lo, hi);
+        __m512i grid[4];
+        UNROLL for (int g = 0; g < 4; g++)
+            grid[g] = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(_mm512_load_si512(xxs_spread2[g]), ent),
+                                              level);
+        /* sign masks, a 64-bit mask per 64 weights */
+        const __m512i sm = _mm512_permutex2var_epi8(sign_lo, _mm512_multishift_epi64_epi8(sign_fields, q), sign_hi);
+        uint64_t sg[4];
+        _mm256_storeu_si256((__m256i *)sg,
+                            _mm512_castsi512_si256(_mm512_permutexvar_epi8(_mm512_load_si512(xs_signs_compact), sm)));
+        /* scales: lane k of 64-weight group g takes nibble 4g + k/4 (low nibble of byte i
+         * = run 2i), as 2s + 1 in the low word of its dword */
+        uint64_t s64;
+        memcpy(&s64, x->scales, 8);
+        const __m512i sv = _mm512_set1_epi64((long long)s64);
+        __m512i scl[4];
+        UNROLL for (int g = 0; g < 4; g++) {
+            /* bytes 0 and 4 of qword m: nibble 4g + m/2, at bit 16g + 4(m/2) */
+            const __m512i ctl = _mm512_set_epi64((16 * g + 12) * 0x0000000100000001ll,
+                                                 (16 * g + 12) * 0x0000000100000001ll,
+                                                 (16 * g + 8) * 0x0000000100000001ll,
+                                                 (16 * g + 8) * 0x0000000100000001ll,
+                                                 (16 * g + 4) * 0x0000000100000001ll,
+                                                 (16 * g + 4) * 0x0000000100000001ll,
+                                                 (16 * g) * 0x0000000100000001ll, (16 * g) * 0x0000000100000001ll);
+            const __m512i v = _mm512_and_si512(_mm512_multishift_epi64_epi8(ctl, sv), _mm512_set1_epi32(15));
+            scl[g] = _mm512_or_si512(_mm512_add_epi32(v, v), _mm512_set1_epi32(1));
+        }
+        const float d = _cvtsh_ss(x->d) * 0.125f;
+        UNROLL for (int c = 0; c < C; c++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)c * as) + b;
+            __m512i isum = _mm512_setzero_si512();
+            UNROLL for (int g = 0; g < 4; g++) {
+                __m512i av = _mm512_loadu_si512(y->qs + 64 * g);
+                av = _mm512_mask_sub_epi8(av, _cvtu64_mask64(sg[g]), _mm512_setzero_si512(), av);
+                isum = _mm512_dpwssd_epi32(isum, _mm512_dpbusd_epi32(_mm512_setzero_si512(), grid[g], av), scl[g]);
+            }
+            acc[0][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * y->d), acc[0][c]);
+        }
+    }
+    store_tile(R, C, acc, out, os);
+}
+DEFINE_TILE_AND_DOT(iq2_xs_grid, iq2_xs_grid_kernel)
+
 /* ================= the quant_sblock types against Q8_K ================= */
 
 INLINE void sb_kernel(const int kind, quant_sdecode_fn f, const size_t bb, int64_t n, const int R,
@@ -497,5 +588,6 @@ void quant_iq_avx512_fill(quant_kernels *k)
 #define SET_SB(name, T, kind, block) SET(T, name)
     SB_DECODED_TYPES(SET_SB)
 #undef SET_SB
+    SET(T_IQ2_XS, iq2_xs_grid) /* over the block-decoded one */
 #undef SET
 }

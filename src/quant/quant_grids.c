@@ -7,7 +7,7 @@
 #include "quant_impl.h"
 
 const uint16_t quant_grid_iq2xxs_packed[QUANT_GRID_IQ2XXS_N] = {QUANT_GRID_IQ2XXS};
-static const uint16_t packed_iq2xs[QUANT_GRID_IQ2XS_N] = {QUANT_GRID_IQ2XS};
+const uint16_t quant_grid_iq2xs_packed[QUANT_GRID_IQ2XS_N] = {QUANT_GRID_IQ2XS};
 static const uint16_t packed_iq2s[QUANT_GRID_IQ2S_N] = {QUANT_GRID_IQ2S};
 const uint16_t quant_grid_iq3xxs_packed[QUANT_GRID_IQ3XXS_N] = {QUANT_GRID_IQ3XXS};
 static const uint16_t packed_iq3s[QUANT_GRID_IQ3S_N] = {QUANT_GRID_IQ3S};
@@ -39,7 +39,7 @@ void quant_grids_init(void)
     static const int iq2[3] = QUANT_IQ2_LEVELS, iq3xxs[8] = QUANT_IQ3XXS_LEVELS;
     static const int iq1[3] = {-1, 0, 1};
     expand8(quant_grid_iq2xxs_packed, 256, iq2, quant_grid_iq2xxs);
-    expand8(packed_iq2xs, 512, iq2, quant_grid_iq2xs);
+    expand8(quant_grid_iq2xs_packed, 512, iq2, quant_grid_iq2xs);
     expand8(packed_iq2s, 1024, iq2, quant_grid_iq2s);
     expand8(packed_iq1s, 2048, iq1, (uint8_t (*)[8])quant_grid_iq1s);
     for (int i = 0; i < 256; i++)
