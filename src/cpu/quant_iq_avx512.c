@@ -5,9 +5,10 @@
  *   through the 256-bit form of the same arithmetic); the codes are looked up with one
  *   vpshufb, and vpdpbusd multiplies |w| by the activations carrying w's sign and sums
  *   each 4 products, so a block's 8 partial sums need no separate widening step.
- * - IQ4_XS, IQ2_XXS and IQ3_XXS have kernels in Q4_K's mould: nothing is decoded to
- *   memory, codes and grid rows go straight into registers and the scales of a block
- *   are unpacked in registers.
+ * - IQ4_XS, IQ2_XXS, IQ3_XXS and IQ2_XS have kernels in Q4_K's mould: nothing is
+ *   decoded to memory, codes and grid rows go straight into registers (the grids of
+ *   the last three are looked up in registers) and the scales of a block are unpacked
+ *   in registers.
  * - The other Q8_K types decode a block to quant_sblock (quant_iq_dec.h) and multiply
  *   64 elements per instruction; the scale of each 16 reaches its lanes through one
  *   vpermw per 64 elements, shared by every activation row of the tile.
