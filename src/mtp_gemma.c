@@ -97,7 +97,7 @@ static void forget_from(assistant *x, int seq, int pos)
 static int as_draft(mtp_drafter *d, int seq, int32_t last, int pos, int n_max, float p_min, int32_t *out,
                     float *margin, bool flash, llmfs_error *err)
 {
-    (void)p_min; /* the assistant drafts its chain whole, as before p_min applied to MTP */
+    (void)p_min; /* the assistant's drafts carry no probability to cut on (mtp.h) */
     assistant *x = impl(d);
     const kv_cache *kv = *x->target_kv;
     if (seq < 0 || seq >= x->n_seq || pos < 1 || n_max <= 0 || !kv || kv->seq_len[seq] != pos)

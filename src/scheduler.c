@@ -379,8 +379,7 @@ static void draft_step(sched *sc)
              * ones before it); a failure only costs this step's drafts */
             llmfs_error err = {0};
             int k = mtp_draft(m->mtp, s->slot, s->toks[s->n_toks - 1], s->n_toks - 1, e->spec_max,
-                              ms->spec_draft_p_min, out, NULL,
-                              ms->flash_attn, &err);
+                              ms->spec_draft_p_min, out, NULL, ms->flash_attn, &err);
             e->n_draft = k > 0 ? k : 0;
             continue;
         }

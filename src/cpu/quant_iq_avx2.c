@@ -344,6 +344,7 @@ static void dequant_iq2_xxs(const void *src, float *dst, int64_t n)
     sb_dequant(DEC_IQ2_XXS, NULL, sizeof(block_iq2_xxs), src, dst, n);
 }
 SB_TYPE(iq3_xxs, T_IQ3_XXS, DEC_IQ3_XXS, block_iq3_xxs)
+SB_TYPE(iq2_xs, T_IQ2_XS, DEC_IQ2_XS, block_iq2_xs)
 SB_DECODED_TYPES(SB_TYPE)
 
 void quant_iq_avx2_fill(quant_kernels *k)
@@ -358,6 +359,7 @@ void quant_iq_avx2_fill(quant_kernels *k)
     SET(T_TQ2_0, tq2_0)
     SET(T_IQ2_XXS, iq2_xxs)
     SET(T_IQ3_XXS, iq3_xxs)
+    SET(T_IQ2_XS, iq2_xs)
 #define SET_SB(name, T, kind, block) SET(T, name)
     SB_DECODED_TYPES(SET_SB)
 #undef SET_SB

@@ -306,16 +306,23 @@ INLINE xxs_grid xxs_grid_new(const int three)
     return G;
 }
 
-/* The packed entries of 32 indices (one per 16-bit word, 0..255). */
-INLINE __m512i xxs_lookup(const xxs_grid *G, __m512i idx)
+/* The packed entries of 32 indices (one per 16-bit word) in a grid of 64 * n_pairs
+ * entries held 32 to a register: vpermi2w looks every index up in each pair of
+ * registers (index bits 0-5), then blends by bits 6, 7 (and 8) pick the pair. */
+INLINE __m512i grid_lookup(const __m512i *tab, const int n_pairs, __m512i idx)
 {
-    const __m512i r0 = _mm512_permutex2var_epi16(G->tab[0], idx, G->tab[1]);
-    const __m512i r1 = _mm512_permutex2var_epi16(G->tab[2], idx, G->tab[3]);
-    const __m512i r2 = _mm512_permutex2var_epi16(G->tab[4], idx, G->tab[5]);
-    const __m512i r3 = _mm512_permutex2var_epi16(G->tab[6], idx, G->tab[7]);
+    __m512i r[8];
+    UNROLL8 for (int p = 0; p < n_pairs; p++)
+        r[p] = _mm512_permutex2var_epi16(tab[2 * p], idx, tab[2 * p + 1]);
     const __mmask32 b6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x40));
     const __mmask32 b7 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x80));
-    return _mm512_mask_blend_epi16(b7, _mm512_mask_blend_epi16(b6, r0, r1), _mm512_mask_blend_epi16(b6, r2, r3));
+    UNROLL for (int i = 0; i < n_pairs / 2; i++)
+        r[i] = _mm512_mask_blend_epi16(b6, r[2 * i], r[2 * i + 1]);
+    UNROLL for (int i = 0; i < n_pairs / 4; i++)
+        r[i] = _mm512_mask_blend_epi16(b7, r[2 * i], r[2 * i + 1]);
+    if (n_pairs == 8)
+        r[0] = _mm512_mask_blend_epi16(_mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x100)), r[0], r[1]);
+    return r[0];
 }
 
 /* The magnitudes of a 256-block's weights, 64 per register, in weight order; q is the
@@ -326,14 +333,14 @@ INLINE void xxs_grid_block(const int three, const xxs_grid *G, __m512i q, __m512
     if (three) {
         UNROLL for (int h = 0; h < 2; h++) {
             const __m512i ent =
-                xxs_lookup(G, _mm512_maskz_permutexvar_epi8(low_bytes, _mm512_load_si512(xxs_order3[h]), q));
+                grid_lookup(G->tab, 4, _mm512_maskz_permutexvar_epi8(low_bytes, _mm512_load_si512(xxs_order3[h]), q));
             UNROLL for (int e = 0; e < 2; e++)
                 grid[2 * h + e] = _mm512_permutexvar_epi8(
                     _mm512_multishift_epi64_epi8(_mm512_load_si512(xxs_spread3[e]), ent), G->level);
         }
         return;
     }
-    const __m512i ent = xxs_lookup(G, _mm512_maskz_permutexvar_epi8(low_bytes, _mm512_load_si512(xxs_order2), q));
+    const __m512i ent = grid_lookup(G->tab, 4, _mm512_maskz_permutexvar_epi8(low_bytes, _mm512_load_si512(xxs_order2), q));
     UNROLL for (int g = 0; g < 4; g++)
         grid[g] = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(_mm512_load_si512(xxs_spread2[g]), ent),
                                           G->level);
@@ -432,16 +439,24 @@ DEFINE_TILE_AND_DOT(iq3_xxs, iq3_xxs_kernel)
  * zero). */
 static const int16_t xs_order[32] __attribute__((aligned(64))) = {
     0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27, 4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31};
+/* vpmultishiftqb controls for the scales: dword k of 64-weight group g takes nibble
+ * 4g + k/4 (the low nibble of scale byte i is run 2i), at bit 16g + 4(k/4); the bytes
+ * above it are masked off */
+static const uint8_t xs_scale_spread[4][64] __attribute__((aligned(64))) = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 8, 0, 0, 0, 8, 0, 0, 0, 8, 0, 0, 0, 8, 0, 0, 0, 12, 0, 0, 0, 12, 0, 0, 0, 12, 0, 0, 0, 12, 0, 0, 0},
+    {16, 0, 0, 0, 16, 0, 0, 0, 16, 0, 0, 0, 16, 0, 0, 0, 20, 0, 0, 0, 20, 0, 0, 0, 20, 0, 0, 0, 20, 0, 0, 0, 24, 0, 0, 0, 24, 0, 0, 0, 24, 0, 0, 0, 24, 0, 0, 0, 28, 0, 0, 0, 28, 0, 0, 0, 28, 0, 0, 0, 28, 0, 0, 0},
+    {32, 0, 0, 0, 32, 0, 0, 0, 32, 0, 0, 0, 32, 0, 0, 0, 36, 0, 0, 0, 36, 0, 0, 0, 36, 0, 0, 0, 36, 0, 0, 0, 40, 0, 0, 0, 40, 0, 0, 0, 40, 0, 0, 0, 40, 0, 0, 0, 44, 0, 0, 0, 44, 0, 0, 0, 44, 0, 0, 0, 44, 0, 0, 0},
+    {48, 0, 0, 0, 48, 0, 0, 0, 48, 0, 0, 0, 48, 0, 0, 0, 52, 0, 0, 0, 52, 0, 0, 0, 52, 0, 0, 0, 52, 0, 0, 0, 56, 0, 0, 0, 56, 0, 0, 0, 56, 0, 0, 0, 56, 0, 0, 0, 60, 0, 0, 0, 60, 0, 0, 0, 60, 0, 0, 0, 60, 0, 0, 0}};
 /* the sign-mask bytes, found at byte 8m + l (group 4m + l), to byte 4m + l */
 static const uint8_t xs_signs_compact[64] __attribute__((aligned(64))) = {
     0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27, 32, 33, 34, 35, 40, 41, 42, 43, 48, 49, 50, 51, 56, 57, 58, 59, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 
-INLINE void iq2_xs_grid_kernel(int64_t n, const int R, const int C, const char *w, size_t ws, const char *a, size_t as,
-                          float *out, size_t os)
+INLINE void iq2_xs_kernel(int64_t n, const int R, const int C, const char *w, size_t ws, const char *a,
+                          size_t as, float *out, size_t os)
 {
     if (R > 1) { /* as xxs_kernel: one weight row at a time keeps the accumulators in registers */
         UNROLL for (int r = 0; r < R; r++)
-            iq2_xs_grid_kernel(n, 1, C, w + (size_t)r * ws, 0, a, as, out + r, os);
+            iq2_xs_kernel(n, 1, C, w + (size_t)r * ws, 0, a, as, out + r, os);
         return;
     }
     const int64_t nb = n / QK_K;
@@ -456,18 +471,9 @@ INLINE void iq2_xs_grid_kernel(int64_t n, const int R, const int C, const char *
         const __m512i q = _mm512_loadu_si512(x->qs);
         /* grid entries */
         const __m512i idx = _mm512_permutexvar_epi16(_mm512_load_si512(xs_order), q);
-        const uint16_t *T = quant_grid_iq2xs_packed;
-        __m512i r[8];
-        UNROLL8 for (int p = 0; p < 8; p++)
-            r[p] = _mm512_permutex2var_epi16(_mm512_loadu_si512(T + 64 * p), idx, _mm512_loadu_si512(T + 64 * p + 32));
-        const __mmask32 b6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x40));
-        const __mmask32 b7 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x80));
-        const __mmask32 b8 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x100));
-        const __m512i lo = _mm512_mask_blend_epi16(b7, _mm512_mask_blend_epi16(b6, r[0], r[1]),
-                                                   _mm512_mask_blend_epi16(b6, r[2], r[3]));
-        const __m512i hi = _mm512_mask_blend_epi16(b7, _mm512_mask_blend_epi16(b6, r[4], r[5]),
-                                                   _mm512_mask_blend_epi16(b6, r[6], r[7]));
-        const __m512i ent = _mm512_mask_blend_epi16(b8, lo, hi);
+        /* 16 registers of table: read from memory by each lookup (held across the
+         * loop, they would spill beside the accumulators) */
+        const __m512i ent = grid_lookup((const __m512i *)quant_grid_iq2xs_packed, 8, idx);
         __m512i grid[4];
         UNROLL for (int g = 0; g < 4; g++)
             grid[g] = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(_mm512_load_si512(xxs_spread2[g]), ent),
@@ -477,22 +483,14 @@ INLINE void iq2_xs_grid_kernel(int64_t n, const int R, const int C, const char *
         uint64_t sg[4];
         _mm256_storeu_si256((__m256i *)sg,
                             _mm512_castsi512_si256(_mm512_permutexvar_epi8(_mm512_load_si512(xs_signs_compact), sm)));
-        /* scales: lane k of 64-weight group g takes nibble 4g + k/4 (low nibble of byte i
-         * = run 2i), as 2s + 1 in the low word of its dword */
+        /* scales, 2s + 1 in the low word of each dword lane */
         uint64_t s64;
         memcpy(&s64, x->scales, 8);
         const __m512i sv = _mm512_set1_epi64((long long)s64);
         __m512i scl[4];
         UNROLL for (int g = 0; g < 4; g++) {
-            /* bytes 0 and 4 of qword m: nibble 4g + m/2, at bit 16g + 4(m/2) */
-            const __m512i ctl = _mm512_set_epi64((16 * g + 12) * 0x0000000100000001ll,
-                                                 (16 * g + 12) * 0x0000000100000001ll,
-                                                 (16 * g + 8) * 0x0000000100000001ll,
-                                                 (16 * g + 8) * 0x0000000100000001ll,
-                                                 (16 * g + 4) * 0x0000000100000001ll,
-                                                 (16 * g + 4) * 0x0000000100000001ll,
-                                                 (16 * g) * 0x0000000100000001ll, (16 * g) * 0x0000000100000001ll);
-            const __m512i v = _mm512_and_si512(_mm512_multishift_epi64_epi8(ctl, sv), _mm512_set1_epi32(15));
+            const __m512i v = _mm512_and_si512(_mm512_multishift_epi64_epi8(_mm512_load_si512(xs_scale_spread[g]), sv),
+                                               _mm512_set1_epi32(15));
             scl[g] = _mm512_or_si512(_mm512_add_epi32(v, v), _mm512_set1_epi32(1));
         }
         const float d = _cvtsh_ss(x->d) * 0.125f;
@@ -509,7 +507,7 @@ INLINE void iq2_xs_grid_kernel(int64_t n, const int R, const int C, const char *
     }
     store_tile(R, C, acc, out, os);
 }
-DEFINE_TILE_AND_DOT(iq2_xs_grid, iq2_xs_grid_kernel)
+DEFINE_TILE_AND_DOT(iq2_xs, iq2_xs_kernel)
 
 /* ================= the quant_sblock types against Q8_K ================= */
 
@@ -589,6 +587,6 @@ void quant_iq_avx512_fill(quant_kernels *k)
 #define SET_SB(name, T, kind, block) SET(T, name)
     SB_DECODED_TYPES(SET_SB)
 #undef SET_SB
-    SET(T_IQ2_XS, iq2_xs_grid) /* over the block-decoded one */
+    SET(T_IQ2_XS, iq2_xs)
 #undef SET
 }

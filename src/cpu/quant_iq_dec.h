@@ -38,11 +38,11 @@ INLINE __m256i nl4_codes(const int mx, const uint8_t *x)
 }
 
 /* The types that decode a block into quant_sblock and multiply that, in both files:
- * X(name, type id, decoder kind, block struct). */
+ * X(name, type id, decoder kind, block struct). IQ2_XS does so in the AVX2 file only
+ * (AVX-512 has a kernel of its own). */
 #define SB_DECODED_TYPES(X)                          \
     X(tq1_0, T_TQ1_0, DEC_SCALAR, block_tq1_0)       \
     X(iq3_s, T_IQ3_S, DEC_IQ3_S, block_iq3_s)        \
-    X(iq2_xs, T_IQ2_XS, DEC_IQ2_XS, block_iq2_xs)    \
     X(iq2_s, T_IQ2_S, DEC_IQ2_S, block_iq2_s)        \
     X(iq1_s, T_IQ1_S, DEC_IQ1_S, block_iq1_s)        \
     X(iq1_m, T_IQ1_M, DEC_IQ1_M, block_iq1_m)

@@ -6,10 +6,10 @@
 #include "quant_grids.h"
 #include "quant_impl.h"
 
-const uint16_t quant_grid_iq2xxs_packed[QUANT_GRID_IQ2XXS_N] = {QUANT_GRID_IQ2XXS};
-const uint16_t quant_grid_iq2xs_packed[QUANT_GRID_IQ2XS_N] = {QUANT_GRID_IQ2XS};
+const uint16_t quant_grid_iq2xxs_packed[QUANT_GRID_IQ2XXS_N] __attribute__((aligned(64))) = {QUANT_GRID_IQ2XXS};
+const uint16_t quant_grid_iq2xs_packed[QUANT_GRID_IQ2XS_N] __attribute__((aligned(64))) = {QUANT_GRID_IQ2XS};
 static const uint16_t packed_iq2s[QUANT_GRID_IQ2S_N] = {QUANT_GRID_IQ2S};
-const uint16_t quant_grid_iq3xxs_packed[QUANT_GRID_IQ3XXS_N] = {QUANT_GRID_IQ3XXS};
+const uint16_t quant_grid_iq3xxs_packed[QUANT_GRID_IQ3XXS_N] __attribute__((aligned(64))) = {QUANT_GRID_IQ3XXS};
 static const uint16_t packed_iq3s[QUANT_GRID_IQ3S_N] = {QUANT_GRID_IQ3S};
 static const uint16_t packed_iq1s[QUANT_GRID_IQ1S_N] = {QUANT_GRID_IQ1S};
 

@@ -143,8 +143,8 @@ extern uint8_t quant_grid_iq3s[512][4];
 extern int8_t quant_grid_iq1s[2048][8];
 extern uint8_t quant_sign_bytes[128][8];
 /* The packed IQ2_XXS, IQ2_XS and IQ3_XXS grids themselves (quant_grids.h: one 16-bit
- * word per entry, 2 or 3 bits per element), for kernels that look entries up in
- * registers. */
+ * word per entry, 2 or 3 bits per element), 64-byte aligned, for kernels that look
+ * entries up in registers. */
 extern const uint16_t quant_grid_iq2xxs_packed[256];
 extern const uint16_t quant_grid_iq2xs_packed[512];
 extern const uint16_t quant_grid_iq3xxs_packed[256];
